@@ -1,0 +1,2 @@
+//! floe-cache: expert-cache policies and the slot table.
+#![warn(missing_docs)]

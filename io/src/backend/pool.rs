@@ -1,0 +1,119 @@
+//! The portable backend: a small pool of threads, each doing blocking `pread`s. With files
+//! opened O_DIRECT (F_NOCACHE on macOS) it is the `pread` backend; with ordinary files it is
+//! `buffered`, the page-cache baseline.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender, TryRecvError};
+
+use super::{Backend, RawDone, RawRead, Waker};
+use crate::error::{IoError, Result};
+
+/// Most threads the pool starts, however deep the queue: beyond this the device, not the thread
+/// count, limits a pread pool.
+const MAX_THREADS: usize = 32;
+
+pub(crate) struct PoolBackend {
+    work_tx: Option<Sender<RawRead>>,
+    done_rx: Receiver<RawDone>,
+    wake_tx: Sender<()>,
+    wake_rx: Receiver<()>,
+    workers: Vec<JoinHandle<()>>,
+    pending: Vec<RawRead>,
+}
+
+impl PoolBackend {
+    pub(crate) fn new(queue_depth: usize) -> Result<Self> {
+        let queue_depth = queue_depth.max(1);
+        let (work_tx, work_rx) = unbounded::<RawRead>();
+        let (done_tx, done_rx) = unbounded();
+        // One pending wake is enough: a wake only says "look at the request channels".
+        let (wake_tx, wake_rx) = bounded(1);
+        let threads = queue_depth.min(MAX_THREADS);
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let work_rx = work_rx.clone();
+            let done_tx = done_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("floe-pread-{i}"))
+                .spawn(move || worker(work_rx, done_tx))
+                .map_err(|e| IoError::BackendUnavailable {
+                    backend: "pread",
+                    reason: format!("cannot start a worker thread: {e}"),
+                })?;
+            workers.push(handle);
+        }
+        Ok(Self { work_tx: Some(work_tx), done_rx, wake_tx, wake_rx, workers, pending: Vec::new() })
+    }
+}
+
+fn worker(work_rx: Receiver<RawRead>, done_tx: Sender<RawDone>) {
+    while let Ok(op) = work_rx.recv() {
+        let result = loop {
+            // SAFETY: op.buf points to op.len writable bytes of an arena slot that the I/O
+            // thread owns exclusively until it receives this op's RawDone (RawRead's Send
+            // impl); op.fd stays open because the request holds its Arc<DataFile> until then.
+            let n = unsafe { libc::pread(op.fd, op.buf.cast(), op.len, op.offset as libc::off_t) };
+            if n >= 0 {
+                break Ok(n as usize);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                break Err(e);
+            }
+        };
+        if done_tx.send(RawDone { id: op.id, result }).is_err() {
+            return;
+        }
+    }
+}
+
+impl Backend for PoolBackend {
+    fn push(&mut self, op: RawRead) -> Result<()> {
+        self.pending.push(op);
+        Ok(())
+    }
+
+    fn submit(&mut self) -> Result<()> {
+        let tx = self.work_tx.as_ref().ok_or(IoError::Disconnected)?;
+        for op in self.pending.drain(..) {
+            tx.send(op).map_err(|_| IoError::Disconnected)?;
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, out: &mut Vec<RawDone>, block: bool) -> Result<()> {
+        if block {
+            select! {
+                recv(self.done_rx) -> done => out.push(done.map_err(|_| IoError::Disconnected)?),
+                recv(self.wake_rx) -> _ => {}
+            }
+        }
+        loop {
+            match self.done_rx.try_recv() {
+                Ok(done) => out.push(done),
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => return Err(IoError::Disconnected),
+            }
+        }
+    }
+
+    fn waker(&self) -> Waker {
+        let tx = self.wake_tx.clone();
+        Arc::new(move || {
+            let _ = tx.try_send(());
+        })
+    }
+}
+
+impl Drop for PoolBackend {
+    fn drop(&mut self) {
+        // Closing the work channel ends each worker after its current read; the I/O thread only
+        // drops the backend once nothing is in flight, so no worker writes into freed memory.
+        self.work_tx = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}

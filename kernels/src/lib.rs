@@ -1,0 +1,2 @@
+//! floe-kernels: CPU kernels for decode and prefill.
+#![warn(missing_docs)]
