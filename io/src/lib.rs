@@ -24,7 +24,9 @@ mod file;
 pub use aligned::AlignedBuf;
 pub use arena::{SlabArena, Slot, ARENA_ALIGN};
 pub use backend::BackendKind;
-pub use engine::{CancelToken, IoConfig, IoEngine, IoStats, Priority, ReadDone, ReadRequest};
+pub use engine::{
+    CancelToken, IoConfig, IoEngine, IoStats, Priority, ReadDone, ReadRequest, COMPLETION_SPIN,
+};
 pub use error::{IoError, Result};
 pub use file::{DataFile, FileMode, MIN_ALIGN};
 

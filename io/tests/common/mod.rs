@@ -64,7 +64,7 @@ pub fn read_once(
         .unwrap();
     let done = engine.completions().recv().unwrap();
     assert_eq!(done.tag, offset ^ len as u64);
-    let out = done.bytes(engine.arena()).map(|b| b.to_vec()).map_err(|e| clone_err(e));
+    let out = done.bytes(engine.arena()).map(|b| b.to_vec()).map_err(clone_err);
     engine.arena().free(done.slot).unwrap();
     out
 }
@@ -75,6 +75,7 @@ fn clone_err(e: &floe_io::IoError) -> floe_io::IoError {
 
 /// A ramfs mounted on a fresh directory (ramfs refuses O_DIRECT on every kernel, unlike tmpfs
 /// which accepts it since Linux 6.6). Needs root; None with a loud message otherwise.
+#[derive(Debug)]
 pub struct RamFs {
     pub dir: tempfile::TempDir,
 }

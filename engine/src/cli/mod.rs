@@ -1,0 +1,26 @@
+//! Command-line front end: one file per subcommand.
+
+mod bench_io;
+pub mod size;
+
+use clap::{Parser, Subcommand};
+
+/// floe runs Mixture-of-Experts models larger than RAM by streaming expert weights from SSD.
+#[derive(Debug, Parser)]
+#[command(name = "floe", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure random aligned slab reads per I/O backend (GB/s), optionally beside fio.
+    BenchIo(bench_io::BenchIoArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::BenchIo(args) => bench_io::run(args),
+    }
+}

@@ -1,0 +1,37 @@
+//! The engine's error type: one enum, structured fields, the cause chain kept.
+
+use std::path::PathBuf;
+
+/// Everything the `floe` library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// From the I/O layer.
+    #[error(transparent)]
+    Io(#[from] floe_io::IoError),
+    /// From the cache layer.
+    #[error(transparent)]
+    Cache(#[from] floe_cache::CacheError),
+    /// A file could not be created or written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration or argument that cannot work.
+    #[error("{0}")]
+    Invalid(String),
+    /// An external tool (fio) failed or is missing.
+    #[error("{tool}: {reason}")]
+    Tool {
+        /// The tool.
+        tool: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Result alias of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
