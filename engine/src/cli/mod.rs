@@ -1,6 +1,8 @@
 //! Command-line front end: one file per subcommand.
 
 mod bench_io;
+mod plot;
+mod sim;
 pub mod size;
 
 use clap::{Parser, Subcommand};
@@ -17,10 +19,13 @@ pub struct Cli {
 enum Command {
     /// Measure random aligned slab reads per I/O backend (GB/s), optionally beside fio.
     BenchIo(bench_io::BenchIoArgs),
+    /// Replay a routing trace through cache policies against Belady's optimum.
+    Sim(sim::SimArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::BenchIo(args) => bench_io::run(args),
+        Command::Sim(args) => sim::run(args),
     }
 }

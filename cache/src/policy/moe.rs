@@ -1,0 +1,163 @@
+//! `moe`: floe's MoE-aware policy. It uses three things a general-purpose cache cannot know:
+//!
+//! 1. **The layer cycle.** Layers are visited in a fixed order once per token, so an expert of
+//!    layer `l` can next be used only when the engine reaches `l` again: its earliest reuse is
+//!    `d(l)` layer-visits away (`d = L` for the layer being computed now).
+//! 2. **Every routing decision**, not just cache accesses: after each layer the router's top-k
+//!    tells, for *every* expert of that layer, whether it was chosen. That is `E` labelled
+//!    examples per layer visit, from which the policy learns online how likely an expert is to be
+//!    chosen at its layer's next visit given its class: (tokens since its last use, log2 of how
+//!    often it was used). Popularity per layer and the temporal locality of routing are learned
+//!    from the model's own behaviour, so nothing is tuned to a trace or a model.
+//! 3. **The bounded key space** (`L x E` experts): usage counts are kept for every expert, also
+//!    the ones not resident, so a returning expert is recognised.
+//!
+//! With `p` the learned chance of use per visit, the expected distance to the next use is
+//! `d + L * (1 - p) / p` layer-visits; the victim is the evictable key with the largest, which
+//! is Belady's rule with the future replaced by its expectation.
+
+use std::collections::HashSet;
+
+use super::Policy;
+use crate::key::{AccessCtx, ExpertKey, MoeShape};
+
+const AGE_CLASSES: usize = 9; // log2 buckets 0..=7 of visits since last use, 8 = never used
+const FREQ_CLASSES: usize = 8; // log2 buckets of use count
+const NEVER: u32 = u32::MAX;
+
+/// Learned expected-reuse-distance eviction for MoE experts.
+#[derive(Debug)]
+pub struct MoeReuse {
+    shape: MoeShape,
+    /// Per expert: times chosen, and the layer-visit index of its last use.
+    count: Vec<u32>,
+    last_use: Vec<u32>,
+    /// Per layer: router decisions seen so far.
+    visits: Vec<u32>,
+    /// Per class: chosen at the next visit / visits observed.
+    chosen: [[f64; FREQ_CLASSES]; AGE_CLASSES],
+    observed: [[f64; FREQ_CLASSES]; AGE_CLASSES],
+    resident: HashSet<ExpertKey>,
+    /// Experts used at the current layer visit, before the router's report (`on_route`)
+    /// updates their counts: they are classed as used now.
+    used_now: HashSet<ExpertKey>,
+    /// Layer being computed now (from the latest access).
+    current_layer: u16,
+}
+
+impl MoeReuse {
+    /// A policy for a model of this shape.
+    pub fn new(shape: MoeShape) -> Self {
+        let n = shape.total_experts().max(1);
+        Self {
+            shape,
+            count: vec![0; n],
+            last_use: vec![NEVER; n],
+            visits: vec![0; shape.layers.max(1) as usize],
+            chosen: [[0.0; FREQ_CLASSES]; AGE_CLASSES],
+            observed: [[0.0; FREQ_CLASSES]; AGE_CLASSES],
+            resident: HashSet::new(),
+            used_now: HashSet::new(),
+            current_layer: 0,
+        }
+    }
+
+    fn index(&self, key: ExpertKey) -> Option<usize> {
+        (key.layer < self.shape.layers && key.expert < self.shape.experts)
+            .then(|| key.layer as usize * self.shape.experts as usize + key.expert as usize)
+    }
+
+    fn class(&self, idx: usize, layer: u16) -> (usize, usize) {
+        let key = ExpertKey::new(layer, (idx % self.shape.experts.max(1) as usize) as u16);
+        if self.used_now.contains(&key) {
+            // Used at this visit: one visit old at the next, with one more use.
+            return (0, ((self.count[idx] + 2).ilog2() as usize).min(FREQ_CLASSES - 1));
+        }
+        let last = self.last_use[idx];
+        let age = if last == NEVER {
+            AGE_CLASSES - 1
+        } else {
+            let visits_since = self.visits[layer as usize].saturating_sub(last).max(1);
+            (visits_since.ilog2() as usize).min(AGE_CLASSES - 2)
+        };
+        let freq = ((self.count[idx] + 1).ilog2() as usize).min(FREQ_CLASSES - 1);
+        (age, freq)
+    }
+
+    /// Learned chance that an expert of this class is chosen at its layer's next visit, with a
+    /// uniform (Laplace) prior so unseen classes start at one half.
+    fn reuse_probability(&self, (age, freq): (usize, usize)) -> f64 {
+        (self.chosen[age][freq] + 1.0) / (self.observed[age][freq] + 2.0)
+    }
+
+    /// Expected layer-visits until `key` is used again.
+    fn expected_distance(&self, key: ExpertKey) -> f64 {
+        let layers = self.shape.layers.max(1) as f64;
+        let Some(idx) = self.index(key) else { return f64::INFINITY };
+        let ahead = (key.layer as i64 - self.current_layer as i64)
+            .rem_euclid(self.shape.layers.max(1) as i64);
+        let d = if ahead == 0 { layers } else { ahead as f64 };
+        let p = self.reuse_probability(self.class(idx, key.layer));
+        d + layers * (1.0 - p) / p
+    }
+}
+
+impl Policy for MoeReuse {
+    fn name(&self) -> &'static str {
+        "moe"
+    }
+    fn on_hit(&mut self, key: ExpertKey, _: &AccessCtx) {
+        self.current_layer = key.layer;
+        self.used_now.insert(key);
+    }
+    fn on_insert(&mut self, key: ExpertKey, ctx: &AccessCtx) {
+        self.current_layer = key.layer;
+        self.resident.insert(key);
+        // A prefetch is not a use.
+        if ctx.demand {
+            self.used_now.insert(key);
+        }
+    }
+    fn on_remove(&mut self, key: ExpertKey) {
+        self.resident.remove(&key);
+    }
+    fn victim(&mut self, evictable: &dyn Fn(ExpertKey) -> bool) -> Option<ExpertKey> {
+        let mut best: Option<(f64, ExpertKey)> = None;
+        for &key in &self.resident {
+            if !evictable(key) {
+                continue;
+            }
+            let dist = self.expected_distance(key);
+            // Ties (common before anything is learned) go to the larger key, deterministically.
+            if best.is_none_or(|(b, bk)| dist > b || (dist == b && key > bk)) {
+                best = Some((dist, key));
+            }
+        }
+        let (_, key) = best?;
+        self.resident.remove(&key);
+        Some(key)
+    }
+    fn on_route(&mut self, layer: u16, _step: u64, experts: &[(u16, f32)]) {
+        if layer >= self.shape.layers {
+            return;
+        }
+        self.used_now.retain(|k| k.layer != layer);
+        let base = layer as usize * self.shape.experts as usize;
+        let is_chosen = |e: u16| experts.iter().any(|&(x, _)| x == e);
+        for e in 0..self.shape.experts {
+            let (a, f) = self.class(base + e as usize, layer);
+            self.observed[a][f] += 1.0;
+            if is_chosen(e) {
+                self.chosen[a][f] += 1.0;
+            }
+        }
+        let visit = self.visits[layer as usize];
+        for &(e, _) in experts {
+            if e < self.shape.experts {
+                self.count[base + e as usize] += 1;
+                self.last_use[base + e as usize] = visit;
+            }
+        }
+        self.visits[layer as usize] = visit + 1;
+    }
+}

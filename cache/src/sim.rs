@@ -1,0 +1,168 @@
+//! The trace simulator: replays a trace's accesses through [`ExpertCache`] with a policy, the
+//! same slot table the engine uses live, so a simulated and a live LRU agree exactly.
+//!
+//! Model: slabs are unit-size (capacity counts experts); each layer routing's experts are
+//! accessed in router order, each pinned only while it is used (the engine computes an expert
+//! as its slab lands and unpins it); a prefill routing is the union of its chunk's experts,
+//! each read once. After each routing, the policy is told what the router chose.
+
+use crate::error::CacheError;
+use crate::key::ExpertKey;
+use crate::policy::{build, PolicyConfig, PolicyKind};
+use crate::table::{ExpertCache, Lookup};
+use crate::trace::{PhaseFilter, Trace};
+
+/// One policy at one capacity.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SimResult {
+    /// Policy name.
+    pub policy: String,
+    /// Slots.
+    pub capacity_slots: usize,
+    /// Slots as a share of all experts in the trace's model.
+    pub capacity_fraction: f64,
+    /// Demand accesses replayed.
+    pub accesses: u64,
+    /// Of them, hits.
+    pub hits: u64,
+    /// Of them, misses (reads).
+    pub misses: u64,
+    /// Bytes the misses read (per-layer expert size when the trace gives it, else 0).
+    pub bytes_read: u64,
+    /// hits / accesses.
+    pub hit_ratio: f64,
+}
+
+/// Replays `trace` (the `phase` steps) through `kind` with `capacity` slots.
+pub fn simulate(
+    trace: &Trace,
+    phase: PhaseFilter,
+    kind: PolicyKind,
+    capacity: usize,
+    config: &PolicyConfig,
+) -> Result<SimResult, CacheError> {
+    let future = trace.accesses(phase);
+    let policy = build(kind, capacity, trace.shape, config, Some(&future))?;
+    let slab = trace.expert_bytes.iter().copied().max().unwrap_or(1).max(1);
+    let cache = ExpertCache::with_slots(capacity, slab, trace.shape.top_k as usize, policy)?;
+    let mut bytes_read = 0u64;
+    for route in trace.routes.iter().filter(|r| phase.admits(r.phase)) {
+        for &(expert, weight) in &route.experts {
+            let key = ExpertKey::new(route.layer, expert);
+            match cache.acquire(key, route.step, weight) {
+                Lookup::Hit(_) => {}
+                Lookup::Miss { .. } => {
+                    bytes_read += trace.expert_bytes_of(route.layer).unwrap_or(0);
+                    cache.complete(key, true);
+                }
+                Lookup::Pending(_) => unreachable!("the simulator completes every read at once"),
+                Lookup::Full => {
+                    return Err(CacheError::Invalid(format!(
+                        "capacity {capacity} cannot hold one routing of {} experts",
+                        route.experts.len()
+                    )))
+                }
+            }
+            cache.release(key);
+        }
+        cache.on_route(route.layer, route.step, &route.experts);
+    }
+    let s = cache.stats();
+    let total = trace.shape.total_experts().max(1);
+    Ok(SimResult {
+        policy: kind.name().into(),
+        capacity_slots: capacity,
+        capacity_fraction: capacity as f64 / total as f64,
+        accesses: s.hits + s.misses,
+        hits: s.hits,
+        misses: s.misses,
+        bytes_read,
+        hit_ratio: s.hit_ratio(),
+    })
+}
+
+/// How well a prefetch predictor that sees only the trace guesses the next step's experts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PredictorScore {
+    /// `temporal` or `hot`.
+    pub predictor: String,
+    /// Share of the next step's chosen experts that the prediction contained.
+    pub recall: f64,
+    /// Predictions scored (layer routings with a previous step).
+    pub predictions: u64,
+}
+
+/// Scores `temporal` (the previous step's experts of the same layer) and `hot` (the layer's
+/// top-k most chosen so far) as recall of each routing's experts, over the `phase` steps.
+pub fn score_predictors(trace: &Trace, phase: PhaseFilter) -> Vec<PredictorScore> {
+    let layers = trace.shape.layers as usize;
+    let experts = trace.shape.experts as usize;
+    let mut previous: Vec<Option<Vec<u16>>> = vec![None; layers];
+    let mut counts = vec![vec![0u64; experts]; layers];
+    let (mut t_hit, mut h_hit, mut total, mut n) = (0u64, 0u64, 0u64, 0u64);
+    for r in trace.routes.iter().filter(|r| phase.admits(r.phase)) {
+        let l = r.layer as usize;
+        if l >= layers {
+            continue;
+        }
+        let chosen: Vec<u16> = r.experts.iter().map(|e| e.0).collect();
+        if let Some(prev) = &previous[l] {
+            let k = chosen.len();
+            let mut ranked: Vec<usize> = (0..experts).collect();
+            ranked.sort_by_key(|&e| (std::cmp::Reverse(counts[l][e]), e));
+            let hot: Vec<u16> = ranked.into_iter().take(k).map(|e| e as u16).collect();
+            t_hit += chosen.iter().filter(|e| prev.contains(e)).count() as u64;
+            h_hit += chosen.iter().filter(|e| hot.contains(e)).count() as u64;
+            total += k as u64;
+            n += 1;
+        }
+        for &e in &chosen {
+            if (e as usize) < experts {
+                counts[l][e as usize] += 1;
+            }
+        }
+        previous[l] = Some(chosen);
+    }
+    let ratio = |h: u64| if total == 0 { 0.0 } else { h as f64 / total as f64 };
+    vec![
+        PredictorScore { predictor: "temporal".into(), recall: ratio(t_hit), predictions: n },
+        PredictorScore { predictor: "hot".into(), recall: ratio(h_hit), predictions: n },
+    ]
+}
+
+/// Per-layer popularity skew of a trace: the exponent `s` of a Zipf law `count ~ rank^-s`
+/// fitted by least squares on log-log over each layer's used experts, averaged over layers.
+pub fn zipf_exponent(trace: &Trace, phase: PhaseFilter) -> f64 {
+    let layers = trace.shape.layers as usize;
+    let mut counts = vec![vec![0u64; trace.shape.experts as usize]; layers];
+    for r in trace.routes.iter().filter(|r| phase.admits(r.phase)) {
+        for &(e, _) in &r.experts {
+            if let Some(c) = counts.get_mut(r.layer as usize).and_then(|l| l.get_mut(e as usize)) {
+                *c += 1;
+            }
+        }
+    }
+    let mut fits = Vec::new();
+    for mut c in counts {
+        c.retain(|&x| x > 0);
+        if c.len() < 3 {
+            continue;
+        }
+        c.sort_unstable_by(|a, b| b.cmp(a));
+        let pts: Vec<(f64, f64)> =
+            c.iter().enumerate().map(|(i, &x)| (((i + 1) as f64).ln(), (x as f64).ln())).collect();
+        let n = pts.len() as f64;
+        let (mx, my) =
+            (pts.iter().map(|p| p.0).sum::<f64>() / n, pts.iter().map(|p| p.1).sum::<f64>() / n);
+        let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+        let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+        if sxx > 0.0 {
+            fits.push(-sxy / sxx);
+        }
+    }
+    if fits.is_empty() {
+        0.0
+    } else {
+        fits.iter().sum::<f64>() / fits.len() as f64
+    }
+}

@@ -1,0 +1,308 @@
+//! `ExpertCache`: the slot table. A byte budget becomes a number of equal slots; each resident
+//! expert has one, in state Loading or Ready, with a pin count. Pinned and loading entries are
+//! never offered to the policy as victims; a second request for an expert that is loading gets
+//! `Pending` (single-flight: one read per key) instead of a second read.
+//!
+//! The table owns no memory: a `SlotIndex` names a slot of whatever arena the engine keeps.
+
+use std::collections::HashMap;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::CacheError;
+use crate::key::{AccessCtx, ExpertKey};
+use crate::policy::Policy;
+
+/// Index of a slot in the engine's arena.
+pub type SlotIndex = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Loading,
+    Ready,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    slot: SlotIndex,
+    state: State,
+    pins: u32,
+    /// Loaded by a prefetch and not used by a demand access yet.
+    prefetched_unused: bool,
+}
+
+/// What a demand access found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Resident and ready; pinned for the caller, who must `release` it.
+    Hit(SlotIndex),
+    /// Being loaded (by a prefetch or another requester); pinned for the caller, who must wait
+    /// for the load (`wait_ready`, or the engine's completion) and then `release` it.
+    Pending(SlotIndex),
+    /// Not resident: `slot` is reserved for it (Loading, pinned). The caller reads the slab into
+    /// it, calls `complete`, uses it, and calls `release`. `evicted` was dropped to make room.
+    Miss {
+        /// Where to read the slab.
+        slot: SlotIndex,
+        /// The expert whose slot this was.
+        evicted: Option<ExpertKey>,
+    },
+    /// Every slot is pinned or loading: nothing can be evicted now.
+    Full,
+}
+
+/// Counters since the cache was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    /// Demand accesses served without a new read (ready, or already loading).
+    pub hits: u64,
+    /// Of the hits, those that found the expert still loading (single-flight).
+    pub pending_hits: u64,
+    /// Demand accesses that needed a read.
+    pub misses: u64,
+    /// Experts evicted to make room.
+    pub evictions: u64,
+    /// Prefetch reads started.
+    pub prefetch_issued: u64,
+    /// Prefetched experts later used by a demand access.
+    pub prefetch_used: u64,
+    /// Prefetched experts evicted or failed without ever being used.
+    pub prefetch_wasted: u64,
+    /// Loads that failed.
+    pub load_errors: u64,
+    /// Bytes read into slots (misses + prefetches, whole slabs).
+    pub bytes_read: u64,
+}
+
+impl CacheStats {
+    /// hits / (hits + misses), 0 when nothing was accessed.
+    pub fn hit_ratio(&self) -> f64 {
+        let n = self.hits + self.misses;
+        if n == 0 {
+            0.0
+        } else {
+            self.hits as f64 / n as f64
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    map: HashMap<ExpertKey, Entry>,
+    free: Vec<SlotIndex>,
+    policy: Box<dyn Policy>,
+    stats: CacheStats,
+    seq: u64,
+}
+
+impl std::fmt::Debug for dyn Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The byte-budgeted slot table. All methods take `&self`; it is `Send + Sync`.
+#[derive(Debug)]
+pub struct ExpertCache {
+    inner: Mutex<Inner>,
+    loaded: Condvar,
+    capacity: usize,
+    slab_bytes: u64,
+}
+
+impl ExpertCache {
+    /// A cache of `budget_bytes / slab_bytes` slots. Refuses a budget that cannot hold one
+    /// layer's `top_k` experts at once, saying the minimum.
+    pub fn new(
+        budget_bytes: u64,
+        slab_bytes: u64,
+        top_k: usize,
+        policy: Box<dyn Policy>,
+    ) -> Result<Self, CacheError> {
+        if slab_bytes == 0 {
+            return Err(CacheError::Invalid("slab size must be positive".into()));
+        }
+        Self::with_slots((budget_bytes / slab_bytes) as usize, slab_bytes, top_k, policy)
+    }
+
+    /// A cache of exactly `slots` slots.
+    pub fn with_slots(
+        slots: usize,
+        slab_bytes: u64,
+        top_k: usize,
+        policy: Box<dyn Policy>,
+    ) -> Result<Self, CacheError> {
+        let min = top_k.max(1);
+        if slots < min {
+            return Err(CacheError::BudgetTooSmall {
+                slots,
+                min,
+                min_bytes: min as u64 * slab_bytes,
+            });
+        }
+        Ok(Self {
+            inner: Mutex::new(Inner {
+                map: HashMap::with_capacity(slots),
+                free: (0..slots as SlotIndex).rev().collect(),
+                policy,
+                stats: CacheStats::default(),
+                seq: 0,
+            }),
+            loaded: Condvar::new(),
+            capacity: slots,
+            slab_bytes,
+        })
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes per slot.
+    pub fn slab_bytes(&self) -> u64 {
+        self.slab_bytes
+    }
+
+    /// The policy's name.
+    pub fn policy_name(&self) -> &'static str {
+        self.inner.lock().policy.name()
+    }
+
+    /// A demand access to `key` for token `step` with router weight `weight`.
+    pub fn acquire(&self, key: ExpertKey, step: u64, weight: f32) -> Lookup {
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        let ctx = AccessCtx { step, seq: inner.seq, weight, demand: true };
+        inner.seq += 1;
+        if let Some(e) = inner.map.get_mut(&key) {
+            e.pins += 1;
+            inner.stats.hits += 1;
+            if e.prefetched_unused {
+                e.prefetched_unused = false;
+                inner.stats.prefetch_used += 1;
+            }
+            let (slot, state) = (e.slot, e.state);
+            inner.policy.on_hit(key, &ctx);
+            return match state {
+                State::Ready => Lookup::Hit(slot),
+                State::Loading => {
+                    inner.stats.pending_hits += 1;
+                    Lookup::Pending(slot)
+                }
+            };
+        }
+        let Some((slot, evicted)) = Self::take_slot(inner) else { return Lookup::Full };
+        inner.stats.misses += 1;
+        inner.stats.bytes_read += self.slab_bytes;
+        inner
+            .map
+            .insert(key, Entry { slot, state: State::Loading, pins: 1, prefetched_unused: false });
+        inner.policy.on_insert(key, &ctx);
+        Lookup::Miss { slot, evicted }
+    }
+
+    /// Reserves a slot to prefetch `key` unless it is resident or loading, or nothing can be
+    /// evicted. The entry is Loading and unpinned; call `complete` when the read finishes.
+    pub fn prefetch(&self, key: ExpertKey, step: u64) -> Option<(SlotIndex, Option<ExpertKey>)> {
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        if inner.map.contains_key(&key) {
+            return None;
+        }
+        let (slot, evicted) = Self::take_slot(inner)?;
+        let ctx = AccessCtx { step, seq: inner.seq, weight: 0.0, demand: false };
+        inner.stats.prefetch_issued += 1;
+        inner.stats.bytes_read += self.slab_bytes;
+        inner
+            .map
+            .insert(key, Entry { slot, state: State::Loading, pins: 0, prefetched_unused: true });
+        inner.policy.on_insert(key, &ctx);
+        Some((slot, evicted))
+    }
+
+    /// A free slot, or one freed by evicting the policy's victim among ready, unpinned entries.
+    fn take_slot(inner: &mut Inner) -> Option<(SlotIndex, Option<ExpertKey>)> {
+        if let Some(slot) = inner.free.pop() {
+            return Some((slot, None));
+        }
+        let map = &inner.map;
+        let evictable =
+            |k: ExpertKey| map.get(&k).is_some_and(|e| e.state == State::Ready && e.pins == 0);
+        let victim = inner.policy.victim(&evictable)?;
+        let entry = inner.map.remove(&victim).expect("policy returned a resident victim");
+        debug_assert!(entry.pins == 0 && entry.state == State::Ready, "evicted a pinned entry");
+        inner.stats.evictions += 1;
+        if entry.prefetched_unused {
+            inner.stats.prefetch_wasted += 1;
+        }
+        Some((entry.slot, Some(victim)))
+    }
+
+    /// The read for `key` finished. On success the entry becomes Ready; on failure it is
+    /// dropped (its slot freed) so a later access retries. Wakes `wait_ready` callers.
+    pub fn complete(&self, key: ExpertKey, ok: bool) {
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        if ok {
+            if let Some(e) = inner.map.get_mut(&key) {
+                e.state = State::Ready;
+            }
+        } else if let Some(e) = inner.map.remove(&key) {
+            inner.stats.load_errors += 1;
+            if e.prefetched_unused {
+                inner.stats.prefetch_wasted += 1;
+            }
+            inner.free.push(e.slot);
+            inner.policy.on_remove(key);
+        }
+        drop(g);
+        self.loaded.notify_all();
+    }
+
+    /// Blocks until `key` is no longer loading. True if it is resident and ready.
+    pub fn wait_ready(&self, key: ExpertKey) -> bool {
+        let mut g = self.inner.lock();
+        loop {
+            match g.map.get(&key).map(|e| e.state) {
+                Some(State::Ready) => return true,
+                None => return false,
+                Some(State::Loading) => self.loaded.wait(&mut g),
+            }
+        }
+    }
+
+    /// Drops one pin of `key` taken by `acquire`.
+    pub fn release(&self, key: ExpertKey) {
+        let mut g = self.inner.lock();
+        if let Some(e) = g.map.get_mut(&key) {
+            debug_assert!(e.pins > 0, "release of an unpinned expert {key}");
+            e.pins = e.pins.saturating_sub(1);
+        }
+    }
+
+    /// Tells the policy what the router chose at `layer` for `step`.
+    pub fn on_route(&self, layer: u16, step: u64, experts: &[(u16, f32)]) {
+        self.inner.lock().policy.on_route(layer, step, experts);
+    }
+
+    /// Slot, readiness and pin count of `key`, if resident.
+    pub fn entry(&self, key: ExpertKey) -> Option<(SlotIndex, bool, u32)> {
+        self.inner.lock().map.get(&key).map(|e| (e.slot, e.state == State::Ready, e.pins))
+    }
+
+    /// Experts resident or loading now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map.len()
+    }
+
+    /// True when nothing is resident.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.lock().stats
+    }
+}
