@@ -38,9 +38,9 @@ pub struct MoeReuse {
     chosen: [[f64; FREQ_CLASSES]; AGE_CLASSES],
     observed: [[f64; FREQ_CLASSES]; AGE_CLASSES],
     resident: HashSet<ExpertKey>,
-    /// Experts used at the current layer visit, before the router's report (`on_route`)
-    /// updates their counts: they are classed as used now.
-    used_now: HashSet<ExpertKey>,
+    /// Per expert: used at the current visit of its layer, before the router's report
+    /// (`on_route`) updates its count: it is classed as used now.
+    used_now: Vec<bool>,
     /// Layer being computed now (from the latest access).
     current_layer: u16,
 }
@@ -57,7 +57,7 @@ impl MoeReuse {
             chosen: [[0.0; FREQ_CLASSES]; AGE_CLASSES],
             observed: [[0.0; FREQ_CLASSES]; AGE_CLASSES],
             resident: HashSet::new(),
-            used_now: HashSet::new(),
+            used_now: vec![false; n],
             current_layer: 0,
         }
     }
@@ -68,8 +68,7 @@ impl MoeReuse {
     }
 
     fn class(&self, idx: usize, layer: u16) -> (usize, usize) {
-        let key = ExpertKey::new(layer, (idx % self.shape.experts.max(1) as usize) as u16);
-        if self.used_now.contains(&key) {
+        if self.used_now[idx] {
             // Used at this visit: one visit old at the next, with one more use.
             return (0, ((self.count[idx] + 2).ilog2() as usize).min(FREQ_CLASSES - 1));
         }
@@ -90,15 +89,15 @@ impl MoeReuse {
         (self.chosen[age][freq] + 1.0) / (self.observed[age][freq] + 2.0)
     }
 
-    /// Expected layer-visits until `key` is used again.
-    fn expected_distance(&self, key: ExpertKey) -> f64 {
-        let layers = self.shape.layers.max(1) as f64;
+    /// Expected layer-visits until `key` is used again; `waits[age][freq]` holds
+    /// `L * (1 - p) / p` for each class.
+    fn expected_distance(&self, key: ExpertKey, waits: &[[f64; FREQ_CLASSES]; AGE_CLASSES]) -> f64 {
+        let layers = self.shape.layers.max(1);
         let Some(idx) = self.index(key) else { return f64::INFINITY };
-        let ahead = (key.layer as i64 - self.current_layer as i64)
-            .rem_euclid(self.shape.layers.max(1) as i64);
-        let d = if ahead == 0 { layers } else { ahead as f64 };
-        let p = self.reuse_probability(self.class(idx, key.layer));
-        d + layers * (1.0 - p) / p
+        let ahead = (key.layer as i64 - self.current_layer as i64).rem_euclid(layers as i64);
+        let d = if ahead == 0 { layers as f64 } else { ahead as f64 };
+        let (a, f) = self.class(idx, key.layer);
+        d + waits[a][f]
     }
 }
 
@@ -108,26 +107,36 @@ impl Policy for MoeReuse {
     }
     fn on_hit(&mut self, key: ExpertKey, _: &AccessCtx) {
         self.current_layer = key.layer;
-        self.used_now.insert(key);
+        if let Some(i) = self.index(key) {
+            self.used_now[i] = true;
+        }
     }
     fn on_insert(&mut self, key: ExpertKey, ctx: &AccessCtx) {
         self.current_layer = key.layer;
         self.resident.insert(key);
         // A prefetch is not a use.
-        if ctx.demand {
-            self.used_now.insert(key);
+        if let Some(i) = self.index(key).filter(|_| ctx.demand) {
+            self.used_now[i] = true;
         }
     }
     fn on_remove(&mut self, key: ExpertKey) {
         self.resident.remove(&key);
     }
     fn victim(&mut self, evictable: &dyn Fn(ExpertKey) -> bool) -> Option<ExpertKey> {
+        let layers = self.shape.layers.max(1) as f64;
+        let mut waits = [[0.0; FREQ_CLASSES]; AGE_CLASSES];
+        for (a, row) in waits.iter_mut().enumerate() {
+            for (f, w) in row.iter_mut().enumerate() {
+                let p = self.reuse_probability((a, f));
+                *w = layers * (1.0 - p) / p;
+            }
+        }
         let mut best: Option<(f64, ExpertKey)> = None;
         for &key in &self.resident {
             if !evictable(key) {
                 continue;
             }
-            let dist = self.expected_distance(key);
+            let dist = self.expected_distance(key, &waits);
             // Ties (common before anything is learned) go to the larger key, deterministically.
             if best.is_none_or(|(b, bk)| dist > b || (dist == b && key > bk)) {
                 best = Some((dist, key));
@@ -141,8 +150,8 @@ impl Policy for MoeReuse {
         if layer >= self.shape.layers {
             return;
         }
-        self.used_now.retain(|k| k.layer != layer);
         let base = layer as usize * self.shape.experts as usize;
+        self.used_now[base..base + self.shape.experts as usize].fill(false);
         let is_chosen = |e: u16| experts.iter().any(|&(x, _)| x == e);
         for e in 0..self.shape.experts {
             let (a, f) = self.class(base + e as usize, layer);

@@ -1,0 +1,246 @@
+//! The slot table and policies against simple reference models.
+
+use std::collections::{HashMap, HashSet};
+
+use floe_cache::policy::{build, PolicyConfig, PolicyKind};
+use floe_cache::sim::simulate;
+use floe_cache::trace::{LayerRoute, Phase, PhaseFilter, Trace};
+use floe_cache::{CacheError, ExpertCache, ExpertKey, Lookup, MoeShape};
+use proptest::prelude::*;
+
+const SHAPE: MoeShape = MoeShape { layers: 4, experts: 12, top_k: 2 };
+
+fn policy(kind: PolicyKind, cap: usize, future: &[ExpertKey]) -> Box<dyn floe_cache::Policy> {
+    build(kind, cap, SHAPE, &PolicyConfig::default(), Some(future)).unwrap()
+}
+
+fn key(k: (u16, u16)) -> ExpertKey {
+    ExpertKey::new(k.0 % SHAPE.layers, k.1 % SHAPE.experts)
+}
+
+/// A naive LRU: a Vec from least to most recent.
+struct NaiveLru {
+    order: Vec<ExpertKey>,
+    cap: usize,
+}
+
+impl NaiveLru {
+    /// Returns (hit, evicted).
+    fn access(&mut self, k: ExpertKey) -> (bool, Option<ExpertKey>) {
+        if let Some(i) = self.order.iter().position(|x| *x == k) {
+            self.order.remove(i);
+            self.order.push(k);
+            return (true, None);
+        }
+        let evicted = (self.order.len() == self.cap).then(|| self.order.remove(0));
+        self.order.push(k);
+        (false, evicted)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lru_equals_a_naive_lru(
+        cap in 2usize..10,
+        accesses in prop::collection::vec((0u16..4, 0u16..12), 1..300),
+    ) {
+        let keys: Vec<ExpertKey> = accesses.into_iter().map(key).collect();
+        let cache = ExpertCache::with_slots(cap, 1, 2, policy(PolicyKind::Lru, cap, &keys)).unwrap();
+        let mut naive = NaiveLru { order: Vec::new(), cap };
+        for &k in &keys {
+            let (hit, evicted) = naive.access(k);
+            match cache.acquire(k, 0, 0.5) {
+                Lookup::Hit(_) => prop_assert!(hit, "{k}: cache hit, naive miss"),
+                Lookup::Miss { evicted: e, .. } => {
+                    prop_assert!(!hit, "{k}: cache miss, naive hit");
+                    prop_assert_eq!(e, evicted);
+                    cache.complete(k, true);
+                }
+                other => prop_assert!(false, "unexpected {other:?}"),
+            }
+            cache.release(k);
+        }
+    }
+
+    /// Random interleavings of demand accesses (some held pinned for a while), prefetches,
+    /// completions and releases: no policy ever holds more than its capacity, evicts a pinned or
+    /// loading expert, or says Full while something is evictable.
+    #[test]
+    fn no_policy_exceeds_capacity_or_evicts_pinned(
+        kind_i in 0usize..7,
+        cap in 2usize..8,
+        ops in prop::collection::vec((0u8..5, 0u16..4, 0u16..12), 1..300),
+    ) {
+        let kind = PolicyKind::ALL[kind_i]; // every online policy (Belady is the last)
+        let cache = ExpertCache::with_slots(cap, 1, 2, policy(kind, cap, &[])).unwrap();
+        let mut pins: HashMap<ExpertKey, u32> = HashMap::new();
+        let mut loading: HashSet<ExpertKey> = HashSet::new();
+        let mut resident: HashSet<ExpertKey> = HashSet::new();
+        for (op, l, e) in ops {
+            let k = key((l, e));
+            match op {
+                0 | 1 => {
+                    let r = cache.acquire(k, 0, 0.3);
+                    match r {
+                        Lookup::Hit(_) | Lookup::Pending(_) => {
+                            prop_assert!(resident.contains(&k));
+                            *pins.entry(k).or_default() += 1;
+                        }
+                        Lookup::Miss { evicted, .. } => {
+                            if let Some(v) = evicted {
+                                prop_assert!(pins.get(&v).copied().unwrap_or(0) == 0, "{kind}: evicted pinned {v}");
+                                prop_assert!(!loading.contains(&v), "{kind}: evicted loading {v}");
+                                resident.remove(&v);
+                            }
+                            resident.insert(k);
+                            loading.insert(k);
+                            *pins.entry(k).or_default() += 1;
+                        }
+                        Lookup::Full => {
+                            let free = resident.iter().any(|r| pins.get(r).copied().unwrap_or(0) == 0 && !loading.contains(r));
+                            prop_assert!(!free && resident.len() >= cap, "{kind}: Full with room");
+                        }
+                    }
+                }
+                2 => {
+                    if let Some((_, evicted)) = cache.prefetch(k, 0) {
+                        if let Some(v) = evicted {
+                            prop_assert!(pins.get(&v).copied().unwrap_or(0) == 0 && !loading.contains(&v));
+                            resident.remove(&v);
+                        }
+                        resident.insert(k);
+                        loading.insert(k);
+                    }
+                }
+                3 => {
+                    // Finish one load, sometimes as a failure.
+                    if let Some(&d) = loading.iter().next() {
+                        let ok = (l + e) % 5 != 0;
+                        cache.complete(d, ok);
+                        loading.remove(&d);
+                        if !ok {
+                            resident.remove(&d);
+                            pins.remove(&d);
+                        }
+                    }
+                }
+                _ => {
+                    if let Some((&p, _)) = pins.iter().find(|(_, &n)| n > 0) {
+                        cache.release(p);
+                        *pins.get_mut(&p).unwrap() -= 1;
+                    }
+                }
+            }
+            prop_assert!(cache.len() <= cap, "{kind}: {} > {cap}", cache.len());
+            prop_assert_eq!(cache.len(), resident.len());
+        }
+    }
+
+    /// On unit-size traces Belady's hit count is at least every policy's.
+    #[test]
+    fn belady_is_never_beaten(
+        cap in 2usize..16,
+        routes in prop::collection::vec((0u16..4, prop::collection::hash_set(0u16..12, 1..3)), 4..120),
+    ) {
+        let trace = Trace {
+            shape: SHAPE,
+            expert_bytes: Vec::new(),
+            routes: routes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (l, set))| LayerRoute {
+                    phase: Phase::Decode,
+                    step: i as u64 / 4,
+                    layer: l,
+                    experts: set.into_iter().map(|e| (e, 0.5)).collect(),
+                })
+                .collect(),
+        };
+        let cfg = PolicyConfig::default();
+        let best = simulate(&trace, PhaseFilter::All, PolicyKind::Belady, cap, &cfg).unwrap();
+        for kind in PolicyKind::ALL {
+            let r = simulate(&trace, PhaseFilter::All, kind, cap, &cfg).unwrap();
+            prop_assert!(r.hits <= best.hits, "{kind} {} > belady {}", r.hits, best.hits);
+            prop_assert_eq!(r.accesses, best.accesses);
+        }
+    }
+}
+
+#[test]
+fn single_flight_issues_one_read_per_key() {
+    let keys: Vec<ExpertKey> =
+        (0..4).flat_map(|l| (0..6).map(move |e| ExpertKey::new(l, e))).collect();
+    let cache = std::sync::Arc::new(
+        ExpertCache::with_slots(keys.len(), 1, 2, policy(PolicyKind::Lru, keys.len(), &[]))
+            .unwrap(),
+    );
+    let threads: Vec<_> = (0..6u64)
+        .map(|t| {
+            let (cache, mut keys) = (cache.clone(), keys.clone());
+            std::thread::spawn(move || {
+                let n = keys.len();
+                keys.rotate_left((t as usize * 5) % n);
+                for k in keys {
+                    match cache.acquire(k, t, 0.5) {
+                        Lookup::Miss { .. } => {
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            cache.complete(k, true);
+                        }
+                        Lookup::Pending(_) => assert!(cache.wait_ready(k)),
+                        Lookup::Hit(_) => {}
+                        Lookup::Full => panic!("capacity holds every key"),
+                    }
+                    assert_eq!(cache.entry(k).map(|e| e.1), Some(true), "used before ready");
+                    cache.release(k);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = cache.stats();
+    assert_eq!(s.misses, keys.len() as u64, "one read per key");
+    assert_eq!(s.hits + s.misses, 6 * keys.len() as u64);
+}
+
+#[test]
+fn a_budget_below_top_k_is_refused_with_the_minimum() {
+    let err = ExpertCache::new(3 * 4096, 4096, 8, policy(PolicyKind::Lru, 3, &[])).unwrap_err();
+    assert!(matches!(err, CacheError::BudgetTooSmall { slots: 3, min: 8, min_bytes: 32768 }));
+    assert!(err.to_string().contains("32768"), "{err}");
+}
+
+#[test]
+fn prefetch_accounting() {
+    let cache = ExpertCache::with_slots(2, 10, 1, policy(PolicyKind::Lru, 2, &[])).unwrap();
+    let (a, b, c) = (ExpertKey::new(0, 1), ExpertKey::new(0, 2), ExpertKey::new(0, 3));
+    assert!(cache.prefetch(a, 0).is_some());
+    assert!(cache.prefetch(a, 0).is_none(), "already loading");
+    assert!(matches!(cache.acquire(a, 0, 0.5), Lookup::Pending(_)));
+    cache.complete(a, true);
+    cache.release(a);
+    assert!(cache.prefetch(b, 0).is_some());
+    cache.complete(b, true);
+    // c evicts the LRU entry, which is a (used), then b (never used: wasted).
+    assert!(matches!(cache.acquire(c, 1, 0.5), Lookup::Miss { evicted: Some(k), .. } if k == a));
+    cache.complete(c, true);
+    cache.release(c);
+    assert!(matches!(cache.acquire(a, 2, 0.5), Lookup::Miss { evicted: Some(k), .. } if k == b));
+    let s = cache.stats();
+    assert_eq!((s.prefetch_issued, s.prefetch_used, s.prefetch_wasted), (2, 1, 1));
+    assert_eq!(s.pending_hits, 1);
+    assert_eq!(s.bytes_read, 40);
+}
+
+#[test]
+fn belady_needs_the_future() {
+    let e = build(PolicyKind::Belady, 4, SHAPE, &PolicyConfig::default(), None);
+    assert!(e.is_err());
+    assert!("nonsense".parse::<PolicyKind>().is_err());
+    for k in PolicyKind::ALL {
+        assert_eq!(k.name().parse::<PolicyKind>().unwrap(), k);
+    }
+}
