@@ -68,7 +68,7 @@ pub fn measure(
     let file_len = std::fs::metadata(path)
         .map_err(|source| floe_io::IoError::Open { path: path.to_path_buf(), source })?
         .len();
-    if slab == 0 || slab % 4096 != 0 {
+    if slab == 0 || !slab.is_multiple_of(4096) {
         return Err(Error::Invalid(format!(
             "slab size {slab} must be a non-zero multiple of 4096"
         )));

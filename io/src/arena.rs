@@ -66,7 +66,7 @@ impl SlabArena {
                 "slot alignment {align} must be a power of two between 4096 and {ARENA_ALIGN}"
             )));
         }
-        if slot_bytes % align != 0 {
+        if !slot_bytes.is_multiple_of(align) {
             return Err(IoError::Config(format!(
                 "slot size {slot_bytes} is not a multiple of the alignment {align}"
             )));

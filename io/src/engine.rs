@@ -117,6 +117,8 @@ impl ReadDone {
 /// Counters of the I/O thread since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IoStats {
+    /// Reads handed to the backend (each request once, however many resubmissions it took).
+    pub submitted: u64,
     /// Reads completed successfully.
     pub reads: u64,
     /// Bytes asked for by those reads.
@@ -131,6 +133,7 @@ pub struct IoStats {
 
 #[derive(Debug, Default)]
 struct Counters {
+    submitted: AtomicU64,
     reads: AtomicU64,
     bytes_requested: AtomicU64,
     bytes_transferred: AtomicU64,
@@ -268,7 +271,7 @@ impl IoEngine {
     /// `buffered` or the filesystem refuses direct I/O (then buffered, logged once).
     pub fn open_file(&self, path: &Path) -> Result<Arc<DataFile>> {
         let file = DataFile::open(path, self.kind.wants_direct())?;
-        if file.mode() == FileMode::Direct && self.arena.align() % file.align() != 0 {
+        if file.mode() == FileMode::Direct && !self.arena.align().is_multiple_of(file.align()) {
             return Err(IoError::Config(format!(
                 "{} needs {}-byte aligned buffers but the arena's slots are aligned to {}",
                 path.display(),
@@ -326,6 +329,7 @@ impl IoEngine {
     pub fn stats(&self) -> IoStats {
         let c = &self.counters;
         IoStats {
+            submitted: c.submitted.load(Ordering::Relaxed),
             reads: c.reads.load(Ordering::Relaxed),
             bytes_requested: c.bytes_requested.load(Ordering::Relaxed),
             bytes_transferred: c.bytes_transferred.load(Ordering::Relaxed),
@@ -528,6 +532,7 @@ impl IoThread {
         let view = head..head + req.len;
         let op = InFlight { req, start, read_len: end, done: 0, view, align };
         self.ops[id as usize] = Some(op);
+        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         self.issue(id);
     }
 

@@ -94,7 +94,7 @@ fn cancelled_prefetches_are_dropped_before_submission() {
     for _ in 0..7 {
         let done = engine.completions().recv().unwrap();
         let tag = done.tag;
-        if tag != 0 && tag % 2 == 0 {
+        if tag != 0 && tag.is_multiple_of(2) {
             assert!(matches!(done.result, Err(IoError::Cancelled)), "tag {tag}");
             // Never read: the slot still holds what the requester left in it.
             assert!(engine.arena().bytes(&done.slot).iter().all(|&b| b == 0xAB));
@@ -119,6 +119,12 @@ fn slots_in_flight_outlive_the_requester() {
         engine.submit(request(&engine, &file, t, Priority::Prefetch, None)).unwrap();
     }
     assert_eq!(arena.free_count(), 2);
+    // Wait until the I/O thread has handed 4 reads (its queue depth) to the backend.
+    let t0 = std::time::Instant::now();
+    while engine.stats().submitted < 4 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "reads never submitted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     // The requester goes away while reads are held in flight.
     let dropper = std::thread::spawn(move || drop(engine));
     std::thread::sleep(Duration::from_millis(100));

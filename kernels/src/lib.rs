@@ -1,2 +1,23 @@
-//! floe-kernels: CPU kernels for decode and prefill.
+//! floe-kernels: CPU kernels for MoE decode and prefill.
+//!
+//! - [`DType`] and the GGUF-identical block formats [`BlockQ8_0`], [`BlockQ4_0`] with their
+//!   quantise / dequantise functions;
+//! - [`matvec`] / [`matmul`] for every format (Q8_0/Q4_0 weights against Q8_0-quantised
+//!   activations, as llama.cpp does; f32 activations otherwise), parallel over rows on a
+//!   [`KernelPool`] made once;
+//! - [`ops`]: RMSNorm, RoPE, softmax, SiLU/SwiGLU, top-k, grouped-query attention;
+//! - [`dot`]: the dot-product kernels per ISA (scalar reference, AVX2+FMA, AVX-512 VNNI),
+//!   chosen at run time.
 #![warn(missing_docs)]
+
+pub mod dot;
+mod dtype;
+mod error;
+mod matvec;
+pub mod ops;
+pub mod quant;
+
+pub use dtype::DType;
+pub use error::KernelError;
+pub use matvec::{matmul, matvec, KernelPool, Matrix};
+pub use quant::{BlockQ4_0, BlockQ8_0};

@@ -111,8 +111,11 @@ impl ChaosBackend {
                         let result = if chance(&mut rng, config.error_chance) {
                             Err(std::io::Error::from_raw_os_error(libc::EIO))
                         } else if chance(&mut rng, config.interrupt_chance) {
-                            let code =
-                                if next(&mut rng) % 2 == 0 { libc::EINTR } else { libc::EAGAIN };
+                            let code = if next(&mut rng).is_multiple_of(2) {
+                                libc::EINTR
+                            } else {
+                                libc::EAGAIN
+                            };
                             Err(std::io::Error::from_raw_os_error(code))
                         } else {
                             // Short reads of a direct file stop at a block boundary (only

@@ -1,0 +1,176 @@
+//! x86_64 AVX2 + FMA + F16C dot products. Only reachable through `KERNELS`, which
+//! `DotKernels::for_isa` hands out after checking the CPU has these features.
+
+use std::arch::x86_64::*;
+
+use half::{bf16, f16};
+
+use super::{scalar, DotKernels, Isa};
+use crate::quant::{BlockQ4_0, BlockQ8_0};
+
+/// The AVX2 table.
+pub const KERNELS: DotKernels = DotKernels {
+    isa: Isa::Avx2,
+    f32: dot_f32,
+    f16: dot_f16,
+    bf16: dot_bf16,
+    q8_0: dot_q8_0,
+    q4_0: dot_q4_0,
+};
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps::<1>(v);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    // SAFETY: this table is only handed out when AVX2 and FMA are present (Isa::supported).
+    unsafe { dot_f32_imp(w, x) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dot_f32_imp(w: &[f32], x: &[f32]) -> f32 {
+    let n = w.len() / 32 * 32;
+    let (mut a0, mut a1, mut a2, mut a3) =
+        (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 32 <= n <= len of both slices, so every 8-wide unaligned load is in bounds.
+        unsafe {
+            let (pw, px) = (w.as_ptr().add(i), x.as_ptr().add(i));
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(pw), _mm256_loadu_ps(px), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(pw.add(8)), _mm256_loadu_ps(px.add(8)), a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(pw.add(16)), _mm256_loadu_ps(px.add(16)), a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(pw.add(24)), _mm256_loadu_ps(px.add(24)), a3);
+        }
+        i += 32;
+    }
+    let s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    s + scalar::dot_f32(&w[n..], &x[n..])
+}
+
+fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    // SAFETY: only handed out when AVX2, FMA and F16C are present.
+    unsafe { dot_f16_imp(w, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f16_imp(w: &[f16], x: &[f32]) -> f32 {
+    let n = w.len() / 16 * 16;
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 16 <= n; f16 is 2 bytes, so 8 values are one 16-byte unaligned load.
+        unsafe {
+            let pw = w.as_ptr().add(i) as *const __m128i;
+            let w0 = _mm256_cvtph_ps(_mm_loadu_si128(pw));
+            let w1 = _mm256_cvtph_ps(_mm_loadu_si128(pw.add(1)));
+            a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(i)), a0);
+            a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), a1);
+        }
+        i += 16;
+    }
+    hsum(_mm256_add_ps(a0, a1)) + scalar::dot_f16(&w[n..], &x[n..])
+}
+
+fn dot_bf16(w: &[bf16], x: &[f32]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    // SAFETY: only handed out when AVX2 and FMA are present.
+    unsafe { dot_bf16_imp(w, x) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dot_bf16_imp(w: &[bf16], x: &[f32]) -> f32 {
+    let n = w.len() / 16 * 16;
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 16 <= n: two 16-byte loads of 8 bf16 each stay in bounds. bf16 is the top
+        // half of an f32, so widening to 32 bits and shifting left by 16 gives the exact f32.
+        unsafe {
+            let pw = w.as_ptr().add(i) as *const __m128i;
+            let w0 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                _mm_loadu_si128(pw),
+            )));
+            let w1 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                _mm_loadu_si128(pw.add(1)),
+            )));
+            a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(i)), a0);
+            a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), a1);
+        }
+        i += 16;
+    }
+    hsum(_mm256_add_ps(a0, a1)) + scalar::dot_bf16(&w[n..], &x[n..])
+}
+
+/// Sum of products of 32 signed bytes, as 8 f32 lanes (llama.cpp's mul_sum_i8_pairs_float):
+/// |a| . sign(b, a) with maddubs, then pairwise to i32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn mul_sum_i8(a: __m256i, b: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(a, a);
+    let sy = _mm256_sign_epi8(b, a);
+    let dot16 = _mm256_maddubs_epi16(ax, sy);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)))
+}
+
+fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    // SAFETY: only handed out when AVX2, FMA and F16C are present.
+    unsafe { dot_q8_0_imp(w, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q8_0_imp(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (a, b) in w.iter().zip(x) {
+        let d = _mm256_set1_ps(a.d.to_f32() * b.d.to_f32());
+        // SAFETY: qs is exactly 32 bytes in each block; unaligned loads.
+        let (qa, qb) = unsafe {
+            (
+                _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i),
+                _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i),
+            )
+        };
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(qa, qb), acc);
+    }
+    hsum(acc)
+}
+
+fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    // SAFETY: only handed out when AVX2, FMA and F16C are present.
+    unsafe { dot_q4_0_imp(w, x) }
+}
+
+/// The 32 nibbles of a Q4_0 block as bytes 0..16 (low nibbles in lanes 0..16, high in 16..32).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: qs is 16 bytes.
+    let v = unsafe { _mm_loadu_si128(qs.as_ptr() as *const __m128i) };
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_0_imp(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let eight = _mm256_set1_epi8(8);
+    for (a, b) in w.iter().zip(x) {
+        let d = _mm256_set1_ps(a.d.to_f32() * b.d.to_f32());
+        let qa = _mm256_sub_epi8(unpack_nibbles(&a.qs), eight);
+        // SAFETY: qs is 32 bytes.
+        let qb = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(qa, qb), acc);
+    }
+    hsum(acc)
+}

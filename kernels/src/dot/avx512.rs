@@ -1,0 +1,104 @@
+//! x86_64 AVX-512 (F, BW, VNNI) integer dot products: two 32-value blocks per 512-bit register
+//! and `vpdpbusd` (u8 x i8 -> i32) instead of the AVX2 maddubs/madd pair. The float formats stay
+//! on AVX2: they are memory bound and gain nothing at 512 bits on this class of CPU.
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes, so signed weights are offset to unsigned and
+//! the offset's contribution (offset x sum of the activations) is subtracted per block.
+
+use std::arch::x86_64::*;
+
+use super::{avx2, DotKernels, Isa};
+use crate::quant::{BlockQ4_0, BlockQ8_0};
+
+/// The AVX-512 table.
+pub const KERNELS: DotKernels = DotKernels {
+    isa: Isa::Avx512,
+    f32: avx2::KERNELS.f32,
+    f16: avx2::KERNELS.f16,
+    bf16: avx2::KERNELS.bf16,
+    q8_0: dot_q8_0,
+    q4_0: dot_q4_0,
+};
+
+/// Per-lane scales: `d0` in lanes 0..8, `d1` in lanes 8..16.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn two_scales(d0: f32, d1: f32) -> __m512 {
+    let lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(d0)));
+    _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, _mm256_castps_pd(_mm256_set1_ps(d1))))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn join(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    // SAFETY: this table is only handed out when AVX-512 F/BW/VNNI (and AVX2/FMA/F16C) exist.
+    unsafe { dot_q8_0_imp(w, x) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+fn dot_q8_0_imp(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    let pairs = w.len() / 2;
+    let mut acc = _mm512_setzero_ps();
+    let bias = _mm512_set1_epi8(-128); // xor 0x80: i8 -> u8 with +128
+    let ones = _mm512_set1_epi8(1);
+    for p in 0..pairs {
+        let (a0, a1, b0, b1) = (&w[2 * p], &w[2 * p + 1], &x[2 * p], &x[2 * p + 1]);
+        // SAFETY: each qs is 32 bytes; unaligned 256-bit loads.
+        let (qa, qb) = unsafe {
+            let l = |q: &[i8; 32]| _mm256_loadu_si256(q.as_ptr() as *const __m256i);
+            (join(l(&a0.qs), l(&a1.qs)), join(l(&b0.qs), l(&b1.qs)))
+        };
+        let ua = _mm512_xor_si512(qa, bias);
+        // sum((a + 128) * b) - 128 * sum(b) = sum(a * b), per 4-byte group, then per block.
+        let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ua, qb);
+        let sumb = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, qb);
+        let exact = _mm512_sub_epi32(prod, _mm512_slli_epi32::<7>(sumb));
+        let d = two_scales(a0.d.to_f32() * b0.d.to_f32(), a1.d.to_f32() * b1.d.to_f32());
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(exact), acc);
+    }
+    let tail = 2 * pairs;
+    _mm512_reduce_add_ps(acc) + (avx2::KERNELS.q8_0)(&w[tail..], &x[tail..])
+}
+
+fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    // SAFETY: this table is only handed out when AVX-512 F/BW/VNNI (and AVX2/FMA/F16C) exist.
+    unsafe { dot_q4_0_imp(w, x) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn nibbles(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: qs is 16 bytes.
+    let v = unsafe { _mm_loadu_si128(qs.as_ptr() as *const __m128i) };
+    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(v), v), _mm256_set1_epi8(0x0F))
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+fn dot_q4_0_imp(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    let pairs = w.len() / 2;
+    let mut acc = _mm512_setzero_ps();
+    let ones = _mm512_set1_epi8(1);
+    for p in 0..pairs {
+        let (a0, a1, b0, b1) = (&w[2 * p], &w[2 * p + 1], &x[2 * p], &x[2 * p + 1]);
+        let qa = join(nibbles(&a0.qs), nibbles(&a1.qs)); // 0..16, unsigned
+                                                         // SAFETY: each qs is 32 bytes; unaligned 256-bit loads.
+        let qb = unsafe {
+            let l = |q: &[i8; 32]| _mm256_loadu_si256(q.as_ptr() as *const __m256i);
+            join(l(&b0.qs), l(&b1.qs))
+        };
+        // sum(q * b) - 8 * sum(b) = sum((q - 8) * b)
+        let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qa, qb);
+        let sumb = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, qb);
+        let exact = _mm512_sub_epi32(prod, _mm512_slli_epi32::<3>(sumb));
+        let d = two_scales(a0.d.to_f32() * b0.d.to_f32(), a1.d.to_f32() * b1.d.to_f32());
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(exact), acc);
+    }
+    let tail = 2 * pairs;
+    _mm512_reduce_add_ps(acc) + (avx2::KERNELS.q4_0)(&w[tail..], &x[tail..])
+}

@@ -1,0 +1,112 @@
+//! Dot products of one weight row with the activations: the inner loop of every matvec. One
+//! file per ISA (x86_64 for now; other targets run the scalar kernels); the table of the best one the CPU supports is chosen once at run time (never by
+//! `target-cpu=native`), and `FLOE_ISA=scalar|avx2|avx512` forces one for tests and benchmarks.
+
+use std::sync::OnceLock;
+
+use half::{bf16, f16};
+
+use crate::quant::{BlockQ4_0, BlockQ8_0};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub mod scalar;
+
+/// Instruction sets floe has kernels for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust.
+    Scalar,
+    /// x86_64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86_64 AVX-512 F/BW + VNNI (with AVX2 for what does not pay at 512 bits).
+    Avx512,
+}
+
+impl Isa {
+    /// The name of the ISA.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// Whether this CPU can run kernels for `self`.
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                Isa::Avx2.supported()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The best ISA this CPU supports.
+    pub fn detect() -> Isa {
+        [Isa::Avx512, Isa::Avx2].into_iter().find(|i| i.supported()).unwrap_or(Isa::Scalar)
+    }
+}
+
+/// The dot products of one ISA.
+#[derive(Debug, Clone, Copy)]
+pub struct DotKernels {
+    /// Which ISA.
+    pub isa: Isa,
+    /// f32 weights . f32 activations.
+    pub f32: fn(&[f32], &[f32]) -> f32,
+    /// f16 weights . f32 activations.
+    pub f16: fn(&[f16], &[f32]) -> f32,
+    /// bf16 weights . f32 activations.
+    pub bf16: fn(&[bf16], &[f32]) -> f32,
+    /// Q8_0 weights . Q8_0 activations.
+    pub q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
+    /// Q4_0 weights . Q8_0 activations.
+    pub q4_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
+}
+
+impl DotKernels {
+    /// The kernels of `isa`, or None if this CPU cannot run them.
+    pub fn for_isa(isa: Isa) -> Option<Self> {
+        if !isa.supported() {
+            return None;
+        }
+        Some(match isa {
+            Isa::Scalar => scalar::KERNELS,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::KERNELS,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::KERNELS,
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        })
+    }
+}
+
+/// The kernels in use: `FLOE_ISA` if set and supported, else the best detected.
+pub fn kernels() -> &'static DotKernels {
+    static CHOSEN: OnceLock<DotKernels> = OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        let forced = std::env::var("FLOE_ISA").ok().and_then(|name| {
+            let isa =
+                [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().find(|i| i.name() == name.trim());
+            isa.and_then(DotKernels::for_isa)
+        });
+        forced.unwrap_or_else(|| DotKernels::for_isa(Isa::detect()).unwrap_or(scalar::KERNELS))
+    })
+}

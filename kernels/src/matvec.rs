@@ -1,0 +1,207 @@
+//! Matrix-vector (decode) and matrix-matrix (prefill) products for every weight format,
+//! parallel over output rows on a thread pool made once.
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::dot::{kernels, DotKernels};
+use crate::dtype::DType;
+use crate::error::KernelError;
+use crate::quant::{quantize_q8_0, BlockQ4_0, BlockQ8_0, QK};
+
+/// Rows handed to one task: big enough to amortise scheduling, small enough to balance.
+const ROWS_PER_TASK: usize = 16;
+
+/// A weight matrix in one of the supported formats: `rows` rows of `cols` values, row-major,
+/// borrowed from wherever the bytes live (an arena slot, a mapped file, a Vec).
+#[derive(Debug, Clone, Copy)]
+pub struct Matrix<'a> {
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    data: &'a [u8],
+}
+
+impl<'a> Matrix<'a> {
+    /// Checks that `data` holds exactly `rows x cols` values of `dtype`, suitably aligned.
+    pub fn new(
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, KernelError> {
+        let expected = rows * dtype.row_bytes(cols)?;
+        if data.len() != expected {
+            return Err(KernelError::Size {
+                what: "weights",
+                dtype,
+                rows,
+                cols,
+                expected,
+                found: data.len(),
+            });
+        }
+        let align = match dtype {
+            DType::F32 => 4,
+            _ => 2,
+        };
+        if !(data.as_ptr() as usize).is_multiple_of(align) {
+            return Err(KernelError::Shape(format!(
+                "{dtype} weights must be {align}-byte aligned"
+            )));
+        }
+        Ok(Self { dtype, rows, cols, data })
+    }
+
+    /// Element format.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    /// Output size.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Input size.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// The raw bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.data
+    }
+
+    fn row(&self, r: usize) -> &'a [u8] {
+        let rb = self.data.len() / self.rows.max(1);
+        &self.data[r * rb..(r + 1) * rb]
+    }
+}
+
+/// The activations prepared for one weight format: f32 as is, or Q8_0 blocks.
+enum Prepared<'x> {
+    F32(&'x [f32]),
+    Q8(Vec<BlockQ8_0>),
+}
+
+fn prepare(dtype: DType, x: &[f32]) -> Prepared<'_> {
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 => {
+            let mut q = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; x.len() / QK];
+            quantize_q8_0(x, &mut q);
+            Prepared::Q8(q)
+        }
+        _ => Prepared::F32(x),
+    }
+}
+
+fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
+    match (dtype, x) {
+        (DType::F32, Prepared::F32(x)) => (k.f32)(bytemuck::cast_slice(row), x),
+        (DType::F16, Prepared::F32(x)) => (k.f16)(bytemuck::cast_slice::<u8, f16>(row), x),
+        (DType::Bf16, Prepared::F32(x)) => (k.bf16)(bytemuck::cast_slice::<u8, bf16>(row), x),
+        (DType::Q8_0, Prepared::Q8(q)) => (k.q8_0)(bytemuck::cast_slice::<u8, BlockQ8_0>(row), q),
+        (DType::Q4_0, Prepared::Q8(q)) => (k.q4_0)(bytemuck::cast_slice::<u8, BlockQ4_0>(row), q),
+        _ => unreachable!("prepare() matches the activation format to the dtype"),
+    }
+}
+
+/// A thread pool for the kernels, made once and reused for every call.
+#[derive(Debug)]
+pub struct KernelPool {
+    pool: rayon::ThreadPool,
+}
+
+impl KernelPool {
+    /// A pool of `threads` threads (0: one per core).
+    pub fn new(threads: usize) -> Result<Self, KernelError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("floe-kernel-{i}"))
+            .build()
+            .map_err(|e| KernelError::Pool(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// Threads in the pool.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+}
+
+/// `y = W x` for one token. With a pool, rows are split across its threads.
+pub fn matvec(
+    w: &Matrix,
+    x: &[f32],
+    y: &mut [f32],
+    pool: Option<&KernelPool>,
+) -> Result<(), KernelError> {
+    if x.len() != w.cols || y.len() != w.rows {
+        return Err(KernelError::Shape(format!(
+            "matvec of {}x{} with x[{}] into y[{}]",
+            w.rows,
+            w.cols,
+            x.len(),
+            y.len()
+        )));
+    }
+    let k = kernels();
+    let xp = prepare(w.dtype, x);
+    let body = |(chunk, ys): (usize, &mut [f32])| {
+        for (i, yi) in ys.iter_mut().enumerate() {
+            *yi = dot_row(k, w.dtype, w.row(chunk * ROWS_PER_TASK + i), &xp);
+        }
+    };
+    match pool {
+        Some(p) if p.threads() > 1 => {
+            p.pool.install(|| y.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(body))
+        }
+        _ => y.chunks_mut(ROWS_PER_TASK).enumerate().for_each(body),
+    }
+    Ok(())
+}
+
+/// `Y = X W^T` for `n` tokens (prefill): `xs` is `n x cols`, `ys` is `n x rows`. Each weight row
+/// is read once and applied to every token while it is in cache.
+pub fn matmul(
+    w: &Matrix,
+    xs: &[f32],
+    ys: &mut [f32],
+    n: usize,
+    pool: Option<&KernelPool>,
+) -> Result<(), KernelError> {
+    if xs.len() != n * w.cols || ys.len() != n * w.rows {
+        return Err(KernelError::Shape(format!(
+            "matmul of {}x{} with {n} tokens: xs[{}], ys[{}]",
+            w.rows,
+            w.cols,
+            xs.len(),
+            ys.len()
+        )));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let k = kernels();
+    let prepared: Vec<Prepared> = xs.chunks_exact(w.cols).map(|x| prepare(w.dtype, x)).collect();
+    // Compute into a row-major [rows x n] scratch so tasks own disjoint rows, then transpose.
+    let mut scratch = vec![0.0f32; w.rows * n];
+    let body = |(chunk, out): (usize, &mut [f32])| {
+        for (i, row_out) in out.chunks_mut(n).enumerate() {
+            let row = w.row(chunk * ROWS_PER_TASK + i);
+            for (t, o) in row_out.iter_mut().enumerate() {
+                *o = dot_row(k, w.dtype, row, &prepared[t]);
+            }
+        }
+    };
+    match pool {
+        Some(p) if p.threads() > 1 => {
+            p.pool.install(|| scratch.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(body))
+        }
+        _ => scratch.chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(body),
+    }
+    for r in 0..w.rows {
+        for t in 0..n {
+            ys[t * w.rows + r] = scratch[r * n + t];
+        }
+    }
+    Ok(())
+}

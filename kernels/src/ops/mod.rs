@@ -1,0 +1,15 @@
+//! The small operations of a transformer layer. They touch kilobytes per token, not the
+//! megabytes of the weight matrices, so they are plain Rust written for the autovectoriser;
+//! attention's dot products use the SIMD dot kernels.
+
+mod activation;
+mod attention;
+mod norm;
+mod rope;
+mod topk;
+
+pub use activation::{silu, softmax, swiglu};
+pub use attention::{attention, AttentionShape};
+pub use norm::rms_norm;
+pub use rope::{rope, rope_inv_freq, RopeStyle};
+pub use topk::top_k;

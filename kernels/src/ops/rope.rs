@@ -1,0 +1,33 @@
+//! Rotary position embeddings, in the two layouts models use.
+
+/// Which pairs of a head's channels are rotated together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// GPT-NeoX / HF "rotate half": channel i pairs with i + d/2 (Qwen, Mixtral, OLMoE in HF).
+    Neox,
+    /// GPT-J / llama.cpp "normal": channel 2i pairs with 2i + 1.
+    Interleaved,
+}
+
+/// Inverse frequencies `base^(-2i/dim)` for `i < dim/2`, computed as HF does (in f32 from an
+/// integer range).
+pub fn rope_inv_freq(dim: usize, base: f32) -> Vec<f32> {
+    (0..dim / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / dim as f32)).collect()
+}
+
+/// Rotates one head `x` (its first `2 * inv_freq.len()` channels) for position `pos`.
+pub fn rope(x: &mut [f32], pos: usize, inv_freq: &[f32], style: RopeStyle) {
+    let half = inv_freq.len();
+    assert!(2 * half <= x.len(), "rope: rotary dim {} > head dim {}", 2 * half, x.len());
+    for (i, &f) in inv_freq.iter().enumerate() {
+        let angle = pos as f32 * f;
+        let (sin, cos) = angle.sin_cos();
+        let (a, b) = match style {
+            RopeStyle::Neox => (i, i + half),
+            RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+        };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * cos - x1 * sin;
+        x[b] = x1 * cos + x0 * sin;
+    }
+}

@@ -1,0 +1,17 @@
+//! Top-k selection for routers.
+
+/// The `k` largest values as (index, value), largest first; ties go to the lower index. NaN
+/// sorts lowest.
+pub fn top_k(x: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut idx: Vec<usize> = (0..x.len()).collect();
+    let key = |i: usize| if x[i].is_nan() { f32::NEG_INFINITY } else { x[i] };
+    let k = k.min(x.len());
+    let cmp = |a: &usize, b: &usize| key(*b).total_cmp(&key(*a)).then(a.cmp(b));
+    if k < idx.len() && k > 0 {
+        idx.select_nth_unstable_by(k - 1, cmp);
+        idx.truncate(k);
+    }
+    idx.sort_by(cmp);
+    idx.truncate(k);
+    idx.into_iter().map(|i| (i, x[i])).collect()
+}

@@ -1,0 +1,362 @@
+//! Every SIMD kernel against its scalar twin and both against an f64 reference, on odd lengths
+//! and shapes, with named tolerances.
+
+use floe_kernels::dot::{DotKernels, Isa};
+use floe_kernels::ops::{self, AttentionShape, RopeStyle};
+use floe_kernels::quant::{dequantize_q4_0, dequantize_q8_0, quantize_q4_0, quantize_q8_0, QK};
+use floe_kernels::{matmul, matvec, BlockQ4_0, BlockQ8_0, DType, KernelPool, Matrix};
+use half::{bf16, f16};
+
+/// f32 dot products: relative to sum |w x|. Float sums of n terms in any order differ from the
+/// exact sum by at most about n * 2^-24 of sum |w x|; 1e-5 covers n up to ~160 with margin and
+/// is loose enough for blockwise reassociation of longer rows (errors grow like sqrt(n)).
+const DOT_REL_TOL: f64 = 1e-5;
+/// SIMD against scalar for the same inputs: only summation order differs.
+const SIMD_VS_SCALAR_REL_TOL: f64 = 1e-5;
+/// Q8_0 round trip: |x - x'| <= d/2 from rounding, plus the f16 rounding of d (2^-11 relative,
+/// times up to 127 steps).
+const Q8_ROUNDTRIP_SCALE_FACTOR: f64 = 0.5 + 127.0 / 2048.0 + 1e-6;
+/// Q4_0 round trip: the value opposite in sign to the largest clamps from 16 to 15 steps, so
+/// |x - x'| <= |d|, plus f16 rounding of d (8 steps x 2^-11).
+const Q4_ROUNDTRIP_SCALE_FACTOR: f64 = 1.0 + 8.0 / 2048.0 + 1e-6;
+/// matvec against an f64 reference from the same (dequantised) weights and activations.
+const MATVEC_F32_REL_TOL: f64 = 1e-5;
+/// Q8_0 activations: each activation is off by up to d/2 of its block (about 0.4 % of the
+/// block's largest value), so the product is off by about that much of sum |w| |x|.
+const MATVEC_Q8_ACT_REL_TOL: f64 = 8e-3;
+/// Small ops (norm, softmax, rope, swiglu, attention) against f64: a few f32 ulps.
+const OPS_ABS_TOL: f64 = 2e-5;
+
+fn rng(seed: u64) -> impl FnMut() -> f32 {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+fn vecf(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = rng(seed);
+    (0..n).map(|_| r()).collect()
+}
+
+fn isas() -> Vec<DotKernels> {
+    let all: Vec<DotKernels> =
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter_map(DotKernels::for_isa).collect();
+    eprintln!("testing ISAs: {:?}", all.iter().map(|k| k.isa.name()).collect::<Vec<_>>());
+    all
+}
+
+fn close(got: f64, want: f64, scale: f64, tol: f64) -> bool {
+    (got - want).abs() <= tol * scale.max(1e-30)
+}
+
+const ODD_LENGTHS: &[usize] = &[1, 3, 7, 15, 17, 31, 33, 63, 100, 257, 1001, 4099];
+const ODD_BLOCKS: &[usize] = &[1, 2, 3, 5, 7, 17, 33, 129];
+
+#[test]
+fn float_dots_match_scalar_and_f64() {
+    let scalar = DotKernels::for_isa(Isa::Scalar).unwrap();
+    for k in isas() {
+        for &n in ODD_LENGTHS {
+            let (w, x) = (vecf(n, n as u64), vecf(n, 7 * n as u64));
+            let exact: f64 = w.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let mag: f64 = w.iter().zip(&x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+            let got = (k.f32)(&w, &x) as f64;
+            assert!(
+                close(got, exact, mag, DOT_REL_TOL),
+                "{} f32 n={n}: {got} vs {exact}",
+                k.isa.name()
+            );
+            let s = (scalar.f32)(&w, &x) as f64;
+            assert!(
+                close(got, s, mag, SIMD_VS_SCALAR_REL_TOL),
+                "{} f32 vs scalar n={n}",
+                k.isa.name()
+            );
+
+            let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+            let exact: f64 = wh.iter().zip(&x).map(|(a, b)| a.to_f64() * *b as f64).sum();
+            let got = (k.f16)(&wh, &x) as f64;
+            assert!(
+                close(got, exact, mag, DOT_REL_TOL),
+                "{} f16 n={n}: {got} vs {exact}",
+                k.isa.name()
+            );
+            assert!(close(got, (scalar.f16)(&wh, &x) as f64, mag, SIMD_VS_SCALAR_REL_TOL));
+
+            let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+            let exact: f64 = wb.iter().zip(&x).map(|(a, b)| a.to_f64() * *b as f64).sum();
+            let got = (k.bf16)(&wb, &x) as f64;
+            assert!(
+                close(got, exact, mag, DOT_REL_TOL),
+                "{} bf16 n={n}: {got} vs {exact}",
+                k.isa.name()
+            );
+            assert!(close(got, (scalar.bf16)(&wb, &x) as f64, mag, SIMD_VS_SCALAR_REL_TOL));
+        }
+    }
+}
+
+fn q8(x: &[f32]) -> Vec<BlockQ8_0> {
+    let mut b = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; x.len() / QK];
+    quantize_q8_0(x, &mut b);
+    b
+}
+
+fn q4(x: &[f32]) -> Vec<BlockQ4_0> {
+    let mut b = vec![BlockQ4_0 { d: f16::ZERO, qs: [0; QK / 2] }; x.len() / QK];
+    quantize_q4_0(x, &mut b);
+    b
+}
+
+#[test]
+fn quant_dots_match_scalar_and_f64() {
+    let scalar = DotKernels::for_isa(Isa::Scalar).unwrap();
+    for k in isas() {
+        for &nb in ODD_BLOCKS {
+            let n = nb * QK;
+            let (w, x) = (vecf(n, 3 + nb as u64), vecf(n, 11 * nb as u64));
+            let (wq8, wq4, xq) = (q8(&w), q4(&w), q8(&x));
+            let (mut w8d, mut w4d, mut xd) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            dequantize_q8_0(&wq8, &mut w8d);
+            dequantize_q4_0(&wq4, &mut w4d);
+            dequantize_q8_0(&xq, &mut xd);
+            for (name, wd, got, s) in [
+                ("q8_0", &w8d, (k.q8_0)(&wq8, &xq), (scalar.q8_0)(&wq8, &xq)),
+                ("q4_0", &w4d, (k.q4_0)(&wq4, &xq), (scalar.q4_0)(&wq4, &xq)),
+            ] {
+                let exact: f64 = wd.iter().zip(&xd).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let mag: f64 = wd.iter().zip(&xd).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                assert!(
+                    close(got as f64, exact, mag, DOT_REL_TOL),
+                    "{} {name} blocks={nb}: {got} vs {exact}",
+                    k.isa.name()
+                );
+                assert!(
+                    close(got as f64, s as f64, mag, SIMD_VS_SCALAR_REL_TOL),
+                    "{} {name} vs scalar",
+                    k.isa.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn quantisation_round_trip_error_bounds() {
+    // Include blocks of zeros, of one spike, and of negative-dominated values.
+    let mut x = vecf(32 * 64, 5);
+    x[..32].fill(0.0);
+    x[32..64].fill(0.0);
+    x[40] = -3.0;
+    x[64..96].iter_mut().for_each(|v| *v = -v.abs() * 10.0);
+    let (b8, b4) = (q8(&x), q4(&x));
+    let (mut y8, mut y4) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    dequantize_q8_0(&b8, &mut y8);
+    dequantize_q4_0(&b4, &mut y4);
+    for (i, &v) in x.iter().enumerate() {
+        let (d8, d4) = (b8[i / QK].d.to_f64().abs(), b4[i / QK].d.to_f64().abs());
+        let amax = x[i / QK * QK..][..QK].iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+        assert!(
+            (v as f64 - y8[i] as f64).abs() <= Q8_ROUNDTRIP_SCALE_FACTOR * d8 + amax * 1e-7,
+            "q8 at {i}"
+        );
+        assert!(
+            (v as f64 - y4[i] as f64).abs() <= Q4_ROUNDTRIP_SCALE_FACTOR * d4 + amax * 1e-7,
+            "q4 at {i}"
+        );
+    }
+    assert!(y8[..32].iter().all(|&v| v == 0.0) && y4[..32].iter().all(|&v| v == 0.0));
+    // The largest magnitude survives Q4_0 exactly up to the f16 scale: it maps to -8 * d.
+    assert!((y4[40] as f64 + 3.0).abs() <= 3.0 / 2048.0);
+}
+
+fn bytes_of(dtype: DType, w: &[f32]) -> Vec<u8> {
+    match dtype {
+        DType::F32 => bytemuck::cast_slice(w).to_vec(),
+        DType::F16 => w.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
+        DType::Bf16 => w.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect(),
+        DType::Q8_0 => bytemuck::cast_slice(&q8(w)).to_vec(),
+        DType::Q4_0 => bytemuck::cast_slice(&q4(w)).to_vec(),
+    }
+}
+
+fn dequant(dtype: DType, w: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    match dtype {
+        DType::F32 => out.copy_from_slice(w),
+        DType::F16 => out.iter_mut().zip(w).for_each(|(o, v)| *o = f16::from_f32(*v).to_f32()),
+        DType::Bf16 => out.iter_mut().zip(w).for_each(|(o, v)| *o = bf16::from_f32(*v).to_f32()),
+        DType::Q8_0 => dequantize_q8_0(&q8(w), &mut out),
+        DType::Q4_0 => dequantize_q4_0(&q4(w), &mut out),
+    }
+    out
+}
+
+#[test]
+fn matvec_and_matmul_match_f64_for_every_format() {
+    let pool = KernelPool::new(2).unwrap();
+    for dtype in [DType::F32, DType::F16, DType::Bf16, DType::Q8_0, DType::Q4_0] {
+        for &(rows, cols) in &[(1usize, 32usize), (37, 96), (130, 160), (17, 1024)] {
+            let w = vecf(rows * cols, (rows * cols) as u64);
+            let bytes = bytes_of(dtype, &w);
+            // Keep the bytes 4-aligned for f32 views.
+            let aligned: Vec<u32> = bytes
+                .chunks(4)
+                .map(|c| {
+                    let mut b = [0u8; 4];
+                    b[..c.len()].copy_from_slice(c);
+                    u32::from_le_bytes(b)
+                })
+                .collect();
+            let data = &bytemuck::cast_slice::<u32, u8>(&aligned)[..bytes.len()];
+            let m = Matrix::new(dtype, rows, cols, data).unwrap();
+            let wd = dequant(dtype, &w);
+            let n = 3;
+            let xs = vecf(n * cols, 99);
+            let quant_act = matches!(dtype, DType::Q8_0 | DType::Q4_0);
+            let tol = if quant_act { MATVEC_Q8_ACT_REL_TOL } else { MATVEC_F32_REL_TOL };
+            let mut ys = vec![0.0; n * rows];
+            matmul(&m, &xs, &mut ys, n, Some(&pool)).unwrap();
+            for t in 0..n {
+                let x = &xs[t * cols..][..cols];
+                for p in [None, Some(&pool)] {
+                    let mut y = vec![0.0; rows];
+                    matvec(&m, x, &mut y, p).unwrap();
+                    for r in 0..rows {
+                        let wr = &wd[r * cols..][..cols];
+                        let exact: f64 = wr.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
+                        let mag: f64 =
+                            wr.iter().zip(x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                        assert!(
+                            close(y[r] as f64, exact, mag, tol),
+                            "{dtype} {rows}x{cols} row {r}: {} vs {exact}",
+                            y[r]
+                        );
+                        assert_eq!(y[r], ys[t * rows + r], "{dtype}: matmul differs from matvec");
+                    }
+                }
+            }
+        }
+    }
+    // Shapes a block format cannot hold, and wrong sizes, are errors.
+    assert!(Matrix::new(DType::Q4_0, 2, 33, &[0u8; 100]).is_err());
+    assert!(Matrix::new(DType::F32, 2, 4, &[0u8; 31]).is_err());
+}
+
+#[test]
+fn ops_match_f64_references() {
+    // RMSNorm
+    let x = vecf(131, 1);
+    let g = vecf(131, 2);
+    let mut y = vec![0.0; 131];
+    ops::rms_norm(&x, &g, 1e-6, &mut y);
+    let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 131.0;
+    for i in 0..131 {
+        let want = x[i] as f64 / (ms + 1e-6).sqrt() * g[i] as f64;
+        assert!((y[i] as f64 - want).abs() < OPS_ABS_TOL, "rms_norm {i}");
+    }
+    // Softmax
+    let mut s = vecf(77, 3).iter().map(|v| v * 20.0).collect::<Vec<_>>();
+    let orig = s.clone();
+    ops::softmax(&mut s);
+    let m = orig.iter().fold(f64::MIN, |a, b| a.max(*b as f64));
+    let z: f64 = orig.iter().map(|v| (*v as f64 - m).exp()).sum();
+    for i in 0..77 {
+        assert!((s[i] as f64 - (orig[i] as f64 - m).exp() / z).abs() < OPS_ABS_TOL);
+    }
+    let mut masked = vec![f32::NEG_INFINITY; 4];
+    ops::softmax(&mut masked);
+    assert!(masked.iter().all(|v| *v == 0.0));
+    // SwiGLU
+    let (ga, up) = (vecf(33, 4), vecf(33, 5));
+    let mut o = vec![0.0; 33];
+    ops::swiglu(&ga, &up, &mut o);
+    for i in 0..33 {
+        let gv = ga[i] as f64;
+        assert!((o[i] as f64 - gv / (1.0 + (-gv).exp()) * up[i] as f64).abs() < OPS_ABS_TOL);
+    }
+    // Top-k: against a full sort; ties go to the lower index.
+    let mut v = vecf(100, 6);
+    v[10] = 5.0;
+    v[20] = 5.0;
+    let tk = ops::top_k(&v, 7);
+    let mut idx: Vec<usize> = (0..100).collect();
+    idx.sort_by(|a, b| v[*b].total_cmp(&v[*a]).then(a.cmp(b)));
+    assert_eq!(tk.iter().map(|t| t.0).collect::<Vec<_>>(), idx[..7].to_vec());
+    assert_eq!(tk[0].0, 10);
+}
+
+#[test]
+fn rope_matches_f64_in_both_layouts() {
+    let d = 64;
+    let inv = ops::rope_inv_freq(48, 10000.0); // partial rotary: 48 of 64 channels
+    for style in [RopeStyle::Neox, RopeStyle::Interleaved] {
+        for pos in [0usize, 1, 17, 1000] {
+            let x = vecf(d, pos as u64 + 1);
+            let mut y = x.clone();
+            ops::rope(&mut y, pos, &inv, style);
+            let half = inv.len();
+            for (i, f) in inv.iter().enumerate() {
+                let ang = pos as f64 * *f as f64;
+                let (a, b) = match style {
+                    RopeStyle::Neox => (i, i + half),
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                };
+                let (x0, x1) = (x[a] as f64, x[b] as f64);
+                // f32 angles for large positions carry ~pos * 2^-24 rad of error.
+                let tol = OPS_ABS_TOL + pos as f64 * 1e-7;
+                assert!(
+                    (y[a] as f64 - (x0 * ang.cos() - x1 * ang.sin())).abs() < tol,
+                    "{style:?} {pos} {i}"
+                );
+                assert!((y[b] as f64 - (x1 * ang.cos() + x0 * ang.sin())).abs() < tol);
+            }
+            assert_eq!(y[48..], x[48..], "channels past the rotary dim are untouched");
+        }
+    }
+}
+
+#[test]
+fn grouped_query_attention_matches_f64() {
+    let shape = AttentionShape { heads: 6, kv_heads: 2, head_dim: 24, scale: 1.0 / 24f32.sqrt() };
+    let (first, n) = (5usize, 3usize);
+    let kv_len = first + n;
+    let stride = shape.kv_heads * shape.head_dim;
+    let k = vecf(kv_len * stride, 21);
+    let v = vecf(kv_len * stride, 22);
+    let q = vecf(n * shape.heads * shape.head_dim, 23);
+    let scale = shape.scale;
+    let mut out = vec![0.0; q.len()];
+    ops::attention(shape, &q, &k, &v, first, n, &mut out);
+    let d = shape.head_dim;
+    for t in 0..n {
+        for h in 0..shape.heads {
+            let kvh = h / (shape.heads / shape.kv_heads);
+            let len = first + t + 1;
+            let sc: Vec<f64> = (0..len)
+                .map(|p| {
+                    (0..d)
+                        .map(|i| {
+                            q[(t * shape.heads + h) * d + i] as f64
+                                * k[p * stride + kvh * d + i] as f64
+                        })
+                        .sum::<f64>()
+                        * scale as f64
+                })
+                .collect();
+            let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = sc.iter().map(|s| (s - m).exp()).sum();
+            for i in 0..d {
+                let want: f64 = (0..len)
+                    .map(|p| (sc[p] - m).exp() / z * v[p * stride + kvh * d + i] as f64)
+                    .sum();
+                let got = out[(t * shape.heads + h) * d + i] as f64;
+                assert!((got - want).abs() < OPS_ABS_TOL, "t{t} h{h} i{i}: {got} vs {want}");
+            }
+        }
+    }
+}
