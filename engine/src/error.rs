@@ -20,6 +20,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An architecture, dtype or setting floe does not support.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A tensor the model needs is not in the checkpoint.
+    #[error("missing tensor {0}")]
+    MissingTensor(String),
+    /// A file whose contents do not match what the manifest says.
+    #[error("{path}: corrupt {what}: {detail}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (tensor, slab, size).
+        what: String,
+        /// Expected vs found.
+        detail: String,
+    },
     /// A configuration or argument that cannot work.
     #[error("{0}")]
     Invalid(String),

@@ -7,6 +7,8 @@
 
 use std::arch::x86_64::*;
 
+use half::f16;
+
 use super::{avx2, DotKernels, Isa};
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 
@@ -18,14 +20,19 @@ pub const KERNELS: DotKernels = DotKernels {
     bf16: avx2::KERNELS.bf16,
     q8_0: dot_q8_0,
     q4_0: dot_q4_0,
+    q8_0_x4: |w, x| w.map(|r| dot_q8_0(r, x)),
+    q4_0_x4: |w, x| w.map(|r| dot_q4_0(r, x)),
 };
 
-/// Per-lane scales: `d0` in lanes 0..8, `d1` in lanes 8..16.
+/// Per-lane scales of a block pair: `a0 * b0` in lanes 0..8, `a1 * b1` in lanes 8..16,
+/// converted as vectors from broadcast f16 bits (see `avx2::scale8` for why).
 #[inline]
-#[target_feature(enable = "avx512f")]
-fn two_scales(d0: f32, d1: f32) -> __m512 {
-    let lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(d0)));
-    _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, _mm256_castps_pd(_mm256_set1_ps(d1))))
+#[target_feature(enable = "avx512f,avx2,f16c")]
+fn pair_scales(a0: f16, a1: f16, b0: f16, b1: f16) -> __m512 {
+    let bits = |x: f16| _mm_set1_epi16(x.to_bits() as i16);
+    let wa = _mm512_cvtph_ps(_mm256_set_m128i(bits(a1), bits(a0)));
+    let wb = _mm512_cvtph_ps(_mm256_set_m128i(bits(b1), bits(b0)));
+    _mm512_mul_ps(wa, wb)
 }
 
 #[inline]
@@ -58,7 +65,7 @@ fn dot_q8_0_imp(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
         let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ua, qb);
         let sumb = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, qb);
         let exact = _mm512_sub_epi32(prod, _mm512_slli_epi32::<7>(sumb));
-        let d = two_scales(a0.d.to_f32() * b0.d.to_f32(), a1.d.to_f32() * b1.d.to_f32());
+        let d = pair_scales(a0.d, a1.d, b0.d, b1.d);
         acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(exact), acc);
     }
     let tail = 2 * pairs;
@@ -96,7 +103,7 @@ fn dot_q4_0_imp(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
         let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qa, qb);
         let sumb = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, qb);
         let exact = _mm512_sub_epi32(prod, _mm512_slli_epi32::<3>(sumb));
-        let d = two_scales(a0.d.to_f32() * b0.d.to_f32(), a1.d.to_f32() * b1.d.to_f32());
+        let d = pair_scales(a0.d, a1.d, b0.d, b1.d);
         acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(exact), acc);
     }
     let tail = 2 * pairs;

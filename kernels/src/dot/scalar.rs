@@ -13,6 +13,8 @@ pub const KERNELS: DotKernels = DotKernels {
     bf16: dot_bf16,
     q8_0: dot_q8_0,
     q4_0: dot_q4_0,
+    q8_0_x4: |w, x| w.map(|r| dot_q8_0(r, x)),
+    q4_0_x4: |w, x| w.map(|r| dot_q4_0(r, x)),
 };
 
 /// f32 . f32, accumulated in 8 lanes like the SIMD versions (so results are comparable).

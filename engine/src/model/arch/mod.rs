@@ -1,0 +1,207 @@
+//! The architecture registry: how each architecture names its tensors in a Hugging Face
+//! checkpoint. Everything else (shapes, the forward pass) is shared and driven by
+//! [`ModelConfig`](super::config::ModelConfig).
+
+mod mixtral;
+mod olmoe;
+mod qwen2_moe;
+mod qwen3_moe;
+
+use super::config::Arch;
+
+/// A dense (always resident) tensor of the model, by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dense {
+    /// Token embeddings [vocab, hidden].
+    Embed,
+    /// Output projection [vocab, hidden].
+    LmHead,
+    /// Final RMSNorm.
+    FinalNorm,
+    /// Per layer: RMSNorm before attention.
+    AttnNorm(usize),
+    /// Per layer: q projection.
+    Q(usize),
+    /// Per layer: k projection.
+    K(usize),
+    /// Per layer: v projection.
+    V(usize),
+    /// Per layer: o projection.
+    O(usize),
+    /// Per layer: q bias.
+    QBias(usize),
+    /// Per layer: k bias.
+    KBias(usize),
+    /// Per layer: v bias.
+    VBias(usize),
+    /// Per layer: q RMSNorm weight.
+    QNorm(usize),
+    /// Per layer: k RMSNorm weight.
+    KNorm(usize),
+    /// Per layer: RMSNorm before the MLP / MoE block.
+    FfnNorm(usize),
+    /// Per MoE layer: router [experts, hidden].
+    Router(usize),
+    /// Per layer: shared expert (or dense MLP) gate projection.
+    SharedGate(usize),
+    /// Per layer: shared expert (or dense MLP) up projection.
+    SharedUp(usize),
+    /// Per layer: shared expert (or dense MLP) down projection.
+    SharedDown(usize),
+    /// Per layer: the shared expert's sigmoid gate [1, hidden].
+    SharedExpertGate(usize),
+}
+
+impl Dense {
+    /// The name floe stores the tensor under in `floe.json`.
+    pub fn key(self) -> String {
+        use Dense::*;
+        match self {
+            Embed => "embed".into(),
+            LmHead => "lm_head".into(),
+            FinalNorm => "final_norm".into(),
+            AttnNorm(l) => format!("{l}.attn_norm"),
+            Q(l) => format!("{l}.q"),
+            K(l) => format!("{l}.k"),
+            V(l) => format!("{l}.v"),
+            O(l) => format!("{l}.o"),
+            QBias(l) => format!("{l}.q_bias"),
+            KBias(l) => format!("{l}.k_bias"),
+            VBias(l) => format!("{l}.v_bias"),
+            QNorm(l) => format!("{l}.q_norm"),
+            KNorm(l) => format!("{l}.k_norm"),
+            FfnNorm(l) => format!("{l}.ffn_norm"),
+            Router(l) => format!("{l}.router"),
+            SharedGate(l) => format!("{l}.shared_gate"),
+            SharedUp(l) => format!("{l}.shared_up"),
+            SharedDown(l) => format!("{l}.shared_down"),
+            SharedExpertGate(l) => format!("{l}.shared_expert_gate"),
+        }
+    }
+
+    /// Whether this tensor is a vector (norm weight, bias): always stored as f32.
+    pub fn is_vector(self) -> bool {
+        use Dense::*;
+        matches!(
+            self,
+            FinalNorm
+                | AttnNorm(_)
+                | QBias(_)
+                | KBias(_)
+                | VBias(_)
+                | QNorm(_)
+                | KNorm(_)
+                | FfnNorm(_)
+        )
+    }
+
+    /// Whether this tensor stays f32 whatever the dense dtype (routers decide which experts run:
+    /// they are small and their precision matters).
+    pub fn keep_f32(self) -> bool {
+        self.is_vector() || matches!(self, Dense::Router(_) | Dense::SharedExpertGate(_))
+    }
+}
+
+/// One of an expert's three matrices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpertPart {
+    /// gate [ffn, hidden].
+    Gate,
+    /// up [ffn, hidden].
+    Up,
+    /// down [hidden, ffn].
+    Down,
+}
+
+/// Where an expert matrix lives in the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpertTensor {
+    /// Its own 2-D tensor.
+    Single(String),
+    /// Rows `rows` of slice `expert` of a stacked 3-D tensor `[experts, rows, cols]`.
+    Fused {
+        /// The 3-D tensor.
+        name: String,
+        /// Index in the first dimension.
+        expert: usize,
+        /// First row and number of rows of the slice.
+        rows: (usize, usize),
+    },
+}
+
+/// Tensor naming of one architecture.
+pub trait ArchNames {
+    /// Candidate checkpoint names of a dense tensor, most common first.
+    fn dense(&self, t: Dense) -> Vec<String>;
+    /// Candidate locations of expert `e`'s `part` in layer `l`; `ffn` is the expert width.
+    fn expert(&self, l: usize, e: usize, part: ExpertPart, ffn: usize) -> Vec<ExpertTensor>;
+}
+
+/// The names of `arch`.
+pub fn names(arch: Arch) -> &'static dyn ArchNames {
+    match arch {
+        Arch::Qwen3Moe => &qwen3_moe::Qwen3Moe,
+        Arch::Qwen2Moe => &qwen2_moe::Qwen2Moe,
+        Arch::Mixtral => &mixtral::Mixtral,
+        Arch::Olmoe => &olmoe::Olmoe,
+    }
+}
+
+/// Names shared by the Llama family of checkpoints.
+pub(crate) fn llama_dense(t: Dense, router: &[&str], mlp: &str) -> Vec<String> {
+    use Dense::*;
+    let l = |l: usize, s: &str| format!("model.layers.{l}.{s}");
+    match t {
+        Embed => vec!["model.embed_tokens.weight".into()],
+        LmHead => vec!["lm_head.weight".into()],
+        FinalNorm => vec!["model.norm.weight".into()],
+        AttnNorm(i) => vec![l(i, "input_layernorm.weight")],
+        FfnNorm(i) => vec![l(i, "post_attention_layernorm.weight")],
+        Q(i) => vec![l(i, "self_attn.q_proj.weight")],
+        K(i) => vec![l(i, "self_attn.k_proj.weight")],
+        V(i) => vec![l(i, "self_attn.v_proj.weight")],
+        O(i) => vec![l(i, "self_attn.o_proj.weight")],
+        QBias(i) => vec![l(i, "self_attn.q_proj.bias")],
+        KBias(i) => vec![l(i, "self_attn.k_proj.bias")],
+        VBias(i) => vec![l(i, "self_attn.v_proj.bias")],
+        QNorm(i) => vec![l(i, "self_attn.q_norm.weight")],
+        KNorm(i) => vec![l(i, "self_attn.k_norm.weight")],
+        Router(i) => router.iter().map(|r| l(i, r)).collect(),
+        SharedGate(i) => vec![l(i, &format!("{mlp}.gate_proj.weight"))],
+        SharedUp(i) => vec![l(i, &format!("{mlp}.up_proj.weight"))],
+        SharedDown(i) => vec![l(i, &format!("{mlp}.down_proj.weight"))],
+        SharedExpertGate(i) => vec![l(i, "mlp.shared_expert_gate.weight")],
+    }
+}
+
+/// Expert locations of the Qwen/OLMoE naming (`mlp.experts.{e}.{gate,up,down}_proj`), plus the
+/// transformers v5 fused layout (`mlp.experts.gate_up_proj [E, 2F, H]`, `down_proj [E, H, F]`).
+pub(crate) fn qwen_style_expert(
+    l: usize,
+    e: usize,
+    part: ExpertPart,
+    ffn: usize,
+) -> Vec<ExpertTensor> {
+    let single =
+        |p: &str| ExpertTensor::Single(format!("model.layers.{l}.mlp.experts.{e}.{p}.weight"));
+    let mut v = vec![match part {
+        ExpertPart::Gate => single("gate_proj"),
+        ExpertPart::Up => single("up_proj"),
+        ExpertPart::Down => single("down_proj"),
+    }];
+    v.push(fused(l, e, part, ffn));
+    v
+}
+
+pub(crate) fn fused(l: usize, e: usize, part: ExpertPart, ffn: usize) -> ExpertTensor {
+    let gate_up = format!("model.layers.{l}.mlp.experts.gate_up_proj");
+    match part {
+        ExpertPart::Gate => ExpertTensor::Fused { name: gate_up, expert: e, rows: (0, ffn) },
+        ExpertPart::Up => ExpertTensor::Fused { name: gate_up, expert: e, rows: (ffn, ffn) },
+        ExpertPart::Down => ExpertTensor::Fused {
+            name: format!("model.layers.{l}.mlp.experts.down_proj"),
+            expert: e,
+            rows: (0, usize::MAX),
+        },
+    }
+}

@@ -1,0 +1,311 @@
+//! Model configuration: read from a Hugging Face `config.json` in either spelling (transformers
+//! v5 `rope_parameters` / `dtype`, hub `rope_theta` / `rope_scaling` / `torch_dtype`,
+//! `num_experts` / `num_local_experts`), normalised into what the forward pass needs, and stored
+//! as such in `floe.json`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The architectures floe runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// Qwen3-MoE: per-head q/k RMSNorm, explicit head_dim, softmax router, optional renorm.
+    Qwen3Moe,
+    /// Qwen1.5/Qwen2-MoE: q/k/v bias, shared expert with a sigmoid gate.
+    Qwen2Moe,
+    /// Mixtral: router always renormalised over the top-k.
+    Mixtral,
+    /// OLMoE: q/k RMSNorm over the whole projection.
+    Olmoe,
+}
+
+impl Arch {
+    /// The `model_type` of config.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Qwen3Moe => "qwen3_moe",
+            Arch::Qwen2Moe => "qwen2_moe",
+            Arch::Mixtral => "mixtral",
+            Arch::Olmoe => "olmoe",
+        }
+    }
+
+    fn from_model_type(t: &str) -> Result<Self> {
+        Ok(match t {
+            "qwen3_moe" => Arch::Qwen3Moe,
+            "qwen2_moe" => Arch::Qwen2Moe,
+            "mixtral" => Arch::Mixtral,
+            "olmoe" => Arch::Olmoe,
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "architecture {other:?} (floe runs qwen3_moe, qwen2_moe, mixtral, olmoe)"
+                )))
+            }
+        })
+    }
+}
+
+/// How queries and keys are normalised before RoPE, if at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QkNorm {
+    /// None.
+    None,
+    /// RMSNorm over each head (weight of `head_dim`), Qwen3.
+    PerHead,
+    /// RMSNorm over the whole q (and k) projection, OLMoE.
+    Full,
+}
+
+/// Everything the forward pass needs to know about a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Architecture.
+    pub arch: Arch,
+    /// Residual width.
+    pub hidden: usize,
+    /// Decoder layers.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Channels per head.
+    pub head_dim: usize,
+    /// Vocabulary.
+    pub vocab: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// RoPE base.
+    pub rope_theta: f32,
+    /// Routed experts per MoE layer.
+    pub experts: usize,
+    /// Experts per token.
+    pub top_k: usize,
+    /// Hidden width of one routed expert.
+    pub expert_ffn: usize,
+    /// Hidden width of the dense MLP layers (0 if none).
+    pub dense_ffn: usize,
+    /// Hidden width of the shared expert (0 if none).
+    pub shared_ffn: usize,
+    /// Whether the top-k router weights are renormalised to sum to 1.
+    pub norm_topk_prob: bool,
+    /// Which layers have a routed MoE block (the others a dense MLP).
+    pub moe_layers: Vec<bool>,
+    /// q/k/v projections have biases.
+    pub qkv_bias: bool,
+    /// q/k normalisation.
+    pub qk_norm: QkNorm,
+    /// Clamp q/k/v to +-this (OLMoE `clip_qkv`), if set.
+    pub clip_qkv: Option<f32>,
+    /// lm_head shares the embedding matrix.
+    pub tie_embeddings: bool,
+    /// End-of-sequence token ids.
+    pub eos_token_ids: Vec<u32>,
+    /// Longest context the model was trained for.
+    pub max_positions: usize,
+}
+
+fn get<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().find_map(|k| v.get(*k).filter(|x| !x.is_null()))
+}
+
+fn usize_of(v: &Value, keys: &[&str]) -> Result<usize> {
+    get(v, keys).and_then(Value::as_u64).map(|x| x as usize).ok_or_else(|| {
+        Error::Invalid(format!("config.json: missing or non-integer {}", keys.join(" / ")))
+    })
+}
+
+impl ModelConfig {
+    /// Parses a Hugging Face `config.json`.
+    pub fn from_hf_json(text: &str) -> Result<Self> {
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
+        let model_type = v
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Invalid("config.json: no model_type".into()))?;
+        let arch = Arch::from_model_type(model_type)?;
+        let hidden = usize_of(&v, &["hidden_size"])?;
+        let layers = usize_of(&v, &["num_hidden_layers"])?;
+        let heads = usize_of(&v, &["num_attention_heads"])?;
+        let kv_heads = usize_of(&v, &["num_key_value_heads"]).unwrap_or(heads);
+        let head_dim = usize_of(&v, &["head_dim"]).unwrap_or(hidden / heads.max(1));
+        let vocab = usize_of(&v, &["vocab_size"])?;
+        let experts = usize_of(&v, &["num_experts", "num_local_experts"])?;
+        let top_k = usize_of(&v, &["num_experts_per_tok"])?;
+        let rms_eps = get(&v, &["rms_norm_eps"]).and_then(Value::as_f64).unwrap_or(1e-6) as f32;
+
+        // RoPE: v5 `rope_parameters`, else hub `rope_theta` + `rope_scaling`.
+        let rope = get(&v, &["rope_parameters"]).or_else(|| get(&v, &["rope_scaling"]));
+        let rope_type = rope
+            .and_then(|r| r.get("rope_type").or_else(|| r.get("type")))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        if rope_type != "default" {
+            return Err(Error::Unsupported(format!(
+                "rope_type {rope_type:?} (floe supports default RoPE)"
+            )));
+        }
+        let rope_theta = rope
+            .and_then(|r| r.get("rope_theta"))
+            .and_then(Value::as_f64)
+            .or_else(|| get(&v, &["rope_theta"]).and_then(Value::as_f64))
+            .unwrap_or(10000.0) as f32;
+
+        let dtype = get(&v, &["dtype", "torch_dtype"]).and_then(Value::as_str).unwrap_or("float32");
+        if !matches!(dtype, "float32" | "bfloat16" | "float16") {
+            return Err(Error::Unsupported(format!("checkpoint dtype {dtype:?}")));
+        }
+        for flag in ["use_sliding_window"] {
+            if get(&v, &[flag]).and_then(Value::as_bool) == Some(true) {
+                return Err(Error::Unsupported(format!(
+                    "{flag} = true (sliding-window attention)"
+                )));
+            }
+        }
+
+        let (expert_ffn, dense_ffn) = match arch {
+            Arch::Mixtral | Arch::Olmoe => (usize_of(&v, &["intermediate_size"])?, 0),
+            Arch::Qwen3Moe | Arch::Qwen2Moe => (
+                usize_of(&v, &["moe_intermediate_size"])?,
+                usize_of(&v, &["intermediate_size"]).unwrap_or(0),
+            ),
+        };
+        let shared_ffn = match arch {
+            Arch::Qwen2Moe => usize_of(&v, &["shared_expert_intermediate_size"]).unwrap_or(0),
+            _ => 0,
+        };
+        let norm_topk_prob = match arch {
+            Arch::Mixtral => true,
+            _ => get(&v, &["norm_topk_prob"]).and_then(Value::as_bool).unwrap_or(false),
+        };
+        let step = usize_of(&v, &["decoder_sparse_step"]).unwrap_or(1).max(1);
+        let mlp_only: Vec<usize> = get(&v, &["mlp_only_layers"])
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).map(|x| x as usize).collect())
+            .unwrap_or_default();
+        let moe_layers = (0..layers)
+            .map(|i| match arch {
+                Arch::Qwen3Moe | Arch::Qwen2Moe => {
+                    !mlp_only.contains(&i) && experts > 0 && (i + 1) % step == 0
+                }
+                _ => true,
+            })
+            .collect();
+        let qkv_bias = match arch {
+            Arch::Qwen2Moe => get(&v, &["qkv_bias"]).and_then(Value::as_bool).unwrap_or(true),
+            _ => get(&v, &["attention_bias"]).and_then(Value::as_bool).unwrap_or(false),
+        };
+        let qk_norm = match arch {
+            Arch::Qwen3Moe => QkNorm::PerHead,
+            Arch::Olmoe => QkNorm::Full,
+            _ => QkNorm::None,
+        };
+        let clip_qkv = get(&v, &["clip_qkv"]).and_then(Value::as_f64).map(|x| x as f32);
+        let tie_embeddings =
+            get(&v, &["tie_word_embeddings"]).and_then(Value::as_bool).unwrap_or(false);
+        let eos_token_ids = match get(&v, &["eos_token_id"]) {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
+            Some(x) => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let max_positions = usize_of(&v, &["max_position_embeddings"]).unwrap_or(4096);
+        let cfg = Self {
+            arch,
+            hidden,
+            layers,
+            heads,
+            kv_heads,
+            head_dim,
+            vocab,
+            rms_eps,
+            rope_theta,
+            experts,
+            top_k,
+            expert_ffn,
+            dense_ffn,
+            shared_ffn,
+            norm_topk_prob,
+            moe_layers,
+            qkv_bias,
+            qk_norm,
+            clip_qkv,
+            tie_embeddings,
+            eos_token_ids,
+            max_positions,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the shape makes sense.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(format!("config: {m}")));
+        if self.heads == 0 || self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
+            return bad(format!(
+                "{} heads is not a multiple of {} kv heads",
+                self.heads, self.kv_heads
+            ));
+        }
+        if self.top_k == 0 || self.top_k > self.experts {
+            return bad(format!("top-{} of {} experts", self.top_k, self.experts));
+        }
+        if self.hidden == 0
+            || self.layers == 0
+            || self.vocab == 0
+            || !self.head_dim.is_multiple_of(2)
+        {
+            return bad("zero-sized model or odd head_dim".into());
+        }
+        Ok(())
+    }
+
+    /// Width of the q projection.
+    pub fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Width of the k and v projections.
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// Number of MoE layers.
+    pub fn moe_layer_count(&self) -> usize {
+        self.moe_layers.iter().filter(|m| **m).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_spellings_and_errors() {
+        let v5 = r#"{"model_type":"qwen3_moe","hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4,
+            "num_key_value_heads":2,"head_dim":32,"vocab_size":100,"num_experts":8,"num_experts_per_tok":2,
+            "moe_intermediate_size":16,"intermediate_size":32,"rope_parameters":{"rope_theta":5000.0,"rope_type":"default"},
+            "dtype":"bfloat16","mlp_only_layers":[1],"norm_topk_prob":true,"eos_token_id":[1,2]}"#;
+        let c = ModelConfig::from_hf_json(v5).unwrap();
+        assert_eq!(
+            (c.rope_theta, c.moe_layers.clone(), c.eos_token_ids.clone()),
+            (5000.0, vec![true, false], vec![1, 2])
+        );
+        let hub = r#"{"model_type":"mixtral","hidden_size":64,"num_hidden_layers":1,"num_attention_heads":4,
+            "vocab_size":100,"num_local_experts":8,"num_experts_per_tok":2,"intermediate_size":96,
+            "rope_theta":1e6,"rope_scaling":null,"torch_dtype":"float32"}"#;
+        let c = ModelConfig::from_hf_json(hub).unwrap();
+        assert_eq!((c.head_dim, c.kv_heads, c.rope_theta, c.norm_topk_prob), (16, 4, 1e6, true));
+        let e =
+            ModelConfig::from_hf_json(&hub.replace("mixtral", "llama4")).unwrap_err().to_string();
+        assert!(e.contains("llama4"), "{e}");
+        let e = ModelConfig::from_hf_json(
+            &hub.replace("\"rope_scaling\":null", "\"rope_scaling\":{\"type\":\"yarn\"}"),
+        );
+        assert!(e.unwrap_err().to_string().contains("yarn"));
+    }
+}

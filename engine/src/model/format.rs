@@ -1,0 +1,320 @@
+//! floe's packed model: a directory with `floe.json` (format version, config, dense tensor
+//! table, expert-slab table, checksums), `dense.bin`, `experts.bin` and the tokenizer files.
+//!
+//! Each routed expert is one slab: gate, up and down back to back (each at a 64-byte boundary,
+//! block formats carrying their scales inside the blocks as in GGUF), padded to [`SLAB_ALIGN`],
+//! so one expert is one aligned direct read at `layer_base + expert * slab_bytes`.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use floe_kernels::{DType, Matrix};
+use serde::{Deserialize, Serialize};
+
+use super::config::ModelConfig;
+use crate::error::{Error, Result};
+
+/// Version of the layout this floe writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Slabs are padded to this (and start at multiples of it): one page, the usual logical block.
+pub const SLAB_ALIGN: usize = 4096;
+/// Alignment of every tensor and of every matrix inside a slab.
+pub const TENSOR_ALIGN: usize = 64;
+
+/// xxh3-64 of `bytes`, as stored in the manifest.
+pub fn checksum(bytes: &[u8]) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
+/// A dense tensor in `dense.bin`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DenseEntry {
+    /// floe's name (see `arch::Dense::key`).
+    pub name: String,
+    /// Storage format.
+    pub dtype: String,
+    /// Rows (1 for vectors).
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Byte offset in dense.bin.
+    pub offset: u64,
+    /// Byte length.
+    pub bytes: u64,
+    /// xxh3-64, hex.
+    pub xxh3: String,
+}
+
+/// One matrix inside a slab.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SlabPart {
+    /// Byte offset from the slab start.
+    pub offset: usize,
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Bytes.
+    pub bytes: usize,
+}
+
+/// Where the three matrices sit in every slab of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlabLayout {
+    /// Storage format of the expert matrices.
+    pub dtype: String,
+    /// gate [ffn, hidden].
+    pub gate: SlabPart,
+    /// up [ffn, hidden].
+    pub up: SlabPart,
+    /// down [hidden, ffn].
+    pub down: SlabPart,
+    /// Slab stride (padded to SLAB_ALIGN).
+    pub slab_bytes: usize,
+}
+
+impl SlabLayout {
+    /// The layout for experts of `hidden x ffn` stored as `dtype`.
+    pub fn new(dtype: DType, hidden: usize, ffn: usize) -> Result<Self> {
+        let part = |offset: usize, rows: usize, cols: usize| -> Result<SlabPart> {
+            let bytes = rows
+                * dtype
+                    .row_bytes(cols)
+                    .map_err(|e| Error::Invalid(format!("expert matrices: {e}")))?;
+            Ok(SlabPart { offset, rows, cols, bytes })
+        };
+        let gate = part(0, ffn, hidden)?;
+        let up = part((gate.offset + gate.bytes).next_multiple_of(TENSOR_ALIGN), ffn, hidden)?;
+        let down = part((up.offset + up.bytes).next_multiple_of(TENSOR_ALIGN), hidden, ffn)?;
+        let slab_bytes = (down.offset + down.bytes).next_multiple_of(SLAB_ALIGN);
+        Ok(Self { dtype: dtype.name().into(), gate, up, down, slab_bytes })
+    }
+
+    /// The storage format.
+    pub fn dtype(&self) -> Result<DType> {
+        self.dtype.parse().map_err(|e| Error::Invalid(format!("floe.json: {e}")))
+    }
+}
+
+/// The slabs of one MoE layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerSlabs {
+    /// Decoder layer index.
+    pub layer: usize,
+    /// Byte offset of expert 0's slab in experts.bin.
+    pub base: u64,
+    /// xxh3-64 of each expert's slab (padding included), hex.
+    pub xxh3: Vec<String>,
+}
+
+/// `floe.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always "floe".
+    pub format: String,
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The model.
+    pub config: ModelConfig,
+    /// Dense tensors.
+    pub dense: Vec<DenseEntry>,
+    /// Expert slab layout.
+    pub slab: SlabLayout,
+    /// MoE layers' slabs.
+    pub expert_layers: Vec<LayerSlabs>,
+    /// Where it was packed from.
+    pub source: String,
+    /// Whether tokenizer.json was copied in.
+    pub has_tokenizer: bool,
+}
+
+impl Manifest {
+    /// Total bytes of experts.bin.
+    pub fn experts_bytes(&self) -> u64 {
+        self.expert_layers.len() as u64 * self.config.experts as u64 * self.slab.slab_bytes as u64
+    }
+
+    /// Byte offset of the slab of `expert` in decoder layer `layer`.
+    pub fn slab_offset(&self, layer: usize, expert: usize) -> Option<u64> {
+        let l = self.expert_layers.iter().find(|l| l.layer == layer)?;
+        (expert < self.config.experts).then(|| l.base + (expert * self.slab.slab_bytes) as u64)
+    }
+}
+
+/// An opened packed model: its manifest and paths. Weights are loaded by the users of it.
+#[derive(Debug, Clone)]
+pub struct PackedModel {
+    /// The directory.
+    pub dir: PathBuf,
+    /// floe.json.
+    pub manifest: Manifest,
+}
+
+impl PackedModel {
+    /// Opens `dir`: reads and checks floe.json, and checks that dense.bin and experts.bin have
+    /// the sizes it says. With `verify`, also checks every checksum.
+    pub fn open(dir: &Path, verify: bool) -> Result<Self> {
+        let mpath = dir.join("floe.json");
+        let text = std::fs::read_to_string(&mpath).map_err(|e| {
+            Error::Invalid(format!(
+                "{}: cannot read ({e}); is this a model packed by `floe pack`?",
+                mpath.display()
+            ))
+        })?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", mpath.display())))?;
+        if manifest.format != "floe" || manifest.format_version != FORMAT_VERSION {
+            return Err(Error::Unsupported(format!(
+                "{}: format {} version {} (this floe reads floe version {FORMAT_VERSION})",
+                mpath.display(),
+                manifest.format,
+                manifest.format_version
+            )));
+        }
+        manifest.config.validate()?;
+        let this = Self { dir: dir.to_path_buf(), manifest };
+        let dense_need = this.manifest.dense.iter().map(|d| d.offset + d.bytes).max().unwrap_or(0);
+        this.check_size("dense.bin", dense_need)?;
+        this.check_size("experts.bin", this.manifest.experts_bytes())?;
+        if verify {
+            this.verify()?;
+        }
+        Ok(this)
+    }
+
+    fn check_size(&self, file: &str, need: u64) -> Result<()> {
+        let path = self.dir.join(file);
+        let len = std::fs::metadata(&path)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?
+            .len();
+        if len < need {
+            return Err(Error::Corrupt {
+                path,
+                what: "file".into(),
+                detail: format!("{len} bytes, expected {need} (truncated?)"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks every dense tensor's and every slab's checksum; the first mismatch is an error
+    /// naming the file, the tensor or slab, and both checksums.
+    pub fn verify(&self) -> Result<()> {
+        let dense = std::fs::read(self.dir.join("dense.bin"))
+            .map_err(|e| Error::Invalid(format!("dense.bin: {e}")))?;
+        for d in &self.manifest.dense {
+            let got = checksum(&dense[d.offset as usize..(d.offset + d.bytes) as usize]);
+            if got != d.xxh3 {
+                return Err(Error::Corrupt {
+                    path: self.dir.join("dense.bin"),
+                    what: format!("tensor {} at offset {}", d.name, d.offset),
+                    detail: format!("xxh3 {got}, expected {}", d.xxh3),
+                });
+            }
+        }
+        let path = self.dir.join("experts.bin");
+        let mut f = std::fs::File::open(&path)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let mut buf = vec![0u8; self.manifest.slab.slab_bytes];
+        for l in &self.manifest.expert_layers {
+            for (e, want) in l.xxh3.iter().enumerate() {
+                f.read_exact(&mut buf)
+                    .map_err(|err| Error::Invalid(format!("{}: {err}", path.display())))?;
+                let got = checksum(&buf);
+                if &got != want {
+                    return Err(Error::Corrupt {
+                        path,
+                        what: format!(
+                            "slab of layer {} expert {e} at offset {}",
+                            l.layer,
+                            l.base + (e * buf.len()) as u64
+                        ),
+                        detail: format!("xxh3 {got}, expected {want}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The dense tensors, resident in memory.
+pub struct DenseWeights {
+    /// Backing store (u64 for 8-byte alignment of every 64-byte aligned tensor).
+    buf: Vec<u64>,
+    len: usize,
+    entries: HashMap<String, (DType, DenseEntry)>,
+}
+
+impl std::fmt::Debug for DenseWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DenseWeights")
+            .field("bytes", &self.len)
+            .field("tensors", &self.entries.len())
+            .finish()
+    }
+}
+
+impl DenseWeights {
+    /// Reads dense.bin of `model`.
+    pub fn load(model: &PackedModel) -> Result<Self> {
+        let path = model.dir.join("dense.bin");
+        let bytes =
+            std::fs::read(&path).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let mut buf = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..bytes.len()].copy_from_slice(&bytes);
+        let mut entries = HashMap::new();
+        for d in &model.manifest.dense {
+            let dtype: DType =
+                d.dtype.parse().map_err(|e| Error::Invalid(format!("floe.json: {e}")))?;
+            entries.insert(d.name.clone(), (dtype, d.clone()));
+        }
+        Ok(Self { len: bytes.len(), buf, entries })
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.len
+    }
+
+    fn raw(&self, name: &str) -> Result<(DType, &DenseEntry, &[u8])> {
+        let (dtype, e) = self.entries.get(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
+        let all: &[u8] = bytemuck::cast_slice(&self.buf);
+        Ok((*dtype, e, &all[e.offset as usize..(e.offset + e.bytes) as usize]))
+    }
+
+    /// Whether `name` exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// A matrix.
+    pub fn matrix(&self, name: &str) -> Result<Matrix<'_>> {
+        let (dtype, e, bytes) = self.raw(name)?;
+        Matrix::new(dtype, e.rows, e.cols, bytes)
+            .map_err(|err| Error::Invalid(format!("tensor {name}: {err}")))
+    }
+
+    /// A vector (stored f32).
+    pub fn vector(&self, name: &str) -> Result<&[f32]> {
+        let (dtype, _, bytes) = self.raw(name)?;
+        if dtype != DType::F32 {
+            return Err(Error::Invalid(format!(
+                "tensor {name}: vectors are stored f32, found {dtype}"
+            )));
+        }
+        Ok(bytemuck::cast_slice(bytes))
+    }
+
+    /// Row `r` of a matrix as f32 (embedding lookup).
+    pub fn row(&self, name: &str, r: usize, out: &mut [f32]) -> Result<()> {
+        let (dtype, e, bytes) = self.raw(name)?;
+        if r >= e.rows || out.len() != e.cols {
+            return Err(Error::Invalid(format!("tensor {name}: row {r} of {}x{}", e.rows, e.cols)));
+        }
+        let rb = bytes.len() / e.rows;
+        super::encode::decode_row(dtype, &bytes[r * rb..(r + 1) * rb], out);
+        Ok(())
+    }
+}

@@ -1,0 +1,329 @@
+//! `floe pack`: a Hugging Face checkpoint directory to floe's packed format.
+//!
+//! Streams tensor by tensor (memory stays at a few tensors, or one expert's slice of a fused
+//! tensor), writes into a temporary directory beside the output and renames it into place only
+//! after re-reading and checking every checksum, so an interrupted pack never leaves a
+//! directory that looks complete.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use floe_kernels::DType;
+
+use super::arch::{self, Dense, ExpertPart, ExpertTensor};
+use super::config::{ModelConfig, QkNorm};
+use super::encode::encode;
+use super::format::{
+    checksum, DenseEntry, LayerSlabs, Manifest, PackedModel, SlabLayout, FORMAT_VERSION,
+    TENSOR_ALIGN,
+};
+use super::safetensors_dir::CheckpointDir;
+use crate::error::{Error, Result};
+
+/// What to pack into.
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    /// Format of the routed experts.
+    pub dtype: DType,
+    /// Format of the dense matrices (embeddings, attention, shared experts); `None`: as the
+    /// checkpoint stores them (f32 or bf16/f16). Norms, biases and routers always stay f32.
+    pub dense_dtype: Option<DType>,
+    /// Replace an existing output directory.
+    pub force: bool,
+}
+
+/// Files copied next to the weights when present.
+const SIDE_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "chat_template.jinja",
+    "config.json",
+];
+
+/// The dense tensors of `cfg`, in file order, with their shapes (rows, cols).
+pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
+    let (h, q, kv) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim());
+    let mut v = vec![(Dense::Embed, cfg.vocab, h)];
+    if !cfg.tie_embeddings {
+        v.push((Dense::LmHead, cfg.vocab, h));
+    }
+    v.push((Dense::FinalNorm, 1, h));
+    for l in 0..cfg.layers {
+        v.extend([
+            (Dense::AttnNorm(l), 1, h),
+            (Dense::Q(l), q, h),
+            (Dense::K(l), kv, h),
+            (Dense::V(l), kv, h),
+            (Dense::O(l), h, q),
+        ]);
+        if cfg.qkv_bias {
+            v.extend([(Dense::QBias(l), 1, q), (Dense::KBias(l), 1, kv), (Dense::VBias(l), 1, kv)]);
+        }
+        match cfg.qk_norm {
+            QkNorm::PerHead => {
+                v.extend([(Dense::QNorm(l), 1, cfg.head_dim), (Dense::KNorm(l), 1, cfg.head_dim)])
+            }
+            QkNorm::Full => v.extend([(Dense::QNorm(l), 1, q), (Dense::KNorm(l), 1, kv)]),
+            QkNorm::None => {}
+        }
+        v.push((Dense::FfnNorm(l), 1, h));
+        let ffn = if cfg.moe_layers[l] {
+            v.push((Dense::Router(l), cfg.experts, h));
+            cfg.shared_ffn
+        } else {
+            cfg.dense_ffn
+        };
+        if ffn > 0 {
+            v.extend([
+                (Dense::SharedGate(l), ffn, h),
+                (Dense::SharedUp(l), ffn, h),
+                (Dense::SharedDown(l), h, ffn),
+            ]);
+            if cfg.moe_layers[l] {
+                v.push((Dense::SharedExpertGate(l), 1, h));
+            }
+        }
+    }
+    v
+}
+
+/// Packs `from` into `out`, calling `progress(done, total)` as tensors are written.
+pub fn pack(
+    from: &Path,
+    out: &Path,
+    opts: &PackOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Manifest> {
+    let cfg_path = from.join("config.json");
+    let cfg_text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", cfg_path.display())))?;
+    let cfg = ModelConfig::from_hf_json(&cfg_text)?;
+    let ckpt = CheckpointDir::open(from)?;
+    if out.exists() {
+        if !opts.force {
+            return Err(Error::Invalid(format!(
+                "{} exists (use --force to replace it)",
+                out.display()
+            )));
+        }
+        std::fs::remove_dir_all(out).map_err(|e| write_err(out, e))?;
+    }
+    let name =
+        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let tmp = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| write_err(&tmp, e))?;
+    let result = write_all(&cfg, &ckpt, from, &tmp, opts, progress);
+    match result {
+        Ok(manifest) => {
+            std::fs::rename(&tmp, out).map_err(|e| write_err(out, e))?;
+            Ok(manifest)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn write_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Write { path: path.to_path_buf(), source }
+}
+
+fn find_dense<'a>(ckpt: &CheckpointDir, candidates: &'a [String]) -> Result<&'a String> {
+    candidates
+        .iter()
+        .find(|n| ckpt.has(n))
+        .ok_or_else(|| Error::MissingTensor(candidates.join(" or ")))
+}
+
+fn check_shape(name: &str, got: &[usize], rows: usize, cols: usize) -> Result<()> {
+    let ok = match got {
+        [n] => rows == 1 && *n == cols,
+        [r, c] => *r == rows && *c == cols,
+        _ => false,
+    };
+    if !ok {
+        let want = if rows == 1 { format!("[{cols}]") } else { format!("[{rows}, {cols}]") };
+        return Err(Error::Invalid(format!("tensor {name} has shape {got:?}, expected {want}")));
+    }
+    Ok(())
+}
+
+fn write_all(
+    cfg: &ModelConfig,
+    ckpt: &CheckpointDir,
+    from: &Path,
+    dir: &Path,
+    opts: &PackOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Manifest> {
+    let names = arch::names(cfg.arch);
+    let plan = dense_plan(cfg);
+    let moe_layers: Vec<usize> = (0..cfg.layers).filter(|&l| cfg.moe_layers[l]).collect();
+    let total = (plan.len() + moe_layers.len() * cfg.experts) as u64;
+    let mut done = 0u64;
+
+    // Dense tensors.
+    let embed_candidates = names.dense(Dense::Embed);
+    let embed_name = find_dense(ckpt, &embed_candidates)?;
+    let source_dtype = match ckpt.dtype_name(embed_name).as_deref() {
+        Some("BF16") => DType::Bf16,
+        Some("F16") => DType::F16,
+        _ => DType::F32,
+    };
+    let dense_dtype = opts.dense_dtype.unwrap_or(source_dtype);
+    let dpath = dir.join("dense.bin");
+    let mut dense_out =
+        BufWriter::new(std::fs::File::create(&dpath).map_err(|e| write_err(&dpath, e))?);
+    let mut offset = 0u64;
+    let mut dense = Vec::new();
+    for (role, rows, cols) in plan {
+        let candidates = names.dense(role);
+        let name = find_dense(ckpt, &candidates)?;
+        check_shape(name, ckpt.shape(name).unwrap_or(&[]), rows, cols)?;
+        let values = ckpt.read_f32(name)?;
+        let dtype = if role.keep_f32() { DType::F32 } else { dense_dtype };
+        let bytes = encode(dtype, &values, cols, name)?;
+        let pad = offset.next_multiple_of(TENSOR_ALIGN as u64) - offset;
+        dense_out.write_all(&vec![0u8; pad as usize]).map_err(|e| write_err(&dpath, e))?;
+        offset += pad;
+        dense_out.write_all(&bytes).map_err(|e| write_err(&dpath, e))?;
+        dense.push(DenseEntry {
+            name: role.key(),
+            dtype: dtype.name().into(),
+            rows,
+            cols,
+            offset,
+            bytes: bytes.len() as u64,
+            xxh3: checksum(&bytes),
+        });
+        offset += bytes.len() as u64;
+        done += 1;
+        progress(done, total);
+    }
+    dense_out
+        .into_inner()
+        .map_err(|e| write_err(&dpath, e.into_error()))?
+        .sync_all()
+        .map_err(|e| write_err(&dpath, e))?;
+
+    // Expert slabs.
+    let slab = SlabLayout::new(opts.dtype, cfg.hidden, cfg.expert_ffn)?;
+    let epath = dir.join("experts.bin");
+    let mut experts_out = BufWriter::with_capacity(
+        8 << 20,
+        std::fs::File::create(&epath).map_err(|e| write_err(&epath, e))?,
+    );
+    let mut layers = Vec::new();
+    let mut base = 0u64;
+    let mut buf = vec![0u8; slab.slab_bytes];
+    for &l in &moe_layers {
+        let mut sums = Vec::with_capacity(cfg.experts);
+        for e in 0..cfg.experts {
+            buf.fill(0);
+            for (part, place) in [
+                (ExpertPart::Gate, slab.gate),
+                (ExpertPart::Up, slab.up),
+                (ExpertPart::Down, slab.down),
+            ] {
+                let values = read_expert(
+                    ckpt,
+                    &names.expert(l, e, part, cfg.expert_ffn),
+                    place.rows,
+                    place.cols,
+                )?;
+                let bytes = encode(
+                    opts.dtype,
+                    &values,
+                    place.cols,
+                    &format!("layer {l} expert {e} {part:?}"),
+                )?;
+                buf[place.offset..place.offset + bytes.len()].copy_from_slice(&bytes);
+            }
+            experts_out.write_all(&buf).map_err(|err| write_err(&epath, err))?;
+            sums.push(checksum(&buf));
+            done += 1;
+            progress(done, total);
+        }
+        layers.push(LayerSlabs { layer: l, base, xxh3: sums });
+        base += (cfg.experts * slab.slab_bytes) as u64;
+    }
+    experts_out
+        .into_inner()
+        .map_err(|e| write_err(&epath, e.into_error()))?
+        .sync_all()
+        .map_err(|e| write_err(&epath, e))?;
+
+    let mut has_tokenizer = false;
+    for f in SIDE_FILES {
+        let src = from.join(f);
+        if src.exists() {
+            std::fs::copy(&src, dir.join(f)).map_err(|e| write_err(&dir.join(f), e))?;
+            has_tokenizer |= *f == "tokenizer.json";
+        }
+    }
+    if !has_tokenizer {
+        tracing::warn!(
+            "{} has no tokenizer.json: the packed model takes and gives token ids only",
+            from.display()
+        );
+    }
+    let manifest = Manifest {
+        format: "floe".into(),
+        format_version: FORMAT_VERSION,
+        config: cfg.clone(),
+        dense,
+        slab,
+        expert_layers: layers,
+        source: from.display().to_string(),
+        has_tokenizer,
+    };
+    let mpath = dir.join("floe.json");
+    let text =
+        serde_json::to_string_pretty(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
+    std::fs::write(&mpath, text).map_err(|e| write_err(&mpath, e))?;
+    // Read everything back: a pack that cannot be verified is not renamed into place.
+    PackedModel::open(dir, true)?;
+    Ok(manifest)
+}
+
+fn read_expert(
+    ckpt: &CheckpointDir,
+    candidates: &[ExpertTensor],
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<f32>> {
+    for c in candidates {
+        match c {
+            ExpertTensor::Single(name) if ckpt.has(name) => {
+                check_shape(name, ckpt.shape(name).unwrap_or(&[]), rows, cols)?;
+                return ckpt.read_f32(name);
+            }
+            ExpertTensor::Fused { name, expert, rows: (first, n) } if ckpt.has(name) => {
+                let (v, r, c) = ckpt.read_slice_rows(name, *expert, *first, *n)?;
+                if r != rows || c != cols {
+                    return Err(Error::Invalid(format!(
+                        "fused tensor {name}: expert slice is {r}x{c}, expected {rows}x{cols}"
+                    )));
+                }
+                return Ok(v);
+            }
+            _ => {}
+        }
+    }
+    let names: Vec<String> = candidates
+        .iter()
+        .map(|c| match c {
+            ExpertTensor::Single(n) | ExpertTensor::Fused { name: n, .. } => n.clone(),
+        })
+        .collect();
+    Err(Error::MissingTensor(names.join(" or ")))
+}
+
+/// Where `pack` would put its temporary directory (for tests of interrupted packs).
+pub fn temp_dir_for(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}

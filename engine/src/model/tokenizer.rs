@@ -1,0 +1,98 @@
+//! Text in and out: the `tokenizers` crate with the model's `tokenizer.json`, and its chat
+//! template (from `tokenizer_config.json` or `chat_template.jinja`) rendered with minijinja.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The tokenizer of a model, and its chat template if it has one.
+pub struct TextCodec {
+    tok: tokenizers::Tokenizer,
+    chat_template: Option<String>,
+    bos: Option<String>,
+    eos: Option<String>,
+}
+
+impl std::fmt::Debug for TextCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextCodec").field("chat_template", &self.chat_template.is_some()).finish()
+    }
+}
+
+fn special(v: &serde_json::Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => {
+            o.get("content").and_then(|c| c.as_str()).map(str::to_string)
+        }
+        _ => None,
+    }
+}
+
+impl TextCodec {
+    /// Loads `dir/tokenizer.json` and the chat template beside it.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        let tok = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let cfg: serde_json::Value = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let chat_template = std::fs::read_to_string(dir.join("chat_template.jinja"))
+            .ok()
+            .or_else(|| cfg.get("chat_template").and_then(|t| t.as_str()).map(str::to_string));
+        Ok(Self {
+            tok,
+            chat_template,
+            bos: special(&cfg, "bos_token"),
+            eos: special(&cfg, "eos_token"),
+        })
+    }
+
+    /// Token ids of `text` (with the special tokens the tokenizer adds by itself, as HF does).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tok
+            .encode(text, true)
+            .map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Text of `ids` (byte-level pieces that are not valid UTF-8 on their own become U+FFFD, as
+    /// in HF's decode).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tok.decode(ids, false).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))
+    }
+
+    /// The prompt wrapped in the model's chat template (one user message, generation prompt
+    /// added).
+    pub fn apply_chat_template(&self, user: &str) -> Result<String> {
+        let tpl = self.chat_template.as_deref().ok_or_else(|| {
+            Error::Invalid(
+                "--chat: this model has no chat template (tokenizer_config.json chat_template)"
+                    .into(),
+            )
+        })?;
+        let mut env = minijinja::Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_template("chat", tpl).map_err(|e| Error::Invalid(format!("chat template: {e}")))?;
+        let ctx = minijinja::context! {
+            messages => vec![minijinja::context! { role => "user", content => user }],
+            add_generation_prompt => true,
+            bos_token => self.bos.clone().unwrap_or_default(),
+            eos_token => self.eos.clone().unwrap_or_default(),
+        };
+        env.get_template("chat")
+            .and_then(|t| t.render(ctx))
+            .map_err(|e| Error::Invalid(format!("chat template: {e}")))
+    }
+}
