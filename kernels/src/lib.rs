@@ -19,5 +19,5 @@ pub mod quant;
 
 pub use dtype::DType;
 pub use error::KernelError;
-pub use matvec::{matmul, matvec, KernelPool, Matrix};
+pub use matvec::{matmul, matmul_with, matvec, matvec_with, KernelPool, Matrix, QuantActivations};
 pub use quant::{BlockQ4_0, BlockQ8_0};

@@ -145,15 +145,26 @@ fn prefetch_range(addr: usize, len: usize) {
     let _ = (addr, len);
 }
 
+/// How activations meet Q8_0/Q4_0 weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuantActivations {
+    /// Quantised to Q8_0 per 32-block for integer dot products, as llama.cpp does (fast; the
+    /// default).
+    #[default]
+    Q8_0,
+    /// Kept f32, against dequantised weights (exact reference mode; scalar, slow).
+    F32,
+}
+
 /// The activations prepared for one weight format: f32 as is, or Q8_0 blocks.
 enum Prepared<'x> {
     F32(&'x [f32]),
     Q8(Vec<BlockQ8_0>),
 }
 
-fn prepare(dtype: DType, x: &[f32]) -> Prepared<'_> {
+fn prepare(dtype: DType, x: &[f32], mode: QuantActivations) -> Prepared<'_> {
     match dtype {
-        DType::Q8_0 | DType::Q4_0 => {
+        DType::Q8_0 | DType::Q4_0 if mode == QuantActivations::Q8_0 => {
             let mut q = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; x.len() / QK];
             quantize_q8_0(x, &mut q);
             Prepared::Q8(q)
@@ -169,6 +180,14 @@ fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
         (DType::Bf16, Prepared::F32(x)) => (k.bf16)(bytemuck::cast_slice::<u8, bf16>(row), x),
         (DType::Q8_0, Prepared::Q8(q)) => (k.q8_0)(bytemuck::cast_slice::<u8, BlockQ8_0>(row), q),
         (DType::Q4_0, Prepared::Q8(q)) => (k.q4_0)(bytemuck::cast_slice::<u8, BlockQ4_0>(row), q),
+        (DType::Q8_0 | DType::Q4_0, Prepared::F32(x)) => {
+            let mut w = vec![0.0f32; x.len()];
+            match dtype {
+                DType::Q8_0 => crate::quant::dequantize_q8_0(bytemuck::cast_slice(row), &mut w),
+                _ => crate::quant::dequantize_q4_0(bytemuck::cast_slice(row), &mut w),
+            }
+            (k.f32)(&w, x)
+        }
         _ => unreachable!("prepare() matches the activation format to the dtype"),
     }
 }
@@ -203,6 +222,17 @@ pub fn matvec(
     y: &mut [f32],
     pool: Option<&KernelPool>,
 ) -> Result<(), KernelError> {
+    matvec_with(w, x, y, pool, QuantActivations::default())
+}
+
+/// [`matvec`] with a choice of activation handling for quantised weights.
+pub fn matvec_with(
+    w: &Matrix,
+    x: &[f32],
+    y: &mut [f32],
+    pool: Option<&KernelPool>,
+    mode: QuantActivations,
+) -> Result<(), KernelError> {
     if x.len() != w.cols || y.len() != w.rows {
         return Err(KernelError::Shape(format!(
             "matvec of {}x{} with x[{}] into y[{}]",
@@ -213,7 +243,7 @@ pub fn matvec(
         )));
     }
     let k = kernels();
-    let xp = prepare(w.dtype, x);
+    let xp = prepare(w.dtype, x, mode);
     let body = |(chunk, ys): (usize, &mut [f32])| w.rows_into(k, chunk * ROWS_PER_TASK, &xp, ys);
     match pool {
         Some(p) if p.threads() > 1 => {
@@ -233,6 +263,18 @@ pub fn matmul(
     n: usize,
     pool: Option<&KernelPool>,
 ) -> Result<(), KernelError> {
+    matmul_with(w, xs, ys, n, pool, QuantActivations::default())
+}
+
+/// [`matmul`] with a choice of activation handling for quantised weights.
+pub fn matmul_with(
+    w: &Matrix,
+    xs: &[f32],
+    ys: &mut [f32],
+    n: usize,
+    pool: Option<&KernelPool>,
+    mode: QuantActivations,
+) -> Result<(), KernelError> {
     if xs.len() != n * w.cols || ys.len() != n * w.rows {
         return Err(KernelError::Shape(format!(
             "matmul of {}x{} with {n} tokens: xs[{}], ys[{}]",
@@ -246,7 +288,8 @@ pub fn matmul(
         return Ok(());
     }
     let k = kernels();
-    let prepared: Vec<Prepared> = xs.chunks_exact(w.cols).map(|x| prepare(w.dtype, x)).collect();
+    let prepared: Vec<Prepared> =
+        xs.chunks_exact(w.cols).map(|x| prepare(w.dtype, x, mode)).collect();
     // Compute into a row-major [rows x n] scratch so tasks own disjoint rows, then transpose.
     let mut scratch = vec![0.0f32; w.rows * n];
     let body = |(chunk, out): (usize, &mut [f32])| {

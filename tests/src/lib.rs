@@ -1,1 +1,92 @@
-//! Shared helpers of floe's integration tests.
+//! Shared helpers of floe's integration tests: the golden fixtures in `../shared/golden`.
+
+use std::path::{Path, PathBuf};
+
+use floe::model::experts::ResidentExperts;
+use floe::model::format::{DenseWeights, PackedModel};
+use floe::model::forward::Model;
+use floe::model::pack::{pack, PackOptions};
+use floe_kernels::DType;
+
+/// `../shared/golden/<name>`, or None with a loud message when the fixtures are absent.
+pub fn golden_dir(name: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden").join(name);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPING: {} is missing (../shared not beside the checkout)", p.display());
+        None
+    }
+}
+
+/// The tensors of a golden.safetensors.
+#[derive(Debug)]
+pub struct Golden {
+    bytes: Vec<u8>,
+}
+
+impl Golden {
+    /// Reads `dir/file`.
+    pub fn load(dir: &Path, file: &str) -> Self {
+        Self { bytes: std::fs::read(dir.join(file)).expect("golden file") }
+    }
+
+    fn view(&self, name: &str) -> safetensors::tensor::TensorView<'_> {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("safetensors");
+        st.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name}"))
+    }
+
+    /// Whether `name` is present.
+    pub fn has(&self, name: &str) -> bool {
+        safetensors::SafeTensors::deserialize(&self.bytes).unwrap().tensor(name).is_ok()
+    }
+
+    /// An f32 tensor and its shape.
+    pub fn f32(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
+        let v = self.view(name);
+        assert_eq!(v.dtype(), safetensors::Dtype::F32, "{name}");
+        let data = v
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        (data, v.shape().to_vec())
+    }
+
+    /// An i64 tensor as i64 values and its shape.
+    pub fn i64(&self, name: &str) -> (Vec<i64>, Vec<usize>) {
+        let v = self.view(name);
+        assert_eq!(v.dtype(), safetensors::Dtype::I64, "{name}");
+        let data =
+            v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
+        (data, v.shape().to_vec())
+    }
+}
+
+/// Packs `from` into a fresh directory under `scratch` and opens it with resident experts.
+pub fn pack_and_load(
+    from: &Path,
+    scratch: &Path,
+    dtype: DType,
+    dense: Option<DType>,
+) -> (PackedModel, Model) {
+    let out = scratch.join("packed");
+    pack(from, &out, &PackOptions { dtype, dense_dtype: dense, force: true }, &mut |_, _| {})
+        .expect("pack");
+    let packed = PackedModel::open(&out, true).expect("open packed");
+    let model = load(&packed, 1);
+    (packed, model)
+}
+
+/// A model over `packed` with every expert resident.
+pub fn load(packed: &PackedModel, threads: usize) -> Model {
+    let dense = DenseWeights::load(packed).expect("dense");
+    let experts = ResidentExperts::load(packed).expect("experts");
+    Model::new(packed.manifest.config.clone(), dense, Box::new(experts), threads).expect("model")
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

@@ -3,7 +3,7 @@
 //! and lm_head; a chunk of prompt tokens runs as a batch, decode one token at a time.
 
 use floe_kernels::ops::{self, AttentionShape, RopeStyle};
-use floe_kernels::{matmul, KernelPool, Matrix};
+use floe_kernels::{matmul_with, KernelPool, Matrix, QuantActivations};
 
 use super::arch::Dense;
 use super::config::{ModelConfig, QkNorm};
@@ -34,6 +34,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session that records every routing decision in `routes`.
+    pub fn recording() -> Self {
+        Self { routes: Some(Vec::new()), ..Self::default() }
+    }
+
     /// Tokens processed so far.
     pub fn position(&self) -> usize {
         self.pos
@@ -52,6 +57,7 @@ pub struct Model {
     experts: Box<dyn ExpertSource>,
     pool: Option<KernelPool>,
     inv_freq: Vec<f32>,
+    activations: QuantActivations,
 }
 
 impl std::fmt::Debug for Model {
@@ -80,7 +86,13 @@ impl Model {
             None
         };
         let inv_freq = ops::rope_inv_freq(cfg.head_dim, cfg.rope_theta);
-        Ok(Self { cfg, dense, experts, pool, inv_freq })
+        Ok(Self { cfg, dense, experts, pool, inv_freq, activations: QuantActivations::default() })
+    }
+
+    /// How activations meet quantised weights: Q8_0 integer dot products (default, as
+    /// llama.cpp) or f32 against dequantised weights (exact, slow; for checking).
+    pub fn set_quant_activations(&mut self, mode: QuantActivations) {
+        self.activations = mode;
     }
 
     /// Bytes of the resident dense weights.
@@ -98,7 +110,7 @@ impl Model {
 
     fn mm(&self, w: &Matrix, xs: &[f32], n: usize) -> Result<Vec<f32>> {
         let mut out = vec![0.0; n * w.rows()];
-        matmul(w, xs, &mut out, n, self.pool.as_ref())
+        matmul_with(w, xs, &mut out, n, self.pool.as_ref(), self.activations)
             .map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(out)
     }
