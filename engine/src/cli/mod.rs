@@ -1,7 +1,9 @@
 //! Command-line front end: one file per subcommand.
 
 mod bench_io;
+mod pack;
 mod plot;
+mod run;
 mod sim;
 pub mod size;
 
@@ -17,6 +19,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Generate text with a packed model.
+    Run(run::RunArgs),
+    /// Pack a Hugging Face checkpoint (safetensors) into floe's format.
+    Pack(pack::PackArgs),
     /// Measure random aligned slab reads per I/O backend (GB/s), optionally beside fio.
     BenchIo(bench_io::BenchIoArgs),
     /// Replay a routing trace through cache policies against Belady's optimum.
@@ -25,6 +31,8 @@ enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Pack(args) => pack::run(args),
         Command::BenchIo(args) => bench_io::run(args),
         Command::Sim(args) => sim::run(args),
     }

@@ -96,3 +96,28 @@ impl TextCodec {
             .map_err(|e| Error::Invalid(format!("chat template: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Qwen-style ChatML template, rendered with one user message.
+    #[test]
+    fn chat_template_renders() {
+        let dir = tempfile::tempdir().unwrap();
+        // The smallest valid tokenizer.json: a word-level model over two words.
+        let tok = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+            "model":{"type":"WordLevel","vocab":{"hi":0,"[UNK]":1},"unk_token":"[UNK]"}}"#;
+        std::fs::write(dir.path().join("tokenizer.json"), tok).unwrap();
+        let tpl = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+        let cfg = serde_json::json!({ "chat_template": tpl, "eos_token": "<|im_end|>" });
+        std::fs::write(dir.path().join("tokenizer_config.json"), cfg.to_string()).unwrap();
+        let c = TextCodec::load(dir.path()).unwrap();
+        assert_eq!(
+            c.apply_chat_template("  hi  ").unwrap(),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert_eq!(c.encode("hi").unwrap(), vec![0]);
+    }
+}

@@ -1,0 +1,59 @@
+//! `floe pack`: a Hugging Face checkpoint to floe's packed format.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use floe::kernels::DType;
+use floe::model::pack::{pack, PackOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    from: PathBuf,
+    /// Output directory (written under a temporary name, renamed when complete and verified).
+    #[arg(long)]
+    out: PathBuf,
+    /// Format of the routed experts: f32, f16, bf16, q8_0, q4_0.
+    #[arg(long, default_value = "q4_0")]
+    dtype: DType,
+    /// Format of the dense matrices (default: as in the checkpoint). Norms, biases and routers
+    /// always stay f32.
+    #[arg(long)]
+    dense_dtype: Option<DType>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(a: PackArgs) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("packing [{bar:40}] {pos}/{len} tensors ({eta} left)")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let opts = PackOptions { dtype: a.dtype, dense_dtype: a.dense_dtype, force: a.force };
+    let m = pack(&a.from, &a.out, &opts, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    let c = &m.config;
+    eprintln!(
+        "packed {} ({} layers, {} experts x {} MoE layers, top-{}): experts {} as {} in {} slabs of {} bytes; \
+         dense {} bytes; checksums verified -> {}",
+        c.arch.name(),
+        c.layers,
+        c.experts,
+        m.expert_layers.len(),
+        c.top_k,
+        m.experts_bytes(),
+        m.slab.dtype,
+        m.expert_layers.len() * c.experts,
+        m.slab.slab_bytes,
+        m.dense.iter().map(|d| d.bytes).sum::<u64>(),
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! The `floe` binary end to end: pack a golden model, run it, check the JSON it prints.
+
+use std::process::Command;
+
+/// `../shared/golden/<name>`, or None with a loud message when the fixtures are absent.
+fn golden_dir(name: &str) -> Option<std::path::PathBuf> {
+    let p =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden").join(name);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPING: {} is missing (../shared not beside the checkout)", p.display());
+        None
+    }
+}
+
+fn floe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_floe"))
+}
+
+#[test]
+fn pack_then_run_json_gives_the_reference_tokens() {
+    let Some(dir) = golden_dir("mixtral") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m");
+    let st = floe()
+        .args(["pack", "--from"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .args(["--dtype", "f32"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let o = floe()
+        .args(["run", "--json", "--ignore-eos", "-n", "16", "--verify", "--model"])
+        .arg(&out)
+        .arg("--prompt")
+        .arg(meta["prompt"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["prompt_ids"], meta["input_ids"]);
+    assert_eq!(v["generated_ids"], meta["gen_ids"]);
+    assert_eq!(v["text"], meta["gen_text"]);
+    for key in ["prompt_tokens", "generated_tokens", "ttft_s", "prefill_tok_s", "decode_tok_s"] {
+        assert!(v["stats"][key].is_number(), "stats.{key} missing: {}", v["stats"]);
+    }
+}
+
+#[test]
+fn errors_are_one_readable_line_and_a_failure_code() {
+    let o = floe().args(["run", "--model", "/no/such/model"]).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("error: ") && err.contains("/no/such/model/floe.json"), "{err}");
+    let o = floe().args(["pack", "--from", "/no/such/ckpt", "--out", "/tmp/x"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/ckpt/config.json"));
+}

@@ -1,0 +1,148 @@
+//! Bad input is a clear error naming what is wrong, never a panic or a half-written model.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use floe::model::format::PackedModel;
+use floe::model::pack::{pack, PackOptions};
+use floe_kernels::DType;
+use floe_tests::golden_dir;
+use safetensors::tensor::TensorView;
+
+fn opts() -> PackOptions {
+    PackOptions { dtype: DType::F32, dense_dtype: None, force: false }
+}
+
+/// A copy of a golden checkpoint with `edit` applied to its tensors (name -> (shape, f32 data)).
+fn edited_checkpoint(
+    src: &Path,
+    dst: &Path,
+    edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<u8>)>),
+) {
+    std::fs::create_dir_all(dst).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: HashMap<String, (Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, (shape, data))| {
+            (n.clone(), TensorView::new(safetensors::Dtype::F32, shape.clone(), data).unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, &dst.join("model.safetensors")).unwrap();
+}
+
+fn pack_err(from: &Path, out: &Path) -> String {
+    let err = pack(from, out, &opts(), &mut |_, _| {}).unwrap_err().to_string();
+    assert!(!out.exists(), "a failed pack left {}", out.display());
+    let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary pack directories left behind");
+    err
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let Some(src) = golden_dir("qwen3_moe") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ckpt");
+    edited_checkpoint(&src, &ck, |t| {
+        t.remove("model.layers.1.self_attn.k_proj.weight");
+    });
+    let err = pack_err(&ck, &tmp.path().join("out"));
+    assert!(
+        err.contains("missing tensor") && err.contains("model.layers.1.self_attn.k_proj.weight"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_shape_is_named_with_both_shapes() {
+    let Some(src) = golden_dir("qwen3_moe") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ckpt");
+    edited_checkpoint(&src, &ck, |t| {
+        let (shape, data) = t.get_mut("model.layers.0.mlp.gate.weight").unwrap();
+        *shape = vec![15, 64];
+        data.truncate(15 * 64 * 4);
+    });
+    let err = pack_err(&ck, &tmp.path().join("out"));
+    assert!(
+        err.contains("model.layers.0.mlp.gate.weight")
+            && err.contains("[15, 64]")
+            && err.contains("[16, 64]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_architecture_is_named() {
+    let Some(src) = golden_dir("qwen3_moe") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ckpt");
+    edited_checkpoint(&src, &ck, |_| {});
+    let cfg = std::fs::read_to_string(ck.join("config.json"))
+        .unwrap()
+        .replace("\"qwen3_moe\"", "\"llama4_text\"");
+    std::fs::write(ck.join("config.json"), cfg).unwrap();
+    let err = pack_err(&ck, &tmp.path().join("out"));
+    assert!(err.contains("llama4_text") && err.contains("unsupported"), "{err}");
+}
+
+#[test]
+fn truncated_experts_file_is_refused_at_open() {
+    let Some(src) = golden_dir("qwen3_moe") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("packed");
+    pack(&src, &out, &opts(), &mut |_, _| {}).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(out.join("experts.bin")).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len - 4096).unwrap();
+    let err = PackedModel::open(&out, false).unwrap_err().to_string();
+    assert!(
+        err.contains("experts.bin") && err.contains("truncated") && err.contains(&len.to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn flipped_byte_in_a_slab_is_caught_by_verify() {
+    let Some(src) = golden_dir("qwen3_moe") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("packed");
+    let m = pack(&src, &out, &opts(), &mut |_, _| {}).unwrap();
+    // Flip one byte inside layer 1, expert 5's slab.
+    let off = m.slab_offset(1, 5).unwrap() as usize + 100;
+    let mut bytes = std::fs::read(out.join("experts.bin")).unwrap();
+    bytes[off] ^= 0x40;
+    std::fs::write(out.join("experts.bin"), &bytes).unwrap();
+    assert!(PackedModel::open(&out, false).is_ok(), "sizes still fine without --verify");
+    let err = PackedModel::open(&out, true).unwrap_err().to_string();
+    assert!(
+        err.contains("experts.bin") && err.contains("layer 1 expert 5") && err.contains("expected"),
+        "{err}"
+    );
+}
+
+#[test]
+fn existing_output_needs_force() {
+    let Some(src) = golden_dir("olmoe") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("packed");
+    std::fs::create_dir(&out).unwrap();
+    let err = pack(&src, &out, &opts(), &mut |_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("--force"), "{err}");
+    pack(&src, &out, &PackOptions { force: true, ..opts() }, &mut |_, _| {}).unwrap();
+    assert!(PackedModel::open(&out, true).is_ok());
+}
