@@ -260,6 +260,41 @@ impl ExpertCache {
         self.loaded.notify_all();
     }
 
+    /// A prefetch of `key` was cancelled before its read was submitted: the entry and its
+    /// accounting go (it was never read, so it is neither issued bytes nor waste).
+    pub fn cancel(&self, key: ExpertKey) {
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        if let Some(e) = inner.map.get(&key) {
+            if e.state != State::Loading || !e.prefetched_unused || e.pins > 0 {
+                return;
+            }
+            let e = inner.map.remove(&key).expect("present");
+            inner.free.push(e.slot);
+            inner.stats.prefetch_issued -= 1;
+            inner.stats.bytes_read -= self.slab_bytes;
+            inner.policy.on_remove(key);
+        }
+        drop(g);
+        self.loaded.notify_all();
+    }
+
+    /// Drops `key` if it is ready and unpinned (for modes that keep nothing between uses).
+    /// Returns whether it was dropped.
+    pub fn invalidate(&self, key: ExpertKey) -> bool {
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        match inner.map.get(&key) {
+            Some(e) if e.state == State::Ready && e.pins == 0 => {
+                let e = inner.map.remove(&key).expect("present");
+                inner.free.push(e.slot);
+                inner.policy.on_remove(key);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Blocks until `key` is no longer loading. True if it is resident and ready.
     pub fn wait_ready(&self, key: ExpertKey) -> bool {
         let mut g = self.inner.lock();

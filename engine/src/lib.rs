@@ -7,6 +7,7 @@
 pub mod bench_io;
 mod error;
 pub mod model;
+pub mod pipeline;
 
 pub use error::{Error, Result};
 pub use floe_cache as cache;

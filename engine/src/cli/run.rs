@@ -5,12 +5,15 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use floe::model::experts::ResidentExperts;
+use std::sync::Arc;
+
+use floe::model::experts::{ExpertSource, ResidentExperts};
 use floe::model::format::{DenseWeights, PackedModel};
 use floe::model::forward::{Model, Session};
 use floe::model::generate::{generate, GenerateOptions};
 use floe::model::sampling::SamplingParams;
 use floe::model::tokenizer::TextCodec;
+use floe::pipeline::{StreamingConfig, StreamingExperts};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -53,6 +56,30 @@ pub struct RunArgs {
     /// Print one JSON object (prompt_ids, generated_ids, text, stats) instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Stream experts from SSD through a slab cache with this policy (lru, lfu, arc, s3fifo,
+    /// sieve, window, moe), or `os` (buffered reads, page cache) or `none` (read every time).
+    /// Without --cache or --cache-mb, every expert is loaded into memory.
+    #[arg(long)]
+    cache: Option<String>,
+    /// Memory for the slab cache in MiB (default: a quarter of the experts).
+    #[arg(long)]
+    cache_mb: Option<u64>,
+    /// Read predicted experts ahead of need: none or gate.
+    #[arg(long, default_value = "gate")]
+    prefetch: String,
+    /// I/O backend for streaming: uring, pread, buffered (default: uring where available).
+    #[arg(long)]
+    io: Option<String>,
+}
+
+/// Peak resident set of this process (VmHWM), in bytes.
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -67,8 +94,24 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let dense = DenseWeights::load(&packed)?;
-    let experts = ResidentExperts::load(&packed)?;
-    let model = Model::new(packed.manifest.config.clone(), dense, Box::new(experts), threads)?;
+    let streaming = if a.cache.is_some() || a.cache_mb.is_some() {
+        let experts_bytes = packed.manifest.experts_bytes();
+        let cfg = StreamingConfig {
+            cache: a.cache.as_deref().unwrap_or("lru").parse()?,
+            cache_bytes: a.cache_mb.map(|mb| mb << 20).unwrap_or(experts_bytes / 4),
+            prefetch: a.prefetch.parse().map_err(anyhow::Error::msg)?,
+            io: a.io.as_deref().map(str::parse).transpose()?,
+            queue_depth: 16,
+        };
+        Some(Arc::new(StreamingExperts::open(&packed, &cfg)?))
+    } else {
+        None
+    };
+    let experts: Box<dyn ExpertSource> = match &streaming {
+        Some(s) => Box::new(Arc::clone(s)),
+        None => Box::new(ResidentExperts::load(&packed)?),
+    };
+    let model = Model::new(packed.manifest.config.clone(), dense, experts, threads)?;
     let opts = GenerateOptions {
         max_tokens: a.max_tokens,
         sampling: SamplingParams {
@@ -103,12 +146,31 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         Ok(true)
     })?;
     let text = codec.decode(&generated)?;
+    let mut st = serde_json::to_value(&stats)?;
+    st["peak_rss_bytes"] = peak_rss_bytes().into();
+    if let Some(s) = &streaming {
+        let ss = s.stats();
+        let c = ss.cache;
+        let secs = stats.prefill_s + stats.decode_s;
+        st["hits"] = c.hits.into();
+        st["misses"] = c.misses.into();
+        st["hit_ratio"] = c.hit_ratio().into();
+        st["prefetch_issued"] = c.prefetch_issued.into();
+        st["prefetch_used"] = c.prefetch_used.into();
+        st["prefetch_wasted"] = c.prefetch_wasted.into();
+        st["bytes_read"] = ss.io_bytes.into();
+        st["read_gb_s"] = (ss.io_bytes as f64 / secs.max(1e-9) / 1e9).into();
+        st["stall_s"] = ss.stall_s.into();
+        st["stall_share"] = (ss.stall_s / secs.max(1e-9)).into();
+        st["cache_slots"] = ss.slots.into();
+        st["io"] = s.backend().name().into();
+    }
     if a.json {
         let v = serde_json::json!({
             "prompt_ids": ids,
             "generated_ids": generated,
             "text": text,
-            "stats": stats,
+            "stats": st,
         });
         println!("{v}");
     } else {
@@ -120,6 +182,22 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             "{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.1} tok/s, first token after {:.3} s",
             stats.prompt_tokens, stats.generated_tokens, stats.prefill_tok_s, stats.decode_tok_s, stats.ttft_s
         );
+        if streaming.is_some() {
+            eprintln!(
+                "experts: hit ratio {:.3} ({} hits, {} misses), prefetch {} issued / {} used / {} wasted, \
+                 {:.3} GB read at {:.2} GB/s, stall {:.0} % of the time, peak RSS {} MiB",
+                st["hit_ratio"].as_f64().unwrap_or(0.0),
+                st["hits"],
+                st["misses"],
+                st["prefetch_issued"],
+                st["prefetch_used"],
+                st["prefetch_wasted"],
+                st["bytes_read"].as_f64().unwrap_or(0.0) / 1e9,
+                st["read_gb_s"].as_f64().unwrap_or(0.0),
+                100.0 * st["stall_share"].as_f64().unwrap_or(0.0),
+                peak_rss_bytes() >> 20
+            );
+        }
     }
     Ok(())
 }

@@ -46,6 +46,14 @@ pub trait ExpertSource: Send + Sync {
     /// Tells the source what the router chose for one token (for routing-aware policies and
     /// prefetchers). The default ignores it.
     fn on_route(&self, _layer: usize, _step: u64, _experts: &[(usize, f32)]) {}
+
+    /// Whether the source wants predictions of the next layer's experts.
+    fn wants_prefetch(&self) -> bool {
+        false
+    }
+
+    /// A prediction: `experts` of `layer` will likely be needed soon.
+    fn prefetch(&self, _layer: usize, _experts: &[(usize, f32)], _step: u64) {}
 }
 
 /// Every expert in memory: experts.bin read whole.
@@ -117,5 +125,27 @@ impl ExpertSource for ResidentExperts {
             f(e, &view)?;
         }
         Ok(())
+    }
+}
+
+/// A shared source (keep an `Arc` to read its counters while the model uses it).
+impl<T: ExpertSource + ?Sized> ExpertSource for std::sync::Arc<T> {
+    fn with_experts(
+        &self,
+        layer: usize,
+        experts: &[(usize, f32)],
+        step: u64,
+        f: &mut dyn FnMut(usize, &ExpertView<'_>) -> Result<()>,
+    ) -> Result<()> {
+        (**self).with_experts(layer, experts, step, f)
+    }
+    fn on_route(&self, layer: usize, step: u64, experts: &[(usize, f32)]) {
+        (**self).on_route(layer, step, experts)
+    }
+    fn wants_prefetch(&self) -> bool {
+        (**self).wants_prefetch()
+    }
+    fn prefetch(&self, layer: usize, experts: &[(usize, f32)], step: u64) {
+        (**self).prefetch(layer, experts, step)
     }
 }

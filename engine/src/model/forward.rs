@@ -262,6 +262,17 @@ impl Model {
             }
             chosen.push(top);
         }
+        // Speculative prefetch (decode): the next MoE layer's router applied to this layer's
+        // input predicts its experts (mixtral-offloading); their reads overlap this layer's
+        // expert compute. Only the prediction is made here; the source decides what to read.
+        if n == 1 && self.experts.wants_prefetch() {
+            if let Some(next) = (l + 1..c.layers).find(|&x| c.moe_layers[x]) {
+                let pl = self.mm(&self.m(Dense::Router(next))?, hn, 1)?;
+                let mut p = pl;
+                ops::softmax(&mut p);
+                self.experts.prefetch(next, &ops::top_k(&p, k), s.step);
+            }
+        }
         // Each expert once, over the tokens routed to it (the union of the chunk).
         let mut users: Vec<Vec<(usize, usize)>> = vec![Vec::new(); c.experts];
         let mut weight = vec![0.0f32; c.experts];

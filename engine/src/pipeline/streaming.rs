@@ -1,0 +1,411 @@
+//! `StreamingExperts`: routed experts read from `experts.bin` on demand through the I/O thread
+//! into a byte-budgeted slab cache.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use floe_cache::{
+    build_policy, CacheStats, ExpertCache, ExpertKey, Lookup, MoeShape, PolicyConfig, PolicyKind,
+};
+use floe_io::{
+    BackendKind, CancelToken, DataFile, IoConfig, IoEngine, IoError, Priority, ReadDone,
+    ReadRequest, SlabArena, Slot,
+};
+use floe_kernels::DType;
+use parking_lot::Mutex;
+
+use super::{CacheMode, PrefetchMode, StreamingConfig};
+use crate::error::{Error, Result};
+use crate::model::experts::{ExpertSource, ExpertView};
+use crate::model::format::{PackedModel, SlabLayout};
+
+/// Counters of a streaming run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct StreamingStats {
+    /// Slab cache counters.
+    pub cache: CacheStats,
+    /// Seconds the compute thread waited for slabs.
+    pub stall_s: f64,
+    /// Bytes the I/O thread transferred.
+    pub io_bytes: u64,
+    /// Slots in the cache.
+    pub slots: usize,
+}
+
+struct Inner {
+    /// Slot tokens not lent to the I/O thread, by slot index.
+    slots: Vec<Option<Slot>>,
+    /// Prefetches submitted and not yet completed, with their cancel tokens.
+    prefetches: Vec<(ExpertKey, CancelToken)>,
+    /// Reads submitted and not yet landed.
+    in_flight: usize,
+}
+
+/// Experts streamed from SSD. One compute thread uses it at a time (its state is behind a
+/// mutex); the I/O thread runs beside it.
+pub struct StreamingExperts {
+    io: IoEngine,
+    file: Arc<DataFile>,
+    cache: ExpertCache,
+    layout: SlabLayout,
+    dtype: DType,
+    bases: Vec<Option<u64>>,
+    experts: usize,
+    mode: CacheMode,
+    prefetch: PrefetchMode,
+    inner: Mutex<Inner>,
+    stall_ns: AtomicU64,
+}
+
+impl std::fmt::Debug for StreamingExperts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingExperts")
+            .field("mode", &self.mode)
+            .field("slots", &self.cache.capacity())
+            .finish()
+    }
+}
+
+fn tag_of(key: ExpertKey) -> u64 {
+    ((key.layer as u64) << 16) | key.expert as u64
+}
+
+fn key_of(tag: u64) -> ExpertKey {
+    ExpertKey::new((tag >> 16) as u16, (tag & 0xFFFF) as u16)
+}
+
+impl StreamingExperts {
+    /// Streams the experts of `model` with `cfg`.
+    pub fn open(model: &PackedModel, cfg: &StreamingConfig) -> Result<Self> {
+        Self::open_with(model, cfg, None)
+    }
+
+    /// As [`open`](Self::open), over an already started I/O engine (tests use the fault-
+    /// injecting one). The engine's arena must have the slab size of the model.
+    pub fn open_with(
+        model: &PackedModel,
+        cfg: &StreamingConfig,
+        io: Option<IoEngine>,
+    ) -> Result<Self> {
+        let m = &model.manifest;
+        let c = &m.config;
+        let slab = m.slab.slab_bytes as u64;
+        let top_k = c.top_k;
+        let slots = match cfg.cache {
+            CacheMode::Policy(_) => (cfg.cache_bytes / slab) as usize,
+            // Modes without a cache still need one layer's experts in memory at once.
+            CacheMode::Os | CacheMode::None => {
+                top_k.max((cfg.cache_bytes / slab) as usize).min(top_k * 2)
+            }
+        };
+        if slots < top_k {
+            return Err(Error::Cache(floe_cache::CacheError::BudgetTooSmall {
+                slots,
+                min: top_k,
+                min_bytes: top_k as u64 * slab,
+            }));
+        }
+        let backend = match (cfg.cache, cfg.io) {
+            (CacheMode::Os, _) => Some(BackendKind::Buffered),
+            (_, io) => io,
+        };
+        let io = match io {
+            Some(io) => io,
+            None => {
+                let arena = SlabArena::new(slots, m.slab.slab_bytes, 4096)?;
+                IoEngine::start(
+                    arena,
+                    IoConfig {
+                        backend,
+                        queue_depth: cfg.queue_depth.max(1),
+                        register_buffers: true,
+                    },
+                )?
+            }
+        };
+        if io.arena().slot_bytes() != m.slab.slab_bytes || io.arena().slot_count() < slots {
+            return Err(Error::Invalid(
+                "the I/O engine's arena does not fit this model's slabs".into(),
+            ));
+        }
+        let file = io.open_file(&model.dir.join("experts.bin"))?;
+        let shape =
+            MoeShape { layers: c.layers as u16, experts: c.experts as u16, top_k: c.top_k as u16 };
+        let kind = match cfg.cache {
+            CacheMode::Policy(k) => k,
+            _ => PolicyKind::Lru,
+        };
+        let policy = build_policy(kind, slots, shape, &PolicyConfig::default(), None)?;
+        let cache = ExpertCache::with_slots(slots, slab, top_k, policy)?;
+        let mut table: Vec<Option<Slot>> = (0..slots).map(|_| None).collect();
+        while let Some(s) = io.arena().alloc() {
+            let i = s.index() as usize;
+            if i < slots {
+                table[i] = Some(s);
+            } else {
+                io.arena().free(s)?;
+                break;
+            }
+        }
+        let mut bases = vec![None; c.layers];
+        for l in &m.expert_layers {
+            bases[l.layer] = Some(l.base);
+        }
+        Ok(Self {
+            io,
+            file,
+            cache,
+            layout: m.slab.clone(),
+            dtype: m.slab.dtype()?,
+            bases,
+            experts: c.experts,
+            mode: cfg.cache,
+            prefetch: cfg.prefetch,
+            inner: Mutex::new(Inner { slots: table, prefetches: Vec::new(), in_flight: 0 }),
+            stall_ns: AtomicU64::new(0),
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> StreamingStats {
+        StreamingStats {
+            cache: self.cache.stats(),
+            stall_s: self.stall_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            io_bytes: self.io.stats().bytes_transferred,
+            slots: self.cache.capacity(),
+        }
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> BackendKind {
+        self.io.backend()
+    }
+
+    fn offset(&self, key: ExpertKey) -> Result<u64> {
+        let base =
+            self.bases.get(key.layer as usize).copied().flatten().ok_or_else(|| {
+                Error::Invalid(format!("layer {} has no routed experts", key.layer))
+            })?;
+        if key.expert as usize >= self.experts {
+            return Err(Error::Invalid(format!("expert {} of {}", key.expert, self.experts)));
+        }
+        Ok(base + key.expert as u64 * self.layout.slab_bytes as u64)
+    }
+
+    fn submit(
+        &self,
+        inner: &mut Inner,
+        key: ExpertKey,
+        slot: u32,
+        priority: Priority,
+    ) -> Result<Option<CancelToken>> {
+        let token = inner.slots[slot as usize].take().ok_or_else(|| {
+            Error::Invalid(format!("slot {slot} is not free (cache and arena disagree)"))
+        })?;
+        let cancel = (priority == Priority::Prefetch).then(CancelToken::new);
+        self.io.submit(ReadRequest {
+            tag: tag_of(key),
+            file: Arc::clone(&self.file),
+            offset: self.offset(key)?,
+            len: self.layout.slab_bytes,
+            slot: token,
+            priority,
+            cancel: cancel.clone(),
+        })?;
+        inner.in_flight += 1;
+        Ok(cancel)
+    }
+
+    /// Books a completion: the slot token comes home, the entry becomes ready (or goes).
+    /// Returns the key and whether the read succeeded; a failed demand read is an error.
+    fn land(&self, inner: &mut Inner, done: ReadDone) -> Result<(ExpertKey, bool)> {
+        let key = key_of(done.tag);
+        let idx = done.slot.index() as usize;
+        let result = done.result;
+        inner.slots[idx] = Some(done.slot);
+        inner.in_flight -= 1;
+        inner.prefetches.retain(|(k, _)| *k != key);
+        match result {
+            Ok(_) => {
+                self.cache.complete(key, true);
+                Ok((key, true))
+            }
+            Err(IoError::Cancelled) => {
+                // Cancelled as stale, but a demand access has since pinned it: read it now.
+                if let Some((slot, false, pins)) = self.cache.entry(key) {
+                    if pins > 0 {
+                        self.submit(inner, key, slot, Priority::Demand)?;
+                        return Ok((key, false));
+                    }
+                }
+                self.cache.cancel(key);
+                Ok((key, false))
+            }
+            Err(e) => {
+                self.cache.complete(key, false);
+                Err(Error::Io(e))
+            }
+        }
+    }
+
+    fn wait_one(&self, inner: &mut Inner) -> Result<(ExpertKey, bool)> {
+        if inner.in_flight == 0 {
+            return Err(Error::Invalid(
+                "the slab cache is full of pinned experts and no read is in flight (budget too small)".into(),
+            ));
+        }
+        let t = Instant::now();
+        let done = self.io.next_completion()?;
+        self.stall_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.land(inner, done)
+    }
+
+    fn drain_ready(&self, inner: &mut Inner) -> Result<()> {
+        while let Ok(done) = self.io.completions().try_recv() {
+            self.land(inner, done)?;
+        }
+        Ok(())
+    }
+
+    fn view<'a>(&'a self, inner: &'a Inner, key: ExpertKey) -> Result<ExpertView<'a>> {
+        let (slot, ready, _) =
+            self.cache.entry(key).ok_or_else(|| Error::Invalid(format!("{key} not resident")))?;
+        debug_assert!(ready);
+        let token = inner.slots[slot as usize]
+            .as_ref()
+            .ok_or_else(|| Error::Invalid(format!("{key}: slot lent out")))?;
+        ExpertView::from_slab(&self.layout, self.dtype, self.io.arena().bytes(token))
+    }
+
+    fn run_layer(
+        &self,
+        inner: &mut Inner,
+        layer: usize,
+        experts: &[(usize, f32)],
+        step: u64,
+        f: &mut dyn FnMut(usize, &ExpertView<'_>) -> Result<()>,
+        pinned: &mut Vec<ExpertKey>,
+    ) -> Result<()> {
+        self.drain_ready(inner)?;
+        // Prefetches for layers already passed are stale: drop them if still queued.
+        for (k, c) in &inner.prefetches {
+            if (k.layer as usize) < layer {
+                c.cancel();
+            }
+        }
+        let mut ready = Vec::new();
+        let mut waiting = Vec::new();
+        for &(e, w) in experts {
+            let key = ExpertKey::new(layer as u16, e as u16);
+            let lookup = loop {
+                match self.cache.acquire(key, step, w) {
+                    Lookup::Full if !ready.is_empty() || !waiting.is_empty() => {
+                        // The layer needs more experts than fit (a prefill chunk's union): run
+                        // and unpin the ones held so far, then carry on.
+                        self.flush(inner, &mut ready, &mut waiting, f, pinned)?;
+                    }
+                    // Every slot is loading (prefetches): a landing read frees one.
+                    Lookup::Full => {
+                        self.wait_one(inner)?;
+                    }
+                    other => break other,
+                }
+            };
+            pinned.push(key);
+            match lookup {
+                Lookup::Hit(_) => ready.push(key),
+                Lookup::Pending(_) => waiting.push(key),
+                Lookup::Miss { slot, .. } => {
+                    self.submit(inner, key, slot, Priority::Demand)?;
+                    waiting.push(key);
+                }
+                Lookup::Full => unreachable!("retried above"),
+            }
+        }
+        self.flush(inner, &mut ready, &mut waiting, f, pinned)
+    }
+
+    /// Runs every held expert: the ready ones now, the others in the order they land.
+    fn flush(
+        &self,
+        inner: &mut Inner,
+        ready: &mut Vec<ExpertKey>,
+        waiting: &mut Vec<ExpertKey>,
+        f: &mut dyn FnMut(usize, &ExpertView<'_>) -> Result<()>,
+        pinned: &mut Vec<ExpertKey>,
+    ) -> Result<()> {
+        for key in ready.drain(..) {
+            let view = self.view(inner, key)?;
+            f(key.expert as usize, &view)?;
+            self.release(key, pinned);
+        }
+        while !waiting.is_empty() {
+            if let Some(i) = waiting.iter().position(|k| self.cache.entry(*k).is_some_and(|e| e.1))
+            {
+                let key = waiting.swap_remove(i);
+                let view = self.view(inner, key)?;
+                f(key.expert as usize, &view)?;
+                self.release(key, pinned);
+                continue;
+            }
+            self.wait_one(inner)?;
+        }
+        Ok(())
+    }
+
+    fn release(&self, key: ExpertKey, pinned: &mut Vec<ExpertKey>) {
+        self.cache.release(key);
+        if let Some(i) = pinned.iter().position(|k| *k == key) {
+            pinned.swap_remove(i);
+        }
+        if matches!(self.mode, CacheMode::Os | CacheMode::None) {
+            self.cache.invalidate(key);
+        }
+    }
+}
+
+impl ExpertSource for StreamingExperts {
+    fn with_experts(
+        &self,
+        layer: usize,
+        experts: &[(usize, f32)],
+        step: u64,
+        f: &mut dyn FnMut(usize, &ExpertView<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut inner = self.inner.lock();
+        let mut pinned = Vec::new();
+        let result = self.run_layer(&mut inner, layer, experts, step, f, &mut pinned);
+        // On error, give back every pin so the cache stays consistent for the caller.
+        for key in pinned {
+            self.cache.release(key);
+        }
+        result
+    }
+
+    fn on_route(&self, layer: usize, step: u64, experts: &[(usize, f32)]) {
+        let route: Vec<(u16, f32)> = experts.iter().map(|&(e, w)| (e as u16, w)).collect();
+        self.cache.on_route(layer as u16, step, &route);
+    }
+
+    fn wants_prefetch(&self) -> bool {
+        self.prefetch == PrefetchMode::Gate && matches!(self.mode, CacheMode::Policy(_))
+    }
+
+    fn prefetch(&self, layer: usize, experts: &[(usize, f32)], step: u64) {
+        let mut inner = self.inner.lock();
+        for &(e, _) in experts {
+            let key = ExpertKey::new(layer as u16, e as u16);
+            if let Some((slot, _)) = self.cache.prefetch(key, step) {
+                match self.submit(&mut inner, key, slot, Priority::Prefetch) {
+                    Ok(Some(c)) => inner.prefetches.push((key, c)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!("prefetch of {key} failed: {e}");
+                        self.cache.complete(key, false);
+                    }
+                }
+            }
+        }
+    }
+}

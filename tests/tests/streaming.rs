@@ -1,0 +1,142 @@
+//! Streaming changes when weights arrive, never the result: with a budget of only a few slabs
+//! more than one layer's top-k, every cache mode, prefetch mode and I/O backend generates the
+//! golden tokens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use floe::model::format::{DenseWeights, PackedModel};
+use floe::model::forward::{Model, Session};
+use floe::model::generate::{generate, GenerateOptions};
+use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
+use floe_io::testing::ChaosConfig;
+use floe_io::{BackendKind, IoEngine, SlabArena};
+use floe_kernels::DType;
+use floe_tests::*;
+
+const MODES: &[&str] = &["lru", "lfu", "arc", "s3fifo", "sieve", "window", "moe", "none", "os"];
+
+fn streaming_model(packed: &PackedModel, cfg: &StreamingConfig, io: Option<IoEngine>) -> (Model, Arc<StreamingExperts>) {
+    let src = Arc::new(StreamingExperts::open_with(packed, cfg, io).unwrap());
+    let dense = DenseWeights::load(packed).unwrap();
+    (Model::new(packed.manifest.config.clone(), dense, Box::new(Arc::clone(&src)), 1).unwrap(), src)
+}
+
+fn golden_tokens(dir: &std::path::Path) -> (Vec<u32>, Vec<u32>) {
+    let g = Golden::load(dir, "golden.safetensors");
+    let ids = g.i64("input_ids").0.iter().map(|&x| x as u32).collect();
+    let gen = g.i64("gen_ids").0.iter().map(|&x| x as u32).collect();
+    (ids, gen)
+}
+
+#[test]
+fn every_mode_prefetch_and_backend_gives_the_golden_tokens() {
+    for arch in ["qwen3_moe", "qwen2_moe", "mixtral", "olmoe"] {
+        let Some(dir) = golden_dir(arch) else { return };
+        let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let (packed, _) = pack_and_load(&dir, scratch.path(), DType::F32, None);
+        let (ids, want) = golden_tokens(&dir);
+        let slab = packed.manifest.slab.slab_bytes as u64;
+        let budget = (packed.manifest.config.top_k as u64 + 2) * slab;
+        for mode in MODES {
+            for prefetch in [PrefetchMode::None, PrefetchMode::Gate] {
+                for io in [BackendKind::Uring, BackendKind::Pread, BackendKind::Buffered] {
+                    let cfg = StreamingConfig {
+                        cache: mode.parse().unwrap(),
+                        cache_bytes: budget,
+                        prefetch,
+                        io: Some(io),
+                        queue_depth: 4,
+                    };
+                    let (model, src) = streaming_model(&packed, &cfg, None);
+                    let opts = GenerateOptions {
+                        max_tokens: want.len(),
+                        ignore_eos: true,
+                        prefill_chunk: 5,
+                        ..Default::default()
+                    };
+                    let (out, _) =
+                        generate(&model, &mut Session::default(), &ids, &opts, &mut |_| Ok(true))
+                            .unwrap();
+                    assert_eq!(
+                        out, want,
+                        "{arch} --cache {mode} --prefetch {prefetch:?} --io {io}"
+                    );
+                    let st = src.stats();
+                    assert!(
+                        st.cache.misses > 0
+                            && st.slots as u64 * slab
+                                <= budget.max(slab * 2 * packed.manifest.config.top_k as u64)
+                    );
+                    if *mode == "none" || *mode == "os" {
+                        assert_eq!(st.cache.hits, 0, "{mode} keeps nothing between uses");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn budget_below_top_k_is_refused_with_the_minimum() {
+    let Some(dir) = golden_dir("olmoe") else { return };
+    let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (packed, _) = pack_and_load(&dir, scratch.path(), DType::F32, None);
+    let slab = packed.manifest.slab.slab_bytes as u64;
+    let cfg = StreamingConfig {
+        cache: CacheMode::Policy(floe_cache::PolicyKind::Lru),
+        cache_bytes: 3 * slab,
+        prefetch: PrefetchMode::None,
+        io: None,
+        queue_depth: 4,
+    };
+    let err = StreamingExperts::open(&packed, &cfg).unwrap_err().to_string();
+    assert!(err.contains(&(4 * slab).to_string()), "{err}");
+}
+
+#[test]
+fn late_reordered_short_reads_change_nothing_and_disk_errors_end_with_an_error() {
+    let Some(dir) = golden_dir("qwen3_moe") else { return };
+    let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (packed, _) = pack_and_load(&dir, scratch.path(), DType::F32, None);
+    let (ids, want) = golden_tokens(&dir);
+    let m = &packed.manifest;
+    let slots = m.config.top_k + 2;
+    let cfg = StreamingConfig {
+        cache: CacheMode::Policy(floe_cache::PolicyKind::Lru),
+        cache_bytes: (slots * m.slab.slab_bytes) as u64,
+        prefetch: PrefetchMode::Gate,
+        io: None,
+        queue_depth: 4,
+    };
+    for seed in 1..=3 {
+        let arena = SlabArena::new(slots, m.slab.slab_bytes, 4096).unwrap();
+        let chaos = ChaosConfig {
+            seed,
+            threads: 3,
+            max_delay: Duration::from_micros(500),
+            ..ChaosConfig::default()
+        };
+        let io = IoEngine::start_chaos(arena, 4, chaos, None).unwrap();
+        let (model, _) = streaming_model(&packed, &cfg, Some(io));
+        let opts =
+            GenerateOptions { max_tokens: want.len(), ignore_eos: true, ..Default::default() };
+        let (out, _) =
+            generate(&model, &mut Session::default(), &ids, &opts, &mut |_| Ok(true)).unwrap();
+        assert_eq!(out, want, "chaos seed {seed}");
+    }
+    // A failing disk: generation stops with an error naming the file, in bounded time.
+    let arena = SlabArena::new(slots, m.slab.slab_bytes, 4096).unwrap();
+    let chaos = ChaosConfig { error_chance: 0.2, seed: 9, ..ChaosConfig::default() };
+    let io = IoEngine::start_chaos(arena, 4, chaos, None).unwrap();
+    let (model, _) = streaming_model(&packed, &cfg, Some(io));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let opts = GenerateOptions { max_tokens: 16, ignore_eos: true, ..Default::default() };
+        let r = generate(&model, &mut Session::default(), &ids, &opts, &mut |_| Ok(true));
+        let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let r = rx.recv_timeout(Duration::from_secs(30)).expect("generation hung on an I/O error");
+    let err = r.unwrap_err();
+    assert!(err.contains("experts.bin"), "{err}");
+}
