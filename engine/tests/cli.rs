@@ -61,3 +61,73 @@ fn errors_are_one_readable_line_and_a_failure_code() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/ckpt/config.json"));
 }
+
+/// A trace written by `--trace-out` replays in `floe sim`, and its LRU hit count equals the one
+/// the live run reported with `--cache lru --prefetch none` at the same capacity.
+#[test]
+fn trace_out_replays_in_sim_with_the_live_lru_hits() {
+    let Some(dir) = golden_dir("qwen3_moe") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m");
+    assert!(floe()
+        .args(["pack", "--from"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .args(["--dtype", "q8_0"])
+        .status()
+        .unwrap()
+        .success());
+    let trace = tmp.path().join("t.jsonl");
+    for mb in ["0", "1"] {
+        let o = floe()
+            .args([
+                "run",
+                "--json",
+                "--ignore-eos",
+                "-n",
+                "24",
+                "--cache",
+                "lru",
+                "--prefetch",
+                "none",
+                "--model",
+            ])
+            .arg(&out)
+            .args(["--cache-mb", mb])
+            .arg("--trace-out")
+            .arg(&trace)
+            .output()
+            .unwrap();
+        if mb != "1" {
+            // 0 MiB: below one layer's top-k, refused with the minimum.
+            assert!(!o.status.success());
+            assert!(String::from_utf8_lossy(&o.stderr).contains("below one layer's top-k"));
+            continue;
+        }
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let live: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let slots = live["stats"]["cache_slots"].as_u64().unwrap().to_string();
+        let o = floe()
+            .args([
+                "sim",
+                "--cache",
+                "lru",
+                "--phase",
+                "all",
+                "--json",
+                "--capacity",
+                &slots,
+                "--trace",
+            ])
+            .arg(&trace)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let first = String::from_utf8_lossy(&o.stdout).lines().next().unwrap().to_string();
+        let sim: serde_json::Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(sim["policy"], "lru");
+        assert_eq!(sim["hits"], live["stats"]["hits"], "sim {sim} vs live {}", live["stats"]);
+        assert_eq!(sim["misses"], live["stats"]["misses"]);
+    }
+}

@@ -16,7 +16,11 @@ use floe_tests::*;
 
 const MODES: &[&str] = &["lru", "lfu", "arc", "s3fifo", "sieve", "window", "moe", "none", "os"];
 
-fn streaming_model(packed: &PackedModel, cfg: &StreamingConfig, io: Option<IoEngine>) -> (Model, Arc<StreamingExperts>) {
+fn streaming_model(
+    packed: &PackedModel,
+    cfg: &StreamingConfig,
+    io: Option<IoEngine>,
+) -> (Model, Arc<StreamingExperts>) {
     let src = Arc::new(StreamingExperts::open_with(packed, cfg, io).unwrap());
     let dense = DenseWeights::load(packed).unwrap();
     (Model::new(packed.manifest.config.clone(), dense, Box::new(Arc::clone(&src)), 1).unwrap(), src)

@@ -70,6 +70,13 @@ pub struct RunArgs {
     /// I/O backend for streaming: uring, pread, buffered (default: uring where available).
     #[arg(long)]
     io: Option<String>,
+    /// Memory for the whole process in MiB (dense weights + KV cache + slab cache): the slab
+    /// cache gets what is left. Implies streaming.
+    #[arg(long, conflicts_with = "cache_mb")]
+    memory_mb: Option<u64>,
+    /// Write the routing of this run as a trace (floe's JSON lines) for `floe sim`.
+    #[arg(long)]
+    trace_out: Option<PathBuf>,
 }
 
 /// Peak resident set of this process (VmHWM), in bytes.
@@ -94,11 +101,37 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let dense = DenseWeights::load(&packed)?;
-    let streaming = if a.cache.is_some() || a.cache_mb.is_some() {
+    let streaming = if a.cache.is_some() || a.cache_mb.is_some() || a.memory_mb.is_some() {
         let experts_bytes = packed.manifest.experts_bytes();
+        let cache_bytes = match (a.cache_mb, a.memory_mb) {
+            (Some(mb), _) => mb << 20,
+            (None, Some(mb)) => {
+                let c = &packed.manifest.config;
+                let kv =
+                    (ids.len() + a.max_tokens) as u64 * c.layers as u64 * c.kv_dim() as u64 * 8;
+                // Activations, tokenizer, thread stacks and the allocator's slack.
+                let overhead = 64u64 << 20;
+                let fixed = dense.bytes() as u64 + kv + overhead;
+                let slab = packed.manifest.slab.slab_bytes as u64;
+                let min = fixed + c.top_k as u64 * slab;
+                anyhow::ensure!(
+                    mb << 20 >= min,
+                    "--memory-mb {mb} cannot hold the dense weights ({} MiB), the KV cache ({} MiB), \
+                     {} MiB of overhead and one layer's {} experts ({} MiB): give at least {} MiB",
+                    dense.bytes() >> 20,
+                    kv >> 20,
+                    overhead >> 20,
+                    c.top_k,
+                    (c.top_k as u64 * slab) >> 20,
+                    min.div_ceil(1 << 20)
+                );
+                (mb << 20) - fixed
+            }
+            (None, None) => experts_bytes / 4,
+        };
         let cfg = StreamingConfig {
             cache: a.cache.as_deref().unwrap_or("lru").parse()?,
-            cache_bytes: a.cache_mb.map(|mb| mb << 20).unwrap_or(experts_bytes / 4),
+            cache_bytes,
             prefetch: a.prefetch.parse().map_err(anyhow::Error::msg)?,
             io: a.io.as_deref().map(str::parse).transpose()?,
             queue_depth: 16,
@@ -124,7 +157,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         ignore_eos: a.ignore_eos,
         ..GenerateOptions::default()
     };
-    let mut session = Session::default();
+    let mut session = if a.trace_out.is_some() { Session::recording() } else { Session::default() };
     let mut out_ids = Vec::new();
     let mut printed = String::new();
     let stdout = std::io::stdout();
@@ -146,6 +179,26 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         Ok(true)
     })?;
     let text = codec.decode(&generated)?;
+    if let Some(path) = &a.trace_out {
+        let c = &packed.manifest.config;
+        let shape = floe::cache::MoeShape {
+            layers: c.layers as u16,
+            experts: c.experts as u16,
+            top_k: c.top_k as u16,
+        };
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut w = floe::cache::trace::TraceWriter::new(
+            std::io::BufWriter::new(file),
+            shape,
+            packed.manifest.slab.slab_bytes as u64,
+        )?;
+        let routes = session.routes.take().unwrap_or_default();
+        for r in floe::model::routing_trace::to_trace(&routes, ids.len(), opts.prefill_chunk) {
+            w.write(&r)?;
+        }
+        w.finish()?;
+    }
     let mut st = serde_json::to_value(&stats)?;
     st["peak_rss_bytes"] = peak_rss_bytes().into();
     if let Some(s) = &streaming {

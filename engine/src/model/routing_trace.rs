@@ -1,0 +1,46 @@
+//! The routing of a generation as a trace in floe's format (`floe run --trace-out`), in the
+//! order the engine accessed the experts, so `floe sim` replays exactly what ran: per prefill
+//! chunk and layer the union of the chunk's experts, per decode token and layer its top-k, each
+//! in ascending expert id (the order the MoE block asks the expert source for them).
+
+use floe_cache::trace::{LayerRoute, Phase};
+
+use super::forward::RouteRecord;
+
+/// Groups `routes` (as recorded by a [`Session`](super::forward::Session)) into trace rows.
+/// Positions below `prompt_len` were prefilled in chunks of `chunk` tokens.
+pub fn to_trace(routes: &[RouteRecord], prompt_len: usize, chunk: usize) -> Vec<LayerRoute> {
+    let chunk = chunk.max(1);
+    let prefill_steps = prompt_len.div_ceil(chunk);
+    let mut out: Vec<LayerRoute> = Vec::new();
+    let mut rows: Vec<(u64, usize, Phase, Vec<(usize, f32)>)> = Vec::new();
+    for r in routes {
+        let (step, phase) = if r.pos < prompt_len {
+            ((r.pos / chunk) as u64, Phase::Prefill)
+        } else {
+            ((prefill_steps + r.pos - prompt_len) as u64, Phase::Decode)
+        };
+        match rows.iter_mut().find(|x| x.0 == step && x.1 == r.layer) {
+            Some(row) => {
+                for &(e, w) in &r.experts {
+                    match row.3.iter_mut().find(|x| x.0 == e) {
+                        Some(x) => x.1 = x.1.max(w),
+                        None => row.3.push((e, w)),
+                    }
+                }
+            }
+            None => rows.push((step, r.layer, phase, r.experts.clone())),
+        }
+    }
+    rows.sort_by_key(|r| (r.0, r.1));
+    for (step, layer, phase, mut experts) in rows {
+        experts.sort_by_key(|e| e.0);
+        out.push(LayerRoute {
+            phase,
+            step,
+            layer: layer as u16,
+            experts: experts.into_iter().map(|(e, w)| (e as u16, w)).collect(),
+        });
+    }
+    out
+}
