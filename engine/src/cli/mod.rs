@@ -6,6 +6,7 @@ mod plot;
 mod run;
 mod sim;
 pub mod size;
+mod synth;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ enum Command {
     Run(run::RunArgs),
     /// Pack a Hugging Face checkpoint (safetensors) into floe's format.
     Pack(pack::PackArgs),
+    /// Write a packed model with random weights (presets of real shapes).
+    Synth(synth::SynthArgs),
     /// Measure random aligned slab reads per I/O backend (GB/s), optionally beside fio.
     BenchIo(bench_io::BenchIoArgs),
     /// Replay a routing trace through cache policies against Belady's optimum.
@@ -33,6 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Pack(args) => pack::run(args),
+        Command::Synth(args) => synth::run(args),
         Command::BenchIo(args) => bench_io::run(args),
         Command::Sim(args) => sim::run(args),
     }

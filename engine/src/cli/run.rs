@@ -17,9 +17,12 @@ use floe::pipeline::{StreamingConfig, StreamingExperts};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A model directory made by `floe pack`.
+    /// A model directory made by `floe pack` or `floe synth`. Without it, floe runs its demo: a
+    /// synthetic model (random weights, ~2 GB of experts) generated on first use in the cache
+    /// directory ($FLOE_CACHE_DIR, else $XDG_CACHE_HOME/floe, else ~/.cache/floe), streamed
+    /// with a quarter of its experts as cache.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// The prompt.
     #[arg(long, short = 'p', default_value = "Once upon a time")]
     prompt: String,
@@ -29,9 +32,10 @@ pub struct RunArgs {
     /// Most tokens to generate.
     #[arg(long, short = 'n', default_value_t = 64)]
     max_tokens: usize,
-    /// 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
+    /// 0 is greedy (the default; 1.0 for the demo, whose random weights repeat one token when
+    /// decoded greedily).
+    #[arg(long)]
+    temperature: Option<f32>,
     /// Keep only the k most likely tokens (0: off).
     #[arg(long, default_value_t = 0)]
     top_k: usize,
@@ -89,8 +93,56 @@ fn peak_rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where the demo model lives.
+fn demo_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("FLOE_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("floe")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/floe")))
+        .context("no cache directory: set FLOE_CACHE_DIR or pass --model")?;
+    Ok(base.join(format!("demo-v{}", floe::model::format::FORMAT_VERSION)))
+}
+
+/// The demo model, generated on first use.
+fn demo_model() -> anyhow::Result<PathBuf> {
+    let dir = demo_dir()?;
+    if PackedModel::open(&dir, false).is_ok() {
+        eprintln!(
+            "floe demo: a synthetic model with random weights (its text is meaningless) at {}",
+            dir.display()
+        );
+        return Ok(dir);
+    }
+    eprintln!(
+        "floe demo: no --model given, so floe writes its demo model first: a synthetic Qwen3-MoE-shaped \
+         model with random weights (its text is meaningless), 24 layers x 64 experts, ~2 GB, to {}",
+        dir.display()
+    );
+    std::fs::create_dir_all(dir.parent().unwrap_or(&dir))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "writing demo model [{bar:40}] {pos}/{len} ({eta} left)",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let shape = floe::model::synth::SynthShape::preset("demo")?;
+    floe::model::synth::synth(&shape, &dir, floe::kernels::DType::Q4_0, 0, &mut |d, t| {
+        bar.set_length(t);
+        bar.set_position(d);
+    })?;
+    bar.finish_and_clear();
+    Ok(dir)
+}
+
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
-    let packed = PackedModel::open(&a.model, a.verify)?;
+    let demo = a.model.is_none();
+    let model_dir = match &a.model {
+        Some(m) => m.clone(),
+        None => demo_model()?,
+    };
+    let packed = PackedModel::open(&model_dir, a.verify)?;
     let codec =
         if packed.manifest.has_tokenizer { Some(TextCodec::load(&packed.dir)?) } else { None };
     let codec = codec
@@ -101,7 +153,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let dense = DenseWeights::load(&packed)?;
-    let streaming = if a.cache.is_some() || a.cache_mb.is_some() || a.memory_mb.is_some() {
+    let streaming = if demo || a.cache.is_some() || a.cache_mb.is_some() || a.memory_mb.is_some() {
         let experts_bytes = packed.manifest.experts_bytes();
         let cache_bytes = match (a.cache_mb, a.memory_mb) {
             (Some(mb), _) => mb << 20,
@@ -148,7 +200,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let opts = GenerateOptions {
         max_tokens: a.max_tokens,
         sampling: SamplingParams {
-            temperature: a.temperature,
+            temperature: a.temperature.unwrap_or(if demo { 1.0 } else { 0.0 }),
             top_k: a.top_k,
             top_p: a.top_p,
             repetition_penalty: a.repetition_penalty,

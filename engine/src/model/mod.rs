@@ -12,4 +12,5 @@ pub mod pack;
 pub mod routing_trace;
 pub mod safetensors_dir;
 pub mod sampling;
+pub mod synth;
 pub mod tokenizer;

@@ -1,0 +1,77 @@
+//! `floe synth`: write a packed model with random weights.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use floe::kernels::DType;
+use floe::model::synth::{synth, SynthShape};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// tiny (tests), demo (~2 GB of experts), qwen3-30b-a3b (~16 GB), mixtral-8x7b, or custom
+    /// (give the shape flags).
+    #[arg(long, default_value = "demo")]
+    preset: String,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Expert format: q4_0, q8_0, bf16.
+    #[arg(long, default_value = "q4_0")]
+    dtype: DType,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Custom shape: residual width.
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Custom shape: layers.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Custom shape: routed experts per layer.
+    #[arg(long)]
+    experts: Option<usize>,
+    /// Custom shape: experts per token.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Custom shape: expert hidden width.
+    #[arg(long)]
+    expert_ffn: Option<usize>,
+}
+
+pub fn run(a: SynthArgs) -> anyhow::Result<()> {
+    let mut shape = SynthShape::preset(if a.preset == "custom" { "tiny" } else { &a.preset })?;
+    if let Some(x) = a.hidden {
+        shape.hidden = x;
+        shape.heads = (x / 64).max(1);
+        shape.kv_heads = (shape.heads / 4).max(1);
+        shape.head_dim = 64.min(x);
+    }
+    shape.layers = a.layers.unwrap_or(shape.layers);
+    shape.experts = a.experts.unwrap_or(shape.experts);
+    shape.top_k = a.top_k.unwrap_or(shape.top_k);
+    shape.expert_ffn = a.expert_ffn.unwrap_or(shape.expert_ffn);
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("writing {msg} [{bar:40}] {pos}/{len} tensors ({eta} left)")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(a.preset.clone());
+    let m = synth(&shape, &a.out, a.dtype, a.seed, &mut |d, t| {
+        bar.set_length(t);
+        bar.set_position(d);
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "wrote a synthetic {} model (random weights: its text is meaningless) to {}: {} layers x {} experts, \
+         top-{}, {:.2} GB of {} experts",
+        a.preset,
+        a.out.display(),
+        m.config.layers,
+        m.config.experts,
+        m.config.top_k,
+        m.experts_bytes() as f64 / 1e9,
+        m.slab.dtype
+    );
+    Ok(())
+}

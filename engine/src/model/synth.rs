@@ -1,0 +1,395 @@
+//! `floe synth`: a packed model with random weights, written directly in floe's format.
+//!
+//! The weights are random, so the text is meaningless; what is realistic is the shape (presets
+//! of real models) and the routing. Real routers prefer some experts (per-layer popularity
+//! roughly Zipf, stronger in deeper layers) and keep about a third of a token's experts for the
+//! next token. Here that comes from the weights, not from faking the router: every embedding
+//! shares one direction `u`, every router row has a component along `u` sized by its expert's
+//! log-popularity, and the rest of both is noise. Quantised expert blocks are drawn as random
+//! bytes with a fixed scale, so gigabytes are written in seconds.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use floe_kernels::DType;
+use half::bf16;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::arch::Dense;
+use super::config::{Arch, ModelConfig, QkNorm};
+use super::encode::encode;
+use super::format::{
+    checksum, DenseEntry, LayerSlabs, Manifest, PackedModel, SlabLayout, FORMAT_VERSION,
+    TENSOR_ALIGN,
+};
+use super::pack::dense_plan;
+use crate::error::{Error, Result};
+
+/// A model shape to synthesise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthShape {
+    /// Residual width.
+    pub hidden: usize,
+    /// Layers (all MoE).
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Channels per head.
+    pub head_dim: usize,
+    /// Routed experts per layer.
+    pub experts: usize,
+    /// Experts per token.
+    pub top_k: usize,
+    /// Expert hidden width.
+    pub expert_ffn: usize,
+    /// Vocabulary (at least 257: the byte-level tokenizer's).
+    pub vocab: usize,
+}
+
+impl SynthShape {
+    /// A named preset: `tiny`, `demo`, `qwen3-30b-a3b`, `mixtral-8x7b`.
+    pub fn preset(name: &str) -> Result<Self> {
+        let s = |hidden, layers, heads, kv_heads, head_dim, experts, top_k, expert_ffn, vocab| {
+            SynthShape {
+                hidden,
+                layers,
+                heads,
+                kv_heads,
+                head_dim,
+                experts,
+                top_k,
+                expert_ffn,
+                vocab,
+            }
+        };
+        Ok(match name {
+            // Seconds to write and run: for tests.
+            "tiny" => s(64, 4, 4, 2, 16, 16, 4, 64, 257),
+            // About 2 GB of q4_0 experts: streams on any machine.
+            "demo" => s(1024, 24, 16, 4, 64, 64, 8, 768, 257),
+            // Qwen3-30B-A3B's shape: about 16 GB of q4_0 experts.
+            "qwen3-30b-a3b" => s(2048, 48, 32, 4, 128, 128, 8, 768, 151_936),
+            "mixtral-8x7b" => s(4096, 32, 32, 8, 128, 8, 2, 14_336, 32_000),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown preset {other:?} (tiny, demo, qwen3-30b-a3b, mixtral-8x7b, or custom flags)"
+                )))
+            }
+        })
+    }
+
+    /// The model configuration (Qwen3-MoE architecture).
+    pub fn config(&self) -> ModelConfig {
+        ModelConfig {
+            arch: Arch::Qwen3Moe,
+            hidden: self.hidden,
+            layers: self.layers,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            vocab: self.vocab,
+            rms_eps: 1e-6,
+            rope_theta: 1e6,
+            experts: self.experts,
+            top_k: self.top_k,
+            expert_ffn: self.expert_ffn,
+            dense_ffn: 0,
+            shared_ffn: 0,
+            norm_topk_prob: true,
+            moe_layers: vec![true; self.layers],
+            qkv_bias: false,
+            qk_norm: QkNorm::PerHead,
+            clip_qkv: None,
+            tie_embeddings: false,
+            eos_token_ids: vec![256],
+            max_positions: 32_768,
+        }
+    }
+}
+
+/// Bytes to GPT-2's printable byte-level alphabet (so every byte is one token).
+fn bytes_to_unicode() -> Vec<char> {
+    let mut bs: Vec<u32> =
+        (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut map = vec!['\0'; 256];
+    for (b, c) in bs.iter().zip(cs) {
+        map[*b as usize] = char::from_u32(c).expect("valid char");
+    }
+    map
+}
+
+/// A byte-level tokenizer: one token per byte, plus `<|endoftext|>` (id 256).
+pub fn byte_tokenizer_json() -> String {
+    let map = bytes_to_unicode();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        map.iter().enumerate().map(|(i, c)| (c.to_string(), serde_json::Value::from(i))).collect();
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [{"id": 256, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "vocab": vocab, "merges": []}
+    })
+    .to_string()
+}
+
+/// Standard normal from two uniforms (Box-Muller).
+fn gauss(rng: &mut SmallRng) -> f32 {
+    let u1: f32 = rng.gen_range(1e-7..1.0);
+    let u2: f32 = rng.gen();
+    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+}
+
+/// Writes a synthetic model of `shape` to `out` (under a temporary name, renamed at the end).
+pub fn synth(
+    shape: &SynthShape,
+    out: &Path,
+    dtype: DType,
+    seed: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Manifest> {
+    let cfg = shape.config();
+    cfg.validate()?;
+    if shape.vocab < 257 {
+        return Err(Error::Invalid("vocab must hold the 257 byte-level tokens".into()));
+    }
+    let werr = |p: &Path, e: std::io::Error| Error::Write { path: p.to_path_buf(), source: e };
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| werr(&tmp, e))?;
+    let r = write(&cfg, shape, &tmp, dtype, seed, progress);
+    match r {
+        Ok(m) => {
+            if out.exists() {
+                std::fs::remove_dir_all(out).map_err(|e| werr(out, e))?;
+            }
+            std::fs::rename(&tmp, out).map_err(|e| werr(out, e))?;
+            Ok(m)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn write(
+    cfg: &ModelConfig,
+    shape: &SynthShape,
+    dir: &Path,
+    dtype: DType,
+    seed: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Manifest> {
+    let werr = |p: &Path, e: std::io::Error| Error::Write { path: p.to_path_buf(), source: e };
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let h = cfg.hidden;
+    // The shared direction of all embeddings, unit length.
+    let mut u: Vec<f32> = (0..h).map(|_| gauss(&mut rng)).collect();
+    let norm = u.iter().map(|x| x * x).sum::<f32>().sqrt();
+    u.iter_mut().for_each(|x| *x /= norm);
+    let plan = dense_plan(cfg);
+    let slab = SlabLayout::new(dtype, h, cfg.expert_ffn)?;
+    let total = plan.len() as u64 + (cfg.layers * cfg.experts) as u64;
+    let mut done = 0;
+    let dense_dtype = if h >= 512 { DType::Bf16 } else { DType::F32 };
+
+    let dpath = dir.join("dense.bin");
+    let mut dout = BufWriter::new(std::fs::File::create(&dpath).map_err(|e| werr(&dpath, e))?);
+    let mut offset = 0u64;
+    let mut dense = Vec::new();
+    for (role, rows, cols) in plan {
+        let n = rows * cols;
+        let std = 1.0 / (cols as f32).sqrt();
+        let values: Vec<f32> = match role {
+            Dense::FinalNorm
+            | Dense::AttnNorm(_)
+            | Dense::FfnNorm(_)
+            | Dense::QNorm(_)
+            | Dense::KNorm(_) => vec![1.0; n],
+            // Embeddings: the shared direction plus per-token noise of equal weight.
+            Dense::Embed => (0..n).map(|i| u[i % h] * 0.7 + gauss(&mut rng) * 0.7 * std).collect(),
+            Dense::Router(l) => {
+                // logit_e = a * z_e + (per-token noise of sd 1), with z_e = -ln(popularity rank)
+                // over a random permutation of the experts: after RMSNorm the input has norm
+                // sqrt(h) and leans on u by about 0.7 sqrt(h), so the row's component along u
+                // is a z_e / (0.7 sqrt(h)) and its noise has sd 1 / sqrt(h). a rises with depth
+                // (0.5 to 0.7): skew about Zipf 0.75 to 1.0 in frequency.
+                let depth = l as f32 / cfg.layers.max(1) as f32;
+                // The per-token part of the input has norm ~0.71 sqrt(h), so the noise below has
+                // sd ~0.71 and the lean is scaled to keep a / sd at 0.5-0.7.
+                let a = 0.71 * (0.5 + 0.2 * depth);
+                let c = 0.7 * (cols as f32).sqrt();
+                let mut ranks: Vec<usize> = (0..rows).collect();
+                for i in (1..rows).rev() {
+                    ranks.swap(i, rng.gen_range(0..=i));
+                }
+                let mut v = Vec::with_capacity(n);
+                for &rank in &ranks {
+                    let lean = -a * ((rank + 1) as f32).ln() / c;
+                    // Noise orthogonal to u: a component along u would meet the shared part of
+                    // every input and act as a second, uncontrolled popularity.
+                    let mut noise: Vec<f32> = (0..cols).map(|_| gauss(&mut rng) * std).collect();
+                    let along: f32 = noise.iter().zip(&u).map(|(x, y)| x * y).sum();
+                    noise.iter_mut().zip(&u).for_each(|(x, y)| *x -= along * y);
+                    v.extend(noise.iter().zip(&u).map(|(x, y)| lean * y + x));
+                }
+                v
+            }
+            // The attention output projection is small: with every token sharing `u`, attention
+            // would otherwise add one large vector to every position and flatten the routing.
+            Dense::O(_) => (0..n).map(|_| gauss(&mut rng) * std * 0.01).collect(),
+            _ => (0..n).map(|_| gauss(&mut rng) * std * 0.5).collect(),
+        };
+        let dt = if role.keep_f32() { DType::F32 } else { dense_dtype };
+        let bytes = encode(dt, &values, cols, &role.key())?;
+        let pad = offset.next_multiple_of(TENSOR_ALIGN as u64) - offset;
+        dout.write_all(&vec![0u8; pad as usize]).map_err(|e| werr(&dpath, e))?;
+        offset += pad;
+        dout.write_all(&bytes).map_err(|e| werr(&dpath, e))?;
+        dense.push(DenseEntry {
+            name: role.key(),
+            dtype: dt.name().into(),
+            rows,
+            cols,
+            offset,
+            bytes: bytes.len() as u64,
+            xxh3: checksum(&bytes),
+        });
+        offset += bytes.len() as u64;
+        done += 1;
+        progress(done, total);
+    }
+    dout.into_inner()
+        .map_err(|e| werr(&dpath, e.into_error()))?
+        .sync_all()
+        .map_err(|e| werr(&dpath, e))?;
+
+    let epath = dir.join("experts.bin");
+    let mut eout = BufWriter::with_capacity(
+        8 << 20,
+        std::fs::File::create(&epath).map_err(|e| werr(&epath, e))?,
+    );
+    let mut buf = vec![0u8; slab.slab_bytes];
+    let mut layers = Vec::new();
+    for l in 0..cfg.layers {
+        let mut sums = Vec::with_capacity(cfg.experts);
+        for _ in 0..cfg.experts {
+            buf.fill(0);
+            // Down projections are small, so each layer changes the residual stream (and so the
+            // next routers' input) a little rather than replacing it.
+            for (part, gain) in [(slab.gate, 1.0), (slab.up, 1.0), (slab.down, 0.02)] {
+                fill_random(
+                    &mut buf[part.offset..part.offset + part.bytes],
+                    dtype,
+                    part.cols,
+                    gain,
+                    &mut rng,
+                )?;
+            }
+            eout.write_all(&buf).map_err(|e| werr(&epath, e))?;
+            sums.push(checksum(&buf));
+            done += 1;
+            progress(done, total);
+        }
+        layers.push(LayerSlabs {
+            layer: l,
+            base: (l * cfg.experts * slab.slab_bytes) as u64,
+            xxh3: sums,
+        });
+    }
+    eout.into_inner()
+        .map_err(|e| werr(&epath, e.into_error()))?
+        .sync_all()
+        .map_err(|e| werr(&epath, e))?;
+    std::fs::write(dir.join("tokenizer.json"), byte_tokenizer_json()).map_err(|e| werr(dir, e))?;
+    let tcfg = serde_json::json!({"eos_token": "<|endoftext|>", "bos_token": null,
+        "chat_template": "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"});
+    std::fs::write(dir.join("tokenizer_config.json"), tcfg.to_string())
+        .map_err(|e| werr(dir, e))?;
+    let manifest = Manifest {
+        format: "floe".into(),
+        format_version: FORMAT_VERSION,
+        config: cfg.clone(),
+        dense,
+        slab,
+        expert_layers: layers,
+        source: format!("floe synth (random weights, seed {seed}, {shape:?})"),
+        has_tokenizer: true,
+    };
+    let text =
+        serde_json::to_string_pretty(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
+    std::fs::write(dir.join("floe.json"), text).map_err(|e| werr(dir, e))?;
+    PackedModel::open(dir, false)?;
+    Ok(manifest)
+}
+
+/// Random weights of `cols`-wide rows in `dtype`, with about unit-variance outputs.
+fn fill_random(
+    out: &mut [u8],
+    dtype: DType,
+    cols: usize,
+    gain: f32,
+    rng: &mut SmallRng,
+) -> Result<()> {
+    let std = gain / (cols as f32).sqrt();
+    match dtype {
+        DType::Q4_0 => {
+            // Nibbles uniform in 1..=15: values q - 8 are zero-mean (uniform 0..=15 would have
+            // mean -0.5, a bias every projection would add to the residual stream in every
+            // layer), with sd 4.3.
+            let d = half::f16::from_f32(std / 4.3).to_le_bytes();
+            for block in out.chunks_exact_mut(18) {
+                block[..2].copy_from_slice(&d);
+                for b in &mut block[2..] {
+                    let (lo, hi) = (rng.gen_range(1u8..=15), rng.gen_range(1u8..=15));
+                    *b = lo | (hi << 4);
+                }
+            }
+        }
+        DType::Q8_0 => {
+            // Random bytes: uniform -128..=127 has sd 74 (its -0.5 mean is 0.7 % of that).
+            rng.fill(out);
+            let d = half::f16::from_f32(std / 74.0).to_le_bytes();
+            for block in out.chunks_exact_mut(34) {
+                block[..2].copy_from_slice(&d);
+            }
+        }
+        DType::Bf16 => {
+            for c in out.chunks_exact_mut(2) {
+                c.copy_from_slice(&bf16::from_f32(gauss(rng) * std).to_le_bytes());
+            }
+        }
+        DType::F16 => {
+            for c in out.chunks_exact_mut(2) {
+                c.copy_from_slice(&half::f16::from_f32(gauss(rng) * std).to_le_bytes());
+            }
+        }
+        DType::F32 => {
+            for c in out.chunks_exact_mut(4) {
+                c.copy_from_slice(&(gauss(rng) * std).to_le_bytes());
+            }
+        }
+    }
+    Ok(())
+}
