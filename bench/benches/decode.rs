@@ -19,7 +19,8 @@ fn model_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/floe-bench-demo");
     if PackedModel::open(&dir, false).is_err() {
         let shape = floe::model::synth::SynthShape::preset("demo").expect("preset");
-        floe::model::synth::synth(&shape, &dir, floe::kernels::DType::Q4_0, 0, &mut |_, _| {}).expect("synth");
+        floe::model::synth::synth(&shape, &dir, floe::kernels::DType::Q4_0, 0, &mut |_, _| {})
+            .expect("synth");
     }
     dir
 }
@@ -27,12 +28,19 @@ fn model_dir() -> PathBuf {
 fn decode(c: &mut Criterion) {
     let dir = model_dir();
     let packed = PackedModel::open(&dir, false).expect("model");
-    let fraction: f64 = std::env::var("FLOE_BENCH_CACHE_FRACTION").ok().and_then(|s| s.parse().ok()).unwrap_or(0.25);
+    let fraction: f64 = std::env::var("FLOE_BENCH_CACHE_FRACTION")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.25);
     let budget = (packed.manifest.experts_bytes() as f64 * fraction) as u64;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let prompt: Vec<u32> = "The quick brown fox jumps over the lazy dog.".bytes().map(u32::from).collect();
+    let prompt: Vec<u32> =
+        "The quick brown fox jumps over the lazy dog.".bytes().map(u32::from).collect();
     let mut group = c.benchmark_group("decode");
-    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Elements(1));
     for (cache, prefetch) in [("lru", "gate"), ("lru", "none"), ("moe", "gate"), ("none", "none")] {
         let cfg = StreamingConfig {
@@ -44,7 +52,9 @@ fn decode(c: &mut Criterion) {
         };
         let src = Arc::new(StreamingExperts::open(&packed, &cfg).expect("streaming"));
         let dense = DenseWeights::load(&packed).expect("dense");
-        let model = Model::new(packed.manifest.config.clone(), dense, Box::new(Arc::clone(&src)), threads).expect("model");
+        let model =
+            Model::new(packed.manifest.config.clone(), dense, Box::new(Arc::clone(&src)), threads)
+                .expect("model");
         let mut session = Session::default();
         let mut logits = model.forward(&mut session, &prompt, false).expect("prefill");
         let mut next = floe::model::sampling::argmax(&logits);
@@ -58,7 +68,8 @@ fn decode(c: &mut Criterion) {
                     }
                     logits = model.forward(&mut session, &[next], false).expect("decode");
                     // Vary the token so routing varies as in real text.
-                    next = (floe::model::sampling::argmax(&logits) + session.position() as u32 * 7) % 256;
+                    next = (floe::model::sampling::argmax(&logits) + session.position() as u32 * 7)
+                        % 256;
                 }
                 t.elapsed()
             })

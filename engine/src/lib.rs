@@ -1,15 +1,22 @@
 //! floe: run Mixture-of-Experts models larger than RAM by streaming expert weights from SSD.
 //!
-//! The crate re-exports its three building blocks ([`io`], [`cache`], [`kernels`]) and adds the
-//! engine on top. See the workspace README for the command-line tool.
+//! Embed it through [`Engine`]: open a model directory (written by `floe pack` or
+//! `floe synth`) with an [`EngineConfig`], then [`Engine::generate`] (an iterator of tokens) or
+//! [`Engine::generate_stream`] (a `futures::Stream` for tokio programs). The building blocks are
+//! re-exported: [`io`] (the I/O thread), [`cache`] (policies and the slot table), [`kernels`],
+//! and [`model`] / [`pipeline`] hold the engine's parts. See `engine/examples/`.
 #![warn(missing_docs)]
 
+mod api;
 pub mod bench_io;
 mod error;
 pub mod model;
 pub mod pipeline;
 
+pub use api::{Engine, EngineConfig, EngineStats, ExpertMemory, Generation, Token};
 pub use error::{Error, Result};
 pub use floe_cache as cache;
 pub use floe_io as io;
 pub use floe_kernels as kernels;
+pub use model::generate::GenerateOptions;
+pub use model::sampling::SamplingParams;
