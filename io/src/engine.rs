@@ -194,7 +194,7 @@ impl IoEngine {
         config: crate::testing::ChaosConfig,
         gate: Option<crate::testing::Gate>,
     ) -> Result<Self> {
-        let backend = Box::new(backend::chaos::ChaosBackend::new(config, gate)?);
+        let backend = Box::new(backend::chaos::build(config, gate)?);
         Self::start_with(arena, BackendKind::Pread, queue_depth.max(1), backend)
     }
 

@@ -239,6 +239,126 @@ impl PackedModel {
     }
 }
 
+/// Writes `dense.bin`: each tensor at a [`TENSOR_ALIGN`] boundary, with its table entry.
+pub struct DenseWriter {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    offset: u64,
+    entries: Vec<DenseEntry>,
+}
+
+impl std::fmt::Debug for DenseWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DenseWriter")
+            .field("path", &self.path)
+            .field("tensors", &self.entries.len())
+            .finish()
+    }
+}
+
+fn write_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Write { path: path.to_path_buf(), source }
+}
+
+impl DenseWriter {
+    /// Creates `dir/dense.bin`.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let path = dir.join("dense.bin");
+        let file = std::fs::File::create(&path).map_err(|e| write_err(&path, e))?;
+        Ok(Self { path, out: std::io::BufWriter::new(file), offset: 0, entries: Vec::new() })
+    }
+
+    /// Appends one tensor of `rows x cols` values stored as `dtype` in `bytes`.
+    pub fn push(
+        &mut self,
+        name: String,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<()> {
+        use std::io::Write;
+        let pad = self.offset.next_multiple_of(TENSOR_ALIGN as u64) - self.offset;
+        self.out.write_all(&vec![0u8; pad as usize]).map_err(|e| write_err(&self.path, e))?;
+        self.offset += pad;
+        self.out.write_all(bytes).map_err(|e| write_err(&self.path, e))?;
+        self.entries.push(DenseEntry {
+            name,
+            dtype: dtype.name().into(),
+            rows,
+            cols,
+            offset: self.offset,
+            bytes: bytes.len() as u64,
+            xxh3: checksum(bytes),
+        });
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes and syncs; returns the table.
+    pub fn finish(self) -> Result<Vec<DenseEntry>> {
+        let file = self.out.into_inner().map_err(|e| write_err(&self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| write_err(&self.path, e))?;
+        Ok(self.entries)
+    }
+}
+
+/// Writes `experts.bin`: slabs layer by layer, with their checksums.
+pub struct SlabWriter {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    base: u64,
+    layers: Vec<LayerSlabs>,
+}
+
+impl std::fmt::Debug for SlabWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlabWriter")
+            .field("path", &self.path)
+            .field("layers", &self.layers.len())
+            .finish()
+    }
+}
+
+impl SlabWriter {
+    /// Creates `dir/experts.bin`.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let path = dir.join("experts.bin");
+        let file = std::fs::File::create(&path).map_err(|e| write_err(&path, e))?;
+        Ok(Self {
+            path,
+            out: std::io::BufWriter::with_capacity(8 << 20, file),
+            base: 0,
+            layers: Vec::new(),
+        })
+    }
+
+    /// Starts the slabs of decoder layer `layer`.
+    pub fn begin_layer(&mut self, layer: usize) {
+        self.layers.push(LayerSlabs { layer, base: self.base, xxh3: Vec::new() });
+    }
+
+    /// Appends the next expert's slab (already padded to the slab size).
+    pub fn push(&mut self, slab: &[u8]) -> Result<()> {
+        use std::io::Write;
+        self.out.write_all(slab).map_err(|e| write_err(&self.path, e))?;
+        self.base += slab.len() as u64;
+        let layer = self
+            .layers
+            .last_mut()
+            .ok_or_else(|| Error::Invalid("slab before begin_layer".into()))?;
+        layer.xxh3.push(checksum(slab));
+        Ok(())
+    }
+
+    /// Flushes and syncs; returns the slab table.
+    pub fn finish(self) -> Result<Vec<LayerSlabs>> {
+        let file = self.out.into_inner().map_err(|e| write_err(&self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| write_err(&self.path, e))?;
+        Ok(self.layers)
+    }
+}
+
 /// The dense tensors, resident in memory.
 pub struct DenseWeights {
     /// Backing store (u64 for 8-byte alignment of every 64-byte aligned tensor).

@@ -5,7 +5,6 @@
 //! after re-reading and checking every checksum, so an interrupted pack never leaves a
 //! directory that looks complete.
 
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use floe_kernels::DType;
@@ -13,10 +12,7 @@ use floe_kernels::DType;
 use super::arch::{self, Dense, ExpertPart, ExpertTensor};
 use super::config::{ModelConfig, QkNorm};
 use super::encode::encode;
-use super::format::{
-    checksum, DenseEntry, LayerSlabs, Manifest, PackedModel, SlabLayout, FORMAT_VERSION,
-    TENSOR_ALIGN,
-};
+use super::format::{DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter, FORMAT_VERSION};
 use super::safetensors_dir::CheckpointDir;
 use crate::error::{Error, Result};
 
@@ -174,11 +170,7 @@ fn write_all(
         _ => DType::F32,
     };
     let dense_dtype = opts.dense_dtype.unwrap_or(source_dtype);
-    let dpath = dir.join("dense.bin");
-    let mut dense_out =
-        BufWriter::new(std::fs::File::create(&dpath).map_err(|e| write_err(&dpath, e))?);
-    let mut offset = 0u64;
-    let mut dense = Vec::new();
+    let mut dense_out = DenseWriter::create(dir)?;
     for (role, rows, cols) in plan {
         let candidates = names.dense(role);
         let name = find_dense(ckpt, &candidates)?;
@@ -186,41 +178,18 @@ fn write_all(
         let values = ckpt.read_f32(name)?;
         let dtype = if role.keep_f32() { DType::F32 } else { dense_dtype };
         let bytes = encode(dtype, &values, cols, name)?;
-        let pad = offset.next_multiple_of(TENSOR_ALIGN as u64) - offset;
-        dense_out.write_all(&vec![0u8; pad as usize]).map_err(|e| write_err(&dpath, e))?;
-        offset += pad;
-        dense_out.write_all(&bytes).map_err(|e| write_err(&dpath, e))?;
-        dense.push(DenseEntry {
-            name: role.key(),
-            dtype: dtype.name().into(),
-            rows,
-            cols,
-            offset,
-            bytes: bytes.len() as u64,
-            xxh3: checksum(&bytes),
-        });
-        offset += bytes.len() as u64;
+        dense_out.push(role.key(), dtype, rows, cols, &bytes)?;
         done += 1;
         progress(done, total);
     }
-    dense_out
-        .into_inner()
-        .map_err(|e| write_err(&dpath, e.into_error()))?
-        .sync_all()
-        .map_err(|e| write_err(&dpath, e))?;
+    let dense = dense_out.finish()?;
 
     // Expert slabs.
     let slab = SlabLayout::new(opts.dtype, cfg.hidden, cfg.expert_ffn)?;
-    let epath = dir.join("experts.bin");
-    let mut experts_out = BufWriter::with_capacity(
-        8 << 20,
-        std::fs::File::create(&epath).map_err(|e| write_err(&epath, e))?,
-    );
-    let mut layers = Vec::new();
-    let mut base = 0u64;
+    let mut experts_out = SlabWriter::create(dir)?;
     let mut buf = vec![0u8; slab.slab_bytes];
     for &l in &moe_layers {
-        let mut sums = Vec::with_capacity(cfg.experts);
+        experts_out.begin_layer(l);
         for e in 0..cfg.experts {
             buf.fill(0);
             for (part, place) in [
@@ -242,19 +211,12 @@ fn write_all(
                 )?;
                 buf[place.offset..place.offset + bytes.len()].copy_from_slice(&bytes);
             }
-            experts_out.write_all(&buf).map_err(|err| write_err(&epath, err))?;
-            sums.push(checksum(&buf));
+            experts_out.push(&buf)?;
             done += 1;
             progress(done, total);
         }
-        layers.push(LayerSlabs { layer: l, base, xxh3: sums });
-        base += (cfg.experts * slab.slab_bytes) as u64;
     }
-    experts_out
-        .into_inner()
-        .map_err(|e| write_err(&epath, e.into_error()))?
-        .sync_all()
-        .map_err(|e| write_err(&epath, e))?;
+    let layers = experts_out.finish()?;
 
     let mut has_tokenizer = false;
     for f in SIDE_FILES {

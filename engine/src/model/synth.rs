@@ -8,7 +8,6 @@
 //! log-popularity, and the rest of both is noise. Quantised expert blocks are drawn as random
 //! bytes with a fixed scale, so gigabytes are written in seconds.
 
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use floe_kernels::DType;
@@ -19,10 +18,7 @@ use rand::{Rng, SeedableRng};
 use super::arch::Dense;
 use super::config::{Arch, ModelConfig, QkNorm};
 use super::encode::encode;
-use super::format::{
-    checksum, DenseEntry, LayerSlabs, Manifest, PackedModel, SlabLayout, FORMAT_VERSION,
-    TENSOR_ALIGN,
-};
+use super::format::{DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter, FORMAT_VERSION};
 use super::pack::dense_plan;
 use crate::error::{Error, Result};
 
@@ -214,10 +210,7 @@ fn write(
     let mut done = 0;
     let dense_dtype = if h >= 512 { DType::Bf16 } else { DType::F32 };
 
-    let dpath = dir.join("dense.bin");
-    let mut dout = BufWriter::new(std::fs::File::create(&dpath).map_err(|e| werr(&dpath, e))?);
-    let mut offset = 0u64;
-    let mut dense = Vec::new();
+    let mut dense_out = DenseWriter::create(dir)?;
     for (role, rows, cols) in plan {
         let n = rows * cols;
         let std = 1.0 / (cols as f32).sqrt();
@@ -263,37 +256,16 @@ fn write(
         };
         let dt = if role.keep_f32() { DType::F32 } else { dense_dtype };
         let bytes = encode(dt, &values, cols, &role.key())?;
-        let pad = offset.next_multiple_of(TENSOR_ALIGN as u64) - offset;
-        dout.write_all(&vec![0u8; pad as usize]).map_err(|e| werr(&dpath, e))?;
-        offset += pad;
-        dout.write_all(&bytes).map_err(|e| werr(&dpath, e))?;
-        dense.push(DenseEntry {
-            name: role.key(),
-            dtype: dt.name().into(),
-            rows,
-            cols,
-            offset,
-            bytes: bytes.len() as u64,
-            xxh3: checksum(&bytes),
-        });
-        offset += bytes.len() as u64;
+        dense_out.push(role.key(), dt, rows, cols, &bytes)?;
         done += 1;
         progress(done, total);
     }
-    dout.into_inner()
-        .map_err(|e| werr(&dpath, e.into_error()))?
-        .sync_all()
-        .map_err(|e| werr(&dpath, e))?;
+    let dense = dense_out.finish()?;
 
-    let epath = dir.join("experts.bin");
-    let mut eout = BufWriter::with_capacity(
-        8 << 20,
-        std::fs::File::create(&epath).map_err(|e| werr(&epath, e))?,
-    );
+    let mut experts_out = SlabWriter::create(dir)?;
     let mut buf = vec![0u8; slab.slab_bytes];
-    let mut layers = Vec::new();
     for l in 0..cfg.layers {
-        let mut sums = Vec::with_capacity(cfg.experts);
+        experts_out.begin_layer(l);
         for _ in 0..cfg.experts {
             buf.fill(0);
             // Down projections are small, so each layer changes the residual stream (and so the
@@ -307,21 +279,12 @@ fn write(
                     &mut rng,
                 )?;
             }
-            eout.write_all(&buf).map_err(|e| werr(&epath, e))?;
-            sums.push(checksum(&buf));
+            experts_out.push(&buf)?;
             done += 1;
             progress(done, total);
         }
-        layers.push(LayerSlabs {
-            layer: l,
-            base: (l * cfg.experts * slab.slab_bytes) as u64,
-            xxh3: sums,
-        });
     }
-    eout.into_inner()
-        .map_err(|e| werr(&epath, e.into_error()))?
-        .sync_all()
-        .map_err(|e| werr(&epath, e))?;
+    let layers = experts_out.finish()?;
     std::fs::write(dir.join("tokenizer.json"), byte_tokenizer_json()).map_err(|e| werr(dir, e))?;
     let tcfg = serde_json::json!({"eos_token": "<|endoftext|>", "bos_token": null,
         "chat_template": "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"});

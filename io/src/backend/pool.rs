@@ -23,21 +23,40 @@ pub(crate) struct PoolBackend {
     pending: Vec<RawRead>,
 }
 
+/// What one worker thread does with a read: returns bytes read or the OS error.
+pub(crate) type ReadFn = Box<dyn FnMut(&RawRead) -> std::io::Result<usize> + Send>;
+
 impl PoolBackend {
+    /// The pread pool: `min(queue_depth, MAX_THREADS)` threads doing plain `pread`.
     pub(crate) fn new(queue_depth: usize) -> Result<Self> {
-        let queue_depth = queue_depth.max(1);
+        let threads = queue_depth.clamp(1, MAX_THREADS);
+        Self::with_workers("floe-pread", threads, |_| Box::new(pread_once))
+    }
+
+    /// A pool of `threads` threads, thread `i` reading with `make(i)` (the test backend injects
+    /// faults this way; everything else about the pool is shared).
+    pub(crate) fn with_workers(
+        name: &str,
+        threads: usize,
+        make: impl Fn(usize) -> ReadFn,
+    ) -> Result<Self> {
         let (work_tx, work_rx) = unbounded::<RawRead>();
         let (done_tx, done_rx) = unbounded();
         // One pending wake is enough: a wake only says "look at the request channels".
         let (wake_tx, wake_rx) = bounded(1);
-        let threads = queue_depth.min(MAX_THREADS);
         let mut workers = Vec::with_capacity(threads);
-        for i in 0..threads {
-            let work_rx = work_rx.clone();
-            let done_tx = done_tx.clone();
+        for i in 0..threads.max(1) {
+            let (work_rx, done_tx, mut read) = (work_rx.clone(), done_tx.clone(), make(i));
             let handle = std::thread::Builder::new()
-                .name(format!("floe-pread-{i}"))
-                .spawn(move || worker(work_rx, done_tx))
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    while let Ok(op) = work_rx.recv() {
+                        let result = read(&op);
+                        if done_tx.send(RawDone { id: op.id, result }).is_err() {
+                            return;
+                        }
+                    }
+                })
                 .map_err(|e| IoError::BackendUnavailable {
                     backend: "pread",
                     reason: format!("cannot start a worker thread: {e}"),
@@ -48,23 +67,25 @@ impl PoolBackend {
     }
 }
 
-fn worker(work_rx: Receiver<RawRead>, done_tx: Sender<RawDone>) {
-    while let Ok(op) = work_rx.recv() {
-        let result = loop {
-            // SAFETY: op.buf points to op.len writable bytes of an arena slot that the I/O
-            // thread owns exclusively until it receives this op's RawDone (RawRead's Send
-            // impl); op.fd stays open because the request holds its Arc<DataFile> until then.
-            let n = unsafe { libc::pread(op.fd, op.buf.cast(), op.len, op.offset as libc::off_t) };
-            if n >= 0 {
-                break Ok(n as usize);
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                break Err(e);
-            }
-        };
-        if done_tx.send(RawDone { id: op.id, result }).is_err() {
-            return;
+/// One `pread` of `op`, retried on EINTR.
+pub(crate) fn pread_once(op: &RawRead) -> std::io::Result<usize> {
+    pread_len(op, op.len)
+}
+
+/// `pread` of the first `len <= op.len` bytes of `op`, retried on EINTR.
+pub(crate) fn pread_len(op: &RawRead, len: usize) -> std::io::Result<usize> {
+    debug_assert!(len <= op.len);
+    loop {
+        // SAFETY: op.buf points to op.len >= len writable bytes of an arena slot that the I/O
+        // thread owns exclusively until it receives this op's RawDone (RawRead's Send impl);
+        // op.fd stays open because the request holds its Arc<DataFile> until then.
+        let n = unsafe { libc::pread(op.fd, op.buf.cast(), len, op.offset as libc::off_t) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
