@@ -130,6 +130,34 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest of the current format version.
+    pub fn new(
+        config: ModelConfig,
+        dense: Vec<DenseEntry>,
+        slab: SlabLayout,
+        expert_layers: Vec<LayerSlabs>,
+        source: String,
+        has_tokenizer: bool,
+    ) -> Self {
+        Self {
+            format: "floe".into(),
+            format_version: FORMAT_VERSION,
+            config,
+            dense,
+            slab,
+            expert_layers,
+            source,
+            has_tokenizer,
+        }
+    }
+
+    /// Writes `dir/floe.json` (last, after the data files it describes).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join("floe.json");
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| write_err(&path, e))
+    }
+
     /// Total bytes of experts.bin.
     pub fn experts_bytes(&self) -> u64 {
         self.expert_layers.len() as u64 * self.config.experts as u64 * self.slab.slab_bytes as u64

@@ -12,7 +12,7 @@ use floe_kernels::DType;
 use super::arch::{self, Dense, ExpertPart, ExpertTensor};
 use super::config::{ModelConfig, QkNorm};
 use super::encode::encode;
-use super::format::{DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter, FORMAT_VERSION};
+use super::format::{DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter};
 use super::safetensors_dir::CheckpointDir;
 use crate::error::{Error, Result};
 
@@ -232,21 +232,9 @@ fn write_all(
             from.display()
         );
     }
-    let manifest = Manifest {
-        format: "floe".into(),
-        format_version: FORMAT_VERSION,
-        config: cfg.clone(),
-        dense,
-        slab,
-        expert_layers: layers,
-        source: from.display().to_string(),
-        has_tokenizer,
-    };
-    let mpath = dir.join("floe.json");
-    let text =
-        serde_json::to_string_pretty(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
-    std::fs::write(&mpath, text).map_err(|e| write_err(&mpath, e))?;
-    // Read everything back: a pack that cannot be verified is not renamed into place.
+    let manifest =
+        Manifest::new(cfg.clone(), dense, slab, layers, from.display().to_string(), has_tokenizer);
+    manifest.write(dir)?;
     PackedModel::open(dir, true)?;
     Ok(manifest)
 }

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use super::arch::Dense;
 use super::config::{Arch, ModelConfig, QkNorm};
 use super::encode::encode;
-use super::format::{DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter, FORMAT_VERSION};
+use super::format::{DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter};
 use super::pack::dense_plan;
 use crate::error::{Error, Result};
 
@@ -290,19 +290,15 @@ fn write(
         "chat_template": "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"});
     std::fs::write(dir.join("tokenizer_config.json"), tcfg.to_string())
         .map_err(|e| werr(dir, e))?;
-    let manifest = Manifest {
-        format: "floe".into(),
-        format_version: FORMAT_VERSION,
-        config: cfg.clone(),
+    let manifest = Manifest::new(
+        cfg.clone(),
         dense,
         slab,
-        expert_layers: layers,
-        source: format!("floe synth (random weights, seed {seed}, {shape:?})"),
-        has_tokenizer: true,
-    };
-    let text =
-        serde_json::to_string_pretty(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
-    std::fs::write(dir.join("floe.json"), text).map_err(|e| werr(dir, e))?;
+        layers,
+        format!("floe synth (random weights, seed {seed}, {shape:?})"),
+        true,
+    );
+    manifest.write(dir)?;
     PackedModel::open(dir, false)?;
     Ok(manifest)
 }
