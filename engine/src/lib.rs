@@ -10,6 +10,7 @@
 mod api;
 pub mod bench_io;
 mod error;
+pub mod gguf;
 pub mod model;
 pub mod pipeline;
 

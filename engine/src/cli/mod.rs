@@ -1,6 +1,7 @@
 //! Command-line front end: one file per subcommand.
 
 mod bench_io;
+mod gguf_info;
 mod pack;
 mod plot;
 mod run;
@@ -26,6 +27,8 @@ enum Command {
     Pack(pack::PackArgs),
     /// Write a packed model with random weights (presets of real shapes).
     Synth(synth::SynthArgs),
+    /// Show what a GGUF file holds: metadata and tensors.
+    GgufInfo(gguf_info::GgufInfoArgs),
     /// Measure random aligned slab reads per I/O backend (GB/s), optionally beside fio.
     BenchIo(bench_io::BenchIoArgs),
     /// Replay a routing trace through cache policies against Belady's optimum.
@@ -37,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Pack(args) => pack::run(args),
         Command::Synth(args) => synth::run(args),
+        Command::GgufInfo(args) => gguf_info::run(args),
         Command::BenchIo(args) => bench_io::run(args),
         Command::Sim(args) => sim::run(args),
     }
