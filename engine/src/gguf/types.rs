@@ -72,7 +72,7 @@ impl GgmlType {
     /// Bytes of `n` values, or None if `n` is not a whole number of blocks.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let (per, bytes) = self.block();
-        (n % per == 0).then(|| n / per * bytes)
+        n.is_multiple_of(per).then(|| n / per * bytes)
     }
 
     /// llama.cpp's name of the type.
