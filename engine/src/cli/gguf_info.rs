@@ -17,7 +17,7 @@ pub struct GgufInfoArgs {
 fn show(v: &GgufValue) -> String {
     match v {
         GgufValue::String(s) if s.len() > 80 => {
-            format!("{:?}... ({} bytes)", &s[..s.floor_char_boundary(77)], s.len())
+            format!("{:?}... ({} bytes)", s.chars().take(77).collect::<String>(), s.len())
         }
         GgufValue::String(s) => format!("{s:?}"),
         GgufValue::Array(a) if a.len() > 8 => format!(
