@@ -84,3 +84,48 @@ fn damaged_gguf_never_panics() {
     assert!(err.contains("damaged.gguf") && err.contains("truncated"), "{err}");
     assert!(parse(b"NOPE\x03\0\0\0", path).unwrap_err().to_string().contains("magic"));
 }
+
+/// `floe pack --from model.gguf` (no requantising) runs like the safetensors model: F32 logits
+/// within 1e-4 of transformers and the same greedy tokens; Q8_0 (exact activations) within 1e-4
+/// of the dequantised reference.
+#[test]
+fn gguf_import_matches_transformers() {
+    use floe::model::format::PackedModel;
+    use floe::model::forward::Session;
+    use floe::model::generate::{generate, GenerateOptions};
+    let Some(dir) = golden_dir("qwen3_moe") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for (file, reference) in
+        [("model-F32.gguf", "golden.safetensors"), ("model-Q8_0.gguf", "golden-Q8_0.safetensors")]
+    {
+        let out = tmp.path().join(file);
+        floe::gguf::pack_gguf(&dir.join(file), &out, Some(&dir), &mut |_, _| {}).unwrap();
+        let packed = PackedModel::open(&out, true).unwrap();
+        let mut model = floe_tests::load(&packed, 1);
+        model.set_quant_activations(floe_kernels::QuantActivations::F32);
+        let golden = Golden::load(&dir, reference);
+        let ids: Vec<u32> = golden.i64("input_ids").0.iter().map(|&x| x as u32).collect();
+        let logits = model.forward(&mut Session::default(), &ids, true).unwrap();
+        let diff = floe_tests::max_abs_diff(&logits, &golden.f32("logits").0);
+        eprintln!("{file}: max |logit diff| {diff:.2e}");
+        assert!(diff <= 1e-4, "{file}: {diff}");
+        if golden.has("gen_ids") {
+            let want: Vec<u32> = golden.i64("gen_ids").0.iter().map(|&x| x as u32).collect();
+            let opts = GenerateOptions { max_tokens: 16, ignore_eos: true, ..Default::default() };
+            let (out, _) =
+                generate(&model, &mut Session::default(), &ids, &opts, &mut |_| Ok(true)).unwrap();
+            assert_eq!(out, want, "{file}: greedy tokens");
+        }
+    }
+    // Types without kernels yet are named.
+    let err = floe::gguf::pack_gguf(
+        &dir.join("model-Q5_K_M.gguf"),
+        &tmp.path().join("q5"),
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("floe imports"), "{err}");
+    assert!(!tmp.path().join("q5").exists());
+}

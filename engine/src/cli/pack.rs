@@ -9,9 +9,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Args)]
 pub struct PackArgs {
-    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json).
+    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json), or a
+    /// GGUF file (qwen3moe with F32/F16/BF16/Q8_0/Q4_0 tensors so far; copied, not requantised).
     #[arg(long)]
     from: PathBuf,
+    /// For a GGUF file: a directory with the model's tokenizer.json (GGUF tokenizers are not read
+    /// yet).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// Output directory (written under a temporary name, renamed when complete and verified).
     #[arg(long)]
     out: PathBuf,
@@ -34,10 +39,23 @@ pub fn run(a: PackArgs) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     let opts = PackOptions { dtype: a.dtype, dense_dtype: a.dense_dtype, force: a.force };
-    let m = pack(&a.from, &a.out, &opts, &mut |done, total| {
+    let mut progress = |done, total| {
         bar.set_length(total);
         bar.set_position(done);
-    })?;
+    };
+    let m = if a.from.extension().is_some_and(|e| e == "gguf") {
+        anyhow::ensure!(
+            a.force || !a.out.exists(),
+            "{} exists (use --force to replace it)",
+            a.out.display()
+        );
+        if a.out.exists() {
+            std::fs::remove_dir_all(&a.out)?;
+        }
+        floe::gguf::pack_gguf(&a.from, &a.out, a.tokenizer.as_deref(), &mut progress)?
+    } else {
+        pack(&a.from, &a.out, &opts, &mut progress)?
+    };
     bar.finish_and_clear();
     let c = &m.config;
     eprintln!(

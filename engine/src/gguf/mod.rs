@@ -2,6 +2,7 @@
 //! Parsing never panics: every read is bounds-checked, counts are checked against the bytes that
 //! remain before anything is allocated, and tensor data must lie inside the file.
 
+mod import;
 mod types;
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
+pub use import::{config_of, pack_gguf};
 pub use types::GgmlType;
 
 use crate::error::{Error, Result};

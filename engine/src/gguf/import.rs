@@ -1,0 +1,255 @@
+//! GGUF to floe's packed format without requantising: floe's Q8_0/Q4_0 blocks are GGUF's, so
+//! tensors are copied byte for byte (each expert sliced out of the stacked `*_exps` tensors).
+//! For now: Qwen3-MoE (`qwen3moe`) files whose tensors are F32, F16, BF16, Q8_0 or Q4_0; other
+//! architectures and the K-quant types are errors that name them.
+
+use std::path::Path;
+
+use floe_kernels::DType;
+
+use super::{GgmlType, GgufFile, GgufTensor};
+use crate::error::{Error, Result};
+use crate::model::arch::Dense;
+use crate::model::config::{Arch, ModelConfig, QkNorm};
+use crate::model::format::{DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter};
+use crate::model::pack::dense_plan;
+
+fn dtype_of(t: &GgufTensor) -> Result<DType> {
+    Ok(match t.ggml_type {
+        GgmlType::F32 => DType::F32,
+        GgmlType::F16 => DType::F16,
+        GgmlType::Bf16 => DType::Bf16,
+        GgmlType::Q8_0 => DType::Q8_0,
+        GgmlType::Q4_0 => DType::Q4_0,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "tensor {} is {} (floe imports F32, F16, BF16, Q8_0 and Q4_0 GGUF tensors so far)",
+                t.name,
+                other.name()
+            )))
+        }
+    })
+}
+
+fn meta_u(g: &GgufFile, key: &str) -> Result<usize> {
+    g.get(key).and_then(|v| v.as_u64()).map(|x| x as usize).ok_or_else(|| {
+        Error::Invalid(format!("{}: missing metadata key {key}", g.path().display()))
+    })
+}
+
+fn meta_f(g: &GgufFile, key: &str, default: f64) -> f32 {
+    g.get(key).and_then(|v| v.as_f64()).unwrap_or(default) as f32
+}
+
+/// The model configuration a GGUF file describes.
+pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
+    let arch = g.architecture().unwrap_or("(none)");
+    if arch != "qwen3moe" {
+        return Err(Error::Unsupported(format!(
+            "GGUF architecture {arch:?} (floe imports qwen3moe so far)"
+        )));
+    }
+    let p = |k: &str| format!("{arch}.{k}");
+    let hidden = meta_u(g, &p("embedding_length"))?;
+    let layers = meta_u(g, &p("block_count"))?;
+    let heads = meta_u(g, &p("attention.head_count"))?;
+    let embd = g
+        .tensor("token_embd.weight")
+        .ok_or_else(|| Error::MissingTensor("token_embd.weight".into()))?;
+    let moe_layers =
+        (0..layers).map(|l| g.tensor(&format!("blk.{l}.ffn_gate_inp.weight")).is_some()).collect();
+    let cfg = ModelConfig {
+        arch: Arch::Qwen3Moe,
+        hidden,
+        layers,
+        heads,
+        kv_heads: meta_u(g, &p("attention.head_count_kv")).unwrap_or(heads),
+        head_dim: meta_u(g, &p("attention.key_length")).unwrap_or(hidden / heads.max(1)),
+        vocab: *embd.dims.get(1).unwrap_or(&0) as usize,
+        rms_eps: meta_f(g, &p("attention.layer_norm_rms_epsilon"), 1e-6),
+        rope_theta: meta_f(g, &p("rope.freq_base"), 10000.0),
+        experts: meta_u(g, &p("expert_count"))?,
+        top_k: meta_u(g, &p("expert_used_count"))?,
+        expert_ffn: meta_u(g, &p("expert_feed_forward_length"))?,
+        dense_ffn: meta_u(g, &p("feed_forward_length")).unwrap_or(0),
+        shared_ffn: 0,
+        norm_topk_prob: !matches!(
+            g.get(&p("expert_weights_norm")),
+            Some(super::GgufValue::Bool(false))
+        ),
+        moe_layers,
+        qkv_bias: false,
+        qk_norm: QkNorm::PerHead,
+        clip_qkv: None,
+        tie_embeddings: g.tensor("output.weight").is_none(),
+        eos_token_ids: g
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(|v| v.as_u64())
+            .map(|x| vec![x as u32])
+            .unwrap_or_default(),
+        max_positions: meta_u(g, &p("context_length")).unwrap_or(4096),
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn gguf_name(role: Dense) -> String {
+    use Dense::*;
+    match role {
+        Embed => "token_embd.weight".into(),
+        LmHead => "output.weight".into(),
+        FinalNorm => "output_norm.weight".into(),
+        AttnNorm(l) => format!("blk.{l}.attn_norm.weight"),
+        Q(l) => format!("blk.{l}.attn_q.weight"),
+        K(l) => format!("blk.{l}.attn_k.weight"),
+        V(l) => format!("blk.{l}.attn_v.weight"),
+        O(l) => format!("blk.{l}.attn_output.weight"),
+        QBias(l) => format!("blk.{l}.attn_q.bias"),
+        KBias(l) => format!("blk.{l}.attn_k.bias"),
+        VBias(l) => format!("blk.{l}.attn_v.bias"),
+        QNorm(l) => format!("blk.{l}.attn_q_norm.weight"),
+        KNorm(l) => format!("blk.{l}.attn_k_norm.weight"),
+        FfnNorm(l) => format!("blk.{l}.ffn_norm.weight"),
+        Router(l) => format!("blk.{l}.ffn_gate_inp.weight"),
+        SharedGate(l) => format!("blk.{l}.ffn_gate.weight"),
+        SharedUp(l) => format!("blk.{l}.ffn_up.weight"),
+        SharedDown(l) => format!("blk.{l}.ffn_down.weight"),
+        SharedExpertGate(l) => format!("blk.{l}.ffn_gate_inp_shexp.weight"),
+    }
+}
+
+/// Packs a GGUF file into `out` (a temporary directory renamed at the end), copying tensor bytes
+/// as they are. `tokenizer` is a directory with tokenizer.json (GGUF tokenizers are not read yet).
+pub fn pack_gguf(
+    path: &Path,
+    out: &Path,
+    tokenizer: Option<&Path>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Manifest> {
+    let g = GgufFile::open(path)?;
+    let cfg = config_of(&g)?;
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::Write { path: tmp.clone(), source: e })?;
+    let r = write(&g, &cfg, &tmp, tokenizer, progress);
+    match r {
+        Ok(m) => {
+            std::fs::rename(&tmp, out)
+                .map_err(|e| Error::Write { path: out.to_path_buf(), source: e })?;
+            Ok(m)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn write(
+    g: &GgufFile,
+    cfg: &ModelConfig,
+    dir: &Path,
+    tokenizer: Option<&Path>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Manifest> {
+    let plan = dense_plan(cfg);
+    let moe: Vec<usize> = (0..cfg.layers).filter(|&l| cfg.moe_layers[l]).collect();
+    let total = (plan.len() + moe.len() * cfg.experts) as u64;
+    let mut done = 0;
+    let mut dense = DenseWriter::create(dir)?;
+    for (role, rows, cols) in plan {
+        let n = gguf_name(role);
+        let t = g.tensor(&n).ok_or_else(|| Error::MissingTensor(n.clone()))?;
+        let want: Vec<u64> =
+            if rows == 1 { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
+        if t.dims != want {
+            return Err(Error::Invalid(format!(
+                "GGUF tensor {n} has dims {:?}, expected {want:?}",
+                t.dims
+            )));
+        }
+        let dtype = dtype_of(t)?;
+        if role.keep_f32() && dtype != DType::F32 {
+            return Err(Error::Unsupported(format!(
+                "GGUF tensor {n} is {dtype}; floe keeps routers and norms f32"
+            )));
+        }
+        dense.push(role.key(), dtype, rows, cols, g.data(t))?;
+        done += 1;
+        progress(done, total);
+    }
+    let dense = dense.finish()?;
+    let first = moe.first().copied().ok_or_else(|| Error::Invalid("no MoE layers".into()))?;
+    let gate0 = g
+        .tensor(&format!("blk.{first}.ffn_gate_exps.weight"))
+        .ok_or_else(|| Error::MissingTensor(format!("blk.{first}.ffn_gate_exps.weight")))?;
+    let dtype = dtype_of(gate0)?;
+    let slab = SlabLayout::new(dtype, cfg.hidden, cfg.expert_ffn)?;
+    let mut slabs = SlabWriter::create(dir)?;
+    let mut buf = vec![0u8; slab.slab_bytes];
+    for &l in &moe {
+        slabs.begin_layer(l);
+        let parts = [
+            ("gate", slab.gate, [cfg.hidden, cfg.expert_ffn]),
+            ("up", slab.up, [cfg.hidden, cfg.expert_ffn]),
+            ("down", slab.down, [cfg.expert_ffn, cfg.hidden]),
+        ];
+        let tensors: Vec<&GgufTensor> = parts
+            .iter()
+            .map(|(p, _, _)| {
+                let n = format!("blk.{l}.ffn_{p}_exps.weight");
+                g.tensor(&n).ok_or(Error::MissingTensor(n))
+            })
+            .collect::<Result<_>>()?;
+        for ((p, _, d), t) in parts.iter().zip(&tensors) {
+            let want = vec![d[0] as u64, d[1] as u64, cfg.experts as u64];
+            if t.dims != want {
+                return Err(Error::Invalid(format!(
+                    "blk.{l}.ffn_{p}_exps.weight has dims {:?}, expected {want:?}",
+                    t.dims
+                )));
+            }
+            if dtype_of(t)? != dtype {
+                return Err(Error::Unsupported(format!(
+                    "blk.{l}.ffn_{p}_exps.weight is {}, other experts {dtype}: mixed-type slabs are not supported yet",
+                    t.ggml_type.name()
+                )));
+            }
+        }
+        for e in 0..cfg.experts {
+            buf.fill(0);
+            for ((_, place, _), t) in parts.iter().zip(&tensors) {
+                let data = g.data(t);
+                let per = place.bytes;
+                buf[place.offset..place.offset + per]
+                    .copy_from_slice(&data[e * per..(e + 1) * per]);
+            }
+            slabs.push(&buf)?;
+            done += 1;
+            progress(done, total);
+        }
+    }
+    let layers = slabs.finish()?;
+    let mut has_tokenizer = false;
+    if let Some(tdir) = tokenizer {
+        for f in ["tokenizer.json", "tokenizer_config.json"] {
+            if tdir.join(f).exists() {
+                std::fs::copy(tdir.join(f), dir.join(f))
+                    .map_err(|e| Error::Write { path: dir.join(f), source: e })?;
+                has_tokenizer |= f == "tokenizer.json";
+            }
+        }
+    }
+    let m = Manifest::new(
+        cfg.clone(),
+        dense,
+        slab,
+        layers,
+        g.path().display().to_string(),
+        has_tokenizer,
+    );
+    m.write(dir)?;
+    PackedModel::open(dir, true)?;
+    Ok(m)
+}
