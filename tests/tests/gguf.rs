@@ -66,7 +66,7 @@ fn damaged_gguf_never_panics() {
     let bytes = std::fs::read(dir.join("model-Q4_K_M.gguf")).unwrap();
     let header_end = 64 * 1024.min(bytes.len());
     let path = Path::new("damaged.gguf");
-    let mut runner = TestRunner::new(Config { cases: 256, ..Config::default() });
+    let mut runner = TestRunner::new(Config { cases: 1024, ..Config::default() });
     runner
         .run(&(0..bytes.len(), 0..header_end, any::<u8>()), |(cut, at, x)| {
             if let Ok((_, _, tensors, _)) = parse(&bytes[..cut], path) {

@@ -191,7 +191,8 @@ impl<'a> Reader<'a> {
                 if n > self.remaining() as u64 {
                     return Err(self.err(&format!("array of {n} elements")));
                 }
-                let mut v = Vec::with_capacity(n as usize);
+                // Grow as elements actually parse: a corrupt count cannot reserve memory.
+                let mut v = Vec::with_capacity((n as usize).min(4096));
                 for _ in 0..n {
                     v.push(self.value(elem, depth + 1)?);
                 }

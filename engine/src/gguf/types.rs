@@ -72,7 +72,11 @@ impl GgmlType {
     /// Bytes of `n` values, or None if `n` is not a whole number of blocks.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let (per, bytes) = self.block();
-        n.is_multiple_of(per).then(|| n / per * bytes)
+        if n.is_multiple_of(per) {
+            (n / per).checked_mul(bytes)
+        } else {
+            None
+        }
     }
 
     /// llama.cpp's name of the type.
