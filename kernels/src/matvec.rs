@@ -7,7 +7,9 @@ use rayon::prelude::*;
 use crate::dot::{kernels, DotKernels};
 use crate::dtype::DType;
 use crate::error::KernelError;
-use crate::quant::{quantize_q8_0, BlockQ4_0, BlockQ8_0, QK};
+use crate::quant::{
+    quantize_q8_0_activations, quantize_q8_k, BlockQ4_0, BlockQ8K, BlockQ8_0, QK, QK_K,
+};
 
 /// Rows handed to one task: big enough to amortise scheduling, small enough to balance.
 const ROWS_PER_TASK: usize = 16;
@@ -156,18 +158,25 @@ pub enum QuantActivations {
     F32,
 }
 
-/// The activations prepared for one weight format: f32 as is, or Q8_0 blocks.
+/// The activations prepared for one weight format: f32 as is, Q8_0 blocks (for Q8_0/Q4_0
+/// weights) or Q8_K blocks (for K-quant weights).
 enum Prepared<'x> {
     F32(&'x [f32]),
     Q8(Vec<BlockQ8_0>),
+    Q8K(Vec<BlockQ8K>),
 }
 
 fn prepare(dtype: DType, x: &[f32], mode: QuantActivations) -> Prepared<'_> {
     match dtype {
         DType::Q8_0 | DType::Q4_0 if mode == QuantActivations::Q8_0 => {
             let mut q = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; x.len() / QK];
-            quantize_q8_0(x, &mut q);
+            quantize_q8_0_activations(x, &mut q);
             Prepared::Q8(q)
+        }
+        d if d.is_k_quant() && mode == QuantActivations::Q8_0 => {
+            let mut q = vec![BlockQ8K::ZERO; x.len() / QK_K];
+            quantize_q8_k(x, &mut q);
+            Prepared::Q8K(q)
         }
         _ => Prepared::F32(x),
     }
@@ -180,12 +189,15 @@ fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
         (DType::Bf16, Prepared::F32(x)) => (k.bf16)(bytemuck::cast_slice::<u8, bf16>(row), x),
         (DType::Q8_0, Prepared::Q8(q)) => (k.q8_0)(bytemuck::cast_slice::<u8, BlockQ8_0>(row), q),
         (DType::Q4_0, Prepared::Q8(q)) => (k.q4_0)(bytemuck::cast_slice::<u8, BlockQ4_0>(row), q),
-        (DType::Q8_0 | DType::Q4_0, Prepared::F32(x)) => {
+        (DType::Q2K, Prepared::Q8K(q)) => (k.q2_k)(bytemuck::cast_slice(row), q),
+        (DType::Q3K, Prepared::Q8K(q)) => (k.q3_k)(bytemuck::cast_slice(row), q),
+        (DType::Q4K, Prepared::Q8K(q)) => (k.q4_k)(bytemuck::cast_slice(row), q),
+        (DType::Q5K, Prepared::Q8K(q)) => (k.q5_k)(bytemuck::cast_slice(row), q),
+        (DType::Q6K, Prepared::Q8K(q)) => (k.q6_k)(bytemuck::cast_slice(row), q),
+        (_, Prepared::F32(x)) => {
+            // Quantised weights against f32 activations: the exact reference mode.
             let mut w = vec![0.0f32; x.len()];
-            match dtype {
-                DType::Q8_0 => crate::quant::dequantize_q8_0(bytemuck::cast_slice(row), &mut w),
-                _ => crate::quant::dequantize_q4_0(bytemuck::cast_slice(row), &mut w),
-            }
+            dtype.dequantize(row, &mut w).expect("Matrix::new checked the row size and alignment");
             (k.f32)(&w, x)
         }
         _ => unreachable!("prepare() matches the activation format to the dtype"),

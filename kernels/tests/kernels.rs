@@ -181,6 +181,7 @@ fn bytes_of(dtype: DType, w: &[f32]) -> Vec<u8> {
         DType::Bf16 => w.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect(),
         DType::Q8_0 => bytemuck::cast_slice(&q8(w)).to_vec(),
         DType::Q4_0 => bytemuck::cast_slice(&q4(w)).to_vec(),
+        k => panic!("{k}: floe has no quantiser for it (tests/kquant.rs covers K-quants)"),
     }
 }
 
@@ -192,6 +193,7 @@ fn dequant(dtype: DType, w: &[f32]) -> Vec<f32> {
         DType::Bf16 => out.iter_mut().zip(w).for_each(|(o, v)| *o = bf16::from_f32(*v).to_f32()),
         DType::Q8_0 => dequantize_q8_0(&q8(w), &mut out),
         DType::Q4_0 => dequantize_q4_0(&q4(w), &mut out),
+        k => panic!("{k}: floe has no quantiser for it (tests/kquant.rs covers K-quants)"),
     }
     out
 }

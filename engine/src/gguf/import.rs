@@ -14,20 +14,24 @@ use crate::model::config::{Arch, ModelConfig, QkNorm};
 use crate::model::format::{DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter};
 use crate::model::pack::dense_plan;
 
-fn dtype_of(t: &GgufTensor) -> Result<DType> {
+/// floe's type for a GGUF tensor's, or an error naming the tensor and its type.
+pub fn dtype_of(t: &GgufTensor) -> Result<DType> {
     Ok(match t.ggml_type {
         GgmlType::F32 => DType::F32,
         GgmlType::F16 => DType::F16,
         GgmlType::Bf16 => DType::Bf16,
         GgmlType::Q8_0 => DType::Q8_0,
         GgmlType::Q4_0 => DType::Q4_0,
-        other => {
-            return Err(Error::Unsupported(format!(
-                "tensor {} is {} (floe imports F32, F16, BF16, Q8_0 and Q4_0 GGUF tensors so far)",
-                t.name,
-                other.name()
-            )))
-        }
+        GgmlType::Q2K => DType::Q2K,
+        GgmlType::Q3K => DType::Q3K,
+        GgmlType::Q4K => DType::Q4K,
+        GgmlType::Q5K => DType::Q5K,
+        GgmlType::Q6K => DType::Q6K,
+        other => return Err(Error::Unsupported(format!(
+            "tensor {} is {} (floe reads F32, F16, BF16, Q8_0, Q4_0 and Q2_K..Q6_K GGUF tensors)",
+            t.name,
+            other.name()
+        ))),
     })
 }
 

@@ -2,7 +2,7 @@
 //! Parsing never panics: every read is bounds-checked, counts are checked against the bytes that
 //! remain before anything is allocated, and tensor data must lie inside the file.
 
-mod import;
+pub mod import;
 mod types;
 
 use std::collections::BTreeMap;

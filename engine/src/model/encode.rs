@@ -1,6 +1,6 @@
 //! f32 values to stored bytes in a weight format, and stored rows back to f32.
 
-use floe_kernels::quant::{dequantize_q4_0, dequantize_q8_0, quantize_q4_0, quantize_q8_0, QK};
+use floe_kernels::quant::{quantize_q4_0, quantize_q8_0, QK};
 use floe_kernels::{BlockQ4_0, BlockQ8_0, DType};
 use half::{bf16, f16};
 
@@ -29,25 +29,16 @@ pub fn encode(dtype: DType, values: &[f32], cols: usize, what: &str) -> Result<V
             quantize_q4_0(values, &mut b);
             bytemuck::cast_slice(&b).to_vec()
         }
+        DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K => {
+            return Err(Error::Unsupported(format!(
+                "{what}: floe does not quantise to {dtype}; K-quant weights come from GGUF files \
+                 (`floe pack --from model.gguf`)"
+            )))
+        }
     })
 }
 
 /// Decodes one stored row of `cols` values into `out`.
-pub fn decode_row(dtype: DType, bytes: &[u8], out: &mut [f32]) {
-    match dtype {
-        DType::F32 => out
-            .iter_mut()
-            .zip(bytes.chunks_exact(4))
-            .for_each(|(o, b)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        DType::F16 => out
-            .iter_mut()
-            .zip(bytes.chunks_exact(2))
-            .for_each(|(o, b)| *o = f16::from_le_bytes([b[0], b[1]]).to_f32()),
-        DType::Bf16 => out
-            .iter_mut()
-            .zip(bytes.chunks_exact(2))
-            .for_each(|(o, b)| *o = bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-        DType::Q8_0 => dequantize_q8_0(bytemuck::cast_slice(bytes), out),
-        DType::Q4_0 => dequantize_q4_0(bytemuck::cast_slice(bytes), out),
-    }
+pub fn decode_row(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    dtype.dequantize(bytes, out).map_err(|e| Error::Invalid(format!("decode row: {e}")))
 }

@@ -462,7 +462,6 @@ impl DenseWeights {
             return Err(Error::Invalid(format!("tensor {name}: row {r} of {}x{}", e.rows, e.cols)));
         }
         let rb = bytes.len() / e.rows;
-        super::encode::decode_row(dtype, &bytes[r * rb..(r + 1) * rb], out);
-        Ok(())
+        super::encode::decode_row(dtype, &bytes[r * rb..(r + 1) * rb], out)
     }
 }

@@ -349,6 +349,11 @@ fn fill_random(
                 c.copy_from_slice(&(gauss(rng) * std).to_le_bytes());
             }
         }
+        k => {
+            return Err(Error::Unsupported(format!(
+                "floe synth writes f32, f16, bf16, q8_0 and q4_0 weights, not {k}"
+            )))
+        }
     }
     Ok(())
 }

@@ -18,6 +18,11 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_0: dot_q4_0,
     q8_0_x4: dot4_q8_0,
     q4_0_x4: dot4_q4_0,
+    q2_k: scalar::dot_q2_k,
+    q3_k: scalar::dot_q3_k,
+    q4_k: super::avx2_k::dot_q4_k,
+    q5_k: super::avx2_k::dot_q5_k,
+    q6_k: super::avx2_k::dot_q6_k,
 };
 
 /// `a * b` of two f16 scales, broadcast to 8 lanes, with F16C. Broadcasting the raw bits first

@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::{avx2, DotKernels, Isa};
+use super::{avx2, scalar, DotKernels, Isa};
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 
 /// The AVX-512 table.
@@ -22,6 +22,11 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_0: dot_q4_0,
     q8_0_x4: |w, x| w.map(|r| dot_q8_0(r, x)),
     q4_0_x4: |w, x| w.map(|r| dot_q4_0(r, x)),
+    q2_k: scalar::dot_q2_k,
+    q3_k: scalar::dot_q3_k,
+    q4_k: super::avx2_k::dot_q4_k,
+    q5_k: super::avx2_k::dot_q5_k,
+    q6_k: super::avx2_k::dot_q6_k,
 };
 
 /// Per-lane scales of a block pair: `a0 * b0` in lanes 0..8, `a1 * b1` in lanes 8..16,

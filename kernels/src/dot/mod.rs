@@ -6,10 +6,14 @@ use std::sync::OnceLock;
 
 use half::{bf16, f16};
 
-use crate::quant::{BlockQ4_0, BlockQ8_0};
+use crate::quant::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0,
+};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_k;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod scalar;
@@ -86,6 +90,16 @@ pub struct DotKernels {
     pub q8_0_x4: fn([&[BlockQ8_0]; 4], &[BlockQ8_0]) -> [f32; 4],
     /// Four Q4_0 rows at once.
     pub q4_0_x4: fn([&[BlockQ4_0]; 4], &[BlockQ8_0]) -> [f32; 4],
+    /// Q2_K weights . Q8_K activations.
+    pub q2_k: fn(&[BlockQ2K], &[BlockQ8K]) -> f32,
+    /// Q3_K weights . Q8_K activations.
+    pub q3_k: fn(&[BlockQ3K], &[BlockQ8K]) -> f32,
+    /// Q4_K weights . Q8_K activations.
+    pub q4_k: fn(&[BlockQ4K], &[BlockQ8K]) -> f32,
+    /// Q5_K weights . Q8_K activations.
+    pub q5_k: fn(&[BlockQ5K], &[BlockQ8K]) -> f32,
+    /// Q6_K weights . Q8_K activations.
+    pub q6_k: fn(&[BlockQ6K], &[BlockQ8K]) -> f32,
 }
 
 impl DotKernels {

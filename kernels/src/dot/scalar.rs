@@ -3,7 +3,10 @@
 use half::{bf16, f16};
 
 use super::{DotKernels, Isa};
-use crate::quant::{BlockQ4_0, BlockQ8_0, QK};
+use crate::quant::{
+    codes_q6_k, dequantize_q2_k, dequantize_q3_k, dequantize_q8_k, scales_mins_k4, BlockQ2K,
+    BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0, QK, QK_K,
+};
 
 /// The scalar table.
 pub const KERNELS: DotKernels = DotKernels {
@@ -15,6 +18,11 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_0: dot_q4_0,
     q8_0_x4: |w, x| w.map(|r| dot_q8_0(r, x)),
     q4_0_x4: |w, x| w.map(|r| dot_q4_0(r, x)),
+    q2_k: dot_q2_k,
+    q3_k: dot_q3_k,
+    q4_k: dot_q4_k,
+    q5_k: dot_q5_k,
+    q6_k: dot_q6_k,
 };
 
 /// f32 . f32, accumulated in 8 lanes like the SIMD versions (so results are comparable).
@@ -68,6 +76,97 @@ pub fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
             sumi += ((a.qs[j] >> 4) as i32 - 8) * b.qs[j + QK / 2] as i32;
         }
         s += sumi as f32 * (a.d.to_f32() * b.d.to_f32());
+    }
+    s
+}
+
+/// Q4_K . Q8_K: per super-block, exact integer sums of the 8 sub-blocks weighted by their
+/// scales, and of the mins against Q8_K's `bsums`; then `d*dy*sumi - dmin*dy*summins`.
+pub fn dot_q4_k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut s = 0.0f32;
+    for (a, b) in w.iter().zip(x) {
+        let (sc, m) = scales_mins_k4(&a.scales);
+        let mut sumi = 0i32;
+        for c in 0..4 {
+            let (mut lo, mut hi) = (0i32, 0i32);
+            for l in 0..32 {
+                let q = a.qs[32 * c + l];
+                lo += (q & 0xF) as i32 * b.qs[64 * c + l] as i32;
+                hi += (q >> 4) as i32 * b.qs[64 * c + 32 + l] as i32;
+            }
+            sumi += sc[2 * c] as i32 * lo + sc[2 * c + 1] as i32 * hi;
+        }
+        let summins = mins_dot_bsums(&m, &b.bsums);
+        s += a.d.to_f32() * b.d * sumi as f32 - a.dmin.to_f32() * b.d * summins as f32;
+    }
+    s
+}
+
+/// Q5_K . Q8_K, as Q4_K with the fifth bit from `qh`.
+pub fn dot_q5_k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut s = 0.0f32;
+    for (a, b) in w.iter().zip(x) {
+        let (sc, m) = scales_mins_k4(&a.scales);
+        let mut sumi = 0i32;
+        for c in 0..4 {
+            let (mut lo, mut hi) = (0i32, 0i32);
+            for l in 0..32 {
+                let q = a.qs[32 * c + l];
+                let h1 = ((a.qh[l] >> (2 * c)) & 1) << 4;
+                let h2 = ((a.qh[l] >> (2 * c + 1)) & 1) << 4;
+                lo += ((q & 0xF) | h1) as i32 * b.qs[64 * c + l] as i32;
+                hi += ((q >> 4) | h2) as i32 * b.qs[64 * c + 32 + l] as i32;
+            }
+            sumi += sc[2 * c] as i32 * lo + sc[2 * c + 1] as i32 * hi;
+        }
+        let summins = mins_dot_bsums(&m, &b.bsums);
+        s += a.d.to_f32() * b.d * sumi as f32 - a.dmin.to_f32() * b.d * summins as f32;
+    }
+    s
+}
+
+/// Σ over the 8 sub-blocks of min * (sum of that sub-block's activation codes).
+fn mins_dot_bsums(m: &[u8; 8], bsums: &[i16; 16]) -> i32 {
+    (0..8).map(|j| m[j] as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32)).sum()
+}
+
+/// Q6_K . Q8_K: Σ over the 16 sub-blocks of scale * Σ (q - 32) * q8, times `d*dy`.
+pub fn dot_q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut s = 0.0f32;
+    for (a, b) in w.iter().zip(x) {
+        let q = codes_q6_k(a);
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let sub: i32 = (16 * j..16 * j + 16).map(|i| (q[i] as i32 - 32) * b.qs[i] as i32).sum();
+            sumi += a.scales[j] as i32 * sub;
+        }
+        s += a.d.to_f32() * b.d * sumi as f32;
+    }
+    s
+}
+
+/// Q2_K . Q8_K through f32: the dequantised weights against the dequantised activations (the
+/// 2- and 3-bit types are rare in MoE files' expert tensors; they run, just not fast).
+pub fn dot_q2_k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
+    dot_via_f32(w, x, dequantize_q2_k)
+}
+
+/// Q3_K . Q8_K through f32, as [`dot_q2_k`].
+pub fn dot_q3_k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
+    dot_via_f32(w, x, dequantize_q3_k)
+}
+
+fn dot_via_f32<B: Copy>(w: &[B], x: &[BlockQ8K], deq: fn(&[B], &mut [f32])) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let (mut wf, mut xf) = ([0.0f32; QK_K], [0.0f32; QK_K]);
+    let mut s = 0.0f32;
+    for (a, b) in w.iter().zip(x) {
+        deq(std::slice::from_ref(a), &mut wf);
+        dequantize_q8_k(std::slice::from_ref(b), &mut xf);
+        s += dot_f32(&wf, &xf);
     }
     s
 }

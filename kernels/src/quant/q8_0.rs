@@ -40,6 +40,29 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     }
 }
 
+/// Quantises activations the way llama.cpp's x86 CPU backend does before a Q8_0/Q4_0 dot
+/// product (`quantize_row_q8_0` with AVX): `d = f16(amax / 127)`, `q = round_half_even(x *
+/// (127 / amax))`. This differs from [`quantize_q8_0`] (the reference rule llama-quantize uses
+/// for weights) in the last bit now and then, and matching it is what makes floe's logits agree
+/// with llama.cpp's.
+pub fn quantize_q8_0_activations(x: &[f32], out: &mut [BlockQ8_0]) {
+    assert_eq!(
+        x.len(),
+        out.len() * QK,
+        "quantize_q8_0_activations: {} values into {} blocks",
+        x.len(),
+        out.len()
+    );
+    for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        b.d = f16::from_f32(amax / 127.0);
+        for (q, &v) in b.qs.iter_mut().zip(xb) {
+            *q = (v * id).round_ties_even() as i8;
+        }
+    }
+}
+
 /// Expands Q8_0 blocks back to f32.
 pub fn dequantize_q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
     assert_eq!(out.len(), blocks.len() * QK);
