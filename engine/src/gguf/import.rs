@@ -27,11 +27,13 @@ pub fn dtype_of(t: &GgufTensor) -> Result<DType> {
         GgmlType::Q4K => DType::Q4K,
         GgmlType::Q5K => DType::Q5K,
         GgmlType::Q6K => DType::Q6K,
-        other => return Err(Error::Unsupported(format!(
+        other => {
+            return Err(Error::Unsupported(format!(
             "tensor {} is {} (floe reads F32, F16, BF16, Q8_0, Q4_0 and Q2_K..Q6_K GGUF tensors)",
             t.name,
             other.name()
-        ))),
+        )))
+        }
     })
 }
 

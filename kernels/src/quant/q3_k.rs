@@ -60,9 +60,9 @@ pub fn dequantize_q3_k(blocks: &[BlockQ3K], out: &mut [f32]) {
                 for off in [0, 16] {
                     let dl = d_all * (scales[is] as i32 - 32) as f32;
                     is += 1;
-                    for l in off..off + 16 {
-                        let h = if b.hmask[l] & m != 0 { 0 } else { 4 };
-                        let v = ((q[l] >> shift) & 3) as i32 - h;
+                    for (&ql, &hm) in q[off..off + 16].iter().zip(&b.hmask[off..off + 16]) {
+                        let h = if hm & m != 0 { 0 } else { 4 };
+                        let v = ((ql >> shift) & 3) as i32 - h;
                         *y.next().expect("256 values") = dl * v as f32;
                     }
                 }
