@@ -50,6 +50,30 @@ fn row_bytes(dtype: DType, cols: usize, seed: u64) -> Vec<u8> {
             quantize_q4_0(&x, &mut b);
             bytemuck::cast_slice(&b).to_vec()
         }
+        k => {
+            // K-quants (floe has no quantiser for them): pseudo-random codes and packed scales
+            // (every bit pattern is a valid block) with small finite f16 super-block scales.
+            let mut out: Vec<u8> = (0..k.row_bytes(cols).unwrap())
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s >> 32) as u8
+                })
+                .collect();
+            let scale_at: &[usize] = match k {
+                DType::Q6K => &[208],
+                DType::Q3K => &[108],
+                DType::Q2K => &[80, 82],
+                _ => &[0, 2],
+            };
+            for block in out.chunks_exact_mut(k.block_bytes()) {
+                for &o in scale_at {
+                    block[o..o + 2].copy_from_slice(&f16::from_f32(1e-3).to_le_bytes());
+                }
+            }
+            out
+        }
     }
 }
 
@@ -91,7 +115,19 @@ fn kernels(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(2));
         let x: Vec<f32> = (0..cols).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01).collect();
         let mut y = vec![0.0f32; rows];
-        for dtype in [DType::F32, DType::F16, DType::Bf16, DType::Q8_0, DType::Q4_0] {
+        for dtype in [
+            DType::F32,
+            DType::F16,
+            DType::Bf16,
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q4K,
+            DType::Q5K,
+            DType::Q6K,
+        ] {
+            if dtype.row_bytes(cols).is_err() {
+                continue;
+            }
             let per = rows * dtype.row_bytes(cols).unwrap();
             let copies = working_set().div_ceil(per).max(2);
             let (buf, bytes) = matrix_copies(dtype, rows, cols, copies);
