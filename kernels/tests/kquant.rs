@@ -75,13 +75,16 @@ fn isas() -> Vec<DotKernels> {
 
 const ODD_SUPERBLOCKS: &[usize] = &[1, 2, 3, 5, 7, 11];
 
+/// A K-quant dot-product kernel.
+type KDot<B> = fn(&[B], &[BlockQ8K]) -> f32;
+
 /// Checks `dot(w, x)` of every ISA against f64 and the scalar twin.
 fn check<B: bytemuck::Pod>(
     name: &str,
     w: &[B],
     x: &[BlockQ8K],
     deq: fn(&[B], &mut [f32]),
-    dot: fn(&DotKernels) -> fn(&[B], &[BlockQ8K]) -> f32,
+    dot: fn(&DotKernels) -> KDot<B>,
     min_mag: f64,
     tol: f64,
 ) {
