@@ -1,7 +1,8 @@
-//! GGUF to floe's packed format without requantising: floe's Q8_0/Q4_0 blocks are GGUF's, so
-//! tensors are copied byte for byte (each expert sliced out of the stacked `*_exps` tensors).
-//! For now: Qwen3-MoE (`qwen3moe`) files whose tensors are F32, F16, BF16, Q8_0 or Q4_0; other
-//! architectures and the K-quant types are errors that name them.
+//! GGUF to floe's packed format without requantising: floe's block formats (Q8_0, Q4_0,
+//! Q2_K..Q6_K) are GGUF's, so tensors are copied byte for byte (each expert sliced out of the
+//! stacked `*_exps` tensors). A layer whose expert matrices have different types (Q4_K_M's
+//! Q4_K gate/up with Q6_K down) gets a mixed slab layout of its own. Unknown architectures and
+//! types are errors that name them.
 
 use std::path::Path;
 
@@ -124,6 +125,34 @@ fn gguf_name(role: Dense) -> String {
     }
 }
 
+/// The stacked gate, up and down expert tensors of layer `l`, with their dims checked
+/// (`[hidden, ffn, experts]` for gate/up, `[ffn, hidden, experts]` for down, innermost first).
+pub fn expert_tensors<'g>(
+    g: &'g GgufFile,
+    cfg: &ModelConfig,
+    l: usize,
+) -> Result<[&'g GgufTensor; 3]> {
+    let t = |p: &str, d: [usize; 2]| -> Result<&'g GgufTensor> {
+        let n = format!("blk.{l}.ffn_{p}_exps.weight");
+        let t = g.tensor(&n).ok_or_else(|| Error::MissingTensor(n.clone()))?;
+        let want = vec![d[0] as u64, d[1] as u64, cfg.experts as u64];
+        if t.dims != want {
+            return Err(Error::Invalid(format!("{n} has dims {:?}, expected {want:?}", t.dims)));
+        }
+        Ok(t)
+    };
+    Ok([
+        t("gate", [cfg.hidden, cfg.expert_ffn])?,
+        t("up", [cfg.hidden, cfg.expert_ffn])?,
+        t("down", [cfg.expert_ffn, cfg.hidden])?,
+    ])
+}
+
+/// Expert `e`'s part of a stacked expert tensor whose experts are `per` bytes each.
+pub fn expert_slice(data: &[u8], e: usize, per: usize) -> Option<&[u8]> {
+    data.get(e * per..(e + 1) * per)
+}
+
 /// Packs a GGUF file into `out` (a temporary directory renamed at the end), copying tensor bytes
 /// as they are. `tokenizer` is a directory with tokenizer.json (GGUF tokenizers are not read yet).
 pub fn pack_gguf(
@@ -186,50 +215,36 @@ fn write(
         progress(done, total);
     }
     let dense = dense.finish()?;
-    let first = moe.first().copied().ok_or_else(|| Error::Invalid("no MoE layers".into()))?;
-    let gate0 = g
-        .tensor(&format!("blk.{first}.ffn_gate_exps.weight"))
-        .ok_or_else(|| Error::MissingTensor(format!("blk.{first}.ffn_gate_exps.weight")))?;
-    let dtype = dtype_of(gate0)?;
-    let slab = SlabLayout::new(dtype, cfg.hidden, cfg.expert_ffn)?;
-    let mut slabs = SlabWriter::create(dir)?;
-    let mut buf = vec![0u8; slab.slab_bytes];
+    // Each layer's slab layout from its three tensors' types (Q4_K_M files mix types, and not
+    // the same way in every layer); slots are sized for the largest.
+    let mut layer_layouts = Vec::new();
     for &l in &moe {
-        slabs.begin_layer(l);
-        let parts = [
-            ("gate", slab.gate, [cfg.hidden, cfg.expert_ffn]),
-            ("up", slab.up, [cfg.hidden, cfg.expert_ffn]),
-            ("down", slab.down, [cfg.expert_ffn, cfg.hidden]),
-        ];
-        let tensors: Vec<&GgufTensor> = parts
-            .iter()
-            .map(|(p, _, _)| {
-                let n = format!("blk.{l}.ffn_{p}_exps.weight");
-                g.tensor(&n).ok_or(Error::MissingTensor(n))
-            })
-            .collect::<Result<_>>()?;
-        for ((p, _, d), t) in parts.iter().zip(&tensors) {
-            let want = vec![d[0] as u64, d[1] as u64, cfg.experts as u64];
-            if t.dims != want {
-                return Err(Error::Invalid(format!(
-                    "blk.{l}.ffn_{p}_exps.weight has dims {:?}, expected {want:?}",
-                    t.dims
-                )));
-            }
-            if dtype_of(t)? != dtype {
-                return Err(Error::Unsupported(format!(
-                    "blk.{l}.ffn_{p}_exps.weight is {}, other experts {dtype}: mixed-type slabs are not supported yet",
-                    t.ggml_type.name()
-                )));
-            }
+        let parts = expert_tensors(g, cfg, l)?;
+        let types = [dtype_of(parts[0])?, dtype_of(parts[1])?, dtype_of(parts[2])?];
+        layer_layouts.push((l, parts, SlabLayout::mixed(types, cfg.hidden, cfg.expert_ffn)?));
+    }
+    let slab = layer_layouts
+        .iter()
+        .map(|(_, _, s)| s)
+        .max_by_key(|s| s.slab_bytes)
+        .cloned()
+        .ok_or_else(|| Error::Invalid("no MoE layers".into()))?;
+    let mut slabs = SlabWriter::create(dir)?;
+    for (l, tensors, layout) in &layer_layouts {
+        if *layout == slab {
+            slabs.begin_layer(*l);
+        } else {
+            slabs.begin_layer_with(*l, layout.clone());
         }
+        let mut buf = vec![0u8; layout.slab_bytes];
         for e in 0..cfg.experts {
             buf.fill(0);
-            for ((_, place, _), t) in parts.iter().zip(&tensors) {
-                let data = g.data(t);
+            for (place, t) in [&layout.gate, &layout.up, &layout.down].iter().zip(tensors) {
                 let per = place.bytes;
-                buf[place.offset..place.offset + per]
-                    .copy_from_slice(&data[e * per..(e + 1) * per]);
+                let src = expert_slice(g.data(t), e, per).ok_or_else(|| {
+                    Error::Invalid(format!("{}: too short for expert {e}", t.name))
+                })?;
+                buf[place.offset..place.offset + per].copy_from_slice(src);
             }
             slabs.push(&buf)?;
             done += 1;

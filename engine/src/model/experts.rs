@@ -5,7 +5,7 @@
 
 use floe_kernels::{DType, Matrix};
 
-use super::format::{PackedModel, SlabLayout};
+use super::format::{LayerExperts, PackedModel, SlabViewLayout};
 use crate::error::{Error, Result};
 
 /// An expert's three matrices.
@@ -20,10 +20,14 @@ pub struct ExpertView<'a> {
 }
 
 impl<'a> ExpertView<'a> {
-    /// Views the matrices of one slab.
-    pub fn from_slab(layout: &SlabLayout, dtype: DType, slab: &'a [u8]) -> Result<Self> {
-        let m = |p: super::format::SlabPart| {
-            Matrix::new(dtype, p.rows, p.cols, &slab[p.offset..p.offset + p.bytes])
+    /// Views the matrices of one slab (`slab` may be longer than the layout's, as a cache slot
+    /// sized for the largest layer is).
+    pub fn from_slab(layout: &SlabViewLayout, slab: &'a [u8]) -> Result<Self> {
+        let m = |(offset, rows, cols, bytes, dtype): (usize, usize, usize, usize, DType)| {
+            let data = slab.get(offset..offset + bytes).ok_or_else(|| {
+                Error::Invalid(format!("expert slab of {} bytes is too short", slab.len()))
+            })?;
+            Matrix::new(dtype, rows, cols, data)
                 .map_err(|e| Error::Invalid(format!("expert slab: {e}")))
         };
         Ok(Self { gate: m(layout.gate)?, up: m(layout.up)?, down: m(layout.down)? })
@@ -59,9 +63,7 @@ pub trait ExpertSource: Send + Sync {
 /// Every expert in memory: experts.bin read whole.
 pub struct ResidentExperts {
     buf: Vec<u64>,
-    layout: SlabLayout,
-    dtype: DType,
-    bases: Vec<Option<usize>>,
+    layers: Vec<Option<LayerExperts>>,
     experts: usize,
 }
 
@@ -80,17 +82,7 @@ impl ResidentExperts {
         let mut buf = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..bytes.len()].copy_from_slice(&bytes);
         let m = &model.manifest;
-        let mut bases = vec![None; m.config.layers];
-        for l in &m.expert_layers {
-            bases[l.layer] = Some(l.base as usize);
-        }
-        Ok(Self {
-            buf,
-            layout: m.slab.clone(),
-            dtype: m.slab.dtype()?,
-            bases,
-            experts: m.config.experts,
-        })
+        Ok(Self { buf, layers: m.expert_table()?, experts: m.config.experts })
     }
 }
 
@@ -102,8 +94,8 @@ impl ExpertSource for ResidentExperts {
         _step: u64,
         f: &mut dyn FnMut(usize, &ExpertView<'_>) -> Result<()>,
     ) -> Result<()> {
-        let base = self
-            .bases
+        let slabs = self
+            .layers
             .get(layer)
             .copied()
             .flatten()
@@ -116,12 +108,11 @@ impl ExpertSource for ResidentExperts {
                     self.experts
                 )));
             }
-            let off = base + e * self.layout.slab_bytes;
-            let view = ExpertView::from_slab(
-                &self.layout,
-                self.dtype,
-                &all[off..off + self.layout.slab_bytes],
-            )?;
+            let off = slabs.offset(e) as usize;
+            let bytes = all.get(off..off + slabs.layout.slab_bytes).ok_or_else(|| {
+                Error::Invalid(format!("layer {layer} expert {e}: experts.bin is too short"))
+            })?;
+            let view = ExpertView::from_slab(&slabs.layout, bytes)?;
             f(e, &view)?;
         }
         Ok(())

@@ -47,7 +47,7 @@ pub struct DenseEntry {
 }
 
 /// One matrix inside a slab.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SlabPart {
     /// Byte offset from the slab start.
     pub offset: usize,
@@ -57,6 +57,39 @@ pub struct SlabPart {
     pub cols: usize,
     /// Bytes.
     pub bytes: usize,
+    /// Storage format of this matrix when it differs from the layout's (GGUF Q4_K_M files mix
+    /// Q4_K gate/up with Q6_K down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
+}
+
+/// A slab layout with its types parsed: what the forward pass needs to view a slab.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlabViewLayout {
+    /// gate (offset, rows, cols, bytes, type).
+    pub gate: (usize, usize, usize, usize, DType),
+    /// up.
+    pub up: (usize, usize, usize, usize, DType),
+    /// down.
+    pub down: (usize, usize, usize, usize, DType),
+    /// Bytes of one slab of this layout (the read length; padded to [`SLAB_ALIGN`]).
+    pub slab_bytes: usize,
+}
+
+/// The slabs of one MoE layer, resolved: where expert 0 starts, the stride, and the layout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerExperts {
+    /// Byte offset of expert 0's slab in experts.bin.
+    pub base: u64,
+    /// The layer's layout (its `slab_bytes` is the stride between experts).
+    pub layout: SlabViewLayout,
+}
+
+impl LayerExperts {
+    /// Byte offset of `expert`'s slab.
+    pub fn offset(&self, expert: usize) -> u64 {
+        self.base + (expert * self.layout.slab_bytes) as u64
+    }
 }
 
 /// Where the three matrices sit in every slab of a model.
@@ -77,23 +110,59 @@ pub struct SlabLayout {
 impl SlabLayout {
     /// The layout for experts of `hidden x ffn` stored as `dtype`.
     pub fn new(dtype: DType, hidden: usize, ffn: usize) -> Result<Self> {
-        let part = |offset: usize, rows: usize, cols: usize| -> Result<SlabPart> {
+        Self::mixed([dtype; 3], hidden, ffn)
+    }
+
+    /// The layout for experts whose gate, up and down are stored as `types` (in that order).
+    pub fn mixed(types: [DType; 3], hidden: usize, ffn: usize) -> Result<Self> {
+        let main = types[0];
+        let part = |offset: usize, rows: usize, cols: usize, dtype: DType| -> Result<SlabPart> {
             let bytes = rows
                 * dtype
                     .row_bytes(cols)
                     .map_err(|e| Error::Invalid(format!("expert matrices: {e}")))?;
-            Ok(SlabPart { offset, rows, cols, bytes })
+            let dtype = (dtype != main).then(|| dtype.name().to_string());
+            Ok(SlabPart { offset, rows, cols, bytes, dtype })
         };
-        let gate = part(0, ffn, hidden)?;
-        let up = part((gate.offset + gate.bytes).next_multiple_of(TENSOR_ALIGN), ffn, hidden)?;
-        let down = part((up.offset + up.bytes).next_multiple_of(TENSOR_ALIGN), hidden, ffn)?;
+        let gate = part(0, ffn, hidden, types[0])?;
+        let up_at = (gate.offset + gate.bytes).next_multiple_of(TENSOR_ALIGN);
+        let up = part(up_at, ffn, hidden, types[1])?;
+        let down_at = (up.offset + up.bytes).next_multiple_of(TENSOR_ALIGN);
+        let down = part(down_at, hidden, ffn, types[2])?;
         let slab_bytes = (down.offset + down.bytes).next_multiple_of(SLAB_ALIGN);
-        Ok(Self { dtype: dtype.name().into(), gate, up, down, slab_bytes })
+        Ok(Self { dtype: main.name().into(), gate, up, down, slab_bytes })
     }
 
-    /// The storage format.
+    /// The storage format (of the gate matrix; see [`SlabLayout::view_layout`] for each's).
     pub fn dtype(&self) -> Result<DType> {
         self.dtype.parse().map_err(|e| Error::Invalid(format!("floe.json: {e}")))
+    }
+
+    /// The layout with every matrix's type parsed and its byte range checked against the slab.
+    pub fn view_layout(&self) -> Result<SlabViewLayout> {
+        let main = self.dtype()?;
+        let part = |p: &SlabPart, what: &str| -> Result<(usize, usize, usize, usize, DType)> {
+            let dtype = match &p.dtype {
+                Some(t) => {
+                    t.parse().map_err(|e| Error::Invalid(format!("floe.json {what}: {e}")))?
+                }
+                None => main,
+            };
+            let need = dtype.row_bytes(p.cols).map(|rb| rb * p.rows).ok();
+            if need != Some(p.bytes) || p.offset + p.bytes > self.slab_bytes {
+                return Err(Error::Invalid(format!(
+                    "floe.json: slab {what} ({}x{} {dtype}, {} bytes at {}) does not fit its type or the {}-byte slab",
+                    p.rows, p.cols, p.bytes, p.offset, self.slab_bytes
+                )));
+            }
+            Ok((p.offset, p.rows, p.cols, p.bytes, dtype))
+        };
+        Ok(SlabViewLayout {
+            gate: part(&self.gate, "gate")?,
+            up: part(&self.up, "up")?,
+            down: part(&self.down, "down")?,
+            slab_bytes: self.slab_bytes,
+        })
     }
 }
 
@@ -106,6 +175,10 @@ pub struct LayerSlabs {
     pub base: u64,
     /// xxh3-64 of each expert's slab (padding included), hex.
     pub xxh3: Vec<String>,
+    /// This layer's layout when it differs from the model's (mixed-type GGUF files give some
+    /// layers wider down matrices); its slabs are then this layout's `slab_bytes` apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<SlabLayout>,
 }
 
 /// `floe.json`.
@@ -119,7 +192,8 @@ pub struct Manifest {
     pub config: ModelConfig,
     /// Dense tensors.
     pub dense: Vec<DenseEntry>,
-    /// Expert slab layout.
+    /// Expert slab layout; where layers differ (see [`LayerSlabs::layout`]), the one with the
+    /// largest slabs, whose `slab_bytes` is the size of a cache slot.
     pub slab: SlabLayout,
     /// MoE layers' slabs.
     pub expert_layers: Vec<LayerSlabs>,
@@ -160,13 +234,38 @@ impl Manifest {
 
     /// Total bytes of experts.bin.
     pub fn experts_bytes(&self) -> u64 {
-        self.expert_layers.len() as u64 * self.config.experts as u64 * self.slab.slab_bytes as u64
+        self.expert_layers
+            .iter()
+            .map(|l| self.config.experts as u64 * self.layout_of(l).slab_bytes as u64)
+            .sum()
+    }
+
+    fn layout_of<'a>(&'a self, l: &'a LayerSlabs) -> &'a SlabLayout {
+        l.layout.as_ref().unwrap_or(&self.slab)
     }
 
     /// Byte offset of the slab of `expert` in decoder layer `layer`.
     pub fn slab_offset(&self, layer: usize, expert: usize) -> Option<u64> {
         let l = self.expert_layers.iter().find(|l| l.layer == layer)?;
-        (expert < self.config.experts).then(|| l.base + (expert * self.slab.slab_bytes) as u64)
+        (expert < self.config.experts)
+            .then(|| l.base + (expert * self.layout_of(l).slab_bytes) as u64)
+    }
+
+    /// Every decoder layer's routed-expert slabs (None for layers without), with their layouts
+    /// parsed and checked: no layer's slab may be larger than a cache slot (`slab.slab_bytes`).
+    pub fn expert_table(&self) -> Result<Vec<Option<LayerExperts>>> {
+        let mut table = vec![None; self.config.layers];
+        for l in &self.expert_layers {
+            let layout = self.layout_of(l).view_layout()?;
+            if layout.slab_bytes > self.slab.slab_bytes || l.layer >= self.config.layers {
+                return Err(Error::Invalid(format!(
+                    "floe.json: layer {} slabs of {} bytes (slots are {})",
+                    l.layer, layout.slab_bytes, self.slab.slab_bytes
+                )));
+            }
+            table[l.layer] = Some(LayerExperts { base: l.base, layout });
+        }
+        Ok(table)
     }
 }
 
@@ -244,8 +343,8 @@ impl PackedModel {
         let path = self.dir.join("experts.bin");
         let mut f = std::fs::File::open(&path)
             .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-        let mut buf = vec![0u8; self.manifest.slab.slab_bytes];
         for l in &self.manifest.expert_layers {
+            let mut buf = vec![0u8; self.manifest.layout_of(l).slab_bytes];
             for (e, want) in l.xxh3.iter().enumerate() {
                 f.read_exact(&mut buf)
                     .map_err(|err| Error::Invalid(format!("{}: {err}", path.display())))?;
@@ -361,9 +460,19 @@ impl SlabWriter {
         })
     }
 
-    /// Starts the slabs of decoder layer `layer`.
+    /// Starts the slabs of decoder layer `layer` (in the model's layout).
     pub fn begin_layer(&mut self, layer: usize) {
-        self.layers.push(LayerSlabs { layer, base: self.base, xxh3: Vec::new() });
+        self.layers.push(LayerSlabs { layer, base: self.base, xxh3: Vec::new(), layout: None });
+    }
+
+    /// Starts the slabs of decoder layer `layer`, in a layout of its own.
+    pub fn begin_layer_with(&mut self, layer: usize, layout: SlabLayout) {
+        self.layers.push(LayerSlabs {
+            layer,
+            base: self.base,
+            xxh3: Vec::new(),
+            layout: Some(layout),
+        });
     }
 
     /// Appends the next expert's slab (already padded to the slab size).

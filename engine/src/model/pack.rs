@@ -193,9 +193,9 @@ fn write_all(
         for e in 0..cfg.experts {
             buf.fill(0);
             for (part, place) in [
-                (ExpertPart::Gate, slab.gate),
-                (ExpertPart::Up, slab.up),
-                (ExpertPart::Down, slab.down),
+                (ExpertPart::Gate, &slab.gate),
+                (ExpertPart::Up, &slab.up),
+                (ExpertPart::Down, &slab.down),
             ] {
                 let values = read_expert(
                     ckpt,

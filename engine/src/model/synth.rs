@@ -270,7 +270,7 @@ fn write(
             buf.fill(0);
             // Down projections are small, so each layer changes the residual stream (and so the
             // next routers' input) a little rather than replacing it.
-            for (part, gain) in [(slab.gate, 1.0), (slab.up, 1.0), (slab.down, 0.02)] {
+            for (part, gain) in [(&slab.gate, 1.0), (&slab.up, 1.0), (&slab.down, 0.02)] {
                 fill_random(
                     &mut buf[part.offset..part.offset + part.bytes],
                     dtype,

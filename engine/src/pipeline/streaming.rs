@@ -12,13 +12,12 @@ use floe_io::{
     BackendKind, CancelToken, DataFile, IoConfig, IoEngine, IoError, Priority, ReadDone,
     ReadRequest, SlabArena, Slot,
 };
-use floe_kernels::DType;
 use parking_lot::Mutex;
 
 use super::{CacheMode, PrefetchMode, StreamingConfig};
 use crate::error::{Error, Result};
 use crate::model::experts::{ExpertSource, ExpertView};
-use crate::model::format::{PackedModel, SlabLayout};
+use crate::model::format::{LayerExperts, PackedModel};
 
 /// Counters of a streaming run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -48,9 +47,7 @@ pub struct StreamingExperts {
     io: IoEngine,
     file: Arc<DataFile>,
     cache: ExpertCache,
-    layout: SlabLayout,
-    dtype: DType,
-    bases: Vec<Option<u64>>,
+    layers: Vec<Option<LayerExperts>>,
     experts: usize,
     mode: CacheMode,
     prefetch: PrefetchMode,
@@ -148,17 +145,11 @@ impl StreamingExperts {
                 break;
             }
         }
-        let mut bases = vec![None; c.layers];
-        for l in &m.expert_layers {
-            bases[l.layer] = Some(l.base);
-        }
         Ok(Self {
             io,
             file,
             cache,
-            layout: m.slab.clone(),
-            dtype: m.slab.dtype()?,
-            bases,
+            layers: m.expert_table()?,
             experts: c.experts,
             mode: cfg.cache,
             prefetch: cfg.prefetch,
@@ -182,15 +173,15 @@ impl StreamingExperts {
         self.io.backend()
     }
 
-    fn offset(&self, key: ExpertKey) -> Result<u64> {
-        let base =
-            self.bases.get(key.layer as usize).copied().flatten().ok_or_else(|| {
-                Error::Invalid(format!("layer {} has no routed experts", key.layer))
-            })?;
+    /// The slabs of `key`'s layer.
+    fn layer(&self, key: ExpertKey) -> Result<&LayerExperts> {
         if key.expert as usize >= self.experts {
             return Err(Error::Invalid(format!("expert {} of {}", key.expert, self.experts)));
         }
-        Ok(base + key.expert as u64 * self.layout.slab_bytes as u64)
+        self.layers
+            .get(key.layer as usize)
+            .and_then(|l| l.as_ref())
+            .ok_or_else(|| Error::Invalid(format!("layer {} has no routed experts", key.layer)))
     }
 
     fn submit(
@@ -207,8 +198,8 @@ impl StreamingExperts {
         self.io.submit(ReadRequest {
             tag: tag_of(key),
             file: Arc::clone(&self.file),
-            offset: self.offset(key)?,
-            len: self.layout.slab_bytes,
+            offset: self.layer(key)?.offset(key.expert as usize),
+            len: self.layer(key)?.layout.slab_bytes,
             slot: token,
             priority,
             cancel: cancel.clone(),
@@ -275,7 +266,7 @@ impl StreamingExperts {
         let token = inner.slots[slot as usize]
             .as_ref()
             .ok_or_else(|| Error::Invalid(format!("{key}: slot lent out")))?;
-        ExpertView::from_slab(&self.layout, self.dtype, self.io.arena().bytes(token))
+        ExpertView::from_slab(&self.layer(key)?.layout, self.io.arena().bytes(token))
     }
 
     fn run_layer(
