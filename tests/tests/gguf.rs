@@ -192,3 +192,44 @@ fn k_quant_gguf_matches_llama_cpp() {
         assert!(diff <= LLAMACPP_LOGITS_TOL, "{q}: logits {diff}");
     }
 }
+
+/// The tokenizer rebuilt from the GGUF metadata tokenises like the model's own tokenizer.json
+/// (on the golden prompt: its `input_ids`), and decodes back.
+#[test]
+fn gguf_tokenizer_matches_tokenizer_json() {
+    use floe::model::tokenizer::TextCodec;
+    let Some(dir) = golden_dir("qwen3_moe_k256") else { return };
+    let g = floe::gguf::GgufFile::open(&dir.join("model-Q4_K_M.gguf")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    floe::gguf::tokenizer::write_tokenizer(&g, tmp.path()).unwrap();
+    let ours = TextCodec::load(tmp.path()).unwrap();
+    let theirs = TextCodec::load(&dir).unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let prompt = golden["prompt"].as_str().unwrap();
+    let want: Vec<u32> = golden["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(ours.encode(prompt).unwrap(), want);
+    for text in [
+        prompt,
+        "",
+        "  leading spaces and trailing   ",
+        "<|im_start|>user\nHello, world!<|im_end|>\n<|im_start|>assistant\n",
+        "Numbers 1234567 and 3.14159; émigré café naïve 日本語 🙂\r\n\ttabs",
+        "don't won't I'll we've they're it's",
+        "e\u{301} (decomposed) vs \u{e9}",
+    ] {
+        let (a, b) = (ours.encode(text).unwrap(), theirs.encode(text).unwrap());
+        assert_eq!(a, b, "{text:?}");
+        assert_eq!(ours.decode(&a).unwrap(), theirs.decode(&b).unwrap(), "{text:?}");
+    }
+    // A model without tokenizer metadata is a clear error that says what to do.
+    let kq = floe::gguf::GgufFile::open(&golden_dir("kquant").unwrap().join("kquant-vectors.gguf"))
+        .unwrap();
+    let err = floe::gguf::tokenizer::write_tokenizer(&kq, tmp.path()).unwrap_err().to_string();
+    assert!(err.contains("--tokenizer"), "{err}");
+}

@@ -154,7 +154,8 @@ pub fn expert_slice(data: &[u8], e: usize, per: usize) -> Option<&[u8]> {
 }
 
 /// Packs a GGUF file into `out` (a temporary directory renamed at the end), copying tensor bytes
-/// as they are. `tokenizer` is a directory with tokenizer.json (GGUF tokenizers are not read yet).
+/// as they are. `tokenizer` is a directory with tokenizer.json; without it the GGUF's own
+/// tokenizer metadata is rebuilt into one.
 pub fn pack_gguf(
     path: &Path,
     out: &Path,
@@ -260,6 +261,13 @@ fn write(
                     .map_err(|e| Error::Write { path: dir.join(f), source: e })?;
                 has_tokenizer |= f == "tokenizer.json";
             }
+        }
+    } else {
+        // The GGUF's own tokenizer; a model whose tokenizer floe cannot rebuild still packs
+        // (token ids in and out), with the reason logged.
+        match super::tokenizer::write_tokenizer(g, dir) {
+            Ok(()) => has_tokenizer = true,
+            Err(e) => tracing::warn!("no tokenizer packed: {e}"),
         }
     }
     let m = Manifest::new(

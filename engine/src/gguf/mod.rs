@@ -3,6 +3,7 @@
 //! remain before anything is allocated, and tensor data must lie inside the file.
 
 pub mod import;
+pub mod tokenizer;
 mod types;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,144 @@
+//! The tokenizer stored in a GGUF file's metadata (`tokenizer.ggml.*`), rebuilt as a Hugging
+//! Face `tokenizer.json` (and a `tokenizer_config.json` with the chat template and special
+//! tokens) so the same `tokenizers` code runs it. Byte-level BPE (`tokenizer.ggml.model =
+//! "gpt2"`, what Qwen, OLMoE and Llama 3 use) with the pre-tokenizers llama.cpp names in
+//! `tokenizer.ggml.pre`; anything else is an error that asks for `--tokenizer`.
+
+use serde_json::{json, Value};
+
+use super::{GgufFile, GgufValue};
+use crate::error::{Error, Result};
+
+/// GPT-2's split pattern (also `default`, OLMo's and StarCoder's in llama.cpp).
+const GPT2_SPLIT: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+/// Qwen2's (also Qwen3's) split pattern: single digits.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Llama 3's split pattern: digits in groups of up to three.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The split pattern, NFC normalisation and `ignore_merges` of a `tokenizer.ggml.pre` name.
+fn pre_tokenizer(pre: &str) -> Option<(&'static str, bool, bool)> {
+    Some(match pre {
+        "qwen2" | "qwen35" => (QWEN2_SPLIT, true, false),
+        "llama3" | "llama-bpe" | "smaug-bpe" => (LLAMA3_SPLIT, false, true),
+        "gpt2" | "default" | "olmo" | "gpt-2" | "starcoder" | "refact" => (GPT2_SPLIT, false, false),
+        _ => return None,
+    })
+}
+
+fn strings<'a>(g: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
+    match g.get(key) {
+        Some(GgufValue::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str().ok_or_else(|| Error::Invalid(format!("GGUF {key}: not all strings")))
+            })
+            .collect(),
+        _ => Err(Error::Invalid(format!(
+            "{}: no {key} in the GGUF metadata; pass --tokenizer DIR with a tokenizer.json",
+            g.path().display()
+        ))),
+    }
+}
+
+/// `(tokenizer.json, tokenizer_config.json)` built from the GGUF metadata.
+pub fn tokenizer_json(g: &GgufFile) -> Result<(Value, Value)> {
+    let ask = |why: String| {
+        Error::Unsupported(format!(
+            "{}: {why}; pass --tokenizer DIR with the model's tokenizer.json",
+            g.path().display()
+        ))
+    };
+    let model = g.get("tokenizer.ggml.model").and_then(|v| v.as_str()).unwrap_or("(none)");
+    if model != "gpt2" {
+        return Err(ask(format!(
+            "tokenizer.ggml.model is {model:?} (floe rebuilds byte-level BPE, \"gpt2\", from GGUF)"
+        )));
+    }
+    let pre_name = g.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
+    let (split, nfc, ignore_merges) = pre_tokenizer(pre_name)
+        .ok_or_else(|| ask(format!("pre-tokenizer {pre_name:?} is not one floe knows")))?;
+    let tokens = strings(g, "tokenizer.ggml.tokens")?;
+    let merges = strings(g, "tokenizer.ggml.merges")?;
+    let types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
+        Some(GgufValue::Array(t)) => t.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+        _ => vec![1; tokens.len()],
+    };
+    let mut vocab = serde_json::Map::new();
+    let mut added = Vec::new();
+    for (id, tok) in tokens.iter().enumerate() {
+        vocab.insert(tok.to_string(), json!(id));
+        // 3 = control, 4 = user-defined: matched whole in the text, as HF's added tokens are.
+        let ty = types.get(id).copied().unwrap_or(1);
+        if ty == 3 || ty == 4 {
+            added.push(json!({
+                "id": id, "content": tok, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": ty == 3,
+            }));
+        }
+    }
+    let merges: Vec<Value> = merges.iter().map(|m| json!(m)).collect();
+    let token_of = |key: &str| {
+        g.get(key)
+            .and_then(|v| v.as_u64())
+            .and_then(|id| tokens.get(id as usize))
+            .map(|t| t.to_string())
+    };
+    let bos = token_of("tokenizer.ggml.bos_token_id");
+    let add_bos = matches!(g.get("tokenizer.ggml.add_bos_token"), Some(GgufValue::Bool(true)));
+    let post = match (&bos, add_bos) {
+        (Some(b), true) => {
+            let id = g.get("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64());
+            json!({
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                         {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {b.as_str(): {"id": b, "ids": [id], "tokens": [b]}},
+            })
+        }
+        _ => Value::Null,
+    };
+    let tokenizer = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": if nfc { json!({"type": "NFC"}) } else { Value::Null },
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": split}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+        ]},
+        "post_processor": post,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges,
+        },
+    });
+    let mut config = json!({ "source": "GGUF metadata (tokenizer.ggml.*)" });
+    if let Some(t) = g.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
+        config["chat_template"] = json!(t);
+    }
+    if let Some(b) = bos {
+        config["bos_token"] = json!(b);
+    }
+    if let Some(e) = token_of("tokenizer.ggml.eos_token_id") {
+        config["eos_token"] = json!(e);
+    }
+    Ok((tokenizer, config))
+}
+
+/// Writes `dir/tokenizer.json` and `dir/tokenizer_config.json` from the GGUF metadata.
+pub fn write_tokenizer(g: &GgufFile, dir: &std::path::Path) -> Result<()> {
+    let (tok, cfg) = tokenizer_json(g)?;
+    for (name, v) in [("tokenizer.json", tok), ("tokenizer_config.json", cfg)] {
+        let path = dir.join(name);
+        std::fs::write(&path, v.to_string())
+            .map_err(|e| Error::Write { path: path.clone(), source: e })?;
+    }
+    // Fail now, not at the first prompt, if the tokenizers crate cannot load what we wrote.
+    crate::model::tokenizer::TextCodec::load(dir).map(|_| ())
+}
