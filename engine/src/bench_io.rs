@@ -106,6 +106,7 @@ pub fn measure(
                 slot,
                 priority: Priority::Demand,
                 cancel: None,
+                segments: Vec::new(),
             })?;
             submitted += 1;
         }

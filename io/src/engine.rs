@@ -7,7 +7,6 @@
 //! until its completion is sent; if nobody is listening any more the thread frees it itself,
 //! after the kernel is done with it.
 
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
@@ -15,15 +14,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, unbounded, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 
 use crate::arena::{SlabArena, Slot};
-use crate::backend::{self, Backend, BackendKind, RawDone, RawRead, Waker};
+use crate::backend::{self, Backend, BackendKind, Waker};
 use crate::error::{IoError, Result};
 use crate::file::{DataFile, FileMode};
-
-/// How long the idle I/O thread watches its request channels before it sleeps.
-const IDLE_SPIN: Duration = Duration::from_micros(100);
+use crate::thread::IoThread;
 
 /// How long [`IoEngine::next_completion`] watches for a completion before it sleeps.
 pub const COMPLETION_SPIN: Duration = Duration::from_micros(100);
@@ -73,7 +70,20 @@ impl CancelToken {
     }
 }
 
-/// One read: `len` bytes at `offset` of `file` into `slot`.
+/// A further byte range of a request, read into the same slot: GGUF experts are three slices
+/// (gate, up, down) of three tensors, read as one request that completes when all have landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadSegment {
+    /// First byte wanted. Need not be aligned.
+    pub offset: u64,
+    /// Bytes wanted.
+    pub len: usize,
+    /// Where in the slot this segment's (aligned) read starts: a multiple of the arena's
+    /// alignment. Its bytes land at `dst + offset % a`, `a` = [`DataFile::read_align`].
+    pub dst: usize,
+}
+
+/// One read: `len` bytes at `offset` of `file` into `slot` (and any further `segments`).
 #[derive(Debug)]
 pub struct ReadRequest {
     /// Returned with the completion; the I/O layer gives it no meaning.
@@ -90,6 +100,9 @@ pub struct ReadRequest {
     pub priority: Priority,
     /// Lets the requester drop the read while it is still queued.
     pub cancel: Option<CancelToken>,
+    /// Further ranges into the same slot (usually none). They must not overlap the first
+    /// range's read (which starts at slot offset 0) or each other.
+    pub segments: Vec<ReadSegment>,
 }
 
 /// A finished read.
@@ -102,6 +115,8 @@ pub struct ReadDone {
     /// Where in the slot the requested bytes are (an unaligned request was read as its covering
     /// aligned range), or why there are none.
     pub result: Result<Range<usize>>,
+    /// Where each further segment's bytes are (empty on error).
+    pub segments: Vec<Range<usize>>,
 }
 
 impl ReadDone {
@@ -132,13 +147,13 @@ pub struct IoStats {
 }
 
 #[derive(Debug, Default)]
-struct Counters {
-    submitted: AtomicU64,
-    reads: AtomicU64,
-    bytes_requested: AtomicU64,
-    bytes_transferred: AtomicU64,
-    cancelled: AtomicU64,
-    errors: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) submitted: AtomicU64,
+    pub(crate) reads: AtomicU64,
+    pub(crate) bytes_requested: AtomicU64,
+    pub(crate) bytes_transferred: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 /// The I/O thread and the channels to it. Dropping it stops the thread after every read in
@@ -211,20 +226,15 @@ impl IoEngine {
         let (done_tx, completions) = unbounded();
         let parked = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
-        let worker = IoThread {
+        let worker = IoThread::new(
             backend,
-            arena: Arc::clone(&arena),
-            demand_rx,
-            prefetch_rx,
+            Arc::clone(&arena),
+            (demand_rx, prefetch_rx),
             done_tx,
-            parked: Arc::clone(&parked),
-            counters: Arc::clone(&counters),
-            demand: VecDeque::new(),
-            prefetch: VecDeque::new(),
-            ops: (0..queue_depth).map(|_| None).collect(),
-            free_ids: (0..queue_depth as u64).rev().collect(),
-            closed: false,
-        };
+            Arc::clone(&parked),
+            Arc::clone(&counters),
+            queue_depth,
+        );
         let thread = std::thread::Builder::new()
             .name("floe-io".into())
             .spawn(move || worker.run())
@@ -350,294 +360,6 @@ impl Drop for IoEngine {
         // Completions nobody received still carry slots: give them back to the arena.
         while let Ok(done) = self.completions.try_recv() {
             let _ = self.arena.free(done.slot);
-        }
-    }
-}
-
-/// A read in flight: the request (which owns the slot) and how far it has got.
-struct InFlight {
-    req: ReadRequest,
-    /// File offset the slot's first byte corresponds to.
-    start: u64,
-    /// Bytes to read from `start` (the aligned cover for direct files).
-    read_len: usize,
-    /// Bytes of the slot already valid.
-    done: usize,
-    /// Where the requested bytes sit in the slot.
-    view: Range<usize>,
-    align: usize,
-}
-
-struct IoThread {
-    backend: Box<dyn Backend>,
-    arena: Arc<SlabArena>,
-    demand_rx: Receiver<ReadRequest>,
-    prefetch_rx: Receiver<ReadRequest>,
-    done_tx: Sender<ReadDone>,
-    parked: Arc<AtomicBool>,
-    counters: Arc<Counters>,
-    demand: VecDeque<ReadRequest>,
-    prefetch: VecDeque<ReadRequest>,
-    ops: Vec<Option<InFlight>>,
-    free_ids: Vec<u64>,
-    closed: bool,
-}
-
-impl IoThread {
-    fn in_flight(&self) -> usize {
-        self.ops.len() - self.free_ids.len()
-    }
-
-    fn run(mut self) {
-        let mut raw = Vec::new();
-        loop {
-            self.intake();
-            if self.closed {
-                // Nobody will receive completions: drop what is queued, drain what is in flight.
-                for req in self.demand.drain(..).chain(self.prefetch.drain(..)) {
-                    let _ = self.arena.free(req.slot);
-                }
-            }
-            self.start_queued();
-            if let Err(e) = self.backend.submit() {
-                tracing::error!("I/O backend failed: {e}");
-                self.fail_all(e);
-            }
-            if self.in_flight() == 0 {
-                if self.closed {
-                    break;
-                }
-                self.block_for_request();
-                continue;
-            }
-            self.parked.store(true, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            let block = self.closed || (self.demand_rx.is_empty() && self.prefetch_rx.is_empty());
-            let waited = self.backend.wait(&mut raw, block);
-            self.parked.store(false, Ordering::SeqCst);
-            if let Err(e) = waited {
-                tracing::error!("I/O backend failed while waiting: {e}");
-                self.fail_all(e);
-                continue;
-            }
-            for done in raw.drain(..) {
-                self.on_raw_done(done);
-            }
-        }
-    }
-
-    /// A backend that can no longer reap completions cannot give buffers back safely: keep the
-    /// arena alive forever (a leak, never a use-after-free) and stop.
-    fn fail_all(&mut self, e: IoError) {
-        let msg = e.to_string();
-        for req in self.demand.drain(..).chain(self.prefetch.drain(..)) {
-            let done = ReadDone {
-                tag: req.tag,
-                slot: req.slot,
-                result: Err(IoError::BackendUnavailable { backend: "io", reason: msg.clone() }),
-            };
-            let _ = self.done_tx.send(done);
-        }
-        if self.in_flight() > 0 {
-            std::mem::forget(Arc::clone(&self.arena));
-            for op in self.ops.iter_mut().filter_map(Option::take) {
-                std::mem::forget(op);
-            }
-            self.free_ids = (0..self.ops.len() as u64).collect();
-        }
-        self.closed = true;
-    }
-
-    fn intake(&mut self) {
-        loop {
-            match self.demand_rx.try_recv() {
-                Ok(req) => self.demand.push_back(req),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    self.closed = true;
-                    break;
-                }
-            }
-        }
-        loop {
-            match self.prefetch_rx.try_recv() {
-                Ok(req) => self.prefetch.push_back(req),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    self.closed = true;
-                    break;
-                }
-            }
-        }
-    }
-
-    fn block_for_request(&mut self) {
-        // A requester that just received a completion usually submits its next read within
-        // microseconds; a bounded spin (never longer than IDLE_SPIN) catches it without the
-        // futex wake-up that sleeping would cost on the critical path.
-        let spin_until = Instant::now() + IDLE_SPIN;
-        while Instant::now() < spin_until {
-            if !self.demand_rx.is_empty() || !self.prefetch_rx.is_empty() {
-                return;
-            }
-            std::hint::spin_loop();
-        }
-        select! {
-            recv(self.demand_rx) -> r => match r {
-                Ok(req) => self.demand.push_back(req),
-                Err(_) => self.closed = true,
-            },
-            recv(self.prefetch_rx) -> r => match r {
-                Ok(req) => self.prefetch.push_back(req),
-                Err(_) => self.closed = true,
-            },
-        }
-    }
-
-    fn start_queued(&mut self) {
-        while !self.free_ids.is_empty() {
-            let Some(req) = self.demand.pop_front().or_else(|| self.prefetch.pop_front()) else {
-                return;
-            };
-            if req.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
-                self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-                self.complete(req, Err(IoError::Cancelled));
-                continue;
-            }
-            self.start(req);
-        }
-    }
-
-    fn start(&mut self, req: ReadRequest) {
-        let direct = req.file.mode() == FileMode::Direct;
-        let align = if direct { req.file.align() } else { 1 };
-        let start = req.offset - req.offset % align as u64;
-        let head = (req.offset - start) as usize;
-        let end = (head + req.len).next_multiple_of(align);
-        let slot_bytes = self.arena.slot_bytes();
-        if end > slot_bytes {
-            let err = IoError::TooLargeForSlot {
-                offset: req.offset,
-                len: req.len,
-                needed: end,
-                align,
-                slot_bytes,
-            };
-            return self.complete(req, Err(err));
-        }
-        if req.len == 0 {
-            return self.complete(req, Ok(0..0));
-        }
-        let id = self.free_ids.pop().expect("caller checked a free id");
-        let view = head..head + req.len;
-        let op = InFlight { req, start, read_len: end, done: 0, view, align };
-        self.ops[id as usize] = Some(op);
-        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
-        self.issue(id);
-    }
-
-    /// Hands the unread rest of op `id` to the backend (from its last aligned point).
-    fn issue(&mut self, id: u64) {
-        let op = self.ops[id as usize].as_mut().expect("issue of a live op");
-        // Direct reads must restart at an aligned offset; re-reading a few bytes is harmless.
-        let resume = op.done - op.done % op.align;
-        op.done = resume;
-        let raw = RawRead {
-            id,
-            fd: op.req.file.raw_fd(),
-            offset: op.start + resume as u64,
-            len: op.read_len - resume,
-            // SAFETY (of the pointer arithmetic): resume < read_len <= slot_bytes, so the
-            // address stays inside the slot that this op owns.
-            buf: self.arena.slot_ptr(&op.req.slot).wrapping_add(resume),
-        };
-        if let Err(e) = self.backend.push(raw) {
-            let op = self.take_op(id);
-            self.complete(op.req, Err(e));
-        }
-    }
-
-    fn take_op(&mut self, id: u64) -> InFlight {
-        let op = self.ops[id as usize].take().expect("completion of a live op");
-        self.free_ids.push(id);
-        op
-    }
-
-    fn on_raw_done(&mut self, done: RawDone) {
-        let id = done.id;
-        let Some(op) = self.ops.get_mut(id as usize).and_then(Option::as_mut) else {
-            tracing::error!("completion for unknown read id {id}; ignored");
-            return;
-        };
-        match done.result {
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
-                ) =>
-            {
-                self.issue(id);
-            }
-            Err(source) => {
-                let op = self.take_op(id);
-                let err = IoError::Read {
-                    path: op.req.file.path().to_path_buf(),
-                    offset: op.req.offset,
-                    len: op.req.len,
-                    source,
-                };
-                self.complete(op.req, Err(err));
-            }
-            Ok(n) => {
-                let asked = op.read_len - op.done;
-                op.done += n;
-                self.counters.bytes_transferred.fetch_add(n as u64, Ordering::Relaxed);
-                if op.done >= op.view.end {
-                    let op = self.take_op(id);
-                    let view = op.view.clone();
-                    return self.complete(op.req, Ok(view));
-                }
-                if n < asked {
-                    // Short: either end of file (a truncated file or a bad range) or a
-                    // genuinely partial read, which is resumed.
-                    match op.req.file.len() {
-                        Ok(file_len) if op.start + op.done as u64 >= file_len || n == 0 => {
-                            let op = self.take_op(id);
-                            let err = IoError::PastEof {
-                                path: op.req.file.path().to_path_buf(),
-                                offset: op.req.offset,
-                                len: op.req.len,
-                                file_len,
-                            };
-                            return self.complete(op.req, Err(err));
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            let op = self.take_op(id);
-                            return self.complete(op.req, Err(e));
-                        }
-                    }
-                }
-                self.issue(id);
-            }
-        }
-    }
-
-    fn complete(&mut self, req: ReadRequest, result: Result<Range<usize>>) {
-        match &result {
-            Ok(view) => {
-                self.counters.reads.fetch_add(1, Ordering::Relaxed);
-                self.counters.bytes_requested.fetch_add(view.len() as u64, Ordering::Relaxed);
-            }
-            Err(IoError::Cancelled) => {}
-            Err(_) => {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let done = ReadDone { tag: req.tag, slot: req.slot, result };
-        if let Err(e) = self.done_tx.send(done) {
-            // The requester went away: the slot comes home to the arena.
-            let _ = self.arena.free(e.into_inner().slot);
         }
     }
 }

@@ -78,6 +78,15 @@ impl DataFile {
         self.align
     }
 
+    /// The alignment reads of this file are rounded to: [`align`](Self::align) when direct,
+    /// 1 when buffered. A read of `offset` lands `offset % read_align()` bytes into its buffer.
+    pub fn read_align(&self) -> usize {
+        match self.mode {
+            FileMode::Direct => self.align,
+            FileMode::Buffered => 1,
+        }
+    }
+
     /// Current length in bytes (asks the OS: the file may have changed since it was opened).
     pub fn len(&self) -> Result<u64> {
         self.file

@@ -20,12 +20,14 @@ mod backend;
 mod engine;
 mod error;
 mod file;
+mod thread;
 
 pub use aligned::AlignedBuf;
 pub use arena::{SlabArena, Slot, ARENA_ALIGN};
 pub use backend::BackendKind;
 pub use engine::{
-    CancelToken, IoConfig, IoEngine, IoStats, Priority, ReadDone, ReadRequest, COMPLETION_SPIN,
+    CancelToken, IoConfig, IoEngine, IoStats, Priority, ReadDone, ReadRequest, ReadSegment,
+    COMPLETION_SPIN,
 };
 pub use error::{IoError, Result};
 pub use file::{DataFile, FileMode, MIN_ALIGN};

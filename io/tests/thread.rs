@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::*;
 use floe_io::testing::{ChaosConfig, Gate};
 use floe_io::{
-    BackendKind, CancelToken, IoConfig, IoEngine, IoError, Priority, ReadRequest, SlabArena,
+    BackendKind, CancelToken, IoConfig, IoEngine, IoError, Priority, ReadRequest, ReadSegment,
+    SlabArena,
 };
 
 const SLOT: usize = 64 * 1024;
@@ -52,6 +53,7 @@ fn request(
         slot,
         priority,
         cancel,
+        segments: Vec::new(),
     }
 }
 
@@ -160,9 +162,24 @@ fn chaos_reads_are_exact_and_every_request_completes() {
             while submitted < total {
                 let Some(slot) = engine.arena().alloc() else { break };
                 let offset = next() % (data.len() as u64 - SLOT as u64);
-                let len = (next() % (SLOT as u64 - 8192)) as usize + 1;
                 let prio = if next() % 3 == 0 { Priority::Prefetch } else { Priority::Demand };
-                expect.insert(submitted, (offset, len));
+                // Every other request is three segments into thirds of the slot (as a GGUF
+                // expert's gate, up and down are read).
+                let (len, segments) = if next() % 2 == 0 {
+                    ((next() % (SLOT as u64 - 8192)) as usize + 1, Vec::new())
+                } else {
+                    let third = SLOT / 3 / 4096 * 4096;
+                    let mut seg = |k: usize| ReadSegment {
+                        offset: next() % (data.len() as u64 - SLOT as u64),
+                        len: (next() % (third as u64 - 8192)) as usize + 1,
+                        dst: k * third,
+                    };
+                    let segs = vec![seg(1), seg(2)];
+                    ((next() % (third as u64 - 8192)) as usize + 1, segs)
+                };
+                let mut ranges = vec![(offset, len)];
+                ranges.extend(segments.iter().map(|s| (s.offset, s.len)));
+                expect.insert(submitted, ranges);
                 let req = ReadRequest {
                     tag: submitted,
                     file: Arc::clone(&file),
@@ -171,6 +188,7 @@ fn chaos_reads_are_exact_and_every_request_completes() {
                     slot,
                     priority: prio,
                     cancel: None,
+                    segments,
                 };
                 engine.submit(req).unwrap();
                 submitted += 1;
@@ -179,14 +197,21 @@ fn chaos_reads_are_exact_and_every_request_completes() {
                 .completions()
                 .recv_timeout(Duration::from_secs(10))
                 .expect("a completion within 10 s: lost wake-up?");
-            let (offset, len) = expect[&done.tag];
-            let mut want = vec![0; len];
-            reference.read_exact_at(&mut want, offset).unwrap();
-            assert!(
-                done.bytes(engine.arena()).unwrap() == &want[..],
-                "seed {seed} tag {}",
-                done.tag
-            );
+            let ranges = &expect[&done.tag];
+            let bytes = engine.arena().bytes(&done.slot);
+            let views: Vec<_> = std::iter::once(done.result.as_ref().unwrap().clone())
+                .chain(done.segments.clone())
+                .collect();
+            assert_eq!(views.len(), ranges.len(), "seed {seed} tag {}", done.tag);
+            for (k, (&(offset, len), view)) in ranges.iter().zip(&views).enumerate() {
+                let mut want = vec![0; len];
+                reference.read_exact_at(&mut want, offset).unwrap();
+                assert!(
+                    bytes[view.clone()] == want[..],
+                    "seed {seed} tag {} segment {k}",
+                    done.tag
+                );
+            }
             engine.arena().free(done.slot).unwrap();
             completed += 1;
         }

@@ -22,7 +22,9 @@ fn pre_tokenizer(pre: &str) -> Option<(&'static str, bool, bool)> {
     Some(match pre {
         "qwen2" | "qwen35" => (QWEN2_SPLIT, true, false),
         "llama3" | "llama-bpe" | "smaug-bpe" => (LLAMA3_SPLIT, false, true),
-        "gpt2" | "default" | "olmo" | "gpt-2" | "starcoder" | "refact" => (GPT2_SPLIT, false, false),
+        "gpt2" | "default" | "olmo" | "gpt-2" | "starcoder" | "refact" => {
+            (GPT2_SPLIT, false, false)
+        }
         _ => return None,
     })
 }

@@ -203,6 +203,7 @@ impl StreamingExperts {
             slot: token,
             priority,
             cancel: cancel.clone(),
+            segments: Vec::new(),
         })?;
         inner.in_flight += 1;
         Ok(cancel)

@@ -60,6 +60,7 @@ pub fn read_once(
             slot,
             priority: Priority::Demand,
             cancel: None,
+            segments: Vec::new(),
         })
         .unwrap();
     let done = engine.completions().recv().unwrap();
