@@ -3,9 +3,10 @@
 //! the resident source hands them over at once, the streaming source (floe's pipeline) as their
 //! slabs land. Nothing in the forward pass assumes the experts are resident.
 
-use floe_kernels::{DType, Matrix};
+use floe_kernels::Matrix;
 
-use super::format::{LayerExperts, PackedModel, SlabViewLayout};
+use super::format::PackedModel;
+use super::placement::{ExpertFile, MatrixPlace, SlabViewLayout};
 use crate::error::{Error, Result};
 
 /// An expert's three matrices.
@@ -23,11 +24,11 @@ impl<'a> ExpertView<'a> {
     /// Views the matrices of one slab (`slab` may be longer than the layout's, as a cache slot
     /// sized for the largest layer is).
     pub fn from_slab(layout: &SlabViewLayout, slab: &'a [u8]) -> Result<Self> {
-        let m = |(offset, rows, cols, bytes, dtype): (usize, usize, usize, usize, DType)| {
-            let data = slab.get(offset..offset + bytes).ok_or_else(|| {
+        let m = |p: MatrixPlace| {
+            let data = slab.get(p.offset..p.offset + p.bytes).ok_or_else(|| {
                 Error::Invalid(format!("expert slab of {} bytes is too short", slab.len()))
             })?;
-            Matrix::new(dtype, rows, cols, data)
+            Matrix::new(p.dtype, p.rows, p.cols, data)
                 .map_err(|e| Error::Invalid(format!("expert slab: {e}")))
         };
         Ok(Self { gate: m(layout.gate)?, up: m(layout.up)?, down: m(layout.down)? })
@@ -60,11 +61,12 @@ pub trait ExpertSource: Send + Sync {
     fn prefetch(&self, _layer: usize, _experts: &[(usize, f32)], _step: u64) {}
 }
 
-/// Every expert in memory: experts.bin read whole.
+/// Every expert in memory, one slot-sized slab each, read once at load.
 pub struct ResidentExperts {
     buf: Vec<u64>,
-    layers: Vec<Option<LayerExperts>>,
-    experts: usize,
+    file: ExpertFile,
+    /// Slot index of expert 0 of each layer.
+    first_slot: Vec<Option<usize>>,
 }
 
 impl std::fmt::Debug for ResidentExperts {
@@ -74,15 +76,42 @@ impl std::fmt::Debug for ResidentExperts {
 }
 
 impl ResidentExperts {
-    /// Reads experts.bin of `model` into memory.
+    /// Reads every expert of `model` into memory.
     pub fn load(model: &PackedModel) -> Result<Self> {
-        let path = model.dir.join("experts.bin");
-        let bytes =
-            std::fs::read(&path).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-        let mut buf = vec![0u64; bytes.len().div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..bytes.len()].copy_from_slice(&bytes);
-        let m = &model.manifest;
-        Ok(Self { buf, layers: m.expert_table()?, experts: m.config.experts })
+        Self::load_file(model.expert_file()?)
+    }
+
+    /// Reads every expert of `file` into memory (plain buffered reads).
+    pub fn load_file(file: ExpertFile) -> Result<Self> {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(&file.path)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", file.path.display())))?;
+        let moe = file.layers.iter().flatten().count();
+        let slot = file.slot_bytes.next_multiple_of(8);
+        let mut buf = vec![0u64; moe * file.experts * slot / 8];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
+        let mut first_slot = vec![None; file.layers.len()];
+        let mut next = 0;
+        for (l, p) in file.layers.iter().enumerate() {
+            let Some(p) = p else { continue };
+            first_slot[l] = Some(next);
+            for e in 0..file.experts {
+                let dst = &mut bytes[(next + e) * slot..(next + e + 1) * slot];
+                let (offset, len, segments) = p.read(e);
+                let ranges = std::iter::once((offset, len, 0))
+                    .chain(segments.iter().map(|s| (s.offset, s.len, s.dst)));
+                for (offset, len, at) in ranges {
+                    f.read_exact_at(&mut dst[at..at + len], offset).map_err(|err| {
+                        Error::Invalid(format!(
+                            "{}: layer {l} expert {e}: {len} bytes at {offset}: {err}",
+                            file.path.display()
+                        ))
+                    })?;
+                }
+            }
+            next += file.experts;
+        }
+        Ok(Self { buf, file, first_slot })
     }
 }
 
@@ -94,25 +123,14 @@ impl ExpertSource for ResidentExperts {
         _step: u64,
         f: &mut dyn FnMut(usize, &ExpertView<'_>) -> Result<()>,
     ) -> Result<()> {
-        let slabs = self
-            .layers
-            .get(layer)
-            .copied()
-            .flatten()
-            .ok_or_else(|| Error::Invalid(format!("layer {layer} has no routed experts")))?;
         let all: &[u8] = bytemuck::cast_slice(&self.buf);
+        let slot = self.file.slot_bytes.next_multiple_of(8);
         for &(e, _) in experts {
-            if e >= self.experts {
-                return Err(Error::Invalid(format!(
-                    "expert {e} of {} in layer {layer}",
-                    self.experts
-                )));
-            }
-            let off = slabs.offset(e) as usize;
-            let bytes = all.get(off..off + slabs.layout.slab_bytes).ok_or_else(|| {
-                Error::Invalid(format!("layer {layer} expert {e}: experts.bin is too short"))
-            })?;
-            let view = ExpertView::from_slab(&slabs.layout, bytes)?;
+            let p = self.file.layer(layer, e)?;
+            let first = self.first_slot[layer].expect("layer() checked it has experts");
+            let bytes = &all[(first + e) * slot..(first + e + 1) * slot];
+            // Read with plain reads: every segment starts exactly at its place (alignment 1).
+            let view = ExpertView::from_slab(&p.view(e, 1), bytes)?;
             f(e, &view)?;
         }
         Ok(())

@@ -13,6 +13,7 @@ use floe_kernels::{DType, Matrix};
 use serde::{Deserialize, Serialize};
 
 use super::config::ModelConfig;
+use super::placement::{ExpertFile, ExpertPlacement, MatrixPlace, SlabViewLayout};
 use crate::error::{Error, Result};
 
 /// Version of the layout this floe writes and reads.
@@ -61,35 +62,6 @@ pub struct SlabPart {
     /// Q4_K gate/up with Q6_K down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<String>,
-}
-
-/// A slab layout with its types parsed: what the forward pass needs to view a slab.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SlabViewLayout {
-    /// gate (offset, rows, cols, bytes, type).
-    pub gate: (usize, usize, usize, usize, DType),
-    /// up.
-    pub up: (usize, usize, usize, usize, DType),
-    /// down.
-    pub down: (usize, usize, usize, usize, DType),
-    /// Bytes of one slab of this layout (the read length; padded to [`SLAB_ALIGN`]).
-    pub slab_bytes: usize,
-}
-
-/// The slabs of one MoE layer, resolved: where expert 0 starts, the stride, and the layout.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LayerExperts {
-    /// Byte offset of expert 0's slab in experts.bin.
-    pub base: u64,
-    /// The layer's layout (its `slab_bytes` is the stride between experts).
-    pub layout: SlabViewLayout,
-}
-
-impl LayerExperts {
-    /// Byte offset of `expert`'s slab.
-    pub fn offset(&self, expert: usize) -> u64 {
-        self.base + (expert * self.layout.slab_bytes) as u64
-    }
 }
 
 /// Where the three matrices sit in every slab of a model.
@@ -141,7 +113,7 @@ impl SlabLayout {
     /// The layout with every matrix's type parsed and its byte range checked against the slab.
     pub fn view_layout(&self) -> Result<SlabViewLayout> {
         let main = self.dtype()?;
-        let part = |p: &SlabPart, what: &str| -> Result<(usize, usize, usize, usize, DType)> {
+        let part = |p: &SlabPart, what: &str| -> Result<MatrixPlace> {
             let dtype = match &p.dtype {
                 Some(t) => {
                     t.parse().map_err(|e| Error::Invalid(format!("floe.json {what}: {e}")))?
@@ -155,7 +127,7 @@ impl SlabLayout {
                     p.rows, p.cols, p.bytes, p.offset, self.slab_bytes
                 )));
             }
-            Ok((p.offset, p.rows, p.cols, p.bytes, dtype))
+            Ok(MatrixPlace { offset: p.offset, rows: p.rows, cols: p.cols, bytes: p.bytes, dtype })
         };
         Ok(SlabViewLayout {
             gate: part(&self.gate, "gate")?,
@@ -253,7 +225,7 @@ impl Manifest {
 
     /// Every decoder layer's routed-expert slabs (None for layers without), with their layouts
     /// parsed and checked: no layer's slab may be larger than a cache slot (`slab.slab_bytes`).
-    pub fn expert_table(&self) -> Result<Vec<Option<LayerExperts>>> {
+    pub fn expert_table(&self) -> Result<Vec<Option<ExpertPlacement>>> {
         let mut table = vec![None; self.config.layers];
         for l in &self.expert_layers {
             let layout = self.layout_of(l).view_layout()?;
@@ -263,7 +235,7 @@ impl Manifest {
                     l.layer, layout.slab_bytes, self.slab.slab_bytes
                 )));
             }
-            table[l.layer] = Some(LayerExperts { base: l.base, layout });
+            table[l.layer] = Some(ExpertPlacement::Slab { base: l.base, layout });
         }
         Ok(table)
     }
@@ -323,6 +295,16 @@ impl PackedModel {
             });
         }
         Ok(())
+    }
+
+    /// The routed experts: experts.bin and each layer's slab placement.
+    pub fn expert_file(&self) -> Result<ExpertFile> {
+        Ok(ExpertFile {
+            path: self.dir.join("experts.bin"),
+            layers: self.manifest.expert_table()?,
+            experts: self.manifest.config.experts,
+            slot_bytes: self.manifest.slab.slab_bytes,
+        })
     }
 
     /// Checks every dense tensor's and every slab's checksum; the first mismatch is an error

@@ -9,6 +9,7 @@ pub mod format;
 pub mod forward;
 pub mod generate;
 pub mod pack;
+pub mod placement;
 pub mod routing_trace;
 pub mod safetensors_dir;
 pub mod sampling;

@@ -16,8 +16,10 @@ use parking_lot::Mutex;
 
 use super::{CacheMode, PrefetchMode, StreamingConfig};
 use crate::error::{Error, Result};
+use crate::model::config::ModelConfig;
 use crate::model::experts::{ExpertSource, ExpertView};
-use crate::model::format::{LayerExperts, PackedModel};
+use crate::model::format::PackedModel;
+use crate::model::placement::{ExpertFile, ExpertPlacement};
 
 /// Counters of a streaming run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -47,8 +49,7 @@ pub struct StreamingExperts {
     io: IoEngine,
     file: Arc<DataFile>,
     cache: ExpertCache,
-    layers: Vec<Option<LayerExperts>>,
-    experts: usize,
+    experts: ExpertFile,
     mode: CacheMode,
     prefetch: PrefetchMode,
     inner: Mutex<Inner>,
@@ -85,9 +86,20 @@ impl StreamingExperts {
         cfg: &StreamingConfig,
         io: Option<IoEngine>,
     ) -> Result<Self> {
-        let m = &model.manifest;
-        let c = &m.config;
-        let slab = m.slab.slab_bytes as u64;
+        Self::open_file(model.expert_file()?, &model.manifest.config, cfg, io)
+    }
+
+    /// Streams the experts of `experts` (a packed model's experts.bin or a GGUF file) for a
+    /// model of `config`.
+    pub fn open_file(
+        experts: ExpertFile,
+        config: &ModelConfig,
+        cfg: &StreamingConfig,
+        io: Option<IoEngine>,
+    ) -> Result<Self> {
+        let c = config;
+        let slab_bytes = experts.slot_bytes;
+        let slab = slab_bytes as u64;
         let top_k = c.top_k;
         let slots = match cfg.cache {
             CacheMode::Policy(_) => (cfg.cache_bytes / slab) as usize,
@@ -110,7 +122,7 @@ impl StreamingExperts {
         let io = match io {
             Some(io) => io,
             None => {
-                let arena = SlabArena::new(slots, m.slab.slab_bytes, 4096)?;
+                let arena = SlabArena::new(slots, slab_bytes, 4096)?;
                 IoEngine::start(
                     arena,
                     IoConfig {
@@ -121,12 +133,12 @@ impl StreamingExperts {
                 )?
             }
         };
-        if io.arena().slot_bytes() != m.slab.slab_bytes || io.arena().slot_count() < slots {
+        if io.arena().slot_bytes() != slab_bytes || io.arena().slot_count() < slots {
             return Err(Error::Invalid(
                 "the I/O engine's arena does not fit this model's slabs".into(),
             ));
         }
-        let file = io.open_file(&model.dir.join("experts.bin"))?;
+        let file = io.open_file(&experts.path)?;
         let shape =
             MoeShape { layers: c.layers as u16, experts: c.experts as u16, top_k: c.top_k as u16 };
         let kind = match cfg.cache {
@@ -149,8 +161,7 @@ impl StreamingExperts {
             io,
             file,
             cache,
-            layers: m.expert_table()?,
-            experts: c.experts,
+            experts,
             mode: cfg.cache,
             prefetch: cfg.prefetch,
             inner: Mutex::new(Inner { slots: table, prefetches: Vec::new(), in_flight: 0 }),
@@ -173,15 +184,9 @@ impl StreamingExperts {
         self.io.backend()
     }
 
-    /// The slabs of `key`'s layer.
-    fn layer(&self, key: ExpertKey) -> Result<&LayerExperts> {
-        if key.expert as usize >= self.experts {
-            return Err(Error::Invalid(format!("expert {} of {}", key.expert, self.experts)));
-        }
-        self.layers
-            .get(key.layer as usize)
-            .and_then(|l| l.as_ref())
-            .ok_or_else(|| Error::Invalid(format!("layer {} has no routed experts", key.layer)))
+    /// The placement of `key`'s layer.
+    fn layer(&self, key: ExpertKey) -> Result<&ExpertPlacement> {
+        self.experts.layer(key.layer as usize, key.expert as usize)
     }
 
     fn submit(
@@ -195,15 +200,16 @@ impl StreamingExperts {
             Error::Invalid(format!("slot {slot} is not free (cache and arena disagree)"))
         })?;
         let cancel = (priority == Priority::Prefetch).then(CancelToken::new);
+        let (offset, len, segments) = self.layer(key)?.read(key.expert as usize);
         self.io.submit(ReadRequest {
             tag: tag_of(key),
             file: Arc::clone(&self.file),
-            offset: self.layer(key)?.offset(key.expert as usize),
-            len: self.layer(key)?.layout.slab_bytes,
+            offset,
+            len,
             slot: token,
             priority,
             cancel: cancel.clone(),
-            segments: Vec::new(),
+            segments,
         })?;
         inner.in_flight += 1;
         Ok(cancel)
@@ -267,7 +273,8 @@ impl StreamingExperts {
         let token = inner.slots[slot as usize]
             .as_ref()
             .ok_or_else(|| Error::Invalid(format!("{key}: slot lent out")))?;
-        ExpertView::from_slab(&self.layer(key)?.layout, self.io.arena().bytes(token))
+        let layout = self.layer(key)?.view(key.expert as usize, self.file.read_align());
+        ExpertView::from_slab(&layout, self.io.arena().bytes(token))
     }
 
     fn run_layer(

@@ -1,0 +1,173 @@
+//! Where each routed expert's bytes are in a file, and where its three matrices sit in a cache
+//! slot once read. floe's packed slabs are one aligned read per expert; a GGUF file's experts
+//! are three slices of three stacked tensors, read as one request of three segments.
+
+use std::path::PathBuf;
+
+use floe_io::ReadSegment;
+use floe_kernels::DType;
+
+use crate::error::{Error, Result};
+
+/// One matrix of an expert inside a slot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatrixPlace {
+    /// Byte offset from the slot start.
+    pub offset: usize,
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Bytes.
+    pub bytes: usize,
+    /// Storage format.
+    pub dtype: DType,
+}
+
+/// Where gate, up and down sit in a slot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlabViewLayout {
+    /// gate [ffn, hidden].
+    pub gate: MatrixPlace,
+    /// up [ffn, hidden].
+    pub up: MatrixPlace,
+    /// down [hidden, ffn].
+    pub down: MatrixPlace,
+    /// Bytes of one slab of this layout (the read length of a packed slab).
+    pub slab_bytes: usize,
+}
+
+/// One matrix of every expert of a layer, stored as consecutive equal slices of one tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlicePart {
+    /// File offset of expert 0's slice.
+    pub file_offset: u64,
+    /// The matrix; `offset` is where its segment's read starts in the slot (a multiple of the
+    /// arena alignment) and `bytes` the size of one expert's slice.
+    pub place: MatrixPlace,
+}
+
+/// How one MoE layer's experts are stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ExpertPlacement {
+    /// floe slabs: expert `e` is `layout.slab_bytes` at `base + e * layout.slab_bytes`.
+    Slab {
+        /// Byte offset of expert 0's slab.
+        base: u64,
+        /// The slab layout.
+        layout: SlabViewLayout,
+    },
+    /// Three slices of three tensors (GGUF `ffn_{gate,up,down}_exps`).
+    Slices {
+        /// gate, up, down.
+        parts: [SlicePart; 3],
+    },
+}
+
+/// Arena alignment the slice placements are planned for (segment starts in a slot).
+pub const SLOT_ALIGN: usize = 4096;
+
+impl ExpertPlacement {
+    /// Slices at `parts` = (file offset of expert 0, rows, cols, type) for gate, up and down,
+    /// planned into one slot: each segment starts at a multiple of [`SLOT_ALIGN`] with room for
+    /// its read's alignment head. Returns the placement and the slot size it needs.
+    pub fn slices(parts: [(u64, usize, usize, DType); 3]) -> Result<(Self, usize)> {
+        let mut dst = 0usize;
+        let mut out = Vec::with_capacity(3);
+        for (file_offset, rows, cols, dtype) in parts {
+            let bytes = dtype
+                .row_bytes(cols)
+                .map_err(|e| Error::Invalid(format!("expert matrices: {e}")))?
+                * rows;
+            out.push(SlicePart {
+                file_offset,
+                place: MatrixPlace { offset: dst, rows, cols, bytes, dtype },
+            });
+            // The aligned cover of a read is at most head (< align <= SLOT_ALIGN) + bytes,
+            // rounded up to the alignment.
+            dst += (bytes + SLOT_ALIGN - 1).next_multiple_of(SLOT_ALIGN);
+        }
+        Ok((ExpertPlacement::Slices { parts: [out[0], out[1], out[2]] }, dst))
+    }
+
+    /// The read of expert `e`: (offset, length) of the first range and any further segments.
+    pub fn read(&self, e: usize) -> (u64, usize, Vec<ReadSegment>) {
+        match self {
+            ExpertPlacement::Slab { base, layout } => {
+                (base + (e * layout.slab_bytes) as u64, layout.slab_bytes, Vec::new())
+            }
+            ExpertPlacement::Slices { parts } => {
+                let at = |p: &SlicePart| p.file_offset + (e * p.place.bytes) as u64;
+                let segments = parts[1..]
+                    .iter()
+                    .map(|p| ReadSegment { offset: at(p), len: p.place.bytes, dst: p.place.offset })
+                    .collect();
+                (at(&parts[0]), parts[0].place.bytes, segments)
+            }
+        }
+    }
+
+    /// Where expert `e`'s matrices are in its slot once read from a file whose reads are
+    /// aligned to `read_align` (1 for buffered files): a segment's bytes land `offset %
+    /// read_align` after its start.
+    pub fn view(&self, e: usize, read_align: usize) -> SlabViewLayout {
+        match self {
+            ExpertPlacement::Slab { layout, .. } => *layout,
+            ExpertPlacement::Slices { parts } => {
+                let place = |p: &SlicePart| {
+                    let off = p.file_offset + (e * p.place.bytes) as u64;
+                    MatrixPlace {
+                        offset: p.place.offset + (off % read_align as u64) as usize,
+                        ..p.place
+                    }
+                };
+                let down = place(&parts[2]);
+                SlabViewLayout {
+                    gate: place(&parts[0]),
+                    up: place(&parts[1]),
+                    down,
+                    slab_bytes: down.offset + down.bytes,
+                }
+            }
+        }
+    }
+
+    /// Bytes read per expert.
+    pub fn read_bytes(&self) -> usize {
+        match self {
+            ExpertPlacement::Slab { layout, .. } => layout.slab_bytes,
+            ExpertPlacement::Slices { parts } => parts.iter().map(|p| p.place.bytes).sum(),
+        }
+    }
+}
+
+/// The routed experts of a model: the file they are in and how each layer's are stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpertFile {
+    /// The file (experts.bin, or the GGUF file itself).
+    pub path: PathBuf,
+    /// By decoder layer; None for layers without routed experts.
+    pub layers: Vec<Option<ExpertPlacement>>,
+    /// Experts per MoE layer.
+    pub experts: usize,
+    /// Bytes of one cache slot (the largest expert of any layer, with alignment room).
+    pub slot_bytes: usize,
+}
+
+impl ExpertFile {
+    /// Bytes of all experts as read (the whole expert working set).
+    pub fn experts_bytes(&self) -> u64 {
+        self.layers.iter().flatten().map(|p| (p.read_bytes() * self.experts) as u64).sum()
+    }
+
+    /// The placement of `layer`'s experts, checking `expert` is in range.
+    pub fn layer(&self, layer: usize, expert: usize) -> Result<&ExpertPlacement> {
+        if expert >= self.experts {
+            return Err(Error::Invalid(format!("expert {expert} of {}", self.experts)));
+        }
+        self.layers
+            .get(layer)
+            .and_then(|l| l.as_ref())
+            .ok_or_else(|| Error::Invalid(format!("layer {layer} has no routed experts")))
+    }
+}
