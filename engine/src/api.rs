@@ -23,10 +23,10 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::model::experts::{ExpertSource, ResidentExperts};
-use crate::model::format::{DenseWeights, PackedModel};
 use crate::model::forward::{Model, Session};
 use crate::model::generate::{GenStats, GenerateOptions};
 use crate::model::sampling::Sampler;
+use crate::model::source::open_model;
 use crate::model::tokenizer::TextCodec;
 use crate::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts, StreamingStats};
 
@@ -115,28 +115,33 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Opens a model directory written by `floe pack` or `floe synth`.
+    /// Opens a model directory written by `floe pack` or `floe synth`, or a GGUF file (read in
+    /// place, its tokenizer rebuilt from its metadata).
     pub fn open(path: &Path, config: EngineConfig) -> Result<Self> {
-        let packed = PackedModel::open(path, config.verify)?;
-        if !packed.manifest.has_tokenizer {
-            return Err(Error::Invalid(format!(
-                "{}: no tokenizer.json, the Engine needs text in and out",
+        let opened = open_model(path, config.verify, None)?;
+        let codec = opened.codec.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no tokenizer, the Engine needs text in and out",
                 path.display()
-            )));
-        }
-        let codec = TextCodec::load(path)?;
-        let dense = DenseWeights::load(&packed)?;
+            ))
+        })?;
+        let dense = opened.dense;
         let (experts, streaming): (Box<dyn ExpertSource>, _) = match config.experts {
-            ExpertMemory::Resident => (Box::new(ResidentExperts::load(&packed)?), None),
+            ExpertMemory::Resident => (Box::new(ResidentExperts::load_file(opened.experts)?), None),
             ExpertMemory::Streamed { cache_bytes } => {
                 let cfg = StreamingConfig {
                     cache: config.cache,
-                    cache_bytes: cache_bytes.unwrap_or(packed.manifest.experts_bytes() / 4),
+                    cache_bytes: cache_bytes.unwrap_or(opened.experts.experts_bytes() / 4),
                     prefetch: config.prefetch,
                     io: config.io,
                     queue_depth: 16,
                 };
-                let s = Arc::new(StreamingExperts::open(&packed, &cfg)?);
+                let s = Arc::new(StreamingExperts::open_file(
+                    opened.experts,
+                    &opened.config,
+                    &cfg,
+                    None,
+                )?);
                 (Box::new(Arc::clone(&s)), Some(s))
             }
         };
@@ -145,7 +150,7 @@ impl Engine {
         } else {
             config.threads
         };
-        let model = Model::new(packed.manifest.config.clone(), dense, experts, threads)?;
+        let model = Model::new(opened.config, dense, experts, threads)?;
         Ok(Self { model, codec, streaming, last: Mutex::new(GenStats::default()) })
     }
 

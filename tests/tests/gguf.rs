@@ -233,3 +233,81 @@ fn gguf_tokenizer_matches_tokenizer_json() {
     let err = floe::gguf::tokenizer::write_tokenizer(&kq, tmp.path()).unwrap_err().to_string();
     assert!(err.contains("--tokenizer"), "{err}");
 }
+
+/// `floe run --model file.gguf` (experts streamed straight from the GGUF file, three reads
+/// each) gives the same logits and greedy tokens as the packed copy of the same file, resident
+/// and streamed, with every cache policy family, prefetch and I/O backend, at a budget of a few
+/// slots more than one layer's top-k.
+#[test]
+fn direct_gguf_equals_packed_gguf() {
+    use floe::model::forward::{Model, Session};
+    use floe::model::generate::{generate, GenerateOptions};
+    use floe::model::source::{open_model, ModelFormat};
+    use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
+    use std::sync::Arc;
+    let Some(dir) = golden_dir("qwen3_moe_k256") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = GenerateOptions { max_tokens: 12, ignore_eos: true, ..Default::default() };
+    let prompt: Vec<u32> = (3..40).collect();
+    for q in ["Q4_K_M", "Q6_K"] {
+        let file = dir.join(format!("model-{q}.gguf"));
+        let packed_dir = tmp.path().join(q);
+        floe::gguf::pack_gguf(&file, &packed_dir, None, &mut |_, _| {}).unwrap();
+        let packed = open_model(&packed_dir, true, None).unwrap();
+        assert_eq!(packed.format, ModelFormat::Packed);
+        let reference = Model::new(
+            packed.config.clone(),
+            packed.dense,
+            Box::new(floe::model::experts::ResidentExperts::load_file(packed.experts).unwrap()),
+            1,
+        )
+        .unwrap();
+        let want_logits = reference.forward(&mut Session::default(), &prompt, true).unwrap();
+        let (want, _) =
+            generate(&reference, &mut Session::default(), &prompt, &opts, &mut |_| Ok(true))
+                .unwrap();
+
+        let direct = || {
+            let m = open_model(&file, false, None).unwrap();
+            assert_eq!(m.format, ModelFormat::Gguf);
+            assert!(m.codec.is_some(), "tokenizer rebuilt from the GGUF metadata");
+            m
+        };
+        let m = direct();
+        let resident = Model::new(
+            m.config.clone(),
+            m.dense,
+            Box::new(floe::model::experts::ResidentExperts::load_file(m.experts).unwrap()),
+            1,
+        )
+        .unwrap();
+        let logits = resident.forward(&mut Session::default(), &prompt, true).unwrap();
+        assert_eq!(floe_tests::max_abs_diff(&logits, &want_logits), 0.0, "{q} resident");
+        let streamed_cases = [
+            (CacheMode::Policy(floe::cache::PolicyKind::Lru), PrefetchMode::Gate, "uring"),
+            (CacheMode::Policy(floe::cache::PolicyKind::Moe), PrefetchMode::None, "pread"),
+            (CacheMode::Os, PrefetchMode::None, "buffered"),
+            (CacheMode::None, PrefetchMode::Gate, "uring"),
+        ];
+        for (cache, prefetch, io) in streamed_cases {
+            let m = direct();
+            let slots = m.config.top_k + 2;
+            let cfg = StreamingConfig {
+                cache,
+                cache_bytes: (slots * m.experts.slot_bytes) as u64,
+                prefetch,
+                io: Some(io.parse().unwrap()),
+                queue_depth: 4,
+            };
+            let s =
+                Arc::new(StreamingExperts::open_file(m.experts, &m.config, &cfg, None).unwrap());
+            let model = Model::new(m.config.clone(), m.dense, Box::new(Arc::clone(&s)), 1).unwrap();
+            let (got, _) =
+                generate(&model, &mut Session::default(), &prompt, &opts, &mut |_| Ok(true))
+                    .unwrap();
+            assert_eq!(got, want, "{q} {cache:?} {prefetch:?} {io}");
+            let st = s.stats();
+            assert!(st.cache.misses > 0 && st.io_bytes > 0, "{q}: experts were streamed");
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! `floe run`: generate text with a packed model.
+//! `floe run`: generate text with a packed model or a GGUF file.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,21 +8,26 @@ use clap::Args;
 use std::sync::Arc;
 
 use floe::model::experts::{ExpertSource, ResidentExperts};
-use floe::model::format::{DenseWeights, PackedModel};
+use floe::model::format::PackedModel;
 use floe::model::forward::{Model, Session};
 use floe::model::generate::{generate, GenerateOptions};
 use floe::model::sampling::SamplingParams;
-use floe::model::tokenizer::TextCodec;
+use floe::model::source::open_model;
 use floe::pipeline::{StreamingConfig, StreamingExperts};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A model directory made by `floe pack` or `floe synth`. Without it, floe runs its demo: a
+    /// A model directory made by `floe pack` or `floe synth`, or a GGUF file (run in place: its
+    /// experts are streamed straight from it, three reads each). Without it, floe runs its demo: a
     /// synthetic model (random weights, ~2 GB of experts) generated on first use in the cache
     /// directory ($FLOE_CACHE_DIR, else $XDG_CACHE_HOME/floe, else ~/.cache/floe), streamed
     /// with a quarter of its experts as cache.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// A directory with the tokenizer.json to use (default: the model's own; for GGUF files,
+    /// rebuilt from the file's metadata).
+    #[arg(long, value_name = "DIR")]
+    tokenizer: Option<PathBuf>,
     /// The prompt.
     #[arg(long, short = 'p', default_value = "Once upon a time")]
     prompt: String,
@@ -142,29 +147,29 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         Some(m) => m.clone(),
         None => demo_model()?,
     };
-    let packed = PackedModel::open(&model_dir, a.verify)?;
-    let codec =
-        if packed.manifest.has_tokenizer { Some(TextCodec::load(&packed.dir)?) } else { None };
-    let codec = codec
-        .context("this model has no tokenizer.json; floe run needs one for text in and out")?;
+    let opened = open_model(&model_dir, a.verify, a.tokenizer.as_deref())?;
+    let codec = opened.codec.context(
+        "this model has no tokenizer floe can use; pass --tokenizer DIR with its tokenizer.json",
+    )?;
+    let (config, dense, expert_file) = (opened.config, opened.dense, opened.experts);
+    let slot_bytes = expert_file.slot_bytes as u64;
     let prompt = if a.chat { codec.apply_chat_template(&a.prompt)? } else { a.prompt.clone() };
     let ids = codec.encode(&prompt)?;
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let dense = DenseWeights::load(&packed)?;
     let streaming = if demo || a.cache.is_some() || a.cache_mb.is_some() || a.memory_mb.is_some() {
-        let experts_bytes = packed.manifest.experts_bytes();
+        let experts_bytes = expert_file.experts_bytes();
         let cache_bytes = match (a.cache_mb, a.memory_mb) {
             (Some(mb), _) => mb << 20,
             (None, Some(mb)) => {
-                let c = &packed.manifest.config;
+                let c = &config;
                 let kv =
                     (ids.len() + a.max_tokens) as u64 * c.layers as u64 * c.kv_dim() as u64 * 8;
                 // Activations, tokenizer, thread stacks and the allocator's slack.
                 let overhead = 64u64 << 20;
                 let fixed = dense.bytes() as u64 + kv + overhead;
-                let slab = packed.manifest.slab.slab_bytes as u64;
+                let slab = slot_bytes;
                 let min = fixed + c.top_k as u64 * slab;
                 anyhow::ensure!(
                     mb << 20 >= min,
@@ -188,15 +193,15 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             io: a.io.as_deref().map(str::parse).transpose()?,
             queue_depth: 16,
         };
-        Some(Arc::new(StreamingExperts::open(&packed, &cfg)?))
+        Some(Arc::new(StreamingExperts::open_file(expert_file.clone(), &config, &cfg, None)?))
     } else {
         None
     };
     let experts: Box<dyn ExpertSource> = match &streaming {
         Some(s) => Box::new(Arc::clone(s)),
-        None => Box::new(ResidentExperts::load(&packed)?),
+        None => Box::new(ResidentExperts::load_file(expert_file)?),
     };
-    let model = Model::new(packed.manifest.config.clone(), dense, experts, threads)?;
+    let model = Model::new(config.clone(), dense, experts, threads)?;
     let opts = GenerateOptions {
         max_tokens: a.max_tokens,
         sampling: SamplingParams {
@@ -232,7 +237,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     })?;
     let text = codec.decode(&generated)?;
     if let Some(path) = &a.trace_out {
-        let c = &packed.manifest.config;
+        let c = &config;
         let shape = floe::cache::MoeShape {
             layers: c.layers as u16,
             experts: c.experts as u16,
@@ -240,11 +245,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         };
         let file =
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut w = floe::cache::trace::TraceWriter::new(
-            std::io::BufWriter::new(file),
-            shape,
-            packed.manifest.slab.slab_bytes as u64,
-        )?;
+        let mut w =
+            floe::cache::trace::TraceWriter::new(std::io::BufWriter::new(file), shape, slot_bytes)?;
         let routes = session.routes.take().unwrap_or_default();
         for r in floe::model::routing_trace::to_trace(&routes, ids.len(), opts.prefill_chunk) {
             w.write(&r)?;

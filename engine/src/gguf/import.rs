@@ -125,6 +125,67 @@ fn gguf_name(role: Dense) -> String {
     }
 }
 
+/// A dense tensor of a GGUF file under floe's name.
+#[derive(Debug)]
+pub struct DenseTensor<'g> {
+    /// floe's name (`arch::Dense::key`).
+    pub key: String,
+    /// Storage format.
+    pub dtype: DType,
+    /// Rows (1 for vectors).
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// The bytes, in the file.
+    pub data: &'g [u8],
+}
+
+/// Every dense tensor the model needs, found under llama.cpp's names and checked (shape, type:
+/// routers and norms must be f32).
+pub fn dense_tensors<'g>(g: &'g GgufFile, cfg: &ModelConfig) -> Result<Vec<DenseTensor<'g>>> {
+    let mut out = Vec::new();
+    for (role, rows, cols) in dense_plan(cfg) {
+        let n = gguf_name(role);
+        let t = g.tensor(&n).ok_or_else(|| Error::MissingTensor(n.clone()))?;
+        let want: Vec<u64> =
+            if rows == 1 { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
+        if t.dims != want {
+            return Err(Error::Invalid(format!(
+                "GGUF tensor {n} has dims {:?}, expected {want:?}",
+                t.dims
+            )));
+        }
+        let dtype = dtype_of(t)?;
+        if role.keep_f32() && dtype != DType::F32 {
+            return Err(Error::Unsupported(format!(
+                "GGUF tensor {n} is {dtype}; floe keeps routers and norms f32"
+            )));
+        }
+        out.push(DenseTensor { key: role.key(), dtype, rows, cols, data: g.data(t) });
+    }
+    Ok(out)
+}
+
+/// The routed experts of a GGUF file, read in place: each layer's gate, up and down are slices
+/// of its three stacked tensors, read as one three-segment request per expert.
+pub fn expert_file(g: &GgufFile, cfg: &ModelConfig) -> Result<crate::model::placement::ExpertFile> {
+    use crate::model::placement::{ExpertFile, ExpertPlacement};
+    let mut layers = vec![None; cfg.layers];
+    let mut slot_bytes = 0;
+    for l in (0..cfg.layers).filter(|&l| cfg.moe_layers[l]) {
+        let [gt, ut, dt] = expert_tensors(g, cfg, l)?;
+        let (h, f) = (cfg.hidden, cfg.expert_ffn);
+        let (p, slot) = ExpertPlacement::slices([
+            (gt.offset, f, h, dtype_of(gt)?),
+            (ut.offset, f, h, dtype_of(ut)?),
+            (dt.offset, h, f, dtype_of(dt)?),
+        ])?;
+        slot_bytes = slot_bytes.max(slot);
+        layers[l] = Some(p);
+    }
+    Ok(ExpertFile { path: g.path().to_path_buf(), layers, experts: cfg.experts, slot_bytes })
+}
+
 /// The stacked gate, up and down expert tensors of layer `l`, with their dims checked
 /// (`[hidden, ffn, experts]` for gate/up, `[ffn, hidden, experts]` for down, innermost first).
 pub fn expert_tensors<'g>(
@@ -189,29 +250,13 @@ fn write(
     tokenizer: Option<&Path>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Manifest> {
-    let plan = dense_plan(cfg);
+    let tensors = dense_tensors(g, cfg)?;
     let moe: Vec<usize> = (0..cfg.layers).filter(|&l| cfg.moe_layers[l]).collect();
-    let total = (plan.len() + moe.len() * cfg.experts) as u64;
+    let total = (tensors.len() + moe.len() * cfg.experts) as u64;
     let mut done = 0;
     let mut dense = DenseWriter::create(dir)?;
-    for (role, rows, cols) in plan {
-        let n = gguf_name(role);
-        let t = g.tensor(&n).ok_or_else(|| Error::MissingTensor(n.clone()))?;
-        let want: Vec<u64> =
-            if rows == 1 { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
-        if t.dims != want {
-            return Err(Error::Invalid(format!(
-                "GGUF tensor {n} has dims {:?}, expected {want:?}",
-                t.dims
-            )));
-        }
-        let dtype = dtype_of(t)?;
-        if role.keep_f32() && dtype != DType::F32 {
-            return Err(Error::Unsupported(format!(
-                "GGUF tensor {n} is {dtype}; floe keeps routers and norms f32"
-            )));
-        }
-        dense.push(role.key(), dtype, rows, cols, g.data(t))?;
+    for t in tensors {
+        dense.push(t.key, t.dtype, t.rows, t.cols, t.data)?;
         done += 1;
         progress(done, total);
     }

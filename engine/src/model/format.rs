@@ -512,6 +512,33 @@ impl DenseWeights {
         Ok(Self { len: bytes.len(), buf, entries })
     }
 
+    /// Dense weights copied from `(name, type, rows, cols, bytes)` tensors (a GGUF file's), each
+    /// at a [`TENSOR_ALIGN`] boundary.
+    pub fn from_tensors<'t>(
+        tensors: impl IntoIterator<Item = (String, DType, usize, usize, &'t [u8])>,
+    ) -> Self {
+        let mut raw: Vec<u8> = Vec::new();
+        let mut entries = HashMap::new();
+        for (name, dtype, rows, cols, data) in tensors {
+            let offset = raw.len().next_multiple_of(TENSOR_ALIGN);
+            raw.resize(offset, 0);
+            raw.extend_from_slice(data);
+            let e = DenseEntry {
+                name: name.clone(),
+                dtype: dtype.name().into(),
+                rows,
+                cols,
+                offset: offset as u64,
+                bytes: data.len() as u64,
+                xxh3: String::new(),
+            };
+            entries.insert(name, (dtype, e));
+        }
+        let mut buf = vec![0u64; raw.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..raw.len()].copy_from_slice(&raw);
+        Self { len: raw.len(), buf, entries }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.len

@@ -13,5 +13,6 @@ pub mod placement;
 pub mod routing_trace;
 pub mod safetensors_dir;
 pub mod sampling;
+pub mod source;
 pub mod synth;
 pub mod tokenizer;

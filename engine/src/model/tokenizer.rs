@@ -50,6 +50,19 @@ impl TextCodec {
         })
     }
 
+    /// A codec from the text of a tokenizer.json and a tokenizer_config.json value (what
+    /// `gguf::tokenizer` rebuilds from GGUF metadata).
+    pub fn from_json(tokenizer_json: &str, config: &serde_json::Value) -> Result<Self> {
+        let tok = tokenizers::Tokenizer::from_bytes(tokenizer_json.as_bytes())
+            .map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?;
+        Ok(Self {
+            tok,
+            chat_template: config.get("chat_template").and_then(|t| t.as_str()).map(str::to_string),
+            bos: special(config, "bos_token"),
+            eos: special(config, "eos_token"),
+        })
+    }
+
     /// Token ids of `text` (with the special tokens the tokenizer adds by itself, as HF does).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self
