@@ -13,9 +13,13 @@ pub struct SynthArgs {
     /// (give the shape flags).
     #[arg(long, default_value = "demo")]
     preset: String,
-    /// Output directory.
+    /// Output directory (or file, with --format gguf).
     #[arg(long)]
     out: PathBuf,
+    /// floe (a packed directory) or gguf (one GGUF file llama.cpp loads; written through a
+    /// packed copy beside it, which is kept as OUT.floe for `floe run` comparisons).
+    #[arg(long, default_value = "floe", value_parser = ["floe", "gguf"])]
+    format: String,
     /// Expert format: q4_0, q8_0, bf16.
     #[arg(long, default_value = "q4_0")]
     dtype: DType,
@@ -57,16 +61,29 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     bar.set_message(a.preset.clone());
-    let m = synth(&shape, &a.out, a.dtype, a.seed, &mut |d, t| {
+    let gguf = a.format == "gguf";
+    let dir = if gguf { a.out.with_extension("floe") } else { a.out.clone() };
+    let m = synth(&shape, &dir, a.dtype, a.seed, &mut |d, t| {
         bar.set_length(t);
         bar.set_position(d);
     })?;
     bar.finish_and_clear();
+    if gguf {
+        let packed = floe::model::format::PackedModel::open(&dir, false)?;
+        bar.reset();
+        bar.set_message(format!("{} as GGUF", a.preset));
+        floe::gguf::write::export_gguf(&packed, &a.out, &mut |d, t| {
+            bar.set_length(t);
+            bar.set_position(d);
+        })?;
+        bar.finish_and_clear();
+        eprintln!("wrote {} (and its packed copy {})", a.out.display(), dir.display());
+    }
     eprintln!(
         "wrote a synthetic {} model (random weights: its text is meaningless) to {}: {} layers x {} experts, \
          top-{}, {:.2} GB of {} experts",
         a.preset,
-        a.out.display(),
+        dir.display(),
         m.config.layers,
         m.config.experts,
         m.config.top_k,

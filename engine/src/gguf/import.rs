@@ -100,7 +100,8 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
     Ok(cfg)
 }
 
-fn gguf_name(role: Dense) -> String {
+/// llama.cpp's name of a dense tensor.
+pub fn gguf_name(role: Dense) -> String {
     use Dense::*;
     match role {
         Embed => "token_embd.weight".into(),

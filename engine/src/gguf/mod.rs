@@ -5,6 +5,7 @@
 pub mod import;
 pub mod tokenizer;
 mod types;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -62,7 +62,11 @@ pub fn tokenizer_json(g: &GgufFile) -> Result<(Value, Value)> {
     let (split, nfc, ignore_merges) = pre_tokenizer(pre_name)
         .ok_or_else(|| ask(format!("pre-tokenizer {pre_name:?} is not one floe knows")))?;
     let tokens = strings(g, "tokenizer.ggml.tokens")?;
-    let merges = strings(g, "tokenizer.ggml.merges")?;
+    // A vocabulary of single bytes needs no merges (floe's synthetic models).
+    let merges = match g.get("tokenizer.ggml.merges") {
+        Some(_) => strings(g, "tokenizer.ggml.merges")?,
+        None => Vec::new(),
+    };
     let types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
         Some(GgufValue::Array(t)) => t.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
         _ => vec![1; tokens.len()],

@@ -1,0 +1,330 @@
+//! Writing GGUF v3: `floe synth --format gguf` and `floe export` turn a packed floe model into a
+//! GGUF file llama.cpp loads (Qwen3-MoE: `qwen3moe` keys, llama.cpp tensor names, the stacked
+//! `ffn_*_exps` expert tensors, the tokenizer as `tokenizer.ggml.*`). Tensor bytes are copied
+//! as they are (floe's block formats are GGUF's).
+
+use std::io::{BufWriter, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use floe_kernels::DType;
+
+use super::import::gguf_name;
+use super::{GgmlType, GgufValue};
+use crate::error::{Error, Result};
+use crate::model::config::Arch;
+use crate::model::format::{DenseWeights, PackedModel};
+use crate::model::pack::dense_plan;
+
+/// Data alignment of the files floe writes (GGUF's default).
+const ALIGN: u64 = 32;
+
+fn ggml_type(d: DType) -> GgmlType {
+    match d {
+        DType::F32 => GgmlType::F32,
+        DType::F16 => GgmlType::F16,
+        DType::Bf16 => GgmlType::Bf16,
+        DType::Q8_0 => GgmlType::Q8_0,
+        DType::Q4_0 => GgmlType::Q4_0,
+        DType::Q2K => GgmlType::Q2K,
+        DType::Q3K => GgmlType::Q3K,
+        DType::Q4K => GgmlType::Q4K,
+        DType::Q5K => GgmlType::Q5K,
+        DType::Q6K => GgmlType::Q6K,
+    }
+}
+
+fn type_id(t: GgmlType) -> u32 {
+    (0..64).find(|&i| GgmlType::from_id(i) == Some(t)).expect("every GgmlType has an id")
+}
+
+struct Out<W: Write> {
+    w: W,
+}
+
+impl<W: Write> Out<W> {
+    fn bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.w.write_all(b)
+    }
+    fn u32(&mut self, v: u32) -> std::io::Result<()> {
+        self.bytes(&v.to_le_bytes())
+    }
+    fn u64(&mut self, v: u64) -> std::io::Result<()> {
+        self.bytes(&v.to_le_bytes())
+    }
+    fn string(&mut self, s: &str) -> std::io::Result<()> {
+        self.u64(s.len() as u64)?;
+        self.bytes(s.as_bytes())
+    }
+    fn value(&mut self, v: &GgufValue, with_type: bool) -> std::io::Result<()> {
+        let (ty, body): (u32, Vec<u8>) = match v {
+            GgufValue::U8(x) => (0, vec![*x]),
+            GgufValue::I8(x) => (1, vec![*x as u8]),
+            GgufValue::U16(x) => (2, x.to_le_bytes().to_vec()),
+            GgufValue::I16(x) => (3, x.to_le_bytes().to_vec()),
+            GgufValue::U32(x) => (4, x.to_le_bytes().to_vec()),
+            GgufValue::I32(x) => (5, x.to_le_bytes().to_vec()),
+            GgufValue::F32(x) => (6, x.to_le_bytes().to_vec()),
+            GgufValue::Bool(x) => (7, vec![*x as u8]),
+            GgufValue::U64(x) => (10, x.to_le_bytes().to_vec()),
+            GgufValue::I64(x) => (11, x.to_le_bytes().to_vec()),
+            GgufValue::F64(x) => (12, x.to_le_bytes().to_vec()),
+            GgufValue::String(s) => {
+                if with_type {
+                    self.u32(8)?;
+                }
+                return self.string(s);
+            }
+            GgufValue::Array(items) => {
+                if with_type {
+                    self.u32(9)?;
+                }
+                // An empty array is written as an array of strings (llama.cpp requires the merges key).
+                let elem = items.first().map(value_type).unwrap_or(8);
+                self.u32(elem)?;
+                self.u64(items.len() as u64)?;
+                for i in items {
+                    self.value(i, false)?;
+                }
+                return Ok(());
+            }
+        };
+        if with_type {
+            self.u32(ty)?;
+        }
+        self.bytes(&body)
+    }
+}
+
+fn value_type(v: &GgufValue) -> u32 {
+    match v {
+        GgufValue::U8(_) => 0,
+        GgufValue::I8(_) => 1,
+        GgufValue::U16(_) => 2,
+        GgufValue::I16(_) => 3,
+        GgufValue::U32(_) => 4,
+        GgufValue::I32(_) => 5,
+        GgufValue::F32(_) => 6,
+        GgufValue::Bool(_) => 7,
+        GgufValue::String(_) => 8,
+        GgufValue::Array(_) => 9,
+        GgufValue::U64(_) => 10,
+        GgufValue::I64(_) => 11,
+        GgufValue::F64(_) => 12,
+    }
+}
+
+/// Where a tensor's bytes come from.
+enum Source {
+    /// A dense tensor, by floe name.
+    Dense(String),
+    /// Part `part` (0 gate, 1 up, 2 down) of every expert of decoder layer `layer`.
+    Experts { layer: usize, part: usize },
+}
+
+/// The `qwen3moe` hyperparameters and the tokenizer of `packed` as GGUF metadata.
+fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
+    use GgufValue::*;
+    let c = &packed.manifest.config;
+    let a = "qwen3moe";
+    let k = |s: &str| format!("{a}.{s}");
+    let mut m = vec![
+        ("general.architecture".to_string(), String(a.into())),
+        ("general.name".to_string(), String(packed.manifest.source.clone())),
+        ("general.alignment".to_string(), U32(ALIGN as u32)),
+        (k("block_count"), U32(c.layers as u32)),
+        (k("context_length"), U32(c.max_positions as u32)),
+        (k("embedding_length"), U32(c.hidden as u32)),
+        (k("feed_forward_length"), U32(c.dense_ffn.max(c.expert_ffn) as u32)),
+        (k("attention.head_count"), U32(c.heads as u32)),
+        (k("attention.head_count_kv"), U32(c.kv_heads as u32)),
+        (k("attention.key_length"), U32(c.head_dim as u32)),
+        (k("attention.value_length"), U32(c.head_dim as u32)),
+        (k("attention.layer_norm_rms_epsilon"), F32(c.rms_eps)),
+        (k("rope.freq_base"), F32(c.rope_theta)),
+        (k("expert_count"), U32(c.experts as u32)),
+        (k("expert_used_count"), U32(c.top_k as u32)),
+        (k("expert_feed_forward_length"), U32(c.expert_ffn as u32)),
+        (k("expert_weights_norm"), Bool(c.norm_topk_prob)),
+    ];
+    // The tokenizer: byte-level BPE vocabulary, merges and special tokens of tokenizer.json.
+    let tpath = packed.dir.join("tokenizer.json");
+    if let Ok(text) = std::fs::read_to_string(&tpath) {
+        let t: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", tpath.display())))?;
+        let model = &t["model"];
+        if model["type"] != "BPE" {
+            return Err(Error::Unsupported(format!(
+                "{}: only byte-level BPE tokenizers go into GGUF",
+                tpath.display()
+            )));
+        }
+        let mut tokens: Vec<(u64, std::string::String, i32)> = Vec::new();
+        for (tok, id) in model["vocab"].as_object().into_iter().flatten() {
+            tokens.push((id.as_u64().unwrap_or(0), tok.clone(), 1));
+        }
+        for at in t["added_tokens"].as_array().into_iter().flatten() {
+            let id = at["id"].as_u64().unwrap_or(0);
+            let special = at["special"].as_bool().unwrap_or(false);
+            tokens.retain(|(i, _, _)| *i != id);
+            let content = at["content"].as_str().unwrap_or_default().to_string();
+            tokens.push((id, content, if special { 3 } else { 4 }));
+        }
+        tokens.sort();
+        if tokens.iter().enumerate().any(|(i, t)| t.0 != i as u64) {
+            return Err(Error::Invalid(format!("{}: token ids have gaps", tpath.display())));
+        }
+        // Pad to the model's vocabulary, as llama.cpp expects one token per embedding row.
+        while tokens.len() < c.vocab {
+            let n = tokens.len();
+            tokens.push((n as u64, format!("[PAD{n}]"), 5));
+        }
+        let merges: Vec<GgufValue> = model["merges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| match m {
+                serde_json::Value::Array(p) => String(format!(
+                    "{} {}",
+                    p.first().and_then(|x| x.as_str()).unwrap_or_default(),
+                    p.get(1).and_then(|x| x.as_str()).unwrap_or_default()
+                )),
+                other => String(other.as_str().unwrap_or_default().to_string()),
+            })
+            .collect();
+        m.push(("tokenizer.ggml.model".into(), String("gpt2".into())));
+        m.push(("tokenizer.ggml.pre".into(), String("qwen2".into())));
+        m.push((
+            "tokenizer.ggml.tokens".into(),
+            Array(tokens.iter().map(|t| String(t.1.clone())).collect()),
+        ));
+        m.push((
+            "tokenizer.ggml.token_type".into(),
+            Array(tokens.iter().map(|t| I32(t.2)).collect()),
+        ));
+        m.push(("tokenizer.ggml.merges".into(), Array(merges)));
+        if let Some(&eos) = c.eos_token_ids.first() {
+            m.push(("tokenizer.ggml.eos_token_id".into(), U32(eos)));
+            m.push(("tokenizer.ggml.padding_token_id".into(), U32(eos)));
+        }
+        m.push(("tokenizer.ggml.add_bos_token".into(), Bool(false)));
+    }
+    Ok(m)
+}
+
+/// Writes the packed Qwen3-MoE model `packed` as the GGUF file `out` (through a temporary name,
+/// renamed at the end). `progress(done, total)` counts tensors.
+pub fn export_gguf(
+    packed: &PackedModel,
+    out: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<()> {
+    let c = &packed.manifest.config;
+    if c.arch != Arch::Qwen3Moe || c.shared_ffn > 0 || c.moe_layers.iter().any(|m| !m) {
+        return Err(Error::Unsupported(format!(
+            "GGUF export writes Qwen3-MoE models with every layer MoE (this is {})",
+            c.arch.name()
+        )));
+    }
+    let dense = DenseWeights::load(packed)?;
+    let table = packed.manifest.expert_table()?;
+    let mut tensors: Vec<(std::string::String, Vec<u64>, GgmlType, u64, Source)> = Vec::new();
+    for (role, rows, cols) in dense_plan(c) {
+        let m = dense.matrix(&role.key()).or_else(|_| {
+            // Vectors (norms) are stored f32 with one row.
+            dense.vector(&role.key()).map(|v| {
+                floe_kernels::Matrix::new(DType::F32, 1, v.len(), bytemuck::cast_slice(v))
+                    .expect("an f32 vector is a valid 1-row matrix")
+            })
+        })?;
+        let dims = if rows == 1 { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
+        let t = ggml_type(m.dtype());
+        tensors.push((gguf_name(role), dims, t, m.bytes().len() as u64, Source::Dense(role.key())));
+    }
+    for (l, p) in table.iter().enumerate() {
+        let Some(p) = p else { continue };
+        let v = p.view(0, 1);
+        for (part, (name, place)) in
+            [("gate", v.gate), ("up", v.up), ("down", v.down)].into_iter().enumerate()
+        {
+            let dims = vec![place.cols as u64, place.rows as u64, c.experts as u64];
+            let bytes = (place.bytes * c.experts) as u64;
+            tensors.push((
+                format!("blk.{l}.ffn_{name}_exps.weight"),
+                dims,
+                ggml_type(place.dtype),
+                bytes,
+                Source::Experts { layer: l, part },
+            ));
+        }
+    }
+    let meta = metadata(packed)?;
+    let tmp = out.with_extension(format!("gguf.partial-{}", std::process::id()));
+    let werr = |e: std::io::Error| Error::Write { path: tmp.clone(), source: e };
+    let file = std::fs::File::create(&tmp).map_err(werr)?;
+    let mut o = Out { w: BufWriter::with_capacity(8 << 20, file) };
+    let r: Result<()> = (|| {
+        o.bytes(b"GGUF").map_err(werr)?;
+        o.u32(3).map_err(werr)?;
+        o.u64(tensors.len() as u64).map_err(werr)?;
+        o.u64(meta.len() as u64).map_err(werr)?;
+        for (k, v) in &meta {
+            o.string(k).map_err(werr)?;
+            o.value(v, true).map_err(werr)?;
+        }
+        let mut offset = 0u64;
+        for (name, dims, t, bytes, _) in &tensors {
+            o.string(name).map_err(werr)?;
+            o.u32(dims.len() as u32).map_err(werr)?;
+            for d in dims {
+                o.u64(*d).map_err(werr)?;
+            }
+            o.u32(type_id(*t)).map_err(werr)?;
+            o.u64(offset).map_err(werr)?;
+            offset = (offset + bytes).next_multiple_of(ALIGN);
+        }
+        let pos = o.w.stream_position().map_err(werr)?;
+        o.bytes(&vec![0u8; (pos.next_multiple_of(ALIGN) - pos) as usize]).map_err(werr)?;
+        let experts = std::fs::File::open(packed.dir.join("experts.bin"))
+            .map_err(|e| Error::Invalid(format!("experts.bin: {e}")))?;
+        let total = tensors.len() as u64;
+        let mut buf = Vec::new();
+        for (i, (_, _, _, bytes, src)) in tensors.iter().enumerate() {
+            match src {
+                Source::Dense(key) => {
+                    let m = dense.matrix(key).map(|m| m.bytes().to_vec()).or_else(|_| {
+                        dense.vector(key).map(|v| bytemuck::cast_slice::<f32, u8>(v).to_vec())
+                    })?;
+                    o.bytes(&m).map_err(werr)?;
+                }
+                Source::Experts { layer, part } => {
+                    let p = table[*layer].as_ref().expect("listed from the table");
+                    for e in 0..c.experts {
+                        let v = p.view(e, 1);
+                        let place = [v.gate, v.up, v.down][*part];
+                        let (slab_at, _, _) = p.read(e);
+                        buf.resize(place.bytes, 0);
+                        experts
+                            .read_exact_at(&mut buf, slab_at + place.offset as u64)
+                            .map_err(|e| Error::Invalid(format!("experts.bin: {e}")))?;
+                        o.bytes(&buf).map_err(werr)?;
+                    }
+                }
+            }
+            let pad = bytes.next_multiple_of(ALIGN) - bytes;
+            o.bytes(&vec![0u8; pad as usize]).map_err(werr)?;
+            progress(i as u64 + 1, total);
+        }
+        let f = o.w.into_inner().map_err(|e| werr(e.into_error()))?;
+        f.sync_all().map_err(werr)?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => std::fs::rename(&tmp, out)
+            .map_err(|e| Error::Write { path: out.to_path_buf(), source: e }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
