@@ -354,3 +354,72 @@ fn exported_gguf_runs_like_its_packed_source() {
     };
     assert_eq!(hashes(&m2), hashes(&packed.manifest), "slabs byte for byte");
 }
+
+/// Every architecture through GGUF: the golden Hugging Face checkpoint packed (f32), written as
+/// GGUF in llama.cpp's layout (`qwen3moe`, `qwen2moe` with its shared expert, `olmoe`, and
+/// `llama` for Mixtral with llama.cpp's Q/K row order), then run in place from the GGUF: logits
+/// within 1e-4 of transformers and the same greedy tokens.
+#[test]
+fn every_architecture_runs_from_gguf() {
+    use floe::model::forward::{Model, Session};
+    use floe::model::generate::{generate, GenerateOptions};
+    use floe::model::pack::{pack, PackOptions};
+    use floe::model::source::open_model;
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, gguf_arch) in [
+        ("qwen3_moe", "qwen3moe"),
+        ("qwen2_moe", "qwen2moe"),
+        ("olmoe", "olmoe"),
+        ("mixtral", "llama"),
+    ] {
+        let Some(dir) = golden_dir(name) else { return };
+        let packed_dir = tmp.path().join(name);
+        let opts = PackOptions { dtype: floe_kernels::DType::F32, dense_dtype: None, force: true };
+        pack(&dir, &packed_dir, &opts, &mut |_, _| {}).unwrap();
+        let packed = floe::model::format::PackedModel::open(&packed_dir, true).unwrap();
+        let file = tmp.path().join(format!("{name}.gguf"));
+        floe::gguf::write::export_gguf(&packed, &file, &mut |_, _| {}).unwrap();
+        let g = floe::gguf::GgufFile::open(&file).unwrap();
+        assert_eq!(g.architecture(), Some(gguf_arch));
+        let cfg = floe::gguf::config_of(&g).unwrap();
+        assert_eq!(cfg, packed.manifest.config, "{name}: config through GGUF metadata");
+        drop(g);
+
+        let m = open_model(&file, false, None).unwrap();
+        let experts = floe::model::experts::ResidentExperts::load_file(m.experts).unwrap();
+        let model = Model::new(m.config, m.dense, Box::new(experts), 1).unwrap();
+        let golden = Golden::load(&dir, "golden.safetensors");
+        let ids: Vec<u32> = golden.i64("input_ids").0.iter().map(|&x| x as u32).collect();
+        let logits = model.forward(&mut Session::default(), &ids, true).unwrap();
+        let diff = floe_tests::max_abs_diff(&logits, &golden.f32("logits").0);
+        eprintln!("{name} via GGUF ({gguf_arch}): max |logit diff| {diff:.2e}");
+        assert!(diff <= 1e-4, "{name}: {diff}");
+        let want: Vec<u32> = golden.i64("gen_ids").0.iter().map(|&x| x as u32).collect();
+        let opts =
+            GenerateOptions { max_tokens: want.len(), ignore_eos: true, ..Default::default() };
+        let (out, _) =
+            generate(&model, &mut Session::default(), &ids, &opts, &mut |_| Ok(true)).unwrap();
+        assert_eq!(out, want, "{name}: greedy tokens");
+    }
+}
+
+/// llama.cpp's Q/K row permutation (convert_hf_to_gguf.py `permute`: reshape to
+/// (heads, 2, d/2, cols), swap axes 1 and 2) and its inverse, on labelled rows.
+#[test]
+fn llama_qk_permutation_matches_the_converter() {
+    let (heads, d) = (3, 8);
+    let hf: Vec<u8> = (0..(heads * d) as u8).collect(); // one byte per row: its HF index
+    let gguf = floe::gguf::unpermute_rows(&hf, heads, 1, true);
+    // numpy: w.reshape(heads, 2, d/2).swapaxes(1, 2).reshape(-1)
+    let mut want = Vec::new();
+    for h in 0..heads {
+        for i in 0..d / 2 {
+            for j in 0..2 {
+                want.push(hf[h * d + j * (d / 2) + i]);
+            }
+        }
+    }
+    assert_eq!(gguf, want);
+    assert_eq!(&gguf[..8], &[0, 4, 1, 5, 2, 6, 3, 7]);
+    assert_eq!(floe::gguf::unpermute_rows(&gguf, heads, 1, false), hf);
+}

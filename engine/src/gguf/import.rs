@@ -8,10 +8,10 @@ use std::path::Path;
 
 use floe_kernels::DType;
 
+use super::arch::{config_of, gguf_name, permuted_heads, unpermute_rows};
 use super::{GgmlType, GgufFile, GgufTensor};
 use crate::error::{Error, Result};
-use crate::model::arch::Dense;
-use crate::model::config::{Arch, ModelConfig, QkNorm};
+use crate::model::config::ModelConfig;
 use crate::model::format::{DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter};
 use crate::model::pack::dense_plan;
 
@@ -38,94 +38,6 @@ pub fn dtype_of(t: &GgufTensor) -> Result<DType> {
     })
 }
 
-fn meta_u(g: &GgufFile, key: &str) -> Result<usize> {
-    g.get(key).and_then(|v| v.as_u64()).map(|x| x as usize).ok_or_else(|| {
-        Error::Invalid(format!("{}: missing metadata key {key}", g.path().display()))
-    })
-}
-
-fn meta_f(g: &GgufFile, key: &str, default: f64) -> f32 {
-    g.get(key).and_then(|v| v.as_f64()).unwrap_or(default) as f32
-}
-
-/// The model configuration a GGUF file describes.
-pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
-    let arch = g.architecture().unwrap_or("(none)");
-    if arch != "qwen3moe" {
-        return Err(Error::Unsupported(format!(
-            "GGUF architecture {arch:?} (floe imports qwen3moe so far)"
-        )));
-    }
-    let p = |k: &str| format!("{arch}.{k}");
-    let hidden = meta_u(g, &p("embedding_length"))?;
-    let layers = meta_u(g, &p("block_count"))?;
-    let heads = meta_u(g, &p("attention.head_count"))?;
-    let embd = g
-        .tensor("token_embd.weight")
-        .ok_or_else(|| Error::MissingTensor("token_embd.weight".into()))?;
-    let moe_layers =
-        (0..layers).map(|l| g.tensor(&format!("blk.{l}.ffn_gate_inp.weight")).is_some()).collect();
-    let cfg = ModelConfig {
-        arch: Arch::Qwen3Moe,
-        hidden,
-        layers,
-        heads,
-        kv_heads: meta_u(g, &p("attention.head_count_kv")).unwrap_or(heads),
-        head_dim: meta_u(g, &p("attention.key_length")).unwrap_or(hidden / heads.max(1)),
-        vocab: *embd.dims.get(1).unwrap_or(&0) as usize,
-        rms_eps: meta_f(g, &p("attention.layer_norm_rms_epsilon"), 1e-6),
-        rope_theta: meta_f(g, &p("rope.freq_base"), 10000.0),
-        experts: meta_u(g, &p("expert_count"))?,
-        top_k: meta_u(g, &p("expert_used_count"))?,
-        expert_ffn: meta_u(g, &p("expert_feed_forward_length"))?,
-        dense_ffn: meta_u(g, &p("feed_forward_length")).unwrap_or(0),
-        shared_ffn: 0,
-        norm_topk_prob: !matches!(
-            g.get(&p("expert_weights_norm")),
-            Some(super::GgufValue::Bool(false))
-        ),
-        moe_layers,
-        qkv_bias: false,
-        qk_norm: QkNorm::PerHead,
-        clip_qkv: None,
-        tie_embeddings: g.tensor("output.weight").is_none(),
-        eos_token_ids: g
-            .get("tokenizer.ggml.eos_token_id")
-            .and_then(|v| v.as_u64())
-            .map(|x| vec![x as u32])
-            .unwrap_or_default(),
-        max_positions: meta_u(g, &p("context_length")).unwrap_or(4096),
-    };
-    cfg.validate()?;
-    Ok(cfg)
-}
-
-/// llama.cpp's name of a dense tensor.
-pub fn gguf_name(role: Dense) -> String {
-    use Dense::*;
-    match role {
-        Embed => "token_embd.weight".into(),
-        LmHead => "output.weight".into(),
-        FinalNorm => "output_norm.weight".into(),
-        AttnNorm(l) => format!("blk.{l}.attn_norm.weight"),
-        Q(l) => format!("blk.{l}.attn_q.weight"),
-        K(l) => format!("blk.{l}.attn_k.weight"),
-        V(l) => format!("blk.{l}.attn_v.weight"),
-        O(l) => format!("blk.{l}.attn_output.weight"),
-        QBias(l) => format!("blk.{l}.attn_q.bias"),
-        KBias(l) => format!("blk.{l}.attn_k.bias"),
-        VBias(l) => format!("blk.{l}.attn_v.bias"),
-        QNorm(l) => format!("blk.{l}.attn_q_norm.weight"),
-        KNorm(l) => format!("blk.{l}.attn_k_norm.weight"),
-        FfnNorm(l) => format!("blk.{l}.ffn_norm.weight"),
-        Router(l) => format!("blk.{l}.ffn_gate_inp.weight"),
-        SharedGate(l) => format!("blk.{l}.ffn_gate.weight"),
-        SharedUp(l) => format!("blk.{l}.ffn_up.weight"),
-        SharedDown(l) => format!("blk.{l}.ffn_down.weight"),
-        SharedExpertGate(l) => format!("blk.{l}.ffn_gate_inp_shexp.weight"),
-    }
-}
-
 /// A dense tensor of a GGUF file under floe's name.
 #[derive(Debug)]
 pub struct DenseTensor<'g> {
@@ -137,8 +49,8 @@ pub struct DenseTensor<'g> {
     pub rows: usize,
     /// Columns.
     pub cols: usize,
-    /// The bytes, in the file.
-    pub data: &'g [u8],
+    /// The bytes: in the file, or reordered (a `llama` model's Q and K rows).
+    pub data: std::borrow::Cow<'g, [u8]>,
 }
 
 /// Every dense tensor the model needs, found under llama.cpp's names and checked (shape, type:
@@ -146,11 +58,16 @@ pub struct DenseTensor<'g> {
 pub fn dense_tensors<'g>(g: &'g GgufFile, cfg: &ModelConfig) -> Result<Vec<DenseTensor<'g>>> {
     let mut out = Vec::new();
     for (role, rows, cols) in dense_plan(cfg) {
-        let n = gguf_name(role);
+        let n = gguf_name(role, cfg);
         let t = g.tensor(&n).ok_or_else(|| Error::MissingTensor(n.clone()))?;
         let want: Vec<u64> =
             if rows == 1 { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
-        if t.dims != want {
+        // Trailing dimensions of 1 are the same shape (`[n, 1]` is `[n]`).
+        let mut dims = t.dims.clone();
+        while dims.len() > want.len() && dims.last() == Some(&1) {
+            dims.pop();
+        }
+        if dims != want {
             return Err(Error::Invalid(format!(
                 "GGUF tensor {n} has dims {:?}, expected {want:?}",
                 t.dims
@@ -162,7 +79,21 @@ pub fn dense_tensors<'g>(g: &'g GgufFile, cfg: &ModelConfig) -> Result<Vec<Dense
                 "GGUF tensor {n} is {dtype}; floe keeps routers and norms f32"
             )));
         }
-        out.push(DenseTensor { key: role.key(), dtype, rows, cols, data: g.data(t) });
+        let data = match permuted_heads(role, cfg) {
+            Some(heads) if rows % (2 * heads) == 0 => std::borrow::Cow::Owned(unpermute_rows(
+                g.data(t),
+                heads,
+                g.data(t).len() / rows,
+                false,
+            )),
+            Some(heads) => {
+                return Err(Error::Invalid(format!(
+                    "GGUF tensor {n}: {rows} rows are not {heads} heads of an even size"
+                )))
+            }
+            None => std::borrow::Cow::Borrowed(g.data(t)),
+        };
+        out.push(DenseTensor { key: role.key(), dtype, rows, cols, data });
     }
     Ok(out)
 }
@@ -257,7 +188,7 @@ fn write(
     let mut done = 0;
     let mut dense = DenseWriter::create(dir)?;
     for t in tensors {
-        dense.push(t.key, t.dtype, t.rows, t.cols, t.data)?;
+        dense.push(t.key, t.dtype, t.rows, t.cols, &t.data)?;
         done += 1;
         progress(done, total);
     }

@@ -2,6 +2,7 @@
 //! Parsing never panics: every read is bounds-checked, counts are checked against the bytes that
 //! remain before anything is allocated, and tensor data must lie inside the file.
 
+mod arch;
 pub mod import;
 pub mod tokenizer;
 mod types;
@@ -12,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-pub use import::{config_of, pack_gguf};
+pub use arch::{config_of, gguf_arch, gguf_name, permuted_heads, unpermute_rows};
+pub use import::pack_gguf;
 pub use types::GgmlType;
 
 use crate::error::{Error, Result};

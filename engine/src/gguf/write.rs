@@ -1,7 +1,7 @@
-//! Writing GGUF v3: `floe synth --format gguf` and `floe export` turn a packed floe model into a
-//! GGUF file llama.cpp loads (Qwen3-MoE: `qwen3moe` keys, llama.cpp tensor names, the stacked
-//! `ffn_*_exps` expert tensors, the tokenizer as `tokenizer.ggml.*`). Tensor bytes are copied
-//! as they are (floe's block formats are GGUF's).
+//! Writing GGUF v3: `floe synth --format gguf` turns a packed floe model into a GGUF file in
+//! llama.cpp's layout (the `{arch}.*` keys, llama.cpp tensor names, the stacked `ffn_*_exps`
+//! expert tensors, a `llama` model's Q/K rows in llama.cpp's order, the tokenizer as
+//! `tokenizer.ggml.*`). Tensor bytes are copied as they are (floe's block formats are GGUF's).
 
 use std::io::{BufWriter, Seek, Write};
 use std::os::unix::fs::FileExt;
@@ -9,7 +9,7 @@ use std::path::Path;
 
 use floe_kernels::DType;
 
-use super::import::gguf_name;
+use super::arch::{gguf_arch, gguf_name, permuted_heads, unpermute_rows};
 use super::{GgmlType, GgufValue};
 use crate::error::{Error, Result};
 use crate::model::config::Arch;
@@ -116,17 +116,23 @@ fn value_type(v: &GgufValue) -> u32 {
 
 /// Where a tensor's bytes come from.
 enum Source {
-    /// A dense tensor, by floe name.
-    Dense(String),
+    /// A dense tensor, by role.
+    Dense(crate::model::arch::Dense),
     /// Part `part` (0 gate, 1 up, 2 down) of every expert of decoder layer `layer`.
     Experts { layer: usize, part: usize },
 }
 
-/// The `qwen3moe` hyperparameters and the tokenizer of `packed` as GGUF metadata.
+/// The hyperparameters and the tokenizer of `packed` as GGUF metadata.
 fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
     use GgufValue::*;
     let c = &packed.manifest.config;
-    let a = "qwen3moe";
+    let a = gguf_arch(c.arch);
+    // llama (Mixtral) and OLMoE take the expert width from feed_forward_length.
+    let ffn = match c.arch {
+        Arch::Mixtral | Arch::Olmoe => c.expert_ffn,
+        _ if c.dense_ffn > 0 => c.dense_ffn,
+        _ => c.expert_ffn,
+    };
     let k = |s: &str| format!("{a}.{s}");
     let mut m = vec![
         ("general.architecture".to_string(), String(a.into())),
@@ -135,7 +141,8 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
         (k("block_count"), U32(c.layers as u32)),
         (k("context_length"), U32(c.max_positions as u32)),
         (k("embedding_length"), U32(c.hidden as u32)),
-        (k("feed_forward_length"), U32(c.dense_ffn.max(c.expert_ffn) as u32)),
+        (k("feed_forward_length"), U32(ffn as u32)),
+        (k("rope.dimension_count"), U32(c.head_dim as u32)),
         (k("attention.head_count"), U32(c.heads as u32)),
         (k("attention.head_count_kv"), U32(c.kv_heads as u32)),
         (k("attention.key_length"), U32(c.head_dim as u32)),
@@ -147,6 +154,12 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
         (k("expert_feed_forward_length"), U32(c.expert_ffn as u32)),
         (k("expert_weights_norm"), Bool(c.norm_topk_prob)),
     ];
+    if c.shared_ffn > 0 {
+        m.push((k("expert_shared_feed_forward_length"), U32(c.shared_ffn as u32)));
+    }
+    if let Some(clip) = c.clip_qkv {
+        m.push((k("attention.clamp_kqv"), F32(clip)));
+    }
     // The tokenizer: byte-level BPE vocabulary, merges and special tokens of tokenizer.json.
     let tpath = packed.dir.join("tokenizer.json");
     if let Ok(text) = std::fs::read_to_string(&tpath) {
@@ -220,12 +233,6 @@ pub fn export_gguf(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     let c = &packed.manifest.config;
-    if c.arch != Arch::Qwen3Moe || c.shared_ffn > 0 || c.moe_layers.iter().any(|m| !m) {
-        return Err(Error::Unsupported(format!(
-            "GGUF export writes Qwen3-MoE models with every layer MoE (this is {})",
-            c.arch.name()
-        )));
-    }
     let dense = DenseWeights::load(packed)?;
     let table = packed.manifest.expert_table()?;
     let mut tensors: Vec<(std::string::String, Vec<u64>, GgmlType, u64, Source)> = Vec::new();
@@ -239,7 +246,7 @@ pub fn export_gguf(
         })?;
         let dims = if rows == 1 { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
         let t = ggml_type(m.dtype());
-        tensors.push((gguf_name(role), dims, t, m.bytes().len() as u64, Source::Dense(role.key())));
+        tensors.push((gguf_name(role, c), dims, t, m.bytes().len() as u64, Source::Dense(role)));
     }
     for (l, p) in table.iter().enumerate() {
         let Some(p) = p else { continue };
@@ -291,10 +298,19 @@ pub fn export_gguf(
         let mut buf = Vec::new();
         for (i, (_, _, _, bytes, src)) in tensors.iter().enumerate() {
             match src {
-                Source::Dense(key) => {
-                    let m = dense.matrix(key).map(|m| m.bytes().to_vec()).or_else(|_| {
-                        dense.vector(key).map(|v| bytemuck::cast_slice::<f32, u8>(v).to_vec())
+                Source::Dense(role) => {
+                    let key = role.key();
+                    let m = dense.matrix(&key).map(|m| m.bytes().to_vec()).or_else(|_| {
+                        dense.vector(&key).map(|v| bytemuck::cast_slice::<f32, u8>(v).to_vec())
                     })?;
+                    // llama.cpp's `llama` models hold Q and K rows in interleaved-pair order.
+                    let m = match permuted_heads(*role, c) {
+                        Some(heads) => {
+                            let rows = dense.matrix(&key)?.rows();
+                            unpermute_rows(&m, heads, m.len() / rows, true)
+                        }
+                        None => m,
+                    };
                     o.bytes(&m).map_err(werr)?;
                 }
                 Source::Experts { layer, part } => {

@@ -55,10 +55,9 @@ pub fn open_model(path: &Path, verify: bool, tokenizer: Option<&Path>) -> Result
     if is_gguf {
         let g = crate::gguf::GgufFile::open(path)?;
         let config = crate::gguf::config_of(&g)?;
+        let tensors = crate::gguf::import::dense_tensors(&g, &config)?;
         let dense = DenseWeights::from_tensors(
-            crate::gguf::import::dense_tensors(&g, &config)?
-                .into_iter()
-                .map(|t| (t.key, t.dtype, t.rows, t.cols, t.data)),
+            tensors.iter().map(|t| (t.key.clone(), t.dtype, t.rows, t.cols, &t.data[..])),
         );
         let experts = crate::gguf::import::expert_file(&g, &config)?;
         let codec = match codec {

@@ -1,0 +1,179 @@
+//! The architectures floe reads from GGUF, in llama.cpp's terms: `qwen3moe`, `qwen2moe`,
+//! `olmoe`, and `llama` with expert tensors (Mixtral). Hyperparameters come from the
+//! `{arch}.*` keys, tensor names are llama.cpp's. llama.cpp's converter permutes the rows of a
+//! `llama` model's Q and K weights so that its "normal" (interleaved-pair) RoPE applies; floe
+//! runs the rotate-half (NeoX) RoPE of the Hugging Face checkpoints, so those rows are put back.
+
+use super::{GgufFile, GgufValue};
+use crate::error::{Error, Result};
+use crate::model::arch::Dense;
+use crate::model::config::{Arch, ModelConfig, QkNorm};
+
+/// llama.cpp's architecture name for floe's.
+pub fn gguf_arch(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Qwen3Moe => "qwen3moe",
+        Arch::Qwen2Moe => "qwen2moe",
+        Arch::Olmoe => "olmoe",
+        Arch::Mixtral => "llama",
+    }
+}
+
+fn meta_u(g: &GgufFile, key: &str) -> Result<usize> {
+    g.get(key).and_then(|v| v.as_u64()).map(|x| x as usize).ok_or_else(|| {
+        Error::Invalid(format!("{}: missing metadata key {key}", g.path().display()))
+    })
+}
+
+fn meta_f(g: &GgufFile, key: &str, default: f64) -> f32 {
+    g.get(key).and_then(|v| v.as_f64()).unwrap_or(default) as f32
+}
+
+/// The model configuration a GGUF file describes.
+pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
+    let name = g.architecture().unwrap_or("(none)");
+    let arch = match name {
+        "qwen3moe" => Arch::Qwen3Moe,
+        "qwen2moe" => Arch::Qwen2Moe,
+        "olmoe" => Arch::Olmoe,
+        "llama" | "mixtral" if g.get("llama.expert_count").and_then(|v| v.as_u64()).unwrap_or(0) > 0 => {
+            Arch::Mixtral
+        }
+        "llama" => {
+            return Err(Error::Unsupported(format!(
+                "{}: a dense llama model (no llama.expert_count); floe runs mixture-of-experts models",
+                g.path().display()
+            )))
+        }
+        other => {
+            return Err(Error::Unsupported(format!(
+                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe and llama with experts)",
+                g.path().display()
+            )))
+        }
+    };
+    let p = |k: &str| format!("{name}.{k}");
+    let hidden = meta_u(g, &p("embedding_length"))?;
+    let layers = meta_u(g, &p("block_count"))?;
+    let heads = meta_u(g, &p("attention.head_count"))?;
+    let embd = g
+        .tensor("token_embd.weight")
+        .ok_or_else(|| Error::MissingTensor("token_embd.weight".into()))?;
+    let moe_layers =
+        (0..layers).map(|l| g.tensor(&format!("blk.{l}.ffn_gate_inp.weight")).is_some()).collect();
+    // llama (Mixtral) and OLMoE give the expert width as feed_forward_length.
+    let ffn = meta_u(g, &p("feed_forward_length")).unwrap_or(0);
+    let expert_ffn = match arch {
+        Arch::Qwen3Moe | Arch::Qwen2Moe => meta_u(g, &p("expert_feed_forward_length"))?,
+        _ => meta_u(g, &p("expert_feed_forward_length")).unwrap_or(ffn),
+    };
+    let norm_default = matches!(arch, Arch::Qwen3Moe | Arch::Mixtral);
+    let norm_topk_prob = match g.get(&p("expert_weights_norm")) {
+        Some(GgufValue::Bool(b)) => *b,
+        _ => norm_default,
+    };
+    let cfg = ModelConfig {
+        arch,
+        hidden,
+        layers,
+        heads,
+        kv_heads: meta_u(g, &p("attention.head_count_kv")).unwrap_or(heads),
+        head_dim: meta_u(g, &p("attention.key_length")).unwrap_or(hidden / heads.max(1)),
+        vocab: *embd.dims.get(1).unwrap_or(&0) as usize,
+        rms_eps: meta_f(g, &p("attention.layer_norm_rms_epsilon"), 1e-6),
+        rope_theta: meta_f(g, &p("rope.freq_base"), 10000.0),
+        experts: meta_u(g, &p("expert_count"))?,
+        top_k: meta_u(g, &p("expert_used_count"))?,
+        expert_ffn,
+        dense_ffn: if matches!(arch, Arch::Qwen3Moe | Arch::Qwen2Moe) { ffn } else { 0 },
+        shared_ffn: match arch {
+            Arch::Qwen2Moe => meta_u(g, &p("expert_shared_feed_forward_length")).unwrap_or(0),
+            _ => 0,
+        },
+        norm_topk_prob,
+        moe_layers,
+        qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
+        qk_norm: match arch {
+            Arch::Qwen3Moe => QkNorm::PerHead,
+            Arch::Olmoe => QkNorm::Full,
+            _ => QkNorm::None,
+        },
+        clip_qkv: g.get(&p("attention.clamp_kqv")).and_then(|v| v.as_f64()).map(|x| x as f32),
+        tie_embeddings: g.tensor("output.weight").is_none(),
+        eos_token_ids: g
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(|v| v.as_u64())
+            .map(|x| vec![x as u32])
+            .unwrap_or_default(),
+        max_positions: meta_u(g, &p("context_length")).unwrap_or(4096),
+    };
+    if let Some(rs) = g.get(&p("rope.scaling.type")).and_then(|v| v.as_str()) {
+        if rs != "none" {
+            return Err(Error::Unsupported(format!(
+                "RoPE scaling {rs:?} (floe supports plain RoPE)"
+            )));
+        }
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// llama.cpp's name of a dense tensor of a model of `cfg`.
+pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
+    use Dense::*;
+    // A MoE layer's shared expert is `*_shexp`; a dense-MLP layer's MLP is plain `ffn_*`.
+    let sh = |l: usize| if cfg.moe_layers.get(l).copied().unwrap_or(false) { "_shexp" } else { "" };
+    match role {
+        Embed => "token_embd.weight".into(),
+        LmHead => "output.weight".into(),
+        FinalNorm => "output_norm.weight".into(),
+        AttnNorm(l) => format!("blk.{l}.attn_norm.weight"),
+        Q(l) => format!("blk.{l}.attn_q.weight"),
+        K(l) => format!("blk.{l}.attn_k.weight"),
+        V(l) => format!("blk.{l}.attn_v.weight"),
+        O(l) => format!("blk.{l}.attn_output.weight"),
+        QBias(l) => format!("blk.{l}.attn_q.bias"),
+        KBias(l) => format!("blk.{l}.attn_k.bias"),
+        VBias(l) => format!("blk.{l}.attn_v.bias"),
+        QNorm(l) => format!("blk.{l}.attn_q_norm.weight"),
+        KNorm(l) => format!("blk.{l}.attn_k_norm.weight"),
+        FfnNorm(l) => format!("blk.{l}.ffn_norm.weight"),
+        Router(l) => format!("blk.{l}.ffn_gate_inp.weight"),
+        SharedGate(l) => format!("blk.{l}.ffn_gate{}.weight", sh(l)),
+        SharedUp(l) => format!("blk.{l}.ffn_up{}.weight", sh(l)),
+        SharedDown(l) => format!("blk.{l}.ffn_down{}.weight", sh(l)),
+        SharedExpertGate(l) => format!("blk.{l}.ffn_gate_inp_shexp.weight"),
+    }
+}
+
+/// The heads whose rows llama.cpp permuted in a tensor of `role`, for `llama` models: Q by the
+/// query heads, K by the key/value heads. None for every other tensor and architecture.
+pub fn permuted_heads(role: Dense, cfg: &ModelConfig) -> Option<usize> {
+    match (cfg.arch, role) {
+        (Arch::Mixtral, Dense::Q(_)) => Some(cfg.heads),
+        (Arch::Mixtral, Dense::K(_)) => Some(cfg.kv_heads),
+        _ => None,
+    }
+}
+
+/// Reorders whole rows (`row_bytes` each) of a `heads`-head projection between llama.cpp's
+/// interleaved-pair order and the rotate-half order. Within each head of `d` rows, llama.cpp row
+/// `2i + j` is Hugging Face row `j * d/2 + i` (convert_hf_to_gguf.py's `permute`). With
+/// `to_gguf` false this undoes it. Rows are moved whole, so it works for any storage type.
+pub fn unpermute_rows(data: &[u8], heads: usize, row_bytes: usize, to_gguf: bool) -> Vec<u8> {
+    let rows = data.len() / row_bytes;
+    let d = rows / heads;
+    let mut out = vec![0u8; data.len()];
+    for h in 0..heads {
+        for i in 0..d / 2 {
+            for j in 0..2 {
+                let gguf_row = h * d + 2 * i + j;
+                let hf_row = h * d + j * (d / 2) + i;
+                let (src, dst) = if to_gguf { (hf_row, gguf_row) } else { (gguf_row, hf_row) };
+                out[dst * row_bytes..(dst + 1) * row_bytes]
+                    .copy_from_slice(&data[src * row_bytes..(src + 1) * row_bytes]);
+            }
+        }
+    }
+    out
+}
