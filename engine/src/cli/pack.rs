@@ -10,11 +10,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Debug, Args)]
 pub struct PackArgs {
     /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json), or a
-    /// GGUF file (qwen3moe with F32/F16/BF16/Q8_0/Q4_0 tensors so far; copied, not requantised).
+    /// GGUF file (qwen3moe, qwen2moe, olmoe, llama+experts; F32/F16/BF16/Q8_0/Q4_0/Q2_K..Q6_K
+    /// tensors, copied, not requantised).
     #[arg(long)]
     from: PathBuf,
-    /// For a GGUF file: a directory with the model's tokenizer.json (GGUF tokenizers are not read
-    /// yet).
+    /// For a GGUF file: a directory with the tokenizer.json to use instead of the one rebuilt from
+    /// the file's metadata.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Output directory (written under a temporary name, renamed when complete and verified).
