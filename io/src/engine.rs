@@ -72,14 +72,17 @@ impl CancelToken {
 
 /// A further byte range of a request, read into the same slot: GGUF experts are three slices
 /// (gate, up, down) of three tensors, read as one request that completes when all have landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ReadSegment {
+    /// The file, if not the request's (a model split across files).
+    pub file: Option<Arc<DataFile>>,
     /// First byte wanted. Need not be aligned.
     pub offset: u64,
     /// Bytes wanted.
     pub len: usize,
     /// Where in the slot this segment's (aligned) read starts: a multiple of the arena's
-    /// alignment. Its bytes land at `dst + offset % a`, `a` = [`DataFile::read_align`].
+    /// alignment. Its bytes land at `dst + offset % a`, `a` = [`DataFile::read_align`] of its
+    /// file.
     pub dst: usize,
 }
 

@@ -15,6 +15,7 @@ use crate::arena::SlabArena;
 use crate::backend::{Backend, RawDone, RawRead};
 use crate::engine::{CancelToken, Counters, ReadDone, ReadRequest};
 use crate::error::{IoError, Result};
+use crate::file::{DataFile, FileMode};
 
 /// How long the idle I/O thread watches its request channels before it sleeps.
 pub(crate) const IDLE_SPIN: Duration = Duration::from_micros(100);
@@ -34,6 +35,8 @@ struct Pending {
 struct InFlight {
     /// Index into `IoThread::pending`.
     rid: usize,
+    /// The segment's file.
+    file: Arc<DataFile>,
     /// File offset of the slot byte at `dst`.
     start: u64,
     /// Slot offset the read starts at.
@@ -225,13 +228,15 @@ impl IoThread {
     /// Plans the request's segments (aligned covers inside the slot, no overlaps) and queues
     /// them; a request that cannot fit is completed with the error at once.
     fn start(&mut self, req: ReadRequest) {
-        let direct = req.file.mode() == crate::file::FileMode::Direct;
-        let align = if direct { req.file.align() } else { 1 };
         let slot_bytes = self.arena.slot_bytes();
-        let ranges = std::iter::once((req.offset, req.len, 0))
-            .chain(req.segments.iter().map(|s| (s.offset, s.len, s.dst)));
+        let ranges = std::iter::once((&req.file, req.offset, req.len, 0)).chain(
+            req.segments
+                .iter()
+                .map(|s| (s.file.as_ref().unwrap_or(&req.file), s.offset, s.len, s.dst)),
+        );
         let mut plan = Vec::with_capacity(1 + req.segments.len());
-        for (offset, len, dst) in ranges {
+        for (file, offset, len, dst) in ranges {
+            let align = if file.mode() == FileMode::Direct { file.align() } else { 1 };
             let start = offset - offset % align as u64;
             let head = (offset - start) as usize;
             let end = (head + len).next_multiple_of(align);
@@ -240,7 +245,7 @@ impl IoThread {
                     IoError::TooLargeForSlot { offset, len, needed: dst + end, align, slot_bytes };
                 return self.complete(req, Err(err), Vec::new());
             }
-            plan.push((start, dst, end, head, len));
+            plan.push((start, dst, end, head, len, align, Arc::clone(file)));
         }
         let mut covers: Vec<(usize, usize)> = plan.iter().map(|p| (p.1, p.1 + p.2)).collect();
         covers.sort_unstable();
@@ -252,9 +257,8 @@ impl IoThread {
             ));
             return self.complete(req, Err(err), Vec::new());
         }
-        let views: Vec<Range<usize>> =
-            plan.iter().map(|&(_, dst, _, head, len)| dst + head..dst + head + len).collect();
-        let to_read: Vec<_> = plan.iter().filter(|p| p.4 > 0).copied().collect();
+        let views: Vec<Range<usize>> = plan.iter().map(|p| p.1 + p.3..p.1 + p.3 + p.4).collect();
+        let to_read: Vec<_> = plan.into_iter().filter(|p| p.4 > 0).collect();
         if to_read.is_empty() {
             let mut views = views;
             let first = views.remove(0);
@@ -269,8 +273,8 @@ impl IoThread {
             }
         };
         self.pending[rid] = Some(Pending { req, left: to_read.len(), views, error: None });
-        for (start, dst, read_len, head, len) in to_read {
-            let op = InFlight { rid, start, dst, read_len, done: 0, need: head + len, align };
+        for (start, dst, read_len, head, len, align, file) in to_read {
+            let op = InFlight { rid, file, start, dst, read_len, done: 0, need: head + len, align };
             self.segments.push_back((rid, op));
         }
     }
@@ -290,7 +294,7 @@ impl IoThread {
         let slot = &self.pending[op.rid].as_ref().expect("op of a live request").req.slot;
         let raw = RawRead {
             id,
-            fd: self.pending[op.rid].as_ref().expect("live request").req.file.raw_fd(),
+            fd: op.file.raw_fd(),
             offset: op.start + resume as u64,
             len: op.read_len - resume,
             // SAFETY (of the pointer arithmetic): dst + resume < dst + read_len <= slot_bytes
@@ -333,7 +337,7 @@ impl IoThread {
             return;
         };
         let req = &self.pending[op.rid].as_ref().expect("op of a live request").req;
-        let (path, offset, len) = (req.file.path().to_path_buf(), req.offset, req.len);
+        let (path, offset, len) = (op.file.path().to_path_buf(), req.offset, req.len);
         match done.result {
             Err(e)
                 if matches!(
@@ -357,7 +361,7 @@ impl IoThread {
                     // Short: either end of file (a truncated file or a bad range) or a
                     // genuinely partial read, which is resumed.
                     let reached = op.start + op.done as u64;
-                    match req.file.len() {
+                    match op.file.len() {
                         Ok(file_len) if reached >= file_len || n == 0 => {
                             let err = IoError::PastEof { path, offset, len, file_len };
                             return self.finish_segment(id, Some(err));

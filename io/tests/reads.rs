@@ -62,6 +62,7 @@ fn check_random_reads(dir: &std::path::Path, expect_mode: Option<FileMode>) {
                     .iter()
                     .enumerate()
                     .map(|(k, &(offset, len))| floe_io::ReadSegment {
+                        file: None,
                         offset,
                         len,
                         dst: (k + 1) * third,

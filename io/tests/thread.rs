@@ -170,6 +170,7 @@ fn chaos_reads_are_exact_and_every_request_completes() {
                 } else {
                     let third = SLOT / 3 / 4096 * 4096;
                     let mut seg = |k: usize| ReadSegment {
+                        file: None,
                         offset: next() % (data.len() as u64 - SLOT as u64),
                         len: (next() % (third as u64 - 8192)) as usize + 1,
                         dst: k * third,

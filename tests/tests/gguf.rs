@@ -423,3 +423,56 @@ fn llama_qk_permutation_matches_the_converter() {
     assert_eq!(&gguf[..8], &[0, 4, 1, 5, 2, 6, 3, 7]);
     assert_eq!(floe::gguf::unpermute_rows(&gguf, heads, 1, false), hf);
 }
+
+/// A split GGUF (`-0000k-of-0000n.gguf`, as llama.cpp's gguf-split writes them) opens from any
+/// part as one model and runs like the single file, resident and streamed, also where one
+/// expert's gate, up and down lie in different parts (one read request over two files).
+#[test]
+fn split_gguf_runs_as_one_model() {
+    use floe::model::forward::{Model, Session};
+    use floe::model::placement::ExpertPlacement;
+    use floe::model::source::open_model;
+    use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny");
+    let shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
+    floe::model::synth::synth(&shape, &dir, floe_kernels::DType::Q8_0, 5, &mut |_, _| {}).unwrap();
+    let packed = floe::model::format::PackedModel::open(&dir, true).unwrap();
+    let file = tmp.path().join("tiny.gguf");
+    floe::gguf::write::export_gguf(&packed, &file, &mut |_, _| {}).unwrap();
+    let parts = floe::gguf::write::split_gguf(&file, 7).unwrap();
+    assert!(parts.len() > 3);
+    let prompt: Vec<u32> = (40..60).collect();
+    let run = |path: &std::path::Path, streamed: bool| {
+        let m = open_model(path, false, None).unwrap();
+        let experts: Box<dyn floe::model::experts::ExpertSource> = if streamed {
+            let cfg = StreamingConfig {
+                cache: CacheMode::Policy(floe::cache::PolicyKind::Lru),
+                cache_bytes: ((m.config.top_k + 1) * m.experts.slot_bytes) as u64,
+                prefetch: PrefetchMode::Gate,
+                io: Some(floe::io::BackendKind::Uring),
+                queue_depth: 4,
+            };
+            Box::new(StreamingExperts::open_file(m.experts, &m.config, &cfg, None).unwrap())
+        } else {
+            Box::new(floe::model::experts::ResidentExperts::load_file(m.experts).unwrap())
+        };
+        let model = Model::new(m.config, m.dense, experts, 1).unwrap();
+        model.forward(&mut Session::default(), &prompt, true).unwrap()
+    };
+    let want = run(&file, false);
+    // Opened from its third part: all parts, in order.
+    let m = open_model(&parts[2], false, None).unwrap();
+    assert_eq!(m.experts.paths, parts);
+    let straddles = m.experts.layers.iter().flatten().any(|p| match p {
+        ExpertPlacement::Slices { parts } => parts.iter().any(|s| s.file != parts[0].file),
+        _ => false,
+    });
+    assert!(straddles, "some layer's expert tensors lie in two parts");
+    assert_eq!(floe_tests::max_abs_diff(&run(&parts[2], false), &want), 0.0);
+    assert_eq!(floe_tests::max_abs_diff(&run(&parts[0], true), &want), 0.0);
+    // A missing part is an error naming it.
+    std::fs::remove_file(&parts[1]).unwrap();
+    let err = open_model(&parts[0], false, None).unwrap_err().to_string();
+    assert!(err.contains("00002-of"), "{err}");
+}

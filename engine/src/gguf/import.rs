@@ -108,14 +108,14 @@ pub fn expert_file(g: &GgufFile, cfg: &ModelConfig) -> Result<crate::model::plac
         let [gt, ut, dt] = expert_tensors(g, cfg, l)?;
         let (h, f) = (cfg.hidden, cfg.expert_ffn);
         let (p, slot) = ExpertPlacement::slices([
-            (gt.offset, f, h, dtype_of(gt)?),
-            (ut.offset, f, h, dtype_of(ut)?),
-            (dt.offset, h, f, dtype_of(dt)?),
+            (gt.file, gt.offset, f, h, dtype_of(gt)?),
+            (ut.file, ut.offset, f, h, dtype_of(ut)?),
+            (dt.file, dt.offset, h, f, dtype_of(dt)?),
         ])?;
         slot_bytes = slot_bytes.max(slot);
         layers[l] = Some(p);
     }
-    Ok(ExpertFile { path: g.path().to_path_buf(), layers, experts: cfg.experts, slot_bytes })
+    Ok(ExpertFile { paths: g.paths(), layers, experts: cfg.experts, slot_bytes })
 }
 
 /// The stacked gate, up and down expert tensors of layer `l`, with their dims checked

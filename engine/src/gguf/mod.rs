@@ -93,16 +93,18 @@ pub struct GgufTensor {
     pub dims: Vec<u64>,
     /// Element type.
     pub ggml_type: GgmlType,
-    /// Absolute byte offset of the data in the file.
+    /// Which part of a split model holds it (0 for single files).
+    pub file: usize,
+    /// Absolute byte offset of the data in that file.
     pub offset: u64,
     /// Bytes of data.
     pub bytes: u64,
 }
 
-/// An opened GGUF file (memory-mapped).
+/// An opened GGUF file (memory-mapped), or all parts of a split one (`-00001-of-0000N.gguf`,
+/// read as one model: metadata from the first part, tensors from all).
 pub struct GgufFile {
-    path: PathBuf,
-    map: Mmap,
+    parts: Vec<(PathBuf, Mmap)>,
     /// Format version (2 or 3).
     pub version: u32,
     /// Metadata, by key.
@@ -116,7 +118,7 @@ pub struct GgufFile {
 impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufFile")
-            .field("path", &self.path)
+            .field("parts", &self.paths())
             .field("version", &self.version)
             .field("tensors", &self.tensors.len())
             .finish()
@@ -211,17 +213,49 @@ impl<'a> Reader<'a> {
 }
 
 impl GgufFile {
-    /// Opens and parses `path`.
+    /// Opens and parses `path`; for a part of a split model, every part.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-        // SAFETY: the file is mapped read-only; floe documents that model files must not be
-        // modified while in use (a concurrent writer could change bytes under us, which the
-        // parser's bounds checks still keep memory-safe).
-        let map = unsafe { Mmap::map(&file) }
-            .map_err(|e| Error::Invalid(format!("mmap {}: {e}", path.display())))?;
-        let (version, metadata, tensors, alignment) = parse(&map, path)?;
-        Ok(Self { path: path.to_path_buf(), map, version, metadata, tensors, alignment })
+        let parts = match split_parts(path) {
+            Some(parts) => parts,
+            None => vec![path.to_path_buf()],
+        };
+        let mut maps = Vec::with_capacity(parts.len());
+        let mut first: Option<(u32, BTreeMap<String, GgufValue>, u64)> = None;
+        let mut tensors = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let file = std::fs::File::open(part)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", part.display())))?;
+            // SAFETY: the file is mapped read-only; floe documents that model files must not be
+            // modified while in use (a concurrent writer could change bytes under us, which the
+            // parser's bounds checks still keep memory-safe).
+            let map = unsafe { Mmap::map(&file) }
+                .map_err(|e| Error::Invalid(format!("mmap {}: {e}", part.display())))?;
+            let (version, metadata, part_tensors, alignment) = parse(&map, part)?;
+            let no = metadata.get("split.no").and_then(GgufValue::as_u64).unwrap_or(0);
+            if parts.len() > 1 && no != i as u64 {
+                return Err(Error::Invalid(format!(
+                    "{}: split.no is {no}, expected {i}",
+                    part.display()
+                )));
+            }
+            tensors.extend(part_tensors.into_iter().map(|t| GgufTensor { file: i, ..t }));
+            if first.is_none() {
+                first = Some((version, metadata, alignment));
+            }
+            maps.push((part.clone(), map));
+        }
+        let (version, metadata, alignment) = first.expect("at least one part");
+        if let Some(n) = metadata.get("split.tensors.count").and_then(GgufValue::as_u64) {
+            if n != tensors.len() as u64 {
+                return Err(Error::Invalid(format!(
+                    "{}: split.tensors.count says {n} tensors, the {} parts hold {}",
+                    path.display(),
+                    maps.len(),
+                    tensors.len()
+                )));
+            }
+        }
+        Ok(Self { parts: maps, version, metadata, tensors, alignment })
     }
 
     /// A metadata value.
@@ -241,13 +275,34 @@ impl GgufFile {
 
     /// The bytes of a tensor.
     pub fn data(&self, t: &GgufTensor) -> &[u8] {
-        &self.map[t.offset as usize..(t.offset + t.bytes) as usize]
+        &self.parts[t.file].1[t.offset as usize..(t.offset + t.bytes) as usize]
     }
 
-    /// The path it was opened from.
+    /// The path it was opened from (the first part of a split model).
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.parts[0].0
     }
+
+    /// Every part's path (one for an unsplit file).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.parts.iter().map(|p| p.0.clone()).collect()
+    }
+}
+
+/// The parts of a split model if `path` is named like one (`NAME-00002-of-00003.gguf`): all
+/// of them, in order, whichever part was named.
+pub fn split_parts(path: &Path) -> Option<Vec<PathBuf>> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".gguf")?;
+    let (rest, count) = stem.rsplit_once("-of-")?;
+    let (base, no) = rest.rsplit_once('-')?;
+    if no.len() != 5 || count.len() != 5 {
+        return None;
+    }
+    let n: usize = count.parse().ok()?;
+    no.parse::<usize>().ok().filter(|&k| k >= 1 && k <= n)?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    Some((1..=n).map(|k| dir.join(format!("{base}-{k:05}-of-{n:05}.gguf"))).collect())
 }
 
 type Parsed = (u32, BTreeMap<String, GgufValue>, Vec<GgufTensor>, u64);
@@ -327,7 +382,7 @@ pub fn parse(data: &[u8], path: &Path) -> Result<Parsed> {
                 detail: format!("{bytes} bytes at data offset {offset} do not fit in the {}-byte file (truncated?)", data.len()),
             });
         };
-        tensors.push(GgufTensor { name, dims, ggml_type, offset: start, bytes });
+        tensors.push(GgufTensor { name, dims, ggml_type, file: 0, offset: start, bytes });
     }
     Ok((version, metadata, tensors, alignment))
 }

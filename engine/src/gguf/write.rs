@@ -250,7 +250,7 @@ pub fn export_gguf(
     }
     for (l, p) in table.iter().enumerate() {
         let Some(p) = p else { continue };
-        let v = p.view(0, 1);
+        let v = p.view(0, &|_| 1);
         for (part, (name, place)) in
             [("gate", v.gate), ("up", v.up), ("down", v.down)].into_iter().enumerate()
         {
@@ -316,9 +316,9 @@ pub fn export_gguf(
                 Source::Experts { layer, part } => {
                     let p = table[*layer].as_ref().expect("listed from the table");
                     for e in 0..c.experts {
-                        let v = p.view(e, 1);
+                        let v = p.view(e, &|_| 1);
                         let place = [v.gate, v.up, v.down][*part];
-                        let (slab_at, _, _) = p.read(e);
+                        let slab_at = p.read(e)[0].offset;
                         buf.resize(place.bytes, 0);
                         experts
                             .read_exact_at(&mut buf, slab_at + place.offset as u64)
@@ -343,4 +343,62 @@ pub fn export_gguf(
             Err(e)
         }
     }
+}
+
+/// Splits the GGUF file `src` into parts of at most `max_tensors` tensors each, named and keyed
+/// as llama.cpp's `gguf-split` does (`NAME-00001-of-0000N.gguf`; `split.no`, `split.count` and
+/// `split.tensors.count` in every part, the rest of the metadata in the first). Returns the
+/// parts' paths.
+pub fn split_gguf(src: &Path, max_tensors: usize) -> Result<Vec<std::path::PathBuf>> {
+    let g = super::GgufFile::open(src)?;
+    let chunks: Vec<&[super::GgufTensor]> = g.tensors.chunks(max_tensors.max(1)).collect();
+    let n = chunks.len();
+    let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+    let dir = src.parent().unwrap_or(Path::new(""));
+    let mut paths = Vec::new();
+    for (i, part) in chunks.iter().enumerate() {
+        let path = dir.join(format!("{stem}-{:05}-of-{n:05}.gguf", i + 1));
+        let werr = |e: std::io::Error| Error::Write { path: path.clone(), source: e };
+        let mut meta: Vec<(String, GgufValue)> = vec![
+            ("split.no".into(), GgufValue::U16(i as u16)),
+            ("split.count".into(), GgufValue::U16(n as u16)),
+            ("split.tensors.count".into(), GgufValue::I32(g.tensors.len() as i32)),
+        ];
+        if i == 0 {
+            meta.extend(g.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let file = std::fs::File::create(&path).map_err(werr)?;
+        let mut o = Out { w: BufWriter::new(file) };
+        (|| -> std::io::Result<()> {
+            o.bytes(b"GGUF")?;
+            o.u32(3)?;
+            o.u64(part.len() as u64)?;
+            o.u64(meta.len() as u64)?;
+            for (k, v) in &meta {
+                o.string(k)?;
+                o.value(v, true)?;
+            }
+            let mut offset = 0u64;
+            for t in part.iter() {
+                o.string(&t.name)?;
+                o.u32(t.dims.len() as u32)?;
+                for d in &t.dims {
+                    o.u64(*d)?;
+                }
+                o.u32(type_id(t.ggml_type))?;
+                o.u64(offset)?;
+                offset = (offset + t.bytes).next_multiple_of(g.alignment);
+            }
+            let pos = o.w.stream_position()?;
+            o.bytes(&vec![0u8; (pos.next_multiple_of(g.alignment) - pos) as usize])?;
+            for t in part.iter() {
+                o.bytes(g.data(t))?;
+                o.bytes(&vec![0u8; (t.bytes.next_multiple_of(g.alignment) - t.bytes) as usize])?;
+            }
+            o.w.flush()
+        })()
+        .map_err(werr)?;
+        paths.push(path);
+    }
+    Ok(paths)
 }

@@ -84,8 +84,13 @@ impl ResidentExperts {
     /// Reads every expert of `file` into memory (plain buffered reads).
     pub fn load_file(file: ExpertFile) -> Result<Self> {
         use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open(&file.path)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", file.path.display())))?;
+        let files = file
+            .paths
+            .iter()
+            .map(|p| {
+                std::fs::File::open(p).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let moe = file.layers.iter().flatten().count();
         let slot = file.slot_bytes.next_multiple_of(8);
         let mut buf = vec![0u64; moe * file.experts * slot / 8];
@@ -97,14 +102,13 @@ impl ResidentExperts {
             first_slot[l] = Some(next);
             for e in 0..file.experts {
                 let dst = &mut bytes[(next + e) * slot..(next + e + 1) * slot];
-                let (offset, len, segments) = p.read(e);
-                let ranges = std::iter::once((offset, len, 0))
-                    .chain(segments.iter().map(|s| (s.offset, s.len, s.dst)));
-                for (offset, len, at) in ranges {
-                    f.read_exact_at(&mut dst[at..at + len], offset).map_err(|err| {
+                for r in p.read(e) {
+                    let (f, len) = (&files[r.file], r.len);
+                    f.read_exact_at(&mut dst[r.dst..r.dst + len], r.offset).map_err(|err| {
                         Error::Invalid(format!(
-                            "{}: layer {l} expert {e}: {len} bytes at {offset}: {err}",
-                            file.path.display()
+                            "{}: layer {l} expert {e}: {len} bytes at {}: {err}",
+                            file.paths[r.file].display(),
+                            r.offset
                         ))
                     })?;
                 }
@@ -130,7 +134,7 @@ impl ExpertSource for ResidentExperts {
             let first = self.first_slot[layer].expect("layer() checked it has experts");
             let bytes = &all[(first + e) * slot..(first + e + 1) * slot];
             // Read with plain reads: every segment starts exactly at its place (alignment 1).
-            let view = ExpertView::from_slab(&p.view(e, 1), bytes)?;
+            let view = ExpertView::from_slab(&p.view(e, &|_| 1), bytes)?;
             f(e, &view)?;
         }
         Ok(())

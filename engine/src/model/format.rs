@@ -300,7 +300,7 @@ impl PackedModel {
     /// The routed experts: experts.bin and each layer's slab placement.
     pub fn expert_file(&self) -> Result<ExpertFile> {
         Ok(ExpertFile {
-            path: self.dir.join("experts.bin"),
+            paths: vec![self.dir.join("experts.bin")],
             layers: self.manifest.expert_table()?,
             experts: self.manifest.config.experts,
             slot_bytes: self.manifest.slab.slab_bytes,

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-use floe_io::ReadSegment;
 use floe_kernels::DType;
 
 use crate::error::{Error, Result};
@@ -40,6 +39,8 @@ pub struct SlabViewLayout {
 /// One matrix of every expert of a layer, stored as consecutive equal slices of one tensor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SlicePart {
+    /// Which of the model's files holds it (split GGUF files).
+    pub file: usize,
     /// File offset of expert 0's slice.
     pub file_offset: u64,
     /// The matrix; `offset` is where its segment's read starts in the slot (a multiple of the
@@ -68,18 +69,19 @@ pub enum ExpertPlacement {
 pub const SLOT_ALIGN: usize = 4096;
 
 impl ExpertPlacement {
-    /// Slices at `parts` = (file offset of expert 0, rows, cols, type) for gate, up and down,
+    /// Slices at `parts` = (file, offset of expert 0, rows, cols, type) for gate, up and down,
     /// planned into one slot: each segment starts at a multiple of [`SLOT_ALIGN`] with room for
     /// its read's alignment head. Returns the placement and the slot size it needs.
-    pub fn slices(parts: [(u64, usize, usize, DType); 3]) -> Result<(Self, usize)> {
+    pub fn slices(parts: [(usize, u64, usize, usize, DType); 3]) -> Result<(Self, usize)> {
         let mut dst = 0usize;
         let mut out = Vec::with_capacity(3);
-        for (file_offset, rows, cols, dtype) in parts {
+        for (file, file_offset, rows, cols, dtype) in parts {
             let bytes = dtype
                 .row_bytes(cols)
                 .map_err(|e| Error::Invalid(format!("expert matrices: {e}")))?
                 * rows;
             out.push(SlicePart {
+                file,
                 file_offset,
                 place: MatrixPlace { offset: dst, rows, cols, bytes, dtype },
             });
@@ -90,34 +92,39 @@ impl ExpertPlacement {
         Ok((ExpertPlacement::Slices { parts: [out[0], out[1], out[2]] }, dst))
     }
 
-    /// The read of expert `e`: (offset, length) of the first range and any further segments.
-    pub fn read(&self, e: usize) -> (u64, usize, Vec<ReadSegment>) {
+    /// The reads of expert `e`: (file, offset, length, slot offset) of each range, the first at
+    /// slot offset 0.
+    pub fn read(&self, e: usize) -> Vec<ExpertRange> {
         match self {
-            ExpertPlacement::Slab { base, layout } => {
-                (base + (e * layout.slab_bytes) as u64, layout.slab_bytes, Vec::new())
-            }
-            ExpertPlacement::Slices { parts } => {
-                let at = |p: &SlicePart| p.file_offset + (e * p.place.bytes) as u64;
-                let segments = parts[1..]
-                    .iter()
-                    .map(|p| ReadSegment { offset: at(p), len: p.place.bytes, dst: p.place.offset })
-                    .collect();
-                (at(&parts[0]), parts[0].place.bytes, segments)
-            }
+            ExpertPlacement::Slab { base, layout } => vec![ExpertRange {
+                file: 0,
+                offset: base + (e * layout.slab_bytes) as u64,
+                len: layout.slab_bytes,
+                dst: 0,
+            }],
+            ExpertPlacement::Slices { parts } => parts
+                .iter()
+                .map(|p| ExpertRange {
+                    file: p.file,
+                    offset: p.file_offset + (e * p.place.bytes) as u64,
+                    len: p.place.bytes,
+                    dst: p.place.offset,
+                })
+                .collect(),
         }
     }
 
-    /// Where expert `e`'s matrices are in its slot once read from a file whose reads are
-    /// aligned to `read_align` (1 for buffered files): a segment's bytes land `offset %
-    /// read_align` after its start.
-    pub fn view(&self, e: usize, read_align: usize) -> SlabViewLayout {
+    /// Where expert `e`'s matrices are in its slot once read, with `read_align(file)` the
+    /// alignment reads of that file are rounded to (1 for buffered files): a segment's bytes
+    /// land `offset % read_align` after its start.
+    pub fn view(&self, e: usize, read_align: &dyn Fn(usize) -> usize) -> SlabViewLayout {
         match self {
             ExpertPlacement::Slab { layout, .. } => *layout,
             ExpertPlacement::Slices { parts } => {
                 let place = |p: &SlicePart| {
                     let off = p.file_offset + (e * p.place.bytes) as u64;
                     MatrixPlace {
-                        offset: p.place.offset + (off % read_align as u64) as usize,
+                        offset: p.place.offset + (off % read_align(p.file) as u64) as usize,
                         ..p.place
                     }
                 };
@@ -141,11 +148,24 @@ impl ExpertPlacement {
     }
 }
 
-/// The routed experts of a model: the file they are in and how each layer's are stored.
+/// One byte range of an expert's read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpertRange {
+    /// Index into [`ExpertFile::paths`].
+    pub file: usize,
+    /// Byte offset in that file.
+    pub offset: u64,
+    /// Bytes.
+    pub len: usize,
+    /// Where its read starts in the slot.
+    pub dst: usize,
+}
+
+/// The routed experts of a model: the files they are in and how each layer's are stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpertFile {
-    /// The file (experts.bin, or the GGUF file itself).
-    pub path: PathBuf,
+    /// The files (experts.bin, or the GGUF file or its split parts).
+    pub paths: Vec<PathBuf>,
     /// By decoder layer; None for layers without routed experts.
     pub layers: Vec<Option<ExpertPlacement>>,
     /// Experts per MoE layer.

@@ -10,7 +10,7 @@ use floe_cache::{
 };
 use floe_io::{
     BackendKind, CancelToken, DataFile, IoConfig, IoEngine, IoError, Priority, ReadDone,
-    ReadRequest, SlabArena, Slot,
+    ReadRequest, ReadSegment, SlabArena, Slot,
 };
 use parking_lot::Mutex;
 
@@ -47,7 +47,7 @@ struct Inner {
 /// mutex); the I/O thread runs beside it.
 pub struct StreamingExperts {
     io: IoEngine,
-    file: Arc<DataFile>,
+    files: Vec<Arc<DataFile>>,
     cache: ExpertCache,
     experts: ExpertFile,
     mode: CacheMode,
@@ -138,7 +138,11 @@ impl StreamingExperts {
                 "the I/O engine's arena does not fit this model's slabs".into(),
             ));
         }
-        let file = io.open_file(&experts.path)?;
+        let files = experts
+            .paths
+            .iter()
+            .map(|p| io.open_file(p))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let shape =
             MoeShape { layers: c.layers as u16, experts: c.experts as u16, top_k: c.top_k as u16 };
         let kind = match cfg.cache {
@@ -159,7 +163,7 @@ impl StreamingExperts {
         }
         Ok(Self {
             io,
-            file,
+            files,
             cache,
             experts,
             mode: cfg.cache,
@@ -200,12 +204,22 @@ impl StreamingExperts {
             Error::Invalid(format!("slot {slot} is not free (cache and arena disagree)"))
         })?;
         let cancel = (priority == Priority::Prefetch).then(CancelToken::new);
-        let (offset, len, segments) = self.layer(key)?.read(key.expert as usize);
+        let ranges = self.layer(key)?.read(key.expert as usize);
+        let first = ranges[0];
+        let segments = ranges[1..]
+            .iter()
+            .map(|r| ReadSegment {
+                file: (r.file != first.file).then(|| Arc::clone(&self.files[r.file])),
+                offset: r.offset,
+                len: r.len,
+                dst: r.dst,
+            })
+            .collect();
         self.io.submit(ReadRequest {
             tag: tag_of(key),
-            file: Arc::clone(&self.file),
-            offset,
-            len,
+            file: Arc::clone(&self.files[first.file]),
+            offset: first.offset,
+            len: first.len,
             slot: token,
             priority,
             cancel: cancel.clone(),
@@ -273,7 +287,7 @@ impl StreamingExperts {
         let token = inner.slots[slot as usize]
             .as_ref()
             .ok_or_else(|| Error::Invalid(format!("{key}: slot lent out")))?;
-        let layout = self.layer(key)?.view(key.expert as usize, self.file.read_align());
+        let layout = self.layer(key)?.view(key.expert as usize, &|f| self.files[f].read_align());
         ExpertView::from_slab(&layout, self.io.arena().bytes(token))
     }
 
