@@ -1,6 +1,7 @@
 //! Command-line front end: one file per subcommand.
 
 mod bench_io;
+mod export;
 mod gguf_info;
 mod pack;
 mod plot;
@@ -21,12 +22,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Generate text with a packed model.
+    /// Generate text with a packed model or a GGUF file.
     Run(run::RunArgs),
-    /// Pack a Hugging Face checkpoint (safetensors) into floe's format.
+    /// Pack a Hugging Face checkpoint (safetensors) or a GGUF file into floe's format.
     Pack(pack::PackArgs),
     /// Write a packed model with random weights (presets of real shapes).
     Synth(synth::SynthArgs),
+    /// Write a packed model as a GGUF file in llama.cpp's layout.
+    Export(export::ExportArgs),
     /// Show what a GGUF file holds: metadata and tensors.
     GgufInfo(gguf_info::GgufInfoArgs),
     /// Measure random aligned slab reads per I/O backend (GB/s), optionally beside fio.
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Pack(args) => pack::run(args),
         Command::Synth(args) => synth::run(args),
+        Command::Export(args) => export::run(args),
         Command::GgufInfo(args) => gguf_info::run(args),
         Command::BenchIo(args) => bench_io::run(args),
         Command::Sim(args) => sim::run(args),
