@@ -499,10 +499,13 @@ impl DenseWeights {
     /// Reads dense.bin of `model`.
     pub fn load(model: &PackedModel) -> Result<Self> {
         let path = model.dir.join("dense.bin");
-        let bytes =
-            std::fs::read(&path).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-        let mut buf = vec![0u64; bytes.len().div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..bytes.len()].copy_from_slice(&bytes);
+        // Read straight into the (8-byte aligned) buffer: no second copy of the dense weights.
+        let err = |e: std::io::Error| Error::Invalid(format!("{}: {e}", path.display()));
+        let mut f = std::fs::File::open(&path).map_err(err)?;
+        let len = f.metadata().map_err(err)?.len() as usize;
+        let mut buf = vec![0u64; len.div_ceil(8)];
+        f.read_exact(&mut bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..len]).map_err(err)?;
+        let bytes = &bytemuck::cast_slice::<u64, u8>(&buf)[..len];
         let mut entries = HashMap::new();
         for d in &model.manifest.dense {
             let dtype: DType =
@@ -514,29 +517,33 @@ impl DenseWeights {
 
     /// Dense weights copied from `(name, type, rows, cols, bytes)` tensors (a GGUF file's), each
     /// at a [`TENSOR_ALIGN`] boundary.
-    pub fn from_tensors<'t>(
-        tensors: impl IntoIterator<Item = (String, DType, usize, usize, &'t [u8])>,
-    ) -> Self {
-        let mut raw: Vec<u8> = Vec::new();
+    pub fn from_tensors<'t>(tensors: &[(String, DType, usize, usize, &'t [u8])]) -> Self {
+        // One allocation, filled in place: the source bytes may be a mapped file whose pages
+        // count towards RSS while they are read, so no second copy on top.
+        let mut len = 0usize;
+        for t in tensors {
+            len = len.next_multiple_of(TENSOR_ALIGN) + t.4.len();
+        }
+        let mut buf = vec![0u64; len.div_ceil(8)];
+        let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
         let mut entries = HashMap::new();
+        let mut offset = 0usize;
         for (name, dtype, rows, cols, data) in tensors {
-            let offset = raw.len().next_multiple_of(TENSOR_ALIGN);
-            raw.resize(offset, 0);
-            raw.extend_from_slice(data);
+            offset = offset.next_multiple_of(TENSOR_ALIGN);
+            raw[offset..offset + data.len()].copy_from_slice(data);
             let e = DenseEntry {
                 name: name.clone(),
                 dtype: dtype.name().into(),
-                rows,
-                cols,
+                rows: *rows,
+                cols: *cols,
                 offset: offset as u64,
                 bytes: data.len() as u64,
                 xxh3: String::new(),
             };
-            entries.insert(name, (dtype, e));
+            entries.insert(name.clone(), (*dtype, e));
+            offset += data.len();
         }
-        let mut buf = vec![0u64; raw.len().div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..raw.len()].copy_from_slice(&raw);
-        Self { len: raw.len(), buf, entries }
+        Self { len, buf, entries }
     }
 
     /// Bytes held.

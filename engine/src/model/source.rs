@@ -56,9 +56,9 @@ pub fn open_model(path: &Path, verify: bool, tokenizer: Option<&Path>) -> Result
         let g = crate::gguf::GgufFile::open(path)?;
         let config = crate::gguf::config_of(&g)?;
         let tensors = crate::gguf::import::dense_tensors(&g, &config)?;
-        let dense = DenseWeights::from_tensors(
-            tensors.iter().map(|t| (t.key.clone(), t.dtype, t.rows, t.cols, &t.data[..])),
-        );
+        let list: Vec<_> =
+            tensors.iter().map(|t| (t.key.clone(), t.dtype, t.rows, t.cols, &t.data[..])).collect();
+        let dense = DenseWeights::from_tensors(&list);
         let experts = crate::gguf::import::expert_file(&g, &config)?;
         let codec = match codec {
             Some(c) => Some(c),
