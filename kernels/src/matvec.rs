@@ -14,6 +14,13 @@ use crate::quant::{
 /// Rows handed to one task: big enough to amortise scheduling, small enough to balance.
 const ROWS_PER_TASK: usize = 16;
 
+/// How far ahead of the rows being computed the weights are prefetched, in bytes. Measured on
+/// the 2048x768 Q4_0 matvec, single thread, 1 GiB working set, against a plain read of the same
+/// bytes in the same run: no prefetch 48-49 %, 4 KiB ahead into L1 54-56 %, 8-16 KiB ahead into
+/// L2 66-71 %. Into L2 because L1 has only ~10 fill buffers: a burst of L1 prefetches stalls
+/// the loads the kernel needs now.
+const PREFETCH_AHEAD: usize = 12 << 10;
+
 /// A weight matrix in one of the supported formats: `rows` rows of `cols` values, row-major,
 /// borrowed from wherever the bytes live (an arena slot, a mapped file, a Vec).
 #[derive(Debug, Clone, Copy)]
@@ -91,8 +98,12 @@ impl<'a> Matrix<'a> {
                 rows_x4(blocks, q.len(), first, out, k.q4_0_x4, k.q4_0, q);
             }
             _ => {
+                let end = self.data.as_ptr_range().end as usize;
                 for (i, o) in out.iter_mut().enumerate() {
-                    *o = dot_row(k, self.dtype, self.row(first + i), x);
+                    let row = self.row(first + i);
+                    let next = row.as_ptr() as usize + PREFETCH_AHEAD;
+                    prefetch_range(next, row.len().min(end.saturating_sub(next)));
+                    *o = dot_row(k, self.dtype, row, x);
                 }
             }
         }
@@ -115,10 +126,10 @@ fn rows_x4<B>(
     let mut chunks = out.chunks_exact_mut(4);
     let mut r = first;
     for o in &mut chunks {
-        // Rows are short (a few hundred bytes to a few KiB): ask for the next group's bytes now,
+        // Rows are short (a few hundred bytes to a few KiB): ask for bytes PREFETCH_AHEAD on now,
         // so they stream in while this group computes (measured: the hardware prefetcher alone
         // leaves the quantised kernels waiting on DRAM).
-        let next = row(r).as_ptr() as usize + 2 * group_bytes;
+        let next = row(r).as_ptr() as usize + group_bytes + PREFETCH_AHEAD;
         prefetch_range(next, group_bytes.min(end.saturating_sub(next)));
         o.copy_from_slice(&x4([row(r), row(r + 1), row(r + 2), row(r + 3)], q));
         r += 4;
@@ -129,16 +140,16 @@ fn rows_x4<B>(
     }
 }
 
-/// Hints the CPU to fetch `len` bytes from `addr` into cache. Never faults: prefetches of any
+/// Hints the CPU to fetch `len` bytes from `addr` into L2. Never faults: prefetches of any
 /// address are architecturally harmless.
 #[inline]
 fn prefetch_range(addr: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     for off in (0..len).step_by(64) {
-        // SAFETY: PREFETCHT0 does not access memory architecturally and cannot fault, whatever
+        // SAFETY: PREFETCHT2 does not access memory architecturally and cannot fault, whatever
         // the address; SSE is part of the x86_64 baseline.
         unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T2 }>(
                 (addr + off) as *const i8,
             )
         };
