@@ -517,7 +517,7 @@ impl DenseWeights {
 
     /// Dense weights copied from `(name, type, rows, cols, bytes)` tensors (a GGUF file's), each
     /// at a [`TENSOR_ALIGN`] boundary.
-    pub fn from_tensors<'t>(tensors: &[(String, DType, usize, usize, &'t [u8])]) -> Self {
+    pub fn from_tensors(tensors: &[(String, DType, usize, usize, &[u8])]) -> Self {
         // One allocation, filled in place: the source bytes may be a mapped file whose pages
         // count towards RSS while they are read, so no second copy on top.
         let mut len = 0usize;
