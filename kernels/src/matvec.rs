@@ -99,10 +99,15 @@ impl<'a> Matrix<'a> {
             }
             _ => {
                 let end = self.data.as_ptr_range().end as usize;
+                // K-quant rows are prefetched like Q4_0/Q8_0 groups; float rows are not (the
+                // hardware prefetcher keeps up with their slower conversion kernels).
+                let prefetch = self.dtype.is_k_quant();
                 for (i, o) in out.iter_mut().enumerate() {
                     let row = self.row(first + i);
-                    let next = row.as_ptr() as usize + PREFETCH_AHEAD;
-                    prefetch_range(next, row.len().min(end.saturating_sub(next)));
+                    if prefetch {
+                        let next = row.as_ptr() as usize + PREFETCH_AHEAD;
+                        prefetch_range(next, row.len().min(end.saturating_sub(next)));
+                    }
                     *o = dot_row(k, self.dtype, row, x);
                 }
             }

@@ -23,6 +23,10 @@ pub struct SynthArgs {
     /// Expert format: q4_0, q8_0, bf16.
     #[arg(long, default_value = "q4_0")]
     dtype: DType,
+    /// Format of the dense matrices (embeddings, attention): f32, bf16, q8_0, q4_0 (default:
+    /// bf16 from hidden 512 up, else f32), as a quantised GGUF of the model would have them.
+    #[arg(long)]
+    dense_dtype: Option<DType>,
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -55,6 +59,7 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
     shape.experts = a.experts.unwrap_or(shape.experts);
     shape.top_k = a.top_k.unwrap_or(shape.top_k);
     shape.expert_ffn = a.expert_ffn.unwrap_or(shape.expert_ffn);
+    shape.dense_dtype = a.dense_dtype;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("writing {msg} [{bar:40}] {pos}/{len} tensors ({eta} left)")
             .expect("valid template")

@@ -43,6 +43,9 @@ pub struct SynthShape {
     pub expert_ffn: usize,
     /// Vocabulary (at least 257: the byte-level tokenizer's).
     pub vocab: usize,
+    /// Format of the dense matrices (embeddings, attention); None: bf16 from hidden 512 up,
+    /// else f32. Norms and routers are always f32.
+    pub dense_dtype: Option<DType>,
 }
 
 impl SynthShape {
@@ -59,6 +62,7 @@ impl SynthShape {
                 top_k,
                 expert_ffn,
                 vocab,
+                dense_dtype: None,
             }
         };
         Ok(match name {
@@ -208,7 +212,7 @@ fn write(
     let slab = SlabLayout::new(dtype, h, cfg.expert_ffn)?;
     let total = plan.len() as u64 + (cfg.layers * cfg.experts) as u64;
     let mut done = 0;
-    let dense_dtype = if h >= 512 { DType::Bf16 } else { DType::F32 };
+    let dense_dtype = shape.dense_dtype.unwrap_or(if h >= 512 { DType::Bf16 } else { DType::F32 });
 
     let mut dense_out = DenseWriter::create(dir)?;
     for (role, rows, cols) in plan {
