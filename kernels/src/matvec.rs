@@ -315,6 +315,10 @@ pub fn matmul_with(
     if n == 0 {
         return Ok(());
     }
+    if n == 1 {
+        // Decode: the row-group kernels, prefetch and no transposition scratch of matvec.
+        return matvec_with(w, xs, ys, pool, mode);
+    }
     let k = kernels();
     let prepared: Vec<Prepared> =
         xs.chunks_exact(w.cols).map(|x| prepare(w.dtype, x, mode)).collect();
