@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// with a quarter of its experts as cache.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Reads kept in flight by the I/O thread when streaming (each slab is read as pieces of
+    /// up to 512 KiB; deeper queues let prefetches crowd out demand reads).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    queue_depth: usize,
     /// A directory with the tokenizer.json to use (default: the model's own; for GGUF files,
     /// rebuilt from the file's metadata).
     #[arg(long, value_name = "DIR")]
@@ -191,7 +195,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             cache_bytes,
             prefetch: a.prefetch.parse().map_err(anyhow::Error::msg)?,
             io: a.io.as_deref().map(str::parse).transpose()?,
-            queue_depth: 16,
+            queue_depth: a.queue_depth,
         };
         Some(Arc::new(StreamingExperts::open_file(expert_file.clone(), &config, &cfg, None)?))
     } else {

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 use crate::model::experts::{ExpertSource, ExpertView};
 use crate::model::format::PackedModel;
-use crate::model::placement::{ExpertFile, ExpertPlacement};
+use crate::model::placement::{ExpertFile, ExpertPlacement, ExpertRange};
 
 /// Counters of a streaming run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -63,6 +63,24 @@ impl std::fmt::Debug for StreamingExperts {
             .field("slots", &self.cache.capacity())
             .finish()
     }
+}
+
+/// Merges ranges that continue each other in both the file and the slot.
+fn coalesce(ranges: Vec<ExpertRange>) -> Vec<ExpertRange> {
+    let mut out: Vec<ExpertRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(p)
+                if p.file == r.file
+                    && p.offset + p.len as u64 == r.offset
+                    && p.dst + p.len == r.dst =>
+            {
+                p.len += r.len
+            }
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 fn tag_of(key: ExpertKey) -> u64 {
@@ -204,7 +222,13 @@ impl StreamingExperts {
             Error::Invalid(format!("slot {slot} is not free (cache and arena disagree)"))
         })?;
         let cancel = (priority == Priority::Prefetch).then(CancelToken::new);
-        let ranges = self.layer(key)?.read(key.expert as usize);
+        let mut ranges = self.layer(key)?.read(key.expert as usize);
+        // Pieces help direct reads at low queue depth; buffered reads (`--cache os`) do better
+        // as one request the kernel's readahead sees whole (measured: 2.1 vs 1.55 tok/s), so the
+        // page-cache baseline keeps its best form.
+        if self.files[ranges[0].file].read_align() == 1 {
+            ranges = coalesce(ranges);
+        }
         let first = ranges[0];
         let segments = ranges[1..]
             .iter()
