@@ -6,18 +6,8 @@
 
 use std::arch::x86_64::*;
 
+use super::avx2::hsum;
 use crate::quant::{scales_mins_k4, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn hsum(v: __m256) -> f32 {
-    let lo = _mm256_castps256_ps128(v);
-    let hi = _mm256_extractf128_ps::<1>(v);
-    let s = _mm_add_ps(lo, hi);
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-    _mm_cvtss_f32(s)
-}
 
 /// Σ over 8 sub-blocks of min * (sum of that sub-block's 32 activation codes), with the 16
 /// Q8_K `bsums` (each covering 16 values) against the mins repeated twice.
@@ -49,77 +39,55 @@ fn hsum_i32(v: __m256i) -> i32 {
 pub(super) fn dot_q4_k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
     // SAFETY: these kernels sit only in tables handed out when AVX2 and FMA are present.
-    unsafe { dot_q4_k_imp(w, x) }
-}
-
-#[target_feature(enable = "avx2,fma")]
-fn dot_q4_k_imp(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
-    let mask = _mm256_set1_epi8(0x0F);
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0.0f32;
-    for (a, b) in w.iter().zip(x) {
-        let (sc, m) = scales_mins_k4(&a.scales);
-        let mut sumi = _mm256_setzero_si256();
-        for c in 0..4 {
-            // SAFETY: qs has 128 bytes (c*32 + 32 <= 128) and the Q8_K codes 256
-            // (64c + 64 <= 256): every 32-byte unaligned load is in bounds.
-            let (q4, y0, y1) = unsafe {
-                (
-                    _mm256_loadu_si256(a.qs.as_ptr().add(32 * c) as *const __m256i),
-                    _mm256_loadu_si256(b.qs.as_ptr().add(64 * c) as *const __m256i),
-                    _mm256_loadu_si256(b.qs.as_ptr().add(64 * c + 32) as *const __m256i),
-                )
-            };
-            let lo = _mm256_and_si256(q4, mask);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask);
-            let p0 = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(lo, y0),
-                _mm256_set1_epi16(sc[2 * c] as i16),
-            );
-            let p1 = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(hi, y1),
-                _mm256_set1_epi16(sc[2 * c + 1] as i16),
-            );
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-        }
-        let d = a.d.to_f32() * b.d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-        mins += a.dmin.to_f32() * b.d * mins_dot_bsums(&m, &b.bsums) as f32;
+    unsafe {
+        dot_k4_imp::<false>(w.iter().map(|a| (a.d, a.dmin, &a.scales, &a.qs, &NO_HIGH_BITS)), x)
     }
-    hsum(acc) - mins
 }
 
 pub(super) fn dot_q5_k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
     // SAFETY: only in tables handed out when AVX2 and FMA are present.
-    unsafe { dot_q5_k_imp(w, x) }
+    unsafe { dot_k4_imp::<true>(w.iter().map(|a| (a.d, a.dmin, &a.scales, &a.qs, &a.qh)), x) }
 }
 
+/// The fields of a Q4_K block, or of a Q5_K block with its high bits.
+type K4Block<'a> = (half::f16, half::f16, &'a [u8; 12], &'a [u8; 128], &'a [u8; 32]);
+
+/// Q4_K blocks have no fifth bits.
+static NO_HIGH_BITS: [u8; 32] = [0; 32];
+
+/// Q4_K and Q5_K against Q8_K: 4-bit codes, plus (`HIGH`, Q5_K) the fifth bit from `qh` as 16.
+/// `HIGH` is a constant so the Q4_K loop carries no high-bit work.
 #[target_feature(enable = "avx2,fma")]
-fn dot_q5_k_imp(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
+fn dot_k4_imp<'a, const HIGH: bool>(w: impl Iterator<Item = K4Block<'a>>, x: &[BlockQ8K]) -> f32 {
     let mask = _mm256_set1_epi8(0x0F);
     let sixteen = _mm256_set1_epi8(16);
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0.0f32;
-    for (a, b) in w.iter().zip(x) {
-        let (sc, m) = scales_mins_k4(&a.scales);
+    for ((d, dmin, scales, qs, qh), b) in w.zip(x) {
+        let (sc, m) = scales_mins_k4(scales);
         // SAFETY: qh is exactly 32 bytes.
-        let qh = unsafe { _mm256_loadu_si256(a.qh.as_ptr() as *const __m256i) };
+        let qh = unsafe { _mm256_loadu_si256(qh.as_ptr() as *const __m256i) };
         let mut sumi = _mm256_setzero_si256();
         for c in 0..4 {
-            // SAFETY: as in Q4_K: 32c + 32 <= 128 and 64c + 64 <= 256.
+            // SAFETY: qs has 128 bytes (32c + 32 <= 128) and the Q8_K codes 256
+            // (64c + 64 <= 256): every 32-byte unaligned load is in bounds.
             let (q4, y0, y1) = unsafe {
                 (
-                    _mm256_loadu_si256(a.qs.as_ptr().add(32 * c) as *const __m256i),
+                    _mm256_loadu_si256(qs.as_ptr().add(32 * c) as *const __m256i),
                     _mm256_loadu_si256(b.qs.as_ptr().add(64 * c) as *const __m256i),
                     _mm256_loadu_si256(b.qs.as_ptr().add(64 * c + 32) as *const __m256i),
                 )
             };
-            let (b1, b2) = (_mm256_set1_epi8(1 << (2 * c)), _mm256_set1_epi8(2 << (2 * c)));
-            let h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), sixteen);
-            let h2 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2), sixteen);
-            let lo = _mm256_or_si256(_mm256_and_si256(q4, mask), h1);
-            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask), h2);
+            let mut lo = _mm256_and_si256(q4, mask);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask);
+            if HIGH {
+                let (b1, b2) = (_mm256_set1_epi8(1 << (2 * c)), _mm256_set1_epi8(2 << (2 * c)));
+                let h1 = _mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1);
+                let h2 = _mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2);
+                lo = _mm256_or_si256(lo, _mm256_and_si256(h1, sixteen));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(h2, sixteen));
+            }
             let p0 = _mm256_madd_epi16(
                 _mm256_maddubs_epi16(lo, y0),
                 _mm256_set1_epi16(sc[2 * c] as i16),
@@ -130,9 +98,8 @@ fn dot_q5_k_imp(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
             );
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
         }
-        let d = a.d.to_f32() * b.d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-        mins += a.dmin.to_f32() * b.d * mins_dot_bsums(&m, &b.bsums) as f32;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d.to_f32() * b.d), _mm256_cvtepi32_ps(sumi), acc);
+        mins += dmin.to_f32() * b.d * mins_dot_bsums(&m, &b.bsums) as f32;
     }
     hsum(acc) - mins
 }

@@ -84,47 +84,38 @@ pub fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
 /// scales, and of the mins against Q8_K's `bsums`; then `d*dy*sumi - dmin*dy*summins`.
 pub fn dot_q4_k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
-    let mut s = 0.0f32;
-    for (a, b) in w.iter().zip(x) {
-        let (sc, m) = scales_mins_k4(&a.scales);
-        let mut sumi = 0i32;
-        for c in 0..4 {
-            let (mut lo, mut hi) = (0i32, 0i32);
-            for l in 0..32 {
-                let q = a.qs[32 * c + l];
-                lo += (q & 0xF) as i32 * b.qs[64 * c + l] as i32;
-                hi += (q >> 4) as i32 * b.qs[64 * c + 32 + l] as i32;
-            }
-            sumi += sc[2 * c] as i32 * lo + sc[2 * c + 1] as i32 * hi;
-        }
-        let summins = mins_dot_bsums(&m, &b.bsums);
-        s += a.d.to_f32() * b.d * sumi as f32 - a.dmin.to_f32() * b.d * summins as f32;
-    }
-    s
+    w.iter().zip(x).map(|(a, b)| k4_block(a.d, a.dmin, &a.scales, &a.qs, None, b)).sum()
 }
 
 /// Q5_K . Q8_K, as Q4_K with the fifth bit from `qh`.
 pub fn dot_q5_k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
-    let mut s = 0.0f32;
-    for (a, b) in w.iter().zip(x) {
-        let (sc, m) = scales_mins_k4(&a.scales);
-        let mut sumi = 0i32;
-        for c in 0..4 {
-            let (mut lo, mut hi) = (0i32, 0i32);
-            for l in 0..32 {
-                let q = a.qs[32 * c + l];
-                let h1 = ((a.qh[l] >> (2 * c)) & 1) << 4;
-                let h2 = ((a.qh[l] >> (2 * c + 1)) & 1) << 4;
-                lo += ((q & 0xF) | h1) as i32 * b.qs[64 * c + l] as i32;
-                hi += ((q >> 4) | h2) as i32 * b.qs[64 * c + 32 + l] as i32;
-            }
-            sumi += sc[2 * c] as i32 * lo + sc[2 * c + 1] as i32 * hi;
+    w.iter().zip(x).map(|(a, b)| k4_block(a.d, a.dmin, &a.scales, &a.qs, Some(&a.qh), b)).sum()
+}
+
+/// One Q4_K (or, with `qh`, Q5_K) super-block against one Q8_K block.
+fn k4_block(
+    d: f16,
+    dmin: f16,
+    scales: &[u8; 12],
+    qs: &[u8; 128],
+    qh: Option<&[u8; 32]>,
+    b: &BlockQ8K,
+) -> f32 {
+    let (sc, m) = scales_mins_k4(scales);
+    let high = |l: usize, bit: usize| qh.map_or(0, |h| ((h[l] >> bit) & 1) << 4);
+    let mut sumi = 0i32;
+    for c in 0..4 {
+        let (mut lo, mut hi) = (0i32, 0i32);
+        for l in 0..32 {
+            let q = qs[32 * c + l];
+            lo += ((q & 0xF) | high(l, 2 * c)) as i32 * b.qs[64 * c + l] as i32;
+            hi += ((q >> 4) | high(l, 2 * c + 1)) as i32 * b.qs[64 * c + 32 + l] as i32;
         }
-        let summins = mins_dot_bsums(&m, &b.bsums);
-        s += a.d.to_f32() * b.d * sumi as f32 - a.dmin.to_f32() * b.d * summins as f32;
+        sumi += sc[2 * c] as i32 * lo + sc[2 * c + 1] as i32 * hi;
     }
-    s
+    let summins = mins_dot_bsums(&m, &b.bsums);
+    d.to_f32() * b.d * sumi as f32 - dmin.to_f32() * b.d * summins as f32
 }
 
 /// Σ over the 8 sub-blocks of min * (sum of that sub-block's activation codes).

@@ -49,16 +49,30 @@ pub fn scales_mins_k4(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
 pub fn dequantize_q4_k(blocks: &[BlockQ4K], out: &mut [f32]) {
     assert_eq!(out.len(), blocks.len() * QK_K);
     for (b, ob) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
-        let (d, min) = (b.d.to_f32(), b.dmin.to_f32());
-        for (c, (q, y)) in b.qs.chunks_exact(32).zip(ob.chunks_exact_mut(64)).enumerate() {
-            let (s1, m1) = scale_min_k4(2 * c, &b.scales);
-            let (s2, m2) = scale_min_k4(2 * c + 1, &b.scales);
-            let (d1, m1) = (d * s1 as f32, min * m1 as f32);
-            let (d2, m2) = (d * s2 as f32, min * m2 as f32);
-            for l in 0..32 {
-                y[l] = d1 * (q[l] & 0xF) as f32 - m1;
-                y[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
-            }
+        dequantize_k4_block(b.d, b.dmin, &b.scales, &b.qs, None, ob);
+    }
+}
+
+/// One Q4_K super-block (or, with `qh`, Q5_K: the fifth bit of value 64c + l is bit 2c of
+/// `qh[l]`, of value 64c + 32 + l bit 2c + 1) into 256 values.
+pub(super) fn dequantize_k4_block(
+    d: f16,
+    dmin: f16,
+    scales: &[u8; 12],
+    qs: &[u8; QK_K / 2],
+    qh: Option<&[u8; QK_K / 8]>,
+    out: &mut [f32],
+) {
+    let (d, min) = (d.to_f32(), dmin.to_f32());
+    let high = |l: usize, bit: usize| qh.map_or(0, |h| if h[l] >> bit & 1 != 0 { 16 } else { 0 });
+    for (c, (q, y)) in qs.chunks_exact(32).zip(out.chunks_exact_mut(64)).enumerate() {
+        let (s1, m1) = scale_min_k4(2 * c, scales);
+        let (s2, m2) = scale_min_k4(2 * c + 1, scales);
+        let (d1, m1) = (d * s1 as f32, min * m1 as f32);
+        let (d2, m2) = (d * s2 as f32, min * m2 as f32);
+        for l in 0..32 {
+            y[l] = d1 * ((q[l] & 0xF) + high(l, 2 * c)) as f32 - m1;
+            y[l + 32] = d2 * ((q[l] >> 4) + high(l, 2 * c + 1)) as f32 - m2;
         }
     }
 }

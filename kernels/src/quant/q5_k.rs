@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::q4_k::scale_min_k4;
+use super::q4_k::dequantize_k4_block;
 use super::QK_K;
 
 /// One ggml `block_q5_K`.
@@ -29,19 +29,6 @@ const _: () = assert!(std::mem::align_of::<BlockQ5K>() == 2);
 pub fn dequantize_q5_k(blocks: &[BlockQ5K], out: &mut [f32]) {
     assert_eq!(out.len(), blocks.len() * QK_K);
     for (b, ob) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
-        let (d, min) = (b.d.to_f32(), b.dmin.to_f32());
-        for (c, (q, y)) in b.qs.chunks_exact(32).zip(ob.chunks_exact_mut(64)).enumerate() {
-            let (s1, m1) = scale_min_k4(2 * c, &b.scales);
-            let (s2, m2) = scale_min_k4(2 * c + 1, &b.scales);
-            let (d1, m1) = (d * s1 as f32, min * m1 as f32);
-            let (d2, m2) = (d * s2 as f32, min * m2 as f32);
-            let (u1, u2) = (1u8 << (2 * c), 2u8 << (2 * c));
-            for l in 0..32 {
-                let h1 = if b.qh[l] & u1 != 0 { 16 } else { 0 };
-                let h2 = if b.qh[l] & u2 != 0 { 16 } else { 0 };
-                y[l] = d1 * ((q[l] & 0xF) + h1) as f32 - m1;
-                y[l + 32] = d2 * ((q[l] >> 4) + h2) as f32 - m2;
-            }
-        }
+        dequantize_k4_block(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh), ob);
     }
 }
