@@ -91,11 +91,13 @@ impl<'a> Matrix<'a> {
         match (self.dtype, x) {
             (DType::Q8_0, Prepared::Q8(q)) => {
                 let blocks: &[BlockQ8_0] = bytemuck::cast_slice(self.data);
-                rows_x4(blocks, q.len(), first, out, k.q8_0_x4, k.q8_0, q);
+                rows_x4(blocks, q.len(), first, out, k.q8_0_x4, k.q8_0, q, true);
             }
             (DType::Q4_0, Prepared::Q8(q)) => {
                 let blocks: &[BlockQ4_0] = bytemuck::cast_slice(self.data);
-                rows_x4(blocks, q.len(), first, out, k.q4_0_x4, k.q4_0, q);
+                // The AVX2 Q4_0 kernel prefetches as it goes (see its comment).
+                let burst = k.isa != crate::dot::Isa::Avx2;
+                rows_x4(blocks, q.len(), first, out, k.q4_0_x4, k.q4_0, q, burst);
             }
             _ => {
                 let end = self.data.as_ptr_range().end as usize;
@@ -124,6 +126,7 @@ fn rows_x4<B>(
     x4: fn([&[B]; 4], &[BlockQ8_0]) -> [f32; 4],
     x1: fn(&[B], &[BlockQ8_0]) -> f32,
     q: &[BlockQ8_0],
+    burst_prefetch: bool,
 ) {
     let row = |r: usize| &blocks[r * per_row..(r + 1) * per_row];
     let group_bytes = 4 * per_row * std::mem::size_of::<B>();
@@ -134,8 +137,10 @@ fn rows_x4<B>(
         // Rows are short (a few hundred bytes to a few KiB): ask for bytes PREFETCH_AHEAD on now,
         // so they stream in while this group computes (measured: the hardware prefetcher alone
         // leaves the quantised kernels waiting on DRAM).
-        let next = row(r).as_ptr() as usize + group_bytes + PREFETCH_AHEAD;
-        prefetch_range(next, group_bytes.min(end.saturating_sub(next)));
+        if burst_prefetch {
+            let next = row(r).as_ptr() as usize + group_bytes + PREFETCH_AHEAD;
+            prefetch_range(next, group_bytes.min(end.saturating_sub(next)));
+        }
         o.copy_from_slice(&x4([row(r), row(r + 1), row(r + 2), row(r + 3)], q));
         r += 4;
     }

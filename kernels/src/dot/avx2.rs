@@ -8,6 +8,13 @@ use half::{bf16, f16};
 use super::{scalar, DotKernels, Isa};
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 
+/// How far ahead (at least) the Q4_0 row-group kernel prefetches, in bytes. Measured
+/// (single thread, share of a plain read, 2048x768 / 768x2048 / 4096x1024, two runs each):
+/// 16 KiB 76-90 / 67-75 / 70-83 %, 24 KiB 90 / 76 / 83-84 %, 32 KiB 91 / 79-80 / 85-87 %,
+/// 48 KiB 78-91 / 69-77 / 84-86 %, 64 KiB 88-91 / 75-76 / 85-86 %; the burst prefetch per
+/// row group it replaces: 59-69 %.
+const Q4_0_PREFETCH_AHEAD: usize = 32 << 10;
+
 /// The AVX2 table.
 pub const KERNELS: DotKernels = DotKernels {
     isa: Isa::Avx2,
@@ -245,7 +252,24 @@ fn dot4_q4_0_imp(w: [&[BlockQ4_0]; 4], x: &[BlockQ8_0]) -> [f32; 4] {
     let ones = _mm256_set1_epi16(1);
     let eight = _mm256_set1_epi8(8);
     let mut acc = [_mm256_setzero_ps(); 4];
+    // Prefetch as we go rather than in one burst per row group (a burst of long rows overflows
+    // the L2 request queue): every 4 blocks, the next 128 bytes of each row a whole number of
+    // row groups ahead (rows are consecutive in the matrix, so the same row of a later group is
+    // what will be read then). A prefetch of any address is harmless, even past the matrix.
+    let group = 4 * n * std::mem::size_of::<BlockQ4_0>();
+    let ahead = group * Q4_0_PREFETCH_AHEAD.div_ceil(group.max(1)).max(1);
+    let rows = [w0.as_ptr(), w1.as_ptr(), w2.as_ptr(), w3.as_ptr()].map(|p| p as usize + ahead);
     for i in 0..n {
+        if i % 4 == 0 {
+            for r in rows {
+                let at = r + i * std::mem::size_of::<BlockQ4_0>();
+                // SAFETY: PREFETCHT2 never faults and has no architectural effect.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T2>(at as *const i8);
+                    _mm_prefetch::<_MM_HINT_T2>((at + 64) as *const i8);
+                }
+            }
+        }
         let b = &x[i];
         // SAFETY: qs is 32 bytes; unaligned load.
         let qb = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
