@@ -91,13 +91,13 @@ impl<'a> Matrix<'a> {
         match (self.dtype, x) {
             (DType::Q8_0, Prepared::Q8(q)) => {
                 let blocks: &[BlockQ8_0] = bytemuck::cast_slice(self.data);
-                rows_x4(blocks, q.len(), first, out, k.q8_0_x4, k.q8_0, q, true);
+                rows_x4(blocks, q.len(), first, out, (k.q8_0_x4, k.q8_0), q, true);
             }
             (DType::Q4_0, Prepared::Q8(q)) => {
                 let blocks: &[BlockQ4_0] = bytemuck::cast_slice(self.data);
                 // The AVX2 Q4_0 kernel prefetches as it goes (see its comment).
                 let burst = k.isa != crate::dot::Isa::Avx2;
-                rows_x4(blocks, q.len(), first, out, k.q4_0_x4, k.q4_0, q, burst);
+                rows_x4(blocks, q.len(), first, out, (k.q4_0_x4, k.q4_0), q, burst);
             }
             _ => {
                 let end = self.data.as_ptr_range().end as usize;
@@ -123,8 +123,7 @@ fn rows_x4<B>(
     per_row: usize,
     first: usize,
     out: &mut [f32],
-    x4: fn([&[B]; 4], &[BlockQ8_0]) -> [f32; 4],
-    x1: fn(&[B], &[BlockQ8_0]) -> f32,
+    (x4, x1): (fn([&[B]; 4], &[BlockQ8_0]) -> [f32; 4], fn(&[B], &[BlockQ8_0]) -> f32),
     q: &[BlockQ8_0],
     burst_prefetch: bool,
 ) {

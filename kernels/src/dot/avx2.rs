@@ -263,11 +263,9 @@ fn dot4_q4_0_imp(w: [&[BlockQ4_0]; 4], x: &[BlockQ8_0]) -> [f32; 4] {
         if i % 4 == 0 {
             for r in rows {
                 let at = r + i * std::mem::size_of::<BlockQ4_0>();
-                // SAFETY: PREFETCHT2 never faults and has no architectural effect.
-                unsafe {
-                    _mm_prefetch::<_MM_HINT_T2>(at as *const i8);
-                    _mm_prefetch::<_MM_HINT_T2>((at + 64) as *const i8);
-                }
+                // PREFETCHT2 never faults and has no architectural effect, whatever the address.
+                _mm_prefetch::<_MM_HINT_T2>(at as *const i8);
+                _mm_prefetch::<_MM_HINT_T2>((at + 64) as *const i8);
             }
         }
         let b = &x[i];
