@@ -117,13 +117,16 @@ impl<'a> Matrix<'a> {
     }
 }
 
+/// A four-row kernel and its one-row twin for the remainder.
+type RowKernels<B> = (fn([&[B]; 4], &[BlockQ8_0]) -> [f32; 4], fn(&[B], &[BlockQ8_0]) -> f32);
+
 /// Rows of a block matrix (`per_row` blocks each), four at a time, then one by one.
 fn rows_x4<B>(
     blocks: &[B],
     per_row: usize,
     first: usize,
     out: &mut [f32],
-    (x4, x1): (fn([&[B]; 4], &[BlockQ8_0]) -> [f32; 4], fn(&[B], &[BlockQ8_0]) -> f32),
+    (x4, x1): RowKernels<B>,
     q: &[BlockQ8_0],
     burst_prefetch: bool,
 ) {
