@@ -43,8 +43,7 @@ fn vecf(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn isas() -> Vec<DotKernels> {
-    let all: Vec<DotKernels> =
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter_map(DotKernels::for_isa).collect();
+    let all: Vec<DotKernels> = Isa::ALL.into_iter().filter_map(DotKernels::for_isa).collect();
     eprintln!("testing ISAs: {:?}", all.iter().map(|k| k.isa.name()).collect::<Vec<_>>());
     all
 }
@@ -358,6 +357,43 @@ fn grouped_query_attention_matches_f64() {
                     .sum();
                 let got = out[(t * shape.heads + h) * d + i] as f64;
                 assert!((got - want).abs() < OPS_ABS_TOL, "t{t} h{h} i{i}: {got} vs {want}");
+            }
+        }
+    }
+}
+
+/// Every ISA's f16 path converts edge values exactly: subnormals, the largest normal, signed
+/// zeros, infinities (NaN stays NaN). A one-hot activation picks each value out.
+#[test]
+fn f16_edge_values_convert_exactly_on_every_isa() {
+    let values = [
+        f16::from_bits(0x0001), // smallest subnormal
+        f16::from_bits(0x03FF), // largest subnormal
+        f16::from_bits(0x0400), // smallest normal
+        f16::MAX,
+        f16::MIN,
+        f16::NEG_ZERO,
+        f16::from_f32(-1.5),
+        f16::INFINITY,
+        f16::NEG_INFINITY,
+        f16::NAN,
+    ];
+    for k in isas() {
+        for &v in &values {
+            for at in [0usize, 5, 13] {
+                let mut w = vec![f16::ZERO; 16];
+                w[at] = v;
+                let mut x = vec![0.0f32; 16];
+                x[at] = 1.0;
+                // Other lanes are 0 x 0; an infinite weight times 0 would be NaN, so they are 0.
+                let got = (k.f16)(&w, &x);
+                let want = v.to_f32();
+                assert!(
+                    got == want || (got.is_nan() && want.is_nan()),
+                    "{}: f16 {:#06x} at {at} gave {got}, want {want}",
+                    k.isa.name(),
+                    v.to_bits()
+                );
             }
         }
     }

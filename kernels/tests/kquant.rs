@@ -70,7 +70,7 @@ fn q8k(x: &[f32]) -> Vec<BlockQ8K> {
 }
 
 fn isas() -> Vec<DotKernels> {
-    [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter_map(DotKernels::for_isa).collect()
+    Isa::ALL.into_iter().filter_map(DotKernels::for_isa).collect()
 }
 
 const ODD_SUPERBLOCKS: &[usize] = &[1, 2, 3, 5, 7, 11];

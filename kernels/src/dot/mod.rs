@@ -1,5 +1,5 @@
 //! Dot products of one weight row with the activations: the inner loop of every matvec. One
-//! file per ISA (x86_64 for now; other targets run the scalar kernels); the table of the best one the CPU supports is chosen once at run time (never by
+//! file per ISA (x86_64 AVX2 / AVX-512, aarch64 NEON; other targets run the scalar kernels); the table of the best one the CPU supports is chosen once at run time (never by
 //! `target-cpu=native`), and `FLOE_ISA=scalar|avx2|avx512` forces one for tests and benchmarks.
 
 use std::sync::OnceLock;
@@ -16,6 +16,8 @@ mod avx2;
 mod avx2_k;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod scalar;
 
 /// Instruction sets floe has kernels for.
@@ -27,15 +29,21 @@ pub enum Isa {
     Avx2,
     /// x86_64 AVX-512 F/BW + VNNI (with AVX2 for what does not pay at 512 bits).
     Avx512,
+    /// aarch64 NEON (Advanced SIMD).
+    Neon,
 }
 
 impl Isa {
+    /// Every ISA floe has kernels for, on any target.
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+
     /// The name of the ISA.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
         }
     }
 
@@ -56,6 +64,8 @@ impl Isa {
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -66,7 +76,10 @@ impl Isa {
     /// form needs an extra correction term per block pair), so they run only when asked for
     /// with `FLOE_ISA=avx512`, or where AVX2 is missing.
     pub fn detect() -> Isa {
-        [Isa::Avx2, Isa::Avx512].into_iter().find(|i| i.supported()).unwrap_or(Isa::Scalar)
+        [Isa::Avx2, Isa::Avx512, Isa::Neon]
+            .into_iter()
+            .find(|i| i.supported())
+            .unwrap_or(Isa::Scalar)
     }
 }
 
@@ -114,6 +127,8 @@ impl DotKernels {
             Isa::Avx2 => avx2::KERNELS,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => avx512::KERNELS,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => neon::KERNELS,
             #[allow(unreachable_patterns)]
             _ => return None,
         })
@@ -125,8 +140,7 @@ pub fn kernels() -> &'static DotKernels {
     static CHOSEN: OnceLock<DotKernels> = OnceLock::new();
     CHOSEN.get_or_init(|| {
         let forced = std::env::var("FLOE_ISA").ok().and_then(|name| {
-            let isa =
-                [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().find(|i| i.name() == name.trim());
+            let isa = Isa::ALL.into_iter().find(|i| i.name() == name.trim());
             isa.and_then(DotKernels::for_isa)
         });
         forced.unwrap_or_else(|| DotKernels::for_isa(Isa::detect()).unwrap_or(scalar::KERNELS))
