@@ -75,41 +75,49 @@ unsafe fn f16x4_to_f32(h: uint16x4_t) -> float32x4_t {
 fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
     assert_eq!(w.len(), x.len());
     let n = w.len() / 8 * 8;
-    // SAFETY: NEON is baseline; i + 8 <= n: 8 u16 and 8 f32 loads stay in bounds.
-    let s = unsafe {
-        let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-        let mut i = 0;
-        while i < n {
-            let h = vld1q_u16(w.as_ptr().add(i) as *const u16);
-            let (lo, hi) = (f16x4_to_f32(vget_low_u16(h)), f16x4_to_f32(vget_high_u16(h)));
-            a0 = vfmaq_f32(a0, lo, vld1q_f32(x.as_ptr().add(i)));
-            a1 = vfmaq_f32(a1, hi, vld1q_f32(x.as_ptr().add(i + 4)));
-            i += 8;
-        }
-        vaddvq_f32(vaddq_f32(a0, a1))
-    };
+    // SAFETY: NEON is baseline; f16 is 2 bytes, so the slice is also one of u16 bits.
+    let s = unsafe { dot_widened(bytemuck::cast_slice(&w[..n]), &x[..n], f16x4_to_f32) };
     s + scalar::dot_f16(&w[n..], &x[n..])
+}
+
+/// Four bf16 (as raw bits) to f32: bf16 is the top half of an f32, so this is exact.
+///
+/// # Safety
+/// NEON must be available (always on aarch64).
+#[inline]
+unsafe fn bf16x4_to_f32(h: uint16x4_t) -> float32x4_t {
+    // SAFETY: register-only NEON operations.
+    unsafe { vreinterpretq_f32_u32(vshll_n_u16(h, 16)) }
 }
 
 fn dot_bf16(w: &[bf16], x: &[f32]) -> f32 {
     assert_eq!(w.len(), x.len());
     let n = w.len() / 8 * 8;
-    // SAFETY: NEON is baseline; i + 8 <= n. bf16 is the top half of an f32, so widening and
-    // shifting left by 16 is exact.
-    let s = unsafe {
+    // SAFETY: NEON is baseline; bf16 is 2 bytes, so the slice is also one of u16 bits.
+    let s = unsafe { dot_widened(bytemuck::cast_slice(&w[..n]), &x[..n], bf16x4_to_f32) };
+    s + scalar::dot_bf16(&w[n..], &x[n..])
+}
+
+/// Σ widen(w)·x over a multiple of 8 half-width values, `widen` turning 4 raw values to f32.
+///
+/// # Safety
+/// NEON must be available; `w.len() == x.len()`, a multiple of 8.
+#[inline]
+unsafe fn dot_widened(w: &[u16], x: &[f32], widen: unsafe fn(uint16x4_t) -> float32x4_t) -> f32 {
+    debug_assert!(w.len() == x.len() && w.len().is_multiple_of(8));
+    // SAFETY: i + 8 <= len of both slices: 8 u16 and 2 x 4 f32 loads stay in bounds.
+    unsafe {
         let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
         let mut i = 0;
-        while i < n {
-            let h = vld1q_u16(w.as_ptr().add(i) as *const u16);
-            let lo = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16));
-            let hi = vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(h), 16));
+        while i < w.len() {
+            let h = vld1q_u16(w.as_ptr().add(i));
+            let (lo, hi) = (widen(vget_low_u16(h)), widen(vget_high_u16(h)));
             a0 = vfmaq_f32(a0, lo, vld1q_f32(x.as_ptr().add(i)));
             a1 = vfmaq_f32(a1, hi, vld1q_f32(x.as_ptr().add(i + 4)));
             i += 8;
         }
         vaddvq_f32(vaddq_f32(a0, a1))
-    };
-    s + scalar::dot_bf16(&w[n..], &x[n..])
+    }
 }
 
 /// Σ a·b of 32 signed bytes (two 16-byte halves), exact in i32.
