@@ -39,6 +39,16 @@ pub struct BenchIoArgs {
     /// One JSON object per measured point instead of a table.
     #[arg(long)]
     json: bool,
+    /// Measure each point this many times, fio and floe alternating, and report the medians (a
+    /// shared disk's speed drifts within seconds; alternating repeats keep the ratio fair).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+}
+
+/// The run with the median bandwidth.
+fn median_by<T: Clone>(mut v: Vec<T>, key: impl Fn(&T) -> f64) -> T {
+    v.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    v[v.len() / 2].clone()
 }
 
 pub fn run(a: BenchIoArgs) -> anyhow::Result<()> {
@@ -81,10 +91,21 @@ pub fn run(a: BenchIoArgs) -> anyhow::Result<()> {
     }
     for &slab in &slabs {
         for &qd in &qds {
-            let fio = if a.fio { Some(fio_reference(&a.file, slab, qd, a.bytes)?) } else { None };
-            for &backend in &backends {
-                let p = measure(&a.file, backend, slab, qd, a.bytes)
-                    .with_context(|| format!("{backend} reads of {} at qd {qd}", human(slab)))?;
+            let mut fio_runs = Vec::new();
+            let mut runs: Vec<Vec<_>> = vec![Vec::new(); backends.len()];
+            for _ in 0..a.repeat.max(1) {
+                if a.fio {
+                    fio_runs.push(fio_reference(&a.file, slab, qd, a.bytes)?);
+                }
+                for (i, &backend) in backends.iter().enumerate() {
+                    runs[i].push(measure(&a.file, backend, slab, qd, a.bytes).with_context(
+                        || format!("{backend} reads of {} at qd {qd}", human(slab)),
+                    )?);
+                }
+            }
+            let fio = (!fio_runs.is_empty()).then(|| median_by(fio_runs, |f| f.gb_per_s));
+            for backend_runs in runs {
+                let p = median_by(backend_runs, |p| p.gb_per_s);
                 if a.json {
                     let mut v = serde_json::to_value(&p)?;
                     if let Some(f) = &fio {
