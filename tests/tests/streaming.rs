@@ -144,3 +144,58 @@ fn late_reordered_short_reads_change_nothing_and_disk_errors_end_with_an_error()
     let err = r.unwrap_err();
     assert!(err.contains("experts.bin"), "{err}");
 }
+
+/// Slabs larger than a read piece (512 KiB) are read as several segments into one slot (and
+/// coalesced back into one read for buffered files): the streamed tokens equal the resident
+/// ones on every backend.
+#[test]
+fn slabs_read_in_pieces_give_the_resident_tokens() {
+    use floe::model::experts::ResidentExperts;
+    use floe::model::placement::ExpertPlacement;
+    let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = scratch.path().join("wide");
+    let mut shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
+    (shape.hidden, shape.heads, shape.kv_heads, shape.head_dim) = (512, 8, 2, 64);
+    (shape.expert_ffn, shape.experts, shape.top_k, shape.layers) = (512, 8, 2, 2);
+    floe::model::synth::synth(&shape, &dir, DType::Q8_0, 11, &mut |_, _| {}).unwrap();
+    let packed = PackedModel::open(&dir, true).unwrap();
+    let ef = packed.expert_file().unwrap();
+    let p = ef.layers.iter().flatten().next().unwrap();
+    assert!(matches!(p, ExpertPlacement::Slab { .. }));
+    let pieces = p.read(3);
+    assert!(pieces.len() >= 2, "a {}-byte slab in one piece", ef.slot_bytes);
+    // The pieces tile the slab: contiguous in the file and in the slot.
+    for w in pieces.windows(2) {
+        assert_eq!(w[0].offset + w[0].len as u64, w[1].offset);
+        assert_eq!(w[0].dst + w[0].len, w[1].dst);
+    }
+    assert_eq!(pieces.iter().map(|r| r.len).sum::<usize>(), ef.slot_bytes);
+
+    let prompt: Vec<u32> = (60..80).collect();
+    let opts = GenerateOptions { max_tokens: 8, ignore_eos: true, ..Default::default() };
+    let resident = Model::new(
+        packed.manifest.config.clone(),
+        DenseWeights::load(&packed).unwrap(),
+        Box::new(ResidentExperts::load(&packed).unwrap()),
+        1,
+    )
+    .unwrap();
+    let (want, _) =
+        generate(&resident, &mut Session::default(), &prompt, &opts, &mut |_| Ok(true)).unwrap();
+    for (mode, io) in
+        [("lru", BackendKind::Uring), ("lru", BackendKind::Pread), ("os", BackendKind::Buffered)]
+    {
+        let cfg = StreamingConfig {
+            cache: mode.parse().unwrap(),
+            cache_bytes: (shape.top_k as u64 + 1) * ef.slot_bytes as u64,
+            prefetch: PrefetchMode::Gate,
+            io: Some(io),
+            queue_depth: 4,
+        };
+        let (model, src) = streaming_model(&packed, &cfg, None);
+        let (got, _) =
+            generate(&model, &mut Session::default(), &prompt, &opts, &mut |_| Ok(true)).unwrap();
+        assert_eq!(got, want, "{mode} {io}");
+        assert!(src.stats().cache.misses > 0);
+    }
+}
