@@ -95,8 +95,7 @@ impl<'a> Matrix<'a> {
             }
             (DType::Q4_0, Prepared::Q8(q)) => {
                 let blocks: &[BlockQ4_0] = bytemuck::cast_slice(self.data);
-                // The AVX2 Q4_0 kernel prefetches as it goes (see its comment).
-                let burst = k.isa != crate::dot::Isa::Avx2;
+                let burst = !k.q4_0_x4_prefetches;
                 rows_x4(blocks, q.len(), first, out, (k.q4_0_x4, k.q4_0), q, burst);
             }
             _ => {

@@ -12,7 +12,9 @@ use super::arch::{config_of, gguf_name, permuted_heads, unpermute_rows};
 use super::{GgmlType, GgufFile, GgufTensor};
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
-use crate::model::format::{DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter};
+use crate::model::format::{
+    write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
+};
 use crate::model::pack::dense_plan;
 
 /// floe's type for a GGUF tensor's, or an error naming the tensor and its type.
@@ -157,22 +159,7 @@ pub fn pack_gguf(
 ) -> Result<Manifest> {
     let g = GgufFile::open(path)?;
     let cfg = config_of(&g)?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::Write { path: tmp.clone(), source: e })?;
-    let r = write(&g, &cfg, &tmp, tokenizer, progress);
-    match r {
-        Ok(m) => {
-            std::fs::rename(&tmp, out)
-                .map_err(|e| Error::Write { path: out.to_path_buf(), source: e })?;
-            Ok(m)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+    write_dir_atomically(out, |tmp| write(&g, &cfg, tmp, tokenizer, progress))
 }
 
 fn write(

@@ -23,6 +23,35 @@ pub const SLAB_ALIGN: usize = 4096;
 /// Alignment of every tensor and of every matrix inside a slab.
 pub const TENSOR_ALIGN: usize = 64;
 
+/// Builds a model directory at `out` all or nothing: `write` fills a fresh temporary directory
+/// beside it ([`temp_dir_for`]), which replaces `out` only if `write` succeeds; on error it is
+/// removed and `out` is left as it was. (`pack`, `pack --from` and `synth` all write this way.)
+pub fn write_dir_atomically<T>(out: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let tmp = temp_dir_for(out);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| write_err(&tmp, e))?;
+    match write(&tmp) {
+        Ok(v) => {
+            if out.exists() {
+                std::fs::remove_dir_all(out).map_err(|e| write_err(out, e))?;
+            }
+            std::fs::rename(&tmp, out).map_err(|e| write_err(out, e))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// The temporary directory [`write_dir_atomically`] builds `out` in (tests of interrupted
+/// writes look for it).
+pub fn temp_dir_for(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
 /// xxh3-64 of `bytes`, as stored in the manifest.
 pub fn checksum(bytes: &[u8]) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
@@ -365,6 +394,11 @@ impl std::fmt::Debug for DenseWriter {
     }
 }
 
+fn flush_and_sync(out: std::io::BufWriter<std::fs::File>, path: &Path) -> Result<()> {
+    let file = out.into_inner().map_err(|e| write_err(path, e.into_error()))?;
+    file.sync_all().map_err(|e| write_err(path, e))
+}
+
 fn write_err(path: &Path, source: std::io::Error) -> Error {
     Error::Write { path: path.to_path_buf(), source }
 }
@@ -406,8 +440,7 @@ impl DenseWriter {
 
     /// Flushes and syncs; returns the table.
     pub fn finish(self) -> Result<Vec<DenseEntry>> {
-        let file = self.out.into_inner().map_err(|e| write_err(&self.path, e.into_error()))?;
-        file.sync_all().map_err(|e| write_err(&self.path, e))?;
+        flush_and_sync(self.out, &self.path)?;
         Ok(self.entries)
     }
 }
@@ -472,8 +505,7 @@ impl SlabWriter {
 
     /// Flushes and syncs; returns the slab table.
     pub fn finish(self) -> Result<Vec<LayerSlabs>> {
-        let file = self.out.into_inner().map_err(|e| write_err(&self.path, e.into_error()))?;
-        file.sync_all().map_err(|e| write_err(&self.path, e))?;
+        flush_and_sync(self.out, &self.path)?;
         Ok(self.layers)
     }
 }

@@ -5,14 +5,16 @@
 //! after re-reading and checking every checksum, so an interrupted pack never leaves a
 //! directory that looks complete.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use floe_kernels::DType;
 
 use super::arch::{self, Dense, ExpertPart, ExpertTensor};
 use super::config::{ModelConfig, QkNorm};
 use super::encode::encode;
-use super::format::{DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter};
+use super::format::{
+    write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
+};
 use super::safetensors_dir::CheckpointDir;
 use crate::error::{Error, Result};
 
@@ -105,22 +107,7 @@ pub fn pack(
         }
         std::fs::remove_dir_all(out).map_err(|e| write_err(out, e))?;
     }
-    let name =
-        out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-    let tmp = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| write_err(&tmp, e))?;
-    let result = write_all(&cfg, &ckpt, from, &tmp, opts, progress);
-    match result {
-        Ok(manifest) => {
-            std::fs::rename(&tmp, out).map_err(|e| write_err(out, e))?;
-            Ok(manifest)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+    write_dir_atomically(out, |tmp| write_all(&cfg, &ckpt, from, tmp, opts, progress))
 }
 
 fn write_err(path: &Path, source: std::io::Error) -> Error {
@@ -270,10 +257,4 @@ fn read_expert(
         })
         .collect();
     Err(Error::MissingTensor(names.join(" or ")))
-}
-
-/// Where `pack` would put its temporary directory (for tests of interrupted packs).
-pub fn temp_dir_for(out: &Path) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }

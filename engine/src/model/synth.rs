@@ -18,7 +18,9 @@ use rand::{Rng, SeedableRng};
 use super::arch::Dense;
 use super::config::{Arch, ModelConfig, QkNorm};
 use super::encode::encode;
-use super::format::{DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter};
+use super::format::{
+    write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
+};
 use super::pack::dense_plan;
 use crate::error::{Error, Result};
 
@@ -172,25 +174,7 @@ pub fn synth(
     if shape.vocab < 257 {
         return Err(Error::Invalid("vocab must hold the 257 byte-level tokens".into()));
     }
-    let werr = |p: &Path, e: std::io::Error| Error::Write { path: p.to_path_buf(), source: e };
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| werr(&tmp, e))?;
-    let r = write(&cfg, shape, &tmp, dtype, seed, progress);
-    match r {
-        Ok(m) => {
-            if out.exists() {
-                std::fs::remove_dir_all(out).map_err(|e| werr(out, e))?;
-            }
-            std::fs::rename(&tmp, out).map_err(|e| werr(out, e))?;
-            Ok(m)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
+    write_dir_atomically(out, |tmp| write(&cfg, shape, tmp, dtype, seed, progress))
 }
 
 fn write(

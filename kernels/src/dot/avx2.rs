@@ -25,6 +25,7 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_0: dot_q4_0,
     q8_0_x4: dot4_q8_0,
     q4_0_x4: dot4_q4_0,
+    q4_0_x4_prefetches: true,
     q2_k: scalar::dot_q2_k,
     q3_k: scalar::dot_q3_k,
     q4_k: super::avx2_k::dot_q4_k,

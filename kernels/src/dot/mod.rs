@@ -103,6 +103,9 @@ pub struct DotKernels {
     pub q8_0_x4: fn([&[BlockQ8_0]; 4], &[BlockQ8_0]) -> [f32; 4],
     /// Four Q4_0 rows at once.
     pub q4_0_x4: fn([&[BlockQ4_0]; 4], &[BlockQ8_0]) -> [f32; 4],
+    /// Whether `q4_0_x4` prefetches the rows it will read next itself (then matvec does not
+    /// prefetch Q4_0 row groups in bursts).
+    pub q4_0_x4_prefetches: bool,
     /// Q2_K weights . Q8_K activations.
     pub q2_k: fn(&[BlockQ2K], &[BlockQ8K]) -> f32,
     /// Q3_K weights . Q8_K activations.

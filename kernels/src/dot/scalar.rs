@@ -18,6 +18,7 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_0: dot_q4_0,
     q8_0_x4: |w, x| w.map(|r| dot_q8_0(r, x)),
     q4_0_x4: |w, x| w.map(|r| dot_q4_0(r, x)),
+    q4_0_x4_prefetches: false,
     q2_k: dot_q2_k,
     q3_k: dot_q3_k,
     q4_k: dot_q4_k,
