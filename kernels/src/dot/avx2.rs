@@ -85,57 +85,48 @@ fn dot_f32_imp(w: &[f32], x: &[f32]) -> f32 {
 
 fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
     assert_eq!(w.len(), x.len());
-    // SAFETY: only handed out when AVX2, FMA and F16C are present.
-    unsafe { dot_f16_imp(w, x) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_f16_imp(w: &[f16], x: &[f32]) -> f32 {
     let n = w.len() / 16 * 16;
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut i = 0;
-    while i < n {
-        // SAFETY: i + 16 <= n; f16 is 2 bytes, so 8 values are one 16-byte unaligned load.
-        unsafe {
-            let pw = w.as_ptr().add(i) as *const __m128i;
-            let w0 = _mm256_cvtph_ps(_mm_loadu_si128(pw));
-            let w1 = _mm256_cvtph_ps(_mm_loadu_si128(pw.add(1)));
-            a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(i)), a0);
-            a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), a1);
-        }
-        i += 16;
-    }
-    hsum(_mm256_add_ps(a0, a1)) + scalar::dot_f16(&w[n..], &x[n..])
+    // SAFETY: only handed out when AVX2, FMA and F16C are present; f16 is 2 bytes, so the
+    // slice is also one of u16 bits.
+    let s = unsafe { dot_widened::<false>(bytemuck::cast_slice(&w[..n]), &x[..n]) };
+    s + scalar::dot_f16(&w[n..], &x[n..])
 }
 
 fn dot_bf16(w: &[bf16], x: &[f32]) -> f32 {
     assert_eq!(w.len(), x.len());
-    // SAFETY: only handed out when AVX2 and FMA are present.
-    unsafe { dot_bf16_imp(w, x) }
+    let n = w.len() / 16 * 16;
+    // SAFETY: as for f16 (F16C is unused here but present with the rest of the table).
+    let s = unsafe { dot_widened::<true>(bytemuck::cast_slice(&w[..n]), &x[..n]) };
+    s + scalar::dot_bf16(&w[n..], &x[n..])
 }
 
-#[target_feature(enable = "avx2,fma")]
-fn dot_bf16_imp(w: &[bf16], x: &[f32]) -> f32 {
-    let n = w.len() / 16 * 16;
+/// Σ widen(w)·x over a multiple of 16 half-width values: f16 through F16C, or (`BF16`) bf16,
+/// the top half of an f32, widened to 32 bits and shifted left by 16 (exact).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_widened<const BF16: bool>(w: &[u16], x: &[f32]) -> f32 {
+    debug_assert!(w.len() == x.len() && w.len().is_multiple_of(16));
+    let widen = |v: __m128i| {
+        if BF16 {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(v)))
+        } else {
+            _mm256_cvtph_ps(v)
+        }
+    };
     let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut i = 0;
-    while i < n {
-        // SAFETY: i + 16 <= n: two 16-byte loads of 8 bf16 each stay in bounds. bf16 is the top
-        // half of an f32, so widening to 32 bits and shifting left by 16 gives the exact f32.
+    while i < w.len() {
+        // SAFETY: i + 16 <= len of both slices: two 16-byte loads of 8 values each, and two
+        // 8-float loads, stay in bounds.
         unsafe {
             let pw = w.as_ptr().add(i) as *const __m128i;
-            let w0 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-                _mm_loadu_si128(pw),
-            )));
-            let w1 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-                _mm_loadu_si128(pw.add(1)),
-            )));
+            let w0 = widen(_mm_loadu_si128(pw));
+            let w1 = widen(_mm_loadu_si128(pw.add(1)));
             a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(i)), a0);
             a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), a1);
         }
         i += 16;
     }
-    hsum(_mm256_add_ps(a0, a1)) + scalar::dot_bf16(&w[n..], &x[n..])
+    hsum(_mm256_add_ps(a0, a1))
 }
 
 /// Sum of products of 32 signed bytes, as 8 f32 lanes (llama.cpp's mul_sum_i8_pairs_float):
