@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use floe::cache::sim::{score_predictors, simulate, zipf_exponent, SimResult};
+use floe::cache::sim::{score_predictors, simulate, zipf_fit, SimResult};
 use floe::cache::trace::{PhaseFilter, Trace};
 use floe::cache::{PolicyConfig, PolicyKind};
 
@@ -80,6 +80,7 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
         }
     }
     let predictors = score_predictors(&trace, a.phase);
+    let zipf = zipf_fit(&trace, a.phase);
     if a.json {
         for (r, b) in &results {
             let mut v = serde_json::to_value(r)?;
@@ -90,17 +91,20 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
         for p in &predictors {
             println!("{}", serde_json::to_value(p)?);
         }
+        println!("{}", serde_json::json!({ "zipf": zipf }));
     } else {
         let s = trace.shape;
         println!(
-            "{}: {} layers x {} experts, top-{}; {} accesses ({:?} phase); Zipf exponent {:.2}",
+            "{}: {} layers x {} experts, top-{}; {} accesses ({:?} phase); \
+             Zipf exponent {:.2} over each layer's top quarter, {:.2} over all used experts",
             a.trace.display(),
             s.layers,
             s.experts,
             s.top_k,
             trace.accesses(a.phase).len(),
             a.phase,
-            zipf_exponent(&trace, a.phase)
+            zipf.head_quarter,
+            zipf.all_used
         );
         println!(
             "{:<8} {:>7} {:>6} {:>9} {:>8} {:>11} {:>9}",
