@@ -39,10 +39,31 @@ pub struct BenchIoArgs {
     /// One JSON object per measured point instead of a table.
     #[arg(long)]
     json: bool,
-    /// Measure each point this many times, fio and floe alternating, and report the medians (a
-    /// shared disk's speed drifts within seconds; alternating repeats keep the ratio fair).
+    /// Measure each point this many times and report medians. With --fio the runs are
+    /// sandwiched (fio, floe, fio, floe, ..., fio): each floe run is compared with the mean of
+    /// the fio runs just before and after it, and the ratio shown is the median of those (a
+    /// shared disk's speed drifts within seconds; the sandwich cancels a steady drift).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+}
+
+/// Median over runs of `floe[i] / fio reference around run i`: with one fio run per floe run
+/// plus a closing one (`fio.len() == floe.len() + 1`) the reference is the mean of the fio runs
+/// just before and after; with one fio run each, the one just before.
+fn sandwich_ratio(floe: &[f64], fio: &[f64]) -> f64 {
+    let mut ratios: Vec<f64> = floe
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let reference = match fio.get(i + 1) {
+                Some(&after) if fio.len() > floe.len() => (fio[i] + after) / 2.0,
+                _ => fio[i.min(fio.len() - 1)],
+            };
+            x / reference
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
 }
 
 /// The run with the median bandwidth.
@@ -103,23 +124,32 @@ pub fn run(a: BenchIoArgs) -> anyhow::Result<()> {
                     )?);
                 }
             }
+            if a.fio && a.repeat > 1 {
+                // The closing slice of the sandwich.
+                fio_runs.push(fio_reference(&a.file, slab, qd, a.bytes)?);
+            }
+            let fio_speeds: Vec<f64> = fio_runs.iter().map(|f| f.gb_per_s).collect();
             let fio = (!fio_runs.is_empty()).then(|| median_by(fio_runs, |f| f.gb_per_s));
             for backend_runs in runs {
+                let ratio = fio.as_ref().map(|_| {
+                    let speeds: Vec<f64> = backend_runs.iter().map(|p| p.gb_per_s).collect();
+                    sandwich_ratio(&speeds, &fio_speeds)
+                });
                 let p = median_by(backend_runs, |p| p.gb_per_s);
                 if a.json {
                     let mut v = serde_json::to_value(&p)?;
-                    if let Some(f) = &fio {
+                    if let (Some(f), Some(r)) = (&fio, ratio) {
                         v["fio_gb_per_s"] = f.gb_per_s.into();
                         v["fio_iomem"] = f.iomem.into();
-                        v["ratio_to_fio"] = (p.gb_per_s / f.gb_per_s).into();
+                        v["ratio_to_fio"] = r.into();
                     }
                     println!("{v}");
                 } else {
                     let fio_cols = fio
                         .as_ref()
-                        .map(|f| {
-                            let ratio = 100.0 * p.gb_per_s / f.gb_per_s;
-                            format!(" {:>10.3} {:>8.1}%  {}", f.gb_per_s, ratio, f.iomem)
+                        .zip(ratio)
+                        .map(|(f, r)| {
+                            format!(" {:>10.3} {:>8.1}%  {}", f.gb_per_s, 100.0 * r, f.iomem)
                         })
                         .unwrap_or_default();
                     println!(
@@ -137,4 +167,22 @@ pub fn run(a: BenchIoArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sandwich_ratio;
+
+    #[test]
+    fn sandwich_ratio_cancels_a_steady_drift() {
+        // The disk speeds up by 0.2 GB/s per run; floe always reads at 90 % of the device.
+        let fio = [2.0, 2.4, 2.8, 3.2];
+        let floe = [0.9 * 2.2, 0.9 * 2.6, 0.9 * 3.0];
+        assert!((sandwich_ratio(&floe, &fio) - 0.9).abs() < 1e-12);
+        // One run each: the fio run just before.
+        assert!((sandwich_ratio(&[1.5], &[2.0]) - 0.75).abs() < 1e-12);
+        // Median of the per-run ratios, not a ratio of medians.
+        let r = sandwich_ratio(&[1.0, 3.0, 2.0], &[2.0, 2.0, 2.0, 2.0]);
+        assert!((r - 1.0).abs() < 1e-12);
+    }
 }
