@@ -7,11 +7,14 @@
 //!   prefetch accounting and counters.
 //! - [`trace`]: routing traces (floe's JSON lines, `route_trace v1` CSV, MoE-Beyond CSV) and
 //!   [`sim`], which replays them through the policies.
+//! - [`RouteHistory`]: the `temporal` and `hot` prefetch predictors, scored by [`sim`] and used
+//!   live by the engine.
 #![warn(missing_docs)]
 
 mod error;
 mod key;
 pub mod policy;
+mod predict;
 pub mod sim;
 mod table;
 pub mod trace;
@@ -20,4 +23,5 @@ pub use error::CacheError;
 pub use key::{AccessCtx, ExpertKey, MoeShape};
 pub use policy::{build as build_policy, Policy, PolicyConfig, PolicyKind};
 pub use policy::{ArcPolicy, Belady, Lfu, Lru, MoeReuse, S3Fifo, Sieve, Window};
+pub use predict::{PredictorKind, RouteHistory};
 pub use table::{CacheStats, ExpertCache, Lookup, SlotIndex};

@@ -9,6 +9,7 @@
 use crate::error::CacheError;
 use crate::key::ExpertKey;
 use crate::policy::{build, PolicyConfig, PolicyKind};
+use crate::predict::{PredictorKind, RouteHistory};
 use crate::table::{ExpertCache, Lookup};
 use crate::trace::{PhaseFilter, Trace};
 
@@ -92,42 +93,41 @@ pub struct PredictorScore {
     pub predictions: u64,
 }
 
-/// Scores `temporal` (the previous step's experts of the same layer) and `hot` (the layer's
-/// top-k most chosen so far) as recall of each routing's experts, over the `phase` steps.
+/// Scores the [`PredictorKind`]s (`temporal`: the previous step's experts of the same layer;
+/// `hot`: the layer's top-k most chosen so far) as recall of each routing's experts, over the
+/// `phase` steps.
 pub fn score_predictors(trace: &Trace, phase: PhaseFilter) -> Vec<PredictorScore> {
-    let layers = trace.shape.layers as usize;
-    let experts = trace.shape.experts as usize;
-    let mut previous: Vec<Option<Vec<u16>>> = vec![None; layers];
-    let mut counts = vec![vec![0u64; experts]; layers];
-    let (mut t_hit, mut h_hit, mut total, mut n) = (0u64, 0u64, 0u64, 0u64);
+    let mut history = RouteHistory::new(trace.shape.layers as usize, trace.shape.experts as usize);
+    let mut hits = [0u64; PredictorKind::ALL.len()];
+    let (mut total, mut n) = (0u64, 0u64);
+    let mut seen = vec![false; trace.shape.layers as usize];
     for r in trace.routes.iter().filter(|r| phase.admits(r.phase)) {
         let l = r.layer as usize;
-        if l >= layers {
+        if l >= seen.len() {
             continue;
         }
         let chosen: Vec<u16> = r.experts.iter().map(|e| e.0).collect();
-        if let Some(prev) = &previous[l] {
-            let k = chosen.len();
-            let mut ranked: Vec<usize> = (0..experts).collect();
-            ranked.sort_by_key(|&e| (std::cmp::Reverse(counts[l][e]), e));
-            let hot: Vec<u16> = ranked.into_iter().take(k).map(|e| e as u16).collect();
-            t_hit += chosen.iter().filter(|e| prev.contains(e)).count() as u64;
-            h_hit += chosen.iter().filter(|e| hot.contains(e)).count() as u64;
-            total += k as u64;
+        if seen[l] {
+            for (hit, kind) in hits.iter_mut().zip(PredictorKind::ALL) {
+                let predicted = history.predict(kind, l, chosen.len());
+                *hit += chosen.iter().filter(|e| predicted.contains(e)).count() as u64;
+            }
+            total += chosen.len() as u64;
             n += 1;
         }
-        for &e in &chosen {
-            if (e as usize) < experts {
-                counts[l][e as usize] += 1;
-            }
-        }
-        previous[l] = Some(chosen);
+        history.record(l, &chosen);
+        seen[l] = true;
     }
     let ratio = |h: u64| if total == 0 { 0.0 } else { h as f64 / total as f64 };
-    vec![
-        PredictorScore { predictor: "temporal".into(), recall: ratio(t_hit), predictions: n },
-        PredictorScore { predictor: "hot".into(), recall: ratio(h_hit), predictions: n },
-    ]
+    PredictorKind::ALL
+        .iter()
+        .zip(hits)
+        .map(|(k, h)| PredictorScore {
+            predictor: k.name().into(),
+            recall: ratio(h),
+            predictions: n,
+        })
+        .collect()
 }
 
 /// Per-layer popularity skew of a trace, as the exponent `s` of a Zipf law `count ~ rank^-s`

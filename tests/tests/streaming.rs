@@ -43,7 +43,7 @@ fn every_mode_prefetch_and_backend_gives_the_golden_tokens() {
         let slab = packed.manifest.slab.slab_bytes as u64;
         let budget = (packed.manifest.config.top_k as u64 + 2) * slab;
         for mode in MODES {
-            for prefetch in [PrefetchMode::None, PrefetchMode::Gate] {
+            for prefetch in PrefetchMode::ALL {
                 for io in [BackendKind::Uring, BackendKind::Pread, BackendKind::Buffered] {
                     let cfg = StreamingConfig {
                         cache: mode.parse().unwrap(),
@@ -74,6 +74,14 @@ fn every_mode_prefetch_and_backend_gives_the_golden_tokens() {
                     );
                     if *mode == "none" || *mode == "os" {
                         assert_eq!(st.cache.hits, 0, "{mode} keeps nothing between uses");
+                        assert_eq!(st.cache.prefetch_issued, 0, "{mode} has nowhere to keep them");
+                    } else {
+                        // Every predictor reads something ahead in these few decode steps.
+                        assert_eq!(
+                            st.cache.prefetch_issued > 0,
+                            prefetch != PrefetchMode::None,
+                            "{arch} --cache {mode} --prefetch {prefetch:?}"
+                        );
                     }
                 }
             }

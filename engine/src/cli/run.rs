@@ -77,7 +77,9 @@ pub struct RunArgs {
     /// Memory for the slab cache in MiB (default: a quarter of the experts).
     #[arg(long)]
     cache_mb: Option<u64>,
-    /// Read predicted experts ahead of need: none or gate.
+    /// Read predicted experts of the next MoE layer ahead of need during decode: gate (its router
+    /// applied to this layer's input), temporal (its experts of the previous token), hot (its
+    /// most chosen so far) or none.
     #[arg(long, default_value = "gate")]
     prefetch: String,
     /// I/O backend for streaming: uring, pread, buffered (default: uring where available).

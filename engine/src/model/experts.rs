@@ -52,13 +52,20 @@ pub trait ExpertSource: Send + Sync {
     /// prefetchers). The default ignores it.
     fn on_route(&self, _layer: usize, _step: u64, _experts: &[(usize, f32)]) {}
 
-    /// Whether the source wants predictions of the next layer's experts.
-    fn wants_prefetch(&self) -> bool {
-        false
+    /// Decode only, while the current MoE layer computes: `layer` is the next MoE layer, whose
+    /// top-`k` experts the source may read ahead. `gate` applies that layer's router to the
+    /// current hidden state (mixtral-offloading's speculative prediction); it costs a small
+    /// matrix product, so a source calls it only if it predicts that way. The default reads
+    /// nothing ahead.
+    fn prefetch_next(
+        &self,
+        _layer: usize,
+        _k: usize,
+        _step: u64,
+        _gate: &mut dyn FnMut() -> Result<Vec<(usize, f32)>>,
+    ) -> Result<()> {
+        Ok(())
     }
-
-    /// A prediction: `experts` of `layer` will likely be needed soon.
-    fn prefetch(&self, _layer: usize, _experts: &[(usize, f32)], _step: u64) {}
 }
 
 /// Every expert in memory, one slot-sized slab each, read once at load.
@@ -155,10 +162,13 @@ impl<T: ExpertSource + ?Sized> ExpertSource for std::sync::Arc<T> {
     fn on_route(&self, layer: usize, step: u64, experts: &[(usize, f32)]) {
         (**self).on_route(layer, step, experts)
     }
-    fn wants_prefetch(&self) -> bool {
-        (**self).wants_prefetch()
-    }
-    fn prefetch(&self, layer: usize, experts: &[(usize, f32)], step: u64) {
-        (**self).prefetch(layer, experts, step)
+    fn prefetch_next(
+        &self,
+        layer: usize,
+        k: usize,
+        step: u64,
+        gate: &mut dyn FnMut() -> Result<Vec<(usize, f32)>>,
+    ) -> Result<()> {
+        (**self).prefetch_next(layer, k, step, gate)
     }
 }

@@ -262,15 +262,16 @@ impl Model {
             }
             chosen.push(top);
         }
-        // Speculative prefetch (decode): the next MoE layer's router applied to this layer's
-        // input predicts its experts (mixtral-offloading); their reads overlap this layer's
-        // expert compute. Only the prediction is made here; the source decides what to read.
-        if n == 1 && self.experts.wants_prefetch() {
+        // Prefetch (decode): the source may read the next MoE layer's experts while this layer's
+        // compute; with `gate` it predicts them by applying that layer's router to this layer's
+        // input (mixtral-offloading), computed only if asked for.
+        if n == 1 {
             if let Some(next) = (l + 1..c.layers).find(|&x| c.moe_layers[x]) {
-                let pl = self.mm(&self.m(Dense::Router(next))?, hn, 1)?;
-                let mut p = pl;
-                ops::softmax(&mut p);
-                self.experts.prefetch(next, &ops::top_k(&p, k), s.step);
+                self.experts.prefetch_next(next, k, s.step, &mut || {
+                    let mut p = self.mm(&self.m(Dense::Router(next))?, hn, 1)?;
+                    ops::softmax(&mut p);
+                    Ok(ops::top_k(&p, k))
+                })?;
             }
         }
         // Each expert once, over the tokens routed to it (the union of the chunk).

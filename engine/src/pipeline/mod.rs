@@ -46,16 +46,35 @@ pub enum PrefetchMode {
     /// Apply the next MoE layer's router to this layer's input and read its top-k early
     /// (mixtral-offloading's speculative prediction).
     Gate,
+    /// Read the next layer's experts of the previous token (next-token overlap).
+    Temporal,
+    /// Read the next layer's most chosen experts so far (per-layer popularity).
+    Hot,
+}
+
+impl PrefetchMode {
+    /// Every mode, as `--prefetch` names them.
+    pub const ALL: [PrefetchMode; 4] =
+        [PrefetchMode::None, PrefetchMode::Gate, PrefetchMode::Temporal, PrefetchMode::Hot];
+
+    /// The `--prefetch` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrefetchMode::None => "none",
+            PrefetchMode::Gate => "gate",
+            PrefetchMode::Temporal => "temporal",
+            PrefetchMode::Hot => "hot",
+        }
+    }
 }
 
 impl std::str::FromStr for PrefetchMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(PrefetchMode::None),
-            "gate" => Ok(PrefetchMode::Gate),
-            other => Err(format!("unknown prefetch {other:?} (expected none or gate)")),
-        }
+        PrefetchMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s.trim())
+            .ok_or_else(|| format!("unknown prefetch {s:?} (expected none, gate, temporal or hot)"))
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use floe_cache::{
     build_policy, CacheStats, ExpertCache, ExpertKey, Lookup, MoeShape, PolicyConfig, PolicyKind,
+    PredictorKind, RouteHistory,
 };
 use floe_io::{
     BackendKind, CancelToken, DataFile, IoConfig, IoEngine, IoError, Priority, ReadDone,
@@ -52,6 +53,8 @@ pub struct StreamingExperts {
     experts: ExpertFile,
     mode: CacheMode,
     prefetch: PrefetchMode,
+    /// Routing so far, for the `temporal` and `hot` predictors.
+    history: Mutex<RouteHistory>,
     inner: Mutex<Inner>,
     stall_ns: AtomicU64,
 }
@@ -186,6 +189,7 @@ impl StreamingExperts {
             experts,
             mode: cfg.cache,
             prefetch: cfg.prefetch,
+            history: Mutex::new(RouteHistory::new(c.layers, c.experts)),
             inner: Mutex::new(Inner { slots: table, prefetches: Vec::new(), in_flight: 0 }),
             stall_ns: AtomicU64::new(0),
         })
@@ -423,12 +427,40 @@ impl ExpertSource for StreamingExperts {
     fn on_route(&self, layer: usize, step: u64, experts: &[(usize, f32)]) {
         let route: Vec<(u16, f32)> = experts.iter().map(|&(e, w)| (e as u16, w)).collect();
         self.cache.on_route(layer as u16, step, &route);
+        if matches!(self.prefetch, PrefetchMode::Temporal | PrefetchMode::Hot) {
+            let chosen: Vec<u16> = route.iter().map(|r| r.0).collect();
+            self.history.lock().record(layer, &chosen);
+        }
     }
 
-    fn wants_prefetch(&self) -> bool {
-        self.prefetch == PrefetchMode::Gate && matches!(self.mode, CacheMode::Policy(_))
+    fn prefetch_next(
+        &self,
+        layer: usize,
+        k: usize,
+        step: u64,
+        gate: &mut dyn FnMut() -> Result<Vec<(usize, f32)>>,
+    ) -> Result<()> {
+        // Only a cache of ours can keep what is read ahead.
+        if !matches!(self.mode, CacheMode::Policy(_)) {
+            return Ok(());
+        }
+        let from_history = |kind| {
+            let predicted = self.history.lock().predict(kind, layer, k);
+            predicted.into_iter().map(|e| (e as usize, 0.0)).collect::<Vec<_>>()
+        };
+        let predicted = match self.prefetch {
+            PrefetchMode::None => return Ok(()),
+            PrefetchMode::Gate => gate()?,
+            PrefetchMode::Temporal => from_history(PredictorKind::Temporal),
+            PrefetchMode::Hot => from_history(PredictorKind::Hot),
+        };
+        self.prefetch(layer, &predicted, step);
+        Ok(())
     }
+}
 
+impl StreamingExperts {
+    /// Reads `experts` of `layer` ahead at low priority, those not resident or loading.
     fn prefetch(&self, layer: usize, experts: &[(usize, f32)], step: u64) {
         let mut inner = self.inner.lock();
         for &(e, _) in experts {
