@@ -10,8 +10,11 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
 
-/// The reader spins for completions while at most this many bytes are in flight.
+/// The reader spins for completions while at most this many bytes are in flight...
 const SPIN_WHILE_IN_FLIGHT: u64 = 4 << 20;
+/// ...and reads are at most this large (the next completion is then due within about a
+/// millisecond at this machine's 2-3 GB/s).
+const SPIN_UP_TO_SLAB: u64 = 2 << 20;
 /// How long it spins before sleeping.
 const READER_SPIN: Duration = Duration::from_millis(2);
 
@@ -115,13 +118,18 @@ pub fn measure(
             })?;
             submitted += 1;
         }
-        // With little in flight, a futex wake-up per read (100-200 us here) leaves the device
-        // idle, so the reader spins for the completion; with more in flight the device stays
-        // busy while the reader wakes, and a spinning reader would take the core that the
-        // completion path needs (2 vCPUs: 1 MiB reads at qd 16 measured 2.3 GB/s spinning,
-        // 3.0 GB/s sleeping).
+        // With little in flight and short reads, a futex wake-up per read (100-200 us here)
+        // leaves the device idle for a good share of each read, so the reader spins for the
+        // completion. Otherwise it sleeps: with more in flight the device stays busy while the
+        // reader wakes, and on 2 vCPUs a spinning reader takes the core the completion path
+        // needs (1 MiB reads at qd 16: 2.3 GB/s spinning, 3.0 sleeping; 4 MiB at qd 1: 75-89 %
+        // of fio spinning, 89-102 % sleeping).
         let in_flight = (submitted - completed) * slab;
-        let spin = if in_flight <= SPIN_WHILE_IN_FLIGHT { READER_SPIN } else { Duration::ZERO };
+        let spin = if in_flight <= SPIN_WHILE_IN_FLIGHT && slab <= SPIN_UP_TO_SLAB {
+            READER_SPIN
+        } else {
+            Duration::ZERO
+        };
         let done = engine.next_completion_spinning(spin)?;
         let result = done.result.map(|_| ());
         engine.arena().free(done.slot)?;
