@@ -114,10 +114,73 @@ impl<'a> Matrix<'a> {
             }
         }
     }
+
+    /// Rows `first..` against every token's prepared activations, into `out` (rows x tokens,
+    /// row-major): block formats four rows at a time, the four rows staying in L1 while every
+    /// token passes over them (the same grouping as [`Self::rows_into`], so each output equals
+    /// matvec's bit for bit).
+    fn rows_tokens_into(&self, k: &DotKernels, first: usize, xs: &[Prepared], out: &mut [f32]) {
+        let q8: Option<Vec<&[BlockQ8_0]>> = xs
+            .iter()
+            .map(|x| match x {
+                Prepared::Q8(q) => Some(q.as_slice()),
+                _ => None,
+            })
+            .collect();
+        match (self.dtype, q8) {
+            (DType::Q8_0, Some(qs)) => {
+                let blocks: &[BlockQ8_0] = bytemuck::cast_slice(self.data);
+                rows_x4_tokens(blocks, first, out, (k.q8_0_x4, k.q8_0), &qs);
+            }
+            (DType::Q4_0, Some(qs)) => {
+                let blocks: &[BlockQ4_0] = bytemuck::cast_slice(self.data);
+                rows_x4_tokens(blocks, first, out, (k.q4_0_x4, k.q4_0), &qs);
+            }
+            _ => {
+                for (i, row_out) in out.chunks_mut(xs.len()).enumerate() {
+                    let row = self.row(first + i);
+                    for (o, x) in row_out.iter_mut().zip(xs) {
+                        *o = dot_row(k, self.dtype, row, x);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A four-row kernel and its one-row twin for the remainder.
 type RowKernels<B> = (fn([&[B]; 4], &[BlockQ8_0]) -> [f32; 4], fn(&[B], &[BlockQ8_0]) -> f32);
+
+/// Rows of a block matrix against several tokens (`qs`, one activation vector each), into `out`
+/// (rows x tokens): four rows at a time, each group applied to every token, then one by one.
+fn rows_x4_tokens<B>(
+    blocks: &[B],
+    first: usize,
+    out: &mut [f32],
+    (x4, x1): RowKernels<B>,
+    qs: &[&[BlockQ8_0]],
+) {
+    let n = qs.len();
+    let per_row = qs.first().map_or(0, |q| q.len());
+    let row = |r: usize| &blocks[r * per_row..(r + 1) * per_row];
+    let mut groups = out.chunks_exact_mut(4 * n);
+    let mut r = first;
+    for g in &mut groups {
+        let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+        for (t, q) in qs.iter().enumerate() {
+            for (j, v) in x4(rows, q).into_iter().enumerate() {
+                g[j * n + t] = v;
+            }
+        }
+        r += 4;
+    }
+    for o in groups.into_remainder().chunks_mut(n) {
+        for (v, q) in o.iter_mut().zip(qs) {
+            *v = x1(row(r), q);
+        }
+        r += 1;
+    }
+}
 
 /// Rows of a block matrix (`per_row` blocks each), four at a time, then one by one.
 fn rows_x4<B>(
@@ -331,12 +394,7 @@ pub fn matmul_with(
     // Compute into a row-major [rows x n] scratch so tasks own disjoint rows, then transpose.
     let mut scratch = vec![0.0f32; w.rows * n];
     let body = |(chunk, out): (usize, &mut [f32])| {
-        for (i, row_out) in out.chunks_mut(n).enumerate() {
-            let row = w.row(chunk * ROWS_PER_TASK + i);
-            for (t, o) in row_out.iter_mut().enumerate() {
-                *o = dot_row(k, w.dtype, row, &prepared[t]);
-            }
-        }
+        w.rows_tokens_into(k, chunk * ROWS_PER_TASK, &prepared, out)
     };
     match pool {
         Some(p) if p.threads() > 1 => {

@@ -10,6 +10,17 @@ mod q6_k;
 mod q8_0;
 mod q8_k;
 
+/// `x` rounded to the nearest integer, ties to even, for `|x| < 2^22` (the quantisers' values are
+/// at most 127 in magnitude). Adding and subtracting `1.5 * 2^23` leaves no fraction bits, so the
+/// FPU's default rounding (nearest, ties to even) does the rounding. It equals
+/// `f32::round_ties_even` there, which baseline x86-64 (no SSE4.1 `roundps`) compiles to a libm
+/// call per value (measured: 2 % of streaming decode in `rintf`); this form vectorises.
+#[inline(always)]
+pub(crate) fn round_ties_even_small(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
+    (x + SHIFT) - SHIFT
+}
+
 pub use q2_k::{dequantize_q2_k, BlockQ2K};
 pub use q3_k::{dequantize_q3_k, scales_q3_k, BlockQ3K};
 pub use q4_0::{dequantize_q4_0, quantize_q4_0, BlockQ4_0};
@@ -23,3 +34,29 @@ pub use q8_k::{dequantize_q8_k, quantize_q8_k, BlockQ8K};
 pub const QK: usize = 32;
 /// Values per super-block of the K-quants.
 pub const QK_K: usize = 256;
+
+#[cfg(test)]
+mod round_tests {
+    use super::round_ties_even_small;
+
+    #[test]
+    fn round_ties_even_small_equals_the_std_rounding() {
+        // Every tie and its neighbours in the quantisers' range, plus a dense sweep.
+        for i in -600..=600 {
+            let t = i as f32 * 0.25;
+            for x in
+                [t, f32::from_bits(t.to_bits() + 1), f32::from_bits(t.to_bits().wrapping_sub(1))]
+            {
+                if x.is_finite() && x.abs() < 200.0 {
+                    assert_eq!(round_ties_even_small(x), x.round_ties_even(), "{x}");
+                }
+            }
+        }
+        let mut x = -130.0f32;
+        while x < 130.0 {
+            assert_eq!(round_ties_even_small(x), x.round_ties_even(), "{x}");
+            x += 0.001_7;
+        }
+        assert_eq!(round_ties_even_small(-0.4).to_bits(), 0.0f32.to_bits());
+    }
+}

@@ -58,7 +58,7 @@ pub fn quantize_q8_0_activations(x: &[f32], out: &mut [BlockQ8_0]) {
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         b.d = f16::from_f32(amax / 127.0);
         for (q, &v) in b.qs.iter_mut().zip(xb) {
-            *q = (v * id).round_ties_even() as i8;
+            *q = super::round_ties_even_small(v * id) as i8;
         }
     }
 }

@@ -51,7 +51,7 @@ pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
         }
         let iscale = -127.0 / max;
         for (q, &v) in b.qs.iter_mut().zip(xb) {
-            *q = ((v * iscale).round_ties_even() as i32).min(127) as i8;
+            *q = (super::round_ties_even_small(v * iscale) as i32).min(127) as i8;
         }
         for (s, qs) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
             *s = qs.iter().map(|&q| q as i16).sum();
