@@ -153,6 +153,15 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         Some(m) => m.clone(),
         None => demo_model()?,
     };
+    // Loading can take a while (dense weights into memory; a slab arena's first touch, which
+    // io_uring's buffer registration does all at once, runs at well under 1 GB/s on some VMs):
+    // say what is happening, and report it as `load_s`.
+    let load_start = std::time::Instant::now();
+    // Cleared when dropped, so an error is not printed after a stale spinner line.
+    let spinner =
+        indicatif::ProgressBar::new_spinner().with_finish(indicatif::ProgressFinish::AndClear);
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    spinner.set_message(format!("loading {}", model_dir.display()));
     let opened = open_model(&model_dir, a.verify, a.tokenizer.as_deref())?;
     let codec = opened.codec.context(
         "this model has no tokenizer floe can use; pass --tokenizer DIR with its tokenizer.json",
@@ -199,14 +208,26 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             io: a.io.as_deref().map(str::parse).transpose()?,
             queue_depth: a.queue_depth,
         };
+        spinner.set_message(format!(
+            "preparing {:.1} GiB of slab cache for streaming the experts",
+            cache_bytes as f64 / (1u64 << 30) as f64
+        ));
         Some(Arc::new(StreamingExperts::open_file(expert_file.clone(), &config, &cfg, None)?))
     } else {
         None
     };
     let experts: Box<dyn ExpertSource> = match &streaming {
         Some(s) => Box::new(Arc::clone(s)),
-        None => Box::new(ResidentExperts::load_file(expert_file)?),
+        None => {
+            spinner.set_message(format!(
+                "loading all {:.1} GiB of experts into memory (use --cache to stream them)",
+                expert_file.experts_bytes() as f64 / (1u64 << 30) as f64
+            ));
+            Box::new(ResidentExperts::load_file(expert_file)?)
+        }
     };
+    spinner.finish_and_clear();
+    let load_s = load_start.elapsed().as_secs_f64();
     let model = Model::new(config.clone(), dense, experts, threads)?;
     let opts = GenerateOptions {
         max_tokens: a.max_tokens,
@@ -261,6 +282,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let mut st = serde_json::to_value(&stats)?;
     st["peak_rss_bytes"] = peak_rss_bytes().into();
+    st["load_s"] = load_s.into();
     if let Some(s) = &streaming {
         let ss = s.stats();
         let c = ss.cache;
@@ -292,8 +314,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         println!();
         eprintln!(
-            "{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.1} tok/s, first token after {:.3} s",
-            stats.prompt_tokens, stats.generated_tokens, stats.prefill_tok_s, stats.decode_tok_s, stats.ttft_s
+            "{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.1} tok/s, first token after {:.3} s \
+             (loading took {:.1} s before that)",
+            stats.prompt_tokens,
+            stats.generated_tokens,
+            stats.prefill_tok_s,
+            stats.decode_tok_s,
+            stats.ttft_s,
+            load_s
         );
         if streaming.is_some() {
             eprintln!(
