@@ -132,7 +132,7 @@ pub fn score_predictors(trace: &Trace, phase: PhaseFilter) -> Vec<PredictorScore
 
 /// Per-layer popularity skew of a trace, as the exponent `s` of a Zipf law `count ~ rank^-s`
 /// fitted by least squares on log-log per layer and averaged over layers, two ways.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ZipfFit {
     /// Over every expert the layer used at least once. In a short trace the tail is made of
     /// experts seen once or twice, whose counts fall off a cliff (sampling noise, and the
@@ -141,6 +141,10 @@ pub struct ZipfFit {
     /// Over each layer's top quarter of experts by count: the part a cache holds, where counts
     /// are large enough to be measured.
     pub head_quarter: f64,
+    /// `all_used` of each layer (`None` for a layer with fewer than three used experts).
+    pub per_layer_all_used: Vec<Option<f64>>,
+    /// `head_quarter` of each layer.
+    pub per_layer_head_quarter: Vec<Option<f64>>,
 }
 
 /// Fits [`ZipfFit`] to the `phase` routings of `trace`.
@@ -159,11 +163,23 @@ pub fn zipf_fit(trace: &Trace, phase: PhaseFilter) -> ZipfFit {
     for mut c in counts {
         c.sort_unstable_by(|a, b| b.cmp(a));
         c.retain(|&x| x > 0);
-        all.extend(rank_slope(&c));
-        top.extend(rank_slope(&c[..c.len().min(head)]));
+        all.push(rank_slope(&c));
+        top.push(rank_slope(&c[..c.len().min(head)]));
     }
-    let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
-    ZipfFit { all_used: mean(&all), head_quarter: mean(&top) }
+    let mean = |v: &[Option<f64>]| {
+        let fits: Vec<f64> = v.iter().flatten().copied().collect();
+        if fits.is_empty() {
+            0.0
+        } else {
+            fits.iter().sum::<f64>() / fits.len() as f64
+        }
+    };
+    ZipfFit {
+        all_used: mean(&all),
+        head_quarter: mean(&top),
+        per_layer_all_used: all,
+        per_layer_head_quarter: top,
+    }
 }
 
 /// `-slope` of log(count) against log(rank) for counts sorted descending; `None` for fewer than
@@ -215,6 +231,7 @@ mod tests {
             // Rounding counts to integers is the only error: at most a few hundredths.
             assert!((fit.all_used - s).abs() < 0.03, "s {s}: all {}", fit.all_used);
             assert!((fit.head_quarter - s).abs() < 0.01, "s {s}: head {}", fit.head_quarter);
+            assert_eq!(fit.per_layer_all_used, vec![Some(fit.all_used)]);
         }
     }
 }
