@@ -262,9 +262,9 @@ impl Model {
             }
             chosen.push(top);
         }
-        // Prefetch (decode): the source may read the next MoE layer's experts while this layer's
-        // compute; with `gate` it predicts them by applying that layer's router to this layer's
-        // input (mixtral-offloading), computed only if asked for.
+        // Prefetch (decode): the source may read the next MoE layer's experts while this layer
+        // computes; with `gate` it predicts them by applying that layer's router to this layer's
+        // input (mixtral-offloading), a product computed only if the source asks for it.
         if n == 1 {
             if let Some(next) = (l + 1..c.layers).find(|&x| c.moe_layers[x]) {
                 self.experts.prefetch_next(next, k, s.step, &mut || {
