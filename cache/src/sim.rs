@@ -94,8 +94,8 @@ pub struct PredictorScore {
 }
 
 /// Scores the [`PredictorKind`]s (`temporal`: the previous step's experts of the same layer;
-/// `hot`: the layer's top-k most chosen so far) as recall of each routing's experts, over the
-/// `phase` steps.
+/// `hot`: the layer's top-k most chosen so far; `affinity`: what most often followed the previous
+/// layer's choice at this step) as recall of each routing's experts, over the `phase` steps.
 pub fn score_predictors(trace: &Trace, phase: PhaseFilter) -> Vec<PredictorScore> {
     let mut history = RouteHistory::new(trace.shape.layers as usize, trace.shape.experts as usize);
     let mut hits = [0u64; PredictorKind::ALL.len()];
@@ -115,7 +115,7 @@ pub fn score_predictors(trace: &Trace, phase: PhaseFilter) -> Vec<PredictorScore
             total += chosen.len() as u64;
             n += 1;
         }
-        history.record(l, &chosen);
+        history.record(l, r.step, &chosen);
         seen[l] = true;
     }
     let ratio = |h: u64| if total == 0 { 0.0 } else { h as f64 / total as f64 };

@@ -79,7 +79,7 @@ pub struct RunArgs {
     cache_mb: Option<u64>,
     /// Read predicted experts of the next MoE layer ahead of need during decode: gate (its router
     /// applied to this layer's input), temporal (its experts of the previous token), hot (its
-    /// most chosen so far) or none.
+    /// most chosen so far), affinity (what most often followed this layer's choice) or none.
     #[arg(long, default_value = "gate")]
     prefetch: String,
     /// I/O backend for streaming: uring, pread, buffered (default: uring where available).

@@ -50,12 +50,20 @@ pub enum PrefetchMode {
     Temporal,
     /// Read the next layer's most chosen experts so far (per-layer popularity).
     Hot,
+    /// Read the experts that most often followed this layer's choice in the next layer
+    /// (inter-layer affinity, learned online from this run's routing).
+    Affinity,
 }
 
 impl PrefetchMode {
     /// Every mode, as `--prefetch` names them.
-    pub const ALL: [PrefetchMode; 4] =
-        [PrefetchMode::None, PrefetchMode::Gate, PrefetchMode::Temporal, PrefetchMode::Hot];
+    pub const ALL: [PrefetchMode; 5] = [
+        PrefetchMode::None,
+        PrefetchMode::Gate,
+        PrefetchMode::Temporal,
+        PrefetchMode::Hot,
+        PrefetchMode::Affinity,
+    ];
 
     /// The `--prefetch` name.
     pub fn name(self) -> &'static str {
@@ -64,6 +72,7 @@ impl PrefetchMode {
             PrefetchMode::Gate => "gate",
             PrefetchMode::Temporal => "temporal",
             PrefetchMode::Hot => "hot",
+            PrefetchMode::Affinity => "affinity",
         }
     }
 }
@@ -71,10 +80,9 @@ impl PrefetchMode {
 impl std::str::FromStr for PrefetchMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        PrefetchMode::ALL
-            .into_iter()
-            .find(|m| m.name() == s.trim())
-            .ok_or_else(|| format!("unknown prefetch {s:?} (expected none, gate, temporal or hot)"))
+        PrefetchMode::ALL.into_iter().find(|m| m.name() == s.trim()).ok_or_else(|| {
+            format!("unknown prefetch {s:?} (expected none, gate, temporal, hot or affinity)")
+        })
     }
 }
 

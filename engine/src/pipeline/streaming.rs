@@ -53,7 +53,7 @@ pub struct StreamingExperts {
     experts: ExpertFile,
     mode: CacheMode,
     prefetch: PrefetchMode,
-    /// Routing so far, for the `temporal` and `hot` predictors.
+    /// Routing so far, for the `temporal`, `hot` and `affinity` predictors.
     history: Mutex<RouteHistory>,
     inner: Mutex<Inner>,
     stall_ns: AtomicU64,
@@ -427,9 +427,12 @@ impl ExpertSource for StreamingExperts {
     fn on_route(&self, layer: usize, step: u64, experts: &[(usize, f32)]) {
         let route: Vec<(u16, f32)> = experts.iter().map(|&(e, w)| (e as u16, w)).collect();
         self.cache.on_route(layer as u16, step, &route);
-        if matches!(self.prefetch, PrefetchMode::Temporal | PrefetchMode::Hot) {
+        if matches!(
+            self.prefetch,
+            PrefetchMode::Temporal | PrefetchMode::Hot | PrefetchMode::Affinity
+        ) {
             let chosen: Vec<u16> = route.iter().map(|r| r.0).collect();
-            self.history.lock().record(layer, &chosen);
+            self.history.lock().record(layer, step, &chosen);
         }
     }
 
@@ -453,6 +456,7 @@ impl ExpertSource for StreamingExperts {
             PrefetchMode::Gate => gate()?,
             PrefetchMode::Temporal => from_history(PredictorKind::Temporal),
             PrefetchMode::Hot => from_history(PredictorKind::Hot),
+            PrefetchMode::Affinity => from_history(PredictorKind::Affinity),
         };
         self.prefetch(layer, &predicted, step);
         Ok(())
