@@ -6,7 +6,7 @@ mod streaming;
 
 pub use streaming::{StreamingExperts, StreamingStats};
 
-use floe_cache::PolicyKind;
+use floe_cache::{PolicyKind, PredictorKind};
 
 /// What keeps slabs between uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,33 +46,30 @@ pub enum PrefetchMode {
     /// Apply the next MoE layer's router to this layer's input and read its top-k early
     /// (mixtral-offloading's speculative prediction).
     Gate,
-    /// Read the next layer's experts of the previous token (next-token overlap).
-    Temporal,
-    /// Read the next layer's most chosen experts so far (per-layer popularity).
-    Hot,
-    /// Read the experts that most often followed this layer's choice in the next layer
-    /// (inter-layer affinity, learned online from this run's routing).
-    Affinity,
+    /// Read what a predictor that needs only this run's routing expects of the next layer
+    /// (`temporal`, `hot`, `affinity`: the ones `floe sim` scores).
+    History(PredictorKind),
 }
 
 impl PrefetchMode {
     /// Every mode, as `--prefetch` names them.
-    pub const ALL: [PrefetchMode; 5] = [
-        PrefetchMode::None,
-        PrefetchMode::Gate,
-        PrefetchMode::Temporal,
-        PrefetchMode::Hot,
-        PrefetchMode::Affinity,
-    ];
+    pub const ALL: [PrefetchMode; 2 + PredictorKind::ALL.len()] = {
+        let mut all = [PrefetchMode::None; 2 + PredictorKind::ALL.len()];
+        all[1] = PrefetchMode::Gate;
+        let mut i = 0;
+        while i < PredictorKind::ALL.len() {
+            all[2 + i] = PrefetchMode::History(PredictorKind::ALL[i]);
+            i += 1;
+        }
+        all
+    };
 
     /// The `--prefetch` name.
     pub fn name(self) -> &'static str {
         match self {
             PrefetchMode::None => "none",
             PrefetchMode::Gate => "gate",
-            PrefetchMode::Temporal => "temporal",
-            PrefetchMode::Hot => "hot",
-            PrefetchMode::Affinity => "affinity",
+            PrefetchMode::History(kind) => kind.name(),
         }
     }
 }
@@ -81,7 +78,8 @@ impl std::str::FromStr for PrefetchMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         PrefetchMode::ALL.into_iter().find(|m| m.name() == s.trim()).ok_or_else(|| {
-            format!("unknown prefetch {s:?} (expected none, gate, temporal, hot or affinity)")
+            let names: Vec<&str> = PrefetchMode::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown prefetch {s:?} (expected one of {})", names.join(", "))
         })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use floe_cache::{
     build_policy, CacheStats, ExpertCache, ExpertKey, Lookup, MoeShape, PolicyConfig, PolicyKind,
-    PredictorKind, RouteHistory,
+    RouteHistory,
 };
 use floe_io::{
     BackendKind, CancelToken, DataFile, IoConfig, IoEngine, IoError, Priority, ReadDone,
@@ -427,10 +427,7 @@ impl ExpertSource for StreamingExperts {
     fn on_route(&self, layer: usize, step: u64, experts: &[(usize, f32)]) {
         let route: Vec<(u16, f32)> = experts.iter().map(|&(e, w)| (e as u16, w)).collect();
         self.cache.on_route(layer as u16, step, &route);
-        if matches!(
-            self.prefetch,
-            PrefetchMode::Temporal | PrefetchMode::Hot | PrefetchMode::Affinity
-        ) {
+        if matches!(self.prefetch, PrefetchMode::History(_)) {
             let chosen: Vec<u16> = route.iter().map(|r| r.0).collect();
             self.history.lock().record(layer, step, &chosen);
         }
@@ -447,16 +444,13 @@ impl ExpertSource for StreamingExperts {
         if !matches!(self.mode, CacheMode::Policy(_)) {
             return Ok(());
         }
-        let from_history = |kind| {
-            let predicted = self.history.lock().predict(kind, layer, k);
-            predicted.into_iter().map(|e| (e as usize, 0.0)).collect::<Vec<_>>()
-        };
         let predicted = match self.prefetch {
             PrefetchMode::None => return Ok(()),
             PrefetchMode::Gate => gate()?,
-            PrefetchMode::Temporal => from_history(PredictorKind::Temporal),
-            PrefetchMode::Hot => from_history(PredictorKind::Hot),
-            PrefetchMode::Affinity => from_history(PredictorKind::Affinity),
+            PrefetchMode::History(kind) => {
+                let predicted = self.history.lock().predict(kind, layer, k);
+                predicted.into_iter().map(|e| (e as usize, 0.0)).collect()
+            }
         };
         self.prefetch(layer, &predicted, step);
         Ok(())
