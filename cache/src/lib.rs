@@ -12,6 +12,8 @@
 #![warn(missing_docs)]
 
 mod error;
+#[doc(hidden)]
+pub mod fixtures;
 mod key;
 pub mod policy;
 mod predict;

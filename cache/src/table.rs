@@ -336,6 +336,32 @@ impl ExpertCache {
         self.len() == 0
     }
 
+    /// Checks the table at rest (nothing loading, nothing in use): every entry ready and
+    /// unpinned, every slot either free or held by exactly one entry. Returns what is wrong.
+    pub fn audit_idle(&self) -> Result<(), String> {
+        let g = self.inner.lock();
+        let mut seen = vec![false; self.capacity];
+        for (key, e) in &g.map {
+            if e.state != State::Ready || e.pins > 0 {
+                return Err(format!("{key}: {:?} with {} pins while idle", e.state, e.pins));
+            }
+            let s = e.slot as usize;
+            if s >= self.capacity || std::mem::replace(&mut seen[s], true) {
+                return Err(format!("{key}: slot {s} out of range or held twice"));
+            }
+        }
+        for &s in &g.free {
+            let s = s as usize;
+            if s >= self.capacity || std::mem::replace(&mut seen[s], true) {
+                return Err(format!("free slot {s} out of range or also in use"));
+            }
+        }
+        if let Some(s) = seen.iter().position(|x| !x) {
+            return Err(format!("slot {s} is neither free nor held (lost)"));
+        }
+        Ok(())
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> CacheStats {
         self.inner.lock().stats

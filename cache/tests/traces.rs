@@ -2,18 +2,12 @@
 //! reference figures of that folder's README (decode rows, unit-size slabs, capacity as a share
 //! of all experts, floor).
 
-use std::path::PathBuf;
-
 use floe_cache::policy::{PolicyConfig, PolicyKind};
 use floe_cache::sim::{score_predictors, simulate};
 use floe_cache::trace::{PhaseFilter, Trace};
 
 fn trace(name: &str) -> Option<Trace> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces").join(name);
-    if !path.exists() {
-        eprintln!("SKIPPING: {} is missing (../shared not beside the checkout)", path.display());
-        return None;
-    }
+    let path = floe_cache::fixtures::shared_fixture(&format!("traces/{name}"))?;
     Some(Trace::load(&path).unwrap())
 }
 

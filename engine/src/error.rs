@@ -49,5 +49,11 @@ pub enum Error {
     },
 }
 
+impl From<floe_io::SubmitError> for Error {
+    fn from(e: floe_io::SubmitError) -> Self {
+        Error::Io(e.into())
+    }
+}
+
 /// Result alias of the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,16 +2,9 @@
 
 use std::process::Command;
 
-/// `../shared/golden/<name>`, or None with a loud message when the fixtures are absent.
+/// `../shared/golden/<name>` (a missing fixture fails the test unless FLOE_SKIP_GOLDEN=1).
 fn golden_dir(name: &str) -> Option<std::path::PathBuf> {
-    let p =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden").join(name);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("SKIPPING: {} is missing (../shared not beside the checkout)", p.display());
-        None
-    }
+    floe_cache::fixtures::shared_fixture(&format!("golden/{name}"))
 }
 
 fn floe() -> Command {

@@ -158,13 +158,20 @@ impl SlabArena {
     }
 
     /// Raw address of a slot's first byte, for handing to the kernel.
+    ///
+    /// # Panics
+    /// If `slot` belongs to another arena: callers check ownership first ([`SlabArena::check`]
+    /// in `IoEngine::submit` and `IoThread::start`), so this is a programming error, and
+    /// panicking beats computing an address outside this arena.
     pub(crate) fn slot_ptr(&self, slot: &Slot) -> *mut u8 {
-        debug_assert!((slot.index as usize) < self.slot_count);
-        // SAFETY: index < slot_count, so the offset stays inside the mapping (see `new`).
+        self.check(slot).expect("slot from another arena");
+        // SAFETY: index < slot_count (checked just above), so the offset stays inside the
+        // mapping (see `new`).
         unsafe { self.base.as_ptr().add(slot.index as usize * self.slot_bytes) }
     }
 
-    fn check(&self, slot: &Slot) -> Result<()> {
+    /// Whether `slot` is one of this arena's (same arena id, index in range).
+    pub(crate) fn check(&self, slot: &Slot) -> Result<()> {
         if slot.arena != self.id || slot.index as usize >= self.slot_count {
             return Err(IoError::ForeignSlot { index: slot.index });
         }

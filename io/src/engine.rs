@@ -108,6 +108,25 @@ pub struct ReadRequest {
     pub segments: Vec<ReadSegment>,
 }
 
+/// A read [`IoEngine::submit`] did not take: why, and the request itself, slot token and all.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct SubmitError {
+    /// Why it was refused ([`IoError::ForeignSlot`], [`IoError::Disconnected`]).
+    pub error: IoError,
+    /// The request, handed back.
+    pub request: Box<ReadRequest>,
+}
+
+impl From<SubmitError> for IoError {
+    /// Keeps the reason and drops the request: its slot token is gone, so that slot stays out
+    /// of its arena for good (a leak, never a double use). Callers that keep tables of slots
+    /// take `request.slot` back instead.
+    fn from(e: SubmitError) -> Self {
+        e.error
+    }
+}
+
 /// A finished read.
 #[derive(Debug)]
 pub struct ReadDone {
@@ -188,17 +207,7 @@ impl std::fmt::Debug for IoEngine {
 impl IoEngine {
     /// Starts the I/O thread over `arena` with the configured backend (or its fallback).
     pub fn start(arena: Arc<SlabArena>, config: IoConfig) -> Result<Self> {
-        let requested = match config.backend {
-            Some(kind) => kind,
-            None => BackendKind::from_env()?.unwrap_or(if cfg!(target_os = "linux") {
-                BackendKind::Uring
-            } else {
-                BackendKind::Pread
-            }),
-        };
-        let queue_depth = config.queue_depth.max(1);
-        let (kind, backend) =
-            backend::build(requested, queue_depth, &arena, config.register_buffers)?;
+        let (kind, queue_depth, backend) = build_backend(&arena, &config)?;
         Self::start_with(arena, kind, queue_depth, backend)
     }
 
@@ -214,6 +223,20 @@ impl IoEngine {
     ) -> Result<Self> {
         let backend = Box::new(backend::chaos::build(config, gate)?);
         Self::start_with(arena, BackendKind::Pread, queue_depth.max(1), backend)
+    }
+
+    /// Starts the I/O thread over the configured backend (io_uring where the kernel allows it)
+    /// wrapped so that the reads `plan` chooses fail with an OS error. For tests of what is
+    /// built on the I/O thread: failures land on the real read path, not a stand-in.
+    #[doc(hidden)]
+    pub fn start_faulty(
+        arena: Arc<SlabArena>,
+        config: IoConfig,
+        plan: crate::testing::FaultPlan,
+    ) -> Result<Self> {
+        let (kind, queue_depth, backend) = build_backend(&arena, &config)?;
+        let backend = Box::new(backend::faults::FaultyBackend::new(backend, plan));
+        Self::start_with(arena, kind, queue_depth, backend)
     }
 
     fn start_with(
@@ -295,17 +318,23 @@ impl IoEngine {
         Ok(Arc::new(file))
     }
 
-    /// Queues a read. If the I/O thread is gone the slot goes back to the arena and the error
-    /// says so.
-    pub fn submit(&self, request: ReadRequest) -> Result<()> {
+    /// Queues a read. A request the engine cannot take (its slot belongs to another arena, or
+    /// the I/O thread is gone) comes back whole in the error, slot token included, so the
+    /// caller can put the slot back where it keeps it.
+    pub fn submit(&self, request: ReadRequest) -> std::result::Result<(), SubmitError> {
+        let reject = |error, request| Err(SubmitError { error, request: Box::new(request) });
+        // The I/O thread turns the slot into a kernel address in this arena: a slot of
+        // another arena would make that address point anywhere.
+        if let Err(e) = self.arena.check(&request.slot) {
+            return reject(e, request);
+        }
         let tx = match request.priority {
             Priority::Demand => self.demand_tx.as_ref(),
             Priority::Prefetch => self.prefetch_tx.as_ref(),
         };
-        let Some(tx) = tx else { return Err(IoError::Disconnected) };
+        let Some(tx) = tx else { return reject(IoError::Disconnected, request) };
         if let Err(e) = tx.send(request) {
-            let _ = self.arena.free(e.into_inner().slot);
-            return Err(IoError::Disconnected);
+            return reject(IoError::Disconnected, e.into_inner());
         }
         // Pairs with the fence in IoThread::run: either the thread sees this request before it
         // sleeps, or we see it parked and wake it.
@@ -361,6 +390,25 @@ impl IoEngine {
             errors: c.errors.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The backend `config` asks for (`FLOE_IO` if it names none, else io_uring on Linux), after any
+/// fallback, with the queue depth it runs at.
+fn build_backend(
+    arena: &Arc<SlabArena>,
+    config: &IoConfig,
+) -> Result<(BackendKind, usize, Box<dyn Backend>)> {
+    let requested = match config.backend {
+        Some(kind) => kind,
+        None => BackendKind::from_env()?.unwrap_or(if cfg!(target_os = "linux") {
+            BackendKind::Uring
+        } else {
+            BackendKind::Pread
+        }),
+    };
+    let queue_depth = config.queue_depth.max(1);
+    let (kind, backend) = backend::build(requested, queue_depth, arena, config.register_buffers)?;
+    Ok((kind, queue_depth, backend))
 }
 
 impl Drop for IoEngine {

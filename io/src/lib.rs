@@ -27,7 +27,7 @@ pub use arena::{SlabArena, Slot, ARENA_ALIGN};
 pub use backend::BackendKind;
 pub use engine::{
     CancelToken, IoConfig, IoEngine, IoStats, Priority, ReadDone, ReadRequest, ReadSegment,
-    COMPLETION_SPIN,
+    SubmitError, COMPLETION_SPIN,
 };
 pub use error::{IoError, Result};
 pub use file::{DataFile, FileMode, MIN_ALIGN};
@@ -36,4 +36,5 @@ pub use file::{DataFile, FileMode, MIN_ALIGN};
 #[doc(hidden)]
 pub mod testing {
     pub use crate::backend::chaos::{ChaosConfig, Gate};
+    pub use crate::backend::faults::{FaultPlan, FaultTarget};
 }

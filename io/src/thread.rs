@@ -228,6 +228,11 @@ impl IoThread {
     /// Plans the request's segments (aligned covers inside the slot, no overlaps) and queues
     /// them; a request that cannot fit is completed with the error at once.
     fn start(&mut self, req: ReadRequest) {
+        // `IoEngine::submit` refuses foreign slots; this guards every other way in, since a
+        // slot of another arena would make `issue` hand the kernel an address outside it.
+        if let Err(e) = self.arena.check(&req.slot) {
+            return self.complete(req, Err(e), Vec::new());
+        }
         let slot_bytes = self.arena.slot_bytes();
         let ranges = std::iter::once((&req.file, req.offset, req.len, 0)).chain(
             req.segments
@@ -291,15 +296,24 @@ impl IoThread {
         // Direct reads must restart at an aligned offset; re-reading a few bytes is harmless.
         let resume = op.done - op.done % op.align;
         op.done = resume;
-        let slot = &self.pending[op.rid].as_ref().expect("op of a live request").req.slot;
-        let raw = RawRead {
-            id,
-            fd: op.file.raw_fd(),
-            offset: op.start + resume as u64,
-            len: op.read_len - resume,
-            // SAFETY (of the pointer arithmetic): dst + resume < dst + read_len <= slot_bytes
-            // (checked in `start`), so the address stays inside the slot this request owns.
-            buf: self.arena.slot_ptr(slot).wrapping_add(op.dst + resume),
+        let req = &self.pending[op.rid].as_ref().expect("op of a live request").req;
+        let (slot, req_priority) = (&req.slot, req.priority);
+        // The slot belongs to this arena: `start` completed any request whose slot did not
+        // with an error before it got here.
+        let buf = self.arena.slot_ptr(slot).wrapping_add(op.dst + resume);
+        // SAFETY: dst + resume < dst + read_len <= slot_bytes (checked in `start`), so buf ..
+        // buf + len lies inside the slot; the slot token sits in `pending` (this thread) until
+        // the request completes, which is after this op's RawDone, so nobody else touches the
+        // bytes; the Arc<DataFile> in `op` keeps the fd open until then.
+        let raw = unsafe {
+            RawRead::new(
+                id,
+                op.file.raw_fd(),
+                op.start + resume as u64,
+                op.read_len - resume,
+                buf,
+                req_priority,
+            )
         };
         if let Err(e) = self.backend.push(raw) {
             self.finish_segment(id, Some(e));

@@ -8,15 +8,10 @@ use floe::model::forward::Model;
 use floe::model::pack::{pack, PackOptions};
 use floe_kernels::DType;
 
-/// `../shared/golden/<name>`, or None with a loud message when the fixtures are absent.
+/// `../shared/golden/<name>`; a missing fixture fails the test unless `FLOE_SKIP_GOLDEN=1`
+/// (then it prints SKIPPING and the test returns).
 pub fn golden_dir(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden").join(name);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("SKIPPING: {} is missing (../shared not beside the checkout)", p.display());
-        None
-    }
+    floe_cache::fixtures::shared_fixture(&format!("golden/{name}"))
 }
 
 /// The tensors of a golden.safetensors.

@@ -33,6 +33,10 @@ pub struct StreamingStats {
     pub io_bytes: u64,
     /// Slots in the cache.
     pub slots: usize,
+    /// Prefetch reads that failed: dropped and counted, not fatal.
+    pub prefetch_failed: u64,
+    /// Reads that came back with an error (prefetch or demand).
+    pub read_errors: u64,
 }
 
 struct Inner {
@@ -57,6 +61,10 @@ pub struct StreamingExperts {
     history: Mutex<RouteHistory>,
     inner: Mutex<Inner>,
     stall_ns: AtomicU64,
+    /// Prefetch reads that failed (dropped, or read again on demand).
+    prefetch_failed: AtomicU64,
+    /// Reads that came back with an error, prefetch or demand.
+    read_errors: AtomicU64,
 }
 
 impl std::fmt::Debug for StreamingExperts {
@@ -192,6 +200,8 @@ impl StreamingExperts {
             history: Mutex::new(RouteHistory::new(c.layers, c.experts)),
             inner: Mutex::new(Inner { slots: table, prefetches: Vec::new(), in_flight: 0 }),
             stall_ns: AtomicU64::new(0),
+            prefetch_failed: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
         })
     }
 
@@ -202,7 +212,38 @@ impl StreamingExperts {
             stall_s: self.stall_ns.load(Ordering::Relaxed) as f64 / 1e9,
             io_bytes: self.io.stats().bytes_transferred,
             slots: self.cache.capacity(),
+            prefetch_failed: self.prefetch_failed.load(Ordering::Relaxed),
+            read_errors: self.read_errors.load(Ordering::Relaxed),
         }
+    }
+
+    /// Lands every read still in flight, then checks that the slot table, the cache and the
+    /// counters agree: every slot token home, nothing loading or pinned, every slot free or
+    /// held once, and every failed read counted. For tests after a generation (ended or failed).
+    pub fn audit(&self) -> std::result::Result<(), String> {
+        let mut inner = self.inner.lock();
+        while inner.in_flight > 0 {
+            let done = self.io.next_completion().map_err(|e| e.to_string())?;
+            // Errors of reads nobody waits for any more are booked by `land` (counted, entry
+            // dropped); they are not failures of the audit.
+            let _ = self.land(&mut inner, done);
+        }
+        if !inner.prefetches.is_empty() {
+            return Err(format!(
+                "{} prefetches booked with nothing in flight",
+                inner.prefetches.len()
+            ));
+        }
+        if let Some(i) = inner.slots.iter().position(Option::is_none) {
+            return Err(format!("slot {i}'s token is not home"));
+        }
+        self.cache.audit_idle()?;
+        let (io_errors, booked) =
+            (self.io.stats().errors, self.read_errors.load(Ordering::Relaxed));
+        if io_errors != booked {
+            return Err(format!("{io_errors} failed reads, {booked} booked"));
+        }
+        Ok(())
     }
 
     /// The backend in use.
@@ -215,6 +256,9 @@ impl StreamingExperts {
         self.experts.layer(key.layer as usize, key.expert as usize)
     }
 
+    /// Reads `key` into `slot`, which the cache reserved for it (a Loading entry). On any
+    /// failure the slot token stays home and the entry is dropped, so the cache and the slot
+    /// table agree and a later access reads the expert again.
     fn submit(
         &self,
         inner: &mut Inner,
@@ -222,10 +266,22 @@ impl StreamingExperts {
         slot: u32,
         priority: Priority,
     ) -> Result<Option<CancelToken>> {
-        let token = inner.slots[slot as usize].take().ok_or_else(|| {
-            Error::Invalid(format!("slot {slot} is not free (cache and arena disagree)"))
-        })?;
-        let cancel = (priority == Priority::Prefetch).then(CancelToken::new);
+        let submitted = self.try_submit(inner, key, slot, priority);
+        if submitted.is_err() {
+            self.cache.complete(key, false);
+        }
+        submitted
+    }
+
+    fn try_submit(
+        &self,
+        inner: &mut Inner,
+        key: ExpertKey,
+        slot: u32,
+        priority: Priority,
+    ) -> Result<Option<CancelToken>> {
+        // Everything that can fail before the read is handed over runs before the slot token
+        // leaves the table.
         let mut ranges = self.layer(key)?.read(key.expert as usize);
         // Pieces help direct reads at low queue depth; buffered reads (`--cache os`) do better
         // as one request the kernel's readahead sees whole (measured: 2.1 vs 1.55 tok/s), so the
@@ -243,7 +299,11 @@ impl StreamingExperts {
                 dst: r.dst,
             })
             .collect();
-        self.io.submit(ReadRequest {
+        let token = inner.slots.get_mut(slot as usize).and_then(Option::take).ok_or_else(|| {
+            Error::Invalid(format!("slot {slot} is not free (cache and arena disagree)"))
+        })?;
+        let cancel = (priority == Priority::Prefetch).then(CancelToken::new);
+        let request = ReadRequest {
             tag: tag_of(key),
             file: Arc::clone(&self.files[first.file]),
             offset: first.offset,
@@ -252,20 +312,34 @@ impl StreamingExperts {
             priority,
             cancel: cancel.clone(),
             segments,
-        })?;
+        };
+        if let Err(rejected) = self.io.submit(request) {
+            // The request comes back whole: its slot goes home.
+            let token = rejected.request.slot;
+            let i = token.index() as usize;
+            inner.slots[i] = Some(token);
+            return Err(Error::Io(rejected.error));
+        }
         inner.in_flight += 1;
         Ok(cancel)
     }
 
     /// Books a completion: the slot token comes home, the entry becomes ready (or goes).
-    /// Returns the key and whether the read succeeded; a failed demand read is an error.
+    /// Returns the key and whether the read succeeded. A failed demand read is an error naming
+    /// the file; a failed prefetch is speculative, so it is counted, logged and dropped (read
+    /// again on demand if an access is already waiting for it).
     fn land(&self, inner: &mut Inner, done: ReadDone) -> Result<(ExpertKey, bool)> {
         let key = key_of(done.tag);
         let idx = done.slot.index() as usize;
         let result = done.result;
         inner.slots[idx] = Some(done.slot);
         inner.in_flight -= 1;
+        let was_prefetch = inner.prefetches.iter().any(|(k, _)| *k == key);
         inner.prefetches.retain(|(k, _)| *k != key);
+        let waited_for = || match self.cache.entry(key) {
+            Some((slot, false, pins)) if pins > 0 => Some(slot),
+            _ => None,
+        };
         match result {
             Ok(_) => {
                 self.cache.complete(key, true);
@@ -273,16 +347,29 @@ impl StreamingExperts {
             }
             Err(IoError::Cancelled) => {
                 // Cancelled as stale, but a demand access has since pinned it: read it now.
-                if let Some((slot, false, pins)) = self.cache.entry(key) {
-                    if pins > 0 {
-                        self.submit(inner, key, slot, Priority::Demand)?;
-                        return Ok((key, false));
-                    }
+                if let Some(slot) = waited_for() {
+                    self.submit(inner, key, slot, Priority::Demand)?;
+                    return Ok((key, false));
                 }
                 self.cache.cancel(key);
                 Ok((key, false))
             }
+            Err(e) if was_prefetch => {
+                self.read_errors.fetch_add(1, Ordering::Relaxed);
+                if self.prefetch_failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!("a prefetch failed ({e}); dropped, read again on demand");
+                } else {
+                    tracing::debug!("prefetch of {key} failed: {e}");
+                }
+                if let Some(slot) = waited_for() {
+                    self.submit(inner, key, slot, Priority::Demand)?;
+                    return Ok((key, false));
+                }
+                self.cache.complete(key, false);
+                Ok((key, false))
+            }
             Err(e) => {
+                self.read_errors.fetch_add(1, Ordering::Relaxed);
                 self.cache.complete(key, false);
                 Err(Error::Io(e))
             }
@@ -467,10 +554,8 @@ impl StreamingExperts {
                 match self.submit(&mut inner, key, slot, Priority::Prefetch) {
                     Ok(Some(c)) => inner.prefetches.push((key, c)),
                     Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!("prefetch of {key} failed: {e}");
-                        self.cache.complete(key, false);
-                    }
+                    // `submit` dropped the entry; the expert is read on demand if needed.
+                    Err(e) => tracing::warn!("prefetch of {key} could not be submitted: {e}"),
                 }
             }
         }

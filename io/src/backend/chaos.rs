@@ -98,10 +98,10 @@ pub(crate) fn build(config: ChaosConfig, gate: Option<Gate>) -> Result<PoolBacke
             }
             // Short reads of a direct file stop at a block boundary (only end of file is
             // unaligned), so cut at a 4 KiB multiple.
-            let len = if op.len > 4096 && chance(&mut rng, config.short_read_chance) {
-                (4096 + next(&mut rng) as usize % (op.len - 4096)) & !4095
+            let len = if op.len() > 4096 && chance(&mut rng, config.short_read_chance) {
+                (4096 + next(&mut rng) as usize % (op.len() - 4096)) & !4095
             } else {
-                op.len
+                op.len()
             };
             pread_len(op, len)
         })

@@ -5,9 +5,11 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use crate::arena::SlabArena;
+use crate::engine::Priority;
 use crate::error::{IoError, Result};
 
 pub(crate) mod chaos;
+pub(crate) mod faults;
 pub(crate) mod pool;
 #[cfg(target_os = "linux")]
 pub(crate) mod uring;
@@ -69,20 +71,72 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
-/// One read as a backend sees it: into `buf`, which the I/O thread keeps alive (and nobody else
-/// touches) until the matching [`RawDone`] has been returned.
+/// One read as a backend sees it: `len` bytes at `offset` of `fd` into `buf`.
+///
+/// The type carries the proof that handing it to the kernel is sound: the only constructor is
+/// the `unsafe` [`RawRead::new`], whose caller (the I/O thread) promises that `buf` is valid for
+/// `len` writable bytes that nobody else touches, and that `fd` stays open, until the matching
+/// [`RawDone`] has been returned. Backends may therefore pass a `RawRead` to `pread` or io_uring
+/// from safe code. The fields are private so no safe code can forge one.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RawRead {
-    pub id: u64,
-    pub fd: RawFd,
-    pub offset: u64,
-    pub len: usize,
-    pub buf: *mut u8,
+    id: u64,
+    fd: RawFd,
+    offset: u64,
+    len: usize,
+    buf: *mut u8,
+    priority: Priority,
+}
+
+impl RawRead {
+    /// Describes one read.
+    ///
+    /// # Safety
+    /// `buf` must be valid for writes of `len` bytes, and those bytes must be used by nothing
+    /// else, and `fd` must stay an open descriptor, from this call until the [`RawDone`] of `id`
+    /// has been handed back by the backend (or the backend has been dropped with nothing in
+    /// flight). The I/O thread meets this by holding the request (its slot token and its
+    /// `Arc<DataFile>`) until that completion: see `IoThread::issue`.
+    pub(crate) unsafe fn new(
+        id: u64,
+        fd: RawFd,
+        offset: u64,
+        len: usize,
+        buf: *mut u8,
+        priority: Priority,
+    ) -> Self {
+        Self { id, fd, offset, len, buf, priority }
+    }
+
+    /// The id its completion carries.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+    /// The descriptor read from.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
+    }
+    /// File offset of the first byte.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// Bytes to read.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+    /// Where the bytes go (valid for `len` bytes: see [`RawRead::new`]).
+    pub(crate) fn buf(&self) -> *mut u8 {
+        self.buf
+    }
+    /// Whether the request this read belongs to is a demand read or a prefetch.
+    pub(crate) fn priority(&self) -> Priority {
+        self.priority
+    }
 }
 
 // SAFETY: a RawRead is a description of a read whose buffer is exclusively owned by the
-// in-flight operation (the I/O thread holds the slot token until completion); sending it to a
-// worker thread sends that exclusive use along.
+// in-flight operation (RawRead::new's contract); sending it to a worker thread sends that
+// exclusive use along.
 unsafe impl Send for RawRead {}
 
 /// The outcome of one [`RawRead`]: bytes read (possibly short) or the OS error.

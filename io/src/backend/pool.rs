@@ -52,7 +52,7 @@ impl PoolBackend {
                 .spawn(move || {
                     while let Ok(op) = work_rx.recv() {
                         let result = read(&op);
-                        if done_tx.send(RawDone { id: op.id, result }).is_err() {
+                        if done_tx.send(RawDone { id: op.id(), result }).is_err() {
                             return;
                         }
                     }
@@ -69,17 +69,20 @@ impl PoolBackend {
 
 /// One `pread` of `op`, retried on EINTR.
 pub(crate) fn pread_once(op: &RawRead) -> std::io::Result<usize> {
-    pread_len(op, op.len)
+    pread_len(op, op.len())
 }
 
-/// `pread` of the first `len <= op.len` bytes of `op`, retried on EINTR.
+/// `pread` of the first `len` bytes of `op`, retried on EINTR. `len` above `op.len()` is an
+/// error (`EINVAL`), never a write past the buffer.
 pub(crate) fn pread_len(op: &RawRead, len: usize) -> std::io::Result<usize> {
-    debug_assert!(len <= op.len);
+    if len > op.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
     loop {
-        // SAFETY: op.buf points to op.len >= len writable bytes of an arena slot that the I/O
-        // thread owns exclusively until it receives this op's RawDone (RawRead's Send impl);
-        // op.fd stays open because the request holds its Arc<DataFile> until then.
-        let n = unsafe { libc::pread(op.fd, op.buf.cast(), len, op.offset as libc::off_t) };
+        // SAFETY: op.buf() is valid for op.len() >= len exclusively owned writable bytes and
+        // op.fd() is open until op's RawDone is returned: the contract of RawRead::new, the only
+        // way to make a RawRead. len <= op.len() is checked above.
+        let n = unsafe { libc::pread(op.fd(), op.buf().cast(), len, op.offset() as libc::off_t) };
         if n >= 0 {
             return Ok(n as usize);
         }

@@ -103,9 +103,9 @@ impl UringBackend {
 
     fn push_entry(&mut self, entry: squeue::Entry) -> Result<()> {
         loop {
-            // SAFETY: every buffer an entry points to is an arena slot owned by the in-flight
-            // read (held by the I/O thread until its completion) or the eventfd poll, which
-            // has no buffer.
+            // SAFETY: every entry is either a read built from a RawRead, whose buffer and fd
+            // stay valid and exclusively the read's until its completion is reaped (the
+            // contract of RawRead::new), or the eventfd poll, which has no buffer.
             let pushed = unsafe { self.ring.submission().push(&entry) };
             if pushed.is_ok() {
                 return Ok(());
@@ -156,18 +156,19 @@ impl Backend for UringBackend {
     }
 
     fn push(&mut self, op: RawRead) -> Result<()> {
-        let fd = types::Fd(op.fd);
-        let len = u32::try_from(op.len)
-            .map_err(|_| IoError::Config(format!("one read of {} bytes is over 4 GiB", op.len)))?;
-        let addr = op.buf as usize;
+        let fd = types::Fd(op.fd());
+        let len = u32::try_from(op.len()).map_err(|_| {
+            IoError::Config(format!("one read of {} bytes is over 4 GiB", op.len()))
+        })?;
+        let addr = op.buf() as usize;
         let entry = match &self.fixed {
-            Some(f) if addr >= f.base && addr + op.len <= f.base + f.len => {
+            Some(f) if addr >= f.base && addr + op.len() <= f.base + f.len => {
                 let index = ((addr - f.base) / f.chunk) as u16;
-                opcode::ReadFixed::new(fd, op.buf, len, index).offset(op.offset).build()
+                opcode::ReadFixed::new(fd, op.buf(), len, index).offset(op.offset()).build()
             }
-            _ => opcode::Read::new(fd, op.buf, len).offset(op.offset).build(),
+            _ => opcode::Read::new(fd, op.buf(), len).offset(op.offset()).build(),
         };
-        self.push_entry(entry.user_data(op.id))
+        self.push_entry(entry.user_data(op.id()))
     }
 
     fn submit(&mut self) -> Result<()> {
