@@ -225,9 +225,14 @@ impl GgufFile {
         for (i, part) in parts.iter().enumerate() {
             let file = std::fs::File::open(part)
                 .map_err(|e| Error::Invalid(format!("{}: {e}", part.display())))?;
-            // SAFETY: the file is mapped read-only; floe documents that model files must not be
-            // modified while in use (a concurrent writer could change bytes under us, which the
-            // parser's bounds checks still keep memory-safe).
+            // SAFETY: a shared file mapping is sound only while nobody truncates or writes the
+            // file: a page cut off by truncation raises SIGBUS when touched, and bytes changed
+            // under a `&[u8]` are undefined behaviour, whatever the parser checks. floe cannot
+            // detect either, so it assumes (README, "Model files") that a model file is not
+            // modified while it is being opened or packed, and keeps the window short: the map
+            // lives in this `GgufFile`, which `open_model` drops once the dense tensors are
+            // copied out. A running engine reads experts with read(2)/io_uring, where a file
+            // truncated underneath is a short read and an error naming it (tests/truncated.rs).
             let map = unsafe { Mmap::map(&file) }
                 .map_err(|e| Error::Invalid(format!("mmap {}: {e}", part.display())))?;
             let (version, metadata, part_tensors, alignment) = parse(&map, part)?;

@@ -52,9 +52,12 @@ impl CheckpointDir {
         for (i, path) in paths.into_iter().enumerate() {
             let file = std::fs::File::open(&path)
                 .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-            // SAFETY: the checkpoint is only read; floe documents that files must not be
-            // modified while being packed (a concurrent writer could change mapped bytes, which
-            // at worst yields wrong values, caught by the pack's verification pass).
+            // SAFETY: a shared file mapping is sound only while nobody truncates or writes the
+            // file: a page cut off by truncation raises SIGBUS when touched, and bytes changed
+            // under a `&[u8]` are undefined behaviour, not merely wrong values. floe cannot
+            // detect either, so it assumes (README, "Model files") that a checkpoint is not
+            // modified while `floe pack` reads it; the map lives only as long as this reader,
+            // which packing drops when done. Nothing maps a checkpoint while a model runs.
             let map = unsafe { Mmap::map(&file) }
                 .map_err(|e| Error::Invalid(format!("mmap {}: {e}", path.display())))?;
             let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
