@@ -36,6 +36,15 @@ pub enum Error {
         /// Expected vs found.
         detail: String,
     },
+    /// A value in a model file or config that floe cannot run with (field, value, limit).
+    #[error("{origin}: {error}")]
+    Field {
+        /// Where the value was read (`floe.json`, `config.json`, GGUF metadata).
+        origin: String,
+        /// The field, its value and the limit.
+        #[source]
+        error: crate::model::validate::FieldError,
+    },
     /// A configuration or argument that cannot work.
     #[error("{0}")]
     Invalid(String),

@@ -41,7 +41,7 @@ impl<'a> Matrix<'a> {
         data: &'a [u8],
     ) -> Result<Self, KernelError> {
         let row_bytes = dtype.row_bytes(cols)?;
-        let expected = rows * row_bytes;
+        let expected = rows.saturating_mul(row_bytes);
         if data.len() != expected {
             return Err(KernelError::Size {
                 what: "weights",

@@ -146,3 +146,80 @@ fn existing_output_needs_force() {
     pack(&src, &out, &PackOptions { force: true, ..opts() }, &mut |_, _| {}).unwrap();
     assert!(PackedModel::open(&out, true).is_ok());
 }
+
+/// `max_positions` is enforced: a prompt or a generation past it is a clear error.
+#[test]
+fn running_past_max_positions_is_an_error() {
+    use floe::model::experts::ResidentExperts;
+    use floe::model::format::DenseWeights;
+    use floe::model::forward::{Model, Session};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny");
+    let shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
+    floe::model::synth::synth(&shape, &path, DType::Q8_0, 1, &mut |_, _| {}).unwrap();
+    let packed = PackedModel::open(&path, false).unwrap();
+    let mut cfg = packed.manifest.config.clone();
+    cfg.max_positions = 8;
+    let experts = Box::new(ResidentExperts::load(&packed).unwrap());
+    let model = Model::new(cfg, DenseWeights::load(&packed).unwrap(), experts, 1).unwrap();
+    let mut s = Session::default();
+    let e = model.forward(&mut s, &[1; 9], false).unwrap_err().to_string();
+    assert!(e.contains("context full") && e.contains('8'), "{e}");
+    model.forward(&mut s, &[1; 8], false).unwrap();
+    let e = model.forward(&mut s, &[1], false).unwrap_err().to_string();
+    assert!(e.contains("position 8"), "{e}");
+}
+
+/// `pack --force` over an existing model that then fails keeps the old model whole; replacing
+/// moves the old directory aside first and removes it only once the new one is in place.
+#[test]
+fn a_failed_forced_repack_keeps_the_old_model() {
+    let Some(src) = golden_dir("qwen3_moe") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("packed");
+    pack(&src, &out, &opts(), &mut |_, _| {}).unwrap();
+    let before = std::fs::read(out.join("floe.json")).unwrap();
+    let ck = tmp.path().join("ckpt");
+    edited_checkpoint(&src, &ck, |t| {
+        t.remove("model.layers.0.mlp.gate.weight");
+    });
+    let err = pack(&ck, &out, &PackOptions { force: true, ..opts() }, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing tensor"), "{err}");
+    assert_eq!(std::fs::read(out.join("floe.json")).unwrap(), before, "the old model is gone");
+    PackedModel::open(&out, true).unwrap();
+    // A successful replace leaves neither the temporary nor the aside directory.
+    pack(&src, &out, &PackOptions { force: true, ..opts() }, &mut |_, _| {}).unwrap();
+    PackedModel::open(&out, true).unwrap();
+    let names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "left behind: {names:?}");
+}
+
+/// The directory writer itself: the old directory is renamed aside while the new one moves
+/// in, so at every moment one of them holds a whole model; a failing writer changes nothing.
+#[test]
+fn the_directory_writer_never_leaves_no_model() {
+    use floe::model::format::{aside_dir_for, write_dir_atomically};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("floe.json"), "old").unwrap();
+    let r: floe::Result<()> = write_dir_atomically(&out, |t| {
+        std::fs::write(t.join("floe.json"), "half").unwrap();
+        Err(floe::Error::Invalid("writer failed".into()))
+    });
+    assert!(r.is_err());
+    assert_eq!(std::fs::read_to_string(out.join("floe.json")).unwrap(), "old");
+    write_dir_atomically(&out, |t| {
+        // While the new model is being written, the old one is still in place.
+        assert_eq!(std::fs::read_to_string(out.join("floe.json")).unwrap(), "old");
+        std::fs::write(t.join("floe.json"), "new").map_err(|e| floe::Error::Invalid(e.to_string()))
+    })
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("floe.json")).unwrap(), "new");
+    assert!(!aside_dir_for(&out).exists());
+}

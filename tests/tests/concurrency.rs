@@ -28,7 +28,8 @@ fn four_threads_on_one_engine_each_get_their_single_thread_tokens() {
     let path = dir.path().join("tiny");
     let shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
     floe::model::synth::synth(&shape, &path, DType::Q4_0, 8, &mut |_, _| {}).unwrap();
-    let slab = floe::model::format::PackedModel::open(&path, false).unwrap().manifest.slab.slab_bytes;
+    let slab =
+        floe::model::format::PackedModel::open(&path, false).unwrap().manifest.slab.slab_bytes;
     for experts in [
         // top-k + 4 slots: the four generations evict each other's experts all the time.
         ExpertMemory::Streamed { cache_bytes: Some(((shape.top_k + 4) * slab) as u64) },

@@ -130,6 +130,15 @@ impl Trace {
     }
 }
 
+/// A layer or expert id read from a trace. Keys are `u16`, and so are the counts derived from
+/// ids (largest id + 1), so the largest id accepted is `u16::MAX - 1`.
+pub(crate) fn trace_id(v: u64, what: &str) -> Result<u16, String> {
+    u16::try_from(v)
+        .ok()
+        .filter(|&x| x < u16::MAX)
+        .ok_or_else(|| format!("{what} {v} is above the largest id {}", u16::MAX - 1))
+}
+
 /// Groups (step, layer) rows into routes, deduplicating experts within a route (keeping the
 /// first rank and the largest weight) and ordering by step then layer.
 pub(crate) fn build_routes(mut rows: Vec<(u64, u16, u32, Phase, u16, f32)>) -> Vec<LayerRoute> {

@@ -2,7 +2,7 @@
 //! layer); the expert list is any run of integers (`"[3, 17]"`, `3 17`, `3;17`). Steps are the
 //! (batch, token) pairs in order of first appearance; every step is decode.
 
-use super::{build_routes, infer_shape, Phase, Trace};
+use super::{build_routes, infer_shape, trace_id, Phase, Trace};
 use crate::error::CacheError;
 
 pub(super) fn parse(text: &str, name: &str) -> Result<Trace, CacheError> {
@@ -23,13 +23,16 @@ pub(super) fn parse(text: &str, name: &str) -> Result<Trace, CacheError> {
         let batch = field("batch number")?;
         let token = field("token")?;
         let list = f.next().ok_or_else(|| err(n, "missing activated expert ids".into()))?;
-        let layer = u16::try_from(layer).map_err(|_| err(n, "layer id too large".into()))?;
+        let layer = trace_id(layer, "layer id").map_err(|r| err(n, r))?;
         let next = steps.len() as u64;
         let step = *steps.entry((batch, token)).or_insert(next);
         let experts: Vec<u16> = list
             .split(|c: char| !c.is_ascii_digit())
             .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<u16>().map_err(|e| err(n, format!("expert id {s:?}: {e}"))))
+            .map(|s| {
+                let id = s.parse::<u64>().map_err(|e| err(n, format!("expert id {s:?}: {e}")))?;
+                trace_id(id, "expert id").map_err(|r| err(n, r))
+            })
             .collect::<Result<_, _>>()?;
         if experts.is_empty() {
             return Err(err(n, "no expert ids".into()));

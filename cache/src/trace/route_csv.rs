@@ -2,7 +2,7 @@
 //! `layer=… expert_bytes=…` per layer), then `turn,phase,step,layer,slot,expert,weight,
 //! residency,expert_bytes` rows. Phase 0 is prefill, 1 decode. Replay order: step, layer, slot.
 
-use super::{build_routes, infer_shape, Phase, Trace};
+use super::{build_routes, infer_shape, trace_id, Phase, Trace};
 use crate::error::CacheError;
 use crate::key::MoeShape;
 
@@ -54,16 +54,19 @@ pub(super) fn parse(text: &str, name: &str) -> Result<Trace, CacheError> {
             p => return Err(err(n, format!("phase {p}: expected 0 (prefill) or 1 (decode)"))),
         };
         let step = num(2, "step")?;
-        let layer =
-            u16::try_from(num(3, "layer")?).map_err(|_| err(n, "layer too large".into()))?;
+        let layer = trace_id(num(3, "layer")?, "layer").map_err(|r| err(n, r))?;
         let slot = u32::try_from(num(4, "slot")?).map_err(|_| err(n, "slot too large".into()))?;
-        let expert =
-            u16::try_from(num(5, "expert")?).map_err(|_| err(n, "expert too large".into()))?;
+        let expert = trace_id(num(5, "expert")?, "expert").map_err(|r| err(n, r))?;
         let weight: f32 =
             f[6].trim().parse().map_err(|e| err(n, format!("weight {:?}: {e}", f[6])))?;
-        // Order turns before steps (steps may restart per turn).
-        rows.push(((turn << 32) | step, layer, slot, phase, expert, weight));
+        rows.push(((turn, step), layer, slot, phase, expert, weight));
     }
+    // Turns order before steps (steps may restart per turn): number the (turn, step) pairs in
+    // that order, so no two pairs share a step whatever their size.
+    let pairs: std::collections::BTreeSet<(u64, u64)> = rows.iter().map(|r| r.0).collect();
+    let index: std::collections::HashMap<(u64, u64), u64> =
+        pairs.into_iter().enumerate().map(|(i, p)| (p, i as u64)).collect();
+    let rows = rows.into_iter().map(|(p, l, s, ph, e, w)| (index[&p], l, s, ph, e, w)).collect();
     let routes = build_routes(rows);
     let inferred = infer_shape(&routes);
     let get = |k: &str, d: u16| -> Result<u16, CacheError> {
@@ -81,6 +84,12 @@ pub(super) fn parse(text: &str, name: &str) -> Result<Trace, CacheError> {
         return Err(err(
             0,
             format!("layer {} but the header says n_layer={}", r.layer, shape.layers),
+        ));
+    }
+    if let Some(e) = routes.iter().flat_map(|r| r.experts.iter()).find(|e| e.0 >= shape.experts) {
+        return Err(err(
+            0,
+            format!("expert {} but the header says n_expert={}", e.0, shape.experts),
         ));
     }
     let mut bytes = vec![0u64; shape.layers as usize];
@@ -112,6 +121,35 @@ mod tests {
         assert_eq!(t.routes.len(), 3);
         assert_eq!(t.routes[0].phase, Phase::Prefill);
         assert_eq!(t.routes[2].experts, vec![(3, 0.7), (2, 0.3)]);
+    }
+
+    #[test]
+    fn turns_and_steps_of_any_size_never_collide() {
+        // Before: (turn << 32) | step put turn 0 step 2^32 and turn 1 step 0 in one route.
+        let t = parse(
+            "turn,phase,step,layer,slot,expert,weight\n0,1,4294967296,0,0,1,0.5\n1,1,0,0,0,2,0.5\n\
+             18446744073709551615,1,18446744073709551615,0,0,3,0.5\n",
+            "s.csv",
+        )
+        .unwrap();
+        let got: Vec<(u64, Vec<u16>)> =
+            t.routes.iter().map(|r| (r.step, r.experts.iter().map(|e| e.0).collect())).collect();
+        assert_eq!(got, vec![(0, vec![1]), (1, vec![2]), (2, vec![3])]);
+    }
+
+    #[test]
+    fn ids_at_the_u16_limit_are_errors_not_overflows() {
+        let row = |l: u64, e: u64| {
+            format!("turn,phase,step,layer,slot,expert,weight\n0,1,0,{l},0,{e},0.5\n")
+        };
+        for (l, e) in [(65_535, 0), (0, 65_535), (70_000, 0)] {
+            let err = parse(&row(l, e), "s.csv").unwrap_err().to_string();
+            assert!(err.contains("largest id 65534"), "{l} {e}: {err}");
+        }
+        let t = parse(&row(65_534, 65_534), "s.csv").unwrap();
+        assert_eq!((t.shape.layers, t.shape.experts), (65_535, 65_535));
+        let e = parse(&SAMPLE.replace("0,1,5,0,0,1,0.9,0,0", "0,1,5,0,0,9,0.9,0,0"), "s.csv");
+        assert!(e.unwrap_err().to_string().contains("n_expert=4"));
     }
 
     #[test]

@@ -50,9 +50,6 @@ pub fn run(a: PackArgs) -> anyhow::Result<()> {
             "{} exists (use --force to replace it)",
             a.out.display()
         );
-        if a.out.exists() {
-            std::fs::remove_dir_all(&a.out)?;
-        }
         floe::gguf::pack_gguf(&a.from, &a.out, a.tokenizer.as_deref(), &mut progress)?
     } else {
         pack(&a.from, &a.out, &opts, &mut progress)?

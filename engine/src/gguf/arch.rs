@@ -103,7 +103,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         eos_token_ids: g
             .get("tokenizer.ggml.eos_token_id")
             .and_then(|v| v.as_u64())
-            .map(|x| vec![x as u32])
+            .map(|x| vec![crate::model::config::id_u32(x)])
             .unwrap_or_default(),
         max_positions: meta_u(g, &p("context_length")).unwrap_or(4096),
     };
@@ -114,7 +114,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
             )));
         }
     }
-    cfg.validate()?;
+    cfg.validate_as(&format!("GGUF metadata ({name})"))?;
     Ok(cfg)
 }
 

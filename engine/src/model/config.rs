@@ -119,6 +119,11 @@ fn usize_of(v: &Value, keys: &[&str]) -> Result<usize> {
     })
 }
 
+/// A token id from a file, saturated (an id past `u32` fails validation, never wraps).
+pub(crate) fn id_u32(x: u64) -> u32 {
+    u32::try_from(x).unwrap_or(u32::MAX)
+}
+
 impl ModelConfig {
     /// Parses a Hugging Face `config.json`.
     pub fn from_hf_json(text: &str) -> Result<Self> {
@@ -209,8 +214,9 @@ impl ModelConfig {
         let tie_embeddings =
             get(&v, &["tie_word_embeddings"]).and_then(Value::as_bool).unwrap_or(false);
         let eos_token_ids = match get(&v, &["eos_token_id"]) {
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
-            Some(x) => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+            // An id past u32 becomes u32::MAX, which validation rejects as outside the vocabulary.
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(id_u32).collect(),
+            Some(x) => x.as_u64().map(|x| vec![id_u32(x)]).unwrap_or_default(),
             None => Vec::new(),
         };
         let max_positions = usize_of(&v, &["max_position_embeddings"]).unwrap_or(4096);
@@ -238,30 +244,20 @@ impl ModelConfig {
             eos_token_ids,
             max_positions,
         };
-        cfg.validate()?;
+        cfg.validate_as("config.json")?;
         Ok(cfg)
     }
 
-    /// Checks the shape makes sense.
+    /// Checks every field against its limit ([`check_config`](super::validate::check_config)).
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Invalid(format!("config: {m}")));
-        if self.heads == 0 || self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
-            return bad(format!(
-                "{} heads is not a multiple of {} kv heads",
-                self.heads, self.kv_heads
-            ));
-        }
-        if self.top_k == 0 || self.top_k > self.experts {
-            return bad(format!("top-{} of {} experts", self.top_k, self.experts));
-        }
-        if self.hidden == 0
-            || self.layers == 0
-            || self.vocab == 0
-            || !self.head_dim.is_multiple_of(2)
-        {
-            return bad("zero-sized model or odd head_dim".into());
-        }
-        Ok(())
+        self.validate_as("config")
+    }
+
+    /// [`validate`](Self::validate), with `origin` (the file or metadata the values came
+    /// from) named in the error.
+    pub fn validate_as(&self, origin: &str) -> Result<()> {
+        super::validate::check_config(self)
+            .map_err(|error| Error::Field { origin: origin.to_string(), error })
     }
 
     /// Width of the q projection.
@@ -307,5 +303,32 @@ mod tests {
             &hub.replace("\"rope_scaling\":null", "\"rope_scaling\":{\"type\":\"yarn\"}"),
         );
         assert!(e.unwrap_err().to_string().contains("yarn"));
+    }
+
+    #[test]
+    fn config_json_values_are_validated_with_field_value_and_limit() {
+        let base = r#"{"model_type":"qwen3_moe","hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4,
+            "num_key_value_heads":2,"head_dim":32,"vocab_size":100,"num_experts":8,"num_experts_per_tok":2,
+            "moe_intermediate_size":16,"intermediate_size":32,"rope_theta":5000.0,"rms_norm_eps":1e-6,
+            "max_position_embeddings":128,"eos_token_id":7}"#;
+        ModelConfig::from_hf_json(base).unwrap();
+        for (from, to, field) in [
+            (r#""head_dim":32"#, r#""head_dim":0"#, "head_dim"),
+            (r#""rope_theta":5000.0"#, r#""rope_theta":-5000.0"#, "rope_theta"),
+            (r#""rms_norm_eps":1e-6"#, r#""rms_norm_eps":-1e-6"#, "rms_eps"),
+            (r#""num_experts":8"#, r#""num_experts":70000"#, "experts"),
+            (r#""num_hidden_layers":2"#, r#""num_hidden_layers":70000"#, "layers"),
+            (r#""max_position_embeddings":128"#, r#""max_position_embeddings":0"#, "max_positions"),
+            (r#""eos_token_id":7"#, r#""eos_token_id":4294967297"#, "eos_token_ids"),
+        ] {
+            let e = ModelConfig::from_hf_json(&base.replace(from, to)).unwrap_err();
+            match &e {
+                Error::Field { origin, error } => {
+                    assert_eq!(origin, "config.json");
+                    assert_eq!(error.field, field, "{e}");
+                }
+                other => panic!("{to}: {other}"),
+            }
+        }
     }
 }

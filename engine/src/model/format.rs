@@ -26,23 +26,48 @@ pub const TENSOR_ALIGN: usize = 64;
 /// Builds a model directory at `out` all or nothing: `write` fills a fresh temporary directory
 /// beside it ([`temp_dir_for`]), which replaces `out` only if `write` succeeds; on error it is
 /// removed and `out` is left as it was. (`pack`, `pack --from` and `synth` all write this way.)
+///
+/// An existing `out` is moved aside (renamed, [`aside_dir_for`]) before the new one is renamed
+/// into place, and deleted only after: a crash at any point leaves the old model, the new one,
+/// or the old one under its aside name, never no model at all.
 pub fn write_dir_atomically<T>(out: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let tmp = temp_dir_for(out);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| write_err(&tmp, e))?;
-    match write(&tmp) {
-        Ok(v) => {
-            if out.exists() {
-                std::fs::remove_dir_all(out).map_err(|e| write_err(out, e))?;
-            }
-            std::fs::rename(&tmp, out).map_err(|e| write_err(out, e))?;
-            Ok(v)
-        }
+    let v = match write(&tmp) {
+        Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
+            return Err(e);
+        }
+    };
+    let aside = aside_dir_for(out);
+    let had_old = out.exists();
+    if had_old {
+        let _ = std::fs::remove_dir_all(&aside);
+        if let Err(e) = std::fs::rename(out, &aside) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(write_err(out, e));
         }
     }
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        if had_old {
+            // Put the old model back where it was.
+            let _ = std::fs::rename(&aside, out);
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(write_err(out, e));
+    }
+    if had_old {
+        std::fs::remove_dir_all(&aside).map_err(|e| write_err(&aside, e))?;
+    }
+    Ok(v)
+}
+
+/// Where [`write_dir_atomically`] keeps the old `out` while the new one moves in.
+pub fn aside_dir_for(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!(".{name}.old-{}", std::process::id()))
 }
 
 /// The temporary directory [`write_dir_atomically`] builds `out` in (tests of interrupted
@@ -300,7 +325,8 @@ impl PackedModel {
                 manifest.format_version
             )));
         }
-        manifest.config.validate()?;
+        super::validate::check_manifest(&manifest)
+            .map_err(|error| Error::Field { origin: mpath.display().to_string(), error })?;
         let this = Self { dir: dir.to_path_buf(), manifest };
         let dense_need = this.manifest.dense.iter().map(|d| d.offset + d.bytes).max().unwrap_or(0);
         this.check_size("dense.bin", dense_need)?;
@@ -609,7 +635,9 @@ impl DenseWeights {
                 "tensor {name}: vectors are stored f32, found {dtype}"
             )));
         }
-        Ok(bytemuck::cast_slice(bytes))
+        bytemuck::try_cast_slice(bytes).map_err(|e| {
+            Error::Invalid(format!("tensor {name}: {} bytes are not f32 values ({e})", bytes.len()))
+        })
     }
 
     /// Row `r` of a matrix as f32 (embedding lookup).

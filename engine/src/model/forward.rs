@@ -123,6 +123,12 @@ impl Model {
         if n == 0 {
             return Ok(Vec::new());
         }
+        if s.pos + n > c.max_positions {
+            return Err(Error::Invalid(format!(
+                "context full: {n} more tokens at position {} run past the model's {} positions",
+                s.pos, c.max_positions
+            )));
+        }
         if s.k.is_empty() {
             s.k = vec![Vec::new(); c.layers];
             s.v = vec![Vec::new(); c.layers];

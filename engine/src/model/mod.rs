@@ -16,3 +16,4 @@ pub mod sampling;
 pub mod source;
 pub mod synth;
 pub mod tokenizer;
+pub mod validate;

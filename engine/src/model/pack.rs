@@ -105,7 +105,7 @@ pub fn pack(
                 out.display()
             )));
         }
-        std::fs::remove_dir_all(out).map_err(|e| write_err(out, e))?;
+        // The old model stays until the new one is complete (write_dir_atomically).
     }
     write_dir_atomically(out, |tmp| write_all(&cfg, &ckpt, from, tmp, opts, progress))
 }
