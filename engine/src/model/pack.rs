@@ -98,14 +98,12 @@ pub fn pack(
         .map_err(|e| Error::Invalid(format!("{}: {e}", cfg_path.display())))?;
     let cfg = ModelConfig::from_hf_json(&cfg_text)?;
     let ckpt = CheckpointDir::open(from)?;
-    if out.exists() {
-        if !opts.force {
-            return Err(Error::Invalid(format!(
-                "{} exists (use --force to replace it)",
-                out.display()
-            )));
-        }
-        // The old model stays until the new one is complete (write_dir_atomically).
+    // An existing model stays until the new one is complete (write_dir_atomically).
+    if out.exists() && !opts.force {
+        return Err(Error::Invalid(format!(
+            "{} exists (use --force to replace it)",
+            out.display()
+        )));
     }
     write_dir_atomically(out, |tmp| write_all(&cfg, &ckpt, from, tmp, opts, progress))
 }

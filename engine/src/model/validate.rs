@@ -254,7 +254,8 @@ mod tests {
     #[test]
     fn every_impossible_config_value_names_its_field_and_limit() {
         assert_eq!(check_config(&cfg()), Ok(()));
-        let cases: Vec<(&str, Box<dyn Fn(&mut ModelConfig)>)> = vec![
+        type Edit = Box<dyn Fn(&mut ModelConfig)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("head_dim", Box::new(|c| c.head_dim = 0)),
             ("head_dim", Box::new(|c| c.head_dim = 15)),
             ("moe_layers", Box::new(|c| c.moe_layers.truncate(1))),
