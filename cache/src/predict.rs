@@ -2,6 +2,8 @@
 //! what the engine's `--prefetch temporal|hot|affinity` read ahead with, one implementation for
 //! both.
 
+use std::collections::HashMap;
+
 /// A predictor of a layer's next experts from the routing seen so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PredictorKind {
@@ -45,9 +47,10 @@ pub struct RouteHistory {
     experts: usize,
     last: Vec<Vec<u16>>,
     counts: Vec<Vec<u64>>,
-    /// Per layer `l`, `[e * experts + f]`: steps in which `f` was chosen at `l` and `e` at the
-    /// layer recorded just before `l` in that step. Allocated on first use.
-    follows: Vec<Vec<u32>>,
+    /// Per layer `l`, `e -> f -> n`: steps in which `f` was chosen at `l` and `e` at the layer
+    /// recorded just before `l` in that step. Sparse: only pairs seen take memory, so models
+    /// (or traces) with many experts cost what their routing touches, not experts squared.
+    follows: Vec<HashMap<u16, HashMap<u16, u32>>>,
     latest: Option<Latest>,
 }
 
@@ -58,7 +61,7 @@ impl RouteHistory {
             experts,
             last: vec![Vec::new(); layers],
             counts: vec![vec![0; experts]; layers],
-            follows: vec![Vec::new(); layers],
+            follows: vec![HashMap::new(); layers],
             latest: None,
         }
     }
@@ -80,14 +83,11 @@ impl RouteHistory {
         let chosen: Vec<u16> =
             chosen.iter().copied().filter(|&e| (e as usize) < self.experts).collect();
         if let Some(prev) = self.predecessor(layer, Some(step)) {
-            let n = self.experts;
             let follows = &mut self.follows[layer];
-            if follows.is_empty() {
-                follows.resize(n * n, 0);
-            }
             for &e in &self.last[prev] {
+                let row = follows.entry(e).or_default();
                 for &f in &chosen {
-                    follows[e as usize * n + f as usize] += 1;
+                    *row.entry(f).or_insert(0) += 1;
                 }
             }
         }
@@ -119,16 +119,16 @@ impl RouteHistory {
             PredictorKind::Temporal => self.last[layer].iter().copied().take(k).collect(),
             PredictorKind::Hot => top(&|e| self.counts[layer][e]),
             PredictorKind::Affinity => {
-                let follows = &self.follows[layer];
-                match self.predecessor(layer, None) {
-                    Some(prev) if !follows.is_empty() => top(&|f| {
-                        self.last[prev]
-                            .iter()
-                            .map(|&e| follows[e as usize * self.experts + f] as u64)
-                            .sum()
-                    }),
-                    _ => Vec::new(),
+                let Some(prev) = self.predecessor(layer, None) else { return Vec::new() };
+                let mut score: HashMap<u16, u64> = HashMap::new();
+                for row in self.last[prev].iter().filter_map(|e| self.follows[layer].get(e)) {
+                    for (&f, &n) in row {
+                        *score.entry(f).or_insert(0) += n as u64;
+                    }
                 }
+                let mut ranked: Vec<(u64, u16)> = score.into_iter().map(|(f, n)| (n, f)).collect();
+                ranked.sort_by_key(|&(s, e)| (std::cmp::Reverse(s), e));
+                ranked.into_iter().take(k).map(|(_, e)| e).collect()
             }
         }
     }

@@ -223,3 +223,31 @@ fn the_directory_writer_never_leaves_no_model() {
     assert_eq!(std::fs::read_to_string(out.join("floe.json")).unwrap(), "new");
     assert!(!aside_dir_for(&out).exists());
 }
+
+/// A dense tensor whose shape does not fit the config (found by the floe_json fuzz target: a
+/// 64x64 matrix under a norm's name reached `rms_norm` and panicked) is an error at load.
+#[test]
+fn a_dense_tensor_of_the_wrong_shape_is_refused_at_load() {
+    use floe::model::experts::ResidentExperts;
+    use floe::model::format::DenseWeights;
+    use floe::model::forward::Model;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny");
+    let shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
+    floe::model::synth::synth(&shape, &path, DType::Q8_0, 1, &mut |_, _| {}).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path.join("floe.json")).unwrap()).unwrap();
+    for d in m["dense"].as_array_mut().unwrap() {
+        match d["name"].as_str().unwrap() {
+            "1.attn_norm" => d["name"] = "1.unused".into(),
+            "1.o" => d["name"] = "1.attn_norm".into(),
+            _ => {}
+        }
+    }
+    std::fs::write(path.join("floe.json"), m.to_string()).unwrap();
+    let packed = PackedModel::open(&path, false).unwrap();
+    let experts = Box::new(ResidentExperts::load(&packed).unwrap());
+    let dense = DenseWeights::load(&packed).unwrap();
+    let e = Model::new(packed.manifest.config.clone(), dense, experts, 1).unwrap_err().to_string();
+    assert!(e.contains("1.attn_norm") && e.contains("64x64") && e.contains("1x64"), "{e}");
+}

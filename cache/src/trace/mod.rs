@@ -15,6 +15,11 @@ pub use jsonl::TraceWriter;
 use crate::error::CacheError;
 use crate::key::{ExpertKey, MoeShape};
 
+/// Most experts (layers x experts per layer) a trace may describe: the simulator keeps state per
+/// expert, so a header claiming 65,535 x 65,535 must be an error, not a 34 GB allocation. Real
+/// models are far below it (Qwen3.5-397B: 60 x 512).
+pub const MAX_TRACE_EXPERTS: usize = 1 << 22;
+
 /// Prefill (a prompt chunk routed together) or decode (one token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -97,6 +102,22 @@ impl Trace {
 
     /// Parses trace text; `name` is used in error messages.
     pub fn parse(text: &str, name: &str) -> Result<Self, CacheError> {
+        let trace = Self::parse_any(text, name)?;
+        let total = trace.shape.total_experts();
+        if total > MAX_TRACE_EXPERTS {
+            return Err(CacheError::Trace {
+                path: name.into(),
+                line: 0,
+                reason: format!(
+                    "{} layers x {} experts = {total} experts is above the limit {MAX_TRACE_EXPERTS}",
+                    trace.shape.layers, trace.shape.experts
+                ),
+            });
+        }
+        Ok(trace)
+    }
+
+    fn parse_any(text: &str, name: &str) -> Result<Self, CacheError> {
         let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
         if first.starts_with('{') {
             jsonl::parse(text, name)
@@ -177,6 +198,24 @@ pub(crate) fn infer_shape(routes: &[LayerRoute]) -> MoeShape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trace_of_too_many_experts_is_an_error_and_sparse_ids_cost_little() {
+        let huge = "# route_trace v1\n# n_layer=65535 n_expert=65535 n_expert_used=2\n\
+                    turn,phase,step,layer,slot,expert,weight\n0,1,0,0,0,1,0.5\n";
+        let e = Trace::parse(huge, "h.csv").unwrap_err().to_string();
+        assert!(e.contains("above the limit"), "{e}");
+        // Found by the trace fuzz target: two layers whose ids reach 35,932 made the affinity
+        // predictor allocate experts^2 counters (5 GB). It is sparse now.
+        let t = Trace::parse(
+            "Layer ID,Batch Number,Token,Activated Expert IDs\n0,0,0,\"[3, 35932]\"\n1,0,0,35931 2\n",
+            "m.csv",
+        )
+        .unwrap();
+        assert_eq!(t.shape.experts, 35_933);
+        let scores = crate::sim::score_predictors(&t, PhaseFilter::All);
+        assert_eq!(scores.len(), 3);
+    }
 
     #[test]
     fn unknown_format_is_an_error() {

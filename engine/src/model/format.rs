@@ -615,6 +615,11 @@ impl DenseWeights {
         Ok((*dtype, e, &all[e.offset as usize..(e.offset + e.bytes) as usize]))
     }
 
+    /// Type, rows and columns of `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<(DType, usize, usize)> {
+        self.entries.get(name).map(|(t, e)| (*t, e.rows, e.cols))
+    }
+
     /// Whether `name` exists.
     pub fn has(&self, name: &str) -> bool {
         self.entries.contains_key(name)

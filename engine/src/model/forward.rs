@@ -80,6 +80,9 @@ impl Model {
         experts: Box<dyn ExpertSource>,
         threads: usize,
     ) -> Result<Self> {
+        cfg.validate()?;
+        super::validate::check_dense(&cfg, &dense)
+            .map_err(|error| Error::Field { origin: "dense weights".into(), error })?;
         let pool = if threads > 1 {
             Some(KernelPool::new(threads).map_err(|e| Error::Invalid(e.to_string()))?)
         } else {

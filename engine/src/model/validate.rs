@@ -242,6 +242,27 @@ pub fn check_manifest(m: &Manifest) -> Check {
     Ok(())
 }
 
+/// The dense tensors present against the shapes the configuration implies (the forward pass
+/// slices by those): a norm of the wrong width or a projection of the wrong shape is an error
+/// at load, not a panic in the first token. Absent tensors are reported where they are needed.
+pub fn check_dense(c: &ModelConfig, dense: &super::format::DenseWeights) -> Check {
+    for (t, rows, cols) in super::pack::dense_plan(c) {
+        let key = t.key();
+        let Some((dtype, r, k)) = dense.shape(&key) else { continue };
+        if (r, k) != (rows, cols) {
+            return Err(bad(
+                format!("tensor {key}"),
+                format!("{r}x{k}"),
+                format!("must be {rows}x{cols} for this config"),
+            ));
+        }
+        if rows == 1 && dtype != DType::F32 {
+            return Err(bad(format!("tensor {key}.dtype"), dtype, "vectors are stored f32"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,38 @@
+//! `floe.json` open-and-validate over a real packed model's data files: any manifest must be
+//! refused with an error, or open into a model that loads and runs two tokens (or errors).
+#![no_main]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use floe::model::experts::ResidentExperts;
+use floe::model::format::{DenseWeights, PackedModel};
+use floe::model::forward::{Model, Session};
+use libfuzzer_sys::fuzz_target;
+
+/// A tiny synthetic model, written once per process; inputs replace its floe.json.
+fn model_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = common::scratch("floe-json").join("tiny");
+        let _ = std::fs::remove_dir_all(&dir);
+        let shape = floe::model::synth::SynthShape::preset("tiny").expect("preset");
+        floe::model::synth::synth(&shape, &dir, floe_kernels::DType::Q8_0, 1, &mut |_, _| {})
+            .expect("synth");
+        dir
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let dir = model_dir();
+    std::fs::write(dir.join("floe.json"), data).expect("write input");
+    let Ok(packed) = PackedModel::open(dir, false) else { return };
+    let Ok(dense) = DenseWeights::load(&packed) else { return };
+    let Ok(experts) = ResidentExperts::load(&packed) else { return };
+    let Ok(model) = Model::new(packed.manifest.config.clone(), dense, Box::new(experts), 1) else {
+        return;
+    };
+    let _ = model.forward(&mut Session::default(), &[1, 2], false);
+});
