@@ -251,3 +251,34 @@ fn a_dense_tensor_of_the_wrong_shape_is_refused_at_load() {
     let e = Model::new(packed.manifest.config.clone(), dense, experts, 1).unwrap_err().to_string();
     assert!(e.contains("1.attn_norm") && e.contains("64x64") && e.contains("1x64"), "{e}");
 }
+
+/// GGUF metadata goes through the same validation: a golden file with one metadata value
+/// patched to an impossible one is refused with the field, the value and the limit.
+#[test]
+fn impossible_gguf_metadata_values_are_named() {
+    let Some(dir) = golden_dir("qwen3_moe") else { return };
+    let bytes = std::fs::read(dir.join("model-Q8_0.gguf")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for (key, value, field) in [
+        ("qwen3moe.attention.key_length", 0u32, "head_dim"),
+        ("qwen3moe.expert_count", 70_000, "experts"),
+        ("qwen3moe.context_length", 0, "max_positions"),
+    ] {
+        // A metadata pair is the key's bytes, a u32 type tag (4 = u32), then the value.
+        let at = bytes.windows(key.len()).position(|w| w == key.as_bytes()).unwrap() + key.len();
+        assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()), 4, "{key} is a u32");
+        let mut patched = bytes.clone();
+        patched[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+        let path = tmp.path().join("m.gguf");
+        std::fs::write(&path, &patched).unwrap();
+        let e = floe::model::source::open_model(&path, false, None).unwrap_err();
+        match &e {
+            floe::Error::Field { origin, error } => {
+                assert!(origin.contains("GGUF"), "{e}");
+                assert_eq!(error.field, field, "{e}");
+                assert_eq!(error.value, value.to_string(), "{e}");
+            }
+            other => panic!("{key}: {other}"),
+        }
+    }
+}
