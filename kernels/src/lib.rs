@@ -15,9 +15,11 @@ mod dtype;
 mod error;
 mod matvec;
 pub mod ops;
+mod pool;
 pub mod quant;
 
 pub use dtype::DType;
 pub use error::KernelError;
-pub use matvec::{matmul, matmul_with, matvec, matvec_with, KernelPool, Matrix, QuantActivations};
+pub use matvec::{matmul, matmul_with, matvec, matvec_with, Matrix, QuantActivations};
+pub use pool::{KernelPool, SPIN as POOL_SPIN};
 pub use quant::{BlockQ4_0, BlockQ8_0};

@@ -2,11 +2,11 @@
 //! parallel over output rows on a thread pool made once.
 
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 use crate::dot::{kernels, DotKernels};
 use crate::dtype::DType;
 use crate::error::KernelError;
+use crate::pool::KernelPool;
 use crate::quant::{
     quantize_q8_0_activations, quantize_q8_k, BlockQ4_0, BlockQ8K, BlockQ8_0, QK, QK_K,
 };
@@ -289,29 +289,6 @@ fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
     }
 }
 
-/// A thread pool for the kernels, made once and reused for every call.
-#[derive(Debug)]
-pub struct KernelPool {
-    pool: rayon::ThreadPool,
-}
-
-impl KernelPool {
-    /// A pool of `threads` threads (0: one per core).
-    pub fn new(threads: usize) -> Result<Self, KernelError> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("floe-kernel-{i}"))
-            .build()
-            .map_err(|e| KernelError::Pool(e.to_string()))?;
-        Ok(Self { pool })
-    }
-
-    /// Threads in the pool.
-    pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
-    }
-}
-
 /// `y = W x` for one token. With a pool, rows are split across its threads.
 pub fn matvec(
     w: &Matrix,
@@ -343,9 +320,7 @@ pub fn matvec_with(
     let xp = prepare(w.dtype, x, mode);
     let body = |(chunk, ys): (usize, &mut [f32])| w.rows_into(k, chunk * ROWS_PER_TASK, &xp, ys);
     match pool {
-        Some(p) if p.threads() > 1 => {
-            p.pool.install(|| y.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(body))
-        }
+        Some(p) if p.threads() > 1 => p.for_each_chunk(y, ROWS_PER_TASK, &|i, ys| body((i, ys))),
         _ => y.chunks_mut(ROWS_PER_TASK).enumerate().for_each(body),
     }
     Ok(())
@@ -398,7 +373,7 @@ pub fn matmul_with(
     };
     match pool {
         Some(p) if p.threads() > 1 => {
-            p.pool.install(|| scratch.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(body))
+            p.for_each_chunk(&mut scratch, ROWS_PER_TASK * n, &|i, out| body((i, out)))
         }
         _ => scratch.chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(body),
     }
