@@ -27,7 +27,7 @@ use crate::model::forward::{Model, Session};
 use crate::model::generate::{GenStats, GenerateOptions};
 use crate::model::sampling::Sampler;
 use crate::model::source::open_model;
-use crate::model::tokenizer::TextCodec;
+use crate::model::tokenizer::{IncrementalDecoder, TextCodec};
 use crate::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts, StreamingStats};
 
 /// How an [`Engine`] holds the routed experts.
@@ -168,7 +168,7 @@ impl Engine {
             history: ids.clone(),
             prompt: ids,
             out: Vec::new(),
-            printed: String::new(),
+            pieces: IncrementalDecoder::new(),
             logits: None,
             options,
             done: false,
@@ -225,7 +225,7 @@ pub struct Generation<'e> {
     prompt: Vec<u32>,
     history: Vec<u32>,
     out: Vec<u32>,
-    printed: String,
+    pieces: IncrementalDecoder,
     logits: Option<Vec<f32>>,
     options: GenerateOptions,
     done: bool,
@@ -281,15 +281,10 @@ impl Generation<'_> {
         } else {
             self.logits = Some(self.engine.model.forward(&mut self.session, &[tok], false)?);
         }
-        let text = self.engine.codec.decode(&self.out)?;
-        let piece = match text.strip_prefix(self.printed.as_str()) {
-            Some(new) if !new.ends_with('\u{fffd}') || self.done => {
-                let p = new.to_string();
-                self.printed = text;
-                p
-            }
-            _ => String::new(),
-        };
+        let mut piece = self.pieces.push(&self.engine.codec, tok)?;
+        if self.done {
+            piece.push_str(&self.pieces.flush(&self.engine.codec)?);
+        }
         Ok(Some(Token { id: tok, text: piece }))
     }
 }

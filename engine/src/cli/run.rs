@@ -242,26 +242,24 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         ..GenerateOptions::default()
     };
     let mut session = if a.trace_out.is_some() { Session::recording() } else { Session::default() };
-    let mut out_ids = Vec::new();
-    let mut printed = String::new();
+    let mut pieces = floe::model::tokenizer::IncrementalDecoder::new();
     let stdout = std::io::stdout();
+    let print = |piece: &str| {
+        let mut lock = stdout.lock();
+        let _ = lock.write_all(piece.as_bytes());
+        let _ = lock.flush();
+    };
     let (generated, stats) = generate(&model, &mut session, &ids, &opts, &mut |tok| {
-        out_ids.push(tok);
         if !a.json {
-            // Print only what decodes to complete text so far (byte-level pieces may split
-            // a character across tokens).
-            let text = codec.decode(&out_ids)?;
-            if let Some(new) = text.strip_prefix(printed.as_str()) {
-                if !new.ends_with('\u{fffd}') {
-                    let mut lock = stdout.lock();
-                    let _ = lock.write_all(new.as_bytes());
-                    let _ = lock.flush();
-                    printed = text;
-                }
-            }
+            // Only what decodes to complete text so far (byte-level pieces may split a
+            // character across tokens).
+            print(&pieces.push(&codec, tok)?);
         }
         Ok(true)
     })?;
+    if !a.json {
+        print(&pieces.flush(&codec)?);
+    }
     let text = codec.decode(&generated)?;
     if let Some(path) = &a.trace_out {
         let c = &config;
@@ -309,9 +307,6 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         });
         println!("{v}");
     } else {
-        if let Some(rest) = text.strip_prefix(printed.as_str()) {
-            print!("{rest}");
-        }
         println!();
         eprintln!(
             "{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.1} tok/s, first token after {:.3} s \

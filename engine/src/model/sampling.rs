@@ -58,15 +58,45 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return argmax(logits);
         }
-        let mut cand: Vec<(u32, f32)> =
-            logits.iter().enumerate().map(|(i, &l)| (i as u32, l / p.temperature)).collect();
-        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if p.top_k > 0 {
-            cand.truncate(p.top_k);
+        let t = p.temperature;
+        // Best first, ties to the lower id: the order every cut below keeps.
+        let better = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let scaled = logits.iter().enumerate().map(|(i, &l)| (i as u32, l / t));
+        if p.top_k == 0 && p.top_p >= 1.0 {
+            // The whole distribution: draw in id order, no sort at all.
+            let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l / t));
+            let total: f32 = logits.iter().map(|&l| (l / t - max).exp()).sum();
+            let mut r = self.rng.gen::<f32>() * total;
+            for (i, l) in scaled {
+                let pr = (l - max).exp();
+                if r < pr {
+                    return i;
+                }
+                r -= pr;
+            }
+            return argmax(logits);
         }
-        let max = cand[0].1;
+        let mut cand: Vec<(u32, f32)> = scaled.collect();
+        // Only the head is sorted: the top-k, or for top-p a head that grows until it holds
+        // the wanted mass (a full sort of a 150k vocabulary every token costs milliseconds).
+        let max = cand.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.1));
+        let total: f32 =
+            if p.top_k > 0 { 0.0 } else { cand.iter().map(|c| (c.1 - max).exp()).sum() };
+        let mut head = if p.top_k > 0 { p.top_k.min(cand.len()) } else { 64.min(cand.len()) };
+        loop {
+            if head < cand.len() {
+                cand.select_nth_unstable_by(head - 1, better);
+            }
+            cand[..head].sort_unstable_by(better);
+            let mass: f32 = cand[..head].iter().map(|c| (c.1 - max).exp()).sum();
+            if p.top_k > 0 || head == cand.len() || mass >= p.top_p * total {
+                break;
+            }
+            head = (head * 4).min(cand.len());
+        }
+        cand.truncate(head);
         let mut probs: Vec<f32> = cand.iter().map(|c| (c.1 - max).exp()).collect();
-        let sum: f32 = probs.iter().sum();
+        let sum: f32 = if p.top_k > 0 { probs.iter().sum() } else { total };
         probs.iter_mut().for_each(|x| *x /= sum);
         if p.top_p < 1.0 {
             let mut acc = 0.0;
@@ -121,5 +151,55 @@ mod tests {
         assert!(a.iter().all(|&t| t == 0 || t == 1), "top-k 2 keeps tokens 0 and 1");
         let p1 = SamplingParams { temperature: 1.0, top_p: 0.01, seed: 3, ..Default::default() };
         assert!(draw(&p1).iter().all(|&t| t == 1), "tiny top-p keeps only the best");
+    }
+
+    /// The head-only selection draws from the same distribution as a full sort: over a large
+    /// vocabulary, each token's frequency matches its probability under top-k, top-p and
+    /// neither, against an f64 reference.
+    #[test]
+    fn partial_selection_samples_the_reference_distribution() {
+        let logits: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 1000) as f32 / 150.0).collect();
+        for params in [
+            SamplingParams { temperature: 0.7, top_k: 5, ..Default::default() },
+            SamplingParams { temperature: 0.7, top_p: 0.5, ..Default::default() },
+            SamplingParams { temperature: 1.3, top_k: 40, top_p: 0.9, ..Default::default() },
+            SamplingParams { temperature: 0.5, ..Default::default() },
+        ] {
+            // Reference: full sort in f64, same cuts.
+            let t = params.temperature as f64;
+            let mut c: Vec<(usize, f64)> =
+                logits.iter().enumerate().map(|(i, &l)| (i, l as f64 / t)).collect();
+            c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            if params.top_k > 0 {
+                c.truncate(params.top_k);
+            }
+            let m = c[0].1;
+            let z: f64 = c.iter().map(|x| (x.1 - m).exp()).sum();
+            let mut probs: Vec<(usize, f64)> =
+                c.iter().map(|x| (x.0, (x.1 - m).exp() / z)).collect();
+            if params.top_p < 1.0 {
+                let mut acc = 0.0;
+                let keep = probs.iter().position(|x| {
+                    acc += x.1;
+                    acc >= params.top_p as f64
+                });
+                probs.truncate(keep.map(|i| i + 1).unwrap_or(probs.len()));
+            }
+            let z: f64 = probs.iter().map(|x| x.1).sum();
+            let mut s = Sampler::new(SamplingParams { seed: 11, ..params.clone() });
+            let n = 40_000;
+            let mut counts = vec![0u32; logits.len()];
+            for _ in 0..n {
+                counts[s.sample(&mut logits.clone(), &[]) as usize] += 1;
+            }
+            let kept: std::collections::HashMap<usize, f64> =
+                probs.iter().map(|x| (x.0, x.1 / z)).collect();
+            for (tok, &k) in counts.iter().enumerate() {
+                let want = kept.get(&tok).copied().unwrap_or(0.0);
+                let got = k as f64 / n as f64;
+                let tol = 4.0 * (want * (1.0 - want) / n as f64).sqrt() + 1e-3;
+                assert!((got - want).abs() <= tol, "{params:?} token {tok}: {got} vs {want}");
+            }
+        }
     }
 }
