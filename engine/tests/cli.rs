@@ -124,3 +124,31 @@ fn trace_out_replays_in_sim_with_the_live_lru_hits() {
         assert_eq!(sim["misses"], live["stats"]["misses"]);
     }
 }
+
+/// `floe tokenize` gives the golden prompt ids, from a GGUF file's rebuilt tokenizer (no weights
+/// loaded) and from a tokenizer directory.
+#[test]
+fn tokenize_gives_the_golden_prompt_ids() {
+    let Some(dir) = golden_dir("qwen3_moe") else { return };
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let prompt = meta["prompt"].as_str().unwrap();
+    let want: Vec<u32> = serde_json::from_value(meta["input_ids"].clone()).unwrap();
+    for args in [
+        vec!["--model".to_string(), dir.join("model-Q8_0.gguf").display().to_string()],
+        vec![
+            "--model".into(),
+            dir.join("model-Q8_0.gguf").display().to_string(),
+            "--tokenizer".into(),
+            dir.display().to_string(),
+        ],
+    ] {
+        let o = floe().arg("tokenize").args(&args).args(["-p", prompt]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got: Vec<u32> = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(got, want, "{args:?}");
+        let o =
+            floe().arg("tokenize").args(&args).args(["--count", "-p", prompt]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), want.len().to_string());
+    }
+}

@@ -9,6 +9,7 @@ mod run;
 mod sim;
 pub mod size;
 mod synth;
+mod tokenize;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,8 @@ enum Command {
     BenchIo(bench_io::BenchIoArgs),
     /// Replay a routing trace through cache policies against Belady's optimum.
     Sim(sim::SimArgs),
+    /// Print a model's token ids for a text (no weights are loaded).
+    Tokenize(tokenize::TokenizeArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -47,5 +50,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::GgufInfo(args) => gguf_info::run(args),
         Command::BenchIo(args) => bench_io::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
     }
 }
