@@ -13,6 +13,8 @@ mod error;
 pub mod gguf;
 pub mod model;
 pub mod pipeline;
+#[doc(hidden)]
+pub mod testing;
 
 pub use api::{Engine, EngineConfig, EngineStats, ExpertMemory, Generation, Token};
 pub use error::{Error, Result};

@@ -7,9 +7,6 @@ mod common;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use floe::model::experts::ResidentExperts;
-use floe::model::format::{DenseWeights, PackedModel};
-use floe::model::forward::{Model, Session};
 use libfuzzer_sys::fuzz_target;
 
 /// A tiny synthetic model, written once per process; inputs replace its floe.json.
@@ -28,11 +25,5 @@ fn model_dir() -> &'static PathBuf {
 fuzz_target!(|data: &[u8]| {
     let dir = model_dir();
     std::fs::write(dir.join("floe.json"), data).expect("write input");
-    let Ok(packed) = PackedModel::open(dir, false) else { return };
-    let Ok(dense) = DenseWeights::load(&packed) else { return };
-    let Ok(experts) = ResidentExperts::load(&packed) else { return };
-    let Ok(model) = Model::new(packed.manifest.config.clone(), dense, Box::new(experts), 1) else {
-        return;
-    };
-    let _ = model.forward(&mut Session::default(), &[1, 2], false);
+    let _ = floe::testing::open_and_run_two_tokens(dir);
 });

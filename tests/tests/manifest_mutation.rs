@@ -4,9 +4,7 @@
 
 use std::path::Path;
 
-use floe::model::experts::ResidentExperts;
-use floe::model::format::{DenseWeights, PackedModel};
-use floe::model::forward::{Model, Session};
+use floe::model::format::PackedModel;
 use floe_kernels::DType;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -71,13 +69,7 @@ fn mutate(root: &mut Value, path: &[String], kind: usize) {
 }
 
 fn open_and_run(dir: &Path) {
-    let Ok(packed) = PackedModel::open(dir, false) else { return };
-    let Ok(dense) = DenseWeights::load(&packed) else { return };
-    let Ok(experts) = ResidentExperts::load(&packed) else { return };
-    let Ok(model) = Model::new(packed.manifest.config.clone(), dense, Box::new(experts), 1) else {
-        return;
-    };
-    let _ = model.forward(&mut Session::default(), &[1, 2], false);
+    let _ = floe::testing::open_and_run_two_tokens(dir);
 }
 
 #[test]
