@@ -25,3 +25,19 @@ pub fn shared_fixture(rel: &str) -> Option<PathBuf> {
         p.display()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A missing fixture fails the test that needs it, unless the opt-out is set.
+    #[test]
+    fn a_missing_fixture_panics_unless_skipping_is_asked_for() {
+        let rel = "golden/no-such-fixture";
+        std::env::remove_var(SKIP_VAR);
+        assert!(std::panic::catch_unwind(|| shared_fixture(rel)).is_err());
+        std::env::set_var(SKIP_VAR, "1");
+        assert_eq!(shared_fixture(rel), None);
+        std::env::remove_var(SKIP_VAR);
+    }
+}

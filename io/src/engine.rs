@@ -192,6 +192,8 @@ pub struct IoEngine {
     parked: Arc<AtomicBool>,
     counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
+    /// Set by [`IoEngine::refuse_requests`]: `submit` answers as if the thread were gone.
+    refusing: AtomicBool,
 }
 
 impl std::fmt::Debug for IoEngine {
@@ -280,6 +282,7 @@ impl IoEngine {
             parked,
             counters,
             thread: Some(thread),
+            refusing: AtomicBool::new(false),
         })
     }
 
@@ -332,7 +335,9 @@ impl IoEngine {
             Priority::Demand => self.demand_tx.as_ref(),
             Priority::Prefetch => self.prefetch_tx.as_ref(),
         };
-        let Some(tx) = tx else { return reject(IoError::Disconnected, request) };
+        let Some(tx) = tx.filter(|_| !self.refusing.load(Ordering::Relaxed)) else {
+            return reject(IoError::Disconnected, request);
+        };
         if let Err(e) = tx.send(request) {
             return reject(IoError::Disconnected, e.into_inner());
         }
@@ -343,6 +348,14 @@ impl IoEngine {
             (self.waker)();
         }
         Ok(())
+    }
+
+    /// From now on `submit` refuses every request with [`IoError::Disconnected`], as when the
+    /// I/O thread has stopped (reads in flight still complete). For tests of what callers do
+    /// with a refused request.
+    #[doc(hidden)]
+    pub fn refuse_requests(&self) {
+        self.refusing.store(true, Ordering::Relaxed);
     }
 
     /// The next completion, waiting for it: watches the channel for up to [`COMPLETION_SPIN`]

@@ -175,3 +175,22 @@ fn a_read_that_cannot_be_planned_loses_no_slot() {
     assert_eq!(ran, vec![2, 3]);
     src.audit().unwrap();
 }
+
+/// The I/O thread refuses a request (as when it has stopped): the request comes back whole, so
+/// the slot token goes home and the entry goes; the generation ends with that error and the
+/// table stays whole (before: the token was freed to the arena behind the slot table's back
+/// and the entry stayed Loading for good).
+#[test]
+fn a_refused_submission_returns_its_slot() {
+    let f = fixture();
+    for io in [BackendKind::Uring, BackendKind::Pread] {
+        let (model, src) = faulty_model(&f, io, FaultPlan::some(FaultTarget::Any, 0, 0));
+        assert_eq!(run(&f, &model).as_deref(), Ok(&f.want[..]), "{io}");
+        src.io().refuse_requests();
+        for _ in 0..2 {
+            let err = run(&f, &model).unwrap_err();
+            assert!(err.contains("I/O thread has stopped"), "{io}: {err}");
+            src.audit().unwrap_or_else(|e| panic!("{io}: {e}"));
+        }
+    }
+}

@@ -246,6 +246,12 @@ impl StreamingExperts {
         Ok(())
     }
 
+    /// The I/O engine (tests make it refuse requests).
+    #[doc(hidden)]
+    pub fn io(&self) -> &IoEngine {
+        &self.io
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> BackendKind {
         self.io.backend()
