@@ -263,6 +263,8 @@ fn impossible_gguf_metadata_values_are_named() {
         ("qwen3moe.attention.key_length", 0u32, "head_dim"),
         ("qwen3moe.expert_count", 70_000, "experts"),
         ("qwen3moe.context_length", 0, "max_positions"),
+        // Found by fuzzing: refused at once, not after a per-layer scan of 134M layers.
+        ("qwen3moe.block_count", 134_217_730, "layers"),
     ] {
         // A metadata pair is the key's bytes, a u32 type tag (4 = u32), then the value.
         let at = bytes.windows(key.len()).position(|w| w == key.as_bytes()).unwrap() + key.len();

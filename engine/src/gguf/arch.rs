@@ -55,6 +55,18 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
     let p = |k: &str| format!("{name}.{k}");
     let hidden = meta_u(g, &p("embedding_length"))?;
     let layers = meta_u(g, &p("block_count"))?;
+    // Checked before the per-layer work below (found by fuzzing: a header claiming 134 million
+    // layers kept the tensor lookups busy for minutes before validation could refuse it).
+    if layers > crate::model::validate::MAX_KEYED {
+        return Err(Error::Field {
+            origin: format!("GGUF metadata ({name})"),
+            error: crate::model::validate::FieldError {
+                field: "layers".into(),
+                value: layers.to_string(),
+                limit: format!("must be in 1..={}", crate::model::validate::MAX_KEYED),
+            },
+        });
+    }
     let heads = meta_u(g, &p("attention.head_count"))?;
     let embd = g
         .tensor("token_embd.weight")
