@@ -13,6 +13,7 @@
 pub mod dot;
 mod dtype;
 mod error;
+pub mod gemm;
 mod matvec;
 pub mod ops;
 mod pool;

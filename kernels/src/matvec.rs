@@ -6,6 +6,7 @@ use half::{bf16, f16};
 use crate::dot::{kernels, DotKernels};
 use crate::dtype::DType;
 use crate::error::KernelError;
+use crate::gemm::{GemmKernels, PackedF32, PackedQ8, RowsOut};
 use crate::pool::KernelPool;
 use crate::quant::{
     quantize_q8_0_activations, quantize_q8_k, BlockQ4_0, BlockQ8K, BlockQ8_0, QK, QK_K,
@@ -363,6 +364,13 @@ pub fn matmul_with(
         // Decode: the row-group kernels, prefetch and no transposition scratch of matvec.
         return matvec_with(w, xs, ys, pool, mode);
     }
+    let quantised = matches!(w.dtype, DType::Q8_0 | DType::Q4_0);
+    if let Some(g) = GemmKernels::select() {
+        if GemmKernels::handles(w.dtype) && !(quantised && mode == QuantActivations::F32) {
+            gemm(g, w, xs, ys, pool);
+            return Ok(());
+        }
+    }
     let k = kernels();
     let prepared: Vec<Prepared> =
         xs.chunks_exact(w.cols).map(|x| prepare(w.dtype, x, mode)).collect();
@@ -383,4 +391,45 @@ pub fn matmul_with(
         }
     }
     Ok(())
+}
+
+/// `Y = X W^T` with the tiled GEMM kernels: activations packed once, chunks of rows spread over
+/// the pool, each task writing its rows of `ys` directly.
+fn gemm(g: &GemmKernels, w: &Matrix, xs: &[f32], ys: &mut [f32], pool: Option<&KernelPool>) {
+    let rows = w.rows;
+    let out = RowsOut::new(ys, rows);
+    let chunks = rows.div_ceil(ROWS_PER_TASK);
+    let span = |i: usize| (i * ROWS_PER_TASK, ROWS_PER_TASK.min(rows - i * ROWS_PER_TASK));
+    let run = |body: &(dyn Fn(usize) + Sync)| match pool {
+        Some(p) if p.threads() > 1 => p.for_each_index(chunks, body),
+        _ => (0..chunks).for_each(body),
+    };
+    match w.dtype {
+        DType::Q8_0 | DType::Q4_0 => {
+            let x = PackedQ8::pack(xs, w.cols);
+            if w.dtype == DType::Q8_0 {
+                let blocks: &[BlockQ8_0] = bytemuck::cast_slice(w.data);
+                run(&|i| (g.q8_0)(blocks, span(i).0, span(i).1, &x, &out));
+            } else {
+                let blocks: &[BlockQ4_0] = bytemuck::cast_slice(w.data);
+                run(&|i| (g.q4_0)(blocks, span(i).0, span(i).1, &x, &out));
+            }
+        }
+        DType::F32 => {
+            let x = PackedF32::new(xs, w.cols);
+            let e: &[f32] = bytemuck::cast_slice(w.data);
+            run(&|i| (g.f32)(e, span(i).0, span(i).1, &x, &out));
+        }
+        DType::F16 => {
+            let x = PackedF32::new(xs, w.cols);
+            let e: &[f16] = bytemuck::cast_slice(w.data);
+            run(&|i| (g.f16)(e, span(i).0, span(i).1, &x, &out));
+        }
+        DType::Bf16 => {
+            let x = PackedF32::new(xs, w.cols);
+            let e: &[bf16] = bytemuck::cast_slice(w.data);
+            run(&|i| (g.bf16)(e, span(i).0, span(i).1, &x, &out));
+        }
+        other => unreachable!("GemmKernels::handles({other}) is false"),
+    }
 }

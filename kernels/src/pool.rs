@@ -132,6 +132,19 @@ impl KernelPool {
         }
     }
 
+    /// Calls `f(i)` for every `i < count` on all participants, indices claimed one at a time
+    /// from a shared counter.
+    pub fn for_each_index(&self, count: usize, f: &(dyn Fn(usize) + Sync)) {
+        let next = AtomicUsize::new(0);
+        self.broadcast(&|_| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= count {
+                return;
+            }
+            f(i);
+        });
+    }
+
     /// Splits `data` into chunks of `chunk` elements and calls `f(index, chunk)` for each, on
     /// all participants; chunks are claimed one at a time from a shared counter.
     pub fn for_each_chunk<T: Send>(

@@ -2,7 +2,7 @@
 //! and shapes, with named tolerances.
 
 use floe_kernels::dot::{DotKernels, Isa};
-use floe_kernels::ops::{self, AttentionShape, RopeStyle};
+use floe_kernels::ops::{self, AttentionShape, KvDType, KvView, RopeStyle};
 use floe_kernels::quant::{dequantize_q4_0, dequantize_q8_0, quantize_q4_0, quantize_q8_0, QK};
 use floe_kernels::{matmul, matvec, BlockQ4_0, BlockQ8_0, DType, KernelPool, Matrix};
 use half::{bf16, f16};
@@ -54,6 +54,31 @@ fn close(got: f64, want: f64, scale: f64, tol: f64) -> bool {
 
 const ODD_LENGTHS: &[usize] = &[1, 3, 7, 15, 17, 31, 33, 63, 100, 257, 1001, 4099];
 const ODD_BLOCKS: &[usize] = &[1, 2, 3, 5, 7, 17, 33, 129];
+
+/// `y += a x` (attention's value sums) on every ISA equals the scalar twin bit for bit: both
+/// use one fused multiply-add per element.
+#[test]
+fn axpy_matches_scalar_bit_for_bit() {
+    let scalar = DotKernels::for_isa(Isa::Scalar).unwrap();
+    for k in isas() {
+        for &n in ODD_LENGTHS {
+            let (x, y0) = (vecf(n, 3 * n as u64), vecf(n, 5 * n as u64));
+            let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+            for a in [0.37f32, -2.5] {
+                let (mut got, mut want) = (y0.clone(), y0.clone());
+                (k.axpy_f32)(a, &x, &mut got);
+                (scalar.axpy_f32)(a, &x, &mut want);
+                assert_eq!(got, want, "{} axpy_f32 n={n}", k.isa.name());
+                let exact = y0[n / 2] as f64 + a as f64 * x[n / 2] as f64;
+                assert!((want[n / 2] as f64 - exact).abs() < 1e-6 * (1.0 + exact.abs()));
+                let (mut got, mut want) = (y0.clone(), y0.clone());
+                (k.axpy_f16)(a, &xh, &mut got);
+                (scalar.axpy_f16)(a, &xh, &mut want);
+                assert_eq!(got, want, "{} axpy_f16 n={n}", k.isa.name());
+            }
+        }
+    }
+}
 
 #[test]
 fn float_dots_match_scalar_and_f64() {
@@ -220,8 +245,6 @@ fn matvec_and_matmul_match_f64_for_every_format() {
             let xs = vecf(n * cols, 99);
             let quant_act = matches!(dtype, DType::Q8_0 | DType::Q4_0);
             let tol = if quant_act { MATVEC_Q8_ACT_REL_TOL } else { MATVEC_F32_REL_TOL };
-            let mut ys = vec![0.0; n * rows];
-            matmul(&m, &xs, &mut ys, n, Some(&pool)).unwrap();
             for t in 0..n {
                 let x = &xs[t * cols..][..cols];
                 for p in [None, Some(&pool)] {
@@ -237,7 +260,30 @@ fn matvec_and_matmul_match_f64_for_every_format() {
                             "{dtype} {rows}x{cols} row {r}: {} vs {exact}",
                             y[r]
                         );
-                        assert_eq!(y[r], ys[t * rows + r], "{dtype}: matmul differs from matvec");
+                    }
+                }
+            }
+            // Prefill (the tiled GEMM where the CPU has one): every token count a tile can
+            // leave over, against the same f64 reference.
+            for n in [2usize, 3, 5, 9] {
+                let xs = vecf(n * cols, 7 + n as u64);
+                let mut ys = vec![0.0; n * rows];
+                matmul(&m, &xs, &mut ys, n, Some(&pool)).unwrap();
+                let mut single = vec![0.0; n * rows];
+                matmul(&m, &xs, &mut single, n, None).unwrap();
+                for t in 0..n {
+                    let x = &xs[t * cols..][..cols];
+                    for r in 0..rows {
+                        let wr = &wd[r * cols..][..cols];
+                        let exact: f64 = wr.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
+                        let mag: f64 =
+                            wr.iter().zip(x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                        let got = ys[t * rows + r];
+                        assert!(
+                            close(got as f64, exact, mag, tol),
+                            "{dtype} {rows}x{cols} matmul n={n} token {t} row {r}: {got} vs {exact}"
+                        );
+                        assert_eq!(got.to_bits(), single[t * rows + r].to_bits(), "threads");
                     }
                 }
             }
@@ -321,45 +367,84 @@ fn rope_matches_f64_in_both_layouts() {
     }
 }
 
+/// Stores `x` (`positions x kv_heads x head_dim`) as a cache of `dtype` and reads it back as
+/// f64, the values attention actually sees.
+fn kv_cache(dtype: KvDType, x: &[f32], d: usize) -> (Vec<u64>, usize, Vec<f64>) {
+    let hb = dtype.head_bytes(d).unwrap();
+    let heads = x.len() / d;
+    let mut store = vec![0u64; (heads * hb).div_ceil(8)];
+    let bytes = bytemuck::cast_slice_mut::<u64, u8>(&mut store);
+    for (i, h) in x.chunks_exact(d).enumerate() {
+        dtype.store(h, &mut bytes[i * hb..(i + 1) * hb]);
+    }
+    let back: Vec<f64> = match dtype {
+        KvDType::F32 => x.iter().map(|&v| v as f64).collect(),
+        KvDType::F16 => x.iter().map(|&v| f16::from_f32(v).to_f32() as f64).collect(),
+        KvDType::Q8_0 => {
+            let blocks: &[BlockQ8_0] = bytemuck::cast_slice(&bytes[..heads * hb]);
+            let mut out = vec![0.0f32; x.len()];
+            dequantize_q8_0(blocks, &mut out);
+            out.into_iter().map(|v| v as f64).collect()
+        }
+    };
+    (store, heads * hb, back)
+}
+
+/// Attention over every cache type, with and without a pool, against an f64 softmax over the
+/// values the cache holds; a context of several key tiles exercises the online softmax.
 #[test]
 fn grouped_query_attention_matches_f64() {
-    let shape = AttentionShape { heads: 6, kv_heads: 2, head_dim: 24, scale: 1.0 / 24f32.sqrt() };
-    let (first, n) = (5usize, 3usize);
-    let kv_len = first + n;
-    let stride = shape.kv_heads * shape.head_dim;
-    let k = vecf(kv_len * stride, 21);
-    let v = vecf(kv_len * stride, 22);
-    let q = vecf(n * shape.heads * shape.head_dim, 23);
-    let scale = shape.scale;
-    let mut out = vec![0.0; q.len()];
-    ops::attention(shape, &q, &k, &v, first, n, &mut out);
-    let d = shape.head_dim;
-    for t in 0..n {
-        for h in 0..shape.heads {
-            let kvh = h / (shape.heads / shape.kv_heads);
-            let len = first + t + 1;
-            let sc: Vec<f64> = (0..len)
-                .map(|p| {
-                    (0..d)
-                        .map(|i| {
-                            q[(t * shape.heads + h) * d + i] as f64
-                                * k[p * stride + kvh * d + i] as f64
-                        })
-                        .sum::<f64>()
-                        * scale as f64
-                })
-                .collect();
-            let m = sc.iter().cloned().fold(f64::MIN, f64::max);
-            let z: f64 = sc.iter().map(|s| (s - m).exp()).sum();
-            for i in 0..d {
-                let want: f64 = (0..len)
-                    .map(|p| (sc[p] - m).exp() / z * v[p * stride + kvh * d + i] as f64)
-                    .sum();
-                let got = out[(t * shape.heads + h) * d + i] as f64;
-                assert!((got - want).abs() < OPS_ABS_TOL, "t{t} h{h} i{i}: {got} vs {want}");
+    let pool = KernelPool::new(2).unwrap();
+    for (dtype, d, tol) in [
+        (KvDType::F32, 24, OPS_ABS_TOL),
+        (KvDType::F16, 24, OPS_ABS_TOL),
+        (KvDType::F32, 64, OPS_ABS_TOL),
+        (KvDType::F16, 64, OPS_ABS_TOL),
+        // The query is quantised to Q8_0 for the integer key products (as llama.cpp does).
+        (KvDType::Q8_0, 64, 2e-2),
+    ] {
+        let shape = AttentionShape { heads: 6, kv_heads: 2, head_dim: d, scale: 1.0 / (d as f32).sqrt() };
+        let (first, n) = (2 * ops::KEY_TILE + 9, 3usize);
+        let kv_len = first + n;
+        let stride = shape.kv_heads * d;
+        let (kc, klen, k) = kv_cache(dtype, &vecf(kv_len * stride, 21), d);
+        let (vc, vlen, v) = kv_cache(dtype, &vecf(kv_len * stride, 22), d);
+        let kv = KvView {
+            dtype,
+            k: &bytemuck::cast_slice::<u64, u8>(&kc)[..klen],
+            v: &bytemuck::cast_slice::<u64, u8>(&vc)[..vlen],
+        };
+        let q = vecf(n * shape.heads * d, 23);
+        let scale = shape.scale;
+        let mut out = vec![0.0; q.len()];
+        ops::attention(shape, &q, kv, first, n, &mut out, None);
+        let mut pooled = vec![0.0; q.len()];
+        ops::attention(shape, &q, kv, first, n, &mut pooled, Some(&pool));
+        assert!(out.iter().zip(&pooled).all(|(a, b)| a.to_bits() == b.to_bits()), "{dtype:?}: pool");
+        for t in 0..n {
+            for h in 0..shape.heads {
+                let kvh = h / (shape.heads / shape.kv_heads);
+                let len = first + t + 1;
+                let sc: Vec<f64> = (0..len)
+                    .map(|p| {
+                        (0..d)
+                            .map(|i| q[(t * shape.heads + h) * d + i] as f64 * k[p * stride + kvh * d + i])
+                            .sum::<f64>()
+                            * scale as f64
+                    })
+                    .collect();
+                let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+                let z: f64 = sc.iter().map(|s| (s - m).exp()).sum();
+                for i in 0..d {
+                    let want: f64 =
+                        (0..len).map(|p| (sc[p] - m).exp() / z * v[p * stride + kvh * d + i]).sum();
+                    let got = out[(t * shape.heads + h) * d + i] as f64;
+                    assert!((got - want).abs() < tol, "{dtype:?} t{t} h{h} i{i}: {got} vs {want}");
+                }
             }
         }
     }
+    assert_eq!(KvDType::Q8_0.head_bytes(24), None, "Q8_0 needs whole blocks");
 }
 
 /// Every ISA's f16 path converts edge values exactly: subnormals, the largest normal, signed

@@ -25,6 +25,8 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_0: dot_q4_0,
     q8_0_x4: dot4_q8_0,
     q4_0_x4: dot4_q4_0,
+    axpy_f32,
+    axpy_f16,
     q4_0_x4_prefetches: true,
     q2_k: scalar::dot_q2_k,
     q3_k: scalar::dot_q3_k,
@@ -81,6 +83,54 @@ fn dot_f32_imp(w: &[f32], x: &[f32]) -> f32 {
     }
     let s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     s + scalar::dot_f32(&w[n..], &x[n..])
+}
+
+fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len());
+    // SAFETY: only handed out when AVX2 and FMA are present.
+    unsafe { axpy_imp::<false>(a, x.as_ptr().cast(), y) }
+}
+
+fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len());
+    // SAFETY: only handed out when AVX2, FMA and F16C are present.
+    unsafe { axpy_imp::<true>(a, x.as_ptr().cast(), y) }
+}
+
+/// `y += a * x` where `x` points at `y.len()` f32 (or, with `F16`, f16) values; fused
+/// multiply-adds like the scalar twin, so both give the same bits.
+///
+/// # Safety
+/// `x` is valid for reads of `y.len()` elements of its type.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_imp<const F16: bool>(a: f32, x: *const u8, y: &mut [f32]) {
+    let n = y.len() / 8 * 8;
+    let va = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 8 <= n <= y.len(), and x holds y.len() elements (caller's contract).
+        unsafe {
+            let xv = if F16 {
+                _mm256_cvtph_ps(_mm_loadu_si128(x.add(2 * i) as *const __m128i))
+            } else {
+                _mm256_loadu_ps((x as *const f32).add(i))
+            };
+            let py = y.as_mut_ptr().add(i);
+            _mm256_storeu_ps(py, _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(py)));
+        }
+        i += 8;
+    }
+    for (j, yj) in y.iter_mut().enumerate().skip(n) {
+        // SAFETY: j < y.len(), within x's elements.
+        let xj = unsafe {
+            if F16 {
+                (x as *const f16).add(j).read_unaligned().to_f32()
+            } else {
+                (x as *const f32).add(j).read_unaligned()
+            }
+        };
+        *yj = a.mul_add(xj, *yj);
+    }
 }
 
 fn dot_f16(w: &[f16], x: &[f32]) -> f32 {

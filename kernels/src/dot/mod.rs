@@ -106,6 +106,10 @@ pub struct DotKernels {
     /// Whether `q4_0_x4` prefetches the rows it will read next itself (then matvec does not
     /// prefetch Q4_0 row groups in bursts).
     pub q4_0_x4_prefetches: bool,
+    /// `y += a * x` over f32 (attention's weighted sum of values).
+    pub axpy_f32: fn(f32, &[f32], &mut [f32]),
+    /// `y += a * x` with f16 `x` (an f16 value cache).
+    pub axpy_f16: fn(f32, &[f16], &mut [f32]),
     /// Q2_K weights . Q8_K activations.
     pub q2_k: fn(&[BlockQ2K], &[BlockQ8K]) -> f32,
     /// Q3_K weights . Q8_K activations.

@@ -21,6 +21,8 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_0: dot_q4_0,
     q8_0_x4: |w, x| w.map(|r| dot_q8_0(r, x)),
     q4_0_x4: |w, x| w.map(|r| dot_q4_0(r, x)),
+    axpy_f32: scalar::axpy_f32,
+    axpy_f16: scalar::axpy_f16,
     q4_0_x4_prefetches: false,
     q2_k: scalar::dot_q2_k,
     q3_k: scalar::dot_q3_k,

@@ -18,6 +18,8 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_0: dot_q4_0,
     q8_0_x4: |w, x| w.map(|r| dot_q8_0(r, x)),
     q4_0_x4: |w, x| w.map(|r| dot_q4_0(r, x)),
+    axpy_f32,
+    axpy_f16,
     q4_0_x4_prefetches: false,
     q2_k: dot_q2_k,
     q3_k: dot_q3_k,
@@ -41,6 +43,18 @@ pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
         s += w[i] * x[i];
     }
     s
+}
+
+/// `y += a * x`.
+pub fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len());
+    y.iter_mut().zip(x).for_each(|(y, x)| *y = a.mul_add(*x, *y));
+}
+
+/// `y += a * x` with f16 `x`.
+pub fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len());
+    y.iter_mut().zip(x).for_each(|(y, x)| *y = a.mul_add(x.to_f32(), *y));
 }
 
 /// f16 . f32.

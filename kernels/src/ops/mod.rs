@@ -9,7 +9,7 @@ mod rope;
 mod topk;
 
 pub use activation::{silu, softmax, swiglu};
-pub use attention::{attention, AttentionShape};
+pub use attention::{attention, AttentionShape, KvDType, KvView, KEY_TILE, MAX_Q8_HEAD_DIM};
 pub use norm::rms_norm;
 pub use rope::{rope, rope_inv_freq, RopeStyle};
 pub use topk::top_k;
