@@ -16,11 +16,16 @@ mod error;
 pub mod gemm;
 mod matvec;
 pub mod ops;
+mod product;
 mod pool;
 pub mod quant;
 
 pub use dtype::DType;
 pub use error::KernelError;
-pub use matvec::{matmul, matmul_with, matvec, matvec_with, Matrix, QuantActivations};
+pub use matvec::{Matrix, QuantActivations};
+pub use product::{
+    matmul, matmul_group, matmul_input, matmul_with, matvec, matvec_with, Input, InputBuffers,
+    MAX_GROUP,
+};
 pub use pool::{KernelPool, SPIN as POOL_SPIN};
 pub use quant::{BlockQ4_0, BlockQ8_0};

@@ -3,17 +3,15 @@
 
 use half::{bf16, f16};
 
-use crate::dot::{kernels, DotKernels};
+use crate::dot::DotKernels;
 use crate::dtype::DType;
 use crate::error::KernelError;
-use crate::gemm::{GemmKernels, PackedF32, PackedQ8, RowsOut};
-use crate::pool::KernelPool;
 use crate::quant::{
-    quantize_q8_0_activations, quantize_q8_k, BlockQ4_0, BlockQ8K, BlockQ8_0, QK, QK_K,
+    BlockQ4_0, BlockQ8K, BlockQ8_0,
 };
 
 /// Rows handed to one task: big enough to amortise scheduling, small enough to balance.
-const ROWS_PER_TASK: usize = 16;
+pub(crate) const ROWS_PER_TASK: usize = 16;
 
 /// How far ahead of the rows being computed the weights are prefetched, in bytes. Measured on
 /// the 2048x768 Q4_0 matvec, single thread, 1 GiB working set, against a plain read of the same
@@ -88,7 +86,7 @@ impl<'a> Matrix<'a> {
 
     /// Rows `first..first + out.len()` against prepared activations: block formats four rows
     /// at a time, with the matrix cast to blocks once.
-    fn rows_into(&self, k: &DotKernels, first: usize, x: &Prepared, out: &mut [f32]) {
+    pub(crate) fn rows_into(&self, k: &DotKernels, first: usize, x: &Prepared, out: &mut [f32]) {
         match (self.dtype, x) {
             (DType::Q8_0, Prepared::Q8(q)) => {
                 let blocks: &[BlockQ8_0] = bytemuck::cast_slice(self.data);
@@ -120,11 +118,11 @@ impl<'a> Matrix<'a> {
     /// row-major): block formats four rows at a time, the four rows staying in L1 while every
     /// token passes over them (the same grouping as [`Self::rows_into`], so each output equals
     /// matvec's bit for bit).
-    fn rows_tokens_into(&self, k: &DotKernels, first: usize, xs: &[Prepared], out: &mut [f32]) {
+    pub(crate) fn rows_tokens_into(&self, k: &DotKernels, first: usize, xs: &[Prepared], out: &mut [f32]) {
         let q8: Option<Vec<&[BlockQ8_0]>> = xs
             .iter()
             .map(|x| match x {
-                Prepared::Q8(q) => Some(q.as_slice()),
+                Prepared::Q8(q) => Some(*q),
                 _ => None,
             })
             .collect();
@@ -246,25 +244,26 @@ pub enum QuantActivations {
 
 /// The activations prepared for one weight format: f32 as is, Q8_0 blocks (for Q8_0/Q4_0
 /// weights) or Q8_K blocks (for K-quant weights).
-enum Prepared<'x> {
+#[derive(Clone, Copy)]
+pub(crate) enum Prepared<'x> {
     F32(&'x [f32]),
-    Q8(Vec<BlockQ8_0>),
-    Q8K(Vec<BlockQ8K>),
+    Q8(&'x [BlockQ8_0]),
+    Q8K(&'x [BlockQ8K]),
 }
 
-fn prepare(dtype: DType, x: &[f32], mode: QuantActivations) -> Prepared<'_> {
+/// Which representation of the activations a weight format reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    F32,
+    Q8,
+    Q8K,
+}
+
+pub(crate) fn form(dtype: DType, mode: QuantActivations) -> Form {
     match dtype {
-        DType::Q8_0 | DType::Q4_0 if mode == QuantActivations::Q8_0 => {
-            let mut q = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; x.len() / QK];
-            quantize_q8_0_activations(x, &mut q);
-            Prepared::Q8(q)
-        }
-        d if d.is_k_quant() && mode == QuantActivations::Q8_0 => {
-            let mut q = vec![BlockQ8K::ZERO; x.len() / QK_K];
-            quantize_q8_k(x, &mut q);
-            Prepared::Q8K(q)
-        }
-        _ => Prepared::F32(x),
+        DType::Q8_0 | DType::Q4_0 if mode == QuantActivations::Q8_0 => Form::Q8,
+        d if d.is_k_quant() && mode == QuantActivations::Q8_0 => Form::Q8K,
+        _ => Form::F32,
     }
 }
 
@@ -290,146 +289,3 @@ fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
     }
 }
 
-/// `y = W x` for one token. With a pool, rows are split across its threads.
-pub fn matvec(
-    w: &Matrix,
-    x: &[f32],
-    y: &mut [f32],
-    pool: Option<&KernelPool>,
-) -> Result<(), KernelError> {
-    matvec_with(w, x, y, pool, QuantActivations::default())
-}
-
-/// [`matvec`] with a choice of activation handling for quantised weights.
-pub fn matvec_with(
-    w: &Matrix,
-    x: &[f32],
-    y: &mut [f32],
-    pool: Option<&KernelPool>,
-    mode: QuantActivations,
-) -> Result<(), KernelError> {
-    if x.len() != w.cols || y.len() != w.rows {
-        return Err(KernelError::Shape(format!(
-            "matvec of {}x{} with x[{}] into y[{}]",
-            w.rows,
-            w.cols,
-            x.len(),
-            y.len()
-        )));
-    }
-    let k = kernels();
-    let xp = prepare(w.dtype, x, mode);
-    let body = |(chunk, ys): (usize, &mut [f32])| w.rows_into(k, chunk * ROWS_PER_TASK, &xp, ys);
-    match pool {
-        Some(p) if p.threads() > 1 => p.for_each_chunk(y, ROWS_PER_TASK, &|i, ys| body((i, ys))),
-        _ => y.chunks_mut(ROWS_PER_TASK).enumerate().for_each(body),
-    }
-    Ok(())
-}
-
-/// `Y = X W^T` for `n` tokens (prefill): `xs` is `n x cols`, `ys` is `n x rows`. Each weight row
-/// is read once and applied to every token while it is in cache.
-pub fn matmul(
-    w: &Matrix,
-    xs: &[f32],
-    ys: &mut [f32],
-    n: usize,
-    pool: Option<&KernelPool>,
-) -> Result<(), KernelError> {
-    matmul_with(w, xs, ys, n, pool, QuantActivations::default())
-}
-
-/// [`matmul`] with a choice of activation handling for quantised weights.
-pub fn matmul_with(
-    w: &Matrix,
-    xs: &[f32],
-    ys: &mut [f32],
-    n: usize,
-    pool: Option<&KernelPool>,
-    mode: QuantActivations,
-) -> Result<(), KernelError> {
-    if xs.len() != n * w.cols || ys.len() != n * w.rows {
-        return Err(KernelError::Shape(format!(
-            "matmul of {}x{} with {n} tokens: xs[{}], ys[{}]",
-            w.rows,
-            w.cols,
-            xs.len(),
-            ys.len()
-        )));
-    }
-    if n == 0 {
-        return Ok(());
-    }
-    if n == 1 {
-        // Decode: the row-group kernels, prefetch and no transposition scratch of matvec.
-        return matvec_with(w, xs, ys, pool, mode);
-    }
-    let quantised = matches!(w.dtype, DType::Q8_0 | DType::Q4_0);
-    if let Some(g) = GemmKernels::select() {
-        if GemmKernels::handles(w.dtype) && !(quantised && mode == QuantActivations::F32) {
-            gemm(g, w, xs, ys, pool);
-            return Ok(());
-        }
-    }
-    let k = kernels();
-    let prepared: Vec<Prepared> =
-        xs.chunks_exact(w.cols).map(|x| prepare(w.dtype, x, mode)).collect();
-    // Compute into a row-major [rows x n] scratch so tasks own disjoint rows, then transpose.
-    let mut scratch = vec![0.0f32; w.rows * n];
-    let body = |(chunk, out): (usize, &mut [f32])| {
-        w.rows_tokens_into(k, chunk * ROWS_PER_TASK, &prepared, out)
-    };
-    match pool {
-        Some(p) if p.threads() > 1 => {
-            p.for_each_chunk(&mut scratch, ROWS_PER_TASK * n, &|i, out| body((i, out)))
-        }
-        _ => scratch.chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(body),
-    }
-    for r in 0..w.rows {
-        for t in 0..n {
-            ys[t * w.rows + r] = scratch[r * n + t];
-        }
-    }
-    Ok(())
-}
-
-/// `Y = X W^T` with the tiled GEMM kernels: activations packed once, chunks of rows spread over
-/// the pool, each task writing its rows of `ys` directly.
-fn gemm(g: &GemmKernels, w: &Matrix, xs: &[f32], ys: &mut [f32], pool: Option<&KernelPool>) {
-    let rows = w.rows;
-    let out = RowsOut::new(ys, rows);
-    let chunks = rows.div_ceil(ROWS_PER_TASK);
-    let span = |i: usize| (i * ROWS_PER_TASK, ROWS_PER_TASK.min(rows - i * ROWS_PER_TASK));
-    let run = |body: &(dyn Fn(usize) + Sync)| match pool {
-        Some(p) if p.threads() > 1 => p.for_each_index(chunks, body),
-        _ => (0..chunks).for_each(body),
-    };
-    match w.dtype {
-        DType::Q8_0 | DType::Q4_0 => {
-            let x = PackedQ8::pack(xs, w.cols);
-            if w.dtype == DType::Q8_0 {
-                let blocks: &[BlockQ8_0] = bytemuck::cast_slice(w.data);
-                run(&|i| (g.q8_0)(blocks, span(i).0, span(i).1, &x, &out));
-            } else {
-                let blocks: &[BlockQ4_0] = bytemuck::cast_slice(w.data);
-                run(&|i| (g.q4_0)(blocks, span(i).0, span(i).1, &x, &out));
-            }
-        }
-        DType::F32 => {
-            let x = PackedF32::new(xs, w.cols);
-            let e: &[f32] = bytemuck::cast_slice(w.data);
-            run(&|i| (g.f32)(e, span(i).0, span(i).1, &x, &out));
-        }
-        DType::F16 => {
-            let x = PackedF32::new(xs, w.cols);
-            let e: &[f16] = bytemuck::cast_slice(w.data);
-            run(&|i| (g.f16)(e, span(i).0, span(i).1, &x, &out));
-        }
-        DType::Bf16 => {
-            let x = PackedF32::new(xs, w.cols);
-            let e: &[bf16] = bytemuck::cast_slice(w.data);
-            run(&|i| (g.bf16)(e, span(i).0, span(i).1, &x, &out));
-        }
-        other => unreachable!("GemmKernels::handles({other}) is false"),
-    }
-}

@@ -294,6 +294,53 @@ fn matvec_and_matmul_match_f64_for_every_format() {
     assert!(Matrix::new(DType::F32, 2, 4, &[0u8; 31]).is_err());
 }
 
+/// A group of products over one input (mixed formats, one and several tokens) gives each
+/// product's result bit for bit, with and without a pool.
+#[test]
+fn matmul_group_equals_its_products() {
+    let pool = KernelPool::new(2).unwrap();
+    let cols = 96;
+    let specs = [(DType::Q8_0, 37usize), (DType::Bf16, 20), (DType::F32, 3), (DType::Q4_0, 64)];
+    let store: Vec<(DType, usize, Vec<u32>, usize)> = specs
+        .iter()
+        .map(|&(dtype, rows)| {
+            let bytes = bytes_of(dtype, &vecf(rows * cols, rows as u64));
+            let words = bytes.chunks(4).map(|c| {
+                let mut b = [0u8; 4];
+                b[..c.len()].copy_from_slice(c);
+                u32::from_le_bytes(b)
+            });
+            (dtype, rows, words.collect(), bytes.len())
+        })
+        .collect();
+    let mats: Vec<Matrix> = store
+        .iter()
+        .map(|(dtype, rows, words, len)| {
+            Matrix::new(*dtype, *rows, cols, &bytemuck::cast_slice::<u32, u8>(words)[..*len]).unwrap()
+        })
+        .collect();
+    for n in [1usize, 2, 5] {
+        let xs = vecf(n * cols, 40 + n as u64);
+        for p in [None, Some(&pool)] {
+            let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0; n * m.rows()]).collect();
+            let mut bufs = floe_kernels::InputBuffers::default();
+            let mut input = bufs.input(&xs, n, Default::default());
+            let mut group: Vec<(&Matrix, &mut [f32])> =
+                mats.iter().zip(outs.iter_mut()).map(|(m, o)| (m, o.as_mut_slice())).collect();
+            floe_kernels::matmul_group(&mut group, &mut input, p).unwrap();
+            for (m, got) in mats.iter().zip(&outs) {
+                let mut want = vec![0.0; n * m.rows()];
+                matmul(m, &xs, &mut want, n, None).unwrap();
+                assert!(
+                    got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{} n={n}",
+                    m.dtype()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn ops_match_f64_references() {
     // RMSNorm
@@ -335,6 +382,32 @@ fn ops_match_f64_references() {
     idx.sort_by(|a, b| v[*b].total_cmp(&v[*a]).then(a.cmp(b)));
     assert_eq!(tk.iter().map(|t| t.0).collect::<Vec<_>>(), idx[..7].to_vec());
     assert_eq!(tk[0].0, 10);
+    // top_k_into gives the same list, NaNs and every k included.
+    v[30] = f32::NAN;
+    let mut into = Vec::new();
+    for k in [0, 1, 7, 99, 100, 150] {
+        ops::top_k_into(&v, k, &mut into);
+        let want = ops::top_k(&v, k);
+        assert_eq!(into.len(), want.len(), "k={k}");
+        assert!(into.iter().zip(&want).all(|(a, b)| a.0 == b.0 && a.1.to_bits() == b.1.to_bits()));
+    }
+}
+
+/// RoPE from a position table rotates exactly as the direct form.
+#[test]
+fn rope_table_matches_rope_bit_for_bit() {
+    let inv = ops::rope_inv_freq(48, 10000.0);
+    let mut table = Vec::new();
+    ops::rope_table(995, 10, &inv, &mut table);
+    for style in [RopeStyle::Neox, RopeStyle::Interleaved] {
+        for (i, row) in table.chunks_exact(inv.len()).enumerate() {
+            let x = vecf(64, i as u64);
+            let (mut a, mut b) = (x.clone(), x.clone());
+            ops::rope(&mut a, 995 + i, &inv, style);
+            ops::rope_from_table(&mut b, row, style);
+            assert_eq!(a, b, "{style:?} position {}", 995 + i);
+        }
+    }
 }
 
 #[test]

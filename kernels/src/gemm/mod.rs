@@ -42,6 +42,7 @@ impl Q8Pair {
 
 /// Every token's activations quantised to Q8_0 (llama.cpp's activation rounding) and packed in
 /// block pairs; an odd last block is paired with a zero block.
+#[derive(Default)]
 pub(crate) struct PackedQ8 {
     pairs: Vec<Q8Pair>,
     per_token: usize,
@@ -52,31 +53,40 @@ pub(crate) struct PackedQ8 {
 }
 
 impl PackedQ8 {
-    /// Packs `n` rows of `cols` (a multiple of 32) values.
-    pub(crate) fn pack(xs: &[f32], cols: usize) -> Self {
+    /// Packs `n` rows of `cols` (a multiple of 32) values, reusing this buffer.
+    pub(crate) fn pack_into(&mut self, xs: &[f32], cols: usize) {
         let blocks = cols / QK;
         let per_token = blocks.div_ceil(2);
         let n = xs.len() / cols;
-        let mut pairs = vec![Q8Pair::ZERO; n * per_token];
-        let mut q = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; blocks];
+        self.pairs.clear();
+        self.pairs.resize(n * per_token, Q8Pair::ZERO);
+        let pairs = &mut self.pairs;
+        let mut q = [BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; 2];
         for (x, out) in xs.chunks_exact(cols).zip(pairs.chunks_exact_mut(per_token.max(1))) {
-            quantize_q8_0_activations(x, &mut q);
-            for (b, block) in q.iter().enumerate() {
-                let pair = &mut out[b / 2];
-                let half = b % 2;
-                pair.qs[half * QK..(half + 1) * QK].copy_from_slice(&block.qs);
-                for (g, four) in block.qs.chunks_exact(4).enumerate() {
-                    pair.neg_sums[half * 8 + g] = -four.iter().map(|&v| v as i32).sum::<i32>();
-                }
-                pair.d[half * 8..(half + 1) * 8].fill(block.d.to_f32());
+            for (p, pair) in out.iter_mut().enumerate() {
+                let x = &x[2 * p * QK..((2 * p + 2) * QK).min(cols)];
+                let q = &mut q[..x.len() / QK];
+                quantize_q8_0_activations(x, q);
+                fill_pair(pair, q);
             }
         }
-        Self { pairs, per_token, tokens: n, blocks }
+        (self.per_token, self.tokens, self.blocks) = (per_token, n, blocks);
     }
 
     /// Token `t`'s block pairs.
     pub(crate) fn token(&self, t: usize) -> &[Q8Pair] {
         &self.pairs[t * self.per_token..(t + 1) * self.per_token]
+    }
+}
+
+/// One or two quantised blocks into a pair.
+fn fill_pair(pair: &mut Q8Pair, q: &[BlockQ8_0]) {
+    for (half, block) in q.iter().enumerate() {
+        pair.qs[half * QK..(half + 1) * QK].copy_from_slice(&block.qs);
+        for (g, four) in block.qs.chunks_exact(4).enumerate() {
+            pair.neg_sums[half * 8 + g] = -four.iter().map(|&v| v as i32).sum::<i32>();
+        }
+        pair.d[half * 8..(half + 1) * 8].fill(block.d.to_f32());
     }
 }
 
@@ -122,6 +132,16 @@ impl<'y> RowsOut<'y> {
     pub(crate) fn new(ys: &'y mut [f32], rows: usize) -> Self {
         let tokens = ys.len() / rows.max(1);
         Self { ptr: ys.as_mut_ptr(), tokens, rows, _borrow: std::marker::PhantomData }
+    }
+
+    /// Rows `first..first + m` of token `t`, as a slice.
+    ///
+    /// # Safety
+    /// As for [`Self::write`], for every element of the range.
+    pub(crate) unsafe fn token_rows_mut(&self, t: usize, first: usize, m: usize) -> &mut [f32] {
+        assert!(t < self.tokens && first + m <= self.rows, "rows {first}+{m} out of range");
+        // SAFETY: in bounds by the assert; exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(t * self.rows + first), m) }
     }
 
     /// Writes output `(t, r)`.

@@ -11,5 +11,5 @@ mod topk;
 pub use activation::{silu, softmax, swiglu};
 pub use attention::{attention, AttentionShape, KvDType, KvView, KEY_TILE, MAX_Q8_HEAD_DIM};
 pub use norm::rms_norm;
-pub use rope::{rope, rope_inv_freq, RopeStyle};
-pub use topk::top_k;
+pub use rope::{rope, rope_from_table, rope_inv_freq, rope_table, RopeStyle};
+pub use topk::{top_k, top_k_into};

@@ -31,3 +31,31 @@ pub fn rope(x: &mut [f32], pos: usize, inv_freq: &[f32], style: RopeStyle) {
         x[b] = x1 * cos + x0 * sin;
     }
 }
+
+/// The (cos, sin) of every rotated pair for positions `first..first + n`, `inv_freq.len()` per
+/// position, into `out`: computed once per forward pass and shared by every head and layer
+/// (the same angles [`rope`] computes).
+pub fn rope_table(first: usize, n: usize, inv_freq: &[f32], out: &mut Vec<(f32, f32)>) {
+    out.clear();
+    for pos in first..first + n {
+        out.extend(inv_freq.iter().map(|&f| {
+            let (sin, cos) = (pos as f32 * f).sin_cos();
+            (cos, sin)
+        }));
+    }
+}
+
+/// Rotates one head `x` with one position's row of a [`rope_table`].
+pub fn rope_from_table(x: &mut [f32], table: &[(f32, f32)], style: RopeStyle) {
+    let half = table.len();
+    assert!(2 * half <= x.len(), "rope: rotary dim {} > head dim {}", 2 * half, x.len());
+    for (i, &(cos, sin)) in table.iter().enumerate() {
+        let (a, b) = match style {
+            RopeStyle::Neox => (i, i + half),
+            RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+        };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * cos - x1 * sin;
+        x[b] = x1 * cos + x0 * sin;
+    }
+}

@@ -1,0 +1,321 @@
+//! Products of weight matrices with activations: [`matvec`] / [`matmul`] for one-off calls, and
+//! [`matmul_group`] over a reusable [`Input`] for the forward pass: several matrices that read
+//! the same activations (q, k and v; gate and up) run as one operation on the pool, and each
+//! quantised form of the activations is made once for all of them.
+
+use half::{bf16, f16};
+
+use crate::dot::kernels;
+use crate::dtype::DType;
+use crate::error::KernelError;
+use crate::gemm::{GemmKernels, PackedF32, PackedQ8, RowsOut};
+use crate::matvec::{form, Form, Matrix, Prepared, QuantActivations, ROWS_PER_TASK};
+use crate::pool::KernelPool;
+use crate::quant::{
+    quantize_q8_0_activations, quantize_q8_k, BlockQ4_0, BlockQ8K, BlockQ8_0, QK, QK_K,
+};
+
+/// Most matrices one [`matmul_group`] takes.
+pub const MAX_GROUP: usize = 4;
+
+/// Reusable buffers for the quantised forms of one activation matrix: every product that reads
+/// the same input (q, k and v; gate and up; a router and its experts) quantises it once, and a
+/// session that keeps one of these allocates nothing per token once the buffers have grown.
+#[derive(Default)]
+pub struct InputBuffers {
+    q8: Vec<BlockQ8_0>,
+    q8k: Vec<BlockQ8K>,
+    packed: PackedQ8,
+}
+
+impl std::fmt::Debug for InputBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputBuffers").field("q8_blocks", &self.q8.len()).finish()
+    }
+}
+
+impl InputBuffers {
+    /// `n` tokens of `cols` values each, ready for [`matmul_input`].
+    pub fn input<'a>(
+        &'a mut self,
+        xs: &'a [f32],
+        n: usize,
+        mode: QuantActivations,
+    ) -> Input<'a> {
+        Input { xs, n, mode, bufs: self, have: [false; 3] }
+    }
+}
+
+/// An activation matrix (`n` tokens) with its quantised forms, each made on first use.
+pub struct Input<'a> {
+    xs: &'a [f32],
+    n: usize,
+    mode: QuantActivations,
+    bufs: &'a mut InputBuffers,
+    /// Which of q8 (per token), q8k, packed are current.
+    have: [bool; 3],
+}
+
+impl std::fmt::Debug for Input<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Input").field("tokens", &self.n).field("values", &self.xs.len()).finish()
+    }
+}
+
+impl Input<'_> {
+    /// Tokens.
+    pub fn tokens(&self) -> usize {
+        self.n
+    }
+
+    /// The f32 values.
+    pub fn values(&self) -> &[f32] {
+        self.xs
+    }
+
+    fn ensure(&mut self, f: Form, cols: usize) {
+        let n = self.n;
+        match f {
+            Form::F32 => {}
+            Form::Q8 if !self.have[0] => {
+                let per = cols / QK;
+                self.bufs.q8.resize(n * per, BlockQ8_0 { d: f16::ZERO, qs: [0; QK] });
+                for (x, q) in self.xs.chunks_exact(cols).zip(self.bufs.q8.chunks_exact_mut(per)) {
+                    quantize_q8_0_activations(x, q);
+                }
+                self.have[0] = true;
+            }
+            Form::Q8K if !self.have[1] => {
+                let per = cols / QK_K;
+                self.bufs.q8k.resize(n * per, BlockQ8K::ZERO);
+                for (x, q) in self.xs.chunks_exact(cols).zip(self.bufs.q8k.chunks_exact_mut(per))
+                {
+                    quantize_q8_k(x, q);
+                }
+                self.have[1] = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn token(&self, f: Form, cols: usize, t: usize) -> Prepared<'_> {
+        match f {
+            Form::F32 => Prepared::F32(&self.xs[t * cols..(t + 1) * cols]),
+            Form::Q8 => {
+                let per = cols / QK;
+                Prepared::Q8(&self.bufs.q8[t * per..(t + 1) * per])
+            }
+            Form::Q8K => {
+                let per = cols / QK_K;
+                Prepared::Q8K(&self.bufs.q8k[t * per..(t + 1) * per])
+            }
+        }
+    }
+
+    fn ensure_packed(&mut self, cols: usize) {
+        if !self.have[2] {
+            self.bufs.packed.pack_into(self.xs, cols);
+            self.have[2] = true;
+        }
+    }
+}
+
+
+/// `y = W x` for one token. With a pool, rows are split across its threads.
+pub fn matvec(
+    w: &Matrix,
+    x: &[f32],
+    y: &mut [f32],
+    pool: Option<&KernelPool>,
+) -> Result<(), KernelError> {
+    matvec_with(w, x, y, pool, QuantActivations::default())
+}
+
+/// [`matvec`] with a choice of activation handling for quantised weights.
+pub fn matvec_with(
+    w: &Matrix,
+    x: &[f32],
+    y: &mut [f32],
+    pool: Option<&KernelPool>,
+    mode: QuantActivations,
+) -> Result<(), KernelError> {
+    matmul_with(w, x, y, 1, pool, mode)
+}
+
+/// `Y = X W^T` for `n` tokens (prefill): `xs` is `n x cols`, `ys` is `n x rows`.
+pub fn matmul(
+    w: &Matrix,
+    xs: &[f32],
+    ys: &mut [f32],
+    n: usize,
+    pool: Option<&KernelPool>,
+) -> Result<(), KernelError> {
+    matmul_with(w, xs, ys, n, pool, QuantActivations::default())
+}
+
+/// [`matmul`] with a choice of activation handling for quantised weights.
+pub fn matmul_with(
+    w: &Matrix,
+    xs: &[f32],
+    ys: &mut [f32],
+    n: usize,
+    pool: Option<&KernelPool>,
+    mode: QuantActivations,
+) -> Result<(), KernelError> {
+    let mut bufs = InputBuffers::default();
+    matmul_group(&mut [(w, ys)], &mut bufs.input(xs, n, mode), pool)
+}
+
+/// `Y = X W^T` over a prepared [`Input`].
+pub fn matmul_input(
+    w: &Matrix,
+    x: &mut Input,
+    ys: &mut [f32],
+    pool: Option<&KernelPool>,
+) -> Result<(), KernelError> {
+    matmul_group(&mut [(w, ys)], x, pool)
+}
+
+/// How one matrix of a group is computed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// One token: the row-group matvec kernels.
+    Rows,
+    /// Several tokens, tiled GEMM.
+    Gemm,
+    /// Several tokens, row groups over every token (no GEMM for this format or CPU).
+    RowsTokens,
+}
+
+/// `Y_i = X W_i^T` for every `(W_i, Y_i)` of `group` (at most [`MAX_GROUP`]), all reading the
+/// same input, as one operation on the pool: their row chunks are handed out from one counter,
+/// so the workers meet once for the whole group. One token runs the row-group matvec kernels;
+/// more run the tiled GEMM where the CPU has one, else the row groups over every token.
+pub fn matmul_group(
+    group: &mut [(&Matrix, &mut [f32])],
+    x: &mut Input,
+    pool: Option<&KernelPool>,
+) -> Result<(), KernelError> {
+    let n = x.n;
+    if group.len() > MAX_GROUP {
+        return Err(KernelError::Shape(format!("{} matrices in one group", group.len())));
+    }
+    for (w, ys) in group.iter() {
+        if x.xs.len() != n * w.cols() || ys.len() != n * w.rows() {
+            return Err(KernelError::Shape(format!(
+                "matmul of {}x{} with {n} tokens: xs[{}], ys[{}]",
+                w.rows(),
+                w.cols(),
+                x.xs.len(),
+                ys.len()
+            )));
+        }
+    }
+    if n == 0 || group.is_empty() {
+        return Ok(());
+    }
+    let gemm = GemmKernels::select();
+    let mut paths = [Path::Rows; MAX_GROUP];
+    let mut forms = [Form::F32; MAX_GROUP];
+    for (i, (w, _)) in group.iter().enumerate() {
+        forms[i] = form(w.dtype(), x.mode);
+        paths[i] = if n == 1 {
+            Path::Rows
+        } else if gemm.is_some() && GemmKernels::handles(w.dtype()) && forms[i] != Form::Q8K {
+            Path::Gemm
+        } else {
+            Path::RowsTokens
+        };
+        match (paths[i], w.dtype()) {
+            (Path::Gemm, DType::Q8_0 | DType::Q4_0) => x.ensure_packed(w.cols()),
+            (Path::Gemm, _) => {}
+            _ => x.ensure(forms[i], w.cols()),
+        }
+    }
+    // The row-groups-over-tokens path needs a transposition scratch; it runs on its own.
+    for (i, (w, ys)) in group.iter_mut().enumerate() {
+        if paths[i] == Path::RowsTokens {
+            rows_tokens(w, x, forms[i], ys, pool);
+        }
+    }
+    let x = &*x;
+    let mats: [Option<Matrix>; MAX_GROUP] = std::array::from_fn(|i| group.get(i).map(|g| *g.0));
+    let mut outs: [Option<RowsOut>; MAX_GROUP] = [None, None, None, None];
+    let mut ends = [0usize; MAX_GROUP];
+    let mut total = 0;
+    for (i, (w, ys)) in group.iter_mut().enumerate() {
+        if paths[i] != Path::RowsTokens {
+            total += w.rows().div_ceil(ROWS_PER_TASK);
+            outs[i] = Some(RowsOut::new(ys, w.rows()));
+        }
+        ends[i] = total;
+    }
+    let k = kernels();
+    let body = |task: usize| {
+        let i = ends.iter().position(|&e| task < e).expect("task index below the total");
+        let (w, out) = (mats[i].as_ref().expect("a matrix"), outs[i].as_ref().expect("an output"));
+        let chunk = task - if i == 0 { 0 } else { ends[i - 1] };
+        let first = chunk * ROWS_PER_TASK;
+        let m = ROWS_PER_TASK.min(w.rows() - first);
+        match paths[i] {
+            Path::Rows => {
+                // SAFETY: chunk indices are handed out once each, so rows first..first + m of
+                // this output belong to this task alone.
+                let ys = unsafe { out.token_rows_mut(0, first, m) };
+                w.rows_into(k, first, &x.token(forms[i], w.cols(), 0), ys);
+            }
+            Path::Gemm => {
+                gemm_rows(gemm.expect("GEMM kernels were selected"), w, x, first, m, out)
+            }
+            Path::RowsTokens => unreachable!("computed above"),
+        }
+    };
+    match pool {
+        Some(p) if p.threads() > 1 && total > 1 => p.for_each_index(total, &body),
+        _ => (0..total).for_each(body),
+    }
+    Ok(())
+}
+
+/// Rows `first..first + m` of `w` against every token with the GEMM tiles.
+fn gemm_rows(g: &GemmKernels, w: &Matrix, x: &Input, first: usize, m: usize, out: &RowsOut) {
+    let f32s = || PackedF32::new(x.xs, w.cols());
+    match w.dtype() {
+        DType::Q8_0 => (g.q8_0)(bytemuck::cast_slice(w.bytes()), first, m, &x.bufs.packed, out),
+        DType::Q4_0 => (g.q4_0)(
+            bytemuck::cast_slice::<u8, BlockQ4_0>(w.bytes()),
+            first,
+            m,
+            &x.bufs.packed,
+            out,
+        ),
+        DType::F32 => (g.f32)(bytemuck::cast_slice(w.bytes()), first, m, &f32s(), out),
+        DType::F16 => (g.f16)(bytemuck::cast_slice::<u8, f16>(w.bytes()), first, m, &f32s(), out),
+        DType::Bf16 => {
+            (g.bf16)(bytemuck::cast_slice::<u8, bf16>(w.bytes()), first, m, &f32s(), out)
+        }
+        other => unreachable!("GemmKernels::handles({other}) is false"),
+    }
+}
+
+/// Several tokens without GEMM tiles: row groups applied to every token into a rows x tokens
+/// scratch (tasks own disjoint rows), then transposed.
+fn rows_tokens(w: &Matrix, x: &Input, f: Form, ys: &mut [f32], pool: Option<&KernelPool>) {
+    let (n, k) = (x.n, kernels());
+    let prepared: Vec<Prepared> = (0..n).map(|t| x.token(f, w.cols(), t)).collect();
+    let mut scratch = vec![0.0f32; w.rows() * n];
+    let body = |(chunk, out): (usize, &mut [f32])| {
+        w.rows_tokens_into(k, chunk * ROWS_PER_TASK, &prepared, out)
+    };
+    match pool {
+        Some(p) if p.threads() > 1 => {
+            p.for_each_chunk(&mut scratch, ROWS_PER_TASK * n, &|i, out| body((i, out)))
+        }
+        _ => scratch.chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(body),
+    }
+    for r in 0..w.rows() {
+        for t in 0..n {
+            ys[t * w.rows() + r] = scratch[r * n + t];
+        }
+    }
+}
