@@ -13,6 +13,7 @@ mod error;
 pub mod gguf;
 pub mod model;
 pub mod pipeline;
+pub mod runtime;
 #[doc(hidden)]
 pub mod testing;
 

@@ -221,7 +221,7 @@ pub fn matmul_group(
         forms[i] = form(w.dtype(), x.mode);
         paths[i] = if n == 1 {
             Path::Rows
-        } else if gemm.is_some() && GemmKernels::handles(w.dtype()) && forms[i] != Form::Q8K {
+        } else if gemm.is_some() && GemmKernels::handles(w.dtype()) && gemm_form(w.dtype(), forms[i]) {
             Path::Gemm
         } else {
             Path::RowsTokens
@@ -275,6 +275,16 @@ pub fn matmul_group(
         _ => (0..total).for_each(body),
     }
     Ok(())
+}
+
+/// Whether the GEMM tiles compute `dtype` in activation form `f`: quantised weights only against
+/// Q8_0 activations (the exact reference mode keeps f32 activations and dequantises), float
+/// weights against f32.
+fn gemm_form(dtype: DType, f: Form) -> bool {
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 => f == Form::Q8,
+        _ => f == Form::F32,
+    }
 }
 
 /// Rows `first..first + m` of `w` against every token with the GEMM tiles.

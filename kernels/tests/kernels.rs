@@ -286,6 +286,31 @@ fn matvec_and_matmul_match_f64_for_every_format() {
                         assert_eq!(got.to_bits(), single[t * rows + r].to_bits(), "threads");
                     }
                 }
+                // The exact mode keeps f32 activations against the dequantised weights.
+                let mut exact_mode = vec![0.0; n * rows];
+                floe_kernels::matmul_with(
+                    &m,
+                    &xs,
+                    &mut exact_mode,
+                    n,
+                    Some(&pool),
+                    floe_kernels::QuantActivations::F32,
+                )
+                .unwrap();
+                for t in 0..n {
+                    let x = &xs[t * cols..][..cols];
+                    for r in 0..rows {
+                        let wr = &wd[r * cols..][..cols];
+                        let exact: f64 = wr.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
+                        let mag: f64 =
+                            wr.iter().zip(x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                        let got = exact_mode[t * rows + r] as f64;
+                        assert!(
+                            close(got, exact, mag, MATVEC_F32_REL_TOL),
+                            "{dtype} exact mode n={n}: {got} vs {exact}"
+                        );
+                    }
+                }
             }
         }
     }

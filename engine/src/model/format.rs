@@ -536,6 +536,32 @@ impl SlabWriter {
     }
 }
 
+/// Where one resident tensor lives in [`DenseWeights`], resolved (and checked) once at load so
+/// the forward pass never looks a name up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorRef {
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    offset: usize,
+    bytes: usize,
+}
+
+impl TensorRef {
+    /// Element format.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
 /// The dense tensors, resident in memory.
 pub struct DenseWeights {
     /// Backing store (u64 for 8-byte alignment of every 64-byte aligned tensor).
@@ -623,6 +649,66 @@ impl DenseWeights {
     /// Whether `name` exists.
     pub fn has(&self, name: &str) -> bool {
         self.entries.contains_key(name)
+    }
+
+    /// Resolves `name` to a [`TensorRef`], checking that it views as a matrix.
+    pub fn tensor(&self, name: &str) -> Result<TensorRef> {
+        let (dtype, e, _) = self.raw(name)?;
+        let t = TensorRef {
+            dtype,
+            rows: e.rows,
+            cols: e.cols,
+            offset: e.offset as usize,
+            bytes: e.bytes as usize,
+        };
+        self.view(&t).map_err(|err| Error::Invalid(format!("tensor {name}: {err}")))?;
+        Ok(t)
+    }
+
+    /// Resolves a vector of `len` f32 values.
+    pub fn vector_ref(&self, name: &str, len: usize) -> Result<TensorRef> {
+        let t = self.tensor(name)?;
+        self.values(&t).map_err(|err| Error::Invalid(format!("tensor {name}: {err}")))?;
+        if t.rows * t.cols != len {
+            return Err(Error::Invalid(format!(
+                "tensor {name}: {} values where the config needs {len}",
+                t.rows * t.cols
+            )));
+        }
+        Ok(t)
+    }
+
+    fn bytes_of(&self, t: &TensorRef) -> Result<&[u8]> {
+        let all: &[u8] = bytemuck::cast_slice(&self.buf);
+        all.get(t.offset..t.offset + t.bytes)
+            .ok_or_else(|| Error::Invalid("tensor reference outside the dense weights".into()))
+    }
+
+    /// The matrix `t` refers to.
+    pub fn view(&self, t: &TensorRef) -> Result<Matrix<'_>> {
+        Matrix::new(t.dtype, t.rows, t.cols, self.bytes_of(t)?)
+            .map_err(|err| Error::Invalid(format!("dense tensor: {err}")))
+    }
+
+    /// The f32 values of vector `t`.
+    pub fn values(&self, t: &TensorRef) -> Result<&[f32]> {
+        if t.dtype != DType::F32 {
+            return Err(Error::Invalid(format!("vectors are stored f32, found {}", t.dtype)));
+        }
+        let bytes = self.bytes_of(t)?;
+        bytemuck::try_cast_slice(bytes).map_err(|e| {
+            Error::Invalid(format!("{} bytes are not f32 values ({e})", bytes.len()))
+        })
+    }
+
+    /// Row `r` of matrix `t` as f32 (embedding lookup).
+    pub fn row_of(&self, t: &TensorRef, r: usize, out: &mut [f32]) -> Result<()> {
+        if r >= t.rows || out.len() != t.cols {
+            return Err(Error::Invalid(format!("row {r} of a {}x{} tensor", t.rows, t.cols)));
+        }
+        let bytes = self.bytes_of(t)?;
+        let rb = bytes.len() / t.rows;
+        super::encode::decode_row(t.dtype, &bytes[r * rb..(r + 1) * rb], out)
     }
 
     /// A matrix.

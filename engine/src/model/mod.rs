@@ -14,6 +14,7 @@ pub mod routing_trace;
 pub mod safetensors_dir;
 pub mod sampling;
 pub mod source;
+pub mod spec;
 pub mod synth;
 pub mod tokenizer;
 pub mod validate;

@@ -31,12 +31,11 @@ pub struct AttentionShape {
 }
 
 /// How the KV cache stores its values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvDType {
     /// 4 bytes per value: exact.
     F32,
-    /// 2 bytes per value (llama.cpp's default cache type).
-    #[default]
+    /// 2 bytes per value (llama.cpp's default cache type, and floe's command line's).
     F16,
     /// Q8_0 blocks, 34 bytes per 32 values; the head size must be a multiple of 32.
     Q8_0,

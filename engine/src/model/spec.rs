@@ -1,0 +1,187 @@
+//! The model as data: one [`LayerSpec`] per decoder layer, resolved once at load from the
+//! configuration, executed by the runtime's small set of mixers and feed-forward blocks.
+//!
+//! A layer is a token mixer followed by a feed-forward block. The mixer kinds an architecture
+//! may need are variants of [`MixerSpec`] and each owns its per-sequence state in the session
+//! (grouped-query attention a KV cache; a multi-head latent attention would own a compressed
+//! latent cache, a Gated DeltaNet a recurrent and a convolution state). Feed-forward blocks are
+//! a dense MLP or a routed MoE with a [`RouterKind`] and optional shared experts.
+
+use floe_kernels::ops::RopeStyle;
+
+use super::config::{ModelConfig, QkNorm};
+use crate::error::{Error, Result};
+
+/// Rotary position embedding of a head.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeSpec {
+    /// Channels rotated, from the start of the head (less than the head for partial RoPE).
+    pub dims: usize,
+    /// Frequency base.
+    pub theta: f32,
+    /// Which channels pair up.
+    pub style: RopeStyle,
+}
+
+/// Grouped-query softmax attention with RoPE and a KV cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionSpec {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (divides `heads`).
+    pub kv_heads: usize,
+    /// Channels per head.
+    pub head_dim: usize,
+    /// Positional rotation.
+    pub rope: RopeSpec,
+    /// q/k/v projections carry biases.
+    pub qkv_bias: bool,
+    /// Normalisation of q and k before RoPE.
+    pub qk_norm: QkNorm,
+    /// q/k/v clamped to +-this (OLMoE), if set.
+    pub clip_qkv: Option<f32>,
+    /// Score scale.
+    pub scale: f32,
+}
+
+impl AttentionSpec {
+    /// Width of the q projection.
+    pub fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    /// Width of the k and v projections.
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}
+
+/// How a layer mixes information across positions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MixerSpec {
+    /// Grouped-query attention.
+    Attention(AttentionSpec),
+}
+
+/// How a MoE router turns its logits into experts and weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RouterKind {
+    /// Softmax over all experts, the top k, optionally renormalised to sum to 1 (Qwen, Mixtral,
+    /// OLMoE).
+    SoftmaxTopK {
+        /// Renormalise the chosen weights.
+        renormalize: bool,
+    },
+}
+
+/// Experts every token runs besides the routed ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SharedExpertSpec {
+    /// Hidden width.
+    pub ffn: usize,
+    /// Scaled by a sigmoid gate of the input (Qwen2-MoE).
+    pub gated: bool,
+}
+
+/// A routed mixture of experts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MoeSpec {
+    /// Routed experts.
+    pub experts: usize,
+    /// Experts per token.
+    pub top_k: usize,
+    /// Hidden width of one expert.
+    pub expert_ffn: usize,
+    /// Routing rule.
+    pub router: RouterKind,
+    /// Shared experts, if any.
+    pub shared: Option<SharedExpertSpec>,
+}
+
+/// The feed-forward block of a layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FfnSpec {
+    /// A dense SwiGLU MLP of this hidden width.
+    Mlp {
+        /// Hidden width.
+        ffn: usize,
+    },
+    /// A routed MoE.
+    Moe(MoeSpec),
+}
+
+/// One decoder layer: pre-norm mixer, then pre-norm feed-forward, each added to the residual.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerSpec {
+    /// Token mixer.
+    pub mixer: MixerSpec,
+    /// Feed-forward block.
+    pub ffn: FfnSpec,
+}
+
+/// The whole model as data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// Residual width.
+    pub hidden: usize,
+    /// Vocabulary.
+    pub vocab: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// Longest context.
+    pub max_positions: usize,
+    /// The decoder layers.
+    pub layers: Vec<LayerSpec>,
+}
+
+impl ModelSpec {
+    /// Resolves the per-layer spec of a (validated) configuration.
+    pub fn from_config(c: &ModelConfig) -> Result<Self> {
+        if c.moe_layers.len() != c.layers {
+            return Err(Error::Invalid(format!(
+                "config: {} MoE-layer flags for {} layers",
+                c.moe_layers.len(),
+                c.layers
+            )));
+        }
+        let attention = AttentionSpec {
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+            rope: RopeSpec { dims: c.head_dim, theta: c.rope_theta, style: RopeStyle::Neox },
+            qkv_bias: c.qkv_bias,
+            qk_norm: c.qk_norm,
+            clip_qkv: c.clip_qkv,
+            scale: 1.0 / (c.head_dim as f32).sqrt(),
+        };
+        let moe = MoeSpec {
+            experts: c.experts,
+            top_k: c.top_k,
+            expert_ffn: c.expert_ffn,
+            router: RouterKind::SoftmaxTopK { renormalize: c.norm_topk_prob },
+            shared: (c.shared_ffn > 0).then_some(SharedExpertSpec { ffn: c.shared_ffn, gated: true }),
+        };
+        let layers = c
+            .moe_layers
+            .iter()
+            .map(|&is_moe| LayerSpec {
+                mixer: MixerSpec::Attention(attention),
+                ffn: if is_moe { FfnSpec::Moe(moe) } else { FfnSpec::Mlp { ffn: c.dense_ffn } },
+            })
+            .collect();
+        Ok(Self {
+            hidden: c.hidden,
+            vocab: c.vocab,
+            rms_eps: c.rms_eps,
+            max_positions: c.max_positions,
+            layers,
+        })
+    }
+
+    /// The next MoE layer after `l`, if any.
+    pub fn next_moe(&self, l: usize) -> Option<(usize, &MoeSpec)> {
+        self.layers.iter().enumerate().skip(l + 1).find_map(|(i, s)| match &s.ffn {
+            FfnSpec::Moe(m) => Some((i, m)),
+            FfnSpec::Mlp { .. } => None,
+        })
+    }
+}

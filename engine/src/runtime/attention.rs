@@ -1,0 +1,79 @@
+//! The grouped-query attention mixer: q/k/v in one pool operation over one quantised input,
+//! optional biases, clamping and q/k norms, RoPE from a per-pass table, the KV cache, attention
+//! parallel over heads, then the output projection. Reads `hn`, writes `out`.
+
+use floe_kernels::ops::{self, AttentionShape};
+use floe_kernels::matmul_group;
+
+use super::forward::{kernel_err, Model};
+use super::session::{sized, KvCache, Scratch};
+use super::weights::AttentionWeights;
+use crate::error::Result;
+use crate::model::config::QkNorm;
+use crate::model::spec::AttentionSpec;
+
+impl Model {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attention(
+        &self,
+        l: usize,
+        a: &AttentionSpec,
+        w: &AttentionWeights,
+        kv: &mut KvCache,
+        sc: &mut Scratch,
+        pos: usize,
+        n: usize,
+    ) -> Result<()> {
+        let (qd, kvd, hd) = (a.q_dim(), a.kv_dim(), a.head_dim);
+        let pool = self.pool.as_ref();
+        let (q, k, v) = (sized(&mut sc.q, n * qd), sized(&mut sc.k, n * kvd), sized(&mut sc.v, n * kvd));
+        {
+            let (wq, wk, wv) = (self.m(&w.q)?, self.m(&w.k)?, self.m(&w.v)?);
+            let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
+            matmul_group(&mut [(&wq, &mut *q), (&wk, &mut *k), (&wv, &mut *v)], &mut input, pool)
+                .map_err(kernel_err)?;
+        }
+        if let Some([qb, kb, vb]) = &w.bias {
+            for (buf, b, width) in [(&mut *q, qb, qd), (&mut *k, kb, kvd), (&mut *v, vb, kvd)] {
+                let bias = self.vec(b)?;
+                buf.chunks_exact_mut(width)
+                    .for_each(|r| r.iter_mut().zip(bias).for_each(|(a, b)| *a += b));
+            }
+        }
+        if let Some(clip) = a.clip_qkv {
+            for buf in [&mut *q, &mut *k, &mut *v] {
+                buf.iter_mut().for_each(|x| *x = x.clamp(-clip, clip));
+            }
+        }
+        if let Some([qn, kn]) = &w.qk_norm {
+            for (buf, weight, full) in [(&mut *q, qn, qd), (&mut *k, kn, kvd)] {
+                let weight = self.vec(weight)?;
+                let width = if a.qk_norm == QkNorm::PerHead { hd } else { full };
+                let tmp = sized(&mut sc.norm, width);
+                for chunk in buf.chunks_exact_mut(width) {
+                    ops::rms_norm(chunk, weight, self.spec.rms_eps, tmp);
+                    chunk.copy_from_slice(tmp);
+                }
+            }
+        }
+        let inv = &self.inv_freq[l];
+        ops::rope_table(pos, n, inv, &mut sc.rope);
+        for t in 0..n {
+            let table = &sc.rope[t * inv.len()..(t + 1) * inv.len()];
+            q[t * qd..(t + 1) * qd]
+                .chunks_exact_mut(hd)
+                .for_each(|x| ops::rope_from_table(x, table, a.rope.style));
+            k[t * kvd..(t + 1) * kvd]
+                .chunks_exact_mut(hd)
+                .for_each(|x| ops::rope_from_table(x, table, a.rope.style));
+            kv.store(pos + t, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
+        }
+        let shape =
+            AttentionShape { heads: a.heads, kv_heads: a.kv_heads, head_dim: hd, scale: a.scale };
+        let att = sized(&mut sc.att, n * qd);
+        ops::attention(shape, q, kv.view(), pos, n, att, pool);
+        let out = sized(&mut sc.out, n * self.spec.hidden);
+        let mut input = sc.in_other.input(&sc.att, n, self.activations);
+        floe_kernels::matmul_input(&self.m(&w.o)?, &mut input, out, pool).map_err(kernel_err)
+    }
+}

@@ -1,0 +1,178 @@
+//! Feed-forward blocks: the SwiGLU MLP (gate and up in one pool operation) and the routed MoE
+//! (router in f32, the spec's routing rule, each chosen expert once over the tokens routed to
+//! it, in whatever order the expert source hands them over, plus shared experts). Read `hn`,
+//! write `out`.
+
+use floe_kernels::ops;
+use floe_kernels::{matmul_group, matmul_input, Input, InputBuffers};
+
+use super::forward::{kernel_err, Model, RouteRecord};
+use super::session::{sized, Session};
+use super::weights::{MlpWeights, MoeWeights};
+use crate::error::Result;
+use crate::model::spec::{MoeSpec, RouterKind};
+
+impl Model {
+    /// `out = down(silu(gate x) * up x)` over the tokens of `input`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn mlp_into(
+        &self,
+        w: &MlpWeights,
+        input: &mut Input,
+        gate: &mut Vec<f32>,
+        up: &mut Vec<f32>,
+        act: &mut Vec<f32>,
+        act_bufs: &mut InputBuffers,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (wg, wu, wd) = (self.m(&w.gate)?, self.m(&w.up)?, self.m(&w.down)?);
+        swiglu_into(self, &wg, &wu, &wd, input, gate, up, act, act_bufs, out)
+    }
+
+    /// The MoE block of layer `l`.
+    pub(crate) fn moe(
+        &self,
+        l: usize,
+        m: &MoeSpec,
+        w: &MoeWeights,
+        s: &mut Session,
+        n: usize,
+    ) -> Result<()> {
+        let (h, k, experts) = (self.spec.hidden, m.top_k, m.experts);
+        let pool = self.pool.as_ref();
+        let (step, pos) = (s.step, s.pos);
+        let sc = &mut s.scratch;
+        let mut hn_input = sc.in_hn.input(&sc.hn, n, self.activations);
+        let logits = sized(&mut sc.router, n * experts);
+        matmul_input(&self.m(&w.router)?, &mut hn_input, logits, pool).map_err(kernel_err)?;
+        // Route every token.
+        sc.chosen.clear();
+        for t in 0..n {
+            let p = &mut logits[t * experts..(t + 1) * experts];
+            match m.router {
+                RouterKind::SoftmaxTopK { renormalize } => {
+                    ops::softmax(p);
+                    ops::top_k_into(p, k, &mut sc.top);
+                    if renormalize {
+                        let sum: f32 = sc.top.iter().map(|x| x.1).sum();
+                        sc.top.iter_mut().for_each(|x| x.1 /= sum);
+                    }
+                }
+            }
+            self.experts.on_route(l, step, &sc.top);
+            if let Some(r) = s.routes.as_mut() {
+                r.push(RouteRecord { layer: l, pos: pos + t, experts: sc.top.clone() });
+            }
+            sc.chosen.extend_from_slice(&sc.top);
+        }
+        // Prefetch (decode): the source may read the next MoE layer's experts while this layer
+        // computes; with `gate` it predicts them by applying that layer's router to this layer's
+        // input (mixtral-offloading), a product computed only if the source asks for it.
+        if n == 1 {
+            if let Some((next, _)) = self.spec.next_moe(l) {
+                if let super::weights::FfnWeights::Moe(nw) = &self.weights.layers[next].ffn {
+                    let router = self.m(&nw.router)?;
+                    let hn = &sc.hn;
+                    self.experts.prefetch_next(next, k, step, &mut || {
+                        let mut p = vec![0.0; router.rows()];
+                        floe_kernels::matvec_with(&router, hn, &mut p, pool, self.activations)
+                            .map_err(kernel_err)?;
+                        ops::softmax(&mut p);
+                        Ok(ops::top_k(&p, k))
+                    })?;
+                }
+            }
+        }
+        // Each expert once, over the tokens routed to it (the union of the chunk).
+        sc.users.resize_with(experts, Vec::new);
+        sc.users.iter_mut().for_each(Vec::clear);
+        sc.weight.clear();
+        sc.weight.resize(experts, 0.0);
+        for (i, &(e, wt)) in sc.chosen.iter().enumerate() {
+            sc.users[e].push((i / k, i % k));
+            sc.weight[e] = sc.weight[e].max(wt);
+        }
+        sc.wanted.clear();
+        sc.wanted.extend((0..experts).filter(|&e| !sc.users[e].is_empty()).map(|e| (e, sc.weight[e])));
+        // Outputs per (token, slot), combined in slot order afterwards: the result does not
+        // depend on the order experts arrive in.
+        let per_slot = sized(&mut sc.per_slot, n * k * h);
+        let (users, hn) = (&sc.users, &sc.hn);
+        let (gate, up, act, y) = (&mut sc.gate, &mut sc.up, &mut sc.act, &mut sc.y);
+        let (gathered, in_gathered, in_other) =
+            (&mut sc.gathered, &mut sc.in_gathered, &mut sc.in_other);
+        self.experts.with_experts(l, &sc.wanted, step, &mut |e, view| {
+            let us = &users[e];
+            if n == 1 {
+                // Decode: every expert reads the same token, quantised once for all of them.
+                swiglu_into(self, &view.gate, &view.up, &view.down, &mut hn_input, gate, up, act, in_other, y)?;
+            } else {
+                gathered.clear();
+                for &(t, _) in us {
+                    gathered.extend_from_slice(&hn[t * h..(t + 1) * h]);
+                }
+                let mut input = in_gathered.input(gathered, us.len(), self.activations);
+                swiglu_into(self, &view.gate, &view.up, &view.down, &mut input, gate, up, act, in_other, y)?;
+            }
+            for (i, &(t, slot)) in us.iter().enumerate() {
+                per_slot[(t * k + slot) * h..][..h].copy_from_slice(&y[i * h..(i + 1) * h]);
+            }
+            Ok(())
+        })?;
+        let out = sized(&mut sc.out, n * h);
+        out.fill(0.0);
+        for t in 0..n {
+            for slot in 0..k {
+                let wt = sc.chosen[t * k + slot].1;
+                let y = &per_slot[(t * k + slot) * h..][..h];
+                out[t * h..(t + 1) * h].iter_mut().zip(y).for_each(|(o, v)| *o += wt * v);
+            }
+        }
+        if let Some(sw) = &w.shared {
+            let (wg, wu, wd) = (self.m(&sw.gate)?, self.m(&sw.up)?, self.m(&sw.down)?);
+            swiglu_into(self, &wg, &wu, &wd, &mut hn_input, &mut sc.gate, &mut sc.up, &mut sc.act, &mut sc.in_other, &mut sc.shared)?;
+            let scale = sized(&mut sc.shared_gate, n);
+            match &w.shared_gate {
+                Some(g) => {
+                    matmul_input(&self.m(g)?, &mut hn_input, scale, pool).map_err(kernel_err)?;
+                    scale.iter_mut().for_each(|g| *g = 1.0 / (1.0 + (-*g).exp()));
+                }
+                None => scale.fill(1.0),
+            }
+            for t in 0..n {
+                let sg = scale[t];
+                out[t * h..(t + 1) * h]
+                    .iter_mut()
+                    .zip(&sc.shared[t * h..(t + 1) * h])
+                    .for_each(|(o, v)| *o += sg * v);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SwiGLU over `input`'s tokens with gate and up as one pool operation.
+#[allow(clippy::too_many_arguments)]
+fn swiglu_into(
+    model: &Model,
+    wg: &floe_kernels::Matrix,
+    wu: &floe_kernels::Matrix,
+    wd: &floe_kernels::Matrix,
+    input: &mut Input,
+    gate: &mut Vec<f32>,
+    up: &mut Vec<f32>,
+    act: &mut Vec<f32>,
+    act_bufs: &mut InputBuffers,
+    out: &mut Vec<f32>,
+) -> Result<()> {
+    let n = input.tokens();
+    let ffn = wg.rows();
+    let pool = model.pool.as_ref();
+    let (g, u) = (sized(gate, n * ffn), sized(up, n * ffn));
+    matmul_group(&mut [(wg, &mut *g), (wu, &mut *u)], input, pool).map_err(kernel_err)?;
+    let a = sized(act, n * ffn);
+    ops::swiglu(g, u, a);
+    let y = sized(out, n * wd.rows());
+    let mut act_input = act_bufs.input(a, n, model.activations);
+    matmul_input(wd, &mut act_input, y, pool).map_err(kernel_err)
+}

@@ -1,0 +1,254 @@
+//! A sequence's state: one state per layer (a KV cache for attention), allocated up front for
+//! the session's context, and the scratch every forward pass reuses, so decode allocates nothing
+//! once the first token has sized it.
+
+use floe_kernels::ops::{KvDType, KvView};
+use floe_kernels::InputBuffers;
+
+use super::forward::RouteRecord;
+use crate::error::{Error, Result};
+use crate::model::spec::{MixerSpec, ModelSpec};
+
+/// How a session is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Positions the session holds (prompt and generation): None takes the model's context.
+    pub ctx: Option<usize>,
+    /// How the KV cache stores keys and values.
+    pub kv_dtype: KvDType,
+}
+
+impl Default for SessionOptions {
+    /// The model's context with an f32 KV cache: exact, what the reference tests compare.
+    /// The command line and [`EngineConfig`](crate::EngineConfig) default to f16, as llama.cpp.
+    fn default() -> Self {
+        Self { ctx: None, kv_dtype: KvDType::F32 }
+    }
+}
+
+impl SessionOptions {
+    /// The context this session gets on `spec`, or an error if it asks for more than the model
+    /// was built for.
+    pub fn ctx_for(&self, spec: &ModelSpec) -> Result<usize> {
+        match self.ctx {
+            None => Ok(spec.max_positions),
+            Some(0) => Err(Error::Invalid("--ctx 0: a session needs at least one position".into())),
+            Some(n) if n > spec.max_positions => Err(Error::Invalid(format!(
+                "--ctx {n} is more than the model's {} positions",
+                spec.max_positions
+            ))),
+            Some(n) => Ok(n),
+        }
+    }
+
+    /// Bytes of per-layer state a session of these options takes on `spec`.
+    pub fn state_bytes(&self, spec: &ModelSpec) -> Result<u64> {
+        let ctx = self.ctx_for(spec)? as u64;
+        let mut total = 0u64;
+        for l in &spec.layers {
+            match l.mixer {
+                MixerSpec::Attention(a) => {
+                    let hb = self.kv_dtype.head_bytes(a.head_dim).ok_or_else(|| kv_error(self, a.head_dim))?;
+                    total += 2 * ctx * a.kv_heads as u64 * hb as u64;
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+fn kv_error(o: &SessionOptions, head_dim: usize) -> Error {
+    Error::Invalid(format!(
+        "--kv-dtype {} cannot hold heads of {head_dim} values (q8_0 needs a multiple of 32, at most {})",
+        o.kv_dtype.name(),
+        floe_kernels::ops::MAX_Q8_HEAD_DIM
+    ))
+}
+
+/// One attention layer's keys and values for every position of the context.
+#[derive(Debug)]
+pub struct KvCache {
+    dtype: KvDType,
+    head_bytes: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    capacity: usize,
+    /// u64 words: 8-byte aligned, so every head views as f32 / f16 / Q8_0 blocks.
+    k: Vec<u64>,
+    v: Vec<u64>,
+}
+
+impl KvCache {
+    fn new(o: &SessionOptions, kv_heads: usize, head_dim: usize, capacity: usize) -> Result<Self> {
+        let head_bytes = o.kv_dtype.head_bytes(head_dim).ok_or_else(|| kv_error(o, head_dim))?;
+        let words = (capacity * kv_heads * head_bytes).div_ceil(8);
+        Ok(Self {
+            dtype: o.kv_dtype,
+            head_bytes,
+            kv_heads,
+            head_dim,
+            capacity,
+            k: vec![0; words],
+            v: vec![0; words],
+        })
+    }
+
+    /// Stores the keys and values (`kv_heads x head_dim` each) of position `pos`.
+    pub fn store(&mut self, pos: usize, k: &[f32], v: &[f32]) {
+        assert!(pos < self.capacity, "KV position {pos} past the context {}", self.capacity);
+        let row = self.kv_heads * self.head_bytes;
+        for (cache, x) in [(&mut self.k, k), (&mut self.v, v)] {
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(cache);
+            let dst = &mut bytes[pos * row..(pos + 1) * row];
+            for (h, d) in x.chunks_exact(self.head_dim).zip(dst.chunks_exact_mut(self.head_bytes)) {
+                self.dtype.store(h, d);
+            }
+        }
+    }
+
+    /// The cache as attention reads it.
+    pub fn view(&self) -> KvView<'_> {
+        let len = self.capacity * self.kv_heads * self.head_bytes;
+        KvView {
+            dtype: self.dtype,
+            k: &bytemuck::cast_slice(&self.k)[..len],
+            v: &bytemuck::cast_slice(&self.v)[..len],
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        (self.k.len() + self.v.len()) * 8
+    }
+}
+
+/// What a layer keeps between forward passes.
+#[derive(Debug)]
+pub enum LayerState {
+    /// Attention's KV cache.
+    Attention(KvCache),
+}
+
+/// Buffers the forward pass reuses: sized by the first pass of each size, then untouched.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    pub x: Vec<f32>,
+    pub hn: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub att: Vec<f32>,
+    pub out: Vec<f32>,
+    pub norm: Vec<f32>,
+    pub rope: Vec<(f32, f32)>,
+    pub logits: Vec<f32>,
+    pub router: Vec<f32>,
+    pub top: Vec<(usize, f32)>,
+    /// Chosen (expert, weight) per token, `top_k` per token.
+    pub chosen: Vec<(usize, f32)>,
+    /// Per expert: (token, slot) pairs routed to it.
+    pub users: Vec<Vec<(usize, usize)>>,
+    pub weight: Vec<f32>,
+    pub wanted: Vec<(usize, f32)>,
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+    pub act: Vec<f32>,
+    pub gathered: Vec<f32>,
+    pub y: Vec<f32>,
+    pub per_slot: Vec<f32>,
+    pub shared: Vec<f32>,
+    pub shared_gate: Vec<f32>,
+    /// Quantised forms of `hn` (shared by q/k/v, the router, dense and shared MLPs, and in
+    /// decode every routed expert).
+    pub in_hn: InputBuffers,
+    /// Quantised forms of the other inputs (attention output, activations into down).
+    pub in_other: InputBuffers,
+    /// Quantised forms of a chunk's gathered tokens for one expert.
+    pub in_gathered: InputBuffers,
+}
+
+/// Resizes `v` to `n` values (zeros where it grows); no allocation once it has held `n`.
+pub(crate) fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..n]
+}
+
+/// Per-sequence state: one state per layer, the position, and the forward pass's scratch.
+#[derive(Debug, Default)]
+pub struct Session {
+    options: SessionOptions,
+    pub(crate) layers: Vec<LayerState>,
+    pub(crate) ctx: usize,
+    pub(crate) pos: usize,
+    pub(crate) step: u64,
+    pub(crate) scratch: Scratch,
+    /// When set, every routing decision is appended here.
+    pub routes: Option<Vec<RouteRecord>>,
+}
+
+impl Session {
+    /// A session of `options` (its state is allocated by the first forward pass, for the
+    /// model that runs it).
+    pub fn new(options: SessionOptions) -> Self {
+        Self { options, ..Self::default() }
+    }
+
+    /// A session that records every routing decision in `routes`.
+    pub fn recording() -> Self {
+        Self { routes: Some(Vec::new()), ..Self::default() }
+    }
+
+    /// Records every routing decision in `routes`.
+    pub fn record_routes(mut self) -> Self {
+        self.routes = Some(Vec::new());
+        self
+    }
+
+    /// Tokens processed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Positions this session holds (0 before its first forward pass).
+    pub fn context(&self) -> usize {
+        self.ctx
+    }
+
+    /// How it is sized.
+    pub fn options(&self) -> SessionOptions {
+        self.options
+    }
+
+    /// Bytes held by the per-layer state (the KV cache).
+    pub fn kv_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| match l {
+                LayerState::Attention(kv) => kv.bytes(),
+            })
+            .sum()
+    }
+
+    /// The logits of the last forward pass (`vocab` floats per returned token).
+    pub fn logits_mut(&mut self) -> &mut [f32] {
+        &mut self.scratch.logits
+    }
+
+    /// Allocates the per-layer state for `spec` if not yet done.
+    pub(crate) fn prepare(&mut self, spec: &ModelSpec) -> Result<()> {
+        if !self.layers.is_empty() {
+            return Ok(());
+        }
+        let ctx = self.options.ctx_for(spec)?;
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        for l in &spec.layers {
+            layers.push(match l.mixer {
+                MixerSpec::Attention(a) => {
+                    LayerState::Attention(KvCache::new(&self.options, a.kv_heads, a.head_dim, ctx)?)
+                }
+            });
+        }
+        (self.layers, self.ctx) = (layers, ctx);
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! Typed per-layer weights, resolved from the dense tensors once at load: the forward pass reads
+//! fields, never formats a name or looks one up.
+
+use crate::error::{Error, Result};
+use crate::model::arch::Dense;
+use crate::model::config::QkNorm;
+use crate::model::format::{DenseWeights, TensorRef};
+use crate::model::spec::{FfnSpec, LayerSpec, MixerSpec, ModelSpec};
+
+/// A SwiGLU MLP (a dense layer's, or a shared expert's).
+#[derive(Debug, Clone, Copy)]
+pub struct MlpWeights {
+    /// gate [ffn, hidden].
+    pub gate: TensorRef,
+    /// up [ffn, hidden].
+    pub up: TensorRef,
+    /// down [hidden, ffn].
+    pub down: TensorRef,
+}
+
+/// Grouped-query attention.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionWeights {
+    /// Projections.
+    pub q: TensorRef,
+    /// k projection.
+    pub k: TensorRef,
+    /// v projection.
+    pub v: TensorRef,
+    /// Output projection.
+    pub o: TensorRef,
+    /// q/k/v biases, if the model has them.
+    pub bias: Option<[TensorRef; 3]>,
+    /// q and k norm weights, if the model normalises them.
+    pub qk_norm: Option<[TensorRef; 2]>,
+}
+
+/// A mixer's weights.
+#[derive(Debug, Clone, Copy)]
+pub enum MixerWeights {
+    /// Grouped-query attention.
+    Attention(AttentionWeights),
+}
+
+/// A routed MoE block's resident weights (the experts come from the expert source).
+#[derive(Debug, Clone, Copy)]
+pub struct MoeWeights {
+    /// Router [experts, hidden].
+    pub router: TensorRef,
+    /// Shared expert.
+    pub shared: Option<MlpWeights>,
+    /// The shared expert's sigmoid gate [1, hidden].
+    pub shared_gate: Option<TensorRef>,
+}
+
+/// A feed-forward block's weights.
+#[derive(Debug, Clone, Copy)]
+pub enum FfnWeights {
+    /// Dense MLP.
+    Mlp(MlpWeights),
+    /// Routed MoE.
+    Moe(MoeWeights),
+}
+
+/// One decoder layer.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerWeights {
+    /// RMSNorm before the mixer.
+    pub mixer_norm: TensorRef,
+    /// The mixer.
+    pub mixer: MixerWeights,
+    /// RMSNorm before the feed-forward block.
+    pub ffn_norm: TensorRef,
+    /// The feed-forward block.
+    pub ffn: FfnWeights,
+}
+
+/// Every resident weight of the model.
+#[derive(Debug, Clone)]
+pub struct ModelWeights {
+    /// Token embeddings [vocab, hidden].
+    pub embed: TensorRef,
+    /// Output projection [vocab, hidden] (the embeddings when tied).
+    pub head: TensorRef,
+    /// Final RMSNorm.
+    pub final_norm: TensorRef,
+    /// Per layer.
+    pub layers: Vec<LayerWeights>,
+}
+
+fn matrix(d: &DenseWeights, t: Dense, rows: usize, cols: usize) -> Result<TensorRef> {
+    let r = d.tensor(&t.key())?;
+    if (r.rows(), r.cols()) != (rows, cols) {
+        return Err(Error::Invalid(format!(
+            "tensor {}: {}x{} where the config needs {rows}x{cols}",
+            t.key(),
+            r.rows(),
+            r.cols()
+        )));
+    }
+    Ok(r)
+}
+
+fn vector(d: &DenseWeights, t: Dense, len: usize) -> Result<TensorRef> {
+    d.vector_ref(&t.key(), len)
+}
+
+fn mlp(d: &DenseWeights, l: usize, hidden: usize, ffn: usize) -> Result<MlpWeights> {
+    Ok(MlpWeights {
+        gate: matrix(d, Dense::SharedGate(l), ffn, hidden)?,
+        up: matrix(d, Dense::SharedUp(l), ffn, hidden)?,
+        down: matrix(d, Dense::SharedDown(l), hidden, ffn)?,
+    })
+}
+
+fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<LayerWeights> {
+    let h = spec.hidden;
+    let mixer = match s.mixer {
+        MixerSpec::Attention(a) => {
+            let (qd, kvd) = (a.q_dim(), a.kv_dim());
+            let bias = if a.qkv_bias {
+                Some([
+                    vector(d, Dense::QBias(l), qd)?,
+                    vector(d, Dense::KBias(l), kvd)?,
+                    vector(d, Dense::VBias(l), kvd)?,
+                ])
+            } else {
+                None
+            };
+            let qk_norm = match a.qk_norm {
+                QkNorm::None => None,
+                QkNorm::PerHead => Some([
+                    vector(d, Dense::QNorm(l), a.head_dim)?,
+                    vector(d, Dense::KNorm(l), a.head_dim)?,
+                ]),
+                QkNorm::Full => {
+                    Some([vector(d, Dense::QNorm(l), qd)?, vector(d, Dense::KNorm(l), kvd)?])
+                }
+            };
+            MixerWeights::Attention(AttentionWeights {
+                q: matrix(d, Dense::Q(l), qd, h)?,
+                k: matrix(d, Dense::K(l), kvd, h)?,
+                v: matrix(d, Dense::V(l), kvd, h)?,
+                o: matrix(d, Dense::O(l), h, qd)?,
+                bias,
+                qk_norm,
+            })
+        }
+    };
+    let ffn = match s.ffn {
+        FfnSpec::Mlp { ffn } => FfnWeights::Mlp(mlp(d, l, h, ffn)?),
+        FfnSpec::Moe(m) => FfnWeights::Moe(MoeWeights {
+            router: matrix(d, Dense::Router(l), m.experts, h)?,
+            shared: m.shared.map(|sh| mlp(d, l, h, sh.ffn)).transpose()?,
+            shared_gate: match m.shared {
+                Some(sh) if sh.gated => Some(matrix(d, Dense::SharedExpertGate(l), 1, h)?),
+                _ => None,
+            },
+        }),
+    };
+    Ok(LayerWeights {
+        mixer_norm: vector(d, Dense::AttnNorm(l), h)?,
+        mixer,
+        ffn_norm: vector(d, Dense::FfnNorm(l), h)?,
+        ffn,
+    })
+}
+
+impl ModelWeights {
+    /// Resolves every tensor `spec` needs, with its shape checked.
+    pub fn resolve(d: &DenseWeights, spec: &ModelSpec, tie_embeddings: bool) -> Result<Self> {
+        let embed = matrix(d, Dense::Embed, spec.vocab, spec.hidden)?;
+        let head =
+            if tie_embeddings { embed } else { matrix(d, Dense::LmHead, spec.vocab, spec.hidden)? };
+        let layers =
+            spec.layers.iter().enumerate().map(|(l, s)| layer(d, spec, l, s)).collect::<Result<_>>()?;
+        Ok(Self { embed, head, final_norm: vector(d, Dense::FinalNorm, spec.hidden)?, layers })
+    }
+}
