@@ -24,8 +24,8 @@ pub use dtype::DType;
 pub use error::KernelError;
 pub use matvec::{Matrix, QuantActivations};
 pub use product::{
-    matmul, matmul_group, matmul_input, matmul_with, matvec, matvec_with, Input, InputBuffers,
-    MAX_GROUP,
+    matmul, matmul_batch, matmul_group, matmul_input, matmul_with, matvec, matvec_with, Input,
+    InputBuffers, Product, MAX_BATCH, MAX_GROUP,
 };
 pub use pool::{KernelPool, SPIN as POOL_SPIN};
 pub use quant::{BlockQ4_0, BlockQ8_0};

@@ -188,40 +188,101 @@ enum Path {
 }
 
 /// `Y_i = X W_i^T` for every `(W_i, Y_i)` of `group` (at most [`MAX_GROUP`]), all reading the
-/// same input, as one operation on the pool: their row chunks are handed out from one counter,
-/// so the workers meet once for the whole group. One token runs the row-group matvec kernels;
-/// more run the tiled GEMM where the CPU has one, else the row groups over every token.
+/// same input, as one operation on the pool (see [`matmul_batch`]).
 pub fn matmul_group(
     group: &mut [(&Matrix, &mut [f32])],
     x: &mut Input,
     pool: Option<&KernelPool>,
 ) -> Result<(), KernelError> {
-    let n = x.n;
     if group.len() > MAX_GROUP {
         return Err(KernelError::Shape(format!("{} matrices in one group", group.len())));
     }
-    for (w, ys) in group.iter() {
-        if x.xs.len() != n * w.cols() || ys.len() != n * w.rows() {
+    let len = group.len();
+    let mut products: [Option<Product>; MAX_GROUP] = Default::default();
+    for (slot, (w, ys)) in products.iter_mut().zip(group.iter_mut()) {
+        *slot = Some(Product { w: **w, input: 0, out: &mut **ys });
+    }
+    let mut refs: [Option<&mut Product>; MAX_GROUP] = Default::default();
+    for (r, p) in refs.iter_mut().zip(products.iter_mut()) {
+        *r = p.as_mut();
+    }
+    matmul_refs(&mut refs[..len], std::slice::from_mut(x), pool)
+}
+
+/// One product of a [`matmul_batch`]: `out = inputs[input] W^T`.
+#[derive(Debug)]
+pub struct Product<'w, 'o> {
+    /// The weights.
+    pub w: Matrix<'w>,
+    /// Which of the batch's inputs it reads.
+    pub input: usize,
+    /// Where the result goes (`tokens x rows`).
+    pub out: &'o mut [f32],
+}
+
+/// Most products one pool operation takes; a longer batch runs as several.
+pub const MAX_BATCH: usize = 48;
+
+/// Every product of `batch` (each reading one of `inputs`) as one operation on the pool: their
+/// row chunks are handed out from one counter, so the workers meet once for the whole batch
+/// (q/k/v; gate and up; a layer's ready experts). One token runs the row-group matvec kernels,
+/// each thread taking a few long runs of rows so it streams a contiguous region; more tokens
+/// run the tiled GEMM where the CPU has one, else row groups over every token.
+pub fn matmul_batch(
+    batch: &mut [Product],
+    inputs: &mut [Input],
+    pool: Option<&KernelPool>,
+) -> Result<(), KernelError> {
+    for part in batch.chunks_mut(MAX_BATCH) {
+        let mut refs: [Option<&mut Product>; MAX_BATCH] = std::array::from_fn(|_| None);
+        let len = part.len();
+        for (r, p) in refs.iter_mut().zip(part.iter_mut()) {
+            *r = Some(p);
+        }
+        matmul_refs(&mut refs[..len], inputs, pool)?;
+    }
+    Ok(())
+}
+
+/// Long runs of rows per thread for one token: each thread streams a region of a matrix rather
+/// than hopping between short chunks (its prefetches then fetch rows it will use).
+const DECODE_RUNS_PER_THREAD: usize = 2;
+
+fn matmul_refs(
+    batch: &mut [Option<&mut Product>],
+    inputs: &mut [Input],
+    pool: Option<&KernelPool>,
+) -> Result<(), KernelError> {
+    let len = batch.len();
+    debug_assert!(len <= MAX_BATCH);
+    for p in batch.iter().flatten() {
+        let x = inputs.get(p.input).ok_or_else(|| {
+            KernelError::Shape(format!("product reads input {} of {}", p.input, inputs.len()))
+        })?;
+        let (w, n) = (&p.w, x.n);
+        if x.xs.len() != n * w.cols() || p.out.len() != n * w.rows() {
             return Err(KernelError::Shape(format!(
                 "matmul of {}x{} with {n} tokens: xs[{}], ys[{}]",
                 w.rows(),
                 w.cols(),
                 x.xs.len(),
-                ys.len()
+                p.out.len()
             )));
         }
     }
-    if n == 0 || group.is_empty() {
-        return Ok(());
-    }
     let gemm = GemmKernels::select();
-    let mut paths = [Path::Rows; MAX_GROUP];
-    let mut forms = [Form::F32; MAX_GROUP];
-    for (i, (w, _)) in group.iter().enumerate() {
+    let mut paths = [Path::Rows; MAX_BATCH];
+    let mut forms = [Form::F32; MAX_BATCH];
+    for (i, p) in batch.iter().flatten().enumerate() {
+        let x = &mut inputs[p.input];
+        let (w, n) = (&p.w, x.n);
         forms[i] = form(w.dtype(), x.mode);
         paths[i] = if n == 1 {
             Path::Rows
-        } else if gemm.is_some() && GemmKernels::handles(w.dtype()) && gemm_form(w.dtype(), forms[i]) {
+        } else if gemm.is_some()
+            && GemmKernels::handles(w.dtype())
+            && gemm_form(w.dtype(), forms[i])
+        {
             Path::Gemm
         } else {
             Path::RowsTokens
@@ -233,30 +294,42 @@ pub fn matmul_group(
         }
     }
     // The row-groups-over-tokens path needs a transposition scratch; it runs on its own.
-    for (i, (w, ys)) in group.iter_mut().enumerate() {
+    for (i, p) in batch.iter_mut().flatten().enumerate() {
         if paths[i] == Path::RowsTokens {
-            rows_tokens(w, x, forms[i], ys, pool);
+            rows_tokens(&p.w, &inputs[p.input], forms[i], p.out, pool);
         }
     }
-    let x = &*x;
-    let mats: [Option<Matrix>; MAX_GROUP] = std::array::from_fn(|i| group.get(i).map(|g| *g.0));
-    let mut outs: [Option<RowsOut>; MAX_GROUP] = [None, None, None, None];
-    let mut ends = [0usize; MAX_GROUP];
+    let inputs = &*inputs;
+    let threads = pool.map_or(1, |p| p.threads());
+    let mut mats: [Option<(Matrix, usize)>; MAX_BATCH] = [None; MAX_BATCH];
+    let mut outs: [Option<RowsOut>; MAX_BATCH] = std::array::from_fn(|_| None);
+    let mut chunks = [ROWS_PER_TASK; MAX_BATCH];
+    let mut ends = [0usize; MAX_BATCH];
     let mut total = 0;
-    for (i, (w, ys)) in group.iter_mut().enumerate() {
+    for (i, p) in batch.iter_mut().flatten().enumerate() {
         if paths[i] != Path::RowsTokens {
-            total += w.rows().div_ceil(ROWS_PER_TASK);
-            outs[i] = Some(RowsOut::new(ys, w.rows()));
+            let rows = p.w.rows();
+            if paths[i] == Path::Rows {
+                chunks[i] = rows
+                    .div_ceil(threads * DECODE_RUNS_PER_THREAD)
+                    .next_multiple_of(4)
+                    .max(ROWS_PER_TASK);
+            }
+            total += rows.div_ceil(chunks[i]);
+            mats[i] = Some((p.w, p.input));
+            outs[i] = Some(RowsOut::new(p.out, rows));
         }
         ends[i] = total;
     }
+    let ends = &ends[..len];
     let k = kernels();
     let body = |task: usize| {
         let i = ends.iter().position(|&e| task < e).expect("task index below the total");
-        let (w, out) = (mats[i].as_ref().expect("a matrix"), outs[i].as_ref().expect("an output"));
+        let (w, input) = mats[i].expect("a product with chunks has a matrix");
+        let (out, x) = (outs[i].as_ref().expect("and an output"), &inputs[input]);
         let chunk = task - if i == 0 { 0 } else { ends[i - 1] };
-        let first = chunk * ROWS_PER_TASK;
-        let m = ROWS_PER_TASK.min(w.rows() - first);
+        let first = chunk * chunks[i];
+        let m = chunks[i].min(w.rows() - first);
         match paths[i] {
             Path::Rows => {
                 // SAFETY: chunk indices are handed out once each, so rows first..first + m of
@@ -265,7 +338,7 @@ pub fn matmul_group(
                 w.rows_into(k, first, &x.token(forms[i], w.cols(), 0), ys);
             }
             Path::Gemm => {
-                gemm_rows(gemm.expect("GEMM kernels were selected"), w, x, first, m, out)
+                gemm_rows(gemm.expect("GEMM kernels were selected"), &w, x, first, m, out)
             }
             Path::RowsTokens => unreachable!("computed above"),
         }

@@ -48,6 +48,20 @@ pub trait ExpertSource: Send + Sync {
         f: &mut dyn FnMut(usize, &ExpertView<'_>) -> Result<()>,
     ) -> Result<()>;
 
+    /// [`with_experts`](Self::with_experts) in batches: `f` gets every expert that is ready at
+    /// once (the resident source: all of them; the streaming source: those in cache, then the
+    /// rest as they land), so the forward pass can spread a batch's rows over its workers in
+    /// one operation. The default hands them over one at a time.
+    fn with_expert_batches(
+        &self,
+        layer: usize,
+        experts: &[(usize, f32)],
+        step: u64,
+        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
+    ) -> Result<()> {
+        self.with_experts(layer, experts, step, &mut |e, view| f(&[(e, *view)]))
+    }
+
     /// Tells the source what the router chose for one token (for routing-aware policies and
     /// prefetchers). The default ignores it.
     fn on_route(&self, _layer: usize, _step: u64, _experts: &[(usize, f32)]) {}
@@ -126,6 +140,21 @@ impl ResidentExperts {
     }
 }
 
+impl ResidentExperts {
+    fn view(&self, layer: usize, e: usize) -> Result<ExpertView<'_>> {
+        let all: &[u8] = bytemuck::cast_slice(&self.buf);
+        let slot = self.file.slot_bytes.next_multiple_of(8);
+        let p = self.file.layer(layer, e)?;
+        let first = self.first_slot[layer].expect("layer() checked it has experts");
+        let bytes = &all[(first + e) * slot..(first + e + 1) * slot];
+        // Read with plain reads: every segment starts exactly at its place (alignment 1).
+        ExpertView::from_slab(&p.view(e, &|_| 1), bytes)
+    }
+}
+
+/// Experts handed over in one batch without touching the heap (a decode step's top-k).
+pub const INLINE_BATCH: usize = 16;
+
 impl ExpertSource for ResidentExperts {
     fn with_experts(
         &self,
@@ -134,15 +163,25 @@ impl ExpertSource for ResidentExperts {
         _step: u64,
         f: &mut dyn FnMut(usize, &ExpertView<'_>) -> Result<()>,
     ) -> Result<()> {
-        let all: &[u8] = bytemuck::cast_slice(&self.buf);
-        let slot = self.file.slot_bytes.next_multiple_of(8);
         for &(e, _) in experts {
-            let p = self.file.layer(layer, e)?;
-            let first = self.first_slot[layer].expect("layer() checked it has experts");
-            let bytes = &all[(first + e) * slot..(first + e + 1) * slot];
-            // Read with plain reads: every segment starts exactly at its place (alignment 1).
-            let view = ExpertView::from_slab(&p.view(e, &|_| 1), bytes)?;
-            f(e, &view)?;
+            f(e, &self.view(layer, e)?)?;
+        }
+        Ok(())
+    }
+
+    fn with_expert_batches(
+        &self,
+        layer: usize,
+        experts: &[(usize, f32)],
+        _step: u64,
+        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
+    ) -> Result<()> {
+        for part in experts.chunks(INLINE_BATCH) {
+            let mut batch = smallvec::SmallVec::<[(usize, ExpertView); INLINE_BATCH]>::new();
+            for &(e, _) in part {
+                batch.push((e, self.view(layer, e)?));
+            }
+            f(&batch)?;
         }
         Ok(())
     }
@@ -158,6 +197,15 @@ impl<T: ExpertSource + ?Sized> ExpertSource for std::sync::Arc<T> {
         f: &mut dyn FnMut(usize, &ExpertView<'_>) -> Result<()>,
     ) -> Result<()> {
         (**self).with_experts(layer, experts, step, f)
+    }
+    fn with_expert_batches(
+        &self,
+        layer: usize,
+        experts: &[(usize, f32)],
+        step: u64,
+        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
+    ) -> Result<()> {
+        (**self).with_expert_batches(layer, experts, step, f)
     }
     fn on_route(&self, layer: usize, step: u64, experts: &[(usize, f32)]) {
         (**self).on_route(layer, step, experts)

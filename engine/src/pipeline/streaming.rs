@@ -418,7 +418,7 @@ impl StreamingExperts {
         layer: usize,
         experts: &[(usize, f32)],
         step: u64,
-        f: &mut dyn FnMut(usize, &ExpertView<'_>) -> Result<()>,
+        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
         pinned: &mut Vec<ExpertKey>,
     ) -> Result<()> {
         self.drain_ready(inner)?;
@@ -460,30 +460,53 @@ impl StreamingExperts {
         self.flush(inner, &mut ready, &mut waiting, f, pinned)
     }
 
-    /// Runs every held expert: the ready ones now, the others in the order they land.
+    /// Runs every held expert: the ready ones now as one batch, the others in batches of those
+    /// that have landed, in the order they land.
     fn flush(
         &self,
         inner: &mut Inner,
         ready: &mut Vec<ExpertKey>,
         waiting: &mut Vec<ExpertKey>,
-        f: &mut dyn FnMut(usize, &ExpertView<'_>) -> Result<()>,
+        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
         pinned: &mut Vec<ExpertKey>,
     ) -> Result<()> {
-        for key in ready.drain(..) {
-            let view = self.view(inner, key)?;
-            f(key.expert as usize, &view)?;
-            self.release(key, pinned);
-        }
+        self.run_batch(inner, ready, f, pinned)?;
         while !waiting.is_empty() {
-            if let Some(i) = waiting.iter().position(|k| self.cache.entry(*k).is_some_and(|e| e.1))
-            {
-                let key = waiting.swap_remove(i);
-                let view = self.view(inner, key)?;
-                f(key.expert as usize, &view)?;
-                self.release(key, pinned);
+            let mut landed: Vec<ExpertKey> = Vec::new();
+            waiting.retain(|k| {
+                let done = self.cache.entry(*k).is_some_and(|e| e.1);
+                if done {
+                    landed.push(*k);
+                }
+                !done
+            });
+            if landed.is_empty() {
+                self.wait_one(inner)?;
                 continue;
             }
-            self.wait_one(inner)?;
+            self.run_batch(inner, &mut landed, f, pinned)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the (ready) `keys` to `f` as one batch, then releases them.
+    fn run_batch(
+        &self,
+        inner: &Inner,
+        keys: &mut Vec<ExpertKey>,
+        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
+        pinned: &mut Vec<ExpertKey>,
+    ) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let batch = keys
+            .iter()
+            .map(|&key| Ok((key.expert as usize, self.view(inner, key)?)))
+            .collect::<Result<Vec<_>>>()?;
+        f(&batch)?;
+        for key in keys.drain(..) {
+            self.release(key, pinned);
         }
         Ok(())
     }
@@ -506,6 +529,18 @@ impl ExpertSource for StreamingExperts {
         experts: &[(usize, f32)],
         step: u64,
         f: &mut dyn FnMut(usize, &ExpertView<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.with_expert_batches(layer, experts, step, &mut |batch| {
+            batch.iter().try_for_each(|(e, view)| f(*e, view))
+        })
+    }
+
+    fn with_expert_batches(
+        &self,
+        layer: usize,
+        experts: &[(usize, f32)],
+        step: u64,
+        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
     ) -> Result<()> {
         let mut inner = self.inner.lock();
         let mut pinned = Vec::new();

@@ -4,12 +4,14 @@
 //! write `out`.
 
 use floe_kernels::ops;
-use floe_kernels::{matmul_group, matmul_input, Input, InputBuffers};
+use floe_kernels::{matmul_batch, matmul_group, matmul_input, Input, InputBuffers, Product};
+use smallvec::SmallVec;
 
 use super::forward::{kernel_err, Model, RouteRecord};
 use super::session::{sized, Session};
 use super::weights::{MlpWeights, MoeWeights};
 use crate::error::Result;
+use crate::model::experts::{ExpertView, INLINE_BATCH};
 use crate::model::spec::{MoeSpec, RouterKind};
 
 impl Model {
@@ -95,27 +97,26 @@ impl Model {
         sc.wanted.clear();
         sc.wanted.extend((0..experts).filter(|&e| !sc.users[e].is_empty()).map(|e| (e, sc.weight[e])));
         // Outputs per (token, slot), combined in slot order afterwards: the result does not
-        // depend on the order experts arrive in.
+        // depend on the order experts arrive in, nor on how they are batched.
         let per_slot = sized(&mut sc.per_slot, n * k * h);
         let (users, hn) = (&sc.users, &sc.hn);
-        let (gate, up, act, y) = (&mut sc.gate, &mut sc.up, &mut sc.act, &mut sc.y);
-        let (gathered, in_gathered, in_other) =
-            (&mut sc.gathered, &mut sc.in_gathered, &mut sc.in_other);
-        self.experts.with_experts(l, &sc.wanted, step, &mut |e, view| {
-            let us = &users[e];
-            if n == 1 {
-                // Decode: every expert reads the same token, quantised once for all of them.
-                swiglu_into(self, &view.gate, &view.up, &view.down, &mut hn_input, gate, up, act, in_other, y)?;
-            } else {
-                gathered.clear();
-                for &(t, _) in us {
-                    gathered.extend_from_slice(&hn[t * h..(t + 1) * h]);
+        let bufs = ExpertBuffers {
+            gate: &mut sc.gate,
+            up: &mut sc.up,
+            act: &mut sc.act,
+            y: &mut sc.y,
+            gathered: &mut sc.gathered,
+            inputs: &mut sc.in_batch,
+        };
+        let mut bufs = bufs;
+        self.experts.with_expert_batches(l, &sc.wanted, step, &mut |batch| {
+            self.expert_batch(batch, users, hn, h, &mut hn_input, &mut bufs)?;
+            let mut row = 0;
+            for (e, _) in batch {
+                for &(t, slot) in &users[*e] {
+                    per_slot[(t * k + slot) * h..][..h].copy_from_slice(&bufs.y[row * h..(row + 1) * h]);
+                    row += 1;
                 }
-                let mut input = in_gathered.input(gathered, us.len(), self.activations);
-                swiglu_into(self, &view.gate, &view.up, &view.down, &mut input, gate, up, act, in_other, y)?;
-            }
-            for (i, &(t, slot)) in us.iter().enumerate() {
-                per_slot[(t * k + slot) * h..][..h].copy_from_slice(&y[i * h..(i + 1) * h]);
             }
             Ok(())
         })?;
@@ -148,6 +149,96 @@ impl Model {
             }
         }
         Ok(())
+    }
+}
+
+/// Buffers of one batch of experts, each expert's rows one after the other.
+struct ExpertBuffers<'a> {
+    gate: &'a mut Vec<f32>,
+    up: &'a mut Vec<f32>,
+    act: &'a mut Vec<f32>,
+    y: &'a mut Vec<f32>,
+    gathered: &'a mut Vec<f32>,
+    inputs: &'a mut Vec<InputBuffers>,
+}
+
+/// Products one batch holds without touching the heap (a decode step's top-k, two each).
+const INLINE_PRODUCTS: usize = 2 * crate::model::experts::INLINE_BATCH;
+
+impl Model {
+    /// A batch of ready experts: every expert's gate and up as one pool operation, then every
+    /// down as another; expert `j`'s outputs for its tokens (in `users` order) land in `y` after
+    /// those of the experts before it. In decode every expert reads the same token, quantised
+    /// once (`hn_input`); a prefill chunk gathers each expert's tokens.
+    fn expert_batch(
+        &self,
+        batch: &[(usize, ExpertView<'_>)],
+        users: &[Vec<(usize, usize)>],
+        hn: &[f32],
+        h: usize,
+        hn_input: &mut Input,
+        b: &mut ExpertBuffers,
+    ) -> Result<()> {
+        let pool = self.pool.as_ref();
+        let decode = hn_input.tokens() == 1;
+        let rows: usize = batch.iter().map(|(e, _)| users[*e].len()).sum();
+        let ffn_rows: usize = batch.iter().map(|(e, v)| users[*e].len() * v.gate.rows()).sum();
+        if b.inputs.len() < batch.len() {
+            b.inputs.resize_with(batch.len(), InputBuffers::default);
+        }
+        // gate and up.
+        {
+            let (mut gate, mut up) = (sized(b.gate, ffn_rows), sized(b.up, ffn_rows));
+            let mut products = SmallVec::<[Product; INLINE_PRODUCTS]>::new();
+            let mut inputs = SmallVec::<[Input; INLINE_BATCH]>::new();
+            if !decode {
+                b.gathered.clear();
+                for (e, _) in batch {
+                    for &(t, _) in &users[*e] {
+                        b.gathered.extend_from_slice(&hn[t * h..(t + 1) * h]);
+                    }
+                }
+                let mut rest: &[f32] = b.gathered;
+                for ((e, _), ib) in batch.iter().zip(b.inputs.iter_mut()) {
+                    let m = users[*e].len();
+                    let (mine, tail) = rest.split_at(m * h);
+                    rest = tail;
+                    inputs.push(ib.input(mine, m, self.activations));
+                }
+            }
+            for (j, (e, v)) in batch.iter().enumerate() {
+                let len = users[*e].len() * v.gate.rows();
+                let (g, gr) = std::mem::take(&mut gate).split_at_mut(len);
+                let (u, ur) = std::mem::take(&mut up).split_at_mut(len);
+                (gate, up) = (gr, ur);
+                let input = if decode { 0 } else { j };
+                products.push(Product { w: v.gate, input, out: g });
+                products.push(Product { w: v.up, input, out: u });
+            }
+            if decode {
+                matmul_batch(&mut products, std::slice::from_mut(hn_input), pool)
+            } else {
+                matmul_batch(&mut products, &mut inputs, pool)
+            }
+            .map_err(kernel_err)?;
+        }
+        let act = sized(b.act, ffn_rows);
+        ops::swiglu(&b.gate[..ffn_rows], &b.up[..ffn_rows], act);
+        // down.
+        let mut y = sized(b.y, rows * h);
+        let mut products = SmallVec::<[Product; INLINE_BATCH]>::new();
+        let mut inputs = SmallVec::<[Input; INLINE_BATCH]>::new();
+        let mut rest: &[f32] = act;
+        for ((j, (e, v)), ib) in batch.iter().enumerate().zip(b.inputs.iter_mut()) {
+            let m = users[*e].len();
+            let (mine, tail) = rest.split_at(m * v.gate.rows());
+            rest = tail;
+            inputs.push(ib.input(mine, m, self.activations));
+            let (out, yr) = std::mem::take(&mut y).split_at_mut(m * v.down.rows());
+            y = yr;
+            products.push(Product { w: v.down, input: j, out });
+        }
+        matmul_batch(&mut products, &mut inputs, pool).map_err(kernel_err)
     }
 }
 

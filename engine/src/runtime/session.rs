@@ -163,8 +163,8 @@ pub(crate) struct Scratch {
     pub in_hn: InputBuffers,
     /// Quantised forms of the other inputs (attention output, activations into down).
     pub in_other: InputBuffers,
-    /// Quantised forms of a chunk's gathered tokens for one expert.
-    pub in_gathered: InputBuffers,
+    /// Quantised forms of each expert's input in a batch (its gathered tokens, its activations).
+    pub in_batch: Vec<InputBuffers>,
 }
 
 /// Resizes `v` to `n` values (zeros where it grows); no allocation once it has held `n`.
