@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::model::experts::{ExpertSource, ResidentExperts};
-use crate::model::forward::{Model, Session};
+use crate::model::forward::{Model, Session, SessionOptions};
 use crate::model::generate::{GenStats, GenerateOptions};
 use crate::model::sampling::Sampler;
 use crate::model::source::open_model;
@@ -59,6 +59,8 @@ pub struct EngineConfig {
     pub threads: usize,
     /// Check every checksum when opening.
     pub verify: bool,
+    /// Each generation's context and KV cache type (default: the model's context, f16).
+    pub session: SessionOptions,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +72,7 @@ impl Default for EngineConfig {
             io: None,
             threads: 0,
             verify: false,
+            session: SessionOptions { ctx: None, kv_dtype: floe_kernels::ops::KvDType::F16 },
         }
     }
 }
@@ -102,6 +105,7 @@ pub struct Engine {
     model: Model,
     codec: TextCodec,
     streaming: Option<Arc<StreamingExperts>>,
+    session_options: SessionOptions,
     last: Mutex<GenStats>,
 }
 
@@ -151,7 +155,10 @@ impl Engine {
             config.threads
         };
         let model = Model::new(opened.config, dense, experts, threads)?;
-        Ok(Self { model, codec, streaming, last: Mutex::new(GenStats::default()) })
+        let session_options = config.session;
+        // Refuse an impossible context or KV type now, not at the first generation.
+        session_options.state_bytes(&model.spec)?;
+        Ok(Self { model, codec, streaming, session_options, last: Mutex::new(GenStats::default()) })
     }
 
     /// Starts generating after `prompt`; the returned iterator yields tokens as they are made.
@@ -163,7 +170,7 @@ impl Engine {
         let sampler = Sampler::new(options.sampling.clone());
         Ok(Generation {
             engine: self,
-            session: Session::default(),
+            session: Session::new(self.session_options),
             sampler,
             history: ids.clone(),
             prompt: ids,

@@ -16,16 +16,16 @@ mod error;
 pub mod gemm;
 mod matvec;
 pub mod ops;
-mod product;
 mod pool;
+mod product;
 pub mod quant;
 
 pub use dtype::DType;
 pub use error::KernelError;
 pub use matvec::{Matrix, QuantActivations};
+pub use pool::{KernelPool, SPIN as POOL_SPIN};
 pub use product::{
     matmul, matmul_batch, matmul_group, matmul_input, matmul_with, matvec, matvec_with, Input,
     InputBuffers, Product, MAX_BATCH, MAX_GROUP,
 };
-pub use pool::{KernelPool, SPIN as POOL_SPIN};
 pub use quant::{BlockQ4_0, BlockQ8_0};

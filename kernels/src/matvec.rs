@@ -6,9 +6,7 @@ use half::{bf16, f16};
 use crate::dot::DotKernels;
 use crate::dtype::DType;
 use crate::error::KernelError;
-use crate::quant::{
-    BlockQ4_0, BlockQ8K, BlockQ8_0,
-};
+use crate::quant::{BlockQ4_0, BlockQ8K, BlockQ8_0};
 
 /// Rows handed to one task: big enough to amortise scheduling, small enough to balance.
 pub(crate) const ROWS_PER_TASK: usize = 16;
@@ -118,7 +116,13 @@ impl<'a> Matrix<'a> {
     /// row-major): block formats four rows at a time, the four rows staying in L1 while every
     /// token passes over them (the same grouping as [`Self::rows_into`], so each output equals
     /// matvec's bit for bit).
-    pub(crate) fn rows_tokens_into(&self, k: &DotKernels, first: usize, xs: &[Prepared], out: &mut [f32]) {
+    pub(crate) fn rows_tokens_into(
+        &self,
+        k: &DotKernels,
+        first: usize,
+        xs: &[Prepared],
+        out: &mut [f32],
+    ) {
         let q8: Option<Vec<&[BlockQ8_0]>> = xs
             .iter()
             .map(|x| match x {
@@ -288,4 +292,3 @@ fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
         _ => unreachable!("prepare() matches the activation format to the dtype"),
     }
 }
-

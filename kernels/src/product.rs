@@ -36,12 +36,7 @@ impl std::fmt::Debug for InputBuffers {
 
 impl InputBuffers {
     /// `n` tokens of `cols` values each, ready for [`matmul_input`].
-    pub fn input<'a>(
-        &'a mut self,
-        xs: &'a [f32],
-        n: usize,
-        mode: QuantActivations,
-    ) -> Input<'a> {
+    pub fn input<'a>(&'a mut self, xs: &'a [f32], n: usize, mode: QuantActivations) -> Input<'a> {
         Input { xs, n, mode, bufs: self, have: [false; 3] }
     }
 }
@@ -88,8 +83,7 @@ impl Input<'_> {
             Form::Q8K if !self.have[1] => {
                 let per = cols / QK_K;
                 self.bufs.q8k.resize(n * per, BlockQ8K::ZERO);
-                for (x, q) in self.xs.chunks_exact(cols).zip(self.bufs.q8k.chunks_exact_mut(per))
-                {
+                for (x, q) in self.xs.chunks_exact(cols).zip(self.bufs.q8k.chunks_exact_mut(per)) {
                     quantize_q8_k(x, q);
                 }
                 self.have[1] = true;
@@ -119,7 +113,6 @@ impl Input<'_> {
         }
     }
 }
-
 
 /// `y = W x` for one token. With a pool, rows are split across its threads.
 pub fn matvec(
@@ -200,7 +193,7 @@ pub fn matmul_group(
     let len = group.len();
     let mut products: [Option<Product>; MAX_GROUP] = Default::default();
     for (slot, (w, ys)) in products.iter_mut().zip(group.iter_mut()) {
-        *slot = Some(Product { w: **w, input: 0, out: &mut **ys });
+        *slot = Some(Product { w: **w, input: 0, out: ys });
     }
     let mut refs: [Option<&mut Product>; MAX_GROUP] = Default::default();
     for (r, p) in refs.iter_mut().zip(products.iter_mut()) {

@@ -341,7 +341,8 @@ fn matmul_group_equals_its_products() {
     let mats: Vec<Matrix> = store
         .iter()
         .map(|(dtype, rows, words, len)| {
-            Matrix::new(*dtype, *rows, cols, &bytemuck::cast_slice::<u32, u8>(words)[..*len]).unwrap()
+            Matrix::new(*dtype, *rows, cols, &bytemuck::cast_slice::<u32, u8>(words)[..*len])
+                .unwrap()
         })
         .collect();
     for n in [1usize, 2, 5] {
@@ -501,7 +502,8 @@ fn grouped_query_attention_matches_f64() {
         // The query is quantised to Q8_0 for the integer key products (as llama.cpp does).
         (KvDType::Q8_0, 64, 2e-2),
     ] {
-        let shape = AttentionShape { heads: 6, kv_heads: 2, head_dim: d, scale: 1.0 / (d as f32).sqrt() };
+        let shape =
+            AttentionShape { heads: 6, kv_heads: 2, head_dim: d, scale: 1.0 / (d as f32).sqrt() };
         let (first, n) = (2 * ops::KEY_TILE + 9, 3usize);
         let kv_len = first + n;
         let stride = shape.kv_heads * d;
@@ -518,7 +520,10 @@ fn grouped_query_attention_matches_f64() {
         ops::attention(shape, &q, kv, first, n, &mut out, None);
         let mut pooled = vec![0.0; q.len()];
         ops::attention(shape, &q, kv, first, n, &mut pooled, Some(&pool));
-        assert!(out.iter().zip(&pooled).all(|(a, b)| a.to_bits() == b.to_bits()), "{dtype:?}: pool");
+        assert!(
+            out.iter().zip(&pooled).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{dtype:?}: pool"
+        );
         for t in 0..n {
             for h in 0..shape.heads {
                 let kvh = h / (shape.heads / shape.kv_heads);
@@ -526,7 +531,10 @@ fn grouped_query_attention_matches_f64() {
                 let sc: Vec<f64> = (0..len)
                     .map(|p| {
                         (0..d)
-                            .map(|i| q[(t * shape.heads + h) * d + i] as f64 * k[p * stride + kvh * d + i])
+                            .map(|i| {
+                                q[(t * shape.heads + h) * d + i] as f64
+                                    * k[p * stride + kvh * d + i]
+                            })
                             .sum::<f64>()
                             * scale as f64
                     })

@@ -7,12 +7,14 @@ use anyhow::Context;
 use clap::Args;
 use std::sync::Arc;
 
+use floe::kernels::ops::KvDType;
 use floe::model::experts::{ExpertSource, ResidentExperts};
 use floe::model::format::PackedModel;
-use floe::model::forward::{Model, Session};
+use floe::model::forward::{Model, Session, SessionOptions};
 use floe::model::generate::{generate, GenerateOptions};
 use floe::model::sampling::SamplingParams;
 use floe::model::source::open_model;
+use floe::model::spec::ModelSpec;
 use floe::pipeline::{StreamingConfig, StreamingExperts};
 
 #[derive(Debug, Args)]
@@ -92,6 +94,19 @@ pub struct RunArgs {
     /// Write the routing of this run as a trace (floe's JSON lines) for `floe sim`.
     #[arg(long)]
     trace_out: Option<PathBuf>,
+    /// Context in tokens (prompt and generation together); the KV cache is allocated for it up
+    /// front. Default: the model's context; with --memory-mb, capped at what a quarter of the
+    /// budget holds (but never below this prompt and -n).
+    #[arg(long, value_name = "N")]
+    ctx: Option<usize>,
+    /// How the KV cache stores keys and values: f16 (as llama.cpp), q8_0 (half of that) or f32
+    /// (exact).
+    #[arg(long, default_value = "f16", value_parser = parse_kv_dtype)]
+    kv_dtype: KvDType,
+}
+
+fn parse_kv_dtype(s: &str) -> Result<KvDType, String> {
+    KvDType::parse(s).ok_or_else(|| format!("unknown KV cache type {s:?} (f16, q8_0, f32)"))
 }
 
 /// Peak resident set of this process (VmHWM), in bytes.
@@ -173,14 +188,31 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let spec = ModelSpec::from_config(&config)?;
+    let needed = ids.len() + a.max_tokens;
+    let mut session_opts = SessionOptions { ctx: a.ctx, kv_dtype: a.kv_dtype };
+    if let Some(ctx) = a.ctx {
+        anyhow::ensure!(
+            needed <= ctx,
+            "the prompt ({} tokens) and -n {} need {needed} positions, more than --ctx {ctx}",
+            ids.len(),
+            a.max_tokens
+        );
+    }
+    if let (None, Some(mb)) = (a.ctx, a.memory_mb) {
+        // The model's context, capped at what a quarter of the budget holds.
+        let full = session_opts.state_bytes(&spec)?;
+        let per_position = full / spec.max_positions.max(1) as u64;
+        let fits = ((mb << 20) / 4 / per_position.max(1)) as usize;
+        session_opts.ctx = Some(fits.clamp(needed.min(spec.max_positions), spec.max_positions));
+    }
+    let kv = session_opts.state_bytes(&spec)?;
     let streaming = if demo || a.cache.is_some() || a.cache_mb.is_some() || a.memory_mb.is_some() {
         let experts_bytes = expert_file.experts_bytes();
         let cache_bytes = match (a.cache_mb, a.memory_mb) {
             (Some(mb), _) => mb << 20,
             (None, Some(mb)) => {
                 let c = &config;
-                let kv =
-                    (ids.len() + a.max_tokens) as u64 * c.layers as u64 * c.kv_dim() as u64 * 8;
                 // Activations, tokenizer, thread stacks and the allocator's slack.
                 let overhead = 64u64 << 20;
                 let fixed = dense.bytes() as u64 + kv + overhead;
@@ -188,10 +220,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 let min = fixed + c.top_k as u64 * slab;
                 anyhow::ensure!(
                     mb << 20 >= min,
-                    "--memory-mb {mb} cannot hold the dense weights ({} MiB), the KV cache ({} MiB), \
-                     {} MiB of overhead and one layer's {} experts ({} MiB): give at least {} MiB",
+                    "--memory-mb {mb} cannot hold the dense weights ({} MiB), the KV cache ({} MiB \
+                     for {} positions of {}), {} MiB of overhead and one layer's {} experts ({} MiB): \
+                     give at least {} MiB (or a smaller --ctx)",
                     dense.bytes() >> 20,
                     kv >> 20,
+                    session_opts.ctx_for(&spec)?,
+                    session_opts.kv_dtype.name(),
                     overhead >> 20,
                     c.top_k,
                     (c.top_k as u64 * slab) >> 20,
@@ -241,7 +276,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         ignore_eos: a.ignore_eos,
         ..GenerateOptions::default()
     };
-    let mut session = if a.trace_out.is_some() { Session::recording() } else { Session::default() };
+    let mut session = Session::new(session_opts);
+    if a.trace_out.is_some() {
+        session = session.record_routes();
+    }
     let mut pieces = floe::model::tokenizer::IncrementalDecoder::new();
     let stdout = std::io::stdout();
     let print = |piece: &str| {
@@ -281,6 +319,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut st = serde_json::to_value(&stats)?;
     st["peak_rss_bytes"] = peak_rss_bytes().into();
     st["load_s"] = load_s.into();
+    st["ctx"] = session.context().into();
+    st["kv_bytes"] = session.kv_bytes().into();
+    st["kv_dtype"] = session.options().kv_dtype.name().into();
     if let Some(s) = &streaming {
         let ss = s.stats();
         let c = ss.cache;

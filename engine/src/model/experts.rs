@@ -35,6 +35,9 @@ impl<'a> ExpertView<'a> {
     }
 }
 
+/// What receives a batch of ready experts: (expert, weights) pairs.
+pub type ExpertBatchFn<'a> = dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()> + 'a;
+
 /// Supplies routed experts to the forward pass.
 pub trait ExpertSource: Send + Sync {
     /// Calls `f(expert, weights)` once for each of `experts` of decoder layer `layer`, in the
@@ -57,7 +60,7 @@ pub trait ExpertSource: Send + Sync {
         layer: usize,
         experts: &[(usize, f32)],
         step: u64,
-        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
+        f: &mut ExpertBatchFn<'_>,
     ) -> Result<()> {
         self.with_experts(layer, experts, step, &mut |e, view| f(&[(e, *view)]))
     }
@@ -174,7 +177,7 @@ impl ExpertSource for ResidentExperts {
         layer: usize,
         experts: &[(usize, f32)],
         _step: u64,
-        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
+        f: &mut ExpertBatchFn<'_>,
     ) -> Result<()> {
         for part in experts.chunks(INLINE_BATCH) {
             let mut batch = smallvec::SmallVec::<[(usize, ExpertView); INLINE_BATCH]>::new();
@@ -203,7 +206,7 @@ impl<T: ExpertSource + ?Sized> ExpertSource for std::sync::Arc<T> {
         layer: usize,
         experts: &[(usize, f32)],
         step: u64,
-        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
+        f: &mut ExpertBatchFn<'_>,
     ) -> Result<()> {
         (**self).with_expert_batches(layer, experts, step, f)
     }

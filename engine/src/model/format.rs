@@ -696,9 +696,8 @@ impl DenseWeights {
             return Err(Error::Invalid(format!("vectors are stored f32, found {}", t.dtype)));
         }
         let bytes = self.bytes_of(t)?;
-        bytemuck::try_cast_slice(bytes).map_err(|e| {
-            Error::Invalid(format!("{} bytes are not f32 values ({e})", bytes.len()))
-        })
+        bytemuck::try_cast_slice(bytes)
+            .map_err(|e| Error::Invalid(format!("{} bytes are not f32 values ({e})", bytes.len())))
     }
 
     /// Row `r` of matrix `t` as f32 (embedding lookup).

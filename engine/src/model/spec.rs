@@ -158,7 +158,8 @@ impl ModelSpec {
             top_k: c.top_k,
             expert_ffn: c.expert_ffn,
             router: RouterKind::SoftmaxTopK { renormalize: c.norm_topk_prob },
-            shared: (c.shared_ffn > 0).then_some(SharedExpertSpec { ffn: c.shared_ffn, gated: true }),
+            shared: (c.shared_ffn > 0)
+                .then_some(SharedExpertSpec { ffn: c.shared_ffn, gated: true }),
         };
         let layers = c
             .moe_layers

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use super::{CacheMode, PrefetchMode, StreamingConfig};
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
-use crate::model::experts::{ExpertSource, ExpertView};
+use crate::model::experts::{ExpertBatchFn, ExpertSource, ExpertView};
 use crate::model::format::PackedModel;
 use crate::model::placement::{ExpertFile, ExpertPlacement, ExpertRange};
 
@@ -418,7 +418,7 @@ impl StreamingExperts {
         layer: usize,
         experts: &[(usize, f32)],
         step: u64,
-        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
+        f: &mut ExpertBatchFn<'_>,
         pinned: &mut Vec<ExpertKey>,
     ) -> Result<()> {
         self.drain_ready(inner)?;
@@ -467,7 +467,7 @@ impl StreamingExperts {
         inner: &mut Inner,
         ready: &mut Vec<ExpertKey>,
         waiting: &mut Vec<ExpertKey>,
-        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
+        f: &mut ExpertBatchFn<'_>,
         pinned: &mut Vec<ExpertKey>,
     ) -> Result<()> {
         self.run_batch(inner, ready, f, pinned)?;
@@ -494,7 +494,7 @@ impl StreamingExperts {
         &self,
         inner: &Inner,
         keys: &mut Vec<ExpertKey>,
-        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
+        f: &mut ExpertBatchFn<'_>,
         pinned: &mut Vec<ExpertKey>,
     ) -> Result<()> {
         if keys.is_empty() {
@@ -540,7 +540,7 @@ impl ExpertSource for StreamingExperts {
         layer: usize,
         experts: &[(usize, f32)],
         step: u64,
-        f: &mut dyn FnMut(&[(usize, ExpertView<'_>)]) -> Result<()>,
+        f: &mut ExpertBatchFn<'_>,
     ) -> Result<()> {
         let mut inner = self.inner.lock();
         let mut pinned = Vec::new();

@@ -2,8 +2,8 @@
 //! optional biases, clamping and q/k norms, RoPE from a per-pass table, the KV cache, attention
 //! parallel over heads, then the output projection. Reads `hn`, writes `out`.
 
-use floe_kernels::ops::{self, AttentionShape};
 use floe_kernels::matmul_group;
+use floe_kernels::ops::{self, AttentionShape};
 
 use super::forward::{kernel_err, Model};
 use super::session::{sized, KvCache, Scratch};
@@ -26,7 +26,8 @@ impl Model {
     ) -> Result<()> {
         let (qd, kvd, hd) = (a.q_dim(), a.kv_dim(), a.head_dim);
         let pool = self.pool.as_ref();
-        let (q, k, v) = (sized(&mut sc.q, n * qd), sized(&mut sc.k, n * kvd), sized(&mut sc.v, n * kvd));
+        let (q, k, v) =
+            (sized(&mut sc.q, n * qd), sized(&mut sc.k, n * kvd), sized(&mut sc.v, n * kvd));
         {
             let (wq, wk, wv) = (self.m(&w.q)?, self.m(&w.k)?, self.m(&w.v)?);
             let mut input = sc.in_hn.input(&sc.hn, n, self.activations);

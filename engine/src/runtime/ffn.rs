@@ -8,7 +8,7 @@ use floe_kernels::{matmul_batch, matmul_group, matmul_input, Input, InputBuffers
 use smallvec::SmallVec;
 
 use super::forward::{kernel_err, Model, RouteRecord};
-use super::session::{sized, Session};
+use super::session::{sized, ExpertUsers, Session};
 use super::weights::{MlpWeights, MoeWeights};
 use crate::error::Result;
 use crate::model::experts::{ExpertView, INLINE_BATCH};
@@ -86,16 +86,16 @@ impl Model {
             }
         }
         // Each expert once, over the tokens routed to it (the union of the chunk).
-        sc.users.resize_with(experts, Vec::new);
-        sc.users.iter_mut().for_each(Vec::clear);
+        sc.users.group(&sc.chosen, k, experts);
         sc.weight.clear();
         sc.weight.resize(experts, 0.0);
-        for (i, &(e, wt)) in sc.chosen.iter().enumerate() {
-            sc.users[e].push((i / k, i % k));
+        for &(e, wt) in &sc.chosen {
             sc.weight[e] = sc.weight[e].max(wt);
         }
         sc.wanted.clear();
-        sc.wanted.extend((0..experts).filter(|&e| !sc.users[e].is_empty()).map(|e| (e, sc.weight[e])));
+        let users = &sc.users;
+        sc.wanted
+            .extend((0..experts).filter(|&e| !users.of(e).is_empty()).map(|e| (e, sc.weight[e])));
         // Outputs per (token, slot), combined in slot order afterwards: the result does not
         // depend on the order experts arrive in, nor on how they are batched.
         let per_slot = sized(&mut sc.per_slot, n * k * h);
@@ -113,8 +113,9 @@ impl Model {
             self.expert_batch(batch, users, hn, h, &mut hn_input, &mut bufs)?;
             let mut row = 0;
             for (e, _) in batch {
-                for &(t, slot) in &users[*e] {
-                    per_slot[(t * k + slot) * h..][..h].copy_from_slice(&bufs.y[row * h..(row + 1) * h]);
+                for &(t, slot) in users.of(*e) {
+                    per_slot[(t * k + slot) * h..][..h]
+                        .copy_from_slice(&bufs.y[row * h..(row + 1) * h]);
                     row += 1;
                 }
             }
@@ -131,7 +132,18 @@ impl Model {
         }
         if let Some(sw) = &w.shared {
             let (wg, wu, wd) = (self.m(&sw.gate)?, self.m(&sw.up)?, self.m(&sw.down)?);
-            swiglu_into(self, &wg, &wu, &wd, &mut hn_input, &mut sc.gate, &mut sc.up, &mut sc.act, &mut sc.in_other, &mut sc.shared)?;
+            swiglu_into(
+                self,
+                &wg,
+                &wu,
+                &wd,
+                &mut hn_input,
+                &mut sc.gate,
+                &mut sc.up,
+                &mut sc.act,
+                &mut sc.in_other,
+                &mut sc.shared,
+            )?;
             let scale = sized(&mut sc.shared_gate, n);
             match &w.shared_gate {
                 Some(g) => {
@@ -173,7 +185,7 @@ impl Model {
     fn expert_batch(
         &self,
         batch: &[(usize, ExpertView<'_>)],
-        users: &[Vec<(usize, usize)>],
+        users: &ExpertUsers,
         hn: &[f32],
         h: usize,
         hn_input: &mut Input,
@@ -181,8 +193,8 @@ impl Model {
     ) -> Result<()> {
         let pool = self.pool.as_ref();
         let decode = hn_input.tokens() == 1;
-        let rows: usize = batch.iter().map(|(e, _)| users[*e].len()).sum();
-        let ffn_rows: usize = batch.iter().map(|(e, v)| users[*e].len() * v.gate.rows()).sum();
+        let rows: usize = batch.iter().map(|(e, _)| users.of(*e).len()).sum();
+        let ffn_rows: usize = batch.iter().map(|(e, v)| users.of(*e).len() * v.gate.rows()).sum();
         if b.inputs.len() < batch.len() {
             b.inputs.resize_with(batch.len(), InputBuffers::default);
         }
@@ -194,20 +206,20 @@ impl Model {
             if !decode {
                 b.gathered.clear();
                 for (e, _) in batch {
-                    for &(t, _) in &users[*e] {
+                    for &(t, _) in users.of(*e) {
                         b.gathered.extend_from_slice(&hn[t * h..(t + 1) * h]);
                     }
                 }
                 let mut rest: &[f32] = b.gathered;
                 for ((e, _), ib) in batch.iter().zip(b.inputs.iter_mut()) {
-                    let m = users[*e].len();
+                    let m = users.of(*e).len();
                     let (mine, tail) = rest.split_at(m * h);
                     rest = tail;
                     inputs.push(ib.input(mine, m, self.activations));
                 }
             }
             for (j, (e, v)) in batch.iter().enumerate() {
-                let len = users[*e].len() * v.gate.rows();
+                let len = users.of(*e).len() * v.gate.rows();
                 let (g, gr) = std::mem::take(&mut gate).split_at_mut(len);
                 let (u, ur) = std::mem::take(&mut up).split_at_mut(len);
                 (gate, up) = (gr, ur);
@@ -230,7 +242,7 @@ impl Model {
         let mut inputs = SmallVec::<[Input; INLINE_BATCH]>::new();
         let mut rest: &[f32] = act;
         for ((j, (e, v)), ib) in batch.iter().enumerate().zip(b.inputs.iter_mut()) {
-            let m = users[*e].len();
+            let m = users.of(*e).len();
             let (mine, tail) = rest.split_at(m * v.gate.rows());
             rest = tail;
             inputs.push(ib.input(mine, m, self.activations));

@@ -68,11 +68,8 @@ impl Model {
             .map_err(|error| Error::Field { origin: "dense weights".into(), error })?;
         let spec = ModelSpec::from_config(&cfg)?;
         let weights = ModelWeights::resolve(&dense, &spec, cfg.tie_embeddings)?;
-        let pool = if threads > 1 {
-            Some(KernelPool::new(threads).map_err(kernel_err)?)
-        } else {
-            None
-        };
+        let pool =
+            if threads > 1 { Some(KernelPool::new(threads).map_err(kernel_err)?) } else { None };
         let inv_freq = spec
             .layers
             .iter()
@@ -153,9 +150,11 @@ impl Model {
             sized(&mut sc.hn, n * h);
             rms_rows(&sc.x, self.vec(&lw.mixer_norm)?, self.spec.rms_eps, h, &mut sc.hn);
             match (&self.spec.layers[l].mixer, &lw.mixer, &mut s.layers[l]) {
-                (MixerSpec::Attention(a), MixerWeights::Attention(w), LayerState::Attention(kv)) => {
-                    self.attention(l, a, w, kv, sc, s.pos, n)?
-                }
+                (
+                    MixerSpec::Attention(a),
+                    MixerWeights::Attention(w),
+                    LayerState::Attention(kv),
+                ) => self.attention(l, a, w, kv, sc, s.pos, n)?,
             }
             sc.x.iter_mut().zip(&sc.out).for_each(|(a, b)| *a += b);
             rms_rows(&sc.x, self.vec(&lw.ffn_norm)?, self.spec.rms_eps, h, &mut sc.hn);
@@ -164,9 +163,19 @@ impl Model {
                 (FfnSpec::Mlp { .. }, FfnWeights::Mlp(w)) => {
                     let sc = &mut s.scratch;
                     let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
-                    self.mlp_into(w, &mut input, &mut sc.gate, &mut sc.up, &mut sc.act, &mut sc.in_other, &mut sc.out)?
+                    self.mlp_into(
+                        w,
+                        &mut input,
+                        &mut sc.gate,
+                        &mut sc.up,
+                        &mut sc.act,
+                        &mut sc.in_other,
+                        &mut sc.out,
+                    )?
                 }
-                _ => return Err(Error::Invalid(format!("layer {l}: weights do not match its spec"))),
+                _ => {
+                    return Err(Error::Invalid(format!("layer {l}: weights do not match its spec")))
+                }
             }
             let sc = &mut s.scratch;
             sc.x.iter_mut().zip(&sc.out).for_each(|(a, b)| *a += b);
@@ -180,8 +189,13 @@ impl Model {
         rms_rows(&sc.x[first * h..], self.vec(&self.weights.final_norm)?, self.spec.rms_eps, h, hn);
         let logits = sized(&mut sc.logits, rows * vocab);
         let mut input = sc.in_hn.input(&sc.hn[..rows * h], rows, self.activations);
-        floe_kernels::matmul_input(&self.m(&self.weights.head)?, &mut input, logits, self.pool.as_ref())
-            .map_err(kernel_err)?;
+        floe_kernels::matmul_input(
+            &self.m(&self.weights.head)?,
+            &mut input,
+            logits,
+            self.pool.as_ref(),
+        )
+        .map_err(kernel_err)?;
         Ok(&mut sc.logits[..rows * vocab])
     }
 }

@@ -48,7 +48,10 @@ impl SessionOptions {
         for l in &spec.layers {
             match l.mixer {
                 MixerSpec::Attention(a) => {
-                    let hb = self.kv_dtype.head_bytes(a.head_dim).ok_or_else(|| kv_error(self, a.head_dim))?;
+                    let hb = self
+                        .kv_dtype
+                        .head_bytes(a.head_dim)
+                        .ok_or_else(|| kv_error(self, a.head_dim))?;
                     total += 2 * ctx * a.kv_heads as u64 * hb as u64;
                 }
             }
@@ -146,8 +149,8 @@ pub(crate) struct Scratch {
     pub top: Vec<(usize, f32)>,
     /// Chosen (expert, weight) per token, `top_k` per token.
     pub chosen: Vec<(usize, f32)>,
-    /// Per expert: (token, slot) pairs routed to it.
-    pub users: Vec<Vec<(usize, usize)>>,
+    /// Per expert: the (token, slot) pairs routed to it.
+    pub users: ExpertUsers,
     pub weight: Vec<f32>,
     pub wanted: Vec<(usize, f32)>,
     pub gate: Vec<f32>,
@@ -165,6 +168,44 @@ pub(crate) struct Scratch {
     pub in_other: InputBuffers,
     /// Quantised forms of each expert's input in a batch (its gathered tokens, its activations).
     pub in_batch: Vec<InputBuffers>,
+}
+
+/// The (token, slot) pairs routed to each expert, grouped by expert in one flat list (a
+/// counting sort: no per-expert vectors to grow when an expert is first chosen).
+#[derive(Debug, Default)]
+pub(crate) struct ExpertUsers {
+    start: Vec<usize>,
+    list: Vec<(usize, usize)>,
+}
+
+impl ExpertUsers {
+    /// Groups `chosen` (`k` (expert, weight) pairs per token) by expert, in token order.
+    pub fn group(&mut self, chosen: &[(usize, f32)], k: usize, experts: usize) {
+        self.start.clear();
+        self.start.resize(experts + 1, 0);
+        for &(e, _) in chosen {
+            self.start[e + 1] += 1;
+        }
+        for e in 0..experts {
+            self.start[e + 1] += self.start[e];
+        }
+        self.list.clear();
+        self.list.resize(chosen.len(), (0, 0));
+        // `start[e]` walks through expert e's range as it fills, then is restored below.
+        for (i, &(e, _)) in chosen.iter().enumerate() {
+            self.list[self.start[e]] = (i / k, i % k);
+            self.start[e] += 1;
+        }
+        for e in (1..=experts).rev() {
+            self.start[e] = self.start[e - 1];
+        }
+        self.start[0] = 0;
+    }
+
+    /// Expert `e`'s (token, slot) pairs.
+    pub fn of(&self, e: usize) -> &[(usize, usize)] {
+        &self.list[self.start[e]..self.start[e + 1]]
+    }
 }
 
 /// Resizes `v` to `n` values (zeros where it grows); no allocation once it has held `n`.

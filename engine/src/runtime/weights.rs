@@ -172,8 +172,12 @@ impl ModelWeights {
         let embed = matrix(d, Dense::Embed, spec.vocab, spec.hidden)?;
         let head =
             if tie_embeddings { embed } else { matrix(d, Dense::LmHead, spec.vocab, spec.hidden)? };
-        let layers =
-            spec.layers.iter().enumerate().map(|(l, s)| layer(d, spec, l, s)).collect::<Result<_>>()?;
+        let layers = spec
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, s)| layer(d, spec, l, s))
+            .collect::<Result<_>>()?;
         Ok(Self { embed, head, final_norm: vector(d, Dense::FinalNorm, spec.hidden)?, layers })
     }
 }

@@ -138,7 +138,7 @@ impl<'y> RowsOut<'y> {
     ///
     /// # Safety
     /// As for [`Self::write`], for every element of the range.
-    pub(crate) unsafe fn token_rows_mut(&self, t: usize, first: usize, m: usize) -> &mut [f32] {
+    pub(crate) unsafe fn token_rows_mut(&self, t: usize, first: usize, m: usize) -> &'y mut [f32] {
         assert!(t < self.tokens && first + m <= self.rows, "rows {first}+{m} out of range");
         // SAFETY: in bounds by the assert; exclusive by the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(t * self.rows + first), m) }

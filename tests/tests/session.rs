@@ -1,0 +1,84 @@
+//! The session: the KV cache is sized up front by `ctx` and refuses what does not fit, and the
+//! f16 / q8_0 caches stay close to the exact f32 one.
+
+use floe::kernels::ops::KvDType;
+use floe::model::experts::ResidentExperts;
+use floe::model::format::{DenseWeights, PackedModel};
+use floe::model::forward::{Model, Session, SessionOptions};
+use floe_kernels::DType;
+
+fn synth(dir: &std::path::Path, dtype: DType) -> PackedModel {
+    let mut shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
+    (shape.hidden, shape.heads, shape.kv_heads, shape.head_dim, shape.expert_ffn) =
+        (128, 4, 2, 32, 96);
+    let path = dir.join(dtype.name());
+    floe::model::synth::synth(&shape, &path, dtype, 3, &mut |_, _| {}).unwrap();
+    PackedModel::open(&path, false).unwrap()
+}
+
+fn model(packed: &PackedModel, threads: usize) -> Model {
+    Model::new(
+        packed.manifest.config.clone(),
+        DenseWeights::load(packed).unwrap(),
+        Box::new(ResidentExperts::load(packed).unwrap()),
+        threads,
+    )
+    .unwrap()
+}
+
+#[allow(dead_code)]
+fn argmax(x: &[f32]) -> u32 {
+    x.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap()
+}
+
+/// The cache holds `ctx` positions from the start; a prompt or generation past it is an error
+/// naming the context, and the session stays usable up to it.
+#[test]
+fn ctx_sizes_the_cache_and_is_enforced() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let packed = synth(dir.path(), DType::Q8_0);
+    let m = model(&packed, 1);
+    let opts = SessionOptions { ctx: Some(12), kv_dtype: KvDType::F16 };
+    let mut s = Session::new(opts);
+    m.step(&mut s, &[1; 10], false).unwrap();
+    assert_eq!(s.context(), 12);
+    // Layers x 2 (k, v) x 12 positions x kv_heads x head_dim x 2 bytes, as counted up front.
+    let want = opts.state_bytes(&m.spec).unwrap() as usize;
+    assert_eq!(want, m.spec.layers.len() * 2 * 12 * 2 * 32 * 2);
+    assert_eq!(s.kv_bytes(), want);
+    let e = m.step(&mut s, &[1; 3], false).unwrap_err().to_string();
+    assert!(e.contains("12 positions"), "{e}");
+    m.step(&mut s, &[1; 2], false).unwrap();
+    assert!(m.step(&mut s, &[1], false).is_err());
+    // Impossible options are refused before anything runs.
+    let too_long = SessionOptions { ctx: Some(m.spec.max_positions + 1), ..opts };
+    assert!(too_long.state_bytes(&m.spec).unwrap_err().to_string().contains("positions"));
+    assert!(SessionOptions { ctx: Some(0), ..opts }.state_bytes(&m.spec).is_err());
+}
+
+/// f16 and q8_0 caches give logits close to the f32 cache's (the exact reference), and the
+/// f32 cache gives the same bits as a session of default options.
+#[test]
+fn kv_cache_types_stay_close_to_f32() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let packed = synth(dir.path(), DType::Bf16);
+    let m = model(&packed, 2);
+    let prompt: Vec<u32> = (10..40).collect();
+    let run = |opts: SessionOptions| {
+        let mut s = Session::new(opts);
+        let mut all = m.forward(&mut s, &prompt, true).unwrap();
+        for t in [3u32, 4, 5] {
+            all.extend(m.forward(&mut s, &[t], false).unwrap());
+        }
+        all
+    };
+    let exact = run(SessionOptions { ctx: None, kv_dtype: KvDType::F32 });
+    assert_eq!(exact, run(SessionOptions::default()));
+    let scale = exact.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    for (kv_dtype, tol) in [(KvDType::F16, 2e-3), (KvDType::Q8_0, 3e-2)] {
+        let got = run(SessionOptions { ctx: Some(64), kv_dtype });
+        let diff = floe_tests::max_abs_diff(&got, &exact);
+        assert!(diff <= tol * scale, "{kv_dtype:?}: {diff} vs logits up to {scale}");
+        assert!(diff > 0.0, "{kv_dtype:?}: a rounded cache should differ somewhere");
+    }
+}
