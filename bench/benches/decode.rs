@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use floe::model::format::{DenseWeights, PackedModel};
-use floe::model::forward::{Model, Session};
+use floe::formats::dense::DenseWeights;
+use floe::formats::packed::PackedModel;
 use floe::pipeline::{PrefetchMode, StreamingConfig, StreamingExperts};
+use floe::runtime::{Model, Session};
 
 fn model_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("FLOE_BENCH_MODEL") {
@@ -18,8 +19,8 @@ fn model_dir() -> PathBuf {
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/floe-bench-demo");
     if PackedModel::open(&dir, false).is_err() {
-        let shape = floe::model::synth::SynthShape::preset("demo").expect("preset");
-        floe::model::synth::synth(&shape, &dir, floe::kernels::DType::Q4_0, 0, &mut |_, _| {})
+        let shape = floe::formats::synth::SynthShape::preset("demo").expect("preset");
+        floe::formats::synth::synth(&shape, &dir, floe::kernels::DType::Q4_0, 0, &mut |_, _| {})
             .expect("synth");
     }
     dir
@@ -57,7 +58,7 @@ fn decode(c: &mut Criterion) {
                 .expect("model");
         let mut session = Session::default();
         let mut logits = model.forward(&mut session, &prompt, false).expect("prefill");
-        let mut next = floe::model::sampling::argmax(&logits);
+        let mut next = floe::runtime::sampling::argmax(&logits);
         group.bench_function(BenchmarkId::new(cache, prefetch), |b| {
             b.iter_custom(|iters| {
                 let t = Instant::now();
@@ -68,7 +69,8 @@ fn decode(c: &mut Criterion) {
                     }
                     logits = model.forward(&mut session, &[next], false).expect("decode");
                     // Vary the token so routing varies as in real text.
-                    next = (floe::model::sampling::argmax(&logits) + session.position() as u32 * 7)
+                    next = (floe::runtime::sampling::argmax(&logits)
+                        + session.position() as u32 * 7)
                         % 256;
                 }
                 t.elapsed()

@@ -12,8 +12,14 @@ fn main() -> Result<(), floe::Error> {
         Some(dir) => dir.into(),
         None => {
             let dir = tmp.path().join("tiny");
-            let shape = floe::model::synth::SynthShape::preset("tiny")?;
-            floe::model::synth::synth(&shape, &dir, floe::kernels::DType::Q4_0, 0, &mut |_, _| {})?;
+            let shape = floe::formats::synth::SynthShape::preset("tiny")?;
+            floe::formats::synth::synth(
+                &shape,
+                &dir,
+                floe::kernels::DType::Q4_0,
+                0,
+                &mut |_, _| {},
+            )?;
             dir
         }
     };

@@ -3,7 +3,7 @@
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
 //! # let path = dir.path().join("tiny");
-//! # floe::model::synth::synth(&floe::model::synth::SynthShape::preset("tiny").unwrap(), &path,
+//! # floe::formats::synth::synth(&floe::formats::synth::SynthShape::preset("tiny").unwrap(), &path,
 //! #     floe::kernels::DType::Q4_0, 0, &mut |_, _| {}).unwrap();
 //! use floe::{Engine, EngineConfig, GenerateOptions};
 //!
@@ -22,13 +22,13 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::model::experts::{ExpertSource, ResidentExperts};
-use crate::model::forward::{Model, Session, SessionOptions};
-use crate::model::generate::{GenStats, GenerateOptions};
-use crate::model::sampling::Sampler;
-use crate::model::source::open_model;
+use crate::formats::source::open_model;
 use crate::model::tokenizer::{IncrementalDecoder, TextCodec};
 use crate::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts, StreamingStats};
+use crate::runtime::experts::{ExpertSource, ResidentExperts};
+use crate::runtime::generate::{GenStats, GenerateOptions};
+use crate::runtime::sampling::Sampler;
+use crate::runtime::{Model, Session, SessionOptions};
 
 /// How an [`Engine`] holds the routed experts.
 #[derive(Debug, Clone, PartialEq)]
@@ -325,8 +325,8 @@ mod tests {
     fn iterator_and_resident_engine_agree_with_streaming() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tiny");
-        crate::model::synth::synth(
-            &crate::model::synth::SynthShape::preset("tiny").unwrap(),
+        crate::formats::synth::synth(
+            &crate::formats::synth::SynthShape::preset("tiny").unwrap(),
             &path,
             floe_kernels::DType::Q8_0,
             3,

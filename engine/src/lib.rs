@@ -3,14 +3,16 @@
 //! Embed it through [`Engine`]: open a model directory (written by `floe pack` or
 //! `floe synth`) with an [`EngineConfig`], then [`Engine::generate`] (an iterator of tokens) or
 //! [`Engine::generate_stream`] (a `futures::Stream` for tokio programs). The building blocks are
-//! re-exported: [`io`] (the I/O thread), [`cache`] (policies and the slot table), [`kernels`],
-//! and [`model`] / [`pipeline`] hold the engine's parts. See `engine/examples/`.
+//! re-exported: [`io`] (the I/O thread), [`cache`] (policies and the slot table), [`kernels`];
+//! the engine's parts are [`model`] (the description: config, layer spec, tokenizer),
+//! [`formats`] (packed, safetensors, GGUF, synthetic), [`runtime`] (weights, forward pass,
+//! session, generation) and [`pipeline`] (streaming experts). See `engine/examples/`.
 #![warn(missing_docs)]
 
 mod api;
 pub mod bench_io;
 mod error;
-pub mod gguf;
+pub mod formats;
 pub mod model;
 pub mod pipeline;
 pub mod runtime;
@@ -22,5 +24,5 @@ pub use error::{Error, Result};
 pub use floe_cache as cache;
 pub use floe_io as io;
 pub use floe_kernels as kernels;
-pub use model::generate::GenerateOptions;
-pub use model::sampling::SamplingParams;
+pub use runtime::generate::GenerateOptions;
+pub use runtime::sampling::SamplingParams;

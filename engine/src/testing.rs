@@ -3,9 +3,10 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::model::experts::ResidentExperts;
-use crate::model::format::{DenseWeights, PackedModel};
-use crate::model::forward::{Model, Session};
+use crate::formats::dense::DenseWeights;
+use crate::formats::packed::PackedModel;
+use crate::runtime::experts::ResidentExperts;
+use crate::runtime::{Model, Session};
 
 /// Opens the packed model at `dir` (checksums not verified), loads it resident on one thread
 /// and runs two tokens: the whole path a damaged `floe.json` must survive. Every step may fail

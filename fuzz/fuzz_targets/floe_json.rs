@@ -15,8 +15,8 @@ fn model_dir() -> &'static PathBuf {
     DIR.get_or_init(|| {
         let dir = common::scratch("floe-json").join("tiny");
         let _ = std::fs::remove_dir_all(&dir);
-        let shape = floe::model::synth::SynthShape::preset("tiny").expect("preset");
-        floe::model::synth::synth(&shape, &dir, floe_kernels::DType::Q8_0, 1, &mut |_, _| {})
+        let shape = floe::formats::synth::SynthShape::preset("tiny").expect("preset");
+        floe::formats::synth::synth(&shape, &dir, floe_kernels::DType::Q8_0, 1, &mut |_, _| {})
             .expect("synth");
         dir
     })

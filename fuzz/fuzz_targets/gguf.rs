@@ -11,5 +11,5 @@ fuzz_target!(|data: &[u8]| {
     thread_local!(static PATH: std::path::PathBuf = common::scratch("gguf").join("m.gguf"));
     let path = PATH.with(|p| p.clone());
     std::fs::write(&path, data).expect("write input");
-    let _ = floe::model::source::open_model(&path, false, None);
+    let _ = floe::formats::source::open_model(&path, false, None);
 });

@@ -5,7 +5,7 @@
 
 mod common;
 
-use floe::model::pack::{pack, PackOptions};
+use floe::formats::pack::{pack, PackOptions};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

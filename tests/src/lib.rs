@@ -2,10 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use floe::model::experts::ResidentExperts;
-use floe::model::format::{DenseWeights, PackedModel};
-use floe::model::forward::Model;
-use floe::model::pack::{pack, PackOptions};
+use floe::formats::dense::DenseWeights;
+use floe::formats::pack::{pack, PackOptions};
+use floe::formats::packed::PackedModel;
+use floe::runtime::experts::ResidentExperts;
+use floe::runtime::Model;
 use floe_kernels::DType;
 
 /// `../shared/golden/<name>`; a missing fixture fails the test unless `FLOE_SKIP_GOLDEN=1`

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use floe::model::format::PackedModel;
-use floe::model::pack::{pack, PackOptions};
+use floe::formats::pack::{pack, PackOptions};
+use floe::formats::packed::PackedModel;
 use floe_kernels::DType;
 use floe_tests::golden_dir;
 use safetensors::tensor::TensorView;
@@ -150,13 +150,13 @@ fn existing_output_needs_force() {
 /// `max_positions` is enforced: a prompt or a generation past it is a clear error.
 #[test]
 fn running_past_max_positions_is_an_error() {
-    use floe::model::experts::ResidentExperts;
-    use floe::model::format::DenseWeights;
-    use floe::model::forward::{Model, Session};
+    use floe::formats::dense::DenseWeights;
+    use floe::runtime::experts::ResidentExperts;
+    use floe::runtime::{Model, Session};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny");
-    let shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
-    floe::model::synth::synth(&shape, &path, DType::Q8_0, 1, &mut |_, _| {}).unwrap();
+    let shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
+    floe::formats::synth::synth(&shape, &path, DType::Q8_0, 1, &mut |_, _| {}).unwrap();
     let packed = PackedModel::open(&path, false).unwrap();
     let mut cfg = packed.manifest.config.clone();
     cfg.max_positions = 8;
@@ -203,7 +203,7 @@ fn a_failed_forced_repack_keeps_the_old_model() {
 /// in, so at every moment one of them holds a whole model; a failing writer changes nothing.
 #[test]
 fn the_directory_writer_never_leaves_no_model() {
-    use floe::model::format::{aside_dir_for, write_dir_atomically};
+    use floe::formats::packed::{aside_dir_for, write_dir_atomically};
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("m");
     std::fs::create_dir(&out).unwrap();
@@ -228,13 +228,13 @@ fn the_directory_writer_never_leaves_no_model() {
 /// 64x64 matrix under a norm's name reached `rms_norm` and panicked) is an error at load.
 #[test]
 fn a_dense_tensor_of_the_wrong_shape_is_refused_at_load() {
-    use floe::model::experts::ResidentExperts;
-    use floe::model::format::DenseWeights;
-    use floe::model::forward::Model;
+    use floe::formats::dense::DenseWeights;
+    use floe::runtime::experts::ResidentExperts;
+    use floe::runtime::Model;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny");
-    let shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
-    floe::model::synth::synth(&shape, &path, DType::Q8_0, 1, &mut |_, _| {}).unwrap();
+    let shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
+    floe::formats::synth::synth(&shape, &path, DType::Q8_0, 1, &mut |_, _| {}).unwrap();
     let mut m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path.join("floe.json")).unwrap()).unwrap();
     for d in m["dense"].as_array_mut().unwrap() {
@@ -273,7 +273,7 @@ fn impossible_gguf_metadata_values_are_named() {
         patched[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
         let path = tmp.path().join("m.gguf");
         std::fs::write(&path, &patched).unwrap();
-        let e = floe::model::source::open_model(&path, false, None).unwrap_err();
+        let e = floe::formats::source::open_model(&path, false, None).unwrap_err();
         match &e {
             floe::Error::Field { origin, error } => {
                 assert!(origin.contains("GGUF"), "{e}");

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use floe::model::sampling::SamplingParams;
+use floe::runtime::sampling::SamplingParams;
 use floe::{Engine, EngineConfig, ExpertMemory, GenerateOptions};
 use floe_kernels::DType;
 
@@ -26,10 +26,10 @@ fn ids(engine: &Engine, prompt: &str, seed: u64) -> Vec<u32> {
 fn four_threads_on_one_engine_each_get_their_single_thread_tokens() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("tiny");
-    let shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
-    floe::model::synth::synth(&shape, &path, DType::Q4_0, 8, &mut |_, _| {}).unwrap();
+    let shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
+    floe::formats::synth::synth(&shape, &path, DType::Q4_0, 8, &mut |_, _| {}).unwrap();
     let slab =
-        floe::model::format::PackedModel::open(&path, false).unwrap().manifest.slab.slab_bytes;
+        floe::formats::packed::PackedModel::open(&path, false).unwrap().manifest.slab.slab_bytes;
     for experts in [
         // top-k + 4 slots: the four generations evict each other's experts all the time.
         ExpertMemory::Streamed { cache_bytes: Some(((shape.top_k + 4) * slab) as u64) },

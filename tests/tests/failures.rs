@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use floe::model::experts::{ExpertSource, ResidentExperts};
-use floe::model::format::{DenseWeights, PackedModel};
-use floe::model::forward::{Model, Session};
-use floe::model::generate::{generate, GenerateOptions};
+use floe::formats::dense::DenseWeights;
+use floe::formats::packed::PackedModel;
 use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
+use floe::runtime::experts::{ExpertSource, ResidentExperts};
+use floe::runtime::generate::{generate, GenerateOptions};
+use floe::runtime::{Model, Session};
 use floe_io::testing::{FaultPlan, FaultTarget};
 use floe_io::{BackendKind, IoConfig, IoEngine, SlabArena};
 use floe_kernels::DType;
@@ -26,8 +27,8 @@ const TOKENS: usize = 12;
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("tiny");
-    let shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
-    floe::model::synth::synth(&shape, &path, DType::Q8_0, 5, &mut |_, _| {}).unwrap();
+    let shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
+    floe::formats::synth::synth(&shape, &path, DType::Q8_0, 5, &mut |_, _| {}).unwrap();
     let packed = PackedModel::open(&path, true).unwrap();
     let prompt: Vec<u32> = (40..52).collect();
     let resident = Model::new(

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use floe::gguf::{parse, GgmlType, GgufFile};
+use floe::formats::gguf::{parse, GgmlType, GgufFile};
 use floe_kernels::quant::{quantize_q8_0, QK};
 use floe_kernels::BlockQ8_0;
 use floe_tests::{golden_dir, Golden};
@@ -90,16 +90,16 @@ fn damaged_gguf_never_panics() {
 /// of the dequantised reference.
 #[test]
 fn gguf_import_matches_transformers() {
-    use floe::model::format::PackedModel;
-    use floe::model::forward::Session;
-    use floe::model::generate::{generate, GenerateOptions};
+    use floe::formats::packed::PackedModel;
+    use floe::runtime::generate::{generate, GenerateOptions};
+    use floe::runtime::Session;
     let Some(dir) = golden_dir("qwen3_moe") else { return };
     let tmp = tempfile::tempdir().unwrap();
     for (file, reference) in
         [("model-F32.gguf", "golden.safetensors"), ("model-Q8_0.gguf", "golden-Q8_0.safetensors")]
     {
         let out = tmp.path().join(file);
-        floe::gguf::pack_gguf(&dir.join(file), &out, Some(&dir), &mut |_, _| {}).unwrap();
+        floe::formats::gguf::pack_gguf(&dir.join(file), &out, Some(&dir), &mut |_, _| {}).unwrap();
         let packed = PackedModel::open(&out, true).unwrap();
         let mut model = floe_tests::load(&packed, 1);
         model.set_quant_activations(floe_kernels::QuantActivations::F32);
@@ -131,14 +131,19 @@ const LLAMACPP_LOGITS_TOL: f32 = 0.1;
 /// and the argmax at every position equal llama.cpp's, logits within 0.1.
 #[test]
 fn k_quant_gguf_matches_llama_cpp() {
-    use floe::model::format::PackedModel;
-    use floe::model::forward::Session;
+    use floe::formats::packed::PackedModel;
+    use floe::runtime::Session;
     let Some(dir) = golden_dir("qwen3_moe_k256") else { return };
     let tmp = tempfile::tempdir().unwrap();
     for q in ["Q4_K_M", "Q5_K_M", "Q6_K", "Q4_0", "Q8_0"] {
         let out = tmp.path().join(q);
-        floe::gguf::pack_gguf(&dir.join(format!("model-{q}.gguf")), &out, None, &mut |_, _| {})
-            .unwrap();
+        floe::formats::gguf::pack_gguf(
+            &dir.join(format!("model-{q}.gguf")),
+            &out,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
         let packed = PackedModel::open(&out, true).unwrap();
         if q == "Q4_K_M" {
             // Q4_K gate/up everywhere, but layer 2's down is Q6_K: two slab layouts.
@@ -199,9 +204,9 @@ fn k_quant_gguf_matches_llama_cpp() {
 fn gguf_tokenizer_matches_tokenizer_json() {
     use floe::model::tokenizer::TextCodec;
     let Some(dir) = golden_dir("qwen3_moe_k256") else { return };
-    let g = floe::gguf::GgufFile::open(&dir.join("model-Q4_K_M.gguf")).unwrap();
+    let g = floe::formats::gguf::GgufFile::open(&dir.join("model-Q4_K_M.gguf")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    floe::gguf::tokenizer::write_tokenizer(&g, tmp.path()).unwrap();
+    floe::formats::gguf::tokenizer::write_tokenizer(&g, tmp.path()).unwrap();
     let ours = TextCodec::load(tmp.path()).unwrap();
     let theirs = TextCodec::load(&dir).unwrap();
     let golden: serde_json::Value =
@@ -228,9 +233,12 @@ fn gguf_tokenizer_matches_tokenizer_json() {
         assert_eq!(ours.decode(&a).unwrap(), theirs.decode(&b).unwrap(), "{text:?}");
     }
     // A model without tokenizer metadata is a clear error that says what to do.
-    let kq = floe::gguf::GgufFile::open(&golden_dir("kquant").unwrap().join("kquant-vectors.gguf"))
-        .unwrap();
-    let err = floe::gguf::tokenizer::write_tokenizer(&kq, tmp.path()).unwrap_err().to_string();
+    let kq = floe::formats::gguf::GgufFile::open(
+        &golden_dir("kquant").unwrap().join("kquant-vectors.gguf"),
+    )
+    .unwrap();
+    let err =
+        floe::formats::gguf::tokenizer::write_tokenizer(&kq, tmp.path()).unwrap_err().to_string();
     assert!(err.contains("--tokenizer"), "{err}");
 }
 
@@ -240,10 +248,10 @@ fn gguf_tokenizer_matches_tokenizer_json() {
 /// slots more than one layer's top-k.
 #[test]
 fn direct_gguf_equals_packed_gguf() {
-    use floe::model::forward::{Model, Session};
-    use floe::model::generate::{generate, GenerateOptions};
-    use floe::model::source::{open_model, ModelFormat};
+    use floe::formats::source::{open_model, ModelFormat};
     use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
+    use floe::runtime::generate::{generate, GenerateOptions};
+    use floe::runtime::{Model, Session};
     use std::sync::Arc;
     let Some(dir) = golden_dir("qwen3_moe_k256") else { return };
     let tmp = tempfile::tempdir().unwrap();
@@ -252,13 +260,13 @@ fn direct_gguf_equals_packed_gguf() {
     for q in ["Q4_K_M", "Q6_K"] {
         let file = dir.join(format!("model-{q}.gguf"));
         let packed_dir = tmp.path().join(q);
-        floe::gguf::pack_gguf(&file, &packed_dir, None, &mut |_, _| {}).unwrap();
+        floe::formats::gguf::pack_gguf(&file, &packed_dir, None, &mut |_, _| {}).unwrap();
         let packed = open_model(&packed_dir, true, None).unwrap();
         assert_eq!(packed.format, ModelFormat::Packed);
         let reference = Model::new(
             packed.config.clone(),
             packed.dense,
-            Box::new(floe::model::experts::ResidentExperts::load_file(packed.experts).unwrap()),
+            Box::new(floe::runtime::experts::ResidentExperts::load_file(packed.experts).unwrap()),
             1,
         )
         .unwrap();
@@ -277,7 +285,7 @@ fn direct_gguf_equals_packed_gguf() {
         let resident = Model::new(
             m.config.clone(),
             m.dense,
-            Box::new(floe::model::experts::ResidentExperts::load_file(m.experts).unwrap()),
+            Box::new(floe::runtime::experts::ResidentExperts::load_file(m.experts).unwrap()),
             1,
         )
         .unwrap();
@@ -317,16 +325,17 @@ fn direct_gguf_equals_packed_gguf() {
 /// slabs with the same bytes.
 #[test]
 fn exported_gguf_runs_like_its_packed_source() {
-    use floe::model::forward::{Model, Session};
-    use floe::model::source::open_model;
+    use floe::formats::source::open_model;
+    use floe::runtime::{Model, Session};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tiny");
-    let shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
-    floe::model::synth::synth(&shape, &dir, floe_kernels::DType::Q4_0, 3, &mut |_, _| {}).unwrap();
-    let packed = floe::model::format::PackedModel::open(&dir, true).unwrap();
+    let shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
+    floe::formats::synth::synth(&shape, &dir, floe_kernels::DType::Q4_0, 3, &mut |_, _| {})
+        .unwrap();
+    let packed = floe::formats::packed::PackedModel::open(&dir, true).unwrap();
     let file = tmp.path().join("tiny.gguf");
-    floe::gguf::write::export_gguf(&packed, &file, &mut |_, _| {}).unwrap();
-    let g = floe::gguf::GgufFile::open(&file).unwrap();
+    floe::formats::gguf::write::export_gguf(&packed, &file, &mut |_, _| {}).unwrap();
+    let g = floe::formats::gguf::GgufFile::open(&file).unwrap();
     assert_eq!(g.architecture(), Some("qwen3moe"));
     let e = g.tensor("blk.0.ffn_down_exps.weight").unwrap();
     let c = &packed.manifest.config;
@@ -336,7 +345,7 @@ fn exported_gguf_runs_like_its_packed_source() {
     let run = |path: &std::path::Path| {
         let m = open_model(path, false, None).unwrap();
         let codec = m.codec.unwrap();
-        let experts = floe::model::experts::ResidentExperts::load_file(m.experts).unwrap();
+        let experts = floe::runtime::experts::ResidentExperts::load_file(m.experts).unwrap();
         let model = Model::new(m.config, m.dense, Box::new(experts), 1).unwrap();
         let ids = codec.encode("hello, world").unwrap();
         (ids.clone(), model.forward(&mut Session::default(), &ids, true).unwrap())
@@ -347,9 +356,9 @@ fn exported_gguf_runs_like_its_packed_source() {
     assert_eq!(floe_tests::max_abs_diff(&a, &b), 0.0);
 
     let back = tmp.path().join("back");
-    floe::gguf::pack_gguf(&file, &back, None, &mut |_, _| {}).unwrap();
-    let m2 = floe::model::format::PackedModel::open(&back, true).unwrap().manifest;
-    let hashes = |m: &floe::model::format::Manifest| {
+    floe::formats::gguf::pack_gguf(&file, &back, None, &mut |_, _| {}).unwrap();
+    let m2 = floe::formats::packed::PackedModel::open(&back, true).unwrap().manifest;
+    let hashes = |m: &floe::formats::packed::Manifest| {
         m.expert_layers.iter().map(|l| l.xxh3.clone()).collect::<Vec<_>>()
     };
     assert_eq!(hashes(&m2), hashes(&packed.manifest), "slabs byte for byte");
@@ -361,10 +370,10 @@ fn exported_gguf_runs_like_its_packed_source() {
 /// within 1e-4 of transformers and the same greedy tokens.
 #[test]
 fn every_architecture_runs_from_gguf() {
-    use floe::model::forward::{Model, Session};
-    use floe::model::generate::{generate, GenerateOptions};
-    use floe::model::pack::{pack, PackOptions};
-    use floe::model::source::open_model;
+    use floe::formats::pack::{pack, PackOptions};
+    use floe::formats::source::open_model;
+    use floe::runtime::generate::{generate, GenerateOptions};
+    use floe::runtime::{Model, Session};
     let tmp = tempfile::tempdir().unwrap();
     for (name, gguf_arch) in [
         ("qwen3_moe", "qwen3moe"),
@@ -376,17 +385,17 @@ fn every_architecture_runs_from_gguf() {
         let packed_dir = tmp.path().join(name);
         let opts = PackOptions { dtype: floe_kernels::DType::F32, dense_dtype: None, force: true };
         pack(&dir, &packed_dir, &opts, &mut |_, _| {}).unwrap();
-        let packed = floe::model::format::PackedModel::open(&packed_dir, true).unwrap();
+        let packed = floe::formats::packed::PackedModel::open(&packed_dir, true).unwrap();
         let file = tmp.path().join(format!("{name}.gguf"));
-        floe::gguf::write::export_gguf(&packed, &file, &mut |_, _| {}).unwrap();
-        let g = floe::gguf::GgufFile::open(&file).unwrap();
+        floe::formats::gguf::write::export_gguf(&packed, &file, &mut |_, _| {}).unwrap();
+        let g = floe::formats::gguf::GgufFile::open(&file).unwrap();
         assert_eq!(g.architecture(), Some(gguf_arch));
-        let cfg = floe::gguf::config_of(&g).unwrap();
+        let cfg = floe::formats::gguf::config_of(&g).unwrap();
         assert_eq!(cfg, packed.manifest.config, "{name}: config through GGUF metadata");
         drop(g);
 
         let m = open_model(&file, false, None).unwrap();
-        let experts = floe::model::experts::ResidentExperts::load_file(m.experts).unwrap();
+        let experts = floe::runtime::experts::ResidentExperts::load_file(m.experts).unwrap();
         let model = Model::new(m.config, m.dense, Box::new(experts), 1).unwrap();
         let golden = Golden::load(&dir, "golden.safetensors");
         let ids: Vec<u32> = golden.i64("input_ids").0.iter().map(|&x| x as u32).collect();
@@ -409,7 +418,7 @@ fn every_architecture_runs_from_gguf() {
 fn llama_qk_permutation_matches_the_converter() {
     let (heads, d) = (3, 8);
     let hf: Vec<u8> = (0..(heads * d) as u8).collect(); // one byte per row: its HF index
-    let gguf = floe::gguf::unpermute_rows(&hf, heads, 1, true);
+    let gguf = floe::formats::gguf::unpermute_rows(&hf, heads, 1, true);
     // numpy: w.reshape(heads, 2, d/2).swapaxes(1, 2).reshape(-1)
     let mut want = Vec::new();
     for h in 0..heads {
@@ -421,7 +430,7 @@ fn llama_qk_permutation_matches_the_converter() {
     }
     assert_eq!(gguf, want);
     assert_eq!(&gguf[..8], &[0, 4, 1, 5, 2, 6, 3, 7]);
-    assert_eq!(floe::gguf::unpermute_rows(&gguf, heads, 1, false), hf);
+    assert_eq!(floe::formats::gguf::unpermute_rows(&gguf, heads, 1, false), hf);
 }
 
 /// A split GGUF (`-0000k-of-0000n.gguf`, as llama.cpp's gguf-split writes them) opens from any
@@ -429,23 +438,24 @@ fn llama_qk_permutation_matches_the_converter() {
 /// expert's gate, up and down lie in different parts (one read request over two files).
 #[test]
 fn split_gguf_runs_as_one_model() {
-    use floe::model::forward::{Model, Session};
-    use floe::model::placement::ExpertPlacement;
-    use floe::model::source::open_model;
+    use floe::formats::placement::ExpertPlacement;
+    use floe::formats::source::open_model;
     use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
+    use floe::runtime::{Model, Session};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tiny");
-    let shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
-    floe::model::synth::synth(&shape, &dir, floe_kernels::DType::Q8_0, 5, &mut |_, _| {}).unwrap();
-    let packed = floe::model::format::PackedModel::open(&dir, true).unwrap();
+    let shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
+    floe::formats::synth::synth(&shape, &dir, floe_kernels::DType::Q8_0, 5, &mut |_, _| {})
+        .unwrap();
+    let packed = floe::formats::packed::PackedModel::open(&dir, true).unwrap();
     let file = tmp.path().join("tiny.gguf");
-    floe::gguf::write::export_gguf(&packed, &file, &mut |_, _| {}).unwrap();
-    let parts = floe::gguf::write::split_gguf(&file, 7).unwrap();
+    floe::formats::gguf::write::export_gguf(&packed, &file, &mut |_, _| {}).unwrap();
+    let parts = floe::formats::gguf::write::split_gguf(&file, 7).unwrap();
     assert!(parts.len() > 3);
     let prompt: Vec<u32> = (40..60).collect();
     let run = |path: &std::path::Path, streamed: bool| {
         let m = open_model(path, false, None).unwrap();
-        let experts: Box<dyn floe::model::experts::ExpertSource> = if streamed {
+        let experts: Box<dyn floe::runtime::experts::ExpertSource> = if streamed {
             let cfg = StreamingConfig {
                 cache: CacheMode::Policy(floe::cache::PolicyKind::Lru),
                 cache_bytes: ((m.config.top_k + 1) * m.experts.slot_bytes) as u64,
@@ -455,7 +465,7 @@ fn split_gguf_runs_as_one_model() {
             };
             Box::new(StreamingExperts::open_file(m.experts, &m.config, &cfg, None).unwrap())
         } else {
-            Box::new(floe::model::experts::ResidentExperts::load_file(m.experts).unwrap())
+            Box::new(floe::runtime::experts::ResidentExperts::load_file(m.experts).unwrap())
         };
         let model = Model::new(m.config, m.dense, experts, 1).unwrap();
         model.forward(&mut Session::default(), &prompt, true).unwrap()

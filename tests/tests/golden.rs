@@ -1,9 +1,9 @@
 //! floe's forward pass against HF transformers on the golden fixtures: prompt logits, every
 //! layer's expert choices, greedy generation with the KV cache, and text.
 
-use floe::model::forward::Session;
-use floe::model::generate::{generate, GenerateOptions};
 use floe::model::tokenizer::TextCodec;
+use floe::runtime::generate::{generate, GenerateOptions};
+use floe::runtime::Session;
 use floe_kernels::DType;
 use floe_tests::*;
 

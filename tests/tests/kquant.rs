@@ -1,7 +1,7 @@
 //! K-quant dequantisation bit for bit against ggml's (../shared/golden/kquant: the raw blocks
 //! ggml wrote and gguf-py's dequantisation of them, which equals ggml's `to_float`).
 
-use floe::gguf::GgufFile;
+use floe::formats::gguf::GgufFile;
 use floe_tests::{golden_dir, Golden};
 
 #[test]
@@ -12,7 +12,7 @@ fn k_quant_dequantisation_is_bit_exact_against_ggml() {
     let mut checked = 0;
     for name in ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"] {
         let t = g.tensor(name).unwrap_or_else(|| panic!("tensor {name}"));
-        let dtype = floe::gguf::import::dtype_of(t).unwrap();
+        let dtype = floe::formats::gguf::import::dtype_of(t).unwrap();
         let (want, shape) = reference.f32(name);
         assert_eq!(shape, vec![4, 32, 256]);
         let mut got = vec![0.0f32; want.len()];

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use floe::model::format::PackedModel;
+use floe::formats::packed::PackedModel;
 use floe_kernels::DType;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -76,8 +76,8 @@ fn open_and_run(dir: &Path) {
 fn mutated_floe_json_opens_or_errors_never_panics() {
     let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let model = base.path().join("tiny");
-    let shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
-    floe::model::synth::synth(&shape, &model, DType::Q8_0, 4, &mut |_, _| {}).unwrap();
+    let shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
+    floe::formats::synth::synth(&shape, &model, DType::Q8_0, 4, &mut |_, _| {}).unwrap();
     let text = std::fs::read_to_string(model.join("floe.json")).unwrap();
     let root: Value = serde_json::from_str(&text).unwrap();
     let mut all = Vec::new();

@@ -1,18 +1,19 @@
 //! The session: the KV cache is sized up front by `ctx` and refuses what does not fit, and the
 //! f16 / q8_0 caches stay close to the exact f32 one.
 
+use floe::formats::dense::DenseWeights;
+use floe::formats::packed::PackedModel;
 use floe::kernels::ops::KvDType;
-use floe::model::experts::ResidentExperts;
-use floe::model::format::{DenseWeights, PackedModel};
-use floe::model::forward::{Model, Session, SessionOptions};
+use floe::runtime::experts::ResidentExperts;
+use floe::runtime::{Model, Session, SessionOptions};
 use floe_kernels::DType;
 
 fn synth(dir: &std::path::Path, dtype: DType) -> PackedModel {
-    let mut shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
+    let mut shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
     (shape.hidden, shape.heads, shape.kv_heads, shape.head_dim, shape.expert_ffn) =
         (128, 4, 2, 32, 96);
     let path = dir.join(dtype.name());
-    floe::model::synth::synth(&shape, &path, dtype, 3, &mut |_, _| {}).unwrap();
+    floe::formats::synth::synth(&shape, &path, dtype, 3, &mut |_, _| {}).unwrap();
     PackedModel::open(&path, false).unwrap()
 }
 

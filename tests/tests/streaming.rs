@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use floe::model::format::{DenseWeights, PackedModel};
-use floe::model::forward::{Model, Session};
-use floe::model::generate::{generate, GenerateOptions};
+use floe::formats::dense::DenseWeights;
+use floe::formats::packed::PackedModel;
 use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
+use floe::runtime::generate::{generate, GenerateOptions};
+use floe::runtime::{Model, Session};
 use floe_io::testing::ChaosConfig;
 use floe_io::{BackendKind, IoEngine, SlabArena};
 use floe_kernels::DType;
@@ -158,14 +159,14 @@ fn late_reordered_short_reads_change_nothing_and_disk_errors_end_with_an_error()
 /// ones on every backend.
 #[test]
 fn slabs_read_in_pieces_give_the_resident_tokens() {
-    use floe::model::experts::ResidentExperts;
-    use floe::model::placement::ExpertPlacement;
+    use floe::formats::placement::ExpertPlacement;
+    use floe::runtime::experts::ResidentExperts;
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = scratch.path().join("wide");
-    let mut shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
+    let mut shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
     (shape.hidden, shape.heads, shape.kv_heads, shape.head_dim) = (512, 8, 2, 64);
     (shape.expert_ffn, shape.experts, shape.top_k, shape.layers) = (512, 8, 2, 2);
-    floe::model::synth::synth(&shape, &dir, DType::Q8_0, 11, &mut |_, _| {}).unwrap();
+    floe::formats::synth::synth(&shape, &dir, DType::Q8_0, 11, &mut |_, _| {}).unwrap();
     let packed = PackedModel::open(&dir, true).unwrap();
     let ef = packed.expert_file().unwrap();
     let p = ef.layers.iter().flatten().next().unwrap();

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use floe::model::format::{DenseWeights, PackedModel};
-use floe::model::forward::{Model, Session};
-use floe::model::generate::{generate, GenerateOptions};
-use floe::model::synth::{synth, SynthShape};
+use floe::formats::dense::DenseWeights;
+use floe::formats::packed::PackedModel;
+use floe::formats::synth::{synth, SynthShape};
 use floe::model::tokenizer::TextCodec;
 use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
+use floe::runtime::generate::{generate, GenerateOptions};
+use floe::runtime::{Model, Session};
 use floe_kernels::DType;
 
 #[test]

@@ -22,12 +22,12 @@ fn generate(engine: &Engine) -> Result<Vec<u32>, String> {
 #[test]
 fn truncating_a_model_under_a_running_engine_is_an_error_not_a_crash() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let shape = floe::model::synth::SynthShape::preset("tiny").unwrap();
+    let shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
     let packed = dir.path().join("tiny");
-    floe::model::synth::synth(&shape, &packed, DType::Q8_0, 2, &mut |_, _| {}).unwrap();
+    floe::formats::synth::synth(&shape, &packed, DType::Q8_0, 2, &mut |_, _| {}).unwrap();
     let gguf = dir.path().join("tiny.gguf");
-    let opened = floe::model::format::PackedModel::open(&packed, false).unwrap();
-    floe::gguf::write::export_gguf(&opened, &gguf, &mut |_, _| {}).unwrap();
+    let opened = floe::formats::packed::PackedModel::open(&packed, false).unwrap();
+    floe::formats::gguf::write::export_gguf(&opened, &gguf, &mut |_, _| {}).unwrap();
 
     // A quarter of the experts as cache: later generations must read again.
     let slots = (shape.layers * shape.experts / 4) as u64;

@@ -20,20 +20,20 @@ pub struct ExportArgs {
 }
 
 pub fn run(a: ExportArgs) -> anyhow::Result<()> {
-    let packed = floe::model::format::PackedModel::open(&a.model, false)?;
+    let packed = floe::formats::packed::PackedModel::open(&a.model, false)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("writing GGUF [{bar:40}] {pos}/{len} tensors ({eta} left)")
             .expect("valid template")
             .progress_chars("=> "),
     );
-    floe::gguf::write::export_gguf(&packed, &a.out, &mut |d, t| {
+    floe::formats::gguf::write::export_gguf(&packed, &a.out, &mut |d, t| {
         bar.set_length(t);
         bar.set_position(d);
     })?;
     bar.finish_and_clear();
     match a.split_max_tensors {
         Some(n) => {
-            let parts = floe::gguf::write::split_gguf(&a.out, n)?;
+            let parts = floe::formats::gguf::write::split_gguf(&a.out, n)?;
             std::fs::remove_file(&a.out)?;
             eprintln!("wrote {} parts: {} ...", parts.len(), parts[0].display());
         }

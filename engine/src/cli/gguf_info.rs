@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use floe::gguf::{GgufFile, GgufValue};
+use floe::formats::gguf::{GgufFile, GgufValue};
 
 #[derive(Debug, Args)]
 pub struct GgufInfoArgs {

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use floe::formats::pack::{pack, PackOptions};
 use floe::kernels::DType;
-use floe::model::pack::{pack, PackOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Args)]
@@ -50,7 +50,7 @@ pub fn run(a: PackArgs) -> anyhow::Result<()> {
             "{} exists (use --force to replace it)",
             a.out.display()
         );
-        floe::gguf::pack_gguf(&a.from, &a.out, a.tokenizer.as_deref(), &mut progress)?
+        floe::formats::gguf::pack_gguf(&a.from, &a.out, a.tokenizer.as_deref(), &mut progress)?
     } else {
         pack(&a.from, &a.out, &opts, &mut progress)?
     };

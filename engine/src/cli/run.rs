@@ -7,15 +7,15 @@ use anyhow::Context;
 use clap::Args;
 use std::sync::Arc;
 
+use floe::formats::packed::PackedModel;
+use floe::formats::source::open_model;
 use floe::kernels::ops::KvDType;
-use floe::model::experts::{ExpertSource, ResidentExperts};
-use floe::model::format::PackedModel;
-use floe::model::forward::{Model, Session, SessionOptions};
-use floe::model::generate::{generate, GenerateOptions};
-use floe::model::sampling::SamplingParams;
-use floe::model::source::open_model;
 use floe::model::spec::ModelSpec;
 use floe::pipeline::{StreamingConfig, StreamingExperts};
+use floe::runtime::experts::{ExpertSource, ResidentExperts};
+use floe::runtime::generate::{generate, GenerateOptions};
+use floe::runtime::sampling::SamplingParams;
+use floe::runtime::{Model, Session, SessionOptions};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -126,7 +126,7 @@ fn demo_dir() -> anyhow::Result<PathBuf> {
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("floe")))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/floe")))
         .context("no cache directory: set FLOE_CACHE_DIR or pass --model")?;
-    Ok(base.join(format!("demo-v{}", floe::model::format::FORMAT_VERSION)))
+    Ok(base.join(format!("demo-v{}", floe::formats::packed::FORMAT_VERSION)))
 }
 
 /// The demo model, generated on first use.
@@ -153,8 +153,8 @@ fn demo_model() -> anyhow::Result<PathBuf> {
         .expect("valid template")
         .progress_chars("=> "),
     );
-    let shape = floe::model::synth::SynthShape::preset("demo")?;
-    floe::model::synth::synth(&shape, &dir, floe::kernels::DType::Q4_0, 0, &mut |d, t| {
+    let shape = floe::formats::synth::SynthShape::preset("demo")?;
+    floe::formats::synth::synth(&shape, &dir, floe::kernels::DType::Q4_0, 0, &mut |d, t| {
         bar.set_length(t);
         bar.set_position(d);
     })?;
@@ -311,7 +311,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         let mut w =
             floe::cache::trace::TraceWriter::new(std::io::BufWriter::new(file), shape, slot_bytes)?;
         let routes = session.routes.take().unwrap_or_default();
-        for r in floe::model::routing_trace::to_trace(&routes, ids.len(), opts.prefill_chunk) {
+        for r in floe::runtime::routing_trace::to_trace(&routes, ids.len(), opts.prefill_chunk) {
             w.write(&r)?;
         }
         w.finish()?;

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use floe::formats::synth::{synth, SynthShape};
 use floe::kernels::DType;
-use floe::model::synth::{synth, SynthShape};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Args)]
@@ -74,10 +74,10 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     if gguf {
-        let packed = floe::model::format::PackedModel::open(&dir, false)?;
+        let packed = floe::formats::packed::PackedModel::open(&dir, false)?;
         bar.reset();
         bar.set_message(format!("{} as GGUF", a.preset));
-        floe::gguf::write::export_gguf(&packed, &a.out, &mut |d, t| {
+        floe::formats::gguf::write::export_gguf(&packed, &a.out, &mut |d, t| {
             bar.set_length(t);
             bar.set_position(d);
         })?;

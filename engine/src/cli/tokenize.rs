@@ -28,8 +28,8 @@ pub fn run(a: TokenizeArgs) -> anyhow::Result<()> {
         Some(dir) => floe::model::tokenizer::TextCodec::load(dir)?,
         None if a.model.is_dir() => floe::model::tokenizer::TextCodec::load(&a.model)?,
         None => {
-            let g = floe::gguf::GgufFile::open(&a.model)?;
-            let (tok, cfg) = floe::gguf::tokenizer::tokenizer_json(&g)
+            let g = floe::formats::gguf::GgufFile::open(&a.model)?;
+            let (tok, cfg) = floe::formats::gguf::tokenizer::tokenizer_json(&g)
                 .with_context(|| format!("{}: no tokenizer floe can rebuild", a.model.display()))?;
             floe::model::tokenizer::TextCodec::from_json(&tok.to_string(), &cfg)?
         }

@@ -248,7 +248,7 @@ impl ModelConfig {
         Ok(cfg)
     }
 
-    /// Checks every field against its limit ([`check_config`](super::validate::check_config)).
+    /// Checks every field against its limit ([`check_config`](crate::model::validate::check_config)).
     pub fn validate(&self) -> Result<()> {
         self.validate_as("config")
     }
@@ -256,7 +256,7 @@ impl ModelConfig {
     /// [`validate`](Self::validate), with `origin` (the file or metadata the values came
     /// from) named in the error.
     pub fn validate_as(&self, origin: &str) -> Result<()> {
-        super::validate::check_config(self)
+        crate::model::validate::check_config(self)
             .map_err(|error| Error::Field { origin: origin.to_string(), error })
     }
 

@@ -1,20 +1,9 @@
-//! Models: configuration and the architecture registry, floe's packed format and `pack`, the
-//! expert sources, the forward pass, sampling and text.
+//! The model description: its configuration (from `config.json`, `floe.json` or GGUF
+//! metadata) and the checks on it, the architecture registry (tensor naming), the per-layer spec
+//! the runtime executes, and the tokenizer. Nothing here reads a file format or runs anything.
 
 pub mod arch;
 pub mod config;
-pub mod encode;
-pub mod experts;
-pub mod format;
-pub mod forward;
-pub mod generate;
-pub mod pack;
-pub mod placement;
-pub mod routing_trace;
-pub mod safetensors_dir;
-pub mod sampling;
-pub mod source;
 pub mod spec;
-pub mod synth;
 pub mod tokenizer;
 pub mod validate;

@@ -9,8 +9,8 @@
 
 use floe_kernels::ops::RopeStyle;
 
-use super::config::{ModelConfig, QkNorm};
 use crate::error::{Error, Result};
+use crate::model::config::{ModelConfig, QkNorm};
 
 /// Rotary position embedding of a head.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -17,10 +17,10 @@ use parking_lot::Mutex;
 
 use super::{CacheMode, PrefetchMode, StreamingConfig};
 use crate::error::{Error, Result};
+use crate::formats::packed::PackedModel;
+use crate::formats::placement::{ExpertFile, ExpertPlacement, ExpertRange};
 use crate::model::config::ModelConfig;
-use crate::model::experts::{ExpertBatchFn, ExpertSource, ExpertView};
-use crate::model::format::PackedModel;
-use crate::model::placement::{ExpertFile, ExpertPlacement, ExpertRange};
+use crate::runtime::experts::{ExpertBatchFn, ExpertSource, ExpertView};
 
 /// Counters of a streaming run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]

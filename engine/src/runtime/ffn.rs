@@ -11,8 +11,8 @@ use super::forward::{kernel_err, Model, RouteRecord};
 use super::session::{sized, ExpertUsers, Session};
 use super::weights::{MlpWeights, MoeWeights};
 use crate::error::Result;
-use crate::model::experts::{ExpertView, INLINE_BATCH};
 use crate::model::spec::{MoeSpec, RouterKind};
+use crate::runtime::experts::{ExpertView, INLINE_BATCH};
 
 impl Model {
     /// `out = down(silu(gate x) * up x)` over the tokens of `input`.
@@ -175,7 +175,7 @@ struct ExpertBuffers<'a> {
 }
 
 /// Products one batch holds without touching the heap (a decode step's top-k, two each).
-const INLINE_PRODUCTS: usize = 2 * crate::model::experts::INLINE_BATCH;
+const INLINE_PRODUCTS: usize = 2 * crate::runtime::experts::INLINE_BATCH;
 
 impl Model {
     /// A batch of ready experts: every expert's gate and up as one pool operation, then every

@@ -8,10 +8,10 @@ use floe_kernels::{KernelPool, Matrix, QuantActivations};
 use super::session::{sized, LayerState, Session};
 use super::weights::{FfnWeights, MixerWeights, ModelWeights};
 use crate::error::{Error, Result};
+use crate::formats::dense::{DenseWeights, TensorRef};
 use crate::model::config::ModelConfig;
-use crate::model::experts::ExpertSource;
-use crate::model::format::{DenseWeights, TensorRef};
 use crate::model::spec::{FfnSpec, MixerSpec, ModelSpec};
+use crate::runtime::experts::ExpertSource;
 
 /// What the router chose for one token at one layer.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +64,7 @@ impl Model {
         threads: usize,
     ) -> Result<Self> {
         cfg.validate()?;
-        crate::model::validate::check_dense(&cfg, &dense)
+        crate::formats::validate::check_dense(&cfg, &dense)
             .map_err(|error| Error::Field { origin: "dense weights".into(), error })?;
         let spec = ModelSpec::from_config(&cfg)?;
         let weights = ModelWeights::resolve(&dense, &spec, cfg.tie_embeddings)?;

@@ -1,9 +1,14 @@
-//! The runtime: a model's typed weights, the forward pass that executes its layer spec, and the
-//! per-sequence session (per-layer state and reused scratch).
+//! The runtime: a model's typed weights, the forward pass that executes its layer spec, the
+//! per-sequence session (per-layer state and reused scratch), where experts come from, sampling
+//! and generation.
 
 mod attention;
+pub mod experts;
 mod ffn;
 pub mod forward;
+pub mod generate;
+pub mod routing_trace;
+pub mod sampling;
 pub mod session;
 pub mod weights;
 

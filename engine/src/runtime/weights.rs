@@ -2,9 +2,9 @@
 //! fields, never formats a name or looks one up.
 
 use crate::error::{Error, Result};
+use crate::formats::dense::{DenseWeights, TensorRef};
 use crate::model::arch::Dense;
 use crate::model::config::QkNorm;
-use crate::model::format::{DenseWeights, TensorRef};
 use crate::model::spec::{FfnSpec, LayerSpec, MixerSpec, ModelSpec};
 
 /// A SwiGLU MLP (a dense layer's, or a shared expert's).

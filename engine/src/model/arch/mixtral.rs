@@ -1,7 +1,7 @@
 //! Mixtral: hub checkpoints name the MoE block `block_sparse_moe` with experts `w1` (gate),
 //! `w3` (up) and `w2` (down); transformers v5 renames it `mlp` with fused experts.
 
-use super::{fused, llama_dense, ArchNames, Dense, ExpertPart, ExpertTensor};
+use crate::model::arch::{fused, llama_dense, ArchNames, Dense, ExpertPart, ExpertTensor};
 
 pub(super) struct Mixtral;
 

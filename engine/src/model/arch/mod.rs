@@ -1,13 +1,13 @@
 //! The architecture registry: how each architecture names its tensors in a Hugging Face
 //! checkpoint. Everything else (shapes, the forward pass) is shared and driven by
-//! [`ModelConfig`](super::config::ModelConfig).
+//! [`ModelConfig`](crate::model::config::ModelConfig).
 
 mod mixtral;
 mod olmoe;
 mod qwen2_moe;
 mod qwen3_moe;
 
-use super::config::Arch;
+use crate::model::config::Arch;
 
 /// A dense (always resident) tensor of the model, by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

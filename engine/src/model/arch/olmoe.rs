@@ -1,7 +1,9 @@
 //! OLMoE: Llama naming, q/k RMSNorm over the whole projection (`q_norm [hidden]`,
 //! `k_norm [kv_dim]`), router `mlp.gate`, experts `mlp.experts.{e}`.
 
-use super::{llama_dense, qwen_style_expert, ArchNames, Dense, ExpertPart, ExpertTensor};
+use crate::model::arch::{
+    llama_dense, qwen_style_expert, ArchNames, Dense, ExpertPart, ExpertTensor,
+};
 
 pub(super) struct Olmoe;
 

@@ -1,7 +1,9 @@
 //! Qwen1.5/Qwen2-MoE: Llama naming with q/k/v biases, router `mlp.gate`, a shared expert
 //! `mlp.shared_expert.*_proj` scaled by `sigmoid(mlp.shared_expert_gate . x)`.
 
-use super::{llama_dense, qwen_style_expert, ArchNames, Dense, ExpertPart, ExpertTensor};
+use crate::model::arch::{
+    llama_dense, qwen_style_expert, ArchNames, Dense, ExpertPart, ExpertTensor,
+};
 
 pub(super) struct Qwen2Moe;
 

@@ -1,7 +1,9 @@
 //! Qwen3-MoE (Qwen3-30B-A3B, Qwen3-235B-A22B): Llama naming, per-head q/k norm, router
 //! `mlp.gate`, experts `mlp.experts.{e}`, dense MLP layers (`mlp_only_layers`) as `mlp.*_proj`.
 
-use super::{llama_dense, qwen_style_expert, ArchNames, Dense, ExpertPart, ExpertTensor};
+use crate::model::arch::{
+    llama_dense, qwen_style_expert, ArchNames, Dense, ExpertPart, ExpertTensor,
+};
 
 pub(super) struct Qwen3Moe;
 

@@ -8,14 +8,14 @@ use std::path::Path;
 
 use floe_kernels::DType;
 
-use super::arch::{config_of, gguf_name, permuted_heads, unpermute_rows};
-use super::{GgmlType, GgufFile, GgufTensor};
 use crate::error::{Error, Result};
-use crate::model::config::ModelConfig;
-use crate::model::format::{
+use crate::formats::gguf::arch::{config_of, gguf_name, permuted_heads, unpermute_rows};
+use crate::formats::gguf::{GgmlType, GgufFile, GgufTensor};
+use crate::formats::pack::dense_plan;
+use crate::formats::packed::{
     write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
 };
-use crate::model::pack::dense_plan;
+use crate::model::config::ModelConfig;
 
 /// floe's type for a GGUF tensor's, or an error naming the tensor and its type.
 pub fn dtype_of(t: &GgufTensor) -> Result<DType> {
@@ -102,8 +102,11 @@ pub fn dense_tensors<'g>(g: &'g GgufFile, cfg: &ModelConfig) -> Result<Vec<Dense
 
 /// The routed experts of a GGUF file, read in place: each layer's gate, up and down are slices
 /// of its three stacked tensors, read as one three-segment request per expert.
-pub fn expert_file(g: &GgufFile, cfg: &ModelConfig) -> Result<crate::model::placement::ExpertFile> {
-    use crate::model::placement::{ExpertFile, ExpertPlacement};
+pub fn expert_file(
+    g: &GgufFile,
+    cfg: &ModelConfig,
+) -> Result<crate::formats::placement::ExpertFile> {
+    use crate::formats::placement::{ExpertFile, ExpertPlacement};
     let mut layers = vec![None; cfg.layers];
     let mut slot_bytes = 0;
     for l in (0..cfg.layers).filter(|&l| cfg.moe_layers[l]) {
@@ -229,7 +232,7 @@ fn write(
     } else {
         // The GGUF's own tokenizer; a model whose tokenizer floe cannot rebuild still packs
         // (token ids in and out), with the reason logged.
-        match super::tokenizer::write_tokenizer(g, dir) {
+        match crate::formats::gguf::tokenizer::write_tokenizer(g, dir) {
             Ok(()) => has_tokenizer = true,
             Err(e) => tracing::warn!("no tokenizer packed: {e}"),
         }

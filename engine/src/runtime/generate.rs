@@ -2,9 +2,9 @@
 
 use std::time::Instant;
 
-use super::forward::{Model, Session};
-use super::sampling::{Sampler, SamplingParams};
 use crate::error::{Error, Result};
+use crate::runtime::sampling::{Sampler, SamplingParams};
+use crate::runtime::{Model, Session};
 
 /// How to generate.
 #[derive(Debug, Clone)]

@@ -9,12 +9,13 @@ use std::path::Path;
 
 use floe_kernels::DType;
 
-use super::arch::{gguf_arch, gguf_name, permuted_heads, unpermute_rows};
-use super::{GgmlType, GgufValue};
 use crate::error::{Error, Result};
+use crate::formats::dense::DenseWeights;
+use crate::formats::gguf::arch::{gguf_arch, gguf_name, permuted_heads, unpermute_rows};
+use crate::formats::gguf::{GgmlType, GgufValue};
+use crate::formats::pack::dense_plan;
+use crate::formats::packed::PackedModel;
 use crate::model::config::Arch;
-use crate::model::format::{DenseWeights, PackedModel};
-use crate::model::pack::dense_plan;
 
 /// Data alignment of the files floe writes (GGUF's default).
 const ALIGN: u64 = 32;
@@ -350,8 +351,9 @@ pub fn export_gguf(
 /// `split.tensors.count` in every part, the rest of the metadata in the first). Returns the
 /// parts' paths.
 pub fn split_gguf(src: &Path, max_tensors: usize) -> Result<Vec<std::path::PathBuf>> {
-    let g = super::GgufFile::open(src)?;
-    let chunks: Vec<&[super::GgufTensor]> = g.tensors.chunks(max_tensors.max(1)).collect();
+    let g = crate::formats::gguf::GgufFile::open(src)?;
+    let chunks: Vec<&[crate::formats::gguf::GgufTensor]> =
+        g.tensors.chunks(max_tensors.max(1)).collect();
     let n = chunks.len();
     let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
     let dir = src.parent().unwrap_or(Path::new(""));

@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::config::ModelConfig;
-use super::format::{DenseWeights, PackedModel};
-use super::placement::ExpertFile;
-use super::tokenizer::TextCodec;
 use crate::error::{Error, Result};
+use crate::formats::dense::DenseWeights;
+use crate::formats::packed::PackedModel;
+use crate::formats::placement::ExpertFile;
+use crate::model::config::ModelConfig;
+use crate::model::tokenizer::TextCodec;
 
 /// What a model is stored as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub enum ModelFormat {
     Gguf,
 }
 
-/// A model ready to build a [`Model`](super::forward::Model) from: its configuration, the dense
+/// A model ready to build a [`Model`](crate::runtime::Model) from: its configuration, the dense
 /// weights in memory, where the routed experts are, and the tokenizer if it has one.
 #[derive(Debug)]
 pub struct OpenedModel {
@@ -53,16 +54,16 @@ pub fn open_model(path: &Path, verify: bool, tokenizer: Option<&Path>) -> Result
         None => None,
     };
     if is_gguf {
-        let g = crate::gguf::GgufFile::open(path)?;
-        let config = crate::gguf::config_of(&g)?;
-        let tensors = crate::gguf::import::dense_tensors(&g, &config)?;
+        let g = crate::formats::gguf::GgufFile::open(path)?;
+        let config = crate::formats::gguf::config_of(&g)?;
+        let tensors = crate::formats::gguf::import::dense_tensors(&g, &config)?;
         let list: Vec<_> =
             tensors.iter().map(|t| (t.key.clone(), t.dtype, t.rows, t.cols, &t.data[..])).collect();
         let dense = DenseWeights::from_tensors(&list);
-        let experts = crate::gguf::import::expert_file(&g, &config)?;
+        let experts = crate::formats::gguf::import::expert_file(&g, &config)?;
         let codec = match codec {
             Some(c) => Some(c),
-            None => match crate::gguf::tokenizer::tokenizer_json(&g) {
+            None => match crate::formats::gguf::tokenizer::tokenizer_json(&g) {
                 Ok((tok, cfg)) => Some(TextCodec::from_json(&tok.to_string(), &cfg)?),
                 Err(e) => {
                     tracing::warn!("{e}");

@@ -15,14 +15,14 @@ use half::bf16;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::arch::Dense;
-use super::config::{Arch, ModelConfig, QkNorm};
-use super::encode::encode;
-use super::format::{
+use crate::error::{Error, Result};
+use crate::formats::encode::encode;
+use crate::formats::pack::dense_plan;
+use crate::formats::packed::{
     write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
 };
-use super::pack::dense_plan;
-use crate::error::{Error, Result};
+use crate::model::arch::Dense;
+use crate::model::config::{Arch, ModelConfig, QkNorm};
 
 /// A model shape to synthesise.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@
 
 use floe_cache::trace::{LayerRoute, Phase};
 
-use super::forward::RouteRecord;
+use crate::runtime::RouteRecord;
 
 /// One trace row being assembled: a (step, layer) and its experts with weights.
 struct Row {
@@ -15,7 +15,7 @@ struct Row {
     experts: Vec<(usize, f32)>,
 }
 
-/// Groups `routes` (as recorded by a [`Session`](super::forward::Session)) into trace rows.
+/// Groups `routes` (as recorded by a [`Session`](crate::runtime::Session)) into trace rows.
 /// Positions below `prompt_len` were prefilled in chunks of `chunk` tokens.
 pub fn to_trace(routes: &[RouteRecord], prompt_len: usize, chunk: usize) -> Vec<LayerRoute> {
     let chunk = chunk.max(1);

@@ -5,16 +5,15 @@
 //! block formats carrying their scales inside the blocks as in GGUF), padded to [`SLAB_ALIGN`],
 //! so one expert is one aligned direct read at `layer_base + expert * slab_bytes`.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use floe_kernels::{DType, Matrix};
+use floe_kernels::DType;
 use serde::{Deserialize, Serialize};
 
-use super::config::ModelConfig;
-use super::placement::{ExpertFile, ExpertPlacement, MatrixPlace, SlabViewLayout};
 use crate::error::{Error, Result};
+use crate::formats::placement::{ExpertFile, ExpertPlacement, MatrixPlace, SlabViewLayout};
+use crate::model::config::ModelConfig;
 
 /// Version of the layout this floe writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -325,7 +324,7 @@ impl PackedModel {
                 manifest.format_version
             )));
         }
-        super::validate::check_manifest(&manifest)
+        crate::formats::validate::check_manifest(&manifest)
             .map_err(|error| Error::Field { origin: mpath.display().to_string(), error })?;
         let this = Self { dir: dir.to_path_buf(), manifest };
         let dense_need = this.manifest.dense.iter().map(|d| d.offset + d.bytes).max().unwrap_or(0);
@@ -533,210 +532,5 @@ impl SlabWriter {
     pub fn finish(self) -> Result<Vec<LayerSlabs>> {
         flush_and_sync(self.out, &self.path)?;
         Ok(self.layers)
-    }
-}
-
-/// Where one resident tensor lives in [`DenseWeights`], resolved (and checked) once at load so
-/// the forward pass never looks a name up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TensorRef {
-    dtype: DType,
-    rows: usize,
-    cols: usize,
-    offset: usize,
-    bytes: usize,
-}
-
-impl TensorRef {
-    /// Element format.
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-    /// Rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-    /// Columns.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-}
-
-/// The dense tensors, resident in memory.
-pub struct DenseWeights {
-    /// Backing store (u64 for 8-byte alignment of every 64-byte aligned tensor).
-    buf: Vec<u64>,
-    len: usize,
-    entries: HashMap<String, (DType, DenseEntry)>,
-}
-
-impl std::fmt::Debug for DenseWeights {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DenseWeights")
-            .field("bytes", &self.len)
-            .field("tensors", &self.entries.len())
-            .finish()
-    }
-}
-
-impl DenseWeights {
-    /// Reads dense.bin of `model`.
-    pub fn load(model: &PackedModel) -> Result<Self> {
-        let path = model.dir.join("dense.bin");
-        // Read straight into the (8-byte aligned) buffer: no second copy of the dense weights.
-        let err = |e: std::io::Error| Error::Invalid(format!("{}: {e}", path.display()));
-        let mut f = std::fs::File::open(&path).map_err(err)?;
-        let len = f.metadata().map_err(err)?.len() as usize;
-        let mut buf = vec![0u64; len.div_ceil(8)];
-        f.read_exact(&mut bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..len]).map_err(err)?;
-        let bytes = &bytemuck::cast_slice::<u64, u8>(&buf)[..len];
-        let mut entries = HashMap::new();
-        for d in &model.manifest.dense {
-            let dtype: DType =
-                d.dtype.parse().map_err(|e| Error::Invalid(format!("floe.json: {e}")))?;
-            entries.insert(d.name.clone(), (dtype, d.clone()));
-        }
-        Ok(Self { len: bytes.len(), buf, entries })
-    }
-
-    /// Dense weights copied from `(name, type, rows, cols, bytes)` tensors (a GGUF file's), each
-    /// at a [`TENSOR_ALIGN`] boundary.
-    pub fn from_tensors(tensors: &[(String, DType, usize, usize, &[u8])]) -> Self {
-        // One allocation, filled in place: the source bytes may be a mapped file whose pages
-        // count towards RSS while they are read, so no second copy on top.
-        let mut len = 0usize;
-        for t in tensors {
-            len = len.next_multiple_of(TENSOR_ALIGN) + t.4.len();
-        }
-        let mut buf = vec![0u64; len.div_ceil(8)];
-        let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
-        let mut entries = HashMap::new();
-        let mut offset = 0usize;
-        for (name, dtype, rows, cols, data) in tensors {
-            offset = offset.next_multiple_of(TENSOR_ALIGN);
-            raw[offset..offset + data.len()].copy_from_slice(data);
-            let e = DenseEntry {
-                name: name.clone(),
-                dtype: dtype.name().into(),
-                rows: *rows,
-                cols: *cols,
-                offset: offset as u64,
-                bytes: data.len() as u64,
-                xxh3: String::new(),
-            };
-            entries.insert(name.clone(), (*dtype, e));
-            offset += data.len();
-        }
-        Self { len, buf, entries }
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.len
-    }
-
-    fn raw(&self, name: &str) -> Result<(DType, &DenseEntry, &[u8])> {
-        let (dtype, e) = self.entries.get(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
-        let all: &[u8] = bytemuck::cast_slice(&self.buf);
-        Ok((*dtype, e, &all[e.offset as usize..(e.offset + e.bytes) as usize]))
-    }
-
-    /// Type, rows and columns of `name`, if present.
-    pub fn shape(&self, name: &str) -> Option<(DType, usize, usize)> {
-        self.entries.get(name).map(|(t, e)| (*t, e.rows, e.cols))
-    }
-
-    /// Whether `name` exists.
-    pub fn has(&self, name: &str) -> bool {
-        self.entries.contains_key(name)
-    }
-
-    /// Resolves `name` to a [`TensorRef`], checking that it views as a matrix.
-    pub fn tensor(&self, name: &str) -> Result<TensorRef> {
-        let (dtype, e, _) = self.raw(name)?;
-        let t = TensorRef {
-            dtype,
-            rows: e.rows,
-            cols: e.cols,
-            offset: e.offset as usize,
-            bytes: e.bytes as usize,
-        };
-        self.view(&t).map_err(|err| Error::Invalid(format!("tensor {name}: {err}")))?;
-        Ok(t)
-    }
-
-    /// Resolves a vector of `len` f32 values.
-    pub fn vector_ref(&self, name: &str, len: usize) -> Result<TensorRef> {
-        let t = self.tensor(name)?;
-        self.values(&t).map_err(|err| Error::Invalid(format!("tensor {name}: {err}")))?;
-        if t.rows * t.cols != len {
-            return Err(Error::Invalid(format!(
-                "tensor {name}: {} values where the config needs {len}",
-                t.rows * t.cols
-            )));
-        }
-        Ok(t)
-    }
-
-    fn bytes_of(&self, t: &TensorRef) -> Result<&[u8]> {
-        let all: &[u8] = bytemuck::cast_slice(&self.buf);
-        all.get(t.offset..t.offset + t.bytes)
-            .ok_or_else(|| Error::Invalid("tensor reference outside the dense weights".into()))
-    }
-
-    /// The matrix `t` refers to.
-    pub fn view(&self, t: &TensorRef) -> Result<Matrix<'_>> {
-        Matrix::new(t.dtype, t.rows, t.cols, self.bytes_of(t)?)
-            .map_err(|err| Error::Invalid(format!("dense tensor: {err}")))
-    }
-
-    /// The f32 values of vector `t`.
-    pub fn values(&self, t: &TensorRef) -> Result<&[f32]> {
-        if t.dtype != DType::F32 {
-            return Err(Error::Invalid(format!("vectors are stored f32, found {}", t.dtype)));
-        }
-        let bytes = self.bytes_of(t)?;
-        bytemuck::try_cast_slice(bytes)
-            .map_err(|e| Error::Invalid(format!("{} bytes are not f32 values ({e})", bytes.len())))
-    }
-
-    /// Row `r` of matrix `t` as f32 (embedding lookup).
-    pub fn row_of(&self, t: &TensorRef, r: usize, out: &mut [f32]) -> Result<()> {
-        if r >= t.rows || out.len() != t.cols {
-            return Err(Error::Invalid(format!("row {r} of a {}x{} tensor", t.rows, t.cols)));
-        }
-        let bytes = self.bytes_of(t)?;
-        let rb = bytes.len() / t.rows;
-        super::encode::decode_row(t.dtype, &bytes[r * rb..(r + 1) * rb], out)
-    }
-
-    /// A matrix.
-    pub fn matrix(&self, name: &str) -> Result<Matrix<'_>> {
-        let (dtype, e, bytes) = self.raw(name)?;
-        Matrix::new(dtype, e.rows, e.cols, bytes)
-            .map_err(|err| Error::Invalid(format!("tensor {name}: {err}")))
-    }
-
-    /// A vector (stored f32).
-    pub fn vector(&self, name: &str) -> Result<&[f32]> {
-        let (dtype, _, bytes) = self.raw(name)?;
-        if dtype != DType::F32 {
-            return Err(Error::Invalid(format!(
-                "tensor {name}: vectors are stored f32, found {dtype}"
-            )));
-        }
-        bytemuck::try_cast_slice(bytes).map_err(|e| {
-            Error::Invalid(format!("tensor {name}: {} bytes are not f32 values ({e})", bytes.len()))
-        })
-    }
-
-    /// Row `r` of a matrix as f32 (embedding lookup).
-    pub fn row(&self, name: &str, r: usize, out: &mut [f32]) -> Result<()> {
-        let (dtype, e, bytes) = self.raw(name)?;
-        if r >= e.rows || out.len() != e.cols {
-            return Err(Error::Invalid(format!("tensor {name}: row {r} of {}x{}", e.rows, e.cols)));
-        }
-        let rb = bytes.len() / e.rows;
-        super::encode::decode_row(dtype, &bytes[r * rb..(r + 1) * rb], out)
     }
 }

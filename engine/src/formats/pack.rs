@@ -9,14 +9,14 @@ use std::path::Path;
 
 use floe_kernels::DType;
 
-use super::arch::{self, Dense, ExpertPart, ExpertTensor};
-use super::config::{ModelConfig, QkNorm};
-use super::encode::encode;
-use super::format::{
+use crate::error::{Error, Result};
+use crate::formats::encode::encode;
+use crate::formats::packed::{
     write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
 };
-use super::safetensors_dir::CheckpointDir;
-use crate::error::{Error, Result};
+use crate::formats::safetensors_dir::CheckpointDir;
+use crate::model::arch::{self, Dense, ExpertPart, ExpertTensor};
+use crate::model::config::{ModelConfig, QkNorm};
 
 /// What to pack into.
 #[derive(Debug, Clone)]

@@ -6,8 +6,8 @@
 
 use serde_json::{json, Value};
 
-use super::{GgufFile, GgufValue};
 use crate::error::{Error, Result};
+use crate::formats::gguf::{GgufFile, GgufValue};
 
 /// GPT-2's split pattern (also `default`, OLMo's and StarCoder's in llama.cpp).
 const GPT2_SPLIT: &str =

@@ -4,8 +4,8 @@
 //! `llama` model's Q and K weights so that its "normal" (interleaved-pair) RoPE applies; floe
 //! runs the rotate-half (NeoX) RoPE of the Hugging Face checkpoints, so those rows are put back.
 
-use super::{GgufFile, GgufValue};
 use crate::error::{Error, Result};
+use crate::formats::gguf::{GgufFile, GgufValue};
 use crate::model::arch::Dense;
 use crate::model::config::{Arch, ModelConfig, QkNorm};
 

@@ -5,9 +5,9 @@
 
 use floe_kernels::Matrix;
 
-use super::format::PackedModel;
-use super::placement::{ExpertFile, MatrixPlace, SlabViewLayout};
 use crate::error::{Error, Result};
+use crate::formats::packed::PackedModel;
+use crate::formats::placement::{ExpertFile, MatrixPlace, SlabViewLayout};
 
 /// An expert's three matrices.
 #[derive(Debug, Clone, Copy)]
