@@ -25,7 +25,7 @@ impl Default for GenerateOptions {
             max_tokens: 128,
             sampling: SamplingParams::default(),
             ignore_eos: false,
-            prefill_chunk: 256,
+            prefill_chunk: 512,
         }
     }
 }
