@@ -282,6 +282,7 @@ fn matmul_refs(
         };
         match (paths[i], w.dtype()) {
             (Path::Gemm, DType::Q8_0 | DType::Q4_0) => x.ensure_packed(w.cols()),
+            (Path::Gemm, d) if d.is_k_quant() => x.ensure(Form::Q8K, w.cols()),
             (Path::Gemm, _) => {}
             _ => x.ensure(forms[i], w.cols()),
         }
@@ -349,6 +350,7 @@ fn matmul_refs(
 fn gemm_form(dtype: DType, f: Form) -> bool {
     match dtype {
         DType::Q8_0 | DType::Q4_0 => f == Form::Q8,
+        d if d.is_k_quant() => f == Form::Q8K,
         _ => f == Form::F32,
     }
 }
@@ -369,6 +371,14 @@ fn gemm_rows(g: &GemmKernels, w: &Matrix, x: &Input, first: usize, m: usize, out
         DType::F16 => (g.f16)(bytemuck::cast_slice::<u8, f16>(w.bytes()), first, m, &f32s(), out),
         DType::Bf16 => {
             (g.bf16)(bytemuck::cast_slice::<u8, bf16>(w.bytes()), first, m, &f32s(), out)
+        }
+        DType::Q4K | DType::Q5K | DType::Q6K => {
+            let (xs, per_row) = (&x.bufs.q8k[..], w.cols() / QK_K);
+            match w.dtype() {
+                DType::Q4K => (g.q4_k)(bytemuck::cast_slice(w.bytes()), first, m, xs, per_row, out),
+                DType::Q5K => (g.q5_k)(bytemuck::cast_slice(w.bytes()), first, m, xs, per_row, out),
+                _ => (g.q6_k)(bytemuck::cast_slice(w.bytes()), first, m, xs, per_row, out),
+            }
         }
         other => unreachable!("GemmKernels::handles({other}) is false"),
     }

@@ -237,6 +237,33 @@ fn k_quant_matvec_matches_f64_with_threads() {
                 );
             }
         }
+        // Prefill (the tiled GEMM where the CPU has one): every token's outputs equal that
+        // token's matvec bit for bit (the same Q8_K activations, integer sums and f32 steps),
+        // for token counts a tile leaves over.
+        for n in [2usize, 3, 5] {
+            let xs = activations(n * cols, 40 + n as u64);
+            let mut ys = vec![0.0f32; n * rows];
+            floe_kernels::matmul(&m, &xs, &mut ys, n, Some(&pool)).unwrap();
+            for t in 0..n {
+                let mut y = vec![0.0f32; rows];
+                matvec(&m, &xs[t * cols..(t + 1) * cols], &mut y, None).unwrap();
+                for r in 0..rows {
+                    let row = &wd[r * cols..(r + 1) * cols];
+                    let x = &xs[t * cols..(t + 1) * cols];
+                    let mag: f64 =
+                        row.iter().zip(x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                    let got = ys[t * rows + r] as f64;
+                    assert!(
+                        (got - y[r] as f64).abs() <= 1e-5 * mag,
+                        "{dtype} n={n} token {t} row {r}: matmul {got} vs matvec {}",
+                        y[r]
+                    );
+                    if matches!(dtype, DType::Q4K | DType::Q5K | DType::Q6K) {
+                        assert_eq!(got as f32, y[r], "{dtype} n={n} token {t} row {r}: bits");
+                    }
+                }
+            }
+        }
     }
 }
 

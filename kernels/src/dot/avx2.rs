@@ -49,7 +49,7 @@ pub(super) fn scale8(a: f16, b: f16) -> __m256 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn hsum(v: __m256) -> f32 {
+pub(crate) fn hsum(v: __m256) -> f32 {
     let lo = _mm256_castps256_ps128(v);
     let hi = _mm256_extractf128_ps::<1>(v);
     let s = _mm_add_ps(lo, hi);

@@ -9,13 +9,17 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod kquant;
 
 use std::sync::OnceLock;
 
 use half::{bf16, f16};
 
 use crate::dtype::DType;
-use crate::quant::{quantize_q8_0_activations, BlockQ4_0, BlockQ8_0, QK};
+use crate::quant::{
+    quantize_q8_0_activations, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0, QK,
+};
 
 /// Tokens per tile.
 pub(crate) const TILE_TOKENS: usize = 4;
@@ -157,6 +161,9 @@ impl<'y> RowsOut<'y> {
     }
 }
 
+/// The same for K-quant weights (`per_row` super-blocks) against every token's Q8_K blocks.
+pub(crate) type KTileFn<B> = fn(&[B], usize, usize, &[BlockQ8K], usize, &RowsOut);
+
 /// The GEMM kernels of one ISA.
 #[derive(Clone, Copy)]
 pub(crate) struct GemmKernels {
@@ -165,6 +172,9 @@ pub(crate) struct GemmKernels {
     pub f32: FloatTileFn<f32>,
     pub f16: FloatTileFn<f16>,
     pub bf16: FloatTileFn<bf16>,
+    pub q4_k: KTileFn<BlockQ4K>,
+    pub q5_k: KTileFn<BlockQ5K>,
+    pub q6_k: KTileFn<BlockQ6K>,
 }
 
 impl GemmKernels {
@@ -193,7 +203,17 @@ impl GemmKernels {
 
     /// Whether a matrix of `dtype` has a tiled kernel here.
     pub(crate) fn handles(dtype: DType) -> bool {
-        matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::F32 | DType::F16 | DType::Bf16)
+        matches!(
+            dtype,
+            DType::Q8_0
+                | DType::Q4_0
+                | DType::F32
+                | DType::F16
+                | DType::Bf16
+                | DType::Q4K
+                | DType::Q5K
+                | DType::Q6K
+        )
     }
 }
 
