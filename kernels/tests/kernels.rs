@@ -502,8 +502,13 @@ fn grouped_query_attention_matches_f64() {
         // The query is quantised to Q8_0 for the integer key products (as llama.cpp does).
         (KvDType::Q8_0, 64, 2e-2),
     ] {
-        let shape =
-            AttentionShape { heads: 6, kv_heads: 2, head_dim: d, scale: 1.0 / (d as f32).sqrt() };
+        let shape = AttentionShape {
+            heads: 6,
+            kv_heads: 2,
+            head_dim: d,
+            scale: 1.0 / (d as f32).sqrt(),
+            window: None,
+        };
         let (first, n) = (2 * ops::KEY_TILE + 9, 3usize);
         let kv_len = first + n;
         let stride = shape.kv_heads * d;
@@ -517,9 +522,9 @@ fn grouped_query_attention_matches_f64() {
         let q = vecf(n * shape.heads * d, 23);
         let scale = shape.scale;
         let mut out = vec![0.0; q.len()];
-        ops::attention(shape, &q, kv, first, n, &mut out, None);
+        ops::attention(shape, &q, kv, first, n, &mut out, None, None);
         let mut pooled = vec![0.0; q.len()];
-        ops::attention(shape, &q, kv, first, n, &mut pooled, Some(&pool));
+        ops::attention(shape, &q, kv, first, n, &mut pooled, None, Some(&pool));
         assert!(
             out.iter().zip(&pooled).all(|(a, b)| a.to_bits() == b.to_bits()),
             "{dtype:?}: pool"
@@ -551,6 +556,62 @@ fn grouped_query_attention_matches_f64() {
         }
     }
     assert_eq!(KvDType::Q8_0.head_bytes(24), None, "Q8_0 needs whole blocks");
+}
+
+/// A sliding window limits what each query sees, and sinks (one logit per head, no value) join
+/// the softmax's denominator: against the f64 softmax over the same set, with and without a pool.
+#[test]
+fn sliding_window_and_sinks_match_f64() {
+    let pool = KernelPool::new(2).unwrap();
+    let d = 32;
+    let (first, n) = (ops::KEY_TILE + 20, 4usize);
+    let kv_len = first + n;
+    let shape = AttentionShape { heads: 4, kv_heads: 2, head_dim: d, scale: 0.2, window: Some(70) };
+    let stride = shape.kv_heads * d;
+    let (k, v) = (vecf(kv_len * stride, 31), vecf(kv_len * stride, 32));
+    let kv =
+        KvView { dtype: KvDType::F32, k: bytemuck::cast_slice(&k), v: bytemuck::cast_slice(&v) };
+    let q = vecf(n * shape.heads * d, 33);
+    let sinks = [0.5f32, -1.0, 2.0, 0.0];
+    for (window, sink) in [(Some(70), None), (None, Some(&sinks[..])), (Some(70), Some(&sinks[..]))]
+    {
+        let shape = AttentionShape { window, ..shape };
+        let (mut out, mut pooled) = (vec![0.0; q.len()], vec![0.0; q.len()]);
+        ops::attention(shape, &q, kv, first, n, &mut out, sink, None);
+        ops::attention(shape, &q, kv, first, n, &mut pooled, sink, Some(&pool));
+        assert_eq!(out, pooled);
+        for t in 0..n {
+            for h in 0..shape.heads {
+                let kvh = h / 2;
+                let end = first + t + 1;
+                let start = window.map_or(0, |w| end - w);
+                let sc: Vec<f64> = (start..end)
+                    .map(|p| {
+                        (0..d)
+                            .map(|i| {
+                                q[(t * 4 + h) * d + i] as f64 * k[p * stride + kvh * d + i] as f64
+                            })
+                            .sum::<f64>()
+                            * 0.2
+                    })
+                    .collect();
+                let s_h = sink.map(|s| s[h] as f64);
+                let m = sc.iter().cloned().chain(s_h).fold(f64::MIN, f64::max);
+                let z: f64 = sc.iter().map(|s| (s - m).exp()).sum::<f64>()
+                    + s_h.map_or(0.0, |s| (s - m).exp());
+                for i in 0..d {
+                    let want: f64 = (start..end)
+                        .map(|p| (sc[p - start] - m).exp() / z * v[p * stride + kvh * d + i] as f64)
+                        .sum();
+                    let got = out[(t * 4 + h) * d + i] as f64;
+                    assert!(
+                        (got - want).abs() < OPS_ABS_TOL,
+                        "{window:?} t{t} h{h} i{i}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Every ISA's f16 path converts edge values exactly: subnormals, the largest normal, signed

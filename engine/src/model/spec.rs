@@ -42,6 +42,10 @@ pub struct AttentionSpec {
     pub clip_qkv: Option<f32>,
     /// Score scale.
     pub scale: f32,
+    /// Sliding window (positions a query sees, itself included), if the layer has one.
+    pub window: Option<usize>,
+    /// One learned sink logit per query head joins the softmax (gpt-oss).
+    pub sinks: bool,
 }
 
 impl AttentionSpec {
@@ -70,6 +74,19 @@ pub enum RouterKind {
     SoftmaxTopK {
         /// Renormalise the chosen weights.
         renormalize: bool,
+    },
+    /// Sigmoid scores; experts chosen by score plus a learned correction bias, only within
+    /// the `top_groups` best of `groups` equal groups (a group scores its two best); weights
+    /// the unbiased scores, optionally renormalised, times `routed_scale` (DeepSeek-V3).
+    SigmoidGrouped {
+        /// Expert groups.
+        groups: usize,
+        /// Groups a token may choose from.
+        top_groups: usize,
+        /// Renormalise the chosen weights.
+        renormalize: bool,
+        /// Factor on the routed experts' weights.
+        routed_scale: f32,
     },
 }
 
@@ -152,6 +169,8 @@ impl ModelSpec {
             qk_norm: c.qk_norm,
             clip_qkv: c.clip_qkv,
             scale: 1.0 / (c.head_dim as f32).sqrt(),
+            window: None,
+            sinks: false,
         };
         let moe = MoeSpec {
             experts: c.experts,

@@ -69,10 +69,16 @@ impl Model {
                 .for_each(|x| ops::rope_from_table(x, table, a.rope.style));
             kv.store(pos + t, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
         }
-        let shape =
-            AttentionShape { heads: a.heads, kv_heads: a.kv_heads, head_dim: hd, scale: a.scale };
+        let shape = AttentionShape {
+            heads: a.heads,
+            kv_heads: a.kv_heads,
+            head_dim: hd,
+            scale: a.scale,
+            window: a.window,
+        };
         let att = sized(&mut sc.att, n * qd);
-        ops::attention(shape, q, kv.view(), pos, n, att, pool);
+        let sinks = w.sinks.as_ref().map(|t| self.vec(t)).transpose()?;
+        ops::attention(shape, q, kv.view(), pos, n, att, sinks, pool);
         let out = sized(&mut sc.out, n * self.spec.hidden);
         let mut input = sc.in_other.input(&sc.att, n, self.activations);
         floe_kernels::matmul_input(&self.m(&w.o)?, &mut input, out, pool).map_err(kernel_err)

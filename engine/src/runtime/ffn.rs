@@ -11,7 +11,7 @@ use super::forward::{kernel_err, Model, RouteRecord};
 use super::session::{sized, ExpertUsers, Session};
 use super::weights::{MlpWeights, MoeWeights};
 use crate::error::Result;
-use crate::model::spec::{MoeSpec, RouterKind};
+use crate::model::spec::MoeSpec;
 use crate::runtime::experts::{ExpertView, INLINE_BATCH};
 
 impl Model {
@@ -48,19 +48,11 @@ impl Model {
         let logits = sized(&mut sc.router, n * experts);
         matmul_input(&self.m(&w.router)?, &mut hn_input, logits, pool).map_err(kernel_err)?;
         // Route every token.
+        let bias = w.router_bias.as_ref().map(|b| self.vec(b)).transpose()?;
         sc.chosen.clear();
         for t in 0..n {
             let p = &mut logits[t * experts..(t + 1) * experts];
-            match m.router {
-                RouterKind::SoftmaxTopK { renormalize } => {
-                    ops::softmax(p);
-                    ops::top_k_into(p, k, &mut sc.top);
-                    if renormalize {
-                        let sum: f32 = sc.top.iter().map(|x| x.1).sum();
-                        sc.top.iter_mut().for_each(|x| x.1 /= sum);
-                    }
-                }
-            }
+            super::router::route(m.router, p, bias, k, &mut sc.route, &mut sc.top);
             self.experts.on_route(l, step, &sc.top);
             if let Some(r) = s.routes.as_mut() {
                 r.push(RouteRecord { layer: l, pos: pos + t, experts: sc.top.clone() });
@@ -71,16 +63,19 @@ impl Model {
         // computes; with `gate` it predicts them by applying that layer's router to this layer's
         // input (mixtral-offloading), a product computed only if the source asks for it.
         if n == 1 {
-            if let Some((next, _)) = self.spec.next_moe(l) {
+            if let Some((next, next_spec)) = self.spec.next_moe(l) {
                 if let super::weights::FfnWeights::Moe(nw) = &self.weights.layers[next].ffn {
                     let router = self.m(&nw.router)?;
+                    let next_bias = nw.router_bias.as_ref().map(|b| self.vec(b)).transpose()?;
                     let hn = &sc.hn;
                     self.experts.prefetch_next(next, k, step, &mut || {
                         let mut p = vec![0.0; router.rows()];
                         floe_kernels::matvec_with(&router, hn, &mut p, pool, self.activations)
                             .map_err(kernel_err)?;
-                        ops::softmax(&mut p);
-                        Ok(ops::top_k(&p, k))
+                        let (mut scratch, mut top) = (Default::default(), Vec::new());
+                        let kind = next_spec.router;
+                        super::router::route(kind, &mut p, next_bias, k, &mut scratch, &mut top);
+                        Ok(top)
                     })?;
                 }
             }

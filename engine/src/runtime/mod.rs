@@ -7,6 +7,7 @@ pub mod experts;
 mod ffn;
 pub mod forward;
 pub mod generate;
+mod router;
 pub mod routing_trace;
 pub mod sampling;
 pub mod session;

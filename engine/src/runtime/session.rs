@@ -147,6 +147,7 @@ pub(crate) struct Scratch {
     pub logits: Vec<f32>,
     pub router: Vec<f32>,
     pub top: Vec<(usize, f32)>,
+    pub route: super::router::RouteScratch,
     /// Chosen (expert, weight) per token, `top_k` per token.
     pub chosen: Vec<(usize, f32)>,
     /// Per expert: the (token, slot) pairs routed to it.

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::formats::dense::{DenseWeights, TensorRef};
 use crate::model::arch::Dense;
 use crate::model::config::QkNorm;
-use crate::model::spec::{FfnSpec, LayerSpec, MixerSpec, ModelSpec};
+use crate::model::spec::{FfnSpec, LayerSpec, MixerSpec, ModelSpec, RouterKind};
 
 /// A SwiGLU MLP (a dense layer's, or a shared expert's).
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +33,8 @@ pub struct AttentionWeights {
     pub bias: Option<[TensorRef; 3]>,
     /// q and k norm weights, if the model normalises them.
     pub qk_norm: Option<[TensorRef; 2]>,
+    /// Sink logits (one per query head), if the layer has sinks.
+    pub sinks: Option<TensorRef>,
 }
 
 /// A mixer's weights.
@@ -47,6 +49,8 @@ pub enum MixerWeights {
 pub struct MoeWeights {
     /// Router [experts, hidden].
     pub router: TensorRef,
+    /// The sigmoid router's selection bias [experts].
+    pub router_bias: Option<TensorRef>,
     /// Shared expert.
     pub shared: Option<MlpWeights>,
     /// The shared expert's sigmoid gate [1, hidden].
@@ -144,6 +148,7 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
                 o: matrix(d, Dense::O(l), h, qd)?,
                 bias,
                 qk_norm,
+                sinks: a.sinks.then(|| vector(d, Dense::AttnSinks(l), a.heads)).transpose()?,
             })
         }
     };
@@ -151,6 +156,12 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
         FfnSpec::Mlp { ffn } => FfnWeights::Mlp(mlp(d, l, h, ffn)?),
         FfnSpec::Moe(m) => FfnWeights::Moe(MoeWeights {
             router: matrix(d, Dense::Router(l), m.experts, h)?,
+            router_bias: match m.router {
+                RouterKind::SigmoidGrouped { .. } => {
+                    Some(vector(d, Dense::RouterBias(l), m.experts)?)
+                }
+                RouterKind::SoftmaxTopK { .. } => None,
+            },
             shared: m.shared.map(|sh| mlp(d, l, h, sh.ffn)).transpose()?,
             shared_gate: match m.shared {
                 Some(sh) if sh.gated => Some(matrix(d, Dense::SharedExpertGate(l), 1, h)?),

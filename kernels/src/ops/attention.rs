@@ -28,6 +28,8 @@ pub struct AttentionShape {
     pub head_dim: usize,
     /// Factor applied to the scores (usually `1 / sqrt(head_dim)`).
     pub scale: f32,
+    /// Sliding window: a query sees only its last `window` positions (itself included).
+    pub window: Option<usize>,
 }
 
 /// How the KV cache stores its values.
@@ -100,9 +102,11 @@ pub struct KvView<'a> {
 }
 
 /// Attention for `n` queries at positions `first_pos .. first_pos + n` (query `i` sees keys
-/// `0 ..= first_pos + i`). `q` is `n x heads x head_dim`; the cache holds at least
-/// `first_pos + n` positions; `out` is `n x heads x head_dim`. With a pool, the (token, head)
-/// pairs are spread over its threads.
+/// `0 ..= first_pos + i`, or the last `window` of them). `q` is `n x heads x head_dim`; the cache
+/// holds at least `first_pos + n` positions; `out` is `n x heads x head_dim`. `sinks` (one logit
+/// per query head, gpt-oss) join each softmax's denominator without a value. With a pool, the
+/// (token, head) pairs are spread over its threads.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     shape: AttentionShape,
     q: &[f32],
@@ -110,6 +114,7 @@ pub fn attention(
     first_pos: usize,
     n: usize,
     out: &mut [f32],
+    sinks: Option<&[f32]>,
     pool: Option<&KernelPool>,
 ) {
     let AttentionShape { heads, kv_heads, head_dim: d, .. } = shape;
@@ -122,11 +127,14 @@ pub fn attention(
     let need = visible * kv_heads * head_bytes;
     assert!(kv.k.len() >= need && kv.v.len() >= need, "KV cache too short");
     assert!(q.len() == n * heads * d && out.len() == n * heads * d, "attention: q/out length");
+    assert!(sinks.is_none_or(|s| s.len() == heads), "attention: one sink per query head");
     let unit = |i: usize, o: &mut [f32]| {
         let (t, h) = (i / heads, i % heads);
         let kvh = h / (heads / kv_heads);
         let qh = &q[i * d..(i + 1) * d];
-        head(shape, qh, kv, kvh, head_bytes, first_pos + t + 1, o);
+        let end = first_pos + t + 1;
+        let start = shape.window.map_or(0, |w| end.saturating_sub(w.max(1)));
+        head(shape, qh, kv, kvh, head_bytes, start..end, sinks.map(|s| s[h]), o);
     };
     match pool {
         Some(p) if p.threads() > 1 && n * heads > 1 => p.for_each_chunk(out, d, &unit),
@@ -134,14 +142,16 @@ pub fn attention(
     }
 }
 
-/// One query head over the first `len` positions of KV head `kvh`, into `o`.
+/// One query head over `positions` of KV head `kvh` (and its sink, if any), into `o`.
+#[allow(clippy::too_many_arguments)]
 fn head(
     shape: AttentionShape,
     qh: &[f32],
     kv: KvView,
     kvh: usize,
     head_bytes: usize,
-    len: usize,
+    positions: std::ops::Range<usize>,
+    sink: Option<f32>,
     o: &mut [f32],
 ) {
     let k = kernels();
@@ -165,9 +175,13 @@ fn head(
         s * shape.scale
     };
     let mut scores = [0.0f32; KEY_TILE];
-    let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+    // A sink is a score whose value is zero: it starts the running maximum and sum.
+    let (mut max, mut sum) = match sink {
+        Some(s) => (s, 1.0f32),
+        None => (f32::NEG_INFINITY, 0.0f32),
+    };
     o.fill(0.0);
-    let mut start = 0;
+    let (mut start, len) = (positions.start, positions.end);
     while start < len {
         let tile = (len - start).min(KEY_TILE);
         let s = &mut scores[..tile];

@@ -155,6 +155,8 @@ pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
         SharedUp(l) => format!("blk.{l}.ffn_up{}.weight", sh(l)),
         SharedDown(l) => format!("blk.{l}.ffn_down{}.weight", sh(l)),
         SharedExpertGate(l) => format!("blk.{l}.ffn_gate_inp_shexp.weight"),
+        RouterBias(l) => format!("blk.{l}.exp_probs_b.bias"),
+        AttnSinks(l) => format!("blk.{l}.attn_sinks.weight"),
     }
 }
 

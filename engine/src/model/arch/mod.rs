@@ -50,6 +50,10 @@ pub enum Dense {
     SharedDown(usize),
     /// Per layer: the shared expert's sigmoid gate [1, hidden].
     SharedExpertGate(usize),
+    /// Per MoE layer: the sigmoid router's expert-selection bias [experts].
+    RouterBias(usize),
+    /// Per layer: attention sink logits, one per query head.
+    AttnSinks(usize),
 }
 
 impl Dense {
@@ -76,6 +80,8 @@ impl Dense {
             SharedUp(l) => format!("{l}.shared_up"),
             SharedDown(l) => format!("{l}.shared_down"),
             SharedExpertGate(l) => format!("{l}.shared_expert_gate"),
+            RouterBias(l) => format!("{l}.router_bias"),
+            AttnSinks(l) => format!("{l}.attn_sinks"),
         }
     }
 
@@ -92,6 +98,8 @@ impl Dense {
                 | QNorm(_)
                 | KNorm(_)
                 | FfnNorm(_)
+                | RouterBias(_)
+                | AttnSinks(_)
         )
     }
 
@@ -171,6 +179,8 @@ pub(crate) fn llama_dense(t: Dense, router: &[&str], mlp: &str) -> Vec<String> {
         SharedUp(i) => vec![l(i, &format!("{mlp}.up_proj.weight"))],
         SharedDown(i) => vec![l(i, &format!("{mlp}.down_proj.weight"))],
         SharedExpertGate(i) => vec![l(i, "mlp.shared_expert_gate.weight")],
+        RouterBias(i) => vec![l(i, "mlp.gate.e_score_correction_bias")],
+        AttnSinks(i) => vec![l(i, "self_attn.sinks")],
     }
 }
 
