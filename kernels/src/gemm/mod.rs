@@ -7,6 +7,10 @@
 //! caller keeps its row-group path. `FLOE_ISA` set to anything but `avx512` turns them off too,
 //! so a forced ISA tests one ISA end to end.
 
+// Only the x86_64 tiles read the packed activations and write through `RowsOut`; elsewhere
+// `GemmKernels::select` is None and these types sit unused.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
