@@ -81,6 +81,22 @@ pub fn load(packed: &PackedModel, threads: usize) -> Model {
     Model::new(packed.manifest.config.clone(), dense, Box::new(experts), threads).expect("model")
 }
 
+/// A small synthetic model (tiny's layers, hidden 128, 4 heads of 32, experts 96 wide) of
+/// `dtype` experts, written under `dir` and opened.
+pub fn synth_small(dir: &Path, dtype: DType) -> PackedModel {
+    let mut shape = floe::formats::synth::SynthShape::preset("tiny").expect("preset");
+    (shape.hidden, shape.heads, shape.kv_heads, shape.head_dim, shape.expert_ffn) =
+        (128, 4, 2, 32, 96);
+    let path = dir.join(dtype.name());
+    floe::formats::synth::synth(&shape, &path, dtype, 3, &mut |_, _| {}).expect("synth");
+    PackedModel::open(&path, false).expect("open")
+}
+
+/// The index of the largest value.
+pub fn argmax(x: &[f32]) -> u32 {
+    x.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap_or(0)
+}
+
 /// Largest absolute difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());

@@ -4,11 +4,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use floe::formats::dense::DenseWeights;
-use floe::formats::packed::PackedModel;
 use floe::kernels::ops::KvDType;
-use floe::runtime::experts::ResidentExperts;
-use floe::runtime::{Model, Session, SessionOptions};
+use floe::runtime::{Session, SessionOptions};
 use floe_kernels::DType;
 
 /// Counts allocations (and reallocations) while `COUNTING` is set.
@@ -42,49 +39,26 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-fn synth(dir: &std::path::Path, dtype: DType) -> PackedModel {
-    let mut shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
-    (shape.hidden, shape.heads, shape.kv_heads, shape.head_dim, shape.expert_ffn) =
-        (128, 4, 2, 32, 96);
-    let path = dir.join(dtype.name());
-    floe::formats::synth::synth(&shape, &path, dtype, 3, &mut |_, _| {}).unwrap();
-    PackedModel::open(&path, false).unwrap()
-}
-
-fn model(packed: &PackedModel, threads: usize) -> Model {
-    Model::new(
-        packed.manifest.config.clone(),
-        DenseWeights::load(packed).unwrap(),
-        Box::new(ResidentExperts::load(packed).unwrap()),
-        threads,
-    )
-    .unwrap()
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    x.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap()
-}
-
 /// Steady-state decode makes no heap allocation on any thread, for each weight format and KV
 /// cache type, with one thread and with a pool.
 #[test]
 fn steady_state_decode_allocates_nothing() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     for dtype in [DType::Q8_0, DType::Q4_0, DType::Bf16] {
-        let packed = synth(dir.path(), dtype);
+        let packed = floe_tests::synth_small(dir.path(), dtype);
         for threads in [1, 2] {
-            let m = model(&packed, threads);
+            let m = floe_tests::load(&packed, threads);
             for kv_dtype in [KvDType::F16, KvDType::Q8_0, KvDType::F32] {
                 let mut s = Session::new(SessionOptions { ctx: Some(64), kv_dtype });
-                let mut tok = argmax(m.step(&mut s, &[5, 6, 7, 8, 9], false).unwrap());
+                let mut tok = floe_tests::argmax(m.step(&mut s, &[5, 6, 7, 8, 9], false).unwrap());
                 // Warm up: the first decode steps size the scratch for one token.
                 for _ in 0..2 {
-                    tok = argmax(m.step(&mut s, &[tok], false).unwrap());
+                    tok = floe_tests::argmax(m.step(&mut s, &[tok], false).unwrap());
                 }
                 ALLOCATIONS.store(0, Ordering::SeqCst);
                 COUNTING.store(true, Ordering::SeqCst);
                 for _ in 0..20 {
-                    tok = argmax(m.step(&mut s, &[tok], false).unwrap());
+                    tok = floe_tests::argmax(m.step(&mut s, &[tok], false).unwrap());
                 }
                 COUNTING.store(false, Ordering::SeqCst);
                 let n = ALLOCATIONS.load(Ordering::SeqCst);

@@ -1,44 +1,17 @@
 //! The session: the KV cache is sized up front by `ctx` and refuses what does not fit, and the
 //! f16 / q8_0 caches stay close to the exact f32 one.
 
-use floe::formats::dense::DenseWeights;
-use floe::formats::packed::PackedModel;
 use floe::kernels::ops::KvDType;
-use floe::runtime::experts::ResidentExperts;
-use floe::runtime::{Model, Session, SessionOptions};
+use floe::runtime::{Session, SessionOptions};
 use floe_kernels::DType;
-
-fn synth(dir: &std::path::Path, dtype: DType) -> PackedModel {
-    let mut shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
-    (shape.hidden, shape.heads, shape.kv_heads, shape.head_dim, shape.expert_ffn) =
-        (128, 4, 2, 32, 96);
-    let path = dir.join(dtype.name());
-    floe::formats::synth::synth(&shape, &path, dtype, 3, &mut |_, _| {}).unwrap();
-    PackedModel::open(&path, false).unwrap()
-}
-
-fn model(packed: &PackedModel, threads: usize) -> Model {
-    Model::new(
-        packed.manifest.config.clone(),
-        DenseWeights::load(packed).unwrap(),
-        Box::new(ResidentExperts::load(packed).unwrap()),
-        threads,
-    )
-    .unwrap()
-}
-
-#[allow(dead_code)]
-fn argmax(x: &[f32]) -> u32 {
-    x.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap()
-}
 
 /// The cache holds `ctx` positions from the start; a prompt or generation past it is an error
 /// naming the context, and the session stays usable up to it.
 #[test]
 fn ctx_sizes_the_cache_and_is_enforced() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let packed = synth(dir.path(), DType::Q8_0);
-    let m = model(&packed, 1);
+    let packed = floe_tests::synth_small(dir.path(), DType::Q8_0);
+    let m = floe_tests::load(&packed, 1);
     let opts = SessionOptions { ctx: Some(12), kv_dtype: KvDType::F16 };
     let mut s = Session::new(opts);
     m.step(&mut s, &[1; 10], false).unwrap();
@@ -62,8 +35,8 @@ fn ctx_sizes_the_cache_and_is_enforced() {
 #[test]
 fn kv_cache_types_stay_close_to_f32() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let packed = synth(dir.path(), DType::Bf16);
-    let m = model(&packed, 2);
+    let packed = floe_tests::synth_small(dir.path(), DType::Bf16);
+    let m = floe_tests::load(&packed, 2);
     let prompt: Vec<u32> = (10..40).collect();
     let run = |opts: SessionOptions| {
         let mut s = Session::new(opts);

@@ -18,9 +18,9 @@ pub(super) const KERNELS: GemmKernels = GemmKernels {
     f32: |w, first, m, x, out| float_rows(w, first, m, x, out),
     f16: |w, first, m, x, out| float_rows(w, first, m, x, out),
     bf16: |w, first, m, x, out| float_rows(w, first, m, x, out),
-    q4_k: super::kquant::q4_k,
-    q5_k: super::kquant::q5_k,
-    q6_k: super::kquant::q6_k,
+    q4_k: super::kquant::k_rows::<crate::quant::BlockQ4K>,
+    q5_k: super::kquant::k_rows::<crate::quant::BlockQ5K>,
+    q6_k: super::kquant::k_rows::<crate::quant::BlockQ6K>,
 };
 
 /// A quantised weight block format the tiles can read: a block pair as unsigned bytes and lane

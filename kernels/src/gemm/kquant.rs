@@ -157,7 +157,7 @@ fn k_tile<const OFFSET: bool, const RM: usize, const RN: usize>(
                 if OFFSET {
                     sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32::<5>(prod));
                 } else {
-                    mins[r][t] += w.dm * x.d * hsum_i32(prod) as f32;
+                    mins[r][t] += w.dm * x.d * crate::dot::avx2_k::hsum_i32(prod) as f32;
                 }
                 let d = _mm256_set1_ps(w.d * x.d);
                 acc[r][t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r][t]);
@@ -171,15 +171,6 @@ fn k_tile<const OFFSET: bool, const RM: usize, const RN: usize>(
         }
     }
     out
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-    _mm_cvtsi128_si32(s)
 }
 
 /// Rows `first..first + m` of a K-quant matrix (`per_row` super-blocks each) against every
@@ -243,38 +234,4 @@ pub(crate) fn k_rows<B: KBlock>(
             t0 += rn;
         }
     });
-}
-
-/// The tile functions of each K-quant format.
-pub(crate) fn q4_k(
-    w: &[BlockQ4K],
-    first: usize,
-    m: usize,
-    xs: &[BlockQ8K],
-    per_row: usize,
-    out: &RowsOut,
-) {
-    k_rows(w, first, m, xs, per_row, out)
-}
-/// Q5_K.
-pub(crate) fn q5_k(
-    w: &[BlockQ5K],
-    first: usize,
-    m: usize,
-    xs: &[BlockQ8K],
-    per_row: usize,
-    out: &RowsOut,
-) {
-    k_rows(w, first, m, xs, per_row, out)
-}
-/// Q6_K.
-pub(crate) fn q6_k(
-    w: &[BlockQ6K],
-    first: usize,
-    m: usize,
-    xs: &[BlockQ8K],
-    per_row: usize,
-    out: &RowsOut,
-) {
-    k_rows(w, first, m, xs, per_row, out)
 }
