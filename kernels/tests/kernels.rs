@@ -48,6 +48,12 @@ fn isas() -> Vec<DotKernels> {
     all
 }
 
+/// The f64 dot product of `w` and `x`, and the sum of its terms' magnitudes (the error scale).
+fn dot_f64(w: &[f32], x: &[f32]) -> (f64, f64) {
+    let terms = w.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64);
+    (terms.clone().sum(), terms.map(f64::abs).sum())
+}
+
 fn close(got: f64, want: f64, scale: f64, tol: f64) -> bool {
     (got - want).abs() <= tol * scale.max(1e-30)
 }
@@ -252,9 +258,7 @@ fn matvec_and_matmul_match_f64_for_every_format() {
                     matvec(&m, x, &mut y, p).unwrap();
                     for r in 0..rows {
                         let wr = &wd[r * cols..][..cols];
-                        let exact: f64 = wr.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
-                        let mag: f64 =
-                            wr.iter().zip(x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                        let (exact, mag) = dot_f64(wr, x);
                         assert!(
                             close(y[r] as f64, exact, mag, tol),
                             "{dtype} {rows}x{cols} row {r}: {} vs {exact}",
@@ -275,9 +279,7 @@ fn matvec_and_matmul_match_f64_for_every_format() {
                     let x = &xs[t * cols..][..cols];
                     for r in 0..rows {
                         let wr = &wd[r * cols..][..cols];
-                        let exact: f64 = wr.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
-                        let mag: f64 =
-                            wr.iter().zip(x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                        let (exact, mag) = dot_f64(wr, x);
                         let got = ys[t * rows + r];
                         assert!(
                             close(got as f64, exact, mag, tol),
@@ -301,9 +303,7 @@ fn matvec_and_matmul_match_f64_for_every_format() {
                     let x = &xs[t * cols..][..cols];
                     for r in 0..rows {
                         let wr = &wd[r * cols..][..cols];
-                        let exact: f64 = wr.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
-                        let mag: f64 =
-                            wr.iter().zip(x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                        let (exact, mag) = dot_f64(wr, x);
                         let got = exact_mode[t * rows + r] as f64;
                         assert!(
                             close(got, exact, mag, MATVEC_F32_REL_TOL),

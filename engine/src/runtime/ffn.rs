@@ -9,28 +9,12 @@ use smallvec::SmallVec;
 
 use super::forward::{kernel_err, Model, RouteRecord};
 use super::session::{sized, ExpertUsers, Session};
-use super::weights::{MlpWeights, MoeWeights};
+use super::weights::MoeWeights;
 use crate::error::Result;
 use crate::model::spec::MoeSpec;
 use crate::runtime::experts::{ExpertView, INLINE_BATCH};
 
 impl Model {
-    /// `out = down(silu(gate x) * up x)` over the tokens of `input`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn mlp_into(
-        &self,
-        w: &MlpWeights,
-        input: &mut Input,
-        gate: &mut Vec<f32>,
-        up: &mut Vec<f32>,
-        act: &mut Vec<f32>,
-        act_bufs: &mut InputBuffers,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        let (wg, wu, wd) = (self.m(&w.gate)?, self.m(&w.up)?, self.m(&w.down)?);
-        swiglu_into(self, &wg, &wu, &wd, input, gate, up, act, act_bufs, out)
-    }
-
     /// The MoE block of layer `l`.
     pub(crate) fn moe(
         &self,
@@ -251,7 +235,7 @@ impl Model {
 
 /// SwiGLU over `input`'s tokens with gate and up as one pool operation.
 #[allow(clippy::too_many_arguments)]
-fn swiglu_into(
+pub(crate) fn swiglu_into(
     model: &Model,
     wg: &floe_kernels::Matrix,
     wu: &floe_kernels::Matrix,

@@ -163,8 +163,12 @@ impl Model {
                 (FfnSpec::Mlp { .. }, FfnWeights::Mlp(w)) => {
                     let sc = &mut s.scratch;
                     let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
-                    self.mlp_into(
-                        w,
+                    let (wg, wu, wd) = (self.m(&w.gate)?, self.m(&w.up)?, self.m(&w.down)?);
+                    super::ffn::swiglu_into(
+                        self,
+                        &wg,
+                        &wu,
+                        &wd,
                         &mut input,
                         &mut sc.gate,
                         &mut sc.up,

@@ -17,11 +17,17 @@ pub fn rope_inv_freq(dim: usize, base: f32) -> Vec<f32> {
 
 /// Rotates one head `x` (its first `2 * inv_freq.len()` channels) for position `pos`.
 pub fn rope(x: &mut [f32], pos: usize, inv_freq: &[f32], style: RopeStyle) {
-    let half = inv_freq.len();
+    let angles = inv_freq.iter().map(|&f| {
+        let (sin, cos) = (pos as f32 * f).sin_cos();
+        (cos, sin)
+    });
+    rotate(x, inv_freq.len(), angles, style);
+}
+
+/// Rotates the `half` channel pairs of `x` by the given (cos, sin).
+fn rotate(x: &mut [f32], half: usize, angles: impl Iterator<Item = (f32, f32)>, style: RopeStyle) {
     assert!(2 * half <= x.len(), "rope: rotary dim {} > head dim {}", 2 * half, x.len());
-    for (i, &f) in inv_freq.iter().enumerate() {
-        let angle = pos as f32 * f;
-        let (sin, cos) = angle.sin_cos();
+    for (i, (cos, sin)) in angles.enumerate().take(half) {
         let (a, b) = match style {
             RopeStyle::Neox => (i, i + half),
             RopeStyle::Interleaved => (2 * i, 2 * i + 1),
@@ -47,15 +53,5 @@ pub fn rope_table(first: usize, n: usize, inv_freq: &[f32], out: &mut Vec<(f32, 
 
 /// Rotates one head `x` with one position's row of a [`rope_table`].
 pub fn rope_from_table(x: &mut [f32], table: &[(f32, f32)], style: RopeStyle) {
-    let half = table.len();
-    assert!(2 * half <= x.len(), "rope: rotary dim {} > head dim {}", 2 * half, x.len());
-    for (i, &(cos, sin)) in table.iter().enumerate() {
-        let (a, b) = match style {
-            RopeStyle::Neox => (i, i + half),
-            RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-        };
-        let (x0, x1) = (x[a], x[b]);
-        x[a] = x0 * cos - x1 * sin;
-        x[b] = x1 * cos + x0 * sin;
-    }
+    rotate(x, table.len(), table.iter().copied(), style);
 }
