@@ -177,6 +177,49 @@ impl KernelPool {
     }
 }
 
+impl KernelPool {
+    /// Like [`for_each_chunk`](Self::for_each_chunk) over two slices at once: chunk `i` of `a`
+    /// (`chunk_a` elements) and chunk `i` of `b` (`chunk_b` elements) go to the same call.
+    /// Both must hold the same number of chunks.
+    pub fn for_each_chunk_pair<A: Send, B: Send>(
+        &self,
+        a: &mut [A],
+        chunk_a: usize,
+        b: &mut [B],
+        chunk_b: usize,
+        f: &(dyn Fn(usize, &mut [A], &mut [B]) + Sync),
+    ) {
+        let (chunk_a, chunk_b) = (chunk_a.max(1), chunk_b.max(1));
+        let n = a.len().div_ceil(chunk_a);
+        assert_eq!(n, b.len().div_ceil(chunk_b), "for_each_chunk_pair: chunk counts differ");
+        let (len_a, base_a) = (a.len(), SendPtr(a.as_mut_ptr()));
+        let (len_b, base_b) = (b.len(), SendPtr(b.as_mut_ptr()));
+        let next = AtomicUsize::new(0);
+        self.broadcast(&|_| {
+            let (base_a, base_b) = (&base_a, &base_b);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                let (sa, sb) = (i * chunk_a, i * chunk_b);
+                let (ea, eb) = ((sa + chunk_a).min(len_a), (sb + chunk_b).min(len_b));
+                // SAFETY: as in `for_each_chunk`: each index goes to one participant, so the
+                // ranges of `a` and of `b` it forms are disjoint, in bounds (`n` chunks in
+                // each, checked above), and the exclusive borrows keep both slices alive and
+                // unshared until `broadcast` returns.
+                let (pa, pb) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(base_a.0.add(sa), ea - sa),
+                        std::slice::from_raw_parts_mut(base_b.0.add(sb), eb - sb),
+                    )
+                };
+                f(i, pa, pb);
+            }
+        });
+    }
+}
+
 /// A raw pointer the participants of one `for_each_chunk` share (each touches disjoint parts).
 struct SendPtr<T>(*mut T);
 // SAFETY: only used inside `for_each_chunk`, whose participants write disjoint chunks.

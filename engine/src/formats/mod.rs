@@ -2,6 +2,7 @@
 //! Hugging Face safetensors directories, GGUF (read in place, imported, written), synthetic
 //! models, and opening any of them as a configuration, dense weights and an expert file.
 
+pub mod convert;
 pub mod dense;
 pub mod encode;
 pub mod gguf;

@@ -12,7 +12,7 @@ use floe_kernels::DType;
 use crate::error::{Error, Result};
 use crate::formats::encode::encode;
 use crate::formats::packed::{
-    write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
+    write_dir_atomically, DenseEntry, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
 };
 use crate::formats::safetensors_dir::CheckpointDir;
 use crate::model::arch::{self, Dense, ExpertPart, ExpertTensor};
@@ -48,26 +48,30 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
     }
     v.push((Dense::FinalNorm, 1, h));
     for l in 0..cfg.layers {
-        v.extend([
-            (Dense::AttnNorm(l), 1, h),
-            (Dense::Q(l), q, h),
-            (Dense::K(l), kv, h),
-            (Dense::V(l), kv, h),
-            (Dense::O(l), h, q),
-        ]);
-        if cfg.qkv_bias {
-            v.extend([(Dense::QBias(l), 1, q), (Dense::KBias(l), 1, kv), (Dense::VBias(l), 1, kv)]);
-        }
-        match cfg.qk_norm {
-            QkNorm::PerHead => {
-                v.extend([(Dense::QNorm(l), 1, cfg.head_dim), (Dense::KNorm(l), 1, cfg.head_dim)])
+        v.push((Dense::AttnNorm(l), 1, h));
+        match cfg.linear.filter(|_| cfg.is_linear(l)) {
+            Some(lin) => {
+                let (c, vt, nv) = (lin.qkv_dim(), lin.value_total(), lin.value_heads);
+                v.extend([
+                    (Dense::LinQkv(l), c, h),
+                    (Dense::LinGate(l), vt, h),
+                    (Dense::LinBeta(l), nv, h),
+                    (Dense::LinAlpha(l), nv, h),
+                    (Dense::LinConv(l), c, lin.conv_kernel),
+                    (Dense::LinA(l), 1, nv),
+                    (Dense::LinDtBias(l), 1, nv),
+                    (Dense::LinNorm(l), 1, lin.value_dim),
+                    (Dense::LinOut(l), h, vt),
+                ]);
             }
-            QkNorm::Full => v.extend([(Dense::QNorm(l), 1, q), (Dense::KNorm(l), 1, kv)]),
-            QkNorm::None => {}
+            None => attention_plan(cfg, l, h, q, kv, &mut v),
         }
         v.push((Dense::FfnNorm(l), 1, h));
         let ffn = if cfg.moe_layers[l] {
             v.push((Dense::Router(l), cfg.experts, h));
+            if cfg.sigmoid_router.is_some() {
+                v.push((Dense::RouterBias(l), 1, cfg.experts));
+            }
             cfg.shared_ffn
         } else {
             cfg.dense_ffn
@@ -78,12 +82,38 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
                 (Dense::SharedUp(l), ffn, h),
                 (Dense::SharedDown(l), h, ffn),
             ]);
-            if cfg.moe_layers[l] {
+            if cfg.moe_layers[l] && cfg.arch.gated_shared_expert() {
                 v.push((Dense::SharedExpertGate(l), 1, h));
             }
         }
     }
     v
+}
+
+fn attention_plan(
+    cfg: &ModelConfig,
+    l: usize,
+    h: usize,
+    q: usize,
+    kv: usize,
+    v: &mut Vec<(Dense, usize, usize)>,
+) {
+    v.extend([
+        (Dense::Q(l), cfg.q_rows(), h),
+        (Dense::K(l), kv, h),
+        (Dense::V(l), kv, h),
+        (Dense::O(l), h, q),
+    ]);
+    if cfg.qkv_bias {
+        v.extend([(Dense::QBias(l), 1, q), (Dense::KBias(l), 1, kv), (Dense::VBias(l), 1, kv)]);
+    }
+    match cfg.qk_norm {
+        QkNorm::PerHead => {
+            v.extend([(Dense::QNorm(l), 1, cfg.head_dim), (Dense::KNorm(l), 1, cfg.head_dim)])
+        }
+        QkNorm::Full => v.extend([(Dense::QNorm(l), 1, q), (Dense::KNorm(l), 1, kv)]),
+        QkNorm::None => {}
+    }
 }
 
 /// Packs `from` into `out`, calling `progress(done, total)` as tensors are written.
@@ -120,6 +150,15 @@ fn find_dense<'a>(ckpt: &CheckpointDir, candidates: &'a [String]) -> Result<&'a 
 }
 
 fn check_shape(name: &str, got: &[usize], rows: usize, cols: usize) -> Result<()> {
+    // A depthwise conv1d weight is [channels, 1, kernel]: the same values as [channels, kernel].
+    let squeezed: Vec<usize>;
+    let got = match got {
+        [c, 1, k] => {
+            squeezed = vec![*c, *k];
+            &squeezed[..]
+        }
+        other => other,
+    };
     let ok = match got {
         [n] => rows == 1 && *n == cols,
         [r, c] => *r == rows && *c == cols,
@@ -160,7 +199,8 @@ fn write_all(
         let candidates = names.dense(role);
         let name = find_dense(ckpt, &candidates)?;
         check_shape(name, ckpt.shape(name).unwrap_or(&[]), rows, cols)?;
-        let values = ckpt.read_f32(name)?;
+        let mut values = ckpt.read_f32(name)?;
+        crate::formats::convert::hf_to_stored(cfg, role, &mut values, cols);
         let dtype = if role.keep_f32() { DType::F32 } else { dense_dtype };
         let bytes = encode(dtype, &values, cols, name)?;
         dense_out.push(role.key(), dtype, rows, cols, &bytes)?;
@@ -168,6 +208,7 @@ fn write_all(
         progress(done, total);
     }
     let dense = dense_out.finish()?;
+    let mtp = write_mtp(ckpt, dir, dense_dtype)?;
 
     // Expert slabs.
     let slab = SlabLayout::new(opts.dtype, cfg.hidden, cfg.expert_ffn)?;
@@ -217,11 +258,33 @@ fn write_all(
             from.display()
         );
     }
-    let manifest =
+    let mut manifest =
         Manifest::new(cfg.clone(), dense, slab, layers, from.display().to_string(), has_tokenizer);
+    manifest.mtp = mtp;
     manifest.write(dir)?;
     PackedModel::open(dir, true)?;
     Ok(manifest)
+}
+
+/// The multi-token-prediction tensors (`mtp.*`), kept in `mtp.bin` for a later speculative
+/// decoder: in the dense dtype where their rows allow it, else f32.
+fn write_mtp(ckpt: &CheckpointDir, dir: &Path, dense_dtype: DType) -> Result<Vec<DenseEntry>> {
+    let names = ckpt.names_with_prefix("mtp.");
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = DenseWriter::create_file(dir.join("mtp.bin"))?;
+    for name in names {
+        let shape = ckpt.shape(&name).unwrap_or(&[]).to_vec();
+        let cols = shape.last().copied().unwrap_or(1).max(1);
+        let rows = shape.iter().rev().skip(1).product::<usize>().max(1);
+        let values = ckpt.read_f32(&name)?;
+        let dtype =
+            if rows > 1 && dense_dtype.row_bytes(cols).is_ok() { dense_dtype } else { DType::F32 };
+        let bytes = encode(dtype, &values, cols, &name)?;
+        out.push(name, dtype, rows, cols, &bytes)?;
+    }
+    out.finish()
 }
 
 fn read_expert(

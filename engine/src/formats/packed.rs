@@ -226,6 +226,10 @@ pub struct Manifest {
     pub source: String,
     /// Whether tokenizer.json was copied in.
     pub has_tokenizer: bool,
+    /// Tensors kept for later use but not run (a multi-token-prediction layer, `mtp.*`), in
+    /// `mtp.bin`, under their checkpoint names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mtp: Vec<DenseEntry>,
 }
 
 impl Manifest {
@@ -247,6 +251,7 @@ impl Manifest {
             expert_layers,
             source,
             has_tokenizer,
+            mtp: Vec::new(),
         }
     }
 
@@ -431,7 +436,11 @@ fn write_err(path: &Path, source: std::io::Error) -> Error {
 impl DenseWriter {
     /// Creates `dir/dense.bin`.
     pub fn create(dir: &Path) -> Result<Self> {
-        let path = dir.join("dense.bin");
+        Self::create_file(dir.join("dense.bin"))
+    }
+
+    /// Creates a dense tensor file at `path`.
+    pub fn create_file(path: PathBuf) -> Result<Self> {
         let file = std::fs::File::create(&path).map_err(|e| write_err(&path, e))?;
         Ok(Self { path, out: std::io::BufWriter::new(file), offset: 0, entries: Vec::new() })
     }

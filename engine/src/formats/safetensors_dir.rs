@@ -65,6 +65,15 @@ impl CheckpointDir {
             })?;
             let base = 8 + header_len;
             for (name, info) in meta.tensors() {
+                // A multimodal checkpoint (Qwen3_5MoeForConditionalGeneration) keeps the text
+                // model under `model.language_model.`; its vision tower is not floe's to run.
+                let name = match name.strip_prefix("model.language_model.") {
+                    Some(rest) => format!("model.{rest}"),
+                    None => name.clone(),
+                };
+                if name.starts_with("model.visual.") || name.starts_with("visual.") {
+                    continue;
+                }
                 let (s, e) = info.data_offsets;
                 if base + e > map.len() || s > e {
                     return Err(Error::Invalid(format!(
@@ -91,6 +100,14 @@ impl CheckpointDir {
     /// Whether the checkpoint has `name`.
     pub fn has(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
+    }
+
+    /// Every tensor name starting with `prefix`, sorted.
+    pub fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.tensors.keys().filter(|n| n.starts_with(prefix)).cloned().collect();
+        v.sort();
+        v
     }
 
     /// Shape of `name`.

@@ -108,6 +108,10 @@ impl SynthShape {
             tie_embeddings: false,
             eos_token_ids: vec![256],
             max_positions: 32_768,
+            rope_dims: None,
+            sigmoid_router: None,
+            linear: None,
+            linear_layers: Vec::new(),
         }
     }
 }

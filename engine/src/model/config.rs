@@ -20,6 +20,13 @@ pub enum Arch {
     Mixtral,
     /// OLMoE: q/k RMSNorm over the whole projection.
     Olmoe,
+    /// Qwen3.5/3.6-MoE: Gated DeltaNet layers with a gated full-attention layer every few,
+    /// partial RoPE, shared expert with a sigmoid gate.
+    #[serde(rename = "qwen3_5_moe")]
+    Qwen35Moe,
+    /// GLM-4.5/4.6/4.7: sigmoid router with a correction bias, an ungated shared expert, leading
+    /// dense layers, q/k/v bias, partial RoPE.
+    Glm4Moe,
 }
 
 impl Arch {
@@ -30,7 +37,19 @@ impl Arch {
             Arch::Qwen2Moe => "qwen2_moe",
             Arch::Mixtral => "mixtral",
             Arch::Olmoe => "olmoe",
+            Arch::Qwen35Moe => "qwen3_5_moe",
+            Arch::Glm4Moe => "glm4_moe",
         }
+    }
+
+    /// Whether the shared expert is scaled by a sigmoid gate of the input.
+    pub fn gated_shared_expert(self) -> bool {
+        matches!(self, Arch::Qwen2Moe | Arch::Qwen35Moe)
+    }
+
+    /// Whether full-attention layers gate their output with a sigmoid of a second half of q.
+    pub fn attention_output_gate(self) -> bool {
+        matches!(self, Arch::Qwen35Moe)
     }
 
     fn from_model_type(t: &str) -> Result<Self> {
@@ -39,9 +58,12 @@ impl Arch {
             "qwen2_moe" => Arch::Qwen2Moe,
             "mixtral" => Arch::Mixtral,
             "olmoe" => Arch::Olmoe,
+            "qwen3_5_moe" | "qwen3_5_moe_text" => Arch::Qwen35Moe,
+            "glm4_moe" => Arch::Glm4Moe,
             other => {
                 return Err(Error::Unsupported(format!(
-                    "architecture {other:?} (floe runs qwen3_moe, qwen2_moe, mixtral, olmoe)"
+                    "architecture {other:?} (floe runs qwen3_moe, qwen2_moe, mixtral, olmoe, \
+                     qwen3_5_moe, glm4_moe)"
                 )))
             }
         })
@@ -58,6 +80,43 @@ pub enum QkNorm {
     PerHead,
     /// RMSNorm over the whole q (and k) projection, OLMoE.
     Full,
+}
+
+/// A sigmoid router choosing within the best groups of experts (DeepSeek-V3, GLM-4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SigmoidRouter {
+    /// Expert groups (`n_group`).
+    pub groups: usize,
+    /// Groups a token chooses from (`topk_group`).
+    pub top_groups: usize,
+    /// Factor on the routed experts' weights (`routed_scaling_factor`).
+    pub routed_scale: f32,
+}
+
+/// The shape of the Gated DeltaNet (linear attention) layers (Qwen3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinearAttention {
+    /// Key (and query) heads.
+    pub key_heads: usize,
+    /// Value heads (a multiple of the key heads).
+    pub value_heads: usize,
+    /// Channels per key head.
+    pub key_dim: usize,
+    /// Channels per value head.
+    pub value_dim: usize,
+    /// Width of the causal convolution.
+    pub conv_kernel: usize,
+}
+
+impl LinearAttention {
+    /// Channels of the q/k/v projection (and of the convolution).
+    pub fn qkv_dim(&self) -> usize {
+        2 * self.key_heads * self.key_dim + self.value_heads * self.value_dim
+    }
+    /// Channels of the value (and output gate) projection.
+    pub fn value_total(&self) -> usize {
+        self.value_heads * self.value_dim
+    }
 }
 
 /// Everything the forward pass needs to know about a model.
@@ -107,6 +166,18 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
     /// Longest context the model was trained for.
     pub max_positions: usize,
+    /// Channels of each head RoPE rotates (partial RoPE), if fewer than the head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_dims: Option<usize>,
+    /// The sigmoid group-limited router, if the model routes that way (else softmax top-k).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigmoid_router: Option<SigmoidRouter>,
+    /// The Gated DeltaNet layers' shape, if the model has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear: Option<LinearAttention>,
+    /// Per layer: Gated DeltaNet instead of full attention (empty: every layer attends).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub linear_layers: Vec<bool>,
 }
 
 fn get<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
@@ -125,10 +196,13 @@ pub(crate) fn id_u32(x: u64) -> u32 {
 }
 
 impl ModelConfig {
-    /// Parses a Hugging Face `config.json`.
+    /// Parses a Hugging Face `config.json` (of a multimodal checkpoint: its `text_config`).
     pub fn from_hf_json(text: &str) -> Result<Self> {
-        let v: Value =
+        let mut v: Value =
             serde_json::from_str(text).map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
+        if let Some(text_config) = v.get("text_config").filter(|t| t.is_object()).cloned() {
+            v = text_config;
+        }
         let model_type = v
             .get("model_type")
             .and_then(Value::as_str)
@@ -140,7 +214,7 @@ impl ModelConfig {
         let kv_heads = usize_of(&v, &["num_key_value_heads"]).unwrap_or(heads);
         let head_dim = usize_of(&v, &["head_dim"]).unwrap_or(hidden / heads.max(1));
         let vocab = usize_of(&v, &["vocab_size"])?;
-        let experts = usize_of(&v, &["num_experts", "num_local_experts"])?;
+        let experts = usize_of(&v, &["num_experts", "num_local_experts", "n_routed_experts"])?;
         let top_k = usize_of(&v, &["num_experts_per_tok"])?;
         let rms_eps = get(&v, &["rms_norm_eps"]).and_then(Value::as_f64).unwrap_or(1e-6) as f32;
 
@@ -155,6 +229,17 @@ impl ModelConfig {
                 "rope_type {rope_type:?} (floe supports default RoPE)"
             )));
         }
+        let partial = rope
+            .and_then(|r| r.get("partial_rotary_factor"))
+            .and_then(Value::as_f64)
+            .or_else(|| get(&v, &["partial_rotary_factor"]).and_then(Value::as_f64))
+            .unwrap_or(1.0);
+        if !(partial > 0.0 && partial <= 1.0) {
+            return Err(Error::Invalid(format!(
+                "config.json: partial_rotary_factor {partial} must be in (0, 1]"
+            )));
+        }
+        let rope_dims = (partial < 1.0).then(|| (head_dim as f64 * partial).round() as usize);
         let rope_theta = rope
             .and_then(|r| r.get("rope_theta"))
             .and_then(Value::as_f64)
@@ -175,18 +260,65 @@ impl ModelConfig {
 
         let (expert_ffn, dense_ffn) = match arch {
             Arch::Mixtral | Arch::Olmoe => (usize_of(&v, &["intermediate_size"])?, 0),
-            Arch::Qwen3Moe | Arch::Qwen2Moe => (
+            Arch::Qwen3Moe | Arch::Qwen2Moe | Arch::Qwen35Moe | Arch::Glm4Moe => (
                 usize_of(&v, &["moe_intermediate_size"])?,
                 usize_of(&v, &["intermediate_size"]).unwrap_or(0),
             ),
         };
         let shared_ffn = match arch {
-            Arch::Qwen2Moe => usize_of(&v, &["shared_expert_intermediate_size"]).unwrap_or(0),
+            Arch::Qwen2Moe | Arch::Qwen35Moe => {
+                usize_of(&v, &["shared_expert_intermediate_size"]).unwrap_or(0)
+            }
+            Arch::Glm4Moe => expert_ffn * usize_of(&v, &["n_shared_experts"]).unwrap_or(0),
             _ => 0,
         };
         let norm_topk_prob = match arch {
             Arch::Mixtral => true,
+            Arch::Qwen35Moe => {
+                get(&v, &["norm_topk_prob"]).and_then(Value::as_bool).unwrap_or(true)
+            }
             _ => get(&v, &["norm_topk_prob"]).and_then(Value::as_bool).unwrap_or(false),
+        };
+        let first_dense = usize_of(&v, &["first_k_dense_replace"]).unwrap_or(0);
+        let sigmoid_router = match arch {
+            Arch::Glm4Moe => Some(SigmoidRouter {
+                groups: usize_of(&v, &["n_group"]).unwrap_or(1),
+                top_groups: usize_of(&v, &["topk_group"]).unwrap_or(1),
+                routed_scale: get(&v, &["routed_scaling_factor"])
+                    .and_then(Value::as_f64)
+                    .unwrap_or(1.0) as f32,
+            }),
+            _ => None,
+        };
+        let (linear, linear_layers) = match arch {
+            Arch::Qwen35Moe => {
+                let types: Vec<bool> = match get(&v, &["layer_types"]).and_then(Value::as_array) {
+                    Some(a) => a
+                        .iter()
+                        .map(|t| match t.as_str() {
+                            Some("linear_attention") => Ok(true),
+                            Some("full_attention") => Ok(false),
+                            other => Err(Error::Unsupported(format!(
+                                "config.json: layer type {other:?} (floe runs linear_attention \
+                                 and full_attention)"
+                            ))),
+                        })
+                        .collect::<Result<_>>()?,
+                    None => {
+                        let every = usize_of(&v, &["full_attention_interval"]).unwrap_or(4).max(1);
+                        (0..layers).map(|i| (i + 1) % every != 0).collect()
+                    }
+                };
+                let lin = LinearAttention {
+                    key_heads: usize_of(&v, &["linear_num_key_heads"])?,
+                    value_heads: usize_of(&v, &["linear_num_value_heads"])?,
+                    key_dim: usize_of(&v, &["linear_key_head_dim"])?,
+                    value_dim: usize_of(&v, &["linear_value_head_dim"])?,
+                    conv_kernel: usize_of(&v, &["linear_conv_kernel_dim"]).unwrap_or(4),
+                };
+                (Some(lin), types)
+            }
+            _ => (None, Vec::new()),
         };
         let step = usize_of(&v, &["decoder_sparse_step"]).unwrap_or(1).max(1);
         let mlp_only: Vec<usize> = get(&v, &["mlp_only_layers"])
@@ -195,9 +327,10 @@ impl ModelConfig {
             .unwrap_or_default();
         let moe_layers = (0..layers)
             .map(|i| match arch {
-                Arch::Qwen3Moe | Arch::Qwen2Moe => {
+                Arch::Qwen3Moe | Arch::Qwen2Moe | Arch::Qwen35Moe => {
                     !mlp_only.contains(&i) && experts > 0 && (i + 1) % step == 0
                 }
+                Arch::Glm4Moe => i >= first_dense,
                 _ => true,
             })
             .collect();
@@ -206,8 +339,11 @@ impl ModelConfig {
             _ => get(&v, &["attention_bias"]).and_then(Value::as_bool).unwrap_or(false),
         };
         let qk_norm = match arch {
-            Arch::Qwen3Moe => QkNorm::PerHead,
+            Arch::Qwen3Moe | Arch::Qwen35Moe => QkNorm::PerHead,
             Arch::Olmoe => QkNorm::Full,
+            Arch::Glm4Moe if get(&v, &["use_qk_norm"]).and_then(Value::as_bool) == Some(true) => {
+                QkNorm::PerHead
+            }
             _ => QkNorm::None,
         };
         let clip_qkv = get(&v, &["clip_qkv"]).and_then(Value::as_f64).map(|x| x as f32);
@@ -243,6 +379,10 @@ impl ModelConfig {
             tie_embeddings,
             eos_token_ids,
             max_positions,
+            rope_dims,
+            sigmoid_router,
+            linear,
+            linear_layers,
         };
         cfg.validate_as("config.json")?;
         Ok(cfg)
@@ -268,6 +408,25 @@ impl ModelConfig {
     /// Width of the k and v projections.
     pub fn kv_dim(&self) -> usize {
         self.kv_heads * self.head_dim
+    }
+
+    /// Whether layer `l` is a Gated DeltaNet layer.
+    pub fn is_linear(&self, l: usize) -> bool {
+        self.linear_layers.get(l).copied().unwrap_or(false)
+    }
+
+    /// Channels of each head RoPE rotates.
+    pub fn rotary_dims(&self) -> usize {
+        self.rope_dims.unwrap_or(self.head_dim)
+    }
+
+    /// Rows of the q projection: the queries, and with an output gate as many gate values.
+    pub fn q_rows(&self) -> usize {
+        if self.arch.attention_output_gate() {
+            2 * self.q_dim()
+        } else {
+            self.q_dim()
+        }
     }
 
     /// Number of MoE layers.

@@ -46,6 +46,10 @@ pub struct AttentionSpec {
     pub window: Option<usize>,
     /// One learned sink logit per query head joins the softmax (gpt-oss).
     pub sinks: bool,
+    /// The q projection also gives a per-channel output gate: each head's rows are its
+    /// `head_dim` queries then `head_dim` gate logits, and the attention output is scaled by
+    /// their sigmoid before the output projection (Qwen3.5).
+    pub output_gate: bool,
 }
 
 impl AttentionSpec {
@@ -57,6 +61,47 @@ impl AttentionSpec {
     pub fn kv_dim(&self) -> usize {
         self.kv_heads * self.head_dim
     }
+    /// Rows of the q projection (queries, and gate logits with an output gate).
+    pub fn q_rows(&self) -> usize {
+        if self.output_gate {
+            2 * self.q_dim()
+        } else {
+            self.q_dim()
+        }
+    }
+}
+
+/// Gated DeltaNet linear attention (Qwen3.5, Qwen3-Next): a causal depthwise convolution over
+/// q, k and v, then per value head a recurrent `key_dim x value_dim` state updated by the gated
+/// delta rule; a fixed-size state, no KV cache. Weights are in llama.cpp's layout: value heads
+/// tiled over the key heads (value head `j` reads key head `j % key_heads`), `A = -exp(A_log)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeltaNetSpec {
+    /// Key (and query) heads.
+    pub key_heads: usize,
+    /// Value heads.
+    pub value_heads: usize,
+    /// Channels per key head.
+    pub key_dim: usize,
+    /// Channels per value head.
+    pub value_dim: usize,
+    /// Width of the causal convolution.
+    pub conv_kernel: usize,
+}
+
+impl DeltaNetSpec {
+    /// Channels of the q/k/v projection and the convolution.
+    pub fn qkv_dim(&self) -> usize {
+        2 * self.key_heads * self.key_dim + self.value_heads * self.value_dim
+    }
+    /// Channels of the values (and of the output gate).
+    pub fn value_total(&self) -> usize {
+        self.value_heads * self.value_dim
+    }
+    /// f32 values of one sequence's state: the convolution's last inputs and the recurrence.
+    pub fn state_floats(&self) -> usize {
+        (self.conv_kernel - 1) * self.qkv_dim() + self.value_heads * self.key_dim * self.value_dim
+    }
 }
 
 /// How a layer mixes information across positions.
@@ -64,6 +109,8 @@ impl AttentionSpec {
 pub enum MixerSpec {
     /// Grouped-query attention.
     Attention(AttentionSpec),
+    /// Gated DeltaNet linear attention.
+    DeltaNet(DeltaNetSpec),
 }
 
 /// How a MoE router turns its logits into experts and weights.
@@ -95,7 +142,7 @@ pub enum RouterKind {
 pub struct SharedExpertSpec {
     /// Hidden width.
     pub ffn: usize,
-    /// Scaled by a sigmoid gate of the input (Qwen2-MoE).
+    /// Scaled by a sigmoid gate of the input (Qwen2-MoE, Qwen3.5).
     pub gated: bool,
 }
 
@@ -164,28 +211,53 @@ impl ModelSpec {
             heads: c.heads,
             kv_heads: c.kv_heads,
             head_dim: c.head_dim,
-            rope: RopeSpec { dims: c.head_dim, theta: c.rope_theta, style: RopeStyle::Neox },
+            rope: RopeSpec { dims: c.rotary_dims(), theta: c.rope_theta, style: RopeStyle::Neox },
             qkv_bias: c.qkv_bias,
             qk_norm: c.qk_norm,
             clip_qkv: c.clip_qkv,
             scale: 1.0 / (c.head_dim as f32).sqrt(),
             window: None,
             sinks: false,
+            output_gate: c.arch.attention_output_gate(),
+        };
+        let delta_net = c.linear.map(|lin| DeltaNetSpec {
+            key_heads: lin.key_heads,
+            value_heads: lin.value_heads,
+            key_dim: lin.key_dim,
+            value_dim: lin.value_dim,
+            conv_kernel: lin.conv_kernel,
+        });
+        let router = match c.sigmoid_router {
+            Some(r) => RouterKind::SigmoidGrouped {
+                groups: r.groups,
+                top_groups: r.top_groups,
+                renormalize: c.norm_topk_prob,
+                routed_scale: r.routed_scale,
+            },
+            None => RouterKind::SoftmaxTopK { renormalize: c.norm_topk_prob },
         };
         let moe = MoeSpec {
             experts: c.experts,
             top_k: c.top_k,
             expert_ffn: c.expert_ffn,
-            router: RouterKind::SoftmaxTopK { renormalize: c.norm_topk_prob },
-            shared: (c.shared_ffn > 0)
-                .then_some(SharedExpertSpec { ffn: c.shared_ffn, gated: true }),
+            router,
+            shared: (c.shared_ffn > 0).then_some(SharedExpertSpec {
+                ffn: c.shared_ffn,
+                gated: c.arch.gated_shared_expert(),
+            }),
         };
         let layers = c
             .moe_layers
             .iter()
-            .map(|&is_moe| LayerSpec {
-                mixer: MixerSpec::Attention(attention),
-                ffn: if is_moe { FfnSpec::Moe(moe) } else { FfnSpec::Mlp { ffn: c.dense_ffn } },
+            .enumerate()
+            .map(|(l, &is_moe)| {
+                let mixer = match delta_net {
+                    Some(d) if c.is_linear(l) => MixerSpec::DeltaNet(d),
+                    _ => MixerSpec::Attention(attention),
+                };
+                let ffn =
+                    if is_moe { FfnSpec::Moe(moe) } else { FfnSpec::Mlp { ffn: c.dense_ffn } };
+                LayerSpec { mixer, ffn }
             })
             .collect();
         Ok(Self {

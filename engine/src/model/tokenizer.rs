@@ -74,9 +74,10 @@ impl TextCodec {
     }
 
     /// Text of `ids` (byte-level pieces that are not valid UTF-8 on their own become U+FFFD, as
-    /// in HF's decode).
+    /// in HF's decode). Special tokens (`<|im_start|>`, ...) are control tokens, not text:
+    /// they are left out, as transformers 5 and llama.cpp's printing leave them out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.tok.decode(ids, false).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))
+        self.tok.decode(ids, true).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))
     }
 
     /// The prompt wrapped in the model's chat template (one user message, generation prompt

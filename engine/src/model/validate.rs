@@ -87,6 +87,58 @@ pub fn check_config(c: &ModelConfig) -> Check {
     }
     range("shared_ffn", c.shared_ffn, 0, MAX_WIDTH)?;
     range("max_positions", c.max_positions, 1, MAX_POSITIONS)?;
+    if let Some(d) = c.rope_dims {
+        range("rope_dims", d, 2, c.head_dim)?;
+        if !d.is_multiple_of(2) {
+            return Err(bad("rope_dims", d, "must be even (RoPE rotates pairs)"));
+        }
+    }
+    if let Some(r) = c.sigmoid_router {
+        range("sigmoid_router.groups", r.groups, 1, c.experts.max(1))?;
+        if !c.experts.is_multiple_of(r.groups) {
+            return Err(bad(
+                "sigmoid_router.groups",
+                r.groups,
+                format!("must divide experts ({})", c.experts),
+            ));
+        }
+        range("sigmoid_router.top_groups", r.top_groups, 1, r.groups)?;
+        if r.top_groups * (c.experts / r.groups) < c.top_k {
+            return Err(bad(
+                "sigmoid_router.top_groups",
+                r.top_groups,
+                format!("its groups must hold at least top_k ({}) experts", c.top_k),
+            ));
+        }
+        positive_finite("sigmoid_router.routed_scale", r.routed_scale, 1e6)?;
+    }
+    if !c.linear_layers.is_empty() && c.linear_layers.len() != c.layers {
+        return Err(bad(
+            "linear_layers",
+            format!("a list of {}", c.linear_layers.len()),
+            format!("must be empty or have one entry per layer ({})", c.layers),
+        ));
+    }
+    match c.linear {
+        Some(lin) => {
+            range("linear.key_heads", lin.key_heads, 1, 1 << 12)?;
+            range("linear.value_heads", lin.value_heads, lin.key_heads, 1 << 12)?;
+            if !lin.value_heads.is_multiple_of(lin.key_heads) {
+                return Err(bad(
+                    "linear.value_heads",
+                    lin.value_heads,
+                    format!("must be a multiple of linear.key_heads ({})", lin.key_heads),
+                ));
+            }
+            range("linear.key_dim", lin.key_dim, 1, 1 << 12)?;
+            range("linear.value_dim", lin.value_dim, 1, 1 << 12)?;
+            range("linear.conv_kernel", lin.conv_kernel, 1, 64)?;
+        }
+        None if c.linear_layers.iter().any(|&x| x) => {
+            return Err(bad("linear", "none", "linear-attention layers need their shape"));
+        }
+        None => {}
+    }
     if let Some(&id) = c.eos_token_ids.iter().find(|&&id| id as usize >= c.vocab) {
         return Err(bad("eos_token_ids", id, format!("must be below vocab ({})", c.vocab)));
     }
@@ -126,6 +178,43 @@ mod tests {
             ("vocab", Box::new(|c| c.vocab = 0)),
             ("eos_token_ids", Box::new(|c| c.eos_token_ids = vec![c.vocab as u32])),
             ("clip_qkv", Box::new(|c| c.clip_qkv = Some(0.0))),
+            ("rope_dims", Box::new(|c| c.rope_dims = Some(7))),
+            ("rope_dims", Box::new(|c| c.rope_dims = Some(c.head_dim + 2))),
+            ("linear_layers", Box::new(|c| c.linear_layers = vec![true])),
+            ("linear", Box::new(|c| c.linear_layers = vec![true; c.layers])),
+            (
+                "sigmoid_router.groups",
+                Box::new(|c| {
+                    c.sigmoid_router = Some(crate::model::config::SigmoidRouter {
+                        groups: 3,
+                        top_groups: 1,
+                        routed_scale: 1.0,
+                    })
+                }),
+            ),
+            (
+                "sigmoid_router.top_groups",
+                Box::new(|c| {
+                    c.sigmoid_router = Some(crate::model::config::SigmoidRouter {
+                        groups: 8,
+                        top_groups: 1,
+                        routed_scale: 1.0,
+                    })
+                }),
+            ),
+            (
+                "linear.value_heads",
+                Box::new(|c| {
+                    c.linear_layers = vec![true; c.layers];
+                    c.linear = Some(crate::model::config::LinearAttention {
+                        key_heads: 2,
+                        value_heads: 3,
+                        key_dim: 16,
+                        value_dim: 16,
+                        conv_kernel: 4,
+                    })
+                }),
+            ),
         ];
         for (field, edit) in cases {
             let mut c = cfg();

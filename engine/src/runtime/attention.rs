@@ -26,14 +26,34 @@ impl Model {
     ) -> Result<()> {
         let (qd, kvd, hd) = (a.q_dim(), a.kv_dim(), a.head_dim);
         let pool = self.pool.as_ref();
-        let (q, k, v) =
-            (sized(&mut sc.q, n * qd), sized(&mut sc.k, n * kvd), sized(&mut sc.v, n * kvd));
+        let (q, k, v) = (
+            sized(&mut sc.q, n * a.q_rows()),
+            sized(&mut sc.k, n * kvd),
+            sized(&mut sc.v, n * kvd),
+        );
         {
             let (wq, wk, wv) = (self.m(&w.q)?, self.m(&w.k)?, self.m(&w.v)?);
             let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
             matmul_group(&mut [(&wq, &mut *q), (&wk, &mut *k), (&wv, &mut *v)], &mut input, pool)
                 .map_err(kernel_err)?;
         }
+        // With an output gate each head's q rows are its queries then its gate logits: split
+        // them, compacting the queries in place (each lands at or before where it was read).
+        let gate = if a.output_gate {
+            let gate = sized(&mut sc.att_gate, n * qd);
+            for t in 0..n {
+                for h in 0..a.heads {
+                    let src = t * 2 * qd + h * 2 * hd;
+                    let dst = t * qd + h * hd;
+                    gate[dst..dst + hd].copy_from_slice(&q[src + hd..src + 2 * hd]);
+                    q.copy_within(src..src + hd, dst);
+                }
+            }
+            Some(&*gate)
+        } else {
+            None
+        };
+        let q = &mut q[..n * qd];
         if let Some([qb, kb, vb]) = &w.bias {
             for (buf, b, width) in [(&mut *q, qb, qd), (&mut *k, kb, kvd), (&mut *v, vb, kvd)] {
                 let bias = self.vec(b)?;
@@ -79,6 +99,9 @@ impl Model {
         let att = sized(&mut sc.att, n * qd);
         let sinks = w.sinks.as_ref().map(|t| self.vec(t)).transpose()?;
         ops::attention(shape, q, kv.view(), pos, n, att, sinks, pool);
+        if let Some(gate) = gate {
+            att.iter_mut().zip(gate).for_each(|(x, &g)| *x *= 1.0 / (1.0 + (-g).exp()));
+        }
         let out = sized(&mut sc.out, n * self.spec.hidden);
         let mut input = sc.in_other.input(&sc.att, n, self.activations);
         floe_kernels::matmul_input(&self.m(&w.o)?, &mut input, out, pool).map_err(kernel_err)

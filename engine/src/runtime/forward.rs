@@ -75,6 +75,7 @@ impl Model {
             .iter()
             .map(|l| match l.mixer {
                 MixerSpec::Attention(a) => ops::rope_inv_freq(a.rope.dims, a.rope.theta),
+                MixerSpec::DeltaNet(_) => Vec::new(),
             })
             .collect();
         Ok(Self {
@@ -155,6 +156,14 @@ impl Model {
                     MixerWeights::Attention(w),
                     LayerState::Attention(kv),
                 ) => self.attention(l, a, w, kv, sc, s.pos, n)?,
+                (MixerSpec::DeltaNet(d), MixerWeights::DeltaNet(w), LayerState::DeltaNet(st)) => {
+                    self.delta_net(d, w, st, sc, n)?
+                }
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "layer {l}: mixer weights or state do not match its spec"
+                    )))
+                }
             }
             sc.x.iter_mut().zip(&sc.out).for_each(|(a, b)| *a += b);
             rms_rows(&sc.x, self.vec(&lw.ffn_norm)?, self.spec.rms_eps, h, &mut sc.hn);

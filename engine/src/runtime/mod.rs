@@ -3,6 +3,7 @@
 //! and generation.
 
 mod attention;
+mod deltanet;
 pub mod experts;
 mod ffn;
 pub mod forward;

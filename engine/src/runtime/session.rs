@@ -54,6 +54,7 @@ impl SessionOptions {
                         .ok_or_else(|| kv_error(self, a.head_dim))?;
                     total += 2 * ctx * a.kv_heads as u64 * hb as u64;
                 }
+                MixerSpec::DeltaNet(d) => total += 4 * d.state_floats() as u64,
             }
         }
         Ok(total)
@@ -125,11 +126,37 @@ impl KvCache {
     }
 }
 
+/// A Gated DeltaNet layer's fixed-size state: the convolution's last inputs and each value
+/// head's `key_dim x value_dim` recurrent state. It does not grow with the context.
+#[derive(Debug)]
+pub struct DeltaState {
+    /// The last `kernel - 1` convolution inputs, oldest first, `qkv_dim` each.
+    pub conv: Vec<f32>,
+    /// Per value head, `key_dim x value_dim`.
+    pub recurrent: Vec<f32>,
+}
+
+impl DeltaState {
+    fn new(d: &crate::model::spec::DeltaNetSpec) -> Self {
+        Self {
+            conv: vec![0.0; (d.conv_kernel - 1) * d.qkv_dim()],
+            recurrent: vec![0.0; d.value_heads * d.key_dim * d.value_dim],
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        4 * (self.conv.len() + self.recurrent.len())
+    }
+}
+
 /// What a layer keeps between forward passes.
 #[derive(Debug)]
 pub enum LayerState {
     /// Attention's KV cache.
     Attention(KvCache),
+    /// Gated DeltaNet's recurrent and convolution state.
+    DeltaNet(DeltaState),
 }
 
 /// Buffers the forward pass reuses: sized by the first pass of each size, then untouched.
@@ -143,6 +170,14 @@ pub(crate) struct Scratch {
     pub att: Vec<f32>,
     pub out: Vec<f32>,
     pub norm: Vec<f32>,
+    /// The attention output gate (Qwen3.5).
+    pub att_gate: Vec<f32>,
+    /// Gated DeltaNet: projections, per-(token, head) decay and beta, per-head outputs.
+    pub lin_qkv: Vec<f32>,
+    pub lin_z: Vec<f32>,
+    pub lin_b: Vec<f32>,
+    pub lin_a: Vec<f32>,
+    pub lin_heads: Vec<f32>,
     pub rope: Vec<(f32, f32)>,
     pub logits: Vec<f32>,
     pub router: Vec<f32>,
@@ -261,12 +296,25 @@ impl Session {
         self.options
     }
 
-    /// Bytes held by the per-layer state (the KV cache).
+    /// Bytes held by the per-layer state (KV caches and fixed-size recurrent states).
     pub fn kv_bytes(&self) -> usize {
         self.layers
             .iter()
             .map(|l| match l {
                 LayerState::Attention(kv) => kv.bytes(),
+                LayerState::DeltaNet(d) => d.bytes(),
+            })
+            .sum()
+    }
+
+    /// Bytes of the fixed-size (linear-attention) part of the state, which does not grow with
+    /// the context.
+    pub fn recurrent_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| match l {
+                LayerState::DeltaNet(d) => d.bytes(),
+                LayerState::Attention(_) => 0,
             })
             .sum()
     }
@@ -288,6 +336,7 @@ impl Session {
                 MixerSpec::Attention(a) => {
                     LayerState::Attention(KvCache::new(&self.options, a.kv_heads, a.head_dim, ctx)?)
                 }
+                MixerSpec::DeltaNet(d) => LayerState::DeltaNet(DeltaState::new(&d)),
             });
         }
         (self.layers, self.ctx) = (layers, ctx);

@@ -37,11 +37,36 @@ pub struct AttentionWeights {
     pub sinks: Option<TensorRef>,
 }
 
+/// Gated DeltaNet linear attention (llama.cpp's layout, see `DeltaNetSpec`).
+#[derive(Debug, Clone, Copy)]
+pub struct DeltaNetWeights {
+    /// q/k/v projection [qkv_dim, hidden].
+    pub qkv: TensorRef,
+    /// Output gate projection (z) [value_total, hidden].
+    pub gate: TensorRef,
+    /// beta projection [value_heads, hidden].
+    pub beta: TensorRef,
+    /// Decay-step projection [value_heads, hidden].
+    pub alpha: TensorRef,
+    /// Convolution [qkv_dim, kernel], f32.
+    pub conv: TensorRef,
+    /// `A = -exp(A_log)` [value_heads].
+    pub a: TensorRef,
+    /// Decay-step bias [value_heads].
+    pub dt_bias: TensorRef,
+    /// Gated RMSNorm weight [value_dim].
+    pub norm: TensorRef,
+    /// Output projection [hidden, value_total].
+    pub out: TensorRef,
+}
+
 /// A mixer's weights.
 #[derive(Debug, Clone, Copy)]
 pub enum MixerWeights {
     /// Grouped-query attention.
     Attention(AttentionWeights),
+    /// Gated DeltaNet.
+    DeltaNet(DeltaNetWeights),
 }
 
 /// A routed MoE block's resident weights (the experts come from the expert source).
@@ -142,13 +167,27 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
                 }
             };
             MixerWeights::Attention(AttentionWeights {
-                q: matrix(d, Dense::Q(l), qd, h)?,
+                q: matrix(d, Dense::Q(l), a.q_rows(), h)?,
                 k: matrix(d, Dense::K(l), kvd, h)?,
                 v: matrix(d, Dense::V(l), kvd, h)?,
                 o: matrix(d, Dense::O(l), h, qd)?,
                 bias,
                 qk_norm,
                 sinks: a.sinks.then(|| vector(d, Dense::AttnSinks(l), a.heads)).transpose()?,
+            })
+        }
+        MixerSpec::DeltaNet(n) => {
+            let (c, vt, nv) = (n.qkv_dim(), n.value_total(), n.value_heads);
+            MixerWeights::DeltaNet(DeltaNetWeights {
+                qkv: matrix(d, Dense::LinQkv(l), c, h)?,
+                gate: matrix(d, Dense::LinGate(l), vt, h)?,
+                beta: matrix(d, Dense::LinBeta(l), nv, h)?,
+                alpha: matrix(d, Dense::LinAlpha(l), nv, h)?,
+                conv: matrix(d, Dense::LinConv(l), c, n.conv_kernel)?,
+                a: vector(d, Dense::LinA(l), nv)?,
+                dt_bias: vector(d, Dense::LinDtBias(l), nv)?,
+                norm: vector(d, Dense::LinNorm(l), n.value_dim)?,
+                out: matrix(d, Dense::LinOut(l), h, vt)?,
             })
         }
     };

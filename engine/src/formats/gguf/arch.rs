@@ -1,5 +1,5 @@
 //! The architectures floe reads from GGUF, in llama.cpp's terms: `qwen3moe`, `qwen2moe`,
-//! `olmoe`, and `llama` with expert tensors (Mixtral). Hyperparameters come from the
+//! `olmoe`, `qwen35moe`, `glm4moe`, and `llama` with expert tensors (Mixtral). Hyperparameters come from the
 //! `{arch}.*` keys, tensor names are llama.cpp's. llama.cpp's converter permutes the rows of a
 //! `llama` model's Q and K weights so that its "normal" (interleaved-pair) RoPE applies; floe
 //! runs the rotate-half (NeoX) RoPE of the Hugging Face checkpoints, so those rows are put back.
@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::formats::gguf::{GgufFile, GgufValue};
 use crate::model::arch::Dense;
-use crate::model::config::{Arch, ModelConfig, QkNorm};
+use crate::model::config::{Arch, LinearAttention, ModelConfig, QkNorm, SigmoidRouter};
 
 /// llama.cpp's architecture name for floe's.
 pub fn gguf_arch(arch: Arch) -> &'static str {
@@ -16,8 +16,13 @@ pub fn gguf_arch(arch: Arch) -> &'static str {
         Arch::Qwen2Moe => "qwen2moe",
         Arch::Olmoe => "olmoe",
         Arch::Mixtral => "llama",
+        Arch::Qwen35Moe => "qwen35moe",
+        Arch::Glm4Moe => "glm4moe",
     }
 }
+
+/// llama.cpp's `expert_gating_func` value of a sigmoid router.
+pub const GATING_SIGMOID: u64 = 2;
 
 fn meta_u(g: &GgufFile, key: &str) -> Result<usize> {
     g.get(key).and_then(|v| v.as_u64()).map(|x| x as usize).ok_or_else(|| {
@@ -36,6 +41,8 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         "qwen3moe" => Arch::Qwen3Moe,
         "qwen2moe" => Arch::Qwen2Moe,
         "olmoe" => Arch::Olmoe,
+        "qwen35moe" => Arch::Qwen35Moe,
+        "glm4moe" => Arch::Glm4Moe,
         "llama" | "mixtral" if g.get("llama.expert_count").and_then(|v| v.as_u64()).unwrap_or(0) > 0 => {
             Arch::Mixtral
         }
@@ -47,14 +54,17 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         }
         other => {
             return Err(Error::Unsupported(format!(
-                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe and llama with experts)",
+                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, glm4moe and llama with experts)",
                 g.path().display()
             )))
         }
     };
     let p = |k: &str| format!("{name}.{k}");
     let hidden = meta_u(g, &p("embedding_length"))?;
-    let layers = meta_u(g, &p("block_count"))?;
+    // Multi-token-prediction layers follow the decoder layers in block_count; floe does not
+    // run them.
+    let nextn = meta_u(g, &p("nextn_predict_layers")).unwrap_or(0);
+    let layers = meta_u(g, &p("block_count"))?.saturating_sub(nextn);
     // Checked before the per-layer work below (found by fuzzing: a header claiming 134 million
     // layers kept the tensor lookups busy for minutes before validation could refuse it).
     if layers > crate::model::validate::MAX_KEYED {
@@ -76,10 +86,52 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
     // llama (Mixtral) and OLMoE give the expert width as feed_forward_length.
     let ffn = meta_u(g, &p("feed_forward_length")).unwrap_or(0);
     let expert_ffn = match arch {
-        Arch::Qwen3Moe | Arch::Qwen2Moe => meta_u(g, &p("expert_feed_forward_length"))?,
-        _ => meta_u(g, &p("expert_feed_forward_length")).unwrap_or(ffn),
+        Arch::Mixtral | Arch::Olmoe => meta_u(g, &p("expert_feed_forward_length")).unwrap_or(ffn),
+        _ => meta_u(g, &p("expert_feed_forward_length"))?,
     };
-    let norm_default = matches!(arch, Arch::Qwen3Moe | Arch::Mixtral);
+    let norm_default = matches!(arch, Arch::Qwen3Moe | Arch::Mixtral | Arch::Qwen35Moe);
+    let head_dim = meta_u(g, &p("attention.key_length")).unwrap_or(hidden / heads.max(1));
+    let sigmoid_router = match arch {
+        Arch::Glm4Moe => {
+            let gating = meta_u(g, &p("expert_gating_func")).unwrap_or(GATING_SIGMOID as usize);
+            if gating as u64 != GATING_SIGMOID {
+                return Err(Error::Unsupported(format!(
+                    "{}: {name}.expert_gating_func {gating} (floe runs glm4moe's sigmoid router, {GATING_SIGMOID})",
+                    g.path().display()
+                )));
+            }
+            Some(SigmoidRouter {
+                groups: meta_u(g, &p("expert_group_count")).unwrap_or(1),
+                top_groups: meta_u(g, &p("expert_group_used_count")).unwrap_or(1),
+                routed_scale: meta_f(g, &p("expert_weights_scale"), 1.0),
+            })
+        }
+        _ => None,
+    };
+    let (linear, linear_layers) = match arch {
+        Arch::Qwen35Moe => {
+            let value_heads = meta_u(g, &p("ssm.time_step_rank"))?;
+            let lin = LinearAttention {
+                key_heads: meta_u(g, &p("ssm.group_count"))?,
+                value_heads,
+                key_dim: meta_u(g, &p("ssm.state_size"))?,
+                value_dim: meta_u(g, &p("ssm.inner_size"))? / value_heads.max(1),
+                conv_kernel: meta_u(g, &p("ssm.conv_kernel"))?,
+            };
+            let types: Vec<bool> = match g.get(&p("attention.recurrent_layers")) {
+                Some(GgufValue::Array(a)) => {
+                    a.iter().take(layers).map(|v| matches!(v, GgufValue::Bool(true))).collect()
+                }
+                _ => {
+                    let every = meta_u(g, &p("full_attention_interval")).unwrap_or(4).max(1);
+                    (0..layers).map(|i| (i + 1) % every != 0).collect()
+                }
+            };
+            (Some(lin), types)
+        }
+        _ => (None, Vec::new()),
+    };
+    let rope_dims = meta_u(g, &p("rope.dimension_count")).ok().filter(|&d| d < head_dim);
     let norm_topk_prob = match g.get(&p("expert_weights_norm")) {
         Some(GgufValue::Bool(b)) => *b,
         _ => norm_default,
@@ -90,24 +142,33 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         layers,
         heads,
         kv_heads: meta_u(g, &p("attention.head_count_kv")).unwrap_or(heads),
-        head_dim: meta_u(g, &p("attention.key_length")).unwrap_or(hidden / heads.max(1)),
+        head_dim,
         vocab: *embd.dims.get(1).unwrap_or(&0) as usize,
         rms_eps: meta_f(g, &p("attention.layer_norm_rms_epsilon"), 1e-6),
         rope_theta: meta_f(g, &p("rope.freq_base"), 10000.0),
         experts: meta_u(g, &p("expert_count"))?,
         top_k: meta_u(g, &p("expert_used_count"))?,
         expert_ffn,
-        dense_ffn: if matches!(arch, Arch::Qwen3Moe | Arch::Qwen2Moe) { ffn } else { 0 },
+        dense_ffn: if matches!(arch, Arch::Mixtral | Arch::Olmoe) { 0 } else { ffn },
         shared_ffn: match arch {
-            Arch::Qwen2Moe => meta_u(g, &p("expert_shared_feed_forward_length")).unwrap_or(0),
+            Arch::Qwen2Moe | Arch::Qwen35Moe => {
+                meta_u(g, &p("expert_shared_feed_forward_length")).unwrap_or(0)
+            }
+            Arch::Glm4Moe => expert_ffn * meta_u(g, &p("expert_shared_count")).unwrap_or(0),
             _ => 0,
         },
         norm_topk_prob,
         moe_layers,
-        qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
+        qkv_bias: (0..layers).any(|l| g.tensor(&format!("blk.{l}.attn_q.bias")).is_some()),
         qk_norm: match arch {
-            Arch::Qwen3Moe => QkNorm::PerHead,
+            Arch::Qwen3Moe | Arch::Qwen35Moe => QkNorm::PerHead,
             Arch::Olmoe => QkNorm::Full,
+            Arch::Glm4Moe
+                if (0..layers)
+                    .any(|l| g.tensor(&format!("blk.{l}.attn_q_norm.weight")).is_some()) =>
+            {
+                QkNorm::PerHead
+            }
             _ => QkNorm::None,
         },
         clip_qkv: g.get(&p("attention.clamp_kqv")).and_then(|v| v.as_f64()).map(|x| x as f32),
@@ -118,6 +179,10 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
             .map(|x| vec![crate::model::config::id_u32(x)])
             .unwrap_or_default(),
         max_positions: meta_u(g, &p("context_length")).unwrap_or(4096),
+        rope_dims,
+        sigmoid_router,
+        linear,
+        linear_layers,
     };
     if let Some(rs) = g.get(&p("rope.scaling.type")).and_then(|v| v.as_str()) {
         if rs != "none" {
@@ -149,6 +214,10 @@ pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
         VBias(l) => format!("blk.{l}.attn_v.bias"),
         QNorm(l) => format!("blk.{l}.attn_q_norm.weight"),
         KNorm(l) => format!("blk.{l}.attn_k_norm.weight"),
+        // llama.cpp's qwen35moe and glm4moe call the norm before the MoE block ATTN_POST_NORM.
+        FfnNorm(l) if matches!(cfg.arch, Arch::Qwen35Moe | Arch::Glm4Moe) => {
+            format!("blk.{l}.post_attention_norm.weight")
+        }
         FfnNorm(l) => format!("blk.{l}.ffn_norm.weight"),
         Router(l) => format!("blk.{l}.ffn_gate_inp.weight"),
         SharedGate(l) => format!("blk.{l}.ffn_gate{}.weight", sh(l)),
@@ -157,6 +226,15 @@ pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
         SharedExpertGate(l) => format!("blk.{l}.ffn_gate_inp_shexp.weight"),
         RouterBias(l) => format!("blk.{l}.exp_probs_b.bias"),
         AttnSinks(l) => format!("blk.{l}.attn_sinks.weight"),
+        LinQkv(l) => format!("blk.{l}.attn_qkv.weight"),
+        LinGate(l) => format!("blk.{l}.attn_gate.weight"),
+        LinBeta(l) => format!("blk.{l}.ssm_beta.weight"),
+        LinAlpha(l) => format!("blk.{l}.ssm_alpha.weight"),
+        LinConv(l) => format!("blk.{l}.ssm_conv1d.weight"),
+        LinA(l) => format!("blk.{l}.ssm_a"),
+        LinDtBias(l) => format!("blk.{l}.ssm_dt.bias"),
+        LinNorm(l) => format!("blk.{l}.ssm_norm.weight"),
+        LinOut(l) => format!("blk.{l}.ssm_out.weight"),
     }
 }
 

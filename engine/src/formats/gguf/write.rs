@@ -143,7 +143,7 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
         (k("context_length"), U32(c.max_positions as u32)),
         (k("embedding_length"), U32(c.hidden as u32)),
         (k("feed_forward_length"), U32(ffn as u32)),
-        (k("rope.dimension_count"), U32(c.head_dim as u32)),
+        (k("rope.dimension_count"), U32(c.rotary_dims() as u32)),
         (k("attention.head_count"), U32(c.heads as u32)),
         (k("attention.head_count_kv"), U32(c.kv_heads as u32)),
         (k("attention.key_length"), U32(c.head_dim as u32)),
@@ -160,6 +160,36 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
     }
     if let Some(clip) = c.clip_qkv {
         m.push((k("attention.clamp_kqv"), F32(clip)));
+    }
+    if let Some(r) = c.sigmoid_router {
+        let dense_lead = c.moe_layers.iter().take_while(|m| !**m).count();
+        m.extend([
+            (k("leading_dense_block_count"), U32(dense_lead as u32)),
+            (k("expert_shared_count"), U32((c.shared_ffn / c.expert_ffn.max(1)) as u32)),
+            (k("expert_gating_func"), U32(super::arch::GATING_SIGMOID as u32)),
+            (k("expert_weights_scale"), F32(r.routed_scale)),
+            (k("expert_group_count"), U32(r.groups as u32)),
+            (k("expert_group_used_count"), U32(r.top_groups as u32)),
+        ]);
+    }
+    if let Some(lin) = c.linear {
+        m.extend([
+            (k("ssm.conv_kernel"), U32(lin.conv_kernel as u32)),
+            (k("ssm.state_size"), U32(lin.key_dim as u32)),
+            (k("ssm.group_count"), U32(lin.key_heads as u32)),
+            (k("ssm.time_step_rank"), U32(lin.value_heads as u32)),
+            (k("ssm.inner_size"), U32(lin.value_total() as u32)),
+            (
+                k("attention.recurrent_layers"),
+                Array((0..c.layers).map(|l| Bool(c.is_linear(l))).collect()),
+            ),
+            // Text positions only: every section of llama.cpp's interleaved M-RoPE sees the
+            // same position, which is plain RoPE (its required default sections).
+            (k("rope.dimension_sections"), Array([11, 11, 10, 0].map(I32).to_vec())),
+        ]);
+        if let Some(every) = (1..=c.layers).find(|&i| !c.is_linear(i - 1)) {
+            m.push((k("full_attention_interval"), U32(every as u32)));
+        }
     }
     // The tokenizer: byte-level BPE vocabulary, merges and special tokens of tokenizer.json.
     let tpath = packed.dir.join("tokenizer.json");

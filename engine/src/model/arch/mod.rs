@@ -2,9 +2,11 @@
 //! checkpoint. Everything else (shapes, the forward pass) is shared and driven by
 //! [`ModelConfig`](crate::model::config::ModelConfig).
 
+mod glm4_moe;
 mod mixtral;
 mod olmoe;
 mod qwen2_moe;
+mod qwen3_5_moe;
 mod qwen3_moe;
 
 use crate::model::config::Arch;
@@ -54,6 +56,24 @@ pub enum Dense {
     RouterBias(usize),
     /// Per layer: attention sink logits, one per query head.
     AttnSinks(usize),
+    /// Per DeltaNet layer: q/k/v projection [qkv_dim, hidden].
+    LinQkv(usize),
+    /// Per DeltaNet layer: output gate projection (z) [value_total, hidden].
+    LinGate(usize),
+    /// Per DeltaNet layer: beta projection (b) [value_heads, hidden].
+    LinBeta(usize),
+    /// Per DeltaNet layer: decay-step projection (a) [value_heads, hidden].
+    LinAlpha(usize),
+    /// Per DeltaNet layer: depthwise causal convolution [qkv_dim, kernel].
+    LinConv(usize),
+    /// Per DeltaNet layer: `A = -exp(A_log)` per value head.
+    LinA(usize),
+    /// Per DeltaNet layer: the decay step's bias per value head.
+    LinDtBias(usize),
+    /// Per DeltaNet layer: the gated RMSNorm's weight [value_dim].
+    LinNorm(usize),
+    /// Per DeltaNet layer: output projection [hidden, value_total].
+    LinOut(usize),
 }
 
 impl Dense {
@@ -82,6 +102,15 @@ impl Dense {
             SharedExpertGate(l) => format!("{l}.shared_expert_gate"),
             RouterBias(l) => format!("{l}.router_bias"),
             AttnSinks(l) => format!("{l}.attn_sinks"),
+            LinQkv(l) => format!("{l}.lin_qkv"),
+            LinGate(l) => format!("{l}.lin_gate"),
+            LinBeta(l) => format!("{l}.lin_beta"),
+            LinAlpha(l) => format!("{l}.lin_alpha"),
+            LinConv(l) => format!("{l}.lin_conv"),
+            LinA(l) => format!("{l}.lin_a"),
+            LinDtBias(l) => format!("{l}.lin_dt_bias"),
+            LinNorm(l) => format!("{l}.lin_norm"),
+            LinOut(l) => format!("{l}.lin_out"),
         }
     }
 
@@ -100,13 +129,17 @@ impl Dense {
                 | FfnNorm(_)
                 | RouterBias(_)
                 | AttnSinks(_)
+                | LinA(_)
+                | LinDtBias(_)
+                | LinNorm(_)
         )
     }
 
     /// Whether this tensor stays f32 whatever the dense dtype (routers decide which experts run:
     /// they are small and their precision matters).
     pub fn keep_f32(self) -> bool {
-        self.is_vector() || matches!(self, Dense::Router(_) | Dense::SharedExpertGate(_))
+        self.is_vector()
+            || matches!(self, Dense::Router(_) | Dense::SharedExpertGate(_) | Dense::LinConv(_))
     }
 }
 
@@ -152,6 +185,8 @@ pub fn names(arch: Arch) -> &'static dyn ArchNames {
         Arch::Qwen2Moe => &qwen2_moe::Qwen2Moe,
         Arch::Mixtral => &mixtral::Mixtral,
         Arch::Olmoe => &olmoe::Olmoe,
+        Arch::Qwen35Moe => &qwen3_5_moe::Qwen35Moe,
+        Arch::Glm4Moe => &glm4_moe::Glm4Moe,
     }
 }
 
@@ -181,6 +216,15 @@ pub(crate) fn llama_dense(t: Dense, router: &[&str], mlp: &str) -> Vec<String> {
         SharedExpertGate(i) => vec![l(i, "mlp.shared_expert_gate.weight")],
         RouterBias(i) => vec![l(i, "mlp.gate.e_score_correction_bias")],
         AttnSinks(i) => vec![l(i, "self_attn.sinks")],
+        LinQkv(i) => vec![l(i, "linear_attn.in_proj_qkv.weight")],
+        LinGate(i) => vec![l(i, "linear_attn.in_proj_z.weight")],
+        LinBeta(i) => vec![l(i, "linear_attn.in_proj_b.weight")],
+        LinAlpha(i) => vec![l(i, "linear_attn.in_proj_a.weight")],
+        LinConv(i) => vec![l(i, "linear_attn.conv1d.weight")],
+        LinA(i) => vec![l(i, "linear_attn.A_log")],
+        LinDtBias(i) => vec![l(i, "linear_attn.dt_bias")],
+        LinNorm(i) => vec![l(i, "linear_attn.norm.weight")],
+        LinOut(i) => vec![l(i, "linear_attn.out_proj.weight")],
     }
 }
 

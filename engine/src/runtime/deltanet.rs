@@ -1,0 +1,104 @@
+//! The Gated DeltaNet mixer (Qwen3.5): q/k/v, output gate, beta and decay-step projections in
+//! one pool operation; the causal convolution with SiLU over q/k/v; q and k L2-normalised per
+//! head (q also scaled by 1/sqrt(key_dim)); then per value head, in parallel, the gated delta
+//! rule token by token from the session's state; the gated RMSNorm (norm, then times SiLU(z));
+//! the output projection. Prefill runs the same recurrence as decode (exact against
+//! transformers' recurrent path; its chunked path differs from that by ~6e-5). Reads `hn`,
+//! writes `out`.
+
+use floe_kernels::matmul_group;
+use floe_kernels::ops;
+
+use super::forward::{kernel_err, Model};
+use super::session::{sized, DeltaState, Scratch};
+use super::weights::DeltaNetWeights;
+use crate::error::Result;
+use crate::model::spec::DeltaNetSpec;
+
+/// transformers' `l2norm` epsilon.
+const L2_EPS: f32 = 1e-6;
+
+impl Model {
+    pub(crate) fn delta_net(
+        &self,
+        d: &DeltaNetSpec,
+        w: &DeltaNetWeights,
+        st: &mut DeltaState,
+        sc: &mut Scratch,
+        n: usize,
+    ) -> Result<()> {
+        let (c, vt, nv, nk) = (d.qkv_dim(), d.value_total(), d.value_heads, d.key_heads);
+        let (dk, dv) = (d.key_dim, d.value_dim);
+        let pool = self.pool.as_ref();
+        let (qkv, z) = (sized(&mut sc.lin_qkv, n * c), sized(&mut sc.lin_z, n * vt));
+        let (b, a) = (sized(&mut sc.lin_b, n * nv), sized(&mut sc.lin_a, n * nv));
+        {
+            let (wqkv, wz) = (self.m(&w.qkv)?, self.m(&w.gate)?);
+            let (wb, wa) = (self.m(&w.beta)?, self.m(&w.alpha)?);
+            let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
+            matmul_group(
+                &mut [(&wqkv, &mut *qkv), (&wz, &mut *z), (&wb, &mut *b), (&wa, &mut *a)],
+                &mut input,
+                pool,
+            )
+            .map_err(kernel_err)?;
+        }
+        let row = sized(&mut sc.norm, c);
+        ops::causal_conv1d_silu(qkv, c, d.conv_kernel, self.vec(&w.conv)?, &mut st.conv, row);
+        let q_scale = 1.0 / (dk as f32).sqrt();
+        for t in qkv.chunks_exact_mut(c) {
+            let (qk, _) = t.split_at_mut(2 * nk * dk);
+            for (i, head) in qk.chunks_exact_mut(dk).enumerate() {
+                ops::l2_normalize(head, L2_EPS, if i < nk { q_scale } else { 1.0 });
+            }
+        }
+        // b becomes beta = sigmoid(b); a becomes the decay exp(A * softplus(a + dt_bias)).
+        let (big_a, dt) = (self.vec(&w.a)?, self.vec(&w.dt_bias)?);
+        for (bt, at) in b.chunks_exact_mut(nv).zip(a.chunks_exact_mut(nv)) {
+            for j in 0..nv {
+                bt[j] = 1.0 / (1.0 + (-bt[j]).exp());
+                at[j] = (big_a[j] * ops::softplus(at[j] + dt[j])).exp();
+            }
+        }
+        // Per value head (value head j reads key head j % nk): its state and its n outputs.
+        let heads = sized(&mut sc.lin_heads, nv * n * dv);
+        let (qkv, b, a) = (&*qkv, &*b, &*a);
+        let run = |j: usize, s: &mut [f32], out: &mut [f32]| {
+            let kh = j % nk;
+            for (t, o) in out.chunks_exact_mut(dv).enumerate() {
+                let x = &qkv[t * c..(t + 1) * c];
+                let q = &x[kh * dk..(kh + 1) * dk];
+                let k = &x[(nk + kh) * dk..(nk + kh + 1) * dk];
+                let v = &x[2 * nk * dk + j * dv..][..dv];
+                ops::gated_delta_step(s, q, k, v, a[t * nv + j], b[t * nv + j], o);
+            }
+        };
+        let per_state = dk * dv;
+        match pool {
+            Some(p) if nv > 1 => {
+                p.for_each_chunk_pair(&mut st.recurrent, per_state, heads, n * dv, &run)
+            }
+            _ => st
+                .recurrent
+                .chunks_exact_mut(per_state)
+                .zip(heads.chunks_exact_mut(n * dv))
+                .enumerate()
+                .for_each(|(j, (s, o))| run(j, s, o)),
+        }
+        // Gated RMSNorm per (token, head), written token-major for the output projection.
+        let norm_w = self.vec(&w.norm)?;
+        let gated = sized(&mut sc.att, n * vt);
+        for j in 0..nv {
+            for t in 0..n {
+                let o = &heads[(j * n + t) * dv..][..dv];
+                let dst = &mut gated[t * vt + j * dv..][..dv];
+                ops::rms_norm(o, norm_w, self.spec.rms_eps, dst);
+                let zt = &z[t * vt + j * dv..][..dv];
+                dst.iter_mut().zip(zt).for_each(|(y, &g)| *y *= ops::silu(g));
+            }
+        }
+        let out = sized(&mut sc.out, n * self.spec.hidden);
+        let mut input = sc.in_other.input(&sc.att, n, self.activations);
+        floe_kernels::matmul_input(&self.m(&w.out)?, &mut input, out, pool).map_err(kernel_err)
+    }
+}
