@@ -131,8 +131,7 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
     // llama (Mixtral) and OLMoE take the expert width from feed_forward_length.
     let ffn = match c.arch {
         Arch::Mixtral | Arch::Olmoe => c.expert_ffn,
-        _ if c.dense_ffn > 0 => c.dense_ffn,
-        _ => c.expert_ffn,
+        _ => c.dense_ffn,
     };
     let k = |s: &str| format!("{a}.{s}");
     let mut m = vec![
@@ -142,7 +141,6 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
         (k("block_count"), U32(c.layers as u32)),
         (k("context_length"), U32(c.max_positions as u32)),
         (k("embedding_length"), U32(c.hidden as u32)),
-        (k("feed_forward_length"), U32(ffn as u32)),
         (k("rope.dimension_count"), U32(c.rotary_dims() as u32)),
         (k("attention.head_count"), U32(c.heads as u32)),
         (k("attention.head_count_kv"), U32(c.kv_heads as u32)),
@@ -155,6 +153,10 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
         (k("expert_feed_forward_length"), U32(c.expert_ffn as u32)),
         (k("expert_weights_norm"), Bool(c.norm_topk_prob)),
     ];
+    // Without dense layers there is no dense width (llama.cpp's qwen35moe has none).
+    if ffn > 0 {
+        m.push((k("feed_forward_length"), U32(ffn as u32)));
+    }
     if c.shared_ffn > 0 {
         m.push((k("expert_shared_feed_forward_length"), U32(c.shared_ffn as u32)));
     }
