@@ -16,8 +16,16 @@ use floe_kernels::DType;
 fn tiny_synth_model_runs_resident_and_streamed_alike() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let out = tmp.path().join("tiny");
-    let shape = SynthShape::preset("tiny").unwrap();
-    for dtype in [DType::Q4_0, DType::Q8_0, DType::Bf16] {
+    for (preset, dtype) in [
+        ("tiny", DType::Q4_0),
+        ("tiny", DType::Q8_0),
+        ("tiny", DType::Bf16),
+        ("tiny-qwen3.5", DType::Q4_0),
+        ("tiny-qwen3.5", DType::Bf16),
+        ("tiny-glm4.5", DType::Q4_0),
+        ("tiny-glm4.5", DType::Bf16),
+    ] {
+        let shape = SynthShape::preset(preset).unwrap();
         synth(&shape, &out, dtype, 7, &mut |_, _| {}).unwrap();
         let packed = PackedModel::open(&out, true).unwrap();
         let codec = TextCodec::load(&out).unwrap();
@@ -43,14 +51,44 @@ fn tiny_synth_model_runs_resident_and_streamed_alike() {
                 .unwrap();
         let (b, _) =
             generate(&streamed, &mut Session::default(), &ids, &opts, &mut |_| Ok(true)).unwrap();
-        assert_eq!(a, b, "{dtype}: streaming changed the tokens");
+        assert_eq!(a, b, "{preset} {dtype}: streaming changed the tokens");
         assert!(src.stats().cache.misses > 0);
+        // Written as GGUF in llama.cpp's layout and run in place: the same tokens.
+        let file = tmp.path().join(format!("{preset}.gguf"));
+        floe::formats::gguf::write::export_gguf(&packed, &file, &mut |_, _| {}).unwrap();
+        let m = floe::formats::source::open_model(&file, true, None).unwrap();
+        assert_eq!(m.config, packed.manifest.config, "{preset}: config through GGUF");
+        let experts = floe::runtime::experts::ResidentExperts::load_file(m.experts).unwrap();
+        let in_place = Model::new(m.config, m.dense, Box::new(experts), 1).unwrap();
+        let (c, _) =
+            generate(&in_place, &mut Session::default(), &ids, &opts, &mut |_| Ok(true)).unwrap();
+        assert_eq!(a, c, "{preset} {dtype}: the GGUF runs differently");
     }
+    let shape = SynthShape::preset("tiny").unwrap();
     // Same seed, same bytes.
-    let again = tmp.path().join("again");
+    let (first, again) = (tmp.path().join("first"), tmp.path().join("again"));
+    synth(&shape, &first, DType::Bf16, 7, &mut |_, _| {}).unwrap();
     synth(&shape, &again, DType::Bf16, 7, &mut |_, _| {}).unwrap();
-    assert_eq!(
-        std::fs::read(out.join("experts.bin")).unwrap(),
-        std::fs::read(again.join("experts.bin")).unwrap()
-    );
+    let bytes = |d: &std::path::Path| std::fs::read(d.join("experts.bin")).unwrap();
+    assert!(bytes(&first) == bytes(&again), "the same seed wrote different experts");
+}
+
+/// The real-shape presets describe the models they name (checked without writing them).
+#[test]
+fn real_shape_presets_have_their_models_sizes() {
+    use floe::formats::packed::SlabLayout;
+    for (preset, layers, experts, linear, gb) in [
+        ("qwen3.5-35b-a3b", 40, 256, 30, 18.1),
+        ("qwen3.5-397b-a17b", 60, 512, 45, 217.4),
+        ("glm4.5-air", 46, 128, 0, 56.1),
+    ] {
+        let cfg = SynthShape::preset(preset).unwrap().config();
+        cfg.validate().unwrap();
+        assert_eq!((cfg.layers, cfg.experts), (layers, experts), "{preset}");
+        assert_eq!(cfg.linear_layers.iter().filter(|&&x| x).count(), linear, "{preset}");
+        let slab = SlabLayout::new(DType::Q4_0, cfg.hidden, cfg.expert_ffn).unwrap();
+        let bytes = (cfg.moe_layer_count() * cfg.experts * slab.slab_bytes) as f64 / 1e9;
+        assert!((bytes - gb).abs() < 0.1, "{preset}: {bytes:.1} GB of q4_0 experts");
+        floe::model::spec::ModelSpec::from_config(&cfg).unwrap();
+    }
 }

@@ -9,8 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Args)]
 pub struct SynthArgs {
-    /// tiny (tests), demo (~2 GB of experts), qwen3-30b-a3b (~16 GB), mixtral-8x7b, or custom
-    /// (give the shape flags).
+    /// tiny (tests), demo (~2 GB of experts), qwen3-30b-a3b (~16 GB), mixtral-8x7b,
+    /// qwen3.5-35b-a3b (~18 GB), qwen3.5-397b-a17b (217 GB: take --layers 4), glm4.5-air (56 GB),
+    /// tiny-qwen3.5, tiny-glm4.5, or custom (give the shape flags).
     #[arg(long, default_value = "demo")]
     preset: String,
     /// Output directory (or file, with --format gguf).
@@ -20,6 +21,10 @@ pub struct SynthArgs {
     /// packed copy beside it, which is kept as OUT.floe for `floe run` comparisons).
     #[arg(long, default_value = "floe", value_parser = ["floe", "gguf"])]
     format: String,
+    /// With --format gguf: delete the packed copy once the GGUF is written (floe runs the GGUF
+    /// in place; a disk that holds one copy is enough).
+    #[arg(long)]
+    gguf_only: bool,
     /// Expert format: q4_0, q8_0, bf16.
     #[arg(long, default_value = "q4_0")]
     dtype: DType,
@@ -82,7 +87,12 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
             bar.set_position(d);
         })?;
         bar.finish_and_clear();
-        eprintln!("wrote {} (and its packed copy {})", a.out.display(), dir.display());
+        if a.gguf_only {
+            std::fs::remove_dir_all(&dir)?;
+            eprintln!("wrote {} (its packed copy removed: --gguf-only)", a.out.display());
+        } else {
+            eprintln!("wrote {} (and its packed copy {})", a.out.display(), dir.display());
+        }
     }
     eprintln!(
         "wrote a synthetic {} model (random weights: its text is meaningless) to {}: {} layers x {} experts, \

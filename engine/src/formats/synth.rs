@@ -22,7 +22,7 @@ use crate::formats::packed::{
     write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
 };
 use crate::model::arch::Dense;
-use crate::model::config::{Arch, ModelConfig, QkNorm};
+use crate::model::config::{Arch, LinearAttention, ModelConfig, QkNorm, SigmoidRouter};
 
 /// A model shape to synthesise.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +48,23 @@ pub struct SynthShape {
     /// Format of the dense matrices (embeddings, attention); None: bf16 from hidden 512 up,
     /// else f32. Norms and routers are always f32.
     pub dense_dtype: Option<DType>,
+    /// The architecture (Qwen3-MoE unless a preset says otherwise).
+    pub arch: Arch,
+    /// Shared expert width (0: none).
+    pub shared_ffn: usize,
+    /// Channels RoPE rotates per head, if fewer than the head.
+    pub rope_dims: Option<usize>,
+    /// Gated DeltaNet layers' shape, with a full-attention layer every
+    /// `full_attention_interval` layers (Qwen3.5).
+    pub linear: Option<LinearAttention>,
+    /// See `linear`.
+    pub full_attention_interval: usize,
+    /// Leading dense-MLP layers and their width (GLM-4.5).
+    pub dense_layers: usize,
+    /// See `dense_layers`.
+    pub dense_ffn: usize,
+    /// A sigmoid router (GLM-4.5).
+    pub sigmoid_router: Option<SigmoidRouter>,
 }
 
 impl SynthShape {
@@ -65,7 +82,42 @@ impl SynthShape {
                 expert_ffn,
                 vocab,
                 dense_dtype: None,
+                arch: Arch::Qwen3Moe,
+                shared_ffn: 0,
+                rope_dims: None,
+                linear: None,
+                full_attention_interval: 1,
+                dense_layers: 0,
+                dense_ffn: 0,
+                sigmoid_router: None,
             }
+        };
+        // Qwen3.5: 3 Gated DeltaNet layers to 1 gated attention layer, partial RoPE (25 %), a
+        // gated shared expert.
+        let qwen35 = |mut sh: SynthShape, shared, lin: (usize, usize, usize)| {
+            sh.arch = Arch::Qwen35Moe;
+            sh.shared_ffn = shared;
+            sh.rope_dims = Some(sh.head_dim / 4);
+            sh.linear = Some(LinearAttention {
+                key_heads: lin.0,
+                value_heads: lin.1,
+                key_dim: lin.2,
+                value_dim: lin.2,
+                conv_kernel: 4,
+            });
+            sh.full_attention_interval = 4;
+            sh
+        };
+        // GLM-4.5: sigmoid router (one group, scale 2.5), one ungated shared expert, the first
+        // layer dense, q/k/v bias, partial RoPE (50 %).
+        let glm45 = |mut sh: SynthShape, dense_ffn| {
+            sh.arch = Arch::Glm4Moe;
+            sh.shared_ffn = sh.expert_ffn;
+            sh.rope_dims = Some(sh.head_dim / 2);
+            sh.dense_layers = 1;
+            sh.dense_ffn = dense_ffn;
+            sh.sigmoid_router = Some(SigmoidRouter { groups: 1, top_groups: 1, routed_scale: 2.5 });
+            sh
         };
         Ok(match name {
             // Seconds to write and run: for tests.
@@ -75,9 +127,26 @@ impl SynthShape {
             // Qwen3-30B-A3B's shape: about 16 GB of q4_0 experts.
             "qwen3-30b-a3b" => s(2048, 48, 32, 4, 128, 128, 8, 768, 151_936),
             "mixtral-8x7b" => s(4096, 32, 32, 8, 128, 8, 2, 14_336, 32_000),
+            // transformers' default Qwen3_5MoeTextConfig (Qwen3.6-35B-A3B): about 18 GB of q4_0
+            // experts.
+            "qwen3.5-35b-a3b" => {
+                qwen35(s(2048, 40, 16, 2, 256, 256, 8, 512, 248_320), 512, (16, 32, 128))
+            }
+            // Qwen3.5-397B-A17B: 209 GB of 4-bit experts over 60 layers; take `--layers 4`
+            // (14 GB) or so on a small disk.
+            "qwen3.5-397b-a17b" => {
+                qwen35(s(4096, 60, 32, 2, 256, 512, 10, 1024, 248_320), 1024, (16, 64, 128))
+            }
+            "tiny-qwen3.5" => qwen35(s(64, 4, 4, 2, 16, 16, 4, 64, 257), 32, (2, 4, 16)),
+            // GLM-4.5-Air (106B-A12B): 46 layers, 128 experts, top-8; about 58 GB of q4_0
+            // experts (take fewer layers on a small disk).
+            "glm4.5-air" => glm45(s(4096, 46, 96, 8, 128, 128, 8, 1408, 151_552), 10_944),
+            "tiny-glm4.5" => glm45(s(64, 4, 4, 2, 16, 16, 4, 64, 257), 128),
             other => {
                 return Err(Error::Invalid(format!(
-                    "unknown preset {other:?} (tiny, demo, qwen3-30b-a3b, mixtral-8x7b, or custom flags)"
+                    "unknown preset {other:?} (tiny, demo, qwen3-30b-a3b, mixtral-8x7b, \
+                     qwen3.5-35b-a3b, qwen3.5-397b-a17b, glm4.5-air, tiny-qwen3.5, tiny-glm4.5, \
+                     or custom flags)"
                 )))
             }
         })
@@ -85,8 +154,14 @@ impl SynthShape {
 
     /// The model configuration (Qwen3-MoE architecture).
     pub fn config(&self) -> ModelConfig {
+        let linear_layers = match self.linear {
+            Some(_) => (0..self.layers)
+                .map(|l| (l + 1) % self.full_attention_interval.max(1) != 0)
+                .collect(),
+            None => Vec::new(),
+        };
         ModelConfig {
-            arch: Arch::Qwen3Moe,
+            arch: self.arch,
             hidden: self.hidden,
             layers: self.layers,
             heads: self.heads,
@@ -98,20 +173,20 @@ impl SynthShape {
             experts: self.experts,
             top_k: self.top_k,
             expert_ffn: self.expert_ffn,
-            dense_ffn: 0,
-            shared_ffn: 0,
+            dense_ffn: self.dense_ffn,
+            shared_ffn: self.shared_ffn,
             norm_topk_prob: true,
-            moe_layers: vec![true; self.layers],
-            qkv_bias: false,
-            qk_norm: QkNorm::PerHead,
+            moe_layers: (0..self.layers).map(|l| l >= self.dense_layers).collect(),
+            qkv_bias: self.arch == Arch::Glm4Moe,
+            qk_norm: if self.arch == Arch::Glm4Moe { QkNorm::None } else { QkNorm::PerHead },
             clip_qkv: None,
             tie_embeddings: false,
             eos_token_ids: vec![256],
             max_positions: 32_768,
-            rope_dims: None,
-            sigmoid_router: None,
-            linear: None,
-            linear_layers: Vec::new(),
+            rope_dims: self.rope_dims,
+            sigmoid_router: self.sigmoid_router,
+            linear: self.linear,
+            linear_layers,
         }
     }
 }
@@ -198,7 +273,7 @@ fn write(
     u.iter_mut().for_each(|x| *x /= norm);
     let plan = dense_plan(cfg);
     let slab = SlabLayout::new(dtype, h, cfg.expert_ffn)?;
-    let total = plan.len() as u64 + (cfg.layers * cfg.experts) as u64;
+    let total = plan.len() as u64 + (cfg.moe_layer_count() * cfg.experts) as u64;
     let mut done = 0;
     let dense_dtype = shape.dense_dtype.unwrap_or(if h >= 512 { DType::Bf16 } else { DType::F32 });
 
@@ -211,7 +286,16 @@ fn write(
             | Dense::AttnNorm(_)
             | Dense::FfnNorm(_)
             | Dense::QNorm(_)
-            | Dense::KNorm(_) => vec![1.0; n],
+            | Dense::KNorm(_)
+            | Dense::LinNorm(_) => vec![1.0; n],
+            // A = -exp(A_log) with A_log ~ ln U(1, 16) (transformers' init), a small dt bias:
+            // per-token decays well inside (0, 1).
+            Dense::LinA(_) => (0..n).map(|_| -rng.gen_range(1.0f32..16.0)).collect(),
+            Dense::LinDtBias(_) => (0..n).map(|_| gauss(&mut rng) * 0.1 - 2.0).collect(),
+            Dense::RouterBias(_) => (0..n).map(|_| gauss(&mut rng) * 0.01).collect(),
+            Dense::QBias(_) | Dense::KBias(_) | Dense::VBias(_) => {
+                (0..n).map(|_| gauss(&mut rng) * 0.02).collect()
+            }
             // Embeddings: the shared direction plus per-token noise of equal weight.
             Dense::Embed => (0..n).map(|i| u[i % h] * 0.7 + gauss(&mut rng) * 0.7 * std).collect(),
             Dense::Router(l) => {
@@ -243,7 +327,9 @@ fn write(
             }
             // The attention output projection is small: with every token sharing `u`, attention
             // would otherwise add one large vector to every position and flatten the routing.
-            Dense::O(_) => (0..n).map(|_| gauss(&mut rng) * std * 0.01).collect(),
+            Dense::O(_) | Dense::LinOut(_) => {
+                (0..n).map(|_| gauss(&mut rng) * std * 0.01).collect()
+            }
             _ => (0..n).map(|_| gauss(&mut rng) * std * 0.5).collect(),
         };
         let dt = if role.keep_f32() { DType::F32 } else { dense_dtype };
@@ -256,7 +342,7 @@ fn write(
 
     let mut experts_out = SlabWriter::create(dir)?;
     let mut buf = vec![0u8; slab.slab_bytes];
-    for l in 0..cfg.layers {
+    for l in (0..cfg.layers).filter(|&l| cfg.moe_layers[l]) {
         experts_out.begin_layer(l);
         for _ in 0..cfg.experts {
             buf.fill(0);
