@@ -543,3 +543,48 @@ fn llama_cpp_converted_gguf_matches_transformers() {
         }
     }
 }
+
+/// floe and llama.cpp on the same llama.cpp-converted GGUF (`qwen35moe`, `glm4moe`, F32):
+/// llama.cpp's prompt logits and greedy tokens, recorded by
+/// `bench/scripts/llamacpp_golden_logits.py` into `tests/fixtures/llamacpp/`. Both are f32 with
+/// f32 weights, so only summation order differs.
+#[test]
+fn llama_cpp_converted_gguf_matches_llama_cpp() {
+    use floe::formats::source::open_model;
+    use floe::runtime::generate::{generate, GenerateOptions};
+    use floe::runtime::{Model, Session};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/llamacpp");
+    for name in ["glm4_moe", "qwen3_5_moe"] {
+        let Some(dir) = golden_dir(name) else { return };
+        let info: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures.join(format!("{name}-F32.json"))).unwrap(),
+        )
+        .unwrap();
+        let want: Vec<f32> = std::fs::read(fixtures.join(format!("{name}-F32.logits.f32")))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let m = open_model(&dir.join("model-F32.gguf"), false, None).unwrap();
+        let experts = floe::runtime::experts::ResidentExperts::load_file(m.experts).unwrap();
+        let model = Model::new(m.config, m.dense, Box::new(experts), 1).unwrap();
+        let golden = Golden::load(&dir, "golden.safetensors");
+        let ids: Vec<u32> = golden.i64("input_ids").0.iter().map(|&x| x as u32).collect();
+        let logits = model.forward(&mut Session::default(), &ids, true).unwrap();
+        assert_eq!(logits.len(), want.len());
+        let diff = floe_tests::max_abs_diff(&logits, &want);
+        eprintln!("{name}: floe vs llama.cpp on its own GGUF: max |logit diff| {diff:.2e}");
+        assert!(diff <= 1e-4, "{name}: {diff}");
+        let gen: Vec<u32> = info["gen_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let opts =
+            GenerateOptions { max_tokens: gen.len(), ignore_eos: true, ..Default::default() };
+        let (out, _) =
+            generate(&model, &mut Session::default(), &ids, &opts, &mut |_| Ok(true)).unwrap();
+        assert_eq!(out, gen, "{name}: llama.cpp's greedy tokens");
+    }
+}
