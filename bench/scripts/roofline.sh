@@ -3,17 +3,19 @@
 # decode token / the bandwidth `floe bench-io` measures for the model's slab size; compute_time =
 # the same run's decode time per token minus its stall per token. Two runs (-n 8 and -n 40) with
 # the same prompt and seed; their difference is 32 decode tokens without prefill.
-# Usage: bench/scripts/roofline.sh MODEL_DIR CACHE_MIB [CACHE] [PREFETCH]
+# MODEL is a packed directory or a GGUF file (run in place; bench-io then reads the file itself).
+# Usage: bench/scripts/roofline.sh MODEL CACHE_MIB [CACHE] [PREFETCH]
 set -euo pipefail
 model=$1; cache=$2; policy=${3:-lru}; prefetch=${4:-gate}
 floe=${FLOE:-target/release/floe}
-slab=$(python3 -c "import json; print(json.load(open('$model/floe.json'))['slab']['slab_bytes'])")
-bw=$($floe bench-io --file "$model/experts.bin" --size 15GiB --slab "$slab" --qd 16 --io uring --json 2>/dev/null |
-  python3 -c "import json,sys; print(json.loads(sys.stdin.readline())['gb_per_s'])")
+if [[ $model == *.gguf ]]; then file=$model; else file=$model/experts.bin; fi
 P="It was a bright cold day in April, and the clocks were striking thirteen."
 run() { $floe run --model "$model" -p "$P" -n "$1" --temperature 1 --seed 1 --ignore-eos --cache "$policy" \
           --cache-mb "$cache" --prefetch "$prefetch" --json 2>/dev/null; }
 a=$(run 8); b=$(run 40)
+slab=$(echo "$b" | python3 -c "import json,sys; print(json.load(sys.stdin)['stats']['slot_bytes'])")
+bw=$($floe bench-io --file "$file" --size 15GiB --slab "$slab" --qd 16 --io uring --json 2>/dev/null |
+  python3 -c "import json,sys; print(json.loads(sys.stdin.readline())['gb_per_s'])")
 python3 - "$bw" "$a" "$b" <<'PY'
 import json, sys
 bw = float(sys.argv[1]); a = json.loads(sys.argv[2])['stats']; b = json.loads(sys.argv[3])['stats']

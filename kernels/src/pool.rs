@@ -177,6 +177,9 @@ impl KernelPool {
     }
 }
 
+/// The body of [`KernelPool::for_each_chunk_pair`]: chunk index and the two chunks.
+pub type ChunkPairFn<'a, A, B> = dyn Fn(usize, &mut [A], &mut [B]) + Sync + 'a;
+
 impl KernelPool {
     /// Like [`for_each_chunk`](Self::for_each_chunk) over two slices at once: chunk `i` of `a`
     /// (`chunk_a` elements) and chunk `i` of `b` (`chunk_b` elements) go to the same call.
@@ -187,7 +190,7 @@ impl KernelPool {
         chunk_a: usize,
         b: &mut [B],
         chunk_b: usize,
-        f: &(dyn Fn(usize, &mut [A], &mut [B]) + Sync),
+        f: &ChunkPairFn<'_, A, B>,
     ) {
         let (chunk_a, chunk_b) = (chunk_a.max(1), chunk_b.max(1));
         let n = a.len().div_ceil(chunk_a);
@@ -315,6 +318,22 @@ mod tests {
                     // Let the workers park, then wake them with the next operation.
                     std::thread::sleep(Duration::from_millis(2));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_pairs_meet_once_with_their_own_index() {
+        for threads in [1, 2, 3] {
+            let pool = KernelPool::new(threads).unwrap();
+            for n in [1, 2, 9, 64] {
+                let (mut a, mut b) = (vec![0usize; n * 3], vec![0usize; n * 5 - 2]);
+                pool.for_each_chunk_pair(&mut a, 3, &mut b, 5, &|i, ca, cb| {
+                    ca.iter_mut().for_each(|x| *x += i + 1);
+                    cb.iter_mut().for_each(|x| *x += i + 1);
+                });
+                assert!(a.iter().enumerate().all(|(j, &x)| x == j / 3 + 1), "{threads} {n}");
+                assert!(b.iter().enumerate().all(|(j, &x)| x == j / 5 + 1), "{threads} {n}");
             }
         }
     }

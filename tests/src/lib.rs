@@ -92,6 +92,14 @@ pub fn synth_small(dir: &Path, dtype: DType) -> PackedModel {
     PackedModel::open(&path, false).expect("open")
 }
 
+/// A synthetic model of a named preset (`tiny-qwen3.5`, ...) in `dir/<preset>-<dtype>`.
+pub fn synth_preset(dir: &Path, preset: &str, dtype: DType) -> PackedModel {
+    let shape = floe::formats::synth::SynthShape::preset(preset).expect("preset");
+    let path = dir.join(format!("{preset}-{}", dtype.name()));
+    floe::formats::synth::synth(&shape, &path, dtype, 3, &mut |_, _| {}).expect("synth");
+    PackedModel::open(&path, false).expect("open")
+}
+
 /// The index of the largest value.
 pub fn argmax(x: &[f32]) -> u32 {
     x.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32).unwrap_or(0)

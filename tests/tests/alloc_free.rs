@@ -44,8 +44,14 @@ static ALLOCATOR: Counting = Counting;
 #[test]
 fn steady_state_decode_allocates_nothing() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    for dtype in [DType::Q8_0, DType::Q4_0, DType::Bf16] {
-        let packed = floe_tests::synth_small(dir.path(), dtype);
+    let models = [DType::Q8_0, DType::Q4_0, DType::Bf16]
+        .map(|dtype| (format!("tiny {dtype}"), floe_tests::synth_small(dir.path(), dtype)))
+        .into_iter()
+        .chain(
+            ["tiny-qwen3.5", "tiny-glm4.5"]
+                .map(|p| (p.to_string(), floe_tests::synth_preset(dir.path(), p, DType::Q8_0))),
+        );
+    for (dtype, packed) in models {
         for threads in [1, 2] {
             let m = floe_tests::load(&packed, threads);
             for kv_dtype in [KvDType::F16, KvDType::Q8_0, KvDType::F32] {

@@ -56,3 +56,40 @@ fn kv_cache_types_stay_close_to_f32() {
         assert!(diff > 0.0, "{kv_dtype:?}: a rounded cache should differ somewhere");
     }
 }
+
+/// A Qwen3.5 session: the Gated DeltaNet layers hold a fixed-size state (reported apart), only
+/// the attention layers' KV grows with the context; a session reused after a reset-free
+/// continuation gives the same tokens as one pass (the recurrent state carries the prefix).
+#[test]
+fn delta_net_state_is_fixed_size_and_carries_the_prefix() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let packed = floe_tests::synth_preset(dir.path(), "tiny-qwen3.5", floe_kernels::DType::Q8_0);
+    let m = floe_tests::load(&packed, 1);
+    let lin = m.cfg.linear.unwrap();
+    let linear_layers = m.cfg.linear_layers.iter().filter(|&&x| x).count();
+    let per_layer =
+        4 * ((lin.conv_kernel - 1) * lin.qkv_dim() + lin.value_heads * lin.key_dim * lin.value_dim);
+    let mut sizes = Vec::new();
+    for ctx in [32, 64] {
+        let mut s = Session::new(SessionOptions { ctx: Some(ctx), kv_dtype: KvDType::F32 });
+        m.step(&mut s, &[1, 2, 3], false).unwrap();
+        assert_eq!(s.recurrent_bytes(), linear_layers * per_layer);
+        let spec = &m.spec;
+        assert_eq!(
+            SessionOptions { ctx: Some(ctx), kv_dtype: KvDType::F32 }.state_bytes(spec).unwrap(),
+            s.kv_bytes() as u64
+        );
+        sizes.push(s.kv_bytes() - s.recurrent_bytes());
+    }
+    let attention_layers = m.cfg.layers - linear_layers;
+    assert_eq!(sizes[1] - sizes[0], attention_layers * 2 * 32 * m.cfg.kv_dim() * 4);
+    // Prompt in one pass vs in pieces, then decode: the same logits.
+    let ids = [5u32, 9, 13, 200, 41, 7, 99];
+    let mut one = Session::default();
+    let a = m.forward(&mut one, &ids, false).unwrap();
+    let mut pieces = Session::default();
+    m.forward(&mut pieces, &ids[..3], false).unwrap();
+    m.forward(&mut pieces, &ids[3..4], false).unwrap();
+    let b = m.forward(&mut pieces, &ids[4..], false).unwrap();
+    assert!(floe_tests::max_abs_diff(&a, &b) < 1e-4, "{}", floe_tests::max_abs_diff(&a, &b));
+}

@@ -201,7 +201,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     if let (None, Some(mb)) = (a.ctx, a.memory_mb) {
         // The model's context, capped at what a quarter of the budget holds.
-        let full = session_opts.state_bytes(&spec)?;
+        let full = session_opts.state_bytes(&spec)? - SessionOptions::recurrent_bytes(&spec);
         let per_position = full / spec.max_positions.max(1) as u64;
         let fits = ((mb << 20) / 4 / per_position.max(1)) as usize;
         session_opts.ctx = Some(fits.clamp(needed.min(spec.max_positions), spec.max_positions));
@@ -321,6 +321,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     st["load_s"] = load_s.into();
     st["ctx"] = session.context().into();
     st["kv_bytes"] = session.kv_bytes().into();
+    // Of which fixed-size (Gated DeltaNet layers' recurrent and convolution state).
+    st["recurrent_bytes"] = session.recurrent_bytes().into();
     st["kv_dtype"] = session.options().kv_dtype.name().into();
     if let Some(s) = &streaming {
         let ss = s.stats();
@@ -337,6 +339,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         st["stall_s"] = ss.stall_s.into();
         st["stall_share"] = (ss.stall_s / secs.max(1e-9)).into();
         st["cache_slots"] = ss.slots.into();
+        st["slot_bytes"] = slot_bytes.into();
         st["io"] = s.backend().name().into();
     }
     if a.json {

@@ -137,11 +137,11 @@ impl SynthShape {
             "qwen3.5-397b-a17b" => {
                 qwen35(s(4096, 60, 32, 2, 256, 512, 10, 1024, 248_320), 1024, (16, 64, 128))
             }
-            "tiny-qwen3.5" => qwen35(s(64, 4, 4, 2, 16, 16, 4, 64, 257), 32, (2, 4, 16)),
+            "tiny-qwen3.5" => qwen35(s(64, 4, 4, 2, 32, 16, 4, 64, 257), 32, (2, 4, 16)),
             // GLM-4.5-Air (106B-A12B): 46 layers, 128 experts, top-8; about 58 GB of q4_0
             // experts (take fewer layers on a small disk).
             "glm4.5-air" => glm45(s(4096, 46, 96, 8, 128, 128, 8, 1408, 151_552), 10_944),
-            "tiny-glm4.5" => glm45(s(64, 4, 4, 2, 16, 16, 4, 64, 257), 128),
+            "tiny-glm4.5" => glm45(s(64, 4, 4, 2, 32, 16, 4, 64, 257), 128),
             other => {
                 return Err(Error::Invalid(format!(
                     "unknown preset {other:?} (tiny, demo, qwen3-30b-a3b, mixtral-8x7b, \

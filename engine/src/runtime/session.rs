@@ -61,6 +61,20 @@ impl SessionOptions {
     }
 }
 
+impl SessionOptions {
+    /// Bytes of the fixed-size part of the state on `spec` (linear-attention layers), which does
+    /// not grow with the context.
+    pub fn recurrent_bytes(spec: &ModelSpec) -> u64 {
+        spec.layers
+            .iter()
+            .map(|l| match l.mixer {
+                MixerSpec::DeltaNet(d) => 4 * d.state_floats() as u64,
+                MixerSpec::Attention(_) => 0,
+            })
+            .sum()
+    }
+}
+
 fn kv_error(o: &SessionOptions, head_dim: usize) -> Error {
     Error::Invalid(format!(
         "--kv-dtype {} cannot hold heads of {head_dim} values (q8_0 needs a multiple of 32, at most {})",
