@@ -382,6 +382,8 @@ fn every_architecture_runs_from_gguf() {
         ("mixtral", "llama"),
         ("glm4_moe", "glm4moe"),
         ("qwen3_5_moe", "qwen35moe"),
+        ("deepseek_v3", "deepseek2"),
+        ("deepseek_v2", "deepseek2"),
     ] {
         let Some(dir) = golden_dir(name) else { return };
         let packed_dir = tmp.path().join(name);
@@ -489,9 +491,10 @@ fn split_gguf_runs_as_one_model() {
     assert!(err.contains("00002-of"), "{err}");
 }
 
-/// The GGUF files llama.cpp's own converter wrote from the Qwen3.5 and GLM-4.5 goldens
-/// (`qwen35moe`, `glm4moe`: its tensor names, its metadata, its rewritten tensors: `A` for
-/// `A_log`, `1 + w` norms, value heads tiled), run in place and packed with `pack --from`:
+/// The GGUF files llama.cpp's own converter wrote from the Qwen3.5, GLM-4.5 and DeepSeek
+/// goldens (`qwen35moe`, `glm4moe`, `deepseek2`: its tensor names, its metadata, its rewritten
+/// tensors: `A` for `A_log`, `1 + w` norms, value heads tiled, `kv_b_proj` split into `k_b` and
+/// `v_b`), run in place and packed with `pack --from`:
 /// logits within the golden tolerance of transformers, every layer's expert set, the greedy
 /// tokens.
 #[test]
@@ -501,7 +504,9 @@ fn llama_cpp_converted_gguf_matches_transformers() {
     use floe::runtime::generate::{generate, GenerateOptions};
     use floe::runtime::{Model, Session};
     let tmp = tempfile::tempdir().unwrap();
-    for (name, tol) in [("glm4_moe", 1e-4), ("qwen3_5_moe", 2e-4)] {
+    for (name, tol) in
+        [("glm4_moe", 1e-4), ("qwen3_5_moe", 2e-4), ("deepseek_v3", 1e-4), ("deepseek_v2", 1e-4)]
+    {
         let Some(dir) = golden_dir(name) else { return };
         let file = dir.join("model-F32.gguf");
         let golden = Golden::load(&dir, "golden.safetensors");

@@ -88,6 +88,16 @@ fn olmoe_matches_transformers() {
 }
 
 #[test]
+fn deepseek_v3_matches_transformers() {
+    check_arch("deepseek_v3");
+}
+
+#[test]
+fn deepseek_v2_matches_transformers() {
+    check_arch("deepseek_v2");
+}
+
+#[test]
 fn glm4_moe_matches_transformers() {
     check_arch("glm4_moe");
 }

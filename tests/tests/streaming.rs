@@ -36,7 +36,16 @@ fn golden_tokens(dir: &std::path::Path) -> (Vec<u32>, Vec<u32>) {
 
 #[test]
 fn every_mode_prefetch_and_backend_gives_the_golden_tokens() {
-    for arch in ["qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "glm4_moe", "qwen3_5_moe"] {
+    for arch in [
+        "qwen3_moe",
+        "qwen2_moe",
+        "mixtral",
+        "olmoe",
+        "glm4_moe",
+        "qwen3_5_moe",
+        "deepseek_v3",
+        "deepseek_v2",
+    ] {
         let Some(dir) = golden_dir(arch) else { return };
         let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let (packed, _) = pack_and_load(&dir, scratch.path(), DType::F32, None);

@@ -3,7 +3,9 @@
 //! runtime serves both: for Qwen3.5 the `(1 + w)` RMSNorm weights are stored as `1 + w`,
 //! `A_log` as `A = -exp(A_log)`, the conv1d as `[channels, kernel]`, and the DeltaNet value
 //! heads tiled over the key heads (value head `r * key_heads + k` is the checkpoint's
-//! `k * (value_heads / key_heads) + r`), as `convert_hf_to_gguf.py` writes them.
+//! `k * (value_heads / key_heads) + r`), as `convert_hf_to_gguf.py` writes them. For MLA,
+//! `kv_b_proj` is split as llama.cpp splits it: per head, the key half transposed (`k_b`,
+//! `kv_rank x nope`) and the value half (`v_b`, `v x kv_rank`).
 
 use crate::model::arch::Dense;
 use crate::model::config::{Arch, LinearAttention, ModelConfig};
@@ -36,9 +38,41 @@ fn tile_rows(
     part.copy_from_slice(&tiled);
 }
 
-/// Rewrites `values` (a `rows x cols` tensor of `role`, as read from the checkpoint) into
-/// floe's stored form for `cfg`.
-pub fn hf_to_stored(cfg: &ModelConfig, role: Dense, values: &mut [f32], cols: usize) {
+/// The checkpoint's shape of a tensor floe stores in another shape (rows, cols), if any.
+pub fn hf_shape(cfg: &ModelConfig, role: Dense) -> Option<(usize, usize)> {
+    match (role, cfg.mla) {
+        (Dense::MlaKB(_) | Dense::MlaVB(_), Some(m)) => {
+            Some((cfg.heads * (m.qk_nope_dim + m.v_head_dim), m.kv_lora_rank))
+        }
+        _ => None,
+    }
+}
+
+/// `kv_b_proj` (`heads x (nope + v)` rows of `kv_rank`) to `k_b` (per head its `nope` key rows,
+/// transposed) or `v_b` (per head its `v` value rows).
+fn split_kv_b(values: &[f32], heads: usize, m: &crate::model::config::Mla, key: bool) -> Vec<f32> {
+    let (nope, vd, rank) = (m.qk_nope_dim, m.v_head_dim, m.kv_lora_rank);
+    let mut out = Vec::with_capacity(heads * rank * if key { nope } else { vd });
+    for h in 0..heads {
+        let head = &values[h * (nope + vd) * rank..(h + 1) * (nope + vd) * rank];
+        if key {
+            for r in 0..rank {
+                out.extend((0..nope).map(|i| head[i * rank + r]));
+            }
+        } else {
+            out.extend_from_slice(&head[nope * rank..]);
+        }
+    }
+    out
+}
+
+/// Rewrites `values` (a tensor of `role` as read from the checkpoint, `cols` wide) into floe's
+/// stored form for `cfg`.
+pub fn hf_to_stored(cfg: &ModelConfig, role: Dense, values: &mut Vec<f32>, cols: usize) {
+    if let (Dense::MlaKB(_) | Dense::MlaVB(_), Some(m)) = (role, cfg.mla) {
+        *values = split_kv_b(values, cfg.heads, &m, matches!(role, Dense::MlaKB(_)));
+        return;
+    }
     if cfg.arch != Arch::Qwen35Moe {
         return;
     }
@@ -97,5 +131,33 @@ mod tests {
         }
         assert_eq!(got, want);
         assert_eq!(&got[..4], &[0.0, 1.0, 6.0, 7.0]);
+    }
+
+    /// llama.cpp's split: `k_b[h][r][i] = kv_b[h * (nope + v) + i][r]`,
+    /// `v_b[h][j][r] = kv_b[h * (nope + v) + nope + j][r]`.
+    #[test]
+    fn kv_b_splits_as_llama_cpp_does() {
+        let m = crate::model::config::Mla {
+            q_lora_rank: 0,
+            kv_lora_rank: 3,
+            qk_nope_dim: 2,
+            qk_rope_dim: 2,
+            v_head_dim: 4,
+        };
+        let heads = 2;
+        let kv_b: Vec<f32> = (0..heads * 6 * 3).map(|i| i as f32).collect();
+        let at = |row: usize, r: usize| kv_b[row * 3 + r];
+        let k = split_kv_b(&kv_b, heads, &m, true);
+        let v = split_kv_b(&kv_b, heads, &m, false);
+        for h in 0..heads {
+            for r in 0..3 {
+                for i in 0..2 {
+                    assert_eq!(k[(h * 3 + r) * 2 + i], at(h * 6 + i, r));
+                }
+                for j in 0..4 {
+                    assert_eq!(v[(h * 4 + j) * 3 + r], at(h * 6 + 2 + j, r));
+                }
+            }
+        }
     }
 }

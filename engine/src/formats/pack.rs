@@ -64,7 +64,10 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
                     (Dense::LinOut(l), h, vt),
                 ]);
             }
-            None => attention_plan(cfg, l, h, q, kv, &mut v),
+            None => match cfg.mla {
+                Some(m) => mla_plan(cfg, &m, l, &mut v),
+                None => attention_plan(cfg, l, h, q, kv, &mut v),
+            },
         }
         v.push((Dense::FfnNorm(l), 1, h));
         let ffn = if cfg.moe_layers[l] {
@@ -88,6 +91,32 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
         }
     }
     v
+}
+
+fn mla_plan(
+    cfg: &ModelConfig,
+    m: &crate::model::config::Mla,
+    l: usize,
+    v: &mut Vec<(Dense, usize, usize)>,
+) {
+    let (h, heads) = (cfg.hidden, cfg.heads);
+    let q_rows = heads * (m.qk_nope_dim + m.qk_rope_dim);
+    if m.q_lora_rank > 0 {
+        v.extend([
+            (Dense::MlaQA(l), m.q_lora_rank, h),
+            (Dense::MlaQANorm(l), 1, m.q_lora_rank),
+            (Dense::MlaQB(l), q_rows, m.q_lora_rank),
+        ]);
+    } else {
+        v.push((Dense::Q(l), q_rows, h));
+    }
+    v.extend([
+        (Dense::MlaKVA(l), m.kv_lora_rank + m.qk_rope_dim, h),
+        (Dense::MlaKVANorm(l), 1, m.kv_lora_rank),
+        (Dense::MlaKB(l), heads * m.kv_lora_rank, m.qk_nope_dim),
+        (Dense::MlaVB(l), heads * m.v_head_dim, m.kv_lora_rank),
+        (Dense::O(l), h, heads * m.v_head_dim),
+    ]);
 }
 
 fn attention_plan(
@@ -198,9 +227,11 @@ fn write_all(
     for (role, rows, cols) in plan {
         let candidates = names.dense(role);
         let name = find_dense(ckpt, &candidates)?;
-        check_shape(name, ckpt.shape(name).unwrap_or(&[]), rows, cols)?;
+        let (src_rows, src_cols) =
+            crate::formats::convert::hf_shape(cfg, role).unwrap_or((rows, cols));
+        check_shape(name, ckpt.shape(name).unwrap_or(&[]), src_rows, src_cols)?;
         let mut values = ckpt.read_f32(name)?;
-        crate::formats::convert::hf_to_stored(cfg, role, &mut values, cols);
+        crate::formats::convert::hf_to_stored(cfg, role, &mut values, src_cols);
         let dtype = if role.keep_f32() { DType::F32 } else { dense_dtype };
         let bytes = encode(dtype, &values, cols, name)?;
         dense_out.push(role.key(), dtype, rows, cols, &bytes)?;

@@ -187,6 +187,7 @@ impl SynthShape {
             sigmoid_router: self.sigmoid_router,
             linear: self.linear,
             linear_layers,
+            mla: None,
         }
     }
 }

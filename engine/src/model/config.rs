@@ -27,6 +27,11 @@ pub enum Arch {
     /// GLM-4.5/4.6/4.7: sigmoid router with a correction bias, an ungated shared expert, leading
     /// dense layers, q/k/v bias, partial RoPE.
     Glm4Moe,
+    /// DeepSeek-V2 (and V2-Lite): multi-head latent attention, softmax greedy top-k, shared
+    /// experts, leading dense layers.
+    DeepseekV2,
+    /// DeepSeek-V3/R1 and Kimi-K2: MLA with a q LoRA, the sigmoid group-limited router.
+    DeepseekV3,
 }
 
 impl Arch {
@@ -39,6 +44,8 @@ impl Arch {
             Arch::Olmoe => "olmoe",
             Arch::Qwen35Moe => "qwen3_5_moe",
             Arch::Glm4Moe => "glm4_moe",
+            Arch::DeepseekV2 => "deepseek_v2",
+            Arch::DeepseekV3 => "deepseek_v3",
         }
     }
 
@@ -60,10 +67,12 @@ impl Arch {
             "olmoe" => Arch::Olmoe,
             "qwen3_5_moe" | "qwen3_5_moe_text" => Arch::Qwen35Moe,
             "glm4_moe" => Arch::Glm4Moe,
+            "deepseek_v2" => Arch::DeepseekV2,
+            "deepseek_v3" | "kimi_k2" => Arch::DeepseekV3,
             other => {
                 return Err(Error::Unsupported(format!(
                     "architecture {other:?} (floe runs qwen3_moe, qwen2_moe, mixtral, olmoe, \
-                     qwen3_5_moe, glm4_moe)"
+                     qwen3_5_moe, glm4_moe, deepseek_v2, deepseek_v3)"
                 )))
             }
         })
@@ -117,6 +126,21 @@ impl LinearAttention {
     pub fn value_total(&self) -> usize {
         self.value_heads * self.value_dim
     }
+}
+
+/// Multi-head latent attention's shape (DeepSeek-V2/V3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mla {
+    /// Rank of the query LoRA (0: a plain q projection, V2-Lite).
+    pub q_lora_rank: usize,
+    /// Rank of the compressed key/value latent.
+    pub kv_lora_rank: usize,
+    /// Per-head query/key channels without RoPE.
+    pub qk_nope_dim: usize,
+    /// Per-head query/key channels with RoPE (the key's are shared by all heads).
+    pub qk_rope_dim: usize,
+    /// Per-head value channels.
+    pub v_head_dim: usize,
 }
 
 /// Everything the forward pass needs to know about a model.
@@ -178,6 +202,9 @@ pub struct ModelConfig {
     /// Per layer: Gated DeltaNet instead of full attention (empty: every layer attends).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub linear_layers: Vec<bool>,
+    /// Multi-head latent attention in every layer, if the model uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mla: Option<Mla>,
 }
 
 fn get<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
@@ -260,7 +287,12 @@ impl ModelConfig {
 
         let (expert_ffn, dense_ffn) = match arch {
             Arch::Mixtral | Arch::Olmoe => (usize_of(&v, &["intermediate_size"])?, 0),
-            Arch::Qwen3Moe | Arch::Qwen2Moe | Arch::Qwen35Moe | Arch::Glm4Moe => (
+            Arch::Qwen3Moe
+            | Arch::Qwen2Moe
+            | Arch::Qwen35Moe
+            | Arch::Glm4Moe
+            | Arch::DeepseekV2
+            | Arch::DeepseekV3 => (
                 usize_of(&v, &["moe_intermediate_size"])?,
                 usize_of(&v, &["intermediate_size"]).unwrap_or(0),
             ),
@@ -269,7 +301,9 @@ impl ModelConfig {
             Arch::Qwen2Moe | Arch::Qwen35Moe => {
                 usize_of(&v, &["shared_expert_intermediate_size"]).unwrap_or(0)
             }
-            Arch::Glm4Moe => expert_ffn * usize_of(&v, &["n_shared_experts"]).unwrap_or(0),
+            Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => {
+                expert_ffn * usize_of(&v, &["n_shared_experts"]).unwrap_or(0)
+            }
             _ => 0,
         };
         let norm_topk_prob = match arch {
@@ -281,12 +315,36 @@ impl ModelConfig {
         };
         let first_dense = usize_of(&v, &["first_k_dense_replace"]).unwrap_or(0);
         let sigmoid_router = match arch {
-            Arch::Glm4Moe => Some(SigmoidRouter {
+            Arch::Glm4Moe | Arch::DeepseekV3 => Some(SigmoidRouter {
                 groups: usize_of(&v, &["n_group"]).unwrap_or(1),
                 top_groups: usize_of(&v, &["topk_group"]).unwrap_or(1),
                 routed_scale: get(&v, &["routed_scaling_factor"])
                     .and_then(Value::as_f64)
                     .unwrap_or(1.0) as f32,
+            }),
+            _ => None,
+        };
+        if arch == Arch::DeepseekV2 {
+            let method = get(&v, &["topk_method"]).and_then(Value::as_str).unwrap_or("greedy");
+            if method != "greedy" {
+                return Err(Error::Unsupported(format!(
+                    "config.json: topk_method {method:?} (floe runs DeepSeek-V2's greedy top-k)"
+                )));
+            }
+            let scale = get(&v, &["routed_scaling_factor"]).and_then(Value::as_f64).unwrap_or(1.0);
+            if scale != 1.0 && !norm_topk_prob {
+                return Err(Error::Unsupported(format!(
+                    "config.json: routed_scaling_factor {scale} on a softmax router"
+                )));
+            }
+        }
+        let mla = match arch {
+            Arch::DeepseekV2 | Arch::DeepseekV3 => Some(Mla {
+                q_lora_rank: usize_of(&v, &["q_lora_rank"]).unwrap_or(0),
+                kv_lora_rank: usize_of(&v, &["kv_lora_rank"])?,
+                qk_nope_dim: usize_of(&v, &["qk_nope_head_dim"])?,
+                qk_rope_dim: usize_of(&v, &["qk_rope_head_dim"])?,
+                v_head_dim: usize_of(&v, &["v_head_dim"])?,
             }),
             _ => None,
         };
@@ -330,7 +388,7 @@ impl ModelConfig {
                 Arch::Qwen3Moe | Arch::Qwen2Moe | Arch::Qwen35Moe => {
                     !mlp_only.contains(&i) && experts > 0 && (i + 1) % step == 0
                 }
-                Arch::Glm4Moe => i >= first_dense,
+                Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => i >= first_dense,
                 _ => true,
             })
             .collect();
@@ -383,6 +441,13 @@ impl ModelConfig {
             sigmoid_router,
             linear,
             linear_layers,
+            mla,
+        };
+        // MLA has no per-head key/value width of its own: keep the attention fields consistent
+        // (every head its own "kv head", head_dim the value width) for the generic checks.
+        let cfg = match mla {
+            Some(m) => Self { kv_heads: heads, head_dim: m.v_head_dim, rope_dims: None, ..cfg },
+            None => cfg,
         };
         cfg.validate_as("config.json")?;
         Ok(cfg)

@@ -104,9 +104,47 @@ impl DeltaNetSpec {
     }
 }
 
+/// Multi-head latent attention (DeepSeek-V2/V3), computed in the latent space: the cache holds
+/// each position's normalised `kv_rank` latent and its shared RoPE key (`rope.dims`), not
+/// per-head keys and values. A head's query is its no-RoPE part taken into the latent space
+/// (`k_b`, the key half of `kv_b_proj` transposed per head, as llama.cpp stores it) followed by
+/// its RoPE part; scores are against `[latent; rope key]`, the output is the latent weighted by
+/// the scores, taken out by `v_b` per head. The same as expanding `kv_b_proj` per position, in
+/// fewer operations and a cache of `kv_rank + rope.dims` values per position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MlaSpec {
+    /// Query heads.
+    pub heads: usize,
+    /// The query LoRA rank, if q goes through one.
+    pub q_lora_rank: Option<usize>,
+    /// Rank of the key/value latent.
+    pub kv_rank: usize,
+    /// Per-head query/key channels without RoPE.
+    pub nope: usize,
+    /// The RoPE part (its dims are the per-head query/key RoPE channels).
+    pub rope: RopeSpec,
+    /// Per-head value channels.
+    pub v_dim: usize,
+    /// Score scale (1/sqrt(nope + rope dims)).
+    pub scale: f32,
+}
+
+impl MlaSpec {
+    /// Rows of the q projection (`heads x (nope + rope)`).
+    pub fn q_dim(&self) -> usize {
+        self.heads * (self.nope + self.rope.dims)
+    }
+    /// Values per position in the cache (and per head in the latent query).
+    pub fn latent_dim(&self) -> usize {
+        self.kv_rank + self.rope.dims
+    }
+}
+
 /// How a layer mixes information across positions.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MixerSpec {
+    /// Multi-head latent attention.
+    Mla(MlaSpec),
     /// Grouped-query attention.
     Attention(AttentionSpec),
     /// Gated DeltaNet linear attention.
@@ -227,6 +265,19 @@ impl ModelSpec {
             value_dim: lin.value_dim,
             conv_kernel: lin.conv_kernel,
         });
+        let mla = c.mla.map(|m| MlaSpec {
+            heads: c.heads,
+            q_lora_rank: (m.q_lora_rank > 0).then_some(m.q_lora_rank),
+            kv_rank: m.kv_lora_rank,
+            nope: m.qk_nope_dim,
+            rope: RopeSpec {
+                dims: m.qk_rope_dim,
+                theta: c.rope_theta,
+                style: RopeStyle::Interleaved,
+            },
+            v_dim: m.v_head_dim,
+            scale: 1.0 / ((m.qk_nope_dim + m.qk_rope_dim) as f32).sqrt(),
+        });
         let router = match c.sigmoid_router {
             Some(r) => RouterKind::SigmoidGrouped {
                 groups: r.groups,
@@ -251,8 +302,9 @@ impl ModelSpec {
             .iter()
             .enumerate()
             .map(|(l, &is_moe)| {
-                let mixer = match delta_net {
-                    Some(d) if c.is_linear(l) => MixerSpec::DeltaNet(d),
+                let mixer = match (delta_net, mla) {
+                    (Some(d), _) if c.is_linear(l) => MixerSpec::DeltaNet(d),
+                    (_, Some(m)) => MixerSpec::Mla(m),
                     _ => MixerSpec::Attention(attention),
                 };
                 let ffn =

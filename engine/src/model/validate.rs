@@ -93,6 +93,16 @@ pub fn check_config(c: &ModelConfig) -> Check {
             return Err(bad("rope_dims", d, "must be even (RoPE rotates pairs)"));
         }
     }
+    if let Some(m) = c.mla {
+        range("mla.q_lora_rank", m.q_lora_rank, 0, MAX_WIDTH)?;
+        range("mla.kv_lora_rank", m.kv_lora_rank, 1, MAX_WIDTH)?;
+        range("mla.qk_nope_dim", m.qk_nope_dim, 1, 1 << 12)?;
+        range("mla.qk_rope_dim", m.qk_rope_dim, 2, 1 << 12)?;
+        if !m.qk_rope_dim.is_multiple_of(2) {
+            return Err(bad("mla.qk_rope_dim", m.qk_rope_dim, "must be even (RoPE rotates pairs)"));
+        }
+        range("mla.v_head_dim", m.v_head_dim, 1, 1 << 12)?;
+    }
     if let Some(r) = c.sigmoid_router {
         range("sigmoid_router.groups", r.groups, 1, c.experts.max(1))?;
         if !c.experts.is_multiple_of(r.groups) {

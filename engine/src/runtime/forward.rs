@@ -75,6 +75,7 @@ impl Model {
             .iter()
             .map(|l| match l.mixer {
                 MixerSpec::Attention(a) => ops::rope_inv_freq(a.rope.dims, a.rope.theta),
+                MixerSpec::Mla(m) => ops::rope_inv_freq(m.rope.dims, m.rope.theta),
                 MixerSpec::DeltaNet(_) => Vec::new(),
             })
             .collect();
@@ -156,6 +157,9 @@ impl Model {
                     MixerWeights::Attention(w),
                     LayerState::Attention(kv),
                 ) => self.attention(l, a, w, kv, sc, s.pos, n)?,
+                (MixerSpec::Mla(m), MixerWeights::Mla(w), LayerState::Attention(kv)) => {
+                    self.mla(l, m, w, kv, sc, s.pos, n)?
+                }
                 (MixerSpec::DeltaNet(d), MixerWeights::DeltaNet(w), LayerState::DeltaNet(st)) => {
                     self.delta_net(d, w, st, sc, n)?
                 }

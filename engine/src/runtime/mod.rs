@@ -8,6 +8,7 @@ pub mod experts;
 mod ffn;
 pub mod forward;
 pub mod generate;
+mod mla;
 mod router;
 pub mod routing_trace;
 pub mod sampling;

@@ -55,6 +55,13 @@ impl SessionOptions {
                     total += 2 * ctx * a.kv_heads as u64 * hb as u64;
                 }
                 MixerSpec::DeltaNet(d) => total += 4 * d.state_floats() as u64,
+                MixerSpec::Mla(m) => {
+                    let hb = self
+                        .kv_dtype
+                        .head_bytes(m.latent_dim())
+                        .ok_or_else(|| kv_error(self, m.latent_dim()))?;
+                    total += ctx * hb as u64;
+                }
             }
         }
         Ok(total)
@@ -69,7 +76,7 @@ impl SessionOptions {
             .iter()
             .map(|l| match l.mixer {
                 MixerSpec::DeltaNet(d) => 4 * d.state_floats() as u64,
-                MixerSpec::Attention(_) => 0,
+                MixerSpec::Attention(_) | MixerSpec::Mla(_) => 0,
             })
             .sum()
     }
@@ -83,9 +90,11 @@ fn kv_error(o: &SessionOptions, head_dim: usize) -> Error {
     ))
 }
 
-/// One attention layer's keys and values for every position of the context.
+/// One attention layer's keys and values for every position of the context. An MLA layer's
+/// cache is `shared`: one vector per position serves as its key and its value.
 #[derive(Debug)]
 pub struct KvCache {
+    shared: bool,
     dtype: KvDType,
     head_bytes: usize,
     kv_heads: usize,
@@ -101,6 +110,7 @@ impl KvCache {
         let head_bytes = o.kv_dtype.head_bytes(head_dim).ok_or_else(|| kv_error(o, head_dim))?;
         let words = (capacity * kv_heads * head_bytes).div_ceil(8);
         Ok(Self {
+            shared: false,
             dtype: o.kv_dtype,
             head_bytes,
             kv_heads,
@@ -111,8 +121,25 @@ impl KvCache {
         })
     }
 
+    /// A cache of one `dim`-value vector per position that attention reads as both key and
+    /// value (MLA's latent and RoPE key).
+    fn new_shared(o: &SessionOptions, dim: usize, capacity: usize) -> Result<Self> {
+        let mut c = Self::new(o, 1, dim, capacity)?;
+        c.v = Vec::new();
+        c.shared = true;
+        Ok(c)
+    }
+
+    /// Stores position `pos`'s vector of a shared cache.
+    pub fn store_shared(&mut self, pos: usize, kv: &[f32]) {
+        assert!(self.shared && pos < self.capacity, "KV position {pos} past the context");
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.k);
+        self.dtype.store(kv, &mut bytes[pos * self.head_bytes..(pos + 1) * self.head_bytes]);
+    }
+
     /// Stores the keys and values (`kv_heads x head_dim` each) of position `pos`.
     pub fn store(&mut self, pos: usize, k: &[f32], v: &[f32]) {
+        assert!(!self.shared, "a shared cache stores one vector per position");
         assert!(pos < self.capacity, "KV position {pos} past the context {}", self.capacity);
         let row = self.kv_heads * self.head_bytes;
         for (cache, x) in [(&mut self.k, k), (&mut self.v, v)] {
@@ -127,11 +154,9 @@ impl KvCache {
     /// The cache as attention reads it.
     pub fn view(&self) -> KvView<'_> {
         let len = self.capacity * self.kv_heads * self.head_bytes;
-        KvView {
-            dtype: self.dtype,
-            k: &bytemuck::cast_slice(&self.k)[..len],
-            v: &bytemuck::cast_slice(&self.v)[..len],
-        }
+        let k = &bytemuck::cast_slice(&self.k)[..len];
+        let v = if self.shared { k } else { &bytemuck::cast_slice(&self.v)[..len] };
+        KvView { dtype: self.dtype, k, v }
     }
 
     /// Bytes held.
@@ -192,6 +217,13 @@ pub(crate) struct Scratch {
     pub lin_b: Vec<f32>,
     pub lin_a: Vec<f32>,
     pub lin_heads: Vec<f32>,
+    /// MLA: the LoRA query, latents, per-head gathers and results, queries in latent space.
+    pub mla_qa: Vec<f32>,
+    pub mla_latent: Vec<f32>,
+    pub mla_gather: Vec<f32>,
+    pub mla_head: Vec<f32>,
+    pub mla_q: Vec<f32>,
+    pub mla_v: Vec<f32>,
     pub rope: Vec<(f32, f32)>,
     pub logits: Vec<f32>,
     pub router: Vec<f32>,
@@ -351,6 +383,9 @@ impl Session {
                     LayerState::Attention(KvCache::new(&self.options, a.kv_heads, a.head_dim, ctx)?)
                 }
                 MixerSpec::DeltaNet(d) => LayerState::DeltaNet(DeltaState::new(&d)),
+                MixerSpec::Mla(m) => {
+                    LayerState::Attention(KvCache::new_shared(&self.options, m.latent_dim(), ctx)?)
+                }
             });
         }
         (self.layers, self.ctx) = (layers, ctx);

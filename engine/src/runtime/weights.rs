@@ -60,9 +60,44 @@ pub struct DeltaNetWeights {
     pub out: TensorRef,
 }
 
+/// Multi-head latent attention (llama.cpp's layout, see `MlaSpec`).
+#[derive(Debug, Clone, Copy)]
+pub struct MlaWeights {
+    /// The query: a plain projection, or LoRA down, its norm, and up.
+    pub q: MlaQuery,
+    /// Latent and shared RoPE key [kv_rank + rope, hidden].
+    pub kv_a: TensorRef,
+    /// The latent's RMSNorm [kv_rank].
+    pub kv_a_norm: TensorRef,
+    /// Per head, latent to key, transposed [heads x kv_rank, nope].
+    pub k_b: TensorRef,
+    /// Per head, latent to value [heads x v, kv_rank].
+    pub v_b: TensorRef,
+    /// Output projection [hidden, heads x v].
+    pub o: TensorRef,
+}
+
+/// How MLA forms its queries.
+#[derive(Debug, Clone, Copy)]
+pub enum MlaQuery {
+    /// One projection [heads x (nope + rope), hidden] (V2-Lite).
+    Plain(TensorRef),
+    /// Down [q_lora_rank, hidden], RMSNorm, up [heads x (nope + rope), q_lora_rank].
+    Lora {
+        /// Down projection.
+        a: TensorRef,
+        /// Its RMSNorm.
+        norm: TensorRef,
+        /// Up projection.
+        b: TensorRef,
+    },
+}
+
 /// A mixer's weights.
 #[derive(Debug, Clone, Copy)]
 pub enum MixerWeights {
+    /// Multi-head latent attention.
+    Mla(MlaWeights),
     /// Grouped-query attention.
     Attention(AttentionWeights),
     /// Gated DeltaNet.
@@ -174,6 +209,24 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
                 bias,
                 qk_norm,
                 sinks: a.sinks.then(|| vector(d, Dense::AttnSinks(l), a.heads)).transpose()?,
+            })
+        }
+        MixerSpec::Mla(m) => {
+            let q = match m.q_lora_rank {
+                Some(r) => MlaQuery::Lora {
+                    a: matrix(d, Dense::MlaQA(l), r, h)?,
+                    norm: vector(d, Dense::MlaQANorm(l), r)?,
+                    b: matrix(d, Dense::MlaQB(l), m.q_dim(), r)?,
+                },
+                None => MlaQuery::Plain(matrix(d, Dense::Q(l), m.q_dim(), h)?),
+            };
+            MixerWeights::Mla(MlaWeights {
+                q,
+                kv_a: matrix(d, Dense::MlaKVA(l), m.latent_dim(), h)?,
+                kv_a_norm: vector(d, Dense::MlaKVANorm(l), m.kv_rank)?,
+                k_b: matrix(d, Dense::MlaKB(l), m.heads * m.kv_rank, m.nope)?,
+                v_b: matrix(d, Dense::MlaVB(l), m.heads * m.v_dim, m.kv_rank)?,
+                o: matrix(d, Dense::O(l), h, m.heads * m.v_dim)?,
             })
         }
         MixerSpec::DeltaNet(n) => {

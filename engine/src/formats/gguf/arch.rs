@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::formats::gguf::{GgufFile, GgufValue};
 use crate::model::arch::Dense;
-use crate::model::config::{Arch, LinearAttention, ModelConfig, QkNorm, SigmoidRouter};
+use crate::model::config::{Arch, LinearAttention, Mla, ModelConfig, QkNorm, SigmoidRouter};
 
 /// llama.cpp's architecture name for floe's.
 pub fn gguf_arch(arch: Arch) -> &'static str {
@@ -18,6 +18,7 @@ pub fn gguf_arch(arch: Arch) -> &'static str {
         Arch::Mixtral => "llama",
         Arch::Qwen35Moe => "qwen35moe",
         Arch::Glm4Moe => "glm4moe",
+        Arch::DeepseekV2 | Arch::DeepseekV3 => "deepseek2",
     }
 }
 
@@ -43,6 +44,15 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         "olmoe" => Arch::Olmoe,
         "qwen35moe" => Arch::Qwen35Moe,
         "glm4moe" => Arch::Glm4Moe,
+        // V3's sigmoid router has a selection bias; V2's softmax one has none.
+        "deepseek2" => {
+            let biased = (0..64).any(|l| g.tensor(&format!("blk.{l}.exp_probs_b.bias")).is_some());
+            if biased {
+                Arch::DeepseekV3
+            } else {
+                Arch::DeepseekV2
+            }
+        }
         "llama" | "mixtral" if g.get("llama.expert_count").and_then(|v| v.as_u64()).unwrap_or(0) > 0 => {
             Arch::Mixtral
         }
@@ -54,7 +64,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         }
         other => {
             return Err(Error::Unsupported(format!(
-                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, glm4moe and llama with experts)",
+                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, glm4moe, deepseek2 and llama with experts)",
                 g.path().display()
             )))
         }
@@ -92,7 +102,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
     let norm_default = matches!(arch, Arch::Qwen3Moe | Arch::Mixtral | Arch::Qwen35Moe);
     let head_dim = meta_u(g, &p("attention.key_length")).unwrap_or(hidden / heads.max(1));
     let sigmoid_router = match arch {
-        Arch::Glm4Moe => {
+        Arch::Glm4Moe | Arch::DeepseekV3 => {
             let gating = meta_u(g, &p("expert_gating_func")).unwrap_or(GATING_SIGMOID as usize);
             if gating as u64 != GATING_SIGMOID {
                 return Err(Error::Unsupported(format!(
@@ -131,7 +141,34 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         }
         _ => (None, Vec::new()),
     };
-    let rope_dims = meta_u(g, &p("rope.dimension_count")).ok().filter(|&d| d < head_dim);
+    let mla = match arch {
+        Arch::DeepseekV2 | Arch::DeepseekV3 => {
+            let rope = meta_u(g, &p("rope.dimension_count"))?;
+            let qk = meta_u(g, &p("attention.key_length_mla"))?;
+            Some(Mla {
+                q_lora_rank: meta_u(g, &p("attention.q_lora_rank")).unwrap_or(0),
+                kv_lora_rank: meta_u(g, &p("attention.kv_lora_rank"))?,
+                qk_nope_dim: qk.checked_sub(rope).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{}: {name}.attention.key_length_mla {qk} is below rope.dimension_count {rope}",
+                        g.path().display()
+                    ))
+                })?,
+                qk_rope_dim: rope,
+                v_head_dim: meta_u(g, &p("attention.value_length_mla"))?,
+            })
+        }
+        _ => None,
+    };
+    // MLA keeps every head's width in its own fields (see ModelConfig::from_hf_json).
+    let (kv_heads, head_dim) = match mla {
+        Some(m) => (heads, m.v_head_dim),
+        None => (meta_u(g, &p("attention.head_count_kv")).unwrap_or(heads), head_dim),
+    };
+    let rope_dims = match mla {
+        Some(_) => None,
+        None => meta_u(g, &p("rope.dimension_count")).ok().filter(|&d| d < head_dim),
+    };
     let norm_topk_prob = match g.get(&p("expert_weights_norm")) {
         Some(GgufValue::Bool(b)) => *b,
         _ => norm_default,
@@ -141,7 +178,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         hidden,
         layers,
         heads,
-        kv_heads: meta_u(g, &p("attention.head_count_kv")).unwrap_or(heads),
+        kv_heads,
         head_dim,
         vocab: *embd.dims.get(1).unwrap_or(&0) as usize,
         rms_eps: meta_f(g, &p("attention.layer_norm_rms_epsilon"), 1e-6),
@@ -154,7 +191,9 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
             Arch::Qwen2Moe | Arch::Qwen35Moe => {
                 meta_u(g, &p("expert_shared_feed_forward_length")).unwrap_or(0)
             }
-            Arch::Glm4Moe => expert_ffn * meta_u(g, &p("expert_shared_count")).unwrap_or(0),
+            Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => {
+                expert_ffn * meta_u(g, &p("expert_shared_count")).unwrap_or(0)
+            }
             _ => 0,
         },
         norm_topk_prob,
@@ -183,6 +222,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         sigmoid_router,
         linear,
         linear_layers,
+        mla,
     };
     if let Some(rs) = g.get(&p("rope.scaling.type")).and_then(|v| v.as_str()) {
         if rs != "none" {
@@ -235,6 +275,25 @@ pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
         LinDtBias(l) => format!("blk.{l}.ssm_dt.bias"),
         LinNorm(l) => format!("blk.{l}.ssm_norm.weight"),
         LinOut(l) => format!("blk.{l}.ssm_out.weight"),
+        MlaQA(l) => format!("blk.{l}.attn_q_a.weight"),
+        MlaQANorm(l) => format!("blk.{l}.attn_q_a_norm.weight"),
+        MlaQB(l) => format!("blk.{l}.attn_q_b.weight"),
+        MlaKVA(l) => format!("blk.{l}.attn_kv_a_mqa.weight"),
+        MlaKVANorm(l) => format!("blk.{l}.attn_kv_a_norm.weight"),
+        MlaKB(l) => format!("blk.{l}.attn_k_b.weight"),
+        MlaVB(l) => format!("blk.{l}.attn_v_b.weight"),
+    }
+}
+
+/// llama.cpp's dims of a tensor floe stores as `rows x cols`, where they are not `[cols, rows]`:
+/// MLA's per-head `k_b` and `v_b` are 3-D, `[cols, rows / heads, heads]`.
+pub fn gguf_dims(role: Dense, cfg: &ModelConfig, rows: usize, cols: usize) -> Vec<u64> {
+    match role {
+        Dense::MlaKB(_) | Dense::MlaVB(_) => {
+            vec![cols as u64, (rows / cfg.heads.max(1)) as u64, cfg.heads as u64]
+        }
+        _ if rows == 1 => vec![cols as u64],
+        _ => vec![cols as u64, rows as u64],
     }
 }
 

@@ -62,8 +62,7 @@ pub fn dense_tensors<'g>(g: &'g GgufFile, cfg: &ModelConfig) -> Result<Vec<Dense
     for (role, rows, cols) in dense_plan(cfg) {
         let n = gguf_name(role, cfg);
         let t = g.tensor(&n).ok_or_else(|| Error::MissingTensor(n.clone()))?;
-        let want: Vec<u64> =
-            if rows == 1 { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
+        let want = crate::formats::gguf::arch::gguf_dims(role, cfg, rows, cols);
         // Trailing dimensions of 1 are the same shape (`[n, 1]` is `[n]`).
         let mut dims = t.dims.clone();
         while dims.len() > want.len() && dims.last() == Some(&1) {

@@ -134,6 +134,11 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
         _ => c.dense_ffn,
     };
     let k = |s: &str| format!("{a}.{s}");
+    // MLA: llama.cpp's attention widths are the latent's (what its MQA-style cache holds).
+    let (key_len, value_len, rope_dims) = match c.mla {
+        Some(m) => (m.kv_lora_rank + m.qk_rope_dim, m.kv_lora_rank, m.qk_rope_dim),
+        None => (c.head_dim, c.head_dim, c.rotary_dims()),
+    };
     let mut m = vec![
         ("general.architecture".to_string(), String(a.into())),
         ("general.name".to_string(), String(packed.manifest.source.clone())),
@@ -141,11 +146,11 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
         (k("block_count"), U32(c.layers as u32)),
         (k("context_length"), U32(c.max_positions as u32)),
         (k("embedding_length"), U32(c.hidden as u32)),
-        (k("rope.dimension_count"), U32(c.rotary_dims() as u32)),
+        (k("rope.dimension_count"), U32(rope_dims as u32)),
         (k("attention.head_count"), U32(c.heads as u32)),
-        (k("attention.head_count_kv"), U32(c.kv_heads as u32)),
-        (k("attention.key_length"), U32(c.head_dim as u32)),
-        (k("attention.value_length"), U32(c.head_dim as u32)),
+        (k("attention.head_count_kv"), U32(if c.mla.is_some() { 1 } else { c.kv_heads as u32 })),
+        (k("attention.key_length"), U32(key_len as u32)),
+        (k("attention.value_length"), U32(value_len as u32)),
         (k("attention.layer_norm_rms_epsilon"), F32(c.rms_eps)),
         (k("rope.freq_base"), F32(c.rope_theta)),
         (k("expert_count"), U32(c.experts as u32)),
@@ -173,6 +178,24 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
             (k("expert_group_count"), U32(r.groups as u32)),
             (k("expert_group_used_count"), U32(r.top_groups as u32)),
         ]);
+    }
+    if let Some(mla) = c.mla {
+        let dense_lead = c.moe_layers.iter().take_while(|m| !**m).count();
+        if mla.q_lora_rank > 0 {
+            m.push((k("attention.q_lora_rank"), U32(mla.q_lora_rank as u32)));
+        }
+        m.extend([
+            (k("attention.kv_lora_rank"), U32(mla.kv_lora_rank as u32)),
+            (k("attention.key_length_mla"), U32((mla.qk_nope_dim + mla.qk_rope_dim) as u32)),
+            (k("attention.value_length_mla"), U32(mla.v_head_dim as u32)),
+        ]);
+        if c.sigmoid_router.is_none() {
+            m.extend([
+                (k("leading_dense_block_count"), U32(dense_lead as u32)),
+                (k("expert_shared_count"), U32((c.shared_ffn / c.expert_ffn.max(1)) as u32)),
+                (k("expert_weights_scale"), F32(1.0)),
+            ]);
+        }
     }
     if let Some(lin) = c.linear {
         m.extend([
@@ -277,7 +300,7 @@ pub fn export_gguf(
                     .expect("an f32 vector is a valid 1-row matrix")
             })
         })?;
-        let dims = if rows == 1 { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
+        let dims = super::arch::gguf_dims(role, c, rows, cols);
         let t = ggml_type(m.dtype());
         tensors.push((gguf_name(role, c), dims, t, m.bytes().len() as u64, Source::Dense(role)));
     }

@@ -2,12 +2,12 @@
 //! checkpoint. Everything else (shapes, the forward pass) is shared and driven by
 //! [`ModelConfig`](crate::model::config::ModelConfig).
 
-mod glm4_moe;
 mod mixtral;
 mod olmoe;
 mod qwen2_moe;
 mod qwen3_5_moe;
 mod qwen3_moe;
+mod shared_experts;
 
 use crate::model::config::Arch;
 
@@ -74,6 +74,20 @@ pub enum Dense {
     LinNorm(usize),
     /// Per DeltaNet layer: output projection [hidden, value_total].
     LinOut(usize),
+    /// Per MLA layer: the query LoRA's down projection [q_lora_rank, hidden].
+    MlaQA(usize),
+    /// Per MLA layer: the query LoRA's RMSNorm.
+    MlaQANorm(usize),
+    /// Per MLA layer: the query LoRA's up projection [heads x (nope + rope), q_lora_rank].
+    MlaQB(usize),
+    /// Per MLA layer: the latent and the shared RoPE key [kv_rank + rope, hidden].
+    MlaKVA(usize),
+    /// Per MLA layer: the latent's RMSNorm.
+    MlaKVANorm(usize),
+    /// Per MLA layer: per head, the latent-to-key map transposed [heads x kv_rank, nope].
+    MlaKB(usize),
+    /// Per MLA layer: per head, the latent-to-value map [heads x v, kv_rank].
+    MlaVB(usize),
 }
 
 impl Dense {
@@ -111,6 +125,13 @@ impl Dense {
             LinDtBias(l) => format!("{l}.lin_dt_bias"),
             LinNorm(l) => format!("{l}.lin_norm"),
             LinOut(l) => format!("{l}.lin_out"),
+            MlaQA(l) => format!("{l}.mla_q_a"),
+            MlaQANorm(l) => format!("{l}.mla_q_a_norm"),
+            MlaQB(l) => format!("{l}.mla_q_b"),
+            MlaKVA(l) => format!("{l}.mla_kv_a"),
+            MlaKVANorm(l) => format!("{l}.mla_kv_a_norm"),
+            MlaKB(l) => format!("{l}.mla_k_b"),
+            MlaVB(l) => format!("{l}.mla_v_b"),
         }
     }
 
@@ -132,6 +153,8 @@ impl Dense {
                 | LinA(_)
                 | LinDtBias(_)
                 | LinNorm(_)
+                | MlaQANorm(_)
+                | MlaKVANorm(_)
         )
     }
 
@@ -186,7 +209,7 @@ pub fn names(arch: Arch) -> &'static dyn ArchNames {
         Arch::Mixtral => &mixtral::Mixtral,
         Arch::Olmoe => &olmoe::Olmoe,
         Arch::Qwen35Moe => &qwen3_5_moe::Qwen35Moe,
-        Arch::Glm4Moe => &glm4_moe::Glm4Moe,
+        Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => &shared_experts::SharedExperts,
     }
 }
 
@@ -225,6 +248,13 @@ pub(crate) fn llama_dense(t: Dense, router: &[&str], mlp: &str) -> Vec<String> {
         LinDtBias(i) => vec![l(i, "linear_attn.dt_bias")],
         LinNorm(i) => vec![l(i, "linear_attn.norm.weight")],
         LinOut(i) => vec![l(i, "linear_attn.out_proj.weight")],
+        MlaQA(i) => vec![l(i, "self_attn.q_a_proj.weight")],
+        MlaQANorm(i) => vec![l(i, "self_attn.q_a_layernorm.weight")],
+        MlaQB(i) => vec![l(i, "self_attn.q_b_proj.weight")],
+        MlaKVA(i) => vec![l(i, "self_attn.kv_a_proj_with_mqa.weight")],
+        MlaKVANorm(i) => vec![l(i, "self_attn.kv_a_layernorm.weight")],
+        // Both halves come from kv_b_proj, split and rearranged when packed.
+        MlaKB(i) | MlaVB(i) => vec![l(i, "self_attn.kv_b_proj.weight")],
     }
 }
 

@@ -1,0 +1,123 @@
+//! The multi-head latent attention mixer (DeepSeek-V2/V3), in the latent space (see `MlaSpec`):
+//! q (plain or through its LoRA) and the latent with the shared RoPE key in one pool operation;
+//! the latent RMSNorm'd and stored with the rotated key as one cache vector per position; each
+//! head's no-RoPE query taken into the latent space by its `k_b`, its RoPE query rotated; one
+//! attention over the shared cache (every head against the same vectors, as MQA); each head's
+//! latent output taken out by its `v_b`; the output projection. Reads `hn`, writes `out`.
+
+use floe_kernels::ops::{self, AttentionShape};
+use floe_kernels::{matmul_group, matmul_input, Matrix};
+
+use super::forward::{kernel_err, rms_rows, Model};
+use super::session::{sized, KvCache, Scratch};
+use super::weights::{MlaQuery, MlaWeights};
+use crate::error::{Error, Result};
+use crate::model::spec::MlaSpec;
+
+/// Rows `first..first + count` of `m`.
+fn rows<'a>(m: &Matrix<'a>, first: usize, count: usize) -> Result<Matrix<'a>> {
+    let rb = m.dtype().row_bytes(m.cols()).map_err(kernel_err)?;
+    let bytes = m.bytes().get(first * rb..(first + count) * rb).ok_or_else(|| {
+        Error::Invalid(format!("rows {first}+{count} of a {}-row matrix", m.rows()))
+    })?;
+    Matrix::new(m.dtype(), count, m.cols(), bytes).map_err(kernel_err)
+}
+
+impl Model {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn mla(
+        &self,
+        l: usize,
+        m: &MlaSpec,
+        w: &MlaWeights,
+        kv: &mut KvCache,
+        sc: &mut Scratch,
+        pos: usize,
+        n: usize,
+    ) -> Result<()> {
+        let (heads, nope, r, rank, vd) = (m.heads, m.nope, m.rope.dims, m.kv_rank, m.v_dim);
+        let (qh, lat) = (nope + r, m.latent_dim());
+        let pool = self.pool.as_ref();
+        let eps = self.spec.rms_eps;
+        let q = sized(&mut sc.q, n * m.q_dim());
+        let kva = sized(&mut sc.k, n * lat);
+        let wkva = self.m(&w.kv_a)?;
+        match &w.q {
+            MlaQuery::Plain(wq) => {
+                let wq = self.m(wq)?;
+                let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
+                matmul_group(&mut [(&wq, &mut *q), (&wkva, &mut *kva)], &mut input, pool)
+                    .map_err(kernel_err)?;
+            }
+            MlaQuery::Lora { a, norm, b } => {
+                let (wa, wb) = (self.m(a)?, self.m(b)?);
+                let qa_dim = wa.rows();
+                let qa = sized(&mut sc.mla_qa, n * qa_dim);
+                {
+                    let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
+                    matmul_group(&mut [(&wa, &mut *qa), (&wkva, &mut *kva)], &mut input, pool)
+                        .map_err(kernel_err)?;
+                }
+                let normed = sized(&mut sc.v, n * qa_dim);
+                rms_rows(qa, self.vec(norm)?, eps, qa_dim, normed);
+                let mut input = sc.in_other.input(normed, n, self.activations);
+                matmul_input(&wb, &mut input, q, pool).map_err(kernel_err)?;
+            }
+        }
+        // Cache vectors: the normalised latent, then the rotated shared key.
+        let inv = &self.inv_freq[l];
+        ops::rope_table(pos, n, inv, &mut sc.rope);
+        let kv_norm = self.vec(&w.kv_a_norm)?;
+        let latent = sized(&mut sc.mla_latent, n * lat);
+        for t in 0..n {
+            let (src, dst) = (&kva[t * lat..(t + 1) * lat], &mut latent[t * lat..(t + 1) * lat]);
+            ops::rms_norm(&src[..rank], kv_norm, eps, &mut dst[..rank]);
+            dst[rank..].copy_from_slice(&src[rank..]);
+            let table = &sc.rope[t * inv.len()..(t + 1) * inv.len()];
+            ops::rope_from_table(&mut dst[rank..], table, m.rope.style);
+            kv.store_shared(pos + t, dst);
+        }
+        // Queries in the latent space: per head, k_b times its no-RoPE part; then its RoPE part.
+        let qlat = sized(&mut sc.mla_q, n * heads * lat);
+        let k_b = self.m(&w.k_b)?;
+        for h in 0..heads {
+            let g = sized(&mut sc.mla_gather, n * nope);
+            for t in 0..n {
+                g[t * nope..(t + 1) * nope].copy_from_slice(&q[(t * heads + h) * qh..][..nope]);
+            }
+            let out = sized(&mut sc.mla_head, n * rank);
+            let mut input = sc.in_other.input(g, n, self.activations);
+            matmul_input(&rows(&k_b, h * rank, rank)?, &mut input, out, pool)
+                .map_err(kernel_err)?;
+            for t in 0..n {
+                let dst = &mut qlat[(t * heads + h) * lat..][..lat];
+                dst[..rank].copy_from_slice(&out[t * rank..(t + 1) * rank]);
+                dst[rank..].copy_from_slice(&q[(t * heads + h) * qh + nope..][..r]);
+                let table = &sc.rope[t * inv.len()..(t + 1) * inv.len()];
+                ops::rope_from_table(&mut dst[rank..], table, m.rope.style);
+            }
+        }
+        let shape =
+            AttentionShape { heads, kv_heads: 1, head_dim: lat, scale: m.scale, window: None };
+        let att = sized(&mut sc.att, n * heads * lat);
+        ops::attention(shape, qlat, kv.view(), pos, n, att, None, pool);
+        // Per head, v_b times the latent part of its output (the RoPE part is not a value).
+        let v_b = self.m(&w.v_b)?;
+        let vout = sized(&mut sc.mla_v, n * heads * vd);
+        for h in 0..heads {
+            let g = sized(&mut sc.mla_gather, n * rank);
+            for t in 0..n {
+                g[t * rank..(t + 1) * rank].copy_from_slice(&att[(t * heads + h) * lat..][..rank]);
+            }
+            let out = sized(&mut sc.mla_head, n * vd);
+            let mut input = sc.in_other.input(g, n, self.activations);
+            matmul_input(&rows(&v_b, h * vd, vd)?, &mut input, out, pool).map_err(kernel_err)?;
+            for t in 0..n {
+                vout[(t * heads + h) * vd..][..vd].copy_from_slice(&out[t * vd..(t + 1) * vd]);
+            }
+        }
+        let out = sized(&mut sc.out, n * self.spec.hidden);
+        let mut input = sc.in_other.input(&sc.mla_v, n, self.activations);
+        matmul_input(&self.m(&w.o)?, &mut input, out, pool).map_err(kernel_err)
+    }
+}
