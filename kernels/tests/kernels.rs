@@ -650,3 +650,20 @@ fn f16_edge_values_convert_exactly_on_every_isa() {
         }
     }
 }
+
+/// YaRN's frequencies: the highest (many rotations in the original context) stay as they are,
+/// the lowest are divided by the factor, a factor of 1 changes nothing.
+#[test]
+fn yarn_keeps_fast_frequencies_and_interpolates_slow_ones() {
+    use floe_kernels::ops::{rope_inv_freq, yarn_inv_freq};
+    let plain = rope_inv_freq(64, 150_000.0);
+    let same = yarn_inv_freq(64, 150_000.0, 1.0, 4096, 32.0, 1.0, false);
+    for (a, b) in plain.iter().zip(&same) {
+        assert!((a - b).abs() <= 1e-6 * a, "{a} {b}");
+    }
+    let y = yarn_inv_freq(64, 150_000.0, 32.0, 4096, 32.0, 1.0, false);
+    assert!((y[0] - plain[0]).abs() <= 1e-6 * plain[0]);
+    let last = plain.len() - 1;
+    assert!((y[last] - plain[last] / 32.0).abs() <= 1e-6 * plain[last]);
+    assert!(y.windows(2).all(|w| w[1] < w[0]), "still decreasing");
+}

@@ -98,6 +98,11 @@ fn deepseek_v2_matches_transformers() {
 }
 
 #[test]
+fn gpt_oss_matches_transformers() {
+    check_arch("gpt_oss");
+}
+
+#[test]
 fn glm4_moe_matches_transformers() {
     check_arch("glm4_moe");
 }

@@ -45,6 +45,7 @@ fn every_mode_prefetch_and_backend_gives_the_golden_tokens() {
         "qwen3_5_moe",
         "deepseek_v3",
         "deepseek_v2",
+        "gpt_oss",
     ] {
         let Some(dir) = golden_dir(arch) else { return };
         let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

@@ -44,6 +44,7 @@ pub fn hf_shape(cfg: &ModelConfig, role: Dense) -> Option<(usize, usize)> {
         (Dense::MlaKB(_) | Dense::MlaVB(_), Some(m)) => {
             Some((cfg.heads * (m.qk_nope_dim + m.v_head_dim), m.kv_lora_rank))
         }
+        (Dense::ExpGateBias(_) | Dense::ExpUpBias(_), _) => Some((cfg.experts, 2 * cfg.expert_ffn)),
         _ => None,
     }
 }
@@ -71,6 +72,12 @@ fn split_kv_b(values: &[f32], heads: usize, m: &crate::model::config::Mla, key: 
 pub fn hf_to_stored(cfg: &ModelConfig, role: Dense, values: &mut Vec<f32>, cols: usize) {
     if let (Dense::MlaKB(_) | Dense::MlaVB(_), Some(m)) = (role, cfg.mla) {
         *values = split_kv_b(values, cfg.heads, &m, matches!(role, Dense::MlaKB(_)));
+        return;
+    }
+    // gpt-oss's gate_up_proj_bias: gate in the even columns, up in the odd ones.
+    if let Dense::ExpGateBias(_) | Dense::ExpUpBias(_) = role {
+        let first = usize::from(matches!(role, Dense::ExpUpBias(_)));
+        *values = values.iter().skip(first).step_by(2).copied().collect();
         return;
     }
     if cfg.arch != Arch::Qwen35Moe {

@@ -75,6 +75,14 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
             if cfg.sigmoid_router.is_some() {
                 v.push((Dense::RouterBias(l), 1, cfg.experts));
             }
+            if cfg.arch.is_gpt_oss() {
+                v.extend([
+                    (Dense::RouterLogitBias(l), 1, cfg.experts),
+                    (Dense::ExpGateBias(l), cfg.experts, cfg.expert_ffn),
+                    (Dense::ExpUpBias(l), cfg.experts, cfg.expert_ffn),
+                    (Dense::ExpDownBias(l), cfg.experts, h),
+                ]);
+            }
             cfg.shared_ffn
         } else {
             cfg.dense_ffn
@@ -133,6 +141,9 @@ fn attention_plan(
         (Dense::V(l), kv, h),
         (Dense::O(l), h, q),
     ]);
+    if cfg.arch.is_gpt_oss() {
+        v.extend([(Dense::OBias(l), 1, h), (Dense::AttnSinks(l), 1, cfg.heads)]);
+    }
     if cfg.qkv_bias {
         v.extend([(Dense::QBias(l), 1, q), (Dense::KBias(l), 1, kv), (Dense::VBias(l), 1, kv)]);
     }
@@ -330,6 +341,20 @@ fn read_expert(
                 check_shape(name, ckpt.shape(name).unwrap_or(&[]), rows, cols)?;
                 return ckpt.read_f32(name);
             }
+            ExpertTensor::Transposed { name, expert, first, step } if ckpt.has(name) => {
+                let (v, r, c) = ckpt.read_slice_rows(name, *expert, 0, usize::MAX)?;
+                if r != cols || first + step * (rows.max(1) - 1) >= c {
+                    return Err(Error::Invalid(format!(
+                        "tensor {name}: expert slice is {r}x{c}, cannot hold a transposed \
+                         {rows}x{cols} matrix"
+                    )));
+                }
+                let mut out = Vec::with_capacity(rows * cols);
+                for i in 0..rows {
+                    out.extend((0..cols).map(|j| v[j * c + first + step * i]));
+                }
+                return Ok(out);
+            }
             ExpertTensor::Fused { name, expert, rows: (first, n) } if ckpt.has(name) => {
                 let (v, r, c) = ckpt.read_slice_rows(name, *expert, *first, *n)?;
                 if r != rows || c != cols {
@@ -345,7 +370,9 @@ fn read_expert(
     let names: Vec<String> = candidates
         .iter()
         .map(|c| match c {
-            ExpertTensor::Single(n) | ExpertTensor::Fused { name: n, .. } => n.clone(),
+            ExpertTensor::Single(n)
+            | ExpertTensor::Fused { name: n, .. }
+            | ExpertTensor::Transposed { name: n, .. } => n.clone(),
         })
         .collect();
     Err(Error::MissingTensor(names.join(" or ")))

@@ -188,6 +188,10 @@ impl SynthShape {
             linear: self.linear,
             linear_layers,
             mla: None,
+            yarn: None,
+            sliding_window: None,
+            window_layers: Vec::new(),
+            clamped_swiglu: None,
         }
     }
 }

@@ -32,6 +32,9 @@ pub enum Arch {
     DeepseekV2,
     /// DeepSeek-V3/R1 and Kimi-K2: MLA with a q LoRA, the sigmoid group-limited router.
     DeepseekV3,
+    /// gpt-oss: attention sinks, alternating sliding windows, biases everywhere, YaRN RoPE, a
+    /// top-k-then-softmax router, clamped SwiGLU experts with biases.
+    GptOss,
 }
 
 impl Arch {
@@ -46,12 +49,19 @@ impl Arch {
             Arch::Glm4Moe => "glm4_moe",
             Arch::DeepseekV2 => "deepseek_v2",
             Arch::DeepseekV3 => "deepseek_v3",
+            Arch::GptOss => "gpt_oss",
         }
     }
 
     /// Whether the shared expert is scaled by a sigmoid gate of the input.
     pub fn gated_shared_expert(self) -> bool {
         matches!(self, Arch::Qwen2Moe | Arch::Qwen35Moe)
+    }
+
+    /// gpt-oss's fixed parts: attention sinks, an output-projection bias, a router bias,
+    /// expert biases, and routing by top-k logits then a softmax over those k.
+    pub fn is_gpt_oss(self) -> bool {
+        matches!(self, Arch::GptOss)
     }
 
     /// Whether full-attention layers gate their output with a sigmoid of a second half of q.
@@ -69,10 +79,11 @@ impl Arch {
             "glm4_moe" => Arch::Glm4Moe,
             "deepseek_v2" => Arch::DeepseekV2,
             "deepseek_v3" | "kimi_k2" => Arch::DeepseekV3,
+            "gpt_oss" => Arch::GptOss,
             other => {
                 return Err(Error::Unsupported(format!(
                     "architecture {other:?} (floe runs qwen3_moe, qwen2_moe, mixtral, olmoe, \
-                     qwen3_5_moe, glm4_moe, deepseek_v2, deepseek_v3)"
+                     qwen3_5_moe, glm4_moe, deepseek_v2, deepseek_v3, gpt_oss)"
                 )))
             }
         })
@@ -126,6 +137,63 @@ impl LinearAttention {
     pub fn value_total(&self) -> usize {
         self.value_heads * self.value_dim
     }
+}
+
+/// YaRN RoPE scaling (transformers' `rope_type: yarn`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Yarn {
+    /// Context extension factor.
+    pub factor: f32,
+    /// The context the model was trained at before extension.
+    pub original_max_positions: usize,
+    /// Rotations above which frequencies are kept (extrapolated).
+    pub beta_fast: f32,
+    /// Rotations below which frequencies are interpolated.
+    pub beta_slow: f32,
+    /// Round the correction range to whole dimensions.
+    pub truncate: bool,
+    /// DeepSeek's `mscale` (None: the plain 0.1 ln(factor) + 1 attention factor).
+    pub mscale: Option<f32>,
+    /// DeepSeek's `mscale_all_dim`: also scales the attention scores by its mscale squared.
+    pub mscale_all_dim: Option<f32>,
+}
+
+fn yarn_mscale(factor: f32, mscale: f32) -> f32 {
+    if factor <= 1.0 {
+        1.0
+    } else {
+        0.1 * mscale * factor.ln() + 1.0
+    }
+}
+
+impl Yarn {
+    /// The factor on cos and sin (so on q.k, squared, where every channel rotates).
+    pub fn attention_factor(&self) -> f32 {
+        match (self.mscale, self.mscale_all_dim) {
+            (Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
+                yarn_mscale(self.factor, m) / yarn_mscale(self.factor, all)
+            }
+            _ => yarn_mscale(self.factor, 1.0),
+        }
+    }
+
+    /// DeepSeek's extra factor on the softmax scale (1 without `mscale_all_dim`).
+    pub fn score_factor(&self) -> f32 {
+        match self.mscale_all_dim {
+            Some(all) if all != 0.0 => yarn_mscale(self.factor, all).powi(2),
+            _ => 1.0,
+        }
+    }
+}
+
+/// gpt-oss's clamped SwiGLU: `(clamp(up, ±limit) + 1) * g * sigmoid(alpha * g)` with
+/// `g = min(gate, limit)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClampedSwiglu {
+    /// The sigmoid's slope.
+    pub alpha: f32,
+    /// The clamp.
+    pub limit: f32,
 }
 
 /// Multi-head latent attention's shape (DeepSeek-V2/V3).
@@ -205,6 +273,19 @@ pub struct ModelConfig {
     /// Multi-head latent attention in every layer, if the model uses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mla: Option<Mla>,
+    /// YaRN RoPE scaling, if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yarn: Option<Yarn>,
+    /// The sliding window (positions a query sees, itself included) of the layers that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
+    /// Per layer: attention within `sliding_window` only (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub window_layers: Vec<bool>,
+    /// gpt-oss: sinks, output-projection and router biases, expert biases, top-k-then-softmax
+    /// routing (what the architecture fixes, kept here so that the configuration says it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamped_swiglu: Option<ClampedSwiglu>,
 }
 
 fn get<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
@@ -251,11 +332,30 @@ impl ModelConfig {
             .and_then(|r| r.get("rope_type").or_else(|| r.get("type")))
             .and_then(Value::as_str)
             .unwrap_or("default");
-        if rope_type != "default" {
-            return Err(Error::Unsupported(format!(
-                "rope_type {rope_type:?} (floe supports default RoPE)"
-            )));
-        }
+        let yarn = match rope_type {
+            "default" => None,
+            "yarn" => {
+                let r = rope.expect("a rope_type comes from a rope object");
+                let f = |k: &str| r.get(k).and_then(Value::as_f64);
+                Some(Yarn {
+                    factor: f("factor").unwrap_or(1.0) as f32,
+                    original_max_positions: r
+                        .get("original_max_position_embeddings")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(4096) as usize,
+                    beta_fast: f("beta_fast").unwrap_or(32.0) as f32,
+                    beta_slow: f("beta_slow").unwrap_or(1.0) as f32,
+                    truncate: r.get("truncate").and_then(Value::as_bool).unwrap_or(true),
+                    mscale: f("mscale").map(|x| x as f32),
+                    mscale_all_dim: f("mscale_all_dim").map(|x| x as f32),
+                })
+            }
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "rope_type {other:?} (floe supports default and yarn RoPE)"
+                )))
+            }
+        };
         let partial = rope
             .and_then(|r| r.get("partial_rotary_factor"))
             .and_then(Value::as_f64)
@@ -277,16 +377,33 @@ impl ModelConfig {
         if !matches!(dtype, "float32" | "bfloat16" | "float16") {
             return Err(Error::Unsupported(format!("checkpoint dtype {dtype:?}")));
         }
-        for flag in ["use_sliding_window"] {
-            if get(&v, &[flag]).and_then(Value::as_bool) == Some(true) {
-                return Err(Error::Unsupported(format!(
-                    "{flag} = true (sliding-window attention)"
-                )));
-            }
+        if arch != Arch::GptOss
+            && get(&v, &["use_sliding_window"]).and_then(Value::as_bool) == Some(true)
+        {
+            return Err(Error::Unsupported(
+                "use_sliding_window = true (floe runs gpt-oss's sliding windows only)".into(),
+            ));
         }
+        let (sliding_window, window_layers) = match arch {
+            Arch::GptOss => {
+                let window = usize_of(&v, &["sliding_window"])?;
+                let types: Vec<bool> = match get(&v, &["layer_types"]).and_then(Value::as_array) {
+                    Some(a) => a.iter().map(|t| t.as_str() == Some("sliding_attention")).collect(),
+                    None => (0..layers).map(|l| l % 2 == 0).collect(),
+                };
+                (Some(window), types)
+            }
+            _ => (None, Vec::new()),
+        };
+        let clamped_swiglu = (arch == Arch::GptOss).then(|| ClampedSwiglu {
+            alpha: get(&v, &["swiglu_alpha"]).and_then(Value::as_f64).unwrap_or(1.702) as f32,
+            limit: get(&v, &["swiglu_limit"]).and_then(Value::as_f64).unwrap_or(7.0) as f32,
+        });
 
         let (expert_ffn, dense_ffn) = match arch {
-            Arch::Mixtral | Arch::Olmoe => (usize_of(&v, &["intermediate_size"])?, 0),
+            Arch::Mixtral | Arch::Olmoe | Arch::GptOss => {
+                (usize_of(&v, &["intermediate_size"])?, 0)
+            }
             Arch::Qwen3Moe
             | Arch::Qwen2Moe
             | Arch::Qwen35Moe
@@ -393,6 +510,7 @@ impl ModelConfig {
             })
             .collect();
         let qkv_bias = match arch {
+            Arch::GptOss => true,
             Arch::Qwen2Moe => get(&v, &["qkv_bias"]).and_then(Value::as_bool).unwrap_or(true),
             _ => get(&v, &["attention_bias"]).and_then(Value::as_bool).unwrap_or(false),
         };
@@ -442,6 +560,10 @@ impl ModelConfig {
             linear,
             linear_layers,
             mla,
+            yarn,
+            sliding_window,
+            window_layers,
+            clamped_swiglu,
         };
         // MLA has no per-head key/value width of its own: keep the attention fields consistent
         // (every head its own "kv head", head_dim the value width) for the generic checks.
@@ -473,6 +595,11 @@ impl ModelConfig {
     /// Width of the k and v projections.
     pub fn kv_dim(&self) -> usize {
         self.kv_heads * self.head_dim
+    }
+
+    /// The sliding window of layer `l`, if it has one.
+    pub fn window(&self, l: usize) -> Option<usize> {
+        self.sliding_window.filter(|_| self.window_layers.get(l).copied().unwrap_or(false))
     }
 
     /// Whether layer `l` is a Gated DeltaNet layer.

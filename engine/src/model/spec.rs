@@ -21,6 +21,31 @@ pub struct RopeSpec {
     pub theta: f32,
     /// Which channels pair up.
     pub style: RopeStyle,
+    /// YaRN scaling, if any (its frequencies, and a factor on cos and sin).
+    pub yarn: Option<crate::model::config::Yarn>,
+}
+
+impl RopeSpec {
+    /// The inverse frequencies, one per rotated pair.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        match self.yarn {
+            Some(y) => floe_kernels::ops::yarn_inv_freq(
+                self.dims,
+                self.theta,
+                y.factor,
+                y.original_max_positions,
+                y.beta_fast,
+                y.beta_slow,
+                y.truncate,
+            ),
+            None => floe_kernels::ops::rope_inv_freq(self.dims, self.theta),
+        }
+    }
+
+    /// The factor on cos and sin (1 without YaRN).
+    pub fn factor(&self) -> f32 {
+        self.yarn.map_or(1.0, |y| y.attention_factor())
+    }
 }
 
 /// Grouped-query softmax attention with RoPE and a KV cache.
@@ -46,6 +71,8 @@ pub struct AttentionSpec {
     pub window: Option<usize>,
     /// One learned sink logit per query head joins the softmax (gpt-oss).
     pub sinks: bool,
+    /// The output projection has a bias (gpt-oss).
+    pub o_bias: bool,
     /// The q projection also gives a per-channel output gate: each head's rows are its
     /// `head_dim` queries then `head_dim` gate logits, and the attention output is scaled by
     /// their sigmoid before the output projection (Qwen3.5).
@@ -160,6 +187,8 @@ pub enum RouterKind {
         /// Renormalise the chosen weights.
         renormalize: bool,
     },
+    /// The top k logits, then a softmax over those k (gpt-oss).
+    TopKSoftmax,
     /// Sigmoid scores; experts chosen by score plus a learned correction bias, only within
     /// the `top_groups` best of `groups` equal groups (a group scores its two best); weights
     /// the unbiased scores, optionally renormalised, times `routed_scale` (DeepSeek-V3).
@@ -197,6 +226,12 @@ pub struct MoeSpec {
     pub router: RouterKind,
     /// Shared experts, if any.
     pub shared: Option<SharedExpertSpec>,
+    /// The router's logits have a bias (gpt-oss).
+    pub router_bias: bool,
+    /// Each expert's gate, up and down have biases (gpt-oss).
+    pub expert_bias: bool,
+    /// gpt-oss's clamped SwiGLU instead of SwiGLU.
+    pub clamped_swiglu: Option<crate::model::config::ClampedSwiglu>,
 }
 
 /// The feed-forward block of a layer.
@@ -249,13 +284,19 @@ impl ModelSpec {
             heads: c.heads,
             kv_heads: c.kv_heads,
             head_dim: c.head_dim,
-            rope: RopeSpec { dims: c.rotary_dims(), theta: c.rope_theta, style: RopeStyle::Neox },
+            rope: RopeSpec {
+                dims: c.rotary_dims(),
+                theta: c.rope_theta,
+                style: RopeStyle::Neox,
+                yarn: c.yarn,
+            },
             qkv_bias: c.qkv_bias,
             qk_norm: c.qk_norm,
             clip_qkv: c.clip_qkv,
             scale: 1.0 / (c.head_dim as f32).sqrt(),
             window: None,
-            sinks: false,
+            sinks: c.arch.is_gpt_oss(),
+            o_bias: c.arch.is_gpt_oss(),
             output_gate: c.arch.attention_output_gate(),
         };
         let delta_net = c.linear.map(|lin| DeltaNetSpec {
@@ -274,9 +315,11 @@ impl ModelSpec {
                 dims: m.qk_rope_dim,
                 theta: c.rope_theta,
                 style: RopeStyle::Interleaved,
+                yarn: c.yarn,
             },
             v_dim: m.v_head_dim,
-            scale: 1.0 / ((m.qk_nope_dim + m.qk_rope_dim) as f32).sqrt(),
+            scale: c.yarn.map_or(1.0, |y| y.score_factor())
+                / ((m.qk_nope_dim + m.qk_rope_dim) as f32).sqrt(),
         });
         let router = match c.sigmoid_router {
             Some(r) => RouterKind::SigmoidGrouped {
@@ -285,6 +328,7 @@ impl ModelSpec {
                 renormalize: c.norm_topk_prob,
                 routed_scale: r.routed_scale,
             },
+            None if c.arch.is_gpt_oss() => RouterKind::TopKSoftmax,
             None => RouterKind::SoftmaxTopK { renormalize: c.norm_topk_prob },
         };
         let moe = MoeSpec {
@@ -296,6 +340,9 @@ impl ModelSpec {
                 ffn: c.shared_ffn,
                 gated: c.arch.gated_shared_expert(),
             }),
+            router_bias: c.arch.is_gpt_oss(),
+            expert_bias: c.arch.is_gpt_oss(),
+            clamped_swiglu: c.clamped_swiglu,
         };
         let layers = c
             .moe_layers
@@ -305,7 +352,7 @@ impl ModelSpec {
                 let mixer = match (delta_net, mla) {
                     (Some(d), _) if c.is_linear(l) => MixerSpec::DeltaNet(d),
                     (_, Some(m)) => MixerSpec::Mla(m),
-                    _ => MixerSpec::Attention(attention),
+                    _ => MixerSpec::Attention(AttentionSpec { window: c.window(l), ..attention }),
                 };
                 let ffn =
                     if is_moe { FfnSpec::Moe(moe) } else { FfnSpec::Mlp { ffn: c.dense_ffn } };

@@ -93,6 +93,26 @@ pub fn check_config(c: &ModelConfig) -> Check {
             return Err(bad("rope_dims", d, "must be even (RoPE rotates pairs)"));
         }
     }
+    if let Some(w) = c.sliding_window {
+        range("sliding_window", w, 1, MAX_POSITIONS)?;
+    }
+    if !c.window_layers.is_empty() && c.window_layers.len() != c.layers {
+        return Err(bad(
+            "window_layers",
+            format!("a list of {}", c.window_layers.len()),
+            format!("must be empty or have one entry per layer ({})", c.layers),
+        ));
+    }
+    if let Some(y) = c.yarn {
+        positive_finite("yarn.factor", y.factor, 1e6)?;
+        range("yarn.original_max_positions", y.original_max_positions, 1, MAX_POSITIONS)?;
+        positive_finite("yarn.beta_fast", y.beta_fast, 1e6)?;
+        positive_finite("yarn.beta_slow", y.beta_slow, 1e6)?;
+    }
+    if let Some(sw) = c.clamped_swiglu {
+        positive_finite("clamped_swiglu.alpha", sw.alpha, 1e6)?;
+        positive_finite("clamped_swiglu.limit", sw.limit, 1e6)?;
+    }
     if let Some(m) = c.mla {
         range("mla.q_lora_rank", m.q_lora_rank, 0, MAX_WIDTH)?;
         range("mla.kv_lora_rank", m.kv_lora_rank, 1, MAX_WIDTH)?;

@@ -78,7 +78,7 @@ impl Model {
             }
         }
         let inv = &self.inv_freq[l];
-        ops::rope_table(pos, n, inv, &mut sc.rope);
+        super::forward::rope_table_for(self, l, pos, n, &mut sc.rope);
         for t in 0..n {
             let table = &sc.rope[t * inv.len()..(t + 1) * inv.len()];
             q[t * qd..(t + 1) * qd]
@@ -102,8 +102,14 @@ impl Model {
         if let Some(gate) = gate {
             att.iter_mut().zip(gate).for_each(|(x, &g)| *x *= 1.0 / (1.0 + (-g).exp()));
         }
-        let out = sized(&mut sc.out, n * self.spec.hidden);
+        let h = self.spec.hidden;
+        let out = sized(&mut sc.out, n * h);
         let mut input = sc.in_other.input(&sc.att, n, self.activations);
-        floe_kernels::matmul_input(&self.m(&w.o)?, &mut input, out, pool).map_err(kernel_err)
+        floe_kernels::matmul_input(&self.m(&w.o)?, &mut input, out, pool).map_err(kernel_err)?;
+        if let Some(b) = &w.o_bias {
+            let b = self.vec(b)?;
+            out.chunks_exact_mut(h).for_each(|r| r.iter_mut().zip(b).for_each(|(x, y)| *x += y));
+        }
+        Ok(())
     }
 }

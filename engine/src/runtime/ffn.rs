@@ -31,6 +31,12 @@ impl Model {
         let mut hn_input = sc.in_hn.input(&sc.hn, n, self.activations);
         let logits = sized(&mut sc.router, n * experts);
         matmul_input(&self.m(&w.router)?, &mut hn_input, logits, pool).map_err(kernel_err)?;
+        if let Some(b) = &w.router_logit_bias {
+            let b = self.vec(b)?;
+            logits
+                .chunks_exact_mut(experts)
+                .for_each(|r| r.iter_mut().zip(b).for_each(|(x, y)| *x += y));
+        }
         // Route every token.
         let bias = w.router_bias.as_ref().map(|b| self.vec(b)).transpose()?;
         sc.chosen.clear();
@@ -51,11 +57,16 @@ impl Model {
                 if let super::weights::FfnWeights::Moe(nw) = &self.weights.layers[next].ffn {
                     let router = self.m(&nw.router)?;
                     let next_bias = nw.router_bias.as_ref().map(|b| self.vec(b)).transpose()?;
+                    let next_logit_bias =
+                        nw.router_logit_bias.as_ref().map(|b| self.vec(b)).transpose()?;
                     let hn = &sc.hn;
                     self.experts.prefetch_next(next, k, step, &mut || {
                         let mut p = vec![0.0; router.rows()];
                         floe_kernels::matvec_with(&router, hn, &mut p, pool, self.activations)
                             .map_err(kernel_err)?;
+                        if let Some(b) = next_logit_bias {
+                            p.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                        }
                         let (mut scratch, mut top) = (Default::default(), Vec::new());
                         let kind = next_spec.router;
                         super::router::route(kind, &mut p, next_bias, k, &mut scratch, &mut top);
@@ -88,8 +99,15 @@ impl Model {
             inputs: &mut sc.in_batch,
         };
         let mut bufs = bufs;
+        let extras = ExpertExtras {
+            bias: match &w.expert_bias {
+                Some([g, u, d]) => Some([self.vec(g)?, self.vec(u)?, self.vec(d)?]),
+                None => None,
+            },
+            clamped: m.clamped_swiglu,
+        };
         self.experts.with_expert_batches(l, &sc.wanted, step, &mut |batch| {
-            self.expert_batch(batch, users, hn, h, &mut hn_input, &mut bufs)?;
+            self.expert_batch(batch, users, hn, h, &mut hn_input, &mut bufs, &extras)?;
             let mut row = 0;
             for (e, _) in batch {
                 for &(t, slot) in users.of(*e) {
@@ -143,6 +161,19 @@ impl Model {
     }
 }
 
+/// What an expert computes besides its three matrices (gpt-oss): per-expert biases of gate, up
+/// and down (`[experts, ffn]`, `[experts, ffn]`, `[experts, hidden]`) and the clamped SwiGLU.
+struct ExpertExtras<'a> {
+    bias: Option<[&'a [f32]; 3]>,
+    clamped: Option<crate::model::config::ClampedSwiglu>,
+}
+
+/// Adds row `e` of `bias` (`width` wide) to each `width`-wide row of `rows`.
+fn add_bias_rows(rows: &mut [f32], bias: &[f32], e: usize, width: usize) {
+    let b = &bias[e * width..(e + 1) * width];
+    rows.chunks_exact_mut(width).for_each(|r| r.iter_mut().zip(b).for_each(|(x, y)| *x += y));
+}
+
 /// Buffers of one batch of experts, each expert's rows one after the other.
 struct ExpertBuffers<'a> {
     gate: &'a mut Vec<f32>,
@@ -161,6 +192,7 @@ impl Model {
     /// down as another; expert `j`'s outputs for its tokens (in `users` order) land in `y` after
     /// those of the experts before it. In decode every expert reads the same token, quantised
     /// once (`hn_input`); a prefill chunk gathers each expert's tokens.
+    #[allow(clippy::too_many_arguments)]
     fn expert_batch(
         &self,
         batch: &[(usize, ExpertView<'_>)],
@@ -169,6 +201,7 @@ impl Model {
         h: usize,
         hn_input: &mut Input,
         b: &mut ExpertBuffers,
+        extras: &ExpertExtras,
     ) -> Result<()> {
         let pool = self.pool.as_ref();
         let decode = hn_input.tokens() == 1;
@@ -213,8 +246,22 @@ impl Model {
             }
             .map_err(kernel_err)?;
         }
+        if let Some([gb, ub, _]) = extras.bias {
+            let mut at = 0;
+            for (e, v) in batch {
+                let (f, len) = (v.gate.rows(), users.of(*e).len() * v.gate.rows());
+                add_bias_rows(&mut b.gate[at..at + len], gb, *e, f);
+                add_bias_rows(&mut b.up[at..at + len], ub, *e, f);
+                at += len;
+            }
+        }
         let act = sized(b.act, ffn_rows);
-        ops::swiglu(&b.gate[..ffn_rows], &b.up[..ffn_rows], act);
+        match extras.clamped {
+            Some(c) => {
+                ops::clamped_swiglu(&b.gate[..ffn_rows], &b.up[..ffn_rows], act, c.alpha, c.limit)
+            }
+            None => ops::swiglu(&b.gate[..ffn_rows], &b.up[..ffn_rows], act),
+        }
         // down.
         let mut y = sized(b.y, rows * h);
         let mut products = SmallVec::<[Product; INLINE_BATCH]>::new();
@@ -229,7 +276,17 @@ impl Model {
             y = yr;
             products.push(Product { w: v.down, input: j, out });
         }
-        matmul_batch(&mut products, &mut inputs, pool).map_err(kernel_err)
+        matmul_batch(&mut products, &mut inputs, pool).map_err(kernel_err)?;
+        drop(products);
+        if let Some([_, _, db]) = extras.bias {
+            let mut at = 0;
+            for (e, _) in batch {
+                let len = users.of(*e).len() * h;
+                add_bias_rows(&mut b.y[at..at + len], db, *e, h);
+                at += len;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Model {
     pub(crate) pool: Option<KernelPool>,
     /// RoPE inverse frequencies per layer (empty for layers without RoPE).
     pub(crate) inv_freq: Vec<Vec<f32>>,
+    /// The factor on each layer's cos and sin (YaRN's attention factor; 1 without it).
+    pub(crate) rope_factor: Vec<f32>,
     pub(crate) activations: QuantActivations,
 }
 
@@ -48,6 +50,21 @@ impl std::fmt::Debug for Model {
 pub(crate) fn rms_rows(x: &[f32], w: &[f32], eps: f32, width: usize, out: &mut [f32]) {
     for (xr, or) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
         ops::rms_norm(xr, w, eps, or);
+    }
+}
+
+/// The RoPE table of `n` positions from `pos` for layer `l`, with YaRN's factor on cos and sin.
+pub(crate) fn rope_table_for(
+    model: &Model,
+    l: usize,
+    pos: usize,
+    n: usize,
+    out: &mut Vec<(f32, f32)>,
+) {
+    ops::rope_table(pos, n, &model.inv_freq[l], out);
+    let f = model.rope_factor[l];
+    if f != 1.0 {
+        out.iter_mut().for_each(|(c, s)| (*c, *s) = (*c * f, *s * f));
     }
 }
 
@@ -74,9 +91,18 @@ impl Model {
             .layers
             .iter()
             .map(|l| match l.mixer {
-                MixerSpec::Attention(a) => ops::rope_inv_freq(a.rope.dims, a.rope.theta),
-                MixerSpec::Mla(m) => ops::rope_inv_freq(m.rope.dims, m.rope.theta),
+                MixerSpec::Attention(a) => a.rope.inv_freq(),
+                MixerSpec::Mla(m) => m.rope.inv_freq(),
                 MixerSpec::DeltaNet(_) => Vec::new(),
+            })
+            .collect();
+        let rope_factor = spec
+            .layers
+            .iter()
+            .map(|l| match l.mixer {
+                MixerSpec::Attention(a) => a.rope.factor(),
+                MixerSpec::Mla(m) => m.rope.factor(),
+                MixerSpec::DeltaNet(_) => 1.0,
             })
             .collect();
         Ok(Self {
@@ -87,6 +113,7 @@ impl Model {
             experts,
             pool,
             inv_freq,
+            rope_factor,
             activations: QuantActivations::default(),
         })
     }

@@ -66,7 +66,7 @@ impl Model {
         }
         // Cache vectors: the normalised latent, then the rotated shared key.
         let inv = &self.inv_freq[l];
-        ops::rope_table(pos, n, inv, &mut sc.rope);
+        super::forward::rope_table_for(self, l, pos, n, &mut sc.rope);
         let kv_norm = self.vec(&w.kv_a_norm)?;
         let latent = sized(&mut sc.mla_latent, n * lat);
         for t in 0..n {

@@ -33,6 +33,16 @@ pub(crate) fn route(
                 out.iter_mut().for_each(|x| x.1 /= sum);
             }
         }
+        RouterKind::TopKSoftmax => {
+            ops::top_k_into(logits, k, out);
+            let max = out.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            out.iter_mut().for_each(|x| {
+                x.1 = (x.1 - max).exp();
+                sum += x.1;
+            });
+            out.iter_mut().for_each(|x| x.1 /= sum);
+        }
         RouterKind::SigmoidGrouped { groups, top_groups, renormalize, routed_scale } => {
             let e = logits.len();
             let s = &mut scratch.scores;

@@ -35,6 +35,8 @@ pub struct AttentionWeights {
     pub qk_norm: Option<[TensorRef; 2]>,
     /// Sink logits (one per query head), if the layer has sinks.
     pub sinks: Option<TensorRef>,
+    /// The output projection's bias, if it has one.
+    pub o_bias: Option<TensorRef>,
 }
 
 /// Gated DeltaNet linear attention (llama.cpp's layout, see `DeltaNetSpec`).
@@ -115,6 +117,11 @@ pub struct MoeWeights {
     pub shared: Option<MlpWeights>,
     /// The shared expert's sigmoid gate [1, hidden].
     pub shared_gate: Option<TensorRef>,
+    /// The router logits' bias [experts].
+    pub router_logit_bias: Option<TensorRef>,
+    /// Every expert's gate, up and down biases ([experts, ffn], [experts, ffn],
+    /// [experts, hidden]).
+    pub expert_bias: Option<[TensorRef; 3]>,
 }
 
 /// A feed-forward block's weights.
@@ -209,6 +216,7 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
                 bias,
                 qk_norm,
                 sinks: a.sinks.then(|| vector(d, Dense::AttnSinks(l), a.heads)).transpose()?,
+                o_bias: a.o_bias.then(|| vector(d, Dense::OBias(l), h)).transpose()?,
             })
         }
         MixerSpec::Mla(m) => {
@@ -252,12 +260,25 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
                 RouterKind::SigmoidGrouped { .. } => {
                     Some(vector(d, Dense::RouterBias(l), m.experts)?)
                 }
-                RouterKind::SoftmaxTopK { .. } => None,
+                RouterKind::SoftmaxTopK { .. } | RouterKind::TopKSoftmax => None,
             },
             shared: m.shared.map(|sh| mlp(d, l, h, sh.ffn)).transpose()?,
             shared_gate: match m.shared {
                 Some(sh) if sh.gated => Some(matrix(d, Dense::SharedExpertGate(l), 1, h)?),
                 _ => None,
+            },
+            router_logit_bias: m
+                .router_bias
+                .then(|| vector(d, Dense::RouterLogitBias(l), m.experts))
+                .transpose()?,
+            expert_bias: if m.expert_bias {
+                Some([
+                    matrix(d, Dense::ExpGateBias(l), m.experts, m.expert_ffn)?,
+                    matrix(d, Dense::ExpUpBias(l), m.experts, m.expert_ffn)?,
+                    matrix(d, Dense::ExpDownBias(l), m.experts, h)?,
+                ])
+            } else {
+                None
             },
         }),
     };

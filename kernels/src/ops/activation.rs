@@ -30,3 +30,14 @@ pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
         *o = silu(g) * u;
     }
 }
+
+/// gpt-oss's clamped SwiGLU: `g = min(gate, limit)`, `u = clamp(up, -limit, limit)`,
+/// `out = (u + 1) * g * sigmoid(alpha * g)`.
+pub fn clamped_swiglu(gate: &[f32], up: &[f32], out: &mut [f32], alpha: f32, limit: f32) {
+    assert!(gate.len() == up.len() && gate.len() == out.len(), "swiglu: length mismatch");
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        let g = g.min(limit);
+        let u = u.clamp(-limit, limit);
+        *o = (u + 1.0) * (g / (1.0 + (-alpha * g).exp()));
+    }
+}

@@ -15,6 +15,42 @@ pub fn rope_inv_freq(dim: usize, base: f32) -> Vec<f32> {
     (0..dim / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / dim as f32)).collect()
 }
 
+/// YaRN's inverse frequencies (transformers' `_compute_yarn_parameters`): each frequency is
+/// the interpolated `1 / (factor * base^(2i/dim))` or the original `base^(-2i/dim)`, blended by
+/// a linear ramp between the dimensions where `beta_fast` and `beta_slow` rotations fit in
+/// `original_max` positions.
+pub fn yarn_inv_freq(
+    dim: usize,
+    base: f32,
+    factor: f32,
+    original_max: usize,
+    beta_fast: f32,
+    beta_slow: f32,
+    truncate: bool,
+) -> Vec<f32> {
+    let correction_dim = |rotations: f32| {
+        (dim as f32 * (original_max as f32 / (rotations * 2.0 * std::f32::consts::PI)).ln())
+            / (2.0 * base.ln())
+    };
+    let (mut low, mut high) = (correction_dim(beta_fast), correction_dim(beta_slow));
+    if truncate {
+        (low, high) = (low.floor(), high.ceil());
+    }
+    let (low, mut high) = (low.max(0.0), high.min(dim as f32 - 1.0));
+    if low == high {
+        high += 0.001;
+    }
+    (0..dim / 2)
+        .map(|i| {
+            let pos_freq = base.powf((2 * i) as f32 / dim as f32);
+            let (extrapolated, interpolated) = (1.0 / pos_freq, 1.0 / (factor * pos_freq));
+            let ramp = ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+            let keep = 1.0 - ramp;
+            interpolated * (1.0 - keep) + extrapolated * keep
+        })
+        .collect()
+}
+
 /// Rotates one head `x` (its first `2 * inv_freq.len()` channels) for position `pos`.
 pub fn rope(x: &mut [f32], pos: usize, inv_freq: &[f32], style: RopeStyle) {
     let angles = inv_freq.iter().map(|&f| {

@@ -7,7 +7,9 @@
 use crate::error::{Error, Result};
 use crate::formats::gguf::{GgufFile, GgufValue};
 use crate::model::arch::Dense;
-use crate::model::config::{Arch, LinearAttention, Mla, ModelConfig, QkNorm, SigmoidRouter};
+use crate::model::config::{
+    Arch, ClampedSwiglu, LinearAttention, Mla, ModelConfig, QkNorm, SigmoidRouter, Yarn,
+};
 
 /// llama.cpp's architecture name for floe's.
 pub fn gguf_arch(arch: Arch) -> &'static str {
@@ -19,8 +21,12 @@ pub fn gguf_arch(arch: Arch) -> &'static str {
         Arch::Qwen35Moe => "qwen35moe",
         Arch::Glm4Moe => "glm4moe",
         Arch::DeepseekV2 | Arch::DeepseekV3 => "deepseek2",
+        Arch::GptOss => "gpt-oss",
     }
 }
+
+/// gpt-oss's SwiGLU clamp (alpha, limit): llama.cpp hard-codes it, GGUF carries no key.
+pub const GPT_OSS_SWIGLU: (f32, f32) = (1.702, 7.0);
 
 /// llama.cpp's `expert_gating_func` value of a sigmoid router.
 pub const GATING_SIGMOID: u64 = 2;
@@ -44,6 +50,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         "olmoe" => Arch::Olmoe,
         "qwen35moe" => Arch::Qwen35Moe,
         "glm4moe" => Arch::Glm4Moe,
+        "gpt-oss" => Arch::GptOss,
         // V3's sigmoid router has a selection bias; V2's softmax one has none.
         "deepseek2" => {
             let biased = (0..64).any(|l| g.tensor(&format!("blk.{l}.exp_probs_b.bias")).is_some());
@@ -64,7 +71,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         }
         other => {
             return Err(Error::Unsupported(format!(
-                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, glm4moe, deepseek2 and llama with experts)",
+                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, glm4moe, deepseek2, gpt-oss and llama with experts)",
                 g.path().display()
             )))
         }
@@ -96,7 +103,9 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
     // llama (Mixtral) and OLMoE give the expert width as feed_forward_length.
     let ffn = meta_u(g, &p("feed_forward_length")).unwrap_or(0);
     let expert_ffn = match arch {
-        Arch::Mixtral | Arch::Olmoe => meta_u(g, &p("expert_feed_forward_length")).unwrap_or(ffn),
+        Arch::Mixtral | Arch::Olmoe | Arch::GptOss => {
+            meta_u(g, &p("expert_feed_forward_length")).unwrap_or(ffn)
+        }
         _ => meta_u(g, &p("expert_feed_forward_length"))?,
     };
     let norm_default = matches!(arch, Arch::Qwen3Moe | Arch::Mixtral | Arch::Qwen35Moe);
@@ -165,6 +174,36 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         Some(m) => (heads, m.v_head_dim),
         None => (meta_u(g, &p("attention.head_count_kv")).unwrap_or(heads), head_dim),
     };
+    let yarn = match g.get(&p("rope.scaling.type")).and_then(|v| v.as_str()) {
+        None | Some("none") => None,
+        Some("yarn") => Some(Yarn {
+            factor: meta_f(g, &p("rope.scaling.factor"), 1.0),
+            original_max_positions: meta_u(g, &p("rope.scaling.original_context_length"))?,
+            beta_fast: meta_f(g, &p("rope.scaling.yarn_beta_fast"), 32.0),
+            beta_slow: meta_f(g, &p("rope.scaling.yarn_beta_slow"), 1.0),
+            // transformers' gpt-oss configuration does not round the correction range.
+            truncate: arch != Arch::GptOss,
+            mscale: None,
+            mscale_all_dim: g
+                .get(&p("rope.scaling.yarn_log_multiplier"))
+                .and_then(|v| v.as_f64())
+                .map(|x| (x / 0.1) as f32),
+        }),
+        Some(other) => {
+            return Err(Error::Unsupported(format!(
+                "{}: RoPE scaling {other:?} (floe supports plain RoPE and yarn)",
+                g.path().display()
+            )))
+        }
+    };
+    // llama.cpp's gpt-oss: every even layer attends within the window.
+    let (sliding_window, window_layers) = match arch {
+        Arch::GptOss => (
+            Some(meta_u(g, &p("attention.sliding_window"))?),
+            (0..layers).map(|l| l % 2 == 0).collect(),
+        ),
+        _ => (None, Vec::new()),
+    };
     let rope_dims = match mla {
         Some(_) => None,
         None => meta_u(g, &p("rope.dimension_count")).ok().filter(|&d| d < head_dim),
@@ -186,7 +225,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         experts: meta_u(g, &p("expert_count"))?,
         top_k: meta_u(g, &p("expert_used_count"))?,
         expert_ffn,
-        dense_ffn: if matches!(arch, Arch::Mixtral | Arch::Olmoe) { 0 } else { ffn },
+        dense_ffn: if matches!(arch, Arch::Mixtral | Arch::Olmoe | Arch::GptOss) { 0 } else { ffn },
         shared_ffn: match arch {
             Arch::Qwen2Moe | Arch::Qwen35Moe => {
                 meta_u(g, &p("expert_shared_feed_forward_length")).unwrap_or(0)
@@ -223,14 +262,12 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         linear,
         linear_layers,
         mla,
+        yarn,
+        sliding_window,
+        window_layers,
+        clamped_swiglu: (arch == Arch::GptOss)
+            .then_some(ClampedSwiglu { alpha: GPT_OSS_SWIGLU.0, limit: GPT_OSS_SWIGLU.1 }),
     };
-    if let Some(rs) = g.get(&p("rope.scaling.type")).and_then(|v| v.as_str()) {
-        if rs != "none" {
-            return Err(Error::Unsupported(format!(
-                "RoPE scaling {rs:?} (floe supports plain RoPE)"
-            )));
-        }
-    }
     cfg.validate_as(&format!("GGUF metadata ({name})"))?;
     Ok(cfg)
 }
@@ -254,8 +291,9 @@ pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
         VBias(l) => format!("blk.{l}.attn_v.bias"),
         QNorm(l) => format!("blk.{l}.attn_q_norm.weight"),
         KNorm(l) => format!("blk.{l}.attn_k_norm.weight"),
-        // llama.cpp's qwen35moe and glm4moe call the norm before the MoE block ATTN_POST_NORM.
-        FfnNorm(l) if matches!(cfg.arch, Arch::Qwen35Moe | Arch::Glm4Moe) => {
+        // llama.cpp's qwen35moe, glm4moe and gpt-oss call the norm before the MoE block
+        // ATTN_POST_NORM.
+        FfnNorm(l) if matches!(cfg.arch, Arch::Qwen35Moe | Arch::Glm4Moe | Arch::GptOss) => {
             format!("blk.{l}.post_attention_norm.weight")
         }
         FfnNorm(l) => format!("blk.{l}.ffn_norm.weight"),
@@ -282,6 +320,11 @@ pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
         MlaKVANorm(l) => format!("blk.{l}.attn_kv_a_norm.weight"),
         MlaKB(l) => format!("blk.{l}.attn_k_b.weight"),
         MlaVB(l) => format!("blk.{l}.attn_v_b.weight"),
+        OBias(l) => format!("blk.{l}.attn_output.bias"),
+        RouterLogitBias(l) => format!("blk.{l}.ffn_gate_inp.bias"),
+        ExpGateBias(l) => format!("blk.{l}.ffn_gate_exps.bias"),
+        ExpUpBias(l) => format!("blk.{l}.ffn_up_exps.bias"),
+        ExpDownBias(l) => format!("blk.{l}.ffn_down_exps.bias"),
     }
 }
 

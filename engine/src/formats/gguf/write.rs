@@ -130,7 +130,7 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
     let a = gguf_arch(c.arch);
     // llama (Mixtral) and OLMoE take the expert width from feed_forward_length.
     let ffn = match c.arch {
-        Arch::Mixtral | Arch::Olmoe => c.expert_ffn,
+        Arch::Mixtral | Arch::Olmoe | Arch::GptOss => c.expert_ffn,
         _ => c.dense_ffn,
     };
     let k = |s: &str| format!("{a}.{s}");
@@ -178,6 +178,21 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
             (k("expert_group_count"), U32(r.groups as u32)),
             (k("expert_group_used_count"), U32(r.top_groups as u32)),
         ]);
+    }
+    if let Some(y) = c.yarn {
+        m.extend([
+            (k("rope.scaling.type"), String("yarn".into())),
+            (k("rope.scaling.factor"), F32(y.factor)),
+            (k("rope.scaling.original_context_length"), U32(y.original_max_positions as u32)),
+            (k("rope.scaling.yarn_beta_fast"), F32(y.beta_fast)),
+            (k("rope.scaling.yarn_beta_slow"), F32(y.beta_slow)),
+        ]);
+        if let Some(all) = y.mscale_all_dim {
+            m.push((k("rope.scaling.yarn_log_multiplier"), F32(0.1 * all)));
+        }
+    }
+    if let Some(w) = c.sliding_window {
+        m.push((k("attention.sliding_window"), U32(w as u32)));
     }
     if let Some(mla) = c.mla {
         let dense_lead = c.moe_layers.iter().take_while(|m| !**m).count();

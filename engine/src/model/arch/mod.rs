@@ -2,6 +2,7 @@
 //! checkpoint. Everything else (shapes, the forward pass) is shared and driven by
 //! [`ModelConfig`](crate::model::config::ModelConfig).
 
+mod gpt_oss;
 mod mixtral;
 mod olmoe;
 mod qwen2_moe;
@@ -88,6 +89,16 @@ pub enum Dense {
     MlaKB(usize),
     /// Per MLA layer: per head, the latent-to-value map [heads x v, kv_rank].
     MlaVB(usize),
+    /// Per layer: the output projection's bias [hidden] (gpt-oss).
+    OBias(usize),
+    /// Per MoE layer: the router logits' bias [experts] (gpt-oss).
+    RouterLogitBias(usize),
+    /// Per MoE layer: every expert's gate bias [experts, ffn] (gpt-oss).
+    ExpGateBias(usize),
+    /// Per MoE layer: every expert's up bias [experts, ffn].
+    ExpUpBias(usize),
+    /// Per MoE layer: every expert's down bias [experts, hidden].
+    ExpDownBias(usize),
 }
 
 impl Dense {
@@ -132,6 +143,11 @@ impl Dense {
             MlaKVANorm(l) => format!("{l}.mla_kv_a_norm"),
             MlaKB(l) => format!("{l}.mla_k_b"),
             MlaVB(l) => format!("{l}.mla_v_b"),
+            OBias(l) => format!("{l}.o_bias"),
+            RouterLogitBias(l) => format!("{l}.router_logit_bias"),
+            ExpGateBias(l) => format!("{l}.expert_gate_bias"),
+            ExpUpBias(l) => format!("{l}.expert_up_bias"),
+            ExpDownBias(l) => format!("{l}.expert_down_bias"),
         }
     }
 
@@ -155,6 +171,8 @@ impl Dense {
                 | LinNorm(_)
                 | MlaQANorm(_)
                 | MlaKVANorm(_)
+                | OBias(_)
+                | RouterLogitBias(_)
         )
     }
 
@@ -162,7 +180,15 @@ impl Dense {
     /// they are small and their precision matters).
     pub fn keep_f32(self) -> bool {
         self.is_vector()
-            || matches!(self, Dense::Router(_) | Dense::SharedExpertGate(_) | Dense::LinConv(_))
+            || matches!(
+                self,
+                Dense::Router(_)
+                    | Dense::SharedExpertGate(_)
+                    | Dense::LinConv(_)
+                    | Dense::ExpGateBias(_)
+                    | Dense::ExpUpBias(_)
+                    | Dense::ExpDownBias(_)
+            )
     }
 }
 
@@ -182,6 +208,19 @@ pub enum ExpertPart {
 pub enum ExpertTensor {
     /// Its own 2-D tensor.
     Single(String),
+    /// Slice `expert` of a stacked 3-D tensor `[experts, cols, n]` stored transposed: the
+    /// matrix's row `i` is the slice's column `first + step * i` (gpt-oss's `gate_up_proj`
+    /// interleaves gate and up columns: step 2).
+    Transposed {
+        /// The 3-D tensor.
+        name: String,
+        /// Index in the first dimension.
+        expert: usize,
+        /// The slice column of the matrix's first row.
+        first: usize,
+        /// Columns between consecutive rows.
+        step: usize,
+    },
     /// Rows `rows` of slice `expert` of a stacked 3-D tensor `[experts, rows, cols]`.
     Fused {
         /// The 3-D tensor.
@@ -210,6 +249,7 @@ pub fn names(arch: Arch) -> &'static dyn ArchNames {
         Arch::Olmoe => &olmoe::Olmoe,
         Arch::Qwen35Moe => &qwen3_5_moe::Qwen35Moe,
         Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => &shared_experts::SharedExperts,
+        Arch::GptOss => &gpt_oss::GptOss,
     }
 }
 
@@ -255,6 +295,11 @@ pub(crate) fn llama_dense(t: Dense, router: &[&str], mlp: &str) -> Vec<String> {
         MlaKVANorm(i) => vec![l(i, "self_attn.kv_a_layernorm.weight")],
         // Both halves come from kv_b_proj, split and rearranged when packed.
         MlaKB(i) | MlaVB(i) => vec![l(i, "self_attn.kv_b_proj.weight")],
+        OBias(i) => vec![l(i, "self_attn.o_proj.bias")],
+        RouterLogitBias(i) => vec![l(i, "mlp.router.bias")],
+        // Gate and up biases are the even and odd columns of one tensor.
+        ExpGateBias(i) | ExpUpBias(i) => vec![l(i, "mlp.experts.gate_up_proj_bias")],
+        ExpDownBias(i) => vec![l(i, "mlp.experts.down_proj_bias")],
     }
 }
 
