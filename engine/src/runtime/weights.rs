@@ -125,16 +125,16 @@ pub struct MoeWeights {
 }
 
 /// A feed-forward block's weights.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum FfnWeights {
     /// Dense MLP.
     Mlp(MlpWeights),
-    /// Routed MoE.
-    Moe(MoeWeights),
+    /// Routed MoE (boxed: it is much larger than a dense MLP's three references).
+    Moe(Box<MoeWeights>),
 }
 
 /// One decoder layer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LayerWeights {
     /// RMSNorm before the mixer.
     pub mixer_norm: TensorRef,
@@ -254,7 +254,7 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
     };
     let ffn = match s.ffn {
         FfnSpec::Mlp { ffn } => FfnWeights::Mlp(mlp(d, l, h, ffn)?),
-        FfnSpec::Moe(m) => FfnWeights::Moe(MoeWeights {
+        FfnSpec::Moe(m) => FfnWeights::Moe(Box::new(MoeWeights {
             router: matrix(d, Dense::Router(l), m.experts, h)?,
             router_bias: match m.router {
                 RouterKind::SigmoidGrouped { .. } => {
@@ -280,7 +280,7 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
             } else {
                 None
             },
-        }),
+        })),
     };
     Ok(LayerWeights {
         mixer_norm: vector(d, Dense::AttnNorm(l), h)?,
