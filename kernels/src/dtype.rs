@@ -26,6 +26,8 @@ pub enum DType {
     Q5K,
     /// K-quant, 6.5625 bits per value (GGUF `Q6_K`, 210 bytes per 256 values).
     Q6K,
+    /// OCP MXFP4: 32 e2m1 values with one E8M0 scale (GGUF `MXFP4`, 17 bytes per block).
+    Mxfp4,
 }
 
 impl DType {
@@ -33,7 +35,7 @@ impl DType {
     pub const fn block_values(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::Bf16 => 1,
-            DType::Q8_0 | DType::Q4_0 => 32,
+            DType::Q8_0 | DType::Q4_0 | DType::Mxfp4 => 32,
             DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K => 256,
         }
     }
@@ -50,6 +52,7 @@ impl DType {
             DType::Q4K => 144,
             DType::Q5K => 176,
             DType::Q6K => 210,
+            DType::Mxfp4 => 17,
         }
     }
 
@@ -117,6 +120,9 @@ impl DType {
             DType::Q6K => {
                 dequantize_q6_k(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?, out)
             }
+            DType::Mxfp4 => {
+                dequantize_mxfp4(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?, out)
+            }
         }
         Ok(())
     }
@@ -134,6 +140,7 @@ impl DType {
             DType::Q4K => "q4_k",
             DType::Q5K => "q5_k",
             DType::Q6K => "q6_k",
+            DType::Mxfp4 => "mxfp4",
         }
     }
 }
@@ -155,6 +162,7 @@ impl std::str::FromStr for DType {
             "q4_0" => DType::Q4_0,
             "q2_k" => DType::Q2K,
             "q3_k" => DType::Q3K,
+            "mxfp4" => DType::Mxfp4,
             "q4_k" => DType::Q4K,
             "q5_k" => DType::Q5K,
             "q6_k" => DType::Q6K,

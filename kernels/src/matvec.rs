@@ -265,7 +265,7 @@ pub(crate) enum Form {
 
 pub(crate) fn form(dtype: DType, mode: QuantActivations) -> Form {
     match dtype {
-        DType::Q8_0 | DType::Q4_0 if mode == QuantActivations::Q8_0 => Form::Q8,
+        DType::Q8_0 | DType::Q4_0 | DType::Mxfp4 if mode == QuantActivations::Q8_0 => Form::Q8,
         d if d.is_k_quant() && mode == QuantActivations::Q8_0 => Form::Q8K,
         _ => Form::F32,
     }
@@ -278,6 +278,7 @@ fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
         (DType::Bf16, Prepared::F32(x)) => (k.bf16)(bytemuck::cast_slice::<u8, bf16>(row), x),
         (DType::Q8_0, Prepared::Q8(q)) => (k.q8_0)(bytemuck::cast_slice::<u8, BlockQ8_0>(row), q),
         (DType::Q4_0, Prepared::Q8(q)) => (k.q4_0)(bytemuck::cast_slice::<u8, BlockQ4_0>(row), q),
+        (DType::Mxfp4, Prepared::Q8(q)) => (k.mxfp4)(bytemuck::cast_slice(row), q),
         (DType::Q2K, Prepared::Q8K(q)) => (k.q2_k)(bytemuck::cast_slice(row), q),
         (DType::Q3K, Prepared::Q8K(q)) => (k.q3_k)(bytemuck::cast_slice(row), q),
         (DType::Q4K, Prepared::Q8K(q)) => (k.q4_k)(bytemuck::cast_slice(row), q),

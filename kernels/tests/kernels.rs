@@ -667,3 +667,67 @@ fn yarn_keeps_fast_frequencies_and_interpolates_slow_ones() {
     assert!((y[last] - plain[last] / 32.0).abs() <= 1e-6 * plain[last]);
     assert!(y.windows(2).all(|w| w[1] < w[0]), "still decreasing");
 }
+
+/// MXFP4 against gguf-py's reference (`bench/scripts/make_mxfp4_vectors.py`): floe's quantiser
+/// writes its bytes, floe's dequantisation gives its values, bit for bit.
+#[test]
+fn mxfp4_matches_gguf_py_bit_for_bit() {
+    use floe_kernels::quant::{dequantize_mxfp4, quantize_mxfp4, BlockMxfp4};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/mxfp4/vectors.bin");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let f32s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    };
+    let (x, rest) = bytes.split_at(1024 * 4);
+    let (q, y) = rest.split_at(32 * 17);
+    let (x, y) = (f32s(x), f32s(y));
+    let mut blocks = vec![BlockMxfp4 { e: 0, qs: [0; 16] }; 32];
+    quantize_mxfp4(&x, &mut blocks);
+    assert!(bytemuck::cast_slice::<BlockMxfp4, u8>(&blocks) == q, "quantised bytes differ");
+    let mut out = vec![0.0f32; 1024];
+    dequantize_mxfp4(bytemuck::cast_slice(q), &mut out);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&out), bits(&y), "dequantised values differ");
+}
+
+/// The MXFP4 . Q8_0 dot product of every ISA against the scalar twin (and the scalar one against
+/// an f64 sum over the dequantised blocks), on odd block counts.
+#[test]
+fn mxfp4_dot_kernels_match_the_scalar_twin_on_odd_lengths() {
+    use floe_kernels::dot::scalar;
+    use floe_kernels::quant::{
+        dequantize_mxfp4, dequantize_q8_0, quantize_q8_0, BlockMxfp4, BlockQ8_0,
+    };
+    let mut seed = 11u64;
+    let mut next = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as u32
+    };
+    for blocks in [1usize, 3, 7, 33] {
+        let w: Vec<BlockMxfp4> = (0..blocks)
+            .map(|_| {
+                let mut qs = [0u8; 16];
+                qs.iter_mut().for_each(|b| *b = next() as u8);
+                BlockMxfp4 { e: 118 + (next() % 16) as u8, qs }
+            })
+            .collect();
+        let xs: Vec<f32> =
+            (0..blocks * 32).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+        let mut x = vec![BlockQ8_0 { d: half::f16::ZERO, qs: [0; 32] }; blocks];
+        quantize_q8_0(&xs, &mut x);
+        let (mut wf, mut xf) = (vec![0.0; blocks * 32], vec![0.0; blocks * 32]);
+        dequantize_mxfp4(&w, &mut wf);
+        dequantize_q8_0(&x, &mut xf);
+        let exact: f64 = wf.iter().zip(&xf).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let s = scalar::dot_mxfp4(&w, &x);
+        assert!(
+            (s as f64 - exact).abs() <= 1e-4 * exact.abs().max(1e-3),
+            "{blocks}: {s} vs {exact}"
+        );
+        for k in isas() {
+            let v = (k.mxfp4)(&w, &x);
+            assert!((v - s).abs() <= 1e-5 * s.abs().max(1e-3), "{:?} {blocks}: {v} vs {s}", k.isa);
+        }
+    }
+}

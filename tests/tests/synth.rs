@@ -24,6 +24,9 @@ fn tiny_synth_model_runs_resident_and_streamed_alike() {
         ("tiny-qwen3.5", DType::Bf16),
         ("tiny-glm4.5", DType::Q4_0),
         ("tiny-glm4.5", DType::Bf16),
+        ("tiny-deepseek", DType::Q8_0),
+        ("tiny-gpt-oss", DType::Mxfp4),
+        ("tiny-gpt-oss", DType::Bf16),
     ] {
         let shape = SynthShape::preset(preset).unwrap();
         synth(&shape, &out, dtype, 7, &mut |_, _| {}).unwrap();
@@ -81,6 +84,8 @@ fn real_shape_presets_have_their_models_sizes() {
         ("qwen3.5-35b-a3b", 40, 256, 30, 18.1),
         ("qwen3.5-397b-a17b", 60, 512, 45, 217.4),
         ("glm4.5-air", 46, 128, 0, 56.1),
+        ("deepseek-v2-lite", 27, 64, 0, 8.1),
+        ("deepseek-v3-671b", 61, 256, 0, 367.8),
     ] {
         let cfg = SynthShape::preset(preset).unwrap().config();
         cfg.validate().unwrap();
@@ -90,5 +95,18 @@ fn real_shape_presets_have_their_models_sizes() {
         let bytes = (cfg.moe_layer_count() * cfg.experts * slab.slab_bytes) as f64 / 1e9;
         assert!((bytes - gb).abs() < 0.1, "{preset}: {bytes:.1} GB of q4_0 experts");
         floe::model::spec::ModelSpec::from_config(&cfg).unwrap();
+    }
+    for (preset, layers, experts, gb) in
+        [("gpt-oss-20b", 24, 32, 10.1), ("gpt-oss-120b", 36, 128, 60.9)]
+    {
+        let cfg = SynthShape::preset(preset).unwrap().config();
+        cfg.validate().unwrap();
+        assert_eq!(
+            (cfg.layers, cfg.experts, cfg.window_layers.iter().filter(|&&w| w).count()),
+            (layers, experts, layers / 2)
+        );
+        let slab = SlabLayout::new(DType::Mxfp4, cfg.hidden, cfg.expert_ffn).unwrap();
+        let bytes = (cfg.moe_layer_count() * cfg.experts * slab.slab_bytes) as f64 / 1e9;
+        assert!((bytes - gb).abs() < 0.1, "{preset}: {bytes:.1} GB of mxfp4 experts");
     }
 }

@@ -1,6 +1,6 @@
 //! f32 values to stored bytes in a weight format, and stored rows back to f32.
 
-use floe_kernels::quant::{quantize_q4_0, quantize_q8_0, QK};
+use floe_kernels::quant::{quantize_mxfp4, quantize_q4_0, quantize_q8_0, BlockMxfp4, QK};
 use floe_kernels::{BlockQ4_0, BlockQ8_0, DType};
 use half::{bf16, f16};
 
@@ -27,6 +27,11 @@ pub fn encode(dtype: DType, values: &[f32], cols: usize, what: &str) -> Result<V
         DType::Q4_0 => {
             let mut b = vec![BlockQ4_0 { d: f16::ZERO, qs: [0; QK / 2] }; values.len() / QK];
             quantize_q4_0(values, &mut b);
+            bytemuck::cast_slice(&b).to_vec()
+        }
+        DType::Mxfp4 => {
+            let mut b = vec![BlockMxfp4 { e: 0, qs: [0; QK / 2] }; values.len() / QK];
+            quantize_mxfp4(values, &mut b);
             bytemuck::cast_slice(&b).to_vec()
         }
         DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K => {

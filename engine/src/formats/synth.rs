@@ -22,7 +22,9 @@ use crate::formats::packed::{
     write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
 };
 use crate::model::arch::Dense;
-use crate::model::config::{Arch, LinearAttention, ModelConfig, QkNorm, SigmoidRouter};
+use crate::model::config::{
+    Arch, ClampedSwiglu, LinearAttention, Mla, ModelConfig, QkNorm, SigmoidRouter, Yarn,
+};
 
 /// A model shape to synthesise.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,8 +65,14 @@ pub struct SynthShape {
     pub dense_layers: usize,
     /// See `dense_layers`.
     pub dense_ffn: usize,
-    /// A sigmoid router (GLM-4.5).
+    /// A sigmoid router (GLM-4.5, DeepSeek-V3).
     pub sigmoid_router: Option<SigmoidRouter>,
+    /// Multi-head latent attention (DeepSeek).
+    pub mla: Option<Mla>,
+    /// YaRN RoPE (gpt-oss, DeepSeek).
+    pub yarn: Option<Yarn>,
+    /// A sliding window on every even layer (gpt-oss).
+    pub sliding_window: Option<usize>,
 }
 
 impl SynthShape {
@@ -90,7 +98,49 @@ impl SynthShape {
                 dense_layers: 0,
                 dense_ffn: 0,
                 sigmoid_router: None,
+                mla: None,
+                yarn: None,
+                sliding_window: None,
             }
+        };
+        // DeepSeek: MLA (nope 128, rope 64, values 128, latent 512), shared experts, leading
+        // dense layers, YaRN.
+        let deepseek = |mut sh: SynthShape, q_lora, shared, dense: (usize, usize), mscale: f32| {
+            sh.arch = if q_lora > 0 { Arch::DeepseekV3 } else { Arch::DeepseekV2 };
+            sh.mla = Some(Mla {
+                q_lora_rank: q_lora,
+                kv_lora_rank: 512,
+                qk_nope_dim: 128,
+                qk_rope_dim: 64,
+                v_head_dim: 128,
+            });
+            sh.shared_ffn = shared * sh.expert_ffn;
+            (sh.dense_layers, sh.dense_ffn) = dense;
+            sh.yarn = Some(Yarn {
+                factor: 40.0,
+                original_max_positions: 4096,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                truncate: true,
+                mscale: Some(mscale),
+                mscale_all_dim: Some(mscale),
+            });
+            sh
+        };
+        // gpt-oss: windows of 128 on even layers, YaRN x32, MXFP4 experts (`--dtype mxfp4`).
+        let gpt_oss = |mut sh: SynthShape| {
+            sh.arch = Arch::GptOss;
+            sh.sliding_window = Some(128);
+            sh.yarn = Some(Yarn {
+                factor: 32.0,
+                original_max_positions: 4096,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                truncate: false,
+                mscale: None,
+                mscale_all_dim: None,
+            });
+            sh
         };
         // Qwen3.5: 3 Gated DeltaNet layers to 1 gated attention layer, partial RoPE (25 %), a
         // gated shared expert.
@@ -142,11 +192,46 @@ impl SynthShape {
             // experts (take fewer layers on a small disk).
             "glm4.5-air" => glm45(s(4096, 46, 96, 8, 128, 128, 8, 1408, 151_552), 10_944),
             "tiny-glm4.5" => glm45(s(64, 4, 4, 2, 32, 16, 4, 64, 257), 128),
+            // DeepSeek-V2-Lite (16B): about 8.1 GB of q4_0 experts.
+            "deepseek-v2-lite" => {
+                deepseek(s(2048, 27, 16, 16, 128, 64, 6, 1408, 102_400), 0, 2, (1, 10_944), 0.707)
+            }
+            // DeepSeek-V3/R1 (671B): 368 GB of q4_0 experts; take `--layers 4` or so.
+            "deepseek-v3-671b" => {
+                let mut sh = deepseek(
+                    s(7168, 61, 128, 128, 128, 256, 8, 2048, 129_280),
+                    1536,
+                    1,
+                    (3, 18_432),
+                    1.0,
+                );
+                sh.sigmoid_router =
+                    Some(SigmoidRouter { groups: 8, top_groups: 4, routed_scale: 2.5 });
+                sh
+            }
+            "tiny-deepseek" => {
+                let mut sh = deepseek(s(64, 4, 4, 4, 16, 16, 4, 64, 257), 48, 1, (1, 128), 1.0);
+                sh.mla = sh.mla.map(|m| Mla {
+                    kv_lora_rank: 32,
+                    qk_nope_dim: 16,
+                    qk_rope_dim: 8,
+                    v_head_dim: 16,
+                    ..m
+                });
+                sh.sigmoid_router =
+                    Some(SigmoidRouter { groups: 4, top_groups: 2, routed_scale: 2.5 });
+                sh
+            }
+            // gpt-oss-20b: 10.1 GB of MXFP4 experts; gpt-oss-120b: 60.9 GB.
+            "gpt-oss-20b" => gpt_oss(s(2880, 24, 64, 8, 64, 32, 4, 2880, 201_088)),
+            "gpt-oss-120b" => gpt_oss(s(2880, 36, 64, 8, 64, 128, 4, 2880, 201_088)),
+            "tiny-gpt-oss" => gpt_oss(s(64, 4, 4, 2, 32, 16, 4, 64, 257)),
             other => {
                 return Err(Error::Invalid(format!(
                     "unknown preset {other:?} (tiny, demo, qwen3-30b-a3b, mixtral-8x7b, \
-                     qwen3.5-35b-a3b, qwen3.5-397b-a17b, glm4.5-air, tiny-qwen3.5, tiny-glm4.5, \
-                     or custom flags)"
+                     qwen3.5-35b-a3b, qwen3.5-397b-a17b, glm4.5-air, deepseek-v2-lite, \
+                     deepseek-v3-671b, gpt-oss-20b, gpt-oss-120b, tiny-qwen3.5, tiny-glm4.5, \
+                     tiny-deepseek, tiny-gpt-oss, or custom flags)"
                 )))
             }
         })
@@ -175,10 +260,13 @@ impl SynthShape {
             expert_ffn: self.expert_ffn,
             dense_ffn: self.dense_ffn,
             shared_ffn: self.shared_ffn,
-            norm_topk_prob: true,
+            norm_topk_prob: !matches!(self.arch, Arch::DeepseekV2 | Arch::GptOss),
             moe_layers: (0..self.layers).map(|l| l >= self.dense_layers).collect(),
-            qkv_bias: self.arch == Arch::Glm4Moe,
-            qk_norm: if self.arch == Arch::Glm4Moe { QkNorm::None } else { QkNorm::PerHead },
+            qkv_bias: matches!(self.arch, Arch::Glm4Moe | Arch::GptOss),
+            qk_norm: match self.arch {
+                Arch::Qwen3Moe | Arch::Qwen35Moe => QkNorm::PerHead,
+                _ => QkNorm::None,
+            },
             clip_qkv: None,
             tie_embeddings: false,
             eos_token_ids: vec![256],
@@ -187,11 +275,15 @@ impl SynthShape {
             sigmoid_router: self.sigmoid_router,
             linear: self.linear,
             linear_layers,
-            mla: None,
-            yarn: None,
-            sliding_window: None,
-            window_layers: Vec::new(),
-            clamped_swiglu: None,
+            mla: self.mla,
+            yarn: self.yarn,
+            sliding_window: self.sliding_window,
+            window_layers: match self.sliding_window {
+                Some(_) => (0..self.layers).map(|l| l % 2 == 0).collect(),
+                None => Vec::new(),
+            },
+            clamped_swiglu: (self.arch == Arch::GptOss)
+                .then_some(ClampedSwiglu { alpha: 1.702, limit: 7.0 }),
         }
     }
 }
@@ -292,15 +384,23 @@ fn write(
             | Dense::FfnNorm(_)
             | Dense::QNorm(_)
             | Dense::KNorm(_)
-            | Dense::LinNorm(_) => vec![1.0; n],
+            | Dense::LinNorm(_)
+            | Dense::MlaQANorm(_)
+            | Dense::MlaKVANorm(_) => vec![1.0; n],
             // A = -exp(A_log) with A_log ~ ln U(1, 16) (transformers' init), a small dt bias:
             // per-token decays well inside (0, 1).
             Dense::LinA(_) => (0..n).map(|_| -rng.gen_range(1.0f32..16.0)).collect(),
             Dense::LinDtBias(_) => (0..n).map(|_| gauss(&mut rng) * 0.1 - 2.0).collect(),
             Dense::RouterBias(_) => (0..n).map(|_| gauss(&mut rng) * 0.01).collect(),
-            Dense::QBias(_) | Dense::KBias(_) | Dense::VBias(_) => {
-                (0..n).map(|_| gauss(&mut rng) * 0.02).collect()
-            }
+            Dense::QBias(_)
+            | Dense::KBias(_)
+            | Dense::VBias(_)
+            | Dense::OBias(_)
+            | Dense::RouterLogitBias(_)
+            | Dense::AttnSinks(_)
+            | Dense::ExpGateBias(_)
+            | Dense::ExpUpBias(_)
+            | Dense::ExpDownBias(_) => (0..n).map(|_| gauss(&mut rng) * 0.02).collect(),
             // Embeddings: the shared direction plus per-token noise of equal weight.
             Dense::Embed => (0..n).map(|i| u[i % h] * 0.7 + gauss(&mut rng) * 0.7 * std).collect(),
             Dense::Router(l) => {
@@ -432,9 +532,18 @@ fn fill_random(
                 c.copy_from_slice(&(gauss(rng) * std).to_le_bytes());
             }
         }
+        DType::Mxfp4 => {
+            // Uniform codes: the value table is symmetric (zero mean) with sd 5.85 in units of
+            // half the block scale; the exponent puts that at `std`.
+            let e = ((std / 5.85).log2().round() + 128.0).clamp(0.0, 255.0) as u8;
+            for block in out.chunks_exact_mut(17) {
+                block[0] = e;
+                rng.fill(&mut block[1..]);
+            }
+        }
         k => {
             return Err(Error::Unsupported(format!(
-                "floe synth writes f32, f16, bf16, q8_0 and q4_0 weights, not {k}"
+                "floe synth writes f32, f16, bf16, q8_0, q4_0 and mxfp4 weights, not {k}"
             )))
         }
     }

@@ -6,7 +6,7 @@ use std::arch::x86_64::*;
 use half::{bf16, f16};
 
 use super::{scalar, DotKernels, Isa};
-use crate::quant::{BlockQ4_0, BlockQ8_0};
+use crate::quant::{e8m0_to_f32_half, BlockMxfp4, BlockQ4_0, BlockQ8_0, KVALUES_MXFP4};
 
 /// How far ahead (at least) the Q4_0 row-group kernel prefetches, in bytes. Measured
 /// (single thread, share of a plain read, 2048x768 / 768x2048 / 4096x1024, two runs each):
@@ -23,6 +23,7 @@ pub const KERNELS: DotKernels = DotKernels {
     bf16: dot_bf16,
     q8_0: dot_q8_0,
     q4_0: dot_q4_0,
+    mxfp4: dot_mxfp4,
     q8_0_x4: dot4_q8_0,
     q4_0_x4: dot4_q4_0,
     axpy_f32,
@@ -238,6 +239,29 @@ fn dot_q4_0_imp(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
         let qa = _mm256_sub_epi8(unpack_nibbles(&a.qs), eight);
         // SAFETY: qs is 32 bytes.
         let qb = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(qa, qb), acc);
+    }
+    hsum(acc)
+}
+
+pub(crate) fn dot_mxfp4(w: &[BlockMxfp4], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    // SAFETY: only handed out when AVX2, FMA and F16C are present.
+    unsafe { dot_mxfp4_imp(w, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_mxfp4_imp(w: &[BlockMxfp4], x: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    // SAFETY: KVALUES_MXFP4 is 16 bytes.
+    let table = unsafe { _mm_loadu_si128(KVALUES_MXFP4.as_ptr() as *const __m128i) };
+    let table = _mm256_set_m128i(table, table);
+    for (a, b) in w.iter().zip(x) {
+        // The codes become their values with one byte shuffle (a 16-entry table per lane).
+        let qa = _mm256_shuffle_epi8(table, unpack_nibbles(&a.qs));
+        // SAFETY: qs is 32 bytes.
+        let qb = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
+        let d = _mm256_set1_ps(b.d.to_f32() * e8m0_to_f32_half(a.e));
         acc = _mm256_fmadd_ps(d, mul_sum_i8(qa, qb), acc);
     }
     hsum(acc)

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use half::{bf16, f16};
 
 use crate::quant::{
-    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockMxfp4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -98,6 +98,8 @@ pub struct DotKernels {
     pub q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
     /// Q4_0 weights . Q8_0 activations.
     pub q4_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
+    /// MXFP4 weights . Q8_0 activations.
+    pub mxfp4: fn(&[BlockMxfp4], &[BlockQ8_0]) -> f32,
     /// Four Q8_0 rows at once against the same activations (shared activation loads and four
     /// independent accumulators).
     pub q8_0_x4: fn([&[BlockQ8_0]; 4], &[BlockQ8_0]) -> [f32; 4],

@@ -19,6 +19,7 @@ pub const KERNELS: DotKernels = DotKernels {
     bf16: dot_bf16,
     q8_0: dot_q8_0,
     q4_0: dot_q4_0,
+    mxfp4: scalar::dot_mxfp4,
     q8_0_x4: |w, x| w.map(|r| dot_q8_0(r, x)),
     q4_0_x4: |w, x| w.map(|r| dot_q4_0(r, x)),
     axpy_f32: scalar::axpy_f32,

@@ -4,8 +4,9 @@ use half::{bf16, f16};
 
 use super::{DotKernels, Isa};
 use crate::quant::{
-    codes_q6_k, dequantize_q2_k, dequantize_q3_k, dequantize_q8_k, scales_mins_k4, BlockQ2K,
-    BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0, QK, QK_K,
+    codes_q6_k, dequantize_q2_k, dequantize_q3_k, dequantize_q8_k, e8m0_to_f32_half,
+    scales_mins_k4, BlockMxfp4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K,
+    BlockQ8K, BlockQ8_0, KVALUES_MXFP4, QK, QK_K,
 };
 
 /// The scalar table.
@@ -16,6 +17,7 @@ pub const KERNELS: DotKernels = DotKernels {
     bf16: dot_bf16,
     q8_0: dot_q8_0,
     q4_0: dot_q4_0,
+    mxfp4: dot_mxfp4,
     q8_0_x4: |w, x| w.map(|r| dot_q8_0(r, x)),
     q4_0_x4: |w, x| w.map(|r| dot_q4_0(r, x)),
     axpy_f32,
@@ -91,6 +93,22 @@ pub fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
             sumi += ((a.qs[j] >> 4) as i32 - 8) * b.qs[j + QK / 2] as i32;
         }
         s += sumi as f32 * (a.d.to_f32() * b.d.to_f32());
+    }
+    s
+}
+
+/// MXFP4 . Q8_0, as ggml's `ggml_vec_dot_mxfp4_q8_0`: per block the exact integer sum of
+/// code values times activations, scaled by the activation scale times half the block's scale.
+pub fn dot_mxfp4(w: &[BlockMxfp4], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut s = 0.0f32;
+    for (a, b) in w.iter().zip(x) {
+        let mut sumi = 0i32;
+        for j in 0..QK / 2 {
+            sumi += KVALUES_MXFP4[(a.qs[j] & 0x0F) as usize] as i32 * b.qs[j] as i32;
+            sumi += KVALUES_MXFP4[(a.qs[j] >> 4) as usize] as i32 * b.qs[j + QK / 2] as i32;
+        }
+        s += b.d.to_f32() * e8m0_to_f32_half(a.e) * sumi as f32;
     }
     s
 }

@@ -1,6 +1,7 @@
 //! Block quantisation formats, bit-identical to GGUF's: the 32-value Q8_0/Q4_0 and the
-//! 256-value K-quants (Q2_K..Q6_K weights, Q8_K activations). One file per format.
+//! 256-value K-quants (Q2_K..Q6_K weights, Q8_K activations), and MXFP4. One file per format.
 
+mod mxfp4;
 mod q2_k;
 mod q3_k;
 mod q4_0;
@@ -21,6 +22,7 @@ pub(crate) fn round_ties_even_small(x: f32) -> f32 {
     (x + SHIFT) - SHIFT
 }
 
+pub use mxfp4::{dequantize_mxfp4, e8m0_to_f32_half, quantize_mxfp4, BlockMxfp4, KVALUES_MXFP4};
 pub use q2_k::{dequantize_q2_k, BlockQ2K};
 pub use q3_k::{dequantize_q3_k, scales_q3_k, BlockQ3K};
 pub use q4_0::{dequantize_q4_0, quantize_q4_0, BlockQ4_0};

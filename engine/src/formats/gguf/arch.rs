@@ -174,6 +174,13 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         Some(m) => (heads, m.v_head_dim),
         None => (meta_u(g, &p("attention.head_count_kv")).unwrap_or(heads), head_dim),
     };
+    let mscale_all_dim = g
+        .get(&p("rope.scaling.yarn_mscale_all_dim"))
+        .and_then(|v| v.as_f64())
+        .or_else(|| {
+            g.get(&p("rope.scaling.yarn_log_multiplier")).and_then(|v| v.as_f64()).map(|x| x / 0.1)
+        })
+        .map(|x| x as f32);
     let yarn = match g.get(&p("rope.scaling.type")).and_then(|v| v.as_str()) {
         None | Some("none") => None,
         Some("yarn") => Some(Yarn {
@@ -183,11 +190,10 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
             beta_slow: meta_f(g, &p("rope.scaling.yarn_beta_slow"), 1.0),
             // transformers' gpt-oss configuration does not round the correction range.
             truncate: arch != Arch::GptOss,
-            mscale: None,
-            mscale_all_dim: g
-                .get(&p("rope.scaling.yarn_log_multiplier"))
-                .and_then(|v| v.as_f64())
-                .map(|x| (x / 0.1) as f32),
+            // llama.cpp keeps DeepSeek's mscale_all_dim as 0.1 x it (its mscale is the same
+            // in every DeepSeek config); floe's own files also keep the value itself.
+            mscale: mscale_all_dim,
+            mscale_all_dim,
         }),
         Some(other) => {
             return Err(Error::Unsupported(format!(

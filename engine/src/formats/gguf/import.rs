@@ -30,9 +30,10 @@ pub fn dtype_of(t: &GgufTensor) -> Result<DType> {
         GgmlType::Q4K => DType::Q4K,
         GgmlType::Q5K => DType::Q5K,
         GgmlType::Q6K => DType::Q6K,
+        GgmlType::Mxfp4 => DType::Mxfp4,
         other => {
             return Err(Error::Unsupported(format!(
-            "tensor {} is {} (floe reads F32, F16, BF16, Q8_0, Q4_0 and Q2_K..Q6_K GGUF tensors)",
+            "tensor {} is {} (floe reads F32, F16, BF16, Q8_0, Q4_0, Q2_K..Q6_K and MXFP4 GGUF tensors)",
             t.name,
             other.name()
         )))

@@ -32,6 +32,7 @@ fn ggml_type(d: DType) -> GgmlType {
         DType::Q4K => GgmlType::Q4K,
         DType::Q5K => GgmlType::Q5K,
         DType::Q6K => GgmlType::Q6K,
+        DType::Mxfp4 => GgmlType::Mxfp4,
     }
 }
 
@@ -189,6 +190,7 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
         ]);
         if let Some(all) = y.mscale_all_dim {
             m.push((k("rope.scaling.yarn_log_multiplier"), F32(0.1 * all)));
+            m.push((k("rope.scaling.yarn_mscale_all_dim"), F32(all)));
         }
     }
     if let Some(w) = c.sliding_window {
