@@ -93,3 +93,29 @@ fn delta_net_state_is_fixed_size_and_carries_the_prefix() {
     let b = m.forward(&mut pieces, &ids[4..], false).unwrap();
     assert!(floe_tests::max_abs_diff(&a, &b) < 1e-4, "{}", floe_tests::max_abs_diff(&a, &b));
 }
+
+/// An MLA session caches one latent-plus-RoPE-key vector per position and layer (not per-head
+/// keys and values): its bytes are that, and `bytes_per_position` reports both.
+#[test]
+fn mla_caches_the_latent_not_per_head_keys_and_values() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let packed = floe_tests::synth_preset(dir.path(), "tiny-deepseek", floe_kernels::DType::Q8_0);
+    let m = floe_tests::load(&packed, 1);
+    let mla = m.cfg.mla.unwrap();
+    let opts = SessionOptions { ctx: Some(32), kv_dtype: KvDType::F32 };
+    let (actual, full) = opts.bytes_per_position(&m.spec).unwrap();
+    let layers = m.cfg.layers as u64;
+    assert_eq!(actual, layers * 4 * (mla.kv_lora_rank + mla.qk_rope_dim) as u64);
+    let per_head = (mla.qk_nope_dim + mla.qk_rope_dim + mla.v_head_dim) as u64;
+    assert_eq!(full, layers * m.cfg.heads as u64 * 4 * per_head);
+    let mut s = Session::new(opts);
+    m.step(&mut s, &[1, 2, 3], false).unwrap();
+    assert_eq!(s.kv_bytes() as u64, 32 * actual);
+    // Decoding in pieces equals one pass (the cache holds what the next positions need).
+    let ids = [5u32, 9, 13, 200, 41, 7, 99];
+    let a = m.forward(&mut Session::default(), &ids, false).unwrap();
+    let mut pieces = Session::default();
+    m.forward(&mut pieces, &ids[..4], false).unwrap();
+    let b = m.forward(&mut pieces, &ids[4..], false).unwrap();
+    assert!(floe_tests::max_abs_diff(&a, &b) < 1e-4, "{}", floe_tests::max_abs_diff(&a, &b));
+}

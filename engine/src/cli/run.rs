@@ -323,6 +323,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     st["kv_bytes"] = session.kv_bytes().into();
     // Of which fixed-size (Gated DeltaNet layers' recurrent and convolution state).
     st["recurrent_bytes"] = session.recurrent_bytes().into();
+    if let Ok((per_position, mha)) = session.options().bytes_per_position(&spec) {
+        st["kv_bytes_per_position"] = per_position.into();
+        if mha != per_position {
+            // MLA: what per-head keys and values would take, for comparison.
+            st["mha_kv_bytes_per_position"] = mha.into();
+        }
+    }
     st["kv_dtype"] = session.options().kv_dtype.name().into();
     if let Some(s) = &streaming {
         let ss = s.stats();

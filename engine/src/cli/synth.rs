@@ -25,7 +25,7 @@ pub struct SynthArgs {
     /// in place; a disk that holds one copy is enough).
     #[arg(long)]
     gguf_only: bool,
-    /// Expert format: q4_0, q8_0, bf16.
+    /// Expert format: q4_0, q8_0, bf16, mxfp4 (gpt-oss).
     #[arg(long, default_value = "q4_0")]
     dtype: DType,
     /// Format of the dense matrices (embeddings, attention): f32, bf16, q8_0, q4_0 (default:

@@ -69,6 +69,33 @@ impl SessionOptions {
 }
 
 impl SessionOptions {
+    /// Bytes one more position adds to the state on `spec`, and what it would add if every MLA
+    /// layer cached per-head keys and values as plain attention does (the two are equal without
+    /// MLA).
+    pub fn bytes_per_position(&self, spec: &ModelSpec) -> Result<(u64, u64)> {
+        let hb = |dim: usize| {
+            self.kv_dtype.head_bytes(dim).map(|b| b as u64).ok_or_else(|| kv_error(self, dim))
+        };
+        let (mut actual, mut full) = (0u64, 0u64);
+        for l in &spec.layers {
+            match l.mixer {
+                MixerSpec::Attention(a) => {
+                    let b = 2 * a.kv_heads as u64 * hb(a.head_dim)?;
+                    (actual, full) = (actual + b, full + b);
+                }
+                MixerSpec::Mla(m) => {
+                    actual += hb(m.latent_dim())?;
+                    // Per-head f32-sized estimates where the dtype cannot hold a head's width.
+                    let k = hb(m.nope + m.rope.dims).unwrap_or(4 * (m.nope + m.rope.dims) as u64);
+                    let v = hb(m.v_dim).unwrap_or(4 * m.v_dim as u64);
+                    full += m.heads as u64 * (k + v);
+                }
+                MixerSpec::DeltaNet(_) => {}
+            }
+        }
+        Ok((actual, full))
+    }
+
     /// Bytes of the fixed-size part of the state on `spec` (linear-attention layers), which does
     /// not grow with the context.
     pub fn recurrent_bytes(spec: &ModelSpec) -> u64 {
