@@ -14,7 +14,9 @@ run() { $floe run --model "$model" -p "$P" -n "$1" --temperature 1 --seed 1 --ig
           --cache-mb "$cache" --prefetch "$prefetch" --json 2>/dev/null; }
 a=$(run 8); b=$(run 40)
 slab=$(echo "$b" | python3 -c "import json,sys; print(json.load(sys.stdin)['stats']['slot_bytes'])")
-bw=$($floe bench-io --file "$file" --size 15GiB --slab "$slab" --qd 16 --io uring --json 2>/dev/null |
+# Read at most the file itself (bench-io refuses to grow an existing file).
+size=$(python3 -c "import os; print(min(15 << 30, os.path.getsize('$file')))")
+bw=$($floe bench-io --file "$file" --size "$size" --slab "$slab" --qd 16 --io uring --json 2>/dev/null |
   python3 -c "import json,sys; print(json.loads(sys.stdin.readline())['gb_per_s'])")
 python3 - "$bw" "$a" "$b" <<'PY'
 import json, sys

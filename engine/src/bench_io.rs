@@ -37,11 +37,21 @@ pub struct IoPoint {
     pub direct: bool,
 }
 
-/// Makes `path` at least `size` bytes of incompressible data (reusing it when it already is),
-/// reporting progress as bytes written so far.
+/// Makes `path` `size` bytes of incompressible data when it does not exist, reporting progress
+/// as bytes written so far; an existing file of at least `size` bytes is read as it is. An
+/// existing shorter file is an error, never overwritten: it may be a model.
 pub fn ensure_file(path: &Path, size: u64, mut progress: impl FnMut(u64)) -> Result<bool> {
-    if std::fs::metadata(path).map(|m| m.len() >= size).unwrap_or(false) {
-        return Ok(false);
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.len() >= size {
+            return Ok(false);
+        }
+        return Err(Error::Invalid(format!(
+            "{} exists and holds {} bytes, less than --size {size}: floe does not overwrite an \
+             existing file with test data (give --size {} or less, or a path that does not exist)",
+            path.display(),
+            m.len(),
+            m.len()
+        )));
     }
     let werr = |source| Error::Write { path: path.to_path_buf(), source };
     let tmp = path.with_extension("partial");
@@ -219,4 +229,24 @@ pub fn fio_reference(path: &Path, slab: u64, qd: usize, bytes: u64) -> Result<Fi
         .as_f64()
         .ok_or_else(|| Error::Tool { tool: "fio", reason: "no read bandwidth in output".into() })?;
     Ok(FioReference { gb_per_s: bw / 1e9, iomem: if huge { "shmhuge" } else { "malloc" } })
+}
+
+#[cfg(test)]
+mod ensure_file_tests {
+    use super::*;
+
+    /// A file shorter than asked for is refused and left as it was; a missing one is written.
+    #[test]
+    fn an_existing_short_file_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model.gguf");
+        std::fs::write(&model, b"GGUF and some tensors").unwrap();
+        let e = ensure_file(&model, 1 << 20, |_| {}).unwrap_err().to_string();
+        assert!(e.contains("does not overwrite"), "{e}");
+        assert_eq!(std::fs::read(&model).unwrap(), b"GGUF and some tensors");
+        assert!(!ensure_file(&model, 4, |_| {}).unwrap(), "long enough: read as it is");
+        let fresh = dir.path().join("fresh.bin");
+        assert!(ensure_file(&fresh, 4096, |_| {}).unwrap());
+        assert_eq!(std::fs::metadata(&fresh).unwrap().len(), 4096);
+    }
 }

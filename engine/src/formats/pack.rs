@@ -265,18 +265,23 @@ fn write_all(
                 (ExpertPart::Up, &slab.up),
                 (ExpertPart::Down, &slab.down),
             ] {
-                let values = read_expert(
-                    ckpt,
-                    &names.expert(l, e, part, cfg.expert_ffn),
-                    place.rows,
-                    place.cols,
-                )?;
-                let bytes = encode(
-                    opts.dtype,
-                    &values,
-                    place.cols,
-                    &format!("layer {l} expert {e} {part:?}"),
-                )?;
+                let what = format!("layer {l} expert {e} {part:?}");
+                let candidates = names.expert(l, e, part, cfg.expert_ffn);
+                let bytes = match mxfp4_source(ckpt, &candidates, place.rows, place.cols)? {
+                    // MXFP4 kept as it is; to another format through its exact values.
+                    Some(raw) if opts.dtype == DType::Mxfp4 => raw,
+                    Some(raw) => {
+                        let mut values = vec![0.0; place.rows * place.cols];
+                        DType::Mxfp4
+                            .dequantize(&raw, &mut values)
+                            .map_err(|err| Error::Invalid(format!("{what}: {err}")))?;
+                        encode(opts.dtype, &values, place.cols, &what)?
+                    }
+                    None => {
+                        let values = read_expert(ckpt, &candidates, place.rows, place.cols)?;
+                        encode(opts.dtype, &values, place.cols, &what)?
+                    }
+                };
                 buf[place.offset..place.offset + bytes.len()].copy_from_slice(&bytes);
             }
             experts_out.push(&buf)?;
@@ -329,6 +334,26 @@ fn write_mtp(ckpt: &CheckpointDir, dir: &Path, dense_dtype: DType) -> Result<Vec
     out.finish()
 }
 
+/// The expert matrix as ggml MXFP4 bytes, if the checkpoint stores it as MXFP4.
+fn mxfp4_source(
+    ckpt: &CheckpointDir,
+    candidates: &[ExpertTensor],
+    rows: usize,
+    cols: usize,
+) -> Result<Option<Vec<u8>>> {
+    for c in candidates {
+        if let ExpertTensor::Mxfp4 { blocks, scales, expert, first, step } = c {
+            if ckpt.has(blocks) {
+                return crate::formats::mxfp4_checkpoint::mxfp4_rows(
+                    ckpt, blocks, scales, *expert, *first, *step, rows, cols,
+                )
+                .map(Some);
+            }
+        }
+    }
+    Ok(None)
+}
+
 fn read_expert(
     ckpt: &CheckpointDir,
     candidates: &[ExpertTensor],
@@ -372,7 +397,8 @@ fn read_expert(
         .map(|c| match c {
             ExpertTensor::Single(n)
             | ExpertTensor::Fused { name: n, .. }
-            | ExpertTensor::Transposed { name: n, .. } => n.clone(),
+            | ExpertTensor::Transposed { name: n, .. }
+            | ExpertTensor::Mxfp4 { blocks: n, .. } => n.clone(),
         })
         .collect();
     Err(Error::MissingTensor(names.join(" or ")))

@@ -156,6 +156,24 @@ impl CheckpointDir {
         Ok((self.convert(name, t, start, rows * c)?, rows, c))
     }
 
+    /// The raw bytes of slice `index` (along the first dimension) of a `U8` tensor, and the
+    /// tensor's shape (MXFP4 blocks and scales).
+    pub fn u8_slice(&self, name: &str, index: usize) -> Result<(&[u8], &[usize])> {
+        let t = self.info(name)?;
+        if t.dtype != Dtype::U8 || t.shape.is_empty() || index >= t.shape[0] {
+            return Err(Error::Invalid(format!(
+                "tensor {name} ({:?} {:?}) has no U8 slice {index}",
+                t.dtype, t.shape
+            )));
+        }
+        let per: usize = t.shape[1..].iter().product();
+        let start = t.start + index * per;
+        if start + per > t.end {
+            return Err(Error::Invalid(format!("tensor {name}: read past its data")));
+        }
+        Ok((&self.files[t.file].1[start..start + per], &t.shape))
+    }
+
     fn info(&self, name: &str) -> Result<&TensorInfo> {
         self.tensors.get(name).ok_or_else(|| Error::MissingTensor(name.to_string()))
     }

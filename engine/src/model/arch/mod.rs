@@ -221,6 +221,21 @@ pub enum ExpertTensor {
         /// Columns between consecutive rows.
         step: usize,
     },
+    /// MXFP4 rows of expert `expert` as the gpt-oss hub checkpoints store them: the matrix's
+    /// row `i` is row `first + step * i` of `blocks` `[E, rows, cols / 32, 16]` with its
+    /// `scales` `[E, rows, cols / 32]`.
+    Mxfp4 {
+        /// The U8 blocks tensor.
+        blocks: String,
+        /// The U8 scales tensor.
+        scales: String,
+        /// Index in the first dimension.
+        expert: usize,
+        /// The first row.
+        first: usize,
+        /// Rows between consecutive matrix rows.
+        step: usize,
+    },
     /// Rows `rows` of slice `expert` of a stacked 3-D tensor `[experts, rows, cols]`.
     Fused {
         /// The 3-D tensor.
