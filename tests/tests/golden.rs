@@ -256,3 +256,78 @@ fn qwen3_5_moe_conditional_generation_layout_packs_to_the_same_model() {
     let y = multimodal.forward(&mut Session::default(), &ids, true).unwrap();
     assert_eq!(max_abs_diff(&x, &y), 0.0, "the two layouts give different models");
 }
+
+/// gpt-oss's hub MXFP4 checkpoints (`gate_up_proj_blocks/_scales`, `down_proj_blocks/_scales`:
+/// not transposed, gate and up in alternating rows, the hub's nibble order) pack into the same
+/// slabs, byte for byte, as the golden's f32 experts quantised to MXFP4 by floe (whose quantiser
+/// is gguf-py's, `kernels` tests): the blocks are repacked, not requantised.
+#[test]
+fn gpt_oss_hub_mxfp4_experts_pack_without_requantising() {
+    use floe_kernels::quant::{quantize_mxfp4, BlockMxfp4};
+    use safetensors::tensor::TensorView;
+    let Some(dir) = golden_dir("gpt_oss") else { return };
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |name: &str| -> (Vec<f32>, Vec<usize>) {
+        let t = st.tensor(name).unwrap();
+        let v =
+            t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        (v, t.shape().to_vec())
+    };
+    // Rows of each expert's [inner, outer] slice taken as columns, quantised, in the hub layout.
+    let hub_mxfp4 = |v: &[f32], shape: &[usize]| -> (Vec<u8>, Vec<u8>, Vec<usize>) {
+        let (e, inner, outer) = (shape[0], shape[1], shape[2]);
+        let (mut blocks, mut scales) = (Vec::new(), Vec::new());
+        for x in 0..e {
+            for r in 0..outer {
+                let row: Vec<f32> = (0..inner).map(|i| v[(x * inner + i) * outer + r]).collect();
+                let mut q = vec![BlockMxfp4 { e: 0, qs: [0; 16] }; inner / 32];
+                quantize_mxfp4(&row, &mut q);
+                for b in &q {
+                    scales.push(b.e);
+                    let code = |j: usize| if j < 16 { b.qs[j] & 0x0F } else { b.qs[j - 16] >> 4 };
+                    blocks.extend((0..16).map(|i| code(2 * i) | (code(2 * i + 1) << 4)));
+                }
+            }
+        }
+        (blocks, scales, vec![e, outer, inner / 32])
+    };
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in st.tensors() {
+        let experts =
+            name.ends_with("mlp.experts.gate_up_proj") || name.ends_with("mlp.experts.down_proj");
+        if !experts {
+            owned.push((name, t.dtype(), t.shape().to_vec(), t.data().to_vec()));
+            continue;
+        }
+        let (v, shape) = f32s(&name);
+        let (blocks, scales, s) = hub_mxfp4(&v, &shape);
+        owned.push((
+            format!("{name}_blocks"),
+            safetensors::Dtype::U8,
+            vec![s[0], s[1], s[2], 16],
+            blocks,
+        ));
+        owned.push((format!("{name}_scales"), safetensors::Dtype::U8, s, scales));
+    }
+    let hub = tempfile::tempdir().unwrap();
+    let views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, &None, &hub.path().join("model.safetensors")).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(dir.join(f), hub.path().join(f)).unwrap();
+    }
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (from_hub, hub_model) = pack_and_load(hub.path(), a.path(), DType::Mxfp4, None);
+    let (from_f32, f32_model) = pack_and_load(&dir, b.path(), DType::Mxfp4, None);
+    let sums = |m: &floe::formats::packed::Manifest| {
+        m.expert_layers.iter().map(|l| l.xxh3.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(sums(&from_hub.manifest), sums(&from_f32.manifest), "slabs differ");
+    let ids: Vec<u32> = (0..20).map(|i| (i * 37 % 1000) as u32).collect();
+    let x = hub_model.forward(&mut Session::default(), &ids, true).unwrap();
+    let y = f32_model.forward(&mut Session::default(), &ids, true).unwrap();
+    assert_eq!(max_abs_diff(&x, &y), 0.0);
+}

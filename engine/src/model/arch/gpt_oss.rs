@@ -29,22 +29,28 @@ impl ArchNames for GptOss {
             step,
         };
         // Else the bf16/f32 tensors, stored transposed.
-        vec![mxfp4, match part {
-            ExpertPart::Gate => ExpertTensor::Transposed {
-                name: name("gate_up_proj"),
-                expert: e,
-                first: 0,
-                step: 2,
+        vec![
+            mxfp4,
+            match part {
+                ExpertPart::Gate => ExpertTensor::Transposed {
+                    name: name("gate_up_proj"),
+                    expert: e,
+                    first: 0,
+                    step: 2,
+                },
+                ExpertPart::Up => ExpertTensor::Transposed {
+                    name: name("gate_up_proj"),
+                    expert: e,
+                    first: 1,
+                    step: 2,
+                },
+                ExpertPart::Down => ExpertTensor::Transposed {
+                    name: name("down_proj"),
+                    expert: e,
+                    first: 0,
+                    step: 1,
+                },
             },
-            ExpertPart::Up => ExpertTensor::Transposed {
-                name: name("gate_up_proj"),
-                expert: e,
-                first: 1,
-                step: 2,
-            },
-            ExpertPart::Down => {
-                ExpertTensor::Transposed { name: name("down_proj"), expert: e, first: 0, step: 1 }
-            }
-        }]
+        ]
     }
 }
