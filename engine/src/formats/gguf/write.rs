@@ -198,9 +198,8 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
     }
     if let Some(mla) = c.mla {
         let dense_lead = c.moe_layers.iter().take_while(|m| !**m).count();
-        if mla.q_lora_rank > 0 {
-            m.push((k("attention.q_lora_rank"), U32(mla.q_lora_rank as u32)));
-        }
+        // 0 for no query LoRA (V2-Lite): llama.cpp's loader requires the key.
+        m.push((k("attention.q_lora_rank"), U32(mla.q_lora_rank as u32)));
         m.extend([
             (k("attention.kv_lora_rank"), U32(mla.kv_lora_rank as u32)),
             (k("attention.key_length_mla"), U32((mla.qk_nope_dim + mla.qk_rope_dim) as u32)),
