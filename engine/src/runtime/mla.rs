@@ -23,7 +23,36 @@ fn rows<'a>(m: &Matrix<'a>, first: usize, count: usize) -> Result<Matrix<'a>> {
     Matrix::new(m.dtype(), count, m.cols(), bytes).map_err(kernel_err)
 }
 
+/// Where a per-head product reads: the buffer, its stride per token, the head's offset, width.
+type HeadSource<'a> = (&'a [f32], usize, usize, usize);
+/// Where it writes: the buffer, its stride per token, the head's offset (the width is `w`'s rows).
+type HeadTarget<'a> = (&'a mut [f32], usize, usize);
+
 impl Model {
+    /// One head's `w` (its block of `k_b` or `v_b`) times that head's values of every token:
+    /// gathered into one `n`-token input, multiplied, scattered back.
+    fn head_product(
+        &self,
+        w: &Matrix,
+        n: usize,
+        (src, src_stride, src_at, width): HeadSource,
+        (dst, dst_stride, dst_at): HeadTarget,
+        (gather, head, bufs): (&mut Vec<f32>, &mut Vec<f32>, &mut floe_kernels::InputBuffers),
+    ) -> Result<()> {
+        let g = sized(gather, n * width);
+        for t in 0..n {
+            g[t * width..(t + 1) * width].copy_from_slice(&src[t * src_stride + src_at..][..width]);
+        }
+        let rows = w.rows();
+        let out = sized(head, n * rows);
+        let mut input = bufs.input(g, n, self.activations);
+        matmul_input(w, &mut input, out, self.pool.as_ref()).map_err(kernel_err)?;
+        for t in 0..n {
+            dst[t * dst_stride + dst_at..][..rows].copy_from_slice(&out[t * rows..(t + 1) * rows]);
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn mla(
         &self,
@@ -81,20 +110,20 @@ impl Model {
         let qlat = sized(&mut sc.mla_q, n * heads * lat);
         let k_b = self.m(&w.k_b)?;
         for h in 0..heads {
-            let g = sized(&mut sc.mla_gather, n * nope);
+            let bufs = (&mut sc.mla_gather, &mut sc.mla_head, &mut sc.in_other);
+            let src = (&*q, heads * qh, h * qh, nope);
+            self.head_product(
+                &rows(&k_b, h * rank, rank)?,
+                n,
+                src,
+                (qlat, heads * lat, h * lat),
+                bufs,
+            )?;
             for t in 0..n {
-                g[t * nope..(t + 1) * nope].copy_from_slice(&q[(t * heads + h) * qh..][..nope]);
-            }
-            let out = sized(&mut sc.mla_head, n * rank);
-            let mut input = sc.in_other.input(g, n, self.activations);
-            matmul_input(&rows(&k_b, h * rank, rank)?, &mut input, out, pool)
-                .map_err(kernel_err)?;
-            for t in 0..n {
-                let dst = &mut qlat[(t * heads + h) * lat..][..lat];
-                dst[..rank].copy_from_slice(&out[t * rank..(t + 1) * rank]);
-                dst[rank..].copy_from_slice(&q[(t * heads + h) * qh + nope..][..r]);
+                let dst = &mut qlat[(t * heads + h) * lat + rank..][..r];
+                dst.copy_from_slice(&q[(t * heads + h) * qh + nope..][..r]);
                 let table = &sc.rope[t * inv.len()..(t + 1) * inv.len()];
-                ops::rope_from_table(&mut dst[rank..], table, m.rope.style);
+                ops::rope_from_table(dst, table, m.rope.style);
             }
         }
         let shape =
@@ -105,16 +134,9 @@ impl Model {
         let v_b = self.m(&w.v_b)?;
         let vout = sized(&mut sc.mla_v, n * heads * vd);
         for h in 0..heads {
-            let g = sized(&mut sc.mla_gather, n * rank);
-            for t in 0..n {
-                g[t * rank..(t + 1) * rank].copy_from_slice(&att[(t * heads + h) * lat..][..rank]);
-            }
-            let out = sized(&mut sc.mla_head, n * vd);
-            let mut input = sc.in_other.input(g, n, self.activations);
-            matmul_input(&rows(&v_b, h * vd, vd)?, &mut input, out, pool).map_err(kernel_err)?;
-            for t in 0..n {
-                vout[(t * heads + h) * vd..][..vd].copy_from_slice(&out[t * vd..(t + 1) * vd]);
-            }
+            let bufs = (&mut sc.mla_gather, &mut sc.mla_head, &mut sc.in_other);
+            let src = (&*att, heads * lat, h * lat, rank);
+            self.head_product(&rows(&v_b, h * vd, vd)?, n, src, (vout, heads * vd, h * vd), bufs)?;
         }
         let out = sized(&mut sc.out, n * self.spec.hidden);
         let mut input = sc.in_other.input(&sc.mla_v, n, self.activations);

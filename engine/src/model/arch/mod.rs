@@ -6,7 +6,6 @@ mod gpt_oss;
 mod mixtral;
 mod olmoe;
 mod qwen2_moe;
-mod qwen3_5_moe;
 mod qwen3_moe;
 mod shared_experts;
 
@@ -259,10 +258,10 @@ pub trait ArchNames {
 pub fn names(arch: Arch) -> &'static dyn ArchNames {
     match arch {
         Arch::Qwen3Moe => &qwen3_moe::Qwen3Moe,
-        Arch::Qwen2Moe => &qwen2_moe::Qwen2Moe,
+        // Qwen3.5 names its MoE as Qwen2-MoE does (its DeltaNet tensors are llama_dense's).
+        Arch::Qwen2Moe | Arch::Qwen35Moe => &qwen2_moe::Qwen2Moe,
         Arch::Mixtral => &mixtral::Mixtral,
         Arch::Olmoe => &olmoe::Olmoe,
-        Arch::Qwen35Moe => &qwen3_5_moe::Qwen35Moe,
         Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => &shared_experts::SharedExperts,
         Arch::GptOss => &gpt_oss::GptOss,
     }
