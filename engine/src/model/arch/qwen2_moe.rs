@@ -1,5 +1,8 @@
-//! Qwen1.5/Qwen2-MoE: Llama naming with q/k/v biases, router `mlp.gate`, a shared expert
-//! `mlp.shared_expert.*_proj` scaled by `sigmoid(mlp.shared_expert_gate . x)`.
+//! Qwen1.5/Qwen2-MoE, and Qwen3.5/3.6-MoE which names its MoE the same way: Llama naming with
+//! q/k/v biases (Qwen2), router `mlp.gate`, a shared expert `mlp.shared_expert.*_proj` scaled by
+//! `sigmoid(mlp.shared_expert_gate . x)`; Qwen3.5's Gated DeltaNet layers under `linear_attn.*`
+//! (the multimodal checkpoint's `model.language_model.` prefix is mapped to `model.` when the
+//! checkpoint is opened).
 
 use crate::model::arch::{
     llama_dense, qwen_style_expert, ArchNames, Dense, ExpertPart, ExpertTensor,
