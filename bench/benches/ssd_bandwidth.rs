@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use floe::bench_io::{ensure_file, measure};
 use floe::io::BackendKind;
+use floe_cli::bench_io::{ensure_file, measure};
 
 fn bench_file() -> (PathBuf, u64) {
     let path = std::env::var_os("FLOE_BENCH_FILE").map(PathBuf::from).unwrap_or_else(|| {

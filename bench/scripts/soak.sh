@@ -7,10 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 total=${1:-10000}
 per_gen=${2:-500}
-cargo build --release -q -p floe --bin floe --example soak
+cargo build --release -q -p floe-cli --bin floe && cargo build --release -q -p floe --example soak
 # `floe run -n 1` writes the demo model if it is missing (where demo_dir() in cli/run.rs says).
 ./target/release/floe run -n 1 >/dev/null
 demo="${FLOE_CACHE_DIR:-${XDG_CACHE_HOME:+$XDG_CACHE_HOME/floe}}"
-demo="${demo:-$HOME/.cache/floe}/demo-v1"
+demo="${demo:-$HOME/.cache/floe}/demo-v1-words"
 echo "soak: $total tokens in generations of $per_gen on $demo"
 ./target/release/examples/soak "$demo" "$total" "$per_gen"

@@ -10,7 +10,6 @@
 #![warn(missing_docs)]
 
 mod api;
-pub mod bench_io;
 mod error;
 pub mod formats;
 pub mod model;

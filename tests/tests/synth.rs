@@ -110,3 +110,37 @@ fn real_shape_presets_have_their_models_sizes() {
         assert!((bytes - gb).abs() < 0.1, "{preset}: {bytes:.1} GB of mxfp4 experts");
     }
 }
+
+/// With room for word pieces (the demo's vocabulary) a synthetic model writes readable text:
+/// sampled at temperature 1, every generated token decodes to printable characters (no control
+/// bytes, no broken UTF-8), and most of them are word pieces.
+#[test]
+fn synthetic_text_is_printable_word_pieces() {
+    use floe::formats::synth_vocab::word_pieces;
+    use floe::runtime::sampling::SamplingParams;
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut shape = SynthShape::preset("tiny").unwrap();
+    shape.vocab = 257 + word_pieces(usize::MAX).0.len();
+    let out = tmp.path().join("words");
+    synth(&shape, &out, DType::Q8_0, 5, &mut |_, _| {}).unwrap();
+    let packed = PackedModel::open(&out, true).unwrap();
+    let codec = TextCodec::load(&out).unwrap();
+    let model = floe_tests::load(&packed, 1);
+    let ids = codec.encode("Once upon a time").unwrap();
+    assert!(ids.len() < "Once upon a time".len(), "word pieces merge the prompt: {ids:?}");
+    let opts = GenerateOptions {
+        max_tokens: 64,
+        ignore_eos: true,
+        sampling: SamplingParams { temperature: 1.0, seed: 3, ..Default::default() },
+        ..Default::default()
+    };
+    let (gen, _) =
+        generate(&model, &mut Session::default(), &ids, &opts, &mut |_| Ok(true)).unwrap();
+    let text = codec.decode(&gen).unwrap();
+    assert!(
+        text.chars().all(|c| c == '\n' || (' '..='~').contains(&c)),
+        "unprintable output: {text:?}"
+    );
+    let pieces = gen.iter().filter(|&&t| t >= 257).count();
+    assert!(pieces * 2 > gen.len(), "{pieces} of {} tokens are word pieces: {text:?}", gen.len());
+}

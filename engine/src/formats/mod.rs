@@ -13,4 +13,5 @@ pub mod placement;
 pub mod safetensors_dir;
 pub mod source;
 pub mod synth;
+pub mod synth_vocab;
 pub mod validate;

@@ -21,6 +21,7 @@ use crate::formats::pack::dense_plan;
 use crate::formats::packed::{
     write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
 };
+use crate::formats::synth_vocab::{bytes_to_unicode, printable_byte, word_pieces};
 use crate::model::arch::Dense;
 use crate::model::config::{
     Arch, ClampedSwiglu, LinearAttention, Mla, ModelConfig, QkNorm, SigmoidRouter, Yarn,
@@ -173,7 +174,8 @@ impl SynthShape {
             // Seconds to write and run: for tests.
             "tiny" => s(64, 4, 4, 2, 16, 16, 4, 64, 257),
             // About 2 GB of q4_0 experts: streams on any machine.
-            "demo" => s(1024, 24, 16, 4, 64, 64, 8, 768, 257),
+            // Its vocabulary: bytes, end of text and every word piece (readable output).
+            "demo" => s(1024, 24, 16, 4, 64, 64, 8, 768, 257 + word_pieces(usize::MAX).0.len()),
             // Qwen3-30B-A3B's shape: about 16 GB of q4_0 experts.
             "qwen3-30b-a3b" => s(2048, 48, 32, 4, 128, 128, 8, 768, 151_936),
             "mixtral-8x7b" => s(4096, 32, 32, 8, 128, 8, 2, 14_336, 32_000),
@@ -288,31 +290,18 @@ impl SynthShape {
     }
 }
 
-/// Bytes to GPT-2's printable byte-level alphabet (so every byte is one token).
-fn bytes_to_unicode() -> Vec<char> {
-    let mut bs: Vec<u32> =
-        (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut map = vec!['\0'; 256];
-    for (b, c) in bs.iter().zip(cs) {
-        map[*b as usize] = char::from_u32(c).expect("valid char");
-    }
-    map
-}
-
-/// A byte-level tokenizer: one token per byte, plus `<|endoftext|>` (id 256).
-pub fn byte_tokenizer_json() -> String {
+/// The synthetic tokenizer: one token per byte, `<|endoftext|>` (id 256), then as many printable
+/// word pieces (ids 257..) as a vocabulary of `vocab` has room for (`synth_vocab`).
+pub fn synth_tokenizer_json(vocab: usize) -> String {
     let map = bytes_to_unicode();
-    let vocab: serde_json::Map<String, serde_json::Value> =
+    let mut table: serde_json::Map<String, serde_json::Value> =
         map.iter().enumerate().map(|(i, c)| (c.to_string(), serde_json::Value::from(i))).collect();
+    let (pieces, merges) = word_pieces(vocab.saturating_sub(257));
+    for (i, p) in pieces.iter().enumerate() {
+        table.insert(p.clone(), serde_json::Value::from(257 + i));
+    }
+    let merges: Vec<serde_json::Value> =
+        merges.into_iter().map(|(a, b)| serde_json::json!([a, b])).collect();
     serde_json::json!({
         "version": "1.0",
         "truncation": null,
@@ -320,12 +309,12 @@ pub fn byte_tokenizer_json() -> String {
         "added_tokens": [{"id": 256, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
                           "rstrip": false, "normalized": false, "special": true}],
         "normalizer": null,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
         "post_processor": null,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                   "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                  "vocab": vocab, "merges": []}
+                  "vocab": table, "merges": merges}
     })
     .to_string()
 }
@@ -403,6 +392,22 @@ fn write(
             | Dense::ExpDownBias(_) => (0..n).map(|_| gauss(&mut rng) * 0.02).collect(),
             // Embeddings: the shared direction plus per-token noise of equal weight.
             Dense::Embed => (0..n).map(|i| u[i % h] * 0.7 + gauss(&mut rng) * 0.7 * std).collect(),
+            // Rows of the bytes that do not print on their own point against `u`, which every
+            // final hidden state leans on: their logits sit far below the others', so sampling
+            // picks printable bytes and word pieces. (Only where there are word pieces: a
+            // byte-level vocabulary keeps every byte reachable.)
+            // The same for ids past the tokenizer's last piece (a large preset vocabulary).
+            Dense::LmHead if rows > 257 => {
+                let mut v: Vec<f32> = (0..n).map(|_| gauss(&mut rng) * std * 0.5).collect();
+                let known = 257 + word_pieces(rows - 257).0.len();
+                let hidden =
+                    (0..rows).filter(|&r| (r < 256 && !printable_byte(r as u8)) || r >= known);
+                for r in hidden {
+                    let row = &mut v[r * cols..(r + 1) * cols];
+                    row.iter_mut().zip(&u).for_each(|(x, y)| *x = -4.0 * y);
+                }
+                v
+            }
             Dense::Router(l) => {
                 // logit_e = a * z_e + (per-token noise of sd 1), with z_e = -ln(popularity rank)
                 // over a random permutation of the experts: after RMSNorm the input has norm
@@ -468,7 +473,8 @@ fn write(
         }
     }
     let layers = experts_out.finish()?;
-    std::fs::write(dir.join("tokenizer.json"), byte_tokenizer_json()).map_err(|e| werr(dir, e))?;
+    std::fs::write(dir.join("tokenizer.json"), synth_tokenizer_json(cfg.vocab))
+        .map_err(|e| werr(dir, e))?;
     let tcfg = serde_json::json!({"eos_token": "<|endoftext|>", "bos_token": null,
         "chat_template": "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"});
     std::fs::write(dir.join("tokenizer_config.json"), tcfg.to_string())

@@ -126,7 +126,8 @@ fn demo_dir() -> anyhow::Result<PathBuf> {
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("floe")))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/floe")))
         .context("no cache directory: set FLOE_CACHE_DIR or pass --model")?;
-    Ok(base.join(format!("demo-v{}", floe::formats::packed::FORMAT_VERSION)))
+    // `-words`: the demo with word pieces (an older byte-level demo is not reused).
+    Ok(base.join(format!("demo-v{}-words", floe::formats::packed::FORMAT_VERSION)))
 }
 
 /// The demo model, generated on first use.

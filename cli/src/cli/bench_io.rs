@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use floe::bench_io::{ensure_file, fio_reference, measure};
 use floe::io::BackendKind;
+use floe_cli::bench_io::{ensure_file, fio_reference, measure};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::size::{human, parse_size};

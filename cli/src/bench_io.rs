@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use floe_io::{BackendKind, IoConfig, IoEngine, Priority, ReadRequest, SlabArena};
 use rand::{Rng, SeedableRng};
 
-use crate::error::{Error, Result};
+use floe::{Error, Result};
 
 /// The reader spins for completions while at most this many bytes are in flight...
 const SPIN_WHILE_IN_FLIGHT: u64 = 4 << 20;
