@@ -210,6 +210,16 @@ impl Engine {
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
     }
 
+    /// Positions one generation holds (prompt and generated tokens together).
+    pub fn context(&self) -> usize {
+        self.session_options.ctx_for(&self.model.spec).unwrap_or(self.model.spec.max_positions)
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &crate::model::config::ModelConfig {
+        &self.model.cfg
+    }
+
     /// The tokenizer (text <-> ids).
     pub fn tokenizer(&self) -> &TextCodec {
         &self.codec

@@ -6,6 +6,7 @@ mod gguf_info;
 mod pack;
 mod plot;
 mod run;
+mod serve;
 mod sim;
 pub mod size;
 mod synth;
@@ -25,6 +26,8 @@ pub struct Cli {
 enum Command {
     /// Generate text with a packed model or a GGUF file.
     Run(run::RunArgs),
+    /// Serve a model over an OpenAI-compatible HTTP API (chat and completions, streamed or not).
+    Serve(serve::ServeArgs),
     /// Pack a Hugging Face checkpoint (safetensors) or a GGUF file into floe's format.
     Pack(pack::PackArgs),
     /// Write a packed model with random weights (presets of real shapes).
@@ -44,6 +47,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Pack(args) => pack::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Export(args) => export::run(args),

@@ -337,8 +337,11 @@ impl ModelConfig {
             "yarn" => {
                 let r = rope.expect("a rope_type comes from a rope object");
                 let f = |k: &str| r.get(k).and_then(Value::as_f64);
+                let factor = f("factor").ok_or_else(|| {
+                    Error::Invalid("config.json: rope_type \"yarn\" without a factor".into())
+                })?;
                 Some(Yarn {
-                    factor: f("factor").unwrap_or(1.0) as f32,
+                    factor: factor as f32,
                     original_max_positions: r
                         .get("original_max_position_embeddings")
                         .and_then(Value::as_u64)
@@ -653,7 +656,17 @@ mod tests {
         let e = ModelConfig::from_hf_json(
             &hub.replace("\"rope_scaling\":null", "\"rope_scaling\":{\"type\":\"yarn\"}"),
         );
-        assert!(e.unwrap_err().to_string().contains("yarn"));
+        assert!(e.unwrap_err().to_string().contains("yarn"), "yarn needs its factor");
+        let e = ModelConfig::from_hf_json(
+            &hub.replace("\"rope_scaling\":null", "\"rope_scaling\":{\"type\":\"longrope\"}"),
+        );
+        assert!(e.unwrap_err().to_string().contains("longrope"));
+        let yarn = ModelConfig::from_hf_json(&hub.replace(
+            "\"rope_scaling\":null",
+            "\"rope_scaling\":{\"type\":\"yarn\",\"factor\":4.0}",
+        ))
+        .unwrap();
+        assert_eq!(yarn.yarn.map(|y| y.factor), Some(4.0));
     }
 
     #[test]

@@ -83,6 +83,12 @@ impl TextCodec {
     /// The prompt wrapped in the model's chat template (one user message, generation prompt
     /// added).
     pub fn apply_chat_template(&self, user: &str) -> Result<String> {
+        self.render_chat(&[("user", user)])
+    }
+
+    /// A conversation (`(role, content)` pairs: system, user, assistant) rendered by the
+    /// model's chat template, generation prompt added.
+    pub fn render_chat(&self, messages: &[(&str, &str)]) -> Result<String> {
         let tpl = self.chat_template.as_deref().ok_or_else(|| {
             Error::Invalid(
                 "--chat: this model has no chat template (tokenizer_config.json chat_template)"
@@ -100,7 +106,10 @@ impl TextCodec {
         );
         env.add_template("chat", tpl).map_err(|e| Error::Invalid(format!("chat template: {e}")))?;
         let ctx = minijinja::context! {
-            messages => vec![minijinja::context! { role => "user", content => user }],
+            messages => messages
+                .iter()
+                .map(|(role, content)| minijinja::context! { role => *role, content => *content })
+                .collect::<Vec<_>>(),
             add_generation_prompt => true,
             bos_token => self.bos.clone().unwrap_or_default(),
             eos_token => self.eos.clone().unwrap_or_default(),

@@ -1,0 +1,225 @@
+//! `floe serve` end to end on loopback: health, models, chat and completions streamed and not
+//! (equal to `floe run`'s greedy text), concurrent requests, the error bodies, the API key.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tiny_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("tiny");
+    let shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
+    floe::formats::synth::synth(&shape, &out, floe::kernels::DType::Q8_0, 3, &mut |_, _| {})
+        .unwrap();
+    out
+}
+
+fn start(model: &std::path::Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args(["serve", "--port", "0", "--threads", "1", "--model-name", "tiny", "--model"])
+        .arg(model)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("server exited before listening").unwrap();
+        if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
+            break rest.split(' ').next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, port }
+}
+
+/// One HTTP/1.1 request; the status and the body (chunked bodies are de-chunked).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    auth: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = body.unwrap_or("");
+    let auth = auth.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut r = rest;
+        while let Some((size, tail)) = r.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            r = &tail[n + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
+
+fn post(port: u16, path: &str, body: Value) -> (u16, Value) {
+    let (st, b) = http(port, "POST", path, Some(&body.to_string()), None);
+    (st, serde_json::from_str(&b).unwrap_or(Value::Null))
+}
+
+/// The `data:` payloads of an event stream.
+fn events(body: &str) -> Vec<String> {
+    body.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_string).collect()
+}
+
+fn floe_run_text(model: &std::path::Path, prompt: &str, n: usize, chat: bool) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_floe"));
+    cmd.args([
+        "run",
+        "--threads",
+        "1",
+        "--temperature",
+        "0",
+        "--json",
+        "-n",
+        &n.to_string(),
+        "-p",
+        prompt,
+        "--model",
+    ])
+    .arg(model);
+    if chat {
+        cmd.arg("--chat");
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["text"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn serve_answers_as_floe_run_does_and_refuses_bad_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let srv = start(&model, &[]);
+    let port = srv.port;
+
+    let (st, body) = http(port, "GET", "/health", None, None);
+    assert_eq!((st, body.contains("ok")), (200, true));
+    let (st, body) = http(port, "GET", "/v1/models", None, None);
+    assert_eq!(st, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["data"][0]["id"], "tiny");
+
+    // Completions: greedy equals `floe run`, streamed equals not streamed.
+    let req = json!({"model": "tiny", "prompt": "Once upon", "max_tokens": 12, "temperature": 0});
+    let (st, v) = post(port, "/v1/completions", req.clone());
+    assert_eq!(st, 200, "{v}");
+    let text = v["choices"][0]["text"].as_str().unwrap().to_string();
+    assert_eq!(text, floe_run_text(&model, "Once upon", 12, false));
+    let n = v["usage"]["completion_tokens"].as_u64().unwrap();
+    let finish = v["choices"][0]["finish_reason"].as_str().unwrap();
+    assert!(n == 12 && finish == "length" || n < 12 && finish == "stop", "{v}");
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let (st, body) = http(port, "POST", "/v1/completions", Some(&sreq.to_string()), None);
+    assert_eq!(st, 200);
+    let ev = events(&body);
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
+    let streamed: String = ev[..ev.len() - 1]
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(streamed, text);
+
+    // Chat through the template: equal to `floe run --chat`.
+    let chat = json!({"messages": [{"role": "user", "content": "hello"}], "max_tokens": 10, "temperature": 0});
+    let (st, v) = post(port, "/v1/chat/completions", chat.clone());
+    assert_eq!(st, 200, "{v}");
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert_eq!(answer, floe_run_text(&model, "hello", 10, true));
+    let mut schat = chat.clone();
+    schat["stream"] = json!(true);
+    let (_, body) = http(port, "POST", "/v1/chat/completions", Some(&schat.to_string()), None);
+    let ev = events(&body);
+    let streamed: String = ev[..ev.len() - 1]
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(streamed, answer);
+
+    // Four clients at once each get the single-request answer.
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let req = req.clone();
+            std::thread::spawn(move || {
+                post(port, "/v1/completions", req).1["choices"][0]["text"].clone()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), json!(text));
+    }
+
+    // Errors: status and an OpenAI error body.
+    let (st, body) = http(port, "POST", "/v1/chat/completions", Some("{not json"), None);
+    let e: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((st, e["error"]["type"].as_str()), (400, Some("invalid_request_error")));
+    let (st, e) = post(port, "/v1/completions", json!({"model": "gpt-9", "prompt": "x"}));
+    assert_eq!((st, e["error"]["code"].as_str()), (404, Some("model_not_found")));
+    let (st, e) = post(port, "/v1/completions", json!({"prompt": "x", "max_tokens": 100_000_000}));
+    assert_eq!((st, e["error"]["code"].as_str()), (400, Some("context_length_exceeded")));
+    let (st, e) = post(port, "/v1/completions", json!({"prompt": "x", "temperature": 5}));
+    assert_eq!((st, e["error"]["param"].as_str()), (400, Some("temperature")));
+    let (st, _) = post(port, "/v1/chat/completions", json!({"messages": []}));
+    assert_eq!(st, 400);
+
+    let (st, m) = http(port, "GET", "/metrics", None, None);
+    assert_eq!(st, 200);
+    assert!(m.contains("floe_requests_total") && m.contains("floe_generated_tokens_total"), "{m}");
+}
+
+#[test]
+fn serve_with_an_api_key_refuses_requests_without_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let srv = start(&model, &["--api-key", "sekrit"]);
+    let (st, _) = http(srv.port, "GET", "/v1/models", None, None);
+    assert_eq!(st, 401);
+    let (st, _) = http(srv.port, "GET", "/v1/models", None, Some("sekrit"));
+    assert_eq!(st, 200);
+}
