@@ -223,3 +223,39 @@ fn serve_with_an_api_key_refuses_requests_without_it() {
     let (st, _) = http(srv.port, "GET", "/v1/models", None, Some("sekrit"));
     assert_eq!(st, 200);
 }
+
+/// A client that goes away mid-stream ends its generation: the server's active sequences drop
+/// back to zero long before the requested tokens could have been made.
+#[test]
+fn a_disconnected_stream_stops_its_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let srv = start(&model, &[]);
+    let body = json!({"prompt": "Once", "max_tokens": 30000, "stream": true, "temperature": 1})
+        .to_string();
+    let mut s = TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 256];
+    let n = s.read(&mut first).unwrap();
+    assert!(n > 0 && String::from_utf8_lossy(&first[..n]).contains("200"));
+    let active = |port| {
+        let (_, m) = http(port, "GET", "/metrics", None, None);
+        m.lines()
+            .find_map(|l| l.strip_prefix("floe_active_sequences "))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+            .unwrap()
+    };
+    assert_eq!(active(srv.port), 1.0);
+    drop(s);
+    let start = std::time::Instant::now();
+    while active(srv.port) != 0.0 {
+        assert!(start.elapsed().as_secs() < 20, "the generation did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
