@@ -57,3 +57,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(args) => tokenize::run(args),
     }
 }
+
+/// How experts stream from SSD (shared by `floe run` and `floe serve`).
+#[derive(Debug, clap::Args)]
+pub struct StreamingFlags {
+    /// Stream experts from SSD through a slab cache with this policy (lru, lfu, arc, s3fifo,
+    /// sieve, window, moe), or `os` (buffered reads, page cache) or `none` (read every time).
+    /// Without --cache or --cache-mb, every expert is loaded into memory.
+    #[arg(long)]
+    pub cache: Option<String>,
+    /// Memory for the slab cache in MiB (default: a quarter of the experts).
+    #[arg(long)]
+    pub cache_mb: Option<u64>,
+    /// Read predicted experts of the next MoE layer ahead of need during decode: gate (its router
+    /// applied to this layer's input), temporal (its experts of the previous token), hot (its
+    /// most chosen so far), affinity (what most often followed this layer's choice) or none.
+    #[arg(long, default_value = "gate")]
+    pub prefetch: String,
+    /// I/O backend for streaming: uring, pread, buffered (default: uring where available).
+    #[arg(long)]
+    pub io: Option<String>,
+}

@@ -71,22 +71,8 @@ pub struct RunArgs {
     /// Print one JSON object (prompt_ids, generated_ids, text, stats) instead of streaming text.
     #[arg(long)]
     json: bool,
-    /// Stream experts from SSD through a slab cache with this policy (lru, lfu, arc, s3fifo,
-    /// sieve, window, moe), or `os` (buffered reads, page cache) or `none` (read every time).
-    /// Without --cache or --cache-mb, every expert is loaded into memory.
-    #[arg(long)]
-    cache: Option<String>,
-    /// Memory for the slab cache in MiB (default: a quarter of the experts).
-    #[arg(long)]
-    cache_mb: Option<u64>,
-    /// Read predicted experts of the next MoE layer ahead of need during decode: gate (its router
-    /// applied to this layer's input), temporal (its experts of the previous token), hot (its
-    /// most chosen so far), affinity (what most often followed this layer's choice) or none.
-    #[arg(long, default_value = "gate")]
-    prefetch: String,
-    /// I/O backend for streaming: uring, pread, buffered (default: uring where available).
-    #[arg(long)]
-    io: Option<String>,
+    #[command(flatten)]
+    stream: super::StreamingFlags,
     /// Memory for the whole process in MiB (dense weights + KV cache + slab cache): the slab
     /// cache gets what is left. Implies streaming.
     #[arg(long, conflicts_with = "cache_mb")]
@@ -208,9 +194,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         session_opts.ctx = Some(fits.clamp(needed.min(spec.max_positions), spec.max_positions));
     }
     let kv = session_opts.state_bytes(&spec)?;
-    let streaming = if demo || a.cache.is_some() || a.cache_mb.is_some() || a.memory_mb.is_some() {
+    let streaming = if demo
+        || a.stream.cache.is_some()
+        || a.stream.cache_mb.is_some()
+        || a.memory_mb.is_some()
+    {
         let experts_bytes = expert_file.experts_bytes();
-        let cache_bytes = match (a.cache_mb, a.memory_mb) {
+        let cache_bytes = match (a.stream.cache_mb, a.memory_mb) {
             (Some(mb), _) => mb << 20,
             (None, Some(mb)) => {
                 let c = &config;
@@ -238,10 +228,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             (None, None) => experts_bytes / 4,
         };
         let cfg = StreamingConfig {
-            cache: a.cache.as_deref().unwrap_or("lru").parse()?,
+            cache: a.stream.cache.as_deref().unwrap_or("lru").parse()?,
             cache_bytes,
-            prefetch: a.prefetch.parse().map_err(anyhow::Error::msg)?,
-            io: a.io.as_deref().map(str::parse).transpose()?,
+            prefetch: a.stream.prefetch.parse().map_err(anyhow::Error::msg)?,
+            io: a.stream.io.as_deref().map(str::parse).transpose()?,
             queue_depth: a.queue_depth,
         };
         spinner.set_message(format!(

@@ -46,19 +46,8 @@ pub struct ServeArgs {
     /// The model id /v1/models lists and requests may name (default: the model's file name).
     #[arg(long)]
     model_name: Option<String>,
-    /// Stream experts through a slab cache with this policy (lru, lfu, arc, s3fifo, sieve,
-    /// window, moe, os, none). Without --cache or --cache-mb every expert is loaded into memory.
-    #[arg(long)]
-    cache: Option<String>,
-    /// Slab cache in MiB (default with --cache: a quarter of the experts).
-    #[arg(long)]
-    cache_mb: Option<u64>,
-    /// Prefetch: gate, temporal, hot, affinity or none.
-    #[arg(long, default_value = "gate")]
-    prefetch: String,
-    /// I/O backend: uring, pread, buffered.
-    #[arg(long)]
-    io: Option<String>,
+    #[command(flatten)]
+    stream: super::StreamingFlags,
     /// Compute threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -93,18 +82,18 @@ struct AppState {
 type Shared = Arc<AppState>;
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
-    let streaming = a.cache.is_some() || a.cache_mb.is_some();
+    let streaming = a.stream.cache.is_some() || a.stream.cache_mb.is_some();
     let kv_dtype = KvDType::parse(&a.kv_dtype)
         .with_context(|| format!("unknown KV cache type {:?} (f16, q8_0, f32)", a.kv_dtype))?;
     let config = EngineConfig {
         experts: if streaming {
-            ExpertMemory::Streamed { cache_bytes: a.cache_mb.map(|mb| mb << 20) }
+            ExpertMemory::Streamed { cache_bytes: a.stream.cache_mb.map(|mb| mb << 20) }
         } else {
             ExpertMemory::Resident
         },
-        cache: a.cache.as_deref().unwrap_or("lru").parse::<CacheMode>()?,
-        prefetch: a.prefetch.parse::<PrefetchMode>().map_err(anyhow::Error::msg)?,
-        io: a.io.as_deref().map(str::parse).transpose()?,
+        cache: a.stream.cache.as_deref().unwrap_or("lru").parse::<CacheMode>()?,
+        prefetch: a.stream.prefetch.parse::<PrefetchMode>().map_err(anyhow::Error::msg)?,
+        io: a.stream.io.as_deref().map(str::parse).transpose()?,
         threads: a.threads.unwrap_or(0),
         verify: false,
         session: SessionOptions { ctx: a.ctx, kv_dtype },
@@ -180,66 +169,46 @@ async fn metrics(State(s): State<Shared>) -> Response {
     let c = &s.counters;
     let st = s.engine.stats();
     let g = &st.generation;
-    let mut out = String::new();
-    let mut line = |name: &str, kind: &str, help: &str, v: f64| {
-        out.push_str(&format!(
-            "# HELP floe_{name} {help}\n# TYPE floe_{name} {kind}\nfloe_{name} {v}\n"
-        ));
-    };
-    line(
-        "requests_total",
-        "counter",
-        "Completion requests.",
-        c.requests.load(Ordering::Relaxed) as f64,
-    );
-    line(
-        "request_errors_total",
-        "counter",
-        "Requests answered with an error.",
-        c.errors.load(Ordering::Relaxed) as f64,
-    );
-    line(
-        "prompt_tokens_total",
-        "counter",
-        "Prompt tokens.",
-        c.prompt_tokens.load(Ordering::Relaxed) as f64,
-    );
-    line(
-        "generated_tokens_total",
-        "counter",
-        "Generated tokens.",
-        c.generated_tokens.load(Ordering::Relaxed) as f64,
-    );
-    line(
-        "active_sequences",
-        "gauge",
-        "Generations in flight.",
-        c.active.load(Ordering::Relaxed) as f64,
-    );
-    line(
-        "decode_tokens_per_second",
-        "gauge",
-        "Decode speed of the last generation.",
-        g.decode_tok_s,
-    );
-    line(
-        "prefill_tokens_per_second",
-        "gauge",
-        "Prefill speed of the last generation.",
-        g.prefill_tok_s,
-    );
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let mut rows: Vec<(&str, &str, &str, f64)> = vec![
+        ("requests_total", "counter", "Completion requests.", load(&c.requests)),
+        ("request_errors_total", "counter", "Requests answered with an error.", load(&c.errors)),
+        ("prompt_tokens_total", "counter", "Prompt tokens.", load(&c.prompt_tokens)),
+        ("generated_tokens_total", "counter", "Generated tokens.", load(&c.generated_tokens)),
+        ("active_sequences", "gauge", "Generations in flight.", load(&c.active)),
+        (
+            "decode_tokens_per_second",
+            "gauge",
+            "Decode speed of the last generation.",
+            g.decode_tok_s,
+        ),
+        (
+            "prefill_tokens_per_second",
+            "gauge",
+            "Prefill speed of the last generation.",
+            g.prefill_tok_s,
+        ),
+    ];
     if let Some(ss) = &st.streaming {
-        line("cache_hits_total", "counter", "Slab cache hits.", ss.cache.hits as f64);
-        line("cache_misses_total", "counter", "Slab cache misses.", ss.cache.misses as f64);
-        line("cache_hit_ratio", "gauge", "Slab cache hit ratio.", ss.cache.hit_ratio());
-        line("read_bytes_total", "counter", "Bytes read from disk.", ss.io_bytes as f64);
-        line(
-            "stall_seconds_total",
-            "counter",
-            "Compute time spent waiting for experts.",
-            ss.stall_s,
-        );
+        rows.extend([
+            ("cache_hits_total", "counter", "Slab cache hits.", ss.cache.hits as f64),
+            ("cache_misses_total", "counter", "Slab cache misses.", ss.cache.misses as f64),
+            ("cache_hit_ratio", "gauge", "Slab cache hit ratio.", ss.cache.hit_ratio()),
+            ("read_bytes_total", "counter", "Bytes read from disk.", ss.io_bytes as f64),
+            (
+                "stall_seconds_total",
+                "counter",
+                "Compute time spent waiting for experts.",
+                ss.stall_s,
+            ),
+        ]);
     }
+    let out: String = rows
+        .iter()
+        .map(|(name, kind, help, v)| {
+            format!("# HELP floe_{name} {help}\n# TYPE floe_{name} {kind}\nfloe_{name} {v}\n")
+        })
+        .collect();
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
