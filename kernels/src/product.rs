@@ -23,6 +23,10 @@ pub const MAX_GROUP: usize = 4;
 /// session that keeps one of these allocates nothing per token once the buffers have grown.
 #[derive(Default)]
 pub struct InputBuffers {
+    /// Several tokens run the per-token kernels (each output equal to that token's matvec bit
+    /// for bit) instead of GEMM tiles whose sums round differently: a decode step over several
+    /// sequences then gives each the result it gets alone.
+    per_token: bool,
     q8: Vec<BlockQ8_0>,
     q8k: Vec<BlockQ8K>,
     packed: PackedQ8,
@@ -38,6 +42,17 @@ impl InputBuffers {
     /// `n` tokens of `cols` values each, ready for [`matmul_input`].
     pub fn input<'a>(&'a mut self, xs: &'a [f32], n: usize, mode: QuantActivations) -> Input<'a> {
         Input { xs, n, mode, bufs: self, have: [false; 3] }
+    }
+
+    /// Makes inputs from these buffers compute every token as its own matvec would, bit for bit
+    /// (see the field); off by default.
+    pub fn set_per_token(&mut self, on: bool) {
+        self.per_token = on;
+    }
+
+    /// Whether [`set_per_token`](Self::set_per_token) is on.
+    pub fn per_token(&self) -> bool {
+        self.per_token
     }
 }
 
@@ -270,9 +285,12 @@ fn matmul_refs(
         let x = &mut inputs[p.input];
         let (w, n) = (&p.w, x.n);
         forms[i] = form(w.dtype(), x.mode);
+        // K-quant tiles equal their matvec bit for bit (tests/kquant.rs); the others do not.
+        let exact_gemm = !x.bufs.per_token || w.dtype().is_k_quant();
         paths[i] = if n == 1 {
             Path::Rows
         } else if gemm.is_some()
+            && exact_gemm
             && GemmKernels::handles(w.dtype())
             && gemm_form(w.dtype(), forms[i])
         {

@@ -367,6 +367,49 @@ fn matmul_group_equals_its_products() {
     }
 }
 
+/// Per-token inputs (what a decode step over several sequences uses) give every token exactly
+/// its own matvec's result, for every format, any token count and row count, with and without a
+/// pool; and the default (GEMM) path is what the per-token switch turns off, not the rows path.
+#[test]
+fn per_token_inputs_equal_each_tokens_matvec_bit_for_bit() {
+    let pool = KernelPool::new(2).unwrap();
+    let cols = 160;
+    for dtype in [DType::F32, DType::F16, DType::Bf16, DType::Q8_0, DType::Q4_0] {
+        for rows in [1usize, 7, 37, 130] {
+            let bytes = bytes_of(dtype, &vecf(rows * cols, rows as u64 + 5));
+            let words: Vec<u32> = bytes
+                .chunks(4)
+                .map(|c| {
+                    let mut b = [0u8; 4];
+                    b[..c.len()].copy_from_slice(c);
+                    u32::from_le_bytes(b)
+                })
+                .collect();
+            let data = &bytemuck::cast_slice::<u32, u8>(&words)[..bytes.len()];
+            let m = Matrix::new(dtype, rows, cols, data).unwrap();
+            for n in [2usize, 3, 8, 9] {
+                let xs = vecf(n * cols, 70 + n as u64);
+                for p in [None, Some(&pool)] {
+                    let mut got = vec![0.0; n * rows];
+                    let mut bufs = floe_kernels::InputBuffers::default();
+                    bufs.set_per_token(true);
+                    let mut input = bufs.input(&xs, n, Default::default());
+                    floe_kernels::matmul_input(&m, &mut input, &mut got, p).unwrap();
+                    for t in 0..n {
+                        let mut want = vec![0.0; rows];
+                        matvec(&m, &xs[t * cols..(t + 1) * cols], &mut want, p).unwrap();
+                        let row = &got[t * rows..(t + 1) * rows];
+                        assert!(
+                            row.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{dtype} rows={rows} n={n} token {t}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn ops_match_f64_references() {
     // RMSNorm

@@ -6,7 +6,7 @@ use floe_kernels::matmul_group;
 use floe_kernels::ops::{self, AttentionShape};
 
 use super::forward::{kernel_err, Model};
-use super::session::{sized, KvCache, Scratch};
+use super::session::{sized, Scratch, Seg};
 use super::weights::AttentionWeights;
 use crate::error::Result;
 use crate::model::config::QkNorm;
@@ -19,9 +19,8 @@ impl Model {
         l: usize,
         a: &AttentionSpec,
         w: &AttentionWeights,
-        kv: &mut KvCache,
+        segs: &mut [Seg],
         sc: &mut Scratch,
-        pos: usize,
         n: usize,
     ) -> Result<()> {
         let (qd, kvd, hd) = (a.q_dim(), a.kv_dim(), a.head_dim);
@@ -78,7 +77,7 @@ impl Model {
             }
         }
         let inv = &self.inv_freq[l];
-        super::forward::rope_table_for(self, l, pos, n, &mut sc.rope);
+        super::forward::rope_rows(self, l, segs, &mut sc.rope_one, &mut sc.rope);
         for t in 0..n {
             let table = &sc.rope[t * inv.len()..(t + 1) * inv.len()];
             q[t * qd..(t + 1) * qd]
@@ -87,7 +86,6 @@ impl Model {
             k[t * kvd..(t + 1) * kvd]
                 .chunks_exact_mut(hd)
                 .for_each(|x| ops::rope_from_table(x, table, a.rope.style));
-            kv.store(pos + t, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
         }
         let shape = AttentionShape {
             heads: a.heads,
@@ -98,7 +96,15 @@ impl Model {
         };
         let att = sized(&mut sc.att, n * qd);
         let sinks = w.sinks.as_ref().map(|t| self.vec(t)).transpose()?;
-        ops::attention(shape, q, kv.view(), pos, n, att, sinks, pool);
+        // Each sequence against its own cache.
+        for seg in segs.iter_mut() {
+            let (at, kv) = (seg.at, seg.kv(l)?);
+            for t in at.range() {
+                kv.store(at.pos + t - at.start, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
+            }
+            let (qs, out) = (&q[at.start * qd..][..at.len * qd], &mut att[at.start * qd..][..at.len * qd]);
+            ops::attention(shape, qs, kv.view(), at.pos, at.len, out, sinks, pool);
+        }
         if let Some(gate) = gate {
             att.iter_mut().zip(gate).for_each(|(x, &g)| *x *= 1.0 / (1.0 + (-g).exp()));
         }

@@ -10,7 +10,7 @@ use floe_kernels::matmul_group;
 use floe_kernels::ops;
 
 use super::forward::{kernel_err, Model};
-use super::session::{sized, DeltaState, Scratch};
+use super::session::{sized, Scratch, Seg};
 use super::weights::DeltaNetWeights;
 use crate::error::Result;
 use crate::model::spec::DeltaNetSpec;
@@ -21,9 +21,10 @@ const L2_EPS: f32 = 1e-6;
 impl Model {
     pub(crate) fn delta_net(
         &self,
+        l: usize,
         d: &DeltaNetSpec,
         w: &DeltaNetWeights,
-        st: &mut DeltaState,
+        segs: &mut [Seg],
         sc: &mut Scratch,
         n: usize,
     ) -> Result<()> {
@@ -44,7 +45,12 @@ impl Model {
             .map_err(kernel_err)?;
         }
         let row = sized(&mut sc.norm, c);
-        ops::causal_conv1d_silu(qkv, c, d.conv_kernel, self.vec(&w.conv)?, &mut st.conv, row);
+        let conv = self.vec(&w.conv)?;
+        for seg in segs.iter_mut() {
+            let (at, st) = (seg.at, seg.delta(l)?);
+            let x = &mut qkv[at.start * c..(at.start + at.len) * c];
+            ops::causal_conv1d_silu(x, c, d.conv_kernel, conv, &mut st.conv, row);
+        }
         let q_scale = 1.0 / (dk as f32).sqrt();
         for t in qkv.chunks_exact_mut(c) {
             let (qk, _) = t.split_at_mut(2 * nk * dk);
@@ -60,41 +66,48 @@ impl Model {
                 at[j] = (big_a[j] * ops::softplus(at[j] + dt[j])).exp();
             }
         }
-        // Per value head (value head j reads key head j % nk): its state and its n outputs.
-        let heads = sized(&mut sc.lin_heads, nv * n * dv);
-        let (qkv, b, a) = (&*qkv, &*b, &*a);
-        let run = |j: usize, s: &mut [f32], out: &mut [f32]| {
-            let kh = j % nk;
-            for (t, o) in out.chunks_exact_mut(dv).enumerate() {
-                let x = &qkv[t * c..(t + 1) * c];
-                let q = &x[kh * dk..(kh + 1) * dk];
-                let k = &x[(nk + kh) * dk..(nk + kh + 1) * dk];
-                let v = &x[2 * nk * dk + j * dv..][..dv];
-                ops::gated_delta_step(s, q, k, v, a[t * nv + j], b[t * nv + j], o);
-            }
-        };
-        let per_state = dk * dv;
-        match pool {
-            Some(p) if nv > 1 => {
-                p.for_each_chunk_pair(&mut st.recurrent, per_state, heads, n * dv, &run)
-            }
-            _ => st
-                .recurrent
-                .chunks_exact_mut(per_state)
-                .zip(heads.chunks_exact_mut(n * dv))
-                .enumerate()
-                .for_each(|(j, (s, o))| run(j, s, o)),
-        }
-        // Gated RMSNorm per (token, head), written token-major for the output projection.
+        // Per sequence, per value head (value head j reads key head j % nk): its state and its
+        // outputs; then the gated RMSNorm per (token, head), written token-major for the output
+        // projection.
         let norm_w = self.vec(&w.norm)?;
         let gated = sized(&mut sc.att, n * vt);
-        for j in 0..nv {
-            for t in 0..n {
-                let o = &heads[(j * n + t) * dv..][..dv];
-                let dst = &mut gated[t * vt + j * dv..][..dv];
-                ops::rms_norm(o, norm_w, self.spec.rms_eps, dst);
-                let zt = &z[t * vt + j * dv..][..dv];
-                dst.iter_mut().zip(zt).for_each(|(y, &g)| *y *= ops::silu(g));
+        let (qkv, b, a) = (&*qkv, &*b, &*a);
+        let per_state = dk * dv;
+        for seg in segs.iter_mut() {
+            let (at, st) = (seg.at, seg.delta(l)?);
+            let len = at.len;
+            let heads = sized(&mut sc.lin_heads, nv * len * dv);
+            let run = |j: usize, s: &mut [f32], out: &mut [f32]| {
+                let kh = j % nk;
+                for (i, o) in out.chunks_exact_mut(dv).enumerate() {
+                    let t = at.start + i;
+                    let x = &qkv[t * c..(t + 1) * c];
+                    let q = &x[kh * dk..(kh + 1) * dk];
+                    let k = &x[(nk + kh) * dk..(nk + kh + 1) * dk];
+                    let v = &x[2 * nk * dk + j * dv..][..dv];
+                    ops::gated_delta_step(s, q, k, v, a[t * nv + j], b[t * nv + j], o);
+                }
+            };
+            match pool {
+                Some(p) if nv > 1 => {
+                    p.for_each_chunk_pair(&mut st.recurrent, per_state, heads, len * dv, &run)
+                }
+                _ => st
+                    .recurrent
+                    .chunks_exact_mut(per_state)
+                    .zip(heads.chunks_exact_mut(len * dv))
+                    .enumerate()
+                    .for_each(|(j, (s, o))| run(j, s, o)),
+            }
+            for j in 0..nv {
+                for i in 0..len {
+                    let t = at.start + i;
+                    let o = &heads[(j * len + i) * dv..][..dv];
+                    let dst = &mut gated[t * vt + j * dv..][..dv];
+                    ops::rms_norm(o, norm_w, self.spec.rms_eps, dst);
+                    let zt = &z[t * vt + j * dv..][..dv];
+                    dst.iter_mut().zip(zt).for_each(|(y, &g)| *y *= ops::silu(g));
+                }
             }
         }
         let out = sized(&mut sc.out, n * self.spec.hidden);

@@ -7,27 +7,29 @@ use floe_kernels::ops;
 use floe_kernels::{matmul_batch, matmul_group, matmul_input, Input, InputBuffers, Product};
 use smallvec::SmallVec;
 
-use super::forward::{kernel_err, Model, RouteRecord};
-use super::session::{sized, ExpertUsers, Session};
+use super::forward::{kernel_err, Model};
+use super::session::{sized, ExpertUsers, Scratch};
 use super::weights::MoeWeights;
 use crate::error::Result;
 use crate::model::spec::MoeSpec;
 use crate::runtime::experts::{ExpertView, INLINE_BATCH};
 
 impl Model {
-    /// The MoE block of layer `l`.
+    /// The MoE block of layer `l` over the pass's `n` rows; `decode` when each row is its own
+    /// sequence's next token.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn moe(
         &self,
         l: usize,
         m: &MoeSpec,
         w: &MoeWeights,
-        s: &mut Session,
+        sc: &mut Scratch,
+        step: u64,
         n: usize,
+        decode: bool,
     ) -> Result<()> {
         let (h, k, experts) = (self.spec.hidden, m.top_k, m.experts);
         let pool = self.pool.as_ref();
-        let (step, pos) = (s.step, s.pos);
-        let sc = &mut s.scratch;
         let mut hn_input = sc.in_hn.input(&sc.hn, n, self.activations);
         let logits = sized(&mut sc.router, n * experts);
         matmul_input(&self.m(&w.router)?, &mut hn_input, logits, pool).map_err(kernel_err)?;
@@ -44,15 +46,13 @@ impl Model {
             let p = &mut logits[t * experts..(t + 1) * experts];
             super::router::route(m.router, p, bias, k, &mut sc.route, &mut sc.top);
             self.experts.on_route(l, step, &sc.top);
-            if let Some(r) = s.routes.as_mut() {
-                r.push(RouteRecord { layer: l, pos: pos + t, experts: sc.top.clone() });
-            }
             sc.chosen.extend_from_slice(&sc.top);
         }
         // Prefetch (decode): the source may read the next MoE layer's experts while this layer
         // computes; with `gate` it predicts them by applying that layer's router to this layer's
-        // input (mixtral-offloading), a product computed only if the source asks for it.
-        if n == 1 {
+        // input (mixtral-offloading), a product computed only if the source asks for it; over
+        // several sequences, the union of their predictions.
+        if decode {
             if let Some((next, next_spec)) = self.spec.next_moe(l) {
                 if let super::weights::FfnWeights::Moe(nw) = &self.weights.layers[next].ffn {
                     let router = self.m(&nw.router)?;
@@ -61,16 +61,24 @@ impl Model {
                         nw.router_logit_bias.as_ref().map(|b| self.vec(b)).transpose()?;
                     let hn = &sc.hn;
                     self.experts.prefetch_next(next, k, step, &mut || {
-                        let mut p = vec![0.0; router.rows()];
-                        floe_kernels::matvec_with(&router, hn, &mut p, pool, self.activations)
-                            .map_err(kernel_err)?;
-                        if let Some(b) = next_logit_bias {
-                            p.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                        let (mut scratch, mut top, mut all) =
+                            (Default::default(), Vec::new(), Vec::<(usize, f32)>::new());
+                        for x in hn.chunks_exact(h) {
+                            let mut p = vec![0.0; router.rows()];
+                            floe_kernels::matvec_with(&router, x, &mut p, pool, self.activations)
+                                .map_err(kernel_err)?;
+                            if let Some(b) = next_logit_bias {
+                                p.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                            }
+                            let kind = next_spec.router;
+                            super::router::route(kind, &mut p, next_bias, k, &mut scratch, &mut top);
+                            for &(e, wt) in &top {
+                                if !all.iter().any(|&(a, _)| a == e) {
+                                    all.push((e, wt));
+                                }
+                            }
                         }
-                        let (mut scratch, mut top) = (Default::default(), Vec::new());
-                        let kind = next_spec.router;
-                        super::router::route(kind, &mut p, next_bias, k, &mut scratch, &mut top);
-                        Ok(top)
+                        Ok(all)
                     })?;
                 }
             }
@@ -97,6 +105,7 @@ impl Model {
             y: &mut sc.y,
             gathered: &mut sc.gathered,
             inputs: &mut sc.in_batch,
+            per_token: sc.per_token,
         };
         let mut bufs = bufs;
         let extras = ExpertExtras {
@@ -182,6 +191,8 @@ struct ExpertBuffers<'a> {
     y: &'a mut Vec<f32>,
     gathered: &'a mut Vec<f32>,
     inputs: &'a mut Vec<InputBuffers>,
+    /// New input buffers compute each token as alone (see `Scratch::set_per_token`).
+    per_token: bool,
 }
 
 /// Products one batch holds without touching the heap (a decode step's top-k, two each).
@@ -208,7 +219,12 @@ impl Model {
         let rows: usize = batch.iter().map(|(e, _)| users.of(*e).len()).sum();
         let ffn_rows: usize = batch.iter().map(|(e, v)| users.of(*e).len() * v.gate.rows()).sum();
         if b.inputs.len() < batch.len() {
-            b.inputs.resize_with(batch.len(), InputBuffers::default);
+            let per_token = b.per_token;
+            b.inputs.resize_with(batch.len(), || {
+                let mut ib = InputBuffers::default();
+                ib.set_per_token(per_token);
+                ib
+            });
         }
         // gate and up.
         {

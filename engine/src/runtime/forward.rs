@@ -5,7 +5,9 @@
 use floe_kernels::ops;
 use floe_kernels::{KernelPool, Matrix, QuantActivations};
 
-use super::session::{sized, LayerState, Session};
+use smallvec::SmallVec;
+
+use super::session::{sized, BatchScratch, Scratch, Seg, SeqRows, Session};
 use super::weights::{FfnWeights, MixerWeights, ModelWeights};
 use crate::error::{Error, Result};
 use crate::formats::dense::{DenseWeights, TensorRef};
@@ -65,6 +67,21 @@ pub(crate) fn rope_table_for(
     let f = model.rope_factor[l];
     if f != 1.0 {
         out.iter_mut().for_each(|(c, s)| (*c, *s) = (*c * f, *s * f));
+    }
+}
+
+/// The RoPE table of every row of a pass for layer `l`: each sequence's rows at its positions.
+pub(crate) fn rope_rows(
+    model: &Model,
+    l: usize,
+    segs: &[Seg],
+    one: &mut Vec<(f32, f32)>,
+    out: &mut Vec<(f32, f32)>,
+) {
+    out.clear();
+    for seg in segs {
+        rope_table_for(model, l, seg.at.pos, seg.at.len, one);
+        out.extend_from_slice(one);
     }
 }
 
@@ -151,57 +168,170 @@ impl Model {
         tokens: &[u32],
         all_logits: bool,
     ) -> Result<&'s mut [f32]> {
-        let (n, h, vocab) = (tokens.len(), self.spec.hidden, self.spec.vocab);
+        let mut sc = std::mem::take(&mut s.scratch);
+        let step = s.step;
+        let r = self.pass_inner(std::slice::from_mut(&mut &mut *s), &[tokens], &mut sc, step, all_logits);
+        s.scratch = sc;
+        let rows = r?;
+        if rows > 0 {
+            s.step += 1;
+        }
+        Ok(&mut s.scratch.logits[..rows * self.spec.vocab])
+    }
+
+    /// One forward pass over several sequences at once: `tokens[i]` run at `seqs[i]`'s next
+    /// positions, all rows through each layer together, so an expert chosen by several sequences
+    /// is read and run once over all their tokens. Attention (and any recurrent state) stays per
+    /// sequence. Every product computes each token as it would alone, so each sequence gets
+    /// exactly the logits [`step`](Self::step) gives it on its own (the last token's, or every
+    /// token's with `all_logits`), in `seqs` order, `vocab` floats per row.
+    pub fn pass<'b>(
+        &self,
+        batch: &'b mut BatchScratch,
+        seqs: &mut [&mut Session],
+        tokens: &[&[u32]],
+        all_logits: bool,
+    ) -> Result<&'b mut [f32]> {
+        let rows = self.pass_inner(seqs, tokens, &mut batch.scratch, batch.step, all_logits)?;
+        batch.step += 1;
+        Ok(&mut batch.scratch.logits[..rows * self.spec.vocab])
+    }
+
+    /// Checks every sequence, then runs the pass; returns the logits rows written.
+    fn pass_inner(
+        &self,
+        seqs: &mut [&mut Session],
+        tokens: &[&[u32]],
+        sc: &mut Scratch,
+        step: u64,
+        all_logits: bool,
+    ) -> Result<usize> {
+        let (h, vocab) = (self.spec.hidden, self.spec.vocab);
+        if seqs.len() != tokens.len() {
+            return Err(Error::Invalid(format!(
+                "a pass of {} sequences got {} token lists",
+                seqs.len(),
+                tokens.len()
+            )));
+        }
+        sc.rows.clear();
+        let mut n = 0;
+        for (s, toks) in seqs.iter_mut().zip(tokens) {
+            if toks.is_empty() {
+                continue;
+            }
+            s.prepare(&self.spec)?;
+            if s.pos + toks.len() > s.ctx {
+                return Err(Error::Invalid(format!(
+                    "context full: {} more tokens at position {} run past the session's {} \
+                     positions (--ctx; the model has {})",
+                    toks.len(),
+                    s.pos,
+                    s.ctx,
+                    self.spec.max_positions
+                )));
+            }
+            if let Some(&id) = toks.iter().find(|&&id| id as usize >= vocab) {
+                return Err(Error::Invalid(format!(
+                    "token id {id} is outside the vocabulary of {vocab}"
+                )));
+            }
+            sc.rows.push(SeqRows { pos: s.pos, start: n, len: toks.len() });
+            n += toks.len();
+        }
         if n == 0 {
-            s.scratch.logits.clear();
-            return Ok(&mut s.scratch.logits);
+            sc.logits.clear();
+            return Ok(0);
         }
-        s.prepare(&self.spec)?;
-        if s.pos + n > s.ctx {
-            return Err(Error::Invalid(format!(
-                "context full: {n} more tokens at position {} run past the session's {} positions \
-                 (--ctx; the model has {})",
-                s.pos, s.ctx, self.spec.max_positions
-            )));
-        }
-        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Invalid(format!(
-                "token id {id} is outside the vocabulary of {vocab}"
-            )));
-        }
-        let x = sized(&mut s.scratch.x, n * h);
-        for (t, &id) in tokens.iter().enumerate() {
+        // Sequences with tokens, in pass order.
+        let mut active: SmallVec<[&mut Session; 8]> =
+            seqs.iter_mut().zip(tokens).filter(|(_, t)| !t.is_empty()).map(|(s, _)| &mut **s).collect();
+        sc.set_per_token(active.len() > 1);
+        let x = sized(&mut sc.x, n * h);
+        for (t, &id) in tokens.iter().flat_map(|t| t.iter()).enumerate() {
             self.dense.row_of(&self.weights.embed, id as usize, &mut x[t * h..(t + 1) * h])?;
         }
+        let rows = std::mem::take(&mut sc.rows);
+        let result = self.layers(&mut active, &rows, sc, step, n);
+        sc.rows = rows;
+        result?;
+        for (s, at) in active.iter_mut().zip(&sc.rows) {
+            s.pos += at.len;
+        }
+        // The final norm and lm_head over the rows whose logits are returned.
+        sc.gathered.clear();
+        for at in &sc.rows {
+            let first = if all_logits { at.start } else { at.start + at.len - 1 };
+            sc.gathered.extend_from_slice(&sc.x[first * h..(at.start + at.len) * h]);
+        }
+        let out_rows = sc.gathered.len() / h;
+        let hn = sized(&mut sc.hn, out_rows * h);
+        rms_rows(&sc.gathered, self.vec(&self.weights.final_norm)?, self.spec.rms_eps, h, hn);
+        let logits = sized(&mut sc.logits, out_rows * vocab);
+        let mut input = sc.in_hn.input(&sc.hn[..out_rows * h], out_rows, self.activations);
+        floe_kernels::matmul_input(
+            &self.m(&self.weights.head)?,
+            &mut input,
+            logits,
+            self.pool.as_ref(),
+        )
+        .map_err(kernel_err)?;
+        Ok(out_rows)
+    }
+
+    /// Every decoder layer over the pass's `n` rows (`sc.x`), sequence `i` owning `rows[i]`.
+    fn layers(
+        &self,
+        seqs: &mut [&mut Session],
+        rows: &[SeqRows],
+        sc: &mut Scratch,
+        step: u64,
+        n: usize,
+    ) -> Result<()> {
+        let h = self.spec.hidden;
         for l in 0..self.spec.layers.len() {
             let lw = &self.weights.layers[l];
-            let sc = &mut s.scratch;
             sized(&mut sc.hn, n * h);
             rms_rows(&sc.x, self.vec(&lw.mixer_norm)?, self.spec.rms_eps, h, &mut sc.hn);
-            match (&self.spec.layers[l].mixer, &lw.mixer, &mut s.layers[l]) {
-                (
-                    MixerSpec::Attention(a),
-                    MixerWeights::Attention(w),
-                    LayerState::Attention(kv),
-                ) => self.attention(l, a, w, kv, sc, s.pos, n)?,
-                (MixerSpec::Mla(m), MixerWeights::Mla(w), LayerState::Attention(kv)) => {
-                    self.mla(l, m, w, kv, sc, s.pos, n)?
-                }
-                (MixerSpec::DeltaNet(d), MixerWeights::DeltaNet(w), LayerState::DeltaNet(st)) => {
-                    self.delta_net(d, w, st, sc, n)?
-                }
-                _ => {
-                    return Err(Error::Invalid(format!(
-                        "layer {l}: mixer weights or state do not match its spec"
-                    )))
+            {
+                let mut segs: SmallVec<[Seg; 8]> = seqs
+                    .iter_mut()
+                    .zip(rows)
+                    .map(|(s, &at)| Seg { state: &mut s.layers[l], at })
+                    .collect();
+                match (&self.spec.layers[l].mixer, &lw.mixer) {
+                    (MixerSpec::Attention(a), MixerWeights::Attention(w)) => {
+                        self.attention(l, a, w, &mut segs, sc, n)?
+                    }
+                    (MixerSpec::Mla(m), MixerWeights::Mla(w)) => self.mla(l, m, w, &mut segs, sc, n)?,
+                    (MixerSpec::DeltaNet(d), MixerWeights::DeltaNet(w)) => {
+                        self.delta_net(l, d, w, &mut segs, sc, n)?
+                    }
+                    _ => {
+                        return Err(Error::Invalid(format!(
+                            "layer {l}: mixer weights do not match its spec"
+                        )))
+                    }
                 }
             }
             sc.x.iter_mut().zip(&sc.out).for_each(|(a, b)| *a += b);
             rms_rows(&sc.x, self.vec(&lw.ffn_norm)?, self.spec.rms_eps, h, &mut sc.hn);
             match (&self.spec.layers[l].ffn, &lw.ffn) {
-                (FfnSpec::Moe(m), FfnWeights::Moe(w)) => self.moe(l, m, w, s, n)?,
+                (FfnSpec::Moe(m), FfnWeights::Moe(w)) => {
+                    self.moe(l, m, w, sc, step, n, rows.len() == n)?;
+                    for (s, at) in seqs.iter_mut().zip(rows) {
+                        if let Some(r) = s.routes.as_mut() {
+                            for t in at.range() {
+                                r.push(RouteRecord {
+                                    layer: l,
+                                    pos: at.pos + t - at.start,
+                                    experts: sc.chosen[t * m.top_k..(t + 1) * m.top_k].to_vec(),
+                                });
+                            }
+                        }
+                    }
+                }
                 (FfnSpec::Mlp { .. }, FfnWeights::Mlp(w)) => {
-                    let sc = &mut s.scratch;
                     let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
                     let (wg, wu, wd) = (self.m(&w.gate)?, self.m(&w.up)?, self.m(&w.down)?);
                     super::ffn::swiglu_into(
@@ -221,25 +351,8 @@ impl Model {
                     return Err(Error::Invalid(format!("layer {l}: weights do not match its spec")))
                 }
             }
-            let sc = &mut s.scratch;
             sc.x.iter_mut().zip(&sc.out).for_each(|(a, b)| *a += b);
         }
-        s.pos += n;
-        s.step += 1;
-        let sc = &mut s.scratch;
-        let first = if all_logits { 0 } else { n - 1 };
-        let rows = n - first;
-        let hn = sized(&mut sc.hn, rows * h);
-        rms_rows(&sc.x[first * h..], self.vec(&self.weights.final_norm)?, self.spec.rms_eps, h, hn);
-        let logits = sized(&mut sc.logits, rows * vocab);
-        let mut input = sc.in_hn.input(&sc.hn[..rows * h], rows, self.activations);
-        floe_kernels::matmul_input(
-            &self.m(&self.weights.head)?,
-            &mut input,
-            logits,
-            self.pool.as_ref(),
-        )
-        .map_err(kernel_err)?;
-        Ok(&mut sc.logits[..rows * vocab])
+        Ok(())
     }
 }

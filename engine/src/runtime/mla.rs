@@ -9,7 +9,7 @@ use floe_kernels::ops::{self, AttentionShape};
 use floe_kernels::{matmul_group, matmul_input, Matrix};
 
 use super::forward::{kernel_err, rms_rows, Model};
-use super::session::{sized, KvCache, Scratch};
+use super::session::{sized, Scratch, Seg};
 use super::weights::{MlaQuery, MlaWeights};
 use crate::error::{Error, Result};
 use crate::model::spec::MlaSpec;
@@ -59,9 +59,8 @@ impl Model {
         l: usize,
         m: &MlaSpec,
         w: &MlaWeights,
-        kv: &mut KvCache,
+        segs: &mut [Seg],
         sc: &mut Scratch,
-        pos: usize,
         n: usize,
     ) -> Result<()> {
         let (heads, nope, r, rank, vd) = (m.heads, m.nope, m.rope.dims, m.kv_rank, m.v_dim);
@@ -95,7 +94,7 @@ impl Model {
         }
         // Cache vectors: the normalised latent, then the rotated shared key.
         let inv = &self.inv_freq[l];
-        super::forward::rope_table_for(self, l, pos, n, &mut sc.rope);
+        super::forward::rope_rows(self, l, segs, &mut sc.rope_one, &mut sc.rope);
         let kv_norm = self.vec(&w.kv_a_norm)?;
         let latent = sized(&mut sc.mla_latent, n * lat);
         for t in 0..n {
@@ -104,7 +103,12 @@ impl Model {
             dst[rank..].copy_from_slice(&src[rank..]);
             let table = &sc.rope[t * inv.len()..(t + 1) * inv.len()];
             ops::rope_from_table(&mut dst[rank..], table, m.rope.style);
-            kv.store_shared(pos + t, dst);
+        }
+        for seg in segs.iter_mut() {
+            let (at, kv) = (seg.at, seg.kv(l)?);
+            for t in at.range() {
+                kv.store_shared(at.pos + t - at.start, &latent[t * lat..(t + 1) * lat]);
+            }
         }
         // Queries in the latent space: per head, k_b times its no-RoPE part; then its RoPE part.
         let qlat = sized(&mut sc.mla_q, n * heads * lat);
@@ -129,7 +133,12 @@ impl Model {
         let shape =
             AttentionShape { heads, kv_heads: 1, head_dim: lat, scale: m.scale, window: None };
         let att = sized(&mut sc.att, n * heads * lat);
-        ops::attention(shape, qlat, kv.view(), pos, n, att, None, pool);
+        let w_row = heads * lat;
+        for seg in segs.iter_mut() {
+            let (at, kv) = (seg.at, seg.kv(l)?);
+            let (qs, out) = (&qlat[at.start * w_row..][..at.len * w_row], &mut att[at.start * w_row..][..at.len * w_row]);
+            ops::attention(shape, qs, kv.view(), at.pos, at.len, out, None, pool);
+        }
         // Per head, v_b times the latent part of its output (the RoPE part is not a value).
         let v_b = self.m(&w.v_b)?;
         let vout = sized(&mut sc.mla_v, n * heads * vd);

@@ -277,6 +277,85 @@ pub(crate) struct Scratch {
     pub in_other: InputBuffers,
     /// Quantised forms of each expert's input in a batch (its gathered tokens, its activations).
     pub in_batch: Vec<InputBuffers>,
+    /// Whether inputs run every token as its own matvec would (a pass over several sequences).
+    pub per_token: bool,
+    /// Each sequence's rows of the current pass.
+    pub rows: Vec<SeqRows>,
+    /// A RoPE table of one sequence, before it joins the pass's per-row table.
+    pub rope_one: Vec<(f32, f32)>,
+}
+
+impl Scratch {
+    /// Makes every product of the next passes compute each token exactly as alone (several
+    /// sequences) or let prefill chunks use GEMM tiles (one sequence).
+    pub fn set_per_token(&mut self, on: bool) {
+        self.per_token = on;
+        self.in_hn.set_per_token(on);
+        self.in_other.set_per_token(on);
+        self.in_batch.iter_mut().for_each(|b| b.set_per_token(on));
+    }
+}
+
+/// Where one sequence sits in a forward pass: its first position and its rows of the pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SeqRows {
+    pub pos: usize,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl SeqRows {
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.start..self.start + self.len
+    }
+}
+
+/// One sequence's share of a layer in a forward pass: its state for that layer and its rows.
+pub(crate) struct Seg<'a> {
+    pub state: &'a mut LayerState,
+    pub at: SeqRows,
+}
+
+impl Seg<'_> {
+    /// The attention (or MLA) cache, or an error naming the layer when the state is another.
+    pub fn kv(&mut self, l: usize) -> Result<&mut KvCache> {
+        match self.state {
+            LayerState::Attention(kv) => Ok(kv),
+            LayerState::DeltaNet(_) => Err(state_mismatch(l)),
+        }
+    }
+
+    /// The Gated DeltaNet state, or an error naming the layer.
+    pub fn delta(&mut self, l: usize) -> Result<&mut DeltaState> {
+        match self.state {
+            LayerState::DeltaNet(d) => Ok(d),
+            LayerState::Attention(_) => Err(state_mismatch(l)),
+        }
+    }
+}
+
+fn state_mismatch(l: usize) -> Error {
+    Error::Invalid(format!("layer {l}: the session's state does not match the layer's mixer"))
+}
+
+/// The scratch and step counter of forward passes over several sequences at once (a decode
+/// step of every sequence in flight): see [`Model::pass`](crate::runtime::Model::pass).
+#[derive(Debug, Default)]
+pub struct BatchScratch {
+    pub(crate) scratch: Scratch,
+    pub(crate) step: u64,
+}
+
+impl BatchScratch {
+    /// A new, empty scratch (sized by its first pass).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The logits of the last pass (`vocab` floats per returned row).
+    pub fn logits_mut(&mut self) -> &mut [f32] {
+        &mut self.scratch.logits
+    }
 }
 
 /// The (token, slot) pairs routed to each expert, grouped by expert in one flat list (a
