@@ -119,3 +119,33 @@ fn mla_caches_the_latent_not_per_head_keys_and_values() {
     let b = m.forward(&mut pieces, &ids[4..], false).unwrap();
     assert!(floe_tests::max_abs_diff(&a, &b) < 1e-4, "{}", floe_tests::max_abs_diff(&a, &b));
 }
+
+/// The KV cache grows with the positions stored (doubling from 256, never past the context),
+/// and what it holds after growing reads back as before: the logits of a long session equal
+/// those of one whose cache was the context's size from its first token.
+#[test]
+fn the_kv_cache_grows_with_the_positions_stored() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let packed = floe_tests::synth_small(dir.path(), DType::Q8_0);
+    let m = floe_tests::load(&packed, 1);
+    let opts = SessionOptions { ctx: Some(600), kv_dtype: KvDType::F16 };
+    let per_position = opts.bytes_per_position(&m.spec).unwrap().0 as usize;
+    let mut grown = Session::new(opts);
+    m.step(&mut grown, &[3; 5], false).unwrap();
+    assert_eq!(grown.kv_bytes(), 256 * per_position);
+    let ids: Vec<u32> = (0..300).map(|i| i % 200).collect();
+    let a = m.step(&mut grown, &ids, false).unwrap().to_vec();
+    assert_eq!(grown.kv_bytes(), 512 * per_position);
+    // The same positions in a 305-position context (its cache holds all of them at once).
+    let mut whole = Session::new(SessionOptions { ctx: Some(305), ..opts });
+    m.step(&mut whole, &[3; 5], false).unwrap();
+    assert_eq!(whole.kv_bytes(), 256 * per_position);
+    let b = m.step(&mut whole, &ids, false).unwrap();
+    assert!(a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert_eq!(whole.kv_bytes(), 305 * per_position);
+    for _ in 0..295 {
+        m.step(&mut grown, &[1], false).unwrap();
+    }
+    assert_eq!(grown.kv_bytes(), 600 * per_position);
+    assert!(m.step(&mut grown, &[1], false).is_err());
+}

@@ -118,7 +118,9 @@ fn kv_error(o: &SessionOptions, head_dim: usize) -> Error {
 }
 
 /// One attention layer's keys and values for every position of the context. An MLA layer's
-/// cache is `shared`: one vector per position serves as its key and its value.
+/// cache is `shared`: one vector per position serves as its key and its value. Memory grows
+/// with the positions stored (doubling, up to the context), so a short conversation does not
+/// hold a whole context's cache.
 #[derive(Debug)]
 pub struct KvCache {
     shared: bool,
@@ -135,7 +137,6 @@ pub struct KvCache {
 impl KvCache {
     fn new(o: &SessionOptions, kv_heads: usize, head_dim: usize, capacity: usize) -> Result<Self> {
         let head_bytes = o.kv_dtype.head_bytes(head_dim).ok_or_else(|| kv_error(o, head_dim))?;
-        let words = (capacity * kv_heads * head_bytes).div_ceil(8);
         Ok(Self {
             shared: false,
             dtype: o.kv_dtype,
@@ -143,16 +144,34 @@ impl KvCache {
             kv_heads,
             head_dim,
             capacity,
-            k: vec![0; words],
-            v: vec![0; words],
+            k: Vec::new(),
+            v: Vec::new(),
         })
+    }
+
+    /// Positions the buffers hold now.
+    fn held(&self) -> usize {
+        self.k.len() * 8 / (self.kv_heads * self.head_bytes)
+    }
+
+    /// Grows the buffers to hold position `pos` (doubling, at least 256 positions, at most the
+    /// context).
+    fn reserve(&mut self, pos: usize) {
+        if pos < self.held() {
+            return;
+        }
+        let positions = (pos + 1).next_power_of_two().max(256).min(self.capacity);
+        let words = (positions * self.kv_heads * self.head_bytes).div_ceil(8);
+        self.k.resize(words, 0);
+        if !self.shared {
+            self.v.resize(words, 0);
+        }
     }
 
     /// A cache of one `dim`-value vector per position that attention reads as both key and
     /// value (MLA's latent and RoPE key).
     fn new_shared(o: &SessionOptions, dim: usize, capacity: usize) -> Result<Self> {
         let mut c = Self::new(o, 1, dim, capacity)?;
-        c.v = Vec::new();
         c.shared = true;
         Ok(c)
     }
@@ -160,6 +179,7 @@ impl KvCache {
     /// Stores position `pos`'s vector of a shared cache.
     pub fn store_shared(&mut self, pos: usize, kv: &[f32]) {
         assert!(self.shared && pos < self.capacity, "KV position {pos} past the context");
+        self.reserve(pos);
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.k);
         self.dtype.store(kv, &mut bytes[pos * self.head_bytes..(pos + 1) * self.head_bytes]);
     }
@@ -168,6 +188,7 @@ impl KvCache {
     pub fn store(&mut self, pos: usize, k: &[f32], v: &[f32]) {
         assert!(!self.shared, "a shared cache stores one vector per position");
         assert!(pos < self.capacity, "KV position {pos} past the context {}", self.capacity);
+        self.reserve(pos);
         let row = self.kv_heads * self.head_bytes;
         for (cache, x) in [(&mut self.k, k), (&mut self.v, v)] {
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(cache);
@@ -180,7 +201,7 @@ impl KvCache {
 
     /// The cache as attention reads it.
     pub fn view(&self) -> KvView<'_> {
-        let len = self.capacity * self.kv_heads * self.head_bytes;
+        let len = self.held() * self.kv_heads * self.head_bytes;
         let k = &bytemuck::cast_slice(&self.k)[..len];
         let v = if self.shared { k } else { &bytemuck::cast_slice(&self.v)[..len] };
         KvView { dtype: self.dtype, k, v }
