@@ -32,9 +32,10 @@ async fn main() -> Result<(), floe::Error> {
 
     let engine = Arc::new(Engine::open(&model, EngineConfig::default())?);
     let options = GenerateOptions { max_tokens: 24, ..Default::default() };
-    // Two generations at once share the engine (and its slab cache).
-    let a = engine.generate_stream(prompt.clone(), options.clone());
-    let b = engine.generate_stream(prompt, options);
+    // Two generations at once share the engine: decoded together, each expert read once.
+    let ids = engine.tokenizer().encode(&prompt)?;
+    let a = engine.generate_stream(ids.clone(), options.clone());
+    let b = engine.generate_stream(ids, options);
     let (a, b): (Vec<_>, Vec<_>) = futures::join!(a.collect(), b.collect());
     let a: Vec<floe::Token> = a.into_iter().collect::<Result<_, _>>()?;
     let b: Vec<floe::Token> = b.into_iter().collect::<Result<_, _>>()?;

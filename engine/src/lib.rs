@@ -18,7 +18,10 @@ pub mod runtime;
 #[doc(hidden)]
 pub mod testing;
 
-pub use api::{Engine, EngineConfig, EngineStats, ExpertMemory, Generation, Token};
+pub use api::{
+    Engine, EngineConfig, EngineStats, ExpertMemory, FinishReason, Finished, Generation,
+    SchedulerStats, Token,
+};
 pub use error::{Error, Result};
 pub use floe_cache as cache;
 pub use floe_io as io;

@@ -6,7 +6,11 @@ use floe::formats::dense::DenseWeights;
 use floe::formats::pack::{pack, PackOptions};
 use floe::formats::packed::PackedModel;
 use floe::runtime::experts::ResidentExperts;
-use floe::runtime::Model;
+use std::time::Instant;
+
+use floe::runtime::generate::{GenStats, GenerateOptions};
+use floe::runtime::sampling::Sampler;
+use floe::runtime::{Model, Session};
 use floe_kernels::DType;
 
 /// `../shared/golden/<name>`; a missing fixture fails the test unless `FLOE_SKIP_GOLDEN=1`
@@ -109,4 +113,56 @@ pub fn argmax(x: &[f32]) -> u32 {
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// A plain greedy-or-sampled loop over one [`Model`] and [`Session`] (no engine, no
+/// scheduler): prefill in chunks, then decode token by token. The reference the tests hold the
+/// engine and the streamed pipelines to.
+pub fn generate(
+    model: &Model,
+    session: &mut Session,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_token: &mut dyn FnMut(u32) -> floe::Result<bool>,
+) -> floe::Result<(Vec<u32>, GenStats)> {
+    if prompt.is_empty() {
+        return Err(floe::Error::Invalid("the prompt has no tokens".into()));
+    }
+    let start = Instant::now();
+    let mut sampler = Sampler::new(opts.sampling.clone());
+    let mut logits = Vec::new();
+    for chunk in prompt.chunks(opts.prefill_chunk.max(1)) {
+        logits = model.forward(session, chunk, false)?;
+    }
+    let prefill_s = start.elapsed().as_secs_f64();
+    let mut history = prompt.to_vec();
+    let mut out = Vec::new();
+    let mut ttft_s = 0.0;
+    let decode_start = Instant::now();
+    while out.len() < opts.max_tokens {
+        let tok = sampler.sample(&mut logits, &history);
+        if out.is_empty() {
+            ttft_s = start.elapsed().as_secs_f64();
+        }
+        out.push(tok);
+        history.push(tok);
+        let stop = !opts.ignore_eos && model.cfg.eos_token_ids.contains(&tok);
+        if !on_token(tok)? || stop || out.len() == opts.max_tokens {
+            break;
+        }
+        logits = model.forward(session, &[tok], false)?;
+    }
+    let decode_s = decode_start.elapsed().as_secs_f64();
+    let stats = GenStats {
+        prompt_tokens: prompt.len(),
+        generated_tokens: out.len(),
+        ttft_s,
+        prefill_tok_s: prompt.len() as f64 / prefill_s.max(1e-9),
+        decode_tok_s: out.len().saturating_sub(1) as f64 / decode_s.max(1e-9),
+        prefill_s,
+        decode_s,
+        reused_tokens: 0,
+        kv_bytes: session.kv_bytes(),
+    };
+    Ok((out, stats))
 }

@@ -91,7 +91,8 @@ fn damaged_gguf_never_panics() {
 #[test]
 fn gguf_import_matches_transformers() {
     use floe::formats::packed::PackedModel;
-    use floe::runtime::generate::{generate, GenerateOptions};
+    use floe::runtime::generate::GenerateOptions;
+use floe_tests::generate;
     use floe::runtime::Session;
     let Some(dir) = golden_dir("qwen3_moe") else { return };
     let tmp = tempfile::tempdir().unwrap();
@@ -250,7 +251,8 @@ fn gguf_tokenizer_matches_tokenizer_json() {
 fn direct_gguf_equals_packed_gguf() {
     use floe::formats::source::{open_model, ModelFormat};
     use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
-    use floe::runtime::generate::{generate, GenerateOptions};
+    use floe::runtime::generate::GenerateOptions;
+use floe_tests::generate;
     use floe::runtime::{Model, Session};
     use std::sync::Arc;
     let Some(dir) = golden_dir("qwen3_moe_k256") else { return };
@@ -372,7 +374,8 @@ fn exported_gguf_runs_like_its_packed_source() {
 fn every_architecture_runs_from_gguf() {
     use floe::formats::pack::{pack, PackOptions};
     use floe::formats::source::open_model;
-    use floe::runtime::generate::{generate, GenerateOptions};
+    use floe::runtime::generate::GenerateOptions;
+use floe_tests::generate;
     use floe::runtime::{Model, Session};
     let tmp = tempfile::tempdir().unwrap();
     for (name, gguf_arch) in [
@@ -502,7 +505,8 @@ fn split_gguf_runs_as_one_model() {
 fn llama_cpp_converted_gguf_matches_transformers() {
     use floe::formats::packed::PackedModel;
     use floe::formats::source::open_model;
-    use floe::runtime::generate::{generate, GenerateOptions};
+    use floe::runtime::generate::GenerateOptions;
+use floe_tests::generate;
     use floe::runtime::{Model, Session};
     let tmp = tempfile::tempdir().unwrap();
     for (name, tol) in [
@@ -564,7 +568,8 @@ fn llama_cpp_converted_gguf_matches_transformers() {
 #[test]
 fn llama_cpp_converted_gguf_matches_llama_cpp() {
     use floe::formats::source::open_model;
-    use floe::runtime::generate::{generate, GenerateOptions};
+    use floe::runtime::generate::GenerateOptions;
+use floe_tests::generate;
     use floe::runtime::{Model, Session};
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/llamacpp");
     for name in ["glm4_moe", "qwen3_5_moe", "gpt_oss"] {

@@ -2,7 +2,8 @@
 //! layer's expert choices, greedy generation with the KV cache, and text.
 
 use floe::model::tokenizer::TextCodec;
-use floe::runtime::generate::{generate, GenerateOptions};
+use floe::runtime::generate::GenerateOptions;
+use floe_tests::generate;
 use floe::runtime::Session;
 use floe_kernels::DType;
 use floe_tests::*;

@@ -8,7 +8,8 @@ use floe::formats::packed::PackedModel;
 use floe::formats::synth::{synth, SynthShape};
 use floe::model::tokenizer::TextCodec;
 use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
-use floe::runtime::generate::{generate, GenerateOptions};
+use floe::runtime::generate::GenerateOptions;
+use floe_tests::generate;
 use floe::runtime::{Model, Session};
 use floe_kernels::DType;
 

@@ -5,7 +5,8 @@
 use floe::formats::dense::DenseWeights;
 use floe::formats::packed::PackedModel;
 use floe::runtime::experts::ResidentExperts;
-use floe::runtime::generate::{generate, GenerateOptions};
+use floe::runtime::generate::GenerateOptions;
+use floe_tests::generate;
 use floe::runtime::{Model, Session};
 use floe_kernels::DType;
 

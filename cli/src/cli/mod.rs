@@ -77,4 +77,40 @@ pub struct StreamingFlags {
     /// I/O backend for streaming: uring, pread, buffered (default: uring where available).
     #[arg(long)]
     pub io: Option<String>,
+    /// Memory for the whole process in MiB (dense weights + KV caches + slab cache): the slab
+    /// cache gets what is left. Implies streaming.
+    #[arg(long, conflicts_with = "cache_mb")]
+    pub memory_mb: Option<u64>,
+    /// Reads kept in flight by the I/O thread when streaming (each slab is read as pieces of
+    /// up to 512 KiB; deeper queues let prefetches crowd out demand reads).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub queue_depth: usize,
+}
+
+impl StreamingFlags {
+    /// The engine settings these flags give (`stream`: stream even without a flag asking;
+    /// `min_context`: what a memory budget's context cap must leave).
+    pub fn engine_config(
+        &self,
+        stream: bool,
+        min_context: usize,
+    ) -> anyhow::Result<floe::EngineConfig> {
+        use floe::ExpertMemory;
+        let experts = match (self.memory_mb, self.cache_mb) {
+            (Some(mb), _) => ExpertMemory::Budget { total_bytes: mb << 20, min_context },
+            (None, Some(mb)) => ExpertMemory::Streamed { cache_bytes: Some(mb << 20) },
+            (None, None) if stream || self.cache.is_some() => {
+                ExpertMemory::Streamed { cache_bytes: None }
+            }
+            (None, None) => ExpertMemory::Resident,
+        };
+        Ok(floe::EngineConfig {
+            experts,
+            cache: self.cache.as_deref().unwrap_or("lru").parse()?,
+            prefetch: self.prefetch.parse().map_err(anyhow::Error::msg)?,
+            io: self.io.as_deref().map(str::parse).transpose()?,
+            queue_depth: self.queue_depth,
+            ..Default::default()
+        })
+    }
 }

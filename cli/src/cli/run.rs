@@ -5,17 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use std::sync::Arc;
 
 use floe::formats::packed::PackedModel;
-use floe::formats::source::open_model;
 use floe::kernels::ops::KvDType;
-use floe::model::spec::ModelSpec;
-use floe::pipeline::{StreamingConfig, StreamingExperts};
-use floe::runtime::experts::{ExpertSource, ResidentExperts};
-use floe::runtime::generate::{generate, GenerateOptions};
-use floe::runtime::sampling::SamplingParams;
-use floe::runtime::{Model, Session, SessionOptions};
+use floe::runtime::SessionOptions;
+use floe::{Engine, GenerateOptions, SamplingParams};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -26,10 +20,6 @@ pub struct RunArgs {
     /// with a quarter of its experts as cache.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Reads kept in flight by the I/O thread when streaming (each slab is read as pieces of
-    /// up to 512 KiB; deeper queues let prefetches crowd out demand reads).
-    #[arg(long, default_value_t = 16, value_name = "N")]
-    queue_depth: usize,
     /// A directory with the tokenizer.json to use (default: the model's own; for GGUF files,
     /// rebuilt from the file's metadata).
     #[arg(long, value_name = "DIR")]
@@ -73,10 +63,6 @@ pub struct RunArgs {
     json: bool,
     #[command(flatten)]
     stream: super::StreamingFlags,
-    /// Memory for the whole process in MiB (dense weights + KV cache + slab cache): the slab
-    /// cache gets what is left. Implies streaming.
-    #[arg(long, conflicts_with = "cache_mb")]
-    memory_mb: Option<u64>,
     /// Write the routing of this run as a trace (floe's JSON lines) for `floe sim`.
     #[arg(long)]
     trace_out: Option<PathBuf>,
@@ -163,98 +149,46 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let spinner =
         indicatif::ProgressBar::new_spinner().with_finish(indicatif::ProgressFinish::AndClear);
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    spinner.set_message(format!("loading {}", model_dir.display()));
-    let opened = open_model(&model_dir, a.verify, a.tokenizer.as_deref())?;
-    let codec = opened.codec.context(
-        "this model has no tokenizer floe can use; pass --tokenizer DIR with its tokenizer.json",
-    )?;
-    let (config, dense, expert_file) = (opened.config, opened.dense, opened.experts);
-    let slot_bytes = expert_file.slot_bytes as u64;
-    let prompt = if a.chat { codec.apply_chat_template(&a.prompt)? } else { a.prompt.clone() };
-    let ids = codec.encode(&prompt)?;
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let spec = ModelSpec::from_config(&config)?;
-    let needed = ids.len() + a.max_tokens;
-    let mut session_opts = SessionOptions { ctx: a.ctx, kv_dtype: a.kv_dtype };
-    if let Some(ctx) = a.ctx {
-        anyhow::ensure!(
-            needed <= ctx,
-            "the prompt ({} tokens) and -n {} need {needed} positions, more than --ctx {ctx}",
-            ids.len(),
-            a.max_tokens
-        );
-    }
-    if let (None, Some(mb)) = (a.ctx, a.memory_mb) {
-        // The model's context, capped at what a quarter of the budget holds.
-        let full = session_opts.state_bytes(&spec)? - SessionOptions::recurrent_bytes(&spec);
-        let per_position = full / spec.max_positions.max(1) as u64;
-        let fits = ((mb << 20) / 4 / per_position.max(1)) as usize;
-        session_opts.ctx = Some(fits.clamp(needed.min(spec.max_positions), spec.max_positions));
-    }
-    let kv = session_opts.state_bytes(&spec)?;
-    let streaming = if demo
-        || a.stream.cache.is_some()
-        || a.stream.cache_mb.is_some()
-        || a.memory_mb.is_some()
-    {
-        let experts_bytes = expert_file.experts_bytes();
-        let cache_bytes = match (a.stream.cache_mb, a.memory_mb) {
-            (Some(mb), _) => mb << 20,
-            (None, Some(mb)) => {
-                let c = &config;
-                // Activations, tokenizer, thread stacks and the allocator's slack.
-                let overhead = 64u64 << 20;
-                let fixed = dense.bytes() as u64 + kv + overhead;
-                let slab = slot_bytes;
-                let min = fixed + c.top_k as u64 * slab;
-                anyhow::ensure!(
-                    mb << 20 >= min,
-                    "--memory-mb {mb} cannot hold the dense weights ({} MiB), the KV cache ({} MiB \
-                     for {} positions of {}), {} MiB of overhead and one layer's {} experts ({} MiB): \
-                     give at least {} MiB (or a smaller --ctx)",
-                    dense.bytes() >> 20,
-                    kv >> 20,
-                    session_opts.ctx_for(&spec)?,
-                    session_opts.kv_dtype.name(),
-                    overhead >> 20,
-                    c.top_k,
-                    (c.top_k as u64 * slab) >> 20,
-                    min.div_ceil(1 << 20)
-                );
-                (mb << 20) - fixed
-            }
-            (None, None) => experts_bytes / 4,
-        };
-        let cfg = StreamingConfig {
-            cache: a.stream.cache.as_deref().unwrap_or("lru").parse()?,
-            cache_bytes,
-            prefetch: a.stream.prefetch.parse().map_err(anyhow::Error::msg)?,
-            io: a.stream.io.as_deref().map(str::parse).transpose()?,
-            queue_depth: a.queue_depth,
-        };
-        spinner.set_message(format!(
-            "preparing {:.1} GiB of slab cache for streaming the experts",
-            cache_bytes as f64 / (1u64 << 30) as f64
-        ));
-        Some(Arc::new(StreamingExperts::open_file(expert_file.clone(), &config, &cfg, None)?))
-    } else {
-        None
-    };
-    let experts: Box<dyn ExpertSource> = match &streaming {
-        Some(s) => Box::new(Arc::clone(s)),
-        None => {
-            spinner.set_message(format!(
-                "loading all {:.1} GiB of experts into memory (use --cache to stream them)",
-                expert_file.experts_bytes() as f64 / (1u64 << 30) as f64
-            ));
-            Box::new(ResidentExperts::load_file(expert_file)?)
+    spinner.set_message(format!(
+        "loading {}{}",
+        model_dir.display(),
+        if demo || a.stream.cache.is_some() || a.stream.cache_mb.is_some() || a.stream.memory_mb.is_some() {
+            " (dense weights, then the slab cache for streaming the experts)"
+        } else {
+            " (every expert into memory: use --cache to stream them)"
         }
+    ));
+    let config = floe::EngineConfig {
+        threads: a.threads.unwrap_or(0),
+        verify: a.verify,
+        tokenizer: a.tokenizer.clone(),
+        session: SessionOptions { ctx: a.ctx, kv_dtype: a.kv_dtype },
+        // One generation, and nothing kept after it.
+        max_sequences: 1,
+        kept_sessions: 0,
+        // A memory budget's context cap leaves room for at least -n tokens after a prompt.
+        ..a.stream.engine_config(demo, a.max_tokens + 1)?
     };
+    let engine = Engine::open(&model_dir, config).map_err(|e| match e {
+        floe::Error::Invalid(m) if m.contains("no tokenizer") => anyhow::anyhow!(
+            "{m}; pass --tokenizer DIR with its tokenizer.json"
+        ),
+        e => e.into(),
+    })?;
     spinner.finish_and_clear();
     let load_s = load_start.elapsed().as_secs_f64();
-    let model = Model::new(config.clone(), dense, experts, threads)?;
+    let codec = engine.tokenizer();
+    let prompt = if a.chat { codec.apply_chat_template(&a.prompt)? } else { a.prompt.clone() };
+    let ids = codec.encode(&prompt)?;
+    let needed = ids.len() + a.max_tokens;
+    let ctx = engine.context();
+    anyhow::ensure!(
+        needed <= ctx,
+        "the prompt ({} tokens) and -n {} need {needed} positions, more than the context of {ctx}{}",
+        ids.len(),
+        a.max_tokens,
+        if a.ctx.is_some() { " (--ctx)" } else { "" }
+    );
     let opts = GenerateOptions {
         max_tokens: a.max_tokens,
         sampling: SamplingParams {
@@ -265,33 +199,34 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             seed: a.seed,
         },
         ignore_eos: a.ignore_eos,
+        record_routes: a.trace_out.is_some(),
         ..GenerateOptions::default()
     };
-    let mut session = Session::new(session_opts);
-    if a.trace_out.is_some() {
-        session = session.record_routes();
-    }
-    let mut pieces = floe::model::tokenizer::IncrementalDecoder::new();
+    let prefill_chunk = opts.prefill_chunk;
     let stdout = std::io::stdout();
     let print = |piece: &str| {
         let mut lock = stdout.lock();
         let _ = lock.write_all(piece.as_bytes());
         let _ = lock.flush();
     };
-    let (generated, stats) = generate(&model, &mut session, &ids, &opts, &mut |tok| {
+    let mut generation = engine.generate_ids(ids.clone(), opts)?;
+    for token in generation.by_ref() {
+        let token = token?;
         if !a.json {
             // Only what decodes to complete text so far (byte-level pieces may split a
             // character across tokens).
-            print(&pieces.push(&codec, tok)?);
+            print(&token.text);
         }
-        Ok(true)
-    })?;
-    if !a.json {
-        print(&pieces.flush(&codec)?);
     }
+    let generated = generation.generated().to_vec();
+    let finished = generation.finished().cloned().context("the generation ended without finishing")?;
+    drop(generation);
+    let stats = finished.stats.clone();
     let text = codec.decode(&generated)?;
+    let config = engine.config();
+    let (_, slot_bytes) = engine.weight_bytes();
     if let Some(path) = &a.trace_out {
-        let c = &config;
+        let c = config;
         let shape = floe::cache::MoeShape {
             layers: c.layers as u16,
             experts: c.experts as u16,
@@ -301,28 +236,30 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let mut w =
             floe::cache::trace::TraceWriter::new(std::io::BufWriter::new(file), shape, slot_bytes)?;
-        let routes = session.routes.take().unwrap_or_default();
-        for r in floe::runtime::routing_trace::to_trace(&routes, ids.len(), opts.prefill_chunk) {
+        let routes = finished.routes.clone().unwrap_or_default();
+        for r in floe::runtime::routing_trace::to_trace(&routes, ids.len(), prefill_chunk) {
             w.write(&r)?;
         }
         w.finish()?;
     }
+    let spec = engine.spec();
+    let options = engine.session_options();
     let mut st = serde_json::to_value(&stats)?;
+    st["finish_reason"] = finished.reason.as_str().into();
     st["peak_rss_bytes"] = peak_rss_bytes().into();
     st["load_s"] = load_s.into();
-    st["ctx"] = session.context().into();
-    st["kv_bytes"] = session.kv_bytes().into();
+    st["ctx"] = ctx.into();
     // Of which fixed-size (Gated DeltaNet layers' recurrent and convolution state).
-    st["recurrent_bytes"] = session.recurrent_bytes().into();
-    if let Ok((per_position, mha)) = session.options().bytes_per_position(&spec) {
+    st["recurrent_bytes"] = SessionOptions::recurrent_bytes(spec).into();
+    if let Ok((per_position, mha)) = options.bytes_per_position(spec) {
         st["kv_bytes_per_position"] = per_position.into();
         if mha != per_position {
             // MLA: what per-head keys and values would take, for comparison.
             st["mha_kv_bytes_per_position"] = mha.into();
         }
     }
-    st["kv_dtype"] = session.options().kv_dtype.name().into();
-    if let Some(s) = &streaming {
+    st["kv_dtype"] = options.kv_dtype.name().into();
+    if let Some(s) = engine.streaming() {
         let ss = s.stats();
         let c = ss.cache;
         let secs = stats.prefill_s + stats.decode_s;
@@ -360,7 +297,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             stats.ttft_s,
             load_s
         );
-        if streaming.is_some() {
+        if engine.streaming().is_some() {
             eprintln!(
                 "experts: hit ratio {:.3} ({} hits, {} misses), prefetch {} issued / {} used / {} wasted, \
                  {:.3} GB read at {:.2} GB/s, stall {:.0} % of the time, peak RSS {} MiB",

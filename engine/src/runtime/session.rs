@@ -459,6 +459,29 @@ impl Session {
         self.pos
     }
 
+    /// Cuts the session back to its first `pos` positions, to continue from there with other
+    /// tokens: attention caches keep what they hold (later positions are overwritten), but a
+    /// recurrent state cannot be wound back, so a session with one only "rewinds" to where it
+    /// is. Returns whether the session is now at `pos`.
+    pub fn rewind(&mut self, pos: usize) -> bool {
+        if pos == self.pos {
+            return true;
+        }
+        if pos > self.pos || self.layers.iter().any(|l| matches!(l, LayerState::DeltaNet(_))) {
+            return false;
+        }
+        self.pos = pos;
+        if let Some(r) = self.routes.as_mut() {
+            r.retain(|r| r.pos < pos);
+        }
+        true
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_position_for_tests(&mut self, pos: usize) {
+        self.pos = pos;
+    }
+
     /// Positions this session holds (0 before its first forward pass).
     pub fn context(&self) -> usize {
         self.ctx

@@ -21,9 +21,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Args;
 use floe::kernels::ops::KvDType;
-use floe::pipeline::{CacheMode, PrefetchMode};
 use floe::runtime::SessionOptions;
-use floe::{Engine, EngineConfig, ExpertMemory, GenerateOptions, SamplingParams};
+use floe::{Engine, EngineConfig, GenerateOptions, SamplingParams};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -57,6 +56,14 @@ pub struct ServeArgs {
     /// KV cache type: f16, q8_0 or f32.
     #[arg(long, default_value = "f16")]
     kv_dtype: String,
+    /// Most requests decoded together: each step is one forward pass over all of them, so an
+    /// expert several chose is read and run once. More requests wait their turn.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    parallel: usize,
+    /// Finished conversations whose state is kept, so a request continuing one (or sharing its
+    /// start) does not run those tokens again (0: none).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    keep_sessions: usize,
     /// Answer length when a request gives no max_tokens.
     #[arg(long, default_value_t = 256)]
     default_max_tokens: usize,
@@ -82,21 +89,14 @@ struct AppState {
 type Shared = Arc<AppState>;
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
-    let streaming = a.stream.cache.is_some() || a.stream.cache_mb.is_some();
     let kv_dtype = KvDType::parse(&a.kv_dtype)
         .with_context(|| format!("unknown KV cache type {:?} (f16, q8_0, f32)", a.kv_dtype))?;
     let config = EngineConfig {
-        experts: if streaming {
-            ExpertMemory::Streamed { cache_bytes: a.stream.cache_mb.map(|mb| mb << 20) }
-        } else {
-            ExpertMemory::Resident
-        },
-        cache: a.stream.cache.as_deref().unwrap_or("lru").parse::<CacheMode>()?,
-        prefetch: a.stream.prefetch.parse::<PrefetchMode>().map_err(anyhow::Error::msg)?,
-        io: a.stream.io.as_deref().map(str::parse).transpose()?,
         threads: a.threads.unwrap_or(0),
-        verify: false,
         session: SessionOptions { ctx: a.ctx, kv_dtype },
+        max_sequences: a.parallel.max(1),
+        kept_sessions: a.keep_sessions,
+        ..a.stream.engine_config(false, 0)?
     };
     let engine = Arc::new(
         Engine::open(&a.model, config).with_context(|| format!("opening {}", a.model.display()))?,
@@ -214,7 +214,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
 
 /// A validated request: the prompt text, the options, and what the answer needs to say.
 struct Job {
-    prompt: String,
+    prompt: Vec<u32>,
     prompt_tokens: usize,
     options: GenerateOptions,
     stops: Vec<String>,
@@ -265,8 +265,8 @@ fn prepare(s: &AppState, body: &Bytes, chat: bool) -> Result<Job, ApiError> {
             _ => return Err(ApiError::bad("prompt", "prompt must be a string")),
         }
     };
-    let prompt_tokens =
-        codec.encode(&prompt).map_err(|e| ApiError::bad("prompt", e.to_string()))?.len();
+    let prompt = codec.encode(&prompt).map_err(|e| ApiError::bad("prompt", e.to_string()))?;
+    let prompt_tokens = prompt.len();
     if prompt_tokens == 0 {
         return Err(ApiError::bad("prompt", "the prompt has no tokens"));
     }
@@ -343,8 +343,7 @@ async fn respond(s: Shared, headers: HeaderMap, body: Bytes, chat: bool) -> Resp
     s.counters.active.fetch_add(1, Ordering::Relaxed);
     let active = Active(Arc::clone(&s));
     let id = format!("{}-{:x}", if chat { "chatcmpl" } else { "cmpl" }, rand::random::<u64>());
-    let (created, max_tokens) = (now(), job.options.max_tokens);
-    let eos = s.engine.config().eos_token_ids.clone();
+    let created = now();
     let tokens = s.engine.generate_stream(job.prompt, job.options);
     let mut scan = StopScanner::new(job.stops);
     // The generation's text pieces, ending with its finish reason.
@@ -357,12 +356,10 @@ async fn respond(s: Shared, headers: HeaderMap, body: Bytes, chat: bool) -> Resp
                 Ok(t) => {
                     *n += 1;
                     let (text, hit) = scan.push(&t.text);
-                    let finish = if hit || eos.contains(&t.id) {
+                    let finish = if hit {
                         Some("stop")
-                    } else if *n >= max_tokens {
-                        Some("length")
                     } else {
-                        None
+                        t.finished.as_ref().map(|f| f.reason.as_str())
                     };
                     let text = match finish {
                         Some(_) if !hit => text + &scan.finish(),
