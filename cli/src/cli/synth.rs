@@ -50,6 +50,10 @@ pub struct SynthArgs {
     /// Custom shape: expert hidden width.
     #[arg(long)]
     expert_ffn: Option<usize>,
+    /// Custom shape: vocabulary size (257 is bytes and end-of-text only; more adds printable
+    /// word pieces, up to a few thousand, so the model writes readable word salad).
+    #[arg(long)]
+    vocab: Option<usize>,
 }
 
 pub fn run(a: SynthArgs) -> anyhow::Result<()> {
@@ -64,6 +68,10 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
     shape.experts = a.experts.unwrap_or(shape.experts);
     shape.top_k = a.top_k.unwrap_or(shape.top_k);
     shape.expert_ffn = a.expert_ffn.unwrap_or(shape.expert_ffn);
+    if let Some(v) = a.vocab {
+        anyhow::ensure!(v >= 257, "--vocab {v}: a synthetic vocabulary holds at least the 256 bytes and end-of-text (257)");
+        shape.vocab = v;
+    }
     shape.dense_dtype = a.dense_dtype;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("writing {msg} [{bar:40}] {pos}/{len} tensors ({eta} left)")

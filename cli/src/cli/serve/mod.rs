@@ -1,8 +1,9 @@
 //! `floe serve`: an OpenAI-compatible HTTP server over one [`floe::Engine`]
-//! (`/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/health`, `/metrics`), on axum.
-//! Each request generates on its own session (a blocking thread of the runtime); several run at
-//! once and share the weights and the slab cache. Streamed answers are server-sent events ending
-//! in `data: [DONE]`; a client that goes away drops its stream, which ends its generation.
+//! (`/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/health`, `/metrics`, `/stats`,
+//! and a chat page at `/`), on axum. Requests go to the engine's scheduler, which decodes all
+//! of them together (one pass per step, each expert read once for all) and continues a
+//! conversation from its kept state. Streamed answers are server-sent events ending in
+//! `data: [DONE]`; a client that goes away drops its stream, which ends its generation.
 
 mod openai;
 
@@ -112,6 +113,8 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         counters: Counters::default(),
     });
     let app = Router::new()
+        .route("/", get(|| async { axum::response::Html(include_str!("chat.html")) }))
+        .route("/stats", get(stats))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
@@ -165,6 +168,21 @@ async fn models(State(s): State<Shared>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
+/// The engine's counters as JSON (what the chat page shows).
+async fn stats(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorise(&s, &headers) {
+        return e.into_response();
+    }
+    let st = s.engine.stats();
+    let streaming = st.streaming.map(|ss| {
+        json!({"hits": ss.cache.hits, "misses": ss.cache.misses, "hit_ratio": ss.cache.hit_ratio(),
+               "bytes_read": ss.io_bytes, "stall_s": ss.stall_s})
+    });
+    Json(json!({"model": s.name, "generation": st.generation, "scheduler": st.scheduler,
+                "streaming": streaming}))
+    .into_response()
+}
+
 async fn metrics(State(s): State<Shared>) -> Response {
     let c = &s.counters;
     let st = s.engine.stats();
@@ -175,7 +193,32 @@ async fn metrics(State(s): State<Shared>) -> Response {
         ("request_errors_total", "counter", "Requests answered with an error.", load(&c.errors)),
         ("prompt_tokens_total", "counter", "Prompt tokens.", load(&c.prompt_tokens)),
         ("generated_tokens_total", "counter", "Generated tokens.", load(&c.generated_tokens)),
-        ("active_sequences", "gauge", "Generations in flight.", load(&c.active)),
+        ("requests_in_flight", "gauge", "Requests being answered.", load(&c.active)),
+        (
+            "active_sequences",
+            "gauge",
+            "Generations in the decode batch.",
+            st.scheduler.active_sequences as f64,
+        ),
+        ("waiting_requests", "gauge", "Requests waiting to join.", st.scheduler.waiting as f64),
+        (
+            "decode_passes_total",
+            "counter",
+            "Decode passes (each over every sequence in flight).",
+            st.scheduler.decode_passes as f64,
+        ),
+        (
+            "decode_batch_tokens_total",
+            "counter",
+            "Tokens run by decode passes.",
+            st.scheduler.decode_tokens as f64,
+        ),
+        (
+            "reused_prompt_tokens_total",
+            "counter",
+            "Prompt tokens taken from kept sessions.",
+            st.scheduler.reused_tokens as f64,
+        ),
         (
             "decode_tokens_per_second",
             "gauge",

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Starts `floe serve` on loopback with a small synthetic model (word-piece vocabulary) and runs
+# tests/serve/openai_client.py against it: the official openai package, 8 concurrent clients,
+# the error cases, a load test and the chat page in headless Chromium. Installs the openai
+# package (pip) and Chromium (apt, as root) when missing. Usage: tests/serve/run.sh [FLOE_BINARY]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+FLOE=${1:-target/debug/floe}
+[ -x "$FLOE" ] || cargo build -q -p floe-cli
+if ! python3 -c "import openai" 2>/dev/null; then
+  python3 -m pip install -q openai 2>/dev/null || python3 -m pip install -q --break-system-packages openai
+fi
+if ! command -v chromium >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+fi
+work=$(mktemp -d)
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+"$FLOE" synth --preset tiny --vocab 1024 --dtype q4_0 --seed 5 --out "$work/model" >/dev/null
+# Streamed through a slab cache of a quarter of the experts, so batching shares real reads.
+"$FLOE" serve --model "$work/model" --port 0 --cache lru --ctx 512 >"$work/log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do
+  grep -q "listening on" "$work/log" && break
+  sleep 0.1
+done
+url=$(grep -o "http://[0-9.:]*" "$work/log" | head -1)
+[ -n "$url" ] || { cat "$work/log"; exit 1; }
+python3 tests/serve/openai_client.py "$FLOE" "$work/model" "$url" "$pid"
