@@ -244,17 +244,17 @@ fn a_disconnected_stream_stops_its_generation() {
     let mut first = [0u8; 256];
     let n = s.read(&mut first).unwrap();
     assert!(n > 0 && String::from_utf8_lossy(&first[..n]).contains("200"));
-    let active = |port| {
+    let gauge = |port, name: &str| {
         let (_, m) = http(port, "GET", "/metrics", None, None);
         m.lines()
-            .find_map(|l| l.strip_prefix("floe_active_sequences "))
+            .find_map(|l| l.strip_prefix(&format!("floe_{name} ")))
             .map(|v| v.trim().parse::<f64>().unwrap())
             .unwrap()
     };
-    assert_eq!(active(srv.port), 1.0);
+    assert_eq!(gauge(srv.port, "requests_in_flight"), 1.0);
     drop(s);
     let start = std::time::Instant::now();
-    while active(srv.port) != 0.0 {
+    while gauge(srv.port, "requests_in_flight") != 0.0 || gauge(srv.port, "active_sequences") != 0.0 {
         assert!(start.elapsed().as_secs() < 20, "the generation did not stop");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

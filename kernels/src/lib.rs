@@ -26,6 +26,6 @@ pub use matvec::{Matrix, QuantActivations};
 pub use pool::{KernelPool, SPIN as POOL_SPIN};
 pub use product::{
     matmul, matmul_batch, matmul_group, matmul_input, matmul_with, matvec, matvec_with, Input,
-    InputBuffers, Product, MAX_BATCH, MAX_GROUP,
+    InputBuffers, Product, TokenKernels, MAX_BATCH, MAX_GROUP,
 };
 pub use quant::{BlockQ4_0, BlockQ8_0};

@@ -23,10 +23,8 @@ pub const MAX_GROUP: usize = 4;
 /// session that keeps one of these allocates nothing per token once the buffers have grown.
 #[derive(Default)]
 pub struct InputBuffers {
-    /// Several tokens run the per-token kernels (each output equal to that token's matvec bit
-    /// for bit) instead of GEMM tiles whose sums round differently: a decode step over several
-    /// sequences then gives each the result it gets alone.
-    per_token: bool,
+    /// Which kernels compute the tokens of inputs made from these buffers.
+    kernels: TokenKernels,
     q8: Vec<BlockQ8_0>,
     q8k: Vec<BlockQ8K>,
     packed: PackedQ8,
@@ -44,16 +42,34 @@ impl InputBuffers {
         Input { xs, n, mode, bufs: self, have: [false; 3] }
     }
 
-    /// Makes inputs from these buffers compute every token as its own matvec would, bit for bit
-    /// (see the field); off by default.
-    pub fn set_per_token(&mut self, on: bool) {
-        self.per_token = on;
+    /// Sets which kernels compute the tokens of inputs made from these buffers.
+    pub fn set_kernels(&mut self, kernels: TokenKernels) {
+        self.kernels = kernels;
     }
 
-    /// Whether [`set_per_token`](Self::set_per_token) is on.
-    pub fn per_token(&self) -> bool {
-        self.per_token
+    /// Which kernels compute the tokens of inputs made from these buffers.
+    pub fn kernels(&self) -> TokenKernels {
+        self.kernels
     }
+}
+
+/// Which kernels compute an input's tokens. The matvec kernels and the GEMM tiles round
+/// differently (their sums run in other orders), but each computes a token from that token
+/// alone: a token's result depends only on which of the two ran it. So a decode step over
+/// several sequences (`PerToken`) gives each sequence what it gets alone, and prompt rows
+/// (`Tiles`) give the same results however the prompt is split into chunks or batched with
+/// other prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenKernels {
+    /// One token: the matvec kernels; several: the GEMM tiles where the CPU and format have
+    /// them.
+    #[default]
+    Auto,
+    /// Every token through the matvec kernels (K-quant tiles equal them bit for bit and are
+    /// kept).
+    PerToken,
+    /// Every token through the GEMM tiles where the CPU and format have them, one token too.
+    Tiles,
 }
 
 /// An activation matrix (`n` tokens) with its quantised forms, each made on first use.
@@ -285,18 +301,16 @@ fn matmul_refs(
         let x = &mut inputs[p.input];
         let (w, n) = (&p.w, x.n);
         forms[i] = form(w.dtype(), x.mode);
-        // K-quant tiles equal their matvec bit for bit (tests/kquant.rs); the others do not.
-        let exact_gemm = !x.bufs.per_token || w.dtype().is_k_quant();
-        paths[i] = if n == 1 {
-            Path::Rows
-        } else if gemm.is_some()
-            && exact_gemm
+        let tiles = gemm.is_some()
             && GemmKernels::handles(w.dtype())
-            && gemm_form(w.dtype(), forms[i])
-        {
-            Path::Gemm
-        } else {
-            Path::RowsTokens
+            && gemm_form(w.dtype(), forms[i]);
+        paths[i] = match x.bufs.kernels {
+            TokenKernels::Tiles if tiles => Path::Gemm,
+            // K-quant tiles equal their matvec bit for bit (tests/kquant.rs); the others do not.
+            TokenKernels::PerToken if n > 1 && tiles && w.dtype().is_k_quant() => Path::Gemm,
+            TokenKernels::Auto if n > 1 && tiles => Path::Gemm,
+            _ if n == 1 => Path::Rows,
+            _ => Path::RowsTokens,
         };
         match (paths[i], w.dtype()) {
             (Path::Gemm, DType::Q8_0 | DType::Q4_0) => x.ensure_packed(w.cols()),

@@ -392,7 +392,7 @@ fn per_token_inputs_equal_each_tokens_matvec_bit_for_bit() {
                 for p in [None, Some(&pool)] {
                     let mut got = vec![0.0; n * rows];
                     let mut bufs = floe_kernels::InputBuffers::default();
-                    bufs.set_per_token(true);
+                    bufs.set_kernels(floe_kernels::TokenKernels::PerToken);
                     let mut input = bufs.input(&xs, n, Default::default());
                     floe_kernels::matmul_input(&m, &mut input, &mut got, p).unwrap();
                     for t in 0..n {
@@ -401,6 +401,53 @@ fn per_token_inputs_equal_each_tokens_matvec_bit_for_bit() {
                         let row = &got[t * rows..(t + 1) * rows];
                         assert!(
                             row.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{dtype} rows={rows} n={n} token {t}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Tiles inputs (prompt rows) give every token the same result whatever other tokens share
+/// its product: n tokens at once equal each token alone, for every format and row count, with
+/// and without a pool (so a prompt split into chunks, or batched with other prompts, runs each
+/// row as it runs whole).
+#[test]
+fn tiles_inputs_give_each_token_the_same_result_in_any_company() {
+    let pool = KernelPool::new(2).unwrap();
+    let cols = 160;
+    for dtype in [DType::F32, DType::F16, DType::Bf16, DType::Q8_0, DType::Q4_0] {
+        for rows in [1usize, 7, 37, 130] {
+            let bytes = bytes_of(dtype, &vecf(rows * cols, rows as u64 + 9));
+            let words: Vec<u32> = bytes
+                .chunks(4)
+                .map(|c| {
+                    let mut b = [0u8; 4];
+                    b[..c.len()].copy_from_slice(c);
+                    u32::from_le_bytes(b)
+                })
+                .collect();
+            let data = &bytemuck::cast_slice::<u32, u8>(&words)[..bytes.len()];
+            let m = Matrix::new(dtype, rows, cols, data).unwrap();
+            let tiles = |xs: &[f32], n: usize, p: Option<&KernelPool>| {
+                let mut out = vec![0.0; n * rows];
+                let mut bufs = floe_kernels::InputBuffers::default();
+                bufs.set_kernels(floe_kernels::TokenKernels::Tiles);
+                let mut input = bufs.input(xs, n, Default::default());
+                floe_kernels::matmul_input(&m, &mut input, &mut out, p).unwrap();
+                out
+            };
+            for n in [2usize, 3, 5, 8, 9] {
+                let xs = vecf(n * cols, 90 + n as u64);
+                for p in [None, Some(&pool)] {
+                    let all = tiles(&xs, n, p);
+                    for t in 0..n {
+                        let one = tiles(&xs[t * cols..(t + 1) * cols], 1, p);
+                        let row = &all[t * rows..(t + 1) * rows];
+                        assert!(
+                            row.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()),
                             "{dtype} rows={rows} n={n} token {t}"
                         );
                     }

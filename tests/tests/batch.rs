@@ -2,8 +2,7 @@
 //! alone, bit for bit, on every architecture, as sequences join and leave between steps.
 
 use floe::kernels::ops::KvDType;
-use floe::runtime::session::BatchScratch;
-use floe::runtime::{Model, Session, SessionOptions};
+use floe::runtime::{BatchScratch, Model, PassKind, Session, SessionOptions};
 use floe_kernels::DType;
 
 const SEQS: usize = 8;
@@ -61,7 +60,7 @@ fn batched(m: &Model) -> (Vec<Vec<Vec<f32>>>, usize) {
         let tokens: Vec<[u32; 1]> = live.iter().map(|l| [l.2]).collect();
         let toks: Vec<&[u32]> = tokens.iter().map(|t| &t[..]).collect();
         let mut sessions: Vec<&mut Session> = live.iter_mut().map(|l| &mut l.1).collect();
-        let logits = m.pass(&mut batch, &mut sessions, &toks, false).unwrap().to_vec();
+        let logits = m.pass(&mut batch, &mut sessions, &toks, PassKind::Decode, false).unwrap().to_vec();
         assert_eq!(logits.len(), live.len() * vocab);
         for (l, row) in live.iter_mut().zip(logits.chunks_exact(vocab)) {
             seen[l.0].push(row.to_vec());
@@ -124,35 +123,61 @@ fn empty_rows_sit_out_and_bad_passes_are_refused() {
     let (mut a, mut b) = (Session::new(options()), Session::new(options()));
     let mut batch = BatchScratch::new();
     let want = m.step(&mut Session::new(options()), &[5, 6], false).unwrap().to_vec();
-    let got = m.pass(&mut batch, &mut [&mut a, &mut b], &[&[5, 6], &[]], false).unwrap();
+    let got = m.pass(&mut batch, &mut [&mut a, &mut b], &[&[5, 6], &[]], PassKind::Prefill, false).unwrap();
     assert_eq!(got.len(), vocab);
     assert!(got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()));
     assert_eq!((a.position(), b.position()), (2, 0));
-    assert!(m.pass(&mut batch, &mut [&mut a], &[&[1], &[2]], false).is_err());
+    assert!(m.pass(&mut batch, &mut [&mut a], &[&[1], &[2]], PassKind::Decode, false).is_err());
     let mut full = Session::new(SessionOptions { ctx: Some(2), ..options() });
-    let e = m.pass(&mut batch, &mut [&mut a, &mut full], &[&[1], &[1, 2, 3]], false).unwrap_err();
+    let e = m.pass(&mut batch, &mut [&mut a, &mut full], &[&[1], &[1, 2, 3]], PassKind::Prefill, false).unwrap_err();
     assert!(e.to_string().contains("context full"), "{e}");
 }
 
-/// A prompt run in two parts (a kept session's prefix, then the rest) stays within rounding of
-/// the prompt run at once, with the same next token: the experts then see their tokens in other
-/// groups, and a group of one runs the matvec kernels rather than the GEMM tiles, which round
-/// differently (what prefix reuse costs; batching itself costs nothing, above).
+/// Prompt chunks (prefill passes) give every row the result it gets in any other company: a
+/// prompt run in two parts (a kept session's prefix, then the rest) equals the prompt run at
+/// once, and prompts batched into one prefill pass equal each run alone, bit for bit, on every
+/// architecture. So prefix reuse and batched admission change nothing.
 #[test]
-fn a_prompt_continued_from_a_kept_prefix_stays_within_rounding() {
+fn prefill_rows_do_not_depend_on_chunking_or_company() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    for (preset, dtype) in [("tiny", DType::Q4_0), ("tiny-qwen3.5", DType::Q4_0), ("tiny-deepseek", DType::Q8_0)] {
+    let cases = [
+        ("tiny", DType::Q4_0),
+        ("tiny-qwen3.5", DType::Q4_0),
+        ("tiny-glm4.5", DType::Q8_0),
+        ("tiny-deepseek", DType::Q8_0),
+        ("tiny-gpt-oss", DType::Mxfp4),
+    ];
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    for (preset, dtype) in cases {
         let packed = floe_tests::synth_preset(dir.path(), preset, dtype);
         let m = floe_tests::load(&packed, 2);
-        let prompt: Vec<u32> = (0..23).map(|i| (i * 7 + 1) % m.spec.vocab as u32).collect();
-        let whole = m.step(&mut Session::new(options()), &prompt, false).unwrap().to_vec();
+        let vocab = m.spec.vocab;
+        let mut batch = BatchScratch::new();
+        let mut prefill = |seqs: &mut [&mut Session], toks: &[&[u32]]| {
+            m.pass(&mut batch, seqs, toks, PassKind::Prefill, false).unwrap().to_vec()
+        };
+        let prompt: Vec<u32> = (0..23).map(|i| (i * 7 + 1) % vocab as u32).collect();
+        let whole = prefill(&mut [&mut Session::new(options())], &[&prompt]);
         for split in [1, 2, 5, 8, 13, 22] {
             let mut s = Session::new(options());
-            m.step(&mut s, &prompt[..split], false).unwrap();
-            let got = m.step(&mut s, &prompt[split..], false).unwrap();
-            let d = floe_tests::max_abs_diff(got, &whole);
-            assert!(d < 1e-4, "{preset}: split at {split} differs by {d}");
-            assert_eq!(floe_tests::argmax(got), floe_tests::argmax(&whole), "{preset} {split}");
+            prefill(&mut [&mut s], &[&prompt[..split]]);
+            let got = prefill(&mut [&mut s], &[&prompt[split..]]);
+            assert!(
+                same(&got, &whole),
+                "{preset}: split at {split} differs by {}",
+                floe_tests::max_abs_diff(&got, &whole)
+            );
+        }
+        // Three prompts in one pass.
+        let others: Vec<Vec<u32>> =
+            [4usize, 1, 9].iter().map(|&n| (0..n as u32).map(|i| (i * 13 + 5) % vocab as u32).collect()).collect();
+        let mut ss: Vec<Session> = (0..4).map(|_| Session::new(options())).collect();
+        let mut refs: Vec<&mut Session> = ss.iter_mut().collect();
+        let toks = [&prompt[..], &others[0], &others[1], &others[2]];
+        let together = prefill(&mut refs, &toks);
+        for (i, t) in toks.iter().enumerate() {
+            let alone = prefill(&mut [&mut Session::new(options())], &[t]);
+            assert!(same(&together[i * vocab..(i + 1) * vocab], &alone), "{preset}: prompt {i}");
         }
     }
 }

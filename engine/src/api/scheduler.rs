@@ -16,7 +16,7 @@ use super::kept::KeptSessions;
 use crate::error::{Error, Result};
 use crate::runtime::generate::{GenStats, GenerateOptions};
 use crate::runtime::sampling::Sampler;
-use crate::runtime::session::BatchScratch;
+use crate::runtime::session::{BatchScratch, PassKind};
 use crate::runtime::{Model, Session, SessionOptions};
 
 /// Why a generation ended.
@@ -150,6 +150,8 @@ struct Live {
     prefill_s: f64,
     ttft_s: f64,
     decode_start: Instant,
+    /// False once it has finished or its consumer went away.
+    going: bool,
 }
 
 impl Live {
@@ -210,6 +212,9 @@ impl Core {
 }
 
 /// The scheduler thread's loop: until the engine drops its sender and every generation ends.
+/// Each turn runs one prefill pass (the next chunk of every prompt being admitted, together:
+/// prompts arriving at once read their experts once), then one decode pass over every
+/// sequence in flight, so a long prompt delays the others by a chunk at a time.
 pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
     let rewindable = core
         .model
@@ -220,28 +225,51 @@ pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
     let mut kept = KeptSessions::new(core.kept_sessions, rewindable);
     let mut batch = BatchScratch::new();
     let mut live: Vec<Live> = Vec::new();
+    let mut admitting: Vec<Admitting> = Vec::new();
     let vocab = core.model.spec.vocab;
     loop {
-        // Admit: wait when idle, else take what is waiting, up to the batch's size.
-        if live.is_empty() {
+        // Admit: wait when idle, else take what is waiting while there is room.
+        if live.is_empty() && admitting.is_empty() {
             match jobs.recv() {
-                Ok(job) => admit(&core, job, &mut kept, &mut batch, &mut live),
+                Ok(job) => admitting.extend(start(&core, job, &mut kept)),
                 Err(_) => return,
             }
         }
-        while live.len() < core.max_sequences.max(1) {
+        while live.len() + admitting.len() < core.max_sequences.max(1) {
             match jobs.try_recv() {
-                Ok(job) => admit(&core, job, &mut kept, &mut batch, &mut live),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => break,
+                Ok(job) => admitting.extend(start(&core, job, &mut kept)),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
         core.counters.waiting.store(jobs.len(), Ordering::Relaxed);
-        core.counters.active.store(live.len(), Ordering::Relaxed);
-        // Consumers that went away leave before the step.
+        admitting.retain(|a| !a.job.gone());
+        if !admitting.is_empty() {
+            // One prefill pass: the next chunk of every prompt being admitted.
+            match prefill_pass(&core, &mut admitting, &mut batch) {
+                Ok(done) => {
+                    let mut rest = Vec::with_capacity(admitting.len());
+                    for (a, logits) in admitting.drain(..).zip(done) {
+                        match logits {
+                            Some(mut l) => live.push(a.into_live(&core, &mut l)),
+                            None => rest.push(a),
+                        }
+                    }
+                    admitting = rest;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for a in admitting.drain(..) {
+                        let _ = a.job.events.send(Event::Failed(Error::Invalid(format!(
+                            "prefill failed: {msg}"
+                        ))));
+                    }
+                }
+            }
+        }
+        // Consumers that went away leave before the step; finished ones were kept already.
         let mut still = Vec::with_capacity(live.len());
         for l in live.drain(..) {
-            if l.job.gone() {
+            if l.job.gone() || !l.going {
                 let (tokens, session) = l.into_kept();
                 kept.put(tokens, session);
             } else {
@@ -249,15 +277,20 @@ pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
             }
         }
         live = still;
+        core.counters.active.store(live.len(), Ordering::Relaxed);
+        core.counters.kept.store(kept.len(), Ordering::Relaxed);
+        core.counters.kept_bytes.store(kept.bytes(), Ordering::Relaxed);
         if live.is_empty() {
             continue;
         }
         // One decode step over every sequence in flight.
-        let tokens: Vec<[u32; 1]> =
-            live.iter().map(|l| [*l.history.last().expect("a live generation has a token")]).collect();
+        let tokens: Vec<[u32; 1]> = live
+            .iter()
+            .map(|l| [*l.history.last().expect("a live generation has a token")])
+            .collect();
         let toks: Vec<&[u32]> = tokens.iter().map(|t| &t[..]).collect();
         let mut sessions: Vec<&mut Session> = live.iter_mut().map(|l| &mut l.session).collect();
-        let result = core.model.pass(&mut batch, &mut sessions, &toks, false);
+        let result = core.model.pass(&mut batch, &mut sessions, &toks, PassKind::Decode, false);
         drop(sessions);
         let logits = match result {
             Ok(l) => l,
@@ -273,107 +306,95 @@ pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
         };
         core.counters.passes.fetch_add(1, Ordering::Relaxed);
         core.counters.decode_tokens.fetch_add(live.len() as u64, Ordering::Relaxed);
-        let mut going = Vec::with_capacity(live.len());
         for (l, row) in live.iter_mut().zip(logits.chunks_exact_mut(vocab)) {
-            going.push(l.take_token(&core, row));
+            l.going = l.take_token(&core, row);
         }
-        let mut still = Vec::with_capacity(live.len());
-        for (l, go) in live.drain(..).zip(going) {
-            if go {
-                still.push(l);
-            } else {
-                let (tokens, session) = l.into_kept();
-                kept.put(tokens, session);
-            }
-        }
-        live = still;
-        core.counters.kept.store(kept.len(), Ordering::Relaxed);
-        core.counters.kept_bytes.store(kept.bytes(), Ordering::Relaxed);
-        core.counters.active.store(live.len(), Ordering::Relaxed);
     }
 }
 
-/// Runs `job`'s prompt alone and samples its first token; it joins `live` unless that ended it.
-fn admit(
-    core: &Core,
+/// A request whose prompt is being run, a chunk per scheduler turn.
+struct Admitting {
     job: Job,
-    kept: &mut KeptSessions,
-    batch: &mut BatchScratch,
-    live: &mut Vec<Live>,
-) {
+    session: Session,
+    reused: usize,
+    /// Prompt tokens the session holds so far.
+    at: usize,
+    start: Instant,
+}
+
+impl Admitting {
+    /// Samples the first token: a live generation (not `going` if that token ended it).
+    fn into_live(self, core: &Core, logits: &mut [f32]) -> Live {
+        core.counters
+            .prefill_tokens
+            .fetch_add((self.job.prompt.len() - self.reused) as u64, Ordering::Relaxed);
+        core.counters.reused_tokens.fetch_add(self.reused as u64, Ordering::Relaxed);
+        let mut l = Live {
+            sampler: Sampler::new(self.job.options.sampling.clone()),
+            history: self.job.prompt.clone(),
+            job: self.job,
+            session: self.session,
+            generated: 0,
+            reused: self.reused,
+            prefill_s: self.start.elapsed().as_secs_f64(),
+            ttft_s: 0.0,
+            decode_start: Instant::now(),
+            going: true,
+        };
+        l.going = l.take_token(core, logits);
+        l
+    }
+}
+
+/// Takes `job` in: its session (from a kept one holding a prefix of its prompt, or new), or
+/// None when it is refused (the error sent) or already gone.
+fn start(core: &Core, job: Job, kept: &mut KeptSessions) -> Option<Admitting> {
     if job.gone() {
-        return;
+        return None;
+    }
+    let ctx = core.context();
+    if job.prompt.is_empty() || job.prompt.len() > ctx {
+        let _ = job.events.send(Event::Failed(Error::Invalid(format!(
+            "the prompt has {} tokens: a generation holds 1 to {ctx}",
+            job.prompt.len()
+        ))));
+        return None;
     }
     core.counters.admitted.fetch_add(1, Ordering::Relaxed);
-    let start = Instant::now();
     let fresh = || Session::new(core.session_options);
-    let (mut session, reused) = match job.options.record_routes {
+    let (session, reused) = match job.options.record_routes {
         true => (fresh().record_routes(), 0),
         false => kept.take(&job.prompt).unwrap_or_else(|| (fresh(), 0)),
     };
-    let result = prefill(core, &job, &mut session, reused, batch);
-    let mut logits = match result {
-        Ok(Some(l)) => l,
-        Ok(None) => return, // cancelled
-        Err(e) => {
-            let _ = job.events.send(Event::Failed(e));
-            return;
-        }
-    };
-    core.counters.prefill_tokens.fetch_add((job.prompt.len() - reused) as u64, Ordering::Relaxed);
-    core.counters.reused_tokens.fetch_add(reused as u64, Ordering::Relaxed);
-    let mut l = Live {
-        sampler: Sampler::new(job.options.sampling.clone()),
-        history: job.prompt.clone(),
-        job,
-        session,
-        generated: 0,
-        reused,
-        prefill_s: start.elapsed().as_secs_f64(),
-        ttft_s: 0.0,
-        decode_start: Instant::now(),
-    };
-    if l.take_token(core, &mut logits) {
-        live.push(l);
-    } else {
-        let (tokens, session) = l.into_kept();
-        kept.put(tokens, session);
-    }
-    core.counters.kept.store(kept.len(), Ordering::Relaxed);
-    core.counters.kept_bytes.store(kept.bytes(), Ordering::Relaxed);
+    Some(Admitting { job, session, reused, at: reused, start: Instant::now() })
 }
 
-/// Runs the prompt from position `from` in chunks ending at multiples of the prefill chunk (so
-/// a continued prompt is cut where a fresh one is); the last token's logits, or None if the
-/// consumer went away.
-fn prefill(
+/// Runs the next chunk of every prompt being admitted as one pass (chunks end at multiples of
+/// the prefill chunk, so a continued prompt is cut where a fresh one is); for each, its last
+/// token's logits once its prompt is done.
+fn prefill_pass(
     core: &Core,
-    job: &Job,
-    session: &mut Session,
-    from: usize,
+    admitting: &mut [Admitting],
     batch: &mut BatchScratch,
-) -> Result<Option<Vec<f32>>> {
-    let prompt = &job.prompt;
-    if prompt.is_empty() {
-        return Err(Error::Invalid("the prompt has no tokens".into()));
+) -> Result<Vec<Option<Vec<f32>>>> {
+    let vocab = core.model.spec.vocab;
+    let ends: Vec<usize> = admitting
+        .iter()
+        .map(|a| {
+            let chunk = a.job.options.prefill_chunk.max(1);
+            ((a.at / chunk + 1) * chunk).min(a.job.prompt.len())
+        })
+        .collect();
+    let chunks: Vec<&[u32]> =
+        admitting.iter().zip(&ends).map(|(a, &end)| &a.job.prompt[a.at..end]).collect();
+    let chunks: Vec<Vec<u32>> = chunks.into_iter().map(<[u32]>::to_vec).collect();
+    let toks: Vec<&[u32]> = chunks.iter().map(Vec::as_slice).collect();
+    let mut sessions: Vec<&mut Session> = admitting.iter_mut().map(|a| &mut a.session).collect();
+    let logits = core.model.pass(batch, &mut sessions, &toks, PassKind::Prefill, false)?;
+    let mut out = Vec::with_capacity(admitting.len());
+    for ((a, &end), row) in admitting.iter_mut().zip(&ends).zip(logits.chunks_exact(vocab)) {
+        a.at = end;
+        out.push((end == a.job.prompt.len()).then(|| row.to_vec()));
     }
-    let ctx = core.context();
-    if prompt.len() > ctx {
-        return Err(Error::Invalid(format!(
-            "the prompt has {} tokens, more than the {ctx} positions a generation holds",
-            prompt.len()
-        )));
-    }
-    let chunk = job.options.prefill_chunk.max(1);
-    let mut at = from;
-    let mut logits = Vec::new();
-    while at < prompt.len() {
-        if job.gone() {
-            return Ok(None);
-        }
-        let end = ((at / chunk + 1) * chunk).min(prompt.len());
-        logits = core.model.pass(batch, &mut [&mut *session], &[&prompt[at..end]], false)?.to_vec();
-        at = end;
-    }
-    Ok(Some(logits))
+    Ok(out)
 }

@@ -61,8 +61,11 @@ impl Model {
                         nw.router_logit_bias.as_ref().map(|b| self.vec(b)).transpose()?;
                     let hn = &sc.hn;
                     self.experts.prefetch_next(next, k, step, &mut || {
-                        let (mut scratch, mut top, mut all) =
-                            (Default::default(), Vec::new(), Vec::<(usize, f32)>::new());
+                        // Over several sequences, the k experts most of them are predicted to
+                        // choose: a union of every prediction would read more than a layer's
+                        // share of the cache ahead and evict what the step needs.
+                        let (mut scratch, mut top) = (Default::default(), Vec::new());
+                        let mut votes = vec![(0u32, 0.0f32); router.rows()];
                         for x in hn.chunks_exact(h) {
                             let mut p = vec![0.0; router.rows()];
                             floe_kernels::matvec_with(&router, x, &mut p, pool, self.activations)
@@ -73,12 +76,19 @@ impl Model {
                             let kind = next_spec.router;
                             super::router::route(kind, &mut p, next_bias, k, &mut scratch, &mut top);
                             for &(e, wt) in &top {
-                                if !all.iter().any(|&(a, _)| a == e) {
-                                    all.push((e, wt));
-                                }
+                                votes[e].0 += 1;
+                                votes[e].1 += wt;
                             }
                         }
-                        Ok(all)
+                        let mut ranked: Vec<(usize, f32)> = (0..votes.len())
+                            .filter(|&e| votes[e].0 > 0)
+                            .map(|e| (e, votes[e].1))
+                            .collect();
+                        ranked.sort_by(|a, b| {
+                            votes[b.0].0.cmp(&votes[a.0].0).then(b.1.total_cmp(&a.1))
+                        });
+                        ranked.truncate(k);
+                        Ok(ranked)
                     })?;
                 }
             }
@@ -105,7 +115,7 @@ impl Model {
             y: &mut sc.y,
             gathered: &mut sc.gathered,
             inputs: &mut sc.in_batch,
-            per_token: sc.per_token,
+            kernels: sc.kernels,
         };
         let mut bufs = bufs;
         let extras = ExpertExtras {
@@ -191,8 +201,8 @@ struct ExpertBuffers<'a> {
     y: &'a mut Vec<f32>,
     gathered: &'a mut Vec<f32>,
     inputs: &'a mut Vec<InputBuffers>,
-    /// New input buffers compute each token as alone (see `Scratch::set_per_token`).
-    per_token: bool,
+    /// The kernels new input buffers run tokens through (see `Scratch::set_kernels`).
+    kernels: floe_kernels::TokenKernels,
 }
 
 /// Products one batch holds without touching the heap (a decode step's top-k, two each).
@@ -219,10 +229,10 @@ impl Model {
         let rows: usize = batch.iter().map(|(e, _)| users.of(*e).len()).sum();
         let ffn_rows: usize = batch.iter().map(|(e, v)| users.of(*e).len() * v.gate.rows()).sum();
         if b.inputs.len() < batch.len() {
-            let per_token = b.per_token;
+            let kernels = b.kernels;
             b.inputs.resize_with(batch.len(), || {
                 let mut ib = InputBuffers::default();
-                ib.set_per_token(per_token);
+                ib.set_kernels(kernels);
                 ib
             });
         }

@@ -7,7 +7,7 @@ use floe_kernels::{KernelPool, Matrix, QuantActivations};
 
 use smallvec::SmallVec;
 
-use super::session::{sized, BatchScratch, Scratch, Seg, SeqRows, Session};
+use super::session::{sized, BatchScratch, PassKind, Scratch, Seg, SeqRows, Session};
 use super::weights::{FfnWeights, MixerWeights, ModelWeights};
 use crate::error::{Error, Result};
 use crate::formats::dense::{DenseWeights, TensorRef};
@@ -170,7 +170,14 @@ impl Model {
     ) -> Result<&'s mut [f32]> {
         let mut sc = std::mem::take(&mut s.scratch);
         let step = s.step;
-        let r = self.pass_inner(std::slice::from_mut(&mut &mut *s), &[tokens], &mut sc, step, all_logits);
+        let kind = if tokens.len() > 1 { PassKind::Prefill } else { PassKind::Decode };
+        let r = self.pass_inner(
+            std::slice::from_mut(&mut &mut *s),
+            &[tokens],
+            &mut sc,
+            step,
+            (kind, all_logits),
+        );
         s.scratch = sc;
         let rows = r?;
         if rows > 0 {
@@ -182,17 +189,20 @@ impl Model {
     /// One forward pass over several sequences at once: `tokens[i]` run at `seqs[i]`'s next
     /// positions, all rows through each layer together, so an expert chosen by several sequences
     /// is read and run once over all their tokens. Attention (and any recurrent state) stays per
-    /// sequence. Every product computes each token as it would alone, so each sequence gets
-    /// exactly the logits [`step`](Self::step) gives it on its own (the last token's, or every
-    /// token's with `all_logits`), in `seqs` order, `vocab` floats per row.
+    /// sequence. Every product computes each row as it would alone ([`PassKind`]), so each
+    /// sequence gets exactly the logits it gets in a pass of its own of that kind (a decode
+    /// pass's equal [`step`](Self::step)'s with one token): the last token's, or every token's
+    /// with `all_logits`, in `seqs` order, `vocab` floats per row.
     pub fn pass<'b>(
         &self,
         batch: &'b mut BatchScratch,
         seqs: &mut [&mut Session],
         tokens: &[&[u32]],
+        kind: PassKind,
         all_logits: bool,
     ) -> Result<&'b mut [f32]> {
-        let rows = self.pass_inner(seqs, tokens, &mut batch.scratch, batch.step, all_logits)?;
+        let (scratch, step) = (&mut batch.scratch, batch.step);
+        let rows = self.pass_inner(seqs, tokens, scratch, step, (kind, all_logits))?;
         batch.step += 1;
         Ok(&mut batch.scratch.logits[..rows * self.spec.vocab])
     }
@@ -204,7 +214,7 @@ impl Model {
         tokens: &[&[u32]],
         sc: &mut Scratch,
         step: u64,
-        all_logits: bool,
+        (kind, all_logits): (PassKind, bool),
     ) -> Result<usize> {
         let (h, vocab) = (self.spec.hidden, self.spec.vocab);
         if seqs.len() != tokens.len() {
@@ -246,13 +256,13 @@ impl Model {
         // Sequences with tokens, in pass order.
         let mut active: SmallVec<[&mut Session; 8]> =
             seqs.iter_mut().zip(tokens).filter(|(_, t)| !t.is_empty()).map(|(s, _)| &mut **s).collect();
-        sc.set_per_token(active.len() > 1);
+        sc.set_kernels(kind.kernels());
         let x = sized(&mut sc.x, n * h);
         for (t, &id) in tokens.iter().flat_map(|t| t.iter()).enumerate() {
             self.dense.row_of(&self.weights.embed, id as usize, &mut x[t * h..(t + 1) * h])?;
         }
         let rows = std::mem::take(&mut sc.rows);
-        let result = self.layers(&mut active, &rows, sc, step, n);
+        let result = self.layers(&mut active, &rows, sc, (step, kind), n);
         sc.rows = rows;
         result?;
         for (s, at) in active.iter_mut().zip(&sc.rows) {
@@ -285,7 +295,7 @@ impl Model {
         seqs: &mut [&mut Session],
         rows: &[SeqRows],
         sc: &mut Scratch,
-        step: u64,
+        (step, kind): (u64, PassKind),
         n: usize,
     ) -> Result<()> {
         let h = self.spec.hidden;
@@ -318,7 +328,7 @@ impl Model {
             rms_rows(&sc.x, self.vec(&lw.ffn_norm)?, self.spec.rms_eps, h, &mut sc.hn);
             match (&self.spec.layers[l].ffn, &lw.ffn) {
                 (FfnSpec::Moe(m), FfnWeights::Moe(w)) => {
-                    self.moe(l, m, w, sc, step, n, rows.len() == n)?;
+                    self.moe(l, m, w, sc, step, n, kind == PassKind::Decode)?;
                     for (s, at) in seqs.iter_mut().zip(rows) {
                         if let Some(r) = s.routes.as_mut() {
                             for t in at.range() {

@@ -16,4 +16,4 @@ pub mod session;
 pub mod weights;
 
 pub use forward::{Model, RouteRecord};
-pub use session::{KvCache, LayerState, Session, SessionOptions};
+pub use session::{BatchScratch, KvCache, LayerState, PassKind, Session, SessionOptions};

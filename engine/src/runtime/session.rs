@@ -3,7 +3,7 @@
 //! once the first token has sized it.
 
 use floe_kernels::ops::{KvDType, KvView};
-use floe_kernels::InputBuffers;
+use floe_kernels::{InputBuffers, TokenKernels};
 
 use super::forward::RouteRecord;
 use crate::error::{Error, Result};
@@ -298,8 +298,8 @@ pub(crate) struct Scratch {
     pub in_other: InputBuffers,
     /// Quantised forms of each expert's input in a batch (its gathered tokens, its activations).
     pub in_batch: Vec<InputBuffers>,
-    /// Whether inputs run every token as its own matvec would (a pass over several sequences).
-    pub per_token: bool,
+    /// Which kernels this pass's products run its tokens through (see [`PassKind`]).
+    pub kernels: TokenKernels,
     /// Each sequence's rows of the current pass.
     pub rows: Vec<SeqRows>,
     /// A RoPE table of one sequence, before it joins the pass's per-row table.
@@ -307,13 +307,12 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    /// Makes every product of the next passes compute each token exactly as alone (several
-    /// sequences) or let prefill chunks use GEMM tiles (one sequence).
-    pub fn set_per_token(&mut self, on: bool) {
-        self.per_token = on;
-        self.in_hn.set_per_token(on);
-        self.in_other.set_per_token(on);
-        self.in_batch.iter_mut().for_each(|b| b.set_per_token(on));
+    /// Sets the kernels every product of the next passes runs its tokens through.
+    pub fn set_kernels(&mut self, kernels: TokenKernels) {
+        self.kernels = kernels;
+        self.in_hn.set_kernels(kernels);
+        self.in_other.set_kernels(kernels);
+        self.in_batch.iter_mut().for_each(|b| b.set_kernels(kernels));
     }
 }
 
@@ -357,6 +356,28 @@ impl Seg<'_> {
 
 fn state_mismatch(l: usize) -> Error {
     Error::Invalid(format!("layer {l}: the session's state does not match the layer's mixer"))
+}
+
+/// What a forward pass over several sequences runs: decode steps (one token each) run every
+/// token through the matvec kernels, as a sequence's decode alone does; prompt chunks run every
+/// row through the GEMM tiles (where the CPU has them), whose result for a row does not depend
+/// on the other rows. Either way a sequence's result does not depend on what else is in the
+/// pass, nor on how its prompt is split into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassKind {
+    /// Each sequence's next token.
+    Decode,
+    /// Prompt chunks.
+    Prefill,
+}
+
+impl PassKind {
+    pub(crate) fn kernels(self) -> TokenKernels {
+        match self {
+            Self::Decode => TokenKernels::PerToken,
+            Self::Prefill => TokenKernels::Tiles,
+        }
+    }
 }
 
 /// The scratch and step counter of forward passes over several sequences at once (a decode
