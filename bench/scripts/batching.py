@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """The batching table: aggregate decode tok/s and bytes read from SSD per generated token when
 1, 2, 4 and 8 clients stream answers from one `floe serve` at once (each its own prompt, greedy,
-ignoring nothing: max_tokens each). Starts the server itself on a free port.
+max_tokens each). Starts the server itself on a free port. Decode figures cover the window from
+the moment every client has its first token (the prompts are admitted together, in one prefill
+pass) to the last token; the prefill is reported apart (seconds to the last first token, and
+what it read).
 
 Usage: batching.py FLOE_BINARY MODEL [--cache-mb MB] [--tokens N] [--clients 1,2,4,8] [--runs R]
 Prints a Markdown table. Every client count runs R times (alternating orders), each after a
@@ -13,6 +16,7 @@ import json
 import re
 import statistics
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -24,9 +28,10 @@ ap.add_argument("--tokens", type=int, default=32)
 ap.add_argument("--clients", default="1,2,4,8")
 ap.add_argument("--runs", type=int, default=2)
 ap.add_argument("--ctx", type=int, default=512)
+ap.add_argument("--cache", default="lru")
 a = ap.parse_args()
 
-args = [a.floe, "serve", "--model", a.model, "--port", "0", "--cache", "lru", "--ctx", str(a.ctx),
+args = [a.floe, "serve", "--model", a.model, "--port", "0", "--cache", a.cache, "--ctx", str(a.ctx),
         "--keep-sessions", "0"]
 if a.cache_mb:
     args += ["--cache-mb", str(a.cache_mb)]
@@ -45,35 +50,67 @@ def metric(name):
     return float(re.search(rf"^floe_{name} (\S+)", text, re.M).group(1))
 
 
-def ask(i, n):
+def ask(i, n, firsts, first_read):
+    """Streams one answer; returns (tokens, time of the first token, time of the last)."""
     body = json.dumps({"prompt": f"Client {i} asks about the {i * 7 + 3} ships of the harbour",
-                       "max_tokens": n, "temperature": 0}).encode()
+                       "max_tokens": n, "temperature": 0, "stream": True}).encode()
     req = urllib.request.Request(base + "/v1/completions", data=body, headers={"content-type": "application/json"})
-    r = json.loads(urllib.request.urlopen(req, timeout=3600).read())
-    return r["usage"]["completion_tokens"]
+    tokens, first, last = 0, None, None
+    with urllib.request.urlopen(req, timeout=3600) as r:
+        for line in r:
+            line = line.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "usage" in chunk:
+                tokens = chunk["usage"]["completion_tokens"]
+            now = time.time()
+            if first is None:
+                first = now
+                with lock:
+                    firsts.append(now)
+                    if len(firsts) == expected[0]:
+                        first_read.append(metric("read_bytes_total"))
+            last = now
+    return tokens, first, last
+
+
+lock = threading.Lock()
+expected = [0]
 
 
 def round_of(clients, n, offset):
     read0, t0 = metric("read_bytes_total"), time.time()
+    firsts, first_read = [], []
+    expected[0] = clients
     with cf.ThreadPoolExecutor(clients) as pool:
-        tokens = sum(pool.map(lambda i: ask(offset + i, n), range(clients)))
-    secs = time.time() - t0
-    read = metric("read_bytes_total") - read0
-    return tokens / secs, read / tokens, tokens
+        res = list(pool.map(lambda i: ask(offset + i, n, firsts, first_read), range(clients)))
+    read_end = metric("read_bytes_total")
+    start = max(r[1] for r in res)
+    end = max(r[2] for r in res)
+    # Tokens made after every client had its first (each client's first is not a decode token).
+    decoded = sum(r[0] - 1 for r in res)
+    return {
+        "tok_s": decoded / (end - start),
+        "mb_per_token": (read_end - first_read[0]) / decoded / 1e6,
+        "prefill_s": start - t0,
+        "prefill_gb": (first_read[0] - read0) / 1e9,
+    }
 
 
 counts = [int(c) for c in a.clients.split(",")]
 results = {c: [] for c in counts}
-round_of(2, 8, 1000)  # warm-up: the slab cache and the buffers
+round_of(2, 4, 1000)  # warm-up: the slab cache and the buffers
 for r in range(a.runs):
     order = counts if r % 2 == 0 else list(reversed(counts))
     for c in order:
         results[c].append(round_of(c, a.tokens, 100 * r + 10 * c))
 srv.terminate()
-print(f"| clients | aggregate tok/s | per-client tok/s | MB read per token | runs (tok/s) |")
-print(f"|---|---|---|---|---|")
+print("| clients | aggregate decode tok/s | per client | MB read per decoded token | prefill: s to every first token, GB read | runs (decode tok/s) |")
+print("|---|---|---|---|---|---|")
 for c in counts:
     runs = results[c]
-    tps = statistics.median(x[0] for x in runs)
-    mb = statistics.median(x[1] for x in runs) / 1e6
-    print(f"| {c} | {tps:.2f} | {tps / c:.2f} | {mb:.1f} | {' / '.join(f'{x[0]:.2f}' for x in runs)} |")
+    med = lambda k: statistics.median(x[k] for x in runs)
+    each = " / ".join("%.2f" % x["tok_s"] for x in runs)
+    print(f"| {c} | {med('tok_s'):.2f} | {med('tok_s') / c:.2f} | {med('mb_per_token'):.0f} | "
+          f"{med('prefill_s'):.1f} s, {med('prefill_gb'):.1f} GB | {each} |")

@@ -254,7 +254,8 @@ fn a_disconnected_stream_stops_its_generation() {
     assert_eq!(gauge(srv.port, "requests_in_flight"), 1.0);
     drop(s);
     let start = std::time::Instant::now();
-    while gauge(srv.port, "requests_in_flight") != 0.0 || gauge(srv.port, "active_sequences") != 0.0 {
+    while gauge(srv.port, "requests_in_flight") != 0.0 || gauge(srv.port, "active_sequences") != 0.0
+    {
         assert!(start.elapsed().as_secs() < 20, "the generation did not stop");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

@@ -301,9 +301,8 @@ fn matmul_refs(
         let x = &mut inputs[p.input];
         let (w, n) = (&p.w, x.n);
         forms[i] = form(w.dtype(), x.mode);
-        let tiles = gemm.is_some()
-            && GemmKernels::handles(w.dtype())
-            && gemm_form(w.dtype(), forms[i]);
+        let tiles =
+            gemm.is_some() && GemmKernels::handles(w.dtype()) && gemm_form(w.dtype(), forms[i]);
         paths[i] = match x.bufs.kernels {
             TokenKernels::Tiles if tiles => Path::Gemm,
             // K-quant tiles equal their matvec bit for bit (tests/kquant.rs); the others do not.

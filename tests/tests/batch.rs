@@ -60,7 +60,8 @@ fn batched(m: &Model) -> (Vec<Vec<Vec<f32>>>, usize) {
         let tokens: Vec<[u32; 1]> = live.iter().map(|l| [l.2]).collect();
         let toks: Vec<&[u32]> = tokens.iter().map(|t| &t[..]).collect();
         let mut sessions: Vec<&mut Session> = live.iter_mut().map(|l| &mut l.1).collect();
-        let logits = m.pass(&mut batch, &mut sessions, &toks, PassKind::Decode, false).unwrap().to_vec();
+        let logits =
+            m.pass(&mut batch, &mut sessions, &toks, PassKind::Decode, false).unwrap().to_vec();
         assert_eq!(logits.len(), live.len() * vocab);
         for (l, row) in live.iter_mut().zip(logits.chunks_exact(vocab)) {
             seen[l.0].push(row.to_vec());
@@ -123,13 +124,17 @@ fn empty_rows_sit_out_and_bad_passes_are_refused() {
     let (mut a, mut b) = (Session::new(options()), Session::new(options()));
     let mut batch = BatchScratch::new();
     let want = m.step(&mut Session::new(options()), &[5, 6], false).unwrap().to_vec();
-    let got = m.pass(&mut batch, &mut [&mut a, &mut b], &[&[5, 6], &[]], PassKind::Prefill, false).unwrap();
+    let got = m
+        .pass(&mut batch, &mut [&mut a, &mut b], &[&[5, 6], &[]], PassKind::Prefill, false)
+        .unwrap();
     assert_eq!(got.len(), vocab);
     assert!(got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()));
     assert_eq!((a.position(), b.position()), (2, 0));
     assert!(m.pass(&mut batch, &mut [&mut a], &[&[1], &[2]], PassKind::Decode, false).is_err());
     let mut full = Session::new(SessionOptions { ctx: Some(2), ..options() });
-    let e = m.pass(&mut batch, &mut [&mut a, &mut full], &[&[1], &[1, 2, 3]], PassKind::Prefill, false).unwrap_err();
+    let e = m
+        .pass(&mut batch, &mut [&mut a, &mut full], &[&[1], &[1, 2, 3]], PassKind::Prefill, false)
+        .unwrap_err();
     assert!(e.to_string().contains("context full"), "{e}");
 }
 
@@ -169,8 +174,10 @@ fn prefill_rows_do_not_depend_on_chunking_or_company() {
             );
         }
         // Three prompts in one pass.
-        let others: Vec<Vec<u32>> =
-            [4usize, 1, 9].iter().map(|&n| (0..n as u32).map(|i| (i * 13 + 5) % vocab as u32).collect()).collect();
+        let others: Vec<Vec<u32>> = [4usize, 1, 9]
+            .iter()
+            .map(|&n| (0..n as u32).map(|i| (i * 13 + 5) % vocab as u32).collect())
+            .collect();
         let mut ss: Vec<Session> = (0..4).map(|_| Session::new(options())).collect();
         let mut refs: Vec<&mut Session> = ss.iter_mut().collect();
         let toks = [&prompt[..], &others[0], &others[1], &others[2]];

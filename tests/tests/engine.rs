@@ -39,9 +39,7 @@ fn eight_concurrent_generations_each_get_their_single_request_tokens() {
         prompts()
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                e.generate(p, greedy(6 + i)).unwrap().map(|t| t.unwrap().id).collect()
-            })
+            .map(|(i, p)| e.generate(p, greedy(6 + i)).unwrap().map(|t| t.unwrap().id).collect())
             .collect()
     };
     let engine = Arc::new(Engine::open(&path, config()).unwrap());
@@ -94,8 +92,9 @@ fn a_continued_conversation_reuses_its_kept_state() {
     assert!(f2.stats.reused_tokens >= engine.tokenizer().encode(turn1).unwrap().len() - 1);
     assert!(f2.stats.reused_tokens < prompt2.len());
     assert_eq!(engine.stats().scheduler.reused_tokens as usize, f2.stats.reused_tokens);
-    let fresh = Engine::open(&path, EngineConfig { threads: 2, kept_sessions: 0, ..Default::default() })
-        .unwrap();
+    let fresh =
+        Engine::open(&path, EngineConfig { threads: 2, kept_sessions: 0, ..Default::default() })
+            .unwrap();
     let (want, f) = run(&fresh, &turn2);
     assert_eq!(f.stats.reused_tokens, 0);
     assert_eq!(second, want);
@@ -115,7 +114,8 @@ fn a_dropped_generation_stops() {
         assert!(std::time::Instant::now() < deadline, "the dropped generation still runs");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let ids: Vec<u32> = engine.generate("hello", greedy(3)).unwrap().map(|t| t.unwrap().id).collect();
+    let ids: Vec<u32> =
+        engine.generate("hello", greedy(3)).unwrap().map(|t| t.unwrap().id).collect();
     assert_eq!(ids.len(), 3);
     // Errors reach the caller: an empty prompt, a prompt past the context.
     assert!(engine.generate_ids(Vec::new(), greedy(1)).is_err());

@@ -10,11 +10,11 @@ use floe::formats::packed::PackedModel;
 use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
 use floe::runtime::experts::{ExpertSource, ResidentExperts};
 use floe::runtime::generate::GenerateOptions;
-use floe_tests::generate;
 use floe::runtime::{Model, Session};
 use floe_io::testing::{FaultPlan, FaultTarget};
 use floe_io::{BackendKind, IoConfig, IoEngine, SlabArena};
 use floe_kernels::DType;
+use floe_tests::generate;
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -92,8 +92,8 @@ fn damaged_gguf_never_panics() {
 fn gguf_import_matches_transformers() {
     use floe::formats::packed::PackedModel;
     use floe::runtime::generate::GenerateOptions;
-use floe_tests::generate;
     use floe::runtime::Session;
+    use floe_tests::generate;
     let Some(dir) = golden_dir("qwen3_moe") else { return };
     let tmp = tempfile::tempdir().unwrap();
     for (file, reference) in
@@ -252,8 +252,8 @@ fn direct_gguf_equals_packed_gguf() {
     use floe::formats::source::{open_model, ModelFormat};
     use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
     use floe::runtime::generate::GenerateOptions;
-use floe_tests::generate;
     use floe::runtime::{Model, Session};
+    use floe_tests::generate;
     use std::sync::Arc;
     let Some(dir) = golden_dir("qwen3_moe_k256") else { return };
     let tmp = tempfile::tempdir().unwrap();
@@ -375,8 +375,8 @@ fn every_architecture_runs_from_gguf() {
     use floe::formats::pack::{pack, PackOptions};
     use floe::formats::source::open_model;
     use floe::runtime::generate::GenerateOptions;
-use floe_tests::generate;
     use floe::runtime::{Model, Session};
+    use floe_tests::generate;
     let tmp = tempfile::tempdir().unwrap();
     for (name, gguf_arch) in [
         ("qwen3_moe", "qwen3moe"),
@@ -506,8 +506,8 @@ fn llama_cpp_converted_gguf_matches_transformers() {
     use floe::formats::packed::PackedModel;
     use floe::formats::source::open_model;
     use floe::runtime::generate::GenerateOptions;
-use floe_tests::generate;
     use floe::runtime::{Model, Session};
+    use floe_tests::generate;
     let tmp = tempfile::tempdir().unwrap();
     for (name, tol) in [
         ("glm4_moe", 1e-4),
@@ -569,8 +569,8 @@ use floe_tests::generate;
 fn llama_cpp_converted_gguf_matches_llama_cpp() {
     use floe::formats::source::open_model;
     use floe::runtime::generate::GenerateOptions;
-use floe_tests::generate;
     use floe::runtime::{Model, Session};
+    use floe_tests::generate;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/llamacpp");
     for name in ["glm4_moe", "qwen3_5_moe", "gpt_oss"] {
         let Some(dir) = golden_dir(name) else { return };

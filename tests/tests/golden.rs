@@ -3,9 +3,9 @@
 
 use floe::model::tokenizer::TextCodec;
 use floe::runtime::generate::GenerateOptions;
-use floe_tests::generate;
 use floe::runtime::Session;
 use floe_kernels::DType;
+use floe_tests::generate;
 use floe_tests::*;
 
 /// Max |logit difference| allowed against an f32 reference computed from the same weights:

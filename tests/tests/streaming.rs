@@ -9,11 +9,11 @@ use floe::formats::dense::DenseWeights;
 use floe::formats::packed::PackedModel;
 use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
 use floe::runtime::generate::GenerateOptions;
-use floe_tests::generate;
 use floe::runtime::{Model, Session};
 use floe_io::testing::ChaosConfig;
 use floe_io::{BackendKind, IoEngine, SlabArena};
 use floe_kernels::DType;
+use floe_tests::generate;
 use floe_tests::*;
 
 const MODES: &[&str] = &["lru", "lfu", "arc", "s3fifo", "sieve", "window", "moe", "none", "os"];

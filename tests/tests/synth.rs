@@ -9,9 +9,9 @@ use floe::formats::synth::{synth, SynthShape};
 use floe::model::tokenizer::TextCodec;
 use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
 use floe::runtime::generate::GenerateOptions;
-use floe_tests::generate;
 use floe::runtime::{Model, Session};
 use floe_kernels::DType;
+use floe_tests::generate;
 
 #[test]
 fn tiny_synth_model_runs_resident_and_streamed_alike() {

@@ -6,9 +6,9 @@ use floe::formats::dense::DenseWeights;
 use floe::formats::packed::PackedModel;
 use floe::runtime::experts::ResidentExperts;
 use floe::runtime::generate::GenerateOptions;
-use floe_tests::generate;
 use floe::runtime::{Model, Session};
 use floe_kernels::DType;
+use floe_tests::generate;
 
 fn run(packed: &PackedModel, threads: usize, prompt: &[u32]) -> (Vec<f32>, Vec<u32>) {
     let model = Model::new(

@@ -63,7 +63,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 pub struct StreamingFlags {
     /// Stream experts from SSD through a slab cache with this policy (lru, lfu, arc, s3fifo,
     /// sieve, window, moe), or `os` (buffered reads, page cache) or `none` (read every time).
-    /// Without --cache or --cache-mb, every expert is loaded into memory.
+    /// Without --cache, --cache-mb or --memory-mb, every expert is loaded into memory. Default
+    /// policy: lru for `floe run`, moe for `floe serve` (a decode batch's experts can outgrow
+    /// the cache, and LRU then evicts each expert just before its next use).
     #[arg(long)]
     pub cache: Option<String>,
     /// Memory for the slab cache in MiB (default: a quarter of the experts).
@@ -89,11 +91,13 @@ pub struct StreamingFlags {
 
 impl StreamingFlags {
     /// The engine settings these flags give (`stream`: stream even without a flag asking;
-    /// `min_context`: what a memory budget's context cap must leave).
+    /// `min_context`: what a memory budget's context cap must leave; `policy`: the cache
+    /// policy without --cache).
     pub fn engine_config(
         &self,
         stream: bool,
         min_context: usize,
+        policy: &str,
     ) -> anyhow::Result<floe::EngineConfig> {
         use floe::ExpertMemory;
         let experts = match (self.memory_mb, self.cache_mb) {
@@ -106,7 +110,7 @@ impl StreamingFlags {
         };
         Ok(floe::EngineConfig {
             experts,
-            cache: self.cache.as_deref().unwrap_or("lru").parse()?,
+            cache: self.cache.as_deref().unwrap_or(policy).parse()?,
             prefetch: self.prefetch.parse().map_err(anyhow::Error::msg)?,
             io: self.io.as_deref().map(str::parse).transpose()?,
             queue_depth: self.queue_depth,

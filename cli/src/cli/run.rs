@@ -152,7 +152,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     spinner.set_message(format!(
         "loading {}{}",
         model_dir.display(),
-        if demo || a.stream.cache.is_some() || a.stream.cache_mb.is_some() || a.stream.memory_mb.is_some() {
+        if demo
+            || a.stream.cache.is_some()
+            || a.stream.cache_mb.is_some()
+            || a.stream.memory_mb.is_some()
+        {
             " (dense weights, then the slab cache for streaming the experts)"
         } else {
             " (every expert into memory: use --cache to stream them)"
@@ -167,12 +171,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         max_sequences: 1,
         kept_sessions: 0,
         // A memory budget's context cap leaves room for at least -n tokens after a prompt.
-        ..a.stream.engine_config(demo, a.max_tokens + 1)?
+        ..a.stream.engine_config(demo, a.max_tokens + 1, "lru")?
     };
     let engine = Engine::open(&model_dir, config).map_err(|e| match e {
-        floe::Error::Invalid(m) if m.contains("no tokenizer") => anyhow::anyhow!(
-            "{m}; pass --tokenizer DIR with its tokenizer.json"
-        ),
+        floe::Error::Invalid(m) if m.contains("no tokenizer") => {
+            anyhow::anyhow!("{m}; pass --tokenizer DIR with its tokenizer.json")
+        }
         e => e.into(),
     })?;
     spinner.finish_and_clear();
@@ -219,7 +223,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         }
     }
     let generated = generation.generated().to_vec();
-    let finished = generation.finished().cloned().context("the generation ended without finishing")?;
+    let finished =
+        generation.finished().cloned().context("the generation ended without finishing")?;
     drop(generation);
     let stats = finished.stats.clone();
     let text = codec.decode(&generated)?;

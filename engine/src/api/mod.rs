@@ -298,7 +298,11 @@ impl Engine {
     }
 
     /// Starts generating after the token ids `prompt`.
-    pub fn generate_ids(&self, prompt: Vec<u32>, options: GenerateOptions) -> Result<Generation<'_>> {
+    pub fn generate_ids(
+        &self,
+        prompt: Vec<u32>,
+        options: GenerateOptions,
+    ) -> Result<Generation<'_>> {
         let (events, cancel) = self.submit(prompt, options)?;
         Ok(Generation {
             engine: self,
@@ -374,9 +378,9 @@ impl Engine {
         };
         let spawned = std::thread::Builder::new().name("floe-relay".into()).spawn(relay);
         let failed = spawned.is_err();
-        let start = futures::stream::iter(failed.then(|| {
-            Err(Error::Invalid("cannot start a thread for the generation".into()))
-        }));
+        let start = futures::stream::iter(
+            failed.then(|| Err(Error::Invalid("cannot start a thread for the generation".into()))),
+        );
         start.chain(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         }))

@@ -259,9 +259,10 @@ pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
                 Err(e) => {
                     let msg = e.to_string();
                     for a in admitting.drain(..) {
-                        let _ = a.job.events.send(Event::Failed(Error::Invalid(format!(
-                            "prefill failed: {msg}"
-                        ))));
+                        let _ = a
+                            .job
+                            .events
+                            .send(Event::Failed(Error::Invalid(format!("prefill failed: {msg}"))));
                     }
                 }
             }
@@ -297,9 +298,10 @@ pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
             Err(e) => {
                 let msg = e.to_string();
                 for l in live.drain(..) {
-                    let _ = l.job.events.send(Event::Failed(Error::Invalid(format!(
-                        "decode step failed: {msg}"
-                    ))));
+                    let _ = l
+                        .job
+                        .events
+                        .send(Event::Failed(Error::Invalid(format!("decode step failed: {msg}"))));
                 }
                 continue;
             }

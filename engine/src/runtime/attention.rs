@@ -100,9 +100,14 @@ impl Model {
         for seg in segs.iter_mut() {
             let (at, kv) = (seg.at, seg.kv(l)?);
             for t in at.range() {
-                kv.store(at.pos + t - at.start, &k[t * kvd..(t + 1) * kvd], &v[t * kvd..(t + 1) * kvd]);
+                kv.store(
+                    at.pos + t - at.start,
+                    &k[t * kvd..(t + 1) * kvd],
+                    &v[t * kvd..(t + 1) * kvd],
+                );
             }
-            let (qs, out) = (&q[at.start * qd..][..at.len * qd], &mut att[at.start * qd..][..at.len * qd]);
+            let (qs, out) =
+                (&q[at.start * qd..][..at.len * qd], &mut att[at.start * qd..][..at.len * qd]);
             ops::attention(shape, qs, kv.view(), at.pos, at.len, out, sinks, pool);
         }
         if let Some(gate) = gate {

@@ -74,7 +74,14 @@ impl Model {
                                 p.iter_mut().zip(b).for_each(|(x, y)| *x += y);
                             }
                             let kind = next_spec.router;
-                            super::router::route(kind, &mut p, next_bias, k, &mut scratch, &mut top);
+                            super::router::route(
+                                kind,
+                                &mut p,
+                                next_bias,
+                                k,
+                                &mut scratch,
+                                &mut top,
+                            );
                             for &(e, wt) in &top {
                                 votes[e].0 += 1;
                                 votes[e].1 += wt;

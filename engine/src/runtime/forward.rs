@@ -254,8 +254,12 @@ impl Model {
             return Ok(0);
         }
         // Sequences with tokens, in pass order.
-        let mut active: SmallVec<[&mut Session; 8]> =
-            seqs.iter_mut().zip(tokens).filter(|(_, t)| !t.is_empty()).map(|(s, _)| &mut **s).collect();
+        let mut active: SmallVec<[&mut Session; 8]> = seqs
+            .iter_mut()
+            .zip(tokens)
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(s, _)| &mut **s)
+            .collect();
         sc.set_kernels(kind.kernels());
         let x = sized(&mut sc.x, n * h);
         for (t, &id) in tokens.iter().flat_map(|t| t.iter()).enumerate() {
@@ -313,7 +317,9 @@ impl Model {
                     (MixerSpec::Attention(a), MixerWeights::Attention(w)) => {
                         self.attention(l, a, w, &mut segs, sc, n)?
                     }
-                    (MixerSpec::Mla(m), MixerWeights::Mla(w)) => self.mla(l, m, w, &mut segs, sc, n)?,
+                    (MixerSpec::Mla(m), MixerWeights::Mla(w)) => {
+                        self.mla(l, m, w, &mut segs, sc, n)?
+                    }
                     (MixerSpec::DeltaNet(d), MixerWeights::DeltaNet(w)) => {
                         self.delta_net(l, d, w, &mut segs, sc, n)?
                     }

@@ -136,7 +136,10 @@ impl Model {
         let w_row = heads * lat;
         for seg in segs.iter_mut() {
             let (at, kv) = (seg.at, seg.kv(l)?);
-            let (qs, out) = (&qlat[at.start * w_row..][..at.len * w_row], &mut att[at.start * w_row..][..at.len * w_row]);
+            let (qs, out) = (
+                &qlat[at.start * w_row..][..at.len * w_row],
+                &mut att[at.start * w_row..][..at.len * w_row],
+            );
             ops::attention(shape, qs, kv.view(), at.pos, at.len, out, None, pool);
         }
         // Per head, v_b times the latent part of its output (the RoPE part is not a value).

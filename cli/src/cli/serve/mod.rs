@@ -97,7 +97,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         session: SessionOptions { ctx: a.ctx, kv_dtype },
         max_sequences: a.parallel.max(1),
         kept_sessions: a.keep_sessions,
-        ..a.stream.engine_config(false, 0)?
+        ..a.stream.engine_config(false, 0, "moe")?
     };
     let engine = Arc::new(
         Engine::open(&a.model, config).with_context(|| format!("opening {}", a.model.display()))?,
