@@ -204,6 +204,18 @@ fn quantisation_round_trip_error_bounds() {
     assert!((y4[40] as f64 + 3.0).abs() <= 3.0 / 2048.0);
 }
 
+/// `bytes` in 4-byte words (so f32 matrices view them aligned); the tail word zero-padded.
+fn aligned_words(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks(4)
+        .map(|c| {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(b)
+        })
+        .collect()
+}
+
 fn bytes_of(dtype: DType, w: &[f32]) -> Vec<u8> {
     match dtype {
         DType::F32 => bytemuck::cast_slice(w).to_vec(),
@@ -236,14 +248,7 @@ fn matvec_and_matmul_match_f64_for_every_format() {
             let w = vecf(rows * cols, (rows * cols) as u64);
             let bytes = bytes_of(dtype, &w);
             // Keep the bytes 4-aligned for f32 views.
-            let aligned: Vec<u32> = bytes
-                .chunks(4)
-                .map(|c| {
-                    let mut b = [0u8; 4];
-                    b[..c.len()].copy_from_slice(c);
-                    u32::from_le_bytes(b)
-                })
-                .collect();
+            let aligned = aligned_words(&bytes);
             let data = &bytemuck::cast_slice::<u32, u8>(&aligned)[..bytes.len()];
             let m = Matrix::new(dtype, rows, cols, data).unwrap();
             let wd = dequant(dtype, &w);
@@ -330,12 +335,7 @@ fn matmul_group_equals_its_products() {
         .iter()
         .map(|&(dtype, rows)| {
             let bytes = bytes_of(dtype, &vecf(rows * cols, rows as u64));
-            let words = bytes.chunks(4).map(|c| {
-                let mut b = [0u8; 4];
-                b[..c.len()].copy_from_slice(c);
-                u32::from_le_bytes(b)
-            });
-            (dtype, rows, words.collect(), bytes.len())
+            (dtype, rows, aligned_words(&bytes), bytes.len())
         })
         .collect();
     let mats: Vec<Matrix> = store
@@ -377,14 +377,7 @@ fn per_token_inputs_equal_each_tokens_matvec_bit_for_bit() {
     for dtype in [DType::F32, DType::F16, DType::Bf16, DType::Q8_0, DType::Q4_0] {
         for rows in [1usize, 7, 37, 130] {
             let bytes = bytes_of(dtype, &vecf(rows * cols, rows as u64 + 5));
-            let words: Vec<u32> = bytes
-                .chunks(4)
-                .map(|c| {
-                    let mut b = [0u8; 4];
-                    b[..c.len()].copy_from_slice(c);
-                    u32::from_le_bytes(b)
-                })
-                .collect();
+            let words = aligned_words(&bytes);
             let data = &bytemuck::cast_slice::<u32, u8>(&words)[..bytes.len()];
             let m = Matrix::new(dtype, rows, cols, data).unwrap();
             for n in [2usize, 3, 8, 9] {
@@ -421,14 +414,7 @@ fn tiles_inputs_give_each_token_the_same_result_in_any_company() {
     for dtype in [DType::F32, DType::F16, DType::Bf16, DType::Q8_0, DType::Q4_0] {
         for rows in [1usize, 7, 37, 130] {
             let bytes = bytes_of(dtype, &vecf(rows * cols, rows as u64 + 9));
-            let words: Vec<u32> = bytes
-                .chunks(4)
-                .map(|c| {
-                    let mut b = [0u8; 4];
-                    b[..c.len()].copy_from_slice(c);
-                    u32::from_le_bytes(b)
-                })
-                .collect();
+            let words = aligned_words(&bytes);
             let data = &bytemuck::cast_slice::<u32, u8>(&words)[..bytes.len()];
             let m = Matrix::new(dtype, rows, cols, data).unwrap();
             let tiles = |xs: &[f32], n: usize, p: Option<&KernelPool>| {

@@ -255,32 +255,14 @@ pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
                         }
                     }
                     admitting = rest;
+                    // A first token that ended its generation.
+                    retire(&core, &mut live, &mut kept);
                 }
-                Err(e) => {
-                    let msg = e.to_string();
-                    for a in admitting.drain(..) {
-                        let _ = a
-                            .job
-                            .events
-                            .send(Event::Failed(Error::Invalid(format!("prefill failed: {msg}"))));
-                    }
-                }
+                Err(e) => fail_all(admitting.drain(..).map(|a| a.job), "prefill", &e),
             }
         }
-        // Consumers that went away leave before the step; finished ones were kept already.
-        let mut still = Vec::with_capacity(live.len());
-        for l in live.drain(..) {
-            if l.job.gone() || !l.going {
-                let (tokens, session) = l.into_kept();
-                kept.put(tokens, session);
-            } else {
-                still.push(l);
-            }
-        }
-        live = still;
-        core.counters.active.store(live.len(), Ordering::Relaxed);
-        core.counters.kept.store(kept.len(), Ordering::Relaxed);
-        core.counters.kept_bytes.store(kept.bytes(), Ordering::Relaxed);
+        // Consumers that went away leave before the step.
+        retire(&core, &mut live, &mut kept);
         if live.is_empty() {
             continue;
         }
@@ -296,13 +278,7 @@ pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
         let logits = match result {
             Ok(l) => l,
             Err(e) => {
-                let msg = e.to_string();
-                for l in live.drain(..) {
-                    let _ = l
-                        .job
-                        .events
-                        .send(Event::Failed(Error::Invalid(format!("decode step failed: {msg}"))));
-                }
+                fail_all(live.drain(..).map(|l| l.job), "decode step", &e);
                 continue;
             }
         };
@@ -311,6 +287,33 @@ pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
         for (l, row) in live.iter_mut().zip(logits.chunks_exact_mut(vocab)) {
             l.going = l.take_token(&core, row);
         }
+        // Finished sessions are kept before the next request is looked at, so a client that
+        // answers at once finds its conversation's state.
+        retire(&core, &mut live, &mut kept);
+    }
+}
+
+/// Moves the generations that finished or lost their consumer out of `live` into `kept`.
+fn retire(core: &Core, live: &mut Vec<Live>, kept: &mut KeptSessions) {
+    let mut still = Vec::with_capacity(live.len());
+    for l in live.drain(..) {
+        if l.job.gone() || !l.going {
+            let (tokens, session) = l.into_kept();
+            kept.put(tokens, session);
+        } else {
+            still.push(l);
+        }
+    }
+    *live = still;
+    core.counters.active.store(live.len(), Ordering::Relaxed);
+    core.counters.kept.store(kept.len(), Ordering::Relaxed);
+    core.counters.kept_bytes.store(kept.bytes(), Ordering::Relaxed);
+}
+
+/// Ends every one of `jobs` with the error of the pass they shared.
+fn fail_all(jobs: impl Iterator<Item = Job>, pass: &str, e: &Error) {
+    for job in jobs {
+        let _ = job.events.send(Event::Failed(Error::Invalid(format!("{pass} failed: {e}"))));
     }
 }
 
