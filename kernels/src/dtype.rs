@@ -1,10 +1,12 @@
 //! Weight element types and their storage sizes.
 
 use crate::error::KernelError;
+use crate::traits::{TypeTraits, TYPES};
 
 /// How a weight matrix is stored. Block formats store rows as runs of 32-value blocks exactly as
 /// GGUF does, so GGUF tensors of these types are usable as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum DType {
     /// IEEE f32.
     F32,
@@ -28,32 +30,66 @@ pub enum DType {
     Q6K,
     /// OCP MXFP4: 32 e2m1 values with one E8M0 scale (GGUF `MXFP4`, 17 bytes per block).
     Mxfp4,
+    /// 32 x 4-bit with an f16 scale and minimum (GGUF `Q4_1`, 20 bytes per block).
+    Q4_1,
+    /// 32 x 5-bit with an f16 scale, offset 16 (GGUF `Q5_0`, 22 bytes per block).
+    Q5_0,
+    /// 32 x 5-bit with an f16 scale and minimum (GGUF `Q5_1`, 24 bytes per block).
+    Q5_1,
+    /// 32 x 4-bit codes into a non-linear table, f16 scale (GGUF `IQ4_NL`, 18 bytes per block).
+    Iq4Nl,
+    /// 256 values as 8 IQ4_NL runs with 6-bit run scales (GGUF `IQ4_XS`, 136 bytes).
+    Iq4Xs,
 }
 
 impl DType {
+    /// How many types there are (the rows of the type table).
+    pub const COUNT: usize = 16;
+
+    /// Every type, in the table's order.
+    pub const ALL: [DType; DType::COUNT] = [
+        DType::F32,
+        DType::F16,
+        DType::Bf16,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q2K,
+        DType::Q3K,
+        DType::Q4K,
+        DType::Q5K,
+        DType::Q6K,
+        DType::Mxfp4,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Iq4Nl,
+        DType::Iq4Xs,
+    ];
+
+    /// This type's row of the type table.
+    #[inline]
+    pub fn traits(self) -> &'static TypeTraits {
+        &TYPES[self as usize]
+    }
+
+    /// The type stored under ggml id `id`, if floe reads it.
+    pub fn from_ggml_id(id: u32) -> Option<DType> {
+        TYPES.iter().find(|t| t.ggml_id == id).map(|t| t.dtype)
+    }
+
+    /// ggml's type id.
+    pub fn ggml_id(self) -> u32 {
+        self.traits().ggml_id
+    }
+
     /// Values per block (1 for plain floats).
-    pub const fn block_values(self) -> usize {
-        match self {
-            DType::F32 | DType::F16 | DType::Bf16 => 1,
-            DType::Q8_0 | DType::Q4_0 | DType::Mxfp4 => 32,
-            DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K => 256,
-        }
+    pub fn block_values(self) -> usize {
+        self.traits().block_values
     }
 
     /// Bytes per block.
-    pub const fn block_bytes(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 | DType::Bf16 => 2,
-            DType::Q8_0 => 34,
-            DType::Q4_0 => 18,
-            DType::Q2K => 84,
-            DType::Q3K => 110,
-            DType::Q4K => 144,
-            DType::Q5K => 176,
-            DType::Q6K => 210,
-            DType::Mxfp4 => 17,
-        }
+    pub fn block_bytes(self) -> usize {
+        self.traits().block_bytes
     }
 
     /// Bytes of a row of `cols` values, or an error if a block format cannot hold it.
@@ -65,15 +101,20 @@ impl DType {
         Ok(cols / b * self.block_bytes())
     }
 
-    /// Whether this is a 256-value K-quant (its dot products take Q8_K activations).
+    /// Whether this is a 256-value K-quant (Q2_K..Q6_K: its dot products take Q8_K activations
+    /// and it has GEMM tiles or the K-quant kernels of `DotKernels`).
     pub const fn is_k_quant(self) -> bool {
         matches!(self, DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K)
+    }
+
+    /// Whether values come in quantised blocks (not plain floats).
+    pub fn is_block(self) -> bool {
+        self.block_values() > 1
     }
 
     /// Expands `bytes` (whole rows of this type) to f32 in `out`, bit-identical to ggml's
     /// dequantisation for the block formats.
     pub fn dequantize(self, bytes: &[u8], out: &mut [f32]) -> Result<(), KernelError> {
-        use crate::quant::*;
         let want = self.row_bytes(out.len())?;
         if bytes.len() != want {
             return Err(KernelError::Shape(format!(
@@ -82,66 +123,33 @@ impl DType {
                 bytes.len()
             )));
         }
-        let misaligned = || KernelError::Shape(format!("dequantize {self}: misaligned bytes"));
-        match self {
-            DType::F32 => {
-                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                }
-            }
-            DType::F16 => {
-                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-                }
-            }
-            DType::Bf16 => {
-                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
-                }
-            }
-            DType::Q8_0 => {
-                dequantize_q8_0(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?, out)
-            }
-            DType::Q4_0 => {
-                dequantize_q4_0(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?, out)
-            }
-            DType::Q2K => {
-                dequantize_q2_k(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?, out)
-            }
-            DType::Q3K => {
-                dequantize_q3_k(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?, out)
-            }
-            DType::Q4K => {
-                dequantize_q4_k(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?, out)
-            }
-            DType::Q5K => {
-                dequantize_q5_k(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?, out)
-            }
-            DType::Q6K => {
-                dequantize_q6_k(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?, out)
-            }
-            DType::Mxfp4 => {
-                dequantize_mxfp4(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?, out)
-            }
+        let align = if self.is_block() && self.block_bytes().is_multiple_of(2) { 2 } else { 1 };
+        if !(bytes.as_ptr() as usize).is_multiple_of(align) {
+            return Err(KernelError::Shape(format!("dequantize {self}: misaligned bytes")));
         }
+        (self.traits().dequantize)(bytes, out);
         Ok(())
+    }
+
+    /// Quantises `values` (whole rows) with ggml's reference rule for this type, or None where
+    /// floe has no quantiser for it.
+    pub fn quantize(self, values: &[f32]) -> Option<Result<Vec<u8>, KernelError>> {
+        let q = self.traits().quantize?;
+        Some(self.row_bytes(values.len()).map(|n| {
+            let mut out = vec![0u8; n];
+            q(values, &mut out);
+            out
+        }))
     }
 
     /// The name used on the command line and in manifests.
     pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-            DType::Bf16 => "bf16",
-            DType::Q8_0 => "q8_0",
-            DType::Q4_0 => "q4_0",
-            DType::Q2K => "q2_k",
-            DType::Q3K => "q3_k",
-            DType::Q4K => "q4_k",
-            DType::Q5K => "q5_k",
-            DType::Q6K => "q6_k",
-            DType::Mxfp4 => "mxfp4",
-        }
+        self.traits().name
+    }
+
+    /// ggml's name of the type.
+    pub fn ggml_name(self) -> &'static str {
+        self.traits().ggml_name
     }
 }
 
@@ -154,19 +162,16 @@ impl std::fmt::Display for DType {
 impl std::str::FromStr for DType {
     type Err = KernelError;
     fn from_str(s: &str) -> Result<Self, KernelError> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "f32" | "float32" => DType::F32,
-            "f16" | "float16" => DType::F16,
-            "bf16" | "bfloat16" => DType::Bf16,
-            "q8_0" => DType::Q8_0,
-            "q4_0" => DType::Q4_0,
-            "q2_k" => DType::Q2K,
-            "q3_k" => DType::Q3K,
-            "mxfp4" => DType::Mxfp4,
-            "q4_k" => DType::Q4K,
-            "q5_k" => DType::Q5K,
-            "q6_k" => DType::Q6K,
-            _ => return Err(KernelError::UnknownDType(s.into())),
-        })
+        let lower = s.to_ascii_lowercase();
+        let alias = match lower.as_str() {
+            "float32" => "f32",
+            "float16" => "f16",
+            "bfloat16" => "bf16",
+            other => other,
+        };
+        DType::ALL
+            .into_iter()
+            .find(|d| d.name() == alias)
+            .ok_or_else(|| KernelError::UnknownDType(s.into()))
     }
 }

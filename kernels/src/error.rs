@@ -30,7 +30,7 @@ pub enum KernelError {
         cols: usize,
     },
     /// An unknown dtype name.
-    #[error("unknown dtype {0:?} (expected f32, f16, bf16, q8_0 or q4_0)")]
+    #[error("unknown dtype {0:?} (floe knows f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k..q6_k, iq4_nl, iq4_xs, mxfp4)")]
     UnknownDType(String),
     /// Input and output lengths that do not match the matrix.
     #[error("shape mismatch: {0}")]

@@ -19,6 +19,7 @@ pub mod ops;
 mod pool;
 mod product;
 pub mod quant;
+mod traits;
 
 pub use dtype::DType;
 pub use error::KernelError;
@@ -29,3 +30,4 @@ pub use product::{
     InputBuffers, Product, TokenKernels, MAX_BATCH, MAX_GROUP,
 };
 pub use quant::{BlockQ4_0, BlockQ8_0};
+pub use traits::{ActForm, TypeTraits};

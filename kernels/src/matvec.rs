@@ -6,7 +6,8 @@ use half::{bf16, f16};
 use crate::dot::DotKernels;
 use crate::dtype::DType;
 use crate::error::KernelError;
-use crate::quant::{BlockQ4_0, BlockQ8K, BlockQ8_0};
+use crate::quant::{BlockQ4_0, BlockQ8K, BlockQ8_0, BlockQ8_1};
+use crate::traits::ActForm;
 
 /// Rows handed to one task: big enough to amortise scheduling, small enough to balance.
 pub(crate) const ROWS_PER_TASK: usize = 16;
@@ -97,9 +98,9 @@ impl<'a> Matrix<'a> {
             }
             _ => {
                 let end = self.data.as_ptr_range().end as usize;
-                // K-quant rows are prefetched like Q4_0/Q8_0 groups; float rows are not (the
-                // hardware prefetcher keeps up with their slower conversion kernels).
-                let prefetch = self.dtype.is_k_quant();
+                // Block-format rows are prefetched like Q4_0/Q8_0 groups; float rows are not
+                // (the hardware prefetcher keeps up with their slower conversion kernels).
+                let prefetch = self.dtype.is_block();
                 for (i, o) in out.iter_mut().enumerate() {
                     let row = self.row(first + i);
                     if prefetch {
@@ -246,12 +247,13 @@ pub enum QuantActivations {
     F32,
 }
 
-/// The activations prepared for one weight format: f32 as is, Q8_0 blocks (for Q8_0/Q4_0
-/// weights) or Q8_K blocks (for K-quant weights).
+/// The activations prepared for one weight format, in the form its type-table row names: f32
+/// as is, Q8_0, Q8_1 or Q8_K blocks.
 #[derive(Clone, Copy)]
 pub(crate) enum Prepared<'x> {
     F32(&'x [f32]),
     Q8(&'x [BlockQ8_0]),
+    Q8_1(&'x [BlockQ8_1]),
     Q8K(&'x [BlockQ8K]),
 }
 
@@ -260,14 +262,19 @@ pub(crate) enum Prepared<'x> {
 pub(crate) enum Form {
     F32,
     Q8,
+    Q8_1,
     Q8K,
 }
 
 pub(crate) fn form(dtype: DType, mode: QuantActivations) -> Form {
-    match dtype {
-        DType::Q8_0 | DType::Q4_0 | DType::Mxfp4 if mode == QuantActivations::Q8_0 => Form::Q8,
-        d if d.is_k_quant() && mode == QuantActivations::Q8_0 => Form::Q8K,
-        _ => Form::F32,
+    if mode == QuantActivations::F32 {
+        return Form::F32;
+    }
+    match dtype.traits().act {
+        ActForm::F32 => Form::F32,
+        ActForm::Q8_0 => Form::Q8,
+        ActForm::Q8_1 => Form::Q8_1,
+        ActForm::Q8K => Form::Q8K,
     }
 }
 
@@ -284,12 +291,16 @@ fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
         (DType::Q4K, Prepared::Q8K(q)) => (k.q4_k)(bytemuck::cast_slice(row), q),
         (DType::Q5K, Prepared::Q8K(q)) => (k.q5_k)(bytemuck::cast_slice(row), q),
         (DType::Q6K, Prepared::Q8K(q)) => (k.q6_k)(bytemuck::cast_slice(row), q),
-        (_, Prepared::F32(x)) => {
+        (_, Prepared::F32(x)) if dtype.is_block() => {
             // Quantised weights against f32 activations: the exact reference mode.
             let mut w = vec![0.0f32; x.len()];
             dtype.dequantize(row, &mut w).expect("Matrix::new checked the row size and alignment");
             (k.f32)(&w, x)
         }
-        _ => unreachable!("prepare() matches the activation format to the dtype"),
+        _ => {
+            let dots =
+                dtype.traits().dots.expect("prepare() matches the activation form to the dtype");
+            (dots.for_isa(k.isa))(row, x)
+        }
     }
 }

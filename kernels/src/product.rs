@@ -12,7 +12,8 @@ use crate::gemm::{GemmKernels, PackedF32, PackedQ8, RowsOut};
 use crate::matvec::{form, Form, Matrix, Prepared, QuantActivations, ROWS_PER_TASK};
 use crate::pool::KernelPool;
 use crate::quant::{
-    quantize_q8_0_activations, quantize_q8_k, BlockQ4_0, BlockQ8K, BlockQ8_0, QK, QK_K,
+    quantize_q8_0_activations, quantize_q8_1_activations, quantize_q8_k, BlockQ4_0, BlockQ8K,
+    BlockQ8_0, BlockQ8_1, QK, QK_K,
 };
 
 /// Most matrices one [`matmul_group`] takes.
@@ -26,6 +27,7 @@ pub struct InputBuffers {
     /// Which kernels compute the tokens of inputs made from these buffers.
     kernels: TokenKernels,
     q8: Vec<BlockQ8_0>,
+    q8_1: Vec<BlockQ8_1>,
     q8k: Vec<BlockQ8K>,
     packed: PackedQ8,
 }
@@ -39,7 +41,7 @@ impl std::fmt::Debug for InputBuffers {
 impl InputBuffers {
     /// `n` tokens of `cols` values each, ready for [`matmul_input`].
     pub fn input<'a>(&'a mut self, xs: &'a [f32], n: usize, mode: QuantActivations) -> Input<'a> {
-        Input { xs, n, mode, bufs: self, have: [false; 3] }
+        Input { xs, n, mode, bufs: self, have: [false; 4] }
     }
 
     /// Sets which kernels compute the tokens of inputs made from these buffers.
@@ -78,8 +80,8 @@ pub struct Input<'a> {
     n: usize,
     mode: QuantActivations,
     bufs: &'a mut InputBuffers,
-    /// Which of q8 (per token), q8k, packed are current.
-    have: [bool; 3],
+    /// Which of q8 (per token), q8k, packed, q8_1 are current.
+    have: [bool; 4],
 }
 
 impl std::fmt::Debug for Input<'_> {
@@ -111,6 +113,14 @@ impl Input<'_> {
                 }
                 self.have[0] = true;
             }
+            Form::Q8_1 if !self.have[3] => {
+                let per = cols / QK;
+                self.bufs.q8_1.resize(n * per, BlockQ8_1::ZERO);
+                for (x, q) in self.xs.chunks_exact(cols).zip(self.bufs.q8_1.chunks_exact_mut(per)) {
+                    quantize_q8_1_activations(x, q);
+                }
+                self.have[3] = true;
+            }
             Form::Q8K if !self.have[1] => {
                 let per = cols / QK_K;
                 self.bufs.q8k.resize(n * per, BlockQ8K::ZERO);
@@ -129,6 +139,10 @@ impl Input<'_> {
             Form::Q8 => {
                 let per = cols / QK;
                 Prepared::Q8(&self.bufs.q8[t * per..(t + 1) * per])
+            }
+            Form::Q8_1 => {
+                let per = cols / QK;
+                Prepared::Q8_1(&self.bufs.q8_1[t * per..(t + 1) * per])
             }
             Form::Q8K => {
                 let per = cols / QK_K;

@@ -132,8 +132,6 @@ const LLAMACPP_LOGITS_TOL: f32 = 0.1;
 /// and the argmax at every position equal llama.cpp's, logits within 0.1.
 #[test]
 fn k_quant_gguf_matches_llama_cpp() {
-    use floe::formats::packed::PackedModel;
-    use floe::runtime::Session;
     let Some(dir) = golden_dir("qwen3_moe_k256") else { return };
     let tmp = tempfile::tempdir().unwrap();
     for q in ["Q4_K_M", "Q5_K_M", "Q6_K", "Q4_0", "Q8_0"] {
@@ -145,7 +143,7 @@ fn k_quant_gguf_matches_llama_cpp() {
             &mut |_, _| {},
         )
         .unwrap();
-        let packed = PackedModel::open(&out, true).unwrap();
+        let packed = floe::formats::packed::PackedModel::open(&out, true).unwrap();
         if q == "Q4_K_M" {
             // Q4_K gate/up everywhere, but layer 2's down is Q6_K: two slab layouts.
             let m = &packed.manifest;
@@ -153,50 +151,96 @@ fn k_quant_gguf_matches_llama_cpp() {
             assert_eq!(m.slab.down.dtype.as_deref(), Some("q6_k"));
         }
         let model = floe_tests::load(&packed, 2);
-        let want = Golden::load(&dir, &format!("llamacpp-{q}.safetensors"));
-        let ids: Vec<u32> = want.i64("input_ids").0.iter().map(|&x| x as u32).collect();
-        let mut session = Session::recording();
-        let logits = model.forward(&mut session, &ids, true).unwrap();
-        let (ref_logits, shape) = want.f32("logits");
-        let vocab = shape[1];
-        let diff = floe_tests::max_abs_diff(&logits, &ref_logits);
-        let argmax = |row: &[f32]| {
-            row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap()
-        };
-        let agree = (0..ids.len())
-            .filter(|&t| {
-                argmax(&logits[t * vocab..(t + 1) * vocab])
-                    == argmax(&ref_logits[t * vocab..(t + 1) * vocab])
-            })
-            .count();
-        let routes = session.routes.unwrap();
-        let mut sets_differ = 0;
-        for layer in 0..3 {
-            let (idx, _) = want.i64(&format!("router_topk_idx.{layer}"));
-            for t in 0..ids.len() {
-                let mut got: Vec<i64> = routes
-                    .iter()
-                    .find(|r| r.layer == layer && r.pos == t)
-                    .unwrap()
-                    .experts
-                    .iter()
-                    .map(|e| e.0 as i64)
-                    .collect();
-                got.sort();
-                if got != idx[t * 2..t * 2 + 2] {
-                    sets_differ += 1;
-                }
+        matches_llama_cpp(&model, &dir, q, "packed");
+    }
+}
+
+/// The `qwen3_moe` golden's llama.cpp files whose rows (32-128 wide) made llama-quantize fall
+/// back from the K-quants: Q5_0 (Q4_K_M), Q5_1 (Q5_K_M, whose activations are Q8_1), Q8_0 and
+/// Q4_0, run in place and packed: every expert set and argmax equal llama.cpp's, logits within
+/// the K-quant bound.
+#[test]
+fn legacy_quant_gguf_matches_llama_cpp() {
+    use floe::formats::source::open_model;
+    use floe::runtime::experts::ResidentExperts;
+    let Some(dir) = golden_dir("qwen3_moe") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for (q, want_types) in [
+        ("Q4_K_M", &["Q5_0", "Q8_0"][..]),
+        ("Q5_K_M", &["Q5_1", "Q8_0"][..]),
+        ("Q6_K", &["Q8_0"][..]),
+        ("Q4_0", &["Q4_0", "Q8_0"][..]),
+    ] {
+        let file = dir.join(format!("model-{q}.gguf"));
+        let g = floe::formats::gguf::GgufFile::open(&file).unwrap();
+        for t in want_types {
+            assert!(g.tensors.iter().any(|x| x.ggml_type.name() == *t), "{q} holds {t}");
+        }
+        let m = open_model(&file, false, None).unwrap();
+        let experts = Box::new(ResidentExperts::load_file(m.experts).unwrap());
+        let direct = floe::runtime::Model::new(m.config.clone(), m.dense, experts, 2).unwrap();
+        matches_llama_cpp(&direct, &dir, q, "in place");
+        let out = tmp.path().join(q);
+        floe::formats::gguf::pack_gguf(&file, &out, None, &mut |_, _| {}).unwrap();
+        let packed = floe::formats::packed::PackedModel::open(&out, true).unwrap();
+        matches_llama_cpp(&floe_tests::load(&packed, 2), &dir, q, "packed");
+    }
+}
+
+/// Runs the prompt of `dir/llamacpp-{q}.safetensors` and checks it against llama.cpp's own
+/// outputs on that file: every layer's expert set at every prompt position and the argmax at
+/// every position equal, logits within [`LLAMACPP_LOGITS_TOL`].
+fn matches_llama_cpp(model: &floe::runtime::Model, dir: &std::path::Path, q: &str, how: &str) {
+    use floe::runtime::Session;
+    let want = Golden::load(dir, &format!("llamacpp-{q}.safetensors"));
+    let ids: Vec<u32> = want.i64("input_ids").0.iter().map(|&x| x as u32).collect();
+    let mut session = Session::recording();
+    let logits = model.forward(&mut session, &ids, true).unwrap();
+    let (ref_logits, shape) = want.f32("logits");
+    let vocab = shape[1];
+    let diff = floe_tests::max_abs_diff(&logits, &ref_logits);
+    let argmax = |row: &[f32]| {
+        row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap()
+    };
+    let agree = (0..ids.len())
+        .filter(|&t| {
+            argmax(&logits[t * vocab..(t + 1) * vocab])
+                == argmax(&ref_logits[t * vocab..(t + 1) * vocab])
+        })
+        .count();
+    let routes = session.routes.unwrap();
+    let (mut sets_differ, mut sets) = (0, 0);
+    for layer in 0.. {
+        let name = format!("router_topk_idx.{layer}");
+        if !want.has(&name) {
+            break;
+        }
+        let (idx, shape) = want.i64(&name);
+        let k = shape[1];
+        for t in 0..ids.len() {
+            let mut got: Vec<i64> = routes
+                .iter()
+                .find(|r| r.layer == layer && r.pos == t)
+                .unwrap()
+                .experts
+                .iter()
+                .map(|e| e.0 as i64)
+                .collect();
+            got.sort();
+            sets += 1;
+            if got != idx[t * k..t * k + k] {
+                sets_differ += 1;
             }
         }
-        eprintln!(
-            "{q}: max |logit diff| vs llama.cpp {diff:.3}, argmax {agree}/{}, expert sets differing {sets_differ}/{}",
-            ids.len(),
-            3 * ids.len()
-        );
-        assert_eq!(sets_differ, 0, "{q}: expert sets");
-        assert_eq!(agree, ids.len(), "{q}: argmax");
-        assert!(diff <= LLAMACPP_LOGITS_TOL, "{q}: logits {diff}");
     }
+    eprintln!(
+        "{q} ({how}): max |logit diff| vs llama.cpp {diff:.3}, argmax {agree}/{}, expert sets differing {sets_differ}/{sets}",
+        ids.len(),
+    );
+    assert!(sets > 0, "{q}: the fixture has expert choices");
+    assert_eq!(sets_differ, 0, "{q} ({how}): expert sets");
+    assert_eq!(agree, ids.len(), "{q} ({how}): argmax");
+    assert!(diff <= LLAMACPP_LOGITS_TOL, "{q} ({how}): logits {diff}");
 }
 
 /// The tokenizer rebuilt from the GGUF metadata tokenises like the model's own tokenizer.json

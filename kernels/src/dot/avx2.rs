@@ -42,7 +42,7 @@ pub const KERNELS: DotKernels = DotKernels {
 /// dependency on the accumulator into every block (measured: 3x slower).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-pub(super) fn scale8(a: f16, b: f16) -> __m256 {
+pub(crate) fn scale8(a: f16, b: f16) -> __m256 {
     let wa = _mm256_cvtph_ps(_mm_set1_epi16(a.to_bits() as i16));
     let wb = _mm256_cvtph_ps(_mm_set1_epi16(b.to_bits() as i16));
     _mm256_mul_ps(wa, wb)
@@ -184,11 +184,26 @@ fn dot_widened<const BF16: bool>(w: &[u16], x: &[f32]) -> f32 {
 /// |a| . sign(b, a) with maddubs, then pairwise to i32.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn mul_sum_i8(a: __m256i, b: __m256i) -> __m256 {
+pub(crate) fn mul_sum_i8(a: __m256i, b: __m256i) -> __m256 {
     let ax = _mm256_sign_epi8(a, a);
     let sy = _mm256_sign_epi8(b, a);
     let dot16 = _mm256_maddubs_epi16(ax, sy);
     _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)))
+}
+
+/// 32 bits (little-endian) as 32 bytes: byte i is 0xFF where bit i is set, else 0 (ggml's
+/// `bytes_from_bits_32`, for the fifth bits of Q5_0 / Q5_1).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn bits_to_bytes(bits: [u8; 4]) -> __m256i {
+    let word = _mm256_set1_epi32(i32::from_le_bytes(bits));
+    // Byte i of the result takes byte i / 8 of the word, then tests bit i % 8 of it.
+    let spread = _mm256_shuffle_epi8(
+        word,
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0),
+    );
+    let mask = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(spread, mask), mask)
 }
 
 fn dot_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
@@ -223,7 +238,7 @@ fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
 /// The 32 nibbles of a Q4_0 block as bytes 0..16 (low nibbles in lanes 0..16, high in 16..32).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
+pub(crate) fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
     // SAFETY: qs is 16 bytes.
     let v = unsafe { _mm_loadu_si128(qs.as_ptr() as *const __m128i) };
     let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);

@@ -1,14 +1,21 @@
-//! Block quantisation formats, bit-identical to GGUF's: the 32-value Q8_0/Q4_0 and the
-//! 256-value K-quants (Q2_K..Q6_K weights, Q8_K activations), and MXFP4. One file per format.
+//! Block quantisation formats, bit-identical to GGUF's: one file per format (its `#[repr(C)]`
+//! block, dequantiser, quantiser where floe has one, and, for the formats the type table
+//! (`traits.rs`) dispatches, its scalar dot product and SIMD twins).
 
+pub(crate) mod iq4_nl;
+pub(crate) mod iq4_xs;
 mod mxfp4;
 mod q2_k;
 mod q3_k;
 mod q4_0;
+pub(crate) mod q4_1;
 mod q4_k;
+pub(crate) mod q5_0;
+pub(crate) mod q5_1;
 mod q5_k;
 mod q6_k;
 mod q8_0;
+mod q8_1;
 mod q8_k;
 
 /// `x` rounded to the nearest integer, ties to even, for `|x| < 2^22` (the quantisers' values are
@@ -22,14 +29,20 @@ pub(crate) fn round_ties_even_small(x: f32) -> f32 {
     (x + SHIFT) - SHIFT
 }
 
+pub use iq4_nl::{dequantize_iq4_nl, dot_iq4_nl, BlockIq4Nl, KVALUES_IQ4NL};
+pub use iq4_xs::{dequantize_iq4_xs, dot_iq4_xs, BlockIq4Xs};
 pub use mxfp4::{dequantize_mxfp4, e8m0_to_f32_half, quantize_mxfp4, BlockMxfp4, KVALUES_MXFP4};
 pub use q2_k::{dequantize_q2_k, BlockQ2K};
 pub use q3_k::{dequantize_q3_k, scales_q3_k, BlockQ3K};
 pub use q4_0::{dequantize_q4_0, quantize_q4_0, BlockQ4_0};
+pub use q4_1::{dequantize_q4_1, dot_q4_1, quantize_q4_1, BlockQ4_1};
 pub use q4_k::{dequantize_q4_k, scale_min_k4, scales_mins_k4, BlockQ4K};
+pub use q5_0::{dequantize_q5_0, dot_q5_0, quantize_q5_0, BlockQ5_0};
+pub use q5_1::{dequantize_q5_1, dot_q5_1, quantize_q5_1, BlockQ5_1};
 pub use q5_k::{dequantize_q5_k, BlockQ5K};
 pub use q6_k::{codes_q6_k, dequantize_q6_k, BlockQ6K};
 pub use q8_0::{dequantize_q8_0, quantize_q8_0, quantize_q8_0_activations, BlockQ8_0};
+pub use q8_1::{quantize_q8_1_activations, BlockQ8_1};
 pub use q8_k::{dequantize_q8_k, quantize_q8_k, BlockQ8K};
 
 /// Values per block of Q8_0 and Q4_0.

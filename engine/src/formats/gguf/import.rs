@@ -10,7 +10,7 @@ use floe_kernels::DType;
 
 use crate::error::{Error, Result};
 use crate::formats::gguf::arch::{config_of, gguf_name, permuted_heads, unpermute_rows};
-use crate::formats::gguf::{GgmlType, GgufFile, GgufTensor};
+use crate::formats::gguf::{GgufFile, GgufTensor};
 use crate::formats::pack::dense_plan;
 use crate::formats::packed::{
     write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
@@ -19,25 +19,14 @@ use crate::model::config::ModelConfig;
 
 /// floe's type for a GGUF tensor's, or an error naming the tensor and its type.
 pub fn dtype_of(t: &GgufTensor) -> Result<DType> {
-    Ok(match t.ggml_type {
-        GgmlType::F32 => DType::F32,
-        GgmlType::F16 => DType::F16,
-        GgmlType::Bf16 => DType::Bf16,
-        GgmlType::Q8_0 => DType::Q8_0,
-        GgmlType::Q4_0 => DType::Q4_0,
-        GgmlType::Q2K => DType::Q2K,
-        GgmlType::Q3K => DType::Q3K,
-        GgmlType::Q4K => DType::Q4K,
-        GgmlType::Q5K => DType::Q5K,
-        GgmlType::Q6K => DType::Q6K,
-        GgmlType::Mxfp4 => DType::Mxfp4,
-        other => {
-            return Err(Error::Unsupported(format!(
-            "tensor {} is {} (floe reads F32, F16, BF16, Q8_0, Q4_0, Q2_K..Q6_K and MXFP4 GGUF tensors)",
+    DType::from_ggml_id(t.ggml_type.id()).ok_or_else(|| {
+        let known: Vec<&str> = DType::ALL.iter().map(|d| d.ggml_name()).collect();
+        Error::Unsupported(format!(
+            "tensor {} is {} (floe runs GGUF tensors of type {})",
             t.name,
-            other.name()
-        )))
-        }
+            t.ggml_type.name(),
+            known.join(", ")
+        ))
     })
 }
 

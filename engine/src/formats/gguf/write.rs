@@ -21,23 +21,7 @@ use crate::model::config::Arch;
 const ALIGN: u64 = 32;
 
 fn ggml_type(d: DType) -> GgmlType {
-    match d {
-        DType::F32 => GgmlType::F32,
-        DType::F16 => GgmlType::F16,
-        DType::Bf16 => GgmlType::Bf16,
-        DType::Q8_0 => GgmlType::Q8_0,
-        DType::Q4_0 => GgmlType::Q4_0,
-        DType::Q2K => GgmlType::Q2K,
-        DType::Q3K => GgmlType::Q3K,
-        DType::Q4K => GgmlType::Q4K,
-        DType::Q5K => GgmlType::Q5K,
-        DType::Q6K => GgmlType::Q6K,
-        DType::Mxfp4 => GgmlType::Mxfp4,
-    }
-}
-
-fn type_id(t: GgmlType) -> u32 {
-    (0..64).find(|&i| GgmlType::from_id(i) == Some(t)).expect("every GgmlType has an id")
+    GgmlType::from_id(d.ggml_id()).expect("every floe type has a ggml id")
 }
 
 struct Out<W: Write> {
@@ -358,7 +342,7 @@ pub fn export_gguf(
             for d in dims {
                 o.u64(*d).map_err(werr)?;
             }
-            o.u32(type_id(*t)).map_err(werr)?;
+            o.u32(t.id()).map_err(werr)?;
             o.u64(offset).map_err(werr)?;
             offset = (offset + bytes).next_multiple_of(ALIGN);
         }
@@ -458,7 +442,7 @@ pub fn split_gguf(src: &Path, max_tensors: usize) -> Result<Vec<std::path::PathB
                 for d in &t.dims {
                     o.u64(*d)?;
                 }
-                o.u32(type_id(t.ggml_type))?;
+                o.u32(t.ggml_type.id())?;
                 o.u64(offset)?;
                 offset = (offset + t.bytes).next_multiple_of(g.alignment);
             }

@@ -1,0 +1,95 @@
+//! IQ4_NL: 32 4-bit codes indexing a fixed non-linear table of 16 values, with an f16 scale;
+//! value = KVALUES_IQ4NL[q] * d. Its dot products read Q8_0 activations.
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+use super::{BlockQ8_0, QK};
+
+/// The 16 levels of IQ4_NL and IQ4_XS (ggml's `kvalues_iq4nl`).
+pub const KVALUES_IQ4NL: [i8; 16] =
+    [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// One GGUF `block_iq4_nl`.
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq4Nl {
+    /// Scale.
+    pub d: f16,
+    /// Value j's code in the low nibble of byte j, value j + 16's in its high nibble.
+    pub qs: [u8; QK / 2],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockIq4Nl>() == 18);
+const _: () = assert!(std::mem::align_of::<BlockIq4Nl>() == 2);
+
+/// Expands blocks to f32.
+pub fn dequantize_iq4_nl(blocks: &[BlockIq4Nl], out: &mut [f32]) {
+    assert_eq!(out.len(), blocks.len() * QK);
+    for (b, ob) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        for j in 0..QK / 2 {
+            ob[j] = d * KVALUES_IQ4NL[(b.qs[j] & 0x0F) as usize] as f32;
+            ob[j + QK / 2] = d * KVALUES_IQ4NL[(b.qs[j] >> 4) as usize] as f32;
+        }
+    }
+}
+
+/// The exact integer sum of one 16-byte run of IQ4 codes (32 values) against 32 activation codes.
+#[inline]
+pub(super) fn sum_iq4(qs: &[u8], y: &[i8]) -> i32 {
+    let mut s = 0i32;
+    for j in 0..QK / 2 {
+        s += KVALUES_IQ4NL[(qs[j] & 0x0F) as usize] as i32 * y[j] as i32;
+        s += KVALUES_IQ4NL[(qs[j] >> 4) as usize] as i32 * y[j + QK / 2] as i32;
+    }
+    s
+}
+
+/// IQ4_NL . Q8_0: per block the exact integer sum times both scales.
+pub fn dot_iq4_nl(w: &[BlockIq4Nl], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut s = 0.0f32;
+    for (a, b) in w.iter().zip(x) {
+        s += a.d.to_f32() * b.d.to_f32() * sum_iq4(&a.qs, &b.qs) as f32;
+    }
+    s
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{BlockIq4Nl, BlockQ8_0, KVALUES_IQ4NL};
+    use crate::dot::avx2::{hsum, mul_sum_i8, scale8, unpack_nibbles};
+
+    /// The 16 levels in both 128-bit lanes, for `vpshufb`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) fn levels() -> __m256i {
+        // SAFETY: the table is 16 bytes.
+        let t = unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i) };
+        _mm256_set_m128i(t, t)
+    }
+
+    /// The AVX2 twin of [`super::dot_iq4_nl`].
+    pub(crate) fn dot_iq4_nl(w: &[BlockIq4Nl], x: &[BlockQ8_0]) -> f32 {
+        assert_eq!(w.len(), x.len());
+        // SAFETY: only in the AVX2 column of the type table, used after
+        // `Isa::Avx2.supported()` (AVX2, FMA, F16C).
+        unsafe { imp(w, x) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn imp(w: &[BlockIq4Nl], x: &[BlockQ8_0]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let table = levels();
+        for (a, b) in w.iter().zip(x) {
+            let qa = _mm256_shuffle_epi8(table, unpack_nibbles(&a.qs));
+            // SAFETY: qs is 32 bytes; unaligned load.
+            let qb = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
+            acc = _mm256_fmadd_ps(scale8(a.d, b.d), mul_sum_i8(qa, qb), acc);
+        }
+        hsum(acc)
+    }
+}

@@ -1,0 +1,223 @@
+//! The weight types as data: one row per [`DType`] with its names, GGUF id, block shape, the
+//! activation form its dot products read, its dequantiser and quantiser, and (for the types
+//! without hand-tuned multi-row kernels in [`crate::dot::DotKernels`]) its dot product per ISA.
+//! ggml's `type_traits_cpu` is the model: a new type is one file in `quant/` plus one row here.
+
+use half::{bf16, f16};
+
+use crate::dot::Isa;
+use crate::matvec::Prepared;
+use crate::quant::*;
+use crate::DType;
+
+/// Which form of the activations a weight type's dot products read (when activations are
+/// quantised; the exact reference mode always reads f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActForm {
+    /// Plain f32 (the float formats).
+    F32,
+    /// Q8_0 blocks of 32.
+    Q8_0,
+    /// Q8_1 blocks of 32 (Q8_0 plus the scaled sum, for formats with a minimum).
+    Q8_1,
+    /// Q8_K super-blocks of 256.
+    Q8K,
+}
+
+/// A dot product of one weight row (its raw bytes) with one token's prepared activations.
+pub(crate) type RawDot = fn(&[u8], &Prepared) -> f32;
+
+/// A quantiser from f32 values to whole blocks.
+pub(crate) type Quantizer = fn(&[f32], &mut [u8]);
+
+/// A type's dot products per ISA; a missing ISA falls back to the scalar twin.
+#[derive(Clone, Copy)]
+pub(crate) struct Dots {
+    pub(crate) scalar: RawDot,
+    pub(crate) avx2: Option<RawDot>,
+}
+
+impl Dots {
+    /// The kernel to use on `isa` (AVX-512 machines run the AVX2 kernels: they have AVX2).
+    pub(crate) fn for_isa(&self, isa: Isa) -> RawDot {
+        match isa {
+            Isa::Avx2 | Isa::Avx512 => self.avx2.unwrap_or(self.scalar),
+            Isa::Scalar | Isa::Neon => self.scalar,
+        }
+    }
+}
+
+/// Everything floe knows about one weight type.
+#[derive(Clone, Copy)]
+pub struct TypeTraits {
+    /// The type.
+    pub dtype: DType,
+    /// floe's name (command line, manifests).
+    pub name: &'static str,
+    /// ggml's name.
+    pub ggml_name: &'static str,
+    /// ggml's type id (as stored in GGUF).
+    pub ggml_id: u32,
+    /// Values per block (1 for plain floats).
+    pub block_values: usize,
+    /// Bytes per block.
+    pub block_bytes: usize,
+    /// The activation form its dot products read.
+    pub act: ActForm,
+    /// Whole blocks of bytes to f32, bit-identical to ggml (lengths checked by the caller).
+    pub(crate) dequantize: fn(&[u8], &mut [f32]),
+    /// f32 to whole blocks with ggml's reference rule, where floe has one.
+    pub(crate) quantize: Option<Quantizer>,
+    /// Dot products through this table; None where `DotKernels` has dedicated fields.
+    pub(crate) dots: Option<Dots>,
+}
+
+impl std::fmt::Debug for TypeTraits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypeTraits")
+            .field("name", &self.name)
+            .field("ggml_id", &self.ggml_id)
+            .finish()
+    }
+}
+
+/// Casts raw bytes to blocks (the callers checked the size; weight bytes are 2-aligned, as
+/// every block with an f16 is; a misaligned slice is a caller bug and panics here).
+macro_rules! blocks {
+    ($bytes:expr) => {
+        bytemuck::cast_slice($bytes)
+    };
+}
+
+macro_rules! deq {
+    ($f:path) => {
+        |b: &[u8], out: &mut [f32]| $f(blocks!(b), out)
+    };
+}
+
+macro_rules! quant {
+    ($f:path) => {
+        Some(|x: &[f32], out: &mut [u8]| $f(x, bytemuck::cast_slice_mut(out)))
+    };
+}
+
+/// A table dot from a typed kernel: the activations arrive in the form the row's `act` names.
+macro_rules! dot {
+    ($f:path, $form:ident) => {
+        |w: &[u8], x: &Prepared| match x {
+            Prepared::$form(x) => $f(blocks!(w), x),
+            _ => unreachable!("prepare() makes the form the type table names"),
+        }
+    };
+}
+
+fn deq_f32(b: &[u8], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
+        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+}
+
+fn deq_f16(b: &[u8], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
+        *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+    }
+}
+
+fn deq_bf16(b: &[u8], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(b.chunks_exact(2)) {
+        *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+    }
+}
+
+const fn row(
+    dtype: DType,
+    name: &'static str,
+    ggml_name: &'static str,
+    ggml_id: u32,
+    (block_values, block_bytes): (usize, usize),
+    act: ActForm,
+    dequantize: fn(&[u8], &mut [f32]),
+) -> TypeTraits {
+    TypeTraits {
+        dtype,
+        name,
+        ggml_name,
+        ggml_id,
+        block_values,
+        block_bytes,
+        act,
+        dequantize,
+        quantize: None,
+        dots: None,
+    }
+}
+
+impl TypeTraits {
+    const fn quantizer(mut self, q: Option<Quantizer>) -> Self {
+        self.quantize = q;
+        self
+    }
+    const fn dots(mut self, scalar: RawDot, avx2: Option<RawDot>) -> Self {
+        self.dots = Some(Dots { scalar, avx2 });
+        self
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! avx2 {
+    ($f:path, $form:ident) => {
+        Some(dot!($f, $form))
+    };
+}
+#[cfg(not(target_arch = "x86_64"))]
+macro_rules! avx2 {
+    ($f:path, $form:ident) => {
+        None
+    };
+}
+
+use ActForm as A;
+use DType as D;
+
+/// One row per [`DType`], in the enum's order (checked at compile time below).
+pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
+    row(D::F32, "f32", "F32", 0, (1, 4), A::F32, deq_f32),
+    row(D::F16, "f16", "F16", 1, (1, 2), A::F32, deq_f16),
+    row(D::Bf16, "bf16", "BF16", 30, (1, 2), A::F32, deq_bf16),
+    row(D::Q8_0, "q8_0", "Q8_0", 8, (32, 34), A::Q8_0, deq!(dequantize_q8_0))
+        .quantizer(quant!(quantize_q8_0)),
+    row(D::Q4_0, "q4_0", "Q4_0", 2, (32, 18), A::Q8_0, deq!(dequantize_q4_0))
+        .quantizer(quant!(quantize_q4_0)),
+    row(D::Q2K, "q2_k", "Q2_K", 10, (256, 84), A::Q8K, deq!(dequantize_q2_k)),
+    row(D::Q3K, "q3_k", "Q3_K", 11, (256, 110), A::Q8K, deq!(dequantize_q3_k)),
+    row(D::Q4K, "q4_k", "Q4_K", 12, (256, 144), A::Q8K, deq!(dequantize_q4_k)),
+    row(D::Q5K, "q5_k", "Q5_K", 13, (256, 176), A::Q8K, deq!(dequantize_q5_k)),
+    row(D::Q6K, "q6_k", "Q6_K", 14, (256, 210), A::Q8K, deq!(dequantize_q6_k)),
+    row(D::Mxfp4, "mxfp4", "MXFP4", 39, (32, 17), A::Q8_0, deq!(dequantize_mxfp4))
+        .quantizer(quant!(quantize_mxfp4)),
+    row(D::Q4_1, "q4_1", "Q4_1", 3, (32, 20), A::Q8_1, deq!(dequantize_q4_1))
+        .quantizer(quant!(quantize_q4_1))
+        .dots(dot!(dot_q4_1, Q8_1), avx2!(q4_1::avx2::dot_q4_1, Q8_1)),
+    row(D::Q5_0, "q5_0", "Q5_0", 6, (32, 22), A::Q8_0, deq!(dequantize_q5_0))
+        .quantizer(quant!(quantize_q5_0))
+        .dots(dot!(dot_q5_0, Q8), avx2!(q5_0::avx2::dot_q5_0, Q8)),
+    row(D::Q5_1, "q5_1", "Q5_1", 7, (32, 24), A::Q8_1, deq!(dequantize_q5_1))
+        .quantizer(quant!(quantize_q5_1))
+        .dots(dot!(dot_q5_1, Q8_1), avx2!(q5_1::avx2::dot_q5_1, Q8_1)),
+    row(D::Iq4Nl, "iq4_nl", "IQ4_NL", 20, (32, 18), A::Q8_0, deq!(dequantize_iq4_nl))
+        .dots(dot!(dot_iq4_nl, Q8), avx2!(iq4_nl::avx2::dot_iq4_nl, Q8)),
+    row(D::Iq4Xs, "iq4_xs", "IQ4_XS", 23, (256, 136), A::Q8K, deq!(dequantize_iq4_xs))
+        .dots(dot!(dot_iq4_xs, Q8K), avx2!(iq4_xs::avx2::dot_iq4_xs, Q8K)),
+];
+
+const _: () = {
+    let mut i = 0;
+    while i < DType::COUNT {
+        assert!(TYPES[i].dtype as usize == i, "TYPES is in DType's order");
+        i += 1;
+    }
+};
+
+#[cfg(test)]
+#[path = "traits_tests.rs"]
+mod tests;

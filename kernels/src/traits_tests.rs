@@ -1,0 +1,170 @@
+//! Every type the table dispatches: each ISA's dot product against the scalar twin on odd
+//! block counts, and the scalar twin against an f64 sum over the dequantised weights and
+//! activations; the quantisers' round trips.
+
+use super::*;
+use crate::matvec::Prepared;
+
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    }
+}
+
+fn normals(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = rng(seed);
+    (0..n)
+        .map(|_| {
+            let u = (r() >> 11) as f64 / (1u64 << 53) as f64;
+            let v = (r() >> 11) as f64 / (1u64 << 53) as f64;
+            ((-2.0 * (u + 1e-12).ln()).sqrt() * (6.283_185 * v).cos()) as f32
+        })
+        .collect()
+}
+
+/// Weight bytes for `blocks` blocks of `dtype`: its quantiser on random values where floe has
+/// one, else random codes and scales (any bytes are a valid block once the scales are finite).
+fn weights(dtype: DType, blocks: usize, seed: u64) -> Vec<u8> {
+    let n = blocks * dtype.block_values();
+    if let Some(q) = dtype.quantize(&normals(n, seed)) {
+        return q.unwrap();
+    }
+    let mut r = rng(seed);
+    let mut bytes: Vec<u8> = (0..blocks * dtype.block_bytes()).map(|_| r() as u8).collect();
+    // The f16 super-block scale sits first in every table-dispatched block without a quantiser.
+    for b in bytes.chunks_exact_mut(dtype.block_bytes()) {
+        let d = half::f16::from_f32(0.001 + (r() % 1000) as f32 * 1e-5);
+        b[..2].copy_from_slice(&d.to_le_bytes());
+    }
+    bytes
+}
+
+struct Acts {
+    q8: Vec<BlockQ8_0>,
+    q8_1: Vec<BlockQ8_1>,
+    q8k: Vec<BlockQ8K>,
+}
+
+impl Acts {
+    fn new(x: &[f32]) -> Self {
+        let mut q8 = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; x.len() / QK];
+        quantize_q8_0_activations(x, &mut q8);
+        let mut q8_1 = vec![BlockQ8_1::ZERO; x.len() / QK];
+        quantize_q8_1_activations(x, &mut q8_1);
+        let mut q8k = vec![BlockQ8K::ZERO; x.len() / QK_K];
+        quantize_q8_k(x, &mut q8k);
+        Self { q8, q8_1, q8k }
+    }
+
+    fn prepared(&self, form: ActForm) -> Prepared<'_> {
+        match form {
+            ActForm::Q8_0 => Prepared::Q8(&self.q8),
+            ActForm::Q8_1 => Prepared::Q8_1(&self.q8_1),
+            ActForm::Q8K => Prepared::Q8K(&self.q8k),
+            ActForm::F32 => unreachable!("float types have no table dots"),
+        }
+    }
+
+    /// The activations as the kernels see them, in f64.
+    fn values(&self, form: ActForm) -> Vec<f64> {
+        match form {
+            ActForm::Q8_0 => {
+                self.q8.iter().flat_map(|b| b.qs.map(|q| q as f64 * b.d.to_f64())).collect()
+            }
+            ActForm::Q8_1 => {
+                self.q8_1.iter().flat_map(|b| b.qs.map(|q| q as f64 * b.d.to_f64())).collect()
+            }
+            ActForm::Q8K => {
+                self.q8k.iter().flat_map(|b| b.qs.map(|q| q as f64 * b.d as f64)).collect()
+            }
+            ActForm::F32 => unreachable!(),
+        }
+    }
+}
+
+#[test]
+fn table_dots_match_their_scalar_twins_and_f64() {
+    let table: Vec<&TypeTraits> = TYPES.iter().filter(|t| t.dots.is_some()).collect();
+    assert!(table.len() >= 5, "the legacy and IQ4 types are table-dispatched");
+    for t in table {
+        let dots = t.dots.unwrap();
+        for (case, blocks) in [1usize, 2, 3, 5, 7, 9].into_iter().enumerate() {
+            // 256-value rows for the 32-value types too, so Q8_K exists alongside.
+            let n = (blocks * t.block_values).next_multiple_of(QK_K);
+            let blocks = n / t.block_values;
+            let w = weights(t.dtype, blocks, 7 + case as u64);
+            let x = normals(n, 100 + case as u64);
+            let acts = Acts::new(&x);
+            let prepared = acts.prepared(t.act);
+            let scalar = (dots.scalar)(&w, &prepared) as f64;
+            let mut wf = vec![0.0f32; n];
+            t.dtype.dequantize(&w, &mut wf).unwrap();
+            let xv = acts.values(t.act);
+            let exact: f64 = wf.iter().zip(&xv).map(|(a, b)| *a as f64 * b).sum();
+            let mut mag: f64 = wf.iter().zip(&xv).map(|(a, b)| (*a as f64 * b).abs()).sum();
+            if t.act == ActForm::Q8_1 {
+                // The minimum meets `s = f16(d * sum q)`, made from the unrounded `d`: allow
+                // for both roundings on each block's minimum (at most its largest weight).
+                for (wb, ab) in wf.chunks_exact(QK).zip(&acts.q8_1) {
+                    let wmax = wb.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+                    mag += wmax * ab.s.to_f64().abs() * 2.0f64.powi(-9) / 1e-5;
+                }
+            }
+            assert!(
+                (scalar - exact).abs() <= 1e-5 * mag + 1e-6,
+                "{} {blocks} blocks: scalar {scalar} vs f64 {exact}",
+                t.name
+            );
+            for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
+                let got = (dots.for_isa(isa))(&w, &prepared) as f64;
+                assert!(
+                    (got - scalar).abs() <= 1e-5 * mag + 1e-6,
+                    "{} {} {blocks} blocks: {got} vs scalar {scalar}",
+                    t.name,
+                    isa.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn quantisers_round_trip_within_half_a_step() {
+    for d in [DType::Q4_1, DType::Q5_0, DType::Q5_1] {
+        let x = normals(QK * 64, 3);
+        let q = d.quantize(&x).unwrap().unwrap();
+        let mut y = vec![0.0f32; x.len()];
+        d.dequantize(&q, &mut y).unwrap();
+        let levels = match d {
+            DType::Q4_1 => 15.0,
+            DType::Q5_1 => 31.0,
+            _ => 16.0,
+        };
+        for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact(QK)) {
+            let lo = xb.iter().cloned().fold(f32::MAX, f32::min);
+            let hi = xb.iter().cloned().fold(f32::MIN, f32::max);
+            let amax = lo.abs().max(hi.abs());
+            let step = if d == DType::Q5_0 { amax / levels } else { (hi - lo) / levels };
+            for (a, b) in xb.iter().zip(yb) {
+                // Half a step, plus the f16 rounding of scale and minimum; Q5_0 maps the
+                // largest magnitude to -16 and clamps the other side at +15: a whole step.
+                let bound = if d == DType::Q5_0 { step } else { 0.5 * step };
+                assert!((a - b).abs() <= bound + 2e-3 * amax, "{d}: {a} -> {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_row_is_in_dtype_order_and_named_both_ways() {
+    for d in DType::ALL {
+        assert_eq!(d.traits().dtype, d);
+        assert_eq!(d.name().parse::<DType>().unwrap(), d);
+        assert_eq!(DType::from_ggml_id(d.ggml_id()), Some(d));
+    }
+    assert!("iq9_zz".parse::<DType>().is_err());
+}
