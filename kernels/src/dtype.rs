@@ -40,11 +40,29 @@ pub enum DType {
     Iq4Nl,
     /// 256 values as 8 IQ4_NL runs with 6-bit run scales (GGUF `IQ4_XS`, 136 bytes).
     Iq4Xs,
+    /// 256 values, groups of 8 from a 256-point grid (GGUF `IQ2_XXS`, 66 bytes).
+    Iq2Xxs,
+    /// 256 values, groups of 8 from a 512-point grid (GGUF `IQ2_XS`, 74 bytes).
+    Iq2Xs,
+    /// 256 values, groups of 8 from a 1024-point grid (GGUF `IQ2_S`, 82 bytes).
+    Iq2S,
+    /// 256 values, groups of 4 from a 256-point grid (GGUF `IQ3_XXS`, 98 bytes).
+    Iq3Xxs,
+    /// 256 values, groups of 4 from a 512-point grid (GGUF `IQ3_S`, 110 bytes).
+    Iq3S,
+    /// 256 values, ternary groups of 8 from a 2048-point grid (GGUF `IQ1_S`, 50 bytes).
+    Iq1S,
+    /// 256 values, as IQ1_S with per-group shifts (GGUF `IQ1_M`, 56 bytes).
+    Iq1M,
+    /// 256 ternary values, base-3 packed (GGUF `TQ1_0`, 54 bytes).
+    Tq1_0,
+    /// 256 ternary values, 2-bit codes (GGUF `TQ2_0`, 66 bytes).
+    Tq2_0,
 }
 
 impl DType {
     /// How many types there are (the rows of the type table).
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 25;
 
     /// Every type, in the table's order.
     pub const ALL: [DType; DType::COUNT] = [
@@ -64,6 +82,15 @@ impl DType {
         DType::Q5_1,
         DType::Iq4Nl,
         DType::Iq4Xs,
+        DType::Iq2Xxs,
+        DType::Iq2Xs,
+        DType::Iq2S,
+        DType::Iq3Xxs,
+        DType::Iq3S,
+        DType::Iq1S,
+        DType::Iq1M,
+        DType::Tq1_0,
+        DType::Tq2_0,
     ];
 
     /// This type's row of the type table.

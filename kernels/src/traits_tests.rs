@@ -21,13 +21,14 @@ fn normals(n: usize, seed: u64) -> Vec<f32> {
         .map(|_| {
             let u = (r() >> 11) as f64 / (1u64 << 53) as f64;
             let v = (r() >> 11) as f64 / (1u64 << 53) as f64;
-            ((-2.0 * (u + 1e-12).ln()).sqrt() * (6.283_185 * v).cos()) as f32
+            ((-2.0 * (u + 1e-12).ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
         })
         .collect()
 }
 
 /// Weight bytes for `blocks` blocks of `dtype`: its quantiser on random values where floe has
-/// one, else random codes and scales (any bytes are a valid block once the scales are finite).
+/// one, else random codes, grid indices and scales, with every f16 scale set finite (as
+/// `bench/scripts/make_quant_vectors.py` makes the dequantisation vectors).
 fn weights(dtype: DType, blocks: usize, seed: u64) -> Vec<u8> {
     let n = blocks * dtype.block_values();
     if let Some(q) = dtype.quantize(&normals(n, seed)) {
@@ -35,10 +36,20 @@ fn weights(dtype: DType, blocks: usize, seed: u64) -> Vec<u8> {
     }
     let mut r = rng(seed);
     let mut bytes: Vec<u8> = (0..blocks * dtype.block_bytes()).map(|_| r() as u8).collect();
-    // The f16 super-block scale sits first in every table-dispatched block without a quantiser.
     for b in bytes.chunks_exact_mut(dtype.block_bytes()) {
-        let d = half::f16::from_f32(0.001 + (r() % 1000) as f32 * 1e-5);
-        b[..2].copy_from_slice(&d.to_le_bytes());
+        let sign = if r().is_multiple_of(2) { 1.0 } else { -1.0 };
+        let d = half::f16::from_f32(sign * (0.001 + (r() % 1000) as f32 * 1e-5)).to_bits();
+        match dtype {
+            DType::Iq1M => {
+                for k in 0..4 {
+                    let at = 48 + 2 * k;
+                    b[at + 1] = (b[at + 1] & 0x0F) | ((((d >> (4 * k)) & 0xF) as u8) << 4);
+                }
+            }
+            DType::Tq1_0 => b[52..54].copy_from_slice(&d.to_le_bytes()),
+            DType::Tq2_0 => b[64..66].copy_from_slice(&d.to_le_bytes()),
+            _ => b[..2].copy_from_slice(&d.to_le_bytes()),
+        }
     }
     bytes
 }
@@ -89,7 +100,7 @@ impl Acts {
 #[test]
 fn table_dots_match_their_scalar_twins_and_f64() {
     let table: Vec<&TypeTraits> = TYPES.iter().filter(|t| t.dots.is_some()).collect();
-    assert!(table.len() >= 5, "the legacy and IQ4 types are table-dispatched");
+    assert!(table.len() >= 14, "the legacy, IQ and TQ types are table-dispatched");
     for t in table {
         let dots = t.dots.unwrap();
         for (case, blocks) in [1usize, 2, 3, 5, 7, 9].into_iter().enumerate() {

@@ -656,3 +656,48 @@ fn llama_cpp_converted_gguf_matches_llama_cpp() {
         assert_eq!(out, gen, "{name}: llama.cpp's greedy tokens");
     }
 }
+
+/// Every legacy, IQ and TQ type: random blocks of the type (`tests/fixtures/quant/vectors.gguf`,
+/// from `bench/scripts/make_quant_vectors.py`) dequantise bit for bit as gguf-py's reference
+/// (ggml's arithmetic) does, and every type the fixture holds is one floe runs.
+#[test]
+fn quant_vectors_dequantise_like_ggml() {
+    use floe_kernels::DType;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/quant/vectors.gguf");
+    let g = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut checked = Vec::new();
+    for t in g.tensors.iter().filter(|t| !t.name.ends_with(".f32")) {
+        let dtype = DType::from_ggml_id(t.ggml_type.id())
+            .unwrap_or_else(|| panic!("{} is not a type floe runs", t.name));
+        let want = g.tensor(&format!("{}.f32", t.name)).expect("its reference values");
+        let want: Vec<u32> = g
+            .data(want)
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let bytes = g.data(t).to_vec();
+        let mut got = vec![0.0f32; want.len()];
+        dtype.dequantize(&bytes, &mut got).unwrap();
+        let differ = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != **b).count();
+        assert_eq!(differ, 0, "{}: {differ} of {} values differ from ggml", t.name, want.len());
+        checked.push(dtype);
+    }
+    for d in [
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Iq4Nl,
+        DType::Iq4Xs,
+        DType::Iq2Xxs,
+        DType::Iq2Xs,
+        DType::Iq2S,
+        DType::Iq3Xxs,
+        DType::Iq3S,
+        DType::Iq1S,
+        DType::Iq1M,
+        DType::Tq1_0,
+        DType::Tq2_0,
+    ] {
+        assert!(checked.contains(&d), "{d} has no vectors");
+    }
+}

@@ -2,8 +2,17 @@
 //! block, dequantiser, quantiser where floe has one, and, for the formats the type table
 //! (`traits.rs`) dispatches, its scalar dot product and SIMD twins).
 
+mod codes;
+pub(crate) mod iq1_m;
+pub(crate) mod iq1_s;
+pub(crate) mod iq2_s;
+pub(crate) mod iq2_xs;
+pub(crate) mod iq2_xxs;
+pub(crate) mod iq3_s;
+pub(crate) mod iq3_xxs;
 pub(crate) mod iq4_nl;
 pub(crate) mod iq4_xs;
+mod iq_grids;
 mod mxfp4;
 mod q2_k;
 mod q3_k;
@@ -17,6 +26,8 @@ mod q6_k;
 mod q8_0;
 mod q8_1;
 mod q8_k;
+pub(crate) mod tq1_0;
+pub(crate) mod tq2_0;
 
 /// `x` rounded to the nearest integer, ties to even, for `|x| < 2^22` (the quantisers' values are
 /// at most 127 in magnitude). Adding and subtracting `1.5 * 2^23` leaves no fraction bits, so the
@@ -29,6 +40,13 @@ pub(crate) fn round_ties_even_small(x: f32) -> f32 {
     (x + SHIFT) - SHIFT
 }
 
+pub use iq1_m::{dequantize_iq1_m, dot_iq1_m, BlockIq1M};
+pub use iq1_s::{dequantize_iq1_s, dot_iq1_s, BlockIq1S};
+pub use iq2_s::{dequantize_iq2_s, dot_iq2_s, BlockIq2S};
+pub use iq2_xs::{dequantize_iq2_xs, dot_iq2_xs, BlockIq2Xs};
+pub use iq2_xxs::{dequantize_iq2_xxs, dot_iq2_xxs, BlockIq2Xxs};
+pub use iq3_s::{dequantize_iq3_s, dot_iq3_s, BlockIq3S};
+pub use iq3_xxs::{dequantize_iq3_xxs, dot_iq3_xxs, BlockIq3Xxs};
 pub use iq4_nl::{dequantize_iq4_nl, dot_iq4_nl, BlockIq4Nl, KVALUES_IQ4NL};
 pub use iq4_xs::{dequantize_iq4_xs, dot_iq4_xs, BlockIq4Xs};
 pub use mxfp4::{dequantize_mxfp4, e8m0_to_f32_half, quantize_mxfp4, BlockMxfp4, KVALUES_MXFP4};
@@ -44,6 +62,8 @@ pub use q6_k::{codes_q6_k, dequantize_q6_k, BlockQ6K};
 pub use q8_0::{dequantize_q8_0, quantize_q8_0, quantize_q8_0_activations, BlockQ8_0};
 pub use q8_1::{quantize_q8_1_activations, BlockQ8_1};
 pub use q8_k::{dequantize_q8_k, quantize_q8_k, BlockQ8K};
+pub use tq1_0::{dequantize_tq1_0, dot_tq1_0, BlockTq1_0};
+pub use tq2_0::{dequantize_tq2_0, dot_tq2_0, BlockTq2_0};
 
 /// Values per block of Q8_0 and Q4_0.
 pub const QK: usize = 32;

@@ -1,0 +1,72 @@
+//! IQ1_S: 256 values in 8 runs of 32; each group of 8 is one of 2048 ternary grid points
+//! (-1, 0, 1), shifted by a run-wide `±1/8` and scaled by a 3-bit run scale. 1.56 bits per
+//! value.
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+use super::codes::{grid_dots, Unpacked};
+use super::iq_grids::IQ1S_GRID;
+use super::{BlockQ8K, QK_K};
+
+/// The shift of IQ1_S and IQ1_M groups (ggml's `IQ1S_DELTA`).
+pub(crate) const IQ1_DELTA: f32 = 0.125;
+
+/// One GGUF `block_iq1_s`.
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq1S {
+    /// Super-block scale.
+    pub d: f16,
+    /// Low 8 bits of the 32 grid indices.
+    pub qs: [u8; QK_K / 8],
+    /// Per run: 4 x 3 high index bits, the 3-bit scale (bits 12-14), the shift's sign (15).
+    pub qh: [u16; QK_K / 32],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockIq1S>() == 50);
+const _: () = assert!(std::mem::align_of::<BlockIq1S>() == 2);
+
+#[inline]
+fn grid(b: &BlockIq1S, r: usize, l: usize) -> u64 {
+    IQ1S_GRID[b.qs[4 * r + l] as usize | ((b.qh[r] as usize >> (3 * l)) & 7) << 8]
+}
+
+/// Expands blocks to f32 as ggml: `dl * (grid + delta)` with `dl = d * (2s + 1)`.
+pub fn dequantize_iq1_s(blocks: &[BlockIq1S], out: &mut [f32]) {
+    assert_eq!(out.len(), blocks.len() * QK_K);
+    for (b, ob) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
+        let d = b.d.to_f32();
+        for (r, y) in ob.chunks_exact_mut(32).enumerate() {
+            let dl = d * (2 * ((b.qh[r] >> 12) & 7) + 1) as f32;
+            let delta = if b.qh[r] & 0x8000 != 0 { -IQ1_DELTA } else { IQ1_DELTA };
+            for l in 0..4 {
+                for (j, g) in grid(b, r, l).to_le_bytes().into_iter().enumerate() {
+                    y[8 * l + j] = dl * (g as i8 as f32 + delta);
+                }
+            }
+        }
+    }
+}
+
+fn unpack(b: &BlockIq1S, u: &mut Unpacked) {
+    for r in 0..8 {
+        u.set_ls32(r, 2 * ((b.qh[r] >> 12) & 7) as i16 + 1);
+        for l in 0..4 {
+            u.put8(32 * r + 8 * l, grid(b, r, l), 0);
+        }
+    }
+}
+
+/// ggml's sum: the grid part exact, the shifts through Q8_K's sums of 16 codes.
+fn combine(a: &BlockIq1S, b: &BlockQ8K, sum: i32) -> f32 {
+    let mut shifts = 0i32;
+    for r in 0..8 {
+        let ls = 2 * ((a.qh[r] >> 12) & 7) as i32 + 1;
+        let delta = if a.qh[r] & 0x8000 != 0 { -1 } else { 1 };
+        shifts += ls * delta * (b.bsums[2 * r] as i32 + b.bsums[2 * r + 1] as i32);
+    }
+    a.d.to_f32() * b.d * (sum as f32 + IQ1_DELTA * shifts as f32)
+}
+
+grid_dots!(dot_iq1_s, BlockIq1S, unpack, combine);

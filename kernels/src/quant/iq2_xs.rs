@@ -1,0 +1,65 @@
+//! IQ2_XS: 256 values in 8 runs of 32; each group of 8 is one of 512 grid points with 7 sign
+//! bits (parity-completed) in one 16-bit word, and a 4-bit scale per 16 values. 2.31 bits per
+//! value.
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+use super::codes::{grid_dots, ksigns, Unpacked};
+use super::iq_grids::IQ2XS_GRID;
+use super::{BlockQ8K, QK_K};
+
+/// One GGUF `block_iq2_xs`.
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq2Xs {
+    /// Super-block scale.
+    pub d: f16,
+    /// Per group of 8: a 9-bit grid index and 7 sign bits.
+    pub qs: [u16; QK_K / 8],
+    /// Per run of 32: the 4-bit scales of its two halves.
+    pub scales: [u8; QK_K / 32],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockIq2Xs>() == 74);
+const _: () = assert!(std::mem::align_of::<BlockIq2Xs>() == 2);
+
+/// Expands blocks to f32 as ggml: `db = d * (0.5 + s) * 0.25` per half-run.
+pub fn dequantize_iq2_xs(blocks: &[BlockIq2Xs], out: &mut [f32]) {
+    assert_eq!(out.len(), blocks.len() * QK_K);
+    for (b, ob) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
+        let d = b.d.to_f32();
+        for (r, y) in ob.chunks_exact_mut(32).enumerate() {
+            let db = [
+                d * (0.5 + (b.scales[r] & 0xF) as f32) * 0.25,
+                d * (0.5 + (b.scales[r] >> 4) as f32) * 0.25,
+            ];
+            for l in 0..4 {
+                let q = b.qs[4 * r + l];
+                let grid = IQ2XS_GRID[(q & 511) as usize].to_le_bytes();
+                let signs = ksigns(q as u32 >> 9);
+                for j in 0..8 {
+                    let s = if signs >> j & 1 != 0 { -1.0 } else { 1.0 };
+                    y[8 * l + j] = db[l / 2] * grid[j] as f32 * s;
+                }
+            }
+        }
+    }
+}
+
+fn unpack(b: &BlockIq2Xs, u: &mut Unpacked) {
+    for r in 0..8 {
+        u.ls[2 * r] = 2 * (b.scales[r] & 0xF) as i16 + 1;
+        u.ls[2 * r + 1] = 2 * (b.scales[r] >> 4) as i16 + 1;
+        for l in 0..4 {
+            let q = b.qs[4 * r + l];
+            u.put8(32 * r + 8 * l, IQ2XS_GRID[(q & 511) as usize], ksigns(q as u32 >> 9));
+        }
+    }
+}
+
+fn combine(a: &BlockIq2Xs, b: &BlockQ8K, sum: i32) -> f32 {
+    a.d.to_f32() * b.d * sum as f32 * 0.125
+}
+
+grid_dots!(dot_iq2_xs, BlockIq2Xs, unpack, combine);

@@ -1,0 +1,80 @@
+//! IQ3_S: 256 values in 8 runs of 32; each group of 4 is one of 512 grid points (8 low index
+//! bits in `qs`, the ninth in `qh`), with 8 explicit sign bits per group of 8 and a 4-bit scale
+//! per run. 3.44 bits per value.
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+use super::codes::{grid_dots, Unpacked};
+use super::iq_grids::IQ3S_GRID;
+use super::{BlockQ8K, QK_K};
+
+/// One GGUF `block_iq3_s`.
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockIq3S {
+    /// Super-block scale.
+    pub d: f16,
+    /// Low 8 bits of the 64 grid indices.
+    pub qs: [u8; QK_K / 4],
+    /// Per run of 32: the ninth index bit of its 8 groups of 4.
+    pub qh: [u8; QK_K / 32],
+    /// One sign bit per value.
+    pub signs: [u8; QK_K / 8],
+    /// 4-bit run scales, two per byte.
+    pub scales: [u8; QK_K / 64],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockIq3S>() == 110);
+const _: () = assert!(std::mem::align_of::<BlockIq3S>() == 2);
+
+/// Group of 8 `l` of run `r`: its two grid entries and its signs.
+#[inline]
+fn group(b: &BlockIq3S, r: usize, l: usize) -> (u32, u32, u8) {
+    let (qs, qh) = (&b.qs[8 * r..], b.qh[r] as usize);
+    let i1 = qs[2 * l] as usize | (qh << (8 - 2 * l) & 256);
+    let i2 = qs[2 * l + 1] as usize | (qh << (7 - 2 * l) & 256);
+    (IQ3S_GRID[i1], IQ3S_GRID[i2], b.signs[4 * r + l])
+}
+
+fn run_scale(b: &BlockIq3S, r: usize) -> u8 {
+    (b.scales[r / 2] >> (4 * (r % 2))) & 0xF
+}
+
+/// Expands blocks to f32 as ggml: `db = d * (1 + 2s)` per run.
+pub fn dequantize_iq3_s(blocks: &[BlockIq3S], out: &mut [f32]) {
+    assert_eq!(out.len(), blocks.len() * QK_K);
+    for (b, ob) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
+        let d = b.d.to_f32();
+        for (r, y) in ob.chunks_exact_mut(32).enumerate() {
+            let db = d * (1 + 2 * run_scale(b, r) as i32) as f32;
+            for l in 0..4 {
+                let (g1, g2, signs) = group(b, r, l);
+                let (g1, g2) = (g1.to_le_bytes(), g2.to_le_bytes());
+                for j in 0..4 {
+                    let s1 = if signs >> j & 1 != 0 { -1.0 } else { 1.0 };
+                    let s2 = if signs >> (j + 4) & 1 != 0 { -1.0 } else { 1.0 };
+                    y[8 * l + j] = db * g1[j] as f32 * s1;
+                    y[8 * l + j + 4] = db * g2[j] as f32 * s2;
+                }
+            }
+        }
+    }
+}
+
+fn unpack(b: &BlockIq3S, u: &mut Unpacked) {
+    for r in 0..8 {
+        u.set_ls32(r, 2 * run_scale(b, r) as i16 + 1);
+        for l in 0..4 {
+            let (g1, g2, signs) = group(b, r, l);
+            u.put4(32 * r + 8 * l, g1, signs & 0xF);
+            u.put4(32 * r + 8 * l + 4, g2, signs >> 4);
+        }
+    }
+}
+
+fn combine(a: &BlockIq3S, b: &BlockQ8K, sum: i32) -> f32 {
+    a.d.to_f32() * b.d * sum as f32
+}
+
+grid_dots!(dot_iq3_s, BlockIq3S, unpack, combine);

@@ -1,0 +1,55 @@
+//! TQ2_0: ternary weights (-1, 0, 1) as 2-bit codes (value + 1), four per byte, one f16 scale
+//! per 256. 2.06 bits per value.
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+use super::codes::{grid_dots, Unpacked};
+use super::{BlockQ8K, QK_K};
+
+/// One GGUF `block_tq2_0`.
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockTq2_0 {
+    /// Per 128 values, byte m holds values m, m + 32, m + 64, m + 96 (bits 0-1, 2-3, ...).
+    pub qs: [u8; QK_K / 4],
+    /// Scale.
+    pub d: f16,
+}
+
+const _: () = assert!(std::mem::size_of::<BlockTq2_0>() == 66);
+const _: () = assert!(std::mem::align_of::<BlockTq2_0>() == 2);
+
+fn codes(b: &BlockTq2_0, out: &mut [i8; QK_K]) {
+    for (j, half) in b.qs.chunks_exact(32).enumerate() {
+        for l in 0..4 {
+            for (m, &q) in half.iter().enumerate() {
+                out[128 * j + 32 * l + m] = ((q >> (2 * l)) & 3) as i8 - 1;
+            }
+        }
+    }
+}
+
+/// Expands blocks to f32: `(code - 1) * d`.
+pub fn dequantize_tq2_0(blocks: &[BlockTq2_0], out: &mut [f32]) {
+    assert_eq!(out.len(), blocks.len() * QK_K);
+    let mut q = [0i8; QK_K];
+    for (b, ob) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
+        codes(b, &mut q);
+        let d = b.d.to_f32();
+        for (o, &v) in ob.iter_mut().zip(&q) {
+            *o = v as f32 * d;
+        }
+    }
+}
+
+fn unpack(b: &BlockTq2_0, u: &mut Unpacked) {
+    codes(b, &mut u.q);
+    u.ls = [1; QK_K / 16];
+}
+
+fn combine(a: &BlockTq2_0, b: &BlockQ8K, sum: i32) -> f32 {
+    sum as f32 * (b.d * a.d.to_f32())
+}
+
+grid_dots!(dot_tq2_0, BlockTq2_0, unpack, combine);
