@@ -169,6 +169,33 @@ impl DType {
         }))
     }
 
+    /// Writes the f16 scale `d` (and, for types with one, the minimum `m`) into every block of
+    /// `blocks`, or returns false where this type keeps no plain f16 scale.
+    pub fn set_scales(self, blocks: &mut [u8], d: f32, m: f32) -> bool {
+        let (d, m) = (half::f16::from_f32(d).to_bits(), half::f16::from_f32(m).to_le_bytes());
+        let size = self.block_bytes();
+        match self.traits().scale {
+            crate::ScaleField::None => return false,
+            crate::ScaleField::At(at, min) => {
+                for b in blocks.chunks_exact_mut(size) {
+                    b[at..at + 2].copy_from_slice(&d.to_le_bytes());
+                    if let Some(mi) = min {
+                        b[mi..mi + 2].copy_from_slice(&m);
+                    }
+                }
+            }
+            crate::ScaleField::Iq1M => {
+                for b in blocks.chunks_exact_mut(size) {
+                    for k in 0..4 {
+                        let hi = 48 + 2 * k + 1;
+                        b[hi] = (b[hi] & 0x0F) | ((((d >> (4 * k)) & 0xF) as u8) << 4);
+                    }
+                }
+            }
+        }
+        true
+    }
+
     /// The name used on the command line and in manifests.
     pub fn name(self) -> &'static str {
         self.traits().name

@@ -30,4 +30,4 @@ pub use product::{
     InputBuffers, Product, TokenKernels, MAX_BATCH, MAX_GROUP,
 };
 pub use quant::{BlockQ4_0, BlockQ8_0};
-pub use traits::{ActForm, TypeTraits};
+pub use traits::{ActForm, ScaleField, TypeTraits};

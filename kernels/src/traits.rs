@@ -24,6 +24,17 @@ pub enum ActForm {
     Q8K,
 }
 
+/// Where a block keeps its f16 scale (so tools can write random blocks of a known spread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleField {
+    /// Not an f16-scaled block (floats, MXFP4's exponent, the K-quants' two-level scales).
+    None,
+    /// An f16 at this byte offset; with a second offset, the f16 minimum (`value = q*d + m`).
+    At(usize, Option<usize>),
+    /// IQ1_M: the f16's four nibbles are the top nibbles of the four scale words at byte 48.
+    Iq1M,
+}
+
 /// A dot product of one weight row (its raw bytes) with one token's prepared activations.
 pub(crate) type RawDot = fn(&[u8], &Prepared) -> f32;
 
@@ -64,6 +75,8 @@ pub struct TypeTraits {
     pub block_bytes: usize,
     /// The activation form its dot products read.
     pub act: ActForm,
+    /// Where its blocks keep their f16 scale.
+    pub scale: ScaleField,
     /// Whole blocks of bytes to f32, bit-identical to ggml (lengths checked by the caller).
     pub(crate) dequantize: fn(&[u8], &mut [f32]),
     /// f32 to whole blocks with ggml's reference rule, where floe has one.
@@ -146,6 +159,7 @@ const fn row(
         block_values,
         block_bytes,
         act,
+        scale: ScaleField::None,
         dequantize,
         quantize: None,
         dots: None,
@@ -153,6 +167,10 @@ const fn row(
 }
 
 impl TypeTraits {
+    const fn scale_at(mut self, scale: ScaleField) -> Self {
+        self.scale = scale;
+        self
+    }
     const fn quantizer(mut self, q: Option<Quantizer>) -> Self {
         self.quantize = q;
         self
@@ -185,8 +203,10 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
     row(D::F16, "f16", "F16", 1, (1, 2), A::F32, deq_f16),
     row(D::Bf16, "bf16", "BF16", 30, (1, 2), A::F32, deq_bf16),
     row(D::Q8_0, "q8_0", "Q8_0", 8, (32, 34), A::Q8_0, deq!(dequantize_q8_0))
+        .scale_at(ScaleField::At(0, None))
         .quantizer(quant!(quantize_q8_0)),
     row(D::Q4_0, "q4_0", "Q4_0", 2, (32, 18), A::Q8_0, deq!(dequantize_q4_0))
+        .scale_at(ScaleField::At(0, None))
         .quantizer(quant!(quantize_q4_0)),
     row(D::Q2K, "q2_k", "Q2_K", 10, (256, 84), A::Q8K, deq!(dequantize_q2_k)),
     row(D::Q3K, "q3_k", "Q3_K", 11, (256, 110), A::Q8K, deq!(dequantize_q3_k)),
@@ -196,36 +216,50 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
     row(D::Mxfp4, "mxfp4", "MXFP4", 39, (32, 17), A::Q8_0, deq!(dequantize_mxfp4))
         .quantizer(quant!(quantize_mxfp4)),
     row(D::Q4_1, "q4_1", "Q4_1", 3, (32, 20), A::Q8_1, deq!(dequantize_q4_1))
+        .scale_at(ScaleField::At(0, Some(2)))
         .quantizer(quant!(quantize_q4_1))
         .dots(dot!(dot_q4_1, Q8_1), avx2!(q4_1::avx2::dot_q4_1, Q8_1)),
     row(D::Q5_0, "q5_0", "Q5_0", 6, (32, 22), A::Q8_0, deq!(dequantize_q5_0))
+        .scale_at(ScaleField::At(0, None))
         .quantizer(quant!(quantize_q5_0))
         .dots(dot!(dot_q5_0, Q8), avx2!(q5_0::avx2::dot_q5_0, Q8)),
     row(D::Q5_1, "q5_1", "Q5_1", 7, (32, 24), A::Q8_1, deq!(dequantize_q5_1))
+        .scale_at(ScaleField::At(0, Some(2)))
         .quantizer(quant!(quantize_q5_1))
         .dots(dot!(dot_q5_1, Q8_1), avx2!(q5_1::avx2::dot_q5_1, Q8_1)),
     row(D::Iq4Nl, "iq4_nl", "IQ4_NL", 20, (32, 18), A::Q8_0, deq!(dequantize_iq4_nl))
+        .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq4_nl, Q8), avx2!(iq4_nl::avx2::dot_iq4_nl, Q8)),
     row(D::Iq4Xs, "iq4_xs", "IQ4_XS", 23, (256, 136), A::Q8K, deq!(dequantize_iq4_xs))
+        .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq4_xs, Q8K), avx2!(iq4_xs::avx2::dot_iq4_xs, Q8K)),
     row(D::Iq2Xxs, "iq2_xxs", "IQ2_XXS", 16, (256, 66), A::Q8K, deq!(dequantize_iq2_xxs))
+        .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_xxs, Q8K), avx2!(iq2_xxs::avx2::dot_iq2_xxs, Q8K)),
     row(D::Iq2Xs, "iq2_xs", "IQ2_XS", 17, (256, 74), A::Q8K, deq!(dequantize_iq2_xs))
+        .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_xs, Q8K), avx2!(iq2_xs::avx2::dot_iq2_xs, Q8K)),
     row(D::Iq2S, "iq2_s", "IQ2_S", 22, (256, 82), A::Q8K, deq!(dequantize_iq2_s))
+        .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_s, Q8K), avx2!(iq2_s::avx2::dot_iq2_s, Q8K)),
     row(D::Iq3Xxs, "iq3_xxs", "IQ3_XXS", 18, (256, 98), A::Q8K, deq!(dequantize_iq3_xxs))
+        .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq3_xxs, Q8K), avx2!(iq3_xxs::avx2::dot_iq3_xxs, Q8K)),
     row(D::Iq3S, "iq3_s", "IQ3_S", 21, (256, 110), A::Q8K, deq!(dequantize_iq3_s))
+        .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq3_s, Q8K), avx2!(iq3_s::avx2::dot_iq3_s, Q8K)),
     row(D::Iq1S, "iq1_s", "IQ1_S", 19, (256, 50), A::Q8K, deq!(dequantize_iq1_s))
+        .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq1_s, Q8K), avx2!(iq1_s::avx2::dot_iq1_s, Q8K)),
     row(D::Iq1M, "iq1_m", "IQ1_M", 29, (256, 56), A::Q8K, deq!(dequantize_iq1_m))
+        .scale_at(ScaleField::Iq1M)
         .dots(dot!(dot_iq1_m, Q8K), avx2!(iq1_m::avx2::dot_iq1_m, Q8K)),
     row(D::Tq1_0, "tq1_0", "TQ1_0", 34, (256, 54), A::Q8K, deq!(dequantize_tq1_0))
-        .dots(dot!(dot_tq1_0, Q8K), avx2!(tq1_0::avx2::dot_tq1_0, Q8K)),
+        .scale_at(ScaleField::At(52, None))
+        .dots(dot!(dot_tq1_0, Q8K), None),
     row(D::Tq2_0, "tq2_0", "TQ2_0", 35, (256, 66), A::Q8K, deq!(dequantize_tq2_0))
-        .dots(dot!(dot_tq2_0, Q8K), avx2!(tq2_0::avx2::dot_tq2_0, Q8K)),
+        .scale_at(ScaleField::At(64, None))
+        .dots(dot!(dot_tq2_0, Q8K), None),
 ];
 
 const _: () = {

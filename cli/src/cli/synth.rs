@@ -25,7 +25,7 @@ pub struct SynthArgs {
     /// in place; a disk that holds one copy is enough).
     #[arg(long)]
     gguf_only: bool,
-    /// Expert format: q4_0, q8_0, bf16, mxfp4 (gpt-oss).
+    /// Expert format: q4_0, q8_0, bf16, mxfp4 (gpt-oss), and the GGUF block types q4_1, q5_0, q5_1, iq4_nl, iq4_xs, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m, tq1_0, tq2_0 (random codes at a known spread).
     #[arg(long, default_value = "q4_0")]
     dtype: DType,
     /// Format of the dense matrices (embeddings, attention): f32, bf16, q8_0, q4_0 (default:

@@ -547,11 +547,41 @@ fn fill_random(
                 rng.fill(&mut block[1..]);
             }
         }
-        k => {
-            return Err(Error::Unsupported(format!(
-                "floe synth writes f32, f16, bf16, q8_0, q4_0 and mxfp4 weights, not {k}"
-            )))
-        }
+        k => random_blocks(out, k, std, rng)?,
+    }
+    Ok(())
+}
+
+/// Random blocks of any type with an f16 scale: uniform random codes and grid indices, the
+/// scale's sign random per block (so no type's asymmetric code range adds a bias), its size
+/// set so the values' RMS is `std` (measured on blocks of unit scale), and a type with a
+/// minimum given the one that centres its codes. They are what llama-quantize would write for
+/// weights of that spread, and llama.cpp reads them as such.
+fn random_blocks(out: &mut [u8], dtype: DType, std: f32, rng: &mut SmallRng) -> Result<()> {
+    const SAMPLE: usize = 64;
+    let size = dtype.block_bytes();
+    let mut probe = vec![0u8; SAMPLE * size];
+    rng.fill(&mut probe[..]);
+    if !dtype.set_scales(&mut probe, 1.0, 0.0) {
+        return Err(Error::Unsupported(format!(
+            "floe synth writes f32, f16, bf16, q8_0, q4_0, mxfp4 and the f16-scaled block types \
+             (q4_1, q5_0, q5_1, iq4_nl, iq4_xs, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, \
+             iq1_m, tq1_0, tq2_0), not {dtype}"
+        )));
+    }
+    let mut v = vec![0.0f32; SAMPLE * dtype.block_values()];
+    dtype.dequantize(&probe, &mut v).map_err(|e| Error::Invalid(format!("synth {dtype}: {e}")))?;
+    let n = v.len() as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    // A minimum recentres the codes; without one, the random sign leaves the mean in the spread.
+    let has_min = matches!(dtype.traits().scale, floe_kernels::ScaleField::At(_, Some(_)));
+    let centre = if has_min { mean } else { 0.0 };
+    let var = v.iter().map(|&x| (x as f64 - centre).powi(2)).sum::<f64>() / n;
+    let d = std as f64 / var.sqrt().max(1e-12);
+    rng.fill(out);
+    for block in out.chunks_exact_mut(size) {
+        let sign = if rng.gen::<bool>() { 1.0 } else { -1.0 };
+        dtype.set_scales(block, (sign * d) as f32, (-mean * d) as f32);
     }
     Ok(())
 }

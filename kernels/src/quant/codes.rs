@@ -143,3 +143,40 @@ macro_rules! grid_dots {
     };
 }
 pub(crate) use grid_dots;
+
+/// The ternary types' dot product the way ggml's AVX2 kernels round it: codes `q + 1` (0..2)
+/// times the activations summed exactly into eight lanes (value `v` into lane `(v % 32) / 4`),
+/// each lane less the activation sums of its 32 values (`bsums`), then per super-block
+/// `lane * (dy * d)` added into eight float lanes and those summed pairwise. The integer total
+/// is the same as any order's; the lanes decide the float rounding, which is what makes
+/// llama.cpp's logits reproducible.
+pub(crate) fn ternary_dot<B>(
+    w: &[B],
+    x: &[BlockQ8K],
+    codes: impl Fn(&B, &mut [i8; QK_K]),
+    scale: impl Fn(&B) -> f32,
+) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut q = [0i8; QK_K];
+    let mut acc = [0.0f32; 8];
+    for (a, b) in w.iter().zip(x) {
+        codes(a, &mut q);
+        let mut lanes = [0i32; 8];
+        for (v, (&c, &y)) in q.iter().zip(&b.qs).enumerate() {
+            lanes[(v % 32) / 4] += (c as i32 + 1) * y as i32;
+        }
+        let d = b.d * scale(a);
+        for (l, (acc, lane)) in acc.iter_mut().zip(lanes).enumerate() {
+            let lane = lane - (b.bsums[2 * l] as i32 + b.bsums[2 * l + 1] as i32);
+            *acc = (lane as f32).mul_add(d, *acc);
+        }
+    }
+    hsum8(acc)
+}
+
+/// ggml's `hsum_float_8`: upper half plus lower half, then pairs, then the last two.
+#[inline]
+pub(crate) fn hsum8(l: [f32; 8]) -> f32 {
+    let r = [l[4] + l[0], l[5] + l[1], l[6] + l[2], l[7] + l[3]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}

@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, Unpacked};
+use super::codes::ternary_dot;
 use super::{BlockQ8K, QK_K};
 
 /// One GGUF `block_tq1_0`.
@@ -67,13 +67,7 @@ pub fn dequantize_tq1_0(blocks: &[BlockTq1_0], out: &mut [f32]) {
     }
 }
 
-fn unpack(b: &BlockTq1_0, u: &mut Unpacked) {
-    codes(b, &mut u.q);
-    u.ls = [1; QK_K / 16];
+/// TQ1_0 . Q8_K, rounded as ggml's AVX2 kernel rounds it (see `codes::ternary_dot`).
+pub fn dot_tq1_0(w: &[BlockTq1_0], x: &[BlockQ8K]) -> f32 {
+    ternary_dot(w, x, codes, |b| b.d.to_f32())
 }
-
-fn combine(a: &BlockTq1_0, b: &BlockQ8K, sum: i32) -> f32 {
-    sum as f32 * (a.d.to_f32() * b.d)
-}
-
-grid_dots!(dot_tq1_0, BlockTq1_0, unpack, combine);

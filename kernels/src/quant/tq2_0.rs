@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, Unpacked};
+use super::codes::ternary_dot;
 use super::{BlockQ8K, QK_K};
 
 /// One GGUF `block_tq2_0`.
@@ -43,13 +43,7 @@ pub fn dequantize_tq2_0(blocks: &[BlockTq2_0], out: &mut [f32]) {
     }
 }
 
-fn unpack(b: &BlockTq2_0, u: &mut Unpacked) {
-    codes(b, &mut u.q);
-    u.ls = [1; QK_K / 16];
+/// TQ2_0 . Q8_K, rounded as ggml's AVX2 kernel rounds it (see `codes::ternary_dot`).
+pub fn dot_tq2_0(w: &[BlockTq2_0], x: &[BlockQ8K]) -> f32 {
+    ternary_dot(w, x, codes, |b| b.d.to_f32())
 }
-
-fn combine(a: &BlockTq2_0, b: &BlockQ8K, sum: i32) -> f32 {
-    sum as f32 * (b.d * a.d.to_f32())
-}
-
-grid_dots!(dot_tq2_0, BlockTq2_0, unpack, combine);
