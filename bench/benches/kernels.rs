@@ -4,7 +4,7 @@
 //! Decode reads every active weight once per token and a big model's weights never stay in
 //! cache, so each iteration uses the next of several copies of the matrix (at least 1 GiB in
 //! all, beyond the last-level cache) for both the kernels and the baseline. Single thread, and
-//! every core (a pool made once). `FLOE_ISA` forces an ISA; `FLOE_BENCH_SHAPES=small` skips the
+//! every core (a pool made once). `FLOE_ISA` forces an ISA; `FLOE_BENCH_TYPES` picks types; `FLOE_BENCH_SHAPES=small` skips the
 //! 151936x2048 lm_head shape.
 
 use std::hint::black_box;
@@ -51,8 +51,8 @@ fn row_bytes(dtype: DType, cols: usize, seed: u64) -> Vec<u8> {
             bytemuck::cast_slice(&b).to_vec()
         }
         k => {
-            // K-quants (floe has no quantiser for them): pseudo-random codes and packed scales
-            // (every bit pattern is a valid block) with small finite f16 super-block scales.
+            // Pseudo-random codes, grid indices and packed scales (every bit pattern is a valid
+            // block) with small finite f16 scales where the type keeps them.
             let mut out: Vec<u8> = (0..k.row_bytes(cols).unwrap())
                 .map(|_| {
                     s ^= s << 13;
@@ -61,19 +61,35 @@ fn row_bytes(dtype: DType, cols: usize, seed: u64) -> Vec<u8> {
                     (s >> 32) as u8
                 })
                 .collect();
-            let scale_at: &[usize] = match k {
-                DType::Q6K => &[208],
-                DType::Q3K => &[108],
-                DType::Q2K => &[80, 82],
-                _ => &[0, 2],
-            };
-            for block in out.chunks_exact_mut(k.block_bytes()) {
-                for &o in scale_at {
-                    block[o..o + 2].copy_from_slice(&f16::from_f32(1e-3).to_le_bytes());
+            if !k.set_scales(&mut out, 1e-3, -1e-3) {
+                // The K-quants' super-block scales (and MXFP4's exponent, left random).
+                let scale_at: &[usize] = match k {
+                    DType::Q6K => &[208],
+                    DType::Q3K => &[108],
+                    DType::Q2K => &[80, 82],
+                    DType::Q4K | DType::Q5K => &[0, 2],
+                    _ => &[],
+                };
+                for block in out.chunks_exact_mut(k.block_bytes()) {
+                    for &o in scale_at {
+                        block[o..o + 2].copy_from_slice(&f16::from_f32(1e-3).to_le_bytes());
+                    }
                 }
             }
             out
         }
+    }
+}
+
+/// The types to measure: `FLOE_BENCH_TYPES` (comma-separated names, as `floe synth --dtype`
+/// spells them), or every type floe runs.
+fn types() -> Vec<DType> {
+    match std::env::var("FLOE_BENCH_TYPES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().parse().unwrap_or_else(|e| panic!("FLOE_BENCH_TYPES: {e}")))
+            .collect(),
+        Err(_) => DType::ALL.to_vec(),
     }
 }
 
@@ -115,16 +131,7 @@ fn kernels(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(2));
         let x: Vec<f32> = (0..cols).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01).collect();
         let mut y = vec![0.0f32; rows];
-        for dtype in [
-            DType::F32,
-            DType::F16,
-            DType::Bf16,
-            DType::Q8_0,
-            DType::Q4_0,
-            DType::Q4K,
-            DType::Q5K,
-            DType::Q6K,
-        ] {
+        for dtype in types() {
             if dtype.row_bytes(cols).is_err() {
                 continue;
             }

@@ -196,6 +196,11 @@ impl DType {
         true
     }
 
+    /// Every type's name, comma-separated (for messages that list what floe knows).
+    pub fn names() -> String {
+        DType::ALL.map(DType::name).join(", ")
+    }
+
     /// The name used on the command line and in manifests.
     pub fn name(self) -> &'static str {
         self.traits().name

@@ -30,11 +30,14 @@ pub enum KernelError {
         cols: usize,
     },
     /// An unknown dtype name.
-    #[error("unknown dtype {0:?} (floe knows f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k..q6_k, iq4_nl, iq4_xs, mxfp4)")]
+    #[error("unknown dtype {0:?} (floe knows {known})", known = crate::DType::names())]
     UnknownDType(String),
     /// Input and output lengths that do not match the matrix.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// Kernels of an ISA this CPU cannot run.
+    #[error("this CPU cannot run the {0} kernels")]
+    IsaUnsupported(&'static str),
     /// The thread pool could not be built.
     #[error("cannot start the kernel thread pool: {0}")]
     Pool(String),

@@ -23,7 +23,7 @@ mod traits;
 
 pub use dtype::DType;
 pub use error::KernelError;
-pub use matvec::{Matrix, QuantActivations};
+pub use matvec::{dot_row_on, Matrix, QuantActivations};
 pub use pool::{KernelPool, SPIN as POOL_SPIN};
 pub use product::{
     matmul, matmul_batch, matmul_group, matmul_input, matmul_with, matvec, matvec_with, Input,

@@ -3,10 +3,13 @@
 
 use half::{bf16, f16};
 
-use crate::dot::DotKernels;
+use crate::dot::{DotKernels, Isa};
 use crate::dtype::DType;
 use crate::error::KernelError;
-use crate::quant::{BlockQ4_0, BlockQ8K, BlockQ8_0, BlockQ8_1};
+use crate::quant::{
+    quantize_q8_0_activations, quantize_q8_1_activations, quantize_q8_k, BlockQ4_0, BlockQ8K,
+    BlockQ8_0, BlockQ8_1, QK, QK_K,
+};
 use crate::traits::ActForm;
 
 /// Rows handed to one task: big enough to amortise scheduling, small enough to balance.
@@ -278,6 +281,38 @@ pub(crate) fn form(dtype: DType, mode: QuantActivations) -> Form {
     }
 }
 
+/// One weight row of `dtype` (its raw bytes) dotted with `x` the way matvec does it on `isa`'s
+/// kernels: `x` quantised to the activation form the type reads, then the type's dot product.
+/// For tests and tools that compare single dot products with another implementation's.
+pub fn dot_row_on(isa: Isa, dtype: DType, row: &[u8], x: &[f32]) -> Result<f32, KernelError> {
+    let k = DotKernels::for_isa(isa).ok_or(KernelError::IsaUnsupported(isa.name()))?;
+    Matrix::new(dtype, 1, x.len(), row)?;
+    let blocks = |n: usize| x.len() / n;
+    let (mut q8, mut q8_1, mut q8k): (Vec<BlockQ8_0>, Vec<BlockQ8_1>, Vec<BlockQ8K>);
+    let prepared = match form(dtype, QuantActivations::default()) {
+        Form::F32 => Prepared::F32(x),
+        Form::Q8 => {
+            q8 = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; blocks(QK)];
+            quantize_q8_0_activations(x, &mut q8);
+            Prepared::Q8(&q8)
+        }
+        Form::Q8_1 => {
+            q8_1 = vec![BlockQ8_1::ZERO; blocks(QK)];
+            quantize_q8_1_activations(x, &mut q8_1);
+            Prepared::Q8_1(&q8_1)
+        }
+        Form::Q8K => {
+            if x.len() % QK_K != 0 {
+                return Err(KernelError::RowNotBlockAligned { dtype, block: QK_K, cols: x.len() });
+            }
+            q8k = vec![BlockQ8K::ZERO; blocks(QK_K)];
+            quantize_q8_k(x, &mut q8k);
+            Prepared::Q8K(&q8k)
+        }
+    };
+    Ok(dot_row(&k, dtype, row, &prepared))
+}
+
 fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
     match (dtype, x) {
         (DType::F32, Prepared::F32(x)) => (k.f32)(bytemuck::cast_slice(row), x),
@@ -286,8 +321,6 @@ fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
         (DType::Q8_0, Prepared::Q8(q)) => (k.q8_0)(bytemuck::cast_slice::<u8, BlockQ8_0>(row), q),
         (DType::Q4_0, Prepared::Q8(q)) => (k.q4_0)(bytemuck::cast_slice::<u8, BlockQ4_0>(row), q),
         (DType::Mxfp4, Prepared::Q8(q)) => (k.mxfp4)(bytemuck::cast_slice(row), q),
-        (DType::Q2K, Prepared::Q8K(q)) => (k.q2_k)(bytemuck::cast_slice(row), q),
-        (DType::Q3K, Prepared::Q8K(q)) => (k.q3_k)(bytemuck::cast_slice(row), q),
         (DType::Q4K, Prepared::Q8K(q)) => (k.q4_k)(bytemuck::cast_slice(row), q),
         (DType::Q5K, Prepared::Q8K(q)) => (k.q5_k)(bytemuck::cast_slice(row), q),
         (DType::Q6K, Prepared::Q8K(q)) => (k.q6_k)(bytemuck::cast_slice(row), q),

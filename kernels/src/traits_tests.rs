@@ -48,6 +48,11 @@ fn weights(dtype: DType, blocks: usize, seed: u64) -> Vec<u8> {
             }
             DType::Tq1_0 => b[52..54].copy_from_slice(&d.to_le_bytes()),
             DType::Tq2_0 => b[64..66].copy_from_slice(&d.to_le_bytes()),
+            DType::Q2K => {
+                b[80..82].copy_from_slice(&d.to_le_bytes());
+                b[82..84].copy_from_slice(&d.to_le_bytes());
+            }
+            DType::Q3K => b[108..110].copy_from_slice(&d.to_le_bytes()),
             _ => b[..2].copy_from_slice(&d.to_le_bytes()),
         }
     }

@@ -12,6 +12,24 @@ fn fixtures(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(dir)
 }
 
+/// The legacy, IQ and TQ types.
+const NEW_TYPES: [DType; 14] = [
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Iq4Nl,
+    DType::Iq4Xs,
+    DType::Iq2Xxs,
+    DType::Iq2Xs,
+    DType::Iq2S,
+    DType::Iq3Xxs,
+    DType::Iq3S,
+    DType::Iq1S,
+    DType::Iq1M,
+    DType::Tq1_0,
+    DType::Tq2_0,
+];
+
 /// Every legacy, IQ and TQ type: random blocks of the type (`tests/fixtures/quant/vectors.gguf`,
 /// from `bench/scripts/make_quant_vectors.py`) dequantise bit for bit as gguf-py's reference
 /// (ggml's arithmetic) does, and every type the fixture holds is one floe runs.
@@ -36,23 +54,53 @@ fn quant_vectors_dequantise_like_ggml() {
         assert_eq!(differ, 0, "{}: {differ} of {} values differ from ggml", t.name, want.len());
         checked.push(dtype);
     }
-    for d in [
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Iq4Nl,
-        DType::Iq4Xs,
-        DType::Iq2Xxs,
-        DType::Iq2Xs,
-        DType::Iq2S,
-        DType::Iq3Xxs,
-        DType::Iq3S,
-        DType::Iq1S,
-        DType::Iq1M,
-        DType::Tq1_0,
-        DType::Tq2_0,
-    ] {
+    for d in NEW_TYPES {
         assert!(checked.contains(&d), "{d} has no vectors");
+    }
+}
+
+/// Every legacy, IQ and TQ type and Q2_K, Q3_K: one weight row dotted with quantised
+/// activations rounds exactly as llama.cpp's `vec_dot` does (`tests/fixtures/quant/dots.gguf`,
+/// from `bench/scripts/make_dot_vectors.py` calling libggml-cpu's AVX2 kernels), bit for bit,
+/// on the scalar kernels and on this CPU's best.
+#[test]
+fn dots_round_like_llama_cpp() {
+    use floe_kernels::dot::Isa;
+    let path = fixtures("quant").join("dots.gguf");
+    let g = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let f32s = |name: String| -> Vec<f32> {
+        let t = g.tensor(&name).unwrap_or_else(|| panic!("{name} missing"));
+        g.data(t).chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    };
+    let mut isas = vec![Isa::Scalar];
+    isas.extend(Isa::ALL.into_iter().filter(|i| *i != Isa::Scalar && i.supported()));
+    let mut failures = Vec::new();
+    let mut checked = Vec::new();
+    for t in g.tensors.iter().filter(|t| !t.name.contains('.')) {
+        let dtype = DType::from_ggml_id(t.ggml_type.id())
+            .unwrap_or_else(|| panic!("{} is not a type floe runs", t.name));
+        let (x, want) = (f32s(format!("{}.x", t.name)), f32s(format!("{}.dot", t.name)));
+        let bytes = g.data(t).to_vec();
+        let rows = want.len() / (x.len() / t.dims[0] as usize);
+        let n = t.dims[0] as usize;
+        let row_bytes = bytes.len() / rows;
+        for &isa in &isas {
+            let mut differ = 0;
+            for (k, x) in x.chunks_exact(n).enumerate() {
+                for (r, row) in bytes.chunks_exact(row_bytes).enumerate() {
+                    let got = floe_kernels::dot_row_on(isa, dtype, row, x).unwrap();
+                    differ += usize::from(got.to_bits() != want[k * rows + r].to_bits());
+                }
+            }
+            if differ > 0 {
+                failures.push(format!("{} on {}: {differ} of {}", t.name, isa.name(), want.len()));
+            }
+        }
+        checked.push(dtype);
+    }
+    assert!(failures.is_empty(), "dots that differ from llama.cpp's: {failures:#?}");
+    for d in NEW_TYPES.into_iter().chain([DType::Q2K, DType::Q3K]) {
+        assert!(checked.contains(&d), "{d} has no dot vectors");
     }
 }
 
@@ -130,7 +178,7 @@ struct Agreement {
     /// Places in all.
     places: usize,
     /// Expert sets that differ where llama.cpp chose by at least [`ROUTER_MARGIN`], and sets
-    /// compared.
+    /// compared (those before the first close choice that went the other way).
     sets_differ: usize,
     sets: usize,
     /// Close choices (not held to llama.cpp's), and how many of those differ.
@@ -174,27 +222,42 @@ fn compare(model: &Model, want: &LlamaCpp) -> Agreement {
     assert_eq!(rows.len(), reference.len());
     let routes = session.routes.unwrap();
     let mut a = Agreement { places: rows.len(), ..Default::default() };
-    let mut first_differ = rows.len();
-    for (layer, per_place) in want.experts.iter().enumerate() {
-        // Place p is position p: the prompt, then the decode steps (llama.cpp also routed the
-        // last greedy token, which floe does not decode).
-        for (place, want_set) in per_place.iter().enumerate().take(rows.len()) {
+    // Each place's sets, floe's and llama.cpp's, layer by layer.
+    let mut sets = Vec::new();
+    for place in 0..rows.len() {
+        for (layer, per_place) in want.experts.iter().enumerate() {
+            // Place p is position p: the prompt, then the decode steps (llama.cpp also routed
+            // the last greedy token, which floe does not decode).
             let r = routes.iter().find(|r| r.layer == layer && r.pos == place).unwrap();
             let mut got: Vec<u32> = r.experts.iter().map(|e| e.0 as u32).collect();
             got.sort();
-            if &got != want_set {
-                first_differ = first_differ.min(place);
-            }
-            if want.router_gap[layer][place] < ROUTER_MARGIN {
-                a.close += 1;
-                a.close_differ += usize::from(&got != want_set);
-                continue;
-            }
-            a.sets += 1;
-            if &got != want_set {
-                a.sets_differ += 1;
-                eprintln!("  layer {layer} place {place}: floe {got:?}, llama.cpp {want_set:?} (its router gap {})", want.router_gap[layer][place]);
-            }
+            let close = want.router_gap[layer][place] < ROUTER_MARGIN;
+            sets.push((place, layer, got, &per_place[place], close));
+        }
+    }
+    // After a close choice went the other way, floe runs other experts than llama.cpp did, and
+    // every later layer and place sees that: sets from there on are not held to llama.cpp's.
+    let flip = sets.iter().position(|(_, _, got, want, close)| *close && got != *want);
+    let mut first_differ = rows.len();
+    for (i, (place, layer, got, want_set, close)) in sets.iter().enumerate() {
+        if got != *want_set {
+            first_differ = first_differ.min(*place);
+        }
+        if *close {
+            a.close += 1;
+            a.close_differ += usize::from(got != *want_set);
+            continue;
+        }
+        if flip.is_some_and(|f| i > f) {
+            continue;
+        }
+        a.sets += 1;
+        if got != *want_set {
+            a.sets_differ += 1;
+            eprintln!(
+                "  layer {layer} place {place}: floe {got:?}, llama.cpp {want_set:?} (its router gap {})",
+                want.router_gap[*layer][*place]
+            );
         }
     }
     for (place, (got, want_row)) in rows.iter().zip(&reference).enumerate().take(first_differ) {

@@ -29,8 +29,6 @@ pub const KERNELS: DotKernels = DotKernels {
     axpy_f32,
     axpy_f16,
     q4_0_x4_prefetches: true,
-    q2_k: scalar::dot_q2_k,
-    q3_k: scalar::dot_q3_k,
     q4_k: super::avx2_k::dot_q4_k,
     q5_k: super::avx2_k::dot_q5_k,
     q6_k: super::avx2_k::dot_q6_k,

@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::{avx2, scalar, DotKernels, Isa};
+use super::{avx2, DotKernels, Isa};
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 
 /// The AVX-512 table.
@@ -26,8 +26,6 @@ pub const KERNELS: DotKernels = DotKernels {
     axpy_f32: avx2::KERNELS.axpy_f32,
     axpy_f16: avx2::KERNELS.axpy_f16,
     q4_0_x4_prefetches: false,
-    q2_k: scalar::dot_q2_k,
-    q3_k: scalar::dot_q3_k,
     q4_k: super::avx2_k::dot_q4_k,
     q5_k: super::avx2_k::dot_q5_k,
     q6_k: super::avx2_k::dot_q6_k,

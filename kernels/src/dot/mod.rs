@@ -6,9 +6,7 @@ use std::sync::OnceLock;
 
 use half::{bf16, f16};
 
-use crate::quant::{
-    BlockMxfp4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0,
-};
+use crate::quant::{BlockMxfp4, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
@@ -112,10 +110,6 @@ pub struct DotKernels {
     pub axpy_f32: fn(f32, &[f32], &mut [f32]),
     /// `y += a * x` with f16 `x` (an f16 value cache).
     pub axpy_f16: fn(f32, &[f16], &mut [f32]),
-    /// Q2_K weights . Q8_K activations.
-    pub q2_k: fn(&[BlockQ2K], &[BlockQ8K]) -> f32,
-    /// Q3_K weights . Q8_K activations.
-    pub q3_k: fn(&[BlockQ3K], &[BlockQ8K]) -> f32,
     /// Q4_K weights . Q8_K activations.
     pub q4_k: fn(&[BlockQ4K], &[BlockQ8K]) -> f32,
     /// Q5_K weights . Q8_K activations.

@@ -25,8 +25,6 @@ pub const KERNELS: DotKernels = DotKernels {
     axpy_f32: scalar::axpy_f32,
     axpy_f16: scalar::axpy_f16,
     q4_0_x4_prefetches: false,
-    q2_k: scalar::dot_q2_k,
-    q3_k: scalar::dot_q3_k,
     q4_k: scalar::dot_q4_k,
     q5_k: scalar::dot_q5_k,
     q6_k: scalar::dot_q6_k,

@@ -4,9 +4,8 @@ use half::{bf16, f16};
 
 use super::{DotKernels, Isa};
 use crate::quant::{
-    codes_q6_k, dequantize_q2_k, dequantize_q3_k, dequantize_q8_k, e8m0_to_f32_half,
-    scales_mins_k4, BlockMxfp4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K,
-    BlockQ8K, BlockQ8_0, KVALUES_MXFP4, QK, QK_K,
+    codes_q6_k, e8m0_to_f32_half, scales_mins_k4, BlockMxfp4, BlockQ4K, BlockQ4_0, BlockQ5K,
+    BlockQ6K, BlockQ8K, BlockQ8_0, KVALUES_MXFP4, QK,
 };
 
 /// The scalar table.
@@ -23,8 +22,6 @@ pub const KERNELS: DotKernels = DotKernels {
     axpy_f32,
     axpy_f16,
     q4_0_x4_prefetches: false,
-    q2_k: dot_q2_k,
-    q3_k: dot_q3_k,
     q4_k: dot_q4_k,
     q5_k: dot_q5_k,
     q6_k: dot_q6_k,
@@ -168,29 +165,6 @@ pub fn dot_q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
             sumi += a.scales[j] as i32 * sub;
         }
         s += a.d.to_f32() * b.d * sumi as f32;
-    }
-    s
-}
-
-/// Q2_K . Q8_K through f32: the dequantised weights against the dequantised activations (the
-/// 2- and 3-bit types are rare in MoE files' expert tensors; they run, just not fast).
-pub fn dot_q2_k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
-    dot_via_f32(w, x, dequantize_q2_k)
-}
-
-/// Q3_K . Q8_K through f32, as [`dot_q2_k`].
-pub fn dot_q3_k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
-    dot_via_f32(w, x, dequantize_q3_k)
-}
-
-fn dot_via_f32<B: Copy>(w: &[B], x: &[BlockQ8K], deq: fn(&[B], &mut [f32])) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let (mut wf, mut xf) = ([0.0f32; QK_K], [0.0f32; QK_K]);
-    let mut s = 0.0f32;
-    for (a, b) in w.iter().zip(x) {
-        deq(std::slice::from_ref(a), &mut wf);
-        dequantize_q8_k(std::slice::from_ref(b), &mut xf);
-        s += dot_f32(&wf, &xf);
     }
     s
 }

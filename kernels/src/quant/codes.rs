@@ -1,143 +1,283 @@
-//! The shared dot product of the grid and ternary types (the i-quants, TQ1_0, TQ2_0) with Q8_K
-//! activations. Each type unpacks a super-block into 256 signed codes and a scale per run of 16
-//! (`Unpacked`); the exact integer sum `Σ_run ls · Σ code · q8` is then one loop here, scalar
-//! or AVX2, so every type's SIMD result equals its scalar twin bit for bit. ggml's scales and
-//! offsets (the `0.125` of IQ2, IQ1's `delta`) stay in each type's file.
+//! The shared dot products of the grid and ternary types (the i-quants, TQ1_0, TQ2_0) with
+//! Q8_K activations, rounded the way ggml's AVX2 kernels round them. Those kernels sum exact
+//! integer products into eight i32 lanes (value `v` of each run of 32 into lane `(v % 32) / 4`,
+//! the lanes `maddubs` + `madd` leave), then per super-block add `lane * d` into eight f32
+//! lanes with one fused multiply-add, and sum those lanes pairwise at the end. The integer
+//! totals are the same in any order; the lanes decide the float rounding, so a dot product
+//! that keeps them gives llama.cpp's result bit for bit. Each grid type describes one run of
+//! 32 values ([`GridBlock::run`]: grid bytes, sign bytes, two scales); the scalar and AVX2
+//! drivers here do the rest, so the two agree bit for bit.
 
 use super::{BlockQ8K, QK_K};
 
-/// One super-block as signed codes with a scale per run of 16 values.
-pub(crate) struct Unpacked {
-    /// The codes, in value order.
-    pub(crate) q: [i8; QK_K],
-    /// The scale of each run of 16 codes.
-    pub(crate) ls: [i16; QK_K / 16],
+/// One run of 32 values of a grid type, as ggml's AVX2 kernels load it.
+#[derive(Clone, Copy)]
+pub(crate) struct Run {
+    /// The grid values, eight per word, the first in the low byte: magnitudes (0..=62), or
+    /// for [`GridBlock::SIGNED`] types signed bytes.
+    pub(crate) grid: [u64; 4],
+    /// Per value `0x01` (keep) or `0xFF` (negate), in the same layout (unsigned grids only).
+    pub(crate) signs: [u64; 4],
+    /// The scales of values 0..16 and 16..32.
+    pub(crate) ls: [i16; 2],
 }
 
-impl Unpacked {
-    pub(crate) const fn new() -> Self {
-        Self { q: [0; QK_K], ls: [0; QK_K / 16] }
-    }
+/// The shift some grid types add to every value, and how ggml sums it.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Delta {
+    /// None.
+    None,
+    /// IQ1_S: `± delta` per run, summed from the activations' `bsums` into one f32.
+    PerRun(f32),
+    /// IQ1_M: `± delta` per group of 8, summed into a second set of lanes.
+    Lanes(f32),
+}
 
-    /// Sets the scale of the 32-value run `r` (two runs of 16).
-    #[inline]
-    pub(crate) fn set_ls32(&mut self, r: usize, ls: i16) {
-        self.ls[2 * r] = ls;
-        self.ls[2 * r + 1] = ls;
+/// A super-block type whose values are grid points with signs and run scales.
+pub(crate) trait GridBlock: Copy {
+    /// Whether the grid bytes are signed values (IQ1) rather than magnitudes with signs.
+    const SIGNED: bool;
+    /// ggml's factor on the final sum (IQ2: 1/8, IQ3_XXS: 1/4).
+    const MULT: f32;
+    /// The shift, if any.
+    const DELTA: Delta = Delta::None;
+    /// The super-block scale.
+    fn scale(&self) -> f32;
+    /// Run `r` (0..8).
+    fn run(&self, r: usize) -> Run;
+    /// [`Delta::PerRun`]: run `r`'s shift sum, `ls * sign * (bsums of its 32 values)`.
+    fn delta_run(&self, _r: usize, _y: &BlockQ8K) -> i32 {
+        0
     }
+    /// [`Delta::Lanes`]: run `r`'s shift signs, `0x01` / `0xFF` per value as in [`Run`].
+    fn delta_signs(&self, _r: usize) -> [u64; 4] {
+        [0; 4]
+    }
+}
 
-    /// Writes 8 grid bytes (a `u64`, first value in the low byte) at `at`, negated where
-    /// `signs` has the value's bit.
+/// Byte `v` of four words of eight.
+#[inline]
+fn byte(words: &[u64; 4], v: usize) -> u8 {
+    (words[v / 8] >> (8 * (v % 8))) as u8
+}
+
+/// `0x01` -> 1, `0xFF` -> -1.
+#[inline]
+fn sign(b: u8) -> i32 {
+    b as i8 as i32
+}
+
+/// Eight f32 lanes accumulated and summed as ggml's AVX2 kernels do.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Lanes([f32; 8]);
+
+impl Lanes {
+    /// `lane += int * d`, fused, per lane (`_mm256_fmadd_ps`).
     #[inline]
-    pub(crate) fn put8(&mut self, at: usize, grid: u64, signs: u8) {
-        for (j, (q, g)) in self.q[at..at + 8].iter_mut().zip(grid.to_le_bytes()).enumerate() {
-            *q = if signs >> j & 1 != 0 { -(g as i8) } else { g as i8 };
+    pub(crate) fn fma(&mut self, d: f32, ints: &[i32; 8]) {
+        for (acc, &i) in self.0.iter_mut().zip(ints) {
+            *acc = (i as f32).mul_add(d, *acc);
         }
     }
 
-    /// Writes 4 grid bytes (a `u32`) at `at`, negated where `signs` (4 bits) says.
+    /// The lane-wise sum of two sets (`_mm256_add_ps`).
     #[inline]
-    pub(crate) fn put4(&mut self, at: usize, grid: u32, signs: u8) {
-        for (j, (q, g)) in self.q[at..at + 4].iter_mut().zip(grid.to_le_bytes()).enumerate() {
-            *q = if signs >> j & 1 != 0 { -(g as i8) } else { g as i8 };
-        }
+    pub(crate) fn plus(&self, other: &Lanes) -> Lanes {
+        Lanes(std::array::from_fn(|l| self.0[l] + other.0[l]))
+    }
+
+    /// ggml's `hsum_float_8`.
+    #[inline]
+    pub(crate) fn sum(&self) -> f32 {
+        hsum8(self.0)
     }
 }
 
-/// `Σ_run ls · Σ code · q8` over one super-block, exact.
-pub(crate) fn sum_scalar(u: &Unpacked, y: &BlockQ8K) -> i32 {
-    let mut s = 0i32;
-    for (r, (q, y)) in u.q.chunks_exact(16).zip(y.qs.chunks_exact(16)).enumerate() {
-        let run: i32 = q.iter().zip(y).map(|(&a, &b)| a as i32 * b as i32).sum();
-        s += u.ls[r] as i32 * run;
+/// The exact products of 32 codes (each less `offset`) and 32 activation codes in ggml's AVX2
+/// lanes (value `v` into lane `v / 4`), for the 32-value block types.
+#[inline]
+pub(crate) fn lanes32(q: &[u8; 32], offset: i32, y: &[i8]) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
+    for (v, (&q, &y)) in q.iter().zip(y).enumerate() {
+        lanes[v / 4] += (q as i32 - offset) * y as i32;
     }
-    s
+    lanes
 }
+
+/// The exact products of a super-block's 256 codes and activation codes, each run of 16
+/// values times its scale `ls[v / 16]`, in ggml's AVX2 lanes (value `v` into `(v % 32) / 4`).
+#[inline]
+pub(crate) fn lanes256(q: &[i8; QK_K], ls: &[i32; 16], y: &[i8; QK_K]) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
+    for (v, (&q, &y)) in q.iter().zip(y).enumerate() {
+        lanes[(v % 32) / 4] += ls[v / 16] * q as i32 * y as i32;
+    }
+    lanes
+}
+
+/// The scalar grid dot product: exact integer lanes, rounded as the AVX2 kernel rounds.
+pub(crate) fn grid_dot<B: GridBlock>(w: &[B], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let (mut acc, mut acc2, mut shift) = (Lanes::default(), Lanes::default(), 0.0f32);
+    for (a, b) in w.iter().zip(x) {
+        let (mut lanes, mut lanes2, mut runs) = ([0i32; 8], [0i32; 8], 0i32);
+        for r in 0..QK_K / 32 {
+            let run = a.run(r);
+            let q8 = &b.qs[32 * r..32 * r + 32];
+            for (v, &q) in q8.iter().enumerate() {
+                let g = if B::SIGNED {
+                    byte(&run.grid, v) as i8 as i32
+                } else {
+                    byte(&run.grid, v) as i32 * sign(byte(&run.signs, v))
+                };
+                lanes[v / 4] += run.ls[v / 16] as i32 * g * q as i32;
+            }
+            match B::DELTA {
+                Delta::None => {}
+                Delta::PerRun(_) => runs += a.delta_run(r, b),
+                Delta::Lanes(_) => {
+                    let ds = a.delta_signs(r);
+                    for (v, &q) in q8.iter().enumerate() {
+                        lanes2[v / 4] += run.ls[v / 16] as i32 * sign(byte(&ds, v)) * q as i32;
+                    }
+                }
+            }
+        }
+        let d = a.scale() * b.d;
+        acc.fma(d, &lanes);
+        match B::DELTA {
+            Delta::None => {}
+            Delta::PerRun(_) => shift = (runs as f32).mul_add(d, shift),
+            Delta::Lanes(_) => acc2.fma(d, &lanes2),
+        }
+    }
+    finish::<B>(acc.sum(), acc2.sum(), shift)
+}
+
+/// The final sum of a grid dot product from its lanes' sums.
+#[inline]
+fn finish<B: GridBlock>(main: f32, lanes2: f32, shift: f32) -> f32 {
+    match B::DELTA {
+        Delta::None => B::MULT * main,
+        Delta::PerRun(delta) => delta.mul_add(shift, B::MULT * main),
+        Delta::Lanes(delta) => delta.mul_add(lanes2, B::MULT * main),
+    }
+}
+
+/// Per sign byte, its eight bits as `0x01` (clear) or `0xFF` (set) bytes.
+pub(crate) const SIGN_BYTES: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut j = 0;
+        while j < 8 {
+            let b: u64 = if (i >> j) & 1 != 0 { 0xFF } else { 0x01 };
+            t[i] |= b << (8 * j);
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// [`SIGN_BYTES`] of the 7-bit sign indices with even parity (ggml's `keven_signs_q2xs`).
+pub(crate) const KSIGN_BYTES: [u64; 128] = {
+    let mut t = [0u64; 128];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = SIGN_BYTES[ksigns(i as u32) as usize];
+        i += 1;
+    }
+    t
+};
 
 /// The signs of 7 bits with an eighth making their parity even (ggml's `ksigns_iq2xs`).
 #[inline]
-pub(crate) fn ksigns(i: u32) -> u8 {
+pub(crate) const fn ksigns(i: u32) -> u8 {
     let i = (i & 127) as u8;
     i | (((i.count_ones() & 1) as u8) << 7)
-}
-
-/// The sum of `dots(w_i, y_i)` over a row, `unpack` filling the codes for each super-block and
-/// `combine(block index, exact sum)` turning it into its f32 contribution.
-#[inline]
-pub(crate) fn dot_rows<B>(
-    w: &[B],
-    x: &[BlockQ8K],
-    unpack: impl Fn(&B, &mut Unpacked),
-    sum: impl Fn(&Unpacked, &BlockQ8K) -> i32,
-    combine: impl Fn(&B, &BlockQ8K, i32) -> f32,
-) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let mut u = Unpacked::new();
-    let mut s = 0.0f32;
-    for (a, b) in w.iter().zip(x) {
-        unpack(a, &mut u);
-        s += combine(a, b, sum(&u, b));
-    }
-    s
 }
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{BlockQ8K, Unpacked};
-    use crate::dot::avx2_k::hsum_i32;
+    use super::{finish, BlockQ8K, Delta, GridBlock, QK_K};
+    use crate::dot::avx2::hsum;
 
-    /// The AVX2 twin of [`super::sum_scalar`]: the same exact integer.
-    pub(crate) fn sum(u: &Unpacked, y: &BlockQ8K) -> i32 {
-        // SAFETY: the grid types' AVX2 dots sit only in the AVX2 column of the type table,
-        // used after `Isa::Avx2.supported()` said yes.
-        unsafe { imp(u, y) }
+    #[inline(always)]
+    fn words(w: [u64; 4]) -> __m256i {
+        // SAFETY: AVX is enabled in every caller (inlined into `dot`).
+        unsafe { _mm256_set_epi64x(w[3] as i64, w[2] as i64, w[1] as i64, w[0] as i64) }
     }
 
-    #[target_feature(enable = "avx2")]
-    fn imp(u: &Unpacked, y: &BlockQ8K) -> i32 {
-        let mut acc = _mm256_setzero_si256();
-        for c in 0..8 {
-            // SAFETY: 32 * c + 32 <= 256, the length of both code arrays; unaligned loads.
-            let (qa, qb) = unsafe {
-                (
-                    _mm256_loadu_si256(u.q.as_ptr().add(32 * c) as *const __m256i),
-                    _mm256_loadu_si256(y.qs.as_ptr().add(32 * c) as *const __m256i),
-                )
-            };
-            // |a| x sign(b, a): pairs of products fit i16 (codes are at most 62 in magnitude).
-            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qa, qa), _mm256_sign_epi8(qb, qa));
-            let ls = _mm256_set_m128i(_mm_set1_epi16(u.ls[2 * c + 1]), _mm_set1_epi16(u.ls[2 * c]));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, ls));
+    /// The AVX2 twin of [`super::grid_dot`]: the same integer lanes, the same roundings.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA (`Isa::Avx2.supported()`).
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn grid_dot<B: GridBlock>(w: &[B], x: &[BlockQ8K]) -> f32 {
+        assert_eq!(w.len(), x.len());
+        let ones = _mm256_set1_epi8(1);
+        let (mut acc, mut acc2, mut shift) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0.0f32);
+        for (a, b) in w.iter().zip(x) {
+            let (mut sumi, mut sumi2, mut runs) =
+                (_mm256_setzero_si256(), _mm256_setzero_si256(), 0i32);
+            for r in 0..QK_K / 32 {
+                let run = a.run(r);
+                // SAFETY: 32 * r + 32 <= 256 = qs's length; unaligned load.
+                let q8 = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * r) as *const __m256i) };
+                let g = words(run.grid);
+                // Pairs of products fit i16: grid magnitudes are at most 62, q8 at most 127.
+                let p16 = if B::SIGNED {
+                    _mm256_maddubs_epi16(_mm256_sign_epi8(g, g), _mm256_sign_epi8(q8, g))
+                } else {
+                    _mm256_maddubs_epi16(g, _mm256_sign_epi8(q8, words(run.signs)))
+                };
+                let ls = _mm256_set_m128i(_mm_set1_epi16(run.ls[1]), _mm_set1_epi16(run.ls[0]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, ls));
+                match B::DELTA {
+                    Delta::None => {}
+                    Delta::PerRun(_) => runs += a.delta_run(r, b),
+                    Delta::Lanes(_) => {
+                        let ds = words(a.delta_signs(r));
+                        let p = _mm256_maddubs_epi16(ones, _mm256_sign_epi8(q8, ds));
+                        sumi2 = _mm256_add_epi32(sumi2, _mm256_madd_epi16(p, ls));
+                    }
+                }
+            }
+            let d = a.scale() * b.d;
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            match B::DELTA {
+                Delta::None => {}
+                Delta::PerRun(_) => shift = (runs as f32).mul_add(d, shift),
+                Delta::Lanes(_) => {
+                    acc2 = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi2), acc2)
+                }
+            }
         }
-        hsum_i32(acc)
+        finish::<B>(hsum(acc), hsum(acc2), shift)
     }
 }
 
-/// The scalar dot product `$name` of a grid type and its AVX2 twin (in a module `avx2`), both
-/// `codes::dot_rows` over the type's `$unpack` and `$combine`.
+/// The scalar dot product `$name` of a grid type and its AVX2 twin (in a module `avx2`).
 macro_rules! grid_dots {
-    ($name:ident, $block:ty, $unpack:ident, $combine:ident) => {
-        /// Weights of this type . Q8_K activations: the exact integer sum per super-block (see
-        /// `codes.rs`), scaled as ggml scales it.
+    ($name:ident, $block:ty) => {
+        /// Weights of this type . Q8_K activations, rounded as ggml's AVX2 kernel rounds (see
+        /// `codes.rs`).
         pub fn $name(w: &[$block], x: &[super::BlockQ8K]) -> f32 {
-            super::codes::dot_rows(w, x, $unpack, super::codes::sum_scalar, $combine)
+            super::codes::grid_dot(w, x)
         }
 
         #[cfg(target_arch = "x86_64")]
         pub(crate) mod avx2 {
             use super::*;
 
-            /// The AVX2 twin: the same integer sums, so the same bits.
+            /// The AVX2 twin: the same integer lanes, so the same bits.
             pub(crate) fn $name(w: &[$block], x: &[super::super::BlockQ8K]) -> f32 {
-                super::super::codes::dot_rows(
-                    w,
-                    x,
-                    $unpack,
-                    super::super::codes::avx2::sum,
-                    $combine,
-                )
+                // SAFETY: the grid types' AVX2 dots sit only in the AVX2 column of the type
+                // table, used after `Isa::Avx2.supported()` (AVX2, FMA, F16C) said yes.
+                unsafe { super::super::codes::avx2::grid_dot(w, x) }
             }
         }
     };

@@ -5,10 +5,10 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, Unpacked};
+use super::codes::{grid_dots, Delta, GridBlock, Run};
 use super::iq1_s::IQ1_DELTA;
 use super::iq_grids::IQ1S_GRID;
-use super::{BlockQ8K, QK_K};
+use super::QK_K;
 
 /// One GGUF `block_iq1_m`.
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
@@ -69,27 +69,27 @@ pub fn dequantize_iq1_m(blocks: &[BlockIq1M], out: &mut [f32]) {
     }
 }
 
-fn unpack(b: &BlockIq1M, u: &mut Unpacked) {
-    for r in 0..8 {
-        u.ls[2 * r] = b.ls(r, 0) as i16;
-        u.ls[2 * r + 1] = b.ls(r, 1) as i16;
-        for l in 0..4 {
-            u.put8(32 * r + 8 * l, b.group(r, l).0, 0);
+impl GridBlock for BlockIq1M {
+    const SIGNED: bool = true;
+    const MULT: f32 = 1.0;
+    const DELTA: Delta = Delta::Lanes(IQ1_DELTA);
+    fn scale(&self) -> f32 {
+        self.d()
+    }
+    #[inline(always)]
+    fn run(&self, r: usize) -> Run {
+        Run {
+            grid: std::array::from_fn(|l| self.group(r, l).0),
+            signs: [0; 4],
+            ls: [self.ls(r, 0) as i16, self.ls(r, 1) as i16],
         }
+    }
+    #[inline(always)]
+    fn delta_signs(&self, r: usize) -> [u64; 4] {
+        std::array::from_fn(
+            |l| if self.group(r, l).1 < 0 { u64::MAX } else { 0x0101_0101_0101_0101 },
+        )
     }
 }
 
-/// ggml's sum: the grid part exact, each group's shift against the sum of its 8 codes.
-fn combine(a: &BlockIq1M, b: &BlockQ8K, sum: i32) -> f32 {
-    let mut shifts = 0i32;
-    for r in 0..8 {
-        for l in 0..4 {
-            let at = 32 * r + 8 * l;
-            let codes: i32 = b.qs[at..at + 8].iter().map(|&q| q as i32).sum();
-            shifts += a.ls(r, l / 2) * a.group(r, l).1 * codes;
-        }
-    }
-    a.d() * b.d * (sum as f32 + IQ1_DELTA * shifts as f32)
-}
-
-grid_dots!(dot_iq1_m, BlockIq1M, unpack, combine);
+grid_dots!(dot_iq1_m, BlockIq1M);

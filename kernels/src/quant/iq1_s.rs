@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, Unpacked};
+use super::codes::{grid_dots, Delta, GridBlock, Run};
 use super::iq_grids::IQ1S_GRID;
 use super::{BlockQ8K, QK_K};
 
@@ -49,24 +49,24 @@ pub fn dequantize_iq1_s(blocks: &[BlockIq1S], out: &mut [f32]) {
     }
 }
 
-fn unpack(b: &BlockIq1S, u: &mut Unpacked) {
-    for r in 0..8 {
-        u.set_ls32(r, 2 * ((b.qh[r] >> 12) & 7) as i16 + 1);
-        for l in 0..4 {
-            u.put8(32 * r + 8 * l, grid(b, r, l), 0);
-        }
+impl GridBlock for BlockIq1S {
+    const SIGNED: bool = true;
+    const MULT: f32 = 1.0;
+    const DELTA: Delta = Delta::PerRun(IQ1_DELTA);
+    fn scale(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    fn run(&self, r: usize) -> Run {
+        let ls = 2 * ((self.qh[r] >> 12) & 7) as i16 + 1;
+        Run { grid: std::array::from_fn(|l| grid(self, r, l)), signs: [0; 4], ls: [ls, ls] }
+    }
+    #[inline(always)]
+    fn delta_run(&self, r: usize, y: &BlockQ8K) -> i32 {
+        let ls = 2 * ((self.qh[r] >> 12) & 7) as i32 + 1;
+        let delta = if self.qh[r] & 0x8000 != 0 { -1 } else { 1 };
+        ls * delta * (y.bsums[2 * r] as i32 + y.bsums[2 * r + 1] as i32)
     }
 }
 
-/// ggml's sum: the grid part exact, the shifts through Q8_K's sums of 16 codes.
-fn combine(a: &BlockIq1S, b: &BlockQ8K, sum: i32) -> f32 {
-    let mut shifts = 0i32;
-    for r in 0..8 {
-        let ls = 2 * ((a.qh[r] >> 12) & 7) as i32 + 1;
-        let delta = if a.qh[r] & 0x8000 != 0 { -1 } else { 1 };
-        shifts += ls * delta * (b.bsums[2 * r] as i32 + b.bsums[2 * r + 1] as i32);
-    }
-    a.d.to_f32() * b.d * (sum as f32 + IQ1_DELTA * shifts as f32)
-}
-
-grid_dots!(dot_iq1_s, BlockIq1S, unpack, combine);
+grid_dots!(dot_iq1_s, BlockIq1S);

@@ -5,9 +5,9 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, Unpacked};
+use super::codes::{grid_dots, GridBlock, Run, SIGN_BYTES};
 use super::iq_grids::IQ2S_GRID;
-use super::{BlockQ8K, QK_K};
+use super::QK_K;
 
 /// One GGUF `block_iq2_s`.
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
@@ -55,19 +55,22 @@ pub fn dequantize_iq2_s(blocks: &[BlockIq2S], out: &mut [f32]) {
     }
 }
 
-fn unpack(b: &BlockIq2S, u: &mut Unpacked) {
-    for r in 0..8 {
-        u.ls[2 * r] = 2 * (b.scales[r] & 0xF) as i16 + 1;
-        u.ls[2 * r + 1] = 2 * (b.scales[r] >> 4) as i16 + 1;
-        for l in 0..4 {
-            let (grid, signs) = group(b, r, l);
-            u.put8(32 * r + 8 * l, grid, signs);
+impl GridBlock for BlockIq2S {
+    const SIGNED: bool = false;
+    const MULT: f32 = 0.125;
+    fn scale(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    fn run(&self, r: usize) -> Run {
+        let groups: [(u64, u8); 4] = std::array::from_fn(|l| group(self, r, l));
+        let sc = self.scales[r];
+        Run {
+            grid: groups.map(|g| g.0),
+            signs: groups.map(|g| SIGN_BYTES[g.1 as usize]),
+            ls: [2 * (sc & 0xF) as i16 + 1, 2 * (sc >> 4) as i16 + 1],
         }
     }
 }
 
-fn combine(a: &BlockIq2S, b: &BlockQ8K, sum: i32) -> f32 {
-    a.d.to_f32() * b.d * sum as f32 * 0.125
-}
-
-grid_dots!(dot_iq2_s, BlockIq2S, unpack, combine);
+grid_dots!(dot_iq2_s, BlockIq2S);

@@ -5,9 +5,9 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, ksigns, Unpacked};
+use super::codes::{grid_dots, ksigns, GridBlock, Run, KSIGN_BYTES};
 use super::iq_grids::IQ2XS_GRID;
-use super::{BlockQ8K, QK_K};
+use super::QK_K;
 
 /// One GGUF `block_iq2_xs`.
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
@@ -47,19 +47,22 @@ pub fn dequantize_iq2_xs(blocks: &[BlockIq2Xs], out: &mut [f32]) {
     }
 }
 
-fn unpack(b: &BlockIq2Xs, u: &mut Unpacked) {
-    for r in 0..8 {
-        u.ls[2 * r] = 2 * (b.scales[r] & 0xF) as i16 + 1;
-        u.ls[2 * r + 1] = 2 * (b.scales[r] >> 4) as i16 + 1;
-        for l in 0..4 {
-            let q = b.qs[4 * r + l];
-            u.put8(32 * r + 8 * l, IQ2XS_GRID[(q & 511) as usize], ksigns(q as u32 >> 9));
+impl GridBlock for BlockIq2Xs {
+    const SIGNED: bool = false;
+    const MULT: f32 = 0.125;
+    fn scale(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    fn run(&self, r: usize) -> Run {
+        let q = &self.qs[4 * r..4 * r + 4];
+        let sc = self.scales[r];
+        Run {
+            grid: std::array::from_fn(|l| IQ2XS_GRID[(q[l] & 511) as usize]),
+            signs: std::array::from_fn(|l| KSIGN_BYTES[(q[l] >> 9) as usize]),
+            ls: [2 * (sc & 0xF) as i16 + 1, 2 * (sc >> 4) as i16 + 1],
         }
     }
 }
 
-fn combine(a: &BlockIq2Xs, b: &BlockQ8K, sum: i32) -> f32 {
-    a.d.to_f32() * b.d * sum as f32 * 0.125
-}
-
-grid_dots!(dot_iq2_xs, BlockIq2Xs, unpack, combine);
+grid_dots!(dot_iq2_xs, BlockIq2Xs);

@@ -5,9 +5,9 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, ksigns, Unpacked};
+use super::codes::{grid_dots, ksigns, GridBlock, Run, KSIGN_BYTES};
 use super::iq_grids::IQ2XXS_GRID;
-use super::{BlockQ8K, QK_K};
+use super::QK_K;
 
 /// One GGUF `block_iq2_xxs`.
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
@@ -49,19 +49,22 @@ pub fn dequantize_iq2_xxs(blocks: &[BlockIq2Xxs], out: &mut [f32]) {
     }
 }
 
-fn unpack(b: &BlockIq2Xxs, u: &mut Unpacked) {
-    for r in 0..8 {
-        let (idx, aux) = words(b, r);
-        u.set_ls32(r, (2 * (aux >> 28) + 1) as i16);
-        for l in 0..4 {
-            let grid = IQ2XXS_GRID[(idx >> (8 * l) & 0xFF) as usize];
-            u.put8(32 * r + 8 * l, grid, ksigns(aux >> (7 * l)));
+impl GridBlock for BlockIq2Xxs {
+    const SIGNED: bool = false;
+    const MULT: f32 = 0.125;
+    fn scale(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    fn run(&self, r: usize) -> Run {
+        let (idx, aux) = words(self, r);
+        let ls = (2 * (aux >> 28) + 1) as i16;
+        Run {
+            grid: std::array::from_fn(|l| IQ2XXS_GRID[(idx >> (8 * l) & 0xFF) as usize]),
+            signs: std::array::from_fn(|l| KSIGN_BYTES[(aux >> (7 * l) & 127) as usize]),
+            ls: [ls, ls],
         }
     }
 }
 
-fn combine(a: &BlockIq2Xxs, b: &BlockQ8K, sum: i32) -> f32 {
-    a.d.to_f32() * b.d * sum as f32 * 0.125
-}
-
-grid_dots!(dot_iq2_xxs, BlockIq2Xxs, unpack, combine);
+grid_dots!(dot_iq2_xxs, BlockIq2Xxs);

@@ -5,9 +5,9 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, Unpacked};
+use super::codes::{grid_dots, GridBlock, Run, SIGN_BYTES};
 use super::iq_grids::IQ3S_GRID;
-use super::{BlockQ8K, QK_K};
+use super::QK_K;
 
 /// One GGUF `block_iq3_s`.
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
@@ -62,19 +62,22 @@ pub fn dequantize_iq3_s(blocks: &[BlockIq3S], out: &mut [f32]) {
     }
 }
 
-fn unpack(b: &BlockIq3S, u: &mut Unpacked) {
-    for r in 0..8 {
-        u.set_ls32(r, 2 * run_scale(b, r) as i16 + 1);
-        for l in 0..4 {
-            let (g1, g2, signs) = group(b, r, l);
-            u.put4(32 * r + 8 * l, g1, signs & 0xF);
-            u.put4(32 * r + 8 * l + 4, g2, signs >> 4);
+impl GridBlock for BlockIq3S {
+    const SIGNED: bool = false;
+    const MULT: f32 = 1.0;
+    fn scale(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    fn run(&self, r: usize) -> Run {
+        let groups: [(u32, u32, u8); 4] = std::array::from_fn(|l| group(self, r, l));
+        let ls = 2 * run_scale(self, r) as i16 + 1;
+        Run {
+            grid: groups.map(|g| g.0 as u64 | (g.1 as u64) << 32),
+            signs: groups.map(|g| SIGN_BYTES[g.2 as usize]),
+            ls: [ls, ls],
         }
     }
 }
 
-fn combine(a: &BlockIq3S, b: &BlockQ8K, sum: i32) -> f32 {
-    a.d.to_f32() * b.d * sum as f32
-}
-
-grid_dots!(dot_iq3_s, BlockIq3S, unpack, combine);
+grid_dots!(dot_iq3_s, BlockIq3S);

@@ -4,9 +4,9 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, ksigns, Unpacked};
+use super::codes::{grid_dots, ksigns, GridBlock, Run, KSIGN_BYTES};
 use super::iq_grids::IQ3XXS_GRID;
-use super::{BlockQ8K, QK_K};
+use super::QK_K;
 
 /// One GGUF `block_iq3_xxs`.
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
@@ -52,21 +52,26 @@ pub fn dequantize_iq3_xxs(blocks: &[BlockIq3Xxs], out: &mut [f32]) {
     }
 }
 
-fn unpack(b: &BlockIq3Xxs, u: &mut Unpacked) {
-    for r in 0..8 {
-        let a = aux(b, r);
-        u.set_ls32(r, (2 * (a >> 28) + 1) as i16);
-        for l in 0..4 {
-            let signs = ksigns(a >> (7 * l));
-            let at = 32 * r + 8 * l;
-            u.put4(at, IQ3XXS_GRID[b.qs[8 * r + 2 * l] as usize], signs & 0xF);
-            u.put4(at + 4, IQ3XXS_GRID[b.qs[8 * r + 2 * l + 1] as usize], signs >> 4);
+impl GridBlock for BlockIq3Xxs {
+    const SIGNED: bool = false;
+    const MULT: f32 = 0.25;
+    fn scale(&self) -> f32 {
+        self.d.to_f32()
+    }
+    #[inline(always)]
+    fn run(&self, r: usize) -> Run {
+        let a = aux(self, r);
+        let ls = (2 * (a >> 28) + 1) as i16;
+        let q = &self.qs[8 * r..8 * r + 8];
+        Run {
+            grid: std::array::from_fn(|l| {
+                IQ3XXS_GRID[q[2 * l] as usize] as u64
+                    | (IQ3XXS_GRID[q[2 * l + 1] as usize] as u64) << 32
+            }),
+            signs: std::array::from_fn(|l| KSIGN_BYTES[(a >> (7 * l) & 127) as usize]),
+            ls: [ls, ls],
         }
     }
 }
 
-fn combine(a: &BlockIq3Xxs, b: &BlockQ8K, sum: i32) -> f32 {
-    a.d.to_f32() * b.d * sum as f32 * 0.25
-}
-
-grid_dots!(dot_iq3_xxs, BlockIq3Xxs, unpack, combine);
+grid_dots!(dot_iq3_xxs, BlockIq3Xxs);

@@ -4,6 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
+use super::codes::Lanes;
 use super::{BlockQ8_0, QK};
 
 /// The 16 levels of IQ4_NL and IQ4_XS (ggml's `kvalues_iq4nl`).
@@ -35,23 +36,46 @@ pub fn dequantize_iq4_nl(blocks: &[BlockIq4Nl], out: &mut [f32]) {
     }
 }
 
-/// The exact integer sum of one 16-byte run of IQ4 codes (32 values) against 32 activation codes.
+/// The exact integer products of one 16-byte run of IQ4 codes (32 values) and 32 activation
+/// codes in ggml's AVX2 lanes (value `v` into lane `v / 4`).
 #[inline]
-pub(super) fn sum_iq4(qs: &[u8], y: &[i8]) -> i32 {
-    let mut s = 0i32;
+pub(super) fn lanes_iq4(qs: &[u8], y: &[i8]) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
     for j in 0..QK / 2 {
-        s += KVALUES_IQ4NL[(qs[j] & 0x0F) as usize] as i32 * y[j] as i32;
-        s += KVALUES_IQ4NL[(qs[j] >> 4) as usize] as i32 * y[j + QK / 2] as i32;
+        lanes[j / 4] += KVALUES_IQ4NL[(qs[j] & 0x0F) as usize] as i32 * y[j] as i32;
+        lanes[4 + j / 4] += KVALUES_IQ4NL[(qs[j] >> 4) as usize] as i32 * y[j + QK / 2] as i32;
     }
-    s
+    lanes
 }
 
-/// IQ4_NL . Q8_0: per block the exact integer sum times both scales.
+/// The scale product ggml uses, activation's times weight's.
+#[inline]
+fn scale(a: &BlockIq4Nl, b: &BlockQ8_0) -> f32 {
+    b.d.to_f32() * a.d.to_f32()
+}
+
+/// IQ4_NL . Q8_0 rounded as ggml's AVX2 kernel: blocks in pairs, the first of each pair into
+/// one set of eight f32 lanes and the second into another (`lane * d`, fused), the two sets
+/// added and summed; an odd last block's exact sum then added fused.
 pub fn dot_iq4_nl(w: &[BlockIq4Nl], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
-    let mut s = 0.0f32;
+    let (mut even, mut odd) = (Lanes::default(), Lanes::default());
+    let pairs = w.len() / 2;
+    for i in 0..pairs {
+        let (a, b) = ((&w[2 * i], &x[2 * i]), (&w[2 * i + 1], &x[2 * i + 1]));
+        even.fma(scale(a.0, a.1), &lanes_iq4(&a.0.qs, &a.1.qs));
+        odd.fma(scale(b.0, b.1), &lanes_iq4(&b.0.qs, &b.1.qs));
+    }
+    let s = even.plus(&odd).sum();
+    tail(&w[2 * pairs..], &x[2 * pairs..], s)
+}
+
+/// ggml's scalar tail after the pairs (at most one block).
+#[inline]
+fn tail(w: &[BlockIq4Nl], x: &[BlockQ8_0], mut s: f32) -> f32 {
     for (a, b) in w.iter().zip(x) {
-        s += a.d.to_f32() * b.d.to_f32() * sum_iq4(&a.qs, &b.qs) as f32;
+        let sumi: i32 = lanes_iq4(&a.qs, &b.qs).iter().sum();
+        s = (sumi as f32).mul_add(scale(a, b), s);
     }
     s
 }
@@ -82,14 +106,17 @@ pub(crate) mod avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     fn imp(w: &[BlockIq4Nl], x: &[BlockQ8_0]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let table = levels();
-        for (a, b) in w.iter().zip(x) {
-            let qa = _mm256_shuffle_epi8(table, unpack_nibbles(&a.qs));
-            // SAFETY: qs is 32 bytes; unaligned load.
-            let qb = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
-            acc = _mm256_fmadd_ps(scale8(a.d, b.d), mul_sum_i8(qa, qb), acc);
+        let pairs = w.len() / 2;
+        for i in 0..pairs {
+            for (acc, j) in [(&mut even, 2 * i), (&mut odd, 2 * i + 1)] {
+                let qa = _mm256_shuffle_epi8(table, unpack_nibbles(&w[j].qs));
+                // SAFETY: qs is 32 bytes; unaligned load.
+                let qb = unsafe { _mm256_loadu_si256(x[j].qs.as_ptr() as *const __m256i) };
+                *acc = _mm256_fmadd_ps(scale8(x[j].d, w[j].d), mul_sum_i8(qa, qb), *acc);
+            }
         }
-        hsum(acc)
+        super::tail(&w[2 * pairs..], &x[2 * pairs..], hsum(_mm256_add_ps(even, odd)))
     }
 }

@@ -5,7 +5,8 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::iq4_nl::{sum_iq4, KVALUES_IQ4NL};
+use super::codes::Lanes;
+use super::iq4_nl::{lanes_iq4, KVALUES_IQ4NL};
 use super::{BlockQ8K, QK_K};
 
 /// One GGUF `block_iq4_xs`.
@@ -50,20 +51,22 @@ pub fn dequantize_iq4_xs(blocks: &[BlockIq4Xs], out: &mut [f32]) {
     }
 }
 
-/// IQ4_XS . Q8_K: per super-block the exact integer sum of every run's sum times its scale,
-/// times both super-block scales.
+/// IQ4_XS . Q8_K rounded as ggml's AVX2 kernel: per super-block each run's exact products in
+/// eight lanes times its scale, then `lane * d` into eight f32 lanes (fused), summed at the end.
 pub fn dot_iq4_xs(w: &[BlockIq4Xs], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
-    let mut s = 0.0f32;
+    let mut acc = Lanes::default();
     for (a, b) in w.iter().zip(x) {
-        let mut sumi = 0i32;
+        let mut lanes = [0i32; 8];
         for i in 0..QK_K / 32 {
-            sumi +=
-                a.run_scale(i) * sum_iq4(&a.qs[16 * i..16 * i + 16], &b.qs[32 * i..32 * i + 32]);
+            let run = lanes_iq4(&a.qs[16 * i..16 * i + 16], &b.qs[32 * i..32 * i + 32]);
+            for (l, r) in lanes.iter_mut().zip(run) {
+                *l += a.run_scale(i) * r;
+            }
         }
-        s += a.d.to_f32() * b.d * sumi as f32;
+        acc.fma(a.d.to_f32() * b.d, &lanes);
     }
-    s
+    acc.sum()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -72,8 +75,7 @@ pub(crate) mod avx2 {
 
     use super::super::iq4_nl::avx2::levels;
     use super::{BlockIq4Xs, BlockQ8K};
-    use crate::dot::avx2::unpack_nibbles;
-    use crate::dot::avx2_k::hsum_i32;
+    use crate::dot::avx2::{hsum, unpack_nibbles};
 
     /// The AVX2 twin of [`super::dot_iq4_xs`]: the same exact integer sums per super-block.
     pub(crate) fn dot_iq4_xs(w: &[BlockIq4Xs], x: &[BlockQ8K]) -> f32 {
@@ -86,7 +88,7 @@ pub(crate) mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     fn imp(w: &[BlockIq4Xs], x: &[BlockQ8K]) -> f32 {
         let table = levels();
-        let mut s = 0.0f32;
+        let mut acc = _mm256_setzero_ps();
         for (a, b) in w.iter().zip(x) {
             let mut sum = _mm256_setzero_si256();
             for i in 0..8 {
@@ -99,8 +101,9 @@ pub(crate) mod avx2 {
                 let ls = _mm256_set1_epi16(a.run_scale(i) as i16);
                 sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p16, ls));
             }
-            s += a.d.to_f32() * b.d * hsum_i32(sum) as f32;
+            let d = _mm256_set1_ps(a.d.to_f32() * b.d);
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
         }
-        s
+        hsum(acc)
     }
 }

@@ -1,11 +1,12 @@
 //! Q2_K: 256 values in 16 sub-blocks of 16, each with a 4-bit scale and 4-bit min, scaled by the
-//! super-block's f16 `d` and `dmin`; value = d*sc*q - dmin*m, q in 0..4. Dequantisation only
-//! (its dot product goes through f32).
+//! super-block's f16 `d` and `dmin`; value = d*sc*q - dmin*m, q in 0..4. Its dot products read
+//! Q8_K activations.
 
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::QK_K;
+use super::codes::{lanes256, Lanes};
+use super::{BlockQ8K, QK_K};
 
 /// One ggml `block_q2_K`.
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
@@ -44,5 +45,88 @@ pub fn dequantize_q2_k(blocks: &[BlockQ2K], out: &mut [f32]) {
                 }
             }
         }
+    }
+}
+
+/// The 256 codes in value order: value `128j + 32k + i` is bits `2k` of byte `32j + i`.
+fn codes(b: &BlockQ2K) -> [i8; QK_K] {
+    std::array::from_fn(|v| {
+        let (j, k, i) = (v / 128, v % 128 / 32, v % 32);
+        ((b.qs[32 * j + i] >> (2 * k)) & 3) as i8
+    })
+}
+
+/// Q2_K . Q8_K rounded as ggml's AVX2 kernel: per super-block the mins against the
+/// activations' `bsums` in eight lanes times `-dmin`, then the codes' exact products times
+/// their scales in eight lanes times `d`, both added fused into eight f32 lanes.
+pub fn dot_q2_k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut acc = Lanes::default();
+    for (a, b) in w.iter().zip(x) {
+        let mins: [i32; 8] = std::array::from_fn(|l| {
+            (a.scales[2 * l] >> 4) as i32 * b.bsums[2 * l] as i32
+                + (a.scales[2 * l + 1] >> 4) as i32 * b.bsums[2 * l + 1] as i32
+        });
+        acc.fma(-b.d * a.dmin.to_f32(), &mins);
+        let ls = a.scales.map(|s| (s & 0xF) as i32);
+        acc.fma(b.d * a.d.to_f32(), &lanes256(&codes(a), &ls, &b.qs));
+    }
+    acc.sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{BlockQ2K, BlockQ8K};
+    use crate::dot::avx2::hsum;
+
+    /// The AVX2 twin of [`super::dot_q2_k`] (ggml's kernel): the same lanes, the same bits.
+    pub(crate) fn dot_q2_k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
+        assert_eq!(w.len(), x.len());
+        // SAFETY: only in the AVX2 column of the type table, used after
+        // `Isa::Avx2.supported()` (AVX2, FMA, F16C).
+        unsafe { imp(w, x) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn imp(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
+        let (m3, m4) = (_mm256_set1_epi8(3), _mm_set1_epi8(0xF));
+        let mut acc = _mm256_setzero_ps();
+        for (a, b) in w.iter().zip(x) {
+            // SAFETY: scales is 16 bytes, bsums 16 i16; unaligned loads.
+            let (packed, bsums) = unsafe {
+                (
+                    _mm_loadu_si128(a.scales.as_ptr() as *const __m128i),
+                    _mm256_loadu_si256(b.bsums.as_ptr() as *const __m256i),
+                )
+            };
+            let mins = _mm256_cvtepi8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed), m4));
+            let dmin = _mm256_set1_ps(-b.d * a.dmin.to_f32());
+            acc = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums)), acc);
+            let ls = a.scales.map(|s| (s & 0xF) as i16);
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..2 {
+                // SAFETY: 32 * j + 32 <= 64 = qs's length; unaligned load.
+                let bits =
+                    unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(32 * j) as *const __m256i) };
+                for k in 0..4 {
+                    let q2 = _mm256_and_si256(
+                        _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * k as i32)),
+                        m3,
+                    );
+                    let at = 128 * j + 32 * k;
+                    // SAFETY: at + 32 <= 256 = qs's length; unaligned load.
+                    let q8 = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(at) as *const __m256i) };
+                    let is = 8 * j + 2 * k;
+                    let sc = _mm256_set_m128i(_mm_set1_epi16(ls[is + 1]), _mm_set1_epi16(ls[is]));
+                    let p = _mm256_madd_epi16(sc, _mm256_maddubs_epi16(q2, q8));
+                    sumi = _mm256_add_epi32(sumi, p);
+                }
+            }
+            acc =
+                _mm256_fmadd_ps(_mm256_set1_ps(b.d * a.d.to_f32()), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        hsum(acc)
     }
 }

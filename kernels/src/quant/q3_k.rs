@@ -1,11 +1,12 @@
 //! Q3_K: 256 values in 16 sub-blocks of 16 with 6-bit signed scales (offset 32) and one f16 `d`;
 //! value = d*(sc - 32)*(q - 4*(1 - hbit)), low 2 bits in `qs`, the third in `hmask`.
-//! Dequantisation only (its dot product goes through f32).
+//! Its dot products read Q8_K activations.
 
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::QK_K;
+use super::codes::{lanes256, Lanes};
+use super::{BlockQ8K, QK_K};
 
 /// One ggml `block_q3_K`.
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
@@ -69,5 +70,85 @@ pub fn dequantize_q3_k(blocks: &[BlockQ3K], out: &mut [f32]) {
                 m <<= 1;
             }
         }
+    }
+}
+
+/// The 256 signed codes in value order: value `128j + 32k + i` takes bits `2k` of byte
+/// `32j + i` of `qs`, less 4 where bit `4j + k` of `hmask[i]` is clear.
+fn codes(b: &BlockQ3K) -> [i8; QK_K] {
+    std::array::from_fn(|v| {
+        let (j, k, i) = (v / 128, v % 128 / 32, v % 32);
+        let low = ((b.qs[32 * j + i] >> (2 * k)) & 3) as i8;
+        if b.hmask[i] >> (4 * j + k) & 1 != 0 {
+            low
+        } else {
+            low - 4
+        }
+    })
+}
+
+/// Q3_K . Q8_K rounded as ggml's AVX2 kernel: per super-block the codes' exact products times
+/// their scales in eight lanes, times `d` added fused into eight f32 lanes.
+pub fn dot_q3_k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut acc = Lanes::default();
+    for (a, b) in w.iter().zip(x) {
+        let ls = scales_q3_k(&a.scales).map(|s| s as i32 - 32);
+        acc.fma(b.d * a.d.to_f32(), &lanes256(&codes(a), &ls, &b.qs));
+    }
+    acc.sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{scales_q3_k, BlockQ3K, BlockQ8K};
+    use crate::dot::avx2::hsum;
+
+    /// The AVX2 twin of [`super::dot_q3_k`]: the same lanes, the same bits.
+    pub(crate) fn dot_q3_k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
+        assert_eq!(w.len(), x.len());
+        // SAFETY: only in the AVX2 column of the type table, used after
+        // `Isa::Avx2.supported()` (AVX2, FMA, F16C).
+        unsafe { imp(w, x) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn imp(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
+        let (m3, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
+        let mut acc = _mm256_setzero_ps();
+        for (a, b) in w.iter().zip(x) {
+            let ls = scales_q3_k(&a.scales).map(|s| s as i16 - 32);
+            // SAFETY: hmask is 32 bytes; unaligned load.
+            let hbits = unsafe { _mm256_loadu_si256(a.hmask.as_ptr() as *const __m256i) };
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..2 {
+                // SAFETY: 32 * j + 32 <= 64 = qs's length; unaligned load.
+                let bits =
+                    unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(32 * j) as *const __m256i) };
+                for k in 0..4 {
+                    let shift = _mm_cvtsi32_si128(2 * k as i32);
+                    let low = _mm256_and_si256(_mm256_srl_epi16(bits, shift), m3);
+                    // 4 where the value's high bit is clear, else 0.
+                    let bit = _mm256_set1_epi8((1u8 << (4 * j + k)) as i8);
+                    let clear =
+                        _mm256_cmpeq_epi8(_mm256_and_si256(hbits, bit), _mm256_setzero_si256());
+                    let q3 = _mm256_sub_epi8(low, _mm256_and_si256(clear, four));
+                    let at = 128 * j + 32 * k;
+                    // SAFETY: at + 32 <= 256 = qs's length; unaligned load.
+                    let q8 = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(at) as *const __m256i) };
+                    // |q3| x sign(q8, q3): pairs of products fit i16.
+                    let p16 =
+                        _mm256_maddubs_epi16(_mm256_sign_epi8(q3, q3), _mm256_sign_epi8(q8, q3));
+                    let is = 8 * j + 2 * k;
+                    let sc = _mm256_set_m128i(_mm_set1_epi16(ls[is + 1]), _mm_set1_epi16(ls[is]));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, sc));
+                }
+            }
+            acc =
+                _mm256_fmadd_ps(_mm256_set1_ps(b.d * a.d.to_f32()), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        hsum(acc)
     }
 }

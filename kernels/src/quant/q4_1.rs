@@ -4,6 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
+use super::codes::{lanes32, Lanes};
 use super::{BlockQ8_1, QK};
 
 /// One GGUF `block_q4_1`.
@@ -58,21 +59,21 @@ pub fn dequantize_q4_1(blocks: &[BlockQ4_1], out: &mut [f32]) {
     }
 }
 
-/// Q4_1 . Q8_1 (ggml's generic `ggml_vec_dot_q4_1_q8_1`): per block the exact integer sum,
-/// times both scales, plus the minimum times the activations' `s`.
+/// Q4_1 . Q8_1 rounded as ggml's AVX2 kernel: per block the exact products in eight lanes,
+/// `lane * d` into eight f32 lanes (fused); the minimum times the activations' `s` summed
+/// apart and added last.
 pub fn dot_q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     assert_eq!(w.len(), x.len());
-    let (mut acc, mut mins) = (0.0f32, 0.0f32);
+    let (mut acc, mut mins) = (Lanes::default(), 0.0f32);
     for (a, b) in w.iter().zip(x) {
-        let mut sumi = 0i32;
-        for j in 0..QK / 2 {
-            sumi += (a.qs[j] & 0x0F) as i32 * b.qs[j] as i32;
-            sumi += (a.qs[j] >> 4) as i32 * b.qs[j + QK / 2] as i32;
-        }
-        acc += a.d.to_f32() * b.d.to_f32() * sumi as f32;
         mins += a.m.to_f32() * b.s.to_f32();
+        let q: [u8; QK] =
+            std::array::from_fn(
+                |v| if v < QK / 2 { a.qs[v] & 0x0F } else { a.qs[v - QK / 2] >> 4 },
+            );
+        acc.fma(a.d.to_f32() * b.d.to_f32(), &lanes32(&q, 0, &b.qs));
     }
-    acc + mins
+    acc.sum() + mins
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -4,6 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
+use super::codes::{lanes32, Lanes};
 use super::{BlockQ8_0, QK};
 
 /// One GGUF `block_q5_0`.
@@ -78,16 +79,15 @@ pub fn dequantize_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
     }
 }
 
-/// Q5_0 . Q8_0: per block the exact integer sum times both scales.
+/// Q5_0 . Q8_0 rounded as ggml's AVX2 kernel: per block the exact products in eight lanes,
+/// `lane * d` into eight f32 lanes (fused), summed at the end.
 pub fn dot_q5_0(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
-    let mut s = 0.0f32;
+    let mut acc = Lanes::default();
     for (a, b) in w.iter().zip(x) {
-        let q = codes5(a.qh, &a.qs);
-        let sumi: i32 = q.iter().zip(&b.qs).map(|(&q, &y)| (q as i32 - 16) * y as i32).sum();
-        s += a.d.to_f32() * b.d.to_f32() * sumi as f32;
+        acc.fma(a.d.to_f32() * b.d.to_f32(), &lanes32(&codes5(a.qh, &a.qs), 16, &b.qs));
     }
-    s
+    acc.sum()
 }
 
 #[cfg(target_arch = "x86_64")]

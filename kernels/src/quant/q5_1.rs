@@ -4,6 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
+use super::codes::{lanes32, Lanes};
 use super::q4_1::min_max;
 use super::q5_0::{codes5, pack5};
 use super::{BlockQ8_1, QK};
@@ -54,18 +55,17 @@ pub fn dequantize_q5_1(blocks: &[BlockQ5_1], out: &mut [f32]) {
     }
 }
 
-/// Q5_1 . Q8_1: per block the exact integer sum times both scales, plus the minimum times the
-/// activations' `s`.
+/// Q5_1 . Q8_1 rounded as ggml's AVX2 kernel: per block the exact products in eight lanes,
+/// `lane * d` into eight f32 lanes (fused); the minimum times the activations' `s` summed
+/// apart and added last.
 pub fn dot_q5_1(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
     assert_eq!(w.len(), x.len());
-    let (mut acc, mut mins) = (0.0f32, 0.0f32);
+    let (mut acc, mut mins) = (Lanes::default(), 0.0f32);
     for (a, b) in w.iter().zip(x) {
-        let q = codes5(a.qh, &a.qs);
-        let sumi: i32 = q.iter().zip(&b.qs).map(|(&q, &y)| q as i32 * y as i32).sum();
-        acc += a.d.to_f32() * b.d.to_f32() * sumi as f32;
         mins += a.m.to_f32() * b.s.to_f32();
+        acc.fma(a.d.to_f32() * b.d.to_f32(), &lanes32(&codes5(a.qh, &a.qs), 0, &b.qs));
     }
-    acc + mins
+    acc.sum() + mins
 }
 
 #[cfg(target_arch = "x86_64")]
