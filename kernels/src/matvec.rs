@@ -144,6 +144,21 @@ impl<'a> Matrix<'a> {
                 rows_x4_tokens(blocks, first, out, (k.q4_0_x4, k.q4_0), &qs);
             }
             _ => {
+                // Types with a many-token kernel: each row unpacked once for all the tokens.
+                let tokens = self.dtype.traits().dots.and_then(|d| d.tokens_for(k.isa));
+                let q8k: Option<Vec<&[BlockQ8K]>> = xs
+                    .iter()
+                    .map(|x| match x {
+                        Prepared::Q8K(q) => Some(*q),
+                        _ => None,
+                    })
+                    .collect();
+                if let (Some(kernel), Some(q8k)) = (tokens, q8k) {
+                    for (i, row_out) in out.chunks_mut(xs.len()).enumerate() {
+                        kernel(self.row(first + i), &q8k, row_out);
+                    }
+                    return;
+                }
                 for (i, row_out) in out.chunks_mut(xs.len()).enumerate() {
                     let row = self.row(first + i);
                     for (o, x) in row_out.iter_mut().zip(xs) {
@@ -302,7 +317,7 @@ pub fn dot_row_on(isa: Isa, dtype: DType, row: &[u8], x: &[f32]) -> Result<f32, 
             Prepared::Q8_1(&q8_1)
         }
         Form::Q8K => {
-            if x.len() % QK_K != 0 {
+            if !x.len().is_multiple_of(QK_K) {
                 return Err(KernelError::RowNotBlockAligned { dtype, block: QK_K, cols: x.len() });
             }
             q8k = vec![BlockQ8K::ZERO; blocks(QK_K)];

@@ -38,6 +38,9 @@ pub enum ScaleField {
 /// A dot product of one weight row (its raw bytes) with one token's prepared activations.
 pub(crate) type RawDot = fn(&[u8], &Prepared) -> f32;
 
+/// One weight row (raw bytes) against several tokens' Q8_K activations, into one output each.
+pub(crate) type TokensDot = fn(&[u8], &[&[BlockQ8K]], &mut [f32]);
+
 /// A quantiser from f32 values to whole blocks.
 pub(crate) type Quantizer = fn(&[f32], &mut [u8]);
 
@@ -46,6 +49,8 @@ pub(crate) type Quantizer = fn(&[f32], &mut [u8]);
 pub(crate) struct Dots {
     pub(crate) scalar: RawDot,
     pub(crate) avx2: Option<RawDot>,
+    /// Prefill: a row against many tokens at once (scalar, AVX2), where the type has one.
+    pub(crate) tokens: Option<(TokensDot, Option<TokensDot>)>,
 }
 
 impl Dots {
@@ -55,6 +60,15 @@ impl Dots {
             Isa::Avx2 | Isa::Avx512 => self.avx2.unwrap_or(self.scalar),
             Isa::Scalar | Isa::Neon => self.scalar,
         }
+    }
+
+    /// The many-token kernel to use on `isa`, if the type has one.
+    pub(crate) fn tokens_for(&self, isa: Isa) -> Option<TokensDot> {
+        let (scalar, avx2) = self.tokens?;
+        Some(match isa {
+            Isa::Avx2 | Isa::Avx512 => avx2.unwrap_or(scalar),
+            Isa::Scalar | Isa::Neon => scalar,
+        })
     }
 }
 
@@ -176,9 +190,42 @@ impl TypeTraits {
         self
     }
     const fn dots(mut self, scalar: RawDot, avx2: Option<RawDot>) -> Self {
-        self.dots = Some(Dots { scalar, avx2 });
+        self.dots = Some(Dots { scalar, avx2, tokens: None });
         self
     }
+    const fn with_tokens(mut self, kernels: (TokensDot, Option<TokensDot>)) -> Self {
+        if let Some(d) = &mut self.dots {
+            d.tokens = Some(kernels);
+        }
+        self
+    }
+}
+
+/// The many-token prefill kernels of a type whose rows unpack to plain codes.
+macro_rules! tokens {
+    ($block:ty) => {
+        (
+            |w: &[u8], xs: &[&[BlockQ8K]], out: &mut [f32]| {
+                unpacked::dot_tokens::<$block>(blocks!(w), xs, out)
+            },
+            tokens_avx2!($block),
+        )
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! tokens_avx2 {
+    ($block:ty) => {
+        Some(|w: &[u8], xs: &[&[BlockQ8K]], out: &mut [f32]| {
+            unpacked::avx2::dot_tokens::<$block>(blocks!(w), xs, out)
+        })
+    };
+}
+#[cfg(not(target_arch = "x86_64"))]
+macro_rules! tokens_avx2 {
+    ($block:ty) => {
+        None
+    };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -211,7 +258,8 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
     row(D::Q2K, "q2_k", "Q2_K", 10, (256, 84), A::Q8K, deq!(dequantize_q2_k))
         .dots(dot!(dot_q2_k, Q8K), avx2!(q2_k::avx2::dot_q2_k, Q8K)),
     row(D::Q3K, "q3_k", "Q3_K", 11, (256, 110), A::Q8K, deq!(dequantize_q3_k))
-        .dots(dot!(dot_q3_k, Q8K), avx2!(q3_k::avx2::dot_q3_k, Q8K)),
+        .dots(dot!(dot_q3_k, Q8K), avx2!(q3_k::avx2::dot_q3_k, Q8K))
+        .with_tokens(tokens!(BlockQ3K)),
     row(D::Q4K, "q4_k", "Q4_K", 12, (256, 144), A::Q8K, deq!(dequantize_q4_k)),
     row(D::Q5K, "q5_k", "Q5_K", 13, (256, 176), A::Q8K, deq!(dequantize_q5_k)),
     row(D::Q6K, "q6_k", "Q6_K", 14, (256, 210), A::Q8K, deq!(dequantize_q6_k)),
@@ -234,22 +282,28 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .dots(dot!(dot_iq4_nl, Q8), avx2!(iq4_nl::avx2::dot_iq4_nl, Q8)),
     row(D::Iq4Xs, "iq4_xs", "IQ4_XS", 23, (256, 136), A::Q8K, deq!(dequantize_iq4_xs))
         .scale_at(ScaleField::At(0, None))
-        .dots(dot!(dot_iq4_xs, Q8K), avx2!(iq4_xs::avx2::dot_iq4_xs, Q8K)),
+        .dots(dot!(dot_iq4_xs, Q8K), avx2!(iq4_xs::avx2::dot_iq4_xs, Q8K))
+        .with_tokens(tokens!(BlockIq4Xs)),
     row(D::Iq2Xxs, "iq2_xxs", "IQ2_XXS", 16, (256, 66), A::Q8K, deq!(dequantize_iq2_xxs))
         .scale_at(ScaleField::At(0, None))
-        .dots(dot!(dot_iq2_xxs, Q8K), avx2!(iq2_xxs::avx2::dot_iq2_xxs, Q8K)),
+        .dots(dot!(dot_iq2_xxs, Q8K), avx2!(iq2_xxs::avx2::dot_iq2_xxs, Q8K))
+        .with_tokens(tokens!(BlockIq2Xxs)),
     row(D::Iq2Xs, "iq2_xs", "IQ2_XS", 17, (256, 74), A::Q8K, deq!(dequantize_iq2_xs))
         .scale_at(ScaleField::At(0, None))
-        .dots(dot!(dot_iq2_xs, Q8K), avx2!(iq2_xs::avx2::dot_iq2_xs, Q8K)),
+        .dots(dot!(dot_iq2_xs, Q8K), avx2!(iq2_xs::avx2::dot_iq2_xs, Q8K))
+        .with_tokens(tokens!(BlockIq2Xs)),
     row(D::Iq2S, "iq2_s", "IQ2_S", 22, (256, 82), A::Q8K, deq!(dequantize_iq2_s))
         .scale_at(ScaleField::At(0, None))
-        .dots(dot!(dot_iq2_s, Q8K), avx2!(iq2_s::avx2::dot_iq2_s, Q8K)),
+        .dots(dot!(dot_iq2_s, Q8K), avx2!(iq2_s::avx2::dot_iq2_s, Q8K))
+        .with_tokens(tokens!(BlockIq2S)),
     row(D::Iq3Xxs, "iq3_xxs", "IQ3_XXS", 18, (256, 98), A::Q8K, deq!(dequantize_iq3_xxs))
         .scale_at(ScaleField::At(0, None))
-        .dots(dot!(dot_iq3_xxs, Q8K), avx2!(iq3_xxs::avx2::dot_iq3_xxs, Q8K)),
+        .dots(dot!(dot_iq3_xxs, Q8K), avx2!(iq3_xxs::avx2::dot_iq3_xxs, Q8K))
+        .with_tokens(tokens!(BlockIq3Xxs)),
     row(D::Iq3S, "iq3_s", "IQ3_S", 21, (256, 110), A::Q8K, deq!(dequantize_iq3_s))
         .scale_at(ScaleField::At(0, None))
-        .dots(dot!(dot_iq3_s, Q8K), avx2!(iq3_s::avx2::dot_iq3_s, Q8K)),
+        .dots(dot!(dot_iq3_s, Q8K), avx2!(iq3_s::avx2::dot_iq3_s, Q8K))
+        .with_tokens(tokens!(BlockIq3S)),
     row(D::Iq1S, "iq1_s", "IQ1_S", 19, (256, 50), A::Q8K, deq!(dequantize_iq1_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq1_s, Q8K), avx2!(iq1_s::avx2::dot_iq1_s, Q8K)),

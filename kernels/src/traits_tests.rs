@@ -135,14 +135,50 @@ fn table_dots_match_their_scalar_twins_and_f64() {
                 "{} {blocks} blocks: scalar {scalar} vs f64 {exact}",
                 t.name
             );
+            // Every ISA keeps the scalar twin's integer lanes and roundings: the same bits.
             for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
                 let got = (dots.for_isa(isa))(&w, &prepared) as f64;
-                assert!(
-                    (got - scalar).abs() <= 1e-5 * mag + 1e-6,
+                assert_eq!(
+                    got.to_bits(),
+                    scalar.to_bits(),
                     "{} {} {blocks} blocks: {got} vs scalar {scalar}",
                     t.name,
                     isa.name()
                 );
+            }
+        }
+    }
+}
+
+/// Prefill's many-token kernels give each token exactly its one-token dot product, on odd
+/// super-block and token counts (tails of the four-token passes).
+#[test]
+fn many_token_kernels_equal_one_token_dots() {
+    let table: Vec<&TypeTraits> =
+        TYPES.iter().filter(|t| t.dots.is_some_and(|d| d.tokens.is_some())).collect();
+    assert!(table.len() >= 7, "the grid types, IQ4_XS and Q3_K have many-token kernels");
+    for t in table {
+        let dots = t.dots.unwrap();
+        for (case, (blocks, tokens)) in
+            [(1usize, 1usize), (3, 5), (2, 9), (5, 4)].into_iter().enumerate()
+        {
+            let w = weights(t.dtype, blocks, 50 + case as u64);
+            let acts: Vec<Acts> =
+                (0..tokens).map(|i| Acts::new(&normals(blocks * QK_K, 70 + i as u64))).collect();
+            let xs: Vec<&[BlockQ8K]> = acts.iter().map(|a| &a.q8k[..]).collect();
+            for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
+                let mut out = vec![f32::NAN; tokens];
+                (dots.tokens_for(isa).unwrap())(&w, &xs, &mut out);
+                for (i, (got, a)) in out.iter().zip(&acts).enumerate() {
+                    let one = (dots.for_isa(isa))(&w, &Prepared::Q8K(&a.q8k));
+                    assert_eq!(
+                        got.to_bits(),
+                        one.to_bits(),
+                        "{} {} {blocks} blocks, token {i} of {tokens}: {got} vs {one}",
+                        t.name,
+                        isa.name()
+                    );
+                }
             }
         }
     }

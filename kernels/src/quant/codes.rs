@@ -284,6 +284,19 @@ macro_rules! grid_dots {
 }
 pub(crate) use grid_dots;
 
+/// Prefill's unpacking of a grid type without a shift (see `unpacked.rs`).
+macro_rules! grid_unpack {
+    ($block:ty) => {
+        impl super::unpacked::Unpack for $block {
+            const MULT: f32 = <$block as GridBlock>::MULT;
+            fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+                super::unpacked::unpack_grid(self, codes, ls)
+            }
+        }
+    };
+}
+pub(crate) use grid_unpack;
+
 /// The ternary types' dot product the way ggml's AVX2 kernels round it: codes `q + 1` (0..2)
 /// times the activations summed exactly into eight lanes (value `v` into lane `(v % 32) / 4`),
 /// each lane less the activation sums of its 32 values (`bsums`), then per super-block

@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, GridBlock, Run, SIGN_BYTES};
+use super::codes::{grid_dots, grid_unpack, GridBlock, Run, SIGN_BYTES};
 use super::iq_grids::IQ2S_GRID;
 use super::QK_K;
 
@@ -74,3 +74,4 @@ impl GridBlock for BlockIq2S {
 }
 
 grid_dots!(dot_iq2_s, BlockIq2S);
+grid_unpack!(BlockIq2S);

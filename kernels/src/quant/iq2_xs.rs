@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, ksigns, GridBlock, Run, KSIGN_BYTES};
+use super::codes::{grid_dots, grid_unpack, ksigns, GridBlock, Run, KSIGN_BYTES};
 use super::iq_grids::IQ2XS_GRID;
 use super::QK_K;
 
@@ -66,3 +66,4 @@ impl GridBlock for BlockIq2Xs {
 }
 
 grid_dots!(dot_iq2_xs, BlockIq2Xs);
+grid_unpack!(BlockIq2Xs);

@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, ksigns, GridBlock, Run, KSIGN_BYTES};
+use super::codes::{grid_dots, grid_unpack, ksigns, GridBlock, Run, KSIGN_BYTES};
 use super::iq_grids::IQ2XXS_GRID;
 use super::QK_K;
 
@@ -68,3 +68,4 @@ impl GridBlock for BlockIq2Xxs {
 }
 
 grid_dots!(dot_iq2_xxs, BlockIq2Xxs);
+grid_unpack!(BlockIq2Xxs);

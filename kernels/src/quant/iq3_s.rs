@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, GridBlock, Run, SIGN_BYTES};
+use super::codes::{grid_dots, grid_unpack, GridBlock, Run, SIGN_BYTES};
 use super::iq_grids::IQ3S_GRID;
 use super::QK_K;
 
@@ -81,3 +81,4 @@ impl GridBlock for BlockIq3S {
 }
 
 grid_dots!(dot_iq3_s, BlockIq3S);
+grid_unpack!(BlockIq3S);

@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{grid_dots, ksigns, GridBlock, Run, KSIGN_BYTES};
+use super::codes::{grid_dots, grid_unpack, ksigns, GridBlock, Run, KSIGN_BYTES};
 use super::iq_grids::IQ3XXS_GRID;
 use super::QK_K;
 
@@ -75,3 +75,4 @@ impl GridBlock for BlockIq3Xxs {
 }
 
 grid_dots!(dot_iq3_xxs, BlockIq3Xxs);
+grid_unpack!(BlockIq3Xxs);

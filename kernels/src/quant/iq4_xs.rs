@@ -69,6 +69,21 @@ pub fn dot_iq4_xs(w: &[BlockIq4Xs], x: &[BlockQ8K]) -> f32 {
     acc.sum()
 }
 
+impl super::unpacked::Unpack for BlockIq4Xs {
+    const MULT: f32 = 1.0;
+    fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+        for (i, (qs, c)) in self.qs.chunks_exact(16).zip(codes.chunks_exact_mut(32)).enumerate() {
+            for j in 0..16 {
+                c[j] = KVALUES_IQ4NL[(qs[j] & 0x0F) as usize];
+                c[j + 16] = KVALUES_IQ4NL[(qs[j] >> 4) as usize];
+            }
+            ls[2 * i] = self.run_scale(i) as i16;
+            ls[2 * i + 1] = self.run_scale(i) as i16;
+        }
+        self.d.to_f32()
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;

@@ -99,6 +99,17 @@ pub fn dot_q3_k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
     acc.sum()
 }
 
+impl super::unpacked::Unpack for BlockQ3K {
+    const MULT: f32 = 1.0;
+    fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+        codes.copy_from_slice(&self::codes(self));
+        for (l, s) in ls.iter_mut().zip(scales_q3_k(&self.scales)) {
+            *l = s as i16 - 32;
+        }
+        self.d.to_f32()
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;
