@@ -196,6 +196,23 @@ impl DType {
         true
     }
 
+    /// The first block of `blocks` whose f16 scale (or minimum) is NaN or infinite, for the
+    /// types that keep a plain f16 scale ([`crate::ScaleField`]); None where every one is
+    /// finite or the type keeps none.
+    pub fn first_nonfinite_scale(self, blocks: &[u8]) -> Option<usize> {
+        let size = self.block_bytes();
+        let bad = |bits: u16| bits & 0x7C00 == 0x7C00;
+        let at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        blocks.chunks_exact(size).position(|b| match self.traits().scale {
+            crate::ScaleField::None => false,
+            crate::ScaleField::At(d, m) => bad(at(b, d)) || m.is_some_and(|m| bad(at(b, m))),
+            crate::ScaleField::Iq1M => {
+                let w = |k: usize| at(b, 48 + 2 * k);
+                bad((w(0) >> 12) | ((w(1) >> 8) & 0xF0) | ((w(2) >> 4) & 0xF00) | (w(3) & 0xF000))
+            }
+        })
+    }
+
     /// Every type's name, comma-separated (for messages that list what floe knows).
     pub fn names() -> String {
         DType::ALL.map(DType::name).join(", ")

@@ -329,3 +329,53 @@ fn logits_bound(ty: &str) -> f32 {
 /// The K-quant files' bound (`qwen3_moe_k256/README.md`): an independent float64 implementation
 /// of llama.cpp's activation rounding lands within it.
 const LLAMACPP_LOGITS_TOL: f32 = 0.1;
+
+/// A split GGUF whose parts hold different types (the IQ2_XXS file: IQ2_XXS experts and
+/// attention, Q4_K / Q6_K / Q8_0 / F32 elsewhere) runs from any part as the single file does,
+/// bit for bit.
+#[test]
+fn split_file_mixing_types_runs_as_one() {
+    use floe::formats::source::open_model;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("model.gguf");
+    std::fs::copy(fixtures("iquant").join("model-IQ2_XXS.gguf"), &file).unwrap();
+    let parts = floe::formats::gguf::write::split_gguf(&file, 9).unwrap();
+    assert!(parts.len() >= 3);
+    let types = |p: &Path| -> std::collections::BTreeSet<u32> {
+        GgufFile::open(p).unwrap().tensors.iter().map(|t| t.ggml_type.id()).collect()
+    };
+    let per_part: Vec<_> = parts.iter().map(|p| types(p)).collect();
+    assert!(per_part.iter().all(|t| t.len() >= 3), "every part mixes types: {per_part:?}");
+    let prompt: Vec<u32> = (40..60).collect();
+    let run = |path: &Path| {
+        let m = open_model(path, false, None).unwrap();
+        let experts = floe::runtime::experts::ResidentExperts::load_file(m.experts).unwrap();
+        let model = Model::new(m.config, m.dense, Box::new(experts), 1).unwrap();
+        model.forward(&mut Session::default(), &prompt, true).unwrap()
+    };
+    let want = run(&file);
+    for p in [&parts[0], &parts[parts.len() - 1]] {
+        assert_eq!(floe_tests::max_abs_diff(&run(p), &want), 0.0, "{}", p.display());
+    }
+}
+
+/// A block whose f16 scale is NaN is an error naming the tensor and the block, not NaN logits.
+#[test]
+fn nan_scale_is_an_error_naming_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("model.gguf");
+    std::fs::copy(fixtures("iquant").join("model-IQ2_XXS.gguf"), &file).unwrap();
+    let offset = {
+        let g = GgufFile::open(&file).unwrap();
+        let t = g.tensor("blk.1.attn_q.weight").unwrap();
+        assert_eq!(t.ggml_type.id(), DType::Iq2Xxs.ggml_id());
+        // Block 3's scale: its first two bytes.
+        t.offset + 3 * DType::Iq2Xxs.block_bytes() as u64
+    };
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[offset as usize..offset as usize + 2].copy_from_slice(&0x7E00u16.to_le_bytes());
+    std::fs::write(&file, bytes).unwrap();
+    let err = floe::formats::source::open_model(&file, false, None).err().expect("an error");
+    let msg = err.to_string();
+    assert!(msg.contains("blk.1.attn_q.weight") && msg.contains("block 3"), "{msg}");
+}

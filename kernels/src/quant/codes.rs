@@ -327,6 +327,53 @@ pub(crate) fn ternary_dot<B>(
     hsum8(acc)
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod ternary_avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{BlockQ8K, QK_K};
+    use crate::dot::avx2::hsum;
+
+    /// The AVX2 twin of [`super::ternary_dot`]: `codes` writes a super-block's codes plus one
+    /// (0..=2) in value order with AVX2; the lanes and roundings are the scalar twin's.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA (`Isa::Avx2.supported()`).
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn ternary_dot<B>(
+        w: &[B],
+        x: &[BlockQ8K],
+        codes: impl Fn(&B, &mut [u8; QK_K]),
+        scale: impl Fn(&B) -> f32,
+    ) -> f32 {
+        assert_eq!(w.len(), x.len());
+        let ones = _mm256_set1_epi16(1);
+        let mut q = [0u8; QK_K];
+        let mut acc = _mm256_setzero_ps();
+        for (a, b) in w.iter().zip(x) {
+            codes(a, &mut q);
+            let mut sumi = _mm256_setzero_si256();
+            for c in 0..QK_K / 32 {
+                // SAFETY: 32 * c + 32 <= 256, both arrays' length; unaligned loads.
+                let (qa, qb) = unsafe {
+                    (
+                        _mm256_loadu_si256(q.as_ptr().add(32 * c) as *const __m256i),
+                        _mm256_loadu_si256(b.qs.as_ptr().add(32 * c) as *const __m256i),
+                    )
+                };
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qa, qb), ones);
+                sumi = _mm256_add_epi32(sumi, p);
+            }
+            // SAFETY: bsums is 16 i16, 32 bytes; unaligned load.
+            let bsums = unsafe { _mm256_loadu_si256(b.bsums.as_ptr() as *const __m256i) };
+            let lanes = _mm256_sub_epi32(sumi, _mm256_madd_epi16(bsums, ones));
+            let d = _mm256_set1_ps(b.d * scale(a));
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
+        }
+        hsum(acc)
+    }
+}
+
 /// ggml's `hsum_float_8`: upper half plus lower half, then pairs, then the last two.
 #[inline]
 pub(crate) fn hsum8(l: [f32; 8]) -> f32 {

@@ -71,3 +71,73 @@ pub fn dequantize_tq1_0(blocks: &[BlockTq1_0], out: &mut [f32]) {
 pub fn dot_tq1_0(w: &[BlockTq1_0], x: &[BlockQ8K]) -> f32 {
     ternary_dot(w, x, codes, |b| b.d.to_f32())
 }
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{trit, BlockQ8K, BlockTq1_0, QK_K};
+
+    /// Base-3 digit `n` of each of 32 bytes (lane-wise powers: the low 16 bytes' digit is
+    /// `pow_lo`'s, the high 16 bytes' `pow_hi`'s), as [`trit`] plus one: the byte times 3^n
+    /// (mod 256), times 3, over 256, in 16-bit lanes for the even and the odd bytes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn digits(x: __m256i, pow_lo: i16, pow_hi: i16) -> __m256i {
+        let (low, three) = (_mm256_set1_epi16(0xFF), _mm256_set1_epi16(3));
+        let pow = _mm256_set_m128i(_mm_set1_epi16(pow_hi), _mm_set1_epi16(pow_lo));
+        let digit = |v: __m256i| {
+            let p = _mm256_and_si256(_mm256_mullo_epi16(v, pow), low);
+            _mm256_srli_epi16::<8>(_mm256_mullo_epi16(p, three))
+        };
+        let (even, odd) = (_mm256_and_si256(x, low), _mm256_srli_epi16::<8>(x));
+        _mm256_or_si256(digit(even), _mm256_slli_epi16::<8>(digit(odd)))
+    }
+
+    /// The codes plus one (0..=2), in value order: the 224 values of the five-digit bytes with
+    /// AVX2, the last 32 one by one.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn codes(b: &BlockTq1_0, out: &mut [u8; QK_K]) {
+        const POW3: [i16; 5] = [1, 3, 9, 27, 81];
+        // SAFETY: qs is 48 bytes: 32 at 0, 16 at 32; unaligned loads.
+        let (wide, narrow) = unsafe {
+            (
+                _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i),
+                _mm_loadu_si128(b.qs.as_ptr().add(32) as *const __m128i),
+            )
+        };
+        let narrow = _mm256_set_m128i(narrow, narrow);
+        let mut put = |at: usize, v: __m256i| {
+            // SAFETY: at + 32 <= 256 = out's length; unaligned store.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(at) as *mut __m256i, v) }
+        };
+        for (n, &p) in POW3.iter().enumerate() {
+            put(32 * n, digits(wide, p, p));
+        }
+        put(160, digits(narrow, POW3[0], POW3[1]));
+        put(192, digits(narrow, POW3[2], POW3[3]));
+        for m in 0..16 {
+            out[224 + m] = (trit(b.qs[32 + m], 4) + 1) as u8;
+        }
+        for n in 0..4 {
+            for j in 0..4 {
+                out[240 + 4 * n + j] = (trit(b.qh[j], n) + 1) as u8;
+            }
+        }
+    }
+
+    /// The AVX2 twin of [`super::dot_tq1_0`]: the same lanes, the same bits.
+    pub(crate) fn dot_tq1_0(w: &[BlockTq1_0], x: &[BlockQ8K]) -> f32 {
+        // SAFETY: only in the AVX2 column of the type table, used after
+        // `Isa::Avx2.supported()` (AVX2, FMA, F16C).
+        unsafe {
+            super::super::codes::ternary_avx2::ternary_dot(
+                w,
+                x,
+                |b, out| codes(b, out),
+                |b| b.d.to_f32(),
+            )
+        }
+    }
+}

@@ -47,3 +47,41 @@ pub fn dequantize_tq2_0(blocks: &[BlockTq2_0], out: &mut [f32]) {
 pub fn dot_tq2_0(w: &[BlockTq2_0], x: &[BlockQ8K]) -> f32 {
     ternary_dot(w, x, codes, |b| b.d.to_f32())
 }
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{BlockQ8K, BlockTq2_0, QK_K};
+
+    /// The codes plus one (0..=2), in value order, with AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn codes(b: &BlockTq2_0, out: &mut [u8; QK_K]) {
+        let m3 = _mm256_set1_epi8(3);
+        for j in 0..2 {
+            // SAFETY: 32 * j + 32 <= 64 = qs's length; unaligned load.
+            let bits = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * j) as *const __m256i) };
+            for l in 0..4 {
+                let q = _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * l)), m3);
+                let at = 128 * j + 32 * l as usize;
+                // SAFETY: at + 32 <= 256 = out's length; unaligned store.
+                unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(at) as *mut __m256i, q) };
+            }
+        }
+    }
+
+    /// The AVX2 twin of [`super::dot_tq2_0`]: the same lanes, the same bits.
+    pub(crate) fn dot_tq2_0(w: &[BlockTq2_0], x: &[BlockQ8K]) -> f32 {
+        // SAFETY: only in the AVX2 column of the type table, used after
+        // `Isa::Avx2.supported()` (AVX2, FMA, F16C).
+        unsafe {
+            super::super::codes::ternary_avx2::ternary_dot(
+                w,
+                x,
+                |b, out| codes(b, out),
+                |b| b.d.to_f32(),
+            )
+        }
+    }
+}

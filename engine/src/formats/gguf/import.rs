@@ -30,6 +30,23 @@ pub fn dtype_of(t: &GgufTensor) -> Result<DType> {
     })
 }
 
+/// A tensor's rows must hold whole blocks of its type, and its blocks finite scales: errors
+/// naming the tensor (and the block) otherwise.
+pub fn check_blocks(name: &str, dtype: DType, cols: usize, data: &[u8]) -> Result<()> {
+    if !cols.is_multiple_of(dtype.block_values()) {
+        return Err(Error::Invalid(format!(
+            "GGUF tensor {name}: rows of {cols} values are not whole {dtype} blocks of {}",
+            dtype.block_values()
+        )));
+    }
+    if let Some(b) = dtype.first_nonfinite_scale(data) {
+        return Err(Error::Invalid(format!(
+            "GGUF tensor {name}: block {b} has a NaN or infinite scale"
+        )));
+    }
+    Ok(())
+}
+
 /// A dense tensor of a GGUF file under floe's name.
 #[derive(Debug)]
 pub struct DenseTensor<'g> {
@@ -65,6 +82,7 @@ pub fn dense_tensors<'g>(g: &'g GgufFile, cfg: &ModelConfig) -> Result<Vec<Dense
             )));
         }
         let dtype = dtype_of(t)?;
+        check_blocks(&n, dtype, cols, g.data(t))?;
         if role.keep_f32() && dtype != DType::F32 {
             return Err(Error::Unsupported(format!(
                 "GGUF tensor {n} is {dtype}; floe keeps routers and norms f32"
@@ -101,6 +119,16 @@ pub fn expert_file(
     for l in (0..cfg.layers).filter(|&l| cfg.moe_layers[l]) {
         let [gt, ut, dt] = expert_tensors(g, cfg, l)?;
         let (h, f) = (cfg.hidden, cfg.expert_ffn);
+        for (t, cols) in [(gt, h), (ut, h), (dt, f)] {
+            let dtype = dtype_of(t)?;
+            if !cols.is_multiple_of(dtype.block_values()) {
+                return Err(Error::Invalid(format!(
+                    "GGUF tensor {}: rows of {cols} values are not whole {dtype} blocks of {}",
+                    t.name,
+                    dtype.block_values()
+                )));
+            }
+        }
         let (p, slot) = ExpertPlacement::slices([
             (gt.file, gt.offset, f, h, dtype_of(gt)?),
             (ut.file, ut.offset, f, h, dtype_of(ut)?),
