@@ -375,7 +375,9 @@ fn nan_scale_is_an_error_naming_the_tensor() {
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[offset as usize..offset as usize + 2].copy_from_slice(&0x7E00u16.to_le_bytes());
     std::fs::write(&file, bytes).unwrap();
-    let err = floe::formats::source::open_model(&file, false, None).err().expect("an error");
+    let Err(err) = floe::formats::source::open_model(&file, false, None) else {
+        panic!("a NaN scale opened without an error");
+    };
     let msg = err.to_string();
     assert!(msg.contains("blk.1.attn_q.weight") && msg.contains("block 3"), "{msg}");
 }
