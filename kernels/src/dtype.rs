@@ -128,8 +128,8 @@ impl DType {
         Ok(cols / b * self.block_bytes())
     }
 
-    /// Whether this is a 256-value K-quant (Q2_K..Q6_K: its dot products take Q8_K activations
-    /// and it has GEMM tiles or the K-quant kernels of `DotKernels`).
+    /// Whether this is a 256-value K-quant (Q2_K..Q6_K: its dot products take Q8_K activations;
+    /// prefill's GEMM tiles of these equal their matvec bit for bit).
     pub const fn is_k_quant(self) -> bool {
         matches!(self, DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K)
     }

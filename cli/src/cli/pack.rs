@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Debug, Args)]
 pub struct PackArgs {
     /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json), or a
-    /// GGUF file (qwen3moe, qwen2moe, olmoe, llama+experts; F32/F16/BF16/Q8_0/Q4_0/Q2_K..Q6_K
-    /// tensors, copied, not requantised).
+    /// GGUF file (any architecture and tensor type `floe run` takes; tensors copied, not
+    /// requantised).
     #[arg(long)]
     from: PathBuf,
     /// For a GGUF file: a directory with the tokenizer.json to use instead of the one rebuilt from

@@ -1,5 +1,5 @@
-//! GGUF to floe's packed format without requantising: floe's block formats (Q8_0, Q4_0,
-//! Q2_K..Q6_K) are GGUF's, so tensors are copied byte for byte (each expert sliced out of the
+//! GGUF to floe's packed format without requantising: floe's block formats (every type of the
+//! kernels' type table) are GGUF's, so tensors are copied byte for byte (each expert sliced out of the
 //! stacked `*_exps` tensors). A layer whose expert matrices have different types (Q4_K_M's
 //! Q4_K gate/up with Q6_K down) gets a mixed slab layout of its own. Unknown architectures and
 //! types are errors that name them.
