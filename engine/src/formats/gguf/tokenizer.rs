@@ -17,14 +17,57 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 /// Llama 3's split pattern: digits in groups of up to three.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// The split pattern, NFC normalisation and `ignore_merges` of a `tokenizer.ggml.pre` name.
-fn pre_tokenizer(pre: &str) -> Option<(&'static str, bool, bool)> {
+/// Qwen3.5's: Qwen2's with combining marks (`\p{M}`) kept with their letters.
+const QWEN35_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// DeepSeek-V3's three splits, one after another: digit groups of up to three, CJK runs, then
+/// the rest.
+const DEEPSEEK3_SPLITS: [&str; 3] = [
+    r"\p{N}{1,3}",
+    r"[一-龥぀-ゟ゠-ヿ]+",
+    r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##,
+];
+/// GPT-4o's (o200k: gpt-oss, Llama 4, MiniMax-M2): case runs with their contractions.
+const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// StarCoder's (also Refact's): single digits first, then GPT-2's.
+const STARCODER_SPLITS: [&str; 2] = [r"\p{N}", GPT2_SPLIT];
+/// llama.cpp's default (a `default` or missing name): punctuation runs, GPT-2's, digit runs,
+/// then groups of three digits.
+const DEFAULT_SPLITS: [&str; 4] =
+    [r"[\p{P}\$\+<=>\^~\|]+", GPT2_SPLIT, r"\p{N}+", r"[0-9][0-9][0-9]"];
+
+/// How a `tokenizer.ggml.pre` name splits text before BPE (llama.cpp's `llama-vocab.cpp`).
+struct PreTokenizer {
+    /// Regexes applied one after another, each splitting the pieces of the one before.
+    splits: &'static [&'static str],
+    /// NFC-normalise first, as the Qwen families' own `tokenizer.json` does (llama.cpp does not
+    /// normalise: on text already in NFC the two agree; floe follows the model's tokenizer).
+    nfc: bool,
+    /// A piece that is itself a token is not merged up from bytes.
+    ignore_merges: bool,
+}
+
+/// The pre-tokenizer of a `tokenizer.ggml.pre` name, or None for a name floe does not know.
+fn pre_tokenizer(pre: &str) -> Option<PreTokenizer> {
+    let p = |splits: &'static [&'static str], nfc, ignore_merges| PreTokenizer {
+        splits,
+        nfc,
+        ignore_merges,
+    };
     Some(match pre {
-        "qwen2" | "qwen35" => (QWEN2_SPLIT, true, false),
-        "llama3" | "llama-bpe" | "smaug-bpe" => (LLAMA3_SPLIT, false, true),
-        "gpt2" | "default" | "olmo" | "gpt-2" | "starcoder" | "refact" => {
-            (GPT2_SPLIT, false, false)
+        "qwen2" | "deepseek-r1-qwen" => p(&[QWEN2_SPLIT], true, false),
+        "hunyuan" => p(&[QWEN2_SPLIT], false, false),
+        "qwen35" => p(&[QWEN35_SPLIT], true, false),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => {
+            p(&[LLAMA3_SPLIT], false, true)
         }
+        "smaug-bpe" | "dbrx" | "chatglm-bpe" => p(&[LLAMA3_SPLIT], false, false),
+        "glm4" | "glm5" => p(&[LLAMA3_SPLIT], false, true),
+        "deepseek-v3" | "hunyuan-dense" => p(&DEEPSEEK3_SPLITS, false, false),
+        "gpt-4o" | "llama4" | "minimax-m2" => p(&[GPT4O_SPLIT], false, false),
+        "gpt2" | "olmo" | "gpt-2" | "mpt" => p(&[GPT2_SPLIT], false, false),
+        "starcoder" | "refact" => p(&STARCODER_SPLITS, false, false),
+        "default" => p(&DEFAULT_SPLITS, false, false),
         _ => return None,
     })
 }
@@ -59,7 +102,19 @@ pub fn tokenizer_json(g: &GgufFile) -> Result<(Value, Value)> {
         )));
     }
     let pre_name = g.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
-    let (split, nfc, ignore_merges) = pre_tokenizer(pre_name)
+    tokenizer_json_with_pre(g, pre_name)
+}
+
+/// [`tokenizer_json`] with the pre-tokenizer of `pre_name` rather than the file's own (tests
+/// compare every name against llama.cpp on one vocabulary).
+pub fn tokenizer_json_with_pre(g: &GgufFile, pre_name: &str) -> Result<(Value, Value)> {
+    let ask = |why: String| {
+        Error::Unsupported(format!(
+            "{}: {why}; pass --tokenizer DIR with the model's tokenizer.json",
+            g.path().display()
+        ))
+    };
+    let PreTokenizer { splits, nfc, ignore_merges } = pre_tokenizer(pre_name)
         .ok_or_else(|| ask(format!("pre-tokenizer {pre_name:?} is not one floe knows")))?;
     let tokens = strings(g, "tokenizer.ggml.tokens")?;
     // A vocabulary of single bytes needs no merges (floe's synthetic models).
@@ -106,16 +161,20 @@ pub fn tokenizer_json(g: &GgufFile) -> Result<(Value, Value)> {
         }
         _ => Value::Null,
     };
+    let mut pretokenizers: Vec<Value> = splits
+        .iter()
+        .map(|r| json!({"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": false}))
+        .collect();
+    pretokenizers.push(
+        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}),
+    );
     let tokenizer = json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
         "added_tokens": added,
         "normalizer": if nfc { json!({"type": "NFC"}) } else { Value::Null },
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": split}, "behavior": "Isolated", "invert": false},
-            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
-        ]},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": pretokenizers},
         "post_processor": post,
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
         "model": {
