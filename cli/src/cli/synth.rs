@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use floe::formats::synth::{synth, SynthShape};
+use floe::formats::synth::{synth_mixed, SynthShape};
 use floe::kernels::DType;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -25,9 +25,19 @@ pub struct SynthArgs {
     /// in place; a disk that holds one copy is enough).
     #[arg(long)]
     gguf_only: bool,
-    /// Expert format: q4_0, q8_0, bf16, mxfp4 (gpt-oss), and the GGUF block types q4_1, q5_0, q5_1, iq4_nl, iq4_xs, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m, tq1_0, tq2_0 (random codes at a known spread).
-    #[arg(long, default_value = "q4_0")]
-    dtype: DType,
+    /// Expert format: q4_0, q8_0, bf16, mxfp4 (gpt-oss), and the GGUF block types q4_1, q5_0, q5_1, iq4_nl, iq4_xs, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m, tq1_0, tq2_0 (random codes at a known spread) [default: q4_0].
+    #[arg(long)]
+    dtype: Option<DType>,
+    /// Format of the experts' down projections (default: --dtype), a step more bits as
+    /// llama-quantize's mixes give `ffn_down`.
+    #[arg(long)]
+    down_dtype: Option<DType>,
+    /// A named layout of types: `ud-2bit` is IQ2_XXS gate/up, IQ3_XXS down and Q8_0 dense
+    /// matrices (experts at 2-3 bits, down a step higher, attention and shared experts at 8
+    /// bits, as the dynamic 2-bit GGUFs of the large MoEs are laid out); --dtype, --down-dtype
+    /// and --dense-dtype given as well override its parts.
+    #[arg(long, value_parser = ["ud-2bit"])]
+    mix: Option<String>,
     /// Format of the dense matrices (embeddings, attention): f32, bf16, q8_0, q4_0 (default:
     /// bf16 from hidden 512 up, else f32), as a quantised GGUF of the model would have them.
     #[arg(long)]
@@ -72,7 +82,15 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
         anyhow::ensure!(v >= 257, "--vocab {v}: a synthetic vocabulary holds at least the 256 bytes and end-of-text (257)");
         shape.vocab = v;
     }
-    shape.dense_dtype = a.dense_dtype;
+    let (mut gate_up, mut down, mut dense) = (a.dtype, a.down_dtype, a.dense_dtype);
+    if a.mix.as_deref() == Some("ud-2bit") {
+        gate_up = gate_up.or(Some(DType::Iq2Xxs));
+        down = down.or(Some(DType::Iq3Xxs));
+        dense = dense.or(Some(DType::Q8_0));
+    }
+    let gate_up = gate_up.unwrap_or(DType::Q4_0);
+    let types = [gate_up, gate_up, down.unwrap_or(gate_up)];
+    shape.dense_dtype = dense;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("writing {msg} [{bar:40}] {pos}/{len} tensors ({eta} left)")
             .expect("valid template")
@@ -81,7 +99,7 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
     bar.set_message(a.preset.clone());
     let gguf = a.format == "gguf";
     let dir = if gguf { a.out.with_extension("floe") } else { a.out.clone() };
-    let m = synth(&shape, &dir, a.dtype, a.seed, &mut |d, t| {
+    let m = synth_mixed(&shape, &dir, types, a.seed, &mut |d, t| {
         bar.set_length(t);
         bar.set_position(d);
     })?;
@@ -104,14 +122,16 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
     }
     eprintln!(
         "wrote a synthetic {} model (random weights: its text is meaningless) to {}: {} layers x {} experts, \
-         top-{}, {:.2} GB of {} experts",
+         top-{}, {:.2} GB of {} experts (gate/up {}, down {})",
         a.preset,
         dir.display(),
         m.config.layers,
         m.config.experts,
         m.config.top_k,
         m.experts_bytes() as f64 / 1e9,
-        m.slab.dtype
+        m.slab.dtype,
+        types[0],
+        types[2]
     );
     Ok(())
 }

@@ -334,19 +334,31 @@ pub fn synth(
     seed: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Manifest> {
+    synth_mixed(shape, out, [dtype; 3], seed, progress)
+}
+
+/// [`synth`] with the experts' gate, up and down stored as `types` (in that order), as a
+/// quantised file that gives `ffn_down` a step more bits has them.
+pub fn synth_mixed(
+    shape: &SynthShape,
+    out: &Path,
+    types: [DType; 3],
+    seed: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Manifest> {
     let cfg = shape.config();
     cfg.validate()?;
     if shape.vocab < 257 {
         return Err(Error::Invalid("vocab must hold the 257 byte-level tokens".into()));
     }
-    write_dir_atomically(out, |tmp| write(&cfg, shape, tmp, dtype, seed, progress))
+    write_dir_atomically(out, |tmp| write(&cfg, shape, tmp, types, seed, progress))
 }
 
 fn write(
     cfg: &ModelConfig,
     shape: &SynthShape,
     dir: &Path,
-    dtype: DType,
+    types: [DType; 3],
     seed: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Manifest> {
@@ -358,7 +370,7 @@ fn write(
     let norm = u.iter().map(|x| x * x).sum::<f32>().sqrt();
     u.iter_mut().for_each(|x| *x /= norm);
     let plan = dense_plan(cfg);
-    let slab = SlabLayout::new(dtype, h, cfg.expert_ffn)?;
+    let slab = SlabLayout::mixed(types, h, cfg.expert_ffn)?;
     let total = plan.len() as u64 + (cfg.moe_layer_count() * cfg.experts) as u64;
     let mut done = 0;
     let dense_dtype = shape.dense_dtype.unwrap_or(if h >= 512 { DType::Bf16 } else { DType::F32 });
@@ -458,7 +470,8 @@ fn write(
             buf.fill(0);
             // Down projections are small, so each layer changes the residual stream (and so the
             // next routers' input) a little rather than replacing it.
-            for (part, gain) in [(&slab.gate, 1.0), (&slab.up, 1.0), (&slab.down, 0.02)] {
+            let parts = [(&slab.gate, 1.0), (&slab.up, 1.0), (&slab.down, 0.02)];
+            for ((part, gain), dtype) in parts.into_iter().zip(types) {
                 fill_random(
                     &mut buf[part.offset..part.offset + part.bytes],
                     dtype,
