@@ -381,3 +381,36 @@ fn nan_scale_is_an_error_naming_the_tensor() {
     let msg = err.to_string();
     assert!(msg.contains("blk.1.attn_q.weight") && msg.contains("block 3"), "{msg}");
 }
+
+/// A synthetic model with the experts' down in another type than gate and up (`floe synth
+/// --down-dtype`, `--mix ud-2bit`) keeps those types, and runs the same packed and as the GGUF
+/// it exports, in place.
+#[test]
+fn synth_mixed_types_run_packed_and_as_gguf() {
+    use floe::formats::source::open_model;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
+    (shape.hidden, shape.heads, shape.kv_heads, shape.head_dim) = (256, 4, 1, 64);
+    shape.expert_ffn = 256;
+    shape.dense_dtype = Some(DType::Q8_0);
+    let dir = tmp.path().join("mixed");
+    let types = [DType::Iq2Xxs, DType::Iq2Xxs, DType::Iq3Xxs];
+    floe::formats::synth::synth_mixed(&shape, &dir, types, 3, &mut |_, _| {}).unwrap();
+    let packed = floe::formats::packed::PackedModel::open(&dir, true).unwrap();
+    let file = tmp.path().join("mixed.gguf");
+    floe::formats::gguf::write::export_gguf(&packed, &file, &mut |_, _| {}).unwrap();
+    let g = GgufFile::open(&file).unwrap();
+    for (name, want) in [("gate", DType::Iq2Xxs), ("up", DType::Iq2Xxs), ("down", DType::Iq3Xxs)] {
+        let t = g.tensor(&format!("blk.0.ffn_{name}_exps.weight")).unwrap();
+        assert_eq!(DType::from_ggml_id(t.ggml_type.id()), Some(want), "{name}");
+    }
+    let prompt: Vec<u32> = (40..60).collect();
+    let want =
+        floe_tests::load(&packed, 1).forward(&mut Session::default(), &prompt, true).unwrap();
+    let m = open_model(&file, false, None).unwrap();
+    let experts = floe::runtime::experts::ResidentExperts::load_file(m.experts).unwrap();
+    let model = Model::new(m.config, m.dense, Box::new(experts), 1).unwrap();
+    let got = model.forward(&mut Session::default(), &prompt, true).unwrap();
+    assert!(want.iter().all(|v| v.is_finite()));
+    assert_eq!(floe_tests::max_abs_diff(&got, &want), 0.0);
+}
