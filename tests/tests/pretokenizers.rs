@@ -41,3 +41,32 @@ fn pre_tokenizers_split_like_llama_cpp() {
     let err = floe::formats::gguf::tokenizer::tokenizer_json_with_pre(&g, "kimi-k2").unwrap_err();
     assert!(err.to_string().contains("kimi-k2"), "{err}");
 }
+
+/// A SentencePiece vocabulary (`tokenizer.ggml.model = "llama"`, as Mixtral's GGUFs carry) is
+/// rebuilt and tokenises ten hard texts (spaces, CJK, emoji, characters only reachable as
+/// byte tokens) into llama.cpp's own ids (`tests/fixtures/pretok/spm.gguf`,
+/// `llamacpp-spm.json`, from `bench/scripts/llamacpp_spm.py`), and decodes them back.
+#[test]
+fn spm_tokenizer_matches_llama_cpp() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("pretok");
+    let g = GgufFile::open(&dir.join("spm.gguf")).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("llamacpp-spm.json")).unwrap())
+            .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    floe::formats::gguf::tokenizer::write_tokenizer(&g, tmp.path()).unwrap();
+    let codec = floe::model::tokenizer::TextCodec::load(tmp.path()).unwrap();
+    let mut failures = Vec::new();
+    let texts = want["texts"].as_array().unwrap();
+    for (text, ids) in texts.iter().zip(want["ids"].as_array().unwrap()) {
+        let text = text.as_str().unwrap();
+        let ids: Vec<u32> =
+            ids.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let got = codec.encode(text).unwrap();
+        if got != ids {
+            failures.push(format!("{text:?}:\n  floe      {got:?}\n  llama.cpp {ids:?}"));
+        }
+        assert_eq!(codec.decode(&ids).unwrap(), text, "decode");
+    }
+    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
+}

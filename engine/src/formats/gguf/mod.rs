@@ -4,6 +4,7 @@
 
 mod arch;
 pub mod import;
+mod spm;
 pub mod tokenizer;
 mod types;
 pub mod write;

@@ -2,7 +2,8 @@
 //! Face `tokenizer.json` (and a `tokenizer_config.json` with the chat template and special
 //! tokens) so the same `tokenizers` code runs it. Byte-level BPE (`tokenizer.ggml.model =
 //! "gpt2"`, what Qwen, OLMoE and Llama 3 use) with the pre-tokenizers llama.cpp names in
-//! `tokenizer.ggml.pre`; anything else is an error that asks for `--tokenizer`.
+//! `tokenizer.ggml.pre`, and SentencePiece (`"llama"`, `spm.rs`); anything else is an error
+//! that asks for `--tokenizer`.
 
 use serde_json::{json, Value};
 
@@ -72,7 +73,7 @@ fn pre_tokenizer(pre: &str) -> Option<PreTokenizer> {
     })
 }
 
-fn strings<'a>(g: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
+pub(super) fn strings<'a>(g: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
     match g.get(key) {
         Some(GgufValue::Array(items)) => items
             .iter()
@@ -89,17 +90,18 @@ fn strings<'a>(g: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
 
 /// `(tokenizer.json, tokenizer_config.json)` built from the GGUF metadata.
 pub fn tokenizer_json(g: &GgufFile) -> Result<(Value, Value)> {
-    let ask = |why: String| {
-        Error::Unsupported(format!(
-            "{}: {why}; pass --tokenizer DIR with the model's tokenizer.json",
-            g.path().display()
-        ))
-    };
     let model = g.get("tokenizer.ggml.model").and_then(|v| v.as_str()).unwrap_or("(none)");
+    if model == "llama" {
+        return super::spm::tokenizer_json(g);
+    }
     if model != "gpt2" {
-        return Err(ask(format!(
-            "tokenizer.ggml.model is {model:?} (floe rebuilds byte-level BPE, \"gpt2\", from GGUF)"
-        )));
+        return Err(ask(
+            g,
+            format!(
+                "tokenizer.ggml.model is {model:?} (floe rebuilds byte-level BPE, \"gpt2\", and \
+                 SentencePiece, \"llama\", from GGUF)"
+            ),
+        ));
     }
     let pre_name = g.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
     tokenizer_json_with_pre(g, pre_name)
@@ -108,59 +110,15 @@ pub fn tokenizer_json(g: &GgufFile) -> Result<(Value, Value)> {
 /// [`tokenizer_json`] with the pre-tokenizer of `pre_name` rather than the file's own (tests
 /// compare every name against llama.cpp on one vocabulary).
 pub fn tokenizer_json_with_pre(g: &GgufFile, pre_name: &str) -> Result<(Value, Value)> {
-    let ask = |why: String| {
-        Error::Unsupported(format!(
-            "{}: {why}; pass --tokenizer DIR with the model's tokenizer.json",
-            g.path().display()
-        ))
-    };
     let PreTokenizer { splits, nfc, ignore_merges } = pre_tokenizer(pre_name)
-        .ok_or_else(|| ask(format!("pre-tokenizer {pre_name:?} is not one floe knows")))?;
-    let tokens = strings(g, "tokenizer.ggml.tokens")?;
+        .ok_or_else(|| ask(g, format!("pre-tokenizer {pre_name:?} is not one floe knows")))?;
+    let v = Vocabulary::read(g)?;
     // A vocabulary of single bytes needs no merges (floe's synthetic models).
     let merges = match g.get("tokenizer.ggml.merges") {
         Some(_) => strings(g, "tokenizer.ggml.merges")?,
         None => Vec::new(),
     };
-    let types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
-        Some(GgufValue::Array(t)) => t.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
-        _ => vec![1; tokens.len()],
-    };
-    let mut vocab = serde_json::Map::new();
-    let mut added = Vec::new();
-    for (id, tok) in tokens.iter().enumerate() {
-        vocab.insert(tok.to_string(), json!(id));
-        // 3 = control, 4 = user-defined: matched whole in the text, as HF's added tokens are.
-        let ty = types.get(id).copied().unwrap_or(1);
-        if ty == 3 || ty == 4 {
-            added.push(json!({
-                "id": id, "content": tok, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": ty == 3,
-            }));
-        }
-    }
     let merges: Vec<Value> = merges.iter().map(|m| json!(m)).collect();
-    let token_of = |key: &str| {
-        g.get(key)
-            .and_then(|v| v.as_u64())
-            .and_then(|id| tokens.get(id as usize))
-            .map(|t| t.to_string())
-    };
-    let bos = token_of("tokenizer.ggml.bos_token_id");
-    let add_bos = matches!(g.get("tokenizer.ggml.add_bos_token"), Some(GgufValue::Bool(true)));
-    let post = match (&bos, add_bos) {
-        (Some(b), true) => {
-            let id = g.get("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64());
-            json!({
-                "type": "TemplateProcessing",
-                "single": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-                "pair": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                         {"Sequence": {"id": "B", "type_id": 1}}],
-                "special_tokens": {b.as_str(): {"id": b, "ids": [id], "tokens": [b]}},
-            })
-        }
-        _ => Value::Null,
-    };
     let mut pretokenizers: Vec<Value> = splits
         .iter()
         .map(|r| json!({"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": false}))
@@ -172,28 +130,93 @@ pub fn tokenizer_json_with_pre(g: &GgufFile, pre_name: &str) -> Result<(Value, V
         "version": "1.0",
         "truncation": null,
         "padding": null,
-        "added_tokens": added,
+        "added_tokens": v.added,
         "normalizer": if nfc { json!({"type": "NFC"}) } else { Value::Null },
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": pretokenizers},
-        "post_processor": post,
+        "post_processor": v.post,
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
         "model": {
             "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
             "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-            "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges,
+            "ignore_merges": ignore_merges, "vocab": v.vocab, "merges": merges,
         },
     });
-    let mut config = json!({ "source": "GGUF metadata (tokenizer.ggml.*)" });
-    if let Some(t) = g.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
-        config["chat_template"] = json!(t);
+    Ok((tokenizer, v.config))
+}
+
+/// The error for a tokenizer floe cannot rebuild: it says what to pass instead.
+pub(super) fn ask(g: &GgufFile, why: String) -> Error {
+    Error::Unsupported(format!(
+        "{}: {why}; pass --tokenizer DIR with the model's tokenizer.json",
+        g.path().display()
+    ))
+}
+
+/// What every rebuilt tokenizer takes from the metadata: the tokens and their types, the
+/// control and user-defined tokens (matched whole), BOS insertion and the config (chat
+/// template, BOS, EOS).
+pub(super) struct Vocabulary<'g> {
+    pub(super) tokens: Vec<&'g str>,
+    pub(super) types: Vec<u64>,
+    pub(super) vocab: serde_json::Map<String, Value>,
+    pub(super) added: Vec<Value>,
+    pub(super) post: Value,
+    pub(super) config: Value,
+}
+
+impl<'g> Vocabulary<'g> {
+    pub(super) fn read(g: &'g GgufFile) -> Result<Self> {
+        let tokens = strings(g, "tokenizer.ggml.tokens")?;
+        let types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
+            Some(GgufValue::Array(t)) => t.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+            _ => vec![1; tokens.len()],
+        };
+        let mut vocab = serde_json::Map::new();
+        let mut added = Vec::new();
+        for (id, tok) in tokens.iter().enumerate() {
+            vocab.insert(tok.to_string(), json!(id));
+            // 3 = control, 4 = user-defined: matched whole in the text, as HF's added tokens are.
+            let ty = types.get(id).copied().unwrap_or(1);
+            if ty == 3 || ty == 4 {
+                added.push(json!({
+                    "id": id, "content": tok, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": ty == 3,
+                }));
+            }
+        }
+        let token_of = |key: &str| {
+            g.get(key)
+                .and_then(|v| v.as_u64())
+                .and_then(|id| tokens.get(id as usize))
+                .map(|t| t.to_string())
+        };
+        let bos = token_of("tokenizer.ggml.bos_token_id");
+        let add_bos = matches!(g.get("tokenizer.ggml.add_bos_token"), Some(GgufValue::Bool(true)));
+        let post = match (&bos, add_bos) {
+            (Some(b), true) => {
+                let id = g.get("tokenizer.ggml.bos_token_id").and_then(|v| v.as_u64());
+                json!({
+                    "type": "TemplateProcessing",
+                    "single": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                    "pair": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                             {"Sequence": {"id": "B", "type_id": 1}}],
+                    "special_tokens": {b.as_str(): {"id": b, "ids": [id], "tokens": [b]}},
+                })
+            }
+            _ => Value::Null,
+        };
+        let mut config = json!({ "source": "GGUF metadata (tokenizer.ggml.*)" });
+        if let Some(t) = g.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
+            config["chat_template"] = json!(t);
+        }
+        if let Some(b) = bos {
+            config["bos_token"] = json!(b);
+        }
+        if let Some(e) = token_of("tokenizer.ggml.eos_token_id") {
+            config["eos_token"] = json!(e);
+        }
+        Ok(Self { tokens, types, vocab, added, post, config })
     }
-    if let Some(b) = bos {
-        config["bos_token"] = json!(b);
-    }
-    if let Some(e) = token_of("tokenizer.ggml.eos_token_id") {
-        config["eos_token"] = json!(e);
-    }
-    Ok((tokenizer, config))
 }
 
 /// Writes `dir/tokenizer.json` and `dir/tokenizer_config.json` from the GGUF metadata.
