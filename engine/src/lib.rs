@@ -27,4 +27,4 @@ pub use floe_cache as cache;
 pub use floe_io as io;
 pub use floe_kernels as kernels;
 pub use runtime::generate::GenerateOptions;
-pub use runtime::sampling::SamplingParams;
+pub use runtime::sampling::{SamplingParams, TokenLogprobs};

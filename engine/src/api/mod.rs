@@ -33,6 +33,7 @@ use crate::model::tokenizer::{IncrementalDecoder, TextCodec};
 use crate::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts, StreamingStats};
 use crate::runtime::experts::{ExpertSource, ResidentExperts};
 use crate::runtime::generate::{GenStats, GenerateOptions};
+use crate::runtime::sampling::TokenLogprobs;
 use crate::runtime::{Model, SessionOptions};
 use scheduler::{Core, Event, Job};
 pub use scheduler::{FinishReason, Finished, SchedulerStats};
@@ -120,6 +121,8 @@ pub struct Token {
     /// New text: what decoding the generation so far adds. Empty while a multi-byte character
     /// is still incomplete; it arrives with the token that completes it.
     pub text: String,
+    /// Its log-probability and the likeliest alternatives', when the options asked for them.
+    pub logprobs: Option<TokenLogprobs>,
     /// On the last token: why the generation ended and its statistics.
     pub finished: Option<Finished>,
 }
@@ -293,8 +296,8 @@ impl Engine {
         messages: &[(&str, &str)],
         options: GenerateOptions,
     ) -> Result<Generation<'_>> {
-        let text = self.codec.render_chat(messages)?;
-        self.generate(&text, options)
+        let ids = self.codec.encode_chat(messages)?;
+        self.generate_ids(ids, options)
     }
 
     /// Starts generating after the token ids `prompt`.
@@ -477,7 +480,7 @@ impl Generation<'_> {
             .map_err(|_| Error::Invalid("the engine's scheduler stopped mid-generation".into()))?;
         match event {
             Event::Failed(e) => Err(e),
-            Event::Token { id, finished } => {
+            Event::Token { id, logprobs, finished } => {
                 self.generated.push(id);
                 let codec = &self.engine.codec;
                 let mut text = self.pieces.push(codec, id)?;
@@ -486,7 +489,7 @@ impl Generation<'_> {
                     text.push_str(&self.pieces.flush(codec)?);
                     self.finished.clone_from(&finished);
                 }
-                Ok(Some(Token { id, text, finished }))
+                Ok(Some(Token { id, text, logprobs, finished }))
             }
         }
     }

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use super::kept::KeptSessions;
 use crate::error::{Error, Result};
 use crate::runtime::generate::{GenStats, GenerateOptions};
-use crate::runtime::sampling::Sampler;
+use crate::runtime::sampling::{Sampler, TokenLogprobs};
 use crate::runtime::session::{BatchScratch, PassKind};
 use crate::runtime::{Model, Session, SessionOptions};
 
@@ -53,7 +53,7 @@ pub struct Finished {
 /// What the scheduler sends a generation.
 pub(crate) enum Event {
     /// A generated token; the last one says how the generation ended.
-    Token { id: u32, finished: Option<Finished> },
+    Token { id: u32, logprobs: Option<TokenLogprobs>, finished: Option<Finished> },
     /// The generation failed.
     Failed(Error),
 }
@@ -173,7 +173,10 @@ impl Live {
 
     /// Samples the next token from `logits`, sends it; returns whether the generation goes on.
     fn take_token(&mut self, core: &Core, logits: &mut [f32]) -> bool {
-        let tok = self.sampler.sample(logits, &self.history);
+        self.sampler.adjust(logits, &self.history);
+        let tok = self.sampler.choose(logits);
+        self.sampler.note(tok);
+        let logprobs = self.job.options.logprobs.map(|top| Sampler::logprobs(logits, tok, top));
         self.history.push(tok);
         self.generated += 1;
         if self.generated == 1 {
@@ -192,7 +195,7 @@ impl Live {
         *core.last.lock() = stats.clone();
         let finished =
             reason.map(|reason| Finished { reason, stats, routes: self.session.routes.take() });
-        let sent = self.job.events.send(Event::Token { id: tok, finished }).is_ok();
+        let sent = self.job.events.send(Event::Token { id: tok, logprobs, finished }).is_ok();
         sent && reason.is_none() && !self.job.gone()
     }
 

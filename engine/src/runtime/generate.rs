@@ -18,6 +18,9 @@ pub struct GenerateOptions {
     /// Record every routing decision (for a trace); the generation then starts afresh, not
     /// from a kept session.
     pub record_routes: bool,
+    /// Report each generated token's log-probability and this many most likely alternatives
+    /// (`Some(0)`: the chosen token's only).
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerateOptions {
@@ -28,6 +31,7 @@ impl Default for GenerateOptions {
             ignore_eos: false,
             prefill_chunk: 512,
             record_routes: false,
+            logprobs: None,
         }
     }
 }

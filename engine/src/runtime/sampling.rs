@@ -1,5 +1,8 @@
-//! Choosing the next token: greedy, or temperature with top-k, top-p and a repetition penalty,
-//! from a seeded generator (the same seed gives the same text).
+//! Choosing the next token: greedy, or temperature with top-k, top-p, from a seeded generator
+//! (the same seed gives the same text), after the logit adjustments (repetition, presence and
+//! frequency penalties, logit bias); and the log-probabilities of the adjusted distribution.
+
+use std::collections::HashMap;
 
 use rand::{Rng, SeedableRng};
 
@@ -14,14 +17,41 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// Divide positive (multiply negative) logits of tokens already seen (1: off), as HF does.
     pub repetition_penalty: f32,
+    /// Subtracted from the logit of every token generated so far (0: off), as OpenAI's
+    /// `presence_penalty`.
+    pub presence_penalty: f32,
+    /// Subtracted once per earlier occurrence in the generated tokens (0: off), as OpenAI's
+    /// `frequency_penalty`.
+    pub frequency_penalty: f32,
+    /// Added to the logits of these tokens (OpenAI's `logit_bias`; -100 bans, 100 forces).
+    pub logit_bias: Vec<(u32, f32)>,
     /// Seed of the random generator.
     pub seed: u64,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0 }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
+            seed: 0,
+        }
     }
+}
+
+/// The log-probability of a chosen token and of the most likely ones, under the adjusted
+/// logits (penalties and bias applied, before temperature and cuts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    /// The chosen token's.
+    pub logprob: f32,
+    /// The most likely tokens, best first (ties to the lower id).
+    pub top: Vec<(u32, f32)>,
 }
 
 /// A sampler with its own random state.
@@ -29,17 +59,56 @@ impl Default for SamplingParams {
 pub struct Sampler {
     params: SamplingParams,
     rng: rand::rngs::StdRng,
+    /// Occurrences of each generated token, for the presence and frequency penalties.
+    counts: HashMap<u32, u32>,
 }
 
 impl Sampler {
     /// A sampler seeded from `params.seed`.
     pub fn new(params: SamplingParams) -> Self {
         let rng = rand::rngs::StdRng::seed_from_u64(params.seed);
-        Self { params, rng }
+        Self { params, rng, counts: HashMap::new() }
     }
 
     /// Picks a token from `logits` (modified in place); `history` is the prompt and output so far.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        self.adjust(logits, history);
+        self.choose(logits)
+    }
+
+    /// Records a generated token (what the presence and frequency penalties count).
+    pub fn note(&mut self, token: u32) {
+        let p = &self.params;
+        if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            *self.counts.entry(token).or_insert(0) += 1;
+        }
+    }
+
+    /// The log-probabilities of `chosen` and of the `top` most likely tokens under `logits`
+    /// (already adjusted), computed in f64.
+    pub fn logprobs(logits: &[f32], chosen: u32, top: usize) -> TokenLogprobs {
+        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l)) as f64;
+        let log_z = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+        let lp = |l: f32| (l as f64 - log_z) as f32;
+        let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
+        if top > 0 {
+            for (i, &l) in logits.iter().enumerate() {
+                if best.len() == top && l <= best[top - 1].1 {
+                    continue;
+                }
+                let at = best.partition_point(|b| b.1 >= l);
+                best.insert(at, (i as u32, l));
+                best.truncate(top);
+            }
+        }
+        TokenLogprobs {
+            logprob: logits.get(chosen as usize).map_or(f32::NEG_INFINITY, |&l| lp(l)),
+            top: best.into_iter().map(|(i, l)| (i, lp(l))).collect(),
+        }
+    }
+
+    /// Applies the repetition, presence and frequency penalties and the logit bias.
+    pub fn adjust(&self, logits: &mut [f32], history: &[u32]) {
         let p = &self.params;
         if p.repetition_penalty != 1.0 {
             let mut seen = history.to_vec();
@@ -55,6 +124,21 @@ impl Sampler {
                 }
             }
         }
+        for (&t, &n) in &self.counts {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l -= p.presence_penalty + p.frequency_penalty * n as f32;
+            }
+        }
+        for &(t, b) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l += b;
+            }
+        }
+    }
+
+    /// Picks a token from adjusted `logits`: greedy, or drawn after temperature and the cuts.
+    pub fn choose(&mut self, logits: &[f32]) -> u32 {
+        let p = &self.params;
         if p.temperature <= 0.0 {
             return argmax(logits);
         }
@@ -151,6 +235,34 @@ mod tests {
         assert!(a.iter().all(|&t| t == 0 || t == 1), "top-k 2 keeps tokens 0 and 1");
         let p1 = SamplingParams { temperature: 1.0, top_p: 0.01, seed: 3, ..Default::default() };
         assert!(draw(&p1).iter().all(|&t| t == 1), "tiny top-p keeps only the best");
+    }
+
+    /// Presence and frequency penalties count generated tokens only (as OpenAI's do); the
+    /// logit bias is added last; log-probabilities are those of the adjusted logits, against
+    /// an f64 log-softmax.
+    #[test]
+    fn penalties_bias_and_logprobs() {
+        let p = SamplingParams {
+            presence_penalty: 0.5,
+            frequency_penalty: 0.25,
+            logit_bias: vec![(3, -100.0)],
+            ..Default::default()
+        };
+        let mut s = Sampler::new(p);
+        s.note(1);
+        s.note(1);
+        s.note(2);
+        let mut l = [1.0f32, 2.0, 3.0, 9.0];
+        s.adjust(&mut l, &[0, 1, 2]);
+        assert_eq!(l, [1.0, 2.0 - 0.5 - 0.5, 3.0 - 0.5 - 0.25, 9.0 - 100.0]);
+        assert_eq!(s.choose(&l), 2);
+        let lp = Sampler::logprobs(&l, 2, 2);
+        let z: f64 = l.iter().map(|&x| (x as f64).exp()).sum();
+        let want = |i: usize| ((l[i] as f64).exp() / z).ln() as f32;
+        assert!((lp.logprob - want(2)).abs() < 1e-6);
+        assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![2, 0]);
+        assert!((lp.top[1].1 - want(0)).abs() < 1e-6);
+        assert_eq!(Sampler::logprobs(&l, 0, 0).top, vec![]);
     }
 
     /// The head-only selection draws from the same distribution as a full sort: over a large
