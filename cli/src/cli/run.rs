@@ -44,8 +44,14 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
     /// Penalise tokens already seen (1: off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, alias = "repeat-penalty", default_value_t = 1.0)]
     repetition_penalty: f32,
+    /// Subtract this from the logit of every token generated so far (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// Subtract this per earlier occurrence of a generated token (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
     /// Random seed for sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -200,6 +206,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             top_k: a.top_k,
             top_p: a.top_p,
             repetition_penalty: a.repetition_penalty,
+            presence_penalty: a.presence_penalty,
+            frequency_penalty: a.frequency_penalty,
+            logit_bias: Vec::new(),
             seed: a.seed,
         },
         ignore_eos: a.ignore_eos,

@@ -121,8 +121,10 @@ pub struct Token {
     /// New text: what decoding the generation so far adds. Empty while a multi-byte character
     /// is still incomplete; it arrives with the token that completes it.
     pub text: String,
-    /// Its log-probability and the likeliest alternatives', when the options asked for them.
+    /// Its log-probability and the likeliest alternatives, when the options asked for them.
     pub logprobs: Option<TokenLogprobs>,
+    /// Prompt tokens the generation took from a kept session instead of running them.
+    pub reused_prompt_tokens: usize,
     /// On the last token: why the generation ended and its statistics.
     pub finished: Option<Finished>,
 }
@@ -480,7 +482,7 @@ impl Generation<'_> {
             .map_err(|_| Error::Invalid("the engine's scheduler stopped mid-generation".into()))?;
         match event {
             Event::Failed(e) => Err(e),
-            Event::Token { id, logprobs, finished } => {
+            Event::Token { id, logprobs, reused, finished } => {
                 self.generated.push(id);
                 let codec = &self.engine.codec;
                 let mut text = self.pieces.push(codec, id)?;
@@ -489,7 +491,7 @@ impl Generation<'_> {
                     text.push_str(&self.pieces.flush(codec)?);
                     self.finished.clone_from(&finished);
                 }
-                Ok(Some(Token { id, text, logprobs, finished }))
+                Ok(Some(Token { id, text, logprobs, reused_prompt_tokens: reused, finished }))
             }
         }
     }

@@ -53,7 +53,7 @@ pub struct Finished {
 /// What the scheduler sends a generation.
 pub(crate) enum Event {
     /// A generated token; the last one says how the generation ended.
-    Token { id: u32, logprobs: Option<TokenLogprobs>, finished: Option<Finished> },
+    Token { id: u32, logprobs: Option<TokenLogprobs>, reused: usize, finished: Option<Finished> },
     /// The generation failed.
     Failed(Error),
 }
@@ -195,7 +195,7 @@ impl Live {
         *core.last.lock() = stats.clone();
         let finished =
             reason.map(|reason| Finished { reason, stats, routes: self.session.routes.take() });
-        let sent = self.job.events.send(Event::Token { id: tok, logprobs, finished }).is_ok();
+        let sent = self.job.events.send(Event::Token { id: tok, logprobs, reused: self.reused, finished }).is_ok();
         sent && reason.is_none() && !self.job.gone()
     }
 

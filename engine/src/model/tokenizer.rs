@@ -104,6 +104,19 @@ impl TextCodec {
         self.tok.decode(ids, true).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))
     }
 
+    /// The text of one token as the tokenizer spells it (special tokens included; a byte-level
+    /// piece of a multi-byte character is U+FFFD).
+    pub fn token_text(&self, id: u32) -> String {
+        self.tok.decode(&[id], false).unwrap_or_default()
+    }
+
+    /// The longest token's spelling in bytes: no text of `n` bytes has fewer than
+    /// `n / max_token_bytes()` tokens (a bound that lets a caller refuse an over-long prompt
+    /// before tokenizing it).
+    pub fn max_token_bytes(&self) -> usize {
+        self.tok.get_vocab(true).keys().map(String::len).max().unwrap_or(1).max(1)
+    }
+
     /// The prompt wrapped in the model's chat template (one user message, generation prompt
     /// added).
     pub fn apply_chat_template(&self, user: &str) -> Result<String> {

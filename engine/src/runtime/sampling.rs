@@ -48,7 +48,9 @@ impl Default for SamplingParams {
 /// logits (penalties and bias applied, before temperature and cuts).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenLogprobs {
-    /// The chosen token's.
+    /// The chosen token.
+    pub id: u32,
+    /// Its log-probability.
     pub logprob: f32,
     /// The most likely tokens, best first (ties to the lower id).
     pub top: Vec<(u32, f32)>,
@@ -102,6 +104,7 @@ impl Sampler {
             }
         }
         TokenLogprobs {
+            id: chosen,
             logprob: logits.get(chosen as usize).map_or(f32::NEG_INFINITY, |&l| lp(l)),
             top: best.into_iter().map(|(i, l)| (i, lp(l))).collect(),
         }

@@ -5,34 +5,37 @@
 //! conversation from its kept state. Streamed answers are server-sent events ending in
 //! `data: [DONE]`; a client that goes away drops its stream, which ends its generation.
 
+mod guard;
+mod net;
 mod openai;
+mod respond;
+mod stop;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, Sse};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Args;
 use floe::kernels::ops::KvDType;
 use floe::runtime::SessionOptions;
-use floe::{Engine, EngineConfig, GenerateOptions, SamplingParams};
-use futures::StreamExt;
-use serde_json::{json, Value};
+use floe::{Engine, EngineConfig};
+use serde_json::json;
 
-use openai::{ApiError, Request, StopScanner};
+use guard::{Access, Hosts};
+use openai::{shown, ApiError};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// A model directory made by `floe pack` or `floe synth`, or a GGUF file.
-    #[arg(long)]
+    #[arg(long, short = 'm')]
     model: PathBuf,
     /// Address to listen on (loopback by default: give 0.0.0.0 to serve the network).
     #[arg(long, default_value = "127.0.0.1")]
@@ -40,19 +43,34 @@ pub struct ServeArgs {
     /// Port (0: any free port, printed at start).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Require `Authorization: Bearer KEY` on every /v1 request.
+    /// Require `Authorization: Bearer KEY` on every request but `/` and `/health`.
     #[arg(long)]
     api_key: Option<String>,
+    /// Host names the server answers to besides the loopback ones (comma-separated; `*`:
+    /// any). Without it, a server on a loopback address refuses requests naming another host
+    /// (which stops DNS-rebinding pages) and one on another address serves any host.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    allowed_hosts: Vec<String>,
+    /// Web page origins (`https://app.example`; `*`: any) that may call the API from a
+    /// browser (CORS). Other pages' requests are refused.
+    #[arg(long, value_delimiter = ',', value_name = "ORIGINS")]
+    cors_origin: Vec<String>,
+    /// Seconds a client has to send a request's headers, and then its body.
+    #[arg(long, default_value_t = 30, value_name = "S")]
+    timeout: u64,
+    /// Connections open at once (more are answered 503).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_connections: usize,
     /// The model id /v1/models lists and requests may name (default: the model's file name).
     #[arg(long)]
     model_name: Option<String>,
     #[command(flatten)]
     stream: super::StreamingFlags,
     /// Compute threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, short = 't')]
     threads: Option<usize>,
     /// Positions per request (prompt and answer together; default: the model's context).
-    #[arg(long, value_name = "N")]
+    #[arg(long, short = 'c', alias = "ctx-size", value_name = "N")]
     ctx: Option<usize>,
     /// KV cache type: f16, q8_0 or f32.
     #[arg(long, default_value = "f16")]
@@ -82,9 +100,14 @@ struct Counters {
 struct AppState {
     engine: Arc<Engine>,
     name: String,
-    api_key: Option<String>,
+    access: Access,
     default_max_tokens: usize,
     counters: Counters,
+    /// Prompts tokenized at once.
+    tokenizing: tokio::sync::Semaphore,
+    /// The tokenizer's longest token in bytes (bounds a prompt's tokens from its bytes).
+    max_token_bytes: usize,
+    body_timeout: Duration,
 }
 
 type Shared = Arc<AppState>;
@@ -105,74 +128,102 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     let name = a.model_name.clone().unwrap_or_else(|| {
         a.model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or("floe".into())
     });
+    let addr: SocketAddr = format!("{}:{}", a.host, a.port)
+        .parse()
+        .or_else(|_| format!("[{}]:{}", a.host, a.port).parse())
+        .with_context(|| format!("not an address: {}:{}", a.host, a.port))?;
+    let any_host = a.allowed_hosts.iter().any(|h| h == "*");
+    let hosts = if any_host || a.allowed_hosts.is_empty() && !addr.ip().is_loopback() {
+        Hosts::Any
+    } else {
+        let mut names: Vec<String> = guard::LOOPBACK_NAMES.iter().map(|s| s.to_string()).collect();
+        names.extend(a.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()));
+        Hosts::Only(names)
+    };
+    let max_token_bytes = engine.tokenizer().max_token_bytes();
     let state = Arc::new(AppState {
         engine,
         name,
-        api_key: a.api_key.clone(),
+        access: Access { api_key: a.api_key.clone(), hosts, cors_origins: a.cors_origin.clone() },
         default_max_tokens: a.default_max_tokens.max(1),
         counters: Counters::default(),
+        tokenizing: tokio::sync::Semaphore::new(2),
+        max_token_bytes,
+        body_timeout: Duration::from_secs(a.timeout.max(1)),
     });
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/", get(|| async { axum::response::Html(include_str!("chat.html")) }))
         .route("/stats", get(stats))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/models", get(models))
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
+        .route("/v1/models/{id}", get(model))
+        .route("/v1/chat/completions", post(respond::chat))
+        .route("/v1/completions", post(respond::completions))
         .route("/metrics", get(metrics))
+        .fallback(guard::not_found)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), guard::guard))
         .with_state(Arc::clone(&state));
+    if !a.cors_origin.is_empty() {
+        use tower_http::cors::{AllowOrigin, CorsLayer};
+        let origins = if a.cors_origin.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            let list: Vec<HeaderValue> = a
+                .cors_origin
+                .iter()
+                .map(|o| HeaderValue::from_str(o).with_context(|| format!("--cors-origin {o:?}")))
+                .collect::<anyhow::Result<_>>()?;
+            AllowOrigin::list(list)
+        };
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+        );
+    }
+    let limits = net::Limits {
+        max_connections: a.max_connections,
+        header_timeout: Duration::from_secs(a.timeout.max(1)),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
-        let addr: SocketAddr = format!("{}:{}", a.host, a.port)
-            .parse()
-            .with_context(|| format!("not an address: {}:{}", a.host, a.port))?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         eprintln!("floe serve: listening on http://{local} (model {:?})", state.name);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("server")
+        net::serve(listener, app, limits, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("server")
     })
 }
 
-fn authorise(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(key) = &s.api_key else { return Ok(()) };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(key.as_str()) {
-        Ok(())
-    } else {
-        Err(ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            kind: "invalid_request_error",
-            code: Some("invalid_api_key"),
-            param: None,
-            message: "missing or wrong API key (Authorization: Bearer ...)".into(),
-        })
-    }
+fn model_object(s: &AppState) -> serde_json::Value {
+    json!({"id": s.name, "object": "model", "created": 0, "owned_by": "floe"})
 }
 
-async fn models(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(e) = authorise(&s, &headers) {
-        return e.into_response();
+async fn models(State(s): State<Shared>) -> Response {
+    Json(json!({"object": "list", "data": [model_object(&s)]})).into_response()
+}
+
+async fn model(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    if id == s.name {
+        return Json(model_object(&s)).into_response();
     }
-    Json(json!({"object": "list", "data": [
-        {"id": s.name, "object": "model", "created": 0, "owned_by": "floe"}]}))
-    .into_response()
+    let mut e = ApiError::status(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        format!("model {:?} does not exist (this server runs {:?})", shown(&id), s.name),
+    );
+    e.code = Some("model_not_found");
+    e.into_response()
 }
 
 /// The engine's counters as JSON (what the chat page shows).
-async fn stats(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(e) = authorise(&s, &headers) {
-        return e.into_response();
-    }
+async fn stats(State(s): State<Shared>) -> Response {
     let st = s.engine.stats();
     let streaming = st.streaming.map(|ss| {
         json!({"hits": ss.cache.hits, "misses": ss.cache.misses, "hit_ratio": ss.cache.hit_ratio(),
@@ -253,226 +304,4 @@ async fn metrics(State(s): State<Shared>) -> Response {
         })
         .collect();
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
-}
-
-/// A validated request: the prompt text, the options, and what the answer needs to say.
-struct Job {
-    prompt: Vec<u32>,
-    prompt_tokens: usize,
-    options: GenerateOptions,
-    stops: Vec<String>,
-    stream: bool,
-}
-
-fn prepare(s: &AppState, body: &Bytes, chat: bool) -> Result<Job, ApiError> {
-    let req: Request = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad("body", format!("malformed JSON request: {e}")))?;
-    if let Some(m) = &req.model {
-        if m != &s.name {
-            return Err(ApiError {
-                status: StatusCode::NOT_FOUND,
-                kind: "invalid_request_error",
-                code: Some("model_not_found"),
-                param: Some("model"),
-                message: format!("model {m:?} does not exist (this server runs {:?})", s.name),
-            });
-        }
-    }
-    if req.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::bad("n", "floe returns one choice per request (n = 1)"));
-    }
-    let codec = s.engine.tokenizer();
-    let prompt = if chat {
-        let messages = req
-            .messages
-            .as_ref()
-            .filter(|m| !m.is_empty())
-            .ok_or_else(|| ApiError::bad("messages", "messages must be a non-empty array"))?;
-        let mut turns = Vec::with_capacity(messages.len());
-        for m in messages {
-            if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "developer") {
-                return Err(ApiError::bad("messages", format!("unknown role {:?}", m.role)));
-            }
-            let role = if m.role == "developer" { "system".to_string() } else { m.role.clone() };
-            turns.push((role, m.text()?));
-        }
-        let pairs: Vec<(&str, &str)> =
-            turns.iter().map(|(r, c)| (r.as_str(), c.as_str())).collect();
-        codec.render_chat(&pairs).map_err(|e| ApiError::bad("messages", e.to_string()))?
-    } else {
-        match &req.prompt {
-            Some(Value::String(p)) => p.clone(),
-            Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
-                a[0].as_str().unwrap_or_default().to_string()
-            }
-            _ => return Err(ApiError::bad("prompt", "prompt must be a string")),
-        }
-    };
-    let prompt = codec.encode(&prompt).map_err(|e| ApiError::bad("prompt", e.to_string()))?;
-    let prompt_tokens = prompt.len();
-    if prompt_tokens == 0 {
-        return Err(ApiError::bad("prompt", "the prompt has no tokens"));
-    }
-    let ctx = s.engine.context();
-    let room = ctx.saturating_sub(prompt_tokens);
-    let max_tokens = match req.max_tokens {
-        Some(n) if n < 1 => {
-            return Err(ApiError::bad("max_tokens", "max_tokens must be at least 1"))
-        }
-        Some(n) => n as usize,
-        None => s.default_max_tokens.min(room.max(1)),
-    };
-    if prompt_tokens + max_tokens > ctx {
-        return Err(ApiError {
-            status: StatusCode::BAD_REQUEST,
-            kind: "invalid_request_error",
-            code: Some("context_length_exceeded"),
-            param: Some("messages"),
-            message: format!(
-                "the prompt ({prompt_tokens} tokens) and max_tokens ({max_tokens}) need more than \
-                 the {ctx} positions a request has"
-            ),
-        });
-    }
-    let temperature = req.temperature.unwrap_or(1.0);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(ApiError::bad("temperature", "temperature must be in [0, 2]"));
-    }
-    let top_p = req.top_p.unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(ApiError::bad("top_p", "top_p must be in (0, 1]"));
-    }
-    let sampling = SamplingParams {
-        temperature: temperature as f32,
-        top_p: top_p as f32,
-        seed: req.seed.unwrap_or(0),
-        ..Default::default()
-    };
-    let stops = req.stops()?;
-    let options = GenerateOptions { max_tokens, sampling, ..Default::default() };
-    Ok(Job { prompt, prompt_tokens, options, stops, stream: req.stream })
-}
-
-async fn chat(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    respond(s, headers, body, true).await
-}
-
-async fn completions(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    respond(s, headers, body, false).await
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// Counts a sequence in flight while it lives.
-struct Active(Shared);
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.counters.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-async fn respond(s: Shared, headers: HeaderMap, body: Bytes, chat: bool) -> Response {
-    s.counters.requests.fetch_add(1, Ordering::Relaxed);
-    let job = match authorise(&s, &headers).and_then(|()| prepare(&s, &body, chat)) {
-        Ok(j) => j,
-        Err(e) => {
-            s.counters.errors.fetch_add(1, Ordering::Relaxed);
-            return e.into_response();
-        }
-    };
-    s.counters.prompt_tokens.fetch_add(job.prompt_tokens as u64, Ordering::Relaxed);
-    s.counters.active.fetch_add(1, Ordering::Relaxed);
-    let active = Active(Arc::clone(&s));
-    let id = format!("{}-{:x}", if chat { "chatcmpl" } else { "cmpl" }, rand::random::<u64>());
-    let created = now();
-    let tokens = s.engine.generate_stream(job.prompt, job.options);
-    let mut scan = StopScanner::new(job.stops);
-    // The generation's text pieces, ending with its finish reason.
-    let pieces = tokens.scan((0usize, false), move |(n, done), item| {
-        let out = if *done {
-            None
-        } else {
-            Some(match item {
-                Err(e) => Err(e.to_string()),
-                Ok(t) => {
-                    *n += 1;
-                    let (text, hit) = scan.push(&t.text);
-                    let finish = if hit {
-                        Some("stop")
-                    } else {
-                        t.finished.as_ref().map(|f| f.reason.as_str())
-                    };
-                    let text = match finish {
-                        Some(_) if !hit => text + &scan.finish(),
-                        _ => text,
-                    };
-                    *done = finish.is_some();
-                    Ok((text, finish, *n))
-                }
-            })
-        };
-        futures::future::ready(out)
-    });
-    let model = s.name.clone();
-    let prompt_tokens = job.prompt_tokens;
-    let usage = move |n: usize| json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
-    if job.stream {
-        let state = Arc::clone(&s);
-        let events = pieces
-            .map(move |p| {
-                let _keep = &active;
-                match p {
-                    Ok((text, finish, n)) => {
-                        if finish.is_some() {
-                            state.counters.generated_tokens.fetch_add(n as u64, Ordering::Relaxed);
-                        }
-                        let choice = if chat {
-                            json!({"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish})
-                        } else {
-                            json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
-                        };
-                        let mut chunk = json!({"id": id, "object": if chat { "chat.completion.chunk" } else { "text_completion" },
-                                               "created": created, "model": model, "choices": [choice]});
-                        if finish.is_some() {
-                            chunk["usage"] = usage(n);
-                        }
-                        Ok::<_, std::convert::Infallible>(Event::default().data(chunk.to_string()))
-                    }
-                    Err(e) => Ok(Event::default().data(json!({"error": {"message": e, "type": "server_error"}}).to_string())),
-                }
-            })
-            .chain(futures::stream::once(async { Ok(Event::default().data("[DONE]")) }));
-        return Sse::new(events).into_response();
-    }
-    let collected: Vec<_> = pieces.collect().await;
-    drop(active);
-    let (mut text, mut finish, mut n) = (String::new(), "length", 0);
-    for p in collected {
-        match p {
-            Ok((t, f, k)) => {
-                text.push_str(&t);
-                n = k;
-                if let Some(f) = f {
-                    finish = f;
-                }
-            }
-            Err(e) => {
-                s.counters.errors.fetch_add(1, Ordering::Relaxed);
-                return (StatusCode::INTERNAL_SERVER_ERROR,
-                        Json(json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}})))
-                    .into_response();
-            }
-        }
-    }
-    s.counters.generated_tokens.fetch_add(n as u64, Ordering::Relaxed);
-    let choice = if chat {
-        json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
-    } else {
-        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
-    };
-    Json(json!({"id": id, "object": if chat { "chat.completion" } else { "text_completion" },
-                "created": created, "model": model, "choices": [choice], "usage": usage(n)}))
-    .into_response()
 }

@@ -1,9 +1,11 @@
-//! The OpenAI wire format floe serves: requests, responses, stream chunks and error bodies.
+//! The OpenAI wire format floe serves: requests (every field checked: one floe does not
+//! implement is a 400 naming it), error bodies, and the shapes of log-probabilities.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+
+use super::stop::MAX_STOP_BYTES;
 
 /// An API error: its HTTP status and OpenAI's `{"error": {...}}` body.
 #[derive(Debug)]
@@ -11,19 +13,31 @@ pub struct ApiError {
     pub status: StatusCode,
     pub kind: &'static str,
     pub code: Option<&'static str>,
-    pub param: Option<&'static str>,
+    pub param: Option<String>,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn bad(param: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad(param: &str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             kind: "invalid_request_error",
             code: None,
-            param: Some(param),
+            param: Some(shown(param)),
             message: message.into(),
         }
+    }
+
+    /// A field floe does not implement (or not with that value).
+    pub fn unsupported(param: &str, what: &str) -> Self {
+        let mut e = Self::bad(param, format!("floe does not support {} {what}", shown(param)));
+        e.code = Some("unsupported_parameter");
+        e
+    }
+
+    /// An error with any status (its body says `type`, as OpenAI's do).
+    pub fn status(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status, kind, code: None, param: None, message: message.into() }
     }
 }
 
@@ -35,161 +49,261 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// One chat message.
-#[derive(Debug, Deserialize)]
-pub struct Message {
-    pub role: String,
-    #[serde(default)]
-    pub content: Option<Value>,
-}
-
-impl Message {
-    /// The text of `content`: a string, or the text parts of an array of parts.
-    pub fn text(&self) -> Result<String, ApiError> {
-        match &self.content {
-            None | Some(Value::Null) => Ok(String::new()),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(Value::Array(parts)) => {
-                let mut out = String::new();
-                for p in parts {
-                    match (
-                        p.get("type").and_then(Value::as_str),
-                        p.get("text").and_then(Value::as_str),
-                    ) {
-                        (Some("text"), Some(t)) => out.push_str(t),
-                        _ => {
-                            return Err(ApiError::bad(
-                                "messages",
-                                "only text content parts are supported",
-                            ))
-                        }
-                    }
-                }
-                Ok(out)
-            }
-            Some(_) => Err(ApiError::bad("messages", "content must be a string or text parts")),
-        }
+/// A client's string as shown in an error: at most a short prefix of it.
+pub fn shown(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}... ({} bytes)", &s[..at], s.len()),
+        None => s.to_string(),
     }
 }
 
-/// `stop`: one string or up to four.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Stop {
-    One(String),
-    Many(Vec<String>),
+/// One chat message: role and text.
+#[derive(Debug)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
 }
 
-/// The fields of `/v1/chat/completions` and `/v1/completions` floe reads.
-#[derive(Debug, Deserialize)]
+/// A checked request to `/v1/chat/completions` or `/v1/completions`.
+#[derive(Debug, Default)]
 pub struct Request {
-    #[serde(default)]
     pub model: Option<String>,
-    #[serde(default)]
-    pub messages: Option<Vec<Message>>,
-    #[serde(default)]
-    pub prompt: Option<Value>,
-    #[serde(default)]
+    pub messages: Vec<Message>,
+    pub prompt: String,
     pub stream: bool,
-    #[serde(default, alias = "max_completion_tokens")]
-    pub max_tokens: Option<i64>,
-    #[serde(default)]
-    pub temperature: Option<f64>,
-    #[serde(default)]
-    pub top_p: Option<f64>,
-    #[serde(default)]
-    pub stop: Option<Stop>,
-    #[serde(default)]
+    pub include_usage: bool,
+    pub max_tokens: Option<usize>,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: usize,
+    pub repetition_penalty: f64,
+    pub presence_penalty: f64,
+    pub frequency_penalty: f64,
+    pub logit_bias: Vec<(u32, f32)>,
+    pub stops: Vec<String>,
     pub seed: Option<u64>,
-    #[serde(default)]
-    pub n: Option<i64>,
+    /// Log-probabilities asked for: how many alternatives per token.
+    pub logprobs: Option<usize>,
+}
+
+fn num(v: &Value, key: &str, lo: f64, hi: f64) -> Result<f64, ApiError> {
+    match v.as_f64() {
+        Some(x) if x >= lo && x <= hi => Ok(x),
+        _ => Err(ApiError::bad(key, format!("{key} must be a number in [{lo}, {hi}]"))),
+    }
+}
+
+fn int(v: &Value, key: &str, lo: i64, hi: i64) -> Result<i64, ApiError> {
+    match v.as_i64() {
+        Some(x) if x >= lo && x <= hi => Ok(x),
+        _ => Err(ApiError::bad(key, format!("{key} must be an integer in [{lo}, {hi}]"))),
+    }
+}
+
+fn boolean(v: &Value, key: &str) -> Result<bool, ApiError> {
+    v.as_bool().ok_or_else(|| ApiError::bad(key, format!("{key} must be true or false")))
+}
+
+/// Whether a value is its field's "nothing": an empty array or object.
+fn empty(v: &Value) -> bool {
+    v.as_array().is_some_and(Vec::is_empty) || v.as_object().is_some_and(Map::is_empty)
 }
 
 impl Request {
-    /// The stop strings (at most four, none empty).
-    pub fn stops(&self) -> Result<Vec<String>, ApiError> {
-        let v = match &self.stop {
-            None => Vec::new(),
-            Some(Stop::One(s)) => vec![s.clone()],
-            Some(Stop::Many(v)) => v.clone(),
+    /// Parses and checks a request body. A field set to `null` counts as absent.
+    pub fn parse(body: &[u8], chat: bool) -> Result<Self, ApiError> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad("body", format!("malformed JSON request: {e}")))?;
+        let Value::Object(fields) = v else {
+            return Err(ApiError::bad("body", "the request must be a JSON object"));
         };
-        if v.len() > 4 || v.iter().any(String::is_empty) {
-            return Err(ApiError::bad("stop", "stop takes up to 4 non-empty strings"));
+        let mut r = Request { temperature: 1.0, top_p: 1.0, repetition_penalty: 1.0, ..Default::default() };
+        let mut logprobs_on = false;
+        let mut top_logprobs = None;
+        let mut tools_given = false;
+        for (key, v) in fields.iter().filter(|(_, v)| !v.is_null()) {
+            let k = key.as_str();
+            match k {
+                "model" => {
+                    r.model = Some(v.as_str().ok_or_else(|| ApiError::bad(k, "model must be a string"))?.to_string())
+                }
+                "messages" if chat => r.messages = messages(v)?,
+                "prompt" if !chat => {
+                    r.prompt = match v {
+                        Value::String(p) => p.clone(),
+                        Value::Array(a) if a.len() == 1 && a[0].is_string() => {
+                            a[0].as_str().unwrap_or_default().to_string()
+                        }
+                        _ => return Err(ApiError::bad(k, "prompt must be a string")),
+                    }
+                }
+                "stream" => r.stream = boolean(v, k)?,
+                "stream_options" => {
+                    let o = v.as_object().ok_or_else(|| ApiError::bad(k, "stream_options must be an object"))?;
+                    for (sk, sv) in o.iter().filter(|(_, v)| !v.is_null()) {
+                        match sk.as_str() {
+                            "include_usage" => r.include_usage = boolean(sv, "stream_options.include_usage")?,
+                            other => return Err(ApiError::unsupported(&format!("stream_options.{other}"), "")),
+                        }
+                    }
+                }
+                "max_tokens" | "max_completion_tokens" => {
+                    r.max_tokens = Some(int(v, k, 1, i64::from(u32::MAX))? as usize)
+                }
+                "temperature" => r.temperature = num(v, k, 0.0, 2.0)?,
+                "top_p" => {
+                    r.top_p = num(v, k, 0.0, 1.0)?;
+                    if r.top_p == 0.0 {
+                        return Err(ApiError::bad(k, "top_p must be in (0, 1]"));
+                    }
+                }
+                "top_k" => r.top_k = int(v, k, 0, i64::from(u32::MAX))? as usize,
+                "repetition_penalty" | "repeat_penalty" => r.repetition_penalty = num(v, k, 0.01, 10.0)?,
+                "presence_penalty" => r.presence_penalty = num(v, k, -2.0, 2.0)?,
+                "frequency_penalty" => r.frequency_penalty = num(v, k, -2.0, 2.0)?,
+                "logit_bias" => r.logit_bias = logit_bias(v)?,
+                "stop" => r.stops = stops(v)?,
+                "seed" => {
+                    r.seed = Some(v.as_u64().or_else(|| v.as_i64().map(|x| x as u64)).ok_or_else(
+                        || ApiError::bad(k, "seed must be an integer"),
+                    )?)
+                }
+                "n" | "best_of" => {
+                    if int(v, k, 1, 1).is_err() {
+                        return Err(ApiError::unsupported(k, "other than 1 (one choice per request)"));
+                    }
+                }
+                "logprobs" if chat => logprobs_on = boolean(v, k)?,
+                "top_logprobs" if chat => top_logprobs = Some(int(v, k, 0, 20)? as usize),
+                "logprobs" => r.logprobs = Some(int(v, k, 0, 5)? as usize),
+                "echo" if !chat => {
+                    if boolean(v, k)? {
+                        return Err(ApiError::unsupported(k, "true"));
+                    }
+                }
+                "suffix" if !chat => {
+                    if v.as_str() != Some("") {
+                        return Err(ApiError::unsupported(k, "(fill in the middle)"));
+                    }
+                }
+                // Tools and output formats with no effect: none given, none asked for.
+                "tools" | "functions" if empty(v) => {}
+                "tools" | "functions" => {
+                    tools_given = true;
+                }
+                "tool_choice" | "function_call" if v.as_str() == Some("none") => {}
+                "tool_choice" | "function_call" if v.as_str() == Some("auto") => {}
+                "parallel_tool_calls" => {
+                    boolean(v, k)?;
+                }
+                "response_format" if v.get("type").and_then(Value::as_str) == Some("text") => {}
+                // Tags for stored completions, which floe does not store (nor does OpenAI
+                // without `store`).
+                "user" | "metadata" => {}
+                "store" if v.as_bool() == Some(false) => {}
+                _ => return Err(ApiError::unsupported(k, &format!("(value {})", shown(&v.to_string())))),
+            }
         }
-        Ok(v)
+        if tools_given {
+            return Err(ApiError::unsupported("tools", "yet (tool calls)"));
+        }
+        if chat {
+            if r.messages.is_empty() {
+                return Err(ApiError::bad("messages", "messages must be a non-empty array"));
+            }
+            r.logprobs = match (logprobs_on, top_logprobs) {
+                (true, top) => Some(top.unwrap_or(0)),
+                (false, Some(n)) if n > 0 => {
+                    return Err(ApiError::bad("top_logprobs", "top_logprobs needs logprobs: true"))
+                }
+                _ => None,
+            };
+        }
+        if r.include_usage && !r.stream {
+            return Err(ApiError::bad("stream_options", "stream_options needs stream: true"));
+        }
+        Ok(r)
     }
 }
 
-/// Finds the first stop string in the text as it grows, holding back what could still become
-/// one, so that no stop string (or its start) is ever sent.
-#[derive(Debug, Default)]
-pub struct StopScanner {
-    stops: Vec<String>,
-    text: String,
-    sent: usize,
+fn messages(v: &Value) -> Result<Vec<Message>, ApiError> {
+    let list = v.as_array().ok_or_else(|| ApiError::bad("messages", "messages must be an array"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let o = m.as_object().ok_or_else(|| ApiError::bad("messages", "a message must be an object"))?;
+        let mut role = None;
+        let mut content = String::new();
+        for (key, v) in o.iter().filter(|(_, v)| !v.is_null()) {
+            let at = format!("messages[{i}].{key}");
+            match key.as_str() {
+                "role" => role = v.as_str(),
+                "content" => content = text(v, &at)?,
+                // What an SDK echoes back from an answer, empty.
+                "tool_calls" | "annotations" if empty(v) => {}
+                "refusal" | "name" if v.as_str() == Some("") => {}
+                _ => return Err(ApiError::unsupported(&at, "")),
+            }
+        }
+        let role = match role {
+            Some("developer") => "system",
+            Some(r @ ("system" | "user" | "assistant")) => r,
+            Some("tool") => return Err(ApiError::unsupported(&format!("messages[{i}].role"), "\"tool\" yet")),
+            Some(r) => return Err(ApiError::bad("messages", format!("unknown role {:?}", shown(r)))),
+            None => return Err(ApiError::bad("messages", format!("messages[{i}] has no role"))),
+        };
+        out.push(Message { role: role.to_string(), content });
+    }
+    Ok(out)
 }
 
-impl StopScanner {
-    pub fn new(stops: Vec<String>) -> Self {
-        Self { stops, ..Self::default() }
-    }
-
-    /// Adds `piece`; returns the text that can be sent now and whether a stop string was hit
-    /// (then the returned text ends just before it).
-    pub fn push(&mut self, piece: &str) -> (String, bool) {
-        self.text.push_str(piece);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.text.find(s.as_str())).min() {
-            let out = self.text[self.sent..at.max(self.sent)].to_string();
-            self.sent = self.text.len();
-            return (out, true);
-        }
-        // Hold back the longest tail that is a proper prefix of some stop string.
-        let mut hold = 0;
-        for s in &self.stops {
-            for k in (1..s.len()).rev() {
-                if k <= self.text.len()
-                    && self.text.is_char_boundary(self.text.len() - k)
-                    && s.is_char_boundary(k)
-                    && self.text.ends_with(&s[..k])
-                {
-                    hold = hold.max(k);
-                    break;
+/// The text of a message's `content`: a string, or the text parts of an array of parts.
+fn text(v: &Value, at: &str) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(parts) => {
+            let mut out = String::new();
+            for p in parts {
+                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                    (Some("text"), Some(t)) => out.push_str(t),
+                    _ => return Err(ApiError::unsupported(at, "parts other than text")),
                 }
             }
+            Ok(out)
         }
-        let end = (self.text.len() - hold).max(self.sent);
-        let out = self.text[self.sent..end].to_string();
-        self.sent = end;
-        (out, false)
-    }
-
-    /// The held-back rest, at the end of a generation that hit no stop string.
-    pub fn finish(&mut self) -> String {
-        let out = self.text[self.sent..].to_string();
-        self.sent = self.text.len();
-        out
+        _ => Err(ApiError::bad(at, "content must be a string or text parts")),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stop_strings_are_never_sent_even_across_pieces() {
-        let mut s = StopScanner::new(vec!["END".into()]);
-        let mut out = String::new();
-        for p in ["abc E", "N", "D more"] {
-            let (t, hit) = s.push(p);
-            out.push_str(&t);
-            if hit {
-                break;
-            }
-        }
-        assert_eq!(out, "abc ");
-        let mut s = StopScanner::new(vec!["xyz".into()]);
-        let (a, _) = s.push("hello x");
-        assert_eq!(a, "hello ");
-        assert_eq!(s.finish(), "x");
+/// `stop`: one string or up to four, none empty or longer than [`MAX_STOP_BYTES`].
+fn stops(v: &Value) -> Result<Vec<String>, ApiError> {
+    let list: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        one => vec![one],
+    };
+    let bad = || {
+        ApiError::bad("stop", format!("stop takes up to 4 non-empty strings of at most {MAX_STOP_BYTES} bytes"))
+    };
+    if list.len() > 4 {
+        return Err(bad());
     }
+    list.into_iter()
+        .map(|s| match s.as_str() {
+            Some(s) if !s.is_empty() && s.len() <= MAX_STOP_BYTES => Ok(s.to_string()),
+            _ => Err(bad()),
+        })
+        .collect()
+}
+
+/// `logit_bias`: token id (as a string key) to a bias in [-100, 100].
+fn logit_bias(v: &Value) -> Result<Vec<(u32, f32)>, ApiError> {
+    let o = v.as_object().ok_or_else(|| ApiError::bad("logit_bias", "logit_bias must be an object"))?;
+    o.iter()
+        .map(|(id, b)| {
+            let id: u32 = id
+                .parse()
+                .map_err(|_| ApiError::bad("logit_bias", format!("{:?} is not a token id", shown(id))))?;
+            Ok((id, num(b, "logit_bias", -100.0, 100.0)? as f32))
+        })
+        .collect()
 }

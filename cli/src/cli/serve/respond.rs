@@ -1,0 +1,343 @@
+//! Answering `/v1/chat/completions` and `/v1/completions`: the body read under a deadline and a
+//! size cap, the prompt tokenized off the async threads (with the context checked first by a
+//! bound on its bytes), the generation streamed through the stop-string scanner, and the
+//! answer in OpenAI's shapes (log-probabilities and usage included).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use floe::{GenerateOptions, SamplingParams, TokenLogprobs};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use super::openai::{shown, ApiError, Request};
+use super::stop::StopScanner;
+use super::{AppState, Shared};
+
+/// Largest request body read.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// The body, whole, within `timeout` and [`MAX_BODY_BYTES`].
+async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Err(_) => Err(ApiError::status(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!("the request body did not arrive within {} s", timeout.as_secs()),
+        )),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            let inner = e.into_inner();
+            if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(ApiError::status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                ))
+            } else {
+                Err(ApiError::bad("body", format!("cannot read the request body: {inner}")))
+            }
+        }
+    }
+}
+
+/// A validated request: the prompt's tokens, the options, and what the answer needs to say.
+struct Job {
+    prompt: Vec<u32>,
+    options: GenerateOptions,
+    stops: Vec<String>,
+    stream: bool,
+    include_usage: bool,
+}
+
+fn context_exceeded(message: String) -> ApiError {
+    let mut e = ApiError::bad("messages", message);
+    e.code = Some("context_length_exceeded");
+    e
+}
+
+/// Checks the request against the model and tokenizes its prompt (blocking work).
+fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
+    if let Some(m) = &req.model {
+        if m != &s.name {
+            let mut e = ApiError::status(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                format!("model {:?} does not exist (this server runs {:?})", shown(m), s.name),
+            );
+            e.code = Some("model_not_found");
+            e.param = Some("model".into());
+            return Err(e);
+        }
+    }
+    let vocab = s.engine.spec().vocab;
+    if let Some(&(id, _)) = req.logit_bias.iter().find(|(id, _)| *id as usize >= vocab) {
+        return Err(ApiError::bad("logit_bias", format!("token {id} is outside the vocabulary of {vocab}")));
+    }
+    let ctx = s.engine.context();
+    // A prompt of n bytes has at least n / max_token_bytes tokens (halved for normalizers
+    // that shorten text): one that surely cannot fit is refused before tokenizing.
+    let bytes = if chat { req.messages.iter().map(|m| m.content.len()).sum() } else { req.prompt.len() };
+    let fewest = bytes / (2 * s.max_token_bytes);
+    if fewest > ctx {
+        return Err(context_exceeded(format!(
+            "the prompt has at least {fewest} tokens, more than the {ctx} positions a request has"
+        )));
+    }
+    let codec = s.engine.tokenizer();
+    let prompt = if chat {
+        let pairs: Vec<(&str, &str)> =
+            req.messages.iter().map(|m| (m.role.as_str(), m.content.as_str())).collect();
+        codec.encode_chat(&pairs).map_err(|e| ApiError::bad("messages", e.to_string()))?
+    } else {
+        codec.encode(&req.prompt).map_err(|e| ApiError::bad("prompt", e.to_string()))?
+    };
+    let prompt_tokens = prompt.len();
+    if prompt_tokens == 0 {
+        return Err(ApiError::bad("prompt", "the prompt has no tokens"));
+    }
+    let room = ctx.saturating_sub(prompt_tokens);
+    let max_tokens = req.max_tokens.unwrap_or(s.default_max_tokens.min(room.max(1)));
+    if prompt_tokens + max_tokens > ctx {
+        return Err(context_exceeded(format!(
+            "the prompt ({prompt_tokens} tokens) and max_tokens ({max_tokens}) need more than \
+             the {ctx} positions a request has"
+        )));
+    }
+    let sampling = SamplingParams {
+        temperature: req.temperature as f32,
+        top_p: req.top_p as f32,
+        top_k: req.top_k,
+        repetition_penalty: req.repetition_penalty as f32,
+        presence_penalty: req.presence_penalty as f32,
+        frequency_penalty: req.frequency_penalty as f32,
+        logit_bias: req.logit_bias,
+        // Without a seed every request draws afresh ("regenerate" gives another answer).
+        seed: req.seed.unwrap_or_else(rand::random),
+    };
+    let options = GenerateOptions { max_tokens, sampling, logprobs: req.logprobs, ..Default::default() };
+    Ok(Job { prompt, options, stops: req.stops, stream: req.stream, include_usage: req.include_usage })
+}
+
+pub async fn chat(State(s): State<Shared>, body: Body) -> Response {
+    respond(s, body, true).await
+}
+
+pub async fn completions(State(s): State<Shared>, body: Body) -> Response {
+    respond(s, body, false).await
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Counts a request in flight while it lives.
+struct Active(Shared);
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.counters.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One step of an answer: the text that can be sent, the tokens' log-probabilities, and at the
+/// end the finish reason.
+struct Piece {
+    text: String,
+    logprobs: Option<TokenLogprobs>,
+    finish: Option<&'static str>,
+    tokens: usize,
+    cached: usize,
+}
+
+async fn start(s: &Shared, body: Body, chat: bool) -> Result<Job, ApiError> {
+    let bytes = read_body(body, s.body_timeout).await?;
+    let req = Request::parse(&bytes, chat)?;
+    drop(bytes);
+    // At most a few prompts are tokenized at once, on blocking threads: a flood of huge
+    // prompts neither starves the async threads nor multiplies the tokenizer's memory.
+    let _permit = s.tokenizing.acquire().await.map_err(|_| {
+        ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "server_error", "shutting down")
+    })?;
+    let state = Arc::clone(s);
+    tokio::task::spawn_blocking(move || prepare(&state, req, chat)).await.map_err(|e| {
+        ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "server_error", format!("tokenizer: {e}"))
+    })?
+}
+
+async fn respond(s: Shared, body: Body, chat: bool) -> Response {
+    s.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let job = match start(&s, body, chat).await {
+        Ok(j) => j,
+        Err(e) => {
+            s.counters.errors.fetch_add(1, Ordering::Relaxed);
+            return e.into_response();
+        }
+    };
+    let prompt_tokens = job.prompt.len();
+    s.counters.prompt_tokens.fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+    s.counters.active.fetch_add(1, Ordering::Relaxed);
+    let active = Active(Arc::clone(&s));
+    let id = format!("{}-{:x}", if chat { "chatcmpl" } else { "cmpl" }, rand::random::<u64>());
+    let created = now();
+    let tokens = s.engine.generate_stream(job.prompt, job.options);
+    let mut scan = StopScanner::new(&job.stops);
+    let pieces = tokens.scan((0usize, false), move |(n, done), item| {
+        let out = if *done {
+            None
+        } else {
+            Some(item.map_err(|e| e.to_string()).map(|t| {
+                *n += 1;
+                let (text, hit) = scan.push(&t.text);
+                let finish =
+                    if hit { Some("stop") } else { t.finished.as_ref().map(|f| f.reason.as_str()) };
+                let text = if finish.is_some() && !hit { text + &scan.finish() } else { text };
+                *done = finish.is_some();
+                Piece { text, logprobs: t.logprobs, finish, tokens: *n, cached: t.reused_prompt_tokens }
+            }))
+        };
+        futures::future::ready(out)
+    });
+    let usage = move |n: usize, cached: usize| {
+        json!({"prompt_tokens": prompt_tokens, "completion_tokens": n,
+               "total_tokens": prompt_tokens + n,
+               "prompt_tokens_details": {"cached_tokens": cached}})
+    };
+    let object = match (chat, job.stream) {
+        (true, true) => "chat.completion.chunk",
+        (true, false) => "chat.completion",
+        (false, _) => "text_completion",
+    };
+    let model = s.name.clone();
+    let head = move || json!({"id": id, "object": object, "created": created, "model": model});
+    let codec_state = Arc::clone(&s);
+    let lp_json = move |lps: &[TokenLogprobs]| logprobs_json(&codec_state, lps, chat);
+    if job.stream {
+        let state = Arc::clone(&s);
+        let include_usage = job.include_usage;
+        let mut last: Option<(usize, usize)> = None;
+        let events = pieces
+            .map(move |p| {
+                let _keep = &active;
+                let data = match p {
+                    Ok(p) => {
+                        if p.finish.is_some() {
+                            state.counters.generated_tokens.fetch_add(p.tokens as u64, Ordering::Relaxed);
+                            last = Some((p.tokens, p.cached));
+                        }
+                        let lps: Vec<TokenLogprobs> = p.logprobs.into_iter().collect();
+                        let logprobs = if lps.is_empty() { Value::Null } else { lp_json(&lps) };
+                        let choice = if chat {
+                            json!({"index": 0, "delta": {"role": "assistant", "content": p.text},
+                                   "logprobs": logprobs, "finish_reason": p.finish})
+                        } else {
+                            json!({"index": 0, "text": p.text, "logprobs": logprobs, "finish_reason": p.finish})
+                        };
+                        let mut chunk = head();
+                        chunk["choices"] = json!([choice]);
+                        if include_usage {
+                            chunk["usage"] = Value::Null;
+                        }
+                        chunk
+                    }
+                    Err(e) => json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}}),
+                };
+                let mut out = vec![data];
+                if let (true, Some((n, cached))) = (include_usage, last.take()) {
+                    let mut chunk = head();
+                    chunk["choices"] = json!([]);
+                    chunk["usage"] = usage(n, cached);
+                    out.push(chunk);
+                }
+                futures::stream::iter(
+                    out.into_iter()
+                        .map(|c| Ok::<_, std::convert::Infallible>(Event::default().data(c.to_string()))),
+                )
+            })
+            .flatten()
+            .chain(futures::stream::once(async { Ok(Event::default().data("[DONE]")) }));
+        return Sse::new(events).into_response();
+    }
+    let collected: Vec<_> = pieces.collect().await;
+    drop(active);
+    let (mut text, mut finish, mut n, mut cached) = (String::new(), "length", 0, 0);
+    let mut lps = Vec::new();
+    for p in collected {
+        match p {
+            Ok(p) => {
+                text.push_str(&p.text);
+                n = p.tokens;
+                cached = p.cached;
+                lps.extend(p.logprobs);
+                if let Some(f) = p.finish {
+                    finish = f;
+                }
+            }
+            Err(e) => {
+                s.counters.errors.fetch_add(1, Ordering::Relaxed);
+                return ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e).into_response();
+            }
+        }
+    }
+    s.counters.generated_tokens.fetch_add(n as u64, Ordering::Relaxed);
+    let logprobs = if lps.is_empty() { Value::Null } else { lp_json(&lps) };
+    let choice = if chat {
+        json!({"index": 0, "message": {"role": "assistant", "content": text},
+               "logprobs": logprobs, "finish_reason": finish})
+    } else {
+        json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish})
+    };
+    let mut out = head();
+    out["choices"] = json!([choice]);
+    out["usage"] = usage(n, cached);
+    Json(out).into_response()
+}
+
+/// Log-probabilities in OpenAI's shapes: chat's `{"content": [{token, logprob, bytes,
+/// top_logprobs}]}`, or the completions API's `{tokens, token_logprobs, top_logprobs,
+/// text_offset}`.
+fn logprobs_json(s: &AppState, lps: &[TokenLogprobs], chat: bool) -> Value {
+    let codec = s.engine.tokenizer();
+    let entry = |id: u32, lp: f32| {
+        let token = codec.token_text(id);
+        let bytes: Vec<u8> = token.as_bytes().to_vec();
+        (token, lp, bytes)
+    };
+    if chat {
+        let content: Vec<Value> = lps
+            .iter()
+            .map(|t| {
+                let (token, logprob, bytes) = entry(t.id, t.logprob);
+                let top: Vec<Value> = t
+                    .top
+                    .iter()
+                    .map(|&(id, lp)| {
+                        let (token, logprob, bytes) = entry(id, lp);
+                        json!({"token": token, "logprob": logprob, "bytes": bytes})
+                    })
+                    .collect();
+                json!({"token": token, "logprob": logprob, "bytes": bytes, "top_logprobs": top})
+            })
+            .collect();
+        return json!({"content": content, "refusal": null});
+    }
+    let mut offset = 0;
+    let (mut tokens, mut token_logprobs, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
+    for t in lps {
+        let (token, logprob, _) = entry(t.id, t.logprob);
+        offsets.push(offset);
+        offset += token.chars().count();
+        tokens.push(token);
+        token_logprobs.push(logprob);
+        let top: serde_json::Map<String, Value> =
+            t.top.iter().map(|&(id, lp)| (codec.token_text(id), json!(lp))).collect();
+        tops.push(top);
+    }
+    json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": tops, "text_offset": offsets})
+}
