@@ -1,126 +1,13 @@
 //! `floe serve` end to end on loopback: health, models, chat and completions streamed and not
 //! (equal to `floe run`'s greedy text), concurrent requests, the error bodies, the API key.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 
+use common::{events, floe_run_text, http, post, start, tiny_model};
 use serde_json::{json, Value};
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tiny_model(dir: &std::path::Path) -> std::path::PathBuf {
-    let out = dir.join("tiny");
-    let shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
-    floe::formats::synth::synth(&shape, &out, floe::kernels::DType::Q8_0, 3, &mut |_, _| {})
-        .unwrap();
-    out
-}
-
-fn start(model: &std::path::Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_floe"))
-        .args(["serve", "--port", "0", "--threads", "1", "--model-name", "tiny", "--model"])
-        .arg(model)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = loop {
-        let line = lines.next().expect("server exited before listening").unwrap();
-        if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
-            break rest.split(' ').next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, port }
-}
-
-/// One HTTP/1.1 request; the status and the body (chunked bodies are de-chunked).
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    auth: Option<&str>,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let body = body.unwrap_or("");
-    let auth = auth.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        let mut out = String::new();
-        let mut r = rest;
-        while let Some((size, tail)) = r.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            r = &tail[n + 2..];
-        }
-        out
-    } else {
-        rest.to_string()
-    };
-    (status, body)
-}
-
-fn post(port: u16, path: &str, body: Value) -> (u16, Value) {
-    let (st, b) = http(port, "POST", path, Some(&body.to_string()), None);
-    (st, serde_json::from_str(&b).unwrap_or(Value::Null))
-}
-
-/// The `data:` payloads of an event stream.
-fn events(body: &str) -> Vec<String> {
-    body.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_string).collect()
-}
-
-fn floe_run_text(model: &std::path::Path, prompt: &str, n: usize, chat: bool) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_floe"));
-    cmd.args([
-        "run",
-        "--threads",
-        "1",
-        "--temperature",
-        "0",
-        "--json",
-        "-n",
-        &n.to_string(),
-        "-p",
-        prompt,
-        "--model",
-    ])
-    .arg(model);
-    if chat {
-        cmd.arg("--chat");
-    }
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["text"].as_str().unwrap().to_string()
-}
 
 #[test]
 fn serve_answers_as_floe_run_does_and_refuses_bad_requests() {

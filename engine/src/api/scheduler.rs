@@ -195,7 +195,11 @@ impl Live {
         *core.last.lock() = stats.clone();
         let finished =
             reason.map(|reason| Finished { reason, stats, routes: self.session.routes.take() });
-        let sent = self.job.events.send(Event::Token { id: tok, logprobs, reused: self.reused, finished }).is_ok();
+        let sent = self
+            .job
+            .events
+            .send(Event::Token { id: tok, logprobs, reused: self.reused, finished })
+            .is_ok();
         sent && reason.is_none() && !self.job.gone()
     }
 

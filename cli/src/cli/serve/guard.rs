@@ -49,7 +49,8 @@ impl Access {
             Hosts::Any => true,
             Hosts::Only(names) => {
                 let h = host_name(host);
-                names.iter().any(|n| *n == h) || h.ends_with(".localhost") && names.iter().any(|n| n == "localhost")
+                names.contains(&h)
+                    || h.ends_with(".localhost") && names.iter().any(|n| n == "localhost")
             }
         }
     }
@@ -73,7 +74,8 @@ impl Access {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, k)| k.trim().as_bytes());
         let same = given.is_some_and(|g| {
-            g.len() == key.len() && g.iter().zip(key.as_bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+            g.len() == key.len()
+                && g.iter().zip(key.as_bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
         });
         if same {
             Ok(())
@@ -146,7 +148,11 @@ async fn as_json_error(r: Response) -> Response {
     let body = axum::body::to_bytes(r.into_body(), 4096).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&body);
     let reason = status.canonical_reason().unwrap_or("error");
-    let message = if text.trim().is_empty() { reason.to_string() } else { format!("{reason}: {}", text.trim()) };
+    let message = if text.trim().is_empty() {
+        reason.to_string()
+    } else {
+        format!("{reason}: {}", text.trim())
+    };
     let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
     let mut out = ApiError::status(status, kind, message).into_response();
     // Keep `Allow` on a 405.

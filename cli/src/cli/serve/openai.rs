@@ -118,7 +118,8 @@ impl Request {
         let Value::Object(fields) = v else {
             return Err(ApiError::bad("body", "the request must be a JSON object"));
         };
-        let mut r = Request { temperature: 1.0, top_p: 1.0, repetition_penalty: 1.0, ..Default::default() };
+        let mut r =
+            Request { temperature: 1.0, top_p: 1.0, repetition_penalty: 1.0, ..Default::default() };
         let mut logprobs_on = false;
         let mut top_logprobs = None;
         let mut tools_given = false;
@@ -126,7 +127,11 @@ impl Request {
             let k = key.as_str();
             match k {
                 "model" => {
-                    r.model = Some(v.as_str().ok_or_else(|| ApiError::bad(k, "model must be a string"))?.to_string())
+                    r.model = Some(
+                        v.as_str()
+                            .ok_or_else(|| ApiError::bad(k, "model must be a string"))?
+                            .to_string(),
+                    )
                 }
                 "messages" if chat => r.messages = messages(v)?,
                 "prompt" if !chat => {
@@ -140,11 +145,20 @@ impl Request {
                 }
                 "stream" => r.stream = boolean(v, k)?,
                 "stream_options" => {
-                    let o = v.as_object().ok_or_else(|| ApiError::bad(k, "stream_options must be an object"))?;
+                    let o = v
+                        .as_object()
+                        .ok_or_else(|| ApiError::bad(k, "stream_options must be an object"))?;
                     for (sk, sv) in o.iter().filter(|(_, v)| !v.is_null()) {
                         match sk.as_str() {
-                            "include_usage" => r.include_usage = boolean(sv, "stream_options.include_usage")?,
-                            other => return Err(ApiError::unsupported(&format!("stream_options.{other}"), "")),
+                            "include_usage" => {
+                                r.include_usage = boolean(sv, "stream_options.include_usage")?
+                            }
+                            other => {
+                                return Err(ApiError::unsupported(
+                                    &format!("stream_options.{other}"),
+                                    "",
+                                ))
+                            }
                         }
                     }
                 }
@@ -159,19 +173,26 @@ impl Request {
                     }
                 }
                 "top_k" => r.top_k = int(v, k, 0, i64::from(u32::MAX))? as usize,
-                "repetition_penalty" | "repeat_penalty" => r.repetition_penalty = num(v, k, 0.01, 10.0)?,
+                "repetition_penalty" | "repeat_penalty" => {
+                    r.repetition_penalty = num(v, k, 0.01, 10.0)?
+                }
                 "presence_penalty" => r.presence_penalty = num(v, k, -2.0, 2.0)?,
                 "frequency_penalty" => r.frequency_penalty = num(v, k, -2.0, 2.0)?,
                 "logit_bias" => r.logit_bias = logit_bias(v)?,
                 "stop" => r.stops = stops(v)?,
                 "seed" => {
-                    r.seed = Some(v.as_u64().or_else(|| v.as_i64().map(|x| x as u64)).ok_or_else(
-                        || ApiError::bad(k, "seed must be an integer"),
-                    )?)
+                    r.seed = Some(
+                        v.as_u64()
+                            .or_else(|| v.as_i64().map(|x| x as u64))
+                            .ok_or_else(|| ApiError::bad(k, "seed must be an integer"))?,
+                    )
                 }
                 "n" | "best_of" => {
                     if int(v, k, 1, 1).is_err() {
-                        return Err(ApiError::unsupported(k, "other than 1 (one choice per request)"));
+                        return Err(ApiError::unsupported(
+                            k,
+                            "other than 1 (one choice per request)",
+                        ));
                     }
                 }
                 "logprobs" if chat => logprobs_on = boolean(v, k)?,
@@ -202,7 +223,12 @@ impl Request {
                 // without `store`).
                 "user" | "metadata" => {}
                 "store" if v.as_bool() == Some(false) => {}
-                _ => return Err(ApiError::unsupported(k, &format!("(value {})", shown(&v.to_string())))),
+                _ => {
+                    return Err(ApiError::unsupported(
+                        k,
+                        &format!("(value {})", shown(&v.to_string())),
+                    ))
+                }
             }
         }
         if tools_given {
@@ -228,10 +254,13 @@ impl Request {
 }
 
 fn messages(v: &Value) -> Result<Vec<Message>, ApiError> {
-    let list = v.as_array().ok_or_else(|| ApiError::bad("messages", "messages must be an array"))?;
+    let list =
+        v.as_array().ok_or_else(|| ApiError::bad("messages", "messages must be an array"))?;
     let mut out = Vec::with_capacity(list.len());
     for (i, m) in list.iter().enumerate() {
-        let o = m.as_object().ok_or_else(|| ApiError::bad("messages", "a message must be an object"))?;
+        let o = m
+            .as_object()
+            .ok_or_else(|| ApiError::bad("messages", "a message must be an object"))?;
         let mut role = None;
         let mut content = String::new();
         for (key, v) in o.iter().filter(|(_, v)| !v.is_null()) {
@@ -248,8 +277,12 @@ fn messages(v: &Value) -> Result<Vec<Message>, ApiError> {
         let role = match role {
             Some("developer") => "system",
             Some(r @ ("system" | "user" | "assistant")) => r,
-            Some("tool") => return Err(ApiError::unsupported(&format!("messages[{i}].role"), "\"tool\" yet")),
-            Some(r) => return Err(ApiError::bad("messages", format!("unknown role {:?}", shown(r)))),
+            Some("tool") => {
+                return Err(ApiError::unsupported(&format!("messages[{i}].role"), "\"tool\" yet"))
+            }
+            Some(r) => {
+                return Err(ApiError::bad("messages", format!("unknown role {:?}", shown(r))))
+            }
             None => return Err(ApiError::bad("messages", format!("messages[{i}] has no role"))),
         };
         out.push(Message { role: role.to_string(), content });
@@ -264,7 +297,8 @@ fn text(v: &Value, at: &str) -> Result<String, ApiError> {
         Value::Array(parts) => {
             let mut out = String::new();
             for p in parts {
-                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str))
+                {
                     (Some("text"), Some(t)) => out.push_str(t),
                     _ => return Err(ApiError::unsupported(at, "parts other than text")),
                 }
@@ -282,7 +316,10 @@ fn stops(v: &Value) -> Result<Vec<String>, ApiError> {
         one => vec![one],
     };
     let bad = || {
-        ApiError::bad("stop", format!("stop takes up to 4 non-empty strings of at most {MAX_STOP_BYTES} bytes"))
+        ApiError::bad(
+            "stop",
+            format!("stop takes up to 4 non-empty strings of at most {MAX_STOP_BYTES} bytes"),
+        )
     };
     if list.len() > 4 {
         return Err(bad());
@@ -297,12 +334,13 @@ fn stops(v: &Value) -> Result<Vec<String>, ApiError> {
 
 /// `logit_bias`: token id (as a string key) to a bias in [-100, 100].
 fn logit_bias(v: &Value) -> Result<Vec<(u32, f32)>, ApiError> {
-    let o = v.as_object().ok_or_else(|| ApiError::bad("logit_bias", "logit_bias must be an object"))?;
+    let o =
+        v.as_object().ok_or_else(|| ApiError::bad("logit_bias", "logit_bias must be an object"))?;
     o.iter()
         .map(|(id, b)| {
-            let id: u32 = id
-                .parse()
-                .map_err(|_| ApiError::bad("logit_bias", format!("{:?} is not a token id", shown(id))))?;
+            let id: u32 = id.parse().map_err(|_| {
+                ApiError::bad("logit_bias", format!("{:?} is not a token id", shown(id)))
+            })?;
             Ok((id, num(b, "logit_bias", -100.0, 100.0)? as f32))
         })
         .collect()

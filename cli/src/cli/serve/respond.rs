@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,8 +24,24 @@ use super::{AppState, Shared};
 /// Largest request body read.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
 
-/// The body, whole, within `timeout` and [`MAX_BODY_BYTES`].
-async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, ApiError> {
+fn too_large() -> ApiError {
+    ApiError::status(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// The body, whole, within `timeout` and [`MAX_BODY_BYTES`] (a larger `Content-Length` is
+/// refused before reading).
+async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
         Err(_) => Err(ApiError::status(
             StatusCode::REQUEST_TIMEOUT,
@@ -36,11 +52,7 @@ async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, ApiError> {
         Ok(Err(e)) => {
             let inner = e.into_inner();
             if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Err(ApiError::status(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request_error",
-                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-                ))
+                Err(too_large())
             } else {
                 Err(ApiError::bad("body", format!("cannot read the request body: {inner}")))
             }
@@ -79,12 +91,16 @@ fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
     }
     let vocab = s.engine.spec().vocab;
     if let Some(&(id, _)) = req.logit_bias.iter().find(|(id, _)| *id as usize >= vocab) {
-        return Err(ApiError::bad("logit_bias", format!("token {id} is outside the vocabulary of {vocab}")));
+        return Err(ApiError::bad(
+            "logit_bias",
+            format!("token {id} is outside the vocabulary of {vocab}"),
+        ));
     }
     let ctx = s.engine.context();
     // A prompt of n bytes has at least n / max_token_bytes tokens (halved for normalizers
     // that shorten text): one that surely cannot fit is refused before tokenizing.
-    let bytes = if chat { req.messages.iter().map(|m| m.content.len()).sum() } else { req.prompt.len() };
+    let bytes =
+        if chat { req.messages.iter().map(|m| m.content.len()).sum() } else { req.prompt.len() };
     let fewest = bytes / (2 * s.max_token_bytes);
     if fewest > ctx {
         return Err(context_exceeded(format!(
@@ -122,16 +138,23 @@ fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
         // Without a seed every request draws afresh ("regenerate" gives another answer).
         seed: req.seed.unwrap_or_else(rand::random),
     };
-    let options = GenerateOptions { max_tokens, sampling, logprobs: req.logprobs, ..Default::default() };
-    Ok(Job { prompt, options, stops: req.stops, stream: req.stream, include_usage: req.include_usage })
+    let options =
+        GenerateOptions { max_tokens, sampling, logprobs: req.logprobs, ..Default::default() };
+    Ok(Job {
+        prompt,
+        options,
+        stops: req.stops,
+        stream: req.stream,
+        include_usage: req.include_usage,
+    })
 }
 
-pub async fn chat(State(s): State<Shared>, body: Body) -> Response {
-    respond(s, body, true).await
+pub async fn chat(State(s): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    respond(s, headers, body, true).await
 }
 
-pub async fn completions(State(s): State<Shared>, body: Body) -> Response {
-    respond(s, body, false).await
+pub async fn completions(State(s): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    respond(s, headers, body, false).await
 }
 
 fn now() -> u64 {
@@ -156,8 +179,8 @@ struct Piece {
     cached: usize,
 }
 
-async fn start(s: &Shared, body: Body, chat: bool) -> Result<Job, ApiError> {
-    let bytes = read_body(body, s.body_timeout).await?;
+async fn start(s: &Shared, headers: HeaderMap, body: Body, chat: bool) -> Result<Job, ApiError> {
+    let bytes = read_body(&headers, body, s.body_timeout).await?;
     let req = Request::parse(&bytes, chat)?;
     drop(bytes);
     // At most a few prompts are tokenized at once, on blocking threads: a flood of huge
@@ -167,13 +190,17 @@ async fn start(s: &Shared, body: Body, chat: bool) -> Result<Job, ApiError> {
     })?;
     let state = Arc::clone(s);
     tokio::task::spawn_blocking(move || prepare(&state, req, chat)).await.map_err(|e| {
-        ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "server_error", format!("tokenizer: {e}"))
+        ApiError::status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            format!("tokenizer: {e}"),
+        )
     })?
 }
 
-async fn respond(s: Shared, body: Body, chat: bool) -> Response {
+async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Response {
     s.counters.requests.fetch_add(1, Ordering::Relaxed);
-    let job = match start(&s, body, chat).await {
+    let job = match start(&s, headers, body, chat).await {
         Ok(j) => j,
         Err(e) => {
             s.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -199,7 +226,13 @@ async fn respond(s: Shared, body: Body, chat: bool) -> Response {
                     if hit { Some("stop") } else { t.finished.as_ref().map(|f| f.reason.as_str()) };
                 let text = if finish.is_some() && !hit { text + &scan.finish() } else { text };
                 *done = finish.is_some();
-                Piece { text, logprobs: t.logprobs, finish, tokens: *n, cached: t.reused_prompt_tokens }
+                Piece {
+                    text,
+                    logprobs: t.logprobs,
+                    finish,
+                    tokens: *n,
+                    cached: t.reused_prompt_tokens,
+                }
             }))
         };
         futures::future::ready(out)
@@ -281,7 +314,8 @@ async fn respond(s: Shared, body: Body, chat: bool) -> Response {
             }
             Err(e) => {
                 s.counters.errors.fetch_add(1, Ordering::Relaxed);
-                return ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e).into_response();
+                return ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e)
+                    .into_response();
             }
         }
     }
@@ -335,8 +369,11 @@ fn logprobs_json(s: &AppState, lps: &[TokenLogprobs], chat: bool) -> Value {
         offset += token.chars().count();
         tokens.push(token);
         token_logprobs.push(logprob);
-        let top: serde_json::Map<String, Value> =
-            t.top.iter().map(|&(id, lp)| (codec.token_text(id), json!(lp))).collect();
+        // Keyed by text: of two ids that spell the same text, the likelier (first) stays.
+        let mut top = serde_json::Map::new();
+        for &(id, lp) in &t.top {
+            top.entry(codec.token_text(id)).or_insert(json!(lp));
+        }
         tops.push(top);
     }
     json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": tops, "text_offset": offsets})

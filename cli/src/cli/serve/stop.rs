@@ -156,7 +156,8 @@ mod tests {
             let stops: Vec<String> = (0..rng.gen_range(1..4))
                 .map(|_| (0..rng.gen_range(1..5)).map(|_| alphabet[rng.gen_range(0..6)]).collect())
                 .collect();
-            let pieces: Vec<&str> = (0..rng.gen_range(0..12)).map(|_| alphabet[rng.gen_range(0..6)]).collect();
+            let pieces: Vec<&str> =
+                (0..rng.gen_range(0..12)).map(|_| alphabet[rng.gen_range(0..6)]).collect();
             assert_eq!(scan(&stops, &pieces), reference(&stops, &pieces), "{stops:?} {pieces:?}");
         }
     }
