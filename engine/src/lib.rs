@@ -26,5 +26,6 @@ pub use error::{Error, Result};
 pub use floe_cache as cache;
 pub use floe_io as io;
 pub use floe_kernels as kernels;
+pub use runtime::constraint::Grammar;
 pub use runtime::generate::GenerateOptions;
 pub use runtime::sampling::{SamplingParams, TokenLogprobs};

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::formats::source::open_model;
 use crate::model::tokenizer::{IncrementalDecoder, TextCodec};
 use crate::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts, StreamingStats};
+use crate::runtime::constraint::ConstraintCompiler;
 use crate::runtime::experts::{ExpertSource, ResidentExperts};
 use crate::runtime::generate::{GenStats, GenerateOptions};
 use crate::runtime::sampling::TokenLogprobs;
@@ -154,6 +155,8 @@ pub struct Engine {
     worker: Option<std::thread::JoinHandle<()>>,
     dense_bytes: u64,
     slot_bytes: u64,
+    /// The grammar compiler, built by the first constrained request (or why it cannot be).
+    constraints: std::sync::OnceLock<std::result::Result<ConstraintCompiler, String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -282,6 +285,7 @@ impl Engine {
             worker: Some(worker),
             dense_bytes,
             slot_bytes,
+            constraints: std::sync::OnceLock::new(),
         })
     }
 
@@ -341,10 +345,15 @@ impl Engine {
                 prompt.len()
             )));
         }
+        let constraint = match &options.grammar {
+            Some(g) => Some(self.constraint_compiler()?.compile(g)?),
+            None => None,
+        };
         let (tx, rx) = crossbeam_channel::unbounded();
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Job {
             prompt,
+            constraint,
             options,
             events: tx,
             cancel: Arc::clone(&cancel),
@@ -389,6 +398,18 @@ impl Engine {
         start.chain(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         }))
+    }
+
+    /// The grammar compiler for this model's vocabulary, built on first use.
+    pub fn constraint_compiler(&self) -> Result<&ConstraintCompiler> {
+        self.constraints
+            .get_or_init(|| {
+                let spec = &self.core.model.spec;
+                ConstraintCompiler::new(&self.codec, &self.core.model.cfg.eos_token_ids, spec.vocab)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| Error::Unsupported(e.clone()))
     }
 
     /// Positions one generation holds (prompt and generated tokens together).

@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use super::kept::KeptSessions;
 use crate::error::{Error, Result};
+use crate::runtime::constraint::Constraint;
 use crate::runtime::generate::{GenStats, GenerateOptions};
 use crate::runtime::sampling::{Sampler, TokenLogprobs};
 use crate::runtime::session::{BatchScratch, PassKind};
@@ -61,6 +62,8 @@ pub(crate) enum Event {
 /// A request waiting for the scheduler.
 pub(crate) struct Job {
     pub prompt: Vec<u32>,
+    /// The compiled grammar of `options.grammar`.
+    pub constraint: Option<Constraint>,
     pub options: GenerateOptions,
     pub events: Sender<Event>,
     pub cancel: Arc<AtomicBool>,
@@ -174,7 +177,21 @@ impl Live {
     /// Samples the next token from `logits`, sends it; returns whether the generation goes on.
     fn take_token(&mut self, core: &Core, logits: &mut [f32]) -> bool {
         self.sampler.adjust(logits, &self.history);
+        let mut grammar_done = false;
+        if let Some(c) = self.job.constraint.as_mut() {
+            if let Err(e) = c.mask(logits) {
+                let _ = self.job.events.send(Event::Failed(e));
+                return false;
+            }
+        }
         let tok = self.sampler.choose(logits);
+        if let Some(c) = self.job.constraint.as_mut() {
+            if let Err(e) = c.commit(tok) {
+                let _ = self.job.events.send(Event::Failed(e));
+                return false;
+            }
+            grammar_done = c.is_done();
+        }
         self.sampler.note(tok);
         let logprobs = self.job.options.logprobs.map(|top| Sampler::logprobs(logits, tok, top));
         self.history.push(tok);
@@ -184,7 +201,8 @@ impl Live {
             self.decode_start = Instant::now();
         }
         let o = &self.job.options;
-        let reason = if !o.ignore_eos && core.model.cfg.eos_token_ids.contains(&tok) {
+        let reason = if grammar_done || !o.ignore_eos && core.model.cfg.eos_token_ids.contains(&tok)
+        {
             Some(FinishReason::Stop)
         } else if self.generated >= o.max_tokens || self.session.position() >= core.context() {
             Some(FinishReason::Length)

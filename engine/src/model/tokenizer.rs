@@ -104,6 +104,11 @@ impl TextCodec {
         self.tok.decode(ids, true).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))
     }
 
+    /// The `tokenizers` tokenizer underneath.
+    pub fn hf(&self) -> &tokenizers::Tokenizer {
+        &self.tok
+    }
+
     /// The text of one token as the tokenizer spells it (special tokens included; a byte-level
     /// piece of a multi-byte character is U+FFFD).
     pub fn token_text(&self, id: u32) -> String {

@@ -21,6 +21,9 @@ pub struct GenerateOptions {
     /// Report each generated token's log-probability and this many most likely alternatives
     /// (`Some(0)`: the chosen token's only).
     pub logprobs: Option<usize>,
+    /// What the output must match (constrained decoding); a generation ends when its grammar
+    /// is complete.
+    pub grammar: Option<crate::runtime::constraint::Grammar>,
 }
 
 impl Default for GenerateOptions {
@@ -32,6 +35,7 @@ impl Default for GenerateOptions {
             prefill_chunk: 512,
             record_routes: false,
             logprobs: None,
+            grammar: None,
         }
     }
 }

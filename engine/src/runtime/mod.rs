@@ -3,6 +3,7 @@
 //! and generation.
 
 mod attention;
+pub mod constraint;
 mod deltanet;
 pub mod experts;
 mod ffn;
