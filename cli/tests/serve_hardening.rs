@@ -140,7 +140,8 @@ fn request_fields_are_checked_and_echoes_truncated() {
         json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "f"}}]}),
         "tools",
     );
-    bad(json!({"messages": msgs, "response_format": {"type": "json_object"}}), "response_format");
+    bad(json!({"messages": msgs, "response_format": {"type": "xml"}}), "response_format");
+    bad(json!({"messages": msgs, "grammar": "root ::= \"a\""}), "grammar");
     bad(json!({"messages": msgs, "n": 2}), "n");
     bad(json!({"messages": msgs, "stop": ["x".repeat(5000)]}), "stop");
     bad(json!({"messages": msgs, "logit_bias": {"99999999": 5}}), "logit_bias");

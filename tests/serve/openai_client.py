@@ -116,6 +116,56 @@ except urllib.error.HTTPError as e:
     body = json.loads(e.read())
     check(e.code == 400 and "error" in body and body["error"]["message"], "malformed JSON: 400 with an error body")
 
+# 3b. Structured output and sampling parameters, as agents and apps use them.
+from typing import List, Literal
+
+import pydantic
+
+
+class Pet(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=10)
+    legs: int = pydantic.Field(ge=0, le=8)
+    colors: List[Literal["black", "white", "brown"]] = pydantic.Field(max_length=3)
+
+
+msgs = [{"role": "user", "content": "Describe a pet"}]
+for seed in range(3):
+    r = client.beta.chat.completions.parse(model=NAME, messages=msgs, response_format=Pet, temperature=1,
+                                           seed=seed, max_tokens=200)
+    pet = r.choices[0].message.parsed
+    check(isinstance(pet, Pet), f"chat.completions.parse returns a Pet (seed {seed}: {r.choices[0].message.content!r})")
+# Any JSON object: every answer that ends by itself parses as one (a random model may also
+# write one long string until max_tokens, so some must end, and all that end must parse).
+ended = 0
+for seed in range(8):
+    r = client.chat.completions.create(model=NAME, messages=msgs, response_format={"type": "json_object"},
+                                       temperature=1, seed=seed, max_tokens=120)
+    if r.choices[0].finish_reason == "stop":
+        ended += 1
+        text = r.choices[0].message.content
+        try:
+            ok = isinstance(json.loads(text), dict)
+        except ValueError:
+            ok = False
+        check(ok, f"json_object answer {seed} is a JSON object ({text!r})")
+check(ended >= 2, f"json_object answers that ended by themselves: {ended} of 8")
+r = client.chat.completions.create(model=NAME, messages=msgs, temperature=0, max_tokens=8, logprobs=True, top_logprobs=2)
+lp = r.choices[0].logprobs.content
+check(len(lp) == r.usage.completion_tokens and all(e.top_logprobs[0].logprob == e.logprob for e in lp),
+      "logprobs: one per token, the greedy token is the top one")
+draws = [client.completions.create(model=NAME, prompt="Once", temperature=1, max_tokens=16).choices[0].text for _ in range(2)]
+check(draws[0] != draws[1], "two unseeded requests at temperature 1 differ")
+draws = [client.completions.create(model=NAME, prompt="Once", temperature=1, max_tokens=16, seed=4).choices[0].text for _ in range(2)]
+check(draws[0] == draws[1], "two seeded requests agree")
+usage_chunks = [c for c in client.chat.completions.create(model=NAME, messages=msgs, max_tokens=4, stream=True,
+                                                          stream_options={"include_usage": True}) if not c.choices]
+check(len(usage_chunks) == 1 and usage_chunks[0].usage.completion_tokens == 4, "include_usage: one final chunk with usage")
+try:
+    client.chat.completions.create(model=NAME, messages=msgs, max_tokens=4, extra_body={"mirostat": 2})
+    check(False, "an unknown parameter refused")
+except openai.BadRequestError as e:
+    check("mirostat" in str(e), "an unknown parameter: 400 naming it")
+
 # 4. Load: 200 requests from 8 clients, no errors, RSS back within 5 % of where it started
 # (measured after one warm-up round, which sizes the buffers and fills the kept sessions).
 def one(i):

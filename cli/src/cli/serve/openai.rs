@@ -85,6 +85,8 @@ pub struct Request {
     pub seed: Option<u64>,
     /// Log-probabilities asked for: how many alternatives per token.
     pub logprobs: Option<usize>,
+    /// What the output must match (`response_format`, `grammar`).
+    pub grammar: Option<floe::Grammar>,
 }
 
 fn num(v: &Value, key: &str, lo: f64, hi: f64) -> Result<f64, ApiError> {
@@ -218,7 +220,24 @@ impl Request {
                 "parallel_tool_calls" => {
                     boolean(v, k)?;
                 }
-                "response_format" if v.get("type").and_then(Value::as_str) == Some("text") => {}
+                "response_format" => r.grammar = response_format(v)?,
+                // llama.cpp's field; llguidance reads Lark (llama.cpp's `%llguidance` form).
+                "grammar" => {
+                    let g =
+                        v.as_str().ok_or_else(|| ApiError::bad(k, "grammar must be a string"))?;
+                    let lark = g.trim_start().strip_prefix("%llguidance").map(|rest| {
+                        rest.trim_start().strip_prefix("{}").unwrap_or(rest).to_string()
+                    });
+                    match lark {
+                        Some(l) => r.grammar = Some(floe::Grammar::Lark(l)),
+                        None => {
+                            return Err(ApiError::unsupported(
+                                k,
+                                "in GBNF: give a Lark grammar starting with %llguidance {}",
+                            ))
+                        }
+                    }
+                }
                 // Tags for stored completions, which floe does not store (nor does OpenAI
                 // without `store`).
                 "user" | "metadata" => {}
@@ -250,6 +269,29 @@ impl Request {
             return Err(ApiError::bad("stream_options", "stream_options needs stream: true"));
         }
         Ok(r)
+    }
+}
+
+/// `response_format`: `text`, `json_object`, or `json_schema` with its `schema`.
+fn response_format(v: &Value) -> Result<Option<floe::Grammar>, ApiError> {
+    let k = "response_format";
+    match v.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(floe::Grammar::JsonObject)),
+        Some("json_schema") => {
+            let spec = v
+                .get("json_schema")
+                .ok_or_else(|| ApiError::bad(k, "json_schema needs response_format.json_schema"))?;
+            let schema = spec.get("schema").cloned().unwrap_or(json!({}));
+            if !schema.is_object() && !schema.is_boolean() {
+                return Err(ApiError::bad(
+                    k,
+                    "response_format.json_schema.schema must be a JSON schema",
+                ));
+            }
+            Ok(Some(floe::Grammar::JsonSchema(schema)))
+        }
+        _ => Err(ApiError::bad(k, "response_format.type must be text, json_object or json_schema")),
     }
 }
 

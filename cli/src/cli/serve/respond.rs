@@ -96,6 +96,13 @@ fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
             format!("token {id} is outside the vocabulary of {vocab}"),
         ));
     }
+    if let Some(g) = &req.grammar {
+        // Compiled here too, so that a schema llguidance refuses is the client's 400.
+        let compiler = s.engine.constraint_compiler().map_err(|e| {
+            ApiError::status(StatusCode::NOT_IMPLEMENTED, "server_error", e.to_string())
+        })?;
+        compiler.compile(g).map_err(|e| ApiError::bad("response_format", e.to_string()))?;
+    }
     let ctx = s.engine.context();
     // A prompt of n bytes has at least n / max_token_bytes tokens (halved for normalizers
     // that shorten text): one that surely cannot fit is refused before tokenizing.
@@ -138,8 +145,13 @@ fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
         // Without a seed every request draws afresh ("regenerate" gives another answer).
         seed: req.seed.unwrap_or_else(rand::random),
     };
-    let options =
-        GenerateOptions { max_tokens, sampling, logprobs: req.logprobs, ..Default::default() };
+    let options = GenerateOptions {
+        max_tokens,
+        sampling,
+        logprobs: req.logprobs,
+        grammar: req.grammar,
+        ..Default::default()
+    };
     Ok(Job {
         prompt,
         options,
