@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+#[allow(unused_imports)]
+use floe::model::tools::ToolDialect;
 use floe::runtime::sampling::SamplingParams;
 use floe::{Engine, EngineConfig, ExpertMemory, GenerateOptions, Grammar};
 use floe_kernels::DType;
@@ -115,5 +117,101 @@ fn a_constrained_generation_in_a_batch_gets_its_tokens_alone() {
         let b = std::thread::spawn(move || generate(&e2, "Free text", None, 4).0);
         assert_eq!(a.join().unwrap(), alone_c);
         assert_eq!(b.join().unwrap(), alone_f);
+    }
+}
+
+/// Each family's chat template with tools (a full round: the tools offered, an assistant call,
+/// the tool's answer), then a call forced by the grammar of that family's syntax: it reads
+/// back as calls of offered tools whose arguments have every required field, typed.
+#[test]
+fn forced_tool_calls_read_back_in_every_family_syntax() {
+    use floe::model::tools::{calls_grammar, dialect_for, ToolSpec};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/templates");
+    let tools_json = vec![
+        json!({"type": "function", "function": {"name": "get_weather", "description": "Weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7}}, "required": ["city", "days"]}}}),
+        json!({"type": "function", "function": {"name": "add", "description": "Sum",
+            "parameters": {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
+                "b": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["a", "b"]}}}),
+    ];
+    let tools: Vec<ToolSpec> = tools_json
+        .iter()
+        .map(|t| ToolSpec {
+            name: t["function"]["name"].as_str().unwrap().into(),
+            parameters: t["function"]["parameters"].clone(),
+        })
+        .collect();
+    let messages = vec![
+        json!({"role": "system", "content": "You help."}),
+        json!({"role": "user", "content": "Weather in Paris?"}),
+        // Mistral's template wants 9-character call ids.
+        json!({"role": "assistant", "content": "", "tool_calls": [{"id": "call00001", "type": "function",
+            "function": {"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}}]}),
+        json!({"role": "tool", "tool_call_id": "call00001", "content": "sunny"}),
+        json!({"role": "assistant", "content": "It is sunny."}),
+        json!({"role": "user", "content": "And 2 + 3?"}),
+    ];
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            (p.extension()? == "jinja").then_some(p)
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 7, "template fixtures missing from {dir}");
+    let dir_m = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir_m.path().join("tiny");
+    let shape = floe::formats::synth::SynthShape::preset("tiny").unwrap();
+    floe::formats::synth::synth(&shape, &path, DType::Q8_0, 4, &mut |_, _| {}).unwrap();
+    for file in files {
+        let template = std::fs::read_to_string(&file).unwrap();
+        let dialect = dialect_for(&template).unwrap();
+        let cfg = EngineConfig {
+            experts: ExpertMemory::Resident,
+            threads: 2,
+            chat_template: Some(template),
+            ..Default::default()
+        };
+        let e = Engine::open(&path, cfg).unwrap();
+        let codec = e.tokenizer();
+        let prompt = codec
+            .encode_conversation(&messages, Some(&tools_json))
+            .unwrap_or_else(|err| panic!("{file:?}: {err}"));
+        let rendered = codec.render_conversation(&messages, Some(&tools_json)).unwrap();
+        assert!(rendered.contains("get_weather") && rendered.contains("sunny"), "{file:?}");
+        for (only, seed) in [(None, 1), (Some("add"), 2), (None, 3)] {
+            let lark = calls_grammar(dialect, codec, &tools, only).unwrap();
+            let opts = GenerateOptions {
+                max_tokens: 400,
+                sampling: SamplingParams { temperature: 1.0, seed, ..Default::default() },
+                grammar: Some(Grammar::Lark(lark.clone())),
+                ..Default::default()
+            };
+            let ids: Vec<u32> = e
+                .generate_ids(prompt.clone(), opts)
+                .unwrap_or_else(|err| panic!("{file:?}: {err}\n{lark}"))
+                .map(|t| t.unwrap().id)
+                .collect();
+            let text = codec.decode_with_specials(&ids).unwrap();
+            let parsed = dialect.parse(&text, &tools);
+            assert!(!parsed.calls.is_empty(), "{file:?} {}: no call in {text:?}", dialect.name());
+            for c in &parsed.calls {
+                assert!(only.is_none_or(|n| n == c.name), "{file:?}: {}", c.name);
+                let args: Value = serde_json::from_str(&c.arguments).unwrap();
+                let ok = match c.name.as_str() {
+                    "get_weather" => {
+                        args["city"].as_str().is_some_and(|s| s.chars().count() <= 12)
+                            && args["days"].as_i64().is_some_and(|d| (1..=7).contains(&d))
+                    }
+                    "add" => ["a", "b"]
+                        .iter()
+                        .all(|k| args[k].as_i64().is_some_and(|v| (0..=99).contains(&v))),
+                    _ => false,
+                };
+                assert!(ok, "{file:?} {}: {c:?} from {text:?}", dialect.name());
+            }
+        }
     }
 }

@@ -90,6 +90,8 @@ pub struct EngineConfig {
     /// Finished generations whose state is kept for a later prompt that starts with the same
     /// tokens (0: none).
     pub kept_sessions: usize,
+    /// A chat template (Jinja text) to use instead of the model's own.
+    pub chat_template: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -106,6 +108,7 @@ impl Default for EngineConfig {
             session: SessionOptions { ctx: None, kv_dtype: floe_kernels::ops::KvDType::F16 },
             max_sequences: 8,
             kept_sessions: 4,
+            chat_template: None,
         }
     }
 }
@@ -184,12 +187,15 @@ impl Engine {
     /// place, its tokenizer rebuilt from its metadata).
     pub fn open(path: &Path, config: EngineConfig) -> Result<Self> {
         let opened = open_model(path, config.verify, config.tokenizer.as_deref())?;
-        let codec = opened.codec.ok_or_else(|| {
+        let mut codec = opened.codec.ok_or_else(|| {
             Error::Invalid(format!(
                 "{}: no tokenizer, the Engine needs text in and out (give a tokenizer directory)",
                 path.display()
             ))
         })?;
+        if let Some(t) = &config.chat_template {
+            codec.set_chat_template(t.clone());
+        }
         let dense = opened.dense;
         let spec = crate::model::spec::ModelSpec::from_config(&opened.config)?;
         let sequences = config.max_sequences.max(1) as u64;

@@ -3,7 +3,9 @@
 //! the runtime executes, and the tokenizer. Nothing here reads a file format or runs anything.
 
 pub mod arch;
+pub mod chat_template;
 pub mod config;
 pub mod spec;
 pub mod tokenizer;
+pub mod tools;
 pub mod validate;

@@ -134,26 +134,42 @@ impl TextCodec {
     /// a prompt with such a content takes the slower path (tokenized between the template's
     /// special tokens, piece by piece); every other prompt is tokenized as `encode` does.
     pub fn encode_chat(&self, messages: &[(&str, &str)]) -> Result<Vec<u32>> {
+        let messages: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+            .collect();
+        self.encode_conversation(&messages, None)
+    }
+
+    /// Token ids of a conversation of OpenAI-style messages (`role`, `content`, an assistant's
+    /// `tool_calls`, a tool's `tool_call_id`) and the tools offered, rendered by the chat
+    /// template; every string the messages and tools hold is text, as in
+    /// [`encode_chat`](Self::encode_chat).
+    pub fn encode_conversation(
+        &self,
+        messages: &[serde_json::Value],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<Vec<u32>> {
         let Some(finder) = &self.special_finder else {
-            return self.encode(&self.render_chat(messages)?);
+            return self.encode(&self.render_conversation(messages, tools)?);
         };
         let placeholders: Vec<String> =
             (0..self.specials.len()).map(|i| placeholder(i).to_string()).collect();
         let mut escaped_any = false;
-        let contents: Vec<String> = messages
-            .iter()
-            .map(|(_, c)| {
-                if finder.is_match(c) {
+        let mut escape = |v: &serde_json::Value| {
+            let mut v = v.clone();
+            escape_strings(&mut v, &mut |s: &mut String| {
+                if finder.is_match(s.as_str()) {
                     escaped_any = true;
-                    finder.replace_all(c, &placeholders)
-                } else {
-                    c.to_string()
+                    *s = finder.replace_all(s, &placeholders);
                 }
-            })
-            .collect();
-        let pairs: Vec<(&str, &str)> =
-            messages.iter().zip(&contents).map(|((r, _), c)| (*r, c.as_str())).collect();
-        let rendered = self.render_chat(&pairs)?;
+            });
+            v
+        };
+        let messages: Vec<serde_json::Value> = messages.iter().map(&mut escape).collect();
+        let tools: Option<Vec<serde_json::Value>> =
+            tools.map(|t| t.iter().map(&mut escape).collect());
+        let rendered = self.render_conversation(&messages, tools.as_deref())?;
         if !escaped_any {
             return self.encode(&rendered);
         }
@@ -185,6 +201,27 @@ impl TextCodec {
         Ok(ids)
     }
 
+    /// The first special token spelled in `text`: where, its length in bytes, its id.
+    pub fn find_special(&self, text: &str) -> Option<(usize, usize, u32)> {
+        let m = self.special_finder.as_ref()?.find(text)?;
+        Some((m.start(), m.len(), self.specials[m.pattern().as_usize()].1))
+    }
+
+    /// Text of `ids` with special tokens spelled out (what tool-call syntaxes need to see).
+    pub fn decode_with_specials(&self, ids: &[u32]) -> Result<String> {
+        self.tok.decode(ids, false).map_err(|e| Error::Invalid(format!("tokenizer: {e}")))
+    }
+
+    /// The chat template, if the model has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
+    /// Uses `template` (Jinja text) as the chat template.
+    pub fn set_chat_template(&mut self, template: String) {
+        self.chat_template = Some(template);
+    }
+
     /// The special token a placeholder character stands for.
     fn unplaceholder(&self, ch: char) -> Option<&str> {
         let i = (ch as u32).checked_sub(PLACEHOLDER_BASE)? as usize;
@@ -194,27 +231,30 @@ impl TextCodec {
     /// A conversation (`(role, content)` pairs: system, user, assistant) rendered by the
     /// model's chat template, generation prompt added.
     pub fn render_chat(&self, messages: &[(&str, &str)]) -> Result<String> {
+        let messages: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+            .collect();
+        self.render_conversation(&messages, None)
+    }
+
+    /// OpenAI-style messages and tools rendered by the chat template, generation prompt added.
+    pub fn render_conversation(
+        &self,
+        messages: &[serde_json::Value],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<String> {
         let tpl = self.chat_template.as_deref().ok_or_else(|| {
             Error::Invalid(
                 "--chat: this model has no chat template (tokenizer_config.json chat_template)"
                     .into(),
             )
         })?;
-        let mut env = minijinja::Environment::new();
-        minijinja_contrib::add_to_environment(&mut env);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-            },
-        );
-        env.add_template("chat", tpl).map_err(|e| Error::Invalid(format!("chat template: {e}")))?;
+        let env = super::chat_template::environment(tpl)
+            .map_err(|e| Error::Invalid(format!("chat template: {e}")))?;
         let ctx = minijinja::context! {
-            messages => messages
-                .iter()
-                .map(|(role, content)| minijinja::context! { role => *role, content => *content })
-                .collect::<Vec<_>>(),
+            messages => minijinja::Value::from_serialize(messages),
+            tools => tools.map(minijinja::Value::from_serialize),
             add_generation_prompt => true,
             bos_token => self.bos.clone().unwrap_or_default(),
             eos_token => self.eos.clone().unwrap_or_default(),
@@ -222,6 +262,16 @@ impl TextCodec {
         env.get_template("chat")
             .and_then(|t| t.render(ctx))
             .map_err(|e| Error::Invalid(format!("chat template: {e}")))
+    }
+}
+
+/// Applies `f` to every string inside `v`.
+fn escape_strings(v: &mut serde_json::Value, f: &mut impl FnMut(&mut String)) {
+    match v {
+        serde_json::Value::String(s) => f(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| escape_strings(x, f)),
+        serde_json::Value::Object(o) => o.values_mut().for_each(|x| escape_strings(x, f)),
+        _ => {}
     }
 }
 
