@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 FLOE=${1:-target/debug/floe}
 [ -x "$FLOE" ] || cargo build -q -p floe-cli
-if ! python3 -c "import openai" 2>/dev/null; then
-  python3 -m pip install -q openai 2>/dev/null || python3 -m pip install -q --break-system-packages openai
+if ! python3 -c "import openai, langchain_openai" 2>/dev/null; then
+  python3 -m pip install -q openai langchain-openai 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages openai langchain-openai
 fi
 if ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
@@ -26,3 +27,19 @@ done
 url=$(grep -o "http://[0-9.:]*" "$work/log" | head -1)
 [ -n "$url" ] || { cat "$work/log"; exit 1; }
 python3 tests/serve/openai_client.py "$FLOE" "$work/model" "$url" "$pid"
+
+# Tool calls with the real chat templates of three families (Qwen3, gpt-oss, DeepSeek-V3.1).
+for tpl in Qwen-Qwen3-0.6B openai-gpt-oss-120b deepseek-ai-DeepSeek-V3.1; do
+  "$FLOE" serve --model "$work/model" --port 0 --ctx 2048 \
+    --chat-template-file "tests/fixtures/templates/$tpl.jinja" >"$work/log-$tpl" 2>&1 &
+  tpid=$!
+  for _ in $(seq 100); do
+    grep -q "listening on" "$work/log-$tpl" && break
+    sleep 0.1
+  done
+  turl=$(grep -o "http://[0-9.:]*" "$work/log-$tpl" | head -1)
+  [ -n "$turl" ] || { cat "$work/log-$tpl"; exit 1; }
+  python3 tests/serve/tools_client.py "$turl" "$tpl" || { kill "$tpid"; exit 1; }
+  kill "$tpid"
+done
+echo "all tool-call checks passed"

@@ -182,7 +182,7 @@ fn forced_tool_calls_read_back_in_every_family_syntax() {
         let rendered = codec.render_conversation(&messages, Some(&tools_json)).unwrap();
         assert!(rendered.contains("get_weather") && rendered.contains("sunny"), "{file:?}");
         for (only, seed) in [(None, 1), (Some("add"), 2), (None, 3)] {
-            let lark = calls_grammar(dialect, codec, &tools, only).unwrap();
+            let lark = calls_grammar(dialect, codec, &tools, only, only.is_none()).unwrap();
             let opts = GenerateOptions {
                 max_tokens: 400,
                 sampling: SamplingParams { temperature: 1.0, seed, ..Default::default() },

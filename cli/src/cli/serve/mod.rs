@@ -10,6 +10,7 @@ mod net;
 mod openai;
 mod respond;
 mod stop;
+mod tools;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,6 +84,10 @@ pub struct ServeArgs {
     /// start) does not run those tokens again (0: none).
     #[arg(long, default_value_t = 4, value_name = "N")]
     keep_sessions: usize,
+    /// A chat template (Jinja) to use instead of the model's own, as llama.cpp's flag of the
+    /// same name.
+    #[arg(long, value_name = "FILE")]
+    chat_template_file: Option<PathBuf>,
     /// Answer length when a request gives no max_tokens.
     #[arg(long, default_value_t = 256)]
     default_max_tokens: usize,
@@ -120,6 +125,13 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         session: SessionOptions { ctx: a.ctx, kv_dtype },
         max_sequences: a.parallel.max(1),
         kept_sessions: a.keep_sessions,
+        chat_template: match &a.chat_template_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("--chat-template-file {}", f.display()))?,
+            ),
+            None => None,
+        },
         ..a.stream.engine_config(false, 0, "moe")?
     };
     let engine = Arc::new(

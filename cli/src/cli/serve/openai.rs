@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use super::stop::MAX_STOP_BYTES;
+use super::tools::{ToolChoice, Tools};
 
 /// An API error: its HTTP status and OpenAI's `{"error": {...}}` body.
 #[derive(Debug)]
@@ -58,18 +59,12 @@ pub fn shown(s: &str) -> String {
     }
 }
 
-/// One chat message: role and text.
-#[derive(Debug)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
-}
-
 /// A checked request to `/v1/chat/completions` or `/v1/completions`.
 #[derive(Debug, Default)]
 pub struct Request {
     pub model: Option<String>,
-    pub messages: Vec<Message>,
+    /// The conversation as the chat template renders it.
+    pub messages: Vec<Value>,
     pub prompt: String,
     pub stream: bool,
     pub include_usage: bool,
@@ -87,6 +82,8 @@ pub struct Request {
     pub logprobs: Option<usize>,
     /// What the output must match (`response_format`, `grammar`).
     pub grammar: Option<floe::Grammar>,
+    /// The tools offered (none, or `tool_choice` none: `None`).
+    pub tools: Option<Tools>,
 }
 
 fn num(v: &Value, key: &str, lo: f64, hi: f64) -> Result<f64, ApiError> {
@@ -108,7 +105,7 @@ fn boolean(v: &Value, key: &str) -> Result<bool, ApiError> {
 }
 
 /// Whether a value is its field's "nothing": an empty array or object.
-fn empty(v: &Value) -> bool {
+pub fn empty(v: &Value) -> bool {
     v.as_array().is_some_and(Vec::is_empty) || v.as_object().is_some_and(Map::is_empty)
 }
 
@@ -124,7 +121,9 @@ impl Request {
             Request { temperature: 1.0, top_p: 1.0, repetition_penalty: 1.0, ..Default::default() };
         let mut logprobs_on = false;
         let mut top_logprobs = None;
-        let mut tools_given = false;
+        let mut tools = None;
+        let mut choice = None;
+        let mut parallel = true;
         for (key, v) in fields.iter().filter(|(_, v)| !v.is_null()) {
             let k = key.as_str();
             match k {
@@ -135,7 +134,7 @@ impl Request {
                             .to_string(),
                     )
                 }
-                "messages" if chat => r.messages = messages(v)?,
+                "messages" if chat => r.messages = super::tools::messages(v)?,
                 "prompt" if !chat => {
                     r.prompt = match v {
                         Value::String(p) => p.clone(),
@@ -210,16 +209,10 @@ impl Request {
                         return Err(ApiError::unsupported(k, "(fill in the middle)"));
                     }
                 }
-                // Tools and output formats with no effect: none given, none asked for.
-                "tools" | "functions" if empty(v) => {}
-                "tools" | "functions" => {
-                    tools_given = true;
-                }
-                "tool_choice" | "function_call" if v.as_str() == Some("none") => {}
-                "tool_choice" | "function_call" if v.as_str() == Some("auto") => {}
-                "parallel_tool_calls" => {
-                    boolean(v, k)?;
-                }
+                "tools" if chat => tools = Some(super::tools::parse_tools(v)?),
+                "functions" | "function_call" if empty(v) => {}
+                "tool_choice" if chat => choice = Some(super::tools::parse_choice(v)?),
+                "parallel_tool_calls" if chat => parallel = boolean(v, k)?,
                 "response_format" => r.grammar = response_format(v)?,
                 // llama.cpp's field; llguidance reads Lark (llama.cpp's `%llguidance` form).
                 "grammar" => {
@@ -250,9 +243,24 @@ impl Request {
                 }
             }
         }
-        if tools_given {
-            return Err(ApiError::unsupported("tools", "yet (tool calls)"));
-        }
+        r.tools = match (tools, choice) {
+            (None, Some(ToolChoice::Required | ToolChoice::Named(_))) => {
+                return Err(ApiError::bad("tool_choice", "tool_choice needs tools"))
+            }
+            (Some((json, specs)), choice) if !specs.is_empty() => {
+                let choice = choice.unwrap_or(ToolChoice::Auto);
+                if let ToolChoice::Named(n) = &choice {
+                    if !specs.iter().any(|s| &s.name == n) {
+                        return Err(ApiError::bad(
+                            "tool_choice",
+                            format!("no tool is named {:?}", shown(n)),
+                        ));
+                    }
+                }
+                Some(Tools { json, specs, choice, parallel })
+            }
+            _ => None,
+        };
         if chat {
             if r.messages.is_empty() {
                 return Err(ApiError::bad("messages", "messages must be a non-empty array"));
@@ -292,62 +300,6 @@ fn response_format(v: &Value) -> Result<Option<floe::Grammar>, ApiError> {
             Ok(Some(floe::Grammar::JsonSchema(schema)))
         }
         _ => Err(ApiError::bad(k, "response_format.type must be text, json_object or json_schema")),
-    }
-}
-
-fn messages(v: &Value) -> Result<Vec<Message>, ApiError> {
-    let list =
-        v.as_array().ok_or_else(|| ApiError::bad("messages", "messages must be an array"))?;
-    let mut out = Vec::with_capacity(list.len());
-    for (i, m) in list.iter().enumerate() {
-        let o = m
-            .as_object()
-            .ok_or_else(|| ApiError::bad("messages", "a message must be an object"))?;
-        let mut role = None;
-        let mut content = String::new();
-        for (key, v) in o.iter().filter(|(_, v)| !v.is_null()) {
-            let at = format!("messages[{i}].{key}");
-            match key.as_str() {
-                "role" => role = v.as_str(),
-                "content" => content = text(v, &at)?,
-                // What an SDK echoes back from an answer, empty.
-                "tool_calls" | "annotations" if empty(v) => {}
-                "refusal" | "name" if v.as_str() == Some("") => {}
-                _ => return Err(ApiError::unsupported(&at, "")),
-            }
-        }
-        let role = match role {
-            Some("developer") => "system",
-            Some(r @ ("system" | "user" | "assistant")) => r,
-            Some("tool") => {
-                return Err(ApiError::unsupported(&format!("messages[{i}].role"), "\"tool\" yet"))
-            }
-            Some(r) => {
-                return Err(ApiError::bad("messages", format!("unknown role {:?}", shown(r))))
-            }
-            None => return Err(ApiError::bad("messages", format!("messages[{i}] has no role"))),
-        };
-        out.push(Message { role: role.to_string(), content });
-    }
-    Ok(out)
-}
-
-/// The text of a message's `content`: a string, or the text parts of an array of parts.
-fn text(v: &Value, at: &str) -> Result<String, ApiError> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(parts) => {
-            let mut out = String::new();
-            for p in parts {
-                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str))
-                {
-                    (Some("text"), Some(t)) => out.push_str(t),
-                    _ => return Err(ApiError::unsupported(at, "parts other than text")),
-                }
-            }
-            Ok(out)
-        }
-        _ => Err(ApiError::bad(at, "content must be a string or text parts")),
     }
 }
 

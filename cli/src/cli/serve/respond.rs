@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 
 use super::openai::{shown, ApiError, Request};
 use super::stop::StopScanner;
+use super::tools::{calls_json, CallReader, ToolChoice};
 use super::{AppState, Shared};
+use floe::model::tools::{calls_grammar, dialect_for, ToolCall};
 
 /// Largest request body read.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
@@ -67,6 +69,8 @@ struct Job {
     stops: Vec<String>,
     stream: bool,
     include_usage: bool,
+    /// Reads the model's tool calls, when tools are offered.
+    calls: Option<CallReader>,
 }
 
 fn context_exceeded(message: String) -> ApiError {
@@ -96,29 +100,64 @@ fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
             format!("token {id} is outside the vocabulary of {vocab}"),
         ));
     }
-    if let Some(g) = &req.grammar {
+    let codec = s.engine.tokenizer();
+    // With tools: the template's call syntax; a call required (or named) is forced by its
+    // grammar.
+    let mut grammar = req.grammar.clone();
+    let calls = match &req.tools {
+        Some(t) if t.choice != ToolChoice::None => {
+            let dialect = codec.chat_template().and_then(dialect_for).ok_or_else(|| {
+                ApiError::unsupported(
+                    "tools",
+                    "with this model: its chat template writes no tool-call syntax floe reads",
+                )
+            })?;
+            let only = match &t.choice {
+                ToolChoice::Named(n) => Some(n.as_str()),
+                _ => None,
+            };
+            if matches!(t.choice, ToolChoice::Required | ToolChoice::Named(_)) {
+                if grammar.is_some() {
+                    return Err(ApiError::bad(
+                        "tool_choice",
+                        "a required tool call and response_format cannot be combined",
+                    ));
+                }
+                let lark = calls_grammar(dialect, codec, &t.specs, only, t.parallel)
+                    .map_err(|e| ApiError::bad("tools", e.to_string()))?;
+                grammar = Some(floe::Grammar::Lark(lark));
+            }
+            Some(CallReader::new(dialect, t.specs.clone()))
+        }
+        _ => None,
+    };
+    if let Some(g) = &grammar {
         // Compiled here too, so that a schema llguidance refuses is the client's 400.
         let compiler = s.engine.constraint_compiler().map_err(|e| {
             ApiError::status(StatusCode::NOT_IMPLEMENTED, "server_error", e.to_string())
         })?;
-        compiler.compile(g).map_err(|e| ApiError::bad("response_format", e.to_string()))?;
+        let param = if req.grammar.is_some() { "response_format" } else { "tools" };
+        compiler.compile(g).map_err(|e| ApiError::bad(param, e.to_string()))?;
     }
     let ctx = s.engine.context();
     // A prompt of n bytes has at least n / max_token_bytes tokens (halved for normalizers
     // that shorten text): one that surely cannot fit is refused before tokenizing.
-    let bytes =
-        if chat { req.messages.iter().map(|m| m.content.len()).sum() } else { req.prompt.len() };
+    let bytes = if chat {
+        req.messages.iter().map(|m| m.to_string().len()).sum()
+    } else {
+        req.prompt.len()
+    };
     let fewest = bytes / (2 * s.max_token_bytes);
     if fewest > ctx {
         return Err(context_exceeded(format!(
             "the prompt has at least {fewest} tokens, more than the {ctx} positions a request has"
         )));
     }
-    let codec = s.engine.tokenizer();
     let prompt = if chat {
-        let pairs: Vec<(&str, &str)> =
-            req.messages.iter().map(|m| (m.role.as_str(), m.content.as_str())).collect();
-        codec.encode_chat(&pairs).map_err(|e| ApiError::bad("messages", e.to_string()))?
+        let tools = req.tools.as_ref().map(|t| t.json.as_slice());
+        codec
+            .encode_conversation(&req.messages, tools)
+            .map_err(|e| ApiError::bad("messages", e.to_string()))?
     } else {
         codec.encode(&req.prompt).map_err(|e| ApiError::bad("prompt", e.to_string()))?
     };
@@ -149,7 +188,7 @@ fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
         max_tokens,
         sampling,
         logprobs: req.logprobs,
-        grammar: req.grammar,
+        grammar,
         ..Default::default()
     };
     Ok(Job {
@@ -158,6 +197,7 @@ fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
         stops: req.stops,
         stream: req.stream,
         include_usage: req.include_usage,
+        calls,
     })
 }
 
@@ -189,6 +229,8 @@ struct Piece {
     finish: Option<&'static str>,
     tokens: usize,
     cached: usize,
+    /// On the last piece: the tool calls the answer made.
+    calls: Vec<ToolCall>,
 }
 
 async fn start(s: &Shared, headers: HeaderMap, body: Body, chat: bool) -> Result<Job, ApiError> {
@@ -227,6 +269,8 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
     let created = now();
     let tokens = s.engine.generate_stream(job.prompt, job.options);
     let mut scan = StopScanner::new(&job.stops);
+    let mut reader = job.calls;
+    let engine = Arc::clone(&s.engine);
     let pieces = tokens.scan((0usize, false), move |(n, done), item| {
         let out = if *done {
             None
@@ -234,9 +278,22 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
             Some(item.map_err(|e| e.to_string()).map(|t| {
                 *n += 1;
                 let (text, hit) = scan.push(&t.text);
-                let finish =
+                let mut finish =
                     if hit { Some("stop") } else { t.finished.as_ref().map(|f| f.reason.as_str()) };
-                let text = if finish.is_some() && !hit { text + &scan.finish() } else { text };
+                let mut text = if finish.is_some() && !hit { text + &scan.finish() } else { text };
+                let mut calls = Vec::new();
+                if let Some(r) = reader.as_mut() {
+                    let codec = engine.tokenizer();
+                    text = r.push(codec, t.id, &text);
+                    if finish.is_some() {
+                        let (made, rest) = r.finish(codec);
+                        text.push_str(&rest);
+                        if !made.is_empty() {
+                            finish = Some("tool_calls");
+                        }
+                        calls = made;
+                    }
+                }
                 *done = finish.is_some();
                 Piece {
                     text,
@@ -244,6 +301,7 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
                     finish,
                     tokens: *n,
                     cached: t.reused_prompt_tokens,
+                    calls,
                 }
             }))
         };
@@ -270,7 +328,8 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
         let events = pieces
             .map(move |p| {
                 let _keep = &active;
-                let data = match p {
+                let mut out = Vec::new();
+                match p {
                     Ok(p) => {
                         if p.finish.is_some() {
                             state.counters.generated_tokens.fetch_add(p.tokens as u64, Ordering::Relaxed);
@@ -278,22 +337,30 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
                         }
                         let lps: Vec<TokenLogprobs> = p.logprobs.into_iter().collect();
                         let logprobs = if lps.is_empty() { Value::Null } else { lp_json(&lps) };
-                        let choice = if chat {
-                            json!({"index": 0, "delta": {"role": "assistant", "content": p.text},
-                                   "logprobs": logprobs, "finish_reason": p.finish})
-                        } else {
-                            json!({"index": 0, "text": p.text, "logprobs": logprobs, "finish_reason": p.finish})
+                        let mut chunk = |choice: Value| {
+                            let mut c = head();
+                            c["choices"] = json!([choice]);
+                            if include_usage {
+                                c["usage"] = Value::Null;
+                            }
+                            out.push(c);
                         };
-                        let mut chunk = head();
-                        chunk["choices"] = json!([choice]);
-                        if include_usage {
-                            chunk["usage"] = Value::Null;
+                        if !chat {
+                            chunk(json!({"index": 0, "text": p.text, "logprobs": logprobs, "finish_reason": p.finish}));
+                        } else if p.calls.is_empty() {
+                            chunk(json!({"index": 0, "delta": {"role": "assistant", "content": p.text},
+                                         "logprobs": logprobs, "finish_reason": p.finish}));
+                        } else {
+                            // The content left, the calls, then the end, each its own chunk.
+                            chunk(json!({"index": 0, "delta": {"role": "assistant", "content": p.text},
+                                         "logprobs": logprobs, "finish_reason": null}));
+                            chunk(json!({"index": 0, "delta": {"tool_calls": calls_json(&p.calls, true)},
+                                         "logprobs": null, "finish_reason": null}));
+                            chunk(json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": p.finish}));
                         }
-                        chunk
                     }
-                    Err(e) => json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}}),
-                };
-                let mut out = vec![data];
+                    Err(e) => out.push(json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}})),
+                }
                 if let (true, Some((n, cached))) = (include_usage, last.take()) {
                     let mut chunk = head();
                     chunk["choices"] = json!([]);
@@ -313,10 +380,12 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
     drop(active);
     let (mut text, mut finish, mut n, mut cached) = (String::new(), "length", 0, 0);
     let mut lps = Vec::new();
+    let mut calls = Vec::new();
     for p in collected {
         match p {
             Ok(p) => {
                 text.push_str(&p.text);
+                calls.extend(p.calls);
                 n = p.tokens;
                 cached = p.cached;
                 lps.extend(p.logprobs);
@@ -333,7 +402,12 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
     }
     s.counters.generated_tokens.fetch_add(n as u64, Ordering::Relaxed);
     let logprobs = if lps.is_empty() { Value::Null } else { lp_json(&lps) };
-    let choice = if chat {
+    let choice = if chat && !calls.is_empty() {
+        let content = if text.trim().is_empty() { Value::Null } else { Value::from(text) };
+        json!({"index": 0, "message": {"role": "assistant", "content": content,
+                                       "tool_calls": calls_json(&calls, false)},
+               "logprobs": logprobs, "finish_reason": finish})
+    } else if chat {
         json!({"index": 0, "message": {"role": "assistant", "content": text},
                "logprobs": logprobs, "finish_reason": finish})
     } else {

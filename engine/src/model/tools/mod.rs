@@ -174,12 +174,14 @@ pub fn required_params(schema: &Value) -> Vec<(String, Value)> {
     out
 }
 
-/// The Lark grammar of one or more calls (or exactly one of `only`, when named).
+/// The Lark grammar of one call (of `only`, when named), or of several when `many` and the
+/// syntax allows it.
 pub fn calls_grammar(
     dialect: &dyn ToolDialect,
     codec: &TextCodec,
     tools: &[ToolSpec],
     only: Option<&str>,
+    many: bool,
 ) -> Result<String> {
     let g = GrammarText { codec };
     let chosen: Vec<&ToolSpec> =
@@ -199,8 +201,8 @@ pub fn calls_grammar(
     let (open, sep, close) = dialect.frame();
     let open = if open.is_empty() { String::new() } else { g.lit(open) + " " };
     let close = if close.is_empty() { String::new() } else { " ".to_string() + &g.lit(close) };
-    let many = match (sep, only) {
-        (Some(sep), None) => {
+    let many = match (sep, many) {
+        (Some(sep), true) => {
             format!(" ({} call)*", if sep.is_empty() { String::new() } else { g.lit(sep) })
         }
         _ => String::new(),
