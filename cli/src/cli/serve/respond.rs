@@ -233,6 +233,73 @@ struct Piece {
     calls: Vec<ToolCall>,
 }
 
+/// The generation as pieces of the answer, made on a thread of its own: the stop-string scan
+/// and the tool-call reading run there, not on the async threads. Dropping the stream ends
+/// the generation.
+fn answer_pieces(
+    engine: Arc<floe::Engine>,
+    prompt: Vec<u32>,
+    options: GenerateOptions,
+    stops: &[String],
+    mut reader: Option<CallReader>,
+) -> impl futures::Stream<Item = Result<Piece, String>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Piece, String>>(16);
+    let mut scan = StopScanner::new(stops);
+    let work = move || {
+        let generation = match engine.generate_ids(prompt, options) {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.to_string()));
+                return;
+            }
+        };
+        for (n, item) in generation.enumerate() {
+            let t = match item {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let (text, hit) = scan.push(&t.text);
+            let mut finish =
+                if hit { Some("stop") } else { t.finished.as_ref().map(|f| f.reason.as_str()) };
+            let mut text = if finish.is_some() && !hit { text + &scan.finish() } else { text };
+            let mut calls = Vec::new();
+            if let Some(r) = reader.as_mut() {
+                let codec = engine.tokenizer();
+                text = r.push(codec, t.id, &text);
+                if finish.is_some() {
+                    let (made, rest) = r.finish(codec);
+                    text.push_str(&rest);
+                    if !made.is_empty() {
+                        finish = Some("tool_calls");
+                    }
+                    calls = made;
+                }
+            }
+            let piece = Piece {
+                text,
+                logprobs: t.logprobs,
+                finish,
+                tokens: n + 1,
+                cached: t.reused_prompt_tokens,
+                calls,
+            };
+            // A consumer gone (client disconnected) or a stop string hit: dropping the
+            // generation ends it.
+            if tx.blocking_send(Ok(piece)).is_err() || finish.is_some() {
+                return;
+            }
+        }
+    };
+    let spawned = std::thread::Builder::new().name("floe-answer".into()).spawn(work);
+    let failed = spawned.is_err().then(|| Err("cannot start a thread for the answer".to_string()));
+    futures::stream::iter(failed).chain(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
 async fn start(s: &Shared, headers: HeaderMap, body: Body, chat: bool) -> Result<Job, ApiError> {
     let bytes = read_body(&headers, body, s.body_timeout).await?;
     let req = Request::parse(&bytes, chat)?;
@@ -267,46 +334,8 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
     let active = Active(Arc::clone(&s));
     let id = format!("{}-{:x}", if chat { "chatcmpl" } else { "cmpl" }, rand::random::<u64>());
     let created = now();
-    let tokens = s.engine.generate_stream(job.prompt, job.options);
-    let mut scan = StopScanner::new(&job.stops);
-    let mut reader = job.calls;
-    let engine = Arc::clone(&s.engine);
-    let pieces = tokens.scan((0usize, false), move |(n, done), item| {
-        let out = if *done {
-            None
-        } else {
-            Some(item.map_err(|e| e.to_string()).map(|t| {
-                *n += 1;
-                let (text, hit) = scan.push(&t.text);
-                let mut finish =
-                    if hit { Some("stop") } else { t.finished.as_ref().map(|f| f.reason.as_str()) };
-                let mut text = if finish.is_some() && !hit { text + &scan.finish() } else { text };
-                let mut calls = Vec::new();
-                if let Some(r) = reader.as_mut() {
-                    let codec = engine.tokenizer();
-                    text = r.push(codec, t.id, &text);
-                    if finish.is_some() {
-                        let (made, rest) = r.finish(codec);
-                        text.push_str(&rest);
-                        if !made.is_empty() {
-                            finish = Some("tool_calls");
-                        }
-                        calls = made;
-                    }
-                }
-                *done = finish.is_some();
-                Piece {
-                    text,
-                    logprobs: t.logprobs,
-                    finish,
-                    tokens: *n,
-                    cached: t.reused_prompt_tokens,
-                    calls,
-                }
-            }))
-        };
-        futures::future::ready(out)
-    });
+    let pieces =
+        answer_pieces(Arc::clone(&s.engine), job.prompt, job.options, &job.stops, job.calls);
     let usage = move |n: usize, cached: usize| {
         json!({"prompt_tokens": prompt_tokens, "completion_tokens": n,
                "total_tokens": prompt_tokens + n,
