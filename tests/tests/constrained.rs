@@ -105,18 +105,42 @@ fn outputs_under_a_grammar_parse_and_satisfy_it() {
     assert!(e.generate("x", bad).is_err());
 }
 
+/// Penalties, a logit bias and log-probabilities: what a request asks for beyond plain
+/// sampling.
+fn with_extras(e: &Engine, prompt: &str, seed: u64) -> Vec<(u32, Option<floe::TokenLogprobs>)> {
+    let opts = GenerateOptions {
+        max_tokens: 40,
+        sampling: SamplingParams {
+            temperature: 0.9,
+            seed,
+            presence_penalty: 0.7,
+            frequency_penalty: 0.3,
+            logit_bias: vec![(97, 2.0), (98, -5.0)],
+            ..Default::default()
+        },
+        logprobs: Some(3),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    e.generate(prompt, opts).unwrap().map(|t| t.map(|t| (t.id, t.logprobs)).unwrap()).collect()
+}
+
 #[test]
-fn a_constrained_generation_in_a_batch_gets_its_tokens_alone() {
+fn constrained_and_penalised_generations_in_a_batch_get_their_tokens_alone() {
     let (_dir, e) = engine();
     let g = || Some(Grammar::JsonSchema(person_schema()));
     let alone_c = generate(&e, "Who?", g(), 3).0;
     let alone_f = generate(&e, "Free text", None, 4).0;
+    let alone_x = with_extras(&e, "Extras", 5);
+    assert!(alone_x.iter().all(|(id, lp)| lp.as_ref().is_some_and(|l| l.id == *id && l.top.len() == 3)));
     for _ in 0..2 {
-        let (e1, e2) = (Arc::clone(&e), Arc::clone(&e));
+        let (e1, e2, e3) = (Arc::clone(&e), Arc::clone(&e), Arc::clone(&e));
         let a = std::thread::spawn(move || generate(&e1, "Who?", g(), 3).0);
         let b = std::thread::spawn(move || generate(&e2, "Free text", None, 4).0);
+        let c = std::thread::spawn(move || with_extras(&e3, "Extras", 5));
         assert_eq!(a.join().unwrap(), alone_c);
         assert_eq!(b.join().unwrap(), alone_f);
+        assert_eq!(c.join().unwrap(), alone_x, "logprobs and penalties in a batch equal alone, bit for bit");
     }
 }
 
