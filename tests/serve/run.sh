@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Starts `floe serve` on loopback with a small synthetic model (word-piece vocabulary) and runs
 # tests/serve/openai_client.py against it: the official openai package, 8 concurrent clients,
-# the error cases, a load test and the chat page in headless Chromium. Installs the openai
-# package (pip) and Chromium (apt, as root) when missing. Usage: tests/serve/run.sh [FLOE_BINARY]
+# the error cases, structured output, a load test and the chat page in headless Chromium; then
+# tests/serve/tools_client.py with three families' chat templates and
+# tests/serve/anthropic_client.py (the Messages API). Installs the openai, langchain-openai and
+# anthropic packages (pip) and Chromium (apt, as root) when missing. Usage: tests/serve/run.sh [FLOE_BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 FLOE=${1:-target/debug/floe}
 [ -x "$FLOE" ] || cargo build -q -p floe-cli
-if ! python3 -c "import openai, langchain_openai" 2>/dev/null; then
-  python3 -m pip install -q openai langchain-openai 2>/dev/null ||
-    python3 -m pip install -q --break-system-packages openai langchain-openai
+if ! python3 -c "import openai, langchain_openai, anthropic" 2>/dev/null; then
+  python3 -m pip install -q openai langchain-openai anthropic 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages openai langchain-openai anthropic
 fi
 if ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
@@ -43,3 +45,17 @@ for tpl in Qwen-Qwen3-0.6B openai-gpt-oss-120b deepseek-ai-DeepSeek-V3.1; do
   kill "$tpid"
 done
 echo "all tool-call checks passed"
+
+# Anthropic's Messages API, with a key (sent as x-api-key by the anthropic package).
+"$FLOE" serve --model "$work/model" --port 0 --ctx 2048 --api-key ci-key \
+  --chat-template-file tests/fixtures/templates/Qwen-Qwen3-0.6B.jinja >"$work/log-messages" 2>&1 &
+mpid=$!
+for _ in $(seq 100); do
+  grep -q "listening on" "$work/log-messages" && break
+  sleep 0.1
+done
+murl=$(grep -o "http://[0-9.:]*" "$work/log-messages" | head -1)
+[ -n "$murl" ] || { cat "$work/log-messages"; exit 1; }
+python3 tests/serve/anthropic_client.py "$murl" ci-key || { kill "$mpid"; exit 1; }
+kill "$mpid"
+echo "all Messages API checks passed"

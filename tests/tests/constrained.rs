@@ -132,7 +132,9 @@ fn constrained_and_penalised_generations_in_a_batch_get_their_tokens_alone() {
     let alone_c = generate(&e, "Who?", g(), 3).0;
     let alone_f = generate(&e, "Free text", None, 4).0;
     let alone_x = with_extras(&e, "Extras", 5);
-    assert!(alone_x.iter().all(|(id, lp)| lp.as_ref().is_some_and(|l| l.id == *id && l.top.len() == 3)));
+    assert!(alone_x
+        .iter()
+        .all(|(id, lp)| lp.as_ref().is_some_and(|l| l.id == *id && l.top.len() == 3)));
     for _ in 0..2 {
         let (e1, e2, e3) = (Arc::clone(&e), Arc::clone(&e), Arc::clone(&e));
         let a = std::thread::spawn(move || generate(&e1, "Who?", g(), 3).0);
@@ -140,7 +142,11 @@ fn constrained_and_penalised_generations_in_a_batch_get_their_tokens_alone() {
         let c = std::thread::spawn(move || with_extras(&e3, "Extras", 5));
         assert_eq!(a.join().unwrap(), alone_c);
         assert_eq!(b.join().unwrap(), alone_f);
-        assert_eq!(c.join().unwrap(), alone_x, "logprobs and penalties in a batch equal alone, bit for bit");
+        assert_eq!(
+            c.join().unwrap(),
+            alone_x,
+            "logprobs and penalties in a batch equal alone, bit for bit"
+        );
     }
 }
 

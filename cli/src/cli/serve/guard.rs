@@ -64,7 +64,8 @@ impl Access {
         !authority.is_empty() && authority.eq_ignore_ascii_case(host.trim())
     }
 
-    /// `Authorization: Bearer KEY` (the scheme in any case), compared in constant time.
+    /// `Authorization: Bearer KEY` (the scheme in any case) or `x-api-key: KEY`, compared in
+    /// constant time.
     pub fn authorise(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(key) = &self.api_key else { return Ok(()) };
         let given = headers
@@ -72,7 +73,9 @@ impl Access {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, k)| k.trim().as_bytes());
+            .map(|(_, k)| k.trim().as_bytes())
+            // Anthropic's clients send the key as `x-api-key`.
+            .or_else(|| headers.get("x-api-key").map(|v| v.as_bytes()));
         let same = given.is_some_and(|g| {
             g.len() == key.len()
                 && g.iter().zip(key.as_bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0

@@ -5,6 +5,7 @@
 //! conversation from its kept state. Streamed answers are server-sent events ending in
 //! `data: [DONE]`; a client that goes away drops its stream, which ends its generation.
 
+mod anthropic;
 mod guard;
 mod net;
 mod openai;
@@ -171,6 +172,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         .route("/v1/models/{id}", get(model))
         .route("/v1/chat/completions", post(respond::chat))
         .route("/v1/completions", post(respond::completions))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/metrics", get(metrics))
         .fallback(guard::not_found)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), guard::guard))

@@ -36,7 +36,11 @@ fn too_large() -> ApiError {
 
 /// The body, whole, within `timeout` and [`MAX_BODY_BYTES`] (a larger `Content-Length` is
 /// refused before reading).
-async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -63,14 +67,14 @@ async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result
 }
 
 /// A validated request: the prompt's tokens, the options, and what the answer needs to say.
-struct Job {
-    prompt: Vec<u32>,
-    options: GenerateOptions,
-    stops: Vec<String>,
-    stream: bool,
-    include_usage: bool,
+pub(super) struct Job {
+    pub prompt: Vec<u32>,
+    pub options: GenerateOptions,
+    pub stops: Vec<String>,
+    pub stream: bool,
+    pub include_usage: bool,
     /// Reads the model's tool calls, when tools are offered.
-    calls: Option<CallReader>,
+    pub calls: Option<CallReader>,
 }
 
 fn context_exceeded(message: String) -> ApiError {
@@ -209,12 +213,12 @@ pub async fn completions(State(s): State<Shared>, headers: HeaderMap, body: Body
     respond(s, headers, body, false).await
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Counts a request in flight while it lives.
-struct Active(Shared);
+pub(super) struct Active(pub Shared);
 impl Drop for Active {
     fn drop(&mut self) {
         self.0.counters.active.fetch_sub(1, Ordering::Relaxed);
@@ -223,20 +227,22 @@ impl Drop for Active {
 
 /// One step of an answer: the text that can be sent, the tokens' log-probabilities, and at the
 /// end the finish reason.
-struct Piece {
-    text: String,
-    logprobs: Option<TokenLogprobs>,
-    finish: Option<&'static str>,
-    tokens: usize,
-    cached: usize,
+pub(super) struct Piece {
+    pub text: String,
+    pub logprobs: Option<TokenLogprobs>,
+    pub finish: Option<&'static str>,
+    /// On a `stop` finish caused by a stop string: which one.
+    pub stop: Option<String>,
+    pub tokens: usize,
+    pub cached: usize,
     /// On the last piece: the tool calls the answer made.
-    calls: Vec<ToolCall>,
+    pub calls: Vec<ToolCall>,
 }
 
 /// The generation as pieces of the answer, made on a thread of its own: the stop-string scan
 /// and the tool-call reading run there, not on the async threads. Dropping the stream ends
 /// the generation.
-fn answer_pieces(
+pub(super) fn answer_pieces(
     engine: Arc<floe::Engine>,
     prompt: Vec<u32>,
     options: GenerateOptions,
@@ -245,6 +251,7 @@ fn answer_pieces(
 ) -> impl futures::Stream<Item = Result<Piece, String>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Piece, String>>(16);
     let mut scan = StopScanner::new(stops);
+    let stops = stops.to_vec();
     let work = move || {
         let generation = match engine.generate_ids(prompt, options) {
             Ok(g) => g,
@@ -282,6 +289,7 @@ fn answer_pieces(
                 text,
                 logprobs: t.logprobs,
                 finish,
+                stop: scan.matched().and_then(|k| stops.get(k).cloned()),
                 tokens: n + 1,
                 cached: t.reused_prompt_tokens,
                 calls,
@@ -304,6 +312,11 @@ async fn start(s: &Shared, headers: HeaderMap, body: Body, chat: bool) -> Result
     let bytes = read_body(&headers, body, s.body_timeout).await?;
     let req = Request::parse(&bytes, chat)?;
     drop(bytes);
+    admit(s, req, chat).await
+}
+
+/// Checks a parsed request and tokenizes its prompt.
+pub(super) async fn admit(s: &Shared, req: Request, chat: bool) -> Result<Job, ApiError> {
     // At most a few prompts are tokenized at once, on blocking threads: a flood of huge
     // prompts neither starves the async threads nor multiplies the tokenizer's memory.
     let _permit = s.tokenizing.acquire().await.map_err(|_| {

@@ -56,11 +56,17 @@ pub struct StopScanner {
     matchers: Vec<Matcher>,
     /// Text received but not sent yet: always a tail that some stop string starts with.
     held: String,
+    /// The stop string found, once one is.
+    matched: Option<usize>,
 }
 
 impl StopScanner {
     pub fn new(stops: &[String]) -> Self {
-        Self { matchers: stops.iter().map(|s| Matcher::new(s)).collect(), held: String::new() }
+        Self {
+            matchers: stops.iter().map(|s| Matcher::new(s)).collect(),
+            held: String::new(),
+            matched: None,
+        }
     }
 
     /// Adds `piece`; returns the text that can be sent now and whether a stop string was hit
@@ -73,13 +79,15 @@ impl StopScanner {
         self.held.push_str(piece);
         for (i, &b) in self.held.as_bytes()[start..].iter().enumerate() {
             let end = start + i + 1;
-            let mut hit: Option<usize> = None;
-            for m in &mut self.matchers {
-                if m.feed(b) {
-                    hit = Some(hit.map_or(m.pattern.len(), |h: usize| h.max(m.pattern.len())));
+            // The longest stop string ending here (the earliest start).
+            let mut hit: Option<(usize, usize)> = None;
+            for (k, m) in self.matchers.iter_mut().enumerate() {
+                if m.feed(b) && hit.is_none_or(|(_, len)| m.pattern.len() > len) {
+                    hit = Some((k, m.pattern.len()));
                 }
             }
-            if let Some(len) = hit {
+            if let Some((k, len)) = hit {
+                self.matched = Some(k);
                 // Everything before the stop string goes out; the rest is dropped.
                 let out = self.held[..end - len].to_string();
                 self.held.clear();
@@ -91,6 +99,11 @@ impl StopScanner {
         let hold = self.matchers.iter().map(|m| m.matched).max().unwrap_or(0);
         let out: String = self.held.drain(..self.held.len() - hold).collect();
         (out, false)
+    }
+
+    /// Which stop string was found (its index), once one was.
+    pub fn matched(&self) -> Option<usize> {
+        self.matched
     }
 
     /// The held-back rest, at the end of a generation that hit no stop string.
