@@ -142,7 +142,7 @@ fn request_fields_are_checked_and_echoes_truncated() {
     );
     bad(json!({"messages": msgs, "response_format": {"type": "xml"}}), "response_format");
     bad(json!({"messages": msgs, "grammar": "root ::= \"a\""}), "grammar");
-    bad(json!({"messages": msgs, "n": 2}), "n");
+    bad(json!({"messages": msgs, "n": 9}), "n");
     bad(json!({"messages": msgs, "stop": ["x".repeat(5000)]}), "stop");
     bad(json!({"messages": msgs, "logit_bias": {"99999999": 5}}), "logit_bias");
     bad(json!({"messages": [{"role": "user", "content": "hi", "weird": 1}]}), "messages[0].weird");

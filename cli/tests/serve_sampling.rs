@@ -122,6 +122,49 @@ fn logprobs_seeds_bias_and_usage() {
         400
     );
 
+    // n choices: choice i is the single answer drawn with seed + i; streamed, each index ends
+    // and the usage counts them all.
+    let (st, v) = post(
+        p,
+        "/v1/completions",
+        json!({"prompt": "Once upon", "max_tokens": 10, "temperature": 1, "seed": 20, "n": 3}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let texts: Vec<String> = (0..3)
+        .map(|i| {
+            assert_eq!(v["choices"][i]["index"], json!(i));
+            v["choices"][i]["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for (i, t) in texts.iter().enumerate() {
+        let (_, one) = post(
+            p,
+            "/v1/completions",
+            json!({"prompt": "Once upon", "max_tokens": 10, "temperature": 1, "seed": 20 + i}),
+        );
+        assert_eq!(one["choices"][0]["text"].as_str().unwrap(), t, "choice {i}");
+    }
+    let total: u64 =
+        (0..3).map(|_| 0).sum::<u64>() + v["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(total >= 3, "{v}");
+    let c = chunks(
+        p,
+        "/v1/chat/completions",
+        json!({"messages": msgs, "max_tokens": 5, "n": 2,
+        "stream": true, "stream_options": {"include_usage": true}}),
+    );
+    for i in 0..2 {
+        let ends = c
+            .iter()
+            .filter(|k| {
+                k["choices"][0]["index"] == json!(i) && !k["choices"][0]["finish_reason"].is_null()
+            })
+            .count();
+        assert_eq!(ends, 1, "choice {i} ends once");
+    }
+    let total = c.last().unwrap()["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!((2..=10).contains(&total), "{total}");
+
     // The model by id; cached tokens when a conversation continues.
     assert_eq!(http(p, "GET", "/v1/models/tiny", None, None).0, 200);
     assert_eq!(http(p, "GET", "/v1/models/other", None, None).0, 404);

@@ -84,7 +84,12 @@ pub struct Request {
     pub grammar: Option<floe::Grammar>,
     /// The tools offered (none, or `tool_choice` none: `None`).
     pub tools: Option<Tools>,
+    /// Choices (`n`).
+    pub n: usize,
 }
+
+/// Most choices one request may ask for.
+pub const MAX_CHOICES: usize = 8;
 
 fn num(v: &Value, key: &str, lo: f64, hi: f64) -> Result<f64, ApiError> {
     match v.as_f64() {
@@ -117,8 +122,13 @@ impl Request {
         let Value::Object(fields) = v else {
             return Err(ApiError::bad("body", "the request must be a JSON object"));
         };
-        let mut r =
-            Request { temperature: 1.0, top_p: 1.0, repetition_penalty: 1.0, ..Default::default() };
+        let mut r = Request {
+            temperature: 1.0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            n: 1,
+            ..Default::default()
+        };
         let mut logprobs_on = false;
         let mut top_logprobs = None;
         let mut tools = None;
@@ -126,6 +136,13 @@ impl Request {
         let mut parallel = true;
         for (key, v) in fields.iter().filter(|(_, v)| !v.is_null()) {
             let k = key.as_str();
+            let constrains = matches!(k, "response_format" | "json_schema" | "grammar");
+            if constrains && r.grammar.is_some() {
+                return Err(ApiError::bad(
+                    k,
+                    "give one of response_format, json_schema and grammar",
+                ));
+            }
             match k {
                 "model" => {
                     r.model = Some(
@@ -188,7 +205,8 @@ impl Request {
                             .ok_or_else(|| ApiError::bad(k, "seed must be an integer"))?,
                     )
                 }
-                "n" | "best_of" => {
+                "n" => r.n = int(v, k, 1, MAX_CHOICES as i64)? as usize,
+                "best_of" => {
                     if int(v, k, 1, 1).is_err() {
                         return Err(ApiError::unsupported(
                             k,
@@ -214,6 +232,10 @@ impl Request {
                 "tool_choice" if chat => choice = Some(super::tools::parse_choice(v)?),
                 "parallel_tool_calls" if chat => parallel = boolean(v, k)?,
                 "response_format" => r.grammar = response_format(v)?,
+                // llama.cpp's top-level schema field.
+                "json_schema" if v.is_object() || v.is_boolean() => {
+                    r.grammar = Some(floe::Grammar::JsonSchema(v.clone()))
+                }
                 // llama.cpp's field; llguidance reads Lark (llama.cpp's `%llguidance` form).
                 "grammar" => {
                     let g =
@@ -285,7 +307,14 @@ fn response_format(v: &Value) -> Result<Option<floe::Grammar>, ApiError> {
     let k = "response_format";
     match v.get("type").and_then(Value::as_str) {
         Some("text") => Ok(None),
-        Some("json_object") => Ok(Some(floe::Grammar::JsonObject)),
+        // llama.cpp also reads a `schema` beside `json_object`.
+        Some("json_object") => match v.get("schema") {
+            None | Some(Value::Null) => Ok(Some(floe::Grammar::JsonObject)),
+            Some(s) if s.is_object() || s.is_boolean() => {
+                Ok(Some(floe::Grammar::JsonSchema(s.clone())))
+            }
+            Some(_) => Err(ApiError::bad(k, "response_format.schema must be a JSON schema")),
+        },
         Some("json_schema") => {
             let spec = v
                 .get("json_schema")

@@ -73,6 +73,8 @@ pub(super) struct Job {
     pub stops: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Choices asked for.
+    pub n: usize,
     /// Reads the model's tool calls, when tools are offered.
     pub calls: Option<CallReader>,
 }
@@ -201,6 +203,7 @@ fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
         stops: req.stops,
         stream: req.stream,
         include_usage: req.include_usage,
+        n: req.n,
         calls,
     })
 }
@@ -347,8 +350,18 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
     let active = Active(Arc::clone(&s));
     let id = format!("{}-{:x}", if chat { "chatcmpl" } else { "cmpl" }, rand::random::<u64>());
     let created = now();
-    let pieces =
-        answer_pieces(Arc::clone(&s.engine), job.prompt, job.options, &job.stops, job.calls);
+    // `n` choices: n generations of the same prompt, each drawing from its own seed, decoded
+    // together by the scheduler.
+    let choices = job.n;
+    let streams = (0..choices).map(|i| {
+        let mut options = job.options.clone();
+        options.sampling.seed = options.sampling.seed.wrapping_add(i as u64);
+        let prompt = job.prompt.clone();
+        answer_pieces(Arc::clone(&s.engine), prompt, options, &job.stops, job.calls.clone())
+            .map(move |p| (i, p))
+            .boxed()
+    });
+    let pieces = futures::stream::select_all(streams);
     let usage = move |n: usize, cached: usize| {
         json!({"prompt_tokens": prompt_tokens, "completion_tokens": n,
                "total_tokens": prompt_tokens + n,
@@ -366,16 +379,19 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
     if job.stream {
         let state = Arc::clone(&s);
         let include_usage = job.include_usage;
-        let mut last: Option<(usize, usize)> = None;
+        // Tokens and cached tokens of the choices that have finished, and how many have.
+        let (mut done, mut tokens, mut cached) = (0, 0, 0);
         let events = pieces
-            .map(move |p| {
+            .map(move |(i, p)| {
                 let _keep = &active;
                 let mut out = Vec::new();
                 match p {
                     Ok(p) => {
                         if p.finish.is_some() {
                             state.counters.generated_tokens.fetch_add(p.tokens as u64, Ordering::Relaxed);
-                            last = Some((p.tokens, p.cached));
+                            done += 1;
+                            tokens += p.tokens;
+                            cached = p.cached;
                         }
                         let lps: Vec<TokenLogprobs> = p.logprobs.into_iter().collect();
                         let logprobs = if lps.is_empty() { Value::Null } else { lp_json(&lps) };
@@ -388,26 +404,26 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
                             out.push(c);
                         };
                         if !chat {
-                            chunk(json!({"index": 0, "text": p.text, "logprobs": logprobs, "finish_reason": p.finish}));
+                            chunk(json!({"index": i, "text": p.text, "logprobs": logprobs, "finish_reason": p.finish}));
                         } else if p.calls.is_empty() {
-                            chunk(json!({"index": 0, "delta": {"role": "assistant", "content": p.text},
+                            chunk(json!({"index": i, "delta": {"role": "assistant", "content": p.text},
                                          "logprobs": logprobs, "finish_reason": p.finish}));
                         } else {
                             // The content left, the calls, then the end, each its own chunk.
-                            chunk(json!({"index": 0, "delta": {"role": "assistant", "content": p.text},
+                            chunk(json!({"index": i, "delta": {"role": "assistant", "content": p.text},
                                          "logprobs": logprobs, "finish_reason": null}));
-                            chunk(json!({"index": 0, "delta": {"tool_calls": calls_json(&p.calls, true)},
+                            chunk(json!({"index": i, "delta": {"tool_calls": calls_json(&p.calls, true)},
                                          "logprobs": null, "finish_reason": null}));
-                            chunk(json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": p.finish}));
+                            chunk(json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": p.finish}));
+                        }
+                        if include_usage && p.finish.is_some() && done == choices {
+                            let mut c = head();
+                            c["choices"] = json!([]);
+                            c["usage"] = usage(tokens, cached);
+                            out.push(c);
                         }
                     }
                     Err(e) => out.push(json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}})),
-                }
-                if let (true, Some((n, cached))) = (include_usage, last.take()) {
-                    let mut chunk = head();
-                    chunk["choices"] = json!([]);
-                    chunk["usage"] = usage(n, cached);
-                    out.push(chunk);
                 }
                 futures::stream::iter(
                     out.into_iter()
@@ -420,19 +436,34 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
     }
     let collected: Vec<_> = pieces.collect().await;
     drop(active);
-    let (mut text, mut finish, mut n, mut cached) = (String::new(), "length", 0, 0);
-    let mut lps = Vec::new();
-    let mut calls = Vec::new();
-    for p in collected {
+    struct Answer {
+        text: String,
+        finish: &'static str,
+        tokens: usize,
+        lps: Vec<TokenLogprobs>,
+        calls: Vec<ToolCall>,
+    }
+    let mut answers: Vec<Answer> = (0..choices)
+        .map(|_| Answer {
+            text: String::new(),
+            finish: "length",
+            tokens: 0,
+            lps: Vec::new(),
+            calls: Vec::new(),
+        })
+        .collect();
+    let mut cached = 0;
+    for (i, p) in collected {
         match p {
             Ok(p) => {
-                text.push_str(&p.text);
-                calls.extend(p.calls);
-                n = p.tokens;
+                let a = &mut answers[i];
+                a.text.push_str(&p.text);
+                a.calls.extend(p.calls);
+                a.tokens = p.tokens;
+                a.lps.extend(p.logprobs);
                 cached = p.cached;
-                lps.extend(p.logprobs);
                 if let Some(f) = p.finish {
-                    finish = f;
+                    a.finish = f;
                 }
             }
             Err(e) => {
@@ -442,22 +473,30 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
             }
         }
     }
-    s.counters.generated_tokens.fetch_add(n as u64, Ordering::Relaxed);
-    let logprobs = if lps.is_empty() { Value::Null } else { lp_json(&lps) };
-    let choice = if chat && !calls.is_empty() {
-        let content = if text.trim().is_empty() { Value::Null } else { Value::from(text) };
-        json!({"index": 0, "message": {"role": "assistant", "content": content,
-                                       "tool_calls": calls_json(&calls, false)},
-               "logprobs": logprobs, "finish_reason": finish})
-    } else if chat {
-        json!({"index": 0, "message": {"role": "assistant", "content": text},
-               "logprobs": logprobs, "finish_reason": finish})
-    } else {
-        json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish})
-    };
+    let tokens: usize = answers.iter().map(|a| a.tokens).sum();
+    s.counters.generated_tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+    let list: Vec<Value> = answers
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let logprobs = if a.lps.is_empty() { Value::Null } else { lp_json(&a.lps) };
+            if chat && !a.calls.is_empty() {
+                let content =
+                    if a.text.trim().is_empty() { Value::Null } else { Value::from(a.text) };
+                json!({"index": i, "message": {"role": "assistant", "content": content,
+                                               "tool_calls": calls_json(&a.calls, false)},
+                       "logprobs": logprobs, "finish_reason": a.finish})
+            } else if chat {
+                json!({"index": i, "message": {"role": "assistant", "content": a.text},
+                       "logprobs": logprobs, "finish_reason": a.finish})
+            } else {
+                json!({"index": i, "text": a.text, "logprobs": logprobs, "finish_reason": a.finish})
+            }
+        })
+        .collect();
     let mut out = head();
-    out["choices"] = json!([choice]);
-    out["usage"] = usage(n, cached);
+    out["choices"] = Value::Array(list);
+    out["usage"] = usage(tokens, cached);
     Json(out).into_response()
 }
 

@@ -228,7 +228,7 @@ pub fn calls_json(calls: &[ToolCall], stream: bool) -> Value {
 
 /// A generation read as it grows, for a request with tools: content goes out until the
 /// model starts a call; the calls are read from the whole text at the end.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CallReader {
     dialect: &'static dyn ToolDialect,
     specs: Vec<ToolSpec>,
