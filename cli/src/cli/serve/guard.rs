@@ -85,7 +85,7 @@ impl Access {
         } else {
             let mut e = ApiError::status(
                 StatusCode::UNAUTHORIZED,
-                "invalid_request_error",
+                "authentication_error",
                 "missing or wrong API key (Authorization: Bearer ...)",
             );
             e.code = Some("invalid_api_key");

@@ -171,6 +171,9 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/v1/chat/completions", post(respond::chat))
+        // The same without `/v1`, as llama-server and vLLM also serve them.
+        .route("/chat/completions", post(respond::chat))
+        .route("/models", get(models))
         .route("/v1/completions", post(respond::completions))
         .route("/v1/messages", post(anthropic::messages))
         .route("/metrics", get(metrics))

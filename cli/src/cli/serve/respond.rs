@@ -406,8 +406,17 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
                         if !chat {
                             chunk(json!({"index": i, "text": p.text, "logprobs": logprobs, "finish_reason": p.finish}));
                         } else if p.calls.is_empty() {
-                            chunk(json!({"index": i, "delta": {"role": "assistant", "content": p.text},
-                                         "logprobs": logprobs, "finish_reason": p.finish}));
+                            // No empty content deltas: a token that completes no text (part of
+                            // a character) sends nothing, and the end has an empty delta.
+                            let delta = if p.text.is_empty() {
+                                json!({})
+                            } else {
+                                json!({"role": "assistant", "content": p.text})
+                            };
+                            if !p.text.is_empty() || p.finish.is_some() || !logprobs.is_null() {
+                                chunk(json!({"index": i, "delta": delta, "logprobs": logprobs,
+                                             "finish_reason": p.finish}));
+                            }
                         } else {
                             // The content left, the calls, then the end, each its own chunk.
                             chunk(json!({"index": i, "delta": {"role": "assistant", "content": p.text},

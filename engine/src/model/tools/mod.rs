@@ -8,6 +8,7 @@ mod glm;
 mod harmony;
 mod hermes;
 mod kimi;
+mod llama3;
 mod mistral;
 mod qwen_xml;
 
@@ -69,6 +70,7 @@ pub static DIALECTS: &[&dyn ToolDialect] = &[
     &deepseek::DeepSeekV31,
     &kimi::KimiK2,
     &mistral::MistralJson,
+    &llama3::Llama3Json,
 ];
 
 /// The syntax a chat template teaches, if floe knows it.

@@ -30,7 +30,8 @@ fn want(content: &str) -> Parsed {
 
 #[test]
 fn each_syntax_reads_its_calls() {
-    let cases: [(&dyn ToolDialect, &str); 8] = [
+    let cases: [(&dyn ToolDialect, &str); 9] = [
+        (&llama3::Llama3Json, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\", \"days\": 3}}"),
         (&hermes::Hermes, "Let me look.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 3}}\n</tool_call>"),
         (&qwen_xml::QwenXml, "Let me look.\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>"),
         (&glm::Glm45, "Let me look.\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n</tool_call>"),
@@ -41,7 +42,8 @@ fn each_syntax_reads_its_calls() {
         (&mistral::MistralJson, "Let me look.[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 3}}]"),
     ];
     for (d, text) in cases {
-        let content = if d.name() == "harmony" { "" } else { "Let me look." };
+        let content =
+            if matches!(d.name(), "harmony" | "llama3-json") { "" } else { "Let me look." };
         assert_eq!(one(d, text), want(content), "{}", d.name());
     }
     // V3-0324's fenced form.
@@ -84,6 +86,7 @@ fn templates_pick_their_syntax() {
         ("GLM-4.6.jinja", "glm-4.5"),
         ("moonshotai-Kimi-K2.jinja", "kimi-k2"),
         ("mistralai-Mistral-Nemo-Instruct-2407.jinja", "mistral"),
+        ("meta-llama-Llama-3.3-70B-Instruct.jinja", "llama3-json"),
     ] {
         let t = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
         assert_eq!(dialect_for(&t).map(|d| d.name()), Some(name), "{file}");
