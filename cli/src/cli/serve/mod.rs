@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// start) does not run those tokens again (0: none).
     #[arg(long, default_value_t = 4, value_name = "N")]
     keep_sessions: usize,
+    /// Answer requests that name any model with this one (as llama-server does; the answer
+    /// says which model wrote it). Without it a request naming another model gets a 404.
+    #[arg(long)]
+    any_model: bool,
     /// A chat template (Jinja) to use instead of the model's own, as llama.cpp's flag of the
     /// same name.
     #[arg(long, value_name = "FILE")]
@@ -114,6 +118,8 @@ struct AppState {
     /// The tokenizer's longest token in bytes (bounds a prompt's tokens from its bytes).
     max_token_bytes: usize,
     body_timeout: Duration,
+    /// Requests naming another model are answered too (`--any-model`).
+    any_model: bool,
 }
 
 type Shared = Arc<AppState>;
@@ -163,6 +169,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         tokenizing: tokio::sync::Semaphore::new(2),
         max_token_bytes,
         body_timeout: Duration::from_secs(a.timeout.max(1)),
+        any_model: a.any_model,
     });
     let mut app = Router::new()
         .route("/", get(|| async { axum::response::Html(include_str!("chat.html")) }))

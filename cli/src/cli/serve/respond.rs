@@ -88,7 +88,7 @@ fn context_exceeded(message: String) -> ApiError {
 /// Checks the request against the model and tokenizes its prompt (blocking work).
 fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
     if let Some(m) = &req.model {
-        if m != &s.name {
+        if m != &s.name && !s.any_model {
             let mut e = ApiError::status(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
@@ -381,6 +381,7 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
         let include_usage = job.include_usage;
         // Tokens and cached tokens of the choices that have finished, and how many have.
         let (mut done, mut tokens, mut cached) = (0, 0, 0);
+        let mut started = vec![false; choices];
         let events = pieces
             .map(move |(i, p)| {
                 let _keep = &active;
@@ -403,24 +404,28 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
                             }
                             out.push(c);
                         };
+                        if chat && !started[i] {
+                            // Each choice opens with its role, as OpenAI's streams do.
+                            started[i] = true;
+                            chunk(json!({"index": i, "delta": {"role": "assistant", "content": null},
+                                         "logprobs": null, "finish_reason": null}));
+                        }
                         if !chat {
                             chunk(json!({"index": i, "text": p.text, "logprobs": logprobs, "finish_reason": p.finish}));
                         } else if p.calls.is_empty() {
                             // No empty content deltas: a token that completes no text (part of
                             // a character) sends nothing, and the end has an empty delta.
-                            let delta = if p.text.is_empty() {
-                                json!({})
-                            } else {
-                                json!({"role": "assistant", "content": p.text})
-                            };
+                            let delta = if p.text.is_empty() { json!({}) } else { json!({"content": p.text}) };
                             if !p.text.is_empty() || p.finish.is_some() || !logprobs.is_null() {
                                 chunk(json!({"index": i, "delta": delta, "logprobs": logprobs,
                                              "finish_reason": p.finish}));
                             }
                         } else {
                             // The content left, the calls, then the end, each its own chunk.
-                            chunk(json!({"index": i, "delta": {"role": "assistant", "content": p.text},
-                                         "logprobs": logprobs, "finish_reason": null}));
+                            if !p.text.is_empty() || !logprobs.is_null() {
+                                chunk(json!({"index": i, "delta": {"content": p.text},
+                                             "logprobs": logprobs, "finish_reason": null}));
+                            }
                             chunk(json!({"index": i, "delta": {"tool_calls": calls_json(&p.calls, true)},
                                          "logprobs": null, "finish_reason": null}));
                             chunk(json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": p.finish}));
