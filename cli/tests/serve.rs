@@ -147,3 +147,18 @@ fn a_disconnected_stream_stops_its_generation() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `--any-model` answers requests naming another model (llama-server's behaviour), saying
+/// which model wrote the answer; without it they get a 404.
+#[test]
+fn any_model_answers_other_names_with_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let srv = start(&model, &["--any-model"]);
+    let (st, v) = post(
+        srv.port,
+        "/v1/completions",
+        json!({"model": "gpt-4o", "prompt": "x", "max_tokens": 2}),
+    );
+    assert_eq!((st, v["model"].as_str()), (200, Some("tiny")), "{v}");
+}
