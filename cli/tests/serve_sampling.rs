@@ -175,3 +175,41 @@ fn logprobs_seeds_bias_and_usage() {
     );
     assert!(v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0, "{v}");
 }
+
+/// gpt-oss's analysis channel comes back as `reasoning_content`, its final channel as the
+/// content, streamed and not (the harmony structure forced by a grammar on the random model).
+#[test]
+fn harmony_reasoning_is_set_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tpl = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/templates/openai-gpt-oss-120b.jinja"
+    );
+    let srv = start(&tiny_model(tmp.path()), &["--ctx", "2048", "--chat-template-file", tpl]);
+    let grammar = "%llguidance {}\nstart: \"<|channel|>analysis<|message|>\" /[a-z]{3,8}/ \"<|end|><|start|>assistant<|channel|>final<|message|>\" /[A-Z]{3,8}/ \"<|return|>\"";
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 200,
+                      "temperature": 1, "seed": 3, "grammar": grammar});
+    let (st, v) = post(srv.port, "/v1/chat/completions", body.clone());
+    assert_eq!(st, 200, "{v}");
+    let m = &v["choices"][0]["message"];
+    let (reasoning, content) =
+        (m["reasoning_content"].as_str().unwrap(), m["content"].as_str().unwrap());
+    assert!(
+        reasoning.chars().all(|c| c.is_ascii_lowercase()) && (3..=8).contains(&reasoning.len()),
+        "{m}"
+    );
+    assert!(
+        content.chars().all(|c| c.is_ascii_uppercase()) && (3..=8).contains(&content.len()),
+        "{m}"
+    );
+    let mut sbody = body;
+    sbody["stream"] = json!(true);
+    let c = chunks(srv.port, "/v1/chat/completions", sbody);
+    let field = |f: &str| -> String {
+        c.iter().filter_map(|k| k["choices"][0]["delta"][f].as_str()).collect()
+    };
+    assert_eq!(
+        (field("reasoning_content"), field("content")),
+        (reasoning.to_string(), content.to_string())
+    );
+}

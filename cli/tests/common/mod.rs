@@ -80,14 +80,14 @@ pub fn request(
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    write!(
+    // A server that answers before reading the request (a 503 over the connection cap) may
+    // close the connection while this writes, then reset it after its answer: keep what
+    // arrived either way.
+    let _ = write!(
         s,
         "{head}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
-    // A server that answers before reading the request may reset the connection after its
-    // answer: keep what arrived.
+    );
     let mut raw = Vec::new();
     let mut buf = [0u8; 8192];
     while let Ok(n) = s.read(&mut buf) {

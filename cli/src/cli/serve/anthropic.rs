@@ -251,8 +251,15 @@ async fn answer(s: Shared, headers: HeaderMap, body: Body) -> Result<Response, A
     let active = Active(Arc::clone(&s));
     let id = format!("msg_{:016x}", rand::random::<u64>());
     let model = s.name.clone();
-    let pieces =
-        answer_pieces(Arc::clone(&s.engine), job.prompt, job.options, &job.stops, job.calls);
+    // Reasoning is set apart and not sent (no thinking blocks).
+    let pieces = answer_pieces(
+        Arc::clone(&s.engine),
+        job.prompt,
+        job.options,
+        &job.stops,
+        job.calls,
+        job.reasoning,
+    );
     if !job.stream {
         let collected: Vec<Result<Piece, String>> = pieces.collect().await;
         drop(active);

@@ -9,6 +9,7 @@ mod anthropic;
 mod guard;
 mod net;
 mod openai;
+mod reasoning;
 mod respond;
 mod stop;
 mod tools;

@@ -18,6 +18,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::openai::{shown, ApiError, Request};
+use super::reasoning::{Splitter, Style};
 use super::stop::StopScanner;
 use super::tools::{calls_json, CallReader, ToolChoice};
 use super::{AppState, Shared};
@@ -77,6 +78,8 @@ pub(super) struct Job {
     pub n: usize,
     /// Reads the model's tool calls, when tools are offered.
     pub calls: Option<CallReader>,
+    /// Sets the model's reasoning apart from its answer (chat, without tools).
+    pub reasoning: Option<Splitter>,
 }
 
 fn context_exceeded(message: String) -> ApiError {
@@ -204,6 +207,11 @@ fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
         stream: req.stream,
         include_usage: req.include_usage,
         n: req.n,
+        reasoning: if chat && calls.is_none() {
+            codec.chat_template().and_then(Style::detect).map(Splitter::new)
+        } else {
+            None
+        },
         calls,
     })
 }
@@ -232,6 +240,8 @@ impl Drop for Active {
 /// end the finish reason.
 pub(super) struct Piece {
     pub text: String,
+    /// New reasoning text (`reasoning_content`).
+    pub reasoning: String,
     pub logprobs: Option<TokenLogprobs>,
     pub finish: Option<&'static str>,
     /// On a `stop` finish caused by a stop string: which one.
@@ -251,6 +261,7 @@ pub(super) fn answer_pieces(
     options: GenerateOptions,
     stops: &[String],
     mut reader: Option<CallReader>,
+    mut splitter: Option<Splitter>,
 ) -> impl futures::Stream<Item = Result<Piece, String>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Piece, String>>(16);
     let mut scan = StopScanner::new(stops);
@@ -271,7 +282,12 @@ pub(super) fn answer_pieces(
                     return;
                 }
             };
-            let (text, hit) = scan.push(&t.text);
+            // With a reasoning style, the answer is what its splitter reads as answer.
+            let (reasoning, answer) = match splitter.as_mut() {
+                Some(sp) => sp.push(engine.tokenizer(), t.id, t.finished.is_some()),
+                None => (String::new(), t.text),
+            };
+            let (text, hit) = scan.push(&answer);
             let mut finish =
                 if hit { Some("stop") } else { t.finished.as_ref().map(|f| f.reason.as_str()) };
             let mut text = if finish.is_some() && !hit { text + &scan.finish() } else { text };
@@ -290,6 +306,7 @@ pub(super) fn answer_pieces(
             }
             let piece = Piece {
                 text,
+                reasoning,
                 logprobs: t.logprobs,
                 finish,
                 stop: scan.matched().and_then(|k| stops.get(k).cloned()),
@@ -357,9 +374,16 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
         let mut options = job.options.clone();
         options.sampling.seed = options.sampling.seed.wrapping_add(i as u64);
         let prompt = job.prompt.clone();
-        answer_pieces(Arc::clone(&s.engine), prompt, options, &job.stops, job.calls.clone())
-            .map(move |p| (i, p))
-            .boxed()
+        answer_pieces(
+            Arc::clone(&s.engine),
+            prompt,
+            options,
+            &job.stops,
+            job.calls.clone(),
+            job.reasoning.clone(),
+        )
+        .map(move |p| (i, p))
+        .boxed()
     });
     let pieces = futures::stream::select_all(streams);
     let usage = move |n: usize, cached: usize| {
@@ -410,6 +434,10 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
                             chunk(json!({"index": i, "delta": {"role": "assistant", "content": null},
                                          "logprobs": null, "finish_reason": null}));
                         }
+                        if chat && !p.reasoning.is_empty() {
+                            chunk(json!({"index": i, "delta": {"reasoning_content": p.reasoning},
+                                         "logprobs": null, "finish_reason": null}));
+                        }
                         if !chat {
                             chunk(json!({"index": i, "text": p.text, "logprobs": logprobs, "finish_reason": p.finish}));
                         } else if p.calls.is_empty() {
@@ -452,6 +480,7 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
     drop(active);
     struct Answer {
         text: String,
+        reasoning: String,
         finish: &'static str,
         tokens: usize,
         lps: Vec<TokenLogprobs>,
@@ -460,6 +489,7 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
     let mut answers: Vec<Answer> = (0..choices)
         .map(|_| Answer {
             text: String::new(),
+            reasoning: String::new(),
             finish: "length",
             tokens: 0,
             lps: Vec::new(),
@@ -472,6 +502,7 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
             Ok(p) => {
                 let a = &mut answers[i];
                 a.text.push_str(&p.text);
+                a.reasoning.push_str(&p.reasoning);
                 a.calls.extend(p.calls);
                 a.tokens = p.tokens;
                 a.lps.extend(p.logprobs);
@@ -501,8 +532,11 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
                                                "tool_calls": calls_json(&a.calls, false)},
                        "logprobs": logprobs, "finish_reason": a.finish})
             } else if chat {
-                json!({"index": i, "message": {"role": "assistant", "content": a.text},
-                       "logprobs": logprobs, "finish_reason": a.finish})
+                let mut message = json!({"role": "assistant", "content": a.text});
+                if !a.reasoning.is_empty() {
+                    message["reasoning_content"] = Value::from(a.reasoning);
+                }
+                json!({"index": i, "message": message, "logprobs": logprobs, "finish_reason": a.finish})
             } else {
                 json!({"index": i, "text": a.text, "logprobs": logprobs, "finish_reason": a.finish})
             }
