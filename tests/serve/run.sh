@@ -17,45 +17,39 @@ if ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
 fi
 work=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+# Starts `floe serve` with the given flags, logging to $work/LOG; sets $pid and $url.
+serve() {
+  local log="$work/$1"
+  shift
+  "$FLOE" serve --model "$work/model" --port 0 "$@" >"$log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 100); do
+    grep -q "listening on" "$log" && break
+    sleep 0.1
+  done
+  url=$(grep -o "http://[0-9.:]*" "$log" | head -1)
+  [ -n "$url" ] || { cat "$log"; exit 1; }
+}
 "$FLOE" synth --preset tiny --vocab 1024 --dtype q4_0 --seed 5 --out "$work/model" >/dev/null
 # Streamed through a slab cache of a quarter of the experts, so batching shares real reads.
-"$FLOE" serve --model "$work/model" --port 0 --cache lru --ctx 512 >"$work/log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$work/log" && break
-  sleep 0.1
-done
-url=$(grep -o "http://[0-9.:]*" "$work/log" | head -1)
-[ -n "$url" ] || { cat "$work/log"; exit 1; }
+serve log --cache lru --ctx 512
 python3 tests/serve/openai_client.py "$FLOE" "$work/model" "$url" "$pid"
+kill "$pid"
 
 # Tool calls with the real chat templates of three families (Qwen3, gpt-oss, DeepSeek-V3.1).
 for tpl in Qwen-Qwen3-0.6B openai-gpt-oss-120b deepseek-ai-DeepSeek-V3.1; do
-  "$FLOE" serve --model "$work/model" --port 0 --ctx 2048 \
-    --chat-template-file "tests/fixtures/templates/$tpl.jinja" >"$work/log-$tpl" 2>&1 &
-  tpid=$!
-  for _ in $(seq 100); do
-    grep -q "listening on" "$work/log-$tpl" && break
-    sleep 0.1
-  done
-  turl=$(grep -o "http://[0-9.:]*" "$work/log-$tpl" | head -1)
-  [ -n "$turl" ] || { cat "$work/log-$tpl"; exit 1; }
-  python3 tests/serve/tools_client.py "$turl" "$tpl" || { kill "$tpid"; exit 1; }
-  kill "$tpid"
+  serve "log-$tpl" --ctx 2048 --chat-template-file "tests/fixtures/templates/$tpl.jinja"
+  python3 tests/serve/tools_client.py "$url" "$tpl"
+  kill "$pid"
 done
 echo "all tool-call checks passed"
 
 # Anthropic's Messages API, with a key (sent as x-api-key by the anthropic package).
-"$FLOE" serve --model "$work/model" --port 0 --ctx 2048 --api-key ci-key \
-  --chat-template-file tests/fixtures/templates/Qwen-Qwen3-0.6B.jinja >"$work/log-messages" 2>&1 &
-mpid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$work/log-messages" && break
-  sleep 0.1
-done
-murl=$(grep -o "http://[0-9.:]*" "$work/log-messages" | head -1)
-[ -n "$murl" ] || { cat "$work/log-messages"; exit 1; }
-python3 tests/serve/anthropic_client.py "$murl" ci-key || { kill "$mpid"; exit 1; }
-kill "$mpid"
+serve log-messages --ctx 2048 --api-key ci-key \
+  --chat-template-file tests/fixtures/templates/Qwen-Qwen3-0.6B.jinja
+python3 tests/serve/anthropic_client.py "$url" ci-key
+kill "$pid"
 echo "all Messages API checks passed"

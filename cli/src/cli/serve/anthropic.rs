@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::openai::{shown, ApiError, Request};
 use super::respond::{admit, answer_pieces, read_body, Active, Piece};
+use super::tools::text as text_of;
 use super::Shared;
 
 /// An error in Anthropic's shape.
@@ -30,25 +31,6 @@ fn error_response(e: ApiError) -> Response {
     };
     (e.status, Json(json!({"type": "error", "error": {"type": kind, "message": e.message}})))
         .into_response()
-}
-
-/// The text of a `system` or `content` value: a string or text blocks.
-fn text_of(v: &Value, at: &str) -> Result<String, ApiError> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(blocks) => {
-            let mut out = String::new();
-            for b in blocks {
-                match (b.get("type").and_then(Value::as_str), b.get("text").and_then(Value::as_str))
-                {
-                    (Some("text"), Some(t)) => out.push_str(t),
-                    _ => return Err(ApiError::unsupported(at, "blocks other than text here")),
-                }
-            }
-            Ok(out)
-        }
-        _ => Err(ApiError::bad(at, "must be a string or text blocks")),
-    }
 }
 
 /// One Anthropic message as chat messages: tool results become `tool` messages (first, as

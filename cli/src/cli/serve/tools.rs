@@ -189,8 +189,9 @@ pub fn messages(v: &Value) -> Result<Vec<Value>, ApiError> {
     Ok(out)
 }
 
-/// The text of a message's `content`: a string, or the text parts of an array of parts.
-fn text(v: &Value, at: &str) -> Result<String, ApiError> {
+/// The text of a message's `content` (or Anthropic's `system`, a tool result's `content`): a
+/// string, or the text parts of an array of parts.
+pub fn text(v: &Value, at: &str) -> Result<String, ApiError> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Array(parts) => {

@@ -44,10 +44,7 @@ impl ToolDialect for DeepSeekV31 {
                 calls.push(ToolCall { name: name.to_string(), arguments });
             }
         }
-        if calls.is_empty() {
-            return Parsed { content: text.to_string(), calls };
-        }
-        Parsed { content: text[..begin].trim_end().to_string(), calls }
+        Parsed::before(text, begin, calls)
     }
     fn call(&self, tool: &ToolSpec, g: &GrammarText) -> String {
         format!(

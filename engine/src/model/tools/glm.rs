@@ -41,10 +41,7 @@ impl ToolDialect for Glm45 {
             first.get_or_insert(start);
             calls.push(ToolCall { name, arguments: Value::Object(args).to_string() });
         }
-        match first {
-            Some(s) => Parsed { content: text[..s].trim_end().to_string(), calls },
-            None => Parsed { content: text.to_string(), calls },
-        }
+        Parsed::before(text, first.unwrap_or(0), calls)
     }
     fn call(&self, tool: &ToolSpec, g: &GrammarText) -> String {
         let mut out = g.lit(&format!("<tool_call>{}\n", tool.name));

@@ -33,8 +33,7 @@ impl ToolDialect for Hermes {
                 calls.push(ToolCall { name: name.to_string(), arguments });
             }
         }
-        let content = first.map_or(text, |s| &text[..s]).trim_end().to_string();
-        Parsed { content: if calls.is_empty() { text.to_string() } else { content }, calls }
+        Parsed::before(text, first.unwrap_or(0), calls)
     }
     fn call(&self, tool: &ToolSpec, g: &GrammarText) -> String {
         let head = format!(

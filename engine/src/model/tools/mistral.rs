@@ -38,10 +38,7 @@ impl ToolDialect for MistralJson {
                 Some(ToolCall { name, arguments })
             })
             .collect();
-        if calls.is_empty() {
-            return Parsed { content: text.to_string(), calls };
-        }
-        Parsed { content: text[..at].trim_end().to_string(), calls }
+        Parsed::before(text, at, calls)
     }
     fn call(&self, tool: &ToolSpec, g: &GrammarText) -> String {
         let head = format!("{{\"name\": {}, \"arguments\": ", Value::from(tool.name.as_str()));

@@ -44,6 +44,15 @@ pub struct Parsed {
     pub calls: Vec<ToolCall>,
 }
 
+impl Parsed {
+    /// Calls found from byte `start` of `text` on: the content is the text before them; with no
+    /// call, all of `text` is content.
+    pub(crate) fn before(text: &str, start: usize, calls: Vec<ToolCall>) -> Self {
+        let content = if calls.is_empty() { text } else { text[..start].trim_end() };
+        Parsed { content: content.to_string(), calls }
+    }
+}
+
 /// One family's tool-call syntax.
 pub trait ToolDialect: Sync + Send + std::fmt::Debug {
     /// Its name (in errors and logs).
