@@ -54,10 +54,17 @@ pub enum Lookup {
 /// Counters since the cache was made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CacheStats {
-    /// Demand accesses served without a new read (ready, or already loading).
+    /// Demand accesses served without a new read (ready, or already loading): `demand_hits` +
+    /// `prefetch_used`.
     pub hits: u64,
+    /// Hits on an expert the cache kept from an earlier demand access (or from a prefetch that
+    /// was already used once): what the policy's choices earned.
+    pub demand_hits: u64,
     /// Of the hits, those that found the expert still loading (single-flight).
     pub pending_hits: u64,
+    /// Of `prefetch_used`, those whose read had not finished when the expert was needed (the
+    /// compute waited for part of the read).
+    pub prefetch_late: u64,
     /// Demand accesses that needed a read.
     pub misses: u64,
     /// Experts evicted to make room.
@@ -75,14 +82,29 @@ pub struct CacheStats {
 }
 
 impl CacheStats {
-    /// hits / (hits + misses), 0 when nothing was accessed.
+    /// hits / (hits + misses), 0 when nothing was accessed. Counts a prefetched expert that
+    /// was used as a hit, though it was read for this access: see `demand_hit_ratio`.
     pub fn hit_ratio(&self) -> f64 {
-        let n = self.hits + self.misses;
-        if n == 0 {
-            0.0
-        } else {
-            self.hits as f64 / n as f64
-        }
+        ratio(self.hits, self.hits + self.misses)
+    }
+
+    /// demand_hits / accesses: the share of accesses served by what the cache kept, reads
+    /// made for them (misses and used prefetches) not counted.
+    pub fn demand_hit_ratio(&self) -> f64 {
+        ratio(self.demand_hits, self.hits + self.misses)
+    }
+
+    /// Slabs read: demand misses and prefetches (used or not).
+    pub fn reads(&self) -> u64 {
+        self.misses + self.prefetch_issued
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
     }
 }
 
@@ -181,6 +203,11 @@ impl ExpertCache {
             if e.prefetched_unused {
                 e.prefetched_unused = false;
                 inner.stats.prefetch_used += 1;
+                if e.state == State::Loading {
+                    inner.stats.prefetch_late += 1;
+                }
+            } else {
+                inner.stats.demand_hits += 1;
             }
             let (slot, state) = (e.slot, e.state);
             inner.policy.on_hit(key, &ctx);

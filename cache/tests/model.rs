@@ -232,7 +232,17 @@ fn prefetch_accounting() {
     let s = cache.stats();
     assert_eq!((s.prefetch_issued, s.prefetch_used, s.prefetch_wasted), (2, 1, 1));
     assert_eq!(s.pending_hits, 1);
+    // a's prefetch was still loading when a was needed; nothing was kept from a demand access.
+    assert_eq!((s.demand_hits, s.prefetch_late), (0, 1));
     assert_eq!(s.bytes_read, 40);
+    assert_eq!(s.reads(), 4);
+    cache.complete(a, true);
+    cache.release(a);
+    assert!(matches!(cache.acquire(a, 3, 0.5), Lookup::Hit(_)));
+    cache.release(a);
+    let s = cache.stats();
+    assert_eq!((s.hits, s.demand_hits), (2, 1));
+    assert!((s.demand_hit_ratio() - 1.0 / 4.0).abs() < 1e-12 && (s.hit_ratio() - 0.5).abs() < 1e-12);
 }
 
 #[test]

@@ -28,4 +28,5 @@ pub use floe_io as io;
 pub use floe_kernels as kernels;
 pub use runtime::constraint::Grammar;
 pub use runtime::generate::GenerateOptions;
+pub use runtime::ExpertSelection;
 pub use runtime::sampling::{SamplingParams, TokenLogprobs};

@@ -94,6 +94,16 @@ pub struct StreamingFlags {
     /// up to 512 KiB; deeper queues let prefetches crowd out demand reads).
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub queue_depth: usize,
+    /// Run K routed experts per token instead of the model's own top-k. Lossy: each token
+    /// reads and computes fewer experts, weighed as the model's router weighs its choice
+    /// (renormalised over the K where the model renormalises). See the README for what it
+    /// costs in accuracy.
+    #[arg(long, visible_alias = "n-expert-used", value_name = "K")]
+    pub experts_per_token: Option<usize>,
+    /// Skip a routed expert whose weight is below this fraction of its token's top expert
+    /// (lossy; the kept weights are renormalised where the model renormalises; 0: off).
+    #[arg(long, default_value_t = 0.0, value_name = "RATIO")]
+    pub min_expert_weight: f32,
 }
 
 impl StreamingFlags {
@@ -121,6 +131,10 @@ impl StreamingFlags {
             prefetch: self.prefetch.parse().map_err(anyhow::Error::msg)?,
             io: self.io.as_deref().map(str::parse).transpose()?,
             queue_depth: self.queue_depth,
+            expert_selection: floe::ExpertSelection {
+                experts_per_token: self.experts_per_token,
+                min_weight_ratio: self.min_expert_weight,
+            },
             ..Default::default()
         })
     }

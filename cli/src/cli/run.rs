@@ -280,10 +280,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         st["hits"] = c.hits.into();
         st["misses"] = c.misses.into();
         st["hit_ratio"] = c.hit_ratio().into();
+        st["demand_hits"] = c.demand_hits.into();
+        st["demand_hit_ratio"] = c.demand_hit_ratio().into();
         st["prefetch_issued"] = c.prefetch_issued.into();
         st["prefetch_used"] = c.prefetch_used.into();
+        st["prefetch_late"] = c.prefetch_late.into();
         st["prefetch_wasted"] = c.prefetch_wasted.into();
+        st["slab_reads"] = c.reads().into();
         st["bytes_read"] = ss.io_bytes.into();
+        let tokens = (stats.prompt_tokens + stats.generated_tokens).max(1);
+        st["bytes_read_per_token"] = (ss.io_bytes / tokens as u64).into();
         st["read_gb_s"] = (ss.io_bytes as f64 / secs.max(1e-9) / 1e9).into();
         st["stall_s"] = ss.stall_s.into();
         st["stall_share"] = (ss.stall_s / secs.max(1e-9)).into();
@@ -313,14 +319,18 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         );
         if engine.streaming().is_some() {
             eprintln!(
-                "experts: hit ratio {:.3} ({} hits, {} misses), prefetch {} issued / {} used / {} wasted, \
+                "experts: demand hit ratio {:.3} ({} kept, {} prefetched in time or late, {} misses), \
+                 prefetch {} issued / {} used ({} late) / {} wasted, {} slab reads, \
                  {:.3} GB read at {:.2} GB/s, stall {:.0} % of the time, peak RSS {} MiB",
-                st["hit_ratio"].as_f64().unwrap_or(0.0),
-                st["hits"],
+                st["demand_hit_ratio"].as_f64().unwrap_or(0.0),
+                st["demand_hits"],
+                st["prefetch_used"],
                 st["misses"],
                 st["prefetch_issued"],
                 st["prefetch_used"],
+                st["prefetch_late"],
                 st["prefetch_wasted"],
+                st["slab_reads"],
                 st["bytes_read"].as_f64().unwrap_or(0.0) / 1e9,
                 st["read_gb_s"].as_f64().unwrap_or(0.0),
                 100.0 * st["stall_share"].as_f64().unwrap_or(0.0),

@@ -30,6 +30,7 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::formats::source::open_model;
 use crate::model::tokenizer::{IncrementalDecoder, TextCodec};
+use crate::runtime::ExpertSelection;
 use crate::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts, StreamingStats};
 use crate::runtime::constraint::ConstraintCompiler;
 use crate::runtime::experts::{ExpertSource, ResidentExperts};
@@ -92,6 +93,8 @@ pub struct EngineConfig {
     pub kept_sessions: usize,
     /// A chat template (Jinja text) to use instead of the model's own.
     pub chat_template: Option<String>,
+    /// Fewer routed experts per token than the model's router picks (lossy; default exact).
+    pub expert_selection: ExpertSelection,
 }
 
 impl Default for EngineConfig {
@@ -109,8 +112,37 @@ impl Default for EngineConfig {
             max_sequences: 8,
             kept_sessions: 4,
             chat_template: None,
+            expert_selection: ExpertSelection::default(),
         }
     }
+}
+
+/// Checks `selection` against the model and routes `config`'s tokens to its expert count.
+fn apply_expert_selection(
+    config: &mut crate::model::config::ModelConfig,
+    selection: &ExpertSelection,
+) -> Result<()> {
+    if let Some(k) = selection.experts_per_token {
+        if config.experts == 0 {
+            return Err(Error::Invalid(format!(
+                "experts per token {k}: the model has no routed experts"
+            )));
+        }
+        if k == 0 || k > config.top_k {
+            return Err(Error::Invalid(format!(
+                "experts per token {k}: the model routes each token to {} experts; give 1 to {}",
+                config.top_k, config.top_k
+            )));
+        }
+        config.top_k = k;
+    }
+    let r = selection.min_weight_ratio;
+    if !(0.0..1.0).contains(&r) {
+        return Err(Error::Invalid(format!(
+            "minimum expert weight ratio {r}: give a fraction of the top expert's weight in [0, 1)"
+        )));
+    }
+    Ok(())
 }
 
 /// Bytes a process needs besides weights, KV caches and slabs: activations, the tokenizer,
@@ -186,7 +218,7 @@ impl Engine {
     /// Opens a model directory written by `floe pack` or `floe synth`, or a GGUF file (read in
     /// place, its tokenizer rebuilt from its metadata).
     pub fn open(path: &Path, config: EngineConfig) -> Result<Self> {
-        let opened = open_model(path, config.verify, config.tokenizer.as_deref())?;
+        let mut opened = open_model(path, config.verify, config.tokenizer.as_deref())?;
         let mut codec = opened.codec.ok_or_else(|| {
             Error::Invalid(format!(
                 "{}: no tokenizer, the Engine needs text in and out (give a tokenizer directory)",
@@ -197,6 +229,7 @@ impl Engine {
             codec.set_chat_template(t.clone());
         }
         let dense = opened.dense;
+        apply_expert_selection(&mut opened.config, &config.expert_selection)?;
         let spec = crate::model::spec::ModelSpec::from_config(&opened.config)?;
         let sequences = config.max_sequences.max(1) as u64;
         let mut session_options = config.session;
@@ -266,7 +299,8 @@ impl Engine {
             config.threads
         };
         let dense_bytes = dense.bytes() as u64;
-        let model = Model::new(opened.config, dense, experts, threads)?;
+        let mut model = Model::new(opened.config, dense, experts, threads)?;
+        model.set_min_expert_weight_ratio(config.expert_selection.min_weight_ratio);
         let core = Arc::new(Core {
             model,
             session_options,

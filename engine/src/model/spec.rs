@@ -178,6 +178,18 @@ pub enum MixerSpec {
     DeltaNet(DeltaNetSpec),
 }
 
+impl RouterKind {
+    /// The chosen experts' weights are normalised to a fixed sum: fewer experts are weighed by
+    /// renormalising over them.
+    pub fn renormalizes(&self) -> bool {
+        match *self {
+            RouterKind::SoftmaxTopK { renormalize } => renormalize,
+            RouterKind::TopKSoftmax => true,
+            RouterKind::SigmoidGrouped { renormalize, .. } => renormalize,
+        }
+    }
+}
+
 /// How a MoE router turns its logits into experts and weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RouterKind {

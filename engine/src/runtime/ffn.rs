@@ -13,6 +13,7 @@ use super::weights::MoeWeights;
 use crate::error::Result;
 use crate::model::spec::MoeSpec;
 use crate::runtime::experts::{ExpertView, INLINE_BATCH};
+use crate::runtime::router::SKIPPED;
 
 impl Model {
     /// The MoE block of layer `l` over the pass's `n` rows; `decode` when each row is its own
@@ -45,7 +46,8 @@ impl Model {
         for t in 0..n {
             let p = &mut logits[t * experts..(t + 1) * experts];
             super::router::route(m.router, p, bias, k, &mut sc.route, &mut sc.top);
-            self.experts.on_route(l, step, &sc.top);
+            let kept = self.drop_weak(m, &mut sc.top);
+            self.experts.on_route(l, step, &sc.top[..kept]);
             sc.chosen.extend_from_slice(&sc.top);
         }
         // Prefetch (decode): the source may read the next MoE layer's experts while this layer
@@ -82,7 +84,8 @@ impl Model {
                                 &mut scratch,
                                 &mut top,
                             );
-                            for &(e, wt) in &top {
+                            let kept = self.drop_weak(next_spec, &mut top);
+                            for &(e, wt) in &top[..kept] {
                                 votes[e].0 += 1;
                                 votes[e].1 += wt;
                             }
@@ -104,7 +107,7 @@ impl Model {
         sc.users.group(&sc.chosen, k, experts);
         sc.weight.clear();
         sc.weight.resize(experts, 0.0);
-        for &(e, wt) in &sc.chosen {
+        for &(e, wt) in sc.chosen.iter().filter(|x| x.0 != SKIPPED) {
             sc.weight[e] = sc.weight[e].max(wt);
         }
         sc.wanted.clear();
@@ -148,7 +151,10 @@ impl Model {
         out.fill(0.0);
         for t in 0..n {
             for slot in 0..k {
-                let wt = sc.chosen[t * k + slot].1;
+                let (e, wt) = sc.chosen[t * k + slot];
+                if e == SKIPPED {
+                    continue;
+                }
                 let y = &per_slot[(t * k + slot) * h..][..h];
                 out[t * h..(t + 1) * h].iter_mut().zip(y).for_each(|(o, v)| *o += wt * v);
             }
@@ -184,6 +190,18 @@ impl Model {
             }
         }
         Ok(())
+    }
+}
+
+impl Model {
+    /// Applies the weak-expert knob to one token's chosen experts; returns how many stay
+    /// (first in `chosen`).
+    fn drop_weak(&self, m: &MoeSpec, chosen: &mut [(usize, f32)]) -> usize {
+        if self.min_expert_weight_ratio > 0.0 {
+            super::router::drop_weak(chosen, self.min_expert_weight_ratio, m.router.renormalizes())
+        } else {
+            chosen.len()
+        }
     }
 }
 

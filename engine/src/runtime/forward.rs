@@ -41,6 +41,8 @@ pub struct Model {
     /// The factor on each layer's cos and sin (YaRN's attention factor; 1 without it).
     pub(crate) rope_factor: Vec<f32>,
     pub(crate) activations: QuantActivations,
+    /// Skip a routed expert below this fraction of its token's top weight (0: exact).
+    pub(crate) min_expert_weight_ratio: f32,
 }
 
 impl std::fmt::Debug for Model {
@@ -132,7 +134,14 @@ impl Model {
             inv_freq,
             rope_factor,
             activations: QuantActivations::default(),
+            min_expert_weight_ratio: 0.0,
         })
+    }
+
+    /// Skips every routed expert whose weight is below `ratio` of its token's largest (lossy;
+    /// 0 runs the model exactly). See [`ExpertSelection`](super::router::ExpertSelection).
+    pub fn set_min_expert_weight_ratio(&mut self, ratio: f32) {
+        self.min_expert_weight_ratio = ratio;
     }
 
     /// How activations meet quantised weights: Q8_0 integer dot products (default, as
@@ -341,7 +350,11 @@ impl Model {
                                 r.push(RouteRecord {
                                     layer: l,
                                     pos: at.pos + t - at.start,
-                                    experts: sc.chosen[t * m.top_k..(t + 1) * m.top_k].to_vec(),
+                                    experts: sc.chosen[t * m.top_k..(t + 1) * m.top_k]
+                                        .iter()
+                                        .filter(|x| x.0 != super::router::SKIPPED)
+                                        .copied()
+                                        .collect(),
                                 });
                             }
                         }

@@ -18,3 +18,4 @@ pub mod weights;
 
 pub use forward::{Model, RouteRecord};
 pub use session::{BatchScratch, KvCache, LayerState, PassKind, Session, SessionOptions};
+pub use router::ExpertSelection;

@@ -5,6 +5,51 @@ use floe_kernels::ops;
 
 use crate::model::spec::RouterKind;
 
+/// The expert index of a slot [`drop_weak`] emptied: no expert runs for it.
+pub(crate) const SKIPPED: usize = usize::MAX;
+
+/// Lossy knobs that run fewer experts per token than the model's router picks, reading fewer
+/// bytes per token. The default runs the model exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ExpertSelection {
+    /// Experts per token, below the model's top-k (`None`: the model's own). The router picks
+    /// this many and weighs them as it weighs its top-k (renormalised where the model
+    /// renormalises).
+    pub experts_per_token: Option<usize>,
+    /// Skip a chosen expert whose routing weight is below this fraction of the token's largest
+    /// (0: off), the kept weights renormalised where the model renormalises.
+    pub min_weight_ratio: f32,
+}
+
+impl ExpertSelection {
+    /// True when the model runs exactly.
+    pub fn is_exact(&self) -> bool {
+        self.experts_per_token.is_none() && self.min_weight_ratio <= 0.0
+    }
+}
+
+/// Keeps the chosen experts whose weight is at least `ratio` times the largest, first and in
+/// their order, and empties the other slots ([`SKIPPED`], weight 0). When the router
+/// renormalises, the kept weights are scaled back to the chosen ones' sum, which is what
+/// renormalising over the kept experts gives. Returns how many were kept.
+pub(crate) fn drop_weak(chosen: &mut [(usize, f32)], ratio: f32, renormalize: bool) -> usize {
+    let max = chosen.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
+    let before: f32 = chosen.iter().map(|x| x.1).sum();
+    let mut kept = 0;
+    for i in 0..chosen.len() {
+        if chosen[i].1 >= ratio * max {
+            chosen[kept] = chosen[i];
+            kept += 1;
+        }
+    }
+    chosen[kept..].iter_mut().for_each(|x| *x = (SKIPPED, 0.0));
+    if renormalize && kept < chosen.len() {
+        let after: f32 = chosen[..kept].iter().map(|x| x.1).sum();
+        chosen[..kept].iter_mut().for_each(|x| x.1 *= before / after);
+    }
+    kept
+}
+
 /// Reused buffers of [`route`].
 #[derive(Debug, Default)]
 pub(crate) struct RouteScratch {
@@ -80,6 +125,39 @@ pub(crate) fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropping_weak_experts_renormalises_over_the_kept_ones() {
+        // Softmax over 4 logits, top 3, renormalised: the model's weights.
+        let logits = [2.0f32, 1.0, 0.5, -3.0];
+        let (mut scratch, mut out) = (RouteScratch::default(), Vec::new());
+        let kind = RouterKind::SoftmaxTopK { renormalize: true };
+        route(kind, &mut logits.clone(), None, 3, &mut scratch, &mut out);
+        // The third (e^0.5 / e^2 = 0.22 of the top) goes at a ratio of 0.3; the other two are
+        // weighted as a top-2 router weighs them.
+        let kept = drop_weak(&mut out, 0.3, true);
+        assert_eq!(kept, 2);
+        let (a, b) = (2.0f64.exp(), 1.0f64.exp());
+        assert_eq!((out[0].0, out[1].0, out[2]), (0, 1, (SKIPPED, 0.0)));
+        assert!((out[0].1 as f64 - a / (a + b)).abs() < 1e-6, "{out:?}");
+        assert!((out[1].1 as f64 - b / (a + b)).abs() < 1e-6, "{out:?}");
+        // Without renormalisation the kept weights stay the softmax's.
+        let kind = RouterKind::SoftmaxTopK { renormalize: false };
+        route(kind, &mut logits.clone(), None, 3, &mut scratch, &mut out);
+        let z: f64 = logits.iter().map(|&x| (x as f64).exp()).sum();
+        assert_eq!(drop_weak(&mut out, 0.3, false), 2);
+        assert!((out[1].1 as f64 - b / z).abs() < 1e-6, "{out:?}");
+        // Ratio 0 keeps everything; the top one always stays, and a renormalising router gives
+        // it all the weight.
+        let kind = RouterKind::SoftmaxTopK { renormalize: true };
+        route(kind, &mut logits.clone(), None, 3, &mut scratch, &mut out);
+        let all = out.clone();
+        assert_eq!(drop_weak(&mut out, 0.0, true), 3);
+        assert_eq!(out, all);
+        assert_eq!(drop_weak(&mut out, 1.0, true), 1);
+        assert_eq!(out[0].0, 0);
+        assert!((out[0].1 - 1.0).abs() < 1e-6, "{out:?}");
+    }
 
     /// DeepSeek-V3's rule written plainly in f64: sigmoid scores, selection by score + bias
     /// within the best groups (a group's score: its two best biased scores), weights the

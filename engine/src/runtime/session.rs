@@ -410,19 +410,21 @@ pub(crate) struct ExpertUsers {
 
 impl ExpertUsers {
     /// Groups `chosen` (`k` (expert, weight) pairs per token) by expert, in token order.
+    /// Skipped slots belong to no expert.
     pub fn group(&mut self, chosen: &[(usize, f32)], k: usize, experts: usize) {
         self.start.clear();
         self.start.resize(experts + 1, 0);
-        for &(e, _) in chosen {
+        let skipped = super::router::SKIPPED;
+        for &(e, _) in chosen.iter().filter(|x| x.0 != skipped) {
             self.start[e + 1] += 1;
         }
         for e in 0..experts {
             self.start[e + 1] += self.start[e];
         }
         self.list.clear();
-        self.list.resize(chosen.len(), (0, 0));
+        self.list.resize(self.start[experts], (0, 0));
         // `start[e]` walks through expert e's range as it fills, then is restored below.
-        for (i, &(e, _)) in chosen.iter().enumerate() {
+        for (i, &(e, _)) in chosen.iter().enumerate().filter(|x| x.1 .0 != skipped) {
             self.list[self.start[e]] = (i / k, i % k);
             self.start[e] += 1;
         }

@@ -251,7 +251,11 @@ async fn model(State(s): State<Shared>, Path(id): Path<String>) -> Response {
 async fn stats(State(s): State<Shared>) -> Response {
     let st = s.engine.stats();
     let streaming = st.streaming.map(|ss| {
-        json!({"hits": ss.cache.hits, "misses": ss.cache.misses, "hit_ratio": ss.cache.hit_ratio(),
+        let c = &ss.cache;
+        json!({"hits": c.hits, "demand_hits": c.demand_hits, "misses": c.misses,
+               "hit_ratio": c.hit_ratio(), "demand_hit_ratio": c.demand_hit_ratio(),
+               "prefetch_issued": c.prefetch_issued, "prefetch_used": c.prefetch_used,
+               "prefetch_late": c.prefetch_late, "prefetch_wasted": c.prefetch_wasted,
                "bytes_read": ss.io_bytes, "stall_s": ss.stall_s})
     });
     Json(json!({"model": s.name, "generation": st.generation, "scheduler": st.scheduler,
@@ -313,6 +317,24 @@ async fn metrics(State(s): State<Shared>) -> Response {
             ("cache_hits_total", "counter", "Slab cache hits.", ss.cache.hits as f64),
             ("cache_misses_total", "counter", "Slab cache misses.", ss.cache.misses as f64),
             ("cache_hit_ratio", "gauge", "Slab cache hit ratio.", ss.cache.hit_ratio()),
+            (
+                "cache_demand_hits_total",
+                "counter",
+                "Hits on experts kept from earlier use (prefetched ones not counted).",
+                ss.cache.demand_hits as f64,
+            ),
+            (
+                "prefetch_used_total",
+                "counter",
+                "Prefetched experts used.",
+                ss.cache.prefetch_used as f64,
+            ),
+            (
+                "prefetch_wasted_total",
+                "counter",
+                "Prefetched experts evicted unused.",
+                ss.cache.prefetch_wasted as f64,
+            ),
             ("read_bytes_total", "counter", "Bytes read from disk.", ss.io_bytes as f64),
             (
                 "stall_seconds_total",
