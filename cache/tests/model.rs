@@ -242,7 +242,9 @@ fn prefetch_accounting() {
     cache.release(a);
     let s = cache.stats();
     assert_eq!((s.hits, s.demand_hits), (2, 1));
-    assert!((s.demand_hit_ratio() - 1.0 / 4.0).abs() < 1e-12 && (s.hit_ratio() - 0.5).abs() < 1e-12);
+    assert!(
+        (s.demand_hit_ratio() - 1.0 / 4.0).abs() < 1e-12 && (s.hit_ratio() - 0.5).abs() < 1e-12
+    );
 }
 
 #[test]

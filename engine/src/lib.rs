@@ -19,8 +19,8 @@ pub mod runtime;
 pub mod testing;
 
 pub use api::{
-    Engine, EngineConfig, EngineStats, ExpertMemory, FinishReason, Finished, Generation,
-    SchedulerStats, Token,
+    divergence, Divergence, Engine, EngineConfig, EngineStats, ExpertMemory, FinishReason,
+    Finished, Generation, SchedulerStats, Token,
 };
 pub use error::{Error, Result};
 pub use floe_cache as cache;
@@ -28,5 +28,5 @@ pub use floe_io as io;
 pub use floe_kernels as kernels;
 pub use runtime::constraint::Grammar;
 pub use runtime::generate::GenerateOptions;
-pub use runtime::ExpertSelection;
 pub use runtime::sampling::{SamplingParams, TokenLogprobs};
+pub use runtime::ExpertSelection;

@@ -3,6 +3,7 @@
 mod bench_io;
 mod export;
 mod gguf_info;
+mod kld;
 mod pack;
 mod plot;
 mod run;
@@ -49,6 +50,9 @@ enum Command {
     Sim(sim::SimArgs),
     /// Print a model's token ids for a text (no weights are loaded).
     Tokenize(tokenize::TokenizeArgs),
+    /// What fewer experts per token cost: KL divergence, top-1 agreement and perplexity of the
+    /// next-token distributions against the model run exactly, over a text.
+    Kld(kld::KldArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -62,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchIo(args) => bench_io::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Tokenize(args) => tokenize::run(args),
+        Command::Kld(args) => kld::run(args),
     }
 }
 

@@ -18,6 +18,7 @@
 
 mod kept;
 mod scheduler;
+mod score;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,15 +31,16 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::formats::source::open_model;
 use crate::model::tokenizer::{IncrementalDecoder, TextCodec};
-use crate::runtime::ExpertSelection;
 use crate::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts, StreamingStats};
 use crate::runtime::constraint::ConstraintCompiler;
 use crate::runtime::experts::{ExpertSource, ResidentExperts};
 use crate::runtime::generate::{GenStats, GenerateOptions};
 use crate::runtime::sampling::TokenLogprobs;
+use crate::runtime::ExpertSelection;
 use crate::runtime::{Model, SessionOptions};
 use scheduler::{Core, Event, Job};
 pub use scheduler::{FinishReason, Finished, SchedulerStats};
+pub use score::{divergence, Divergence};
 
 /// How an [`Engine`] holds the routed experts.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,5 +17,5 @@ pub mod session;
 pub mod weights;
 
 pub use forward::{Model, RouteRecord};
-pub use session::{BatchScratch, KvCache, LayerState, PassKind, Session, SessionOptions};
 pub use router::ExpertSelection;
+pub use session::{BatchScratch, KvCache, LayerState, PassKind, Session, SessionOptions};

@@ -1,0 +1,106 @@
+//! Fewer experts per token (`ExpertSelection`): the model's own count is the exact path, bit
+//! for bit; the two knobs, each on its own path through the router, agree where they must
+//! (one expert per token); impossible values are clear errors.
+
+use floe::{Engine, EngineConfig, ExpertMemory, ExpertSelection};
+use floe_tests::golden_dir;
+
+fn open(path: &std::path::Path, selection: ExpertSelection) -> floe::Result<Engine> {
+    let config = EngineConfig {
+        experts: ExpertMemory::Resident,
+        threads: 2,
+        max_sequences: 1,
+        kept_sessions: 0,
+        expert_selection: selection,
+        ..Default::default()
+    };
+    Engine::open(path, config)
+}
+
+fn scores(path: &std::path::Path, selection: ExpertSelection, ids: &[u32]) -> Vec<f32> {
+    open(path, selection).unwrap().next_token_logprobs(ids, 7).unwrap()
+}
+
+fn text_ids(path: &std::path::Path) -> Vec<u32> {
+    let e = open(path, ExpertSelection::default()).unwrap();
+    let ids = e.tokenizer().encode("The quick brown fox jumps over the lazy dog, twice.").unwrap();
+    assert!(ids.len() > 8, "{ids:?}");
+    ids
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Qwen3-MoE (softmax, top-k renormalised) and gpt-oss (softmax over the top-k logits).
+const FAMILIES: [&str; 2] = ["qwen3_moe", "gpt_oss"];
+
+#[test]
+fn the_models_own_expert_count_is_the_exact_path() {
+    for name in FAMILIES {
+        let Some(dir) = golden_dir(name) else { return };
+        let path = dir.join("model-F32.gguf");
+        let ids = text_ids(&path);
+        let exact = scores(&path, ExpertSelection::default(), &ids);
+        let top_k = open(&path, ExpertSelection::default()).unwrap().config().top_k;
+        let same = scores(
+            &path,
+            ExpertSelection { experts_per_token: Some(top_k), ..Default::default() },
+            &ids,
+        );
+        assert_eq!(exact, same, "{name}: K = top-k must change nothing");
+        let fewer = scores(
+            &path,
+            ExpertSelection { experts_per_token: Some(top_k - 1), ..Default::default() },
+            &ids,
+        );
+        assert!(max_diff(&exact, &fewer) > 1e-3, "{name}: K = top-k - 1 changed nothing");
+        // Above the model's count, or none: refused, naming the range.
+        for k in [0, top_k + 1] {
+            let err =
+                open(&path, ExpertSelection { experts_per_token: Some(k), ..Default::default() })
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains(&format!("give 1 to {top_k}")), "{name} K={k}: {err}");
+        }
+    }
+}
+
+/// One expert per token two ways: the router asked for its top 1, and its top-k with every
+/// expert below 0.9999 of the top one dropped and the weights renormalised (the top one alone,
+/// weight 1 where the router renormalises). Same distributions.
+#[test]
+fn one_expert_by_count_and_by_weight_ratio_agree() {
+    for name in FAMILIES {
+        let Some(dir) = golden_dir(name) else { return };
+        let path = dir.join("model-F32.gguf");
+        let ids = text_ids(&path);
+        let by_count = scores(
+            &path,
+            ExpertSelection { experts_per_token: Some(1), ..Default::default() },
+            &ids,
+        );
+        let by_ratio =
+            scores(&path, ExpertSelection { min_weight_ratio: 0.9999, ..Default::default() }, &ids);
+        let d = max_diff(&by_count, &by_ratio);
+        assert!(d < 1e-4, "{name}: {d}");
+        // A milder ratio keeps more experts: between the two.
+        let exact = scores(&path, ExpertSelection::default(), &ids);
+        let mild =
+            scores(&path, ExpertSelection { min_weight_ratio: 0.05, ..Default::default() }, &ids);
+        assert!(max_diff(&exact, &mild) < max_diff(&exact, &by_count), "{name}");
+    }
+}
+
+#[test]
+fn impossible_weight_ratios_are_refused() {
+    let Some(dir) = golden_dir("qwen3_moe") else { return };
+    let path = dir.join("model-F32.gguf");
+    for r in [1.0, 1.5, -0.1, f32::NAN] {
+        let err = open(&path, ExpertSelection { min_weight_ratio: r, ..Default::default() })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[0, 1)"), "{r}: {err}");
+    }
+}
