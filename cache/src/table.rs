@@ -29,6 +29,23 @@ struct Entry {
     pins: u32,
     /// Loaded by a prefetch and not used by a demand access yet.
     prefetched_unused: bool,
+    /// Predicted for the layer being read ahead (a prefetch asked for it) and not used since.
+    predicted: bool,
+    /// The access count when it was inserted.
+    since: u64,
+}
+
+impl Entry {
+    fn new(slot: SlotIndex, pins: u32, prefetched: bool, since: u64) -> Self {
+        Self {
+            slot,
+            state: State::Loading,
+            pins,
+            prefetched_unused: prefetched,
+            predicted: prefetched,
+            since,
+        }
+    }
 }
 
 /// What a demand access found.
@@ -115,6 +132,16 @@ struct Inner {
     policy: Box<dyn Policy>,
     stats: CacheStats,
     seq: u64,
+    /// Eviction knows about prefetches (see `take_slot`).
+    prefetch_aware: bool,
+    /// The layer of the latest demand access.
+    current: Option<u16>,
+    /// Per layer, the access count of its latest demand access.
+    visited: Vec<u64>,
+    /// The layer the latest prefetch read ahead for.
+    ahead: Option<u16>,
+    /// Keys loaded by a prefetch and not used yet (few: about a layer's worth).
+    unused_prefetches: Vec<ExpertKey>,
 }
 
 impl std::fmt::Debug for dyn Policy {
@@ -169,11 +196,24 @@ impl ExpertCache {
                 policy,
                 stats: CacheStats::default(),
                 seq: 0,
+                prefetch_aware: true,
+                current: None,
+                visited: Vec::new(),
+                ahead: None,
+                unused_prefetches: Vec::new(),
             }),
             loaded: Condvar::new(),
             capacity: slots,
             slab_bytes,
         })
+    }
+
+    /// Whether eviction takes prefetches into account (default: yes). When it does, a slot
+    /// is taken first from a prefetched expert left unused once its layer has passed, and
+    /// never from an expert predicted for the layer being read ahead, or prefetched for the
+    /// current one, while anything else can go. Off: the policy alone chooses.
+    pub fn set_prefetch_aware(&self, on: bool) {
+        self.inner.lock().prefetch_aware = on;
     }
 
     /// Number of slots.
@@ -197,11 +237,19 @@ impl ExpertCache {
         let inner = &mut *g;
         let ctx = AccessCtx { step, seq: inner.seq, weight, demand: true };
         inner.seq += 1;
+        inner.current = Some(key.layer);
+        let layer = key.layer as usize;
+        if inner.visited.len() <= layer {
+            inner.visited.resize(layer + 1, 0);
+        }
+        inner.visited[layer] = inner.seq;
         if let Some(e) = inner.map.get_mut(&key) {
             e.pins += 1;
+            e.predicted = false;
             inner.stats.hits += 1;
             if e.prefetched_unused {
                 e.prefetched_unused = false;
+                inner.unused_prefetches.retain(|k| *k != key);
                 inner.stats.prefetch_used += 1;
                 if e.state == State::Loading {
                     inner.stats.prefetch_late += 1;
@@ -222,33 +270,41 @@ impl ExpertCache {
         let Some((slot, evicted)) = Self::take_slot(inner) else { return Lookup::Full };
         inner.stats.misses += 1;
         inner.stats.bytes_read += self.slab_bytes;
-        inner
-            .map
-            .insert(key, Entry { slot, state: State::Loading, pins: 1, prefetched_unused: false });
+        inner.map.insert(key, Entry::new(slot, 1, false, inner.seq));
         inner.policy.on_insert(key, &ctx);
         Lookup::Miss { slot, evicted }
     }
 
     /// Reserves a slot to prefetch `key` unless it is resident or loading, or nothing can be
     /// evicted. The entry is Loading and unpinned; call `complete` when the read finishes.
+    /// A resident `key` is marked as predicted for its layer instead.
     pub fn prefetch(&self, key: ExpertKey, step: u64) -> Option<(SlotIndex, Option<ExpertKey>)> {
         let mut g = self.inner.lock();
         let inner = &mut *g;
-        if inner.map.contains_key(&key) {
+        if inner.ahead != Some(key.layer) {
+            inner.ahead = Some(key.layer);
+            // What was predicted for an earlier layer is no longer protected.
+            inner.map.values_mut().for_each(|e| e.predicted = false);
+        }
+        if let Some(e) = inner.map.get_mut(&key) {
+            e.predicted = true;
             return None;
         }
         let (slot, evicted) = Self::take_slot(inner)?;
         let ctx = AccessCtx { step, seq: inner.seq, weight: 0.0, demand: false };
         inner.stats.prefetch_issued += 1;
         inner.stats.bytes_read += self.slab_bytes;
-        inner
-            .map
-            .insert(key, Entry { slot, state: State::Loading, pins: 0, prefetched_unused: true });
+        inner.map.insert(key, Entry::new(slot, 0, true, inner.seq));
+        inner.unused_prefetches.push(key);
         inner.policy.on_insert(key, &ctx);
         Some((slot, evicted))
     }
 
-    /// A free slot, or one freed by evicting the policy's victim among ready, unpinned entries.
+    /// A free slot, or one freed by evicting a ready, unpinned entry: with prefetch-aware
+    /// eviction, a prefetched expert left unused by its layer's visit (the demand has moved on
+    /// to another layer), else the policy's victim among entries not wanted ahead (predicted
+    /// for the layer being read ahead, or prefetched for a layer not visited yet), else the
+    /// policy's victim.
     fn take_slot(inner: &mut Inner) -> Option<(SlotIndex, Option<ExpertKey>)> {
         if let Some(slot) = inner.free.pop() {
             return Some((slot, None));
@@ -256,12 +312,42 @@ impl ExpertCache {
         let map = &inner.map;
         let evictable =
             |k: ExpertKey| map.get(&k).is_some_and(|e| e.state == State::Ready && e.pins == 0);
-        let victim = inner.policy.victim(&evictable)?;
+        let victim = if inner.prefetch_aware {
+            let (current, ahead, visited) = (inner.current, inner.ahead, &inner.visited);
+            let passed = |k: ExpertKey, e: &Entry| {
+                Some(k.layer) != current
+                    && visited.get(k.layer as usize).is_some_and(|&v| v > e.since)
+            };
+            let stale = inner
+                .unused_prefetches
+                .iter()
+                .position(|&k| evictable(k) && map.get(&k).is_some_and(|e| passed(k, e)));
+            match stale {
+                Some(i) => {
+                    let key = inner.unused_prefetches[i];
+                    inner.policy.on_remove(key);
+                    Some(key)
+                }
+                None => {
+                    let wanted = |k: ExpertKey| {
+                        map.get(&k).is_some_and(|e| {
+                            (e.predicted && Some(k.layer) == ahead)
+                                || (e.prefetched_unused && !passed(k, e))
+                        })
+                    };
+                    let unwanted = |k: ExpertKey| evictable(k) && !wanted(k);
+                    inner.policy.victim(&unwanted).or_else(|| inner.policy.victim(&evictable))
+                }
+            }
+        } else {
+            inner.policy.victim(&evictable)
+        }?;
         let entry = inner.map.remove(&victim).expect("policy returned a resident victim");
         debug_assert!(entry.pins == 0 && entry.state == State::Ready, "evicted a pinned entry");
         inner.stats.evictions += 1;
         if entry.prefetched_unused {
             inner.stats.prefetch_wasted += 1;
+            inner.unused_prefetches.retain(|k| *k != victim);
         }
         Some((entry.slot, Some(victim)))
     }
@@ -279,6 +365,7 @@ impl ExpertCache {
             inner.stats.load_errors += 1;
             if e.prefetched_unused {
                 inner.stats.prefetch_wasted += 1;
+                inner.unused_prefetches.retain(|k| *k != key);
             }
             inner.free.push(e.slot);
             inner.policy.on_remove(key);
@@ -298,6 +385,7 @@ impl ExpertCache {
             }
             let e = inner.map.remove(&key).expect("present");
             inner.free.push(e.slot);
+            inner.unused_prefetches.retain(|k| *k != key);
             inner.stats.prefetch_issued -= 1;
             inner.stats.bytes_read -= self.slab_bytes;
             inner.policy.on_remove(key);
@@ -315,6 +403,7 @@ impl ExpertCache {
             Some(e) if e.state == State::Ready && e.pins == 0 => {
                 let e = inner.map.remove(&key).expect("present");
                 inner.free.push(e.slot);
+                inner.unused_prefetches.retain(|k| *k != key);
                 inner.policy.on_remove(key);
                 true
             }
@@ -385,6 +474,17 @@ impl ExpertCache {
         }
         if let Some(s) = seen.iter().position(|x| !x) {
             return Err(format!("slot {s} is neither free nor held (lost)"));
+        }
+        let unused = g.map.iter().filter(|(_, e)| e.prefetched_unused).count();
+        if unused != g.unused_prefetches.len()
+            || g.unused_prefetches
+                .iter()
+                .any(|k| !g.map.get(k).is_some_and(|e| e.prefetched_unused))
+        {
+            return Err(format!(
+                "{unused} unused prefetched entries, {} listed",
+                g.unused_prefetches.len()
+            ));
         }
         Ok(())
     }

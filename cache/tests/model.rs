@@ -216,6 +216,8 @@ fn a_budget_below_top_k_is_refused_with_the_minimum() {
 #[test]
 fn prefetch_accounting() {
     let cache = ExpertCache::with_slots(2, 10, 1, policy(PolicyKind::Lru, 2, &[])).unwrap();
+    // The policy alone chooses victims here (prefetch-aware eviction is tested below).
+    cache.set_prefetch_aware(false);
     let (a, b, c) = (ExpertKey::new(0, 1), ExpertKey::new(0, 2), ExpertKey::new(0, 3));
     assert!(cache.prefetch(a, 0).is_some());
     assert!(cache.prefetch(a, 0).is_none(), "already loading");
@@ -245,6 +247,66 @@ fn prefetch_accounting() {
     assert!(
         (s.demand_hit_ratio() - 1.0 / 4.0).abs() < 1e-12 && (s.hit_ratio() - 0.5).abs() < 1e-12
     );
+}
+
+/// Loads `key` as a demand access and lets it go.
+fn use_once(cache: &ExpertCache, key: ExpertKey, step: u64) -> Lookup {
+    let got = cache.acquire(key, step, 0.5);
+    cache.complete(key, true);
+    cache.release(key);
+    got
+}
+
+/// An expert the gate predicts for the next layer survives this layer's misses though LRU would
+/// take it; a prefetched expert left unused once its layer has passed goes first. Without
+/// prefetch-aware eviction, LRU's choices stand.
+#[test]
+fn prefetch_aware_eviction() {
+    for aware in [true, false] {
+        let cache = ExpertCache::with_slots(3, 10, 1, policy(PolicyKind::Lru, 3, &[])).unwrap();
+        cache.set_prefetch_aware(aware);
+        let (r1, a0, b0, c0) = (
+            ExpertKey::new(1, 0),
+            ExpertKey::new(0, 1),
+            ExpertKey::new(0, 2),
+            ExpertKey::new(0, 3),
+        );
+        use_once(&cache, r1, 0);
+        use_once(&cache, a0, 1);
+        use_once(&cache, b0, 1);
+        // During layer 0 the gate predicts r1 (resident: nothing to read) for layer 1.
+        assert!(cache.prefetch(r1, 2).is_none());
+        let want = if aware { a0 } else { r1 };
+        assert!(
+            matches!(use_once(&cache, c0, 2), Lookup::Miss { evicted: Some(k), .. } if k == want),
+            "aware {aware}"
+        );
+        cache.audit_idle().unwrap();
+    }
+    for aware in [true, false] {
+        let cache = ExpertCache::with_slots(4, 10, 1, policy(PolicyKind::Lru, 4, &[])).unwrap();
+        cache.set_prefetch_aware(aware);
+        let (b1, z2, a0, p1, c2) = (
+            ExpertKey::new(1, 0),
+            ExpertKey::new(2, 0),
+            ExpertKey::new(0, 0),
+            ExpertKey::new(1, 5),
+            ExpertKey::new(2, 9),
+        );
+        use_once(&cache, b1, 0);
+        use_once(&cache, z2, 0);
+        use_once(&cache, a0, 1);
+        // Read ahead for layer 1, which then uses b1 but not p1.
+        assert!(matches!(cache.prefetch(p1, 1), Some((_, None))));
+        cache.complete(p1, true);
+        assert!(matches!(use_once(&cache, b1, 1), Lookup::Hit(_)));
+        // Layer 2's miss: p1 is the youngest but was passed over; LRU takes z2.
+        let want = if aware { p1 } else { z2 };
+        let got = use_once(&cache, c2, 1);
+        assert!(matches!(got, Lookup::Miss { evicted: Some(k), .. } if k == want), "{got:?}");
+        assert_eq!(cache.stats().prefetch_wasted, u64::from(aware));
+        cache.audit_idle().unwrap();
+    }
 }
 
 #[test]

@@ -109,6 +109,15 @@ pub struct StreamingFlags {
     /// (lossy; the kept weights are renormalised where the model renormalises; 0: off).
     #[arg(long, default_value_t = 0.0, value_name = "RATIO")]
     pub min_expert_weight: f32,
+    /// Let the cache policy alone choose victims, as if nothing were prefetched (default:
+    /// prefetched experts their layer passed over go first, and experts predicted for the next
+    /// layer stay). For comparisons.
+    #[arg(long)]
+    pub plain_eviction: bool,
+    /// Read every predicted expert ahead (default: a layer's prediction ranks that its router
+    /// chose less than half of the time lately are not read). For comparisons.
+    #[arg(long)]
+    pub prefetch_all: bool,
 }
 
 impl StreamingFlags {
@@ -139,6 +148,10 @@ impl StreamingFlags {
             expert_selection: floe::ExpertSelection {
                 experts_per_token: self.experts_per_token,
                 min_weight_ratio: self.min_expert_weight,
+            },
+            prefetch_tuning: floe::pipeline::PrefetchTuning {
+                aware_eviction: !self.plain_eviction,
+                adaptive_depth: !self.prefetch_all,
             },
             ..Default::default()
         })

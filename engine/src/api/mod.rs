@@ -31,7 +31,9 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::formats::source::open_model;
 use crate::model::tokenizer::{IncrementalDecoder, TextCodec};
-use crate::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts, StreamingStats};
+use crate::pipeline::{
+    CacheMode, PrefetchMode, PrefetchTuning, StreamingConfig, StreamingExperts, StreamingStats,
+};
 use crate::runtime::constraint::ConstraintCompiler;
 use crate::runtime::experts::{ExpertSource, ResidentExperts};
 use crate::runtime::generate::{GenStats, GenerateOptions};
@@ -97,6 +99,8 @@ pub struct EngineConfig {
     pub chat_template: Option<String>,
     /// Fewer routed experts per token than the model's router picks (lossy; default exact).
     pub expert_selection: ExpertSelection,
+    /// How prefetching and eviction work together when streaming.
+    pub prefetch_tuning: PrefetchTuning,
 }
 
 impl Default for EngineConfig {
@@ -115,6 +119,7 @@ impl Default for EngineConfig {
             kept_sessions: 4,
             chat_template: None,
             expert_selection: ExpertSelection::default(),
+            prefetch_tuning: PrefetchTuning::default(),
         }
     }
 }
@@ -292,6 +297,7 @@ impl Engine {
                     &cfg,
                     None,
                 )?);
+                s.set_prefetch_tuning(config.prefetch_tuning);
                 (Box::new(Arc::clone(&s)), Some(s))
             }
         };

@@ -2,6 +2,7 @@
 //! table (`floe-cache`); misses become demand reads on the I/O thread; the compute thread runs
 //! each expert of a layer as its slab lands, in arrival order, and unpins it after use.
 
+mod prefetch_depth;
 mod streaming;
 
 pub use streaming::{StreamingExperts, StreamingStats};
@@ -84,8 +85,25 @@ impl std::str::FromStr for PrefetchMode {
     }
 }
 
+/// How prefetching and eviction work together (both on by default; off for comparisons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefetchTuning {
+    /// Eviction takes prefetches into account: a prefetched expert its layer passed over goes
+    /// first, and what is predicted for the layer being read ahead stays.
+    pub aware_eviction: bool,
+    /// Each layer's prefetch depth follows how often the router chose its predictions: a rank
+    /// predicted wrongly more often than not is not read ahead.
+    pub adaptive_depth: bool,
+}
+
+impl Default for PrefetchTuning {
+    fn default() -> Self {
+        Self { aware_eviction: true, adaptive_depth: true }
+    }
+}
+
 /// Settings of the streaming source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct StreamingConfig {
     /// Cache mode.
     pub cache: CacheMode,

@@ -15,7 +15,8 @@ use floe_io::{
 };
 use parking_lot::Mutex;
 
-use super::{CacheMode, PrefetchMode, StreamingConfig};
+use super::prefetch_depth::PrefetchDepth;
+use super::{CacheMode, PrefetchMode, PrefetchTuning, StreamingConfig};
 use crate::error::{Error, Result};
 use crate::formats::packed::PackedModel;
 use crate::formats::placement::{ExpertFile, ExpertPlacement, ExpertRange};
@@ -59,6 +60,8 @@ pub struct StreamingExperts {
     prefetch: PrefetchMode,
     /// Routing so far, for the `temporal`, `hot` and `affinity` predictors.
     history: Mutex<RouteHistory>,
+    /// Per-layer prediction precision, when prefetch depth adapts.
+    depth: Mutex<Option<PrefetchDepth>>,
     inner: Mutex<Inner>,
     stall_ns: AtomicU64,
     /// Prefetch reads that failed (dropped, or read again on demand).
@@ -198,11 +201,18 @@ impl StreamingExperts {
             mode: cfg.cache,
             prefetch: cfg.prefetch,
             history: Mutex::new(RouteHistory::new(c.layers, c.experts)),
+            depth: Mutex::new(Some(PrefetchDepth::default())),
             inner: Mutex::new(Inner { slots: table, prefetches: Vec::new(), in_flight: 0 }),
             stall_ns: AtomicU64::new(0),
             prefetch_failed: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
         })
+    }
+
+    /// Sets how prefetching and eviction work together.
+    pub fn set_prefetch_tuning(&self, t: PrefetchTuning) {
+        self.cache.set_prefetch_aware(t.aware_eviction);
+        *self.depth.lock() = t.adaptive_depth.then(PrefetchDepth::default);
     }
 
     /// Counters so far.
@@ -555,6 +565,9 @@ impl ExpertSource for StreamingExperts {
     fn on_route(&self, layer: usize, step: u64, experts: &[(usize, f32)]) {
         let route: Vec<(u16, f32)> = experts.iter().map(|&(e, w)| (e as u16, w)).collect();
         self.cache.on_route(layer as u16, step, &route);
+        if let Some(d) = self.depth.lock().as_mut() {
+            d.on_route(layer, step, experts);
+        }
         if matches!(self.prefetch, PrefetchMode::History(_)) {
             let chosen: Vec<u16> = route.iter().map(|r| r.0).collect();
             self.history.lock().record(layer, step, &chosen);
@@ -579,6 +592,10 @@ impl ExpertSource for StreamingExperts {
                 let predicted = self.history.lock().predict(kind, layer, k);
                 predicted.into_iter().map(|e| (e as usize, 0.0)).collect()
             }
+        };
+        let predicted = match self.depth.lock().as_mut() {
+            Some(d) => d.select(layer, step, &predicted),
+            None => predicted,
         };
         self.prefetch(layer, &predicted, step);
         Ok(())
