@@ -26,6 +26,15 @@ pub enum CacheError {
         /// What is wrong.
         reason: String,
     },
+    /// A usage file (`--usage`) that cannot be used.
+    #[error("usage file {path}: {error}")]
+    Usage {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        #[source]
+        error: crate::usage::UsageError,
+    },
     /// A bad configuration value.
     #[error("{0}")]
     Invalid(String),

@@ -20,6 +20,7 @@ mod predict;
 pub mod sim;
 mod table;
 pub mod trace;
+mod usage;
 
 pub use error::CacheError;
 pub use key::{AccessCtx, ExpertKey, MoeShape};
@@ -27,3 +28,4 @@ pub use policy::{build as build_policy, Policy, PolicyConfig, PolicyKind};
 pub use policy::{ArcPolicy, Belady, Lfu, Lru, MoeReuse, S3Fifo, Sieve, Window};
 pub use predict::{PredictorKind, RouteHistory};
 pub use table::{CacheStats, ExpertCache, Lookup, SlotIndex};
+pub use usage::{ExpertUsage, UsageError};

@@ -32,6 +32,8 @@ pub struct SimResult {
     pub bytes_read: u64,
     /// hits / accesses.
     pub hit_ratio: f64,
+    /// Slots pinned for good before the replay (each read once, counted here, not as misses).
+    pub pinned: u64,
 }
 
 /// Replays `trace` (the `phase` steps) through `kind` with `capacity` slots.
@@ -42,11 +44,70 @@ pub fn simulate(
     capacity: usize,
     config: &PolicyConfig,
 ) -> Result<SimResult, CacheError> {
+    simulate_pinned(trace, phase, kind, capacity, config, &[])
+}
+
+/// Where a replay's pinned experts are learned.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PinSource {
+    /// From the replayed steps themselves (the best a fixed set can do).
+    Hindsight,
+    /// From this share of the steps, which are then left out of the replay (as a usage file
+    /// learned on earlier runs would be).
+    Prefix(f64),
+}
+
+/// The `slots` most used experts as `source` learns them, and the trace to replay with them.
+pub fn learn_pins(
+    trace: &Trace,
+    phase: PhaseFilter,
+    source: PinSource,
+    slots: usize,
+) -> (Vec<ExpertKey>, Trace) {
+    let admitted = || trace.routes.iter().filter(|r| phase.admits(r.phase));
+    let steps: Vec<u64> = admitted().map(|r| r.step).collect();
+    let cut = match source {
+        PinSource::Hindsight => None,
+        PinSource::Prefix(share) => {
+            let mut distinct = steps.clone();
+            distinct.dedup();
+            let n = (distinct.len() as f64 * share.clamp(0.0, 1.0)).round() as usize;
+            Some(distinct.get(n).copied().unwrap_or(u64::MAX))
+        }
+    };
+    let mut usage = crate::usage::ExpertUsage::new("sim", trace.shape.layers, trace.shape.experts);
+    for r in admitted().filter(|r| cut.is_none_or(|c| r.step < c)) {
+        usage.record(r.layer as usize, r.experts.iter().map(|e| e.0 as usize));
+    }
+    let rest = Trace {
+        shape: trace.shape,
+        expert_bytes: trace.expert_bytes.clone(),
+        routes: trace.routes.iter().filter(|r| cut.is_none_or(|c| r.step >= c)).cloned().collect(),
+    };
+    (usage.hottest(slots), rest)
+}
+
+/// [`simulate`] with `pins` held in slots for good from the start (as `--pin-mb` does live).
+pub fn simulate_pinned(
+    trace: &Trace,
+    phase: PhaseFilter,
+    kind: PolicyKind,
+    capacity: usize,
+    config: &PolicyConfig,
+    pins: &[ExpertKey],
+) -> Result<SimResult, CacheError> {
     let future = trace.accesses(phase);
     let policy = build(kind, capacity, trace.shape, config, Some(&future))?;
     let slab = trace.expert_bytes.iter().copied().max().unwrap_or(1).max(1);
     let cache = ExpertCache::with_slots(capacity, slab, trace.shape.top_k as usize, policy)?;
     let mut bytes_read = 0u64;
+    for &key in pins {
+        if cache.pin_resident(key).is_none() {
+            break;
+        }
+        cache.complete(key, true);
+        bytes_read += trace.expert_bytes_of(key.layer).unwrap_or(0);
+    }
     for route in trace.routes.iter().filter(|r| phase.admits(r.phase)) {
         for &(expert, weight) in &route.experts {
             let key = ExpertKey::new(route.layer, expert);
@@ -71,7 +132,7 @@ pub fn simulate(
     let s = cache.stats();
     let total = trace.shape.total_experts().max(1);
     Ok(SimResult {
-        policy: kind.name().into(),
+        policy: if s.pinned > 0 { format!("{}+pins", kind.name()) } else { kind.name().into() },
         capacity_slots: capacity,
         capacity_fraction: capacity as f64 / total as f64,
         accesses: s.hits + s.misses,
@@ -79,6 +140,7 @@ pub fn simulate(
         misses: s.misses,
         bytes_read,
         hit_ratio: s.hit_ratio(),
+        pinned: s.pinned,
     })
 }
 

@@ -33,6 +33,8 @@ struct Entry {
     predicted: bool,
     /// The access count when it was inserted.
     since: u64,
+    /// Pinned for good (`pin_resident`): unknown to the policy, never evicted.
+    resident: bool,
 }
 
 impl Entry {
@@ -44,6 +46,7 @@ impl Entry {
             prefetched_unused: prefetched,
             predicted: prefetched,
             since,
+            resident: false,
         }
     }
 }
@@ -96,6 +99,8 @@ pub struct CacheStats {
     pub load_errors: u64,
     /// Bytes read into slots (misses + prefetches, whole slabs).
     pub bytes_read: u64,
+    /// Slots held by experts pinned for good (`pin_resident`).
+    pub pinned: u64,
 }
 
 impl CacheStats {
@@ -111,9 +116,9 @@ impl CacheStats {
         ratio(self.demand_hits, self.hits + self.misses)
     }
 
-    /// Slabs read: demand misses and prefetches (used or not).
+    /// Slabs read: demand misses, prefetches (used or not) and pins.
     pub fn reads(&self) -> u64 {
-        self.misses + self.prefetch_issued
+        self.misses + self.prefetch_issued + self.pinned
     }
 }
 
@@ -157,6 +162,8 @@ pub struct ExpertCache {
     loaded: Condvar,
     capacity: usize,
     slab_bytes: u64,
+    /// Slots that must stay free of pins: one layer's experts at once.
+    min_unpinned: usize,
 }
 
 impl ExpertCache {
@@ -205,6 +212,7 @@ impl ExpertCache {
             loaded: Condvar::new(),
             capacity: slots,
             slab_bytes,
+            min_unpinned: min,
         })
     }
 
@@ -214,6 +222,27 @@ impl ExpertCache {
     /// current one, while anything else can go. Off: the policy alone chooses.
     pub fn set_prefetch_aware(&self, on: bool) {
         self.inner.lock().prefetch_aware = on;
+    }
+
+    /// Takes a free slot for `key` for good: the entry is Loading and pinned, never offered
+    /// to the policy, never evicted. The caller reads the slab into the slot and calls
+    /// `complete`. `None` when `key` is resident already, or no free slot is left beyond the
+    /// top-k slots the cache keeps for everything else.
+    pub fn pin_resident(&self, key: ExpertKey) -> Option<SlotIndex> {
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        if inner.map.contains_key(&key)
+            || self.capacity - inner.stats.pinned as usize <= self.min_unpinned
+        {
+            return None;
+        }
+        let slot = inner.free.pop()?;
+        let mut entry = Entry::new(slot, 1, false, inner.seq);
+        entry.resident = true;
+        inner.map.insert(key, entry);
+        inner.stats.pinned += 1;
+        inner.stats.bytes_read += self.slab_bytes;
+        Some(slot)
     }
 
     /// Number of slots.
@@ -258,7 +287,9 @@ impl ExpertCache {
                 inner.stats.demand_hits += 1;
             }
             let (slot, state) = (e.slot, e.state);
-            inner.policy.on_hit(key, &ctx);
+            if !e.resident {
+                inner.policy.on_hit(key, &ctx);
+            }
             return match state {
                 State::Ready => Lookup::Hit(slot),
                 State::Loading => {
@@ -368,7 +399,11 @@ impl ExpertCache {
                 inner.unused_prefetches.retain(|k| *k != key);
             }
             inner.free.push(e.slot);
-            inner.policy.on_remove(key);
+            if e.resident {
+                inner.stats.pinned -= 1;
+            } else {
+                inner.policy.on_remove(key);
+            }
         }
         drop(g);
         self.loaded.notify_all();
@@ -458,7 +493,7 @@ impl ExpertCache {
         let g = self.inner.lock();
         let mut seen = vec![false; self.capacity];
         for (key, e) in &g.map {
-            if e.state != State::Ready || e.pins > 0 {
+            if e.state != State::Ready || e.pins != u32::from(e.resident) {
                 return Err(format!("{key}: {:?} with {} pins while idle", e.state, e.pins));
             }
             let s = e.slot as usize;

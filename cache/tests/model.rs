@@ -318,3 +318,35 @@ fn belady_needs_the_future() {
         assert_eq!(k.name().parse::<PolicyKind>().unwrap(), k);
     }
 }
+
+/// Experts pinned for good are hits for every access, never victims, and leave the policy
+/// the rest of the slots; pins stop where one layer's top-k would no longer fit.
+#[test]
+fn resident_pins_are_never_evicted() {
+    let cache = ExpertCache::with_slots(4, 10, 2, policy(PolicyKind::Lru, 4, &[])).unwrap();
+    let (p, q, r) = (ExpertKey::new(0, 0), ExpertKey::new(0, 1), ExpertKey::new(0, 2));
+    assert!(cache.pin_resident(p).is_some());
+    assert!(cache.pin_resident(p).is_none(), "already resident");
+    assert!(cache.pin_resident(q).is_some());
+    assert!(cache.pin_resident(r).is_none(), "two slots stay for the top-k");
+    cache.complete(p, true);
+    cache.complete(q, true);
+    cache.audit_idle().unwrap();
+    // Many other experts pass through the two unpinned slots.
+    for i in 10..40u16 {
+        let k = ExpertKey::new(1, i);
+        assert!(matches!(use_once(&cache, k, i as u64), Lookup::Miss { evicted, .. }
+            if evicted != Some(p) && evicted != Some(q)));
+        assert!(matches!(use_once(&cache, p, i as u64), Lookup::Hit(_)));
+    }
+    let s = cache.stats();
+    assert_eq!((s.pinned, s.demand_hits, s.misses), (2, 30, 30));
+    assert_eq!(s.bytes_read, 32 * 10, "the two pins were read once");
+    cache.audit_idle().unwrap();
+    // A pin whose read failed gives its slot back.
+    let cache = ExpertCache::with_slots(3, 10, 2, policy(PolicyKind::Lru, 3, &[])).unwrap();
+    assert!(cache.pin_resident(p).is_some());
+    cache.complete(p, false);
+    assert_eq!(cache.stats().pinned, 0);
+    assert!(cache.pin_resident(q).is_some());
+}

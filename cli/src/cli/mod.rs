@@ -114,6 +114,14 @@ pub struct StreamingFlags {
     /// layer stay). For comparisons.
     #[arg(long)]
     pub plain_eviction: bool,
+    /// Keep per-expert use counts in FILE across runs (created if missing, refused if learned
+    /// on another model; written when the run ends): what --pin-mb pins.
+    #[arg(long, value_name = "FILE")]
+    pub usage: Option<std::path::PathBuf>,
+    /// Give this many MiB of the slab cache to the experts --usage counted most, read in one
+    /// pass before the first token and never evicted; the policy manages the rest.
+    #[arg(long, value_name = "MiB", requires = "usage")]
+    pub pin_mb: Option<u64>,
     /// Read every predicted expert ahead (default: a layer's prediction ranks that its router
     /// chose less than half of the time lately are not read). For comparisons.
     #[arg(long)]
@@ -149,6 +157,8 @@ impl StreamingFlags {
                 experts_per_token: self.experts_per_token,
                 min_weight_ratio: self.min_expert_weight,
             },
+            usage_file: self.usage.clone(),
+            pin_bytes: self.pin_mb.unwrap_or(0) << 20,
             prefetch_tuning: floe::pipeline::PrefetchTuning {
                 aware_eviction: !self.plain_eviction,
                 adaptive_depth: !self.prefetch_all,

@@ -38,16 +38,16 @@ fn load_font() -> anyhow::Result<()> {
 pub fn miss_ratio_curves(
     path: &Path,
     title: &str,
-    results: &[(SimResult, f64)],
+    results: &[(SimResult, f64, u64)],
 ) -> anyhow::Result<()> {
     load_font()?;
     let mut policies: Vec<&str> = Vec::new();
-    for (r, _) in results {
+    for (r, _, _) in results {
         if !policies.contains(&r.policy.as_str()) {
             policies.push(&r.policy);
         }
     }
-    let max_x = results.iter().map(|(r, _)| r.capacity_fraction).fold(0.0, f64::max).max(0.01);
+    let max_x = results.iter().map(|(r, _, _)| r.capacity_fraction).fold(0.0, f64::max).max(0.01);
     let root = BitMapBackend::new(path, (960, 640)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -66,8 +66,8 @@ pub fn miss_ratio_curves(
         let color = Palette99::pick(i).to_rgba();
         let mut pts: Vec<(f64, f64)> = results
             .iter()
-            .filter(|(r, _)| r.policy == *name)
-            .map(|(r, _)| (100.0 * r.capacity_fraction, r.hit_ratio))
+            .filter(|(r, _, _)| r.policy == *name)
+            .map(|(r, _, _)| (100.0 * r.capacity_fraction, r.hit_ratio))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let width = if *name == "belady" { 3 } else { 2 };

@@ -294,6 +294,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         st["stall_s"] = ss.stall_s.into();
         st["stall_share"] = (ss.stall_s / secs.max(1e-9)).into();
         st["cache_slots"] = ss.slots.into();
+        st["pinned_slots"] = c.pinned.into();
         st["slot_bytes"] = slot_bytes.into();
         st["io"] = s.backend().name().into();
     }
@@ -321,7 +322,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             eprintln!(
                 "experts: demand hit ratio {:.3} ({} kept, {} prefetched in time or late, {} misses), \
                  prefetch {} issued / {} used ({} late) / {} wasted, {} slab reads, \
-                 {:.3} GB read at {:.2} GB/s, stall {:.0} % of the time, peak RSS {} MiB",
+                 {:.3} GB read at {:.2} GB/s, stall {:.0} % of the time, {} experts pinned, \
+                 peak RSS {} MiB",
                 st["demand_hit_ratio"].as_f64().unwrap_or(0.0),
                 st["demand_hits"],
                 st["prefetch_used"],
@@ -334,9 +336,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 st["bytes_read"].as_f64().unwrap_or(0.0) / 1e9,
                 st["read_gb_s"].as_f64().unwrap_or(0.0),
                 100.0 * st["stall_share"].as_f64().unwrap_or(0.0),
+                st["pinned_slots"],
                 peak_rss_bytes() >> 20
             );
         }
     }
+    engine.save_usage()?;
     Ok(())
 }

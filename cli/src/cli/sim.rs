@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use floe::cache::sim::{score_predictors, simulate, zipf_fit, SimResult};
+use floe::cache::sim::{
+    learn_pins, score_predictors, simulate, simulate_pinned, zipf_fit, PinSource, SimResult,
+};
 use floe::cache::trace::{PhaseFilter, Trace};
 use floe::cache::{PolicyConfig, PolicyKind};
 
@@ -38,6 +40,15 @@ pub struct SimArgs {
     /// Draw hit ratio against capacity, one line per policy, as a PNG.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Pin the most used experts for good (as `floe run --pin-mb`): a share of each capacity
+    /// (`90%`) or a slot count. Each policy manages the rest; Belady stays unpinned.
+    #[arg(long)]
+    pins: Option<String>,
+    /// Where the pins are learned: `hindsight` (the replayed steps themselves) or
+    /// `prefix:SHARE` (the first SHARE of the steps, which are then not replayed, by any policy
+    /// or by Belady).
+    #[arg(long, default_value = "hindsight")]
+    pins_from: String,
 }
 
 pub fn run(a: SimArgs) -> anyhow::Result<()> {
@@ -66,26 +77,47 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
         }
     };
     let config = PolicyConfig::default();
-    let mut results: Vec<(SimResult, f64)> = Vec::new();
+    let source = match a.pins_from.as_str() {
+        "hindsight" => PinSource::Hindsight,
+        p => match p.strip_prefix("prefix:").map(str::parse::<f64>) {
+            Some(Ok(share)) if (0.0..1.0).contains(&share) => PinSource::Prefix(share),
+            _ => anyhow::bail!("--pins-from {p:?}: hindsight or prefix:SHARE (0 <= SHARE < 1)"),
+        },
+    };
+    // (result, Belady's hit ratio, Belady's misses) per policy and capacity.
+    let mut results: Vec<(SimResult, f64, u64)> = Vec::new();
+    let mut replayed = trace.accesses(a.phase).len();
     for &cap in &capacities {
-        let belady = simulate(&trace, a.phase, PolicyKind::Belady, cap, &config)
+        let (pins, rest) = match &a.pins {
+            Some(p) => {
+                let slots = parse_capacity(p, cap).context("--pins")?;
+                let (pins, rest) = learn_pins(&trace, a.phase, source, slots);
+                (pins, Some(rest))
+            }
+            None => (Vec::new(), None),
+        };
+        let replay = rest.as_ref().unwrap_or(&trace);
+        replayed = replay.accesses(a.phase).len();
+        let belady = simulate(replay, a.phase, PolicyKind::Belady, cap, &config)
             .with_context(|| format!("capacity {cap}"))?;
         for &kind in &kinds {
             let r = if kind == PolicyKind::Belady {
                 belady.clone()
             } else {
-                simulate(&trace, a.phase, kind, cap, &config)?
+                simulate_pinned(replay, a.phase, kind, cap, &config, &pins)?
             };
-            results.push((r, belady.hit_ratio));
+            results.push((r, belady.hit_ratio, belady.misses));
         }
     }
     let predictors = score_predictors(&trace, a.phase);
     let zipf = zipf_fit(&trace, a.phase);
     if a.json {
-        for (r, b) in &results {
+        for (r, b, bm) in &results {
             let mut v = serde_json::to_value(r)?;
             v["belady_hit_ratio"] = (*b).into();
             v["ratio_to_belady"] = (if *b > 0.0 { r.hit_ratio / b } else { 0.0 }).into();
+            v["belady_misses"] = (*bm).into();
+            v["reads_to_belady"] = reads_to_belady(r, *bm).into();
             println!("{v}");
         }
         for p in &predictors {
@@ -101,25 +133,38 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
             s.layers,
             s.experts,
             s.top_k,
-            trace.accesses(a.phase).len(),
+            replayed,
             a.phase,
             zipf.head_quarter,
             zipf.all_used
         );
+        if a.pins.is_some() {
+            println!("pins learned from {}", a.pins_from);
+        }
         println!(
-            "{:<8} {:>7} {:>6} {:>9} {:>8} {:>11} {:>9}",
-            "policy", "slots", "cap", "hit ratio", "misses", "bytes read", "/ belady"
+            "{:<10} {:>7} {:>6} {:>9} {:>8} {:>7} {:>11} {:>9} {:>12}",
+            "policy",
+            "slots",
+            "cap",
+            "hit ratio",
+            "misses",
+            "pinned",
+            "bytes read",
+            "/ belady",
+            "reads/belady"
         );
-        for (r, b) in &results {
+        for (r, b, bm) in &results {
             println!(
-                "{:<8} {:>7} {:>5.1}% {:>9.3} {:>8} {:>11} {:>8.1}%",
+                "{:<10} {:>7} {:>5.1}% {:>9.3} {:>8} {:>7} {:>11} {:>8.1}% {:>11.2}x",
                 r.policy,
                 r.capacity_slots,
                 100.0 * r.capacity_fraction,
                 r.hit_ratio,
                 r.misses,
+                r.pinned,
                 human(r.bytes_read),
-                if *b > 0.0 { 100.0 * r.hit_ratio / b } else { 0.0 }
+                if *b > 0.0 { 100.0 * r.hit_ratio / b } else { 0.0 },
+                reads_to_belady(r, *bm)
             );
         }
         for p in &predictors {
@@ -134,6 +179,11 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Slabs read (misses and pins) over Belady's misses.
+fn reads_to_belady(r: &SimResult, belady_misses: u64) -> f64 {
+    (r.misses + r.pinned) as f64 / belady_misses.max(1) as f64
 }
 
 fn parse_capacity(s: &str, total: usize) -> anyhow::Result<usize> {

@@ -101,6 +101,12 @@ pub struct EngineConfig {
     pub expert_selection: ExpertSelection,
     /// How prefetching and eviction work together when streaming.
     pub prefetch_tuning: PrefetchTuning,
+    /// A file of per-expert use counts kept across runs (read at open, written by
+    /// [`Engine::save_usage`] and when the engine is dropped). Streaming only.
+    pub usage_file: Option<std::path::PathBuf>,
+    /// Bytes of the slab cache given to the most used experts of `usage_file` for good, read
+    /// before the first token (0: none).
+    pub pin_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -120,6 +126,8 @@ impl Default for EngineConfig {
             chat_template: None,
             expert_selection: ExpertSelection::default(),
             prefetch_tuning: PrefetchTuning::default(),
+            usage_file: None,
+            pin_bytes: 0,
         }
     }
 }
@@ -199,6 +207,8 @@ pub struct Engine {
     slot_bytes: u64,
     /// The grammar compiler, built by the first constrained request (or why it cannot be).
     constraints: std::sync::OnceLock<std::result::Result<ConstraintCompiler, String>>,
+    /// Where the expert use counts are kept (`EngineConfig::usage_file`).
+    usage_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -217,6 +227,9 @@ impl Drop for Engine {
         self.jobs.take();
         if let Some(w) = self.worker.take() {
             let _ = w.join();
+        }
+        if let Err(e) = self.save_usage() {
+            tracing::warn!("{e}");
         }
     }
 }
@@ -282,6 +295,13 @@ impl Engine {
         // Refuse an impossible context or KV type now, not at the first generation.
         session_options.state_bytes(&spec)?;
         let (experts, streaming): (Box<dyn ExpertSource>, _) = match cache_bytes {
+            None if config.usage_file.is_some() || config.pin_bytes > 0 => {
+                return Err(Error::Invalid(
+                    "a usage file and pinned experts need streamed experts (every expert is in \
+                     memory already)"
+                        .into(),
+                ))
+            }
             None => (Box::new(ResidentExperts::load_file(opened.experts)?), None),
             Some(cache_bytes) => {
                 let cfg = StreamingConfig {
@@ -298,6 +318,23 @@ impl Engine {
                     None,
                 )?);
                 s.set_prefetch_tuning(config.prefetch_tuning);
+                if let Some(path) = &config.usage_file {
+                    let (pinned, learned) =
+                        crate::pipeline::start_usage(&s, &opened.config, path, config.pin_bytes)?;
+                    if config.pin_bytes > 0 && !learned {
+                        tracing::warn!(
+                            "{}: no use counted yet, so nothing is pinned this run (this run's \
+                             use is counted for the next)",
+                            path.display()
+                        );
+                    }
+                    tracing::info!("{pinned} experts pinned from {}", path.display());
+                } else if config.pin_bytes > 0 {
+                    return Err(Error::Invalid(
+                        "pinning experts needs a usage file to learn them from (--usage FILE)"
+                            .into(),
+                    ));
+                }
                 (Box::new(Arc::clone(&s)), Some(s))
             }
         };
@@ -334,7 +371,16 @@ impl Engine {
             dense_bytes,
             slot_bytes,
             constraints: std::sync::OnceLock::new(),
+            usage_file: config.usage_file,
         })
+    }
+
+    /// Writes the use counted so far to the usage file (atomically), if one was given.
+    pub fn save_usage(&self) -> Result<()> {
+        match (&self.usage_file, self.streaming.as_ref().and_then(|s| s.usage())) {
+            (Some(path), Some(usage)) => Ok(usage.save(path)?),
+            _ => Ok(()),
+        }
     }
 
     /// Starts generating after `prompt`; the returned iterator yields tokens as they are made.

@@ -5,6 +5,7 @@
 mod prefetch_depth;
 mod streaming;
 
+pub(crate) use streaming::start_usage;
 pub use streaming::{StreamingExperts, StreamingStats};
 
 use floe_cache::{PolicyKind, PredictorKind};

@@ -6,14 +6,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use floe_cache::{
-    build_policy, CacheStats, ExpertCache, ExpertKey, Lookup, MoeShape, PolicyConfig, PolicyKind,
-    RouteHistory,
+    build_policy, CacheStats, ExpertCache, ExpertKey, ExpertUsage, Lookup, MoeShape, PolicyConfig,
+    PolicyKind, RouteHistory,
 };
 use floe_io::{
     BackendKind, CancelToken, DataFile, IoConfig, IoEngine, IoError, Priority, ReadDone,
     ReadRequest, ReadSegment, SlabArena, Slot,
 };
 use parking_lot::Mutex;
+
+mod pins;
+
+pub(crate) use pins::start_usage;
 
 use super::prefetch_depth::PrefetchDepth;
 use super::{CacheMode, PrefetchMode, PrefetchTuning, StreamingConfig};
@@ -62,6 +66,8 @@ pub struct StreamingExperts {
     history: Mutex<RouteHistory>,
     /// Per-layer prediction precision, when prefetch depth adapts.
     depth: Mutex<Option<PrefetchDepth>>,
+    /// Use counts of the experts, when a usage file is kept.
+    usage: Mutex<Option<ExpertUsage>>,
     inner: Mutex<Inner>,
     stall_ns: AtomicU64,
     /// Prefetch reads that failed (dropped, or read again on demand).
@@ -202,6 +208,7 @@ impl StreamingExperts {
             prefetch: cfg.prefetch,
             history: Mutex::new(RouteHistory::new(c.layers, c.experts)),
             depth: Mutex::new(Some(PrefetchDepth::default())),
+            usage: Mutex::new(None),
             inner: Mutex::new(Inner { slots: table, prefetches: Vec::new(), in_flight: 0 }),
             stall_ns: AtomicU64::new(0),
             prefetch_failed: AtomicU64::new(0),
@@ -567,6 +574,9 @@ impl ExpertSource for StreamingExperts {
         self.cache.on_route(layer as u16, step, &route);
         if let Some(d) = self.depth.lock().as_mut() {
             d.on_route(layer, step, experts);
+        }
+        if let Some(u) = self.usage.lock().as_mut() {
+            u.record(layer, experts.iter().map(|x| x.0));
         }
         if matches!(self.prefetch, PrefetchMode::History(_)) {
             let chosen: Vec<u16> = route.iter().map(|r| r.0).collect();
