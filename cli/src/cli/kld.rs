@@ -101,13 +101,14 @@ pub fn run(a: KldArgs) -> anyhow::Result<()> {
     drop(exact);
     if !a.json {
         println!(
-            "{}: {} tokens scored; the model routes each token to {top_k} experts",
+            "{}: {} tokens scored; the model routes each token to {top_k} experts (\"experts\": \
+             the mean each setting ran per token and layer)",
             a.model.display(),
             ids.len()
         );
         println!(
-            "{:<22} {:>10} {:>10} {:>10} {:>8} {:>10} {:>10}",
-            "setting", "mean KL", "p99 KL", "max KL", "top-1", "PPL", "PPL exact"
+            "{:<22} {:>8} {:>10} {:>10} {:>10} {:>8} {:>10} {:>10}",
+            "setting", "experts", "mean KL", "p99 KL", "max KL", "top-1", "PPL", "PPL exact"
         );
     }
     for s in settings {
@@ -125,10 +126,12 @@ pub fn run(a: KldArgs) -> anyhow::Result<()> {
             v["model_top_k"] = top_k.into();
             v["experts_per_token"] = s.experts_per_token.unwrap_or(top_k).into();
             v["min_expert_weight"] = s.min_weight_ratio.into();
+            v["mean_experts"] = engine.mean_routed_experts().into();
             println!("{v}");
         } else {
             println!(
-                "{name:<22} {:>10.5} {:>10.5} {:>10.5} {:>7.1}% {:>10.3} {:>10.3}",
+                "{name:<22} {:>8.2} {:>10.5} {:>10.5} {:>10.5} {:>7.1}% {:>10.3} {:>10.3}",
+                engine.mean_routed_experts(),
                 d.mean_kl,
                 d.p99_kl,
                 d.max_kl,

@@ -33,6 +33,11 @@ impl Engine {
         }
         Ok(out)
     }
+
+    /// Routed experts run per token and MoE layer so far, on average.
+    pub fn mean_routed_experts(&self) -> f64 {
+        self.core.model.mean_routed_experts()
+    }
 }
 
 /// How a run's next-token distributions differ from a reference run's over the same tokens.

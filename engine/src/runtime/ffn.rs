@@ -43,13 +43,18 @@ impl Model {
         // Route every token.
         let bias = w.router_bias.as_ref().map(|b| self.vec(b)).transpose()?;
         sc.chosen.clear();
+        let mut routed = 0;
         for t in 0..n {
             let p = &mut logits[t * experts..(t + 1) * experts];
             super::router::route(m.router, p, bias, k, &mut sc.route, &mut sc.top);
             let kept = self.drop_weak(m, &mut sc.top);
+            routed += kept as u64;
             self.experts.on_route(l, step, &sc.top[..kept]);
             sc.chosen.extend_from_slice(&sc.top);
         }
+        let [routings, run] = &self.routed;
+        routings.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        run.fetch_add(routed, std::sync::atomic::Ordering::Relaxed);
         // Prefetch (decode): the source may read the next MoE layer's experts while this layer
         // computes; with `gate` it predicts them by applying that layer's router to this layer's
         // input (mixtral-offloading), a product computed only if the source asks for it; over

@@ -43,6 +43,8 @@ pub struct Model {
     pub(crate) activations: QuantActivations,
     /// Skip a routed expert below this fraction of its token's top weight (0: exact).
     pub(crate) min_expert_weight_ratio: f32,
+    /// Token-layer routings so far, and the routed experts they ran.
+    pub(crate) routed: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl std::fmt::Debug for Model {
@@ -135,6 +137,7 @@ impl Model {
             rope_factor,
             activations: QuantActivations::default(),
             min_expert_weight_ratio: 0.0,
+            routed: Default::default(),
         })
     }
 
@@ -148,6 +151,14 @@ impl Model {
     /// llama.cpp) or f32 against dequantised weights (exact, slow; for checking).
     pub fn set_quant_activations(&mut self, mode: QuantActivations) {
         self.activations = mode;
+    }
+
+    /// Routed experts run per token and MoE layer so far, on average (what the expert-count
+    /// knobs leave; the model's top-k without them).
+    pub fn mean_routed_experts(&self) -> f64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let [routings, experts] = &self.routed;
+        experts.load(Relaxed) as f64 / routings.load(Relaxed).max(1) as f64
     }
 
     /// Bytes of the resident dense weights.
