@@ -273,6 +273,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         }
     }
     st["kv_dtype"] = options.kv_dtype.name().into();
+    st["experts_per_token"] = engine.config().top_k.into();
+    st["mean_routed_experts"] = engine.mean_routed_experts().into();
     if let Some(s) = engine.streaming() {
         let ss = s.stats();
         let c = ss.cache;

@@ -161,6 +161,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         Hosts::Only(names)
     };
     let max_token_bytes = engine.tokenizer().max_token_bytes();
+    let usage_keeper = a.stream.usage.is_some().then(|| Arc::clone(&engine));
     let state = Arc::new(AppState {
         engine,
         name,
@@ -212,18 +213,58 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         header_timeout: Duration::from_secs(a.timeout.max(1)),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let saver = usage_keeper.clone();
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         eprintln!("floe serve: listening on http://{local} (model {:?})", state.name);
-        net::serve(listener, app, limits, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("server")
-    })
+        if let Some(engine) = saver {
+            // The usage file stays current while the server runs (it is also written at exit).
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(USAGE_SAVE_INTERVAL).await;
+                    let e = Arc::clone(&engine);
+                    if let Ok(Err(err)) = tokio::task::spawn_blocking(move || e.save_usage()).await
+                    {
+                        tracing::warn!("{err}");
+                    }
+                }
+            });
+        }
+        net::serve(listener, app, limits, shutdown_signal()).await.context("server")
+    })?;
+    if let Some(engine) = usage_keeper {
+        engine.save_usage().context("writing the usage file")?;
+    }
+    Ok(())
+}
+
+/// How often `floe serve` writes the usage file (`--usage`).
+const USAGE_SAVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Ctrl-C, or SIGTERM where there are signals (how service managers stop a server).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn model_object(s: &AppState) -> serde_json::Value {
