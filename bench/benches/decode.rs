@@ -50,6 +50,7 @@ fn decode(c: &mut Criterion) {
             prefetch: prefetch.parse::<PrefetchMode>().expect("prefetch"),
             io: None,
             queue_depth: 16,
+            shrinkable: false,
         };
         let src = Arc::new(StreamingExperts::open(&packed, &cfg).expect("streaming"));
         let dense = DenseWeights::load(&packed).expect("dense");

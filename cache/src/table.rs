@@ -147,6 +147,12 @@ struct Inner {
     ahead: Option<u16>,
     /// Keys loaded by a prefetch and not used yet (few: about a layer's worth).
     unused_prefetches: Vec<ExpertKey>,
+    /// Slots the cache may use now (`set_limit`); the others are retired.
+    limit: usize,
+    /// Retired slots: held by no entry, not free.
+    retired: Vec<SlotIndex>,
+    /// Slots retired since `take_retired` last handed them out (to give their memory back).
+    newly_retired: Vec<SlotIndex>,
 }
 
 impl std::fmt::Debug for dyn Policy {
@@ -208,6 +214,9 @@ impl ExpertCache {
                 visited: Vec::new(),
                 ahead: None,
                 unused_prefetches: Vec::new(),
+                limit: slots,
+                retired: Vec::new(),
+                newly_retired: Vec::new(),
             }),
             loaded: Condvar::new(),
             capacity: slots,
@@ -232,7 +241,7 @@ impl ExpertCache {
         let mut g = self.inner.lock();
         let inner = &mut *g;
         if inner.map.contains_key(&key)
-            || self.capacity - inner.stats.pinned as usize <= self.min_unpinned
+            || inner.limit - inner.stats.pinned as usize <= self.min_unpinned
         {
             return None;
         }
@@ -243,6 +252,44 @@ impl ExpertCache {
         inner.stats.pinned += 1;
         inner.stats.bytes_read += self.slab_bytes;
         Some(slot)
+    }
+
+    /// Lets the cache use only `limit` of its slots (at least the pins and one layer's top-k;
+    /// at most its capacity). Shrinking retires free slots first, then evicts the policy's
+    /// victims; what cannot be evicted now (in use, loading) is retired as soon as a slot is
+    /// next taken. Growing brings retired slots back as free ones. Returns the limit set.
+    pub fn set_limit(&self, limit: usize) -> usize {
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        let limit = limit.clamp(self.min_unpinned + inner.stats.pinned as usize, self.capacity);
+        inner.limit = limit;
+        while self.capacity - inner.retired.len() < limit {
+            let Some(slot) = inner.retired.pop() else { break };
+            inner.newly_retired.retain(|&s| s != slot);
+            inner.free.push(slot);
+        }
+        while self.capacity - inner.retired.len() > limit {
+            let slot = match inner.free.pop() {
+                Some(slot) => slot,
+                None => match Self::evict_one(inner) {
+                    Some((slot, _)) => slot,
+                    None => break,
+                },
+            };
+            inner.retired.push(slot);
+            inner.newly_retired.push(slot);
+        }
+        limit
+    }
+
+    /// Slots usable now (the capacity unless `set_limit` lowered it).
+    pub fn limit(&self) -> usize {
+        self.inner.lock().limit
+    }
+
+    /// Slots retired since the last call, whose memory the owner may give back.
+    pub fn take_retired(&self) -> Vec<SlotIndex> {
+        std::mem::take(&mut self.inner.lock().newly_retired)
     }
 
     /// Number of slots.
@@ -337,9 +384,24 @@ impl ExpertCache {
     /// for the layer being read ahead, or prefetched for a layer not visited yet), else the
     /// policy's victim.
     fn take_slot(inner: &mut Inner) -> Option<(SlotIndex, Option<ExpertKey>)> {
-        if let Some(slot) = inner.free.pop() {
-            return Some((slot, None));
+        loop {
+            let capacity = inner.map.len() + inner.free.len() + inner.retired.len();
+            let taken = match inner.free.pop() {
+                Some(slot) => (slot, None),
+                None => Self::evict_one(inner)?,
+            };
+            // Over the limit (it was lowered while slots were in use): retire this one.
+            if capacity - inner.retired.len() > inner.limit {
+                inner.retired.push(taken.0);
+                inner.newly_retired.push(taken.0);
+                continue;
+            }
+            return Some(taken);
         }
+    }
+
+    /// Evicts a ready, unpinned entry (see `take_slot`) and returns its slot.
+    fn evict_one(inner: &mut Inner) -> Option<(SlotIndex, Option<ExpertKey>)> {
         let map = &inner.map;
         let evictable =
             |k: ExpertKey| map.get(&k).is_some_and(|e| e.state == State::Ready && e.pins == 0);
@@ -501,10 +563,10 @@ impl ExpertCache {
                 return Err(format!("{key}: slot {s} out of range or held twice"));
             }
         }
-        for &s in &g.free {
+        for &s in g.free.iter().chain(&g.retired) {
             let s = s as usize;
             if s >= self.capacity || std::mem::replace(&mut seen[s], true) {
-                return Err(format!("free slot {s} out of range or also in use"));
+                return Err(format!("free or retired slot {s} out of range or also in use"));
             }
         }
         if let Some(s) = seen.iter().position(|x| !x) {

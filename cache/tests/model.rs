@@ -350,3 +350,37 @@ fn resident_pins_are_never_evicted() {
     assert_eq!(cache.stats().pinned, 0);
     assert!(cache.pin_resident(q).is_some());
 }
+
+/// A lowered limit retires free slots, then evicts; a slot in use is retired once released
+/// and the next one is taken; a raised limit brings the retired slots back.
+#[test]
+fn the_slot_limit_shrinks_and_grows_the_cache() {
+    let cache = ExpertCache::with_slots(6, 10, 2, policy(PolicyKind::Lru, 6, &[])).unwrap();
+    let keys: Vec<ExpertKey> = (0..5).map(|e| ExpertKey::new(0, e)).collect();
+    for (i, &k) in keys.iter().enumerate() {
+        use_once(&cache, k, i as u64);
+    }
+    // Hold keys[4] in use while shrinking to 3: the free slot and the two oldest go.
+    assert!(matches!(cache.acquire(keys[4], 9, 0.5), Lookup::Hit(_)));
+    assert_eq!(cache.set_limit(3), 3);
+    assert_eq!(cache.take_retired().len(), 3);
+    assert_eq!(cache.len(), 3);
+    assert!(cache.entry(keys[0]).is_none() && cache.entry(keys[1]).is_none());
+    // Below one layer's top-k is refused: the limit stays at 2.
+    assert_eq!(cache.set_limit(1), 2);
+    assert_eq!(cache.take_retired().len(), 1);
+    cache.release(keys[4]);
+    // Still never more than two entries.
+    for e in 10..20 {
+        use_once(&cache, ExpertKey::new(1, e), e as u64);
+        assert!(cache.len() <= 2);
+    }
+    cache.audit_idle().unwrap();
+    assert_eq!(cache.set_limit(6), 6);
+    assert!(cache.take_retired().is_empty());
+    for e in 20..30 {
+        use_once(&cache, ExpertKey::new(1, e), e as u64);
+    }
+    assert_eq!(cache.len(), 6);
+    cache.audit_idle().unwrap();
+}

@@ -20,7 +20,7 @@ pub mod testing;
 
 pub use api::{
     divergence, Divergence, Engine, EngineConfig, EngineStats, ExpertMemory, FinishReason,
-    Finished, Generation, SchedulerStats, Token,
+    Finished, Generation, SchedulerStats, Token, OVERHEAD_BYTES,
 };
 pub use error::{Error, Result};
 pub use floe_cache as cache;

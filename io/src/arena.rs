@@ -124,6 +124,31 @@ impl SlabArena {
         Ok(())
     }
 
+    /// Gives the memory of `slot` back to the operating system: its bytes read as zeros
+    /// afterwards, and take memory again only when written. Holding the token (`&mut`) means no
+    /// read is writing into it. The memory stays pinned (and counted) if the arena is
+    /// registered with io_uring, so only arenas that are not registered give memory back.
+    pub fn release(&self, slot: &mut Slot) -> Result<()> {
+        self.check(slot)?;
+        #[cfg(unix)]
+        {
+            let ptr = self.slot_ptr(slot);
+            // SAFETY: the range is exactly this slot, inside the mapping (checked above); the
+            // &mut token means no read and no borrow of its bytes is live, and an anonymous
+            // private mapping reads as zeros after MADV_DONTNEED, so no Rust reference can see
+            // memory change under it.
+            let r = unsafe { libc::madvise(ptr.cast(), self.slot_bytes, libc::MADV_DONTNEED) };
+            if r != 0 {
+                return Err(IoError::Config(format!(
+                    "madvise(DONTNEED) on slot {}: {}",
+                    slot.index,
+                    std::io::Error::last_os_error()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Slots not handed out right now.
     pub fn free_count(&self) -> usize {
         self.free.lock().unwrap_or_else(|e| e.into_inner()).len()

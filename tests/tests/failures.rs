@@ -58,6 +58,7 @@ fn faulty_model(f: &Fixture, io: BackendKind, plan: FaultPlan) -> (Model, Arc<St
         prefetch: PrefetchMode::Gate,
         io: Some(io),
         queue_depth: 4,
+        shrinkable: false,
     };
     let arena = SlabArena::new(slots, m.slab.slab_bytes, 4096).unwrap();
     let engine = IoEngine::start_faulty(
@@ -156,6 +157,7 @@ fn a_read_that_cannot_be_planned_loses_no_slot() {
         prefetch: PrefetchMode::None,
         io: Some(BackendKind::Pread),
         queue_depth: 4,
+        shrinkable: false,
     };
     let src = StreamingExperts::open_file(experts, &f.packed.manifest.config, &cfg, None).unwrap();
     for attempt in 0..3 {

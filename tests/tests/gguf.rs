@@ -352,6 +352,7 @@ fn direct_gguf_equals_packed_gguf() {
                 prefetch,
                 io: Some(io.parse().unwrap()),
                 queue_depth: 4,
+                shrinkable: false,
             };
             let s =
                 Arc::new(StreamingExperts::open_file(m.experts, &m.config, &cfg, None).unwrap());
@@ -514,6 +515,7 @@ fn split_gguf_runs_as_one_model() {
                 prefetch: PrefetchMode::Gate,
                 io: Some(floe::io::BackendKind::Uring),
                 queue_depth: 4,
+                shrinkable: false,
             };
             Box::new(StreamingExperts::open_file(m.experts, &m.config, &cfg, None).unwrap())
         } else {

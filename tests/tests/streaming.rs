@@ -63,6 +63,7 @@ fn every_mode_prefetch_and_backend_gives_the_golden_tokens() {
                         prefetch,
                         io: Some(io),
                         queue_depth: 4,
+                        shrinkable: false,
                     };
                     let (model, src) = streaming_model(&packed, &cfg, None);
                     let opts = GenerateOptions {
@@ -115,6 +116,7 @@ fn budget_below_top_k_is_refused_with_the_minimum() {
         prefetch: PrefetchMode::None,
         io: None,
         queue_depth: 4,
+        shrinkable: false,
     };
     let err = StreamingExperts::open(&packed, &cfg).unwrap_err().to_string();
     assert!(err.contains(&(4 * slab).to_string()), "{err}");
@@ -134,6 +136,7 @@ fn late_reordered_short_reads_change_nothing_and_disk_errors_end_with_an_error()
         prefetch: PrefetchMode::Gate,
         io: None,
         queue_depth: 4,
+        shrinkable: false,
     };
     for seed in 1..=3 {
         let arena = SlabArena::new(slots, m.slab.slab_bytes, 4096).unwrap();
@@ -213,6 +216,7 @@ fn slabs_read_in_pieces_give_the_resident_tokens() {
             prefetch: PrefetchMode::Gate,
             io: Some(io),
             queue_depth: 4,
+            shrinkable: false,
         };
         let (model, src) = streaming_model(&packed, &cfg, None);
         let (got, _) =

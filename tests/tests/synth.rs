@@ -47,6 +47,7 @@ fn tiny_synth_model_runs_resident_and_streamed_alike() {
             prefetch: PrefetchMode::Gate,
             io: None,
             queue_depth: 4,
+            shrinkable: false,
         };
         let src = Arc::new(StreamingExperts::open(&packed, &cfg).unwrap());
         let dense = DenseWeights::load(&packed).unwrap();

@@ -17,6 +17,7 @@
 //! ```
 
 mod kept;
+mod kv_budget;
 mod scheduler;
 mod score;
 
@@ -254,42 +255,31 @@ impl Engine {
         let sequences = config.max_sequences.max(1) as u64;
         let mut session_options = config.session;
         let slot_bytes = opened.experts.slot_bytes as u64;
+        let mut shared_budget = None;
         let cache_bytes = match config.experts {
             ExpertMemory::Resident => None,
             ExpertMemory::Streamed { cache_bytes } => {
                 Some(cache_bytes.unwrap_or(opened.experts.experts_bytes() / 4))
             }
             ExpertMemory::Budget { total_bytes, min_context } => {
-                if session_options.ctx.is_none() {
-                    // The model's context, capped at what a quarter of the budget holds.
-                    let full = session_options.state_bytes(&spec)?
-                        - SessionOptions::recurrent_bytes(&spec);
-                    let per_position = full / spec.max_positions.max(1) as u64;
-                    let fits = (total_bytes / 4 / sequences / per_position.max(1)) as usize;
-                    let least = min_context.clamp(1, spec.max_positions);
-                    session_options.ctx = Some(fits.clamp(least, spec.max_positions));
-                }
-                let kv = sequences * session_options.state_bytes(&spec)?;
-                let fixed = dense.bytes() as u64 + kv + OVERHEAD_BYTES;
-                let min = fixed + opened.config.top_k as u64 * slot_bytes;
-                if total_bytes < min {
-                    return Err(Error::Invalid(format!(
-                        "a memory budget of {} MiB cannot hold the dense weights ({} MiB), the KV \
-                         cache ({} MiB for {sequences} x {} positions of {}), {} MiB of overhead \
-                         and one layer's {} experts ({} MiB): give at least {} MiB (or a smaller \
-                         context)",
-                        total_bytes >> 20,
-                        dense.bytes() >> 20,
-                        kv >> 20,
-                        session_options.ctx_for(&spec)?,
-                        session_options.kv_dtype.name(),
-                        OVERHEAD_BYTES >> 20,
-                        opened.config.top_k,
-                        (opened.config.top_k as u64 * slot_bytes) >> 20,
-                        min.div_ceil(1 << 20)
-                    )));
-                }
-                Some(total_bytes - fixed)
+                let b = kv_budget::split(
+                    &kv_budget::BudgetInputs {
+                        total_bytes,
+                        min_context,
+                        // Without --ctx, KV caches grow inside the budget beside a slab cache
+                        // that gives way (a policy's cache: the others keep no slabs).
+                        elastic: session_options.ctx.is_none()
+                            && matches!(config.cache, CacheMode::Policy(_)),
+                        sequences,
+                        dense_bytes: dense.bytes() as u64,
+                        top_k: opened.config.top_k,
+                        slot_bytes,
+                    },
+                    &spec,
+                    &mut session_options,
+                )?;
+                shared_budget = b.shared;
+                Some(b.cache_bytes)
             }
         };
         // Refuse an impossible context or KV type now, not at the first generation.
@@ -310,6 +300,7 @@ impl Engine {
                     prefetch: config.prefetch,
                     io: config.io,
                     queue_depth: config.queue_depth,
+                    shrinkable: shared_budget.is_some(),
                 };
                 let s = Arc::new(StreamingExperts::open_file(
                     opened.experts,
@@ -353,6 +344,17 @@ impl Engine {
             kept_sessions: config.kept_sessions,
             last: Mutex::new(GenStats::default()),
             counters: Default::default(),
+            kv_budget: match (shared_budget, &streaming) {
+                (Some(shared), Some(s)) => Some(kv_budget::KvBudget {
+                    streaming: Arc::clone(s),
+                    shared_bytes: shared.shared_bytes,
+                    per_position: shared.per_position,
+                    recurrent: shared.recurrent,
+                    ctx: session_options.ctx_for(&spec)?,
+                    slot_bytes,
+                }),
+                _ => None,
+            },
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let worker = {

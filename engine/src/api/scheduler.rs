@@ -139,6 +139,8 @@ pub(crate) struct Core {
     pub kept_sessions: usize,
     pub last: Mutex<GenStats>,
     pub counters: Counters,
+    /// The memory budget the slab cache shares with growing KV caches, if any.
+    pub kv_budget: Option<super::kv_budget::KvBudget>,
 }
 
 /// A generation in the decode batch.
@@ -268,6 +270,7 @@ pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
         }
         core.counters.waiting.store(jobs.len(), Ordering::Relaxed);
         admitting.retain(|a| !a.job.gone());
+        fit_kv(&core, &live, &admitting, &kept);
         if !admitting.is_empty() {
             // One prefill pass: the next chunk of every prompt being admitted.
             match prefill_pass(&core, &mut admitting, &mut batch) {
@@ -291,6 +294,7 @@ pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
         if live.is_empty() {
             continue;
         }
+        fit_kv(&core, &live, &[], &kept);
         // One decode step over every sequence in flight.
         let tokens: Vec<[u32; 1]> = live
             .iter()
@@ -316,6 +320,26 @@ pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
         // answers at once finds its conversation's state.
         retire(&core, &mut live, &mut kept);
     }
+}
+
+/// Limits the slab cache to what the memory budget leaves once every session's KV cache has
+/// grown for the coming passes: the next chunk of each prompt being admitted, one token for
+/// each live generation.
+fn fit_kv(core: &Core, live: &[Live], admitting: &[Admitting], kept: &KeptSessions) {
+    let Some(b) = &core.kv_budget else { return };
+    let sessions = live.iter().map(|l| (&l.session, l.session.position() + 1)).chain(
+        admitting.iter().map(|a| (&a.session, prefill_end(a).max(a.session.position()) + 1)),
+    );
+    let sessions = sessions.map(|(s, after)| (s.kv_bytes() as u64, after));
+    if let Err(e) = b.fit(sessions, kept.bytes() as u64) {
+        tracing::warn!("resizing the slab cache: {e}");
+    }
+}
+
+/// Where the next prefill chunk of `a` ends.
+fn prefill_end(a: &Admitting) -> usize {
+    let chunk = a.job.options.prefill_chunk.max(1);
+    ((a.at / chunk + 1) * chunk).min(a.job.prompt.len())
 }
 
 /// Moves the generations that finished or lost their consumer out of `live` into `kept`.
@@ -408,13 +432,7 @@ fn prefill_pass(
     batch: &mut BatchScratch,
 ) -> Result<Vec<Option<Vec<f32>>>> {
     let vocab = core.model.spec.vocab;
-    let ends: Vec<usize> = admitting
-        .iter()
-        .map(|a| {
-            let chunk = a.job.options.prefill_chunk.max(1);
-            ((a.at / chunk + 1) * chunk).min(a.job.prompt.len())
-        })
-        .collect();
+    let ends: Vec<usize> = admitting.iter().map(prefill_end).collect();
     let chunks: Vec<&[u32]> =
         admitting.iter().zip(&ends).map(|(a, &end)| &a.job.prompt[a.at..end]).collect();
     let chunks: Vec<Vec<u32>> = chunks.into_iter().map(<[u32]>::to_vec).collect();

@@ -116,4 +116,7 @@ pub struct StreamingConfig {
     pub io: Option<floe_io::BackendKind>,
     /// Reads in flight.
     pub queue_depth: usize,
+    /// The slab cache may be shrunk at run time with its memory given back
+    /// (`StreamingExperts::set_slot_limit`); its arena is then not registered with io_uring.
+    pub shrinkable: bool,
 }

@@ -15,6 +15,7 @@ use floe_io::{
 };
 use parking_lot::Mutex;
 
+mod budget;
 mod pins;
 
 pub(crate) use pins::start_usage;
@@ -68,6 +69,8 @@ pub struct StreamingExperts {
     depth: Mutex<Option<PrefetchDepth>>,
     /// Use counts of the experts, when a usage file is kept.
     usage: Mutex<Option<ExpertUsage>>,
+    /// The slab cache gives memory back when its limit is lowered.
+    shrinkable: bool,
     inner: Mutex<Inner>,
     stall_ns: AtomicU64,
     /// Prefetch reads that failed (dropped, or read again on demand).
@@ -166,7 +169,8 @@ impl StreamingExperts {
                     IoConfig {
                         backend,
                         queue_depth: cfg.queue_depth.max(1),
-                        register_buffers: true,
+                        // Registered pages stay pinned: a shrinkable arena cannot be registered.
+                        register_buffers: !cfg.shrinkable,
                     },
                 )?
             }
@@ -209,6 +213,7 @@ impl StreamingExperts {
             history: Mutex::new(RouteHistory::new(c.layers, c.experts)),
             depth: Mutex::new(Some(PrefetchDepth::default())),
             usage: Mutex::new(None),
+            shrinkable: cfg.shrinkable,
             inner: Mutex::new(Inner { slots: table, prefetches: Vec::new(), in_flight: 0 }),
             stall_ns: AtomicU64::new(0),
             prefetch_failed: AtomicU64::new(0),
@@ -439,6 +444,7 @@ impl StreamingExperts {
         pinned: &mut Vec<ExpertKey>,
     ) -> Result<()> {
         self.drain_ready(inner)?;
+        self.release_retired(inner)?;
         // Prefetches for layers already passed are stale: drop them if still queued.
         for (k, c) in &inner.prefetches {
             if (k.layer as usize) < layer {
