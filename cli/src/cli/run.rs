@@ -297,6 +297,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         st["stall_share"] = (ss.stall_s / secs.max(1e-9)).into();
         st["cache_slots"] = ss.slots.into();
         st["pinned_slots"] = c.pinned.into();
+        // Below cache_slots when KV caches grew inside a memory budget (see --memory-mb).
+        st["slot_limit"] = s.slot_limit().into();
         st["slot_bytes"] = slot_bytes.into();
         st["io"] = s.backend().name().into();
     }

@@ -70,20 +70,28 @@ pub(crate) fn split(
         options.ctx = Some(fits.clamp(least, spec.max_positions));
     }
     let kv = b.sequences * options.state_bytes(spec)?;
-    let fixed = b.dense_bytes + kv + OVERHEAD_BYTES;
+    // A fixed split sets aside the scratch of one default prefill chunk; an elastic one fits
+    // the scratch of each pass as it comes.
+    let scratch = if b.elastic {
+        0
+    } else {
+        crate::runtime::generate::GenerateOptions::default().prefill_chunk as u64
+            * scratch_bytes_per_token(spec)
+    };
+    let fixed = b.dense_bytes + kv + OVERHEAD_BYTES + scratch;
     let min = fixed + min_slabs;
     if b.total_bytes < min {
         return Err(Error::Invalid(format!(
             "a memory budget of {} MiB cannot hold the dense weights ({} MiB), the KV cache ({} \
-             MiB for {} x {} positions of {}), {} MiB of overhead and one layer's {} experts ({} \
-             MiB): give at least {} MiB (or a smaller context)",
+             MiB for {} x {} positions of {}), {} MiB of overhead and pass scratch and one \
+             layer's {} experts ({} MiB): give at least {} MiB (or a smaller context)",
             b.total_bytes >> 20,
             b.dense_bytes >> 20,
             kv >> 20,
             b.sequences,
             options.ctx_for(spec)?,
             options.kv_dtype.name(),
-            OVERHEAD_BYTES >> 20,
+            (OVERHEAD_BYTES + scratch) >> 20,
             b.top_k,
             min_slabs >> 20,
             min.div_ceil(1 << 20)
@@ -113,6 +121,18 @@ pub(crate) struct KvBudget {
     /// Positions a session may reach.
     pub ctx: usize,
     pub slot_bytes: u64,
+    /// Bytes of pass scratch per token of a pass (see `scratch_bytes_per_token`).
+    pub scratch_per_token: u64,
+    /// The most tokens a pass has run: its scratch buffers stay that large.
+    pub peak_tokens: std::sync::atomic::AtomicUsize,
+}
+
+/// Bytes of pass scratch per token of a pass: the largest layer's need, with room for the
+/// quantised copies of the inputs and the allocator's rounding.
+pub(crate) fn scratch_bytes_per_token(spec: &ModelSpec) -> u64 {
+    let floats =
+        spec.layers.iter().map(|l| l.scratch_floats_per_token(spec.hidden)).max().unwrap_or(0);
+    (floats as u64 * 4) * 3 / 2
 }
 
 impl KvBudget {
@@ -127,14 +147,19 @@ impl KvBudget {
     }
 
     /// Limits the slab cache for sessions that hold `(bytes, positions after the coming pass)`
-    /// each, besides `other_bytes` of state held elsewhere (kept sessions).
+    /// each, besides `other_bytes` of state held elsewhere (kept sessions), and for the scratch
+    /// of a pass of `tokens` tokens (or of the largest pass so far, whose buffers stay).
     pub fn fit(
         &self,
         sessions: impl Iterator<Item = (u64, usize)>,
         other_bytes: u64,
+        tokens: usize,
     ) -> Result<()> {
-        let kv: u64 =
-            sessions.map(|(now, after)| now.max(self.held_bytes(after))).sum::<u64>() + other_bytes;
+        let peak =
+            self.peak_tokens.fetch_max(tokens, std::sync::atomic::Ordering::Relaxed).max(tokens);
+        let kv: u64 = sessions.map(|(now, after)| now.max(self.held_bytes(after))).sum::<u64>()
+            + other_bytes
+            + peak as u64 * self.scratch_per_token;
         let slots = self.shared_bytes.saturating_sub(kv) / self.slot_bytes.max(1);
         self.streaming.set_slot_limit(slots as usize)?;
         Ok(())

@@ -352,6 +352,8 @@ impl Engine {
                     recurrent: shared.recurrent,
                     ctx: session_options.ctx_for(&spec)?,
                     slot_bytes,
+                    scratch_per_token: kv_budget::scratch_bytes_per_token(&spec),
+                    peak_tokens: Default::default(),
                 }),
                 _ => None,
             },

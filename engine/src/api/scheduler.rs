@@ -331,7 +331,8 @@ fn fit_kv(core: &Core, live: &[Live], admitting: &[Admitting], kept: &KeptSessio
         admitting.iter().map(|a| (&a.session, prefill_end(a).max(a.session.position()) + 1)),
     );
     let sessions = sessions.map(|(s, after)| (s.kv_bytes() as u64, after));
-    if let Err(e) = b.fit(sessions, kept.bytes() as u64) {
+    let prefill: usize = admitting.iter().map(|a| prefill_end(a) - a.at).sum();
+    if let Err(e) = b.fit(sessions, kept.bytes() as u64, prefill.max(live.len())) {
         tracing::warn!("resizing the slab cache: {e}");
     }
 }

@@ -267,6 +267,36 @@ pub struct LayerSpec {
     pub ffn: FfnSpec,
 }
 
+impl LayerSpec {
+    /// f32 values of pass scratch one token of a pass can need in this layer, an upper bound:
+    /// residual and norm buffers, the mixer's projections and outputs, the router's logits and
+    /// each routed expert's gathered input, gate, up, activation and output. What a memory
+    /// budget sets aside per token of the largest pass.
+    pub fn scratch_floats_per_token(&self, hidden: usize) -> usize {
+        let mixer = match self.mixer {
+            MixerSpec::Attention(a) => {
+                a.q_rows() + 2 * a.kv_heads * a.head_dim + 2 * a.heads * a.head_dim
+            }
+            MixerSpec::Mla(m) => {
+                m.q_lora_rank.unwrap_or(0)
+                    + 2 * m.q_dim()
+                    + m.latent_dim() * (m.heads + 1)
+                    + 2 * m.heads * (m.nope + m.v_dim)
+            }
+            MixerSpec::DeltaNet(d) => 2 * d.qkv_dim() + 3 * d.value_total() + 2 * d.value_heads,
+        };
+        let ffn = match self.ffn {
+            FfnSpec::Mlp { ffn } => 3 * ffn,
+            FfnSpec::Moe(m) => {
+                m.experts
+                    + m.top_k * (3 * m.expert_ffn + 3 * hidden + 2)
+                    + m.shared.map_or(0, |s| 3 * s.ffn + 1)
+            }
+        };
+        8 * hidden + mixer + ffn
+    }
+}
+
 /// The whole model as data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
