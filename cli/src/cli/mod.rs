@@ -91,8 +91,9 @@ pub struct StreamingFlags {
     /// I/O backend for streaming: uring, pread, buffered (default: uring where available).
     #[arg(long)]
     pub io: Option<String>,
-    /// Memory for the whole process in MiB (dense weights + KV caches + slab cache): the slab
-    /// cache gets what is left. Implies streaming.
+    /// Memory for the whole process in MiB (dense weights + KV caches + pass scratch + slab
+    /// cache): the slab cache gets what is left. Without --ctx the KV caches grow inside it
+    /// and the slab cache shrinks as they do (its memory given back). Implies streaming.
     #[arg(long, conflicts_with = "cache_mb")]
     pub memory_mb: Option<u64>,
     /// Reads kept in flight by the I/O thread when streaming (each slab is read as pieces of

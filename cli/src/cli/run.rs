@@ -72,9 +72,10 @@ pub struct RunArgs {
     /// Write the routing of this run as a trace (floe's JSON lines) for `floe sim`.
     #[arg(long)]
     trace_out: Option<PathBuf>,
-    /// Context in tokens (prompt and generation together); the KV cache is allocated for it up
-    /// front. Default: the model's context; with --memory-mb, capped at what a quarter of the
-    /// budget holds (but never below this prompt and -n).
+    /// Context in tokens (prompt and generation together). Default: the model's context; with
+    /// --memory-mb, what the budget holds beside one layer's experts (the KV cache then grows
+    /// inside the budget and the slab cache gives way). Given with --memory-mb, its whole KV
+    /// cache is set aside up front.
     #[arg(long, value_name = "N")]
     ctx: Option<usize>,
     /// How the KV cache stores keys and values: f16 (as llama.cpp), q8_0 (half of that) or f32
