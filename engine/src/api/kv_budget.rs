@@ -191,7 +191,7 @@ mod tests {
             if positions == 0 {
                 return 0;
             }
-            let p = positions.next_power_of_two().max(super::FIRST_POSITIONS).min(700);
+            let p = positions.next_power_of_two().clamp(super::FIRST_POSITIONS, 700);
             recurrent + p as u64 * per_position
         };
         let mut s = Session::new(options);

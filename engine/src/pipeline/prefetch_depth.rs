@@ -11,12 +11,16 @@ pub(crate) const MIN_PRECISION: f32 = 0.5;
 /// Weight of the newest prediction in each rank's moving average.
 const ALPHA: f32 = 0.1;
 
+/// One prediction awaiting its score: its step, and its experts by rank with whether the
+/// router chose each.
+type Pending = (u64, SmallVec<[(u16, bool); 16]>);
+
 #[derive(Debug, Default)]
 struct LayerRecord {
     /// Per rank, the moving share of predictions that were chosen (starts optimistic).
     precision: Vec<f32>,
     /// The latest prediction for this layer: its step, experts by rank and which were chosen.
-    pending: Option<(u64, SmallVec<[(u16, bool); 16]>)>,
+    pending: Option<Pending>,
 }
 
 /// Per-layer, per-rank prediction precision.
