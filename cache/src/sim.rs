@@ -144,6 +144,73 @@ pub fn simulate_pinned(
     })
 }
 
+/// [`simulate`] with one cache per layer instead of one shared by all: each layer gets the
+/// slots its largest routing needs, and the rest of `capacity` goes to the layers in
+/// proportion to how many of the `learned` experts (the most used ones, best first) are
+/// theirs, as pins would be spread. Returns the summed result and each layer's slots.
+pub fn simulate_per_layer(
+    trace: &Trace,
+    phase: PhaseFilter,
+    kind: PolicyKind,
+    capacity: usize,
+    config: &PolicyConfig,
+    learned: &[ExpertKey],
+) -> Result<(SimResult, Vec<usize>), CacheError> {
+    let layers = trace.shape.layers as usize;
+    let mut slots = vec![0usize; layers];
+    for r in trace.routes.iter().filter(|r| phase.admits(r.phase)) {
+        if let Some(s) = slots.get_mut(r.layer as usize) {
+            *s = (*s).max(r.experts.len());
+        }
+    }
+    let base: usize = slots.iter().sum();
+    if base > capacity {
+        return Err(CacheError::Invalid(format!(
+            "capacity {capacity} cannot give every layer its largest routing ({base} slots)"
+        )));
+    }
+    let mut extra = capacity - base;
+    for key in learned {
+        if extra == 0 {
+            break;
+        }
+        if let Some(s) = slots.get_mut(key.layer as usize) {
+            *s += 1;
+            extra -= 1;
+        }
+    }
+    // Whatever the learned experts did not claim is spread evenly.
+    for l in 0..layers {
+        slots[l] += extra / layers + usize::from(l < extra % layers);
+    }
+    let mut sum = SimResult {
+        policy: format!("{}/layer", kind.name()),
+        capacity_slots: capacity,
+        capacity_fraction: capacity as f64 / trace.shape.total_experts().max(1) as f64,
+        accesses: 0,
+        hits: 0,
+        misses: 0,
+        bytes_read: 0,
+        hit_ratio: 0.0,
+        pinned: 0,
+    };
+    for (l, &n) in slots.iter().enumerate() {
+        let routes: Vec<_> =
+            trace.routes.iter().filter(|r| r.layer as usize == l).cloned().collect();
+        if routes.is_empty() || n == 0 {
+            continue;
+        }
+        let one = Trace { shape: trace.shape, expert_bytes: trace.expert_bytes.clone(), routes };
+        let r = simulate_pinned(&one, phase, kind, n, config, &[])?;
+        sum.accesses += r.accesses;
+        sum.hits += r.hits;
+        sum.misses += r.misses;
+        sum.bytes_read += r.bytes_read;
+    }
+    sum.hit_ratio = sum.hits as f64 / sum.accesses.max(1) as f64;
+    Ok((sum, slots))
+}
+
 /// How well a prefetch predictor that sees only the trace guesses the next step's experts.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PredictorScore {

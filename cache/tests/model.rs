@@ -384,3 +384,44 @@ fn the_slot_limit_shrinks_and_grows_the_cache() {
     assert_eq!(cache.len(), 6);
     cache.audit_idle().unwrap();
 }
+
+/// Per-layer budgets: each layer gets its largest routing's slots, the rest follows the learned
+/// experts' layers (then evenly); the replay is each layer alone through its own cache, and a
+/// capacity below the layers' needs is refused.
+#[test]
+fn per_layer_budgets_follow_the_learned_experts() {
+    use floe_cache::sim::{learn_pins, simulate_per_layer, PinSource};
+    // Layer 0 reuses two experts; layer 1 cycles through six.
+    let routes: Vec<LayerRoute> = (0..40u64)
+        .flat_map(|s| {
+            [
+                LayerRoute {
+                    phase: Phase::Decode,
+                    step: s,
+                    layer: 0,
+                    experts: vec![((s % 2) as u16, 0.5)],
+                },
+                LayerRoute {
+                    phase: Phase::Decode,
+                    step: s,
+                    layer: 1,
+                    experts: vec![((s % 6) as u16, 0.5)],
+                },
+            ]
+        })
+        .collect();
+    let shape = MoeShape { layers: 2, experts: 8, top_k: 1 };
+    let trace = Trace { shape, expert_bytes: Vec::new(), routes };
+    let (learned, _) = learn_pins(&trace, PhaseFilter::All, PinSource::Hindsight, 4);
+    let cfg = PolicyConfig::default();
+    let (r, slots) =
+        simulate_per_layer(&trace, PhaseFilter::All, PolicyKind::Lru, 6, &cfg, &learned).unwrap();
+    // 1 slot each for the largest routing; the four most used experts: layer 0's two (20 uses
+    // each) first, then two of layer 1's (about 7 each).
+    assert_eq!(slots, vec![3, 3]);
+    // Layer 0 then hits after its two first reads; layer 1 (3 LRU slots, a cycle of 6) never.
+    assert_eq!((r.misses, r.hits, r.accesses), (2 + 40, 38, 80));
+    assert!(
+        simulate_per_layer(&trace, PhaseFilter::All, PolicyKind::Lru, 1, &cfg, &learned).is_err()
+    );
+}

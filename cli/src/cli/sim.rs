@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use floe::cache::sim::{
-    learn_pins, score_predictors, simulate, simulate_pinned, zipf_fit, PinSource, SimResult,
+    learn_pins, score_predictors, simulate, simulate_per_layer, simulate_pinned, zipf_fit,
+    PinSource, SimResult,
 };
 use floe::cache::trace::{PhaseFilter, Trace};
 use floe::cache::{PolicyConfig, PolicyKind};
@@ -49,6 +50,11 @@ pub struct SimArgs {
     /// or by Belady).
     #[arg(long, default_value = "hindsight")]
     pins_from: String,
+    /// Also replay each policy with one cache per layer instead of one shared cache: every
+    /// layer gets the slots of its largest routing, and the rest goes to layers as the most
+    /// used experts (learned as --pins-from says) are spread (`POLICY/layer` rows).
+    #[arg(long)]
+    per_layer: bool,
 }
 
 pub fn run(a: SimArgs) -> anyhow::Result<()> {
@@ -88,13 +94,20 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
     let mut results: Vec<(SimResult, f64, u64)> = Vec::new();
     let mut replayed = trace.accesses(a.phase).len();
     for &cap in &capacities {
-        let (pins, rest) = match &a.pins {
+        // The most used experts, best first, as --pins-from learns them, and what to replay
+        // (without the steps they were learned from).
+        let (learned, rest) = if a.pins.is_some() || a.per_layer {
+            let (learned, rest) = learn_pins(&trace, a.phase, source, total);
+            (learned, Some(rest))
+        } else {
+            (Vec::new(), None)
+        };
+        let pins = match &a.pins {
             Some(p) => {
                 let slots = parse_capacity(p, cap).context("--pins")?;
-                let (pins, rest) = learn_pins(&trace, a.phase, source, slots);
-                (pins, Some(rest))
+                learned[..slots.min(learned.len())].to_vec()
             }
-            None => (Vec::new(), None),
+            None => Vec::new(),
         };
         let replay = rest.as_ref().unwrap_or(&trace);
         replayed = replay.accesses(a.phase).len();
@@ -107,6 +120,10 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
                 simulate_pinned(replay, a.phase, kind, cap, &config, &pins)?
             };
             results.push((r, belady.hit_ratio, belady.misses));
+            if a.per_layer && kind != PolicyKind::Belady {
+                let (r, _) = simulate_per_layer(replay, a.phase, kind, cap, &config, &learned)?;
+                results.push((r, belady.hit_ratio, belady.misses));
+            }
         }
     }
     let predictors = score_predictors(&trace, a.phase);
