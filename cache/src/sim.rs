@@ -180,8 +180,8 @@ pub fn simulate_per_layer(
         }
     }
     // Whatever the learned experts did not claim is spread evenly.
-    for l in 0..layers {
-        slots[l] += extra / layers + usize::from(l < extra % layers);
+    for (l, s) in slots.iter_mut().enumerate() {
+        *s += extra / layers + usize::from(l < extra % layers);
     }
     let mut sum = SimResult {
         policy: format!("{}/layer", kind.name()),
