@@ -213,3 +213,37 @@ fn harmony_reasoning_is_set_apart() {
         (reasoning.to_string(), content.to_string())
     );
 }
+
+/// `experts_per_token` (floe's own field): fewer experts change the greedy answer, the
+/// server's own count does not, and a count above it is a 400 naming the field.
+#[test]
+fn a_request_can_run_fewer_experts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = start(&tiny_model(tmp.path()), &["--ctx", "512"]);
+    let p = srv.port;
+    let ask = |experts: Option<u64>| {
+        let mut body = json!({"prompt": "Tell me a story", "max_tokens": 16, "temperature": 0});
+        if let Some(k) = experts {
+            body["experts_per_token"] = k.into();
+        }
+        let (st, v) = post(p, "/v1/completions", body);
+        (st, v)
+    };
+    let (st, exact) = ask(None);
+    assert_eq!(st, 200, "{exact}");
+    // The tiny model routes each token to 4 experts.
+    let (st, same) = ask(Some(4));
+    assert_eq!(st, 200, "{same}");
+    assert_eq!(exact["choices"][0]["text"], same["choices"][0]["text"]);
+    let (st, one) = ask(Some(1));
+    assert_eq!(st, 200, "{one}");
+    assert_ne!(
+        exact["choices"][0]["text"], one["choices"][0]["text"],
+        "one expert changed nothing"
+    );
+    let (st, v) = ask(Some(99));
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error"]["param"], "experts_per_token", "{v}");
+    let (st, v) = ask(Some(0));
+    assert_eq!(st, 400, "{v}");
+}

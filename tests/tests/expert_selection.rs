@@ -18,7 +18,7 @@ fn open(path: &std::path::Path, selection: ExpertSelection) -> floe::Result<Engi
 }
 
 fn scores(path: &std::path::Path, selection: ExpertSelection, ids: &[u32]) -> Vec<f32> {
-    open(path, selection).unwrap().next_token_logprobs(ids, 7).unwrap()
+    open(path, selection).unwrap().next_token_logprobs(ids, 7, None).unwrap()
 }
 
 fn text_ids(path: &std::path::Path) -> Vec<u32> {
@@ -102,5 +102,72 @@ fn impossible_weight_ratios_are_refused() {
             .unwrap_err()
             .to_string();
         assert!(err.contains("[0, 1)"), "{r}: {err}");
+    }
+}
+
+/// A request's own expert count (`GenerateOptions::experts_per_token`, a session's) runs what
+/// an engine opened with that count runs; sequences with different counts decode together and
+/// each gets its tokens alone; a count above the engine's is refused.
+#[test]
+fn a_requests_expert_count_matches_the_engines() {
+    use floe::GenerateOptions;
+    for name in FAMILIES {
+        let Some(dir) = golden_dir(name) else { return };
+        let path = dir.join("model-F32.gguf");
+        let ids = text_ids(&path);
+        let exact = open(&path, ExpertSelection::default()).unwrap();
+        let top_k = exact.config().top_k;
+        let k = top_k - 1;
+        let engine_k =
+            open(&path, ExpertSelection { experts_per_token: Some(k), ..Default::default() })
+                .unwrap();
+        let by_engine = engine_k.next_token_logprobs(&ids, 7, None).unwrap();
+        let by_request = exact.next_token_logprobs(&ids, 7, Some(k)).unwrap();
+        let d = max_diff(&by_engine, &by_request);
+        assert!(d < 1e-4, "{name}: {d}");
+        // Together in one batch, each as alone.
+        let config = EngineConfig {
+            experts: ExpertMemory::Resident,
+            threads: 2,
+            max_sequences: 2,
+            kept_sessions: 0,
+            ..Default::default()
+        };
+        let both = std::sync::Arc::new(Engine::open(&path, config).unwrap());
+        let options = |experts| GenerateOptions {
+            max_tokens: 10,
+            ignore_eos: true,
+            experts_per_token: experts,
+            ..Default::default()
+        };
+        let alone: Vec<Vec<u32>> = [None, Some(1)]
+            .iter()
+            .map(|&e| {
+                both.generate("the fox", options(e)).unwrap().map(|t| t.unwrap().id).collect()
+            })
+            .collect();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let together: Vec<Vec<u32>> = [None, Some(1)]
+            .into_iter()
+            .map(|e| {
+                let (both, barrier) =
+                    (std::sync::Arc::clone(&both), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    both.generate("the fox", options(e)).unwrap().map(|t| t.unwrap().id).collect()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(together, alone, "{name}");
+        assert_ne!(alone[0], alone[1], "{name}: one expert changed nothing");
+        let err = exact
+            .generate("the fox", options(Some(top_k + 1)))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains(&format!("give 1 to {top_k}")), "{name}: {err}");
     }
 }

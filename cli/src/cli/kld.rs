@@ -97,8 +97,7 @@ pub fn run(a: KldArgs) -> anyhow::Result<()> {
     anyhow::ensure!(ids.len() >= 2, "the text has fewer than 2 tokens");
     let top_k = exact.config().top_k;
     let vocab = exact.spec().vocab;
-    let reference = exact.next_token_logprobs(&ids, a.chunk)?;
-    drop(exact);
+    let reference = exact.next_token_logprobs(&ids, a.chunk, None)?;
     if !a.json {
         println!(
             "{}: {} tokens scored; the model routes each token to {top_k} experts (\"experts\": \
@@ -117,8 +116,20 @@ pub fn run(a: KldArgs) -> anyhow::Result<()> {
             None => format!("min-expert-weight {}", s.min_weight_ratio),
         };
         eprintln!("scoring with {name} ...");
-        let engine = open(s)?;
-        let run = engine.next_token_logprobs(&ids, a.chunk)?;
+        // Fewer experts per token run on the same engine, as a request asking for them does;
+        // the weight rule is an engine setting.
+        let reopened;
+        let (engine, experts) = match s.experts_per_token {
+            Some(k) => (&exact, Some(k)),
+            None => {
+                reopened = open(s)?;
+                (&reopened, None)
+            }
+        };
+        let before = engine.routed_experts();
+        let run = engine.next_token_logprobs(&ids, a.chunk, experts)?;
+        let after = engine.routed_experts();
+        let mean_experts = (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64;
         let d = floe::divergence(&reference, &run, vocab, &ids)?;
         if a.json {
             let mut v = serde_json::to_value(d)?;
@@ -126,12 +137,12 @@ pub fn run(a: KldArgs) -> anyhow::Result<()> {
             v["model_top_k"] = top_k.into();
             v["experts_per_token"] = s.experts_per_token.unwrap_or(top_k).into();
             v["min_expert_weight"] = s.min_weight_ratio.into();
-            v["mean_experts"] = engine.mean_routed_experts().into();
+            v["mean_experts"] = mean_experts.into();
             println!("{v}");
         } else {
             println!(
                 "{name:<22} {:>8.2} {:>10.5} {:>10.5} {:>10.5} {:>7.1}% {:>10.3} {:>10.3}",
-                engine.mean_routed_experts(),
+                mean_experts,
                 d.mean_kl,
                 d.p99_kl,
                 d.max_kl,

@@ -46,12 +46,14 @@ impl KeptSessions {
     }
 
     /// The kept session that supplies most of `prompt`, taken out and cut back to that prefix,
-    /// with the number of tokens it supplies; None when none supplies any.
-    pub fn take(&mut self, prompt: &[u32]) -> Option<(Session, usize)> {
+    /// with the number of tokens it supplies; None when none supplies any. Only a session run
+    /// with the same expert count per token (`experts`) supplies any: its state depends on it.
+    pub fn take(&mut self, prompt: &[u32], experts: Option<usize>) -> Option<(Session, usize)> {
         let (i, n) = self
             .entries
             .iter()
             .enumerate()
+            .filter(|(_, (_, s))| s.experts_per_token() == experts)
             .map(|(i, (t, _))| (i, self.usable(t, prompt)))
             .max_by_key(|&(i, n)| (n, i))?;
         if n == 0 {
@@ -83,26 +85,36 @@ mod tests {
     }
 
     #[test]
+    fn a_session_is_reused_only_at_its_expert_count() {
+        let mut k = KeptSessions::new(2, true);
+        k.put(vec![1, 2, 3], held(3).with_experts_per_token(Some(2)));
+        assert!(k.take(&[1, 2, 3, 4], None).is_none());
+        assert!(k.take(&[1, 2, 3, 4], Some(3)).is_none());
+        let (s, n) = k.take(&[1, 2, 3, 4], Some(2)).unwrap();
+        assert_eq!((n, s.experts_per_token()), (3, Some(2)));
+    }
+
+    #[test]
     fn the_longest_usable_prefix_wins_and_leaves_a_token_to_run() {
         let mut k = KeptSessions::new(2, true);
         k.put(vec![1, 2, 3], held(3));
         k.put(vec![1, 2, 9, 9], held(4));
         // Shares 3 with the first, 2 with the second.
-        let (s, n) = k.take(&[1, 2, 3, 4]).unwrap();
+        let (s, n) = k.take(&[1, 2, 3, 4], None).unwrap();
         assert_eq!((n, s.position()), (3, 3));
         assert_eq!(k.len(), 1);
         // The same prompt again: all but its last token, cut back.
         k.put(vec![1, 2, 9, 9], held(4));
-        let (s, n) = k.take(&[1, 2, 9, 9]).unwrap();
+        let (s, n) = k.take(&[1, 2, 9, 9], None).unwrap();
         assert_eq!((n, s.position()), (3, 3));
-        assert!(k.take(&[7, 8]).is_none());
+        assert!(k.take(&[7, 8], None).is_none());
         // A third entry pushes out the least recently used.
         let mut k = KeptSessions::new(2, true);
         k.put(vec![1], held(1));
         k.put(vec![2], held(1));
         k.put(vec![3], held(1));
-        assert!(k.take(&[1, 5]).is_none());
-        assert!(k.take(&[2, 5]).is_some());
+        assert!(k.take(&[1, 5], None).is_none());
+        assert!(k.take(&[2, 5], None).is_some());
         // Nothing is kept with capacity 0, nor a session whose position disagrees.
         let mut k = KeptSessions::new(0, true);
         k.put(vec![1], held(1));
@@ -116,9 +128,9 @@ mod tests {
     fn a_recurrent_state_is_only_continued_never_cut_back() {
         let mut k = KeptSessions::new(4, false);
         k.put(vec![1, 2, 3], held(3));
-        assert!(k.take(&[1, 2, 4, 5]).is_none());
-        assert!(k.take(&[1, 2, 3]).is_none());
-        let (s, n) = k.take(&[1, 2, 3, 4]).unwrap();
+        assert!(k.take(&[1, 2, 4, 5], None).is_none());
+        assert!(k.take(&[1, 2, 3], None).is_none());
+        let (s, n) = k.take(&[1, 2, 3, 4], None).unwrap();
         assert_eq!((n, s.position()), (3, 3));
     }
 }

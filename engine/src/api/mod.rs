@@ -379,6 +379,24 @@ impl Engine {
         })
     }
 
+    /// Refuses an expert count per token the engine cannot run (above its own, or for a model
+    /// without routed experts).
+    pub(crate) fn check_experts_per_token(&self, k: usize) -> Result<()> {
+        let top_k = self.core.model.spec.layers.iter().find_map(|l| match l.ffn {
+            crate::model::spec::FfnSpec::Moe(m) => Some(m.top_k),
+            _ => None,
+        });
+        match top_k {
+            Some(top_k) if (1..=top_k).contains(&k) => Ok(()),
+            Some(top_k) => Err(Error::Invalid(format!(
+                "experts per token {k}: this engine runs {top_k} per token; give 1 to {top_k}"
+            ))),
+            None => Err(Error::Invalid(format!(
+                "experts per token {k}: the model has no routed experts"
+            ))),
+        }
+    }
+
     /// Writes the use counted so far to the usage file (atomically), if one was given.
     pub fn save_usage(&self) -> Result<()> {
         match (&self.usage_file, self.streaming.as_ref().and_then(|s| s.usage())) {
@@ -442,6 +460,9 @@ impl Engine {
                 "the prompt has {} tokens, more than the {ctx} positions a generation holds",
                 prompt.len()
             )));
+        }
+        if let Some(k) = options.experts_per_token {
+            self.check_experts_per_token(k)?;
         }
         let constraint = match &options.grammar {
             Some(g) => Some(self.constraint_compiler()?.compile(g)?),

@@ -416,10 +416,11 @@ fn start(core: &Core, job: Job, kept: &mut KeptSessions) -> Option<Admitting> {
         return None;
     }
     core.counters.admitted.fetch_add(1, Ordering::Relaxed);
-    let fresh = || Session::new(core.session_options);
+    let experts = job.options.experts_per_token;
+    let fresh = || Session::new(core.session_options).with_experts_per_token(experts);
     let (session, reused) = match job.options.record_routes {
         true => (fresh().record_routes(), 0),
-        false => kept.take(&job.prompt).unwrap_or_else(|| (fresh(), 0)),
+        false => kept.take(&job.prompt, experts).unwrap_or_else(|| (fresh(), 0)),
     };
     Some(Admitting { job, session, reused, at: reused, start: Instant::now() })
 }

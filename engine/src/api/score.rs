@@ -9,8 +9,14 @@ use crate::runtime::Session;
 impl Engine {
     /// Log-probabilities of the next token after each prefix of `ids`: `ids.len()` rows of
     /// the vocabulary, row `i` the distribution of token `i + 1`. Runs `chunk` tokens per pass
-    /// on the calling thread, in a session of its own (generations are not disturbed).
-    pub fn next_token_logprobs(&self, ids: &[u32], chunk: usize) -> Result<Vec<f32>> {
+    /// on the calling thread, in a session of its own (generations are not disturbed), with
+    /// `experts` routed experts per token if given (as `GenerateOptions::experts_per_token`).
+    pub fn next_token_logprobs(
+        &self,
+        ids: &[u32],
+        chunk: usize,
+        experts: Option<usize>,
+    ) -> Result<Vec<f32>> {
         let model = &self.core.model;
         let ctx = self.context();
         if ids.len() > ctx {
@@ -19,8 +25,11 @@ impl Engine {
                 ids.len()
             )));
         }
+        if let Some(k) = experts {
+            self.check_experts_per_token(k)?;
+        }
         let vocab = model.spec.vocab;
-        let mut session = Session::new(self.core.session_options);
+        let mut session = Session::new(self.core.session_options).with_experts_per_token(experts);
         let mut out = Vec::with_capacity(ids.len() * vocab);
         for part in ids.chunks(chunk.max(1)) {
             let logits = model.step(&mut session, part, true)?;
@@ -37,6 +46,11 @@ impl Engine {
     /// Routed experts run per token and MoE layer so far, on average.
     pub fn mean_routed_experts(&self) -> f64 {
         self.core.model.mean_routed_experts()
+    }
+
+    /// Token-layer routings so far, and the routed experts they ran.
+    pub fn routed_experts(&self) -> (u64, u64) {
+        self.core.model.routed_experts()
     }
 }
 

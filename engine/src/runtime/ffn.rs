@@ -8,7 +8,7 @@ use floe_kernels::{matmul_batch, matmul_group, matmul_input, Input, InputBuffers
 use smallvec::SmallVec;
 
 use super::forward::{kernel_err, Model};
-use super::session::{sized, ExpertUsers, Scratch};
+use super::session::{sized, ExpertUsers, Scratch, SeqRows};
 use super::weights::MoeWeights;
 use crate::error::Result;
 use crate::model::spec::MoeSpec;
@@ -16,8 +16,8 @@ use crate::runtime::experts::{ExpertView, INLINE_BATCH};
 use crate::runtime::router::SKIPPED;
 
 impl Model {
-    /// The MoE block of layer `l` over the pass's `n` rows; `decode` when each row is its own
-    /// sequence's next token.
+    /// The MoE block of layer `l` over the pass's rows (sequence `i` owning `rows[i]`); `decode`
+    /// when each row is its own sequence's next token.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn moe(
         &self,
@@ -25,10 +25,11 @@ impl Model {
         m: &MoeSpec,
         w: &MoeWeights,
         sc: &mut Scratch,
+        rows: &[SeqRows],
         step: u64,
-        n: usize,
         decode: bool,
     ) -> Result<()> {
+        let n = rows.iter().map(|r| r.start + r.len).max().unwrap_or(0);
         let (h, k, experts) = (self.spec.hidden, m.top_k, m.experts);
         let pool = self.pool.as_ref();
         let mut hn_input = sc.in_hn.input(&sc.hn, n, self.activations);
@@ -44,10 +45,14 @@ impl Model {
         let bias = w.router_bias.as_ref().map(|b| self.vec(b)).transpose()?;
         sc.chosen.clear();
         let mut routed = 0;
-        for t in 0..n {
+        let caps = rows.iter().flat_map(|r| std::iter::repeat_n(r.experts, r.len));
+        for (t, cap) in (0..n).zip(caps) {
             let p = &mut logits[t * experts..(t + 1) * experts];
             super::router::route(m.router, p, bias, k, &mut sc.route, &mut sc.top);
-            let kept = self.drop_weak(m, &mut sc.top);
+            let mut kept = self.drop_weak(m, &mut sc.top);
+            if let Some(c) = cap.filter(|&c| c < kept) {
+                kept = super::router::keep_first(&mut sc.top, c, m.router.renormalizes());
+            }
             routed += kept as u64;
             self.experts.on_route(l, step, &sc.top[..kept]);
             sc.chosen.extend_from_slice(&sc.top);

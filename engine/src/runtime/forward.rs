@@ -161,6 +161,12 @@ impl Model {
         experts.load(Relaxed) as f64 / routings.load(Relaxed).max(1) as f64
     }
 
+    /// Token-layer routings so far, and the routed experts they ran.
+    pub fn routed_experts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.routed[0].load(Relaxed), self.routed[1].load(Relaxed))
+    }
+
     /// Bytes of the resident dense weights.
     pub fn dense_bytes(&self) -> usize {
         self.dense.bytes()
@@ -266,7 +272,12 @@ impl Model {
                     "token id {id} is outside the vocabulary of {vocab}"
                 )));
             }
-            sc.rows.push(SeqRows { pos: s.pos, start: n, len: toks.len() });
+            sc.rows.push(SeqRows {
+                pos: s.pos,
+                start: n,
+                len: toks.len(),
+                experts: s.experts_per_token(),
+            });
             n += toks.len();
         }
         if n == 0 {
@@ -354,7 +365,7 @@ impl Model {
             rms_rows(&sc.x, self.vec(&lw.ffn_norm)?, self.spec.rms_eps, h, &mut sc.hn);
             match (&self.spec.layers[l].ffn, &lw.ffn) {
                 (FfnSpec::Moe(m), FfnWeights::Moe(w)) => {
-                    self.moe(l, m, w, sc, step, n, kind == PassKind::Decode)?;
+                    self.moe(l, m, w, sc, rows, step, kind == PassKind::Decode)?;
                     for (s, at) in seqs.iter_mut().zip(rows) {
                         if let Some(r) = s.routes.as_mut() {
                             for t in at.range() {

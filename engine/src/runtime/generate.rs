@@ -24,6 +24,9 @@ pub struct GenerateOptions {
     /// What the output must match (constrained decoding); a generation ends when its grammar
     /// is complete.
     pub grammar: Option<crate::runtime::constraint::Grammar>,
+    /// Routed experts per token for this generation, below the engine's (lossy; see
+    /// [`ExpertSelection`](crate::ExpertSelection)); `None`: the engine's count.
+    pub experts_per_token: Option<usize>,
 }
 
 impl Default for GenerateOptions {
@@ -36,6 +39,7 @@ impl Default for GenerateOptions {
             record_routes: false,
             logprobs: None,
             grammar: None,
+            experts_per_token: None,
         }
     }
 }

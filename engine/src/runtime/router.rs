@@ -34,18 +34,36 @@ impl ExpertSelection {
 /// renormalising over the kept experts gives. Returns how many were kept.
 pub(crate) fn drop_weak(chosen: &mut [(usize, f32)], ratio: f32, renormalize: bool) -> usize {
     let max = chosen.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
-    let before: f32 = chosen.iter().map(|x| x.1).sum();
+    retain(chosen, renormalize, |_, w| w >= ratio * max)
+}
+
+/// Keeps the first `n` chosen experts (the router's best `n`, in its rank order), as
+/// [`drop_weak`] keeps: what a router asked for `n` experts chooses and how it weighs them.
+pub(crate) fn keep_first(chosen: &mut [(usize, f32)], n: usize, renormalize: bool) -> usize {
+    retain(chosen, renormalize, |i, _| i < n)
+}
+
+/// Keeps the chosen `(expert, weight)` pairs for which `keep(rank, weight)` holds, first and in
+/// order; empties the rest; rescales the kept to the chosen sum when the router renormalises.
+fn retain(
+    chosen: &mut [(usize, f32)],
+    renormalize: bool,
+    keep: impl Fn(usize, f32) -> bool,
+) -> usize {
+    let before: f32 = chosen.iter().filter(|x| x.0 != SKIPPED).map(|x| x.1).sum();
     let mut kept = 0;
     for i in 0..chosen.len() {
-        if chosen[i].1 >= ratio * max {
+        if chosen[i].0 != SKIPPED && keep(i, chosen[i].1) {
             chosen[kept] = chosen[i];
             kept += 1;
         }
     }
     chosen[kept..].iter_mut().for_each(|x| *x = (SKIPPED, 0.0));
-    if renormalize && kept < chosen.len() {
+    if renormalize && kept > 0 {
         let after: f32 = chosen[..kept].iter().map(|x| x.1).sum();
-        chosen[..kept].iter_mut().for_each(|x| x.1 *= before / after);
+        if after != before {
+            chosen[..kept].iter_mut().for_each(|x| x.1 *= before / after);
+        }
     }
     kept
 }

@@ -322,6 +322,8 @@ pub(crate) struct SeqRows {
     pub pos: usize,
     pub start: usize,
     pub len: usize,
+    /// The sequence's own expert count per token, below the model's (`Session::experts`).
+    pub experts: Option<usize>,
 }
 
 impl SeqRows {
@@ -457,9 +459,24 @@ pub struct Session {
     pub(crate) scratch: Scratch,
     /// When set, every routing decision is appended here.
     pub routes: Option<Vec<RouteRecord>>,
+    /// Routed experts per token for this sequence, below the model's (lossy; `None`: the
+    /// model's count).
+    experts: Option<usize>,
 }
 
 impl Session {
+    /// Runs `k` routed experts per token for this sequence (the first `k` the router ranks,
+    /// weighed as a `k`-expert router weighs them) when `k` is below the model's count.
+    pub fn with_experts_per_token(mut self, k: Option<usize>) -> Self {
+        self.experts = k;
+        self
+    }
+
+    /// This sequence's expert count per token, if it has its own.
+    pub fn experts_per_token(&self) -> Option<usize> {
+        self.experts
+    }
+
     /// A session of `options` (its state is allocated by the first forward pass, for the
     /// model that runs it).
     pub fn new(options: SessionOptions) -> Self {

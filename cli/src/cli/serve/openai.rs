@@ -86,6 +86,8 @@ pub struct Request {
     pub tools: Option<Tools>,
     /// Choices (`n`).
     pub n: usize,
+    /// Routed experts per token, below the server's (floe's own field; lossy).
+    pub experts_per_token: Option<usize>,
 }
 
 /// Most choices one request may ask for.
@@ -206,6 +208,9 @@ impl Request {
                     )
                 }
                 "n" => r.n = int(v, k, 1, MAX_CHOICES as i64)? as usize,
+                "experts_per_token" => {
+                    r.experts_per_token = Some(int(v, k, 1, i64::from(u16::MAX))? as usize)
+                }
                 "best_of" => {
                     if int(v, k, 1, 1).is_err() {
                         return Err(ApiError::unsupported(

@@ -148,6 +148,15 @@ fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
         let param = if req.grammar.is_some() { "response_format" } else { "tools" };
         compiler.compile(g).map_err(|e| ApiError::bad(param, e.to_string()))?;
     }
+    if let Some(k) = req.experts_per_token {
+        let top_k = s.engine.config().top_k;
+        if k > top_k || s.engine.config().experts == 0 {
+            return Err(ApiError::bad(
+                "experts_per_token",
+                format!("this server runs {top_k} routed experts per token; give 1 to {top_k}"),
+            ));
+        }
+    }
     let ctx = s.engine.context();
     // A prompt of n bytes has at least n / max_token_bytes tokens (halved for normalizers
     // that shorten text): one that surely cannot fit is refused before tokenizing.
@@ -198,6 +207,7 @@ fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
         sampling,
         logprobs: req.logprobs,
         grammar,
+        experts_per_token: req.experts_per_token,
         ..Default::default()
     };
     Ok(Job {
