@@ -77,7 +77,11 @@ fn pins_and_prefetch_tuning_keep_the_tokens_and_the_usage_file_counts_every_rout
         let config = EngineConfig {
             usage_file: Some(usage.clone()),
             pin_bytes: top_k as u64 * 2 * slab,
-            prefetch_tuning: PrefetchTuning { aware_eviction, adaptive_depth },
+            prefetch_tuning: PrefetchTuning {
+                aware_eviction,
+                adaptive_depth,
+                ..Default::default()
+            },
             ..streamed(top_k as u64 * 3, slab)
         };
         let e = Engine::open(&path, config).unwrap();

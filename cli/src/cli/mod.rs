@@ -127,6 +127,10 @@ pub struct StreamingFlags {
     /// chose less than half of the time lately are not read). For comparisons.
     #[arg(long)]
     pub prefetch_all: bool,
+    /// Read a predicted expert ahead only while its prediction rank was chosen at least this
+    /// share of the time lately (higher: fewer slabs read ahead, more waiting).
+    #[arg(long, default_value_t = 0.5, value_name = "SHARE")]
+    pub prefetch_min_precision: f32,
 }
 
 impl StreamingFlags {
@@ -140,6 +144,11 @@ impl StreamingFlags {
         policy: &str,
     ) -> anyhow::Result<floe::EngineConfig> {
         use floe::ExpertMemory;
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.prefetch_min_precision),
+            "--prefetch-min-precision {}: a share between 0 and 1",
+            self.prefetch_min_precision
+        );
         let experts = match (self.memory_mb, self.cache_mb) {
             (Some(mb), _) => ExpertMemory::Budget { total_bytes: mb << 20, min_context },
             (None, Some(mb)) => ExpertMemory::Streamed { cache_bytes: Some(mb << 20) },
@@ -163,6 +172,7 @@ impl StreamingFlags {
             prefetch_tuning: floe::pipeline::PrefetchTuning {
                 aware_eviction: !self.plain_eviction,
                 adaptive_depth: !self.prefetch_all,
+                min_precision: self.prefetch_min_precision,
             },
             ..Default::default()
         })

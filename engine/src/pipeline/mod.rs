@@ -87,19 +87,25 @@ impl std::str::FromStr for PrefetchMode {
 }
 
 /// How prefetching and eviction work together (both on by default; off for comparisons).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PrefetchTuning {
     /// Eviction takes prefetches into account: a prefetched expert its layer passed over goes
     /// first, and what is predicted for the layer being read ahead stays.
     pub aware_eviction: bool,
     /// Each layer's prefetch depth follows how often the router chose its predictions: a rank
-    /// predicted wrongly more often than not is not read ahead.
+    /// the router chose less than `min_precision` of the time lately is not read ahead.
     pub adaptive_depth: bool,
+    /// See `adaptive_depth`: higher reads fewer slabs ahead and waits for more.
+    pub min_precision: f32,
 }
 
 impl Default for PrefetchTuning {
     fn default() -> Self {
-        Self { aware_eviction: true, adaptive_depth: true }
+        Self {
+            aware_eviction: true,
+            adaptive_depth: true,
+            min_precision: prefetch_depth::DEFAULT_MIN_PRECISION,
+        }
     }
 }
 

@@ -6,8 +6,8 @@
 
 use smallvec::SmallVec;
 
-/// A rank is read ahead while at least this share of its predictions were chosen.
-pub(crate) const MIN_PRECISION: f32 = 0.5;
+/// By default a rank is read ahead while at least this share of its predictions were chosen.
+pub const DEFAULT_MIN_PRECISION: f32 = 0.5;
 /// Weight of the newest prediction in each rank's moving average.
 const ALPHA: f32 = 0.1;
 
@@ -24,12 +24,25 @@ struct LayerRecord {
 }
 
 /// Per-layer, per-rank prediction precision.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PrefetchDepth {
     layers: Vec<LayerRecord>,
+    /// A rank is read ahead while at least this share of its predictions were chosen.
+    min_precision: f32,
+}
+
+impl Default for PrefetchDepth {
+    fn default() -> Self {
+        Self::new(DEFAULT_MIN_PRECISION)
+    }
 }
 
 impl PrefetchDepth {
+    /// Reads a rank ahead while at least `min_precision` of its predictions were chosen.
+    pub fn new(min_precision: f32) -> Self {
+        Self { layers: Vec::new(), min_precision }
+    }
+
     /// The router of `layer` chose `experts` for one token at `step`.
     pub fn on_route(&mut self, layer: usize, step: u64, experts: &[(usize, f32)]) {
         let Some(LayerRecord { pending: Some((at, ranks)), .. }) = self.layers.get_mut(layer)
@@ -55,6 +68,7 @@ impl PrefetchDepth {
         if self.layers.len() <= layer {
             self.layers.resize_with(layer + 1, LayerRecord::default);
         }
+        let min_precision = self.min_precision;
         let r = &mut self.layers[layer];
         if let Some((_, ranks)) = r.pending.take() {
             for (rank, (_, hit)) in ranks.iter().enumerate() {
@@ -69,7 +83,7 @@ impl PrefetchDepth {
         predicted
             .iter()
             .zip(&r.precision)
-            .filter(|(_, &p)| p >= MIN_PRECISION)
+            .filter(|(_, &p)| p >= min_precision)
             .map(|(x, _)| *x)
             .collect()
     }

@@ -224,7 +224,7 @@ impl StreamingExperts {
     /// Sets how prefetching and eviction work together.
     pub fn set_prefetch_tuning(&self, t: PrefetchTuning) {
         self.cache.set_prefetch_aware(t.aware_eviction);
-        *self.depth.lock() = t.adaptive_depth.then(PrefetchDepth::default);
+        *self.depth.lock() = t.adaptive_depth.then(|| PrefetchDepth::new(t.min_precision));
     }
 
     /// Counters so far.
