@@ -353,8 +353,9 @@ impl ExpertCache {
         Lookup::Miss { slot, evicted }
     }
 
-    /// Reserves a slot to prefetch `key` unless it is resident or loading, or nothing can be
-    /// evicted. The entry is Loading and unpinned; call `complete` when the read finishes.
+    /// Reserves a slot to prefetch `key` unless it is resident or loading, nothing can be
+    /// evicted, or pins leave fewer than two layers' top-k slots. The entry is Loading and
+    /// unpinned; call `complete` when the read finishes.
     /// A resident `key` is marked as predicted for its layer instead.
     pub fn prefetch(&self, key: ExpertKey, step: u64) -> Option<(SlotIndex, Option<ExpertKey>)> {
         let mut g = self.inner.lock();
@@ -366,6 +367,13 @@ impl ExpertCache {
         }
         if let Some(e) = inner.map.get_mut(&key) {
             e.predicted = true;
+            return None;
+        }
+        // Pins can leave the policy too few slots to read ahead in: with fewer than a layer
+        // being read ahead beside the layer in use, a prefetch would evict what the current
+        // layer needs.
+        let pinned = inner.stats.pinned as usize;
+        if pinned > 0 && inner.limit.saturating_sub(pinned) < 2 * self.min_unpinned {
             return None;
         }
         let (slot, evicted) = Self::take_slot(inner)?;

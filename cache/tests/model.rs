@@ -425,3 +425,26 @@ fn per_layer_budgets_follow_the_learned_experts() {
         simulate_per_layer(&trace, PhaseFilter::All, PolicyKind::Lru, 1, &cfg, &learned).is_err()
     );
 }
+
+/// With fewer than two layers' top-k slots left beside the pins, nothing is read ahead: a
+/// prefetch would evict what the layer in use needs.
+#[test]
+fn no_prefetch_when_pins_leave_one_layers_room() {
+    let cache = ExpertCache::with_slots(6, 10, 2, policy(PolicyKind::Lru, 6, &[])).unwrap();
+    let pin = |e| {
+        let k = ExpertKey::new(0, e);
+        assert!(cache.pin_resident(k).is_some());
+        cache.complete(k, true);
+    };
+    pin(0);
+    pin(1);
+    // 4 unpinned slots: two layers' top-k, so prefetching still works.
+    assert!(cache.prefetch(ExpertKey::new(1, 0), 0).is_some());
+    cache.complete(ExpertKey::new(1, 0), true);
+    pin(2);
+    // 3 unpinned: no more prefetches (a resident one is only marked predicted).
+    assert!(cache.prefetch(ExpertKey::new(1, 1), 0).is_none());
+    assert!(cache.prefetch(ExpertKey::new(1, 0), 0).is_none());
+    assert_eq!(cache.stats().prefetch_issued, 1);
+    cache.audit_idle().unwrap();
+}
