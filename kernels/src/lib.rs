@@ -14,6 +14,7 @@ pub mod dot;
 mod dtype;
 mod error;
 pub mod gemm;
+pub mod kv;
 mod matvec;
 pub mod ops;
 mod pool;

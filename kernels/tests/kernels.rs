@@ -2,7 +2,7 @@
 //! and shapes, with named tolerances.
 
 use floe_kernels::dot::{DotKernels, Isa};
-use floe_kernels::ops::{self, AttentionShape, KvDType, KvView, RopeStyle};
+use floe_kernels::ops::{self, AttentionShape, KvDType, KvFormat, KvView, RopeStyle};
 use floe_kernels::quant::{dequantize_q4_0, dequantize_q8_0, quantize_q4_0, quantize_q8_0, QK};
 use floe_kernels::{matmul, matvec, BlockQ4_0, BlockQ8_0, DType, KernelPool, Matrix};
 use half::{bf16, f16};
@@ -549,20 +549,25 @@ fn kv_cache(dtype: KvDType, x: &[f32], d: usize) -> (Vec<u64>, usize, Vec<f64>) 
     let heads = x.len() / d;
     let mut store = vec![0u64; (heads * hb).div_ceil(8)];
     let bytes = bytemuck::cast_slice_mut::<u64, u8>(&mut store);
-    for (i, h) in x.chunks_exact(d).enumerate() {
+    let mut back = vec![0.0f32; x.len()];
+    for (i, (h, o)) in x.chunks_exact(d).zip(back.chunks_exact_mut(d)).enumerate() {
         dtype.store(h, &mut bytes[i * hb..(i + 1) * hb]);
+        dtype.load(&bytes[i * hb..(i + 1) * hb], o);
     }
-    let back: Vec<f64> = match dtype {
-        KvDType::F32 => x.iter().map(|&v| v as f64).collect(),
-        KvDType::F16 => x.iter().map(|&v| f16::from_f32(v).to_f32() as f64).collect(),
-        KvDType::Q8_0 => {
-            let blocks: &[BlockQ8_0] = bytemuck::cast_slice(&bytes[..heads * hb]);
-            let mut out = vec![0.0f32; x.len()];
-            dequantize_q8_0(blocks, &mut out);
-            out.into_iter().map(|v| v as f64).collect()
-        }
-    };
-    (store, heads * hb, back)
+    (store, heads * hb, back.into_iter().map(|v| v as f64).collect())
+}
+
+/// A view of separate key and value caches of one part each.
+fn view<'a>(k: (KvDType, &'a [u8]), v: (KvDType, &'a [u8]), d: usize) -> KvView<'a> {
+    let (kf, vf) = (KvFormat::one(k.0, d).unwrap(), KvFormat::one(v.0, d).unwrap());
+    KvView {
+        k_format: kf,
+        v_format: vf,
+        k: k.1,
+        v: v.1,
+        k_stride: kf.bytes(),
+        v_stride: vf.bytes(),
+    }
 }
 
 /// Attention over every cache type, with and without a pool, against an f64 softmax over the
@@ -577,6 +582,11 @@ fn grouped_query_attention_matches_f64() {
         (KvDType::F16, 64, OPS_ABS_TOL),
         // The query is quantised to Q8_0 for the integer key products (as llama.cpp does).
         (KvDType::Q8_0, 64, 2e-2),
+        (KvDType::Q8_0, 24, 2e-2),
+        (KvDType::Q4_0, 80, 2e-2),
+        (KvDType::Tq4, 96, OPS_ABS_TOL),
+        (KvDType::Tq3, 64, OPS_ABS_TOL),
+        (KvDType::Tq2, 128, OPS_ABS_TOL),
     ] {
         let shape = AttentionShape {
             heads: 6,
@@ -590,11 +600,11 @@ fn grouped_query_attention_matches_f64() {
         let stride = shape.kv_heads * d;
         let (kc, klen, k) = kv_cache(dtype, &vecf(kv_len * stride, 21), d);
         let (vc, vlen, v) = kv_cache(dtype, &vecf(kv_len * stride, 22), d);
-        let kv = KvView {
-            dtype,
-            k: &bytemuck::cast_slice::<u64, u8>(&kc)[..klen],
-            v: &bytemuck::cast_slice::<u64, u8>(&vc)[..vlen],
-        };
+        let kv = view(
+            (dtype, &bytemuck::cast_slice::<u64, u8>(&kc)[..klen]),
+            (dtype, &bytemuck::cast_slice::<u64, u8>(&vc)[..vlen]),
+            d,
+        );
         let q = vecf(n * shape.heads * d, 23);
         let scale = shape.scale;
         let mut out = vec![0.0; q.len()];
@@ -631,7 +641,8 @@ fn grouped_query_attention_matches_f64() {
             }
         }
     }
-    assert_eq!(KvDType::Q8_0.head_bytes(24), None, "Q8_0 needs whole blocks");
+    assert_eq!(KvDType::Q8_0.head_bytes(24), Some(36), "Q8_0 pads to whole blocks");
+    assert_eq!(KvDType::Tq3.head_bytes(2000), None, "wider than the cache takes");
 }
 
 /// A sliding window limits what each query sees, and sinks (one logit per head, no value) join
@@ -646,7 +657,7 @@ fn sliding_window_and_sinks_match_f64() {
     let stride = shape.kv_heads * d;
     let (k, v) = (vecf(kv_len * stride, 31), vecf(kv_len * stride, 32));
     let kv =
-        KvView { dtype: KvDType::F32, k: bytemuck::cast_slice(&k), v: bytemuck::cast_slice(&v) };
+        view((KvDType::F32, bytemuck::cast_slice(&k)), (KvDType::F32, bytemuck::cast_slice(&v)), d);
     let q = vecf(n * shape.heads * d, 33);
     let sinks = [0.5f32, -1.0, 2.0, 0.0];
     for (window, sink) in [(Some(70), None), (None, Some(&sinks[..])), (Some(70), Some(&sinks[..]))]

@@ -55,7 +55,10 @@ fn steady_state_decode_allocates_nothing() {
         for threads in [1, 2] {
             let m = floe_tests::load(&packed, threads);
             for kv_dtype in [KvDType::F16, KvDType::Q8_0, KvDType::F32] {
-                let mut s = Session::new(SessionOptions { ctx: Some(64), kv_dtype });
+                let mut s = Session::new(SessionOptions {
+                    ctx: Some(64),
+                    kv: floe::KvTypes::all(kv_dtype),
+                });
                 let mut tok = floe_tests::argmax(m.step(&mut s, &[5, 6, 7, 8, 9], false).unwrap());
                 // Warm up: the first decode steps size the scratch for one token.
                 for _ in 0..2 {

@@ -8,7 +8,7 @@ use floe_kernels::DType;
 const SEQS: usize = 8;
 
 fn options() -> SessionOptions {
-    SessionOptions { ctx: Some(48), kv_dtype: KvDType::F16 }
+    SessionOptions { ctx: Some(48), kv: floe::KvTypes::all(KvDType::F16) }
 }
 
 /// Sequence `i`'s prompt (lengths 1 to 8, distinct tokens) and how many tokens it generates.

@@ -12,7 +12,7 @@ fn ctx_sizes_the_cache_and_is_enforced() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let packed = floe_tests::synth_small(dir.path(), DType::Q8_0);
     let m = floe_tests::load(&packed, 1);
-    let opts = SessionOptions { ctx: Some(12), kv_dtype: KvDType::F16 };
+    let opts = SessionOptions { ctx: Some(12), kv: floe::KvTypes::all(KvDType::F16) };
     let mut s = Session::new(opts);
     m.step(&mut s, &[1; 10], false).unwrap();
     assert_eq!(s.context(), 12);
@@ -46,11 +46,11 @@ fn kv_cache_types_stay_close_to_f32() {
         }
         all
     };
-    let exact = run(SessionOptions { ctx: None, kv_dtype: KvDType::F32 });
+    let exact = run(SessionOptions { ctx: None, kv: floe::KvTypes::all(KvDType::F32) });
     assert_eq!(exact, run(SessionOptions::default()));
     let scale = exact.iter().fold(0.0f32, |a, v| a.max(v.abs()));
     for (kv_dtype, tol) in [(KvDType::F16, 2e-3), (KvDType::Q8_0, 3e-2)] {
-        let got = run(SessionOptions { ctx: Some(64), kv_dtype });
+        let got = run(SessionOptions { ctx: Some(64), kv: floe::KvTypes::all(kv_dtype) });
         let diff = floe_tests::max_abs_diff(&got, &exact);
         assert!(diff <= tol * scale, "{kv_dtype:?}: {diff} vs logits up to {scale}");
         assert!(diff > 0.0, "{kv_dtype:?}: a rounded cache should differ somewhere");
@@ -71,12 +71,15 @@ fn delta_net_state_is_fixed_size_and_carries_the_prefix() {
         4 * ((lin.conv_kernel - 1) * lin.qkv_dim() + lin.value_heads * lin.key_dim * lin.value_dim);
     let mut sizes = Vec::new();
     for ctx in [32, 64] {
-        let mut s = Session::new(SessionOptions { ctx: Some(ctx), kv_dtype: KvDType::F32 });
+        let mut s =
+            Session::new(SessionOptions { ctx: Some(ctx), kv: floe::KvTypes::all(KvDType::F32) });
         m.step(&mut s, &[1, 2, 3], false).unwrap();
         assert_eq!(s.recurrent_bytes(), linear_layers * per_layer);
         let spec = &m.spec;
         assert_eq!(
-            SessionOptions { ctx: Some(ctx), kv_dtype: KvDType::F32 }.state_bytes(spec).unwrap(),
+            SessionOptions { ctx: Some(ctx), kv: floe::KvTypes::all(KvDType::F32) }
+                .state_bytes(spec)
+                .unwrap(),
             s.kv_bytes() as u64
         );
         sizes.push(s.kv_bytes() - s.recurrent_bytes());
@@ -102,7 +105,7 @@ fn mla_caches_the_latent_not_per_head_keys_and_values() {
     let packed = floe_tests::synth_preset(dir.path(), "tiny-deepseek", floe_kernels::DType::Q8_0);
     let m = floe_tests::load(&packed, 1);
     let mla = m.cfg.mla.unwrap();
-    let opts = SessionOptions { ctx: Some(32), kv_dtype: KvDType::F32 };
+    let opts = SessionOptions { ctx: Some(32), kv: floe::KvTypes::all(KvDType::F32) };
     let (actual, full) = opts.bytes_per_position(&m.spec).unwrap();
     let layers = m.cfg.layers as u64;
     assert_eq!(actual, layers * 4 * (mla.kv_lora_rank + mla.qk_rope_dim) as u64);
@@ -128,7 +131,7 @@ fn the_kv_cache_grows_with_the_positions_stored() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let packed = floe_tests::synth_small(dir.path(), DType::Q8_0);
     let m = floe_tests::load(&packed, 1);
-    let opts = SessionOptions { ctx: Some(600), kv_dtype: KvDType::F16 };
+    let opts = SessionOptions { ctx: Some(600), kv: floe::KvTypes::all(KvDType::F16) };
     let per_position = opts.bytes_per_position(&m.spec).unwrap().0 as usize;
     let mut grown = Session::new(opts);
     m.step(&mut grown, &[3; 5], false).unwrap();

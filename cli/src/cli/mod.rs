@@ -4,6 +4,7 @@ mod bench_io;
 mod export;
 mod gguf_info;
 mod kld;
+mod kv_flags;
 mod pack;
 mod plot;
 mod run;

@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::Args;
 
 use floe::formats::packed::PackedModel;
-use floe::kernels::ops::KvDType;
 use floe::runtime::SessionOptions;
 use floe::{Engine, GenerateOptions, SamplingParams};
 
@@ -78,14 +77,8 @@ pub struct RunArgs {
     /// cache is set aside up front.
     #[arg(long, value_name = "N")]
     ctx: Option<usize>,
-    /// How the KV cache stores keys and values: f16 (as llama.cpp), q8_0 (half of that) or f32
-    /// (exact).
-    #[arg(long, default_value = "f16", value_parser = parse_kv_dtype)]
-    kv_dtype: KvDType,
-}
-
-fn parse_kv_dtype(s: &str) -> Result<KvDType, String> {
-    KvDType::parse(s).ok_or_else(|| format!("unknown KV cache type {s:?} (f16, q8_0, f32)"))
+    #[command(flatten)]
+    kv: super::kv_flags::KvFlags,
 }
 
 /// Peak resident set of this process (VmHWM), in bytes.
@@ -173,7 +166,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         threads: a.threads.unwrap_or(0),
         verify: a.verify,
         tokenizer: a.tokenizer.clone(),
-        session: SessionOptions { ctx: a.ctx, kv_dtype: a.kv_dtype },
+        session: SessionOptions { ctx: a.ctx, kv: a.kv.types() },
         // One generation, and nothing kept after it.
         max_sequences: 1,
         kept_sessions: 0,
@@ -273,7 +266,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             st["mha_kv_bytes_per_position"] = mha.into();
         }
     }
-    st["kv_dtype"] = options.kv_dtype.name().into();
+    st["kv_types"] = options.kv.describe().into();
+    if let Ok(parts) = options.kv_bytes(spec) {
+        // Per cached part: keys, values, MLA rows.
+        st["kv_bytes_per_position_parts"] =
+            serde_json::json!({ "k": parts.k, "v": parts.v, "mla": parts.mla });
+    }
     st["experts_per_token"] = engine.config().top_k.into();
     st["mean_routed_experts"] = engine.mean_routed_experts().into();
     if let Some(s) = engine.streaming() {

@@ -90,7 +90,7 @@ pub(crate) fn split(
             kv >> 20,
             b.sequences,
             options.ctx_for(spec)?,
-            options.kv_dtype.name(),
+            options.kv.describe(),
             (OVERHEAD_BYTES + scratch) >> 20,
             b.top_k,
             min_slabs >> 20,
@@ -184,7 +184,10 @@ mod tests {
         let model =
             crate::runtime::Model::new(packed.manifest.config.clone(), dense, Box::new(experts), 1)
                 .unwrap();
-        let options = SessionOptions { ctx: Some(700), kv_dtype: floe_kernels::ops::KvDType::F16 };
+        let options = SessionOptions {
+            ctx: Some(700),
+            kv: crate::KvTypes::all(floe_kernels::ops::KvDType::F16),
+        };
         let (per_position, _) = options.bytes_per_position(&model.spec).unwrap();
         let recurrent = SessionOptions::recurrent_bytes(&model.spec);
         let held = |positions: usize| {

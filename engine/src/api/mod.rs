@@ -121,7 +121,10 @@ impl Default for EngineConfig {
             threads: 0,
             verify: false,
             tokenizer: None,
-            session: SessionOptions { ctx: None, kv_dtype: floe_kernels::ops::KvDType::F16 },
+            session: SessionOptions {
+                ctx: None,
+                kv: crate::KvTypes::all(floe_kernels::ops::KvDType::F16),
+            },
             max_sequences: 8,
             kept_sessions: 4,
             chat_template: None,

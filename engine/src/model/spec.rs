@@ -167,6 +167,54 @@ impl MlaSpec {
     }
 }
 
+/// What a mixer caches per position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvRows {
+    /// Key heads and as many value heads (grouped-query attention).
+    Split {
+        /// Heads per position.
+        heads: usize,
+        /// Values per head.
+        dim: usize,
+    },
+    /// One row per position read as the key of every query head, its latent part the value
+    /// (MLA).
+    Shared {
+        /// The latent part's values.
+        latent: usize,
+        /// The RoPE key part's values.
+        rope: usize,
+        /// Query heads.
+        heads: usize,
+        /// Key and value widths each head would cache without the latent trick.
+        expanded: (usize, usize),
+    },
+}
+
+impl MixerSpec {
+    /// What this mixer caches per position, or None if it keeps a fixed-size state instead.
+    pub fn kv_rows(&self) -> Option<KvRows> {
+        match self {
+            MixerSpec::Attention(a) => Some(KvRows::Split { heads: a.kv_heads, dim: a.head_dim }),
+            MixerSpec::Mla(m) => Some(KvRows::Shared {
+                latent: m.kv_rank,
+                rope: m.rope.dims,
+                heads: m.heads,
+                expanded: (m.nope + m.rope.dims, m.v_dim),
+            }),
+            MixerSpec::DeltaNet(_) => None,
+        }
+    }
+
+    /// f32 values of the fixed-size state this mixer keeps (zero for attention).
+    pub fn recurrent_floats(&self) -> usize {
+        match self {
+            MixerSpec::DeltaNet(d) => d.state_floats(),
+            MixerSpec::Attention(_) | MixerSpec::Mla(_) => 0,
+        }
+    }
+}
+
 /// How a layer mixes information across positions.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MixerSpec {

@@ -132,22 +132,23 @@ impl Model {
         }
         let shape =
             AttentionShape { heads, kv_heads: 1, head_dim: lat, scale: m.scale, window: None };
-        let att = sized(&mut sc.att, n * heads * lat);
-        let w_row = heads * lat;
+        // Each head's output is its latent part only (the RoPE part is not a value).
+        let att = sized(&mut sc.att, n * heads * rank);
+        let (w_row, o_row) = (heads * lat, heads * rank);
         for seg in segs.iter_mut() {
             let (at, kv) = (seg.at, seg.kv(l)?);
             let (qs, out) = (
                 &qlat[at.start * w_row..][..at.len * w_row],
-                &mut att[at.start * w_row..][..at.len * w_row],
+                &mut att[at.start * o_row..][..at.len * o_row],
             );
             ops::attention(shape, qs, kv.view(), at.pos, at.len, out, None, pool);
         }
-        // Per head, v_b times the latent part of its output (the RoPE part is not a value).
+        // Per head, v_b times its latent output.
         let v_b = self.m(&w.v_b)?;
         let vout = sized(&mut sc.mla_v, n * heads * vd);
         for h in 0..heads {
             let bufs = (&mut sc.mla_gather, &mut sc.mla_head, &mut sc.in_other);
-            let src = (&*att, heads * lat, h * lat, rank);
+            let src = (&*att, heads * rank, h * rank, rank);
             self.head_product(&rows(&v_b, h * vd, vd)?, n, src, (vout, heads * vd, h * vd), bufs)?;
         }
         let out = sized(&mut sc.out, n * self.spec.hidden);

@@ -9,6 +9,7 @@ pub mod experts;
 mod ffn;
 pub mod forward;
 pub mod generate;
+pub mod kv_cache;
 mod mla;
 mod router;
 pub mod routing_trace;
@@ -18,4 +19,7 @@ pub mod weights;
 
 pub use forward::{Model, RouteRecord};
 pub use router::ExpertSelection;
-pub use session::{BatchScratch, KvCache, LayerState, PassKind, Session, SessionOptions};
+pub use session::{
+    BatchScratch, KvBytes, KvCache, KvLayout, KvTypes, LayerState, PassKind, Session,
+    SessionOptions,
+};

@@ -2,12 +2,13 @@
 //! the session's context, and the scratch every forward pass reuses, so decode allocates nothing
 //! once the first token has sized it.
 
-use floe_kernels::ops::{KvDType, KvView};
+use floe_kernels::ops::KvDType;
 use floe_kernels::{InputBuffers, TokenKernels};
 
 use super::forward::RouteRecord;
+pub use super::kv_cache::{KvCache, KvLayout, KvTypes};
 use crate::error::{Error, Result};
-use crate::model::spec::{MixerSpec, ModelSpec};
+use crate::model::spec::{KvRows, MixerSpec, ModelSpec};
 
 /// How a session is sized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,14 +16,32 @@ pub struct SessionOptions {
     /// Positions the session holds (prompt and generation): None takes the model's context.
     pub ctx: Option<usize>,
     /// How the KV cache stores keys and values.
-    pub kv_dtype: KvDType,
+    pub kv: KvTypes,
 }
 
 impl Default for SessionOptions {
     /// The model's context with an f32 KV cache: exact, what the reference tests compare.
     /// The command line and [`EngineConfig`](crate::EngineConfig) default to f16, as llama.cpp.
     fn default() -> Self {
-        Self { ctx: None, kv_dtype: KvDType::F32 }
+        Self { ctx: None, kv: KvTypes::all(KvDType::F32) }
+    }
+}
+
+/// Bytes one more position adds to a session's state, per cached part.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvBytes {
+    /// Keys of grouped-query attention layers.
+    pub k: u64,
+    /// Values of grouped-query attention layers.
+    pub v: u64,
+    /// MLA rows (latent and RoPE key).
+    pub mla: u64,
+}
+
+impl KvBytes {
+    /// All parts together.
+    pub fn total(&self) -> u64 {
+        self.k + self.v + self.mla
     }
 }
 
@@ -44,172 +63,50 @@ impl SessionOptions {
     /// Bytes of per-layer state a session of these options takes on `spec`.
     pub fn state_bytes(&self, spec: &ModelSpec) -> Result<u64> {
         let ctx = self.ctx_for(spec)? as u64;
-        let mut total = 0u64;
-        for l in &spec.layers {
-            match l.mixer {
-                MixerSpec::Attention(a) => {
-                    let hb = self
-                        .kv_dtype
-                        .head_bytes(a.head_dim)
-                        .ok_or_else(|| kv_error(self, a.head_dim))?;
-                    total += 2 * ctx * a.kv_heads as u64 * hb as u64;
-                }
-                MixerSpec::DeltaNet(d) => total += 4 * d.state_floats() as u64,
-                MixerSpec::Mla(m) => {
-                    let hb = self
-                        .kv_dtype
-                        .head_bytes(m.latent_dim())
-                        .ok_or_else(|| kv_error(self, m.latent_dim()))?;
-                    total += ctx * hb as u64;
-                }
+        Ok(ctx * self.kv_bytes(spec)?.total() + Self::recurrent_bytes(spec))
+    }
+
+    /// Bytes one more position adds to the state on `spec`, per part (checks the types
+    /// against the model).
+    pub fn kv_bytes(&self, spec: &ModelSpec) -> Result<KvBytes> {
+        self.kv.check(spec)?;
+        let mut b = KvBytes::default();
+        for rows in spec.layers.iter().filter_map(|l| l.mixer.kv_rows()) {
+            let layout = self.kv.layout(rows)?;
+            if layout.shared {
+                b.mla += layout.bytes_per_position() as u64;
+            } else {
+                b.k += layout.k_bytes() as u64;
+                b.v += layout.v_bytes() as u64;
             }
         }
-        Ok(total)
+        Ok(b)
     }
-}
 
-impl SessionOptions {
     /// Bytes one more position adds to the state on `spec`, and what it would add if every MLA
     /// layer cached per-head keys and values as plain attention does (the two are equal without
     /// MLA).
     pub fn bytes_per_position(&self, spec: &ModelSpec) -> Result<(u64, u64)> {
-        let hb = |dim: usize| {
-            self.kv_dtype.head_bytes(dim).map(|b| b as u64).ok_or_else(|| kv_error(self, dim))
-        };
-        let (mut actual, mut full) = (0u64, 0u64);
-        for l in &spec.layers {
-            match l.mixer {
-                MixerSpec::Attention(a) => {
-                    let b = 2 * a.kv_heads as u64 * hb(a.head_dim)?;
-                    (actual, full) = (actual + b, full + b);
+        let actual = self.kv_bytes(spec)?.total();
+        let mut full = 0u64;
+        for rows in spec.layers.iter().filter_map(|l| l.mixer.kv_rows()) {
+            full += match rows {
+                KvRows::Split { .. } => self.kv.layout(rows)?.bytes_per_position() as u64,
+                KvRows::Shared { heads, expanded: (kd, vd), .. } => {
+                    // f32-sized estimates where a type cannot hold the expanded width.
+                    let k = self.kv.k.head_bytes(kd).unwrap_or(4 * kd);
+                    let v = self.kv.v.head_bytes(vd).unwrap_or(4 * vd);
+                    (heads * (k + v)) as u64
                 }
-                MixerSpec::Mla(m) => {
-                    actual += hb(m.latent_dim())?;
-                    // Per-head f32-sized estimates where the dtype cannot hold a head's width.
-                    let k = hb(m.nope + m.rope.dims).unwrap_or(4 * (m.nope + m.rope.dims) as u64);
-                    let v = hb(m.v_dim).unwrap_or(4 * m.v_dim as u64);
-                    full += m.heads as u64 * (k + v);
-                }
-                MixerSpec::DeltaNet(_) => {}
-            }
+            };
         }
         Ok((actual, full))
     }
 
     /// Bytes of the fixed-size part of the state on `spec` (linear-attention layers), which does
-    /// not grow with the context.
+    /// not grow with the context. Recurrent states are f32 whatever the KV types.
     pub fn recurrent_bytes(spec: &ModelSpec) -> u64 {
-        spec.layers
-            .iter()
-            .map(|l| match l.mixer {
-                MixerSpec::DeltaNet(d) => 4 * d.state_floats() as u64,
-                MixerSpec::Attention(_) | MixerSpec::Mla(_) => 0,
-            })
-            .sum()
-    }
-}
-
-fn kv_error(o: &SessionOptions, head_dim: usize) -> Error {
-    Error::Invalid(format!(
-        "--kv-dtype {} cannot hold heads of {head_dim} values (q8_0 needs a multiple of 32, at most {})",
-        o.kv_dtype.name(),
-        floe_kernels::ops::MAX_Q8_HEAD_DIM
-    ))
-}
-
-/// One attention layer's keys and values for every position of the context. An MLA layer's
-/// cache is `shared`: one vector per position serves as its key and its value. Memory grows
-/// with the positions stored (doubling, up to the context), so a short conversation does not
-/// hold a whole context's cache.
-#[derive(Debug)]
-pub struct KvCache {
-    shared: bool,
-    dtype: KvDType,
-    head_bytes: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    capacity: usize,
-    /// u64 words: 8-byte aligned, so every head views as f32 / f16 / Q8_0 blocks.
-    k: Vec<u64>,
-    v: Vec<u64>,
-}
-
-impl KvCache {
-    fn new(o: &SessionOptions, kv_heads: usize, head_dim: usize, capacity: usize) -> Result<Self> {
-        let head_bytes = o.kv_dtype.head_bytes(head_dim).ok_or_else(|| kv_error(o, head_dim))?;
-        Ok(Self {
-            shared: false,
-            dtype: o.kv_dtype,
-            head_bytes,
-            kv_heads,
-            head_dim,
-            capacity,
-            k: Vec::new(),
-            v: Vec::new(),
-        })
-    }
-
-    /// Positions the buffers hold now.
-    fn held(&self) -> usize {
-        self.k.len() * 8 / (self.kv_heads * self.head_bytes)
-    }
-
-    /// Grows the buffers to hold position `pos` (doubling, at least 256 positions, at most the
-    /// context).
-    fn reserve(&mut self, pos: usize) {
-        if pos < self.held() {
-            return;
-        }
-        let positions = (pos + 1).next_power_of_two().max(256).min(self.capacity);
-        let words = (positions * self.kv_heads * self.head_bytes).div_ceil(8);
-        self.k.resize(words, 0);
-        if !self.shared {
-            self.v.resize(words, 0);
-        }
-    }
-
-    /// A cache of one `dim`-value vector per position that attention reads as both key and
-    /// value (MLA's latent and RoPE key).
-    fn new_shared(o: &SessionOptions, dim: usize, capacity: usize) -> Result<Self> {
-        let mut c = Self::new(o, 1, dim, capacity)?;
-        c.shared = true;
-        Ok(c)
-    }
-
-    /// Stores position `pos`'s vector of a shared cache.
-    pub fn store_shared(&mut self, pos: usize, kv: &[f32]) {
-        assert!(self.shared && pos < self.capacity, "KV position {pos} past the context");
-        self.reserve(pos);
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.k);
-        self.dtype.store(kv, &mut bytes[pos * self.head_bytes..(pos + 1) * self.head_bytes]);
-    }
-
-    /// Stores the keys and values (`kv_heads x head_dim` each) of position `pos`.
-    pub fn store(&mut self, pos: usize, k: &[f32], v: &[f32]) {
-        assert!(!self.shared, "a shared cache stores one vector per position");
-        assert!(pos < self.capacity, "KV position {pos} past the context {}", self.capacity);
-        self.reserve(pos);
-        let row = self.kv_heads * self.head_bytes;
-        for (cache, x) in [(&mut self.k, k), (&mut self.v, v)] {
-            let bytes: &mut [u8] = bytemuck::cast_slice_mut(cache);
-            let dst = &mut bytes[pos * row..(pos + 1) * row];
-            for (h, d) in x.chunks_exact(self.head_dim).zip(dst.chunks_exact_mut(self.head_bytes)) {
-                self.dtype.store(h, d);
-            }
-        }
-    }
-
-    /// The cache as attention reads it.
-    pub fn view(&self) -> KvView<'_> {
-        let len = self.held() * self.kv_heads * self.head_bytes;
-        let k = &bytemuck::cast_slice(&self.k)[..len];
-        let v = if self.shared { k } else { &bytemuck::cast_slice(&self.v)[..len] };
-        KvView { dtype: self.dtype, k, v }
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        (self.k.len() + self.v.len()) * 8
+        spec.layers.iter().map(|l| 4 * l.mixer.recurrent_floats() as u64).sum()
     }
 }
 
@@ -566,15 +463,16 @@ impl Session {
             return Ok(());
         }
         let ctx = self.options.ctx_for(spec)?;
+        self.options.kv.check(spec)?;
         let mut layers = Vec::with_capacity(spec.layers.len());
         for l in &spec.layers {
-            layers.push(match l.mixer {
-                MixerSpec::Attention(a) => {
-                    LayerState::Attention(KvCache::new(&self.options, a.kv_heads, a.head_dim, ctx)?)
+            layers.push(match (l.mixer.kv_rows(), l.mixer) {
+                (Some(rows), _) => {
+                    LayerState::Attention(KvCache::new(self.options.kv.layout(rows)?, ctx))
                 }
-                MixerSpec::DeltaNet(d) => LayerState::DeltaNet(DeltaState::new(&d)),
-                MixerSpec::Mla(m) => {
-                    LayerState::Attention(KvCache::new_shared(&self.options, m.latent_dim(), ctx)?)
+                (None, MixerSpec::DeltaNet(d)) => LayerState::DeltaNet(DeltaState::new(&d)),
+                (None, _) => {
+                    return Err(Error::Invalid("a mixer with neither cache nor state".into()))
                 }
             });
         }

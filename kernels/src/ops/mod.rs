@@ -9,8 +9,9 @@ mod norm;
 mod rope;
 mod topk;
 
+pub use crate::kv::{KvFormat, KvPart, MAX_KV_DIM};
 pub use activation::{clamped_swiglu, silu, softmax, swiglu};
-pub use attention::{attention, AttentionShape, KvDType, KvView, KEY_TILE, MAX_Q8_HEAD_DIM};
+pub use attention::{attention, AttentionShape, KvDType, KvView, KEY_TILE};
 pub use delta::{causal_conv1d_silu, gated_delta_step, l2_normalize, softplus};
 pub use norm::rms_norm;
 pub use rope::{rope, rope_from_table, rope_inv_freq, rope_table, yarn_inv_freq, RopeStyle};

@@ -27,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Args;
-use floe::kernels::ops::KvDType;
 use floe::runtime::SessionOptions;
 use floe::{Engine, EngineConfig};
 use serde_json::json;
@@ -75,9 +74,8 @@ pub struct ServeArgs {
     /// Positions per request (prompt and answer together; default: the model's context).
     #[arg(long, short = 'c', alias = "ctx-size", value_name = "N")]
     ctx: Option<usize>,
-    /// KV cache type: f16, q8_0 or f32.
-    #[arg(long, default_value = "f16")]
-    kv_dtype: String,
+    #[command(flatten)]
+    kv: crate::cli::kv_flags::KvFlags,
     /// Most requests decoded together: each step is one forward pass over all of them, so an
     /// expert several chose is read and run once. More requests wait their turn.
     #[arg(long, default_value_t = 8, value_name = "N")]
@@ -126,11 +124,9 @@ struct AppState {
 type Shared = Arc<AppState>;
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
-    let kv_dtype = KvDType::parse(&a.kv_dtype)
-        .with_context(|| format!("unknown KV cache type {:?} (f16, q8_0, f32)", a.kv_dtype))?;
     let config = EngineConfig {
         threads: a.threads.unwrap_or(0),
-        session: SessionOptions { ctx: a.ctx, kv_dtype },
+        session: SessionOptions { ctx: a.ctx, kv: a.kv.types() },
         max_sequences: a.parallel.max(1),
         kept_sessions: a.keep_sessions,
         chat_template: match &a.chat_template_file {

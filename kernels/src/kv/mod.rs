@@ -1,0 +1,355 @@
+//! How the KV cache stores a head, one table row per type: f32 and f16 as they are; q8_0 and
+//! q4_0 blocks and TurboQuant `tq4`/`tq3`/`tq2` after the randomised Hadamard [`rotation`] (a
+//! head is padded with zeros to whole rotation units first). A cached row is a [`KvFormat`]:
+//! one part for a plain key or value head, two for MLA's latent-and-RoPE-key row, each part
+//! with its own type.
+
+pub mod codebook;
+pub mod rotation;
+mod simd;
+pub mod tq;
+
+use half::f16;
+
+use crate::quant::{quantize_q4_0, quantize_q8_0_activations, BlockQ4_0, BlockQ8_0, QK};
+pub use simd::{tq_kernels, TqAxpy, TqDot, TqKernels};
+
+/// The widest row a cache takes (after padding): the stack buffers of attention are this big.
+pub const MAX_KV_DIM: usize = 1024;
+
+/// How the KV cache stores the values of one part of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvDType {
+    /// 4 bytes per value: exact.
+    F32,
+    /// 2 bytes per value (llama.cpp's default cache type, and floe's command line's).
+    F16,
+    /// Rotated, then Q8_0 blocks: 8.5 bits per value.
+    Q8_0,
+    /// Rotated, then Q4_0 blocks: 4.5 bits per value.
+    Q4_0,
+    /// TurboQuant, 4 bits per value and an f16 scale per rotation block.
+    Tq4,
+    /// TurboQuant, 3 bits per value and an f16 scale per rotation block.
+    Tq3,
+    /// TurboQuant, 2 bits per value and an f16 scale per rotation block.
+    Tq2,
+}
+
+impl KvDType {
+    /// Every type, in the order `--help` lists them.
+    pub const ALL: [KvDType; 7] = [
+        KvDType::F16,
+        KvDType::F32,
+        KvDType::Q8_0,
+        KvDType::Q4_0,
+        KvDType::Tq4,
+        KvDType::Tq3,
+        KvDType::Tq2,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDType::F32 => "f32",
+            KvDType::F16 => "f16",
+            KvDType::Q8_0 => "q8_0",
+            KvDType::Q4_0 => "q4_0",
+            KvDType::Tq4 => "tq4",
+            KvDType::Tq3 => "tq3",
+            KvDType::Tq2 => "tq2",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// Every name, comma-separated (for error messages and `--help`).
+    pub fn names() -> String {
+        Self::ALL.map(|d| d.name()).join(", ")
+    }
+
+    /// Whether heads are rotated before they are stored (and queries before they are scored).
+    pub fn rotated(self) -> bool {
+        !matches!(self, KvDType::F32 | KvDType::F16)
+    }
+
+    /// TurboQuant's bits per value, if this is a TurboQuant type.
+    pub fn tq_bits(self) -> Option<u32> {
+        match self {
+            KvDType::Tq4 => Some(4),
+            KvDType::Tq3 => Some(3),
+            KvDType::Tq2 => Some(2),
+            _ => None,
+        }
+    }
+
+    /// Values a head of `dim` is stored as: rotated types pad to whole rotation units.
+    pub fn padded(self, dim: usize) -> usize {
+        if self.rotated() {
+            rotation::padded(dim)
+        } else {
+            dim
+        }
+    }
+
+    /// Bytes one head of `dim` values takes (rounded up to 4, so parts after it stay aligned),
+    /// or None if this type cannot hold it (empty, or wider than [`MAX_KV_DIM`]).
+    pub fn head_bytes(self, dim: usize) -> Option<usize> {
+        let p = self.padded(dim);
+        if dim == 0 || p > MAX_KV_DIM {
+            return None;
+        }
+        let raw = match self {
+            KvDType::F32 => 4 * p,
+            KvDType::F16 => 2 * p,
+            KvDType::Q8_0 => p / QK * std::mem::size_of::<BlockQ8_0>(),
+            KvDType::Q4_0 => p / QK * std::mem::size_of::<BlockQ4_0>(),
+            KvDType::Tq4 | KvDType::Tq3 | KvDType::Tq2 => {
+                let block = rotation::block_for(p);
+                p / block * tq::block_bytes(block, self.tq_bits().expect("a TurboQuant type"))
+            }
+        };
+        Some(raw.next_multiple_of(4))
+    }
+
+    /// Bits per cached value of a head of `dim` (padding and scales included).
+    pub fn bits_per_value(self, dim: usize) -> Option<f64> {
+        self.head_bytes(dim).map(|b| 8.0 * b as f64 / dim as f64)
+    }
+
+    fn codebook(self, padded: usize) -> &'static codebook::Codebook {
+        codebook::codebook(rotation::block_for(padded), self.tq_bits().expect("a TurboQuant type"))
+    }
+
+    /// Stores one head `x` into `out` (`head_bytes(x.len())` bytes).
+    pub fn store(self, x: &[f32], out: &mut [u8]) {
+        let p = self.padded(x.len());
+        let mut buf = [0.0f32; MAX_KV_DIM];
+        let r = &mut buf[..p];
+        r[..x.len()].copy_from_slice(x);
+        if self.rotated() {
+            rotation::rotate(r);
+        }
+        match self {
+            KvDType::F32 => out[..4 * p].copy_from_slice(bytemuck::cast_slice(r)),
+            KvDType::F16 => {
+                for (o, v) in out.chunks_exact_mut(2).zip(r.iter()) {
+                    o.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+                }
+            }
+            KvDType::Q8_0 => {
+                let mut blocks = [BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; MAX_KV_DIM / QK];
+                let blocks = &mut blocks[..p / QK];
+                quantize_q8_0_activations(r, blocks);
+                out[..std::mem::size_of_val(blocks)].copy_from_slice(bytemuck::cast_slice(blocks));
+            }
+            KvDType::Q4_0 => {
+                let mut blocks = [BlockQ4_0 { d: f16::ZERO, qs: [0; QK / 2] }; MAX_KV_DIM / QK];
+                let blocks = &mut blocks[..p / QK];
+                quantize_q4_0(r, blocks);
+                out[..std::mem::size_of_val(blocks)].copy_from_slice(bytemuck::cast_slice(blocks));
+            }
+            KvDType::Tq4 | KvDType::Tq3 | KvDType::Tq2 => {
+                let bits = self.tq_bits().expect("a TurboQuant type");
+                tq::quantize(r, bits, rotation::block_for(p), self.codebook(p), out);
+            }
+        }
+    }
+
+    /// The head of `out.len()` values that `bytes` holds (the inverse of [`store`](Self::store)
+    /// up to rounding: dequantised and rotated back).
+    pub fn load(self, bytes: &[u8], out: &mut [f32]) {
+        let p = self.padded(out.len());
+        let mut buf = [0.0f32; MAX_KV_DIM];
+        let r = &mut buf[..p];
+        self.accumulate(1.0, bytes, r);
+        if self.rotated() {
+            rotation::unrotate(r);
+        }
+        out.copy_from_slice(&r[..out.len()]);
+    }
+
+    /// `acc += a * value` for a stored head, `acc` padded and (for rotated types) rotated.
+    #[inline]
+    pub fn accumulate(self, a: f32, bytes: &[u8], acc: &mut [f32]) {
+        let k = crate::dot::kernels();
+        let p = acc.len();
+        match self {
+            KvDType::F32 => (k.axpy_f32)(a, bytemuck::cast_slice(&bytes[..4 * p]), acc),
+            KvDType::F16 => (k.axpy_f16)(a, bytemuck::cast_slice(&bytes[..2 * p]), acc),
+            KvDType::Q8_0 => {
+                let blocks: &[BlockQ8_0] = bytemuck::cast_slice(&bytes[..p / QK * 34]);
+                for (b, ob) in blocks.iter().zip(acc.chunks_exact_mut(QK)) {
+                    let s = a * b.d.to_f32();
+                    ob.iter_mut().zip(&b.qs).for_each(|(y, &q)| *y = s.mul_add(q as f32, *y));
+                }
+            }
+            KvDType::Q4_0 => {
+                let blocks: &[BlockQ4_0] = bytemuck::cast_slice(&bytes[..p / QK * 18]);
+                for (b, ob) in blocks.iter().zip(acc.chunks_exact_mut(QK)) {
+                    let s = a * b.d.to_f32();
+                    let (lo, hi) = ob.split_at_mut(QK / 2);
+                    for ((l, h), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(&b.qs) {
+                        *l = s.mul_add(((q & 15) as i32 - 8) as f32, *l);
+                        *h = s.mul_add(((q >> 4) as i32 - 8) as f32, *h);
+                    }
+                }
+            }
+            KvDType::Tq4 | KvDType::Tq3 | KvDType::Tq2 => {
+                let bits = self.tq_bits().expect("a TurboQuant type");
+                let block = rotation::block_for(p);
+                (tq_kernels().axpy)(a, bytes, bits, block, self.codebook(p), acc)
+            }
+        }
+    }
+}
+
+/// One part of a cached row: `dim` values of `dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvPart {
+    /// Storage type.
+    pub dtype: KvDType,
+    /// Values (before padding).
+    pub dim: usize,
+}
+
+/// A cached row: one part (a key or value head) or two (MLA's latent, then its RoPE key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvFormat {
+    parts: [KvPart; 2],
+    len: usize,
+}
+
+impl KvFormat {
+    /// A row of one part, or None if `dtype` cannot hold `dim` values.
+    pub fn one(dtype: KvDType, dim: usize) -> Option<Self> {
+        dtype.head_bytes(dim)?;
+        Some(Self { parts: [KvPart { dtype, dim }; 2], len: 1 })
+    }
+
+    /// A row of two parts, or None if either type cannot hold its part or the padded row is
+    /// wider than [`MAX_KV_DIM`].
+    pub fn two(a: KvPart, b: KvPart) -> Option<Self> {
+        a.dtype.head_bytes(a.dim)?;
+        b.dtype.head_bytes(b.dim)?;
+        let f = Self { parts: [a, b], len: 2 };
+        (f.padded_dim() <= MAX_KV_DIM).then_some(f)
+    }
+
+    /// The parts, in storage order.
+    pub fn parts(&self) -> &[KvPart] {
+        &self.parts[..self.len]
+    }
+
+    /// The first part alone (what an MLA row holds as its value).
+    pub fn first(&self) -> Self {
+        Self { parts: [self.parts[0]; 2], len: 1 }
+    }
+
+    /// Values per row.
+    pub fn dim(&self) -> usize {
+        self.parts().iter().map(|p| p.dim).sum()
+    }
+
+    /// Values per row once each part is padded.
+    pub fn padded_dim(&self) -> usize {
+        self.parts().iter().map(|p| p.dtype.padded(p.dim)).sum()
+    }
+
+    /// Bytes per row.
+    pub fn bytes(&self) -> usize {
+        self.parts().iter().map(|p| part_bytes(p)).sum()
+    }
+
+    /// Stores row `x` (`dim()` values) into `out` (`bytes()` bytes).
+    pub fn store(&self, x: &[f32], out: &mut [u8]) {
+        let (mut xi, mut oi) = (0, 0);
+        for p in self.parts() {
+            let b = part_bytes(p);
+            p.dtype.store(&x[xi..xi + p.dim], &mut out[oi..oi + b]);
+            (xi, oi) = (xi + p.dim, oi + b);
+        }
+    }
+
+    /// The row `bytes` holds, into `out` (`dim()` values).
+    pub fn load(&self, bytes: &[u8], out: &mut [f32]) {
+        let (mut xi, mut oi) = (0, 0);
+        for p in self.parts() {
+            let b = part_bytes(p);
+            p.dtype.load(&bytes[oi..oi + b], &mut out[xi..xi + p.dim]);
+            (xi, oi) = (xi + p.dim, oi + b);
+        }
+    }
+}
+
+fn part_bytes(p: &KvPart) -> usize {
+    p.dtype.head_bytes(p.dim).expect("checked when the format was made")
+}
+
+/// A query made ready for one key format: each part padded and rotated as its keys were, and
+/// quantised to Q8_0 where the keys are Q8_0 or Q4_0 blocks (their dot products are integer).
+/// Lives on the stack: attention makes one per (token, head) without allocating.
+#[derive(Debug)]
+pub struct PreparedQuery {
+    rotated: [f32; MAX_KV_DIM],
+    q8: [BlockQ8_0; MAX_KV_DIM / QK],
+    format: KvFormat,
+}
+
+impl PreparedQuery {
+    /// Prepares `q` (`format.dim()` values) for keys of `format`.
+    pub fn new(format: KvFormat, q: &[f32]) -> Self {
+        let mut s = Self {
+            rotated: [0.0; MAX_KV_DIM],
+            q8: [BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; MAX_KV_DIM / QK],
+            format,
+        };
+        let (mut qi, mut ri) = (0, 0);
+        for p in format.parts() {
+            let pd = p.dtype.padded(p.dim);
+            let r = &mut s.rotated[ri..ri + pd];
+            r[..p.dim].copy_from_slice(&q[qi..qi + p.dim]);
+            if p.dtype.rotated() {
+                rotation::rotate(r);
+            }
+            if matches!(p.dtype, KvDType::Q8_0 | KvDType::Q4_0) {
+                quantize_q8_0_activations(r, &mut s.q8[ri / QK..(ri + pd) / QK]);
+            }
+            (qi, ri) = (qi + p.dim, ri + pd);
+        }
+        s
+    }
+
+    /// The query's dot product with a stored key row.
+    #[inline]
+    pub fn dot(&self, key: &[u8]) -> f32 {
+        let k = crate::dot::kernels();
+        let (mut ri, mut oi, mut total) = (0, 0, 0.0f32);
+        for p in self.format.parts() {
+            let (pd, b) = (p.dtype.padded(p.dim), part_bytes(p));
+            let (r, bytes) = (&self.rotated[ri..ri + pd], &key[oi..oi + b]);
+            total += match p.dtype {
+                KvDType::F32 => (k.f32)(bytemuck::cast_slice(&bytes[..4 * pd]), r),
+                KvDType::F16 => (k.f16)(bytemuck::cast_slice(&bytes[..2 * pd]), r),
+                KvDType::Q8_0 => {
+                    let q8 = &self.q8[ri / QK..(ri + pd) / QK];
+                    (k.q8_0)(bytemuck::cast_slice(&bytes[..pd / QK * 34]), q8)
+                }
+                KvDType::Q4_0 => {
+                    let q8 = &self.q8[ri / QK..(ri + pd) / QK];
+                    (k.q4_0)(bytemuck::cast_slice(&bytes[..pd / QK * 18]), q8)
+                }
+                KvDType::Tq4 | KvDType::Tq3 | KvDType::Tq2 => {
+                    let bits = p.dtype.tq_bits().expect("a TurboQuant type");
+                    let block = rotation::block_for(pd);
+                    (tq_kernels().dot)(bytes, bits, block, p.dtype.codebook(pd), r)
+                }
+            };
+            (ri, oi) = (ri + pd, oi + b);
+        }
+        total
+    }
+}
