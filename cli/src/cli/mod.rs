@@ -5,6 +5,7 @@ mod export;
 mod gguf_info;
 mod kld;
 mod kv_flags;
+mod kv_quality;
 mod pack;
 mod plot;
 mod run;
@@ -54,6 +55,10 @@ enum Command {
     /// What fewer experts per token cost: KL divergence, top-1 agreement and perplexity of the
     /// next-token distributions against the model run exactly, over a text.
     Kld(kld::KldArgs),
+    /// What each KV cache type costs: error of keys, values and attention outputs (synthetic
+    /// heads with outlier channels, and a model's own vectors), and end to end against an f32
+    /// cache.
+    KvQuality(kv_quality::KvQualityArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -68,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(args) => sim::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Kld(args) => kld::run(args),
+        Command::KvQuality(args) => kv_quality::run(args),
     }
 }
 

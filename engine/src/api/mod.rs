@@ -18,6 +18,7 @@
 
 mod kept;
 mod kv_budget;
+pub mod kv_quality;
 mod scheduler;
 mod score;
 

@@ -4,7 +4,7 @@
 
 use super::Engine;
 use crate::error::{Error, Result};
-use crate::runtime::Session;
+use crate::runtime::{KvTypes, Session, SessionOptions};
 
 impl Engine {
     /// Log-probabilities of the next token after each prefix of `ids`: `ids.len()` rows of
@@ -17,7 +17,17 @@ impl Engine {
         chunk: usize,
         experts: Option<usize>,
     ) -> Result<Vec<f32>> {
-        let model = &self.core.model;
+        self.next_token_logprobs_kv(ids, chunk, experts, self.core.session_options.kv)
+    }
+
+    /// [`next_token_logprobs`](Self::next_token_logprobs) with the KV cache stored as `kv`.
+    pub fn next_token_logprobs_kv(
+        &self,
+        ids: &[u32],
+        chunk: usize,
+        experts: Option<usize>,
+        kv: KvTypes,
+    ) -> Result<Vec<f32>> {
         let ctx = self.context();
         if ids.len() > ctx {
             return Err(Error::Invalid(format!(
@@ -28,8 +38,10 @@ impl Engine {
         if let Some(k) = experts {
             self.check_experts_per_token(k)?;
         }
+        let model = &self.core.model;
         let vocab = model.spec.vocab;
-        let mut session = Session::new(self.core.session_options).with_experts_per_token(experts);
+        let options = SessionOptions { kv, ..self.core.session_options };
+        let mut session = Session::new(options).with_experts_per_token(experts);
         let mut out = Vec::with_capacity(ids.len() * vocab);
         for part in ids.chunks(chunk.max(1)) {
             let logits = model.step(&mut session, part, true)?;
@@ -39,6 +51,40 @@ impl Engine {
                 let norm = max + sum.ln();
                 out.extend(row.iter().map(|&x| (x as f64 - norm) as f32));
             }
+        }
+        Ok(out)
+    }
+
+    /// The `n` tokens greedy decoding appends to `ids` (a prompt of `chunk`-token passes), with
+    /// the KV cache stored as `kv`.
+    pub fn greedy_tokens(&self, ids: &[u32], n: usize, chunk: usize, kv: KvTypes) -> Result<Vec<u32>> {
+        let model = &self.core.model;
+        if ids.is_empty() || ids.len() + n > self.context() {
+            return Err(Error::Invalid(format!(
+                "a prompt of {} tokens and {n} more do not fit the context of {}",
+                ids.len(),
+                self.context()
+            )));
+        }
+        let options = SessionOptions { kv, ..self.core.session_options };
+        let mut session = Session::new(options);
+        let argmax = |row: &[f32]| {
+            row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0
+                as u32
+        };
+        let parts: Vec<&[u32]> = ids.chunks(chunk.max(1)).collect();
+        let mut next = 0;
+        for (i, part) in parts.iter().enumerate() {
+            let logits = model.step(&mut session, part, false)?;
+            if i + 1 == parts.len() {
+                next = argmax(&logits[logits.len() - model.spec.vocab..]);
+            }
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(next);
+            let logits = model.step(&mut session, &[next], false)?;
+            next = argmax(logits);
         }
         Ok(out)
     }

@@ -206,6 +206,15 @@ impl MixerSpec {
         }
     }
 
+    /// The factor attention scores are scaled by, if this mixer attends.
+    pub fn score_scale(&self) -> Option<f32> {
+        match self {
+            MixerSpec::Attention(a) => Some(a.scale),
+            MixerSpec::Mla(m) => Some(m.scale),
+            MixerSpec::DeltaNet(_) => None,
+        }
+    }
+
     /// f32 values of the fixed-size state this mixer keeps (zero for attention).
     pub fn recurrent_floats(&self) -> usize {
         match self {

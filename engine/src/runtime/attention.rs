@@ -108,6 +108,7 @@ impl Model {
             }
             let (qs, out) =
                 (&q[at.start * qd..][..at.len * qd], &mut att[at.start * qd..][..at.len * qd]);
+            kv.note_queries(qs);
             ops::attention(shape, qs, kv.view(), at.pos, at.len, out, sinks, pool);
         }
         if let Some(gate) = gate {

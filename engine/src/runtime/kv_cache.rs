@@ -146,12 +146,53 @@ pub struct KvCache {
     /// f32 / f16 / block slices.
     k: Vec<u64>,
     v: Vec<u64>,
+    /// Every query attention read this cache with, in order (only when measuring: see
+    /// [`Session::record_queries`](super::Session::record_queries)).
+    queries: Option<Vec<f32>>,
 }
 
 impl KvCache {
     /// An empty cache of `layout` for up to `capacity` positions.
     pub fn new(layout: KvLayout, capacity: usize) -> Self {
-        Self { layout, capacity, k: Vec::new(), v: Vec::new() }
+        Self { layout, capacity, k: Vec::new(), v: Vec::new(), queries: None }
+    }
+
+    /// Keeps every query attention reads this cache with from now on.
+    pub fn record_queries(&mut self) {
+        self.queries.get_or_insert_with(Vec::new);
+    }
+
+    /// Notes queries attention is about to read this cache with (kept if recording).
+    pub fn note_queries(&mut self, q: &[f32]) {
+        if let Some(r) = self.queries.as_mut() {
+            r.extend_from_slice(q);
+        }
+    }
+
+    /// The queries recorded so far.
+    pub fn queries(&self) -> Option<&[f32]> {
+        self.queries.as_deref()
+    }
+
+    /// The layout of this cache.
+    pub fn layout(&self) -> KvLayout {
+        self.layout
+    }
+
+    /// The keys and values of positions `0..positions` as the cache holds them (dequantised
+    /// and rotated back): `positions x heads x dim` each; for a shared row, the values are its
+    /// first part.
+    pub fn rows(&self, positions: usize) -> (Vec<f32>, Vec<f32>) {
+        let view = self.view();
+        let l = self.layout;
+        let (kd, vd) = (l.k.dim(), l.v.dim());
+        let n = positions.min(self.held()) * l.heads;
+        let (mut k, mut v) = (vec![0.0; n * kd], vec![0.0; n * vd]);
+        for i in 0..n {
+            l.k.load(&view.k[i * view.k_stride..][..l.k.bytes()], &mut k[i * kd..(i + 1) * kd]);
+            l.v.load(&view.v[i * view.v_stride..][..l.v.bytes()], &mut v[i * vd..(i + 1) * vd]);
+        }
+        (k, v)
     }
 
     /// Positions the buffers hold now.

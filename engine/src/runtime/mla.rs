@@ -141,6 +141,7 @@ impl Model {
                 &qlat[at.start * w_row..][..at.len * w_row],
                 &mut att[at.start * o_row..][..at.len * o_row],
             );
+            kv.note_queries(qs);
             ops::attention(shape, qs, kv.view(), at.pos, at.len, out, None, pool);
         }
         // Per head, v_b times its latent output.

@@ -356,6 +356,8 @@ pub struct Session {
     pub(crate) scratch: Scratch,
     /// When set, every routing decision is appended here.
     pub routes: Option<Vec<RouteRecord>>,
+    /// Whether attention caches keep their queries (see [`Session::record_queries`]).
+    record_queries: bool,
     /// Routed experts per token for this sequence, below the model's (lossy; `None`: the
     /// model's count).
     experts: Option<usize>,
@@ -378,6 +380,21 @@ impl Session {
     /// model that runs it).
     pub fn new(options: SessionOptions) -> Self {
         Self { options, ..Self::default() }
+    }
+
+    /// Keeps, in each attention layer's cache, every query attention reads it with (for
+    /// measuring what a cache type costs: see [`crate::kv_quality`]). Decode then allocates.
+    pub fn record_queries(mut self) -> Self {
+        self.record_queries = true;
+        self
+    }
+
+    /// The attention cache of layer `l`, if it has one (after the first forward pass).
+    pub fn kv_cache(&self, l: usize) -> Option<&KvCache> {
+        match self.layers.get(l)? {
+            LayerState::Attention(kv) => Some(kv),
+            LayerState::DeltaNet(_) => None,
+        }
     }
 
     /// A session that records every routing decision in `routes`.
@@ -468,7 +485,11 @@ impl Session {
         for l in &spec.layers {
             layers.push(match (l.mixer.kv_rows(), l.mixer) {
                 (Some(rows), _) => {
-                    LayerState::Attention(KvCache::new(self.options.kv.layout(rows)?, ctx))
+                    let mut kv = KvCache::new(self.options.kv.layout(rows)?, ctx);
+                    if self.record_queries {
+                        kv.record_queries();
+                    }
+                    LayerState::Attention(kv)
                 }
                 (None, MixerSpec::DeltaNet(d)) => LayerState::DeltaNet(DeltaState::new(&d)),
                 (None, _) => {

@@ -1,0 +1,231 @@
+//! What a KV cache type costs in accuracy: relative error of the keys, the values and the
+//! attention outputs they produce, on the queries, keys and values a model really computed
+//! ([`Engine::attention_samples`]) or on synthetic ones with outlier channels (as real keys
+//! have). Outputs are computed in f64 over what each cache would hold (stored, then read back),
+//! against f64 over the exact vectors.
+
+use floe_kernels::ops::KvDType;
+use floe_kernels::quant::{dequantize_q4_0, quantize_q4_0, BlockQ4_0};
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::runtime::{KvTypes, Session, SessionOptions};
+
+/// One attention layer's queries, keys and values over a prompt.
+#[derive(Debug, Clone)]
+pub struct AttentionSample {
+    /// The layer.
+    pub layer: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Values per query and key head.
+    pub k_dim: usize,
+    /// Values per value head.
+    pub v_dim: usize,
+    /// Score scale.
+    pub scale: f32,
+    /// `positions x heads x k_dim`: query `t` sees keys `0..=t`.
+    pub queries: Vec<f32>,
+    /// `positions x kv_heads x k_dim`.
+    pub keys: Vec<f32>,
+    /// `positions x kv_heads x v_dim`.
+    pub values: Vec<f32>,
+}
+
+impl AttentionSample {
+    /// Positions.
+    pub fn positions(&self) -> usize {
+        self.keys.len() / (self.kv_heads * self.k_dim)
+    }
+}
+
+/// How a measured cache stores its vectors: one of floe's types, or Q4_0 without the rotation
+/// (what llama.cpp's q4_0 cache did before it rotated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvCodec {
+    /// A floe cache type.
+    Type(KvDType),
+    /// Plain Q4_0 blocks, not rotated.
+    Q4_0Unrotated,
+}
+
+impl KvCodec {
+    /// The name in tables.
+    pub fn name(&self) -> String {
+        match self {
+            KvCodec::Type(t) => t.name().to_string(),
+            KvCodec::Q4_0Unrotated => "q4_0 (unrotated)".into(),
+        }
+    }
+
+    /// Bits per value of a head of `dim`, or None if the codec cannot hold it.
+    pub fn bits_per_value(&self, dim: usize) -> Option<f64> {
+        match self {
+            KvCodec::Type(t) => t.bits_per_value(dim),
+            KvCodec::Q4_0Unrotated => dim.is_multiple_of(32).then_some(4.5),
+        }
+    }
+
+    /// `x` (heads of `dim`) as this codec stores and reads it back.
+    pub fn round_trip(&self, x: &[f32], dim: usize) -> Result<Vec<f32>> {
+        let bad = || Error::Invalid(format!("{} cannot hold heads of {dim} values", self.name()));
+        let mut out = vec![0.0f32; x.len()];
+        match self {
+            KvCodec::Type(t) => {
+                let mut bytes = vec![0u8; t.head_bytes(dim).ok_or_else(bad)?];
+                for (h, o) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+                    t.store(h, &mut bytes);
+                    t.load(&bytes, o);
+                }
+            }
+            KvCodec::Q4_0Unrotated => {
+                if !dim.is_multiple_of(32) {
+                    return Err(bad());
+                }
+                let mut blocks = vec![BlockQ4_0 { d: half::f16::ZERO, qs: [0; 16] }; dim / 32];
+                for (h, o) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+                    quantize_q4_0(h, &mut blocks);
+                    dequantize_q4_0(&blocks, o);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Relative errors of one (key codec, value codec) pair on a sample.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Distortion {
+    /// `sum |k - k'|^2 / sum |k|^2`.
+    pub k_rel_mse: f64,
+    /// The same for values.
+    pub v_rel_mse: f64,
+    /// The same for the attention outputs (every causal query of every head).
+    pub out_rel_mse: f64,
+}
+
+fn rel_mse(exact: &[f32], got: &[f32]) -> f64 {
+    let num: f64 = exact.iter().zip(got).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+    let den: f64 = exact.iter().map(|a| (*a as f64).powi(2)).sum();
+    num / den.max(f64::MIN_POSITIVE)
+}
+
+/// Causal attention outputs in f64: `positions x heads x v_dim`.
+fn outputs(s: &AttentionSample, keys: &[f32], values: &[f32]) -> Vec<f32> {
+    let (p, group) = (s.positions(), s.heads / s.kv_heads);
+    let mut out = vec![0.0f32; p * s.heads * s.v_dim];
+    let mut scores = vec![0.0f64; p];
+    for t in 0..p {
+        for h in 0..s.heads {
+            let kvh = h / group;
+            let q = &s.queries[(t * s.heads + h) * s.k_dim..][..s.k_dim];
+            for (j, sc) in scores[..=t].iter_mut().enumerate() {
+                let k = &keys[(j * s.kv_heads + kvh) * s.k_dim..][..s.k_dim];
+                *sc = q.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
+                    * s.scale as f64;
+            }
+            let max = scores[..=t].iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = scores[..=t].iter().map(|v| (v - max).exp()).sum();
+            let o = &mut out[(t * s.heads + h) * s.v_dim..][..s.v_dim];
+            for (j, sc) in scores[..=t].iter().enumerate() {
+                let w = (sc - max).exp() / z;
+                let v = &values[(j * s.kv_heads + kvh) * s.v_dim..][..s.v_dim];
+                o.iter_mut().zip(v).for_each(|(y, x)| *y = (*y as f64 + w * *x as f64) as f32);
+            }
+        }
+    }
+    out
+}
+
+/// The errors of caching `s`'s keys with `k` and its values with `v`.
+pub fn distortion(s: &AttentionSample, k: KvCodec, v: KvCodec) -> Result<Distortion> {
+    let keys = k.round_trip(&s.keys, s.k_dim)?;
+    let values = v.round_trip(&s.values, s.v_dim)?;
+    let exact = outputs(s, &s.keys, &s.values);
+    let got = outputs(s, &keys, &values);
+    Ok(Distortion {
+        k_rel_mse: rel_mse(&s.keys, &keys),
+        v_rel_mse: rel_mse(&s.values, &values),
+        out_rel_mse: rel_mse(&exact, &got),
+    })
+}
+
+/// A deterministic Gaussian stream (Box-Muller over splitmix64).
+struct Gauss(u64);
+
+impl Gauss {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn next(&mut self) -> f32 {
+        let (u, v) = (self.uniform().max(1e-300), self.uniform());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+}
+
+/// Synthetic queries, keys and values of one head of `dim`: Gaussian, the keys with `outliers`
+/// fixed channels `scale` times the rest (as real keys have), queries correlated with a key
+/// direction so the softmax is not flat.
+pub fn synthetic_sample(dim: usize, positions: usize, outliers: usize, scale: f32) -> AttentionSample {
+    let mut g = Gauss(dim as u64 * 7919 + positions as u64);
+    let channel = |i: usize| if i * 997 % dim < outliers { scale } else { 1.0 };
+    let keys: Vec<f32> = (0..positions * dim).map(|i| g.next() * channel(i % dim)).collect();
+    let values: Vec<f32> = (0..positions * dim).map(|_| g.next()).collect();
+    let queries: Vec<f32> = (0..positions * dim)
+        .map(|i| g.next() + 0.5 * keys[(i / dim) / 2 * dim + i % dim] / channel(i % dim))
+        .collect();
+    AttentionSample {
+        layer: 0,
+        heads: 1,
+        kv_heads: 1,
+        k_dim: dim,
+        v_dim: dim,
+        scale: 1.0 / (dim as f32).sqrt(),
+        queries,
+        keys,
+        values,
+    }
+}
+
+impl Engine {
+    /// Runs `ids` through the model with an exact (f32) cache and returns each attention
+    /// layer's queries, keys and values, for [`distortion`].
+    pub fn attention_samples(&self, ids: &[u32], chunk: usize) -> Result<Vec<AttentionSample>> {
+        let model = &self.core.model;
+        let options =
+            SessionOptions { kv: KvTypes::all(KvDType::F32), ..self.core.session_options };
+        let mut session = Session::new(options).record_queries();
+        for part in ids.chunks(chunk.max(1)) {
+            model.step(&mut session, part, false)?;
+        }
+        let mut out = Vec::new();
+        for l in 0..model.spec.layers.len() {
+            let Some(kv) = session.kv_cache(l) else { continue };
+            let layout = kv.layout();
+            let (keys, values) = kv.rows(ids.len());
+            let queries = kv.queries().unwrap_or_default().to_vec();
+            let (k_dim, v_dim) = (layout.k.dim(), layout.v.dim());
+            let heads = queries.len() / (ids.len() * k_dim);
+            let scale = model.spec.layers[l].mixer.score_scale().unwrap_or(1.0);
+            out.push(AttentionSample {
+                layer: l,
+                heads,
+                kv_heads: layout.heads,
+                k_dim,
+                v_dim,
+                scale,
+                queries,
+                keys,
+                values,
+            });
+        }
+        Ok(out)
+    }
+}
