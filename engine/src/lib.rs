@@ -18,11 +18,11 @@ pub mod runtime;
 #[doc(hidden)]
 pub mod testing;
 
+pub use api::kv_quality;
 pub use api::{
     divergence, Divergence, Engine, EngineConfig, EngineStats, ExpertMemory, FinishReason,
     Finished, Generation, SchedulerStats, Token, OVERHEAD_BYTES,
 };
-pub use api::kv_quality;
 pub use error::{Error, Result};
 pub use floe_cache as cache;
 pub use floe_io as io;

@@ -10,7 +10,8 @@ use clap::Args;
 use floe::{Engine, ExpertSelection};
 
 /// A neutral English passage scored when no text is given.
-pub(crate) const DEFAULT_TEXT: &str = "The river rises in the hills north of the town and runs south \
+pub(crate) const DEFAULT_TEXT: &str =
+    "The river rises in the hills north of the town and runs south \
 through farmland for most of its length. In spring the water is high and brown with soil from \
 the fields; by late summer it has fallen so far that children walk across the shallows to the \
 gravel islands in the middle. The mill that once stood by the bridge was built in the \

@@ -58,9 +58,8 @@ pub struct KvQualityArgs {
 }
 
 fn parse_type(s: &str) -> anyhow::Result<KvDType> {
-    KvDType::parse(s.trim()).with_context(|| {
-        format!("unknown KV cache type {s:?} (one of {})", KvDType::names())
-    })
+    KvDType::parse(s.trim())
+        .with_context(|| format!("unknown KV cache type {s:?} (one of {})", KvDType::names()))
 }
 
 fn parse_setting(s: &str) -> anyhow::Result<KvTypes> {
@@ -133,7 +132,8 @@ fn pooled(samples: &[AttentionSample], k: KvCodec, v: KvCodec) -> anyhow::Result
 }
 
 pub fn run(a: KvQualityArgs) -> anyhow::Result<()> {
-    let settings: Vec<KvTypes> = a.types.iter().map(|s| parse_setting(s)).collect::<Result<_, _>>()?;
+    let settings: Vec<KvTypes> =
+        a.types.iter().map(|s| parse_setting(s)).collect::<Result<_, _>>()?;
     anyhow::ensure!(!settings.is_empty(), "nothing to measure: give --types");
     let codecs = codecs(&settings);
     header(a.json);

@@ -173,7 +173,12 @@ impl Gauss {
 /// Synthetic queries, keys and values of one head of `dim`: Gaussian, the keys with `outliers`
 /// fixed channels `scale` times the rest (as real keys have), queries correlated with a key
 /// direction so the softmax is not flat.
-pub fn synthetic_sample(dim: usize, positions: usize, outliers: usize, scale: f32) -> AttentionSample {
+pub fn synthetic_sample(
+    dim: usize,
+    positions: usize,
+    outliers: usize,
+    scale: f32,
+) -> AttentionSample {
     let mut g = Gauss(dim as u64 * 7919 + positions as u64);
     let channel = |i: usize| if i * 997 % dim < outliers { scale } else { 1.0 };
     let keys: Vec<f32> = (0..positions * dim).map(|i| g.next() * channel(i % dim)).collect();

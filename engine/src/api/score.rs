@@ -57,7 +57,13 @@ impl Engine {
 
     /// The `n` tokens greedy decoding appends to `ids` (a prompt of `chunk`-token passes), with
     /// the KV cache stored as `kv`.
-    pub fn greedy_tokens(&self, ids: &[u32], n: usize, chunk: usize, kv: KvTypes) -> Result<Vec<u32>> {
+    pub fn greedy_tokens(
+        &self,
+        ids: &[u32],
+        n: usize,
+        chunk: usize,
+        kv: KvTypes,
+    ) -> Result<Vec<u32>> {
         let model = &self.core.model;
         if ids.is_empty() || ids.len() + n > self.context() {
             return Err(Error::Invalid(format!(
@@ -69,8 +75,10 @@ impl Engine {
         let options = SessionOptions { kv, ..self.core.session_options };
         let mut session = Session::new(options);
         let argmax = |row: &[f32]| {
-            row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0
-                as u32
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                .0 as u32
         };
         let parts: Vec<&[u32]> = ids.chunks(chunk.max(1)).collect();
         let mut next = 0;

@@ -431,6 +431,46 @@ impl Session {
         true
     }
 
+    /// Stores pseudo-random keys and values for the first `positions` of every attention
+    /// cache without running the model, and moves the session past them: decode then runs at
+    /// that depth (llama-bench's `-d`), for measuring speed only (what it generates is
+    /// meaningless). Refused for models with a recurrent state, which cannot be faked.
+    pub fn fill_for_benchmark(&mut self, spec: &ModelSpec, positions: usize) -> Result<()> {
+        self.prepare(spec)?;
+        if positions > self.ctx
+            || !self.rewind(0)
+            || self.layers.iter().any(|l| matches!(l, LayerState::DeltaNet(_)))
+        {
+            return Err(Error::Invalid(format!(
+                "cannot fill {positions} positions of a {}-position session with a recurrent state or past tokens",
+                self.ctx
+            )));
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for state in &mut self.layers {
+            let LayerState::Attention(kv) = state else { continue };
+            let l = kv.layout();
+            let mut k = vec![0.0f32; l.heads * l.k.dim()];
+            let mut v = vec![0.0f32; l.heads * l.v.dim()];
+            for pos in 0..positions {
+                k.iter_mut().chain(v.iter_mut()).for_each(|e| *e = next());
+                if l.shared {
+                    kv.store_shared(pos, &k);
+                } else {
+                    kv.store(pos, &k, &v);
+                }
+            }
+        }
+        self.pos = positions;
+        Ok(())
+    }
+
     #[cfg(test)]
     pub(crate) fn set_position_for_tests(&mut self, pos: usize) {
         self.pos = pos;

@@ -43,32 +43,47 @@ pub fn density(block: usize, z: f64) -> f64 {
     }
 }
 
-/// Lloyd's iteration for the `2^(bits - 1)` magnitudes of the law at `block`, on a grid of the
-/// positive half-line (the law is symmetric).
+/// Lloyd's iteration for the `2^(bits - 1)` magnitudes of the law at `block`, on a fine grid
+/// of the positive half-line (the law is symmetric). Prefix sums of the density make each
+/// cell's mean two lookups, so the iteration runs until it no longer moves.
 pub fn lloyd_max(block: usize, bits: u32) -> Vec<f64> {
-    const GRID: usize = 1 << 14;
+    const GRID: usize = 1 << 16;
     let half = 1usize << (bits - 1);
     let top = (block as f64).sqrt().min(8.0);
     let step = top / GRID as f64;
     let z: Vec<f64> = (0..GRID).map(|i| (i as f64 + 0.5) * step).collect();
-    let w: Vec<f64> = z.iter().map(|&z| density(block, z)).collect();
-    let mut mags: Vec<f64> = (0..half).map(|k| (k as f64 + 0.5) * 2.5 / half as f64).collect();
-    for _ in 0..300 {
-        let bounds: Vec<f64> = mags.windows(2).map(|p| (p[0] + p[1]) / 2.0).collect();
-        let (mut sum, mut mass) = (vec![0.0; half], vec![0.0; half]);
-        // The grid ascends, so each point's cell is the previous one's or a later one.
-        let mut cell = 0;
-        for (&zi, &wi) in z.iter().zip(&w) {
-            while cell < bounds.len() && zi > bounds[cell] {
-                cell += 1;
-            }
-            sum[cell] += wi * zi;
-            mass[cell] += wi;
+    // mass[i], moment[i]: the density's mass and first moment below grid point i.
+    let (mut mass, mut moment) = (vec![0.0f64; GRID + 1], vec![0.0f64; GRID + 1]);
+    for (i, &zi) in z.iter().enumerate() {
+        let w = density(block, zi);
+        mass[i + 1] = mass[i] + w;
+        moment[i + 1] = moment[i] + w * zi;
+    }
+    // Start from the law's quantiles at the cells' middles.
+    let mut mags: Vec<f64> = (0..half)
+        .map(|k| {
+            let target = mass[GRID] * (2 * k + 1) as f64 / (2 * half) as f64;
+            z[mass.partition_point(|&m| m < target).clamp(1, GRID) - 1]
+        })
+        .collect();
+    for _ in 0..100_000 {
+        let mut cuts = vec![0usize; half + 1];
+        cuts[half] = GRID;
+        for k in 1..half {
+            let bound = (mags[k - 1] + mags[k]) / 2.0;
+            cuts[k] = z.partition_point(|&x| x <= bound);
         }
+        let mut moved = 0.0f64;
         for k in 0..half {
-            if mass[k] > 0.0 {
-                mags[k] = sum[k] / mass[k];
+            let (a, b) = (cuts[k], cuts[k + 1]);
+            if mass[b] > mass[a] {
+                let m = (moment[b] - moment[a]) / (mass[b] - mass[a]);
+                moved = moved.max((m - mags[k]).abs());
+                mags[k] = m;
             }
+        }
+        if moved < 1e-10 {
+            break;
         }
     }
     mags

@@ -12,7 +12,10 @@ pub mod tq;
 use half::f16;
 
 use crate::quant::{quantize_q4_0, quantize_q8_0_activations, BlockQ4_0, BlockQ8_0, QK};
-pub use simd::{tq_kernels, TqAxpy, TqDot, TqKernels};
+pub use simd::{kv_kernels, scalar_q4_0_axpy, scalar_q8_0_axpy, KvKernels, TqAxpy, TqDot};
+
+use crate::dot::DotKernels;
+use codebook::Codebook;
 
 /// The widest row a cache takes (after padding): the stack buffers of attention are this big.
 pub const MAX_KV_DIM: usize = 1024;
@@ -173,35 +176,73 @@ impl KvDType {
     }
 
     /// `acc += a * value` for a stored head, `acc` padded and (for rotated types) rotated.
-    #[inline]
     pub fn accumulate(self, a: f32, bytes: &[u8], acc: &mut [f32]) {
-        let k = crate::dot::kernels();
-        let p = acc.len();
-        match self {
-            KvDType::F32 => (k.axpy_f32)(a, bytemuck::cast_slice(&bytes[..4 * p]), acc),
-            KvDType::F16 => (k.axpy_f16)(a, bytemuck::cast_slice(&bytes[..2 * p]), acc),
+        let dim = acc.len();
+        ValueReader::new(KvPart { dtype: self, dim }).accumulate(a, bytes, acc)
+    }
+}
+
+/// A part resolved for the kernels once, before a head's positions are walked.
+#[derive(Debug, Clone, Copy)]
+struct PartReader {
+    dtype: KvDType,
+    padded: usize,
+    bytes: usize,
+    block: usize,
+    bits: u32,
+    book: Option<&'static Codebook>,
+}
+
+impl PartReader {
+    fn new(p: KvPart) -> Self {
+        let padded = p.dtype.padded(p.dim);
+        let (bits, book) = match p.dtype.tq_bits() {
+            Some(bits) => (bits, Some(p.dtype.codebook(padded))),
+            None => (0, None),
+        };
+        let block = if p.dtype.rotated() { rotation::block_for(padded) } else { 0 };
+        Self { dtype: p.dtype, padded, bytes: part_bytes(&p), block, bits, book }
+    }
+}
+
+/// Sums stored values of one type into a padded accumulator: the part and the kernels
+/// resolved once per head.
+#[derive(Debug, Clone, Copy)]
+pub struct ValueReader {
+    part: PartReader,
+    dots: &'static DotKernels,
+    kv: &'static KvKernels,
+}
+
+impl ValueReader {
+    /// A reader of values stored as `part`.
+    pub fn new(part: KvPart) -> Self {
+        Self { part: PartReader::new(part), dots: crate::dot::kernels(), kv: kv_kernels() }
+    }
+
+    /// `acc += a * value` (`acc` is the part's padded width, rotated for rotated types).
+    #[inline]
+    pub fn accumulate(&self, a: f32, bytes: &[u8], acc: &mut [f32]) {
+        let p = &self.part;
+        let acc = &mut acc[..p.padded];
+        match p.dtype {
+            KvDType::F32 => {
+                (self.dots.axpy_f32)(a, bytemuck::cast_slice(&bytes[..4 * p.padded]), acc)
+            }
+            KvDType::F16 => {
+                (self.dots.axpy_f16)(a, bytemuck::cast_slice(&bytes[..2 * p.padded]), acc)
+            }
             KvDType::Q8_0 => {
-                let blocks: &[BlockQ8_0] = bytemuck::cast_slice(&bytes[..p / QK * 34]);
-                for (b, ob) in blocks.iter().zip(acc.chunks_exact_mut(QK)) {
-                    let s = a * b.d.to_f32();
-                    ob.iter_mut().zip(&b.qs).for_each(|(y, &q)| *y = s.mul_add(q as f32, *y));
-                }
+                let blocks = bytemuck::cast_slice(&bytes[..p.padded / QK * 34]);
+                (self.kv.q8_0_axpy)(a, blocks, acc)
             }
             KvDType::Q4_0 => {
-                let blocks: &[BlockQ4_0] = bytemuck::cast_slice(&bytes[..p / QK * 18]);
-                for (b, ob) in blocks.iter().zip(acc.chunks_exact_mut(QK)) {
-                    let s = a * b.d.to_f32();
-                    let (lo, hi) = ob.split_at_mut(QK / 2);
-                    for ((l, h), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(&b.qs) {
-                        *l = s.mul_add(((q & 15) as i32 - 8) as f32, *l);
-                        *h = s.mul_add(((q >> 4) as i32 - 8) as f32, *h);
-                    }
-                }
+                let blocks = bytemuck::cast_slice(&bytes[..p.padded / QK * 18]);
+                (self.kv.q4_0_axpy)(a, blocks, acc)
             }
             KvDType::Tq4 | KvDType::Tq3 | KvDType::Tq2 => {
-                let bits = self.tq_bits().expect("a TurboQuant type");
-                let block = rotation::block_for(p);
-                (tq_kernels().axpy)(a, bytes, bits, block, self.codebook(p), acc)
+                let book = p.book.expect("a TurboQuant part has its codebook");
+                (self.kv.tq_axpy)(a, &bytes[..p.bytes], p.bits, p.block, book, acc)
             }
         }
     }
@@ -296,16 +337,23 @@ fn part_bytes(p: &KvPart) -> usize {
 pub struct PreparedQuery {
     rotated: [f32; MAX_KV_DIM],
     q8: [BlockQ8_0; MAX_KV_DIM / QK],
-    format: KvFormat,
+    parts: [PartReader; 2],
+    len: usize,
+    dots: &'static DotKernels,
+    kv: &'static KvKernels,
 }
 
 impl PreparedQuery {
     /// Prepares `q` (`format.dim()` values) for keys of `format`.
     pub fn new(format: KvFormat, q: &[f32]) -> Self {
+        let reader = |i: usize| PartReader::new(format.parts[i.min(format.len - 1)]);
         let mut s = Self {
             rotated: [0.0; MAX_KV_DIM],
             q8: [BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; MAX_KV_DIM / QK],
-            format,
+            parts: [reader(0), reader(1)],
+            len: format.len,
+            dots: crate::dot::kernels(),
+            kv: kv_kernels(),
         };
         let (mut qi, mut ri) = (0, 0);
         for p in format.parts() {
@@ -326,29 +374,27 @@ impl PreparedQuery {
     /// The query's dot product with a stored key row.
     #[inline]
     pub fn dot(&self, key: &[u8]) -> f32 {
-        let k = crate::dot::kernels();
         let (mut ri, mut oi, mut total) = (0, 0, 0.0f32);
-        for p in self.format.parts() {
-            let (pd, b) = (p.dtype.padded(p.dim), part_bytes(p));
-            let (r, bytes) = (&self.rotated[ri..ri + pd], &key[oi..oi + b]);
+        for p in &self.parts[..self.len] {
+            let pd = p.padded;
+            let (r, bytes) = (&self.rotated[ri..ri + pd], &key[oi..oi + p.bytes]);
             total += match p.dtype {
-                KvDType::F32 => (k.f32)(bytemuck::cast_slice(&bytes[..4 * pd]), r),
-                KvDType::F16 => (k.f16)(bytemuck::cast_slice(&bytes[..2 * pd]), r),
+                KvDType::F32 => (self.dots.f32)(bytemuck::cast_slice(&bytes[..4 * pd]), r),
+                KvDType::F16 => (self.dots.f16)(bytemuck::cast_slice(&bytes[..2 * pd]), r),
                 KvDType::Q8_0 => {
                     let q8 = &self.q8[ri / QK..(ri + pd) / QK];
-                    (k.q8_0)(bytemuck::cast_slice(&bytes[..pd / QK * 34]), q8)
+                    (self.dots.q8_0)(bytemuck::cast_slice(&bytes[..pd / QK * 34]), q8)
                 }
                 KvDType::Q4_0 => {
                     let q8 = &self.q8[ri / QK..(ri + pd) / QK];
-                    (k.q4_0)(bytemuck::cast_slice(&bytes[..pd / QK * 18]), q8)
+                    (self.dots.q4_0)(bytemuck::cast_slice(&bytes[..pd / QK * 18]), q8)
                 }
                 KvDType::Tq4 | KvDType::Tq3 | KvDType::Tq2 => {
-                    let bits = p.dtype.tq_bits().expect("a TurboQuant type");
-                    let block = rotation::block_for(pd);
-                    (tq_kernels().dot)(bytes, bits, block, p.dtype.codebook(pd), r)
+                    let book = p.book.expect("a TurboQuant part has its codebook");
+                    (self.kv.tq_dot)(bytes, p.bits, p.block, book, r)
                 }
             };
-            (ri, oi) = (ri + pd, oi + b);
+            (ri, oi) = (ri + pd, oi + p.bytes);
         }
         total
     }

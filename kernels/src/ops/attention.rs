@@ -6,7 +6,7 @@
 //! memory is one tile of scores per thread whatever the context. The pairs are spread over the
 //! kernel pool; each is computed the same way whichever thread takes it.
 
-use crate::kv::{rotation, KvFormat, PreparedQuery, MAX_KV_DIM};
+use crate::kv::{rotation, KvFormat, PreparedQuery, ValueReader, MAX_KV_DIM};
 use crate::pool::KernelPool;
 
 pub use crate::kv::KvDType;
@@ -108,7 +108,8 @@ fn head(
     let (k_bytes, v_bytes) = (kv.k_format.bytes(), kv.v_format.bytes());
     let key = |p: usize| &kv.k[p * k_row + kvh * kv.k_stride..][..k_bytes];
     let value = |p: usize| &kv.v[p * v_row + kvh * kv.v_stride..][..v_bytes];
-    let vtype = kv.v_format.parts()[0].dtype;
+    let vpart = kv.v_format.parts()[0];
+    let values = ValueReader::new(vpart);
     let mut acc = [0.0f32; MAX_KV_DIM];
     let acc = &mut acc[..kv.v_format.padded_dim()];
     let mut scores = [0.0f32; KEY_TILE];
@@ -135,11 +136,11 @@ fn head(
         for (j, &sj) in s.iter().enumerate() {
             let w = (sj - max).exp();
             sum += w;
-            vtype.accumulate(w, value(start + j), acc);
+            values.accumulate(w, value(start + j), acc);
         }
         start += tile;
     }
-    if vtype.rotated() {
+    if vpart.dtype.rotated() {
         rotation::unrotate(acc);
     }
     let inv = 1.0 / sum;
