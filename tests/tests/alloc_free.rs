@@ -54,7 +54,8 @@ fn steady_state_decode_allocates_nothing() {
     for (dtype, packed) in models {
         for threads in [1, 2] {
             let m = floe_tests::load(&packed, threads);
-            for kv_dtype in [KvDType::F16, KvDType::Q8_0, KvDType::F32] {
+            for kv_dtype in [KvDType::F16, KvDType::Q8_0, KvDType::F32, KvDType::Q4_0, KvDType::Tq3]
+            {
                 let mut s = Session::new(SessionOptions {
                     ctx: Some(64),
                     kv: floe::KvTypes::all(kv_dtype),

@@ -8,7 +8,11 @@ use floe_kernels::DType;
 const SEQS: usize = 8;
 
 fn options() -> SessionOptions {
-    SessionOptions { ctx: Some(48), kv: floe::KvTypes::all(KvDType::F16) }
+    with_kv(floe::KvTypes::all(KvDType::F16))
+}
+
+fn with_kv(kv: floe::KvTypes) -> SessionOptions {
+    SessionOptions { ctx: Some(48), kv }
 }
 
 /// Sequence `i`'s prompt (lengths 1 to 8, distinct tokens) and how many tokens it generates.
@@ -18,9 +22,9 @@ fn prompt(i: usize, vocab: usize) -> (Vec<u32>, usize) {
 }
 
 /// Greedy decode of sequence `i` alone: the logits before each generated token.
-fn alone(m: &Model, i: usize) -> Vec<Vec<f32>> {
+fn alone(m: &Model, i: usize, o: SessionOptions) -> Vec<Vec<f32>> {
     let (p, gen) = prompt(i, m.spec.vocab);
-    let mut s = Session::new(options());
+    let mut s = Session::new(o);
     let mut logits = m.step(&mut s, &p, false).unwrap().to_vec();
     let mut all = vec![logits.clone()];
     for _ in 1..gen {
@@ -34,7 +38,7 @@ fn alone(m: &Model, i: usize) -> Vec<Vec<f32>> {
 /// The same sequences decoded together: sequence `i` joins at step `i / 2` (its prompt run
 /// alone, as a server admits a request), then every step is one pass over all in flight; each
 /// leaves when it has its tokens. Returns what each saw, and the most sequences in one pass.
-fn batched(m: &Model) -> (Vec<Vec<Vec<f32>>>, usize) {
+fn batched(m: &Model, o: SessionOptions) -> (Vec<Vec<Vec<f32>>>, usize) {
     let vocab = m.spec.vocab;
     let mut seen: Vec<Vec<Vec<f32>>> = vec![Vec::new(); SEQS];
     let mut live: Vec<(usize, Session, u32)> = Vec::new();
@@ -43,7 +47,7 @@ fn batched(m: &Model) -> (Vec<Vec<Vec<f32>>>, usize) {
     for step in 0.. {
         for i in (0..SEQS).filter(|i| i / 2 == step) {
             let (p, _) = prompt(i, vocab);
-            let mut s = Session::new(options());
+            let mut s = Session::new(o);
             let logits = m.step(&mut s, &p, false).unwrap().to_vec();
             let tok = floe_tests::argmax(&logits);
             seen[i].push(logits);
@@ -72,10 +76,14 @@ fn batched(m: &Model) -> (Vec<Vec<Vec<f32>>>, usize) {
 }
 
 fn check(m: &Model, what: &str) {
-    let (got, widest) = batched(m);
+    check_with(m, what, options())
+}
+
+fn check_with(m: &Model, what: &str, o: SessionOptions) {
+    let (got, widest) = batched(m, o);
     assert!(widest >= 4, "{what}: at most {widest} sequences met in one pass");
     for (i, seq) in got.iter().enumerate() {
-        let want = alone(m, i);
+        let want = alone(m, i, o);
         assert_eq!(seq.len(), want.len(), "{what}: sequence {i}");
         for (step, (a, b)) in seq.iter().zip(&want).enumerate() {
             let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
@@ -111,6 +119,30 @@ fn each_sequence_of_a_batch_gets_its_single_request_logits_bit_for_bit() {
     floe::formats::synth::synth(&shape, &path, DType::Q4_0, 5, &mut |_, _| {}).unwrap();
     let packed = floe::formats::packed::PackedModel::open(&path, false).unwrap();
     check(&floe_tests::load(&packed, 2), "tiny dense q8_0");
+}
+
+/// Every KV cache type, keys and values apart, and MLA's parts apart: batched = alone bit for
+/// bit (each row is stored and read the same way whichever pass it is in).
+#[test]
+fn batches_match_alone_with_every_kv_type() {
+    use floe::KvTypes;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    for preset in ["tiny", "tiny-deepseek"] {
+        let packed = floe_tests::synth_preset(dir.path(), preset, DType::Q8_0);
+        let m = floe_tests::load(&packed, 2);
+        let mut settings: Vec<KvTypes> = KvDType::ALL.into_iter().map(KvTypes::all).collect();
+        settings.push(KvTypes::split(KvDType::Q8_0, KvDType::Tq3));
+        if preset == "tiny-deepseek" {
+            settings.push(KvTypes {
+                latent: Some(KvDType::Tq4),
+                rope: Some(KvDType::F16),
+                ..KvTypes::all(KvDType::F16)
+            });
+        }
+        for kv in settings {
+            check_with(&m, &format!("{preset} {}", kv.describe()), with_kv(kv));
+        }
+    }
 }
 
 /// Sequences with nothing to run sit out a pass; a mismatch of sequences and token lists, and a

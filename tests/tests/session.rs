@@ -49,12 +49,43 @@ fn kv_cache_types_stay_close_to_f32() {
     let exact = run(SessionOptions { ctx: None, kv: floe::KvTypes::all(KvDType::F32) });
     assert_eq!(exact, run(SessionOptions::default()));
     let scale = exact.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-    for (kv_dtype, tol) in [(KvDType::F16, 2e-3), (KvDType::Q8_0, 3e-2)] {
+    let mut diffs = Vec::new();
+    for (kv_dtype, tol) in [
+        (KvDType::F16, 2e-3),
+        (KvDType::Q8_0, 3e-2),
+        (KvDType::Q4_0, 0.2),
+        (KvDType::Tq4, 0.2),
+        (KvDType::Tq3, 0.4),
+        (KvDType::Tq2, 0.8),
+    ] {
         let got = run(SessionOptions { ctx: Some(64), kv: floe::KvTypes::all(kv_dtype) });
         let diff = floe_tests::max_abs_diff(&got, &exact);
+        eprintln!("{kv_dtype:?}: max logit difference {diff} (logits up to {scale})");
         assert!(diff <= tol * scale, "{kv_dtype:?}: {diff} vs logits up to {scale}");
         assert!(diff > 0.0, "{kv_dtype:?}: a rounded cache should differ somewhere");
+        diffs.push(diff);
     }
+    // Fewer bits, larger drift: f16 < q8_0 < the 4-bit types < tq3 < tq2.
+    assert!(diffs[0] < diffs[1] && diffs[1] < diffs[2].min(diffs[3]), "{diffs:?}");
+    assert!(diffs[2].max(diffs[3]) < diffs[4] && diffs[4] < diffs[5], "{diffs:?}");
+}
+
+/// Cache types the model cannot take are refused with the flag's name: MLA's parts on a model
+/// without MLA, and a head wider than any cache row.
+#[test]
+fn kv_types_a_model_cannot_take_are_clear_errors() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let packed = floe_tests::synth_small(dir.path(), DType::Bf16);
+    let m = floe_tests::load(&packed, 1);
+    let kv = floe::KvTypes { latent: Some(KvDType::Tq3), ..floe::KvTypes::all(KvDType::F16) };
+    let mut session = Session::new(SessionOptions { ctx: Some(8), kv });
+    let e = m.step(&mut session, &[1], false).unwrap_err();
+    assert!(e.to_string().contains("--kv-type-latent") && e.to_string().contains("no MLA"), "{e}");
+    let e = SessionOptions { ctx: Some(8), kv }.state_bytes(&m.spec).unwrap_err();
+    assert!(e.to_string().contains("--kv-type-latent"), "{e}");
+    let wide = floe::model::spec::KvRows::Split { heads: 1, dim: 1100 };
+    let e = floe::KvTypes::all(KvDType::Tq3).layout(wide).unwrap_err();
+    assert!(e.to_string().contains("--kv-type-k tq3 cannot hold rows of 1100"), "{e}");
 }
 
 /// A Qwen3.5 session: the Gated DeltaNet layers hold a fixed-size state (reported apart), only
