@@ -641,7 +641,7 @@ fn grouped_query_attention_matches_f64() {
             }
         }
     }
-    assert_eq!(KvDType::Q8_0.head_bytes(24), Some(36), "Q8_0 pads to whole blocks");
+    assert_eq!(KvDType::Q8_0.head_bytes(24), Some(34), "Q8_0 pads to whole blocks");
     assert_eq!(KvDType::Tq3.head_bytes(2000), None, "wider than the cache takes");
 }
 

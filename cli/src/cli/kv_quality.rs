@@ -55,6 +55,46 @@ pub struct KvQualityArgs {
     /// One JSON object per measurement instead of tables.
     #[arg(long)]
     json: bool,
+    /// Instead of measuring: the context each setting fits in this much KV memory (e.g.
+    /// `8GiB`) for the shapes of --presets (no model is needed).
+    #[arg(long, value_parser = super::size::parse_size, value_name = "BYTES")]
+    fit: Option<u64>,
+    /// Model shapes for --fit (`floe synth` presets).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "qwen3.5-397b-a17b,deepseek-v3-671b,gpt-oss-120b"
+    )]
+    presets: Vec<String>,
+}
+
+/// The context each setting fits in `budget` bytes of KV cache (beside any fixed recurrent
+/// state) for each preset shape.
+fn fit(a: &KvQualityArgs, settings: &[KvTypes], budget: u64) -> anyhow::Result<()> {
+    use floe::formats::synth::SynthShape;
+    use floe::model::spec::ModelSpec;
+    use floe::runtime::SessionOptions;
+    println!(
+        "| shape | {} |",
+        settings
+            .iter()
+            .map(|s| format!("{} bytes/position (context)", name(s)))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(settings.len()));
+    for preset in &a.presets {
+        let spec = ModelSpec::from_config(&SynthShape::preset(preset)?.config())?;
+        let recurrent = SessionOptions::recurrent_bytes(&spec);
+        let mut cells = Vec::new();
+        for s in settings {
+            let per = SessionOptions { ctx: None, kv: *s }.kv_bytes(&spec)?.total();
+            let ctx = budget.saturating_sub(recurrent) / per.max(1);
+            cells.push(format!("{per} ({ctx})"));
+        }
+        println!("| {preset} | {} |", cells.join(" | "));
+    }
+    Ok(())
 }
 
 fn parse_type(s: &str) -> anyhow::Result<KvDType> {
@@ -135,6 +175,9 @@ pub fn run(a: KvQualityArgs) -> anyhow::Result<()> {
     let settings: Vec<KvTypes> =
         a.types.iter().map(|s| parse_setting(s)).collect::<Result<_, _>>()?;
     anyhow::ensure!(!settings.is_empty(), "nothing to measure: give --types");
+    if let Some(budget) = a.fit {
+        return fit(&a, &settings, budget);
+    }
     let codecs = codecs(&settings);
     header(a.json);
     for &dim in &a.dims {

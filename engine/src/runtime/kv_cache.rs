@@ -142,8 +142,8 @@ impl KvLayout {
 pub struct KvCache {
     layout: KvLayout,
     capacity: usize,
-    /// u64 words: 8-byte aligned, and rows are multiples of 4 bytes, so every part views as
-    /// f32 / f16 / block slices.
+    /// u64 words: 8-byte aligned, and a row keeps each of its parts aligned for its type
+    /// (`KvFormat::bytes`), so every part views as f32 / f16 / block slices.
     k: Vec<u64>,
     v: Vec<u64>,
     /// Every query attention read this cache with, in order (only when measuring: see

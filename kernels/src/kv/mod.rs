@@ -98,8 +98,8 @@ impl KvDType {
         }
     }
 
-    /// Bytes one head of `dim` values takes (rounded up to 4, so parts after it stay aligned),
-    /// or None if this type cannot hold it (empty, or wider than [`MAX_KV_DIM`]).
+    /// Bytes one head of `dim` values takes (always even; a multiple of 4 for f32), or None if
+    /// this type cannot hold it (empty, or wider than [`MAX_KV_DIM`]).
     pub fn head_bytes(self, dim: usize) -> Option<usize> {
         let p = self.padded(dim);
         if dim == 0 || p > MAX_KV_DIM {
@@ -115,7 +115,7 @@ impl KvDType {
                 p / block * tq::block_bytes(block, self.tq_bits().expect("a TurboQuant type"))
             }
         };
-        Some(raw.next_multiple_of(4))
+        Some(raw)
     }
 
     /// Bits per cached value of a head of `dim` (padding and scales included).
@@ -300,28 +300,40 @@ impl KvFormat {
         self.parts().iter().map(|p| p.dtype.padded(p.dim)).sum()
     }
 
+    /// Bytes part `i` spans in a row: its own bytes, rounded up to 4 in a two-part row so an
+    /// f32 part after it (and the next row) stays aligned. A one-part row is its part's bytes,
+    /// which every type keeps aligned for itself.
+    fn span(&self, i: usize) -> usize {
+        let b = part_bytes(&self.parts[i]);
+        if self.len == 2 {
+            b.next_multiple_of(4)
+        } else {
+            b
+        }
+    }
+
     /// Bytes per row.
     pub fn bytes(&self) -> usize {
-        self.parts().iter().map(|p| part_bytes(p)).sum()
+        (0..self.len).map(|i| self.span(i)).sum()
     }
 
     /// Stores row `x` (`dim()` values) into `out` (`bytes()` bytes).
     pub fn store(&self, x: &[f32], out: &mut [u8]) {
         let (mut xi, mut oi) = (0, 0);
-        for p in self.parts() {
+        for (i, p) in self.parts().iter().enumerate() {
             let b = part_bytes(p);
             p.dtype.store(&x[xi..xi + p.dim], &mut out[oi..oi + b]);
-            (xi, oi) = (xi + p.dim, oi + b);
+            (xi, oi) = (xi + p.dim, oi + self.span(i));
         }
     }
 
     /// The row `bytes` holds, into `out` (`dim()` values).
     pub fn load(&self, bytes: &[u8], out: &mut [f32]) {
         let (mut xi, mut oi) = (0, 0);
-        for p in self.parts() {
+        for (i, p) in self.parts().iter().enumerate() {
             let b = part_bytes(p);
             p.dtype.load(&bytes[oi..oi + b], &mut out[xi..xi + p.dim]);
-            (xi, oi) = (xi + p.dim, oi + b);
+            (xi, oi) = (xi + p.dim, oi + self.span(i));
         }
     }
 }
@@ -338,6 +350,8 @@ pub struct PreparedQuery {
     rotated: [f32; MAX_KV_DIM],
     q8: [BlockQ8_0; MAX_KV_DIM / QK],
     parts: [PartReader; 2],
+    /// Bytes from each part's start to the next's.
+    spans: [usize; 2],
     len: usize,
     dots: &'static DotKernels,
     kv: &'static KvKernels,
@@ -351,6 +365,7 @@ impl PreparedQuery {
             rotated: [0.0; MAX_KV_DIM],
             q8: [BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; MAX_KV_DIM / QK],
             parts: [reader(0), reader(1)],
+            spans: [format.span(0), format.span(1.min(format.len - 1))],
             len: format.len,
             dots: crate::dot::kernels(),
             kv: kv_kernels(),
@@ -375,7 +390,7 @@ impl PreparedQuery {
     #[inline]
     pub fn dot(&self, key: &[u8]) -> f32 {
         let (mut ri, mut oi, mut total) = (0, 0, 0.0f32);
-        for p in &self.parts[..self.len] {
+        for (p, span) in self.parts[..self.len].iter().zip(self.spans) {
             let pd = p.padded;
             let (r, bytes) = (&self.rotated[ri..ri + pd], &key[oi..oi + p.bytes]);
             total += match p.dtype {
@@ -394,7 +409,7 @@ impl PreparedQuery {
                     (self.kv.tq_dot)(bytes, p.bits, p.block, book, r)
                 }
             };
-            (ri, oi) = (ri + pd, oi + p.bytes);
+            (ri, oi) = (ri + pd, oi + span);
         }
         total
     }
