@@ -54,6 +54,8 @@ fn main() -> anyhow::Result<()> {
     );
     println!("|---|{}", "---|".repeat(types.len()));
     for &depth in &depths {
+        // The model's context bounds the depth (the decoded tokens need room after it).
+        let depth = depth.min(model.spec.max_positions.saturating_sub(TOKENS + 4));
         let mut speeds = vec![Vec::new(); types.len()];
         for _ in 0..rounds {
             for (i, &t) in types.iter().enumerate() {

@@ -312,8 +312,7 @@ fn attention_over_keys_and_values_of_different_types() {
             "{kt:?}/{vt:?}: pool"
         );
         let want = reference(&q, &kback, &vback, heads, kv_heads, d, d, 0.3, first, n);
-        // Q8_0 keys are scored against a Q8_0 query (as llama.cpp does); the rest exactly.
-        let tol = if matches!(kt, KvDType::Q8_0 | KvDType::Q4_0) { 2e-2 } else { 1e-4 };
+        let tol = 1e-4;
         for (i, (g, w)) in out.iter().zip(&want).enumerate() {
             assert!((*g as f64 - w).abs() < tol, "{kt:?}/{vt:?} d{d} [{i}]: {g} vs {w}");
         }
@@ -354,7 +353,7 @@ fn attention_over_two_part_mla_rows() {
         let mut out = vec![0.0f32; n * heads * latent];
         ops::attention(shape, &q, kv, first, n, &mut out, None, None);
         let want = reference(&q, &back, &values, heads, 1, row, latent, 0.05, first, n);
-        let tol = if matches!(lt, KvDType::Q8_0) { 2e-2 } else { 1e-4 };
+        let tol = 1e-4;
         for (i, (g, w)) in out.iter().zip(&want).enumerate() {
             assert!((*g as f64 - w).abs() < tol, "{lt:?}+{rt:?} [{i}]: {g} vs {w}");
         }

@@ -186,6 +186,7 @@ impl KvDType {
 #[derive(Debug, Clone, Copy)]
 struct PartReader {
     dtype: KvDType,
+    dim: usize,
     padded: usize,
     bytes: usize,
     block: usize,
@@ -201,7 +202,7 @@ impl PartReader {
             None => (0, None),
         };
         let block = if p.dtype.rotated() { rotation::block_for(padded) } else { 0 };
-        Self { dtype: p.dtype, padded, bytes: part_bytes(&p), block, bits, book }
+        Self { dtype: p.dtype, dim: p.dim, padded, bytes: part_bytes(&p), block, bits, book }
     }
 }
 
@@ -342,75 +343,91 @@ fn part_bytes(p: &KvPart) -> usize {
     p.dtype.head_bytes(p.dim).expect("checked when the format was made")
 }
 
-/// A query made ready for one key format: each part padded and rotated as its keys were, and
-/// quantised to Q8_0 where the keys are Q8_0 or Q4_0 blocks (their dot products are integer).
-/// Lives on the stack: attention makes one per (token, head) without allocating.
-#[derive(Debug)]
-pub struct PreparedQuery {
-    rotated: [f32; MAX_KV_DIM],
-    q8: [BlockQ8_0; MAX_KV_DIM / QK],
-    parts: [PartReader; 2],
+/// Reads the rows of one format for attention: a query is padded and rotated into the
+/// format's space once, each cached row is decoded once into f32 in that space, and then
+/// scored against (or summed for) every query head that shares it. The part readers and
+/// kernels are resolved once, before a head group's positions are walked.
+#[derive(Debug, Clone, Copy)]
+pub struct RowReader {
+    parts: [ValueReader; 2],
     /// Bytes from each part's start to the next's.
     spans: [usize; 2],
     len: usize,
-    dots: &'static DotKernels,
-    kv: &'static KvKernels,
+    padded: usize,
 }
 
-impl PreparedQuery {
-    /// Prepares `q` (`format.dim()` values) for keys of `format`.
-    pub fn new(format: KvFormat, q: &[f32]) -> Self {
-        let reader = |i: usize| PartReader::new(format.parts[i.min(format.len - 1)]);
-        let mut s = Self {
-            rotated: [0.0; MAX_KV_DIM],
-            q8: [BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; MAX_KV_DIM / QK],
+impl RowReader {
+    /// A reader of rows of `format`.
+    pub fn new(format: KvFormat) -> Self {
+        let reader = |i: usize| ValueReader::new(format.parts[i.min(format.len - 1)]);
+        Self {
             parts: [reader(0), reader(1)],
             spans: [format.span(0), format.span(1.min(format.len - 1))],
             len: format.len,
-            dots: crate::dot::kernels(),
-            kv: kv_kernels(),
-        };
-        let (mut qi, mut ri) = (0, 0);
-        for p in format.parts() {
-            let pd = p.dtype.padded(p.dim);
-            let r = &mut s.rotated[ri..ri + pd];
-            r[..p.dim].copy_from_slice(&q[qi..qi + p.dim]);
-            if p.dtype.rotated() {
-                rotation::rotate(r);
-            }
-            if matches!(p.dtype, KvDType::Q8_0 | KvDType::Q4_0) {
-                quantize_q8_0_activations(r, &mut s.q8[ri / QK..(ri + pd) / QK]);
-            }
-            (qi, ri) = (qi + p.dim, ri + pd);
+            padded: format.padded_dim(),
         }
-        s
     }
 
-    /// The query's dot product with a stored key row.
-    #[inline]
-    pub fn dot(&self, key: &[u8]) -> f32 {
-        let (mut ri, mut oi, mut total) = (0, 0, 0.0f32);
-        for (p, span) in self.parts[..self.len].iter().zip(self.spans) {
-            let pd = p.padded;
-            let (r, bytes) = (&self.rotated[ri..ri + pd], &key[oi..oi + p.bytes]);
-            total += match p.dtype {
-                KvDType::F32 => (self.dots.f32)(bytemuck::cast_slice(&bytes[..4 * pd]), r),
-                KvDType::F16 => (self.dots.f16)(bytemuck::cast_slice(&bytes[..2 * pd]), r),
-                KvDType::Q8_0 => {
-                    let q8 = &self.q8[ri / QK..(ri + pd) / QK];
-                    (self.dots.q8_0)(bytemuck::cast_slice(&bytes[..pd / QK * 34]), q8)
-                }
-                KvDType::Q4_0 => {
-                    let q8 = &self.q8[ri / QK..(ri + pd) / QK];
-                    (self.dots.q4_0)(bytemuck::cast_slice(&bytes[..pd / QK * 18]), q8)
-                }
-                KvDType::Tq4 | KvDType::Tq3 | KvDType::Tq2 => {
-                    let book = p.book.expect("a TurboQuant part has its codebook");
-                    (self.kv.tq_dot)(bytes, p.bits, p.block, book, r)
-                }
-            };
-            (ri, oi) = (ri + pd, oi + span);
+    /// Values of a decoded row (each part padded).
+    pub fn padded_dim(&self) -> usize {
+        self.padded
+    }
+
+    fn parts(&self) -> &[ValueReader] {
+        &self.parts[..self.len]
+    }
+
+    /// `q` (the format's `dim()` values) padded and rotated as the rows are, into `out`
+    /// (`padded_dim()` values).
+    pub fn prepare_query(&self, q: &[f32], out: &mut [f32]) {
+        let (mut qi, mut ri) = (0, 0);
+        for r in self.parts() {
+            let (dim, pd) = (r.part.dim, r.part.padded);
+            let o = &mut out[ri..ri + pd];
+            o[..dim].copy_from_slice(&q[qi..qi + dim]);
+            o[dim..].fill(0.0);
+            if r.part.dtype.rotated() {
+                rotation::rotate(o);
+            }
+            (qi, ri) = (qi + dim, ri + pd);
         }
-        total
+    }
+
+    /// The row `bytes` holds as f32 in the padded, rotated space: the bytes themselves for an
+    /// f32 row, else decoded into `buf` (`padded_dim()` values).
+    #[inline]
+    pub fn decode<'a>(&self, bytes: &'a [u8], buf: &'a mut [f32]) -> &'a [f32] {
+        if self.len == 1 && self.parts[0].part.dtype == KvDType::F32 {
+            return bytemuck::cast_slice(&bytes[..4 * self.padded]);
+        }
+        let (mut ri, mut oi) = (0, 0);
+        for (r, span) in self.parts().iter().zip(self.spans) {
+            let o = &mut buf[ri..ri + r.part.padded];
+            o.fill(0.0);
+            r.accumulate(1.0, &bytes[oi..oi + r.part.bytes], o);
+            (ri, oi) = (ri + r.part.padded, oi + span);
+        }
+        &buf[..self.padded]
+    }
+
+    /// Takes a sum of decoded rows back out of the rotated space (each rotated part), in place.
+    pub fn unrotate(&self, acc: &mut [f32]) {
+        let mut ri = 0;
+        for r in self.parts() {
+            let o = &mut acc[ri..ri + r.part.padded];
+            if r.part.dtype.rotated() {
+                rotation::unrotate(o);
+            }
+            ri += r.part.padded;
+        }
+    }
+
+    /// Copies the unpadded values of a padded row into `out` (`dim()` values).
+    pub fn unpad(&self, padded: &[f32], out: &mut [f32]) {
+        let (mut ri, mut oi) = (0, 0);
+        for r in self.parts() {
+            out[oi..oi + r.part.dim].copy_from_slice(&padded[ri..ri + r.part.dim]);
+            (ri, oi) = (ri + r.part.padded, oi + r.part.dim);
+        }
     }
 }

@@ -6,13 +6,18 @@
 //! memory is one tile of scores per thread whatever the context. The pairs are spread over the
 //! kernel pool; each is computed the same way whichever thread takes it.
 
-use crate::kv::{rotation, KvFormat, PreparedQuery, ValueReader, MAX_KV_DIM};
+use std::cell::RefCell;
+
+use crate::kv::{KvFormat, RowReader};
 use crate::pool::KernelPool;
 
 pub use crate::kv::KvDType;
 
 /// Keys scored at once before their values are summed.
 pub const KEY_TILE: usize = 64;
+/// Most query heads that walk a KV head's positions together (each cached row is decoded once
+/// for all of them).
+pub const MAX_HEAD_GROUP: usize = 8;
 
 /// Head layout of an attention layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,71 +83,112 @@ pub fn attention(
     assert!(kv.k.len() >= kneed && kv.v.len() >= vneed, "KV cache too short");
     assert!(q.len() == n * heads * d && out.len() == n * heads * vd, "attention: q/out length");
     assert!(sinks.is_none_or(|s| s.len() == heads), "attention: one sink per query head");
+    // Query heads sharing a KV head walk its positions together, in groups of `sub`.
+    let group = heads / kv_heads;
+    let sub = (1..=group.min(MAX_HEAD_GROUP)).rev().find(|s| group.is_multiple_of(*s)).unwrap_or(1);
+    let units_per_token = heads / sub;
     let unit = |i: usize, o: &mut [f32]| {
-        let (t, h) = (i / heads, i % heads);
-        let kvh = h / (heads / kv_heads);
-        let qh = &q[i * d..(i + 1) * d];
+        let (t, first_head) = (i / units_per_token, (i % units_per_token) * sub);
+        let kvh = first_head / group;
+        let qs = &q[(t * heads + first_head) * d..][..sub * d];
         let end = first_pos + t + 1;
         let start = shape.window.map_or(0, |w| end.saturating_sub(w.max(1)));
-        head(shape, qh, kv, kvh, start..end, sinks.map(|s| s[h]), o);
+        let sinks = sinks.map(|s| &s[first_head..first_head + sub]);
+        head_group(shape, qs, kv, kvh, start..end, sinks, o);
     };
     match pool {
-        Some(p) if p.threads() > 1 && n * heads > 1 => p.for_each_chunk(out, vd, &unit),
-        _ => out.chunks_mut(vd).enumerate().for_each(|(i, o)| unit(i, o)),
+        Some(p) if p.threads() > 1 && n * units_per_token > 1 => {
+            p.for_each_chunk(out, sub * vd, &unit)
+        }
+        _ => out.chunks_mut(sub * vd).enumerate().for_each(|(i, o)| unit(i, o)),
     }
 }
 
-/// One query head over `positions` of KV head `kvh` (and its sink, if any), into `o`. Values
-/// are summed in the value format's (rotated, padded) space and rotated back once at the end.
-fn head(
+thread_local! {
+    /// Per-thread buffers of `head_group`: sized by the first call of each shape, then reused
+    /// (attention allocates nothing in steady state).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A group of query heads (`qs`, `sub x head_dim`) over `positions` of KV head `kvh` (and
+/// their sinks, if any), into `o` (`sub x v_dim`). Each key and value row is decoded once into
+/// f32 in its format's (rotated, padded) space and used by every head of the group; values are
+/// summed in that space and rotated back once at the end.
+fn head_group(
     shape: AttentionShape,
-    qh: &[f32],
+    qs: &[f32],
     kv: KvView,
     kvh: usize,
     positions: std::ops::Range<usize>,
-    sink: Option<f32>,
+    sinks: Option<&[f32]>,
     o: &mut [f32],
 ) {
-    let query = PreparedQuery::new(kv.k_format, qh);
+    let (keys, values) = (RowReader::new(kv.k_format), RowReader::new(kv.v_format));
+    let (kp, vp, d, vd) =
+        (keys.padded_dim(), values.padded_dim(), shape.head_dim, kv.v_format.dim());
+    let sub = qs.len() / d;
     let (k_row, v_row) = (shape.kv_heads * kv.k_stride, shape.kv_heads * kv.v_stride);
     let (k_bytes, v_bytes) = (kv.k_format.bytes(), kv.v_format.bytes());
     let key = |p: usize| &kv.k[p * k_row + kvh * kv.k_stride..][..k_bytes];
     let value = |p: usize| &kv.v[p * v_row + kvh * kv.v_stride..][..v_bytes];
-    let vpart = kv.v_format.parts()[0];
-    let values = ValueReader::new(vpart);
-    let mut acc = [0.0f32; MAX_KV_DIM];
-    let acc = &mut acc[..kv.v_format.padded_dim()];
-    let mut scores = [0.0f32; KEY_TILE];
-    // A sink is a score whose value is zero: it starts the running maximum and sum.
-    let (mut max, mut sum) = match sink {
-        Some(s) => (s, 1.0f32),
-        None => (f32::NEG_INFINITY, 0.0f32),
-    };
-    let (mut start, len) = (positions.start, positions.end);
-    while start < len {
-        let tile = (len - start).min(KEY_TILE);
-        let s = &mut scores[..tile];
-        for (j, sj) in s.iter_mut().enumerate() {
-            *sj = query.dot(key(start + j)) * shape.scale;
+    let dots = crate::dot::kernels();
+    SCRATCH.with_borrow_mut(|scratch| {
+        let need = sub * (kp + vp + KEY_TILE) + kp + vp;
+        if scratch.len() < need {
+            scratch.resize(need, 0.0);
         }
-        let tile_max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        if tile_max > max {
-            // Rescale what has been summed so far to the new maximum.
-            let factor = (max - tile_max).exp();
-            sum *= factor;
-            acc.iter_mut().for_each(|v| *v *= factor);
-            max = tile_max;
+        let (q, rest) = scratch.split_at_mut(sub * kp);
+        let (acc, rest) = rest.split_at_mut(sub * vp);
+        let (scores, rest) = rest.split_at_mut(sub * KEY_TILE);
+        let (kbuf, rest) = rest.split_at_mut(kp);
+        let vbuf = &mut rest[..vp];
+        for (h, qh) in q.chunks_exact_mut(kp).enumerate() {
+            keys.prepare_query(&qs[h * d..(h + 1) * d], qh);
         }
-        for (j, &sj) in s.iter().enumerate() {
-            let w = (sj - max).exp();
-            sum += w;
-            values.accumulate(w, value(start + j), acc);
+        acc.fill(0.0);
+        // A sink is a score whose value is zero: it starts the running maximum and sum.
+        let mut max = [f32::NEG_INFINITY; MAX_HEAD_GROUP];
+        let mut sum = [0.0f32; MAX_HEAD_GROUP];
+        if let Some(s) = sinks {
+            for h in 0..sub {
+                (max[h], sum[h]) = (s[h], 1.0);
+            }
         }
-        start += tile;
-    }
-    if vpart.dtype.rotated() {
-        rotation::unrotate(acc);
-    }
-    let inv = 1.0 / sum;
-    o.iter_mut().zip(acc.iter()).for_each(|(y, v)| *y = v * inv);
+        let (mut start, len) = (positions.start, positions.end);
+        while start < len {
+            let tile = (len - start).min(KEY_TILE);
+            for j in 0..tile {
+                let row = keys.decode(key(start + j), kbuf);
+                for (h, qh) in q.chunks_exact(kp).enumerate() {
+                    scores[h * KEY_TILE + j] = (dots.f32)(row, qh) * shape.scale;
+                }
+            }
+            for h in 0..sub {
+                let s = &scores[h * KEY_TILE..][..tile];
+                let tile_max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                if tile_max > max[h] {
+                    // Rescale what has been summed so far to the new maximum.
+                    let factor = (max[h] - tile_max).exp();
+                    sum[h] *= factor;
+                    acc[h * vp..(h + 1) * vp].iter_mut().for_each(|v| *v *= factor);
+                    max[h] = tile_max;
+                }
+            }
+            for j in 0..tile {
+                let row = values.decode(value(start + j), vbuf);
+                for (h, ah) in acc.chunks_exact_mut(vp).enumerate() {
+                    let w = (scores[h * KEY_TILE + j] - max[h]).exp();
+                    sum[h] += w;
+                    (dots.axpy_f32)(w, row, ah);
+                }
+            }
+            start += tile;
+        }
+        for (h, (ah, oh)) in acc.chunks_exact_mut(vp).zip(o.chunks_exact_mut(vd)).enumerate() {
+            values.unrotate(ah);
+            values.unpad(ah, oh);
+            let inv = 1.0 / sum[h];
+            oh.iter_mut().for_each(|v| *v *= inv);
+        }
+    });
 }
