@@ -130,26 +130,36 @@ fn codecs(settings: &[KvTypes]) -> Vec<(String, KvCodec, KvCodec)> {
     out
 }
 
-fn row(json: bool, what: &str, dim: usize, name: &str, bits: Option<f64>, d: &Distortion) {
+/// Bits per value of keys and values of `dim` under a setting.
+type Bits = (Option<f64>, Option<f64>);
+
+fn row(json: bool, what: &str, dim: usize, name: &str, bits: Bits, d: &Distortion) {
     if json {
         let mut v = serde_json::to_value(d).unwrap_or_default();
         v["sample"] = what.into();
         v["dim"] = dim.into();
         v["setting"] = name.into();
-        v["key_bits_per_value"] = bits.into();
+        v["key_bits_per_value"] = bits.0.into();
+        v["value_bits_per_value"] = bits.1.into();
         println!("{v}");
     } else {
-        let bits = bits.map_or("-".into(), |b| format!("{b:.2}"));
+        let show = |b: Option<f64>| b.map_or("-".into(), |b| format!("{b:.2}"));
         println!(
-            "| {what} | {dim} | {name} | {bits} | {:.2e} | {:.2e} | {:.2e} |",
-            d.k_rel_mse, d.v_rel_mse, d.out_rel_mse
+            "| {what} | {dim} | {name} | {} / {} | {:.2e} | {:.2e} | {:.2e} |",
+            show(bits.0),
+            show(bits.1),
+            d.k_rel_mse,
+            d.v_rel_mse,
+            d.out_rel_mse
         );
     }
 }
 
 fn header(json: bool) {
     if !json {
-        println!("| sample | head | cache | bits/value (K) | K rel. MSE | V rel. MSE | output rel. MSE |");
+        println!(
+            "| sample | head | cache | bits/value K / V | K rel. MSE | V rel. MSE | output rel. MSE |"
+        );
         println!("|---|---|---|---|---|---|---|");
     }
 }
@@ -188,7 +198,10 @@ pub fn run(a: KvQualityArgs) -> anyhow::Result<()> {
             let s = synthetic_sample(dim, a.positions, outliers, a.outlier_scale);
             for (name, k, v) in &codecs {
                 match distortion(&s, *k, *v) {
-                    Ok(d) => row(a.json, label, dim, name, k.bits_per_value(dim), &d),
+                    Ok(d) => {
+                        let bits = (k.bits_per_value(dim), v.bits_per_value(dim));
+                        row(a.json, label, dim, name, bits, &d)
+                    }
                     Err(e) => eprintln!("{label} {dim} {name}: {e}"),
                 }
             }
@@ -196,6 +209,7 @@ pub fn run(a: KvQualityArgs) -> anyhow::Result<()> {
     }
     let Some(model) = &a.model else { return Ok(()) };
     let config = floe::EngineConfig {
+        experts: floe::ExpertMemory::Resident,
         threads: a.threads.unwrap_or(0),
         max_sequences: 1,
         kept_sessions: 0,
@@ -218,12 +232,16 @@ pub fn run(a: KvQualityArgs) -> anyhow::Result<()> {
     ids.truncate(want);
     anyhow::ensure!(ids.len() >= 2, "the context leaves fewer than 2 prompt tokens");
     eprintln!("{}: {} prompt tokens, exact (f32) cache ...", model.display(), ids.len());
-    let samples = engine.attention_samples(&ids, a.chunk)?;
+    let mut samples = engine.attention_samples(&ids, a.chunk)?;
+    // At most six layers, spread over the model (the f64 reference is quadratic in positions).
+    let every = samples.len().div_ceil(6).max(1);
+    samples = samples.into_iter().step_by(every).collect();
     let label = format!("{} layers", samples.len());
     for (name, k, v) in &codecs {
-        let dim = samples.first().map_or(0, |s| s.k_dim);
+        let Some(first) = samples.first() else { break };
+        let bits = (k.bits_per_row_value(&first.k_parts), v.bits_per_value(first.v_dim));
         match pooled(&samples, *k, *v) {
-            Ok(d) => row(a.json, &label, dim, name, k.bits_per_value(dim), &d),
+            Ok(d) => row(a.json, &label, first.k_dim, name, bits, &d),
             Err(e) => eprintln!("{name}: {e}"),
         }
     }

@@ -22,6 +22,9 @@ pub struct AttentionSample {
     pub kv_heads: usize,
     /// Values per query and key head.
     pub k_dim: usize,
+    /// How a key row splits into separately stored parts (one part, or MLA's latent and RoPE
+    /// key): each part is cached on its own.
+    pub k_parts: Vec<usize>,
     /// Values per value head.
     pub v_dim: usize,
     /// Score scale.
@@ -66,6 +69,15 @@ impl KvCodec {
             KvCodec::Type(t) => t.bits_per_value(dim),
             KvCodec::Q4_0Unrotated => dim.is_multiple_of(32).then_some(4.5),
         }
+    }
+
+    /// Bits per value of rows split into `parts` (each stored on its own).
+    pub fn bits_per_row_value(&self, parts: &[usize]) -> Option<f64> {
+        let mut bits = 0.0;
+        for &p in parts {
+            bits += self.bits_per_value(p)? * p as f64;
+        }
+        Some(bits / parts.iter().sum::<usize>().max(1) as f64)
     }
 
     /// `x` (heads of `dim`) as this codec stores and reads it back.
@@ -117,7 +129,8 @@ fn outputs(s: &AttentionSample, keys: &[f32], values: &[f32]) -> Vec<f32> {
     let (p, group) = (s.positions(), s.heads / s.kv_heads);
     let mut out = vec![0.0f32; p * s.heads * s.v_dim];
     let mut scores = vec![0.0f64; p];
-    for t in 0..p {
+    let stride = p.div_ceil(64).max(1);
+    for t in (0..p).rev().step_by(stride) {
         for h in 0..s.heads {
             let kvh = h / group;
             let q = &s.queries[(t * s.heads + h) * s.k_dim..][..s.k_dim];
@@ -139,9 +152,26 @@ fn outputs(s: &AttentionSample, keys: &[f32], values: &[f32]) -> Vec<f32> {
     out
 }
 
-/// The errors of caching `s`'s keys with `k` and its values with `v`.
+/// `x` (rows split into `parts`) as `codec` stores each part and reads it back.
+fn round_trip_parts(codec: KvCodec, x: &[f32], parts: &[usize]) -> Result<Vec<f32>> {
+    let row: usize = parts.iter().sum();
+    let mut out = x.to_vec();
+    let mut at = 0;
+    for &p in parts {
+        let part: Vec<f32> = x.chunks_exact(row).flat_map(|r| r[at..at + p].to_vec()).collect();
+        let back = codec.round_trip(&part, p)?;
+        for (o, b) in out.chunks_exact_mut(row).zip(back.chunks_exact(p)) {
+            o[at..at + p].copy_from_slice(b);
+        }
+        at += p;
+    }
+    Ok(out)
+}
+
+/// The errors of caching `s`'s keys with `k` and its values with `v`. Outputs are compared at
+/// up to 64 query positions spread over the sample (the last included), each over all its keys.
 pub fn distortion(s: &AttentionSample, k: KvCodec, v: KvCodec) -> Result<Distortion> {
-    let keys = k.round_trip(&s.keys, s.k_dim)?;
+    let keys = round_trip_parts(k, &s.keys, &s.k_parts)?;
     let values = v.round_trip(&s.values, s.v_dim)?;
     let exact = outputs(s, &s.keys, &s.values);
     let got = outputs(s, &keys, &values);
@@ -191,6 +221,7 @@ pub fn synthetic_sample(
         heads: 1,
         kv_heads: 1,
         k_dim: dim,
+        k_parts: vec![dim],
         v_dim: dim,
         scale: 1.0 / (dim as f32).sqrt(),
         queries,
@@ -217,6 +248,7 @@ impl Engine {
             let (keys, values) = kv.rows(ids.len());
             let queries = kv.queries().unwrap_or_default().to_vec();
             let (k_dim, v_dim) = (layout.k.dim(), layout.v.dim());
+            let k_parts = layout.k.parts().iter().map(|p| p.dim).collect();
             let heads = queries.len() / (ids.len() * k_dim);
             let scale = model.spec.layers[l].mixer.score_scale().unwrap_or(1.0);
             out.push(AttentionSample {
@@ -224,6 +256,7 @@ impl Engine {
                 heads,
                 kv_heads: layout.heads,
                 k_dim,
+                k_parts,
                 v_dim,
                 scale,
                 queries,
