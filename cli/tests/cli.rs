@@ -152,3 +152,43 @@ fn tokenize_gives_the_golden_prompt_ids() {
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), want.len().to_string());
     }
 }
+
+/// KV cache types from the command line: keys and values apart under llama.cpp's spellings,
+/// reported per part by `--json`; MLA's parts on an MLA model; a part the model does not have
+/// and an unknown type are errors naming them.
+#[test]
+fn kv_type_flags_set_each_part_and_bad_ones_are_refused() {
+    let Some(qwen) = golden_dir("qwen3_moe") else { return };
+    let Some(deepseek) = golden_dir("deepseek_v3") else { return };
+    let run = |model: &std::path::Path, flags: &[&str]| {
+        floe()
+            .args(["run", "--json", "--ignore-eos", "-n", "4", "--model"])
+            .arg(model)
+            .args(flags)
+            .output()
+            .unwrap()
+    };
+    let o = run(&qwen.join("model-F32.gguf"), &["--cache-type-k", "tq3", "--kv-type-v", "q4_0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["stats"]["kv_types"], "k=tq3 v=q4_0");
+    // 3 layers x 2 KV heads of 32: tq3 is one 32-value block (2 + 12 bytes), q4_0 one 18-byte block.
+    let parts = &v["stats"]["kv_bytes_per_position_parts"];
+    assert_eq!((parts["k"].as_u64(), parts["v"].as_u64()), (Some(3 * 2 * 14), Some(3 * 2 * 18)));
+    let o = run(
+        &deepseek.join("model-F32.gguf"),
+        &["--kv-type-latent", "tq4", "--kv-type-rope", "f16"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // 3 layers of one row: a 32-value tq4 latent (2 + 16 bytes, padded to 20) and an 8-value f16 RoPE key.
+    assert_eq!(v["stats"]["kv_bytes_per_position_parts"]["mla"].as_u64(), Some(3 * (20 + 16)));
+    let o = run(&qwen.join("model-F32.gguf"), &["--kv-type-latent", "tq3"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("--kv-type-latent: this model has no MLA layer"));
+    let o = run(&qwen.join("model-F32.gguf"), &["--kv-dtype", "q3_k"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unknown KV cache type \"q3_k\"") && err.contains("tq3"), "{err}");
+}
