@@ -267,3 +267,30 @@ impl Engine {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An exact cache costs nothing, and error grows as bits shrink; on keys with outlier
+    /// channels the rotation cuts q4_0's key error (what it is for).
+    #[test]
+    fn distortion_orders_the_types_and_the_rotation_helps_outliers() {
+        let s = synthetic_sample(64, 96, 4, 30.0);
+        let exact = KvCodec::Type(KvDType::F32);
+        let d = distortion(&s, exact, exact).unwrap();
+        assert_eq!((d.k_rel_mse, d.v_rel_mse, d.out_rel_mse), (0.0, 0.0, 0.0));
+        let err = |t: KvDType| distortion(&s, KvCodec::Type(t), KvCodec::Type(t)).unwrap();
+        let order = [KvDType::F16, KvDType::Q8_0, KvDType::Tq4, KvDType::Tq3, KvDType::Tq2];
+        for w in order.windows(2) {
+            let (a, b) = (err(w[0]), err(w[1]));
+            assert!(a.v_rel_mse < b.v_rel_mse && a.out_rel_mse < b.out_rel_mse, "{w:?}: {a:?} {b:?}");
+        }
+        let rotated = err(KvDType::Q4_0);
+        let plain = distortion(&s, KvCodec::Q4_0Unrotated, KvCodec::Q4_0Unrotated).unwrap();
+        assert!(rotated.k_rel_mse < plain.k_rel_mse / 2.0, "{rotated:?} vs {plain:?}");
+        // A two-part row is stored part by part: bits count each part's own padding.
+        let bits = KvCodec::Type(KvDType::Q8_0).bits_per_row_value(&[32, 8]).unwrap();
+        assert!((bits - (34.0 + 34.0) * 8.0 / 40.0).abs() < 1e-9, "{bits}");
+    }
+}
