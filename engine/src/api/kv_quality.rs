@@ -284,7 +284,10 @@ mod tests {
         let order = [KvDType::F16, KvDType::Q8_0, KvDType::Tq4, KvDType::Tq3, KvDType::Tq2];
         for w in order.windows(2) {
             let (a, b) = (err(w[0]), err(w[1]));
-            assert!(a.v_rel_mse < b.v_rel_mse && a.out_rel_mse < b.out_rel_mse, "{w:?}: {a:?} {b:?}");
+            assert!(
+                a.v_rel_mse < b.v_rel_mse && a.out_rel_mse < b.out_rel_mse,
+                "{w:?}: {a:?} {b:?}"
+            );
         }
         let rotated = err(KvDType::Q4_0);
         let plain = distortion(&s, KvCodec::Q4_0Unrotated, KvCodec::Q4_0Unrotated).unwrap();
