@@ -1,10 +1,12 @@
 //! Causal attention of one query (or a chunk of queries) over a KV cache with grouped-query
 //! heads: query head h reads key/value head `h / (heads / kv_heads)`.
 //!
-//! Flash-attention style: each (token, head) pair walks its keys in tiles of [`KEY_TILE`] with
-//! an online softmax (running maximum and sum, the output rescaled when the maximum moves), so
-//! memory is one tile of scores per thread whatever the context. The pairs are spread over the
-//! kernel pool; each is computed the same way whichever thread takes it.
+//! Flash-attention style: for each token, the query heads that share a KV head walk its keys
+//! together (up to [`MAX_HEAD_GROUP`] at once: each cached row is decoded once for all of them)
+//! in tiles of [`KEY_TILE`] with an online softmax per head (running maximum and sum, the
+//! output rescaled when the maximum moves), so memory is one tile of scores per head whatever
+//! the context. The (token, head group) units are spread over the kernel pool; each is computed
+//! the same way whichever thread takes it.
 
 use std::cell::RefCell;
 
