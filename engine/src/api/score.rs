@@ -74,12 +74,7 @@ impl Engine {
         }
         let options = SessionOptions { kv, ..self.core.session_options };
         let mut session = Session::new(options);
-        let argmax = |row: &[f32]| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-                .0 as u32
-        };
+        let argmax = crate::runtime::sampling::argmax;
         let parts: Vec<&[u32]> = ids.chunks(chunk.max(1)).collect();
         let mut next = 0;
         for (i, part) in parts.iter().enumerate() {

@@ -105,6 +105,17 @@ mod x86 {
     use super::super::tq::block_bytes;
     use crate::quant::{BlockQ4_0, BlockQ8_0};
 
+    /// Calls `$f::<BITS>($args)` for the run-time bit width (2, 3 or 4, checked by `checks`).
+    macro_rules! by_bits {
+        ($bits:expr, $f:ident($($arg:expr),*)) => {
+            match $bits {
+                4 => $f::<4>($($arg),*),
+                3 => $f::<3>($($arg),*),
+                _ => $f::<2>($($arg),*),
+            }
+        };
+    }
+
     fn scale(b: &[u8], at: usize) -> f32 {
         f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
     }
@@ -169,13 +180,7 @@ mod x86 {
         checks(bytes, bits, block, q.len());
         // SAFETY: the table holds this kernel only where AVX2 and FMA are detected; `checks`
         // bounds every block read, and `q` is loaded through 8-float chunks.
-        unsafe {
-            match bits {
-                4 => dot_avx2_imp::<4>(bytes, block, book, q),
-                3 => dot_avx2_imp::<3>(bytes, block, book, q),
-                _ => dot_avx2_imp::<2>(bytes, block, book, q),
-            }
-        }
+        unsafe { by_bits!(bits, dot_avx2_imp(bytes, block, book, q)) }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -214,13 +219,7 @@ mod x86 {
     ) {
         checks(bytes, bits, block, out.len());
         // SAFETY: as `dot_avx2`; stores go to 8-float chunks of `out`.
-        unsafe {
-            match bits {
-                4 => axpy_avx2_imp::<4>(a, bytes, block, book, out),
-                3 => axpy_avx2_imp::<3>(a, bytes, block, book, out),
-                _ => axpy_avx2_imp::<2>(a, bytes, block, book, out),
-            }
-        }
+        unsafe { by_bits!(bits, axpy_avx2_imp(a, bytes, block, book, out)) }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -276,13 +275,7 @@ mod x86 {
         checks(bytes, bits, block, q.len());
         // SAFETY: the table holds this kernel only where AVX-512 F is detected; `checks` bounds
         // every block read (blocks are whole pairs of groups), `q` is read in 16-float chunks.
-        unsafe {
-            match bits {
-                4 => dot_avx512_imp::<4>(bytes, block, book, q),
-                3 => dot_avx512_imp::<3>(bytes, block, book, q),
-                _ => dot_avx512_imp::<2>(bytes, block, book, q),
-            }
-        }
+        unsafe { by_bits!(bits, dot_avx512_imp(bytes, block, book, q)) }
     }
 
     #[target_feature(enable = "avx512f")]
@@ -322,13 +315,7 @@ mod x86 {
     ) {
         checks(bytes, bits, block, out.len());
         // SAFETY: as `dot_avx512`; stores go to 16-float chunks of `out`.
-        unsafe {
-            match bits {
-                4 => axpy_avx512_imp::<4>(a, bytes, block, book, out),
-                3 => axpy_avx512_imp::<3>(a, bytes, block, book, out),
-                _ => axpy_avx512_imp::<2>(a, bytes, block, book, out),
-            }
-        }
+        unsafe { by_bits!(bits, axpy_avx512_imp(a, bytes, block, book, out)) }
     }
 
     #[target_feature(enable = "avx512f")]
