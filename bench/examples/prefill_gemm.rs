@@ -16,14 +16,29 @@ fn main() {
         state
     };
     // (format, block bytes, offsets of its f16 scales): random codes, small finite scales.
-    let formats: [(DType, usize, &[usize]); 5] = [
+    let formats: [(DType, usize, &[usize]); 15] = [
         (DType::Q4_0, 18, &[0]),
         (DType::Q8_0, 34, &[0]),
+        (DType::Q4_1, 20, &[0, 2]),
+        (DType::Q5_0, 22, &[0]),
+        (DType::Q5_1, 24, &[0, 2]),
+        (DType::Q3K, 110, &[108]),
         (DType::Q4K, 144, &[0, 2]),
         (DType::Q5K, 176, &[0, 2]),
         (DType::Q6K, 210, &[208]),
+        (DType::Iq2Xxs, 66, &[0]),
+        (DType::Iq2Xs, 74, &[0]),
+        (DType::Iq2S, 82, &[0]),
+        (DType::Iq3Xxs, 98, &[0]),
+        (DType::Iq3S, 110, &[0]),
+        (DType::Iq4Xs, 136, &[0]),
     ];
+    // FLOE_BENCH_TYPES=q5_0,iq2_xxs picks formats by name.
+    let only = std::env::var("FLOE_BENCH_TYPES").ok();
     for (dtype, block, scales) in formats {
+        if only.as_deref().is_some_and(|o| !o.split(',').any(|n| n.trim() == dtype.name())) {
+            continue;
+        }
         let len = rows * dtype.row_bytes(cols).expect("a valid shape");
         let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         for b in bytes.chunks_exact_mut(block) {

@@ -3,17 +3,16 @@
 //! the same activations (q, k and v; gate and up) run as one operation on the pool, and each
 //! quantised form of the activations is made once for all of them.
 
-use half::{bf16, f16};
+use half::f16;
 
 use crate::dot::kernels;
-use crate::dtype::DType;
 use crate::error::KernelError;
-use crate::gemm::{GemmKernels, PackedF32, PackedQ8, RowsOut};
+use crate::gemm::{tile_for, PackedF32, RowsOut, Tile, Wide32Acts, WideActs};
 use crate::matvec::{form, Form, Matrix, Prepared, QuantActivations, ROWS_PER_TASK};
 use crate::pool::KernelPool;
 use crate::quant::{
-    quantize_q8_0_activations, quantize_q8_1_activations, quantize_q8_k, BlockQ4_0, BlockQ8K,
-    BlockQ8_0, BlockQ8_1, QK, QK_K,
+    quantize_q8_0_activations, quantize_q8_1_activations, quantize_q8_k, BlockQ8K, BlockQ8_0,
+    BlockQ8_1, QK, QK_K,
 };
 
 /// Most matrices one [`matmul_group`] takes.
@@ -29,7 +28,8 @@ pub struct InputBuffers {
     q8: Vec<BlockQ8_0>,
     q8_1: Vec<BlockQ8_1>,
     q8k: Vec<BlockQ8K>,
-    packed: PackedQ8,
+    wide: WideActs,
+    wide32: Wide32Acts,
 }
 
 impl std::fmt::Debug for InputBuffers {
@@ -41,7 +41,7 @@ impl std::fmt::Debug for InputBuffers {
 impl InputBuffers {
     /// `n` tokens of `cols` values each, ready for [`matmul_input`].
     pub fn input<'a>(&'a mut self, xs: &'a [f32], n: usize, mode: QuantActivations) -> Input<'a> {
-        Input { xs, n, mode, bufs: self, have: [false; 4] }
+        Input { xs, n, mode, bufs: self, have: [false; 6] }
     }
 
     /// Sets which kernels compute the tokens of inputs made from these buffers.
@@ -80,8 +80,8 @@ pub struct Input<'a> {
     n: usize,
     mode: QuantActivations,
     bufs: &'a mut InputBuffers,
-    /// Which of q8 (per token), q8k, packed, q8_1 are current.
-    have: [bool; 4],
+    /// Which of q8 (per token), q8k, packed, q8_1, wide, wide32 are current.
+    have: [bool; 6],
 }
 
 impl std::fmt::Debug for Input<'_> {
@@ -151,10 +151,23 @@ impl Input<'_> {
         }
     }
 
-    fn ensure_packed(&mut self, cols: usize) {
-        if !self.have[2] {
-            self.bufs.packed.pack_into(self.xs, cols);
-            self.have[2] = true;
+    /// The Q8_K activations packed for the wide tiles.
+    fn ensure_wide(&mut self, cols: usize) {
+        self.ensure(Form::Q8K, cols);
+        if !self.have[4] {
+            #[cfg(target_arch = "x86_64")]
+            self.bufs.wide.pack_into(&self.bufs.q8k, cols / QK_K);
+            self.have[4] = true;
+        }
+    }
+
+    /// The Q8_0 activations packed for the 32-value wide tiles.
+    fn ensure_wide32(&mut self, cols: usize) {
+        self.ensure(Form::Q8, cols);
+        if !self.have[5] {
+            #[cfg(target_arch = "x86_64")]
+            self.bufs.wide32.pack_into(&self.bufs.q8, cols / QK);
+            self.have[5] = true;
         }
     }
 }
@@ -308,26 +321,29 @@ fn matmul_refs(
             )));
         }
     }
-    let gemm = GemmKernels::select();
     let mut paths = [Path::Rows; MAX_BATCH];
     let mut forms = [Form::F32; MAX_BATCH];
+    let mut tiles: [Option<Tile>; MAX_BATCH] = [None; MAX_BATCH];
     for (i, p) in batch.iter().flatten().enumerate() {
         let x = &mut inputs[p.input];
         let (w, n) = (&p.w, x.n);
         forms[i] = form(w.dtype(), x.mode);
-        let tiles =
-            gemm.is_some() && GemmKernels::handles(w.dtype()) && gemm_form(w.dtype(), forms[i]);
+        // Where every token must get what it gets alone, only a tile that equals matvec bit for
+        // bit (tests/kquant.rs, traits_tests.rs) may run.
+        let per_token = x.bufs.kernels == TokenKernels::PerToken;
+        tiles[i] = tile_for(w.dtype(), per_token).filter(|&t| tile_reads(t, forms[i]));
         paths[i] = match x.bufs.kernels {
-            TokenKernels::Tiles if tiles => Path::Gemm,
-            // K-quant tiles equal their matvec bit for bit (tests/kquant.rs); the others do not.
-            TokenKernels::PerToken if n > 1 && tiles && w.dtype().is_k_quant() => Path::Gemm,
-            TokenKernels::Auto if n > 1 && tiles => Path::Gemm,
+            TokenKernels::Tiles if tiles[i].is_some() => Path::Gemm,
+            TokenKernels::PerToken | TokenKernels::Auto if n > 1 && tiles[i].is_some() => {
+                Path::Gemm
+            }
             _ if n == 1 => Path::Rows,
             _ => Path::RowsTokens,
         };
-        match (paths[i], w.dtype()) {
-            (Path::Gemm, DType::Q8_0 | DType::Q4_0) => x.ensure_packed(w.cols()),
-            (Path::Gemm, d) if d.is_k_quant() => x.ensure(Form::Q8K, w.cols()),
+        match (paths[i], tiles[i]) {
+            (Path::Gemm, Some(Tile::Super(_))) => x.ensure(Form::Q8K, w.cols()),
+            (Path::Gemm, Some(Tile::Wide(_))) => x.ensure_wide(w.cols()),
+            (Path::Gemm, Some(Tile::Wide32(_))) => x.ensure_wide32(w.cols()),
             (Path::Gemm, _) => {}
             _ => x.ensure(forms[i], w.cols()),
         }
@@ -377,7 +393,7 @@ fn matmul_refs(
                 w.rows_into(k, first, &x.token(forms[i], w.cols(), 0), ys);
             }
             Path::Gemm => {
-                gemm_rows(gemm.expect("GEMM kernels were selected"), &w, x, first, m, out)
+                gemm_rows(tiles[i].expect("a GEMM path has a tile"), &w, x, first, m, out)
             }
             Path::RowsTokens => unreachable!("computed above"),
         }
@@ -389,43 +405,26 @@ fn matmul_refs(
     Ok(())
 }
 
-/// Whether the GEMM tiles compute `dtype` in activation form `f`: quantised weights only against
-/// Q8_0 activations (the exact reference mode keeps f32 activations and dequantises), float
-/// weights against f32.
-fn gemm_form(dtype: DType, f: Form) -> bool {
-    match dtype {
-        DType::Q8_0 | DType::Q4_0 => f == Form::Q8,
-        d if d.is_k_quant() => f == Form::Q8K,
-        _ => f == Form::F32,
+/// Whether a tile computes a product whose activations are in form `f`: quantised weights only
+/// against quantised activations (the exact reference mode keeps f32 activations and
+/// dequantises), float weights against f32.
+fn tile_reads(tile: Tile, f: Form) -> bool {
+    match tile {
+        Tile::Wide32(_) => f == Form::Q8,
+        Tile::Super(_) | Tile::Wide(_) => f == Form::Q8K,
+        Tile::Float(_) => f == Form::F32,
     }
 }
 
 /// Rows `first..first + m` of `w` against every token with the GEMM tiles.
-fn gemm_rows(g: &GemmKernels, w: &Matrix, x: &Input, first: usize, m: usize, out: &RowsOut) {
-    let f32s = || PackedF32::new(x.xs, w.cols());
-    match w.dtype() {
-        DType::Q8_0 => (g.q8_0)(bytemuck::cast_slice(w.bytes()), first, m, &x.bufs.packed, out),
-        DType::Q4_0 => (g.q4_0)(
-            bytemuck::cast_slice::<u8, BlockQ4_0>(w.bytes()),
-            first,
-            m,
-            &x.bufs.packed,
-            out,
-        ),
-        DType::F32 => (g.f32)(bytemuck::cast_slice(w.bytes()), first, m, &f32s(), out),
-        DType::F16 => (g.f16)(bytemuck::cast_slice::<u8, f16>(w.bytes()), first, m, &f32s(), out),
-        DType::Bf16 => {
-            (g.bf16)(bytemuck::cast_slice::<u8, bf16>(w.bytes()), first, m, &f32s(), out)
+fn gemm_rows(tile: Tile, w: &Matrix, x: &Input, first: usize, m: usize, out: &RowsOut) {
+    match tile {
+        Tile::Super(tile) => {
+            tile(w.bytes(), first, m, &x.bufs.q8k, w.cols() / QK_K, out);
         }
-        DType::Q4K | DType::Q5K | DType::Q6K => {
-            let (xs, per_row) = (&x.bufs.q8k[..], w.cols() / QK_K);
-            match w.dtype() {
-                DType::Q4K => (g.q4_k)(bytemuck::cast_slice(w.bytes()), first, m, xs, per_row, out),
-                DType::Q5K => (g.q5_k)(bytemuck::cast_slice(w.bytes()), first, m, xs, per_row, out),
-                _ => (g.q6_k)(bytemuck::cast_slice(w.bytes()), first, m, xs, per_row, out),
-            }
-        }
-        other => unreachable!("GemmKernels::handles({other}) is false"),
+        Tile::Wide(tile) => tile(w.bytes(), first, m, &x.bufs.wide, w.cols() / QK_K, out),
+        Tile::Wide32(tile) => tile(w.bytes(), first, m, &x.bufs.wide32, w.cols() / QK, out),
+        Tile::Float(tile) => tile(w.bytes(), first, m, &PackedF32::new(x.xs, w.cols()), out),
     }
 }
 

@@ -6,6 +6,7 @@
 use half::{bf16, f16};
 
 use crate::dot::Isa;
+use crate::gemm::Tile;
 use crate::matvec::Prepared;
 use crate::quant::*;
 use crate::DType;
@@ -97,6 +98,10 @@ pub struct TypeTraits {
     pub(crate) quantize: Option<Quantizer>,
     /// Dot products through this table; None where `DotKernels` has dedicated fields.
     pub(crate) dots: Option<Dots>,
+    /// The prefill GEMM tile (AVX-512), where the type has one.
+    pub(crate) tile: Option<Tile>,
+    /// A tile whose tokens equal matvec's bit for bit, where `tile` is not one.
+    pub(crate) exact_tile: Option<Tile>,
 }
 
 impl std::fmt::Debug for TypeTraits {
@@ -177,6 +182,8 @@ const fn row(
         dequantize,
         quantize: None,
         dots: None,
+        tile: None,
+        exact_tile: None,
     }
 }
 
@@ -191,6 +198,16 @@ impl TypeTraits {
     }
     const fn dots(mut self, scalar: RawDot, avx2: Option<RawDot>) -> Self {
         self.dots = Some(Dots { scalar, avx2, tokens: None });
+        self
+    }
+    const fn tile(mut self, tile: Option<Tile>) -> Self {
+        self.tile = tile;
+        self
+    }
+    /// The wide prefill tile, with the exact one kept for tokens that must equal matvec's.
+    const fn wide_tile(mut self, wide: Option<Tile>, exact: Option<Tile>) -> Self {
+        self.tile = wide;
+        self.exact_tile = exact;
         self
     }
     const fn with_tokens(mut self, kernels: (TokensDot, Option<TokensDot>)) -> Self {
@@ -228,6 +245,44 @@ macro_rules! tokens_avx2 {
     };
 }
 
+/// A type's GEMM tile: `kquant` (the K-quant super-blocks) and `codes` (super-blocks that
+/// unpack to signed codes), both exact, `wide` (super-blocks as outer products), `wide32`
+/// (32-value blocks as outer products), `float`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! tile {
+    (kquant $block:ty) => {
+        Some(Tile::Super(|w: &[u8], first, m, x, per_row, out| {
+            crate::gemm::kquant::k_rows::<$block>(blocks!(w), first, m, x, per_row, out)
+        }))
+    };
+    (codes $block:ty) => {
+        Some(Tile::Super(|w: &[u8], first, m, x, per_row, out| {
+            crate::gemm::codes::code_rows::<$block>(blocks!(w), first, m, x, per_row, out)
+        }))
+    };
+    (wide $block:ty) => {
+        Some(Tile::Wide(|w: &[u8], first, m, x, per_row, out| {
+            crate::gemm::wide::wide_rows::<$block>(blocks!(w), first, m, x, per_row, out)
+        }))
+    };
+    (wide32 $block:ty) => {
+        Some(Tile::Wide32(|w: &[u8], first, m, x, per_row, out| {
+            crate::gemm::wide32::block_rows::<$block>(blocks!(w), first, m, x, per_row, out)
+        }))
+    };
+    (float $elem:ty) => {
+        Some(Tile::Float(|w: &[u8], first, m, x, out| {
+            crate::gemm::float::float_rows::<$elem>(blocks!(w), first, m, x, out)
+        }))
+    };
+}
+#[cfg(not(target_arch = "x86_64"))]
+macro_rules! tile {
+    ($($any:tt)*) => {
+        None
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 macro_rules! avx2 {
     ($f:path, $form:ident) => {
@@ -246,23 +301,29 @@ use DType as D;
 
 /// One row per [`DType`], in the enum's order (checked at compile time below).
 pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
-    row(D::F32, "f32", "F32", 0, (1, 4), A::F32, deq_f32),
-    row(D::F16, "f16", "F16", 1, (1, 2), A::F32, deq_f16),
-    row(D::Bf16, "bf16", "BF16", 30, (1, 2), A::F32, deq_bf16),
+    row(D::F32, "f32", "F32", 0, (1, 4), A::F32, deq_f32).tile(tile!(float f32)),
+    row(D::F16, "f16", "F16", 1, (1, 2), A::F32, deq_f16).tile(tile!(float f16)),
+    row(D::Bf16, "bf16", "BF16", 30, (1, 2), A::F32, deq_bf16).tile(tile!(float bf16)),
     row(D::Q8_0, "q8_0", "Q8_0", 8, (32, 34), A::Q8_0, deq!(dequantize_q8_0))
         .scale_at(ScaleField::At(0, None))
-        .quantizer(quant!(quantize_q8_0)),
+        .quantizer(quant!(quantize_q8_0))
+        .tile(tile!(wide32 BlockQ8_0)),
     row(D::Q4_0, "q4_0", "Q4_0", 2, (32, 18), A::Q8_0, deq!(dequantize_q4_0))
         .scale_at(ScaleField::At(0, None))
-        .quantizer(quant!(quantize_q4_0)),
+        .quantizer(quant!(quantize_q4_0))
+        .tile(tile!(wide32 BlockQ4_0)),
     row(D::Q2K, "q2_k", "Q2_K", 10, (256, 84), A::Q8K, deq!(dequantize_q2_k))
         .dots(dot!(dot_q2_k, Q8K), avx2!(q2_k::avx2::dot_q2_k, Q8K)),
     row(D::Q3K, "q3_k", "Q3_K", 11, (256, 110), A::Q8K, deq!(dequantize_q3_k))
         .dots(dot!(dot_q3_k, Q8K), avx2!(q3_k::avx2::dot_q3_k, Q8K))
-        .with_tokens(tokens!(BlockQ3K)),
-    row(D::Q4K, "q4_k", "Q4_K", 12, (256, 144), A::Q8K, deq!(dequantize_q4_k)),
-    row(D::Q5K, "q5_k", "Q5_K", 13, (256, 176), A::Q8K, deq!(dequantize_q5_k)),
-    row(D::Q6K, "q6_k", "Q6_K", 14, (256, 210), A::Q8K, deq!(dequantize_q6_k)),
+        .with_tokens(tokens!(BlockQ3K))
+        .wide_tile(tile!(wide BlockQ3K), tile!(codes BlockQ3K)),
+    row(D::Q4K, "q4_k", "Q4_K", 12, (256, 144), A::Q8K, deq!(dequantize_q4_k))
+        .wide_tile(tile!(wide BlockQ4K), tile!(kquant BlockQ4K)),
+    row(D::Q5K, "q5_k", "Q5_K", 13, (256, 176), A::Q8K, deq!(dequantize_q5_k))
+        .wide_tile(tile!(wide BlockQ5K), tile!(kquant BlockQ5K)),
+    row(D::Q6K, "q6_k", "Q6_K", 14, (256, 210), A::Q8K, deq!(dequantize_q6_k))
+        .wide_tile(tile!(wide BlockQ6K), tile!(kquant BlockQ6K)),
     row(D::Mxfp4, "mxfp4", "MXFP4", 39, (32, 17), A::Q8_0, deq!(dequantize_mxfp4))
         .quantizer(quant!(quantize_mxfp4)),
     row(D::Q4_1, "q4_1", "Q4_1", 3, (32, 20), A::Q8_1, deq!(dequantize_q4_1))
@@ -272,7 +333,8 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
     row(D::Q5_0, "q5_0", "Q5_0", 6, (32, 22), A::Q8_0, deq!(dequantize_q5_0))
         .scale_at(ScaleField::At(0, None))
         .quantizer(quant!(quantize_q5_0))
-        .dots(dot!(dot_q5_0, Q8), avx2!(q5_0::avx2::dot_q5_0, Q8)),
+        .dots(dot!(dot_q5_0, Q8), avx2!(q5_0::avx2::dot_q5_0, Q8))
+        .tile(tile!(wide32 BlockQ5_0)),
     row(D::Q5_1, "q5_1", "Q5_1", 7, (32, 24), A::Q8_1, deq!(dequantize_q5_1))
         .scale_at(ScaleField::At(0, Some(2)))
         .quantizer(quant!(quantize_q5_1))
@@ -283,27 +345,33 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
     row(D::Iq4Xs, "iq4_xs", "IQ4_XS", 23, (256, 136), A::Q8K, deq!(dequantize_iq4_xs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq4_xs, Q8K), avx2!(iq4_xs::avx2::dot_iq4_xs, Q8K))
-        .with_tokens(tokens!(BlockIq4Xs)),
+        .with_tokens(tokens!(BlockIq4Xs))
+        .wide_tile(tile!(wide BlockIq4Xs), tile!(codes BlockIq4Xs)),
     row(D::Iq2Xxs, "iq2_xxs", "IQ2_XXS", 16, (256, 66), A::Q8K, deq!(dequantize_iq2_xxs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_xxs, Q8K), avx2!(iq2_xxs::avx2::dot_iq2_xxs, Q8K))
-        .with_tokens(tokens!(BlockIq2Xxs)),
+        .with_tokens(tokens!(BlockIq2Xxs))
+        .wide_tile(tile!(wide BlockIq2Xxs), tile!(codes BlockIq2Xxs)),
     row(D::Iq2Xs, "iq2_xs", "IQ2_XS", 17, (256, 74), A::Q8K, deq!(dequantize_iq2_xs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_xs, Q8K), avx2!(iq2_xs::avx2::dot_iq2_xs, Q8K))
-        .with_tokens(tokens!(BlockIq2Xs)),
+        .with_tokens(tokens!(BlockIq2Xs))
+        .wide_tile(tile!(wide BlockIq2Xs), tile!(codes BlockIq2Xs)),
     row(D::Iq2S, "iq2_s", "IQ2_S", 22, (256, 82), A::Q8K, deq!(dequantize_iq2_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_s, Q8K), avx2!(iq2_s::avx2::dot_iq2_s, Q8K))
-        .with_tokens(tokens!(BlockIq2S)),
+        .with_tokens(tokens!(BlockIq2S))
+        .wide_tile(tile!(wide BlockIq2S), tile!(codes BlockIq2S)),
     row(D::Iq3Xxs, "iq3_xxs", "IQ3_XXS", 18, (256, 98), A::Q8K, deq!(dequantize_iq3_xxs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq3_xxs, Q8K), avx2!(iq3_xxs::avx2::dot_iq3_xxs, Q8K))
-        .with_tokens(tokens!(BlockIq3Xxs)),
+        .with_tokens(tokens!(BlockIq3Xxs))
+        .wide_tile(tile!(wide BlockIq3Xxs), tile!(codes BlockIq3Xxs)),
     row(D::Iq3S, "iq3_s", "IQ3_S", 21, (256, 110), A::Q8K, deq!(dequantize_iq3_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq3_s, Q8K), avx2!(iq3_s::avx2::dot_iq3_s, Q8K))
-        .with_tokens(tokens!(BlockIq3S)),
+        .with_tokens(tokens!(BlockIq3S))
+        .wide_tile(tile!(wide BlockIq3S), tile!(codes BlockIq3S)),
     row(D::Iq1S, "iq1_s", "IQ1_S", 19, (256, 50), A::Q8K, deq!(dequantize_iq1_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq1_s, Q8K), avx2!(iq1_s::avx2::dot_iq1_s, Q8K)),

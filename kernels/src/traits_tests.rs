@@ -53,6 +53,11 @@ fn weights(dtype: DType, blocks: usize, seed: u64) -> Vec<u8> {
                 b[82..84].copy_from_slice(&d.to_le_bytes());
             }
             DType::Q3K => b[108..110].copy_from_slice(&d.to_le_bytes()),
+            DType::Q4K | DType::Q5K => {
+                b[..2].copy_from_slice(&d.to_le_bytes());
+                b[2..4].copy_from_slice(&d.to_le_bytes());
+            }
+            DType::Q6K => b[208..210].copy_from_slice(&d.to_le_bytes()),
             _ => b[..2].copy_from_slice(&d.to_le_bytes()),
         }
     }
@@ -219,4 +224,102 @@ fn every_row_is_in_dtype_order_and_named_both_ways() {
         assert_eq!(DType::from_ggml_id(d.ggml_id()), Some(d));
     }
     assert!("iq9_zz".parse::<DType>().is_err());
+}
+
+/// Every type with a GEMM tile, through `matmul` (the tiles where this CPU runs them) against
+/// each token's `matvec`, on odd row, block and token counts: the super-block tiles bit for bit,
+/// the others (Q8_0-pair and float tiles, whose sums run in another order) within a rounding of
+/// the products' magnitude.
+#[test]
+fn tiles_equal_matvec_per_token() {
+    let pool = crate::KernelPool::new(2).unwrap();
+    let tiled: Vec<&TypeTraits> = TYPES.iter().filter(|t| t.tile.is_some()).collect();
+    #[cfg(target_arch = "x86_64")]
+    for d in [D::Iq2Xxs, D::Iq3Xxs, D::Iq4Xs, D::Q5_0, D::Q4K, D::Q8_0] {
+        assert!(tiled.iter().any(|t| t.dtype == d), "{d} has a tile");
+    }
+    for t in tiled {
+        let exact = t.tile.is_some_and(Tile::exact);
+        let blocks = if t.block_values >= QK_K { 3 } else { 7 };
+        let (rows, cols) = (9, blocks * t.block_values.max(32));
+        let w: Vec<u8> = match t.dtype {
+            D::F32 => normals(rows * cols, 91).iter().flat_map(|v| v.to_le_bytes()).collect(),
+            D::F16 => normals(rows * cols, 91)
+                .iter()
+                .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                .collect(),
+            D::Bf16 => normals(rows * cols, 91)
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
+            _ => weights(t.dtype, rows * cols / t.block_values, 91),
+        };
+        let m = crate::Matrix::new(t.dtype, rows, cols, &w).unwrap();
+        let mut wd = vec![0.0f32; rows * cols];
+        t.dtype.dequantize(&w, &mut wd).unwrap();
+        for n in [2usize, 3, 5, 17] {
+            let xs = normals(n * cols, 17 + n as u64);
+            let mut ys = vec![f32::NAN; n * rows];
+            crate::matmul(&m, &xs, &mut ys, n, Some(&pool)).unwrap();
+            // Per token (decode over several sequences): the exact tile or the row kernels.
+            let mut bufs = crate::InputBuffers::default();
+            bufs.set_kernels(crate::TokenKernels::PerToken);
+            let mut per_token = vec![f32::NAN; n * rows];
+            let mut input = bufs.input(&xs, n, Default::default());
+            crate::matmul_input(&m, &mut input, &mut per_token, Some(&pool)).unwrap();
+            // Prompt rows (`Tiles`): each token's outputs are the ones it gets alone.
+            let tiles = |xs: &[f32], n: usize| {
+                let mut out = vec![f32::NAN; n * rows];
+                let mut bufs = crate::InputBuffers::default();
+                bufs.set_kernels(crate::TokenKernels::Tiles);
+                let mut input = bufs.input(xs, n, Default::default());
+                crate::matmul_input(&m, &mut input, &mut out, Some(&pool)).unwrap();
+                out
+            };
+            let all = tiles(&xs, n);
+            for tok in 0..n {
+                let x = &xs[tok * cols..(tok + 1) * cols];
+                let one = tiles(x, 1);
+                let company = &all[tok * rows..(tok + 1) * rows];
+                for (a, b) in company.iter().zip(&one) {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{} n={n} token {tok}: company", t.name);
+                }
+                let mut y = vec![f32::NAN; rows];
+                crate::matvec(&m, x, &mut y, None).unwrap();
+                for r in 0..rows {
+                    let got = ys[tok * rows + r];
+                    let row = &wd[r * cols..(r + 1) * cols];
+                    let mag: f64 =
+                        row.iter().zip(x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+                    if t.act != ActForm::F32 && t.dtype != D::Q4_0 && t.dtype != D::Q8_0 {
+                        // Their row kernels (and exact tiles) equal matvec bit for bit.
+                        let p = per_token[tok * rows + r];
+                        assert_eq!(
+                            p.to_bits(),
+                            y[r].to_bits(),
+                            "{} per token: {p} vs {}",
+                            t.name,
+                            y[r]
+                        );
+                    }
+                    if exact {
+                        assert_eq!(
+                            got.to_bits(),
+                            y[r].to_bits(),
+                            "{} n={n} token {tok} row {r}: {got} vs {}",
+                            t.name,
+                            y[r]
+                        );
+                    } else {
+                        assert!(
+                            (got as f64 - y[r] as f64).abs() <= 1e-5 * mag,
+                            "{} n={n} token {tok} row {r}: {got} vs {} (scale {mag})",
+                            t.name,
+                            y[r]
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -228,13 +228,19 @@ fn k_quant_matvec_matches_f64_with_threads() {
                 );
             }
         }
-        // Prefill (the tiled GEMM where the CPU has one): every token's outputs equal that
-        // token's matvec bit for bit (the same Q8_K activations, integer sums and f32 steps),
-        // for token counts a tile leaves over.
-        for n in [2usize, 3, 5] {
+        // Prefill (the tiled GEMM where the CPU has one): every token's outputs within a
+        // rounding of that token's matvec; with `TokenKernels::PerToken` (decode over several
+        // sequences) equal to it bit for bit (the same Q8_K activations, integer sums and f32
+        // steps), for token counts a tile leaves over.
+        for n in [2usize, 3, 5, 17] {
             let xs = activations(n * cols, 40 + n as u64);
             let mut ys = vec![0.0f32; n * rows];
             floe_kernels::matmul(&m, &xs, &mut ys, n, Some(&pool)).unwrap();
+            let mut bufs = floe_kernels::InputBuffers::default();
+            bufs.set_kernels(floe_kernels::TokenKernels::PerToken);
+            let mut exact = vec![0.0f32; n * rows];
+            let mut input = bufs.input(&xs, n, Default::default());
+            floe_kernels::matmul_input(&m, &mut input, &mut exact, Some(&pool)).unwrap();
             for t in 0..n {
                 let mut y = vec![0.0f32; rows];
                 matvec(&m, &xs[t * cols..(t + 1) * cols], &mut y, None).unwrap();
@@ -249,9 +255,11 @@ fn k_quant_matvec_matches_f64_with_threads() {
                         "{dtype} n={n} token {t} row {r}: matmul {got} vs matvec {}",
                         y[r]
                     );
-                    if matches!(dtype, DType::Q4K | DType::Q5K | DType::Q6K) {
-                        assert_eq!(got as f32, y[r], "{dtype} n={n} token {t} row {r}: bits");
-                    }
+                    assert_eq!(
+                        exact[t * rows + r].to_bits(),
+                        y[r].to_bits(),
+                        "{dtype} n={n} token {t} row {r}: per-token bits"
+                    );
                 }
             }
         }

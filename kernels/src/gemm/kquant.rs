@@ -42,7 +42,25 @@ pub(crate) struct KRow {
 const _: () = assert!(std::mem::size_of::<KRow>() == 576);
 
 impl KRow {
-    const ZERO: KRow = KRow { q: [0; QK_K], sc: [0; QK_K / 2], mm: [0; 16], d: 0.0, dm: 0.0 };
+    pub(crate) const ZERO: KRow =
+        KRow { q: [0; QK_K], sc: [0; QK_K / 2], mm: [0; 16], d: 0.0, dm: 0.0 };
+
+    /// The codes, unsigned, in value order.
+    pub(crate) fn codes(&self) -> &[u8; QK_K] {
+        &self.q
+    }
+    /// The scale of each value pair.
+    pub(crate) fn pair_scales(&self) -> &[i16; QK_K / 2] {
+        &self.sc
+    }
+    /// Per 16 values, what multiplies the activations' sum (see the field).
+    pub(crate) fn sum_factors(&self) -> &[i16; 16] {
+        &self.mm
+    }
+    /// The scale of the code products and of the minima.
+    pub(crate) fn scales(&self) -> (f32, f32) {
+        (self.d, self.dm)
+    }
 }
 
 /// A K-quant block format the tiles can read.
@@ -207,7 +225,7 @@ pub(crate) fn k_rows<B: KBlock>(
                         let rows: [_; $m] = std::array::from_fn(|i| row(r0 + i));
                         let toks: [_; $k] = std::array::from_fn(|i| tok(t0 + i));
                         // SAFETY: these tiles are only handed out when the CPU has AVX-512
-                        // F/BW with AVX2 and FMA (GemmKernels::avx512).
+                        // F/BW with AVX2 and FMA (`super::enabled`).
                         let v = unsafe {
                             if B::OFFSET {
                                 k_tile::<true, $m, $k>(rows, toks)

@@ -76,15 +76,19 @@ pub fn dequantize_q3_k(blocks: &[BlockQ3K], out: &mut [f32]) {
 /// The 256 signed codes in value order: value `128j + 32k + i` takes bits `2k` of byte
 /// `32j + i` of `qs`, less 4 where bit `4j + k` of `hmask[i]` is clear.
 fn codes(b: &BlockQ3K) -> [i8; QK_K] {
-    std::array::from_fn(|v| {
-        let (j, k, i) = (v / 128, v % 128 / 32, v % 32);
-        let low = ((b.qs[32 * j + i] >> (2 * k)) & 3) as i8;
-        if b.hmask[i] >> (4 * j + k) & 1 != 0 {
-            low
-        } else {
-            low - 4
+    // Loops over runs of 32 with the same shifts, so the compiler vectorises them.
+    let mut out = [0i8; QK_K];
+    for j in 0..2 {
+        for k in 0..4 {
+            let run = &mut out[128 * j + 32 * k..128 * j + 32 * k + 32];
+            let (qs, bit) = (&b.qs[32 * j..32 * j + 32], 4 * j + k);
+            for ((o, &q), &h) in run.iter_mut().zip(qs).zip(&b.hmask) {
+                let low = ((q >> (2 * k)) & 3) as i8;
+                *o = low - (((h >> bit) & 1) ^ 1) as i8 * 4;
+            }
         }
-    })
+    }
+    out
 }
 
 /// Q3_K . Q8_K rounded as ggml's AVX2 kernel: per super-block the codes' exact products times

@@ -24,7 +24,7 @@ const _: () = assert!(std::mem::align_of::<BlockQ5_0>() == 2);
 
 /// The 32 unsigned 5-bit codes of a Q5_0 or Q5_1 block, in value order.
 #[inline]
-pub(super) fn codes5(qh: [u8; 4], qs: &[u8; QK / 2]) -> [u8; QK] {
+pub(crate) fn codes5(qh: [u8; 4], qs: &[u8; QK / 2]) -> [u8; QK] {
     let h = u32::from_le_bytes(qh);
     let mut q = [0u8; QK];
     for j in 0..QK / 2 {

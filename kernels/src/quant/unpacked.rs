@@ -43,12 +43,19 @@ pub(crate) trait Unpack: Copy {
 
 /// The grid types without a shift: code = grid value times its sign.
 pub(crate) fn unpack_grid<B: GridBlock>(b: &B, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+    let bytes = |words: [u64; 4]| {
+        let mut out = [0u8; 32];
+        for (w, o) in words.iter().zip(out.chunks_exact_mut(8)) {
+            o.copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    };
     for r in 0..QK_K / 32 {
         let Run { grid, signs, ls: l } = b.run(r);
-        for (v, c) in codes[32 * r..32 * r + 32].iter_mut().enumerate() {
-            let g = (grid[v / 8] >> (8 * (v % 8))) as u8 as i8;
-            let s = (signs[v / 8] >> (8 * (v % 8))) as u8 as i8;
-            *c = if B::SIGNED { g } else { g * s };
+        let (g, s) = (bytes(grid), bytes(signs));
+        for ((c, &g), &s) in codes[32 * r..32 * r + 32].iter_mut().zip(&g).zip(&s) {
+            // Signs are 1 or -1 as bytes.
+            *c = if B::SIGNED { g as i8 } else { (g as i8).wrapping_mul(s as i8) };
         }
         ls[2 * r..2 * r + 2].copy_from_slice(&l);
     }
