@@ -38,17 +38,21 @@ pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
         out.len()
     );
     for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
-        let (mut amax, mut max) = (0.0f32, 0.0f32);
-        for &v in xb {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
+        // The largest magnitude in eight lanes (vectorised; a NaN never wins, as in ggml's
+        // strict comparison), then the first value that has it.
+        let mut lanes = [0.0f32; 8];
+        for c in xb.chunks_exact(8) {
+            for (m, &v) in lanes.iter_mut().zip(c) {
+                let a = v.abs();
+                *m = if a > *m { a } else { *m };
             }
         }
+        let amax = lanes.iter().fold(0.0f32, |m, &a| if a > m { a } else { m });
         if amax == 0.0 {
             *b = BlockQ8K::ZERO;
             continue;
         }
+        let max = xb.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
         let iscale = -127.0 / max;
         for (q, &v) in b.qs.iter_mut().zip(xb) {
             *q = (super::round_ties_even_small(v * iscale) as i32).min(127) as i8;
