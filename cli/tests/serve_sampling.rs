@@ -247,3 +247,35 @@ fn a_request_can_run_fewer_experts() {
     let (st, v) = ask(Some(0));
     assert_eq!(st, 400, "{v}");
 }
+
+/// `min_expert_weight` (floe's own field): 0 is the exact answer, a high ratio (about one expert
+/// per token) changes the greedy answer, and a ratio outside [0, 1) is a 400 naming the field.
+#[test]
+fn a_request_can_skip_weak_experts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = start(&tiny_model(tmp.path()), &["--ctx", "512"]);
+    let p = srv.port;
+    let ask = |ratio: Option<f64>| {
+        let mut body = json!({"prompt": "Tell me a story", "max_tokens": 16, "temperature": 0});
+        if let Some(r) = ratio {
+            body["min_expert_weight"] = r.into();
+        }
+        post(p, "/v1/completions", body)
+    };
+    let (st, exact) = ask(None);
+    assert_eq!(st, 200, "{exact}");
+    let (st, same) = ask(Some(0.0));
+    assert_eq!(st, 200, "{same}");
+    assert_eq!(exact["choices"][0]["text"], same["choices"][0]["text"]);
+    let (st, strict) = ask(Some(0.99));
+    assert_eq!(st, 200, "{strict}");
+    assert_ne!(
+        exact["choices"][0]["text"], strict["choices"][0]["text"],
+        "skipping weak experts changed nothing"
+    );
+    for bad in [1.0, -0.1, 7.0] {
+        let (st, v) = ask(Some(bad));
+        assert_eq!(st, 400, "{bad}: {v}");
+        assert_eq!(v["error"]["param"], "min_expert_weight", "{v}");
+    }
+}

@@ -171,3 +171,58 @@ fn a_requests_expert_count_matches_the_engines() {
         assert!(err.contains(&format!("give 1 to {top_k}")), "{name}: {err}");
     }
 }
+
+/// A request's own weak-expert ratio (`GenerateOptions::min_expert_weight`) decodes what an
+/// engine opened with that ratio decodes, greedy tokens equal; a request with the ratio and one
+/// without decode together and each gets its tokens alone; a ratio outside [0, 1) is refused.
+#[test]
+fn a_requests_weight_ratio_matches_the_engines() {
+    use floe::GenerateOptions;
+    let ratio = 0.9;
+    for name in FAMILIES {
+        let Some(dir) = golden_dir(name) else { return };
+        let path = dir.join("model-F32.gguf");
+        let config = |r: f32, sequences| EngineConfig {
+            experts: ExpertMemory::Resident,
+            threads: 2,
+            max_sequences: sequences,
+            kept_sessions: 0,
+            expert_selection: ExpertSelection { min_weight_ratio: r, ..Default::default() },
+            ..Default::default()
+        };
+        let options = |r| GenerateOptions {
+            max_tokens: 12,
+            ignore_eos: true,
+            min_expert_weight: r,
+            ..Default::default()
+        };
+        let run = |e: &Engine, r| -> Vec<u32> {
+            e.generate("the fox", options(r)).unwrap().map(|t| t.unwrap().id).collect()
+        };
+        let by_engine = run(&Engine::open(&path, config(ratio, 1)).unwrap(), None);
+        let both = std::sync::Arc::new(Engine::open(&path, config(0.0, 2)).unwrap());
+        let alone = [run(&both, None), run(&both, Some(ratio))];
+        assert_eq!(alone[1], by_engine, "{name}: per request against per engine");
+        assert_ne!(alone[0], alone[1], "{name}: the ratio changed nothing");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let together: Vec<Vec<u32>> = [None, Some(ratio)]
+            .into_iter()
+            .map(|r| {
+                let (both, barrier) =
+                    (std::sync::Arc::clone(&both), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    both.generate("the fox", options(r)).unwrap().map(|t| t.unwrap().id).collect()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(together, alone, "{name}: together against alone");
+        for bad in [1.0, -0.5, f32::NAN] {
+            let err = both.generate("the fox", options(Some(bad))).err().map(|e| e.to_string());
+            assert!(err.as_deref().unwrap_or("").contains("[0, 1)"), "{name} {bad}: {err:?}");
+        }
+    }
+}

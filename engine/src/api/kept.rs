@@ -2,6 +2,7 @@
 //! tokens (a conversation's next turn, a shared system prompt) continues from their state
 //! instead of running those tokens again: a small LRU keyed by the tokens each session holds.
 
+use crate::runtime::session::SeqExperts;
 use crate::runtime::Session;
 
 /// The kept sessions, least recently used first.
@@ -47,13 +48,13 @@ impl KeptSessions {
 
     /// The kept session that supplies most of `prompt`, taken out and cut back to that prefix,
     /// with the number of tokens it supplies; None when none supplies any. Only a session run
-    /// with the same expert count per token (`experts`) supplies any: its state depends on it.
-    pub fn take(&mut self, prompt: &[u32], experts: Option<usize>) -> Option<(Session, usize)> {
+    /// with the same expert knobs (`knobs`) supplies any: its state depends on them.
+    pub fn take(&mut self, prompt: &[u32], knobs: SeqExperts) -> Option<(Session, usize)> {
         let (i, n) = self
             .entries
             .iter()
             .enumerate()
-            .filter(|(_, (_, s))| s.experts_per_token() == experts)
+            .filter(|(_, (_, s))| s.expert_knobs() == knobs)
             .map(|(i, (t, _))| (i, self.usable(t, prompt)))
             .max_by_key(|&(i, n)| (n, i))?;
         if n == 0 {
@@ -78,6 +79,10 @@ impl KeptSessions {
 mod tests {
     use super::*;
 
+    fn per_token(k: Option<usize>) -> SeqExperts {
+        SeqExperts { per_token: k, min_weight: None }
+    }
+
     fn held(n: usize) -> Session {
         let mut s = Session::default();
         s.set_position_for_tests(n);
@@ -88,9 +93,9 @@ mod tests {
     fn a_session_is_reused_only_at_its_expert_count() {
         let mut k = KeptSessions::new(2, true);
         k.put(vec![1, 2, 3], held(3).with_experts_per_token(Some(2)));
-        assert!(k.take(&[1, 2, 3, 4], None).is_none());
-        assert!(k.take(&[1, 2, 3, 4], Some(3)).is_none());
-        let (s, n) = k.take(&[1, 2, 3, 4], Some(2)).unwrap();
+        assert!(k.take(&[1, 2, 3, 4], SeqExperts::default()).is_none());
+        assert!(k.take(&[1, 2, 3, 4], per_token(Some(3))).is_none());
+        let (s, n) = k.take(&[1, 2, 3, 4], per_token(Some(2))).unwrap();
         assert_eq!((n, s.experts_per_token()), (3, Some(2)));
     }
 
@@ -100,21 +105,21 @@ mod tests {
         k.put(vec![1, 2, 3], held(3));
         k.put(vec![1, 2, 9, 9], held(4));
         // Shares 3 with the first, 2 with the second.
-        let (s, n) = k.take(&[1, 2, 3, 4], None).unwrap();
+        let (s, n) = k.take(&[1, 2, 3, 4], SeqExperts::default()).unwrap();
         assert_eq!((n, s.position()), (3, 3));
         assert_eq!(k.len(), 1);
         // The same prompt again: all but its last token, cut back.
         k.put(vec![1, 2, 9, 9], held(4));
-        let (s, n) = k.take(&[1, 2, 9, 9], None).unwrap();
+        let (s, n) = k.take(&[1, 2, 9, 9], SeqExperts::default()).unwrap();
         assert_eq!((n, s.position()), (3, 3));
-        assert!(k.take(&[7, 8], None).is_none());
+        assert!(k.take(&[7, 8], SeqExperts::default()).is_none());
         // A third entry pushes out the least recently used.
         let mut k = KeptSessions::new(2, true);
         k.put(vec![1], held(1));
         k.put(vec![2], held(1));
         k.put(vec![3], held(1));
-        assert!(k.take(&[1, 5], None).is_none());
-        assert!(k.take(&[2, 5], None).is_some());
+        assert!(k.take(&[1, 5], SeqExperts::default()).is_none());
+        assert!(k.take(&[2, 5], SeqExperts::default()).is_some());
         // Nothing is kept with capacity 0, nor a session whose position disagrees.
         let mut k = KeptSessions::new(0, true);
         k.put(vec![1], held(1));
@@ -128,9 +133,9 @@ mod tests {
     fn a_recurrent_state_is_only_continued_never_cut_back() {
         let mut k = KeptSessions::new(4, false);
         k.put(vec![1, 2, 3], held(3));
-        assert!(k.take(&[1, 2, 4, 5], None).is_none());
-        assert!(k.take(&[1, 2, 3], None).is_none());
-        let (s, n) = k.take(&[1, 2, 3, 4], None).unwrap();
+        assert!(k.take(&[1, 2, 4, 5], SeqExperts::default()).is_none());
+        assert!(k.take(&[1, 2, 3], SeqExperts::default()).is_none());
+        let (s, n) = k.take(&[1, 2, 3, 4], SeqExperts::default()).unwrap();
         assert_eq!((n, s.position()), (3, 3));
     }
 }

@@ -156,7 +156,11 @@ fn apply_expert_selection(
         }
         config.top_k = k;
     }
-    let r = selection.min_weight_ratio;
+    check_min_expert_weight(selection.min_weight_ratio)
+}
+
+/// Refuses a weak-expert ratio outside [0, 1) (NaN included).
+fn check_min_expert_weight(r: f32) -> Result<()> {
     if !(0.0..1.0).contains(&r) {
         return Err(Error::Invalid(format!(
             "minimum expert weight ratio {r}: give a fraction of the top expert's weight in [0, 1)"
@@ -467,6 +471,9 @@ impl Engine {
         }
         if let Some(k) = options.experts_per_token {
             self.check_experts_per_token(k)?;
+        }
+        if let Some(r) = options.min_expert_weight {
+            check_min_expert_weight(r)?;
         }
         let constraint = match &options.grammar {
             Some(g) => Some(self.constraint_compiler()?.compile(g)?),

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::runtime::constraint::Constraint;
 use crate::runtime::generate::{GenStats, GenerateOptions};
 use crate::runtime::sampling::{Sampler, TokenLogprobs};
+use crate::runtime::session::SeqExperts;
 use crate::runtime::session::{BatchScratch, PassKind};
 use crate::runtime::{Model, Session, SessionOptions};
 
@@ -416,11 +417,18 @@ fn start(core: &Core, job: Job, kept: &mut KeptSessions) -> Option<Admitting> {
         return None;
     }
     core.counters.admitted.fetch_add(1, Ordering::Relaxed);
-    let experts = job.options.experts_per_token;
-    let fresh = || Session::new(core.session_options).with_experts_per_token(experts);
+    let knobs = SeqExperts {
+        per_token: job.options.experts_per_token,
+        min_weight: job.options.min_expert_weight,
+    };
+    let fresh = || {
+        Session::new(core.session_options)
+            .with_experts_per_token(knobs.per_token)
+            .with_min_expert_weight(knobs.min_weight)
+    };
     let (session, reused) = match job.options.record_routes {
         true => (fresh().record_routes(), 0),
-        false => kept.take(&job.prompt, experts).unwrap_or_else(|| (fresh(), 0)),
+        false => kept.take(&job.prompt, knobs).unwrap_or_else(|| (fresh(), 0)),
     };
     Some(Admitting { job, session, reused, at: reused, start: Instant::now() })
 }

@@ -45,11 +45,12 @@ impl Model {
         let bias = w.router_bias.as_ref().map(|b| self.vec(b)).transpose()?;
         sc.chosen.clear();
         let mut routed = 0;
-        let caps = rows.iter().flat_map(|r| std::iter::repeat_n(r.experts, r.len));
-        for (t, cap) in (0..n).zip(caps) {
+        let caps = rows.iter().flat_map(|r| std::iter::repeat_n((r.experts, r.min_weight), r.len));
+        for (t, (cap, min_weight)) in (0..n).zip(caps) {
             let p = &mut logits[t * experts..(t + 1) * experts];
             super::router::route(m.router, p, bias, k, &mut sc.route, &mut sc.top);
-            let mut kept = self.drop_weak(m, &mut sc.top);
+            let ratio = min_weight.unwrap_or(self.min_expert_weight_ratio);
+            let mut kept = drop_weak(m, &mut sc.top, ratio);
             if let Some(c) = cap.filter(|&c| c < kept) {
                 kept = super::router::keep_first(&mut sc.top, c, m.router.renormalizes());
             }
@@ -94,7 +95,7 @@ impl Model {
                                 &mut scratch,
                                 &mut top,
                             );
-                            let kept = self.drop_weak(next_spec, &mut top);
+                            let kept = drop_weak(next_spec, &mut top, self.min_expert_weight_ratio);
                             for &(e, wt) in &top[..kept] {
                                 votes[e].0 += 1;
                                 votes[e].1 += wt;
@@ -203,15 +204,13 @@ impl Model {
     }
 }
 
-impl Model {
-    /// Applies the weak-expert knob to one token's chosen experts; returns how many stay
-    /// (first in `chosen`).
-    fn drop_weak(&self, m: &MoeSpec, chosen: &mut [(usize, f32)]) -> usize {
-        if self.min_expert_weight_ratio > 0.0 {
-            super::router::drop_weak(chosen, self.min_expert_weight_ratio, m.router.renormalizes())
-        } else {
-            chosen.len()
-        }
+/// Applies the weak-expert knob (`ratio`, 0: off) to one token's chosen experts; returns how
+/// many stay (first in `chosen`).
+fn drop_weak(m: &MoeSpec, chosen: &mut [(usize, f32)], ratio: f32) -> usize {
+    if ratio > 0.0 {
+        super::router::drop_weak(chosen, ratio, m.router.renormalizes())
+    } else {
+        chosen.len()
     }
 }
 

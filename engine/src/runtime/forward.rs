@@ -277,6 +277,7 @@ impl Model {
                 start: n,
                 len: toks.len(),
                 experts: s.experts_per_token(),
+                min_weight: s.expert_knobs().min_weight,
             });
             n += toks.len();
         }

@@ -27,6 +27,10 @@ pub struct GenerateOptions {
     /// Routed experts per token for this generation, below the engine's (lossy; see
     /// [`ExpertSelection`](crate::ExpertSelection)); `None`: the engine's count.
     pub experts_per_token: Option<usize>,
+    /// Skip, for this generation, a chosen expert whose routing weight is below this fraction
+    /// of the token's largest (lossy; 0: off), in place of the engine's ratio; `None`: the
+    /// engine's.
+    pub min_expert_weight: Option<f32>,
 }
 
 impl Default for GenerateOptions {
@@ -40,6 +44,7 @@ impl Default for GenerateOptions {
             logprobs: None,
             grammar: None,
             experts_per_token: None,
+            min_expert_weight: None,
         }
     }
 }

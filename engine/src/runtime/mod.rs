@@ -20,6 +20,6 @@ pub mod weights;
 pub use forward::{Model, RouteRecord};
 pub use router::ExpertSelection;
 pub use session::{
-    BatchScratch, KvBytes, KvCache, KvLayout, KvTypes, LayerState, PassKind, Session,
+    BatchScratch, KvBytes, KvCache, KvLayout, KvTypes, LayerState, PassKind, SeqExperts, Session,
     SessionOptions,
 };

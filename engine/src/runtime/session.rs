@@ -214,13 +214,15 @@ impl Scratch {
 }
 
 /// Where one sequence sits in a forward pass: its first position and its rows of the pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct SeqRows {
     pub pos: usize,
     pub start: usize,
     pub len: usize,
     /// The sequence's own expert count per token, below the model's (`Session::experts`).
     pub experts: Option<usize>,
+    /// The sequence's own weak-expert ratio, if it has one (else the model's).
+    pub min_weight: Option<f32>,
 }
 
 impl SeqRows {
@@ -358,22 +360,45 @@ pub struct Session {
     pub routes: Option<Vec<RouteRecord>>,
     /// Whether attention caches keep their queries (see [`Session::record_queries`]).
     record_queries: bool,
-    /// Routed experts per token for this sequence, below the model's (lossy; `None`: the
-    /// model's count).
-    experts: Option<usize>,
+    /// This sequence's own lossy expert knobs (`None` fields: the model's).
+    knobs: SeqExperts,
+}
+
+/// A sequence's own lossy expert knobs, part of what its state depends on besides its tokens;
+/// a `None` field follows the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SeqExperts {
+    /// Routed experts per token, below the model's count.
+    pub per_token: Option<usize>,
+    /// Skip a chosen expert whose weight is below this fraction of the token's largest (0: off),
+    /// in place of the model's ratio.
+    pub min_weight: Option<f32>,
 }
 
 impl Session {
     /// Runs `k` routed experts per token for this sequence (the first `k` the router ranks,
     /// weighed as a `k`-expert router weighs them) when `k` is below the model's count.
     pub fn with_experts_per_token(mut self, k: Option<usize>) -> Self {
-        self.experts = k;
+        self.knobs.per_token = k;
         self
+    }
+
+    /// Skips, for this sequence, a chosen expert whose weight is below `ratio` of the token's
+    /// largest (the kept weights renormalised where the router renormalises), in place of the
+    /// model's ratio; `None`: the model's.
+    pub fn with_min_expert_weight(mut self, ratio: Option<f32>) -> Self {
+        self.knobs.min_weight = ratio;
+        self
+    }
+
+    /// The sequence's lossy expert knobs, those runs of the model would be equal under.
+    pub fn expert_knobs(&self) -> SeqExperts {
+        self.knobs
     }
 
     /// This sequence's expert count per token, if it has its own.
     pub fn experts_per_token(&self) -> Option<usize> {
-        self.experts
+        self.knobs.per_token
     }
 
     /// A session of `options` (its state is allocated by the first forward pass, for the

@@ -88,6 +88,9 @@ pub struct Request {
     pub n: usize,
     /// Routed experts per token, below the server's (floe's own field; lossy).
     pub experts_per_token: Option<usize>,
+    /// Skip an expert below this fraction of the token's top routing weight (floe's own field;
+    /// lossy), in place of the server's `--min-expert-weight`.
+    pub min_expert_weight: Option<f32>,
 }
 
 /// Most choices one request may ask for.
@@ -210,6 +213,13 @@ impl Request {
                 "n" => r.n = int(v, k, 1, MAX_CHOICES as i64)? as usize,
                 "experts_per_token" => {
                     r.experts_per_token = Some(int(v, k, 1, i64::from(u16::MAX))? as usize)
+                }
+                "min_expert_weight" => {
+                    let x = num(v, k, 0.0, 1.0)?;
+                    if x >= 1.0 {
+                        return Err(ApiError::bad(k, "give a fraction in [0, 1)"));
+                    }
+                    r.min_expert_weight = Some(x as f32)
                 }
                 "best_of" => {
                     if int(v, k, 1, 1).is_err() {

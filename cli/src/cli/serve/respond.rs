@@ -208,6 +208,7 @@ fn prepare(s: &AppState, req: Request, chat: bool) -> Result<Job, ApiError> {
         logprobs: req.logprobs,
         grammar,
         experts_per_token: req.experts_per_token,
+        min_expert_weight: req.min_expert_weight,
         ..Default::default()
     };
     Ok(Job {
