@@ -19,7 +19,7 @@ import llama_cpp as L
 
 NAMES = ["qwen2", "qwen35", "deepseek-r1-qwen", "hunyuan", "llama3", "llama-bpe", "smaug-bpe",
          "dbrx", "chatglm-bpe", "glm4", "glm5", "deepseek-v3", "hunyuan-dense", "gpt-4o",
-         "llama4", "minimax-m2", "default", "olmo", "gpt-2", "starcoder", "refact"]
+         "llama4", "minimax-m2", "default", "olmo", "gpt-2", "starcoder", "refact", "kimi-k2"]
 TEXTS = [
     "Hello world! It's a test, isn't it? They'll say we'd've DONE it.",
     "Numbers: 1 12 123 1234 12345 3.14159 and 2026-12-05, 0x1F.",

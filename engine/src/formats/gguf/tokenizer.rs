@@ -30,6 +30,10 @@ const DEEPSEEK3_SPLITS: [&str; 3] = [
 /// GPT-4o's (o200k: gpt-oss, Llama 4, MiniMax-M2): case runs with their contractions.
 const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Kimi-K2's (`tokenization_kimi.py`, tiktoken-style): Han runs apart, GPT-4o's case runs with
+/// Han taken out of the letter classes (class intersection), digit groups of up to three.
+const KIMI_K2_SPLIT: &str = r"[\p{Han}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}&&[^\p{Han}]]*[\p{Ll}\p{Lm}\p{Lo}\p{M}&&[^\p{Han}]]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}&&[^\p{Han}]]+[\p{Ll}\p{Lm}\p{Lo}\p{M}&&[^\p{Han}]]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// StarCoder's (also Refact's): single digits first, then GPT-2's.
 const STARCODER_SPLITS: [&str; 2] = [r"\p{N}", GPT2_SPLIT];
 /// llama.cpp's default (a `default` or missing name): punctuation runs, GPT-2's, digit runs,
@@ -66,6 +70,7 @@ fn pre_tokenizer(pre: &str) -> Option<PreTokenizer> {
         "glm4" | "glm5" => p(&[LLAMA3_SPLIT], false, true),
         "deepseek-v3" | "hunyuan-dense" => p(&DEEPSEEK3_SPLITS, false, false),
         "gpt-4o" | "llama4" | "minimax-m2" => p(&[GPT4O_SPLIT], false, false),
+        "kimi-k2" => p(&[KIMI_K2_SPLIT], false, false),
         "gpt2" | "olmo" | "gpt-2" | "mpt" => p(&[GPT2_SPLIT], false, false),
         "starcoder" | "refact" => p(&STARCODER_SPLITS, false, false),
         "default" => p(&DEFAULT_SPLITS, false, false),
