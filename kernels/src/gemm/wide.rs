@@ -17,6 +17,7 @@
 use std::arch::x86_64::*;
 
 use super::RowsOut;
+use crate::quant::codes::GridBlock;
 use crate::quant::unpacked::Unpack;
 use crate::quant::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
 
@@ -102,15 +103,60 @@ macro_rules! wide_codes {
     )*};
 }
 
-wide_codes!(
+wide_codes!(crate::quant::BlockIq4Xs => 32, crate::quant::BlockQ3K => 16);
+
+/// The grid types (magnitudes with sign bytes, no shift) straight from their runs, two runs per
+/// 512-bit register: each code negated where its sign byte is set, then offset by 128.
+macro_rules! wide_grid {
+    ($($block:ty => $sub:literal),* $(,)?) => {$(
+        impl WideBlock for $block {
+            const SUB: usize = $sub;
+            const BIAS_SHIFT: Option<u32> = Some(7);
+            const MULT: f32 = <$block as GridBlock>::MULT;
+            fn unpack(&self, out: &mut WideRow) {
+                // SAFETY: the wide tiles run only where the CPU has AVX-512 F/BW
+                // (`super::enabled`).
+                unsafe { fill_grid(self, out) }
+            }
+        }
+    )*};
+}
+
+wide_grid!(
     crate::quant::BlockIq2Xxs => 32,
     crate::quant::BlockIq2Xs => 16,
     crate::quant::BlockIq2S => 16,
     crate::quant::BlockIq3Xxs => 32,
     crate::quant::BlockIq3S => 16,
-    crate::quant::BlockIq4Xs => 32,
-    crate::quant::BlockQ3K => 16,
 );
+
+/// Fills `out` from a grid block's runs.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn fill_grid<B: GridBlock + WideBlock>(b: &B, out: &mut WideRow) {
+    debug_assert!(!B::SIGNED, "signed grids carry a shift and have no wide tile");
+    let mut per16 = [0i32; 16];
+    let words = |w: [u64; 4]| w.map(|x| x as i64);
+    for pair in 0..QK_K / 64 {
+        let (lo, hi) = (b.run(2 * pair), b.run(2 * pair + 1));
+        let (gl, gh, sl, sh) = (words(lo.grid), words(hi.grid), words(lo.signs), words(hi.signs));
+        let g = _mm512_set_epi64(gh[3], gh[2], gh[1], gh[0], gl[3], gl[2], gl[1], gl[0]);
+        let s = _mm512_set_epi64(sh[3], sh[2], sh[1], sh[0], sl[3], sl[2], sl[1], sl[0]);
+        // Sign bytes are 0x01 or 0xFF: their top bit says negate.
+        let neg = _mm512_movepi8_mask(s);
+        let codes = _mm512_mask_sub_epi8(g, neg, _mm512_setzero_si512(), g);
+        let biased = _mm512_xor_si512(codes, _mm512_set1_epi8(-128));
+        // SAFETY: q holds 256 bytes: a 64-byte store at 64 * pair stays inside.
+        unsafe { _mm512_storeu_si512(out.q.as_mut_ptr().add(64 * pair) as *mut _, biased) };
+        per16[4 * pair..4 * pair + 4]
+            .copy_from_slice(&[lo.ls[0], lo.ls[1], hi.ls[0], hi.ls[1]].map(i32::from));
+    }
+    out.d = b.scale();
+    out.sc = std::array::from_fn(|s| per16[(s * <B as WideBlock>::SUB / 16).min(15)]);
+    out.sc_pairs = pairs_of(&per16);
+}
 
 /// Q4_K / Q5_K through their dot-product tiles' unpacking (codes in value order, a scale per
 /// value pair, a minimum per 16).

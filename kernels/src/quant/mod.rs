@@ -2,7 +2,7 @@
 //! block, dequantiser, quantiser where floe has one, and, for the formats the type table
 //! (`traits.rs`) dispatches, its scalar dot product and SIMD twins).
 
-mod codes;
+pub(crate) mod codes;
 pub(crate) mod iq1_m;
 pub(crate) mod iq1_s;
 pub(crate) mod iq2_s;
