@@ -127,7 +127,7 @@ wide_grid!(
     crate::quant::BlockIq2Xs => 16,
     crate::quant::BlockIq2S => 16,
     crate::quant::BlockIq3Xxs => 32,
-    crate::quant::BlockIq3S => 16,
+    crate::quant::BlockIq3S => 32,
 );
 
 /// Fills `out` from a grid block's runs.
