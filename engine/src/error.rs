@@ -11,6 +11,9 @@ pub enum Error {
     /// From the cache layer.
     #[error(transparent)]
     Cache(#[from] floe_cache::CacheError),
+    /// From the kernels (a shape or buffer the runtime handed them that they cannot run).
+    #[error(transparent)]
+    Kernel(#[from] floe_kernels::KernelError),
     /// A file could not be created or written.
     #[error("cannot write {path}: {source}")]
     Write {

@@ -5,7 +5,7 @@
 use floe_kernels::matmul_group;
 use floe_kernels::ops::{self, AttentionShape};
 
-use super::forward::{kernel_err, Model};
+use super::forward::Model;
 use super::session::{sized, Scratch, Seg};
 use super::weights::AttentionWeights;
 use crate::error::Result;
@@ -34,7 +34,7 @@ impl Model {
             let (wq, wk, wv) = (self.m(&w.q)?, self.m(&w.k)?, self.m(&w.v)?);
             let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
             matmul_group(&mut [(&wq, &mut *q), (&wk, &mut *k), (&wv, &mut *v)], &mut input, pool)
-                .map_err(kernel_err)?;
+                .map_err(crate::error::Error::Kernel)?;
         }
         // With an output gate each head's q rows are its queries then its gate logits: split
         // them, compacting the queries in place (each lands at or before where it was read).
@@ -117,7 +117,8 @@ impl Model {
         let h = self.spec.hidden;
         let out = sized(&mut sc.out, n * h);
         let mut input = sc.in_other.input(&sc.att, n, self.activations);
-        floe_kernels::matmul_input(&self.m(&w.o)?, &mut input, out, pool).map_err(kernel_err)?;
+        floe_kernels::matmul_input(&self.m(&w.o)?, &mut input, out, pool)
+            .map_err(crate::error::Error::Kernel)?;
         if let Some(b) = &w.o_bias {
             let b = self.vec(b)?;
             out.chunks_exact_mut(h).for_each(|r| r.iter_mut().zip(b).for_each(|(x, y)| *x += y));

@@ -9,7 +9,7 @@
 use floe_kernels::matmul_group;
 use floe_kernels::ops;
 
-use super::forward::{kernel_err, Model};
+use super::forward::Model;
 use super::session::{sized, Scratch, Seg};
 use super::weights::DeltaNetWeights;
 use crate::error::Result;
@@ -42,7 +42,7 @@ impl Model {
                 &mut input,
                 pool,
             )
-            .map_err(kernel_err)?;
+            .map_err(crate::error::Error::Kernel)?;
         }
         let row = sized(&mut sc.norm, c);
         let conv = self.vec(&w.conv)?;
@@ -112,6 +112,7 @@ impl Model {
         }
         let out = sized(&mut sc.out, n * self.spec.hidden);
         let mut input = sc.in_other.input(&sc.att, n, self.activations);
-        floe_kernels::matmul_input(&self.m(&w.out)?, &mut input, out, pool).map_err(kernel_err)
+        floe_kernels::matmul_input(&self.m(&w.out)?, &mut input, out, pool)
+            .map_err(crate::error::Error::Kernel)
     }
 }

@@ -7,7 +7,7 @@ use floe_kernels::ops;
 use floe_kernels::{matmul_batch, matmul_group, matmul_input, Input, InputBuffers, Product};
 use smallvec::SmallVec;
 
-use super::forward::{kernel_err, Model};
+use super::forward::Model;
 use super::session::{sized, ExpertUsers, Scratch, SeqRows};
 use super::weights::MoeWeights;
 use crate::error::Result;
@@ -34,7 +34,8 @@ impl Model {
         let pool = self.pool.as_ref();
         let mut hn_input = sc.in_hn.input(&sc.hn, n, self.activations);
         let logits = sized(&mut sc.router, n * experts);
-        matmul_input(&self.m(&w.router)?, &mut hn_input, logits, pool).map_err(kernel_err)?;
+        matmul_input(&self.m(&w.router)?, &mut hn_input, logits, pool)
+            .map_err(crate::error::Error::Kernel)?;
         if let Some(b) = &w.router_logit_bias {
             let b = self.vec(b)?;
             logits
@@ -82,7 +83,7 @@ impl Model {
                         for x in hn.chunks_exact(h) {
                             let mut p = vec![0.0; router.rows()];
                             floe_kernels::matvec_with(&router, x, &mut p, pool, self.activations)
-                                .map_err(kernel_err)?;
+                                .map_err(crate::error::Error::Kernel)?;
                             if let Some(b) = next_logit_bias {
                                 p.iter_mut().zip(b).for_each(|(x, y)| *x += y);
                             }
@@ -187,7 +188,8 @@ impl Model {
             let scale = sized(&mut sc.shared_gate, n);
             match &w.shared_gate {
                 Some(g) => {
-                    matmul_input(&self.m(g)?, &mut hn_input, scale, pool).map_err(kernel_err)?;
+                    matmul_input(&self.m(g)?, &mut hn_input, scale, pool)
+                        .map_err(crate::error::Error::Kernel)?;
                     scale.iter_mut().for_each(|g| *g = 1.0 / (1.0 + (-*g).exp()));
                 }
                 None => scale.fill(1.0),
@@ -304,7 +306,7 @@ impl Model {
             } else {
                 matmul_batch(&mut products, &mut inputs, pool)
             }
-            .map_err(kernel_err)?;
+            .map_err(crate::error::Error::Kernel)?;
         }
         if let Some([gb, ub, _]) = extras.bias {
             let mut at = 0;
@@ -336,7 +338,7 @@ impl Model {
             y = yr;
             products.push(Product { w: v.down, input: j, out });
         }
-        matmul_batch(&mut products, &mut inputs, pool).map_err(kernel_err)?;
+        matmul_batch(&mut products, &mut inputs, pool).map_err(crate::error::Error::Kernel)?;
         drop(products);
         if let Some([_, _, db]) = extras.bias {
             let mut at = 0;
@@ -368,10 +370,11 @@ pub(crate) fn swiglu_into(
     let ffn = wg.rows();
     let pool = model.pool.as_ref();
     let (g, u) = (sized(gate, n * ffn), sized(up, n * ffn));
-    matmul_group(&mut [(wg, &mut *g), (wu, &mut *u)], input, pool).map_err(kernel_err)?;
+    matmul_group(&mut [(wg, &mut *g), (wu, &mut *u)], input, pool)
+        .map_err(crate::error::Error::Kernel)?;
     let a = sized(act, n * ffn);
     ops::swiglu(g, u, a);
     let y = sized(out, n * wd.rows());
     let mut act_input = act_bufs.input(a, n, model.activations);
-    matmul_input(wd, &mut act_input, y, pool).map_err(kernel_err)
+    matmul_input(wd, &mut act_input, y, pool).map_err(crate::error::Error::Kernel)
 }

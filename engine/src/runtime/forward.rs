@@ -89,10 +89,6 @@ pub(crate) fn rope_rows(
     }
 }
 
-pub(crate) fn kernel_err(e: floe_kernels::KernelError) -> Error {
-    Error::Invalid(e.to_string())
-}
-
 impl Model {
     /// Assembles a model. `threads` > 1 runs the kernels on a pool of that many threads.
     pub fn new(
@@ -106,8 +102,11 @@ impl Model {
             .map_err(|error| Error::Field { origin: "dense weights".into(), error })?;
         let spec = ModelSpec::from_config(&cfg)?;
         let weights = ModelWeights::resolve(&dense, &spec, cfg.tie_embeddings)?;
-        let pool =
-            if threads > 1 { Some(KernelPool::new(threads).map_err(kernel_err)?) } else { None };
+        let pool = if threads > 1 {
+            Some(KernelPool::new(threads).map_err(crate::error::Error::Kernel)?)
+        } else {
+            None
+        };
         let inv_freq = spec
             .layers
             .iter()
@@ -321,7 +320,7 @@ impl Model {
             logits,
             self.pool.as_ref(),
         )
-        .map_err(kernel_err)?;
+        .map_err(crate::error::Error::Kernel)?;
         Ok(out_rows)
     }
 

@@ -8,7 +8,7 @@
 use floe_kernels::ops::{self, AttentionShape};
 use floe_kernels::{matmul_group, matmul_input, Matrix};
 
-use super::forward::{kernel_err, rms_rows, Model};
+use super::forward::{rms_rows, Model};
 use super::session::{sized, Scratch, Seg};
 use super::weights::{MlaQuery, MlaWeights};
 use crate::error::{Error, Result};
@@ -16,11 +16,11 @@ use crate::model::spec::MlaSpec;
 
 /// Rows `first..first + count` of `m`.
 fn rows<'a>(m: &Matrix<'a>, first: usize, count: usize) -> Result<Matrix<'a>> {
-    let rb = m.dtype().row_bytes(m.cols()).map_err(kernel_err)?;
+    let rb = m.dtype().row_bytes(m.cols()).map_err(crate::error::Error::Kernel)?;
     let bytes = m.bytes().get(first * rb..(first + count) * rb).ok_or_else(|| {
         Error::Invalid(format!("rows {first}+{count} of a {}-row matrix", m.rows()))
     })?;
-    Matrix::new(m.dtype(), count, m.cols(), bytes).map_err(kernel_err)
+    Matrix::new(m.dtype(), count, m.cols(), bytes).map_err(crate::error::Error::Kernel)
 }
 
 /// Where a per-head product reads: the buffer, its stride per token, the head's offset, width.
@@ -46,7 +46,8 @@ impl Model {
         let rows = w.rows();
         let out = sized(head, n * rows);
         let mut input = bufs.input(g, n, self.activations);
-        matmul_input(w, &mut input, out, self.pool.as_ref()).map_err(kernel_err)?;
+        matmul_input(w, &mut input, out, self.pool.as_ref())
+            .map_err(crate::error::Error::Kernel)?;
         for t in 0..n {
             dst[t * dst_stride + dst_at..][..rows].copy_from_slice(&out[t * rows..(t + 1) * rows]);
         }
@@ -75,7 +76,7 @@ impl Model {
                 let wq = self.m(wq)?;
                 let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
                 matmul_group(&mut [(&wq, &mut *q), (&wkva, &mut *kva)], &mut input, pool)
-                    .map_err(kernel_err)?;
+                    .map_err(crate::error::Error::Kernel)?;
             }
             MlaQuery::Lora { a, norm, b } => {
                 let (wa, wb) = (self.m(a)?, self.m(b)?);
@@ -84,12 +85,12 @@ impl Model {
                 {
                     let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
                     matmul_group(&mut [(&wa, &mut *qa), (&wkva, &mut *kva)], &mut input, pool)
-                        .map_err(kernel_err)?;
+                        .map_err(crate::error::Error::Kernel)?;
                 }
                 let normed = sized(&mut sc.v, n * qa_dim);
                 rms_rows(qa, self.vec(norm)?, eps, qa_dim, normed);
                 let mut input = sc.in_other.input(normed, n, self.activations);
-                matmul_input(&wb, &mut input, q, pool).map_err(kernel_err)?;
+                matmul_input(&wb, &mut input, q, pool).map_err(crate::error::Error::Kernel)?;
             }
         }
         // Cache vectors: the normalised latent, then the rotated shared key.
@@ -154,6 +155,6 @@ impl Model {
         }
         let out = sized(&mut sc.out, n * self.spec.hidden);
         let mut input = sc.in_other.input(&sc.mla_v, n, self.activations);
-        matmul_input(&self.m(&w.o)?, &mut input, out, pool).map_err(kernel_err)
+        matmul_input(&self.m(&w.o)?, &mut input, out, pool).map_err(crate::error::Error::Kernel)
     }
 }
