@@ -1,10 +1,10 @@
 //! floe-kernels: CPU kernels for MoE decode and prefill.
 //!
-//! - [`DType`] and the GGUF-identical block formats [`BlockQ8_0`], [`BlockQ4_0`] with their
-//!   quantise / dequantise functions;
-//! - [`matvec`] / [`matmul`] for every format (Q8_0/Q4_0 weights against Q8_0-quantised
-//!   activations, as llama.cpp does; f32 activations otherwise), parallel over rows on a
-//!   [`KernelPool`] made once;
+//! - [`DType`] and the GGUF-identical block formats ([`quant`]), one row per type in the type
+//!   table (`traits.rs`: block shape, the activation form its dots read, its kernels);
+//! - [`matvec`] / [`matmul`] for every format (quantised weights against quantised activations
+//!   as llama.cpp pairs them; f32 activations for the float formats), parallel over rows on a
+//!   [`KernelPool`] made once, with GEMM tiles for prefill ([`gemm`]);
 //! - [`ops`]: RMSNorm, RoPE, softmax, SiLU/SwiGLU, top-k, grouped-query attention;
 //! - [`dot`]: the dot-product kernels per ISA (scalar reference, AVX2+FMA, AVX-512 VNNI),
 //!   chosen at run time.

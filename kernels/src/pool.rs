@@ -3,9 +3,9 @@
 //! ggml-style rather than fork/join: the calling thread is one of the participants, workers
 //! that have just finished an operation spin for the next one for a short while ([`SPIN`])
 //! before they park, and the work of an operation is handed out as chunk indices from one
-//! atomic counter. A decode step issues about 1,400 matrix products; with a fork/join pool each
-//! one costs the caller a hand-off and a wake-up (100-200 us on a VM), here the next product
-//! usually finds the workers still spinning.
+//! atomic counter. A decode step issues a few pool operations per layer; with a fork/join pool
+//! each one would cost the caller a hand-off and a wake-up, here the next operation usually
+//! finds the workers still spinning.
 //!
 //! Results do not depend on the number of threads: a chunk is computed the same way whichever
 //! thread claims it.

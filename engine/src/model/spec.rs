@@ -3,8 +3,8 @@
 //!
 //! A layer is a token mixer followed by a feed-forward block. The mixer kinds an architecture
 //! may need are variants of [`MixerSpec`] and each owns its per-sequence state in the session
-//! (grouped-query attention a KV cache; a multi-head latent attention would own a compressed
-//! latent cache, a Gated DeltaNet a recurrent and a convolution state). Feed-forward blocks are
+//! (grouped-query attention a KV cache; multi-head latent attention a cache of compressed latent
+//! and rope-key rows; Gated DeltaNet a recurrent and a convolution state). Feed-forward blocks are
 //! a dense MLP or a routed MoE with a [`RouterKind`] and optional shared experts.
 
 use floe_kernels::ops::RopeStyle;

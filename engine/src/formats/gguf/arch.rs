@@ -1,6 +1,6 @@
-//! The architectures floe reads from GGUF, in llama.cpp's terms: `qwen3moe`, `qwen2moe`,
-//! `olmoe`, `qwen35moe`, `glm4moe`, and `llama` with expert tensors (Mixtral). Hyperparameters come from the
-//! `{arch}.*` keys, tensor names are llama.cpp's. llama.cpp's converter permutes the rows of a
+//! The architectures floe reads from GGUF, in llama.cpp's terms ([`gguf_arch`] lists them:
+//! every family floe runs, `llama` with expert tensors being Mixtral). Hyperparameters come from
+//! the `{arch}.*` keys, tensor names are llama.cpp's. llama.cpp's converter permutes the rows of a
 //! `llama` model's Q and K weights so that its "normal" (interleaved-pair) RoPE applies; floe
 //! runs the rotate-half (NeoX) RoPE of the Hugging Face checkpoints, so those rows are put back.
 

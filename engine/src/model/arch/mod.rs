@@ -1,6 +1,6 @@
 //! The architecture registry: how each architecture names its tensors in a Hugging Face
-//! checkpoint. Everything else (shapes, the forward pass) is shared and driven by
-//! [`ModelConfig`](crate::model::config::ModelConfig).
+//! checkpoint. Shapes and the forward pass follow from the layer spec
+//! ([`crate::model::spec`]), which the configuration resolves once at load.
 
 mod gpt_oss;
 mod mixtral;
