@@ -1,11 +1,11 @@
 //! Prefill products as register-tiled GEMM: a tile of weight rows against a tile of tokens,
 //! every weight load shared by the tile's tokens and every activation load by its rows.
 //!
-//! Activations are packed once per product ([`WideActs`], [`Wide32Acts`], [`PackedF32`]);
+//! Activations are packed once per product (`WideActs`, `Wide32Acts`, `PackedF32`);
 //! weights are read in place (GGUF and floe's slabs alike) and unpacked per chunk of rows, so
 //! nothing is repacked at load. Which tile a weight type
-//! runs is its row in the type table ([`Tile`]); the tiles run on AVX-512 (F, BW, VNNI) where
-//! the CPU has it; elsewhere [`enabled`] is false and the caller keeps its row-group path.
+//! runs is its row in the type table (`Tile`); the tiles run on AVX-512 (F, BW, VNNI) where
+//! the CPU has it; elsewhere `enabled` is false and the caller keeps its row-group path.
 //! `FLOE_ISA` set to anything but `avx512` turns them off too, so a forced ISA tests one ISA end
 //! to end.
 
