@@ -18,8 +18,9 @@ use std::arch::x86_64::*;
 
 use super::RowsOut;
 use crate::quant::codes::GridBlock;
+use crate::quant::iq4_nl::KVALUES_IQ4NL;
 use crate::quant::unpacked::Unpack;
-use crate::quant::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
+use crate::quant::{BlockIq4Xs, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
 
 /// Tokens per pass (one 512-bit register of i32 sums per row).
 const BAND: usize = 16;
@@ -103,7 +104,46 @@ macro_rules! wide_codes {
     )*};
 }
 
-wide_codes!(crate::quant::BlockIq4Xs => 32, crate::quant::BlockQ3K => 16);
+wide_codes!(crate::quant::BlockQ3K => 16);
+
+impl WideBlock for BlockIq4Xs {
+    const SUB: usize = 32;
+    const BIAS_SHIFT: Option<u32> = Some(7);
+    fn unpack(&self, out: &mut WideRow) {
+        // SAFETY: the wide tiles run only where the CPU has AVX-512 F/BW (`super::enabled`).
+        unsafe { fill_iq4_xs(self, out) }
+    }
+}
+
+/// IQ4_XS rows: each nibble looked up in the level table (offset by 128) with one byte shuffle,
+/// two runs per 512-bit register.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn fill_iq4_xs(b: &BlockIq4Xs, out: &mut WideRow) {
+    let levels: [u8; 16] = KVALUES_IQ4NL.map(|v| (v as u8) ^ 0x80);
+    // SAFETY: 16 bytes; an unaligned 128-bit load reads exactly them.
+    let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(levels.as_ptr() as *const _) });
+    let low = _mm512_set1_epi8(0x0F);
+    // Each run's 16 bytes twice: low nibbles (its values 0..16), then high (16..32).
+    let twice = _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0);
+    for pair in 0..QK_K / 64 {
+        // SAFETY: qs holds 128 bytes: 32 bytes at 32 * pair stay inside.
+        let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * pair) as *const __m256i) };
+        let x = _mm512_permutexvar_epi64(twice, _mm512_castsi256_si512(q));
+        let lo = _mm512_and_si512(x, low);
+        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), low);
+        let nibbles = _mm512_mask_blend_epi64(0b1100_1100, lo, hi);
+        let codes = _mm512_shuffle_epi8(table, nibbles);
+        // SAFETY: q holds 256 bytes: a 64-byte store at 64 * pair stays inside.
+        unsafe { _mm512_storeu_si512(out.q.as_mut_ptr().add(64 * pair) as *mut _, codes) };
+    }
+    let per16: [i32; 16] = std::array::from_fn(|i| b.run_scale(i / 2));
+    out.d = b.d.to_f32();
+    out.sc = std::array::from_fn(|s| if s < 8 { per16[2 * s] } else { 0 });
+    out.sc_pairs = pairs_of(&per16);
+}
 
 /// The grid types (magnitudes with sign bytes, no shift) straight from their runs, two runs per
 /// 512-bit register: each code negated where its sign byte is set, then offset by 128.
