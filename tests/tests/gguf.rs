@@ -433,6 +433,8 @@ fn every_architecture_runs_from_gguf() {
         ("deepseek_v3", "deepseek2"),
         ("deepseek_v2", "deepseek2"),
         ("gpt_oss", "gpt-oss"),
+        ("qwen3_next", "qwen3next"),
+        ("minimax_m2", "minimax-m2"),
     ] {
         let Some(dir) = golden_dir(name) else { return };
         let packed_dir = tmp.path().join(name);
@@ -455,7 +457,13 @@ fn every_architecture_runs_from_gguf() {
         let logits = model.forward(&mut Session::default(), &ids, true).unwrap();
         let diff = floe_tests::max_abs_diff(&logits, &golden.f32("logits").0);
         eprintln!("{name} via GGUF ({gguf_arch}): max |logit diff| {diff:.2e}");
-        assert!(diff <= if name == "qwen3_5_moe" { 2e-4 } else { 1e-4 }, "{name}: {diff}");
+        // See golden.rs for the two hybrids' tolerances.
+        let tol = match name {
+            "qwen3_5_moe" => 2e-4,
+            "qwen3_next" => 5e-4,
+            _ => 1e-4,
+        };
+        assert!(diff <= tol, "{name}: {diff}");
         let want: Vec<u32> = golden.i64("gen_ids").0.iter().map(|&x| x as u32).collect();
         let opts =
             GenerateOptions { max_tokens: want.len(), ignore_eos: true, ..Default::default() };
@@ -561,6 +569,8 @@ fn llama_cpp_converted_gguf_matches_transformers() {
         ("deepseek_v3", 1e-4),
         ("deepseek_v2", 1e-4),
         ("gpt_oss", 1e-4),
+        ("qwen3_next", 5e-4),
+        ("minimax_m2", 1e-4),
     ] {
         let Some(dir) = golden_dir(name) else { return };
         let file = dir.join("model-F32.gguf");
@@ -605,7 +615,7 @@ fn llama_cpp_converted_gguf_matches_transformers() {
 }
 
 /// floe and llama.cpp on the same llama.cpp-converted GGUF (`qwen35moe`, `glm4moe`, `gpt-oss`,
-/// F32; not `deepseek2`: llama.cpp refuses the V2 file and, the V3 file carrying no
+/// `qwen3next`, `minimax-m2`, F32; not `deepseek2`: llama.cpp refuses the V2 file and, the V3 file carrying no
 /// `expert_gating_func`, routes it with a softmax instead of V3's sigmoid, so its tokens are not
 /// the model's):
 /// llama.cpp's prompt logits and greedy tokens, recorded by
@@ -618,7 +628,7 @@ fn llama_cpp_converted_gguf_matches_llama_cpp() {
     use floe::runtime::{Model, Session};
     use floe_tests::generate;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/llamacpp");
-    for name in ["glm4_moe", "qwen3_5_moe", "gpt_oss"] {
+    for name in ["glm4_moe", "qwen3_5_moe", "gpt_oss", "qwen3_next", "minimax_m2"] {
         let Some(dir) = golden_dir(name) else { return };
         let info: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(fixtures.join(format!("{name}-F32.json"))).unwrap(),
@@ -644,7 +654,8 @@ fn llama_cpp_converted_gguf_matches_llama_cpp() {
         assert_eq!(logits.len(), want.len());
         let diff = floe_tests::max_abs_diff(&logits, &want);
         eprintln!("{name}: floe vs llama.cpp on its own GGUF: max |logit diff| {diff:.2e}");
-        assert!(diff <= 1e-4, "{name}: {diff}");
+        // Qwen3-Next's random checkpoint amplifies summation-order differences (golden.rs).
+        assert!(diff <= if name == "qwen3_next" { 5e-4 } else { 1e-4 }, "{name}: {diff}");
         let gen: Vec<u32> = info["gen_ids"]
             .as_array()
             .unwrap()

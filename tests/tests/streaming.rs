@@ -47,6 +47,8 @@ fn every_mode_prefetch_and_backend_gives_the_golden_tokens() {
         "deepseek_v3",
         "deepseek_v2",
         "gpt_oss",
+        "qwen3_next",
+        "minimax_m2",
     ] {
         let Some(dir) = golden_dir(arch) else { return };
         let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

@@ -28,6 +28,8 @@ fn tiny_synth_model_runs_resident_and_streamed_alike() {
         ("tiny-deepseek", DType::Q8_0),
         ("tiny-gpt-oss", DType::Mxfp4),
         ("tiny-gpt-oss", DType::Bf16),
+        ("tiny-qwen3-next", DType::Q4_0),
+        ("tiny-minimax-m2", DType::Q8_0),
     ] {
         let shape = SynthShape::preset(preset).unwrap();
         synth(&shape, &out, dtype, 7, &mut |_, _| {}).unwrap();
@@ -88,6 +90,8 @@ fn real_shape_presets_have_their_models_sizes() {
         ("glm4.5-air", 46, 128, 0, 56.1),
         ("deepseek-v2-lite", 27, 64, 0, 8.1),
         ("deepseek-v3-671b", 61, 256, 0, 367.8),
+        ("qwen3-next-80b-a3b", 48, 512, 36, 43.5),
+        ("minimax-m2", 62, 256, 0, 126.4),
     ] {
         let cfg = SynthShape::preset(preset).unwrap().config();
         cfg.validate().unwrap();

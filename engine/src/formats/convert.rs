@@ -5,10 +5,12 @@
 //! heads tiled over the key heads (value head `r * key_heads + k` is the checkpoint's
 //! `k * (value_heads / key_heads) + r`), as `convert_hf_to_gguf.py` writes them. For MLA,
 //! `kv_b_proj` is split as llama.cpp splits it: per head, the key half transposed (`k_b`,
-//! `kv_rank x nope`) and the value half (`v_b`, `v x kv_rank`).
+//! `kv_rank x nope`) and the value half (`v_b`, `v x kv_rank`). Qwen3-Next's `in_proj_qkvz`
+//! (per key head its q, k, v and z rows) is split into q/k/v (all q heads, all k heads, all v
+//! heads) and z as its converter splits it; its value heads stay grouped.
 
 use crate::model::arch::Dense;
-use crate::model::config::{Arch, LinearAttention, ModelConfig};
+use crate::model::config::{LinearAttention, ModelConfig};
 
 /// The permutation of `heads` groups of `width` values that takes the checkpoint's grouped
 /// value-head order to the tiled order: `out[tiled] = in[grouped]`.
@@ -45,6 +47,10 @@ pub fn hf_shape(cfg: &ModelConfig, role: Dense) -> Option<(usize, usize)> {
             Some((cfg.heads * (m.qk_nope_dim + m.v_head_dim), m.kv_lora_rank))
         }
         (Dense::ExpGateBias(_) | Dense::ExpUpBias(_), _) => Some((cfg.experts, 2 * cfg.expert_ffn)),
+        (Dense::LinQkv(_) | Dense::LinGate(_), _) => match cfg.linear {
+            Some(lin) if lin.grouped => Some((lin.qkv_dim() + lin.value_total(), cfg.hidden)),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -67,6 +73,30 @@ fn split_kv_b(values: &[f32], heads: usize, m: &crate::model::config::Mla, key: 
     out
 }
 
+/// From a fused `in_proj_qkvz` (per key head: `key_dim` q rows, `key_dim` k rows, then its
+/// value heads' v rows and z rows) of `cols` columns: the q/k/v projection (every q row, every
+/// k row, every v row, in key-head order) or, with `gate`, the z rows.
+fn split_qkvz(values: &[f32], lin: &LinearAttention, cols: usize, gate: bool) -> Vec<f32> {
+    let (dk, vr) = (lin.key_dim, lin.value_total() / lin.key_heads.max(1));
+    let group = 2 * dk + 2 * vr;
+    let rows = |first: usize, n: usize| -> Vec<f32> {
+        (0..lin.key_heads)
+            .flat_map(|g| {
+                let start = (g * group + first) * cols;
+                values[start..start + n * cols].iter().copied()
+            })
+            .collect()
+    };
+    if gate {
+        rows(2 * dk + vr, vr)
+    } else {
+        let mut out = rows(0, dk);
+        out.extend(rows(dk, dk));
+        out.extend(rows(2 * dk, vr));
+        out
+    }
+}
+
 /// Rewrites `values` (a tensor of `role` as read from the checkpoint, `cols` wide) into floe's
 /// stored form for `cfg`.
 pub fn hf_to_stored(cfg: &ModelConfig, role: Dense, values: &mut Vec<f32>, cols: usize) {
@@ -80,7 +110,7 @@ pub fn hf_to_stored(cfg: &ModelConfig, role: Dense, values: &mut Vec<f32>, cols:
         *values = values.iter().skip(first).step_by(2).copied().collect();
         return;
     }
-    if cfg.arch != Arch::Qwen35Moe {
+    if !cfg.arch.is_qwen_hybrid() {
         return;
     }
     use Dense::*;
@@ -91,6 +121,16 @@ pub fn hf_to_stored(cfg: &ModelConfig, role: Dense, values: &mut Vec<f32>, cols:
         _ => {}
     }
     let Some(lin) = cfg.linear else { return };
+    if lin.grouped {
+        match role {
+            LinQkv(_) | LinGate(_) => {
+                *values = split_qkvz(values, &lin, cols, matches!(role, LinGate(_)));
+            }
+            LinA(_) => values.iter_mut().for_each(|a| *a = -a.exp()),
+            _ => {}
+        }
+        return;
+    }
     if lin.value_heads == lin.key_heads {
         if let LinA(_) = role {
             values.iter_mut().for_each(|a| *a = -a.exp());

@@ -52,11 +52,13 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
         match cfg.linear.filter(|_| cfg.is_linear(l)) {
             Some(lin) => {
                 let (c, vt, nv) = (lin.qkv_dim(), lin.value_total(), lin.value_heads);
+                v.extend([(Dense::LinQkv(l), c, h), (Dense::LinGate(l), vt, h)]);
+                if lin.grouped {
+                    v.push((Dense::LinBetaAlpha(l), 2 * nv, h));
+                } else {
+                    v.extend([(Dense::LinBeta(l), nv, h), (Dense::LinAlpha(l), nv, h)]);
+                }
                 v.extend([
-                    (Dense::LinQkv(l), c, h),
-                    (Dense::LinGate(l), vt, h),
-                    (Dense::LinBeta(l), nv, h),
-                    (Dense::LinAlpha(l), nv, h),
                     (Dense::LinConv(l), c, lin.conv_kernel),
                     (Dense::LinA(l), 1, nv),
                     (Dense::LinDtBias(l), 1, nv),

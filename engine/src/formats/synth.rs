@@ -155,8 +155,24 @@ impl SynthShape {
                 key_dim: lin.2,
                 value_dim: lin.2,
                 conv_kernel: 4,
+                grouped: false,
             });
             sh.full_attention_interval = 4;
+            sh
+        };
+        // Qwen3-Next: Qwen3.5's layers with its DeltaNet projections fused per key head.
+        let qwen3_next = |sh: SynthShape, shared, lin| {
+            let mut sh = qwen35(sh, shared, lin);
+            sh.arch = Arch::Qwen3Next;
+            sh.linear = sh.linear.map(|l| LinearAttention { grouped: true, ..l });
+            sh
+        };
+        // MiniMax-M2: q/k norms over the whole projection, half the head rotated, a sigmoid
+        // router with a selection bias, no shared expert.
+        let minimax_m2 = |mut sh: SynthShape| {
+            sh.arch = Arch::MinimaxM2;
+            sh.rope_dims = Some(sh.head_dim / 2);
+            sh.sigmoid_router = Some(SigmoidRouter { groups: 1, top_groups: 1, routed_scale: 1.0 });
             sh
         };
         // GLM-4.5: sigmoid router (one group, scale 2.5), one ungated shared expert, the first
@@ -190,6 +206,16 @@ impl SynthShape {
                 qwen35(s(4096, 60, 32, 2, 256, 512, 10, 1024, 248_320), 1024, (16, 64, 128))
             }
             "tiny-qwen3.5" => qwen35(s(64, 4, 4, 2, 32, 16, 4, 64, 257), 32, (2, 4, 16)),
+            // Qwen3-Next-80B-A3B: about 43 GB of q4_0 experts over 48 layers; take `--layers 16`
+            // or so on a small disk.
+            "qwen3-next-80b-a3b" => {
+                qwen3_next(s(2048, 48, 16, 2, 256, 512, 10, 512, 151_936), 512, (16, 32, 128))
+            }
+            "tiny-qwen3-next" => qwen3_next(s(64, 4, 4, 2, 32, 16, 4, 64, 257), 32, (2, 4, 16)),
+            // MiniMax-M2 (230B-A10B): about 126 GB of q4_0 experts over 62 layers; take
+            // `--layers 8` or so.
+            "minimax-m2" => minimax_m2(s(3072, 62, 48, 8, 128, 256, 8, 1536, 200_064)),
+            "tiny-minimax-m2" => minimax_m2(s(64, 4, 4, 2, 32, 16, 4, 64, 257)),
             // GLM-4.5-Air (106B-A12B): 46 layers, 128 experts, top-8; about 58 GB of q4_0
             // experts (take fewer layers on a small disk).
             "glm4.5-air" => glm45(s(4096, 46, 96, 8, 128, 128, 8, 1408, 151_552), 10_944),
@@ -232,8 +258,9 @@ impl SynthShape {
                 return Err(Error::Invalid(format!(
                     "unknown preset {other:?} (tiny, demo, qwen3-30b-a3b, mixtral-8x7b, \
                      qwen3.5-35b-a3b, qwen3.5-397b-a17b, glm4.5-air, deepseek-v2-lite, \
-                     deepseek-v3-671b, gpt-oss-20b, gpt-oss-120b, tiny-qwen3.5, tiny-glm4.5, \
-                     tiny-deepseek, tiny-gpt-oss, or custom flags)"
+                     deepseek-v3-671b, gpt-oss-20b, gpt-oss-120b, qwen3-next-80b-a3b, minimax-m2, \
+                     tiny-qwen3.5, tiny-glm4.5, tiny-deepseek, tiny-gpt-oss, tiny-qwen3-next, \
+                     tiny-minimax-m2, or custom flags)"
                 )))
             }
         })
@@ -266,7 +293,8 @@ impl SynthShape {
             moe_layers: (0..self.layers).map(|l| l >= self.dense_layers).collect(),
             qkv_bias: matches!(self.arch, Arch::Glm4Moe | Arch::GptOss),
             qk_norm: match self.arch {
-                Arch::Qwen3Moe | Arch::Qwen35Moe => QkNorm::PerHead,
+                Arch::Qwen3Moe | Arch::Qwen35Moe | Arch::Qwen3Next => QkNorm::PerHead,
+                Arch::MinimaxM2 => QkNorm::Full,
                 _ => QkNorm::None,
             },
             clip_qkv: None,

@@ -35,6 +35,12 @@ pub enum Arch {
     /// gpt-oss: attention sinks, alternating sliding windows, biases everywhere, YaRN RoPE, a
     /// top-k-then-softmax router, clamped SwiGLU experts with biases.
     GptOss,
+    /// Qwen3-Next: Qwen3.5's hybrid with fused, per-key-head grouped DeltaNet projections
+    /// (`in_proj_qkvz`, `in_proj_ba`).
+    Qwen3Next,
+    /// MiniMax-M2: q/k RMSNorm over the whole projection, partial RoPE, a sigmoid router with a
+    /// correction bias, no shared expert.
+    MinimaxM2,
 }
 
 impl Arch {
@@ -50,12 +56,19 @@ impl Arch {
             Arch::DeepseekV2 => "deepseek_v2",
             Arch::DeepseekV3 => "deepseek_v3",
             Arch::GptOss => "gpt_oss",
+            Arch::Qwen3Next => "qwen3_next",
+            Arch::MinimaxM2 => "minimax_m2",
         }
     }
 
     /// Whether the shared expert is scaled by a sigmoid gate of the input.
     pub fn gated_shared_expert(self) -> bool {
-        matches!(self, Arch::Qwen2Moe | Arch::Qwen35Moe)
+        matches!(self, Arch::Qwen2Moe | Arch::Qwen35Moe | Arch::Qwen3Next)
+    }
+
+    /// The Qwen3.5 lineage: Gated DeltaNet layers, gated attention, `(1 + w)` RMSNorms.
+    pub fn is_qwen_hybrid(self) -> bool {
+        matches!(self, Arch::Qwen35Moe | Arch::Qwen3Next)
     }
 
     /// gpt-oss's fixed parts: attention sinks, an output-projection bias, a router bias,
@@ -66,7 +79,7 @@ impl Arch {
 
     /// Whether full-attention layers gate their output with a sigmoid of a second half of q.
     pub fn attention_output_gate(self) -> bool {
-        matches!(self, Arch::Qwen35Moe)
+        self.is_qwen_hybrid()
     }
 
     fn from_model_type(t: &str) -> Result<Self> {
@@ -80,10 +93,13 @@ impl Arch {
             "deepseek_v2" => Arch::DeepseekV2,
             "deepseek_v3" | "kimi_k2" => Arch::DeepseekV3,
             "gpt_oss" => Arch::GptOss,
+            "qwen3_next" => Arch::Qwen3Next,
+            "minimax_m2" => Arch::MinimaxM2,
             other => {
                 return Err(Error::Unsupported(format!(
                     "architecture {other:?} (floe runs qwen3_moe, qwen2_moe, mixtral, olmoe, \
-                     qwen3_5_moe, glm4_moe, deepseek_v2, deepseek_v3, gpt_oss)"
+                     qwen3_5_moe, qwen3_next, glm4_moe, deepseek_v2, deepseek_v3, kimi_k2, \
+                     gpt_oss, minimax_m2)"
                 )))
             }
         })
@@ -126,6 +142,11 @@ pub struct LinearAttention {
     pub value_dim: usize,
     /// Width of the causal convolution.
     pub conv_kernel: usize,
+    /// Value heads grouped per key head (value head `j` reads key head `j / (value_heads /
+    /// key_heads)`) and beta/alpha one projection (Qwen3-Next); else the value heads are
+    /// tiled over the key heads (Qwen3.5 as llama.cpp stores it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grouped: bool,
 }
 
 impl LinearAttention {
@@ -369,7 +390,11 @@ impl ModelConfig {
                 "config.json: partial_rotary_factor {partial} must be in (0, 1]"
             )));
         }
-        let rope_dims = (partial < 1.0).then(|| (head_dim as f64 * partial).round() as usize);
+        // MiniMax-M2's hub config gives the rotated channels as `rotary_dim` instead.
+        let rope_dims = match usize_of(&v, &["rotary_dim"]) {
+            Ok(d) if partial == 1.0 && d < head_dim => Some(d),
+            _ => (partial < 1.0).then(|| (head_dim as f64 * partial).round() as usize),
+        };
         let rope_theta = rope
             .and_then(|r| r.get("rope_theta"))
             .and_then(Value::as_f64)
@@ -404,12 +429,13 @@ impl ModelConfig {
         });
 
         let (expert_ffn, dense_ffn) = match arch {
-            Arch::Mixtral | Arch::Olmoe | Arch::GptOss => {
+            Arch::Mixtral | Arch::Olmoe | Arch::GptOss | Arch::MinimaxM2 => {
                 (usize_of(&v, &["intermediate_size"])?, 0)
             }
             Arch::Qwen3Moe
             | Arch::Qwen2Moe
             | Arch::Qwen35Moe
+            | Arch::Qwen3Next
             | Arch::Glm4Moe
             | Arch::DeepseekV2
             | Arch::DeepseekV3 => (
@@ -418,7 +444,7 @@ impl ModelConfig {
             ),
         };
         let shared_ffn = match arch {
-            Arch::Qwen2Moe | Arch::Qwen35Moe => {
+            Arch::Qwen2Moe | Arch::Qwen35Moe | Arch::Qwen3Next => {
                 usize_of(&v, &["shared_expert_intermediate_size"]).unwrap_or(0)
             }
             Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => {
@@ -427,15 +453,15 @@ impl ModelConfig {
             _ => 0,
         };
         let norm_topk_prob = match arch {
-            Arch::Mixtral => true,
-            Arch::Qwen35Moe => {
+            Arch::Mixtral | Arch::MinimaxM2 => true,
+            Arch::Qwen35Moe | Arch::Qwen3Next => {
                 get(&v, &["norm_topk_prob"]).and_then(Value::as_bool).unwrap_or(true)
             }
             _ => get(&v, &["norm_topk_prob"]).and_then(Value::as_bool).unwrap_or(false),
         };
         let first_dense = usize_of(&v, &["first_k_dense_replace"]).unwrap_or(0);
         let sigmoid_router = match arch {
-            Arch::Glm4Moe | Arch::DeepseekV3 => Some(SigmoidRouter {
+            Arch::Glm4Moe | Arch::DeepseekV3 | Arch::MinimaxM2 => Some(SigmoidRouter {
                 groups: usize_of(&v, &["n_group"]).unwrap_or(1),
                 top_groups: usize_of(&v, &["topk_group"]).unwrap_or(1),
                 routed_scale: get(&v, &["routed_scaling_factor"])
@@ -444,6 +470,18 @@ impl ModelConfig {
             }),
             _ => None,
         };
+        if arch == Arch::MinimaxM2 {
+            let scoring = get(&v, &["scoring_func"]).and_then(Value::as_str).unwrap_or("sigmoid");
+            let biased = get(&v, &["use_routing_bias"]).and_then(Value::as_bool).unwrap_or(true);
+            let qk = get(&v, &["qk_norm_type"]).and_then(Value::as_str).unwrap_or("per_layer");
+            if scoring != "sigmoid" || !biased || qk != "per_layer" {
+                return Err(Error::Unsupported(format!(
+                    "config.json: MiniMax-M2 with scoring_func {scoring:?}, use_routing_bias \
+                     {biased}, qk_norm_type {qk:?} (floe runs sigmoid routing with its bias and \
+                     per_layer q/k norms)"
+                )));
+            }
+        }
         if arch == Arch::DeepseekV2 {
             let method = get(&v, &["topk_method"]).and_then(Value::as_str).unwrap_or("greedy");
             if method != "greedy" {
@@ -469,7 +507,7 @@ impl ModelConfig {
             _ => None,
         };
         let (linear, linear_layers) = match arch {
-            Arch::Qwen35Moe => {
+            Arch::Qwen35Moe | Arch::Qwen3Next => {
                 let types: Vec<bool> = match get(&v, &["layer_types"]).and_then(Value::as_array) {
                     Some(a) => a
                         .iter()
@@ -493,6 +531,7 @@ impl ModelConfig {
                     key_dim: usize_of(&v, &["linear_key_head_dim"])?,
                     value_dim: usize_of(&v, &["linear_value_head_dim"])?,
                     conv_kernel: usize_of(&v, &["linear_conv_kernel_dim"]).unwrap_or(4),
+                    grouped: arch == Arch::Qwen3Next,
                 };
                 (Some(lin), types)
             }
@@ -505,7 +544,7 @@ impl ModelConfig {
             .unwrap_or_default();
         let moe_layers = (0..layers)
             .map(|i| match arch {
-                Arch::Qwen3Moe | Arch::Qwen2Moe | Arch::Qwen35Moe => {
+                Arch::Qwen3Moe | Arch::Qwen2Moe | Arch::Qwen35Moe | Arch::Qwen3Next => {
                     !mlp_only.contains(&i) && experts > 0 && (i + 1) % step == 0
                 }
                 Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => i >= first_dense,
@@ -518,8 +557,15 @@ impl ModelConfig {
             _ => get(&v, &["attention_bias"]).and_then(Value::as_bool).unwrap_or(false),
         };
         let qk_norm = match arch {
-            Arch::Qwen3Moe | Arch::Qwen35Moe => QkNorm::PerHead,
+            Arch::Qwen3Moe | Arch::Qwen35Moe | Arch::Qwen3Next => QkNorm::PerHead,
             Arch::Olmoe => QkNorm::Full,
+            Arch::MinimaxM2 => {
+                if get(&v, &["use_qk_norm"]).and_then(Value::as_bool).unwrap_or(true) {
+                    QkNorm::Full
+                } else {
+                    QkNorm::None
+                }
+            }
             Arch::Glm4Moe if get(&v, &["use_qk_norm"]).and_then(Value::as_bool) == Some(true) => {
                 QkNorm::PerHead
             }
@@ -667,6 +713,33 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(yarn.yarn.map(|y| y.factor), Some(4.0));
+    }
+
+    /// The two families' own keys: Qwen3-Next's DeltaNet is grouped; MiniMax-M2's hub
+    /// `rotary_dim` sets the rotated channels, and routing floe does not run is refused by name.
+    #[test]
+    fn qwen3_next_and_minimax_m2_keys() {
+        let read = |f: &str| floe_cache::fixtures::shared_fixture(&format!("golden/{f}"));
+        let (Some(next), Some(mm)) = (read("qwen3_next"), read("minimax_m2")) else { return };
+        let dir = |p: std::path::PathBuf| std::fs::read_to_string(p.join("config.json")).unwrap();
+        let next = ModelConfig::from_hf_json(&dir(next)).unwrap();
+        assert_eq!(next.arch, Arch::Qwen3Next);
+        assert!(next.linear.unwrap().grouped);
+        assert_eq!(next.linear_layers, vec![true, true, false, true, true, false]);
+        let mm = dir(mm);
+        let c = ModelConfig::from_hf_json(&mm).unwrap();
+        assert_eq!((c.qk_norm, c.rope_dims, c.expert_ffn), (QkNorm::Full, Some(16), 32));
+        let hub = mm.replace("\"partial_rotary_factor\": 0.5,", "");
+        assert_eq!(ModelConfig::from_hf_json(&hub).unwrap().rope_dims, Some(16), "rotary_dim");
+        for (from, to) in [
+            ("\"scoring_func\": \"sigmoid\"", "\"scoring_func\": \"softmax\""),
+            ("\"use_routing_bias\": true", "\"use_routing_bias\": false"),
+            ("\"qk_norm_type\": \"per_layer\"", "\"qk_norm_type\": \"per_head\""),
+        ] {
+            assert!(mm.contains(from), "{from}");
+            let e = ModelConfig::from_hf_json(&mm.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains("MiniMax-M2"), "{e}");
+        }
     }
 
     #[test]

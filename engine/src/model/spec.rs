@@ -100,8 +100,8 @@ impl AttentionSpec {
 
 /// Gated DeltaNet linear attention (Qwen3.5, Qwen3-Next): a causal depthwise convolution over
 /// q, k and v, then per value head a recurrent `key_dim x value_dim` state updated by the gated
-/// delta rule; a fixed-size state, no KV cache. Weights are in llama.cpp's layout: value heads
-/// tiled over the key heads (value head `j` reads key head `j % key_heads`), `A = -exp(A_log)`.
+/// delta rule; a fixed-size state, no KV cache. Weights are in llama.cpp's layout,
+/// `A = -exp(A_log)`, with the value heads in one of two orders (see `grouped`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DeltaNetSpec {
     /// Key (and query) heads.
@@ -114,9 +114,22 @@ pub struct DeltaNetSpec {
     pub value_dim: usize,
     /// Width of the causal convolution.
     pub conv_kernel: usize,
+    /// Qwen3-Next: value head `j` reads key head `j / (value_heads / key_heads)`, and beta and
+    /// alpha come from one projection holding, per key head, its value heads' betas then their
+    /// alphas. Otherwise (Qwen3.5) value head `j` reads key head `j % key_heads` and beta and
+    /// alpha are two projections.
+    pub grouped: bool,
 }
 
 impl DeltaNetSpec {
+    /// The key head value head `j` reads.
+    pub fn key_head(&self, j: usize) -> usize {
+        if self.grouped {
+            j / (self.value_heads / self.key_heads).max(1)
+        } else {
+            j % self.key_heads.max(1)
+        }
+    }
     /// Channels of the q/k/v projection and the convolution.
     pub fn qkv_dim(&self) -> usize {
         2 * self.key_heads * self.key_dim + self.value_heads * self.value_dim
@@ -340,7 +353,7 @@ impl LayerSpec {
                     + m.latent_dim() * (m.heads + 1)
                     + 2 * m.heads * (m.nope + m.v_dim)
             }
-            MixerSpec::DeltaNet(d) => 2 * d.qkv_dim() + 3 * d.value_total() + 2 * d.value_heads,
+            MixerSpec::DeltaNet(d) => 2 * d.qkv_dim() + 3 * d.value_total() + 4 * d.value_heads,
         };
         let ffn = match self.ffn {
             FfnSpec::Mlp { ffn } => 3 * ffn,
@@ -404,6 +417,7 @@ impl ModelSpec {
             key_dim: lin.key_dim,
             value_dim: lin.value_dim,
             conv_kernel: lin.conv_kernel,
+            grouped: lin.grouped,
         });
         let mla = c.mla.map(|m| MlaSpec {
             heads: c.heads,

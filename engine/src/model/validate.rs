@@ -242,6 +242,7 @@ mod tests {
                         key_dim: 16,
                         value_dim: 16,
                         conv_kernel: 4,
+                        grouped: false,
                     })
                 }),
             ),

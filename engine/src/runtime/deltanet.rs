@@ -1,4 +1,4 @@
-//! The Gated DeltaNet mixer (Qwen3.5): q/k/v, output gate, beta and decay-step projections in
+//! The Gated DeltaNet mixer (Qwen3.5, Qwen3-Next): q/k/v, output gate, beta and decay-step projections in
 //! one pool operation; the causal convolution with SiLU over q/k/v; q and k L2-normalised per
 //! head (q also scaled by 1/sqrt(key_dim)); then per value head, in parallel, the gated delta
 //! rule token by token from the session's state; the gated RMSNorm (norm, then times SiLU(z));
@@ -11,7 +11,7 @@ use floe_kernels::ops;
 
 use super::forward::Model;
 use super::session::{sized, Scratch, Seg};
-use super::weights::DeltaNetWeights;
+use super::weights::{BetaAlpha, DeltaNetWeights};
 use crate::error::Result;
 use crate::model::spec::DeltaNetSpec;
 
@@ -35,13 +35,39 @@ impl Model {
         let (b, a) = (sized(&mut sc.lin_b, n * nv), sized(&mut sc.lin_a, n * nv));
         {
             let (wqkv, wz) = (self.m(&w.qkv)?, self.m(&w.gate)?);
-            let (wb, wa) = (self.m(&w.beta)?, self.m(&w.alpha)?);
             let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
-            matmul_group(
-                &mut [(&wqkv, &mut *qkv), (&wz, &mut *z), (&wb, &mut *b), (&wa, &mut *a)],
-                &mut input,
-                pool,
-            )
+            match w.beta_alpha {
+                BetaAlpha::Split { beta, alpha } => {
+                    let (wb, wa) = (self.m(&beta)?, self.m(&alpha)?);
+                    matmul_group(
+                        &mut [(&wqkv, &mut *qkv), (&wz, &mut *z), (&wb, &mut *b), (&wa, &mut *a)],
+                        &mut input,
+                        pool,
+                    )
+                }
+                BetaAlpha::Grouped(ba) => {
+                    let wba = self.m(&ba)?;
+                    let fused = sized(&mut sc.lin_ba, n * 2 * nv);
+                    let r = matmul_group(
+                        &mut [(&wqkv, &mut *qkv), (&wz, &mut *z), (&wba, &mut *fused)],
+                        &mut input,
+                        pool,
+                    );
+                    // Per key head: its value heads' betas, then their alphas.
+                    let per = nv / nk.max(1);
+                    for ((f, bt), at) in fused
+                        .chunks_exact(2 * nv)
+                        .zip(b.chunks_exact_mut(nv))
+                        .zip(a.chunks_exact_mut(nv))
+                    {
+                        for (g, pair) in f.chunks_exact(2 * per).enumerate() {
+                            bt[g * per..(g + 1) * per].copy_from_slice(&pair[..per]);
+                            at[g * per..(g + 1) * per].copy_from_slice(&pair[per..]);
+                        }
+                    }
+                    r
+                }
+            }
             .map_err(crate::error::Error::Kernel)?;
         }
         let row = sized(&mut sc.norm, c);
@@ -66,7 +92,7 @@ impl Model {
                 at[j] = (big_a[j] * ops::softplus(at[j] + dt[j])).exp();
             }
         }
-        // Per sequence, per value head (value head j reads key head j % nk): its state and its
+        // Per sequence, per value head (reading key head `d.key_head(j)`): its state and its
         // outputs; then the gated RMSNorm per (token, head), written token-major for the output
         // projection.
         let norm_w = self.vec(&w.norm)?;
@@ -78,7 +104,7 @@ impl Model {
             let len = at.len;
             let heads = sized(&mut sc.lin_heads, nv * len * dv);
             let run = |j: usize, s: &mut [f32], out: &mut [f32]| {
-                let kh = j % nk;
+                let kh = d.key_head(j);
                 for (i, o) in out.chunks_exact_mut(dv).enumerate() {
                     let t = at.start + i;
                     let x = &qkv[t * c..(t + 1) * c];

@@ -161,6 +161,8 @@ pub(crate) struct Scratch {
     pub lin_z: Vec<f32>,
     pub lin_b: Vec<f32>,
     pub lin_a: Vec<f32>,
+    /// Qwen3-Next's fused beta/alpha projection, before it is split into `lin_b` and `lin_a`.
+    pub lin_ba: Vec<f32>,
     pub lin_heads: Vec<f32>,
     /// MLA: the LoRA query, latents, per-head gathers and results, queries in latent space.
     pub mla_qa: Vec<f32>,

@@ -39,6 +39,20 @@ pub struct AttentionWeights {
     pub o_bias: Option<TensorRef>,
 }
 
+/// A DeltaNet layer's beta and decay-step (alpha) projections.
+#[derive(Debug, Clone, Copy)]
+pub enum BetaAlpha {
+    /// Two projections, [value_heads, hidden] each.
+    Split {
+        /// beta.
+        beta: TensorRef,
+        /// alpha.
+        alpha: TensorRef,
+    },
+    /// One [2 x value_heads, hidden] projection, per key head its betas then its alphas.
+    Grouped(TensorRef),
+}
+
 /// Gated DeltaNet linear attention (llama.cpp's layout, see `DeltaNetSpec`).
 #[derive(Debug, Clone, Copy)]
 pub struct DeltaNetWeights {
@@ -46,10 +60,8 @@ pub struct DeltaNetWeights {
     pub qkv: TensorRef,
     /// Output gate projection (z) [value_total, hidden].
     pub gate: TensorRef,
-    /// beta projection [value_heads, hidden].
-    pub beta: TensorRef,
-    /// Decay-step projection [value_heads, hidden].
-    pub alpha: TensorRef,
+    /// The beta and decay-step projections.
+    pub beta_alpha: BetaAlpha,
     /// Convolution [qkv_dim, kernel], f32.
     pub conv: TensorRef,
     /// `A = -exp(A_log)` [value_heads].
@@ -242,8 +254,14 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
             MixerWeights::DeltaNet(DeltaNetWeights {
                 qkv: matrix(d, Dense::LinQkv(l), c, h)?,
                 gate: matrix(d, Dense::LinGate(l), vt, h)?,
-                beta: matrix(d, Dense::LinBeta(l), nv, h)?,
-                alpha: matrix(d, Dense::LinAlpha(l), nv, h)?,
+                beta_alpha: if n.grouped {
+                    BetaAlpha::Grouped(matrix(d, Dense::LinBetaAlpha(l), 2 * nv, h)?)
+                } else {
+                    BetaAlpha::Split {
+                        beta: matrix(d, Dense::LinBeta(l), nv, h)?,
+                        alpha: matrix(d, Dense::LinAlpha(l), nv, h)?,
+                    }
+                },
                 conv: matrix(d, Dense::LinConv(l), c, n.conv_kernel)?,
                 a: vector(d, Dense::LinA(l), nv)?,
                 dt_bias: vector(d, Dense::LinDtBias(l), nv)?,

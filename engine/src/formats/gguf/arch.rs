@@ -22,6 +22,8 @@ pub fn gguf_arch(arch: Arch) -> &'static str {
         Arch::Glm4Moe => "glm4moe",
         Arch::DeepseekV2 | Arch::DeepseekV3 => "deepseek2",
         Arch::GptOss => "gpt-oss",
+        Arch::Qwen3Next => "qwen3next",
+        Arch::MinimaxM2 => "minimax-m2",
     }
 }
 
@@ -51,6 +53,8 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         "qwen35moe" => Arch::Qwen35Moe,
         "glm4moe" => Arch::Glm4Moe,
         "gpt-oss" => Arch::GptOss,
+        "qwen3next" => Arch::Qwen3Next,
+        "minimax-m2" => Arch::MinimaxM2,
         // V3's sigmoid router has a selection bias; V2's softmax one has none.
         "deepseek2" => {
             let biased = (0..64).any(|l| g.tensor(&format!("blk.{l}.exp_probs_b.bias")).is_some());
@@ -71,7 +75,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         }
         other => {
             return Err(Error::Unsupported(format!(
-                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, glm4moe, deepseek2, gpt-oss and llama with experts)",
+                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, qwen3next, glm4moe, deepseek2, gpt-oss, minimax-m2 and llama with experts)",
                 g.path().display()
             )))
         }
@@ -103,15 +107,18 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
     // llama (Mixtral) and OLMoE give the expert width as feed_forward_length.
     let ffn = meta_u(g, &p("feed_forward_length")).unwrap_or(0);
     let expert_ffn = match arch {
-        Arch::Mixtral | Arch::Olmoe | Arch::GptOss => {
+        Arch::Mixtral | Arch::Olmoe | Arch::GptOss | Arch::MinimaxM2 => {
             meta_u(g, &p("expert_feed_forward_length")).unwrap_or(ffn)
         }
         _ => meta_u(g, &p("expert_feed_forward_length"))?,
     };
-    let norm_default = matches!(arch, Arch::Qwen3Moe | Arch::Mixtral | Arch::Qwen35Moe);
+    let norm_default = matches!(
+        arch,
+        Arch::Qwen3Moe | Arch::Mixtral | Arch::Qwen35Moe | Arch::Qwen3Next | Arch::MinimaxM2
+    );
     let head_dim = meta_u(g, &p("attention.key_length")).unwrap_or(hidden / heads.max(1));
     let sigmoid_router = match arch {
-        Arch::Glm4Moe | Arch::DeepseekV3 => {
+        Arch::Glm4Moe | Arch::DeepseekV3 | Arch::MinimaxM2 => {
             let gating = meta_u(g, &p("expert_gating_func")).unwrap_or(GATING_SIGMOID as usize);
             if gating as u64 != GATING_SIGMOID {
                 return Err(Error::Unsupported(format!(
@@ -128,7 +135,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         _ => None,
     };
     let (linear, linear_layers) = match arch {
-        Arch::Qwen35Moe => {
+        Arch::Qwen35Moe | Arch::Qwen3Next => {
             let value_heads = meta_u(g, &p("ssm.time_step_rank"))?;
             let lin = LinearAttention {
                 key_heads: meta_u(g, &p("ssm.group_count"))?,
@@ -136,6 +143,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
                 key_dim: meta_u(g, &p("ssm.state_size"))?,
                 value_dim: meta_u(g, &p("ssm.inner_size"))? / value_heads.max(1),
                 conv_kernel: meta_u(g, &p("ssm.conv_kernel"))?,
+                grouped: arch == Arch::Qwen3Next,
             };
             let types: Vec<bool> = match g.get(&p("attention.recurrent_layers")) {
                 Some(GgufValue::Array(a)) => {
@@ -231,9 +239,13 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         experts: meta_u(g, &p("expert_count"))?,
         top_k: meta_u(g, &p("expert_used_count"))?,
         expert_ffn,
-        dense_ffn: if matches!(arch, Arch::Mixtral | Arch::Olmoe | Arch::GptOss) { 0 } else { ffn },
+        dense_ffn: if matches!(arch, Arch::Mixtral | Arch::Olmoe | Arch::GptOss | Arch::MinimaxM2) {
+            0
+        } else {
+            ffn
+        },
         shared_ffn: match arch {
-            Arch::Qwen2Moe | Arch::Qwen35Moe => {
+            Arch::Qwen2Moe | Arch::Qwen35Moe | Arch::Qwen3Next => {
                 meta_u(g, &p("expert_shared_feed_forward_length")).unwrap_or(0)
             }
             Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => {
@@ -245,8 +257,14 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         moe_layers,
         qkv_bias: (0..layers).any(|l| g.tensor(&format!("blk.{l}.attn_q.bias")).is_some()),
         qk_norm: match arch {
-            Arch::Qwen3Moe | Arch::Qwen35Moe => QkNorm::PerHead,
+            Arch::Qwen3Moe | Arch::Qwen35Moe | Arch::Qwen3Next => QkNorm::PerHead,
             Arch::Olmoe => QkNorm::Full,
+            Arch::MinimaxM2
+                if (0..layers)
+                    .any(|l| g.tensor(&format!("blk.{l}.attn_q_norm.weight")).is_some()) =>
+            {
+                QkNorm::Full
+            }
             Arch::Glm4Moe
                 if (0..layers)
                     .any(|l| g.tensor(&format!("blk.{l}.attn_q_norm.weight")).is_some()) =>
@@ -297,9 +315,14 @@ pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
         VBias(l) => format!("blk.{l}.attn_v.bias"),
         QNorm(l) => format!("blk.{l}.attn_q_norm.weight"),
         KNorm(l) => format!("blk.{l}.attn_k_norm.weight"),
-        // llama.cpp's qwen35moe, glm4moe and gpt-oss call the norm before the MoE block
+        // llama.cpp's qwen35moe, qwen3next, glm4moe and gpt-oss call the norm before the MoE block
         // ATTN_POST_NORM.
-        FfnNorm(l) if matches!(cfg.arch, Arch::Qwen35Moe | Arch::Glm4Moe | Arch::GptOss) => {
+        FfnNorm(l)
+            if matches!(
+                cfg.arch,
+                Arch::Qwen35Moe | Arch::Qwen3Next | Arch::Glm4Moe | Arch::GptOss
+            ) =>
+        {
             format!("blk.{l}.post_attention_norm.weight")
         }
         FfnNorm(l) => format!("blk.{l}.ffn_norm.weight"),
@@ -314,6 +337,7 @@ pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
         LinGate(l) => format!("blk.{l}.attn_gate.weight"),
         LinBeta(l) => format!("blk.{l}.ssm_beta.weight"),
         LinAlpha(l) => format!("blk.{l}.ssm_alpha.weight"),
+        LinBetaAlpha(l) => format!("blk.{l}.ssm_ba.weight"),
         LinConv(l) => format!("blk.{l}.ssm_conv1d.weight"),
         LinA(l) => format!("blk.{l}.ssm_a"),
         LinDtBias(l) => format!("blk.{l}.ssm_dt.bias"),

@@ -115,7 +115,7 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
     let a = gguf_arch(c.arch);
     // llama (Mixtral) and OLMoE take the expert width from feed_forward_length.
     let ffn = match c.arch {
-        Arch::Mixtral | Arch::Olmoe | Arch::GptOss => c.expert_ffn,
+        Arch::Mixtral | Arch::Olmoe | Arch::GptOss | Arch::MinimaxM2 => c.expert_ffn,
         _ => c.dense_ffn,
     };
     let k = |s: &str| format!("{a}.{s}");

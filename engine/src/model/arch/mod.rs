@@ -3,10 +3,12 @@
 //! ([`crate::model::spec`]), which the configuration resolves once at load.
 
 mod gpt_oss;
+mod minimax_m2;
 mod mixtral;
 mod olmoe;
 mod qwen2_moe;
 mod qwen3_moe;
+mod qwen3_next;
 mod shared_experts;
 
 use crate::model::config::Arch;
@@ -64,6 +66,9 @@ pub enum Dense {
     LinBeta(usize),
     /// Per DeltaNet layer: decay-step projection (a) [value_heads, hidden].
     LinAlpha(usize),
+    /// Per grouped DeltaNet layer (Qwen3-Next): beta and decay-step projections in one
+    /// [2 x value_heads, hidden], per key head its betas then its alphas.
+    LinBetaAlpha(usize),
     /// Per DeltaNet layer: depthwise causal convolution [qkv_dim, kernel].
     LinConv(usize),
     /// Per DeltaNet layer: `A = -exp(A_log)` per value head.
@@ -130,6 +135,7 @@ impl Dense {
             LinGate(l) => format!("{l}.lin_gate"),
             LinBeta(l) => format!("{l}.lin_beta"),
             LinAlpha(l) => format!("{l}.lin_alpha"),
+            LinBetaAlpha(l) => format!("{l}.lin_beta_alpha"),
             LinConv(l) => format!("{l}.lin_conv"),
             LinA(l) => format!("{l}.lin_a"),
             LinDtBias(l) => format!("{l}.lin_dt_bias"),
@@ -260,6 +266,8 @@ pub fn names(arch: Arch) -> &'static dyn ArchNames {
         Arch::Qwen3Moe => &qwen3_moe::Qwen3Moe,
         // Qwen3.5 names its MoE as Qwen2-MoE does (its DeltaNet tensors are llama_dense's).
         Arch::Qwen2Moe | Arch::Qwen35Moe => &qwen2_moe::Qwen2Moe,
+        Arch::Qwen3Next => &qwen3_next::Qwen3Next,
+        Arch::MinimaxM2 => &minimax_m2::MinimaxM2,
         Arch::Mixtral => &mixtral::Mixtral,
         Arch::Olmoe => &olmoe::Olmoe,
         Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => &shared_experts::SharedExperts,
@@ -297,6 +305,7 @@ pub(crate) fn llama_dense(t: Dense, router: &[&str], mlp: &str) -> Vec<String> {
         LinGate(i) => vec![l(i, "linear_attn.in_proj_z.weight")],
         LinBeta(i) => vec![l(i, "linear_attn.in_proj_b.weight")],
         LinAlpha(i) => vec![l(i, "linear_attn.in_proj_a.weight")],
+        LinBetaAlpha(i) => vec![l(i, "linear_attn.in_proj_ba.weight")],
         LinConv(i) => vec![l(i, "linear_attn.conv1d.weight")],
         LinA(i) => vec![l(i, "linear_attn.A_log")],
         LinDtBias(i) => vec![l(i, "linear_attn.dt_bias")],
