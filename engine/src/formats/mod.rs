@@ -6,6 +6,7 @@ pub mod convert;
 pub mod dense;
 pub mod encode;
 pub mod gguf;
+pub mod int4_checkpoint;
 pub mod mxfp4_checkpoint;
 pub mod pack;
 pub mod packed;

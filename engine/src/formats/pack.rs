@@ -169,6 +169,7 @@ pub fn pack(
     let cfg_text = std::fs::read_to_string(&cfg_path)
         .map_err(|e| Error::Invalid(format!("{}: {e}", cfg_path.display())))?;
     let cfg = ModelConfig::from_hf_json(&cfg_text)?;
+    let int4 = crate::formats::int4_checkpoint::PackQuantized::from_config(&cfg_text)?;
     let ckpt = CheckpointDir::open(from)?;
     // An existing model stays until the new one is complete (write_dir_atomically).
     if out.exists() && !opts.force {
@@ -177,7 +178,8 @@ pub fn pack(
             out.display()
         )));
     }
-    write_dir_atomically(out, |tmp| write_all(&cfg, &ckpt, from, tmp, opts, progress))
+    let src = Checkpoint { ckpt: &ckpt, dir: from, int4 };
+    write_dir_atomically(out, |tmp| write_all(&cfg, &src, tmp, opts, progress))
 }
 
 fn write_err(path: &Path, source: std::io::Error) -> Error {
@@ -185,6 +187,11 @@ fn write_err(path: &Path, source: std::io::Error) -> Error {
 }
 
 fn find_dense<'a>(ckpt: &CheckpointDir, candidates: &'a [String]) -> Result<&'a String> {
+    if let Some(n) = candidates.iter().find(|n| ckpt.has(&format!("{n}_packed"))) {
+        return Err(Error::Unsupported(format!(
+            "{n} is INT4 pack-quantized: floe reads that form only for routed experts"
+        )));
+    }
     candidates
         .iter()
         .find(|n| ckpt.has(n))
@@ -213,14 +220,21 @@ fn check_shape(name: &str, got: &[usize], rows: usize, cols: usize) -> Result<()
     Ok(())
 }
 
+/// A checkpoint being packed: its tensors, its directory, how its INT4 weights are stored.
+struct Checkpoint<'a> {
+    ckpt: &'a CheckpointDir,
+    dir: &'a Path,
+    int4: Option<crate::formats::int4_checkpoint::PackQuantized>,
+}
+
 fn write_all(
     cfg: &ModelConfig,
-    ckpt: &CheckpointDir,
-    from: &Path,
+    src: &Checkpoint<'_>,
     dir: &Path,
     opts: &PackOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Manifest> {
+    let (ckpt, from) = (src.ckpt, src.dir);
     let names = arch::names(cfg.arch);
     let plan = dense_plan(cfg);
     let moe_layers: Vec<usize> = (0..cfg.layers).filter(|&l| cfg.moe_layers[l]).collect();
@@ -269,18 +283,19 @@ fn write_all(
             ] {
                 let what = format!("layer {l} expert {e} {part:?}");
                 let candidates = names.expert(l, e, part, cfg.expert_ffn);
-                let bytes = match mxfp4_source(ckpt, &candidates, place.rows, place.cols)? {
-                    // MXFP4 kept as it is; to another format through its exact values.
-                    Some(raw) if opts.dtype == DType::Mxfp4 => raw,
-                    Some(raw) => {
+                let bytes = match block_source(src, &candidates, place.rows, place.cols)? {
+                    // Blocks of the packed type kept as they are; to another format through
+                    // their exact values.
+                    Some((dtype, raw)) if opts.dtype == dtype => raw,
+                    Some((dtype, raw)) => {
                         let mut values = vec![0.0; place.rows * place.cols];
-                        DType::Mxfp4
+                        dtype
                             .dequantize(&raw, &mut values)
                             .map_err(|err| Error::Invalid(format!("{what}: {err}")))?;
                         encode(opts.dtype, &values, place.cols, &what)?
                     }
                     None => {
-                        let values = read_expert(ckpt, &candidates, place.rows, place.cols)?;
+                        let values = read_expert(src, &candidates, place.rows, place.cols)?;
                         encode(opts.dtype, &values, place.cols, &what)?
                     }
                 };
@@ -301,6 +316,10 @@ fn write_all(
             has_tokenizer |= *f == "tokenizer.json";
         }
     }
+    if !has_tokenizer && from.join("tiktoken.model").exists() {
+        write_tiktoken_tokenizer(from, dir)?;
+        has_tokenizer = true;
+    }
     if !has_tokenizer {
         tracing::warn!(
             "{} has no tokenizer.json: the packed model takes and gives token ids only",
@@ -313,6 +332,25 @@ fn write_all(
     manifest.write(dir)?;
     PackedModel::open(dir, true)?;
     Ok(manifest)
+}
+
+/// Kimi-K2/K2.5 ship `tiktoken.model` instead of a tokenizer.json: converted as transformers
+/// converts it, with Kimi's split regex (the only MoE family floe runs that ships one).
+fn write_tiktoken_tokenizer(from: &Path, dir: &Path) -> Result<()> {
+    use crate::model::tiktoken;
+    let read = |f: &str| {
+        std::fs::read_to_string(from.join(f))
+            .map_err(|e| Error::Invalid(format!("{}: {e}", from.join(f).display())))
+    };
+    let ranks = tiktoken::read_ranks(&read("tiktoken.model")?)?;
+    let config: serde_json::Value = match read("tokenizer_config.json") {
+        Ok(t) => serde_json::from_str(&t)
+            .map_err(|e| Error::Invalid(format!("tokenizer_config.json: {e}")))?,
+        Err(_) => serde_json::Value::Null,
+    };
+    let json = tiktoken::tokenizer_json(&ranks, tiktoken::KIMI_PATTERN, &config)?;
+    let out = dir.join("tokenizer.json");
+    std::fs::write(&out, json).map_err(|e| write_err(&out, e))
 }
 
 /// The multi-token-prediction tensors (`mtp.*`), kept in `mtp.bin` for a later speculative
@@ -336,33 +374,50 @@ fn write_mtp(ckpt: &CheckpointDir, dir: &Path, dense_dtype: DType) -> Result<Vec
     out.finish()
 }
 
-/// The expert matrix as ggml MXFP4 bytes, if the checkpoint stores it as MXFP4.
-fn mxfp4_source(
-    ckpt: &CheckpointDir,
+/// The expert matrix as ggml blocks, if the checkpoint stores it in a block format floe keeps
+/// as it is: gpt-oss's MXFP4, or compressed-tensors INT4 groups of 32 (Q4_0).
+fn block_source(
+    src: &Checkpoint<'_>,
     candidates: &[ExpertTensor],
     rows: usize,
     cols: usize,
-) -> Result<Option<Vec<u8>>> {
+) -> Result<Option<(DType, Vec<u8>)>> {
+    use crate::formats::int4_checkpoint::{int4_rows, Int4Rows};
     for c in candidates {
-        if let ExpertTensor::Mxfp4 { blocks, scales, expert, first, step } = c {
-            if ckpt.has(blocks) {
+        match c {
+            ExpertTensor::Mxfp4 { blocks, scales, expert, first, step } if src.ckpt.has(blocks) => {
                 return crate::formats::mxfp4_checkpoint::mxfp4_rows(
-                    ckpt, blocks, scales, *expert, *first, *step, rows, cols,
+                    src.ckpt, blocks, scales, *expert, *first, *step, rows, cols,
                 )
-                .map(Some);
+                .map(|raw| Some((DType::Mxfp4, raw)));
             }
+            ExpertTensor::Single(name) => {
+                if let Some(pq) = src.int4 {
+                    if let Some(Int4Rows::Q4_0(raw)) = int4_rows(src.ckpt, name, rows, cols, pq)? {
+                        return Ok(Some((DType::Q4_0, raw)));
+                    }
+                }
+            }
+            _ => {}
         }
     }
     Ok(None)
 }
 
 fn read_expert(
-    ckpt: &CheckpointDir,
+    src: &Checkpoint<'_>,
     candidates: &[ExpertTensor],
     rows: usize,
     cols: usize,
 ) -> Result<Vec<f32>> {
+    let ckpt = src.ckpt;
     for c in candidates {
+        if let (ExpertTensor::Single(name), Some(pq)) = (c, src.int4) {
+            use crate::formats::int4_checkpoint::{int4_rows, Int4Rows};
+            if let Some(Int4Rows::Values(v)) = int4_rows(ckpt, name, rows, cols, pq)? {
+                return Ok(v);
+            }
+        }
         match c {
             ExpertTensor::Single(name) if ckpt.has(name) => {
                 check_shape(name, ckpt.shape(name).unwrap_or(&[]), rows, cols)?;

@@ -65,13 +65,26 @@ impl CheckpointDir {
             })?;
             let base = 8 + header_len;
             for (name, info) in meta.tensors() {
-                // A multimodal checkpoint (Qwen3_5MoeForConditionalGeneration) keeps the text
-                // model under `model.language_model.`; its vision tower is not floe's to run.
+                // A multimodal checkpoint keeps the text model under a prefix: Qwen3.5's
+                // `model.language_model.` (its `lm_head` at the top), Kimi-K2.5's
+                // `language_model.` (`language_model.model.*`, `language_model.lm_head`). Their
+                // vision towers and projectors are not floe's to run.
                 let name = match name.strip_prefix("model.language_model.") {
                     Some(rest) => format!("model.{rest}"),
-                    None => name.clone(),
+                    None => {
+                        name.strip_prefix("language_model.").unwrap_or(name.as_str()).to_string()
+                    }
                 };
-                if name.starts_with("model.visual.") || name.starts_with("visual.") {
+                if [
+                    "model.visual.",
+                    "visual.",
+                    "vision_tower.",
+                    "mm_projector.",
+                    "model.mm_projector.",
+                ]
+                .iter()
+                .any(|p| name.starts_with(p))
+                {
                     continue;
                 }
                 let (s, e) = info.data_offsets;
@@ -172,6 +185,23 @@ impl CheckpointDir {
             return Err(Error::Invalid(format!("tensor {name}: read past its data")));
         }
         Ok((&self.files[t.file].1[start..start + per], &t.shape))
+    }
+
+    /// The raw little-endian bytes of a whole tensor that must be of `dtype` (packed integer
+    /// weights), and its shape.
+    pub fn raw(&self, name: &str, dtype: Dtype) -> Result<(&[u8], &[usize])> {
+        let t = self.info(name)?;
+        if t.dtype != dtype {
+            return Err(Error::Invalid(format!(
+                "tensor {name} is {:?}, expected {dtype:?}",
+                t.dtype
+            )));
+        }
+        let n: usize = t.shape.iter().product();
+        let bytes = n.checked_mul(dtype.size()).filter(|&b| t.start + b <= t.end);
+        let b =
+            bytes.ok_or_else(|| Error::Invalid(format!("tensor {name}: read past its data")))?;
+        Ok((&self.files[t.file].1[t.start..t.start + b], &t.shape))
     }
 
     fn info(&self, name: &str) -> Result<&TensorInfo> {

@@ -6,6 +6,7 @@ pub mod arch;
 pub mod chat_template;
 pub mod config;
 pub mod spec;
+pub mod tiktoken;
 pub mod tokenizer;
 pub mod tools;
 pub mod validate;
