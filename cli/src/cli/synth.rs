@@ -11,7 +11,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub struct SynthArgs {
     /// tiny (tests), demo (~2 GB of experts), qwen3-30b-a3b (~16 GB), mixtral-8x7b,
     /// qwen3.5-35b-a3b (~18 GB), qwen3.5-397b-a17b (217 GB: take --layers 4), glm4.5-air (56 GB),
-    /// tiny-qwen3.5, tiny-glm4.5, or custom (give the shape flags).
+    /// deepseek-v2-lite (8 GB), deepseek-v3-671b (368 GB), gpt-oss-20b, gpt-oss-120b (with
+    /// --dtype mxfp4), qwen3-next-80b-a3b (43 GB), minimax-m2 (126 GB: take --layers 8), the
+    /// tiny-* forms of the families (tiny-qwen3.5, tiny-qwen3-next, tiny-glm4.5, tiny-deepseek,
+    /// tiny-gpt-oss, tiny-minimax-m2), or custom (give the shape flags). Sizes are of q4_0
+    /// experts; --layers keeps the first layers of a preset.
     #[arg(long, default_value = "demo")]
     preset: String,
     /// Output directory (or file, with --format gguf).
@@ -48,7 +52,7 @@ pub struct SynthArgs {
     /// Custom shape: residual width.
     #[arg(long)]
     hidden: Option<usize>,
-    /// Custom shape: layers.
+    /// Layers (with a preset: its first layers).
     #[arg(long)]
     layers: Option<usize>,
     /// Custom shape: routed experts per layer.
