@@ -73,28 +73,28 @@ fn split_kv_b(values: &[f32], heads: usize, m: &crate::model::config::Mla, key: 
     out
 }
 
-/// From a fused `in_proj_qkvz` (per key head: `key_dim` q rows, `key_dim` k rows, then its
-/// value heads' v rows and z rows) of `cols` columns: the q/k/v projection (every q row, every
-/// k row, every v row, in key-head order) or, with `gate`, the z rows.
-fn split_qkvz(values: &[f32], lin: &LinearAttention, cols: usize, gate: bool) -> Vec<f32> {
+/// The rows of a fused `in_proj_qkvz` (llama.cpp's older `ssm_in`: per key head, `key_dim` q
+/// rows, `key_dim` k rows, then its value heads' v rows and z rows) that make the q/k/v
+/// projection (every q row, every k row, every v row, in key-head order) or, with `gate`, the
+/// z rows, in order.
+pub fn qkvz_rows(lin: &LinearAttention, gate: bool) -> Vec<usize> {
     let (dk, vr) = (lin.key_dim, lin.value_total() / lin.key_heads.max(1));
     let group = 2 * dk + 2 * vr;
-    let rows = |first: usize, n: usize| -> Vec<f32> {
-        (0..lin.key_heads)
-            .flat_map(|g| {
-                let start = (g * group + first) * cols;
-                values[start..start + n * cols].iter().copied()
-            })
-            .collect()
+    let rows = |first: usize, n: usize| {
+        (0..lin.key_heads).flat_map(move |g| g * group + first..g * group + first + n)
     };
     if gate {
-        rows(2 * dk + vr, vr)
+        rows(2 * dk + vr, vr).collect()
     } else {
-        let mut out = rows(0, dk);
-        out.extend(rows(dk, dk));
-        out.extend(rows(2 * dk, vr));
-        out
+        rows(0, dk).chain(rows(dk, dk)).chain(rows(2 * dk, vr)).collect()
     }
+}
+
+fn split_qkvz(values: &[f32], lin: &LinearAttention, cols: usize, gate: bool) -> Vec<f32> {
+    qkvz_rows(lin, gate)
+        .into_iter()
+        .flat_map(|r| values[r * cols..(r + 1) * cols].iter().copied())
+        .collect()
 }
 
 /// Rewrites `values` (a tensor of `role` as read from the checkpoint, `cols` wide) into floe's

@@ -15,6 +15,7 @@ use crate::formats::pack::dense_plan;
 use crate::formats::packed::{
     write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
 };
+use crate::model::arch::Dense;
 use crate::model::config::ModelConfig;
 
 /// floe's type for a GGUF tensor's, or an error naming the tensor and its type.
@@ -67,6 +68,10 @@ pub struct DenseTensor<'g> {
 pub fn dense_tensors<'g>(g: &'g GgufFile, cfg: &ModelConfig) -> Result<Vec<DenseTensor<'g>>> {
     let mut out = Vec::new();
     for (role, rows, cols) in dense_plan(cfg) {
+        if let Some(t) = fused_qkvz(g, cfg, role, rows, cols)? {
+            out.push(t);
+            continue;
+        }
         let n = gguf_name(role, cfg);
         let t = g.tensor(&n).ok_or_else(|| Error::MissingTensor(n.clone()))?;
         let want = crate::formats::gguf::arch::gguf_dims(role, cfg, rows, cols);
@@ -105,6 +110,49 @@ pub fn dense_tensors<'g>(g: &'g GgufFile, cfg: &ModelConfig) -> Result<Vec<Dense
         out.push(DenseTensor { key: role.key(), dtype, rows, cols, data });
     }
     Ok(out)
+}
+
+/// Qwen3-Next's q/k/v or z projection from the fused `ssm_in` that files converted before
+/// llama.cpp split it into `attn_qkv` and `attn_gate` hold: its rows gathered (whole rows, so
+/// any type). None where the file has the split tensors, or for other roles.
+fn fused_qkvz<'g>(
+    g: &'g GgufFile,
+    cfg: &ModelConfig,
+    role: Dense,
+    rows: usize,
+    cols: usize,
+) -> Result<Option<DenseTensor<'g>>> {
+    let (Dense::LinQkv(l) | Dense::LinGate(l), Some(lin)) = (role, cfg.linear) else {
+        return Ok(None);
+    };
+    let name = format!("blk.{l}.ssm_in.weight");
+    let fused = match g.tensor(&name) {
+        Some(t) if lin.grouped && g.tensor(&gguf_name(role, cfg)).is_none() => t,
+        _ => return Ok(None),
+    };
+    let total = lin.qkv_dim() + lin.value_total();
+    if fused.dims != [cols as u64, total as u64] {
+        return Err(Error::Invalid(format!(
+            "GGUF tensor {name} has dims {:?}, expected {:?}",
+            fused.dims,
+            [cols, total]
+        )));
+    }
+    let dtype = dtype_of(fused)?;
+    let data = g.data(fused);
+    check_blocks(&name, dtype, cols, data)?;
+    let row_bytes = data.len() / total;
+    let picked = crate::formats::convert::qkvz_rows(&lin, matches!(role, Dense::LinGate(_)));
+    debug_assert_eq!(picked.len(), rows);
+    let bytes =
+        picked.iter().flat_map(|&r| &data[r * row_bytes..(r + 1) * row_bytes]).copied().collect();
+    Ok(Some(DenseTensor {
+        key: role.key(),
+        dtype,
+        rows,
+        cols,
+        data: std::borrow::Cow::Owned(bytes),
+    }))
 }
 
 /// The routed experts of a GGUF file, read in place: each layer's gate, up and down are slices

@@ -401,6 +401,51 @@ pub fn export_gguf(
     }
 }
 
+/// One tensor to write: name, dims (innermost first), type, bytes.
+pub type TensorBytes<'a> = (String, Vec<u64>, GgmlType, &'a [u8]);
+
+/// Writes a GGUF v3 file of `metadata` and `tensors` (data aligned to `alignment`).
+pub fn write_gguf(
+    path: &Path,
+    metadata: &[(String, GgufValue)],
+    tensors: &[TensorBytes<'_>],
+    alignment: u64,
+) -> Result<()> {
+    let werr = |e: std::io::Error| Error::Write { path: path.to_path_buf(), source: e };
+    let file = std::fs::File::create(path).map_err(werr)?;
+    let mut o = Out { w: BufWriter::new(file) };
+    (|| -> std::io::Result<()> {
+        o.bytes(b"GGUF")?;
+        o.u32(3)?;
+        o.u64(tensors.len() as u64)?;
+        o.u64(metadata.len() as u64)?;
+        for (k, v) in metadata {
+            o.string(k)?;
+            o.value(v, true)?;
+        }
+        let mut offset = 0u64;
+        for (name, dims, t, data) in tensors {
+            o.string(name)?;
+            o.u32(dims.len() as u32)?;
+            for d in dims {
+                o.u64(*d)?;
+            }
+            o.u32(t.id())?;
+            o.u64(offset)?;
+            offset = (offset + data.len() as u64).next_multiple_of(alignment);
+        }
+        let pos = o.w.stream_position()?;
+        o.bytes(&vec![0u8; (pos.next_multiple_of(alignment) - pos) as usize])?;
+        for (_, _, _, data) in tensors {
+            o.bytes(data)?;
+            let len = data.len() as u64;
+            o.bytes(&vec![0u8; (len.next_multiple_of(alignment) - len) as usize])?;
+        }
+        o.w.flush()
+    })()
+    .map_err(werr)
+}
+
 /// Splits the GGUF file `src` into parts of at most `max_tensors` tensors each, named and keyed
 /// as llama.cpp's `gguf-split` does (`NAME-00001-of-0000N.gguf`; `split.no`, `split.count` and
 /// `split.tensors.count` in every part, the rest of the metadata in the first). Returns the
@@ -415,7 +460,6 @@ pub fn split_gguf(src: &Path, max_tensors: usize) -> Result<Vec<std::path::PathB
     let mut paths = Vec::new();
     for (i, part) in chunks.iter().enumerate() {
         let path = dir.join(format!("{stem}-{:05}-of-{n:05}.gguf", i + 1));
-        let werr = |e: std::io::Error| Error::Write { path: path.clone(), source: e };
         let mut meta: Vec<(String, GgufValue)> = vec![
             ("split.no".into(), GgufValue::U16(i as u16)),
             ("split.count".into(), GgufValue::U16(n as u16)),
@@ -424,37 +468,9 @@ pub fn split_gguf(src: &Path, max_tensors: usize) -> Result<Vec<std::path::PathB
         if i == 0 {
             meta.extend(g.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        let file = std::fs::File::create(&path).map_err(werr)?;
-        let mut o = Out { w: BufWriter::new(file) };
-        (|| -> std::io::Result<()> {
-            o.bytes(b"GGUF")?;
-            o.u32(3)?;
-            o.u64(part.len() as u64)?;
-            o.u64(meta.len() as u64)?;
-            for (k, v) in &meta {
-                o.string(k)?;
-                o.value(v, true)?;
-            }
-            let mut offset = 0u64;
-            for t in part.iter() {
-                o.string(&t.name)?;
-                o.u32(t.dims.len() as u32)?;
-                for d in &t.dims {
-                    o.u64(*d)?;
-                }
-                o.u32(t.ggml_type.id())?;
-                o.u64(offset)?;
-                offset = (offset + t.bytes).next_multiple_of(g.alignment);
-            }
-            let pos = o.w.stream_position()?;
-            o.bytes(&vec![0u8; (pos.next_multiple_of(g.alignment) - pos) as usize])?;
-            for t in part.iter() {
-                o.bytes(g.data(t))?;
-                o.bytes(&vec![0u8; (t.bytes.next_multiple_of(g.alignment) - t.bytes) as usize])?;
-            }
-            o.w.flush()
-        })()
-        .map_err(werr)?;
+        let tensors: Vec<TensorBytes<'_>> =
+            part.iter().map(|t| (t.name.clone(), t.dims.clone(), t.ggml_type, g.data(t))).collect();
+        write_gguf(&path, &meta, &tensors, g.alignment)?;
         paths.push(path);
     }
     Ok(paths)
