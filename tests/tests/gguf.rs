@@ -571,6 +571,7 @@ fn llama_cpp_converted_gguf_matches_transformers() {
         ("gpt_oss", 1e-4),
         ("qwen3_next", 5e-4),
         ("minimax_m2", 1e-4),
+        ("gemma4_moe", 1e-4),
     ] {
         let Some(dir) = golden_dir(name) else { return };
         let file = dir.join("model-F32.gguf");
@@ -615,7 +616,7 @@ fn llama_cpp_converted_gguf_matches_transformers() {
 }
 
 /// floe and llama.cpp on the same llama.cpp-converted GGUF (`qwen35moe`, `glm4moe`, `gpt-oss`,
-/// `qwen3next`, `minimax-m2`, F32; not `deepseek2`: llama.cpp refuses the V2 file and, the V3 file carrying no
+/// `qwen3next`, `minimax-m2`, `gemma4`, F32; not `deepseek2`: llama.cpp refuses the V2 file and, the V3 file carrying no
 /// `expert_gating_func`, routes it with a softmax instead of V3's sigmoid, so its tokens are not
 /// the model's):
 /// llama.cpp's prompt logits and greedy tokens, recorded by
@@ -628,7 +629,7 @@ fn llama_cpp_converted_gguf_matches_llama_cpp() {
     use floe::runtime::{Model, Session};
     use floe_tests::generate;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/llamacpp");
-    for name in ["glm4_moe", "qwen3_5_moe", "gpt_oss", "qwen3_next", "minimax_m2"] {
+    for name in ["glm4_moe", "qwen3_5_moe", "gpt_oss", "qwen3_next", "minimax_m2", "gemma4_moe"] {
         let Some(dir) = golden_dir(name) else { return };
         let info: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(fixtures.join(format!("{name}-F32.json"))).unwrap(),
@@ -655,7 +656,14 @@ fn llama_cpp_converted_gguf_matches_llama_cpp() {
         let diff = floe_tests::max_abs_diff(&logits, &want);
         eprintln!("{name}: floe vs llama.cpp on its own GGUF: max |logit diff| {diff:.2e}");
         // Qwen3-Next's random checkpoint amplifies summation-order differences (golden.rs).
-        assert!(diff <= if name == "qwen3_next" { 5e-4 } else { 1e-4 }, "{name}: {diff}");
+        // llama.cpp's GELU rounds its input to f16 and reads an f16 table (GGML_GELU_FP16):
+        // on Gemma 4 its logits are 0.061 from transformers', where floe's are 3.3e-5.
+        let tol = match name {
+            "qwen3_next" => 5e-4,
+            "gemma4_moe" => 0.1,
+            _ => 1e-4,
+        };
+        assert!(diff <= tol, "{name}: {diff}");
         let gen: Vec<u32> = info["gen_ids"]
             .as_array()
             .unwrap()

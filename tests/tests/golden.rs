@@ -132,6 +132,11 @@ fn minimax_m2_matches_transformers() {
     check_arch("minimax_m2");
 }
 
+#[test]
+fn gemma4_moe_matches_transformers() {
+    check_arch("gemma4_moe");
+}
+
 /// The transformers v5 fused 3-D expert layout packs to the same model as per-expert tensors.
 #[test]
 fn fused_layout_gives_the_same_logits() {

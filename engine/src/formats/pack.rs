@@ -41,7 +41,7 @@ const SIDE_FILES: &[&str] = &[
 
 /// The dense tensors of `cfg`, in file order, with their shapes (rows, cols).
 pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
-    let (h, q, kv) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim());
+    let h = cfg.hidden;
     let mut v = vec![(Dense::Embed, cfg.vocab, h)];
     if !cfg.tie_embeddings {
         v.push((Dense::LmHead, cfg.vocab, h));
@@ -68,12 +68,21 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
             }
             None => match cfg.mla {
                 Some(m) => mla_plan(cfg, &m, l, &mut v),
-                None => attention_plan(cfg, l, h, q, kv, &mut v),
+                None => attention_plan(cfg, l, h, &mut v),
             },
         }
         v.push((Dense::FfnNorm(l), 1, h));
         let ffn = if cfg.moe_layers[l] {
             v.push((Dense::Router(l), cfg.experts, h));
+            if cfg.gemma.is_some() {
+                v.extend([
+                    (Dense::RouterScale(l), 1, h),
+                    (Dense::ExpertScale(l), 1, cfg.experts),
+                    (Dense::PostFfnNorm1(l), 1, h),
+                    (Dense::PreFfnNorm2(l), 1, h),
+                    (Dense::PostFfnNorm2(l), 1, h),
+                ]);
+            }
             if cfg.sigmoid_router.is_some() {
                 v.push((Dense::RouterBias(l), 1, cfg.experts));
             }
@@ -85,7 +94,12 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
                     (Dense::ExpDownBias(l), cfg.experts, h),
                 ]);
             }
-            cfg.shared_ffn
+            // Gemma 4's dense MLP runs beside the experts.
+            if cfg.gemma.is_some() {
+                cfg.dense_ffn
+            } else {
+                cfg.shared_ffn
+            }
         } else {
             cfg.dense_ffn
         };
@@ -98,6 +112,13 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
             if cfg.moe_layers[l] && cfg.arch.gated_shared_expert() {
                 v.push((Dense::SharedExpertGate(l), 1, h));
             }
+        }
+        if cfg.gemma.is_some() {
+            v.extend([
+                (Dense::PostAttnNorm(l), 1, h),
+                (Dense::PostFfnNorm(l), 1, h),
+                (Dense::LayerScalar(l), 1, 1),
+            ]);
         }
     }
     v
@@ -129,20 +150,16 @@ fn mla_plan(
     ]);
 }
 
-fn attention_plan(
-    cfg: &ModelConfig,
-    l: usize,
-    h: usize,
-    q: usize,
-    kv: usize,
-    v: &mut Vec<(Dense, usize, usize)>,
-) {
-    v.extend([
-        (Dense::Q(l), cfg.q_rows(), h),
-        (Dense::K(l), kv, h),
-        (Dense::V(l), kv, h),
-        (Dense::O(l), h, q),
-    ]);
+fn attention_plan(cfg: &ModelConfig, l: usize, h: usize, v: &mut Vec<(Dense, usize, usize)>) {
+    // Gemma 4's full-attention layers have their own head width and KV heads.
+    let hd = cfg.layer_head_dim(l);
+    let (q, kv) = (cfg.heads * hd, cfg.layer_kv_heads(l) * hd);
+    let q_rows = if cfg.arch.attention_output_gate() { 2 * q } else { q };
+    v.extend([(Dense::Q(l), q_rows, h), (Dense::K(l), kv, h)]);
+    if !cfg.layer_k_eq_v(l) {
+        v.push((Dense::V(l), kv, h));
+    }
+    v.push((Dense::O(l), h, q));
     if cfg.arch.is_gpt_oss() {
         v.extend([(Dense::OBias(l), 1, h), (Dense::AttnSinks(l), 1, cfg.heads)]);
     }
@@ -150,9 +167,7 @@ fn attention_plan(
         v.extend([(Dense::QBias(l), 1, q), (Dense::KBias(l), 1, kv), (Dense::VBias(l), 1, kv)]);
     }
     match cfg.qk_norm {
-        QkNorm::PerHead => {
-            v.extend([(Dense::QNorm(l), 1, cfg.head_dim), (Dense::KNorm(l), 1, cfg.head_dim)])
-        }
+        QkNorm::PerHead => v.extend([(Dense::QNorm(l), 1, hd), (Dense::KNorm(l), 1, hd)]),
         QkNorm::Full => v.extend([(Dense::QNorm(l), 1, q), (Dense::KNorm(l), 1, kv)]),
         QkNorm::None => {}
     }

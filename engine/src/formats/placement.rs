@@ -43,6 +43,9 @@ pub struct SlicePart {
     pub file: usize,
     /// File offset of expert 0's slice.
     pub file_offset: u64,
+    /// Bytes from one expert's slice to the next's (the slice's own size, or more where two
+    /// matrices share a stacked tensor, as Gemma 4's fused gate and up do).
+    pub stride: u64,
     /// The matrix; `offset` is where its segment's read starts in the slot (a multiple of the
     /// arena alignment) and `bytes` the size of one expert's slice.
     pub place: MatrixPlace,
@@ -88,9 +91,17 @@ impl ExpertPlacement {
     /// planned into one slot: each segment starts at a multiple of [`SLOT_ALIGN`] with room for
     /// its read's alignment head. Returns the placement and the slot size it needs.
     pub fn slices(parts: [(usize, u64, usize, usize, DType); 3]) -> Result<(Self, usize)> {
+        Self::strided_slices(parts.map(|(f, o, r, c, d)| (f, o, r, c, d, None)))
+    }
+
+    /// [`slices`](Self::slices) with a stride between experts where it is not the slice's
+    /// size (gate and up of one stacked tensor).
+    pub fn strided_slices(
+        parts: [(usize, u64, usize, usize, DType, Option<u64>); 3],
+    ) -> Result<(Self, usize)> {
         let mut dst = 0usize;
         let mut out = Vec::with_capacity(3);
-        for (file, file_offset, rows, cols, dtype) in parts {
+        for (file, file_offset, rows, cols, dtype, stride) in parts {
             let bytes = dtype
                 .row_bytes(cols)
                 .map_err(|e| Error::Invalid(format!("expert matrices: {e}")))?
@@ -98,6 +109,7 @@ impl ExpertPlacement {
             out.push(SlicePart {
                 file,
                 file_offset,
+                stride: stride.unwrap_or(bytes as u64),
                 place: MatrixPlace { offset: dst, rows, cols, bytes, dtype },
             });
             // The aligned cover of a read is at most head (< align <= SLOT_ALIGN) + bytes,
@@ -132,7 +144,7 @@ impl ExpertPlacement {
                 .iter()
                 .map(|p| ExpertRange {
                     file: p.file,
-                    offset: p.file_offset + (e * p.place.bytes) as u64,
+                    offset: p.file_offset + e as u64 * p.stride,
                     len: p.place.bytes,
                     dst: p.place.offset,
                 })
@@ -148,7 +160,7 @@ impl ExpertPlacement {
             ExpertPlacement::Slab { layout, .. } => *layout,
             ExpertPlacement::Slices { parts } => {
                 let place = |p: &SlicePart| {
-                    let off = p.file_offset + (e * p.place.bytes) as u64;
+                    let off = p.file_offset + e as u64 * p.stride;
                     MatrixPlace {
                         offset: p.place.offset + (off % read_align(p.file) as u64) as usize,
                         ..p.place

@@ -72,8 +72,11 @@ pub struct SynthShape {
     pub mla: Option<Mla>,
     /// YaRN RoPE (gpt-oss, DeepSeek).
     pub yarn: Option<Yarn>,
-    /// A sliding window on every even layer (gpt-oss).
+    /// A sliding window on every even layer (gpt-oss), or on all but every
+    /// `full_attention_interval`-th layer (Gemma 4).
     pub sliding_window: Option<usize>,
+    /// Gemma 4's full-attention layers and fixed parts.
+    pub gemma: Option<crate::model::gemma::GemmaLayout>,
 }
 
 impl SynthShape {
@@ -102,6 +105,7 @@ impl SynthShape {
                 mla: None,
                 yarn: None,
                 sliding_window: None,
+                gemma: None,
             }
         };
         // DeepSeek: MLA (nope 128, rope 64, values 128, latent 512), shared experts, leading
@@ -186,6 +190,23 @@ impl SynthShape {
             sh.sigmoid_router = Some(SigmoidRouter { groups: 1, top_groups: 1, routed_scale: 2.5 });
             sh
         };
+        // Gemma 4: a dense GeGLU MLP beside the MoE, sliding layers with one full-attention layer
+        // every `every` (K = V, proportional RoPE over a quarter of its head), a soft-cap.
+        let gemma4 = |mut sh: SynthShape, dense_ffn, window, every, global: (usize, usize), cap| {
+            sh.arch = Arch::Gemma4;
+            sh.dense_ffn = dense_ffn;
+            sh.sliding_window = Some(window);
+            sh.full_attention_interval = every;
+            sh.gemma = Some(crate::model::gemma::GemmaLayout {
+                global_head_dim: global.0,
+                global_kv_heads: global.1,
+                k_eq_v: true,
+                global_rope_theta: 1e6,
+                global_rope_pairs: global.0 / 8,
+                logit_softcap: Some(cap),
+            });
+            sh
+        };
         Ok(match name {
             // Seconds to write and run: for tests.
             "tiny" => s(64, 4, 4, 2, 16, 16, 4, 64, 257),
@@ -216,6 +237,12 @@ impl SynthShape {
             // `--layers 8` or so.
             "minimax-m2" => minimax_m2(s(3072, 62, 48, 8, 128, 256, 8, 1536, 200_064)),
             "tiny-minimax-m2" => minimax_m2(s(64, 4, 4, 2, 32, 16, 4, 64, 257)),
+            // Gemma-4-26B-A4B: 30 layers (25 sliding, 5 full), 128 experts top-8 of width 704
+            // beside a dense MLP of 2112; about 12.9 GB of q4_0 experts.
+            "gemma4-26b-a4b" => {
+                gemma4(s(2816, 30, 16, 8, 256, 128, 8, 704, 262_144), 2112, 1024, 6, (512, 2), 30.0)
+            }
+            "tiny-gemma4" => gemma4(s(64, 6, 4, 2, 16, 16, 4, 32, 257), 64, 8, 3, (32, 1), 5.0),
             // GLM-4.5-Air (106B-A12B): 46 layers, 128 experts, top-8; about 58 GB of q4_0
             // experts (take fewer layers on a small disk).
             "glm4.5-air" => glm45(s(4096, 46, 96, 8, 128, 128, 8, 1408, 151_552), 10_944),
@@ -260,7 +287,7 @@ impl SynthShape {
                      qwen3.5-35b-a3b, qwen3.5-397b-a17b, glm4.5-air, deepseek-v2-lite, \
                      deepseek-v3-671b, gpt-oss-20b, gpt-oss-120b, qwen3-next-80b-a3b, minimax-m2, \
                      tiny-qwen3.5, tiny-glm4.5, tiny-deepseek, tiny-gpt-oss, tiny-qwen3-next, \
-                     tiny-minimax-m2, or custom flags)"
+                     tiny-minimax-m2, gemma4-26b-a4b, tiny-gemma4, or custom flags)"
                 )))
             }
         })
@@ -283,7 +310,7 @@ impl SynthShape {
             head_dim: self.head_dim,
             vocab: self.vocab,
             rms_eps: 1e-6,
-            rope_theta: 1e6,
+            rope_theta: if self.gemma.is_some() { 1e4 } else { 1e6 },
             experts: self.experts,
             top_k: self.top_k,
             expert_ffn: self.expert_ffn,
@@ -293,12 +320,14 @@ impl SynthShape {
             moe_layers: (0..self.layers).map(|l| l >= self.dense_layers).collect(),
             qkv_bias: matches!(self.arch, Arch::Glm4Moe | Arch::GptOss),
             qk_norm: match self.arch {
-                Arch::Qwen3Moe | Arch::Qwen35Moe | Arch::Qwen3Next => QkNorm::PerHead,
+                Arch::Qwen3Moe | Arch::Qwen35Moe | Arch::Qwen3Next | Arch::Gemma4 => {
+                    QkNorm::PerHead
+                }
                 Arch::MinimaxM2 => QkNorm::Full,
                 _ => QkNorm::None,
             },
             clip_qkv: None,
-            tie_embeddings: false,
+            tie_embeddings: self.gemma.is_some(),
             eos_token_ids: vec![256],
             max_positions: 32_768,
             rope_dims: self.rope_dims,
@@ -308,12 +337,16 @@ impl SynthShape {
             mla: self.mla,
             yarn: self.yarn,
             sliding_window: self.sliding_window,
-            window_layers: match self.sliding_window {
-                Some(_) => (0..self.layers).map(|l| l % 2 == 0).collect(),
-                None => Vec::new(),
+            window_layers: match (self.sliding_window, self.gemma) {
+                (Some(_), Some(_)) => (0..self.layers)
+                    .map(|l| (l + 1) % self.full_attention_interval.max(1) != 0)
+                    .collect(),
+                (Some(_), None) => (0..self.layers).map(|l| l % 2 == 0).collect(),
+                (None, _) => Vec::new(),
             },
             clamped_swiglu: (self.arch == Arch::GptOss)
                 .then_some(ClampedSwiglu { alpha: 1.702, limit: 7.0 }),
+            gemma: self.gemma,
         }
     }
 }
@@ -415,7 +448,15 @@ fn write(
             | Dense::KNorm(_)
             | Dense::LinNorm(_)
             | Dense::MlaQANorm(_)
-            | Dense::MlaKVANorm(_) => vec![1.0; n],
+            | Dense::MlaKVANorm(_)
+            | Dense::PostAttnNorm(_)
+            | Dense::PostFfnNorm(_)
+            | Dense::PostFfnNorm1(_)
+            | Dense::PreFfnNorm2(_)
+            | Dense::PostFfnNorm2(_)
+            | Dense::LayerScalar(_)
+            | Dense::RouterScale(_)
+            | Dense::ExpertScale(_) => vec![1.0; n],
             // A = -exp(A_log) with A_log ~ ln U(1, 16) (transformers' init), a small dt bias:
             // per-token decays well inside (0, 1).
             Dense::LinA(_) => (0..n).map(|_| -rng.gen_range(1.0f32..16.0)).collect(),

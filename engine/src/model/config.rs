@@ -41,6 +41,9 @@ pub enum Arch {
     /// MiniMax-M2: q/k RMSNorm over the whole projection, partial RoPE, a sigmoid router with a
     /// correction bias, no shared expert.
     MinimaxM2,
+    /// Gemma 4's MoE text model: a dense GeGLU MLP and a routed MoE side by side in every
+    /// layer, sandwich norms, sliding and full attention layers of different shapes.
+    Gemma4,
 }
 
 impl Arch {
@@ -58,6 +61,7 @@ impl Arch {
             Arch::GptOss => "gpt_oss",
             Arch::Qwen3Next => "qwen3_next",
             Arch::MinimaxM2 => "minimax_m2",
+            Arch::Gemma4 => "gemma4_text",
         }
     }
 
@@ -95,11 +99,12 @@ impl Arch {
             "gpt_oss" => Arch::GptOss,
             "qwen3_next" => Arch::Qwen3Next,
             "minimax_m2" => Arch::MinimaxM2,
+            "gemma4_text" | "gemma4" => Arch::Gemma4,
             other => {
                 return Err(Error::Unsupported(format!(
                     "architecture {other:?} (floe runs qwen3_moe, qwen2_moe, mixtral, olmoe, \
                      qwen3_5_moe, qwen3_next, glm4_moe, deepseek_v2, deepseek_v3, kimi_k2, \
-                     gpt_oss, minimax_m2)"
+                     gpt_oss, minimax_m2, gemma4_text)"
                 )))
             }
         })
@@ -307,6 +312,9 @@ pub struct ModelConfig {
     /// routing (what the architecture fixes, kept here so that the configuration says it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clamped_swiglu: Option<ClampedSwiglu>,
+    /// Gemma 4: the full-attention layers' shape and the soft-cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemma: Option<crate::model::gemma::GemmaLayout>,
 }
 
 fn get<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
@@ -344,7 +352,7 @@ impl ModelConfig {
         let head_dim = usize_of(&v, &["head_dim"]).unwrap_or(hidden / heads.max(1));
         let vocab = usize_of(&v, &["vocab_size"])?;
         let experts = usize_of(&v, &["num_experts", "num_local_experts", "n_routed_experts"])?;
-        let top_k = usize_of(&v, &["num_experts_per_tok"])?;
+        let top_k = usize_of(&v, &["num_experts_per_tok", "top_k_experts"])?;
         let rms_eps = get(&v, &["rms_norm_eps"]).and_then(Value::as_f64).unwrap_or(1e-6) as f32;
 
         // RoPE: v5 `rope_parameters`, else hub `rope_theta` + `rope_scaling`.
@@ -400,6 +408,14 @@ impl ModelConfig {
             .and_then(Value::as_f64)
             .or_else(|| get(&v, &["rope_theta"]).and_then(Value::as_f64))
             .unwrap_or(10000.0) as f32;
+        let gemma = match arch {
+            Arch::Gemma4 => Some(crate::model::gemma::GemmaLayout::from_hf(&v, head_dim)?),
+            _ => None,
+        };
+        let rope_theta = match gemma {
+            Some(_) => crate::model::gemma::GemmaLayout::sliding_rope_theta(&v),
+            None => rope_theta,
+        };
 
         let dtype = get(&v, &["dtype", "torch_dtype"]).and_then(Value::as_str).unwrap_or("float32");
         if !matches!(dtype, "float32" | "bfloat16" | "float16") {
@@ -413,7 +429,7 @@ impl ModelConfig {
             ));
         }
         let (sliding_window, window_layers) = match arch {
-            Arch::GptOss => {
+            Arch::GptOss | Arch::Gemma4 => {
                 let window = usize_of(&v, &["sliding_window"])?;
                 let types: Vec<bool> = match get(&v, &["layer_types"]).and_then(Value::as_array) {
                     Some(a) => a.iter().map(|t| t.as_str() == Some("sliding_attention")).collect(),
@@ -436,6 +452,7 @@ impl ModelConfig {
             | Arch::Qwen2Moe
             | Arch::Qwen35Moe
             | Arch::Qwen3Next
+            | Arch::Gemma4
             | Arch::Glm4Moe
             | Arch::DeepseekV2
             | Arch::DeepseekV3 => (
@@ -453,7 +470,7 @@ impl ModelConfig {
             _ => 0,
         };
         let norm_topk_prob = match arch {
-            Arch::Mixtral | Arch::MinimaxM2 => true,
+            Arch::Mixtral | Arch::MinimaxM2 | Arch::Gemma4 => true,
             Arch::Qwen35Moe | Arch::Qwen3Next => {
                 get(&v, &["norm_topk_prob"]).and_then(Value::as_bool).unwrap_or(true)
             }
@@ -557,7 +574,7 @@ impl ModelConfig {
             _ => get(&v, &["attention_bias"]).and_then(Value::as_bool).unwrap_or(false),
         };
         let qk_norm = match arch {
-            Arch::Qwen3Moe | Arch::Qwen35Moe | Arch::Qwen3Next => QkNorm::PerHead,
+            Arch::Qwen3Moe | Arch::Qwen35Moe | Arch::Qwen3Next | Arch::Gemma4 => QkNorm::PerHead,
             Arch::Olmoe => QkNorm::Full,
             Arch::MinimaxM2 => {
                 if get(&v, &["use_qk_norm"]).and_then(Value::as_bool).unwrap_or(true) {
@@ -613,6 +630,7 @@ impl ModelConfig {
             sliding_window,
             window_layers,
             clamped_swiglu,
+            gemma,
         };
         // MLA has no per-head key/value width of its own: keep the attention fields consistent
         // (every head its own "kv head", head_dim the value width) for the generic checks.
@@ -639,6 +657,27 @@ impl ModelConfig {
     /// Width of the q projection.
     pub fn q_dim(&self) -> usize {
         self.heads * self.head_dim
+    }
+
+    /// Channels per head of layer `l` (Gemma 4's full-attention layers have their own).
+    pub fn layer_head_dim(&self, l: usize) -> usize {
+        match self.gemma {
+            Some(g) if self.window(l).is_none() => g.global_head_dim,
+            _ => self.head_dim,
+        }
+    }
+
+    /// Key/value heads of layer `l`.
+    pub fn layer_kv_heads(&self, l: usize) -> usize {
+        match self.gemma {
+            Some(g) if self.window(l).is_none() => g.global_kv_heads,
+            _ => self.kv_heads,
+        }
+    }
+
+    /// Whether layer `l` computes no values of its own (its keys before their norm serve).
+    pub fn layer_k_eq_v(&self, l: usize) -> bool {
+        self.gemma.is_some_and(|g| g.k_eq_v) && self.window(l).is_none()
     }
 
     /// Width of the k and v projections.

@@ -23,11 +23,19 @@ pub struct RopeSpec {
     pub style: RopeStyle,
     /// YaRN scaling, if any (its frequencies, and a factor on cos and sin).
     pub yarn: Option<crate::model::config::Yarn>,
+    /// Proportional RoPE (Gemma 4's full layers): only the first this many pairs of `dims`
+    /// rotate, at the frequencies they would have if every pair did; the rest stay as they are.
+    pub rotated_pairs: Option<usize>,
 }
 
 impl RopeSpec {
     /// The inverse frequencies, one per rotated pair.
     pub fn inv_freq(&self) -> Vec<f32> {
+        if let Some(p) = self.rotated_pairs {
+            let mut f = floe_kernels::ops::rope_inv_freq(self.dims, self.theta);
+            f.iter_mut().skip(p).for_each(|x| *x = 0.0);
+            return f;
+        }
         match self.yarn {
             Some(y) => floe_kernels::ops::yarn_inv_freq(
                 self.dims,
@@ -77,6 +85,11 @@ pub struct AttentionSpec {
     /// `head_dim` queries then `head_dim` gate logits, and the attention output is scaled by
     /// their sigmoid before the output projection (Qwen3.5).
     pub output_gate: bool,
+    /// Values get an RMSNorm without weight per head (Gemma 4).
+    pub v_norm: bool,
+    /// No v projection: the values are the keys as projected, before their norm and RoPE
+    /// (Gemma 4's full layers).
+    pub k_is_v: bool,
 }
 
 impl AttentionSpec {
@@ -286,6 +299,15 @@ pub enum RouterKind {
     },
 }
 
+/// The gated activation of an MLP or expert: `act(gate) * up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SiLU (SwiGLU).
+    Silu,
+    /// GELU, tanh approximation (GeGLU; Gemma).
+    GeluTanh,
+}
+
 /// Experts every token runs besides the routed ones.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SharedExpertSpec {
@@ -314,6 +336,12 @@ pub struct MoeSpec {
     pub expert_bias: bool,
     /// gpt-oss's clamped SwiGLU instead of SwiGLU.
     pub clamped_swiglu: Option<crate::model::config::ClampedSwiglu>,
+    /// The experts' activation.
+    pub act: Activation,
+    /// Gemma 4's router: it reads the residual (not the block's normed input) through an
+    /// RMSNorm without weight, a learned per-channel scale and `1/sqrt(hidden)`; each chosen
+    /// expert's weight is then scaled by a learned factor of its own.
+    pub scaled_router: bool,
 }
 
 /// The feed-forward block of a layer.
@@ -326,6 +354,25 @@ pub enum FfnSpec {
     },
     /// A routed MoE.
     Moe(MoeSpec),
+    /// A dense MLP and a routed MoE side by side (Gemma 4): the MLP on the block's normed
+    /// input, the experts on the residual normed by their own norm, each output normed, then
+    /// summed.
+    MlpAndMoe {
+        /// The dense MLP's hidden width (its activation is the experts').
+        ffn: usize,
+        /// The MoE.
+        moe: MoeSpec,
+    },
+}
+
+impl FfnSpec {
+    /// The routed MoE, if the block has one.
+    pub fn moe(&self) -> Option<&MoeSpec> {
+        match self {
+            FfnSpec::Moe(m) | FfnSpec::MlpAndMoe { moe: m, .. } => Some(m),
+            FfnSpec::Mlp { .. } => None,
+        }
+    }
 }
 
 /// One decoder layer: pre-norm mixer, then pre-norm feed-forward, each added to the residual.
@@ -335,6 +382,10 @@ pub struct LayerSpec {
     pub mixer: MixerSpec,
     /// Feed-forward block.
     pub ffn: FfnSpec,
+    /// Sandwich norms (Gemma 4): the mixer's and the feed-forward block's outputs are each
+    /// RMSNorm'd before they join the residual, and the layer's output is scaled by a learned
+    /// scalar.
+    pub post_norms: bool,
 }
 
 impl LayerSpec {
@@ -355,13 +406,15 @@ impl LayerSpec {
             }
             MixerSpec::DeltaNet(d) => 2 * d.qkv_dim() + 3 * d.value_total() + 4 * d.value_heads,
         };
-        let ffn = match self.ffn {
+        let moe = |m: &MoeSpec| {
+            m.experts
+                + m.top_k * (3 * m.expert_ffn + 3 * hidden + 2)
+                + m.shared.map_or(0, |s| 3 * s.ffn + 1)
+        };
+        let ffn = match &self.ffn {
             FfnSpec::Mlp { ffn } => 3 * ffn,
-            FfnSpec::Moe(m) => {
-                m.experts
-                    + m.top_k * (3 * m.expert_ffn + 3 * hidden + 2)
-                    + m.shared.map_or(0, |s| 3 * s.ffn + 1)
-            }
+            FfnSpec::Moe(m) => moe(m),
+            FfnSpec::MlpAndMoe { ffn, moe: m } => 3 * ffn + moe(m) + 2 * hidden,
         };
         8 * hidden + mixer + ffn
     }
@@ -380,6 +433,10 @@ pub struct ModelSpec {
     pub max_positions: usize,
     /// The decoder layers.
     pub layers: Vec<LayerSpec>,
+    /// Embeddings are scaled by this (Gemma: `sqrt(hidden)`), if set.
+    pub embed_scale: Option<f32>,
+    /// Final logits become `cap * tanh(logits / cap)`, if set.
+    pub logit_softcap: Option<f32>,
 }
 
 impl ModelSpec {
@@ -401,6 +458,7 @@ impl ModelSpec {
                 theta: c.rope_theta,
                 style: RopeStyle::Neox,
                 yarn: c.yarn,
+                rotated_pairs: None,
             },
             qkv_bias: c.qkv_bias,
             qk_norm: c.qk_norm,
@@ -410,6 +468,28 @@ impl ModelSpec {
             sinks: c.arch.is_gpt_oss(),
             o_bias: c.arch.is_gpt_oss(),
             output_gate: c.arch.attention_output_gate(),
+            v_norm: c.gemma.is_some(),
+            k_is_v: false,
+        };
+        // Gemma 4: scores unscaled; its full layers with their own shape and proportional RoPE.
+        let attention = match c.gemma {
+            Some(_) => AttentionSpec { scale: 1.0, ..attention },
+            None => attention,
+        };
+        let full_attention = match c.gemma {
+            Some(g) => AttentionSpec {
+                kv_heads: g.global_kv_heads,
+                head_dim: g.global_head_dim,
+                rope: RopeSpec {
+                    dims: g.global_head_dim,
+                    theta: g.global_rope_theta,
+                    rotated_pairs: Some(g.global_rope_pairs),
+                    ..attention.rope
+                },
+                k_is_v: g.k_eq_v,
+                ..attention
+            },
+            None => attention,
         };
         let delta_net = c.linear.map(|lin| DeltaNetSpec {
             key_heads: lin.key_heads,
@@ -429,6 +509,7 @@ impl ModelSpec {
                 theta: c.rope_theta,
                 style: RopeStyle::Interleaved,
                 yarn: c.yarn,
+                rotated_pairs: None,
             },
             v_dim: m.v_head_dim,
             scale: c.yarn.map_or(1.0, |y| y.score_factor())
@@ -456,6 +537,8 @@ impl ModelSpec {
             router_bias: c.arch.is_gpt_oss(),
             expert_bias: c.arch.is_gpt_oss(),
             clamped_swiglu: c.clamped_swiglu,
+            act: if c.gemma.is_some() { Activation::GeluTanh } else { Activation::Silu },
+            scaled_router: c.gemma.is_some(),
         };
         let layers = c
             .moe_layers
@@ -465,11 +548,19 @@ impl ModelSpec {
                 let mixer = match (delta_net, mla) {
                     (Some(d), _) if c.is_linear(l) => MixerSpec::DeltaNet(d),
                     (_, Some(m)) => MixerSpec::Mla(m),
-                    _ => MixerSpec::Attention(AttentionSpec { window: c.window(l), ..attention }),
+                    _ => match c.window(l) {
+                        Some(w) => {
+                            MixerSpec::Attention(AttentionSpec { window: Some(w), ..attention })
+                        }
+                        None => MixerSpec::Attention(full_attention),
+                    },
                 };
-                let ffn =
-                    if is_moe { FfnSpec::Moe(moe) } else { FfnSpec::Mlp { ffn: c.dense_ffn } };
-                LayerSpec { mixer, ffn }
+                let ffn = match (is_moe, c.gemma) {
+                    (true, Some(_)) => FfnSpec::MlpAndMoe { ffn: c.dense_ffn, moe },
+                    (true, None) => FfnSpec::Moe(moe),
+                    (false, _) => FfnSpec::Mlp { ffn: c.dense_ffn },
+                };
+                LayerSpec { mixer, ffn, post_norms: c.gemma.is_some() }
             })
             .collect();
         Ok(Self {
@@ -478,14 +569,13 @@ impl ModelSpec {
             rms_eps: c.rms_eps,
             max_positions: c.max_positions,
             layers,
+            embed_scale: c.gemma.map(|_| (c.hidden as f32).sqrt()),
+            logit_softcap: c.gemma.and_then(|g| g.logit_softcap),
         })
     }
 
     /// The next MoE layer after `l`, if any.
     pub fn next_moe(&self, l: usize) -> Option<(usize, &MoeSpec)> {
-        self.layers.iter().enumerate().skip(l + 1).find_map(|(i, s)| match &s.ffn {
-            FfnSpec::Moe(m) => Some((i, m)),
-            FfnSpec::Mlp { .. } => None,
-        })
+        self.layers.iter().enumerate().skip(l + 1).find_map(|(i, s)| s.ffn.moe().map(|m| (i, m)))
     }
 }

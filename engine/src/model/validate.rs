@@ -87,6 +87,22 @@ pub fn check_config(c: &ModelConfig) -> Check {
     }
     range("shared_ffn", c.shared_ffn, 0, MAX_WIDTH)?;
     range("max_positions", c.max_positions, 1, MAX_POSITIONS)?;
+    if let Some(g) = c.gemma {
+        range("gemma.global_head_dim", g.global_head_dim, 2, 1 << 14)?;
+        range("gemma.global_kv_heads", g.global_kv_heads, 1, c.heads)?;
+        if !c.heads.is_multiple_of(g.global_kv_heads) {
+            return Err(bad(
+                "gemma.global_kv_heads",
+                g.global_kv_heads,
+                format!("must divide heads ({})", c.heads),
+            ));
+        }
+        range("gemma.global_rope_pairs", g.global_rope_pairs, 0, g.global_head_dim / 2)?;
+        positive_finite("gemma.global_rope_theta", g.global_rope_theta, 1e12)?;
+        if let Some(cap) = g.logit_softcap {
+            positive_finite("gemma.logit_softcap", cap, 1e6)?;
+        }
+    }
     if let Some(d) = c.rope_dims {
         range("rope_dims", d, 2, c.head_dim)?;
         if !d.is_multiple_of(2) {

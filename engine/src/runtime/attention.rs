@@ -31,10 +31,28 @@ impl Model {
             sized(&mut sc.v, n * kvd),
         );
         {
-            let (wq, wk, wv) = (self.m(&w.q)?, self.m(&w.k)?, self.m(&w.v)?);
+            let (wq, wk) = (self.m(&w.q)?, self.m(&w.k)?);
             let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
-            matmul_group(&mut [(&wq, &mut *q), (&wk, &mut *k), (&wv, &mut *v)], &mut input, pool)
-                .map_err(crate::error::Error::Kernel)?;
+            match &w.v {
+                Some(wv) => matmul_group(
+                    &mut [(&wq, &mut *q), (&wk, &mut *k), (&self.m(wv)?, &mut *v)],
+                    &mut input,
+                    pool,
+                ),
+                None => matmul_group(&mut [(&wq, &mut *q), (&wk, &mut *k)], &mut input, pool),
+            }
+            .map_err(crate::error::Error::Kernel)?;
+            // Without a v projection the keys as projected are the values.
+            if w.v.is_none() {
+                v.copy_from_slice(k);
+            }
+        }
+        if a.v_norm {
+            for head in v.chunks_exact_mut(hd) {
+                let ms = head.iter().map(|x| x * x).sum::<f32>() / hd as f32;
+                let inv = 1.0 / (ms + self.spec.rms_eps).sqrt();
+                head.iter_mut().for_each(|x| *x *= inv);
+            }
         }
         // With an output gate each head's q rows are its queries then its gate logits: split
         // them, compacting the queries in place (each lands at or before where it was read).

@@ -11,7 +11,7 @@ use super::forward::Model;
 use super::session::{sized, ExpertUsers, Scratch, SeqRows};
 use super::weights::MoeWeights;
 use crate::error::Result;
-use crate::model::spec::MoeSpec;
+use crate::model::spec::{Activation, MoeSpec};
 use crate::runtime::experts::{ExpertView, INLINE_BATCH};
 use crate::runtime::router::SKIPPED;
 
@@ -34,8 +34,24 @@ impl Model {
         let pool = self.pool.as_ref();
         let mut hn_input = sc.in_hn.input(&sc.hn, n, self.activations);
         let logits = sized(&mut sc.router, n * experts);
-        matmul_input(&self.m(&w.router)?, &mut hn_input, logits, pool)
-            .map_err(crate::error::Error::Kernel)?;
+        match &w.router_scales {
+            // Gemma 4: the router reads the residual, RMS-normalised without weight, scaled
+            // per channel and by 1/sqrt(hidden).
+            Some([scale, _]) => {
+                let (scale, eps) = (self.vec(scale)?, self.spec.rms_eps);
+                let c = 1.0 / (h as f32).sqrt();
+                let ri = sized(&mut sc.router_in, n * h);
+                for (xr, rr) in sc.x.chunks_exact(h).zip(ri.chunks_exact_mut(h)) {
+                    let inv = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / h as f32 + eps).sqrt();
+                    rr.iter_mut().zip(xr).zip(scale).for_each(|((r, &x), &s)| *r = x * inv * s * c);
+                }
+                let mut input = sc.in_router.input(ri, n, self.activations);
+                matmul_input(&self.m(&w.router)?, &mut input, logits, pool)
+            }
+            None => matmul_input(&self.m(&w.router)?, &mut hn_input, logits, pool),
+        }
+        .map_err(crate::error::Error::Kernel)?;
+        let expert_scale = w.router_scales.as_ref().map(|[_, e]| self.vec(e)).transpose()?;
         if let Some(b) = &w.router_logit_bias {
             let b = self.vec(b)?;
             logits
@@ -50,6 +66,9 @@ impl Model {
         for (t, (cap, min_weight)) in (0..n).zip(caps) {
             let p = &mut logits[t * experts..(t + 1) * experts];
             super::router::route(m.router, p, bias, k, &mut sc.route, &mut sc.top);
+            if let Some(es) = expert_scale {
+                sc.top.iter_mut().for_each(|(e, wt)| *wt *= es[*e]);
+            }
             let ratio = min_weight.unwrap_or(self.min_expert_weight_ratio);
             let mut kept = drop_weak(m, &mut sc.top, ratio);
             if let Some(c) = cap.filter(|&c| c < kept) {
@@ -68,7 +87,7 @@ impl Model {
         // several sequences, the union of their predictions.
         if decode {
             if let Some((next, next_spec)) = self.spec.next_moe(l) {
-                if let super::weights::FfnWeights::Moe(nw) = &self.weights.layers[next].ffn {
+                if let Some(nw) = self.weights.layers[next].ffn.moe() {
                     let router = self.m(&nw.router)?;
                     let next_bias = nw.router_bias.as_ref().map(|b| self.vec(b)).transpose()?;
                     let next_logit_bias =
@@ -146,6 +165,7 @@ impl Model {
                 None => None,
             },
             clamped: m.clamped_swiglu,
+            act: m.act,
         };
         self.experts.with_expert_batches(l, &sc.wanted, step, &mut |batch| {
             self.expert_batch(batch, users, hn, h, &mut hn_input, &mut bufs, &extras)?;
@@ -173,15 +193,12 @@ impl Model {
         }
         if let Some(sw) = &w.shared {
             let (wg, wu, wd) = (self.m(&sw.gate)?, self.m(&sw.up)?, self.m(&sw.down)?);
-            swiglu_into(
+            glu_into(
                 self,
-                &wg,
-                &wu,
-                &wd,
+                Activation::Silu,
+                [&wg, &wu, &wd],
                 &mut hn_input,
-                &mut sc.gate,
-                &mut sc.up,
-                &mut sc.act,
+                [&mut sc.gate, &mut sc.up, &mut sc.act],
                 &mut sc.in_other,
                 &mut sc.shared,
             )?;
@@ -221,6 +238,7 @@ fn drop_weak(m: &MoeSpec, chosen: &mut [(usize, f32)], ratio: f32) -> usize {
 struct ExpertExtras<'a> {
     bias: Option<[&'a [f32]; 3]>,
     clamped: Option<crate::model::config::ClampedSwiglu>,
+    act: Activation,
 }
 
 /// Adds row `e` of `bias` (`width` wide) to each `width`-wide row of `rows`.
@@ -322,7 +340,7 @@ impl Model {
             Some(c) => {
                 ops::clamped_swiglu(&b.gate[..ffn_rows], &b.up[..ffn_rows], act, c.alpha, c.limit)
             }
-            None => ops::swiglu(&b.gate[..ffn_rows], &b.up[..ffn_rows], act),
+            None => glu(extras.act, &b.gate[..ffn_rows], &b.up[..ffn_rows], act),
         }
         // down.
         let mut y = sized(b.y, rows * h);
@@ -352,17 +370,22 @@ impl Model {
     }
 }
 
-/// SwiGLU over `input`'s tokens with gate and up as one pool operation.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn swiglu_into(
+/// `act(gate) * up`.
+fn glu(act: Activation, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    match act {
+        Activation::Silu => ops::swiglu(gate, up, out),
+        Activation::GeluTanh => ops::geglu_tanh(gate, up, out),
+    }
+}
+
+/// A gated MLP (`[gate, up, down]`) over `input`'s tokens with gate and up as one pool
+/// operation, into `out`; `bufs` are gate, up and activation buffers.
+pub(crate) fn glu_into(
     model: &Model,
-    wg: &floe_kernels::Matrix,
-    wu: &floe_kernels::Matrix,
-    wd: &floe_kernels::Matrix,
+    act: Activation,
+    [wg, wu, wd]: [&floe_kernels::Matrix; 3],
     input: &mut Input,
-    gate: &mut Vec<f32>,
-    up: &mut Vec<f32>,
-    act: &mut Vec<f32>,
+    [gate, up, act_buf]: [&mut Vec<f32>; 3],
     act_bufs: &mut InputBuffers,
     out: &mut Vec<f32>,
 ) -> Result<()> {
@@ -372,8 +395,8 @@ pub(crate) fn swiglu_into(
     let (g, u) = (sized(gate, n * ffn), sized(up, n * ffn));
     matmul_group(&mut [(wg, &mut *g), (wu, &mut *u)], input, pool)
         .map_err(crate::error::Error::Kernel)?;
-    let a = sized(act, n * ffn);
-    ops::swiglu(g, u, a);
+    let a = sized(act_buf, n * ffn);
+    glu(act, g, u, a);
     let y = sized(out, n * wd.rows());
     let mut act_input = act_bufs.input(a, n, model.activations);
     matmul_input(wd, &mut act_input, y, pool).map_err(crate::error::Error::Kernel)

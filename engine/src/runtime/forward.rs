@@ -12,7 +12,7 @@ use super::weights::{FfnWeights, MixerWeights, ModelWeights};
 use crate::error::{Error, Result};
 use crate::formats::dense::{DenseWeights, TensorRef};
 use crate::model::config::ModelConfig;
-use crate::model::spec::{FfnSpec, MixerSpec, ModelSpec};
+use crate::model::spec::{Activation, FfnSpec, MixerSpec, ModelSpec};
 use crate::runtime::experts::ExpertSource;
 
 /// What the router chose for one token at one layer.
@@ -56,6 +56,15 @@ impl std::fmt::Debug for Model {
 pub(crate) fn rms_rows(x: &[f32], w: &[f32], eps: f32, width: usize, out: &mut [f32]) {
     for (xr, or) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
         ops::rms_norm(xr, w, eps, or);
+    }
+}
+
+/// RMSNorm of each `w.len()`-wide row of `x` in place (`tmp` holds one row).
+pub(crate) fn rms_rows_in_place(x: &mut [f32], w: &[f32], eps: f32, tmp: &mut Vec<f32>) {
+    let row = sized(tmp, w.len());
+    for xr in x.chunks_exact_mut(w.len()) {
+        ops::rms_norm(xr, w, eps, row);
+        xr.copy_from_slice(row);
     }
 }
 
@@ -296,6 +305,9 @@ impl Model {
         for (t, &id) in tokens.iter().flat_map(|t| t.iter()).enumerate() {
             self.dense.row_of(&self.weights.embed, id as usize, &mut x[t * h..(t + 1) * h])?;
         }
+        if let Some(scale) = self.spec.embed_scale {
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
         let rows = std::mem::take(&mut sc.rows);
         let result = self.layers(&mut active, &rows, sc, (step, kind), n);
         sc.rows = rows;
@@ -321,6 +333,9 @@ impl Model {
             self.pool.as_ref(),
         )
         .map_err(crate::error::Error::Kernel)?;
+        if let Some(cap) = self.spec.logit_softcap {
+            logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        }
         Ok(out_rows)
     }
 
@@ -361,49 +376,92 @@ impl Model {
                     }
                 }
             }
+            let eps = self.spec.rms_eps;
+            if let Some(pn) = &lw.post_norms {
+                rms_rows_in_place(&mut sc.out[..n * h], self.vec(&pn.mixer)?, eps, &mut sc.norm);
+            }
             sc.x.iter_mut().zip(&sc.out).for_each(|(a, b)| *a += b);
-            rms_rows(&sc.x, self.vec(&lw.ffn_norm)?, self.spec.rms_eps, h, &mut sc.hn);
+            rms_rows(&sc.x, self.vec(&lw.ffn_norm)?, eps, h, &mut sc.hn);
+            let decode = kind == PassKind::Decode;
             match (&self.spec.layers[l].ffn, &lw.ffn) {
                 (FfnSpec::Moe(m), FfnWeights::Moe(w)) => {
-                    self.moe(l, m, w, sc, rows, step, kind == PassKind::Decode)?;
-                    for (s, at) in seqs.iter_mut().zip(rows) {
-                        if let Some(r) = s.routes.as_mut() {
-                            for t in at.range() {
-                                r.push(RouteRecord {
-                                    layer: l,
-                                    pos: at.pos + t - at.start,
-                                    experts: sc.chosen[t * m.top_k..(t + 1) * m.top_k]
-                                        .iter()
-                                        .filter(|x| x.0 != super::router::SKIPPED)
-                                        .copied()
-                                        .collect(),
-                                });
-                            }
-                        }
-                    }
+                    self.moe(l, m, w, sc, rows, step, decode)?;
+                    record_routes(seqs, rows, &sc.chosen, l, m.top_k);
                 }
                 (FfnSpec::Mlp { .. }, FfnWeights::Mlp(w)) => {
                     let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
                     let (wg, wu, wd) = (self.m(&w.gate)?, self.m(&w.up)?, self.m(&w.down)?);
-                    super::ffn::swiglu_into(
+                    super::ffn::glu_into(
                         self,
-                        &wg,
-                        &wu,
-                        &wd,
+                        Activation::Silu,
+                        [&wg, &wu, &wd],
                         &mut input,
-                        &mut sc.gate,
-                        &mut sc.up,
-                        &mut sc.act,
+                        [&mut sc.gate, &mut sc.up, &mut sc.act],
                         &mut sc.in_other,
                         &mut sc.out,
                     )?
+                }
+                (FfnSpec::MlpAndMoe { moe: m, .. }, FfnWeights::MlpAndMoe(b)) => {
+                    let (mw, moe_w) = (&b.0, &b.1);
+                    let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
+                    let (wg, wu, wd) =
+                        (self.m(&mw.mlp.gate)?, self.m(&mw.mlp.up)?, self.m(&mw.mlp.down)?);
+                    super::ffn::glu_into(
+                        self,
+                        m.act,
+                        [&wg, &wu, &wd],
+                        &mut input,
+                        [&mut sc.gate, &mut sc.up, &mut sc.act],
+                        &mut sc.in_other,
+                        &mut sc.mlp_out,
+                    )?;
+                    let post_mlp = self.vec(&mw.post_mlp_norm)?;
+                    rms_rows_in_place(&mut sc.mlp_out[..n * h], post_mlp, eps, &mut sc.norm);
+                    rms_rows(&sc.x, self.vec(&mw.pre_moe_norm)?, eps, h, &mut sc.hn);
+                    self.moe(l, m, moe_w, sc, rows, step, decode)?;
+                    record_routes(seqs, rows, &sc.chosen, l, m.top_k);
+                    let post_moe = self.vec(&mw.post_moe_norm)?;
+                    rms_rows_in_place(&mut sc.out[..n * h], post_moe, eps, &mut sc.norm);
+                    sc.out.iter_mut().zip(&sc.mlp_out).for_each(|(o, v)| *o += v);
                 }
                 _ => {
                     return Err(Error::Invalid(format!("layer {l}: weights do not match its spec")))
                 }
             }
+            if let Some(pn) = &lw.post_norms {
+                rms_rows_in_place(&mut sc.out[..n * h], self.vec(&pn.ffn)?, eps, &mut sc.norm);
+            }
             sc.x.iter_mut().zip(&sc.out).for_each(|(a, b)| *a += b);
+            if let Some(pn) = &lw.post_norms {
+                let scalar = self.vec(&pn.scalar)?[0];
+                sc.x.iter_mut().for_each(|v| *v *= scalar);
+            }
         }
         Ok(())
+    }
+}
+
+/// Records each sequence's chosen experts of layer `l` (sessions that record routes).
+fn record_routes(
+    seqs: &mut [&mut Session],
+    rows: &[SeqRows],
+    chosen: &[(usize, f32)],
+    l: usize,
+    k: usize,
+) {
+    for (s, at) in seqs.iter_mut().zip(rows) {
+        if let Some(r) = s.routes.as_mut() {
+            for t in at.range() {
+                r.push(RouteRecord {
+                    layer: l,
+                    pos: at.pos + t - at.start,
+                    experts: chosen[t * k..(t + 1) * k]
+                        .iter()
+                        .filter(|x| x.0 != super::router::SKIPPED)
+                        .copied()
+                        .collect(),
+                });
+            }
+        }
     }
 }

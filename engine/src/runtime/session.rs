@@ -190,6 +190,10 @@ pub(crate) struct Scratch {
     pub per_slot: Vec<f32>,
     pub shared: Vec<f32>,
     pub shared_gate: Vec<f32>,
+    /// Gemma 4: the dense MLP's output beside the MoE, and the router's own input.
+    pub mlp_out: Vec<f32>,
+    pub router_in: Vec<f32>,
+    pub in_router: InputBuffers,
     /// Quantised forms of `hn` (shared by q/k/v, the router, dense and shared MLPs, and in
     /// decode every routed expert).
     pub in_hn: InputBuffers,
@@ -211,6 +215,7 @@ impl Scratch {
         self.kernels = kernels;
         self.in_hn.set_kernels(kernels);
         self.in_other.set_kernels(kernels);
+        self.in_router.set_kernels(kernels);
         self.in_batch.iter_mut().for_each(|b| b.set_kernels(kernels));
     }
 }

@@ -25,8 +25,8 @@ pub struct AttentionWeights {
     pub q: TensorRef,
     /// k projection.
     pub k: TensorRef,
-    /// v projection.
-    pub v: TensorRef,
+    /// v projection (None where the keys serve as values).
+    pub v: Option<TensorRef>,
     /// Output projection.
     pub o: TensorRef,
     /// q/k/v biases, if the model has them.
@@ -134,6 +134,21 @@ pub struct MoeWeights {
     /// Every expert's gate, up and down biases ([experts, ffn], [experts, ffn],
     /// [experts, hidden]).
     pub expert_bias: Option<[TensorRef; 3]>,
+    /// Gemma 4's router input scale [hidden] and per-expert weight factors [experts].
+    pub router_scales: Option<[TensorRef; 2]>,
+}
+
+/// Gemma 4's dense MLP beside its MoE, with the three norms around them.
+#[derive(Debug, Clone, Copy)]
+pub struct MlpAndMoeWeights {
+    /// The dense MLP (on the block's normed input).
+    pub mlp: MlpWeights,
+    /// RMSNorm of the MLP's output.
+    pub post_mlp_norm: TensorRef,
+    /// RMSNorm of the residual into the experts.
+    pub pre_moe_norm: TensorRef,
+    /// RMSNorm of the experts' output.
+    pub post_moe_norm: TensorRef,
 }
 
 /// A feed-forward block's weights.
@@ -143,6 +158,30 @@ pub enum FfnWeights {
     Mlp(MlpWeights),
     /// Routed MoE (boxed: it is much larger than a dense MLP's three references).
     Moe(Box<MoeWeights>),
+    /// A dense MLP and a routed MoE side by side.
+    MlpAndMoe(Box<(MlpAndMoeWeights, MoeWeights)>),
+}
+
+impl FfnWeights {
+    /// The routed MoE's weights, if the block has one.
+    pub fn moe(&self) -> Option<&MoeWeights> {
+        match self {
+            FfnWeights::Moe(m) => Some(m),
+            FfnWeights::MlpAndMoe(b) => Some(&b.1),
+            FfnWeights::Mlp(_) => None,
+        }
+    }
+}
+
+/// Sandwich norms' weights (see `LayerSpec::post_norms`).
+#[derive(Debug, Clone, Copy)]
+pub struct PostNorms {
+    /// RMSNorm of the mixer's output.
+    pub mixer: TensorRef,
+    /// RMSNorm of the feed-forward block's output.
+    pub ffn: TensorRef,
+    /// The layer output's factor [1].
+    pub scalar: TensorRef,
 }
 
 /// One decoder layer.
@@ -156,6 +195,8 @@ pub struct LayerWeights {
     pub ffn_norm: TensorRef,
     /// The feed-forward block.
     pub ffn: FfnWeights,
+    /// Sandwich norms, if the layer has them.
+    pub post_norms: Option<PostNorms>,
 }
 
 /// Every resident weight of the model.
@@ -223,7 +264,7 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
             MixerWeights::Attention(AttentionWeights {
                 q: matrix(d, Dense::Q(l), a.q_rows(), h)?,
                 k: matrix(d, Dense::K(l), kvd, h)?,
-                v: matrix(d, Dense::V(l), kvd, h)?,
+                v: (!a.k_is_v).then(|| matrix(d, Dense::V(l), kvd, h)).transpose()?,
                 o: matrix(d, Dense::O(l), h, qd)?,
                 bias,
                 qk_norm,
@@ -270,9 +311,8 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
             })
         }
     };
-    let ffn = match s.ffn {
-        FfnSpec::Mlp { ffn } => FfnWeights::Mlp(mlp(d, l, h, ffn)?),
-        FfnSpec::Moe(m) => FfnWeights::Moe(Box::new(MoeWeights {
+    let moe_weights = |m: &crate::model::spec::MoeSpec| -> Result<MoeWeights> {
+        Ok(MoeWeights {
             router: matrix(d, Dense::Router(l), m.experts, h)?,
             router_bias: match m.router {
                 RouterKind::SigmoidGrouped { .. } => {
@@ -298,13 +338,44 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
             } else {
                 None
             },
-        })),
+            router_scales: if m.scaled_router {
+                Some([
+                    vector(d, Dense::RouterScale(l), h)?,
+                    vector(d, Dense::ExpertScale(l), m.experts)?,
+                ])
+            } else {
+                None
+            },
+        })
+    };
+    let ffn = match &s.ffn {
+        FfnSpec::Mlp { ffn } => FfnWeights::Mlp(mlp(d, l, h, *ffn)?),
+        FfnSpec::Moe(m) => FfnWeights::Moe(Box::new(moe_weights(m)?)),
+        FfnSpec::MlpAndMoe { ffn, moe } => FfnWeights::MlpAndMoe(Box::new((
+            MlpAndMoeWeights {
+                mlp: mlp(d, l, h, *ffn)?,
+                post_mlp_norm: vector(d, Dense::PostFfnNorm1(l), h)?,
+                pre_moe_norm: vector(d, Dense::PreFfnNorm2(l), h)?,
+                post_moe_norm: vector(d, Dense::PostFfnNorm2(l), h)?,
+            },
+            moe_weights(moe)?,
+        ))),
+    };
+    let post_norms = if s.post_norms {
+        Some(PostNorms {
+            mixer: vector(d, Dense::PostAttnNorm(l), h)?,
+            ffn: vector(d, Dense::PostFfnNorm(l), h)?,
+            scalar: vector(d, Dense::LayerScalar(l), 1)?,
+        })
+    } else {
+        None
     };
     Ok(LayerWeights {
         mixer_norm: vector(d, Dense::AttnNorm(l), h)?,
         mixer,
         ffn_norm: vector(d, Dense::FfnNorm(l), h)?,
         ffn,
+        post_norms,
     })
 }
 

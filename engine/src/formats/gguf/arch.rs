@@ -24,6 +24,7 @@ pub fn gguf_arch(arch: Arch) -> &'static str {
         Arch::GptOss => "gpt-oss",
         Arch::Qwen3Next => "qwen3next",
         Arch::MinimaxM2 => "minimax-m2",
+        Arch::Gemma4 => "gemma4",
     }
 }
 
@@ -46,6 +47,9 @@ fn meta_f(g: &GgufFile, key: &str, default: f64) -> f32 {
 /// The model configuration a GGUF file describes.
 pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
     let name = g.architecture().unwrap_or("(none)");
+    if name == "gemma4" {
+        return super::gemma::config_of(g);
+    }
     let arch = match name {
         "qwen3moe" => Arch::Qwen3Moe,
         "qwen2moe" => Arch::Qwen2Moe,
@@ -75,7 +79,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         }
         other => {
             return Err(Error::Unsupported(format!(
-                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, qwen3next, glm4moe, deepseek2, gpt-oss, minimax-m2 and llama with experts)",
+                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, qwen3next, glm4moe, deepseek2, gpt-oss, minimax-m2, gemma4 and llama with experts)",
                 g.path().display()
             )))
         }
@@ -291,6 +295,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         window_layers,
         clamped_swiglu: (arch == Arch::GptOss)
             .then_some(ClampedSwiglu { alpha: GPT_OSS_SWIGLU.0, limit: GPT_OSS_SWIGLU.1 }),
+        gemma: None,
     };
     cfg.validate_as(&format!("GGUF metadata ({name})"))?;
     Ok(cfg)
@@ -300,7 +305,14 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
 pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
     use Dense::*;
     // A MoE layer's shared expert is `*_shexp`; a dense-MLP layer's MLP is plain `ffn_*`.
-    let sh = |l: usize| if cfg.moe_layers.get(l).copied().unwrap_or(false) { "_shexp" } else { "" };
+    let sh = |l: usize| {
+        // Gemma 4's dense MLP sits beside its MoE under the plain names.
+        if cfg.moe_layers.get(l).copied().unwrap_or(false) && cfg.gemma.is_none() {
+            "_shexp"
+        } else {
+            ""
+        }
+    };
     match role {
         Embed => "token_embd.weight".into(),
         LmHead => "output.weight".into(),
@@ -355,6 +367,14 @@ pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
         ExpGateBias(l) => format!("blk.{l}.ffn_gate_exps.bias"),
         ExpUpBias(l) => format!("blk.{l}.ffn_up_exps.bias"),
         ExpDownBias(l) => format!("blk.{l}.ffn_down_exps.bias"),
+        PostAttnNorm(l) => format!("blk.{l}.post_attention_norm.weight"),
+        PostFfnNorm(l) => format!("blk.{l}.post_ffw_norm.weight"),
+        PostFfnNorm1(l) => format!("blk.{l}.post_ffw_norm_1.weight"),
+        PreFfnNorm2(l) => format!("blk.{l}.pre_ffw_norm_2.weight"),
+        PostFfnNorm2(l) => format!("blk.{l}.post_ffw_norm_2.weight"),
+        LayerScalar(l) => format!("blk.{l}.layer_output_scale.weight"),
+        RouterScale(l) => format!("blk.{l}.ffn_gate_inp.scale"),
+        ExpertScale(l) => format!("blk.{l}.ffn_down_exps.scale"),
     }
 }
 

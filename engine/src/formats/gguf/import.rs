@@ -165,22 +165,16 @@ pub fn expert_file(
     let mut layers = vec![None; cfg.layers];
     let mut slot_bytes = 0;
     for l in (0..cfg.layers).filter(|&l| cfg.moe_layers[l]) {
-        let [gt, ut, dt] = expert_tensors(g, cfg, l)?;
+        let parts = expert_parts(g, cfg, l)?;
         let (h, f) = (cfg.hidden, cfg.expert_ffn);
-        for (t, cols) in [(gt, h), (ut, h), (dt, f)] {
-            let dtype = dtype_of(t)?;
-            if !cols.is_multiple_of(dtype.block_values()) {
-                return Err(Error::Invalid(format!(
-                    "GGUF tensor {}: rows of {cols} values are not whole {dtype} blocks of {}",
-                    t.name,
-                    dtype.block_values()
-                )));
-            }
-        }
-        let (p, slot) = ExpertPlacement::slices([
-            (gt.file, gt.offset, f, h, dtype_of(gt)?),
-            (ut.file, ut.offset, f, h, dtype_of(ut)?),
-            (dt.file, dt.offset, h, f, dtype_of(dt)?),
+        let spec = |p: &ExpertPart, rows| -> Result<_> {
+            let t = p.tensor;
+            Ok((t.file, t.offset + p.first, rows, p.cols, dtype_of(t)?, Some(p.stride)))
+        };
+        let (p, slot) = ExpertPlacement::strided_slices([
+            spec(&parts[0], f)?,
+            spec(&parts[1], f)?,
+            spec(&parts[2], h)?,
         ])?;
         slot_bytes = slot_bytes.max(slot);
         layers[l] = Some(p);
@@ -188,13 +182,39 @@ pub fn expert_file(
     Ok(ExpertFile { paths: g.paths(), layers, experts: cfg.experts, slot_bytes })
 }
 
-/// The stacked gate, up and down expert tensors of layer `l`, with their dims checked
-/// (`[hidden, ffn, experts]` for gate/up, `[ffn, hidden, experts]` for down, innermost first).
-pub fn expert_tensors<'g>(
+/// One expert matrix (gate, up or down) in a stacked GGUF expert tensor.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpertPart<'g> {
+    /// The stacked tensor.
+    pub tensor: &'g GgufTensor,
+    /// Byte offset of expert 0's matrix in the tensor's data.
+    pub first: u64,
+    /// Bytes from one expert's matrix to the next's.
+    pub stride: u64,
+    /// Bytes of one expert's matrix.
+    pub bytes: usize,
+    /// Values per row.
+    pub cols: usize,
+}
+
+impl ExpertPart<'_> {
+    /// Expert `e`'s bytes within `data` (the tensor's data).
+    pub fn of<'d>(&self, data: &'d [u8], e: usize) -> Option<&'d [u8]> {
+        let at = (self.first + e as u64 * self.stride) as usize;
+        data.get(at..at + self.bytes)
+    }
+}
+
+/// The gate, up and down expert matrices of layer `l`, dims checked (`[hidden, ffn, experts]`
+/// for gate/up, `[ffn, hidden, experts]` for down, innermost first; Gemma 4's gate and up
+/// stacked in one `ffn_gate_up_exps` `[hidden, 2 x ffn, experts]`, each expert's gate rows then
+/// its up rows), their rows whole blocks of their type.
+pub fn expert_parts<'g>(
     g: &'g GgufFile,
     cfg: &ModelConfig,
     l: usize,
-) -> Result<[&'g GgufTensor; 3]> {
+) -> Result<[ExpertPart<'g>; 3]> {
+    let (h, f) = (cfg.hidden, cfg.expert_ffn);
     let t = |p: &str, d: [usize; 2]| -> Result<&'g GgufTensor> {
         let n = format!("blk.{l}.ffn_{p}_exps.weight");
         let t = g.tensor(&n).ok_or_else(|| Error::MissingTensor(n.clone()))?;
@@ -202,18 +222,34 @@ pub fn expert_tensors<'g>(
         if t.dims != want {
             return Err(Error::Invalid(format!("{n} has dims {:?}, expected {want:?}", t.dims)));
         }
+        let dtype = dtype_of(t)?;
+        if !d[0].is_multiple_of(dtype.block_values()) {
+            return Err(Error::Invalid(format!(
+                "GGUF tensor {n}: rows of {} values are not whole {dtype} blocks of {}",
+                d[0],
+                dtype.block_values()
+            )));
+        }
         Ok(t)
     };
-    Ok([
-        t("gate", [cfg.hidden, cfg.expert_ffn])?,
-        t("up", [cfg.hidden, cfg.expert_ffn])?,
-        t("down", [cfg.expert_ffn, cfg.hidden])?,
-    ])
-}
-
-/// Expert `e`'s part of a stacked expert tensor whose experts are `per` bytes each.
-pub fn expert_slice(data: &[u8], e: usize, per: usize) -> Option<&[u8]> {
-    data.get(e * per..(e + 1) * per)
+    let part = |tensor: &'g GgufTensor, rows: usize, cols: usize, first_row: usize, of: usize| {
+        let row = dtype_of(tensor)?.row_bytes(cols).map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok::<_, Error>(ExpertPart {
+            tensor,
+            first: (first_row * row) as u64,
+            stride: (of * row) as u64,
+            bytes: rows * row,
+            cols,
+        })
+    };
+    let down = t("down", [f, h])?;
+    let fused = format!("blk.{l}.ffn_gate_up_exps.weight");
+    if g.tensor(&fused).is_some() && g.tensor(&format!("blk.{l}.ffn_gate_exps.weight")).is_none() {
+        let gu = t("gate_up", [h, 2 * f])?;
+        return Ok([part(gu, f, h, 0, 2 * f)?, part(gu, f, h, f, 2 * f)?, part(down, h, f, 0, h)?]);
+    }
+    let (gate, up) = (t("gate", [h, f])?, t("up", [h, f])?);
+    Ok([part(gate, f, h, 0, f)?, part(up, f, h, 0, f)?, part(down, h, f, 0, h)?])
 }
 
 /// Packs a GGUF file into `out` (a temporary directory renamed at the end), copying tensor bytes
@@ -252,8 +288,9 @@ fn write(
     // the same way in every layer); slots are sized for the largest.
     let mut layer_layouts = Vec::new();
     for &l in &moe {
-        let parts = expert_tensors(g, cfg, l)?;
-        let types = [dtype_of(parts[0])?, dtype_of(parts[1])?, dtype_of(parts[2])?];
+        let parts = expert_parts(g, cfg, l)?;
+        let types =
+            [dtype_of(parts[0].tensor)?, dtype_of(parts[1].tensor)?, dtype_of(parts[2].tensor)?];
         layer_layouts.push((l, parts, SlabLayout::mixed(types, cfg.hidden, cfg.expert_ffn)?));
     }
     let slab = layer_layouts
@@ -272,10 +309,10 @@ fn write(
         let mut buf = vec![0u8; layout.slab_bytes];
         for e in 0..cfg.experts {
             buf.fill(0);
-            for (place, t) in [&layout.gate, &layout.up, &layout.down].iter().zip(tensors) {
+            for (place, p) in [&layout.gate, &layout.up, &layout.down].iter().zip(tensors) {
                 let per = place.bytes;
-                let src = expert_slice(g.data(t), e, per).ok_or_else(|| {
-                    Error::Invalid(format!("{}: too short for expert {e}", t.name))
+                let src = p.of(g.data(p.tensor), e).ok_or_else(|| {
+                    Error::Invalid(format!("{}: too short for expert {e}", p.tensor.name))
                 })?;
                 buf[place.offset..place.offset + per].copy_from_slice(src);
             }

@@ -289,6 +289,12 @@ pub fn export_gguf(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     let c = &packed.manifest.config;
+    if c.gemma.is_some() {
+        return Err(Error::Unsupported(
+            "writing Gemma 4 as GGUF (floe reads llama.cpp's gemma4 files; it does not write them)"
+                .into(),
+        ));
+    }
     let dense = DenseWeights::load(packed)?;
     let table = packed.manifest.expert_table()?;
     let mut tensors: Vec<(std::string::String, Vec<u64>, GgmlType, u64, Source)> = Vec::new();

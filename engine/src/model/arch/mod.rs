@@ -2,6 +2,7 @@
 //! checkpoint. Shapes and the forward pass follow from the layer spec
 //! ([`crate::model::spec`]), which the configuration resolves once at load.
 
+mod gemma4;
 mod gpt_oss;
 mod minimax_m2;
 mod mixtral;
@@ -103,6 +104,22 @@ pub enum Dense {
     ExpUpBias(usize),
     /// Per MoE layer: every expert's down bias [experts, hidden].
     ExpDownBias(usize),
+    /// Per layer: RMSNorm of the mixer's output before the residual (Gemma 4).
+    PostAttnNorm(usize),
+    /// Per layer: RMSNorm of the feed-forward block's output before the residual (Gemma 4).
+    PostFfnNorm(usize),
+    /// Per layer: RMSNorm of the dense MLP's output beside the MoE (Gemma 4).
+    PostFfnNorm1(usize),
+    /// Per layer: RMSNorm of the residual into the experts (Gemma 4).
+    PreFfnNorm2(usize),
+    /// Per layer: RMSNorm of the experts' output (Gemma 4).
+    PostFfnNorm2(usize),
+    /// Per layer: the layer output's scalar factor [1] (Gemma 4).
+    LayerScalar(usize),
+    /// Per MoE layer: the router input's per-channel scale [hidden] (Gemma 4).
+    RouterScale(usize),
+    /// Per MoE layer: each expert's factor on its routing weight [experts] (Gemma 4).
+    ExpertScale(usize),
 }
 
 impl Dense {
@@ -153,6 +170,14 @@ impl Dense {
             ExpGateBias(l) => format!("{l}.expert_gate_bias"),
             ExpUpBias(l) => format!("{l}.expert_up_bias"),
             ExpDownBias(l) => format!("{l}.expert_down_bias"),
+            PostAttnNorm(l) => format!("{l}.post_attn_norm"),
+            PostFfnNorm(l) => format!("{l}.post_ffn_norm"),
+            PostFfnNorm1(l) => format!("{l}.post_ffn_norm_1"),
+            PreFfnNorm2(l) => format!("{l}.pre_ffn_norm_2"),
+            PostFfnNorm2(l) => format!("{l}.post_ffn_norm_2"),
+            LayerScalar(l) => format!("{l}.layer_scalar"),
+            RouterScale(l) => format!("{l}.router_scale"),
+            ExpertScale(l) => format!("{l}.expert_scale"),
         }
     }
 
@@ -178,6 +203,14 @@ impl Dense {
                 | MlaKVANorm(_)
                 | OBias(_)
                 | RouterLogitBias(_)
+                | PostAttnNorm(_)
+                | PostFfnNorm(_)
+                | PostFfnNorm1(_)
+                | PreFfnNorm2(_)
+                | PostFfnNorm2(_)
+                | LayerScalar(_)
+                | RouterScale(_)
+                | ExpertScale(_)
         )
     }
 
@@ -268,6 +301,7 @@ pub fn names(arch: Arch) -> &'static dyn ArchNames {
         Arch::Qwen2Moe | Arch::Qwen35Moe => &qwen2_moe::Qwen2Moe,
         Arch::Qwen3Next => &qwen3_next::Qwen3Next,
         Arch::MinimaxM2 => &minimax_m2::MinimaxM2,
+        Arch::Gemma4 => &gemma4::Gemma4,
         Arch::Mixtral => &mixtral::Mixtral,
         Arch::Olmoe => &olmoe::Olmoe,
         Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => &shared_experts::SharedExperts,
@@ -323,6 +357,14 @@ pub(crate) fn llama_dense(t: Dense, router: &[&str], mlp: &str) -> Vec<String> {
         // Gate and up biases are the even and odd columns of one tensor.
         ExpGateBias(i) | ExpUpBias(i) => vec![l(i, "mlp.experts.gate_up_proj_bias")],
         ExpDownBias(i) => vec![l(i, "mlp.experts.down_proj_bias")],
+        PostAttnNorm(i) => vec![l(i, "post_attention_layernorm.weight")],
+        PostFfnNorm(i) => vec![l(i, "post_feedforward_layernorm.weight")],
+        PostFfnNorm1(i) => vec![l(i, "post_feedforward_layernorm_1.weight")],
+        PreFfnNorm2(i) => vec![l(i, "pre_feedforward_layernorm_2.weight")],
+        PostFfnNorm2(i) => vec![l(i, "post_feedforward_layernorm_2.weight")],
+        LayerScalar(i) => vec![l(i, "layer_scalar")],
+        RouterScale(i) => vec![l(i, "router.scale")],
+        ExpertScale(i) => vec![l(i, "router.per_expert_scale")],
     }
 }
 
