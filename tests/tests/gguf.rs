@@ -435,6 +435,7 @@ fn every_architecture_runs_from_gguf() {
         ("gpt_oss", "gpt-oss"),
         ("qwen3_next", "qwen3next"),
         ("minimax_m2", "minimax-m2"),
+        ("gemma4_moe", "gemma4"),
     ] {
         let Some(dir) = golden_dir(name) else { return };
         let packed_dir = tmp.path().join(name);

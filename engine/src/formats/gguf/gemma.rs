@@ -134,3 +134,39 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
     cfg.validate_as("GGUF metadata (gemma4)")?;
     Ok(cfg)
 }
+
+/// The keys a `gemma4` GGUF of `c` needs beyond (or instead of) the generic ones: per-layer
+/// KV heads, both layer kinds' key lengths, RoPE bases and dimensions, the window pattern.
+pub fn metadata(c: &ModelConfig, g: &GemmaLayout) -> Vec<(String, GgufValue)> {
+    use GgufValue::*;
+    let k = |s: &str| format!("gemma4.{s}");
+    let kv: Vec<GgufValue> = (0..c.layers).map(|l| U32(c.layer_kv_heads(l) as u32)).collect();
+    let swa: Vec<GgufValue> = (0..c.layers).map(|l| Bool(c.window(l).is_some())).collect();
+    let mut m = vec![
+        (k("attention.head_count_kv"), Array(kv)),
+        (k("attention.key_length"), U32(g.global_head_dim as u32)),
+        (k("attention.value_length"), U32(g.global_head_dim as u32)),
+        (k("attention.key_length_swa"), U32(c.head_dim as u32)),
+        (k("attention.value_length_swa"), U32(c.head_dim as u32)),
+        (k("attention.sliding_window_pattern"), Array(swa)),
+        (k("attention.shared_kv_layers"), U32(0)),
+        (k("embedding_length_per_layer_input"), U32(0)),
+        (k("rope.freq_base"), F32(g.global_rope_theta)),
+        (k("rope.freq_base_swa"), F32(c.rope_theta)),
+        (k("rope.dimension_count"), U32(g.global_head_dim as u32)),
+        (k("rope.dimension_count_swa"), U32(c.rotary_dims() as u32)),
+    ];
+    if let Some(cap) = g.logit_softcap {
+        m.push((k("final_logit_softcapping"), F32(cap)));
+    }
+    m
+}
+
+/// llama.cpp's `rope_freqs` of the full layers: 1 for each rotated pair, a factor that stops
+/// the others (as its converter writes it).
+pub fn rope_freqs(g: &GemmaLayout) -> Vec<u8> {
+    (0..g.global_head_dim / 2)
+        .map(|i| if i < g.global_rope_pairs { 1.0f32 } else { 1e30 })
+        .flat_map(|x| x.to_le_bytes())
+        .collect()
+}

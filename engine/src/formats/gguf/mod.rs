@@ -3,7 +3,7 @@
 //! remain before anything is allocated, and tensor data must lie inside the file.
 
 mod arch;
-mod gemma;
+pub(crate) mod gemma;
 pub mod import;
 mod spm;
 pub mod tokenizer;

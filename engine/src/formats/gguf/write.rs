@@ -106,6 +106,8 @@ enum Source {
     Dense(crate::model::arch::Dense),
     /// Part `part` (0 gate, 1 up, 2 down) of every expert of decoder layer `layer`.
     Experts { layer: usize, part: usize },
+    /// Bytes made for the file (Gemma 4's `rope_freqs`).
+    Made(Vec<u8>),
 }
 
 /// The hyperparameters and the tokenizer of `packed` as GGUF metadata.
@@ -216,6 +218,14 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
             m.push((k("full_attention_interval"), U32(every as u32)));
         }
     }
+    if let Some(g) = &c.gemma {
+        for (key, v) in super::gemma::metadata(c, g) {
+            match m.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = v,
+                None => m.push((key, v)),
+            }
+        }
+    }
     // The tokenizer: byte-level BPE vocabulary, merges and special tokens of tokenizer.json.
     let tpath = packed.dir.join("tokenizer.json");
     if let Ok(text) = std::fs::read_to_string(&tpath) {
@@ -289,12 +299,6 @@ pub fn export_gguf(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     let c = &packed.manifest.config;
-    if c.gemma.is_some() {
-        return Err(Error::Unsupported(
-            "writing Gemma 4 as GGUF (floe reads llama.cpp's gemma4 files; it does not write them)"
-                .into(),
-        ));
-    }
     let dense = DenseWeights::load(packed)?;
     let table = packed.manifest.expert_table()?;
     let mut tensors: Vec<(std::string::String, Vec<u64>, GgmlType, u64, Source)> = Vec::new();
@@ -309,6 +313,17 @@ pub fn export_gguf(
         let dims = super::arch::gguf_dims(role, c, rows, cols);
         let t = ggml_type(m.dtype());
         tensors.push((gguf_name(role, c), dims, t, m.bytes().len() as u64, Source::Dense(role)));
+    }
+    if let Some(g) = &c.gemma {
+        let bytes = super::gemma::rope_freqs(g);
+        let dims = vec![(g.global_head_dim / 2) as u64];
+        tensors.push((
+            "rope_freqs.weight".into(),
+            dims,
+            GgmlType::F32,
+            bytes.len() as u64,
+            Source::Made(bytes),
+        ));
     }
     for (l, p) in table.iter().enumerate() {
         let Some(p) = p else { continue };
@@ -375,6 +390,7 @@ pub fn export_gguf(
                     };
                     o.bytes(&m).map_err(werr)?;
                 }
+                Source::Made(bytes) => o.bytes(bytes).map_err(werr)?,
                 Source::Experts { layer, part } => {
                     let p = table[*layer].as_ref().expect("listed from the table");
                     for e in 0..c.experts {
