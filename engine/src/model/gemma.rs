@@ -105,3 +105,40 @@ impl GemmaLayout {
             .unwrap_or(1e4) as f32
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::config::{Arch, ModelConfig};
+
+    /// The golden's config reads as Gemma 4 with both layer kinds; what floe does not run is
+    /// refused by name.
+    #[test]
+    fn gemma4_config_and_what_is_refused() {
+        let Some(dir) = floe_cache::fixtures::shared_fixture("golden/gemma4_moe") else { return };
+        let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let c = ModelConfig::from_hf_json(&text).unwrap();
+        let g = c.gemma.unwrap();
+        assert_eq!(c.arch, Arch::Gemma4);
+        assert_eq!((c.head_dim, c.kv_heads, c.rope_theta), (16, 2, 1e4));
+        assert_eq!((g.global_head_dim, g.global_kv_heads, g.k_eq_v), (32, 1, true));
+        assert_eq!((g.global_rope_pairs, g.logit_softcap), (4, Some(5.0)));
+        assert_eq!(c.window_layers, [true, true, false, true, true, false]);
+        assert_eq!((c.layer_head_dim(2), c.layer_kv_heads(2), c.layer_k_eq_v(2)), (32, 1, true));
+        assert_eq!((c.layer_head_dim(0), c.layer_kv_heads(0), c.layer_k_eq_v(0)), (16, 2, false));
+        for (from, to, says) in [
+            (
+                "\"hidden_size_per_layer_input\": 0",
+                "\"hidden_size_per_layer_input\": 256",
+                "per-layer",
+            ),
+            ("\"num_kv_shared_layers\": 0", "\"num_kv_shared_layers\": 2", "shared KV"),
+            ("\"enable_moe_block\": true", "\"enable_moe_block\": false", "MoE"),
+            ("\"gelu_pytorch_tanh\"", "\"silu\"", "hidden_activation"),
+            ("\"proportional\"", "\"yarn\"", "rope types"),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let e = ModelConfig::from_hf_json(&text.replace(from, to)).unwrap_err().to_string();
+            assert!(e.contains(says), "{to}: {e}");
+        }
+    }
+}
