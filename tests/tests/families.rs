@@ -72,3 +72,58 @@ fn is_linear_layer(name: &str, cfg: &floe::model::config::ModelConfig) -> bool {
     let l: usize = name.split('.').nth(1).and_then(|x| x.parse().ok()).unwrap_or(usize::MAX);
     cfg.is_linear(l)
 }
+
+/// The hub's `Gemma4ForConditionalGeneration` layout: the config under `text_config`, the text
+/// model under `model.language_model.`, a vision tower beside it (skipped): the golden
+/// rewritten that way packs to the same model, bit for bit.
+#[test]
+fn gemma4_conditional_generation_layout_packs_to_the_same_model() {
+    use floe_kernels::DType;
+    use safetensors::tensor::TensorView;
+    let Some(dir) = golden_dir("gemma4_moe") else { return };
+    let hub = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let name = match name.strip_prefix("model.") {
+                Some(rest) => format!("model.language_model.{rest}"),
+                None => name,
+            };
+            (name, t.shape().to_vec(), t.data().to_vec())
+        })
+        .collect();
+    let f32s = |n: usize| (0..n).flat_map(|i| (i as f32 * 0.01).to_le_bytes()).collect::<Vec<u8>>();
+    owned.push(("model.vision_tower.patch_embedder.weight".into(), vec![8, 12], f32s(96)));
+    owned.push(("model.embed_vision.embedding_projection.weight".into(), vec![64, 8], f32s(512)));
+    let views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, s, d)| {
+            (n.clone(), TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, &hub.path().join("model.safetensors")).unwrap();
+    let text: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config = serde_json::json!({
+        "architectures": ["Gemma4ForConditionalGeneration"],
+        "model_type": "gemma4",
+        "text_config": text,
+        "vision_config": {"hidden_size": 8},
+    });
+    std::fs::write(hub.path().join("config.json"), config.to_string()).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(dir.join(f), hub.path().join(f)).unwrap();
+    }
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_, causal) = pack_and_load(&dir, a.path(), DType::F32, None);
+    let (packed, multimodal) = pack_and_load(hub.path(), b.path(), DType::F32, None);
+    assert!(packed.manifest.dense.iter().all(|d| !d.name.contains("vision")));
+    let golden = Golden::load(&dir, "golden.safetensors");
+    let ids: Vec<u32> = golden.i64("input_ids").0.iter().map(|&x| x as u32).collect();
+    let x = causal.forward(&mut Session::default(), &ids, true).unwrap();
+    let y = multimodal.forward(&mut Session::default(), &ids, true).unwrap();
+    assert_eq!(max_abs_diff(&x, &y), 0.0, "the two layouts give different models");
+}
