@@ -48,8 +48,15 @@ fn steady_state_decode_allocates_nothing() {
         .map(|dtype| (format!("tiny {dtype}"), floe_tests::synth_small(dir.path(), dtype)))
         .into_iter()
         .chain(
-            ["tiny-qwen3.5", "tiny-glm4.5", "tiny-qwen3-next", "tiny-minimax-m2", "tiny-gemma4"]
-                .map(|p| (p.to_string(), floe_tests::synth_preset(dir.path(), p, DType::Q8_0))),
+            [
+                "tiny-qwen3.5",
+                "tiny-glm4.5",
+                "tiny-qwen3-next",
+                "tiny-minimax-m2",
+                "tiny-gemma4",
+                "tiny-glm5",
+            ]
+            .map(|p| (p.to_string(), floe_tests::synth_preset(dir.path(), p, DType::Q8_0))),
         );
     for (dtype, packed) in models {
         for threads in [1, 2] {

@@ -108,6 +108,7 @@ fn each_sequence_of_a_batch_gets_its_single_request_logits_bit_for_bit() {
         ("tiny-qwen3-next", DType::Q4_0),
         ("tiny-minimax-m2", DType::Q8_0),
         ("tiny-gemma4", DType::Q4_0),
+        ("tiny-glm5", DType::Q8_0),
     ];
     for (preset, dtype) in cases {
         let packed = floe_tests::synth_preset(dir.path(), preset, dtype);
@@ -189,6 +190,7 @@ fn prefill_rows_do_not_depend_on_chunking_or_company() {
         ("tiny-qwen3-next", DType::Q4_0),
         ("tiny-minimax-m2", DType::Q8_0),
         ("tiny-gemma4", DType::Q4_0),
+        ("tiny-glm5", DType::Q8_0),
     ];
     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
     for (preset, dtype) in cases {

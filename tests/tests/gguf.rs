@@ -436,6 +436,7 @@ fn every_architecture_runs_from_gguf() {
         ("qwen3_next", "qwen3next"),
         ("minimax_m2", "minimax-m2"),
         ("gemma4_moe", "gemma4"),
+        ("glm_moe_dsa", "glm-dsa"),
     ] {
         let Some(dir) = golden_dir(name) else { return };
         let packed_dir = tmp.path().join(name);
@@ -573,6 +574,7 @@ fn llama_cpp_converted_gguf_matches_transformers() {
         ("qwen3_next", 5e-4),
         ("minimax_m2", 1e-4),
         ("gemma4_moe", 1e-4),
+        ("glm_moe_dsa", 1e-4),
     ] {
         let Some(dir) = golden_dir(name) else { return };
         let file = dir.join("model-F32.gguf");
@@ -630,7 +632,15 @@ fn llama_cpp_converted_gguf_matches_llama_cpp() {
     use floe::runtime::{Model, Session};
     use floe_tests::generate;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/llamacpp");
-    for name in ["glm4_moe", "qwen3_5_moe", "gpt_oss", "qwen3_next", "minimax_m2", "gemma4_moe"] {
+    for name in [
+        "glm4_moe",
+        "qwen3_5_moe",
+        "gpt_oss",
+        "qwen3_next",
+        "minimax_m2",
+        "gemma4_moe",
+        "glm_moe_dsa",
+    ] {
         let Some(dir) = golden_dir(name) else { return };
         let info: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(fixtures.join(format!("{name}-F32.json"))).unwrap(),

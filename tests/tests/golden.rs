@@ -137,6 +137,11 @@ fn gemma4_moe_matches_transformers() {
     check_arch("gemma4_moe");
 }
 
+#[test]
+fn glm_moe_dsa_matches_transformers() {
+    check_arch("glm_moe_dsa");
+}
+
 /// The transformers v5 fused 3-D expert layout packs to the same model as per-expert tensors.
 #[test]
 fn fused_layout_gives_the_same_logits() {

@@ -31,6 +31,7 @@ fn tiny_synth_model_runs_resident_and_streamed_alike() {
         ("tiny-qwen3-next", DType::Q4_0),
         ("tiny-minimax-m2", DType::Q8_0),
         ("tiny-gemma4", DType::Q4_0),
+        ("tiny-glm5", DType::Q8_0),
     ] {
         let shape = SynthShape::preset(preset).unwrap();
         synth(&shape, &out, dtype, 7, &mut |_, _| {}).unwrap();
@@ -94,6 +95,7 @@ fn real_shape_presets_have_their_models_sizes() {
         ("qwen3-next-80b-a3b", 48, 512, 36, 43.5),
         ("minimax-m2", 62, 256, 0, 126.4),
         ("gemma4-26b-a4b", 30, 128, 0, 12.8),
+        ("glm5", 78, 256, 0, 407.7),
     ] {
         let cfg = SynthShape::preset(preset).unwrap().config();
         cfg.validate().unwrap();

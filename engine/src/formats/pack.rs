@@ -148,6 +148,15 @@ fn mla_plan(
         (Dense::MlaVB(l), heads * m.v_head_dim, m.kv_lora_rank),
         (Dense::O(l), h, heads * m.v_head_dim),
     ]);
+    if let Some(d) = cfg.dsa.as_ref().filter(|d| d.full_layers.get(l) == Some(&true)) {
+        v.extend([
+            (Dense::IdxQ(l), d.heads * d.head_dim, m.q_lora_rank),
+            (Dense::IdxK(l), d.head_dim, h),
+            (Dense::IdxKNorm(l), 1, d.head_dim),
+            (Dense::IdxKNormBias(l), 1, d.head_dim),
+            (Dense::IdxWeights(l), d.heads, h),
+        ]);
+    }
 }
 
 fn attention_plan(cfg: &ModelConfig, l: usize, h: usize, v: &mut Vec<(Dense, usize, usize)>) {

@@ -77,6 +77,8 @@ pub struct SynthShape {
     pub sliding_window: Option<usize>,
     /// Gemma 4's full-attention layers and fixed parts.
     pub gemma: Option<crate::model::gemma::GemmaLayout>,
+    /// DeepSeek sparse attention's indexer (GLM-5).
+    pub dsa: Option<crate::model::config::Dsa>,
 }
 
 impl SynthShape {
@@ -106,6 +108,7 @@ impl SynthShape {
                 yarn: None,
                 sliding_window: None,
                 gemma: None,
+                dsa: None,
             }
         };
         // DeepSeek: MLA (nope 128, rope 64, values 128, latent 512), shared experts, leading
@@ -243,6 +246,51 @@ impl SynthShape {
                 gemma4(s(2816, 30, 16, 8, 256, 128, 8, 704, 262_144), 2112, 1024, 6, (512, 2), 30.0)
             }
             "tiny-gemma4" => gemma4(s(64, 6, 4, 2, 16, 16, 4, 32, 257), 64, 8, 3, (32, 1), 5.0),
+            // GLM-5 (744B-A40B): MLA with a q LoRA and DeepSeek sparse attention (32 indexer
+            // heads of 128 keep 2048 positions per query), 256 experts top-8 + 1 shared, the
+            // first 3 layers dense: about 408 GB of q4_0 experts; take `--layers 5` or so.
+            "glm5" => {
+                let mut sh = deepseek(
+                    s(6144, 78, 64, 64, 128, 256, 8, 2048, 154_880),
+                    2048,
+                    1,
+                    (3, 12_288),
+                    1.0,
+                );
+                sh.arch = Arch::GlmMoeDsa;
+                sh.mla = sh.mla.map(|m| Mla { qk_nope_dim: 192, v_head_dim: 256, ..m });
+                sh.yarn = None;
+                sh.sigmoid_router =
+                    Some(SigmoidRouter { groups: 1, top_groups: 1, routed_scale: 2.5 });
+                sh.dsa = Some(crate::model::config::Dsa {
+                    heads: 32,
+                    head_dim: 128,
+                    topk: 2048,
+                    full_layers: vec![true; 78],
+                });
+                sh
+            }
+            "tiny-glm5" => {
+                let mut sh = deepseek(s(64, 4, 4, 4, 16, 16, 4, 64, 257), 48, 1, (1, 128), 1.0);
+                sh.arch = Arch::GlmMoeDsa;
+                sh.mla = sh.mla.map(|m| Mla {
+                    kv_lora_rank: 32,
+                    qk_nope_dim: 16,
+                    qk_rope_dim: 8,
+                    v_head_dim: 16,
+                    ..m
+                });
+                sh.yarn = None;
+                sh.sigmoid_router =
+                    Some(SigmoidRouter { groups: 1, top_groups: 1, routed_scale: 2.5 });
+                sh.dsa = Some(crate::model::config::Dsa {
+                    heads: 4,
+                    head_dim: 16,
+                    topk: 4,
+                    full_layers: vec![true, true, false, true],
+                });
+                sh
+            }
             // GLM-4.5-Air (106B-A12B): 46 layers, 128 experts, top-8; about 58 GB of q4_0
             // experts (take fewer layers on a small disk).
             "glm4.5-air" => glm45(s(4096, 46, 96, 8, 128, 128, 8, 1408, 151_552), 10_944),
@@ -287,7 +335,7 @@ impl SynthShape {
                      qwen3.5-35b-a3b, qwen3.5-397b-a17b, glm4.5-air, deepseek-v2-lite, \
                      deepseek-v3-671b, gpt-oss-20b, gpt-oss-120b, qwen3-next-80b-a3b, minimax-m2, \
                      tiny-qwen3.5, tiny-glm4.5, tiny-deepseek, tiny-gpt-oss, tiny-qwen3-next, \
-                     tiny-minimax-m2, gemma4-26b-a4b, tiny-gemma4, or custom flags)"
+                     tiny-minimax-m2, gemma4-26b-a4b, tiny-gemma4, glm5, tiny-glm5, or custom flags)"
                 )))
             }
         })
@@ -347,6 +395,11 @@ impl SynthShape {
             clamped_swiglu: (self.arch == Arch::GptOss)
                 .then_some(ClampedSwiglu { alpha: 1.702, limit: 7.0 }),
             gemma: self.gemma,
+            // `--layers` keeps the first layers: their indexer kinds with them.
+            dsa: self.dsa.clone().map(|mut d| {
+                d.full_layers.resize(self.layers, true);
+                d
+            }),
         }
     }
 }

@@ -44,6 +44,9 @@ pub enum Arch {
     /// Gemma 4's MoE text model: a dense GeGLU MLP and a routed MoE side by side in every
     /// layer, sandwich norms, sliding and full attention layers of different shapes.
     Gemma4,
+    /// GLM-5 (`glm_moe_dsa`): GLM's MoE on MLA with DeepSeek sparse attention (a lightning
+    /// indexer picks the positions each query attends to).
+    GlmMoeDsa,
 }
 
 impl Arch {
@@ -62,6 +65,7 @@ impl Arch {
             Arch::Qwen3Next => "qwen3_next",
             Arch::MinimaxM2 => "minimax_m2",
             Arch::Gemma4 => "gemma4_text",
+            Arch::GlmMoeDsa => "glm_moe_dsa",
         }
     }
 
@@ -100,11 +104,12 @@ impl Arch {
             "qwen3_next" => Arch::Qwen3Next,
             "minimax_m2" => Arch::MinimaxM2,
             "gemma4_text" | "gemma4" => Arch::Gemma4,
+            "glm_moe_dsa" => Arch::GlmMoeDsa,
             other => {
                 return Err(Error::Unsupported(format!(
                     "architecture {other:?} (floe runs qwen3_moe, qwen2_moe, mixtral, olmoe, \
                      qwen3_5_moe, qwen3_next, glm4_moe, deepseek_v2, deepseek_v3, kimi_k2, \
-                     gpt_oss, minimax_m2, gemma4_text)"
+                     gpt_oss, minimax_m2, gemma4_text, glm_moe_dsa)"
                 )))
             }
         })
@@ -315,6 +320,24 @@ pub struct ModelConfig {
     /// Gemma 4: the full-attention layers' shape and the soft-cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gemma: Option<crate::model::gemma::GemmaLayout>,
+    /// DeepSeek sparse attention's indexer (GLM-5), if the model has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsa: Option<Dsa>,
+}
+
+/// DeepSeek sparse attention's lightning indexer (GLM-5): per query, `heads` ReLU'd scores
+/// against a `head_dim` key per past position, weighted per head and summed, pick the `topk`
+/// positions the MLA attention reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dsa {
+    /// Indexer heads.
+    pub heads: usize,
+    /// Channels per indexer head (its first `qk_rope_dim` rotated).
+    pub head_dim: usize,
+    /// Positions each query attends to.
+    pub topk: usize,
+    /// Per layer: it computes its own selection (else it reuses the previous layer's).
+    pub full_layers: Vec<bool>,
 }
 
 fn get<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
@@ -330,6 +353,37 @@ fn usize_of(v: &Value, keys: &[&str]) -> Result<usize> {
 /// A token id from a file, saturated (an id past `u32` fails validation, never wraps).
 pub(crate) fn id_u32(x: u64) -> u32 {
     u32::try_from(x).unwrap_or(u32::MAX)
+}
+
+/// GLM-5's indexer keys: `index_n_heads`, `index_head_dim`, `index_topk`, `indexer_types`
+/// (`full` or `shared`; absent: every layer full).
+fn dsa_of(v: &Value, layers: usize) -> Result<Dsa> {
+    let full_layers = match get(v, &["indexer_types"]).and_then(Value::as_array) {
+        Some(a) => a
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("full") => Ok(true),
+                Some("shared") => Ok(false),
+                other => Err(Error::Unsupported(format!(
+                    "config.json: indexer type {other:?} (floe runs full and shared)"
+                ))),
+            })
+            .collect::<Result<Vec<bool>>>()?,
+        None => vec![true; layers],
+    };
+    if full_layers.len() != layers || full_layers.first() == Some(&false) {
+        return Err(Error::Invalid(format!(
+            "config.json: indexer_types has {} entries for {layers} layers, or starts shared \
+             (a shared layer reuses an earlier full one's selection)",
+            full_layers.len()
+        )));
+    }
+    Ok(Dsa {
+        heads: usize_of(v, &["index_n_heads"])?,
+        head_dim: usize_of(v, &["index_head_dim"])?,
+        topk: usize_of(v, &["index_topk"])?,
+        full_layers,
+    })
 }
 
 impl ModelConfig {
@@ -453,6 +507,7 @@ impl ModelConfig {
             | Arch::Qwen35Moe
             | Arch::Qwen3Next
             | Arch::Gemma4
+            | Arch::GlmMoeDsa
             | Arch::Glm4Moe
             | Arch::DeepseekV2
             | Arch::DeepseekV3 => (
@@ -464,7 +519,7 @@ impl ModelConfig {
             Arch::Qwen2Moe | Arch::Qwen35Moe | Arch::Qwen3Next => {
                 usize_of(&v, &["shared_expert_intermediate_size"]).unwrap_or(0)
             }
-            Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => {
+            Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 | Arch::GlmMoeDsa => {
                 expert_ffn * usize_of(&v, &["n_shared_experts"]).unwrap_or(0)
             }
             _ => 0,
@@ -478,13 +533,15 @@ impl ModelConfig {
         };
         let first_dense = usize_of(&v, &["first_k_dense_replace"]).unwrap_or(0);
         let sigmoid_router = match arch {
-            Arch::Glm4Moe | Arch::DeepseekV3 | Arch::MinimaxM2 => Some(SigmoidRouter {
-                groups: usize_of(&v, &["n_group"]).unwrap_or(1),
-                top_groups: usize_of(&v, &["topk_group"]).unwrap_or(1),
-                routed_scale: get(&v, &["routed_scaling_factor"])
-                    .and_then(Value::as_f64)
-                    .unwrap_or(1.0) as f32,
-            }),
+            Arch::Glm4Moe | Arch::DeepseekV3 | Arch::MinimaxM2 | Arch::GlmMoeDsa => {
+                Some(SigmoidRouter {
+                    groups: usize_of(&v, &["n_group"]).unwrap_or(1),
+                    top_groups: usize_of(&v, &["topk_group"]).unwrap_or(1),
+                    routed_scale: get(&v, &["routed_scaling_factor"])
+                        .and_then(Value::as_f64)
+                        .unwrap_or(1.0) as f32,
+                })
+            }
             _ => None,
         };
         if arch == Arch::MinimaxM2 {
@@ -514,7 +571,7 @@ impl ModelConfig {
             }
         }
         let mla = match arch {
-            Arch::DeepseekV2 | Arch::DeepseekV3 => Some(Mla {
+            Arch::DeepseekV2 | Arch::DeepseekV3 | Arch::GlmMoeDsa => Some(Mla {
                 q_lora_rank: usize_of(&v, &["q_lora_rank"]).unwrap_or(0),
                 kv_lora_rank: usize_of(&v, &["kv_lora_rank"])?,
                 qk_nope_dim: usize_of(&v, &["qk_nope_head_dim"])?,
@@ -564,6 +621,10 @@ impl ModelConfig {
                 Arch::Qwen3Moe | Arch::Qwen2Moe | Arch::Qwen35Moe | Arch::Qwen3Next => {
                     !mlp_only.contains(&i) && experts > 0 && (i + 1) % step == 0
                 }
+                Arch::GlmMoeDsa => match get(&v, &["mlp_layer_types"]).and_then(Value::as_array) {
+                    Some(a) => a.get(i).and_then(Value::as_str) == Some("sparse"),
+                    None => i >= first_dense,
+                },
                 Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => i >= first_dense,
                 _ => true,
             })
@@ -631,6 +692,10 @@ impl ModelConfig {
             window_layers,
             clamped_swiglu,
             gemma,
+            dsa: match arch {
+                Arch::GlmMoeDsa => Some(dsa_of(&v, layers)?),
+                _ => None,
+            },
         };
         // MLA has no per-head key/value width of its own: keep the attention fields consistent
         // (every head its own "kv head", head_dim the value width) for the generic checks.

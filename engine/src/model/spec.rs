@@ -180,6 +180,28 @@ pub struct MlaSpec {
     pub v_dim: usize,
     /// Score scale (1/sqrt(nope + rope dims)).
     pub scale: f32,
+    /// DeepSeek sparse attention (GLM-5): each query reads only the positions its indexer picks.
+    pub indexer: Option<IndexerSpec>,
+}
+
+/// The lightning indexer of DeepSeek sparse attention (GLM-5, DeepSeek-V3.2): from the query
+/// LoRA's normed latent `heads` queries of `head_dim`, from the layer input one key of
+/// `head_dim` per position (LayerNorm'd, with bias), both RoPE'd (interleaved) on their first
+/// `rope_dims` channels; a position scores `sum_h w_h relu(q_h . k / sqrt(head_dim))` with
+/// per-head weights `w = W x / sqrt(heads)`; the `topk` best visible positions are attended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexerSpec {
+    /// Indexer heads.
+    pub heads: usize,
+    /// Channels per indexer head and key.
+    pub head_dim: usize,
+    /// Its rotated channels (first in the head).
+    pub rope_dims: usize,
+    /// Positions each query attends to.
+    pub topk: usize,
+    /// This layer computes the selection (and keeps indexer keys); else it reuses the
+    /// previous layer's.
+    pub full: bool,
 }
 
 impl MlaSpec {
@@ -514,6 +536,7 @@ impl ModelSpec {
             v_dim: m.v_head_dim,
             scale: c.yarn.map_or(1.0, |y| y.score_factor())
                 / ((m.qk_nope_dim + m.qk_rope_dim) as f32).sqrt(),
+            indexer: None,
         });
         let router = match c.sigmoid_router {
             Some(r) => RouterKind::SigmoidGrouped {
@@ -547,7 +570,16 @@ impl ModelSpec {
             .map(|(l, &is_moe)| {
                 let mixer = match (delta_net, mla) {
                     (Some(d), _) if c.is_linear(l) => MixerSpec::DeltaNet(d),
-                    (_, Some(m)) => MixerSpec::Mla(m),
+                    (_, Some(m)) => MixerSpec::Mla(MlaSpec {
+                        indexer: c.dsa.as_ref().map(|d| IndexerSpec {
+                            heads: d.heads,
+                            head_dim: d.head_dim,
+                            rope_dims: m.rope.dims,
+                            topk: d.topk,
+                            full: d.full_layers.get(l).copied().unwrap_or(true),
+                        }),
+                        ..m
+                    }),
                     _ => match c.window(l) {
                         Some(w) => {
                             MixerSpec::Attention(AttentionSpec { window: Some(w), ..attention })

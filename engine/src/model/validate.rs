@@ -87,6 +87,26 @@ pub fn check_config(c: &ModelConfig) -> Check {
     }
     range("shared_ffn", c.shared_ffn, 0, MAX_WIDTH)?;
     range("max_positions", c.max_positions, 1, MAX_POSITIONS)?;
+    if let Some(d) = &c.dsa {
+        range("dsa.heads", d.heads, 1, 1 << 12)?;
+        range("dsa.head_dim", d.head_dim, 2, 1 << 12)?;
+        range("dsa.topk", d.topk, 1, MAX_POSITIONS)?;
+        if let Some(m) = c.mla {
+            range(
+                "dsa.head_dim (its rotated part is qk_rope_dim)",
+                d.head_dim,
+                m.qk_rope_dim,
+                1 << 12,
+            )?;
+        }
+        if d.full_layers.len() != c.layers || d.full_layers.first() == Some(&false) {
+            return Err(bad(
+                "dsa.full_layers",
+                d.full_layers.len(),
+                "one per layer, the first full",
+            ));
+        }
+    }
     if let Some(g) = c.gemma {
         range("gemma.global_head_dim", g.global_head_dim, 2, 1 << 14)?;
         range("gemma.global_kv_heads", g.global_kv_heads, 1, c.heads)?;

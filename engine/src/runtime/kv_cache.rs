@@ -149,12 +149,49 @@ pub struct KvCache {
     /// Every query attention read this cache with, in order (only when measuring: see
     /// [`Session::record_queries`](super::Session::record_queries)).
     queries: Option<Vec<f32>>,
+    /// A sparse-attention indexer's key per position (f32, `index_dim` each; GLM-5).
+    index: Vec<f32>,
+    index_dim: usize,
 }
 
 impl KvCache {
     /// An empty cache of `layout` for up to `capacity` positions.
     pub fn new(layout: KvLayout, capacity: usize) -> Self {
-        Self { layout, capacity, k: Vec::new(), v: Vec::new(), queries: None }
+        Self {
+            layout,
+            capacity,
+            k: Vec::new(),
+            v: Vec::new(),
+            queries: None,
+            index: Vec::new(),
+            index_dim: 0,
+        }
+    }
+
+    /// Also keeps an indexer key of `dim` values per position.
+    pub fn with_index_keys(mut self, dim: usize) -> Self {
+        self.index_dim = dim;
+        self
+    }
+
+    /// Stores position `pos`'s indexer key.
+    pub fn store_index_key(&mut self, pos: usize, key: &[f32]) {
+        assert!(key.len() == self.index_dim && pos < self.capacity, "indexer key {pos}");
+        self.reserve(pos);
+        self.index[pos * self.index_dim..(pos + 1) * self.index_dim].copy_from_slice(key);
+    }
+
+    /// The indexer keys of positions `0..positions`.
+    pub fn index_keys(&self, positions: usize) -> &[f32] {
+        &self.index[..positions * self.index_dim]
+    }
+
+    /// Position `pos`'s row of a shared cache as f32 (latent, then RoPE key).
+    pub fn load_shared(&self, pos: usize, out: &mut [f32]) {
+        let l = self.layout;
+        let row = l.k_bytes();
+        let bytes: &[u8] = bytemuck::cast_slice(&self.k);
+        l.k.load(&bytes[pos * row..(pos + 1) * row], out);
     }
 
     /// Keeps every query attention reads this cache with from now on.
@@ -209,6 +246,7 @@ impl KvCache {
         let positions = (pos + 1).next_power_of_two().max(256).min(self.capacity);
         self.k.resize((positions * self.layout.k_bytes()).div_ceil(8), 0);
         self.v.resize((positions * self.layout.v_bytes()).div_ceil(8), 0);
+        self.index.resize(positions * self.index_dim, 0.0);
     }
 
     /// Stores position `pos`'s row of a shared cache.
@@ -250,6 +288,6 @@ impl KvCache {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        (self.k.len() + self.v.len()) * 8
+        (self.k.len() + self.v.len()) * 8 + self.index.len() * 4
     }
 }

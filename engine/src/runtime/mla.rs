@@ -131,26 +131,42 @@ impl Model {
                 ops::rope_from_table(dst, table, m.rope.style);
             }
         }
+        // Sparse attention: this layer's indexer picks each row's positions (a shared layer
+        // keeps the previous layer's picks).
+        if let (Some(ix), Some(iw)) = (m.indexer.filter(|ix| ix.full), &w.indexer) {
+            let q_latent = std::mem::take(&mut sc.v);
+            let qa_dim = q_latent.len() / n.max(1);
+            let r = self.dsa_select(l, &ix, iw, segs, sc, n, &q_latent[..n * qa_dim]);
+            sc.v = q_latent;
+            r?;
+        }
         let shape =
             AttentionShape { heads, kv_heads: 1, head_dim: lat, scale: m.scale, window: None };
         // Each head's output is its latent part only (the RoPE part is not a value).
-        let att = sized(&mut sc.att, n * heads * rank);
-        let (w_row, o_row) = (heads * lat, heads * rank);
-        for seg in segs.iter_mut() {
-            let (at, kv) = (seg.at, seg.kv(l)?);
-            let (qs, out) = (
-                &qlat[at.start * w_row..][..at.len * w_row],
-                &mut att[at.start * o_row..][..at.len * o_row],
-            );
-            kv.note_queries(qs);
-            ops::attention(shape, qs, kv.view(), at.pos, at.len, out, None, pool);
+        if let Some(ix) = m.indexer {
+            let qlat = std::mem::take(&mut sc.mla_q);
+            let r = self.dsa_attention(l, m, ix.topk, segs, sc, n, &qlat[..n * heads * lat]);
+            sc.mla_q = qlat;
+            r?;
+        } else {
+            let att = sized(&mut sc.att, n * heads * rank);
+            let (w_row, o_row) = (heads * lat, heads * rank);
+            for seg in segs.iter_mut() {
+                let (at, kv) = (seg.at, seg.kv(l)?);
+                let (qs, out) = (
+                    &sc.mla_q[at.start * w_row..][..at.len * w_row],
+                    &mut att[at.start * o_row..][..at.len * o_row],
+                );
+                kv.note_queries(qs);
+                ops::attention(shape, qs, kv.view(), at.pos, at.len, out, None, pool);
+            }
         }
         // Per head, v_b times its latent output.
         let v_b = self.m(&w.v_b)?;
         let vout = sized(&mut sc.mla_v, n * heads * vd);
         for h in 0..heads {
             let bufs = (&mut sc.mla_gather, &mut sc.mla_head, &mut sc.in_other);
-            let src = (&*att, heads * rank, h * rank, rank);
+            let src = (&sc.att[..n * heads * rank], heads * rank, h * rank, rank);
             self.head_product(&rows(&v_b, h * vd, vd)?, n, src, (vout, heads * vd, h * vd), bufs)?;
         }
         let out = sized(&mut sc.out, n * self.spec.hidden);

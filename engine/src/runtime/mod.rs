@@ -5,6 +5,7 @@
 mod attention;
 pub mod constraint;
 mod deltanet;
+mod dsa;
 pub mod experts;
 mod ffn;
 pub mod forward;

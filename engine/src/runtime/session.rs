@@ -80,6 +80,14 @@ impl SessionOptions {
                 b.v += layout.v_bytes() as u64;
             }
         }
+        // Sparse attention's indexer keys grow with the positions too (f32, with the latents).
+        for l in &spec.layers {
+            if let MixerSpec::Mla(m) = &l.mixer {
+                if let Some(ix) = m.indexer.filter(|ix| ix.full) {
+                    b.mla += 4 * ix.head_dim as u64;
+                }
+            }
+        }
         Ok(b)
     }
 
@@ -171,6 +179,16 @@ pub(crate) struct Scratch {
     pub mla_head: Vec<f32>,
     pub mla_q: Vec<f32>,
     pub mla_v: Vec<f32>,
+    /// Sparse attention: the indexer's queries, keys and head weights, each token's selected
+    /// positions (`topk` per token, `usize::MAX` past the visible ones; kept for the layers
+    /// that reuse them), and the rows and scores of one token's selection.
+    pub idx_q: Vec<f32>,
+    pub idx_k: Vec<f32>,
+    pub idx_w: Vec<f32>,
+    pub dsa_sel: Vec<usize>,
+    pub dsa_pick: Vec<usize>,
+    pub dsa_rows: Vec<f32>,
+    pub dsa_scores: Vec<f32>,
     pub rope: Vec<(f32, f32)>,
     pub logits: Vec<f32>,
     pub router: Vec<f32>,
@@ -556,8 +574,13 @@ impl Session {
         let mut layers = Vec::with_capacity(spec.layers.len());
         for l in &spec.layers {
             layers.push(match (l.mixer.kv_rows(), l.mixer) {
-                (Some(rows), _) => {
+                (Some(rows), mixer) => {
                     let mut kv = KvCache::new(self.options.kv.layout(rows)?, ctx);
+                    if let MixerSpec::Mla(m) = mixer {
+                        if let Some(ix) = m.indexer.filter(|ix| ix.full) {
+                            kv = kv.with_index_keys(ix.head_dim);
+                        }
+                    }
                     if self.record_queries {
                         kv.record_queries();
                     }

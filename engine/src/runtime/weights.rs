@@ -89,6 +89,21 @@ pub struct MlaWeights {
     pub v_b: TensorRef,
     /// Output projection [hidden, heads x v].
     pub o: TensorRef,
+    /// The sparse-attention indexer of a layer that computes its own selection.
+    pub indexer: Option<IndexerWeights>,
+}
+
+/// A lightning indexer's weights (see `IndexerSpec`).
+#[derive(Debug, Clone, Copy)]
+pub struct IndexerWeights {
+    /// Queries from the query LoRA's normed latent [heads x dim, q_lora_rank].
+    pub q: TensorRef,
+    /// Key from the layer input [dim, hidden].
+    pub k: TensorRef,
+    /// The key's LayerNorm weight and bias [dim].
+    pub k_norm: [TensorRef; 2],
+    /// Per-head score weights from the layer input [heads, hidden].
+    pub weights: TensorRef,
 }
 
 /// How MLA forms its queries.
@@ -288,6 +303,23 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
                 k_b: matrix(d, Dense::MlaKB(l), m.heads * m.kv_rank, m.nope)?,
                 v_b: matrix(d, Dense::MlaVB(l), m.heads * m.v_dim, m.kv_rank)?,
                 o: matrix(d, Dense::O(l), h, m.heads * m.v_dim)?,
+                indexer: match (m.indexer.filter(|ix| ix.full), m.q_lora_rank) {
+                    (Some(ix), Some(r)) => Some(IndexerWeights {
+                        q: matrix(d, Dense::IdxQ(l), ix.heads * ix.head_dim, r)?,
+                        k: matrix(d, Dense::IdxK(l), ix.head_dim, h)?,
+                        k_norm: [
+                            vector(d, Dense::IdxKNorm(l), ix.head_dim)?,
+                            vector(d, Dense::IdxKNormBias(l), ix.head_dim)?,
+                        ],
+                        weights: matrix(d, Dense::IdxWeights(l), ix.heads, h)?,
+                    }),
+                    (Some(_), None) => {
+                        return Err(Error::Invalid(format!(
+                            "layer {l}: a sparse-attention indexer needs the query LoRA"
+                        )))
+                    }
+                    (None, _) => None,
+                },
             })
         }
         MixerSpec::DeltaNet(n) => {

@@ -25,6 +25,7 @@ pub fn gguf_arch(arch: Arch) -> &'static str {
         Arch::Qwen3Next => "qwen3next",
         Arch::MinimaxM2 => "minimax-m2",
         Arch::Gemma4 => "gemma4",
+        Arch::GlmMoeDsa => "glm-dsa",
     }
 }
 
@@ -59,6 +60,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         "gpt-oss" => Arch::GptOss,
         "qwen3next" => Arch::Qwen3Next,
         "minimax-m2" => Arch::MinimaxM2,
+        "glm-dsa" => Arch::GlmMoeDsa,
         // V3's sigmoid router has a selection bias; V2's softmax one has none.
         "deepseek2" => {
             let biased = (0..64).any(|l| g.tensor(&format!("blk.{l}.exp_probs_b.bias")).is_some());
@@ -79,7 +81,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         }
         other => {
             return Err(Error::Unsupported(format!(
-                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, qwen3next, glm4moe, deepseek2, gpt-oss, minimax-m2, gemma4 and llama with experts)",
+                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, qwen3next, glm4moe, deepseek2, gpt-oss, minimax-m2, gemma4, glm-dsa and llama with experts)",
                 g.path().display()
             )))
         }
@@ -122,7 +124,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
     );
     let head_dim = meta_u(g, &p("attention.key_length")).unwrap_or(hidden / heads.max(1));
     let sigmoid_router = match arch {
-        Arch::Glm4Moe | Arch::DeepseekV3 | Arch::MinimaxM2 => {
+        Arch::Glm4Moe | Arch::DeepseekV3 | Arch::MinimaxM2 | Arch::GlmMoeDsa => {
             let gating = meta_u(g, &p("expert_gating_func")).unwrap_or(GATING_SIGMOID as usize);
             if gating as u64 != GATING_SIGMOID {
                 return Err(Error::Unsupported(format!(
@@ -163,7 +165,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         _ => (None, Vec::new()),
     };
     let mla = match arch {
-        Arch::DeepseekV2 | Arch::DeepseekV3 => {
+        Arch::DeepseekV2 | Arch::DeepseekV3 | Arch::GlmMoeDsa => {
             let rope = meta_u(g, &p("rope.dimension_count"))?;
             let qk = meta_u(g, &p("attention.key_length_mla"))?;
             Some(Mla {
@@ -252,7 +254,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
             Arch::Qwen2Moe | Arch::Qwen35Moe | Arch::Qwen3Next => {
                 meta_u(g, &p("expert_shared_feed_forward_length")).unwrap_or(0)
             }
-            Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => {
+            Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 | Arch::GlmMoeDsa => {
                 expert_ffn * meta_u(g, &p("expert_shared_count")).unwrap_or(0)
             }
             _ => 0,
@@ -296,6 +298,20 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         clamped_swiglu: (arch == Arch::GptOss)
             .then_some(ClampedSwiglu { alpha: GPT_OSS_SWIGLU.0, limit: GPT_OSS_SWIGLU.1 }),
         gemma: None,
+        dsa: match arch {
+            Arch::GlmMoeDsa => Some(crate::model::config::Dsa {
+                heads: meta_u(g, &p("attention.indexer.head_count"))?,
+                head_dim: meta_u(g, &p("attention.indexer.key_length"))?,
+                topk: meta_u(g, &p("attention.indexer.top_k"))?,
+                full_layers: match g.get(&p("attention.indexer.types")) {
+                    Some(GgufValue::Array(a)) => {
+                        a.iter().take(layers).map(|v| matches!(v, GgufValue::Bool(true))).collect()
+                    }
+                    _ => vec![true; layers],
+                },
+            }),
+            _ => None,
+        },
     };
     cfg.validate_as(&format!("GGUF metadata ({name})"))?;
     Ok(cfg)
@@ -375,6 +391,11 @@ pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
         LayerScalar(l) => format!("blk.{l}.layer_output_scale.weight"),
         RouterScale(l) => format!("blk.{l}.ffn_gate_inp.scale"),
         ExpertScale(l) => format!("blk.{l}.ffn_down_exps.scale"),
+        IdxQ(l) => format!("blk.{l}.indexer.attn_q_b.weight"),
+        IdxK(l) => format!("blk.{l}.indexer.attn_k.weight"),
+        IdxKNorm(l) => format!("blk.{l}.indexer.k_norm.weight"),
+        IdxKNormBias(l) => format!("blk.{l}.indexer.k_norm.bias"),
+        IdxWeights(l) => format!("blk.{l}.indexer.proj.weight"),
     }
 }
 

@@ -130,6 +130,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         window_layers: sliding[..layers].to_vec(),
         clamped_swiglu: None,
         gemma: Some(gemma),
+        dsa: None,
     };
     cfg.validate_as("GGUF metadata (gemma4)")?;
     Ok(cfg)

@@ -218,6 +218,14 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
             m.push((k("full_attention_interval"), U32(every as u32)));
         }
     }
+    if let Some(d) = &c.dsa {
+        m.extend([
+            (k("attention.indexer.head_count"), U32(d.heads as u32)),
+            (k("attention.indexer.key_length"), U32(d.head_dim as u32)),
+            (k("attention.indexer.top_k"), U32(d.topk as u32)),
+            (k("attention.indexer.types"), Array(d.full_layers.iter().map(|&f| Bool(f)).collect())),
+        ]);
+    }
     if let Some(g) = &c.gemma {
         for (key, v) in super::gemma::metadata(c, g) {
             match m.iter_mut().find(|(k, _)| *k == key) {

@@ -120,6 +120,16 @@ pub enum Dense {
     RouterScale(usize),
     /// Per MoE layer: each expert's factor on its routing weight [experts] (Gemma 4).
     ExpertScale(usize),
+    /// Per full indexer layer: the indexer's query projection [heads x dim, q_lora_rank].
+    IdxQ(usize),
+    /// Per full indexer layer: its key projection [dim, hidden].
+    IdxK(usize),
+    /// Per full indexer layer: its key LayerNorm's weight [dim].
+    IdxKNorm(usize),
+    /// Per full indexer layer: its key LayerNorm's bias [dim].
+    IdxKNormBias(usize),
+    /// Per full indexer layer: its per-head score weights [heads, hidden].
+    IdxWeights(usize),
 }
 
 impl Dense {
@@ -178,6 +188,11 @@ impl Dense {
             LayerScalar(l) => format!("{l}.layer_scalar"),
             RouterScale(l) => format!("{l}.router_scale"),
             ExpertScale(l) => format!("{l}.expert_scale"),
+            IdxQ(l) => format!("{l}.indexer_q"),
+            IdxK(l) => format!("{l}.indexer_k"),
+            IdxKNorm(l) => format!("{l}.indexer_k_norm"),
+            IdxKNormBias(l) => format!("{l}.indexer_k_norm_bias"),
+            IdxWeights(l) => format!("{l}.indexer_weights"),
         }
     }
 
@@ -211,6 +226,8 @@ impl Dense {
                 | LayerScalar(_)
                 | RouterScale(_)
                 | ExpertScale(_)
+                | IdxKNorm(_)
+                | IdxKNormBias(_)
         )
     }
 
@@ -226,6 +243,7 @@ impl Dense {
                     | Dense::ExpGateBias(_)
                     | Dense::ExpUpBias(_)
                     | Dense::ExpDownBias(_)
+                    | Dense::IdxWeights(_)
             )
     }
 }
@@ -304,7 +322,9 @@ pub fn names(arch: Arch) -> &'static dyn ArchNames {
         Arch::Gemma4 => &gemma4::Gemma4,
         Arch::Mixtral => &mixtral::Mixtral,
         Arch::Olmoe => &olmoe::Olmoe,
-        Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 => &shared_experts::SharedExperts,
+        Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 | Arch::GlmMoeDsa => {
+            &shared_experts::SharedExperts
+        }
         Arch::GptOss => &gpt_oss::GptOss,
     }
 }
@@ -365,6 +385,11 @@ pub(crate) fn llama_dense(t: Dense, router: &[&str], mlp: &str) -> Vec<String> {
         LayerScalar(i) => vec![l(i, "layer_scalar")],
         RouterScale(i) => vec![l(i, "router.scale")],
         ExpertScale(i) => vec![l(i, "router.per_expert_scale")],
+        IdxQ(i) => vec![l(i, "self_attn.indexer.wq_b.weight")],
+        IdxK(i) => vec![l(i, "self_attn.indexer.wk.weight")],
+        IdxKNorm(i) => vec![l(i, "self_attn.indexer.k_norm.weight")],
+        IdxKNormBias(i) => vec![l(i, "self_attn.indexer.k_norm.bias")],
+        IdxWeights(i) => vec![l(i, "self_attn.indexer.weights_proj.weight")],
     }
 }
 
