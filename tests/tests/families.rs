@@ -127,3 +127,58 @@ fn gemma4_conditional_generation_layout_packs_to_the_same_model() {
     let y = multimodal.forward(&mut Session::default(), &ids, true).unwrap();
     assert_eq!(max_abs_diff(&x, &y), 0.0, "the two layouts give different models");
 }
+
+/// GLM-5's lightning indexer picks, at every prompt position of every layer that computes its
+/// own selection, exactly the positions transformers' picks (`indexer_topk.{l}`: ascending,
+/// -1 past the visible ones), below and above the top-k.
+#[test]
+fn glm5_indexer_selects_transformers_positions() {
+    use floe_kernels::DType;
+    let Some(dir) = golden_dir("glm_moe_dsa") else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let (_, model) = pack_and_load(&dir, scratch.path(), DType::F32, None);
+    let golden = Golden::load(&dir, "golden.safetensors");
+    let ids: Vec<u32> = golden.i64("input_ids").0.iter().map(|&x| x as u32).collect();
+    let mut s = Session::default().record_queries();
+    model.forward(&mut s, &ids, true).unwrap();
+    let dsa = model.cfg.dsa.clone().unwrap();
+    let mut checked = 0;
+    for l in (0..model.cfg.layers).filter(|&l| dsa.full_layers[l]) {
+        let (want, shape) = golden.i64(&format!("indexer_topk.{l}"));
+        let k = shape[1];
+        let got = s.kv_cache(l).unwrap().selections().unwrap();
+        assert_eq!(got.len(), ids.len() * k, "layer {l}");
+        for t in 0..ids.len() {
+            let mut mine: Vec<i64> = got[t * k..(t + 1) * k]
+                .iter()
+                .map(|&p| if p == usize::MAX { -1 } else { p as i64 })
+                .collect();
+            mine.sort_unstable_by_key(|&p| if p < 0 { i64::MAX } else { p });
+            assert_eq!(mine, want[t * k..(t + 1) * k].to_vec(), "layer {l} position {t}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3 * ids.len(), "the golden's three full indexer layers");
+}
+
+/// GLM-5 configs floe cannot run are refused by name: an indexer type it does not know, a
+/// first layer that would reuse a selection no layer made, indexer keys missing.
+#[test]
+fn glm5_bad_indexer_configs_are_refused() {
+    use floe::model::config::ModelConfig;
+    let Some(dir) = golden_dir("glm_moe_dsa") else { return };
+    // One line per value, so that the first indexer type can be replaced.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let text = serde_json::to_string(&v).unwrap();
+    ModelConfig::from_hf_json(&text).unwrap();
+    for (from, to, says) in [
+        ("\"indexer_types\":[\"full\"", "\"indexer_types\":[\"dense\"", "indexer type"),
+        ("\"indexer_types\":[\"full\"", "\"indexer_types\":[\"shared\"", "starts shared"),
+        ("\"index_topk\":8", "\"index_topkk\":8", "index_topk"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let e = ModelConfig::from_hf_json(&text.replace(from, to)).unwrap_err().to_string();
+        assert!(e.contains(says), "{to}: {e}");
+    }
+}

@@ -104,6 +104,7 @@ impl Model {
                     order.select_nth_unstable_by(k - 1, |&a, &b| scores[b].total_cmp(&scores[a]));
                     out.copy_from_slice(&order[..k]);
                 }
+                kv.note_selection(out);
             }
         }
         Ok(())

@@ -152,6 +152,8 @@ pub struct KvCache {
     /// A sparse-attention indexer's key per position (f32, `index_dim` each; GLM-5).
     index: Vec<f32>,
     index_dim: usize,
+    /// Every selection the indexer made for this layer, in order (when recording queries).
+    selections: Option<Vec<usize>>,
 }
 
 impl KvCache {
@@ -165,7 +167,20 @@ impl KvCache {
             queries: None,
             index: Vec::new(),
             index_dim: 0,
+            selections: None,
         }
+    }
+
+    /// Notes one query's selected positions (kept if recording queries).
+    pub fn note_selection(&mut self, positions: &[usize]) {
+        if self.queries.is_some() {
+            self.selections.get_or_insert_with(Vec::new).extend_from_slice(positions);
+        }
+    }
+
+    /// The selections recorded so far (`topk` per query, `usize::MAX` past the visible ones).
+    pub fn selections(&self) -> Option<&[usize]> {
+        self.selections.as_deref()
     }
 
     /// Also keeps an indexer key of `dim` values per position.
