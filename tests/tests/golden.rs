@@ -359,3 +359,10 @@ fn gpt_oss_hub_mxfp4_experts_pack_without_requantising() {
     let y = f32_model.forward(&mut Session::default(), &ids, true).unwrap();
     assert_eq!(max_abs_diff(&x, &y), 0.0);
 }
+
+/// DeepSeek-V4: hyper-connection streams, shared-KV attention with sliding, sparse (indexed)
+/// and heavily compressed layers, hash-routed first layers, sqrt-softplus routing.
+#[test]
+fn deepseek_v4_matches_transformers() {
+    check_arch("deepseek_v4");
+}

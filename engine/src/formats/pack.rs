@@ -47,6 +47,14 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
         v.push((Dense::LmHead, cfg.vocab, h));
     }
     v.push((Dense::FinalNorm, 1, h));
+    if let Some(v4) = &cfg.v4 {
+        let s = v4.hc_mult;
+        v.extend([
+            (Dense::HcHeadFn, s, s * h),
+            (Dense::HcHeadBase, 1, s),
+            (Dense::HcHeadScale, 1, 1),
+        ]);
+    }
     for l in 0..cfg.layers {
         v.push((Dense::AttnNorm(l), 1, h));
         match cfg.linear.filter(|_| cfg.is_linear(l)) {
@@ -66,9 +74,10 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
                     (Dense::LinOut(l), h, vt),
                 ]);
             }
-            None => match cfg.mla {
-                Some(m) => mla_plan(cfg, &m, l, &mut v),
-                None => attention_plan(cfg, l, h, &mut v),
+            None => match (&cfg.v4, cfg.mla) {
+                (Some(v4), _) => v4_attention_plan(cfg, v4, l, &mut v),
+                (None, Some(m)) => mla_plan(cfg, &m, l, &mut v),
+                (None, None) => attention_plan(cfg, l, h, &mut v),
             },
         }
         v.push((Dense::FfnNorm(l), 1, h));
@@ -83,8 +92,12 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
                     (Dense::PostFfnNorm2(l), 1, h),
                 ]);
             }
-            if cfg.sigmoid_router.is_some() {
-                v.push((Dense::RouterBias(l), 1, cfg.experts));
+            match &cfg.v4 {
+                Some(v4) if l < v4.hash_layers => {
+                    v.push((Dense::HashTable(l), cfg.vocab, cfg.top_k))
+                }
+                _ if cfg.sigmoid_router.is_some() => v.push((Dense::RouterBias(l), 1, cfg.experts)),
+                _ => {}
             }
             if cfg.arch.is_gpt_oss() {
                 v.extend([
@@ -112,6 +125,17 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
             if cfg.moe_layers[l] && cfg.arch.gated_shared_expert() {
                 v.push((Dense::SharedExpertGate(l), 1, h));
             }
+        }
+        if let Some(v4) = &cfg.v4 {
+            let (n, width) = ((2 + v4.hc_mult) * v4.hc_mult, v4.hc_mult * h);
+            v.extend([
+                (Dense::HcAttnFn(l), n, width),
+                (Dense::HcAttnBase(l), 1, n),
+                (Dense::HcAttnScale(l), 1, 3),
+                (Dense::HcFfnFn(l), n, width),
+                (Dense::HcFfnBase(l), 1, n),
+                (Dense::HcFfnScale(l), 1, 3),
+            ]);
         }
         if cfg.gemma.is_some() {
             v.extend([
@@ -155,6 +179,51 @@ fn mla_plan(
             (Dense::IdxKNorm(l), 1, d.head_dim),
             (Dense::IdxKNormBias(l), 1, d.head_dim),
             (Dense::IdxWeights(l), d.heads, h),
+        ]);
+    }
+}
+
+/// DeepSeek-V4's shared-KV attention layer `l`: the query LoRA, the key/value head, the sinks,
+/// the grouped output projection, and the compressor (and indexer) of a compressed layer.
+fn v4_attention_plan(
+    cfg: &ModelConfig,
+    v4: &crate::model::deepseek_v4::V4Layout,
+    l: usize,
+    v: &mut Vec<(Dense, usize, usize)>,
+) {
+    let (h, hd, r) = (cfg.hidden, cfg.head_dim, v4.q_lora_rank);
+    let (g, rank) = (v4.o_groups, v4.o_lora_rank);
+    v.extend([
+        (Dense::MlaQA(l), r, h),
+        (Dense::MlaQANorm(l), 1, r),
+        (Dense::MlaQB(l), cfg.heads * hd, r),
+        (Dense::Kv(l), hd, h),
+        (Dense::MlaKVANorm(l), 1, hd),
+        (Dense::AttnSinks(l), 1, cfg.heads),
+        (Dense::OA(l), g * rank, cfg.heads * hd / g.max(1)),
+        (Dense::OB(l), h, g * rank),
+    ]);
+    let ratio = v4.compress_ratios.get(l).copied().unwrap_or(0);
+    if ratio == 0 {
+        return;
+    }
+    let indexed = v4.indexed.get(l).copied().unwrap_or(false);
+    let width = if indexed { 2 * hd } else { hd };
+    v.extend([
+        (Dense::CmpKv(l), width, h),
+        (Dense::CmpGate(l), width, h),
+        (Dense::CmpApe(l), ratio, width),
+        (Dense::CmpNorm(l), 1, hd),
+    ]);
+    if indexed {
+        let (ih, id) = (v4.index_heads, v4.index_head_dim);
+        v.extend([
+            (Dense::IdxQ(l), ih * id, r),
+            (Dense::IdxWeights(l), ih, h),
+            (Dense::IdxCmpKv(l), 2 * id, h),
+            (Dense::IdxCmpGate(l), 2 * id, h),
+            (Dense::IdxCmpApe(l), ratio, 2 * id),
+            (Dense::IdxCmpNorm(l), 1, id),
         ]);
     }
 }

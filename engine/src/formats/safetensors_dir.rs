@@ -226,6 +226,16 @@ impl CheckpointDir {
             Dtype::F16 => {
                 bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
             }
+            // Index tables (DeepSeek-V4's `tid2eid`): small integers, exact in f32; a value
+            // past 2^24 would round, and the table's reader refuses ids out of range.
+            Dtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            Dtype::I32 => bytes
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as f32)
+                .collect(),
             _ => unreachable!("elem_bytes rejects other dtypes"),
         })
     }
@@ -233,10 +243,11 @@ impl CheckpointDir {
 
 fn elem_bytes(d: Dtype, name: &str) -> Result<usize> {
     match d {
-        Dtype::F32 => Ok(4),
+        Dtype::F32 | Dtype::I32 => Ok(4),
+        Dtype::I64 => Ok(8),
         Dtype::BF16 | Dtype::F16 => Ok(2),
         other => Err(Error::Unsupported(format!(
-            "tensor {name} has dtype {other:?} (floe reads F32, BF16, F16)"
+            "tensor {name} has dtype {other:?} (floe reads F32, BF16, F16, and I64/I32 tables)"
         ))),
     }
 }

@@ -132,6 +132,7 @@ impl SynthShape {
                 truncate: true,
                 mscale: Some(mscale),
                 mscale_all_dim: Some(mscale),
+                attention_factor: None,
             });
             sh
         };
@@ -147,6 +148,7 @@ impl SynthShape {
                 truncate: false,
                 mscale: None,
                 mscale_all_dim: None,
+                attention_factor: None,
             });
             sh
         };
@@ -400,6 +402,7 @@ impl SynthShape {
                 d.full_layers.resize(self.layers, true);
                 d
             }),
+            v4: None,
         }
     }
 }

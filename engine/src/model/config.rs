@@ -47,6 +47,10 @@ pub enum Arch {
     /// GLM-5 (`glm_moe_dsa`): GLM's MoE on MLA with DeepSeek sparse attention (a lightning
     /// indexer picks the positions each query attends to).
     GlmMoeDsa,
+    /// DeepSeek-V4: hyper-connection residual streams, shared-KV attention with a sliding
+    /// window and per layer a compressed branch (sparse, through a lightning indexer, or
+    /// heavily compressed), sqrt-softplus routing with hash-routed first layers.
+    DeepseekV4,
 }
 
 impl Arch {
@@ -66,6 +70,7 @@ impl Arch {
             Arch::MinimaxM2 => "minimax_m2",
             Arch::Gemma4 => "gemma4_text",
             Arch::GlmMoeDsa => "glm_moe_dsa",
+            Arch::DeepseekV4 => "deepseek_v4",
         }
     }
 
@@ -105,11 +110,12 @@ impl Arch {
             "minimax_m2" => Arch::MinimaxM2,
             "gemma4_text" | "gemma4" => Arch::Gemma4,
             "glm_moe_dsa" => Arch::GlmMoeDsa,
+            "deepseek_v4" => Arch::DeepseekV4,
             other => {
                 return Err(Error::Unsupported(format!(
                     "architecture {other:?} (floe runs qwen3_moe, qwen2_moe, mixtral, olmoe, \
                      qwen3_5_moe, qwen3_next, glm4_moe, deepseek_v2, deepseek_v3, kimi_k2, \
-                     gpt_oss, minimax_m2, gemma4_text, glm_moe_dsa)"
+                     gpt_oss, minimax_m2, gemma4_text, glm_moe_dsa, deepseek_v4)"
                 )))
             }
         })
@@ -187,6 +193,10 @@ pub struct Yarn {
     pub mscale: Option<f32>,
     /// DeepSeek's `mscale_all_dim`: also scales the attention scores by its mscale squared.
     pub mscale_all_dim: Option<f32>,
+    /// The factor on cos and sin when the config gives it (transformers' `attention_factor`),
+    /// instead of one from `mscale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_factor: Option<f32>,
 }
 
 fn yarn_mscale(factor: f32, mscale: f32) -> f32 {
@@ -200,6 +210,9 @@ fn yarn_mscale(factor: f32, mscale: f32) -> f32 {
 impl Yarn {
     /// The factor on cos and sin (so on q.k, squared, where every channel rotates).
     pub fn attention_factor(&self) -> f32 {
+        if let Some(f) = self.attention_factor {
+            return f;
+        }
         match (self.mscale, self.mscale_all_dim) {
             (Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
                 yarn_mscale(self.factor, m) / yarn_mscale(self.factor, all)
@@ -323,6 +336,9 @@ pub struct ModelConfig {
     /// DeepSeek sparse attention's indexer (GLM-5), if the model has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dsa: Option<Dsa>,
+    /// DeepSeek-V4's layout (hyper-connections, compressed attention, hash routing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v4: Option<crate::model::deepseek_v4::V4Layout>,
 }
 
 /// DeepSeek sparse attention's lightning indexer (GLM-5): per query, `heads` ReLU'd scores
@@ -434,6 +450,7 @@ impl ModelConfig {
                     truncate: r.get("truncate").and_then(Value::as_bool).unwrap_or(true),
                     mscale: f("mscale").map(|x| x as f32),
                     mscale_all_dim: f("mscale_all_dim").map(|x| x as f32),
+                    attention_factor: f("attention_factor").map(|x| x as f32),
                 })
             }
             other => {
@@ -470,6 +487,15 @@ impl ModelConfig {
             Some(_) => crate::model::gemma::GemmaLayout::sliding_rope_theta(&v),
             None => rope_theta,
         };
+        let v4 = match arch {
+            Arch::DeepseekV4 => Some(crate::model::deepseek_v4::V4Layout::from_hf(&v, layers)?),
+            _ => None,
+        };
+        let (rope_theta, rope_dims) = match &v4 {
+            Some((_, main_theta)) => (*main_theta, Some(usize_of(&v, &["qk_rope_head_dim"])?)),
+            None => (rope_theta, rope_dims),
+        };
+        let v4 = v4.map(|(layout, _)| layout);
 
         let dtype = get(&v, &["dtype", "torch_dtype"]).and_then(Value::as_str).unwrap_or("float32");
         if !matches!(dtype, "float32" | "bfloat16" | "float16") {
@@ -508,6 +534,7 @@ impl ModelConfig {
             | Arch::Qwen3Next
             | Arch::Gemma4
             | Arch::GlmMoeDsa
+            | Arch::DeepseekV4
             | Arch::Glm4Moe
             | Arch::DeepseekV2
             | Arch::DeepseekV3 => (
@@ -519,9 +546,11 @@ impl ModelConfig {
             Arch::Qwen2Moe | Arch::Qwen35Moe | Arch::Qwen3Next => {
                 usize_of(&v, &["shared_expert_intermediate_size"]).unwrap_or(0)
             }
-            Arch::Glm4Moe | Arch::DeepseekV2 | Arch::DeepseekV3 | Arch::GlmMoeDsa => {
-                expert_ffn * usize_of(&v, &["n_shared_experts"]).unwrap_or(0)
-            }
+            Arch::Glm4Moe
+            | Arch::DeepseekV2
+            | Arch::DeepseekV3
+            | Arch::GlmMoeDsa
+            | Arch::DeepseekV4 => expert_ffn * usize_of(&v, &["n_shared_experts"]).unwrap_or(0),
             _ => 0,
         };
         let norm_topk_prob = match arch {
@@ -529,19 +558,24 @@ impl ModelConfig {
             Arch::Qwen35Moe | Arch::Qwen3Next => {
                 get(&v, &["norm_topk_prob"]).and_then(Value::as_bool).unwrap_or(true)
             }
+            Arch::DeepseekV4 => {
+                get(&v, &["norm_topk_prob"]).and_then(Value::as_bool).unwrap_or(true)
+            }
             _ => get(&v, &["norm_topk_prob"]).and_then(Value::as_bool).unwrap_or(false),
         };
         let first_dense = usize_of(&v, &["first_k_dense_replace"]).unwrap_or(0);
         let sigmoid_router = match arch {
-            Arch::Glm4Moe | Arch::DeepseekV3 | Arch::MinimaxM2 | Arch::GlmMoeDsa => {
-                Some(SigmoidRouter {
-                    groups: usize_of(&v, &["n_group"]).unwrap_or(1),
-                    top_groups: usize_of(&v, &["topk_group"]).unwrap_or(1),
-                    routed_scale: get(&v, &["routed_scaling_factor"])
-                        .and_then(Value::as_f64)
-                        .unwrap_or(1.0) as f32,
-                })
-            }
+            Arch::Glm4Moe
+            | Arch::DeepseekV3
+            | Arch::MinimaxM2
+            | Arch::GlmMoeDsa
+            | Arch::DeepseekV4 => Some(SigmoidRouter {
+                groups: usize_of(&v, &["n_group"]).unwrap_or(1),
+                top_groups: usize_of(&v, &["topk_group"]).unwrap_or(1),
+                routed_scale: get(&v, &["routed_scaling_factor"])
+                    .and_then(Value::as_f64)
+                    .unwrap_or(1.0) as f32,
+            }),
             _ => None,
         };
         if arch == Arch::MinimaxM2 {
@@ -696,6 +730,7 @@ impl ModelConfig {
                 Arch::GlmMoeDsa => Some(dsa_of(&v, layers)?),
                 _ => None,
             },
+            v4,
         };
         // MLA has no per-head key/value width of its own: keep the attention fields consistent
         // (every head its own "kv head", head_dim the value width) for the generic checks.

@@ -5,6 +5,7 @@
 pub mod arch;
 pub mod chat_template;
 pub mod config;
+pub mod deepseek_v4;
 pub mod gemma;
 pub mod spec;
 pub mod tiktoken;

@@ -215,6 +215,104 @@ impl MlaSpec {
     }
 }
 
+/// Shared-KV multi-query attention (DeepSeek-V4): one key/value head (the key is the value),
+/// queries through a LoRA and an unweighted per-head RMSNorm, RoPE on the trailing `rope.dims`
+/// channels (undone on the output), a learned sink per head, a sliding window over the
+/// positions' own rows, and optionally a compressed branch whose entries join the keys. The
+/// output goes through a grouped low-rank projection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SharedKvSpec {
+    /// Query heads.
+    pub heads: usize,
+    /// Channels of a head and of the key/value row.
+    pub head_dim: usize,
+    /// Rank of the query LoRA.
+    pub q_lora_rank: usize,
+    /// RoPE of the trailing `rope.dims` channels (interleaved pairs).
+    pub rope: RopeSpec,
+    /// Positions the sliding branch sees, itself included.
+    pub window: usize,
+    /// Head groups of the output projection.
+    pub o_groups: usize,
+    /// Each group's rank.
+    pub o_lora_rank: usize,
+    /// Score scale.
+    pub scale: f32,
+    /// The compressed branch, if the layer has one.
+    pub compressor: Option<CompressorSpec>,
+}
+
+/// A compressed branch: every `ratio` positions pool into one entry (a softmax over each
+/// channel's gated values, RMSNorm'd, RoPE'd at the window's first position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressorSpec {
+    /// Positions per entry.
+    pub ratio: usize,
+    /// Entries pool two windows (compressed sparse attention): the projections are twice as
+    /// wide, the first half of a position's channels feeds the next window's entry, the
+    /// second half its own.
+    pub overlap: bool,
+    /// A lightning indexer picks the entries each query reads, if set; else it reads every
+    /// entry it can see.
+    pub indexer: Option<EntryIndexerSpec>,
+}
+
+/// The lightning indexer of compressed sparse attention: its own overlapping compressor of
+/// `head_dim`-wide keys, `heads` queries from the query LoRA, per-head weights from the layer
+/// input; an entry scores `sum_h w_h relu(q_h . k)`, the best `topk` visible ones are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryIndexerSpec {
+    /// Indexer heads.
+    pub heads: usize,
+    /// Channels per indexer head and key.
+    pub head_dim: usize,
+    /// Entries each query reads.
+    pub topk: usize,
+}
+
+impl SharedKvSpec {
+    /// Width of the compressor's projections (0 without one).
+    pub fn compressor_width(&self) -> usize {
+        self.compressor.map_or(0, |c| if c.overlap { 2 * self.head_dim } else { self.head_dim })
+    }
+    /// f32 values of one sequence's fixed-size compressor state: the projected values and
+    /// gates of the open window (and of the previous one where windows overlap), the
+    /// indexer's likewise.
+    pub fn pending_floats(&self) -> usize {
+        let Some(c) = self.compressor else { return 0 };
+        let windows = if c.overlap { 2 } else { 1 };
+        let mut n = windows * c.ratio * 2 * self.compressor_width();
+        if let Some(ix) = c.indexer {
+            n += 2 * c.ratio * 2 * 2 * ix.head_dim;
+        }
+        n
+    }
+    /// f32 values the state grows by per position: the row, and a share of an entry (and of
+    /// an indexer key).
+    pub fn floats_per_position(&self) -> f64 {
+        let entry = self.compressor.map_or(0.0, |c| {
+            let ix = c.indexer.map_or(0, |ix| ix.head_dim);
+            (self.head_dim + ix) as f64 / c.ratio as f64
+        });
+        self.head_dim as f64 + entry
+    }
+}
+
+/// Hyper-connections (DeepSeek-V4): the residual is `streams` parallel copies; before each
+/// block a learned map of the streams weighs them into its input, after it the output is
+/// spread back with learned weights and the streams mixed by a matrix projected onto the
+/// doubly-stochastic ones (`sinkhorn_iters` Sinkhorn-Knopp steps); a last map collapses them
+/// before the final norm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HyperSpec {
+    /// Residual streams.
+    pub streams: usize,
+    /// Sinkhorn-Knopp iterations.
+    pub sinkhorn_iters: usize,
+    /// Epsilon of the weights and the normalisation.
+    pub eps: f32,
+}
+
 /// What a mixer caches per position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvRows {
@@ -250,7 +348,7 @@ impl MixerSpec {
                 heads: m.heads,
                 expanded: (m.nope + m.rope.dims, m.v_dim),
             }),
-            MixerSpec::DeltaNet(_) => None,
+            MixerSpec::DeltaNet(_) | MixerSpec::SharedKv(_) => None,
         }
     }
 
@@ -259,6 +357,7 @@ impl MixerSpec {
         match self {
             MixerSpec::Attention(a) => Some(a.scale),
             MixerSpec::Mla(m) => Some(m.scale),
+            MixerSpec::SharedKv(a) => Some(a.scale),
             MixerSpec::DeltaNet(_) => None,
         }
     }
@@ -267,6 +366,7 @@ impl MixerSpec {
     pub fn recurrent_floats(&self) -> usize {
         match self {
             MixerSpec::DeltaNet(d) => d.state_floats(),
+            MixerSpec::SharedKv(a) => a.pending_floats(),
             MixerSpec::Attention(_) | MixerSpec::Mla(_) => 0,
         }
     }
@@ -281,6 +381,8 @@ pub enum MixerSpec {
     Attention(AttentionSpec),
     /// Gated DeltaNet linear attention.
     DeltaNet(DeltaNetSpec),
+    /// Shared-KV attention with a sliding window and a compressed branch.
+    SharedKv(SharedKvSpec),
 }
 
 impl RouterKind {
@@ -291,6 +393,7 @@ impl RouterKind {
             RouterKind::SoftmaxTopK { renormalize } => renormalize,
             RouterKind::TopKSoftmax => true,
             RouterKind::SigmoidGrouped { renormalize, .. } => renormalize,
+            RouterKind::SqrtSoftplus { renormalize, .. } => renormalize,
         }
     }
 }
@@ -319,15 +422,32 @@ pub enum RouterKind {
         /// Factor on the routed experts' weights.
         routed_scale: f32,
     },
+    /// `sqrt(softplus(logit))` scores (DeepSeek-V4); experts chosen by score plus a learned
+    /// correction bias, or (`hashed`) read from the token's row of a frozen table; weights the
+    /// scores of the chosen, optionally renormalised, times `routed_scale`.
+    SqrtSoftplus {
+        /// The experts come from the token id's row of the layer's table.
+        hashed: bool,
+        /// Renormalise the chosen weights.
+        renormalize: bool,
+        /// Factor on the routed experts' weights.
+        routed_scale: f32,
+    },
 }
 
 /// The gated activation of an MLP or expert: `act(gate) * up`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Activation {
     /// SiLU (SwiGLU).
     Silu,
     /// GELU, tanh approximation (GeGLU; Gemma).
     GeluTanh,
+    /// SiLU with the gate clamped to at most `limit` and the up projection to +-`limit`
+    /// (DeepSeek-V4).
+    ClampedSilu {
+        /// The clamp.
+        limit: f32,
+    },
 }
 
 /// Experts every token runs besides the routed ones.
@@ -427,6 +547,15 @@ impl LayerSpec {
                     + 2 * m.heads * (m.nope + m.v_dim)
             }
             MixerSpec::DeltaNet(d) => 2 * d.qkv_dim() + 3 * d.value_total() + 4 * d.value_heads,
+            MixerSpec::SharedKv(a) => {
+                let ix = a.compressor.and_then(|c| c.indexer);
+                a.q_lora_rank
+                    + 3 * a.heads * a.head_dim
+                    + a.head_dim
+                    + 2 * a.compressor_width()
+                    + 2 * a.o_groups * a.o_lora_rank
+                    + ix.map_or(0, |ix| ix.heads * (ix.head_dim + 1) + 4 * ix.head_dim)
+            }
         };
         let moe = |m: &MoeSpec| {
             m.experts
@@ -459,6 +588,8 @@ pub struct ModelSpec {
     pub embed_scale: Option<f32>,
     /// Final logits become `cap * tanh(logits / cap)`, if set.
     pub logit_softcap: Option<f32>,
+    /// Hyper-connection residual streams, if the model has them.
+    pub hyper: Option<HyperSpec>,
 }
 
 impl ModelSpec {
@@ -568,24 +699,43 @@ impl ModelSpec {
             .iter()
             .enumerate()
             .map(|(l, &is_moe)| {
-                let mixer = match (delta_net, mla) {
-                    (Some(d), _) if c.is_linear(l) => MixerSpec::DeltaNet(d),
-                    (_, Some(m)) => MixerSpec::Mla(MlaSpec {
-                        indexer: c.dsa.as_ref().map(|d| IndexerSpec {
-                            heads: d.heads,
-                            head_dim: d.head_dim,
-                            rope_dims: m.rope.dims,
-                            topk: d.topk,
-                            full: d.full_layers.get(l).copied().unwrap_or(true),
+                let mixer = match (delta_net, mla, &c.v4) {
+                    (_, _, Some(v)) => MixerSpec::SharedKv(shared_kv(c, v, l)),
+                    (delta_net, mla, None) => match (delta_net, mla) {
+                        (Some(d), _) if c.is_linear(l) => MixerSpec::DeltaNet(d),
+                        (_, Some(m)) => MixerSpec::Mla(MlaSpec {
+                            indexer: c.dsa.as_ref().map(|d| IndexerSpec {
+                                heads: d.heads,
+                                head_dim: d.head_dim,
+                                rope_dims: m.rope.dims,
+                                topk: d.topk,
+                                full: d.full_layers.get(l).copied().unwrap_or(true),
+                            }),
+                            ..m
                         }),
-                        ..m
-                    }),
-                    _ => match c.window(l) {
-                        Some(w) => {
-                            MixerSpec::Attention(AttentionSpec { window: Some(w), ..attention })
-                        }
-                        None => MixerSpec::Attention(full_attention),
+                        _ => match c.window(l) {
+                            Some(w) => {
+                                MixerSpec::Attention(AttentionSpec { window: Some(w), ..attention })
+                            }
+                            None => MixerSpec::Attention(full_attention),
+                        },
                     },
+                };
+                let moe = match &c.v4 {
+                    Some(v) => MoeSpec {
+                        router: RouterKind::SqrtSoftplus {
+                            hashed: l < v.hash_layers,
+                            renormalize: c.norm_topk_prob,
+                            routed_scale: c.sigmoid_router.map_or(1.0, |r| r.routed_scale),
+                        },
+                        act: if v.swiglu_limit > 0.0 {
+                            Activation::ClampedSilu { limit: v.swiglu_limit }
+                        } else {
+                            Activation::Silu
+                        },
+                        ..moe
+                    },
+                    None => moe,
                 };
                 let ffn = match (is_moe, c.gemma) {
                     (true, Some(_)) => FfnSpec::MlpAndMoe { ffn: c.dense_ffn, moe },
@@ -603,11 +753,55 @@ impl ModelSpec {
             layers,
             embed_scale: c.gemma.map(|_| (c.hidden as f32).sqrt()),
             logit_softcap: c.gemma.and_then(|g| g.logit_softcap),
+            hyper: c.v4.as_ref().map(|v| HyperSpec {
+                streams: v.hc_mult,
+                sinkhorn_iters: v.hc_sinkhorn_iters,
+                eps: v.hc_eps,
+            }),
         })
     }
 
     /// The next MoE layer after `l`, if any.
     pub fn next_moe(&self, l: usize) -> Option<(usize, &MoeSpec)> {
         self.layers.iter().enumerate().skip(l + 1).find_map(|(i, s)| s.ffn.moe().map(|m| (i, m)))
+    }
+}
+
+/// Layer `l` of DeepSeek-V4: the sliding branch alone (the main RoPE) or with a compressed
+/// branch (the compressed layers' RoPE).
+fn shared_kv(c: &ModelConfig, v: &crate::model::deepseek_v4::V4Layout, l: usize) -> SharedKvSpec {
+    let ratio = v.compress_ratios.get(l).copied().unwrap_or(0);
+    let rope = |theta, yarn| RopeSpec {
+        dims: c.rope_dims.unwrap_or(c.head_dim),
+        theta,
+        style: RopeStyle::Interleaved,
+        yarn,
+        rotated_pairs: None,
+    };
+    SharedKvSpec {
+        heads: c.heads,
+        head_dim: c.head_dim,
+        q_lora_rank: v.q_lora_rank,
+        rope: if ratio == 0 {
+            rope(c.rope_theta, None)
+        } else {
+            rope(v.compress_rope_theta, v.compress_yarn)
+        },
+        window: v.window,
+        o_groups: v.o_groups,
+        o_lora_rank: v.o_lora_rank,
+        scale: 1.0 / (c.head_dim as f32).sqrt(),
+        compressor: (ratio > 0).then(|| {
+            let indexed = v.indexed.get(l).copied().unwrap_or(false);
+            CompressorSpec {
+                ratio,
+                overlap: indexed,
+                indexer: indexed.then_some(EntryIndexerSpec {
+                    heads: v.index_heads,
+                    head_dim: v.index_head_dim,
+                    topk: v.index_topk,
+                }),
+            }
+        }),
     }
 }

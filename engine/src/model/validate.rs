@@ -87,6 +87,11 @@ pub fn check_config(c: &ModelConfig) -> Check {
     }
     range("shared_ffn", c.shared_ffn, 0, MAX_WIDTH)?;
     range("max_positions", c.max_positions, 1, MAX_POSITIONS)?;
+    if let Some(v4) = &c.v4 {
+        let rope = c.rope_dims.unwrap_or(c.head_dim);
+        v4.check(c.heads, c.head_dim, rope, c.layers)
+            .map_err(|why| bad("deepseek_v4 layout", "these values", why))?;
+    }
     if let Some(d) = &c.dsa {
         range("dsa.heads", d.heads, 1, 1 << 12)?;
         range("dsa.head_dim", d.head_dim, 2, 1 << 12)?;

@@ -11,7 +11,7 @@ use super::forward::Model;
 use super::session::{sized, ExpertUsers, Scratch, SeqRows};
 use super::weights::MoeWeights;
 use crate::error::Result;
-use crate::model::spec::{Activation, MoeSpec};
+use crate::model::spec::{Activation, MoeSpec, RouterKind};
 use crate::runtime::experts::{ExpertView, INLINE_BATCH};
 use crate::runtime::router::SKIPPED;
 
@@ -65,7 +65,27 @@ impl Model {
         let caps = rows.iter().flat_map(|r| std::iter::repeat_n((r.experts, r.min_weight), r.len));
         for (t, (cap, min_weight)) in (0..n).zip(caps) {
             let p = &mut logits[t * experts..(t + 1) * experts];
-            super::router::route(m.router, p, bias, k, &mut sc.route, &mut sc.top);
+            match (&w.hash_table, m.router) {
+                (Some(table), RouterKind::SqrtSoftplus { renormalize, routed_scale, .. }) => {
+                    let id = sc.tokens.get(t).copied().unwrap_or(0) as usize;
+                    let row = self.vec(table)?.get(id * k..(id + 1) * k).unwrap_or(&[]);
+                    if row.len() != k
+                        || !super::router::route_hashed(
+                            p,
+                            row,
+                            renormalize,
+                            routed_scale,
+                            &mut sc.top,
+                        )
+                    {
+                        return Err(crate::error::Error::Invalid(format!(
+                            "layer {l}: the hash-routing table's row of token {id} does not name \
+                             {k} experts of {experts}"
+                        )));
+                    }
+                }
+                _ => super::router::route(m.router, p, bias, k, &mut sc.route, &mut sc.top),
+            }
             if let Some(es) = expert_scale {
                 sc.top.iter_mut().for_each(|(e, wt)| *wt *= es[*e]);
             }
@@ -195,7 +215,7 @@ impl Model {
             let (wg, wu, wd) = (self.m(&sw.gate)?, self.m(&sw.up)?, self.m(&sw.down)?);
             glu_into(
                 self,
-                Activation::Silu,
+                m.act,
                 [&wg, &wu, &wd],
                 &mut hn_input,
                 [&mut sc.gate, &mut sc.up, &mut sc.act],
@@ -375,6 +395,11 @@ fn glu(act: Activation, gate: &[f32], up: &[f32], out: &mut [f32]) {
     match act {
         Activation::Silu => ops::swiglu(gate, up, out),
         Activation::GeluTanh => ops::geglu_tanh(gate, up, out),
+        Activation::ClampedSilu { limit } => {
+            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+                *o = ops::silu(g.min(limit)) * u.clamp(-limit, limit);
+            }
+        }
     }
 }
 

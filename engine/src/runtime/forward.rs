@@ -122,6 +122,7 @@ impl Model {
             .map(|l| match l.mixer {
                 MixerSpec::Attention(a) => a.rope.inv_freq(),
                 MixerSpec::Mla(m) => m.rope.inv_freq(),
+                MixerSpec::SharedKv(a) => a.rope.inv_freq(),
                 MixerSpec::DeltaNet(_) => Vec::new(),
             })
             .collect();
@@ -131,6 +132,7 @@ impl Model {
             .map(|l| match l.mixer {
                 MixerSpec::Attention(a) => a.rope.factor(),
                 MixerSpec::Mla(m) => m.rope.factor(),
+                MixerSpec::SharedKv(a) => a.rope.factor(),
                 MixerSpec::DeltaNet(_) => 1.0,
             })
             .collect();
@@ -301,9 +303,17 @@ impl Model {
             .map(|(s, _)| &mut **s)
             .collect();
         sc.set_kernels(kind.kernels());
-        let x = sized(&mut sc.x, n * h);
-        for (t, &id) in tokens.iter().flat_map(|t| t.iter()).enumerate() {
-            self.dense.row_of(&self.weights.embed, id as usize, &mut x[t * h..(t + 1) * h])?;
+        sc.tokens.clear();
+        sc.tokens.extend(tokens.iter().flat_map(|t| t.iter()));
+        // Hyper-connections: every row's residual is `streams` copies of its embedding.
+        let streams = self.spec.hyper.map_or(1, |hc| hc.streams);
+        let x = sized(&mut sc.x, n * streams * h);
+        for (t, &id) in sc.tokens.iter().enumerate() {
+            let row = &mut x[t * streams * h..(t + 1) * streams * h];
+            self.dense.row_of(&self.weights.embed, id as usize, &mut row[..h])?;
+            for s in 1..streams {
+                row.copy_within(..h, s * h);
+            }
         }
         if let Some(scale) = self.spec.embed_scale {
             x.iter_mut().for_each(|v| *v *= scale);
@@ -316,10 +326,14 @@ impl Model {
             s.pos += at.len;
         }
         // The final norm and lm_head over the rows whose logits are returned.
+        if let (Some(hc), Some(head)) = (self.spec.hyper, &self.weights.hyper_head) {
+            self.hyper_head(&hc, head, sc, n)?;
+        }
+        let residual = if self.spec.hyper.is_some() { &sc.hc_in } else { &sc.x };
         sc.gathered.clear();
         for at in &sc.rows {
             let first = if all_logits { at.start } else { at.start + at.len - 1 };
-            sc.gathered.extend_from_slice(&sc.x[first * h..(at.start + at.len) * h]);
+            sc.gathered.extend_from_slice(&residual[first * h..(at.start + at.len) * h]);
         }
         let out_rows = sc.gathered.len() / h;
         let hn = sized(&mut sc.hn, out_rows * h);
@@ -351,8 +365,17 @@ impl Model {
         let h = self.spec.hidden;
         for l in 0..self.spec.layers.len() {
             let lw = &self.weights.layers[l];
+            let hyper = self.spec.hyper.zip(lw.hyper.as_ref());
             sized(&mut sc.hn, n * h);
-            rms_rows(&sc.x, self.vec(&lw.mixer_norm)?, self.spec.rms_eps, h, &mut sc.hn);
+            match hyper {
+                Some((hc, [hw, _])) => {
+                    self.hyper_pre(&hc, hw, sc, n)?;
+                    rms_rows(&sc.hc_in, self.vec(&lw.mixer_norm)?, self.spec.rms_eps, h, &mut sc.hn)
+                }
+                None => {
+                    rms_rows(&sc.x, self.vec(&lw.mixer_norm)?, self.spec.rms_eps, h, &mut sc.hn)
+                }
+            }
             {
                 let mut segs: SmallVec<[Seg; 8]> = seqs
                     .iter_mut()
@@ -369,6 +392,9 @@ impl Model {
                     (MixerSpec::DeltaNet(d), MixerWeights::DeltaNet(w)) => {
                         self.delta_net(l, d, w, &mut segs, sc, n)?
                     }
+                    (MixerSpec::SharedKv(a), MixerWeights::SharedKv(w)) => {
+                        self.shared_kv(l, a, w, &mut segs, sc, n)?
+                    }
                     _ => {
                         return Err(Error::Invalid(format!(
                             "layer {l}: mixer weights do not match its spec"
@@ -380,8 +406,17 @@ impl Model {
             if let Some(pn) = &lw.post_norms {
                 rms_rows_in_place(&mut sc.out[..n * h], self.vec(&pn.mixer)?, eps, &mut sc.norm);
             }
-            sc.x.iter_mut().zip(&sc.out).for_each(|(a, b)| *a += b);
-            rms_rows(&sc.x, self.vec(&lw.ffn_norm)?, eps, h, &mut sc.hn);
+            match hyper {
+                Some((hc, [_, hw])) => {
+                    self.hyper_post(&hc, sc, n);
+                    self.hyper_pre(&hc, hw, sc, n)?;
+                    rms_rows(&sc.hc_in, self.vec(&lw.ffn_norm)?, eps, h, &mut sc.hn);
+                }
+                None => {
+                    sc.x.iter_mut().zip(&sc.out).for_each(|(a, b)| *a += b);
+                    rms_rows(&sc.x, self.vec(&lw.ffn_norm)?, eps, h, &mut sc.hn);
+                }
+            }
             let decode = kind == PassKind::Decode;
             match (&self.spec.layers[l].ffn, &lw.ffn) {
                 (FfnSpec::Moe(m), FfnWeights::Moe(w)) => {
@@ -431,7 +466,10 @@ impl Model {
             if let Some(pn) = &lw.post_norms {
                 rms_rows_in_place(&mut sc.out[..n * h], self.vec(&pn.ffn)?, eps, &mut sc.norm);
             }
-            sc.x.iter_mut().zip(&sc.out).for_each(|(a, b)| *a += b);
+            match hyper {
+                Some((hc, _)) => self.hyper_post(&hc, sc, n),
+                None => sc.x.iter_mut().zip(&sc.out).for_each(|(a, b)| *a += b),
+            }
             if let Some(pn) = &lw.post_norms {
                 let scalar = self.vec(&pn.scalar)?[0];
                 sc.x.iter_mut().for_each(|v| *v *= scalar);

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::spec::MlaSpec;
 
 /// Rows `first..first + count` of `m`.
-fn rows<'a>(m: &Matrix<'a>, first: usize, count: usize) -> Result<Matrix<'a>> {
+pub(crate) fn rows<'a>(m: &Matrix<'a>, first: usize, count: usize) -> Result<Matrix<'a>> {
     let rb = m.dtype().row_bytes(m.cols()).map_err(crate::error::Error::Kernel)?;
     let bytes = m.bytes().get(first * rb..(first + count) * rb).ok_or_else(|| {
         Error::Invalid(format!("rows {first}+{count} of a {}-row matrix", m.rows()))
@@ -24,14 +24,14 @@ fn rows<'a>(m: &Matrix<'a>, first: usize, count: usize) -> Result<Matrix<'a>> {
 }
 
 /// Where a per-head product reads: the buffer, its stride per token, the head's offset, width.
-type HeadSource<'a> = (&'a [f32], usize, usize, usize);
+pub(crate) type HeadSource<'a> = (&'a [f32], usize, usize, usize);
 /// Where it writes: the buffer, its stride per token, the head's offset (the width is `w`'s rows).
-type HeadTarget<'a> = (&'a mut [f32], usize, usize);
+pub(crate) type HeadTarget<'a> = (&'a mut [f32], usize, usize);
 
 impl Model {
     /// One head's `w` (its block of `k_b` or `v_b`) times that head's values of every token:
     /// gathered into one `n`-token input, multiplied, scattered back.
-    fn head_product(
+    pub(crate) fn head_product(
         &self,
         w: &Matrix,
         n: usize,

@@ -10,12 +10,15 @@ pub mod experts;
 mod ffn;
 pub mod forward;
 pub mod generate;
+mod hyper;
 pub mod kv_cache;
 mod mla;
 mod router;
 pub mod routing_trace;
 pub mod sampling;
 pub mod session;
+mod shared_kv;
+pub mod shared_kv_state;
 pub mod weights;
 
 pub use forward::{Model, RouteRecord};

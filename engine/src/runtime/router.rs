@@ -137,7 +137,57 @@ pub(crate) fn route(
             }
             out.iter_mut().for_each(|x| x.1 *= routed_scale);
         }
+        // A hashed router's experts come from its table (`route_hashed`); asked to route by
+        // score, it ranks as the unhashed one does.
+        RouterKind::SqrtSoftplus { renormalize, routed_scale, .. } => {
+            let s = &mut scratch.scores;
+            s.clear();
+            s.extend(logits.iter().map(|&x| sqrt_softplus(x)));
+            let b = &mut scratch.biased;
+            b.clear();
+            b.extend(s.iter().enumerate().map(|(i, &v)| v + bias.map_or(0.0, |b| b[i])));
+            ops::top_k_into(b, k, out);
+            out.iter_mut().for_each(|x| x.1 = s[x.0]);
+            scale_weights(out, renormalize, routed_scale);
+        }
     }
+}
+
+/// DeepSeek-V4's expert score.
+fn sqrt_softplus(x: f32) -> f32 {
+    ops::softplus(x).sqrt()
+}
+
+/// Renormalises the chosen weights (as DeepSeek-V4 does, against a zero sum) if asked, then
+/// scales them.
+fn scale_weights(out: &mut [(usize, f32)], renormalize: bool, scale: f32) {
+    if renormalize {
+        let sum: f32 = out.iter().map(|x| x.1).sum::<f32>() + 1e-20;
+        out.iter_mut().for_each(|x| x.1 /= sum);
+    }
+    out.iter_mut().for_each(|x| x.1 *= scale);
+}
+
+/// Routes one token of a hash-routed layer: its experts are `table_row` (expert ids as f32, in
+/// table order), weighted by their sqrt-softplus scores of `logits`. Returns false (and routes
+/// nothing) if the row names an expert outside `logits`.
+pub(crate) fn route_hashed(
+    logits: &[f32],
+    table_row: &[f32],
+    renormalize: bool,
+    routed_scale: f32,
+    out: &mut Vec<(usize, f32)>,
+) -> bool {
+    out.clear();
+    for &e in table_row {
+        if !(e >= 0.0 && (e as usize) < logits.len() && e.fract() == 0.0) {
+            out.clear();
+            return false;
+        }
+        out.push((e as usize, sqrt_softplus(logits[e as usize])));
+    }
+    scale_weights(out, renormalize, routed_scale);
+    true
 }
 
 #[cfg(test)]

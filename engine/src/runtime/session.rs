@@ -36,12 +36,15 @@ pub struct KvBytes {
     pub v: u64,
     /// MLA rows (latent and RoPE key).
     pub mla: u64,
+    /// Shared-KV attention: its rows, and its share of compressed entries and indexer keys
+    /// (f32).
+    pub shared_kv: u64,
 }
 
 impl KvBytes {
     /// All parts together.
     pub fn total(&self) -> u64 {
-        self.k + self.v + self.mla
+        self.k + self.v + self.mla + self.shared_kv
     }
 }
 
@@ -80,6 +83,16 @@ impl SessionOptions {
                 b.v += layout.v_bytes() as u64;
             }
         }
+        // Shared-KV attention's rows and entries: f32 whatever the KV types.
+        let shared: f64 = spec
+            .layers
+            .iter()
+            .filter_map(|l| match &l.mixer {
+                MixerSpec::SharedKv(a) => Some(4.0 * a.floats_per_position()),
+                _ => None,
+            })
+            .sum();
+        b.shared_kv = shared.ceil() as u64;
         // Sparse attention's indexer keys grow with the positions too (f32, with the latents).
         for l in &spec.layers {
             if let MixerSpec::Mla(m) = &l.mixer {
@@ -149,6 +162,8 @@ pub enum LayerState {
     Attention(KvCache),
     /// Gated DeltaNet's recurrent and convolution state.
     DeltaNet(DeltaState),
+    /// Shared-KV attention's rows, compressed entries and open windows.
+    SharedKv(super::shared_kv_state::SharedKvState),
 }
 
 /// Buffers the forward pass reuses: sized by the first pass of each size, then untouched.
@@ -225,6 +240,17 @@ pub(crate) struct Scratch {
     pub rows: Vec<SeqRows>,
     /// A RoPE table of one sequence, before it joins the pass's per-row table.
     pub rope_one: Vec<(f32, f32)>,
+    /// Shared-KV attention's buffers.
+    pub skv: super::shared_kv::SharedKvScratch,
+    /// The pass's token ids, one per row (hash routing reads them).
+    pub tokens: Vec<u32>,
+    /// Hyper-connections: each row's streams RMS-normed as one vector, their weights (pre,
+    /// post, mix) per row, the block input they collapse to, and the new streams before they
+    /// replace the residual.
+    pub hc_flat: Vec<f32>,
+    pub hc_mix: Vec<f32>,
+    pub hc_in: Vec<f32>,
+    pub hc_next: Vec<f32>,
 }
 
 impl Scratch {
@@ -267,7 +293,7 @@ impl Seg<'_> {
     pub fn kv(&mut self, l: usize) -> Result<&mut KvCache> {
         match self.state {
             LayerState::Attention(kv) => Ok(kv),
-            LayerState::DeltaNet(_) => Err(state_mismatch(l)),
+            LayerState::DeltaNet(_) | LayerState::SharedKv(_) => Err(state_mismatch(l)),
         }
     }
 
@@ -275,7 +301,7 @@ impl Seg<'_> {
     pub fn delta(&mut self, l: usize) -> Result<&mut DeltaState> {
         match self.state {
             LayerState::DeltaNet(d) => Ok(d),
-            LayerState::Attention(_) => Err(state_mismatch(l)),
+            LayerState::Attention(_) | LayerState::SharedKv(_) => Err(state_mismatch(l)),
         }
     }
 }
@@ -387,6 +413,8 @@ pub struct Session {
     record_queries: bool,
     /// This sequence's own lossy expert knobs (`None` fields: the model's).
     knobs: SeqExperts,
+    /// Each layer's mixer, as the state was prepared for (rewinding asks it).
+    layer_mixers: Vec<MixerSpec>,
 }
 
 /// A sequence's own lossy expert knobs, part of what its state depends on besides its tokens;
@@ -443,7 +471,7 @@ impl Session {
     pub fn kv_cache(&self, l: usize) -> Option<&KvCache> {
         match self.layers.get(l)? {
             LayerState::Attention(kv) => Some(kv),
-            LayerState::DeltaNet(_) => None,
+            LayerState::DeltaNet(_) | LayerState::SharedKv(_) => None,
         }
     }
 
@@ -474,6 +502,24 @@ impl Session {
         if pos > self.pos || self.layers.iter().any(|l| matches!(l, LayerState::DeltaNet(_))) {
             return false;
         }
+        let shared_kv = |spec: &MixerSpec| match spec {
+            MixerSpec::SharedKv(a) => Some(*a),
+            _ => None,
+        };
+        let specs: Vec<Option<crate::model::spec::SharedKvSpec>> =
+            self.layer_mixers.iter().map(shared_kv).collect();
+        for (state, a) in self.layers.iter().zip(&specs) {
+            if let (LayerState::SharedKv(st), Some(a)) = (state, a) {
+                if !st.can_rewind(pos, a) {
+                    return false;
+                }
+            }
+        }
+        for (state, a) in self.layers.iter_mut().zip(&specs) {
+            if let (LayerState::SharedKv(st), Some(a)) = (state, a) {
+                st.truncate(pos, a);
+            }
+        }
         self.pos = pos;
         if let Some(r) = self.routes.as_mut() {
             r.retain(|r| r.pos < pos);
@@ -489,7 +535,10 @@ impl Session {
         self.prepare(spec)?;
         if positions > self.ctx
             || !self.rewind(0)
-            || self.layers.iter().any(|l| matches!(l, LayerState::DeltaNet(_)))
+            || self
+                .layers
+                .iter()
+                .any(|l| matches!(l, LayerState::DeltaNet(_) | LayerState::SharedKv(_)))
         {
             return Err(Error::Invalid(format!(
                 "cannot fill {positions} positions of a {}-position session with a recurrent state or past tokens",
@@ -543,6 +592,7 @@ impl Session {
             .map(|l| match l {
                 LayerState::Attention(kv) => kv.bytes(),
                 LayerState::DeltaNet(d) => d.bytes(),
+                LayerState::SharedKv(st) => st.bytes(),
             })
             .sum()
     }
@@ -554,6 +604,7 @@ impl Session {
             .iter()
             .map(|l| match l {
                 LayerState::DeltaNet(d) => d.bytes(),
+                LayerState::SharedKv(st) => st.fixed_bytes(),
                 LayerState::Attention(_) => 0,
             })
             .sum()
@@ -587,12 +638,20 @@ impl Session {
                     LayerState::Attention(kv)
                 }
                 (None, MixerSpec::DeltaNet(d)) => LayerState::DeltaNet(DeltaState::new(&d)),
+                (None, MixerSpec::SharedKv(a)) => {
+                    let mut st = super::shared_kv_state::SharedKvState::new(&a);
+                    if self.record_queries {
+                        st.record_selections();
+                    }
+                    LayerState::SharedKv(st)
+                }
                 (None, _) => {
                     return Err(Error::Invalid("a mixer with neither cache nor state".into()))
                 }
             });
         }
         (self.layers, self.ctx) = (layers, ctx);
+        self.layer_mixers = spec.layers.iter().map(|l| l.mixer).collect();
         Ok(())
     }
 }

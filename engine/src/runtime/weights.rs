@@ -106,6 +106,67 @@ pub struct IndexerWeights {
     pub weights: TensorRef,
 }
 
+/// Shared-KV attention (see `SharedKvSpec`).
+#[derive(Debug, Clone, Copy)]
+pub struct SharedKvWeights {
+    /// Query LoRA down [q_lora_rank, hidden].
+    pub q_a: TensorRef,
+    /// Its RMSNorm [q_lora_rank].
+    pub q_a_norm: TensorRef,
+    /// Query LoRA up [heads x head_dim, q_lora_rank].
+    pub q_b: TensorRef,
+    /// The key/value head [head_dim, hidden].
+    pub kv: TensorRef,
+    /// Its RMSNorm [head_dim].
+    pub kv_norm: TensorRef,
+    /// Sink logits [heads].
+    pub sinks: TensorRef,
+    /// Grouped output projection, first stage [groups x rank, heads x head_dim / groups].
+    pub o_a: TensorRef,
+    /// Second stage [hidden, groups x rank].
+    pub o_b: TensorRef,
+    /// The compressed branch's weights, if the layer has one.
+    pub compressor: Option<CompressorWeights>,
+    /// Its indexer's, if it has one.
+    pub indexer: Option<EntryIndexerWeights>,
+}
+
+/// A compressor: values and gates of each position, the gates' bias per window slot, the
+/// entries' norm.
+#[derive(Debug, Clone, Copy)]
+pub struct CompressorWeights {
+    /// Values [width, hidden].
+    pub kv: TensorRef,
+    /// Gates [width, hidden].
+    pub gate: TensorRef,
+    /// Gate bias per slot [ratio, width].
+    pub ape: TensorRef,
+    /// RMSNorm of an entry [entry width].
+    pub norm: TensorRef,
+}
+
+/// A compressed branch's lightning indexer.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryIndexerWeights {
+    /// Queries from the query LoRA's normed latent [heads x dim, q_lora_rank].
+    pub q: TensorRef,
+    /// Per-head weights from the layer input [heads, hidden].
+    pub weights: TensorRef,
+    /// Its own compressor of keys.
+    pub compressor: CompressorWeights,
+}
+
+/// A hyper-connection's map from the streams to its weights.
+#[derive(Debug, Clone, Copy)]
+pub struct HyperWeights {
+    /// Projection [(2 + streams) x streams (or streams for the head), streams x hidden].
+    pub proj: TensorRef,
+    /// Bias of the projection's outputs.
+    pub base: TensorRef,
+    /// Scales (pre, post, mix; the head's one).
+    pub scale: TensorRef,
+}
+
 /// How MLA forms its queries.
 #[derive(Debug, Clone, Copy)]
 pub enum MlaQuery {
@@ -131,6 +192,8 @@ pub enum MixerWeights {
     Attention(AttentionWeights),
     /// Gated DeltaNet.
     DeltaNet(DeltaNetWeights),
+    /// Shared-KV attention.
+    SharedKv(SharedKvWeights),
 }
 
 /// A routed MoE block's resident weights (the experts come from the expert source).
@@ -151,6 +214,8 @@ pub struct MoeWeights {
     pub expert_bias: Option<[TensorRef; 3]>,
     /// Gemma 4's router input scale [hidden] and per-expert weight factors [experts].
     pub router_scales: Option<[TensorRef; 2]>,
+    /// A hash-routed layer's experts per token id [vocab, top_k], f32.
+    pub hash_table: Option<TensorRef>,
 }
 
 /// Gemma 4's dense MLP beside its MoE, with the three norms around them.
@@ -212,6 +277,9 @@ pub struct LayerWeights {
     pub ffn: FfnWeights,
     /// Sandwich norms, if the layer has them.
     pub post_norms: Option<PostNorms>,
+    /// Hyper-connections before the mixer and before the feed-forward block, if the model
+    /// has residual streams.
+    pub hyper: Option<[HyperWeights; 2]>,
 }
 
 /// Every resident weight of the model.
@@ -223,6 +291,8 @@ pub struct ModelWeights {
     pub head: TensorRef,
     /// Final RMSNorm.
     pub final_norm: TensorRef,
+    /// The hyper head collapsing the residual streams, if the model has them.
+    pub hyper_head: Option<HyperWeights>,
     /// Per layer.
     pub layers: Vec<LayerWeights>,
 }
@@ -322,6 +392,7 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
                 },
             })
         }
+        MixerSpec::SharedKv(a) => MixerWeights::SharedKv(shared_kv(d, l, h, &a)?),
         MixerSpec::DeltaNet(n) => {
             let (c, vt, nv) = (n.qkv_dim(), n.value_total(), n.value_heads);
             MixerWeights::DeltaNet(DeltaNetWeights {
@@ -350,7 +421,18 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
                 RouterKind::SigmoidGrouped { .. } => {
                     Some(vector(d, Dense::RouterBias(l), m.experts)?)
                 }
-                RouterKind::SoftmaxTopK { .. } | RouterKind::TopKSoftmax => None,
+                RouterKind::SqrtSoftplus { hashed: false, .. } => {
+                    Some(vector(d, Dense::RouterBias(l), m.experts)?)
+                }
+                RouterKind::SoftmaxTopK { .. }
+                | RouterKind::TopKSoftmax
+                | RouterKind::SqrtSoftplus { hashed: true, .. } => None,
+            },
+            hash_table: match m.router {
+                RouterKind::SqrtSoftplus { hashed: true, .. } => {
+                    Some(matrix(d, Dense::HashTable(l), spec.vocab, m.top_k)?)
+                }
+                _ => None,
             },
             shared: m.shared.map(|sh| mlp(d, l, h, sh.ffn)).transpose()?,
             shared_gate: match m.shared {
@@ -402,12 +484,31 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
     } else {
         None
     };
+    let hyper = match spec.hyper {
+        Some(hc) => {
+            let (n, width) = ((2 + hc.streams) * hc.streams, hc.streams * h);
+            Some([
+                HyperWeights {
+                    proj: matrix(d, Dense::HcAttnFn(l), n, width)?,
+                    base: vector(d, Dense::HcAttnBase(l), n)?,
+                    scale: vector(d, Dense::HcAttnScale(l), 3)?,
+                },
+                HyperWeights {
+                    proj: matrix(d, Dense::HcFfnFn(l), n, width)?,
+                    base: vector(d, Dense::HcFfnBase(l), n)?,
+                    scale: vector(d, Dense::HcFfnScale(l), 3)?,
+                },
+            ])
+        }
+        None => None,
+    };
     Ok(LayerWeights {
         mixer_norm: vector(d, Dense::AttnNorm(l), h)?,
         mixer,
         ffn_norm: vector(d, Dense::FfnNorm(l), h)?,
         ffn,
         post_norms,
+        hyper,
     })
 }
 
@@ -423,6 +524,62 @@ impl ModelWeights {
             .enumerate()
             .map(|(l, s)| layer(d, spec, l, s))
             .collect::<Result<_>>()?;
-        Ok(Self { embed, head, final_norm: vector(d, Dense::FinalNorm, spec.hidden)?, layers })
+        let hyper_head = match spec.hyper {
+            Some(hc) => Some(HyperWeights {
+                proj: matrix(d, Dense::HcHeadFn, hc.streams, hc.streams * spec.hidden)?,
+                base: vector(d, Dense::HcHeadBase, hc.streams)?,
+                scale: vector(d, Dense::HcHeadScale, 1)?,
+            }),
+            None => None,
+        };
+        let final_norm = vector(d, Dense::FinalNorm, spec.hidden)?;
+        Ok(Self { embed, head, final_norm, hyper_head, layers })
     }
+}
+
+fn shared_kv(
+    d: &DenseWeights,
+    l: usize,
+    h: usize,
+    a: &crate::model::spec::SharedKvSpec,
+) -> Result<SharedKvWeights> {
+    let (r, hd) = (a.q_lora_rank, a.head_dim);
+    let compressor = match a.compressor {
+        Some(c) => {
+            let w = a.compressor_width();
+            Some(CompressorWeights {
+                kv: matrix(d, Dense::CmpKv(l), w, h)?,
+                gate: matrix(d, Dense::CmpGate(l), w, h)?,
+                ape: matrix(d, Dense::CmpApe(l), c.ratio, w)?,
+                norm: vector(d, Dense::CmpNorm(l), hd)?,
+            })
+        }
+        None => None,
+    };
+    let indexer = match a.compressor.and_then(|c| c.indexer.map(|ix| (c.ratio, ix))) {
+        Some((ratio, ix)) => Some(EntryIndexerWeights {
+            q: matrix(d, Dense::IdxQ(l), ix.heads * ix.head_dim, r)?,
+            weights: matrix(d, Dense::IdxWeights(l), ix.heads, h)?,
+            compressor: CompressorWeights {
+                kv: matrix(d, Dense::IdxCmpKv(l), 2 * ix.head_dim, h)?,
+                gate: matrix(d, Dense::IdxCmpGate(l), 2 * ix.head_dim, h)?,
+                ape: matrix(d, Dense::IdxCmpApe(l), ratio, 2 * ix.head_dim)?,
+                norm: vector(d, Dense::IdxCmpNorm(l), ix.head_dim)?,
+            },
+        }),
+        None => None,
+    };
+    let group_in = a.heads * hd / a.o_groups.max(1);
+    Ok(SharedKvWeights {
+        q_a: matrix(d, Dense::MlaQA(l), r, h)?,
+        q_a_norm: vector(d, Dense::MlaQANorm(l), r)?,
+        q_b: matrix(d, Dense::MlaQB(l), a.heads * hd, r)?,
+        kv: matrix(d, Dense::Kv(l), hd, h)?,
+        kv_norm: vector(d, Dense::MlaKVANorm(l), hd)?,
+        sinks: vector(d, Dense::AttnSinks(l), a.heads)?,
+        o_a: matrix(d, Dense::OA(l), a.o_groups * a.o_lora_rank, group_in)?,
+        o_b: matrix(d, Dense::OB(l), h, a.o_groups * a.o_lora_rank)?,
+        compressor,
+        indexer,
+    })
 }

@@ -26,6 +26,7 @@ pub fn gguf_arch(arch: Arch) -> &'static str {
         Arch::MinimaxM2 => "minimax-m2",
         Arch::Gemma4 => "gemma4",
         Arch::GlmMoeDsa => "glm-dsa",
+        Arch::DeepseekV4 => "deepseek4",
     }
 }
 
@@ -208,6 +209,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
             // in every DeepSeek config); floe's own files also keep the value itself.
             mscale: mscale_all_dim,
             mscale_all_dim,
+            attention_factor: None,
         }),
         Some(other) => {
             return Err(Error::Unsupported(format!(
@@ -312,6 +314,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
             }),
             _ => None,
         },
+        v4: None,
     };
     cfg.validate_as(&format!("GGUF metadata ({name})"))?;
     Ok(cfg)
@@ -396,6 +399,27 @@ pub fn gguf_name(role: Dense, cfg: &ModelConfig) -> String {
         IdxKNorm(l) => format!("blk.{l}.indexer.k_norm.weight"),
         IdxKNormBias(l) => format!("blk.{l}.indexer.k_norm.bias"),
         IdxWeights(l) => format!("blk.{l}.indexer.proj.weight"),
+        HcHeadFn => "output_hc_fn.weight".into(),
+        HcHeadBase => "output_hc_base.weight".into(),
+        HcHeadScale => "output_hc_scale.weight".into(),
+        Kv(l) => format!("blk.{l}.attn_kv.weight"),
+        OA(l) => format!("blk.{l}.attn_output_a.weight"),
+        OB(l) => format!("blk.{l}.attn_output_b.weight"),
+        CmpKv(l) => format!("blk.{l}.attn_compressor_kv.weight"),
+        CmpGate(l) => format!("blk.{l}.attn_compressor_gate.weight"),
+        CmpApe(l) => format!("blk.{l}.attn_compressor_ape.weight"),
+        CmpNorm(l) => format!("blk.{l}.attn_compressor_norm.weight"),
+        IdxCmpKv(l) => format!("blk.{l}.indexer_compressor_kv.weight"),
+        IdxCmpGate(l) => format!("blk.{l}.indexer_compressor_gate.weight"),
+        IdxCmpApe(l) => format!("blk.{l}.indexer_compressor_ape.weight"),
+        IdxCmpNorm(l) => format!("blk.{l}.indexer_compressor_norm.weight"),
+        HcAttnFn(l) => format!("blk.{l}.hc_attn_fn.weight"),
+        HcAttnBase(l) => format!("blk.{l}.hc_attn_base.weight"),
+        HcAttnScale(l) => format!("blk.{l}.hc_attn_scale.weight"),
+        HcFfnFn(l) => format!("blk.{l}.hc_ffn_fn.weight"),
+        HcFfnBase(l) => format!("blk.{l}.hc_ffn_base.weight"),
+        HcFfnScale(l) => format!("blk.{l}.hc_ffn_scale.weight"),
+        HashTable(l) => format!("blk.{l}.ffn_gate_tid2eid.weight"),
     }
 }
 

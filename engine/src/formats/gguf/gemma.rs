@@ -131,6 +131,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         clamped_swiglu: None,
         gemma: Some(gemma),
         dsa: None,
+        v4: None,
     };
     cfg.validate_as("GGUF metadata (gemma4)")?;
     Ok(cfg)

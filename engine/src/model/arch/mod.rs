@@ -2,6 +2,7 @@
 //! checkpoint. Shapes and the forward pass follow from the layer spec
 //! ([`crate::model::spec`]), which the configuration resolves once at load.
 
+mod deepseek_v4;
 mod gemma4;
 mod gpt_oss;
 mod minimax_m2;
@@ -130,6 +131,48 @@ pub enum Dense {
     IdxKNormBias(usize),
     /// Per full indexer layer: its per-head score weights [heads, hidden].
     IdxWeights(usize),
+    /// The hyper head's stream-weight projection [streams, streams x hidden] (DeepSeek-V4).
+    HcHeadFn,
+    /// The hyper head's stream-weight bias [streams].
+    HcHeadBase,
+    /// The hyper head's stream-weight scale [1].
+    HcHeadScale,
+    /// Per layer: shared-KV attention's one key/value head [head_dim, hidden] (DeepSeek-V4).
+    Kv(usize),
+    /// Per layer: the grouped output projection's second stage [hidden, groups x rank].
+    OB(usize),
+    /// Per layer: the grouped output projection's first stage [groups x rank, heads x head_dim / groups].
+    OA(usize),
+    /// Per compressed layer: the compressor's value projection [width, hidden] (width: head_dim, twice that when windows overlap).
+    CmpKv(usize),
+    /// Per compressed layer: the compressor's gate projection [width, hidden].
+    CmpGate(usize),
+    /// Per compressed layer: the compressor's gate bias per window slot [ratio, width].
+    CmpApe(usize),
+    /// Per compressed layer: the compressed entries' RMSNorm [head_dim].
+    CmpNorm(usize),
+    /// Per indexed layer: the indexer compressor's value projection [2 x dim, hidden].
+    IdxCmpKv(usize),
+    /// Per indexed layer: the indexer compressor's gate projection [2 x dim, hidden].
+    IdxCmpGate(usize),
+    /// Per indexed layer: the indexer compressor's gate bias per slot [ratio, 2 x dim].
+    IdxCmpApe(usize),
+    /// Per indexed layer: the indexer keys' RMSNorm [dim].
+    IdxCmpNorm(usize),
+    /// Per layer: the mixer's hyper-connection projection [(2 + streams) x streams, streams x hidden].
+    HcAttnFn(usize),
+    /// Per layer: its bias [(2 + streams) x streams].
+    HcAttnBase(usize),
+    /// Per layer: its three scales (pre, post, mix) [3].
+    HcAttnScale(usize),
+    /// Per layer: the feed-forward block's hyper-connection projection.
+    HcFfnFn(usize),
+    /// Per layer: its bias.
+    HcFfnBase(usize),
+    /// Per layer: its three scales.
+    HcFfnScale(usize),
+    /// Per hash-routed layer: each token's experts [vocab, top_k], as f32 (`tid2eid`).
+    HashTable(usize),
 }
 
 impl Dense {
@@ -193,6 +236,27 @@ impl Dense {
             IdxKNorm(l) => format!("{l}.indexer_k_norm"),
             IdxKNormBias(l) => format!("{l}.indexer_k_norm_bias"),
             IdxWeights(l) => format!("{l}.indexer_weights"),
+            HcHeadFn => "hc_head_fn".into(),
+            HcHeadBase => "hc_head_base".into(),
+            HcHeadScale => "hc_head_scale".into(),
+            Kv(l) => format!("{l}.kv"),
+            OB(l) => format!("{l}.o_b"),
+            OA(l) => format!("{l}.o_a"),
+            CmpKv(l) => format!("{l}.cmp_kv"),
+            CmpGate(l) => format!("{l}.cmp_gate"),
+            CmpApe(l) => format!("{l}.cmp_ape"),
+            CmpNorm(l) => format!("{l}.cmp_norm"),
+            IdxCmpKv(l) => format!("{l}.idx_cmp_kv"),
+            IdxCmpGate(l) => format!("{l}.idx_cmp_gate"),
+            IdxCmpApe(l) => format!("{l}.idx_cmp_ape"),
+            IdxCmpNorm(l) => format!("{l}.idx_cmp_norm"),
+            HcAttnFn(l) => format!("{l}.hc_attn_fn"),
+            HcAttnBase(l) => format!("{l}.hc_attn_base"),
+            HcAttnScale(l) => format!("{l}.hc_attn_scale"),
+            HcFfnFn(l) => format!("{l}.hc_ffn_fn"),
+            HcFfnBase(l) => format!("{l}.hc_ffn_base"),
+            HcFfnScale(l) => format!("{l}.hc_ffn_scale"),
+            HashTable(l) => format!("{l}.hash_table"),
         }
     }
 
@@ -228,6 +292,14 @@ impl Dense {
                 | ExpertScale(_)
                 | IdxKNorm(_)
                 | IdxKNormBias(_)
+                | HcHeadBase
+                | HcHeadScale
+                | CmpNorm(_)
+                | IdxCmpNorm(_)
+                | HcAttnBase(_)
+                | HcAttnScale(_)
+                | HcFfnBase(_)
+                | HcFfnScale(_)
         )
     }
 
@@ -244,6 +316,12 @@ impl Dense {
                     | Dense::ExpUpBias(_)
                     | Dense::ExpDownBias(_)
                     | Dense::IdxWeights(_)
+                    | Dense::HcHeadFn
+                    | Dense::HcAttnFn(_)
+                    | Dense::HcFfnFn(_)
+                    | Dense::CmpApe(_)
+                    | Dense::IdxCmpApe(_)
+                    | Dense::HashTable(_)
             )
     }
 }
@@ -326,6 +404,7 @@ pub fn names(arch: Arch) -> &'static dyn ArchNames {
             &shared_experts::SharedExperts
         }
         Arch::GptOss => &gpt_oss::GptOss,
+        Arch::DeepseekV4 => &deepseek_v4::DeepseekV4,
     }
 }
 
@@ -390,6 +469,11 @@ pub(crate) fn llama_dense(t: Dense, router: &[&str], mlp: &str) -> Vec<String> {
         IdxKNorm(i) => vec![l(i, "self_attn.indexer.k_norm.weight")],
         IdxKNormBias(i) => vec![l(i, "self_attn.indexer.k_norm.bias")],
         IdxWeights(i) => vec![l(i, "self_attn.indexer.weights_proj.weight")],
+        // DeepSeek-V4's own roles: its checkpoints name them (`deepseek_v4.rs`).
+        HcHeadFn | HcHeadBase | HcHeadScale | Kv(_) | OB(_) | OA(_) | CmpKv(_) | CmpGate(_)
+        | CmpApe(_) | CmpNorm(_) | IdxCmpKv(_) | IdxCmpGate(_) | IdxCmpApe(_) | IdxCmpNorm(_)
+        | HcAttnFn(_) | HcAttnBase(_) | HcAttnScale(_) | HcFfnFn(_) | HcFfnBase(_)
+        | HcFfnScale(_) | HashTable(_) => Vec::new(),
     }
 }
 

@@ -1,0 +1,157 @@
+//! The per-sequence state of a shared-KV attention layer (see `SharedKvSpec`): every stored
+//! position's key/value row (the sliding window reads the last ones), the compressed entries and
+//! indexer keys emitted so far, and the compressors' open windows. Rows and entries grow with
+//! the positions stored; the open windows are a fixed size.
+
+use crate::model::spec::SharedKvSpec;
+
+/// A compressor's open window (and, where windows overlap, the one before it): per slot the
+/// projected values then the gates (with their slot bias), `width` each.
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    slots: Vec<f32>,
+    ratio: usize,
+    width: usize,
+    overlap: bool,
+}
+
+impl Window {
+    fn new(ratio: usize, width: usize, overlap: bool) -> Self {
+        let windows = if overlap { 2 } else { 1 };
+        Self { slots: vec![0.0; windows * ratio * 2 * width], ratio, width, overlap }
+    }
+
+    fn slot(&self, pos: usize) -> usize {
+        let half = if self.overlap { (pos / self.ratio) % 2 } else { 0 };
+        half * self.ratio + pos % self.ratio
+    }
+
+    /// Stores position `pos`'s values and gates (`ape`: the gates' bias of its slot); returns
+    /// whether it closes its window.
+    pub fn push(&mut self, pos: usize, kv: &[f32], gate: &[f32], ape: &[f32]) -> bool {
+        let (w, s) = (self.width, self.slot(pos));
+        let at = &mut self.slots[s * 2 * w..(s + 1) * 2 * w];
+        at[..w].copy_from_slice(kv);
+        at[w..].iter_mut().zip(gate).zip(ape).for_each(|((o, &g), &b)| *o = g + b);
+        pos % self.ratio == self.ratio - 1
+    }
+
+    /// The entry of the window closed at `pos`, before its norm, `out.len()` channels: per
+    /// channel a softmax over the gates of its candidates weighing their values. Without
+    /// overlap the candidates are the window's positions; with it, the previous window's
+    /// positions' first halves (none for the first window) and this window's second halves.
+    pub fn pool(&self, pos: usize, out: &mut [f32]) {
+        let (r, w, d) = (self.ratio, self.width, out.len());
+        let window = pos / r;
+        let cur = self.slot(pos) - pos % r;
+        let prev = (self.overlap && window > 0).then(|| self.slot(pos - r) - (pos - r) % r);
+        let second = if self.overlap { d } else { 0 };
+        for (c, o) in out.iter_mut().enumerate() {
+            let cand = |base: usize, off: usize| {
+                (0..r).map(move |j| {
+                    let at = (base + j) * 2 * w + off + c;
+                    (self.slots[at], self.slots[at + w])
+                })
+            };
+            let mut max = f32::NEG_INFINITY;
+            let all = || prev.into_iter().flat_map(|p| cand(p, 0)).chain(cand(cur, second));
+            all().for_each(|(_, g)| max = max.max(g));
+            let (mut num, mut den) = (0.0f32, 0.0f32);
+            for (v, g) in all() {
+                let e = (g - max).exp();
+                num += e * v;
+                den += e;
+            }
+            *o = num / den;
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        4 * self.slots.len()
+    }
+}
+
+/// A shared-KV attention layer's state for one sequence.
+#[derive(Debug, Default)]
+pub struct SharedKvState {
+    /// Each stored position's key/value row, `head_dim` each.
+    pub(crate) rows: Vec<f32>,
+    /// Compressed entries emitted so far, `head_dim` each.
+    pub(crate) entries: Vec<f32>,
+    /// Indexer keys emitted so far, the indexer's `head_dim` each.
+    pub(crate) index_keys: Vec<f32>,
+    /// The compressor's open window(s).
+    pub(crate) window: Window,
+    /// The indexer compressor's.
+    pub(crate) index_window: Window,
+    /// Every query's selected entries (`topk` each, `usize::MAX` past the visible), if kept.
+    pub(crate) selections: Option<Vec<usize>>,
+}
+
+impl SharedKvState {
+    /// An empty state for a layer of `a`.
+    pub fn new(a: &SharedKvSpec) -> Self {
+        let (window, index_window) = match a.compressor {
+            Some(c) => (
+                Window::new(c.ratio, a.compressor_width(), c.overlap),
+                c.indexer
+                    .map_or_else(Window::default, |ix| Window::new(c.ratio, 2 * ix.head_dim, true)),
+            ),
+            None => (Window::default(), Window::default()),
+        };
+        Self { window, index_window, ..Default::default() }
+    }
+
+    /// Keeps every query's selected entries from now on (tests compare them).
+    pub fn record_selections(&mut self) {
+        self.selections.get_or_insert_with(Vec::new);
+    }
+
+    /// The selected entries of every query so far, `topk` each, if kept.
+    pub fn selections(&self) -> Option<&[usize]> {
+        self.selections.as_deref()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        4 * (self.rows.capacity() + self.entries.capacity() + self.index_keys.capacity())
+            + self.window.bytes()
+            + self.index_window.bytes()
+    }
+
+    /// Bytes of the fixed-size part (the open windows).
+    pub fn fixed_bytes(&self) -> usize {
+        self.window.bytes() + self.index_window.bytes()
+    }
+
+    /// Whether the state can be cut back to its first `pos` positions: where no compressor
+    /// has consumed a position at or past `pos` that it still needs (a window boundary of its
+    /// compressor, with the window before it still held where windows overlap). Positions
+    /// inside an open window are pooled only when it closes, so a cut inside one would need
+    /// positions the state no longer has.
+    pub(crate) fn can_rewind(&self, pos: usize, spec: &SharedKvSpec) -> bool {
+        let Some(c) = spec.compressor else { return true };
+        if !pos.is_multiple_of(c.ratio) {
+            return false;
+        }
+        // Only the current and the previous windows are held.
+        let stored = self.rows.len() / spec.head_dim.max(1);
+        !c.overlap || pos == 0 || stored.div_ceil(c.ratio) <= pos / c.ratio + 1
+    }
+
+    /// Drops every position from `pos` on (see [`can_rewind`](Self::can_rewind)).
+    pub(crate) fn truncate(&mut self, pos: usize, spec: &SharedKvSpec) {
+        if let Some(c) = spec.compressor {
+            let keep = pos / c.ratio;
+            self.entries.truncate(keep * spec.head_dim);
+            if let Some(ix) = c.indexer {
+                self.index_keys.truncate(keep * ix.head_dim);
+            }
+        }
+        self.rows.truncate(pos * spec.head_dim);
+        if let Some(sel) = self.selections.as_mut() {
+            let per = spec.compressor.and_then(|c| c.indexer).map_or(0, |ix| ix.topk);
+            sel.truncate(pos * per);
+        }
+    }
+}
