@@ -55,6 +55,7 @@ fn steady_state_decode_allocates_nothing() {
                 "tiny-minimax-m2",
                 "tiny-gemma4",
                 "tiny-glm5",
+                "tiny-deepseek-v4",
             ]
             .map(|p| (p.to_string(), floe_tests::synth_preset(dir.path(), p, DType::Q8_0))),
         );

@@ -109,6 +109,7 @@ fn each_sequence_of_a_batch_gets_its_single_request_logits_bit_for_bit() {
         ("tiny-minimax-m2", DType::Q8_0),
         ("tiny-gemma4", DType::Q4_0),
         ("tiny-glm5", DType::Q8_0),
+        ("tiny-deepseek-v4", DType::Q4_0),
     ];
     for (preset, dtype) in cases {
         let packed = floe_tests::synth_preset(dir.path(), preset, dtype);
@@ -191,6 +192,7 @@ fn prefill_rows_do_not_depend_on_chunking_or_company() {
         ("tiny-minimax-m2", DType::Q8_0),
         ("tiny-gemma4", DType::Q4_0),
         ("tiny-glm5", DType::Q8_0),
+        ("tiny-deepseek-v4", DType::Q4_0),
     ];
     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
     for (preset, dtype) in cases {

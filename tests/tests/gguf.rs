@@ -437,6 +437,7 @@ fn every_architecture_runs_from_gguf() {
         ("minimax_m2", "minimax-m2"),
         ("gemma4_moe", "gemma4"),
         ("glm_moe_dsa", "glm-dsa"),
+        ("deepseek_v4", "deepseek4"),
     ] {
         let Some(dir) = golden_dir(name) else { return };
         let packed_dir = tmp.path().join(name);
@@ -575,6 +576,7 @@ fn llama_cpp_converted_gguf_matches_transformers() {
         ("minimax_m2", 1e-4),
         ("gemma4_moe", 1e-4),
         ("glm_moe_dsa", 1e-4),
+        ("deepseek_v4", 1e-4),
     ] {
         let Some(dir) = golden_dir(name) else { return };
         let file = dir.join("model-F32.gguf");

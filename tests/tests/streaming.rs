@@ -51,6 +51,7 @@ fn every_mode_prefetch_and_backend_gives_the_golden_tokens() {
         "minimax_m2",
         "gemma4_moe",
         "glm_moe_dsa",
+        "deepseek_v4",
     ] {
         let Some(dir) = golden_dir(arch) else { return };
         let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

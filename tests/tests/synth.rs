@@ -32,6 +32,7 @@ fn tiny_synth_model_runs_resident_and_streamed_alike() {
         ("tiny-minimax-m2", DType::Q8_0),
         ("tiny-gemma4", DType::Q4_0),
         ("tiny-glm5", DType::Q8_0),
+        ("tiny-deepseek-v4", DType::Q4_0),
     ] {
         let shape = SynthShape::preset(preset).unwrap();
         synth(&shape, &out, dtype, 7, &mut |_, _| {}).unwrap();

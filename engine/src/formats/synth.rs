@@ -79,6 +79,8 @@ pub struct SynthShape {
     pub gemma: Option<crate::model::gemma::GemmaLayout>,
     /// DeepSeek sparse attention's indexer (GLM-5).
     pub dsa: Option<crate::model::config::Dsa>,
+    /// DeepSeek-V4's layout.
+    pub v4: Option<crate::model::deepseek_v4::V4Layout>,
 }
 
 impl SynthShape {
@@ -109,6 +111,7 @@ impl SynthShape {
                 sliding_window: None,
                 gemma: None,
                 dsa: None,
+                v4: None,
             }
         };
         // DeepSeek: MLA (nope 128, rope 64, values 128, latent 512), shared experts, leading
@@ -212,6 +215,49 @@ impl SynthShape {
             });
             sh
         };
+        // DeepSeek-V4: one key/value head with a q LoRA, a sliding window in every layer, two
+        // heavily compressed (128:1) layers then sparse (4:1, indexed) and heavily compressed
+        // in turn (transformers' default schedule), four residual streams, the first three
+        // layers hash-routed, one shared expert, sqrt-softplus routing scaled 1.5.
+        let deepseek_v4 =
+            |mut sh: SynthShape, q_lora, window, (groups, rank), index: (usize, usize, usize)| {
+                sh.arch = Arch::DeepseekV4;
+                sh.kv_heads = 1;
+                sh.shared_ffn = sh.expert_ffn;
+                sh.rope_dims = Some(sh.head_dim / 8);
+                sh.sigmoid_router =
+                    Some(SigmoidRouter { groups: 1, top_groups: 1, routed_scale: 1.5 });
+                let ratios: Vec<usize> =
+                    (0..sh.layers).map(|l| if l >= 2 && l % 2 == 1 { 4 } else { 128 }).collect();
+                sh.v4 = Some(crate::model::deepseek_v4::V4Layout {
+                    hc_mult: 4,
+                    hc_sinkhorn_iters: 20,
+                    hc_eps: 1e-6,
+                    window,
+                    indexed: ratios.iter().map(|&r| r == 4).collect(),
+                    compress_ratios: ratios,
+                    compress_rope_theta: 160_000.0,
+                    compress_yarn: Some(Yarn {
+                        factor: 16.0,
+                        original_max_positions: 65_536,
+                        beta_fast: 32.0,
+                        beta_slow: 1.0,
+                        truncate: true,
+                        mscale: None,
+                        mscale_all_dim: None,
+                        attention_factor: Some(1.0),
+                    }),
+                    q_lora_rank: q_lora,
+                    o_groups: groups,
+                    o_lora_rank: rank,
+                    index_heads: index.0,
+                    index_head_dim: index.1,
+                    index_topk: index.2,
+                    hash_layers: 3,
+                    swiglu_limit: 10.0,
+                });
+                sh
+            };
         Ok(match name {
             // Seconds to write and run: for tests.
             "tiny" => s(64, 4, 4, 2, 16, 16, 4, 64, 257),
@@ -331,13 +377,32 @@ impl SynthShape {
             "gpt-oss-20b" => gpt_oss(s(2880, 24, 64, 8, 64, 32, 4, 2880, 201_088)),
             "gpt-oss-120b" => gpt_oss(s(2880, 36, 64, 8, 64, 128, 4, 2880, 201_088)),
             "tiny-gpt-oss" => gpt_oss(s(64, 4, 4, 2, 32, 16, 4, 64, 257)),
+            // DeepSeek-V4-Flash (284B-A13B): 43 layers of 256 experts top-6 (2048 wide) and a
+            // shared one, 64 heads of 512 on one key/value head; about 146 GB of q4_0 experts:
+            // take `--layers 4` or so.
+            "deepseek-v4-flash" => {
+                deepseek_v4(s(4096, 43, 64, 1, 512, 256, 6, 2048, 129_280), 1024, 128, (8, 1024), (64, 128, 512))
+            }
+            // Small enough for tests, with windows that close within a short prompt: ratios 4
+            // and 8 in place of 4 and 128.
+            "tiny-deepseek-v4" => {
+                let mut sh =
+                    deepseek_v4(s(64, 5, 4, 1, 32, 16, 4, 32, 257), 32, 8, (2, 16), (4, 16, 3));
+                if let Some(v) = sh.v4.as_mut() {
+                    v.compress_ratios = vec![0, 4, 8, 4, 8];
+                    v.indexed = v.compress_ratios.iter().map(|&r| r == 4).collect();
+                    v.hash_layers = 2;
+                }
+                sh
+            }
             other => {
                 return Err(Error::Invalid(format!(
                     "unknown preset {other:?} (tiny, demo, qwen3-30b-a3b, mixtral-8x7b, \
                      qwen3.5-35b-a3b, qwen3.5-397b-a17b, glm4.5-air, deepseek-v2-lite, \
                      deepseek-v3-671b, gpt-oss-20b, gpt-oss-120b, qwen3-next-80b-a3b, minimax-m2, \
                      tiny-qwen3.5, tiny-glm4.5, tiny-deepseek, tiny-gpt-oss, tiny-qwen3-next, \
-                     tiny-minimax-m2, gemma4-26b-a4b, tiny-gemma4, glm5, tiny-glm5, or custom flags)"
+                     tiny-minimax-m2, gemma4-26b-a4b, tiny-gemma4, glm5, tiny-glm5, deepseek-v4-flash, \
+                     tiny-deepseek-v4, or custom flags)"
                 )))
             }
         })
@@ -402,7 +467,13 @@ impl SynthShape {
                 d.full_layers.resize(self.layers, true);
                 d
             }),
-            v4: None,
+            // `--layers` keeps the first layers' schedule.
+            v4: self.v4.clone().map(|mut v| {
+                v.compress_ratios.resize(self.layers, 0);
+                v.indexed.resize(self.layers, false);
+                v.hash_layers = v.hash_layers.min(self.layers);
+                v
+            }),
         }
     }
 }
@@ -512,7 +583,34 @@ fn write(
             | Dense::PostFfnNorm2(_)
             | Dense::LayerScalar(_)
             | Dense::RouterScale(_)
-            | Dense::ExpertScale(_) => vec![1.0; n],
+            | Dense::ExpertScale(_)
+            | Dense::CmpNorm(_)
+            | Dense::IdxCmpNorm(_)
+            | Dense::HcAttnScale(_)
+            | Dense::HcFfnScale(_)
+            | Dense::HcHeadScale => vec![1.0; n],
+            Dense::HcAttnBase(_)
+            | Dense::HcFfnBase(_)
+            | Dense::HcHeadBase
+            | Dense::CmpApe(_)
+            | Dense::IdxCmpApe(_) => vec![0.0; n],
+            // Each token's experts: `cols` distinct ones, drawn favouring low ids (as a
+            // popularity skew would).
+            Dense::HashTable(_) => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..rows {
+                    let mut row: Vec<usize> = Vec::with_capacity(cols);
+                    while row.len() < cols.min(cfg.experts) {
+                        let e = ((rng.gen::<f32>().powi(2)) * cfg.experts as f32) as usize;
+                        let e = e.min(cfg.experts - 1);
+                        if !row.contains(&e) {
+                            row.push(e);
+                        }
+                    }
+                    v.extend(row.iter().map(|&e| e as f32));
+                }
+                v
+            }
             // A = -exp(A_log) with A_log ~ ln U(1, 16) (transformers' init), a small dt bias:
             // per-token decays well inside (0, 1).
             Dense::LinA(_) => (0..n).map(|_| -rng.gen_range(1.0f32..16.0)).collect(),
@@ -574,7 +672,7 @@ fn write(
             }
             // The attention output projection is small: with every token sharing `u`, attention
             // would otherwise add one large vector to every position and flatten the routing.
-            Dense::O(_) | Dense::LinOut(_) => {
+            Dense::O(_) | Dense::LinOut(_) | Dense::OB(_) => {
                 (0..n).map(|_| gauss(&mut rng) * std * 0.01).collect()
             }
             _ => (0..n).map(|_| gauss(&mut rng) * std * 0.5).collect(),

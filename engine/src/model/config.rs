@@ -492,7 +492,15 @@ impl ModelConfig {
             _ => None,
         };
         let (rope_theta, rope_dims) = match &v4 {
-            Some((_, main_theta)) => (*main_theta, Some(usize_of(&v, &["qk_rope_head_dim"])?)),
+            Some((_, main_theta)) => {
+                // `qk_rope_head_dim` (hub), else the head times `partial_rotary_factor`
+                // (transformers' default: 64 of 512).
+                let dims = usize_of(&v, &["qk_rope_head_dim"]).unwrap_or_else(|_| {
+                    let f = get(&v, &["partial_rotary_factor"]).and_then(Value::as_f64);
+                    (head_dim as f64 * f.unwrap_or(0.125)).round() as usize
+                });
+                (*main_theta, Some(dims))
+            }
             None => (rope_theta, rope_dims),
         };
         let v4 = v4.map(|(layout, _)| layout);

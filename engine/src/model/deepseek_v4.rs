@@ -50,6 +50,12 @@ fn bad(what: String) -> Error {
     Error::Unsupported(format!("config.json (deepseek_v4): {what}"))
 }
 
+fn bad_type(t: &Value) -> Error {
+    bad(format!(
+        "mlp layer type {t} after the hash-routed layers (floe runs hash_moe layers first, then moe)"
+    ))
+}
+
 fn invalid(what: String) -> Error {
     Error::Invalid(format!("config.json (deepseek_v4): {what}"))
 }
@@ -114,18 +120,20 @@ impl V4Layout {
                     .collect::<Result<Vec<_>>>()?
                     .into_iter()
                     .unzip(),
-                None => {
-                    let r = v
-                        .get("compress_ratios")
-                        .and_then(Value::as_array)
-                        .ok_or_else(|| invalid("neither layer_types nor compress_ratios".into()))?;
-                    r.iter()
+                None => match v.get("compress_ratios").and_then(Value::as_array) {
+                    Some(r) => r
+                        .iter()
                         .map(|x| {
                             let x = x.as_u64().unwrap_or(u64::MAX) as usize;
                             (x, x != 0 && x == csa)
                         })
-                        .unzip()
-                }
+                        .unzip(),
+                    // transformers' default: two heavily compressed layers, then sparse and
+                    // heavily compressed in turn.
+                    None => (0..layers)
+                        .map(|l| if l >= 2 && l % 2 == 1 { (csa, true) } else { (hca, false) })
+                        .unzip(),
+                },
             };
         if compress_ratios.len() < layers {
             return Err(invalid(format!(
@@ -156,9 +164,20 @@ impl V4Layout {
             ),
         };
         let hash_layers = match v.get("mlp_layer_types").and_then(Value::as_array) {
-            Some(t) => t.iter().take_while(|x| x.as_str() == Some("hash_moe")).count(),
-            None => u("num_hash_layers").unwrap_or(0),
+            Some(t) => {
+                let n = t.iter().take_while(|x| x.as_str() == Some("hash_moe")).count();
+                if let Some(bad) = t.iter().skip(n).find(|x| x.as_str() != Some("moe")) {
+                    return Err(bad_type(bad));
+                }
+                n
+            }
+            // transformers' default.
+            None => u("num_hash_layers").unwrap_or(3).min(layers),
         };
+        // The V4 reference does not scale cos and sin by YaRN's magnitude: transformers sets
+        // `attention_factor` 1 where the config leaves it out.
+        let compress_yarn = compress_yarn
+            .map(|y| Yarn { attention_factor: Some(y.attention_factor.unwrap_or(1.0)), ..y });
         let layout = Self {
             hc_mult: need("hc_mult")?,
             hc_sinkhorn_iters: u("hc_sinkhorn_iters").unwrap_or(20),

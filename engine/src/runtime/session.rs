@@ -480,6 +480,14 @@ impl Session {
         Self { routes: Some(Vec::new()), ..Self::default() }
     }
 
+    /// Layer `l`'s shared-KV attention state, if it is such a layer (and the session has run).
+    pub fn shared_kv_state(&self, l: usize) -> Option<&super::shared_kv_state::SharedKvState> {
+        match self.layers.get(l)? {
+            LayerState::SharedKv(st) => Some(st),
+            _ => None,
+        }
+    }
+
     /// Records every routing decision in `routes`.
     pub fn record_routes(mut self) -> Self {
         self.routes = Some(Vec::new());

@@ -52,6 +52,9 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
     if name == "gemma4" {
         return super::gemma::config_of(g);
     }
+    if name == "deepseek4" {
+        return super::deepseek_v4::config_of(g);
+    }
     let arch = match name {
         "qwen3moe" => Arch::Qwen3Moe,
         "qwen2moe" => Arch::Qwen2Moe,
@@ -82,7 +85,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         }
         other => {
             return Err(Error::Unsupported(format!(
-                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, qwen3next, glm4moe, deepseek2, gpt-oss, minimax-m2, gemma4, glm-dsa and llama with experts)",
+                "{}: GGUF architecture {other:?} (floe reads qwen3moe, qwen2moe, olmoe, qwen35moe, qwen3next, glm4moe, deepseek2, gpt-oss, minimax-m2, gemma4, glm-dsa, deepseek4 and llama with experts)",
                 g.path().display()
             )))
         }

@@ -8,15 +8,15 @@ use crate::formats::gguf::{GgufFile, GgufValue};
 use crate::model::config::{Arch, ModelConfig, QkNorm};
 use crate::model::gemma::GemmaLayout;
 
-fn missing(g: &GgufFile, key: &str) -> Error {
+pub(super) fn missing(g: &GgufFile, key: &str) -> Error {
     Error::Invalid(format!("{}: missing metadata key {key}", g.path().display()))
 }
 
-fn u(g: &GgufFile, key: &str) -> Result<usize> {
+pub(super) fn u(g: &GgufFile, key: &str) -> Result<usize> {
     g.get(key).and_then(|v| v.as_u64()).map(|x| x as usize).ok_or_else(|| missing(g, key))
 }
 
-fn f(g: &GgufFile, key: &str) -> Result<f32> {
+pub(super) fn f(g: &GgufFile, key: &str) -> Result<f32> {
     g.get(key).and_then(|v| v.as_f64()).map(|x| x as f32).ok_or_else(|| missing(g, key))
 }
 

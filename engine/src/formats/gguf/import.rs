@@ -86,6 +86,17 @@ pub fn dense_tensors<'g>(g: &'g GgufFile, cfg: &ModelConfig) -> Result<Vec<Dense
                 t.dims
             )));
         }
+        // DeepSeek-V4's hash-routing table: integers, held as f32 (exact below 2^24).
+        if matches!(role, Dense::HashTable(_)) {
+            out.push(DenseTensor {
+                key: role.key(),
+                dtype: DType::F32,
+                rows,
+                cols,
+                data: int_table(t, g.data(t))?,
+            });
+            continue;
+        }
         let dtype = dtype_of(t)?;
         check_blocks(&n, dtype, cols, g.data(t))?;
         if role.keep_f32() && dtype != DType::F32 {
@@ -110,6 +121,29 @@ pub fn dense_tensors<'g>(g: &'g GgufFile, cfg: &ModelConfig) -> Result<Vec<Dense
         out.push(DenseTensor { key: role.key(), dtype, rows, cols, data });
     }
     Ok(out)
+}
+
+/// An I32 or I64 table (ggml types 26, 27) as f32 bytes, or an error naming the tensor.
+fn int_table<'g>(t: &GgufTensor, data: &[u8]) -> Result<std::borrow::Cow<'g, [u8]>> {
+    let values: Vec<f32> = match t.ggml_type.id() {
+        26 => data
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().expect("4")) as f32)
+            .collect(),
+        27 => data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8")) as f32)
+            .collect(),
+        0 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect(),
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "GGUF tensor {} is {}; a routing table is I32, I64 or F32",
+                t.name,
+                t.ggml_type.name()
+            )))
+        }
+    };
+    Ok(std::borrow::Cow::Owned(bytemuck::cast_slice(&values).to_vec()))
 }
 
 /// Qwen3-Next's q/k/v or z projection from the fused `ssm_in` that files converted before

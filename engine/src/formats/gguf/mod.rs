@@ -3,6 +3,7 @@
 //! remain before anything is allocated, and tensor data must lie inside the file.
 
 mod arch;
+pub(crate) mod deepseek_v4;
 pub(crate) mod gemma;
 pub mod import;
 mod spm;

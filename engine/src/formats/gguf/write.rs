@@ -226,6 +226,14 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
             (k("attention.indexer.types"), Array(d.full_layers.iter().map(|&f| Bool(f)).collect())),
         ]);
     }
+    if let Some(v4) = &c.v4 {
+        for (key, v) in super::deepseek_v4::metadata(c, v4) {
+            match m.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = v,
+                None => m.push((key, v)),
+            }
+        }
+    }
     if let Some(g) = &c.gemma {
         for (key, v) in super::gemma::metadata(c, g) {
             match m.iter_mut().find(|(k, _)| *k == key) {
