@@ -19,6 +19,13 @@ pub fn golden_dir(name: &str) -> Option<PathBuf> {
     floe_cache::fixtures::shared_fixture(&format!("golden/{name}"))
 }
 
+/// Qwen3-Next's logits tolerance against transformers (see `golden.rs`: an ill-conditioned
+/// checkpoint; 4.2e-4 with the AVX-512 and scalar kernels, 5.7e-4 with the AVX2 ones).
+pub const QWEN3_NEXT_TOL: f32 = 6e-4;
+
+/// Gemma 4's (see `golden.rs`: 3.3e-5 with the AVX-512 kernels, 1.2e-4 with the AVX2 ones).
+pub const GEMMA4_TOL: f32 = 1.5e-4;
+
 /// The tensors of a golden.safetensors.
 #[derive(Debug)]
 pub struct Golden {

@@ -123,8 +123,11 @@ fn gguf_import_matches_transformers() {
 /// Logits tolerance against llama.cpp on the K-quant files: `qwen3_moe_k256/README.md` shows an
 /// independent float64 implementation of the same activation-rounding recipe lands 0.04-0.09
 /// from llama.cpp (a last-bit difference now and then flips one activation rounding, and flips
-/// compound over layers), so bit-level agreement is not reachable; 0.1 is that README's bound.
-const LLAMACPP_LOGITS_TOL: f32 = 0.1;
+/// compound over layers), so bit-level agreement is not reachable; 0.1 is that README's bound,
+/// which the AVX-512 kernels keep. The AVX2 kernels (an AMD EPYC without AVX-512) sum in
+/// another order and land 0.114 on the packed Q4_K_M file, with every argmax and expert set
+/// still equal: hence 0.12.
+const LLAMACPP_LOGITS_TOL: f32 = 0.12;
 
 /// The GGUF files of `qwen3_moe_k256` (real Q4_K / Q5_K / Q6_K tensors, mixed per layer in the
 /// _M files), packed without requantising and run with llama.cpp's activation rounding (Q8_K
@@ -463,7 +466,8 @@ fn every_architecture_runs_from_gguf() {
         // See golden.rs for the two hybrids' tolerances.
         let tol = match name {
             "qwen3_5_moe" => 2e-4,
-            "qwen3_next" => 5e-4,
+            "qwen3_next" => floe_tests::QWEN3_NEXT_TOL,
+            "gemma4_moe" => floe_tests::GEMMA4_TOL,
             _ => 1e-4,
         };
         assert!(diff <= tol, "{name}: {diff}");
@@ -572,9 +576,9 @@ fn llama_cpp_converted_gguf_matches_transformers() {
         ("deepseek_v3", 1e-4),
         ("deepseek_v2", 1e-4),
         ("gpt_oss", 1e-4),
-        ("qwen3_next", 5e-4),
+        ("qwen3_next", floe_tests::QWEN3_NEXT_TOL),
         ("minimax_m2", 1e-4),
-        ("gemma4_moe", 1e-4),
+        ("gemma4_moe", floe_tests::GEMMA4_TOL),
         ("glm_moe_dsa", 1e-4),
         ("deepseek_v4", 1e-4),
     ] {

@@ -121,10 +121,12 @@ fn qwen3_5_moe_matches_transformers() {
 /// grow layer by layer. Checked against an f64 reference (numpy) on floe's own layer inputs,
 /// each of floe's DeltaNet and MoE outputs is within 2e-6; against transformers the logits
 /// are within 9e-5 at every position but one, where they differ by 4.2e-4 (with the same
-/// experts everywhere and the same greedy tokens), hence 5e-4.
+/// experts everywhere and the same greedy tokens), hence 5e-4 on AVX-512 and with the scalar
+/// kernels; the AVX2 kernels (8-lane sums) give 5.7e-4 (on an AMD EPYC without AVX-512), hence
+/// 6e-4.
 #[test]
 fn qwen3_next_matches_transformers() {
-    check_arch_within("qwen3_next", 5e-4);
+    check_arch_within("qwen3_next", QWEN3_NEXT_TOL);
 }
 
 #[test]
@@ -132,9 +134,12 @@ fn minimax_m2_matches_transformers() {
     check_arch("minimax_m2");
 }
 
+/// Summation order alone moves this fixture's logits more than most (sandwich-normed layers
+/// under a soft-capped head): 3.3e-5 with the AVX-512 kernels, 3.6e-5 with the scalar ones,
+/// 1.2e-4 with the AVX2 ones (8-lane partial sums), hence 1.5e-4.
 #[test]
 fn gemma4_moe_matches_transformers() {
-    check_arch("gemma4_moe");
+    check_arch_within("gemma4_moe", GEMMA4_TOL);
 }
 
 #[test]

@@ -113,44 +113,73 @@ impl Model {
                     let next_logit_bias =
                         nw.router_logit_bias.as_ref().map(|b| self.vec(b)).transpose()?;
                     let hn = &sc.hn;
-                    self.experts.prefetch_next(next, k, step, &mut || {
-                        // Over several sequences, the k experts most of them are predicted to
-                        // choose: a union of every prediction would read more than a layer's
-                        // share of the cache ahead and evict what the step needs.
-                        let (mut scratch, mut top) = (Default::default(), Vec::new());
-                        let mut votes = vec![(0u32, 0.0f32); router.rows()];
-                        for x in hn.chunks_exact(h) {
-                            let mut p = vec![0.0; router.rows()];
-                            floe_kernels::matvec_with(&router, x, &mut p, pool, self.activations)
+                    // A hash-routed layer's experts are known from the tokens: its table rows,
+                    // exactly, with no product.
+                    if let Some(table) = &nw.hash_table {
+                        let (table, tokens) = (self.vec(table)?, &sc.tokens);
+                        let kt = next_spec.top_k;
+                        self.experts.prefetch_next(next, kt, step, &mut || {
+                            let mut ranked: Vec<(usize, f32)> = Vec::new();
+                            for &id in tokens.iter() {
+                                let row = table.get(id as usize * kt..(id as usize + 1) * kt);
+                                for &e in row.unwrap_or(&[]) {
+                                    match ranked.iter_mut().find(|x| x.0 == e as usize) {
+                                        Some(x) => x.1 += 1.0,
+                                        None => ranked.push((e as usize, 1.0)),
+                                    }
+                                }
+                            }
+                            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                            ranked.truncate(kt * tokens.len().max(1));
+                            Ok(ranked)
+                        })?;
+                    } else {
+                        self.experts.prefetch_next(next, k, step, &mut || {
+                            // Over several sequences, the k experts most of them are predicted to
+                            // choose: a union of every prediction would read more than a layer's
+                            // share of the cache ahead and evict what the step needs.
+                            let (mut scratch, mut top) = (Default::default(), Vec::new());
+                            let mut votes = vec![(0u32, 0.0f32); router.rows()];
+                            for x in hn.chunks_exact(h) {
+                                let mut p = vec![0.0; router.rows()];
+                                floe_kernels::matvec_with(
+                                    &router,
+                                    x,
+                                    &mut p,
+                                    pool,
+                                    self.activations,
+                                )
                                 .map_err(crate::error::Error::Kernel)?;
-                            if let Some(b) = next_logit_bias {
-                                p.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                                if let Some(b) = next_logit_bias {
+                                    p.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                                }
+                                let kind = next_spec.router;
+                                super::router::route(
+                                    kind,
+                                    &mut p,
+                                    next_bias,
+                                    k,
+                                    &mut scratch,
+                                    &mut top,
+                                );
+                                let kept =
+                                    drop_weak(next_spec, &mut top, self.min_expert_weight_ratio);
+                                for &(e, wt) in &top[..kept] {
+                                    votes[e].0 += 1;
+                                    votes[e].1 += wt;
+                                }
                             }
-                            let kind = next_spec.router;
-                            super::router::route(
-                                kind,
-                                &mut p,
-                                next_bias,
-                                k,
-                                &mut scratch,
-                                &mut top,
-                            );
-                            let kept = drop_weak(next_spec, &mut top, self.min_expert_weight_ratio);
-                            for &(e, wt) in &top[..kept] {
-                                votes[e].0 += 1;
-                                votes[e].1 += wt;
-                            }
-                        }
-                        let mut ranked: Vec<(usize, f32)> = (0..votes.len())
-                            .filter(|&e| votes[e].0 > 0)
-                            .map(|e| (e, votes[e].1))
-                            .collect();
-                        ranked.sort_by(|a, b| {
-                            votes[b.0].0.cmp(&votes[a.0].0).then(b.1.total_cmp(&a.1))
-                        });
-                        ranked.truncate(k);
-                        Ok(ranked)
-                    })?;
+                            let mut ranked: Vec<(usize, f32)> = (0..votes.len())
+                                .filter(|&e| votes[e].0 > 0)
+                                .map(|e| (e, votes[e].1))
+                                .collect();
+                            ranked.sort_by(|a, b| {
+                                votes[b.0].0.cmp(&votes[a.0].0).then(b.1.total_cmp(&a.1))
+                            });
+                            ranked.truncate(k);
+                            Ok(ranked)
+                        })?;
+                    }
                 }
             }
         }

@@ -647,7 +647,7 @@ impl Session {
                 }
                 (None, MixerSpec::DeltaNet(d)) => LayerState::DeltaNet(DeltaState::new(&d)),
                 (None, MixerSpec::SharedKv(a)) => {
-                    let mut st = super::shared_kv_state::SharedKvState::new(&a);
+                    let mut st = super::shared_kv_state::SharedKvState::new(&a, ctx);
                     if self.record_queries {
                         st.record_selections();
                     }

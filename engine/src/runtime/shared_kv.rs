@@ -45,6 +45,18 @@ pub(crate) struct SharedKvScratch {
     head: Vec<f32>,
 }
 
+impl SharedKvScratch {
+    /// Room for what one query of a layer of `a` reads in a session of `ctx` positions (the
+    /// ranked entries, the logits), so decode does not allocate as the entries grow.
+    pub(crate) fn reserve_for(&mut self, a: &SharedKvSpec, ctx: usize) {
+        let entries = a.compressor.map_or(0, |c| ctx / c.ratio);
+        let keys = a.window + entries;
+        self.ranked.reserve(entries.saturating_sub(self.ranked.len()));
+        self.picks.reserve(entries.saturating_sub(self.picks.len()));
+        self.logits.reserve(keys.saturating_sub(self.logits.len()));
+    }
+}
+
 /// RMSNorm without a weight, in place.
 fn unit_rms(x: &mut [f32], eps: f32) {
     let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32 + eps).sqrt();
@@ -180,6 +192,11 @@ impl Model {
             let scale = 1.0 / (iheads as f32).sqrt();
             k.idx_w[..n * iheads].iter_mut().for_each(|v| *v *= scale);
         }
+        // Room for a query's reads at the longest context of the pass (decode stays
+        // allocation-free as the entries grow).
+        for seg in segs.iter_mut() {
+            k.reserve_for(a, state(seg, l)?.ctx());
+        }
         // Each sequence: store its rows, pool closed windows, attend.
         let att = sized(&mut k.att, n * heads * hd);
         let sinks = self.vec(&w.sinks)?;
@@ -196,6 +213,7 @@ impl Model {
             let st = state(seg, l)?;
             for t in at.range() {
                 let pos = at.pos + t - at.start;
+                st.reserve(pos, a);
                 st.rows.extend_from_slice(&k.kv[t * hd..(t + 1) * hd]);
                 let Some((c, (ape, norm))) = cmp else { continue };
                 let slot = (pos % c.ratio) * cw;
@@ -235,7 +253,7 @@ impl Model {
                                 .sum();
                             k.ranked.push((e, score));
                         }
-                        k.ranked.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+                        k.ranked.sort_unstable_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
                         k.picks.extend(k.ranked.iter().take(ix.topk).map(|x| x.0));
                         if let Some(sel) = st.selections.as_mut() {
                             sel.extend_from_slice(&k.picks);

@@ -86,11 +86,13 @@ pub struct SharedKvState {
     pub(crate) index_window: Window,
     /// Every query's selected entries (`topk` each, `usize::MAX` past the visible), if kept.
     pub(crate) selections: Option<Vec<usize>>,
+    /// The session's context: what the buffers grow to at most.
+    ctx: usize,
 }
 
 impl SharedKvState {
-    /// An empty state for a layer of `a`.
-    pub fn new(a: &SharedKvSpec) -> Self {
+    /// An empty state for a layer of `a` in a session of `ctx` positions.
+    pub fn new(a: &SharedKvSpec, ctx: usize) -> Self {
         let (window, index_window) = match a.compressor {
             Some(c) => (
                 Window::new(c.ratio, a.compressor_width(), c.overlap),
@@ -99,7 +101,31 @@ impl SharedKvState {
             ),
             None => (Window::default(), Window::default()),
         };
-        Self { window, index_window, ..Default::default() }
+        Self { window, index_window, ctx, ..Default::default() }
+    }
+
+    /// Makes room for position `pos` (its row, and the entries up to it): capacity doubles,
+    /// from 256 positions, up to the context, so decode stores rows without allocating.
+    pub(crate) fn reserve(&mut self, pos: usize, spec: &SharedKvSpec) {
+        let hd = spec.head_dim;
+        if self.rows.len() + hd <= self.rows.capacity() {
+            return;
+        }
+        let positions = (pos + 1).next_power_of_two().max(256).min(self.ctx.max(pos + 1));
+        self.rows.reserve_exact(positions * hd - self.rows.len());
+        if let Some(c) = spec.compressor {
+            let entries = positions.div_ceil(c.ratio);
+            self.entries.reserve_exact((entries * hd).saturating_sub(self.entries.len()));
+            if let Some(ix) = c.indexer {
+                let want = entries * ix.head_dim;
+                self.index_keys.reserve_exact(want.saturating_sub(self.index_keys.len()));
+            }
+        }
+    }
+
+    /// The session's context.
+    pub(crate) fn ctx(&self) -> usize {
+        self.ctx
     }
 
     /// Keeps every query's selected entries from now on (tests compare them).
@@ -152,6 +178,80 @@ impl SharedKvState {
         if let Some(sel) = self.selections.as_mut() {
             let per = spec.compressor.and_then(|c| c.indexer).map_or(0, |ix| ix.topk);
             sel.truncate(pos * per);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A compressed entry, written plainly in f64: per channel, a softmax over the gates (plus
+    /// their slot bias) of the window's positions (with overlap: the previous window's first
+    /// halves, none for window 0, and this window's second halves) weighing their values.
+    fn reference(
+        kv: &[Vec<f64>],
+        gate: &[Vec<f64>],
+        ape: &[Vec<f64>],
+        ratio: usize,
+        window: usize,
+        d: usize,
+        overlap: bool,
+    ) -> Vec<f64> {
+        (0..d)
+            .map(|c| {
+                let mut cand: Vec<(f64, f64)> = Vec::new();
+                if overlap && window > 0 {
+                    for j in 0..ratio {
+                        let p = (window - 1) * ratio + j;
+                        cand.push((kv[p][c], gate[p][c] + ape[j][c]));
+                    }
+                }
+                let off = if overlap { d } else { 0 };
+                for j in 0..ratio {
+                    let p = window * ratio + j;
+                    cand.push((kv[p][off + c], gate[p][off + c] + ape[j][off + c]));
+                }
+                let max = cand.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+                let den: f64 = cand.iter().map(|x| (x.1 - max).exp()).sum();
+                cand.iter().map(|x| x.0 * (x.1 - max).exp()).sum::<f64>() / den
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pooled_entries_match_a_plain_f64_reference() {
+        let mut state = 11u64;
+        let mut rnd = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f64 / (1u64 << 31) as f64) * 6.0 - 3.0
+        };
+        for (ratio, d, overlap) in [(4, 5, true), (3, 7, false), (2, 1, true), (8, 3, false)] {
+            let width = if overlap { 2 * d } else { d };
+            let n = 4 * ratio;
+            let kv: Vec<Vec<f64>> = (0..n).map(|_| (0..width).map(|_| rnd()).collect()).collect();
+            let gate: Vec<Vec<f64>> =
+                (0..n).map(|_| (0..width).map(|_| rnd() * 2.0).collect()).collect();
+            let ape: Vec<Vec<f64>> =
+                (0..ratio).map(|_| (0..width).map(|_| rnd()).collect()).collect();
+            let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+            let mut w = Window::new(ratio, width, overlap);
+            let mut out = vec![0.0f32; d];
+            let mut closed = 0;
+            for p in 0..n {
+                if w.push(p, &f(&kv[p]), &f(&gate[p]), &f(&ape[p % ratio])) {
+                    w.pool(p, &mut out);
+                    let want = reference(&kv, &gate, &ape, ratio, p / ratio, d, overlap);
+                    for (g, r) in out.iter().zip(&want) {
+                        assert!(
+                            (*g as f64 - r).abs() < 1e-5,
+                            "{ratio} {d} {overlap} window {p}: {g} vs {r}"
+                        );
+                    }
+                    closed += 1;
+                }
+            }
+            assert_eq!(closed, 4, "a window closes every {ratio} positions");
         }
     }
 }

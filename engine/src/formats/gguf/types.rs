@@ -57,6 +57,7 @@ impl GgmlType {
     pub const Q5K: GgmlType = GgmlType(13);
     pub const Q6K: GgmlType = GgmlType(14);
     pub const BF16: GgmlType = GgmlType(30);
+    pub const I32: GgmlType = GgmlType(26);
     pub const MXFP4: GgmlType = GgmlType(39);
 }
 

@@ -15,6 +15,7 @@ use crate::formats::gguf::arch::{gguf_arch, gguf_name, permuted_heads, unpermute
 use crate::formats::gguf::{GgmlType, GgufValue};
 use crate::formats::pack::dense_plan;
 use crate::formats::packed::PackedModel;
+use crate::model::arch::Dense;
 use crate::model::config::Arch;
 
 /// Data alignment of the files floe writes (GGUF's default).
@@ -327,7 +328,9 @@ pub fn export_gguf(
             })
         })?;
         let dims = super::arch::gguf_dims(role, c, rows, cols);
-        let t = ggml_type(m.dtype());
+        // Tables of ids go out as llama.cpp reads them: I32 (floe holds them as f32).
+        let t =
+            if matches!(role, Dense::HashTable(_)) { GgmlType::I32 } else { ggml_type(m.dtype()) };
         tensors.push((gguf_name(role, c), dims, t, m.bytes().len() as u64, Source::Dense(role)));
     }
     if let Some(g) = &c.gemma {
@@ -396,6 +399,15 @@ pub fn export_gguf(
                     let m = dense.matrix(&key).map(|m| m.bytes().to_vec()).or_else(|_| {
                         dense.vector(&key).map(|v| bytemuck::cast_slice::<f32, u8>(v).to_vec())
                     })?;
+                    let m = if matches!(role, Dense::HashTable(_)) {
+                        let ids: Vec<i32> = m
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i32)
+                            .collect();
+                        bytemuck::cast_slice::<i32, u8>(&ids).to_vec()
+                    } else {
+                        m
+                    };
                     // llama.cpp's `llama` models hold Q and K rows in interleaved-pair order.
                     let m = match permuted_heads(*role, c) {
                         Some(heads) => {
