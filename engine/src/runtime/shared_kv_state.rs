@@ -202,15 +202,15 @@ mod tests {
             .map(|c| {
                 let mut cand: Vec<(f64, f64)> = Vec::new();
                 if overlap && window > 0 {
-                    for j in 0..ratio {
+                    for (j, slot) in ape.iter().enumerate() {
                         let p = (window - 1) * ratio + j;
-                        cand.push((kv[p][c], gate[p][c] + ape[j][c]));
+                        cand.push((kv[p][c], gate[p][c] + slot[c]));
                     }
                 }
                 let off = if overlap { d } else { 0 };
-                for j in 0..ratio {
+                for (j, slot) in ape.iter().enumerate() {
                     let p = window * ratio + j;
-                    cand.push((kv[p][off + c], gate[p][off + c] + ape[j][off + c]));
+                    cand.push((kv[p][off + c], gate[p][off + c] + slot[off + c]));
                 }
                 let max = cand.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
                 let den: f64 = cand.iter().map(|x| (x.1 - max).exp()).sum();
