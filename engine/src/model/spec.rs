@@ -275,26 +275,26 @@ impl SharedKvSpec {
     pub fn compressor_width(&self) -> usize {
         self.compressor.map_or(0, |c| if c.overlap { 2 * self.head_dim } else { self.head_dim })
     }
-    /// f32 values of one sequence's fixed-size compressor state: the projected values and
-    /// gates of the open window (and of the previous one where windows overlap), the
-    /// indexer's likewise.
+    /// f32 values of one sequence's fixed-size state: the ring of the last rows (twice the
+    /// window), the projected values and gates of the compressor's open window (and of the
+    /// previous one where windows overlap), the indexer's likewise.
     pub fn pending_floats(&self) -> usize {
-        let Some(c) = self.compressor else { return 0 };
+        let ring = 2 * self.window * self.head_dim;
+        let Some(c) = self.compressor else { return ring };
         let windows = if c.overlap { 2 } else { 1 };
         let mut n = windows * c.ratio * 2 * self.compressor_width();
         if let Some(ix) = c.indexer {
             n += 2 * c.ratio * 2 * 2 * ix.head_dim;
         }
-        n
+        ring + n
     }
-    /// f32 values the state grows by per position: the row, and a share of an entry (and of
-    /// an indexer key).
+    /// f32 values the state grows by per position: its share of an entry (and of an indexer
+    /// key). Its own row lives in a fixed ring (`pending_floats`).
     pub fn floats_per_position(&self) -> f64 {
-        let entry = self.compressor.map_or(0.0, |c| {
+        self.compressor.map_or(0.0, |c| {
             let ix = c.indexer.map_or(0, |ix| ix.head_dim);
             (self.head_dim + ix) as f64 / c.ratio as f64
-        });
-        self.head_dim as f64 + entry
+        })
     }
 }
 

@@ -211,30 +211,33 @@ impl Model {
         for seg in segs.iter_mut() {
             let at = seg.at;
             let st = state(seg, l)?;
+            // Position by position: its row into the ring and its share of the compressors'
+            // windows (an entry when one closes), then its query, which sees exactly these.
             for t in at.range() {
                 let pos = at.pos + t - at.start;
                 st.reserve(pos, a);
-                st.rows.extend_from_slice(&k.kv[t * hd..(t + 1) * hd]);
-                let Some((c, (ape, norm))) = cmp else { continue };
-                let slot = (pos % c.ratio) * cw;
-                let (v, g) = (&k.cmp_kv[t * cw..(t + 1) * cw], &k.cmp_gate[t * cw..(t + 1) * cw]);
-                if st.window.push(pos, v, g, &ape[slot..slot + cw]) {
-                    let bufs = (&mut k.entry, &mut k.normed, &mut k.table);
-                    self.emit_entry(l, &st.window, pos, &c, norm, rd, bufs, &mut st.entries);
-                }
-                if let Some((iape, inorm)) = icmp {
-                    let (iw2, slot) = (2 * idim, (pos % c.ratio) * 2 * idim);
+                st.store_row(pos, &k.kv[t * hd..(t + 1) * hd]);
+                if let Some((c, (ape, norm))) = cmp {
+                    let slot = (pos % c.ratio) * cw;
                     let (v, g) =
-                        (&k.idx_kv[t * iw2..(t + 1) * iw2], &k.idx_gate[t * iw2..(t + 1) * iw2]);
-                    if st.index_window.push(pos, v, g, &iape[slot..slot + iw2]) {
+                        (&k.cmp_kv[t * cw..(t + 1) * cw], &k.cmp_gate[t * cw..(t + 1) * cw]);
+                    if st.window.push(pos, v, g, &ape[slot..slot + cw]) {
                         let bufs = (&mut k.entry, &mut k.normed, &mut k.table);
-                        let keys = &mut st.index_keys;
-                        self.emit_entry(l, &st.index_window, pos, &c, inorm, rd, bufs, keys);
+                        self.emit_entry(l, &st.window, pos, &c, norm, rd, bufs, &mut st.entries);
+                    }
+                    if let Some((iape, inorm)) = icmp {
+                        let (iw2, slot) = (2 * idim, (pos % c.ratio) * 2 * idim);
+                        let (v, g) = (
+                            &k.idx_kv[t * iw2..(t + 1) * iw2],
+                            &k.idx_gate[t * iw2..(t + 1) * iw2],
+                        );
+                        if st.index_window.push(pos, v, g, &iape[slot..slot + iw2]) {
+                            let bufs = (&mut k.entry, &mut k.normed, &mut k.table);
+                            let keys = &mut st.index_keys;
+                            self.emit_entry(l, &st.index_window, pos, &c, inorm, rd, bufs, keys);
+                        }
                     }
                 }
-            }
-            for t in at.range() {
-                let pos = at.pos + t - at.start;
                 let visible = cmp.map_or(0, |(c, _)| (pos + 1) / c.ratio);
                 // The entries this query reads.
                 k.picks.clear();
@@ -268,10 +271,10 @@ impl Model {
                 let table = &sc.rope[t * half..(t + 1) * half];
                 for head in 0..heads {
                     let qh = &k.q[(t * heads + head) * hd..][..hd];
-                    let rows = &st.rows[lo * hd..(pos + 1) * hd];
+                    let rows = (lo..=pos).map(|p| st.row(p, hd));
                     let entry = |e: usize| &st.entries[e * hd..(e + 1) * hd];
                     let mut max = sinks[head];
-                    for (lg, row) in logits.iter_mut().zip(rows.chunks_exact(hd)) {
+                    for (lg, row) in logits.iter_mut().zip(rows.clone()) {
                         *lg = dot(qh, row) * a.scale;
                         max = max.max(*lg);
                     }
@@ -286,7 +289,7 @@ impl Model {
                     });
                     let out = &mut att[(t * heads + head) * hd..][..hd];
                     out.fill(0.0);
-                    let values = rows.chunks_exact(hd).chain(k.picks.iter().map(|&e| entry(e)));
+                    let values = rows.chain(k.picks.iter().map(|&e| entry(e)));
                     for (&p, v) in logits.iter().zip(values) {
                         let p = p / den;
                         out.iter_mut().zip(v).for_each(|(o, x)| *o += p * x);

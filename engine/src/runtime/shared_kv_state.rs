@@ -1,7 +1,9 @@
-//! The per-sequence state of a shared-KV attention layer (see `SharedKvSpec`): every stored
-//! position's key/value row (the sliding window reads the last ones), the compressed entries and
-//! indexer keys emitted so far, and the compressors' open windows. Rows and entries grow with
-//! the positions stored; the open windows are a fixed size.
+//! The per-sequence state of a shared-KV attention layer (see `SharedKvSpec`): the last
+//! positions' key/value rows in a ring (twice the sliding window: the window, and as much
+//! again to rewind into), the compressed entries and indexer keys emitted so far, and the
+//! compressors' open windows. Entries grow with the positions stored; the rest is a fixed size,
+//! which is what lets a long context fit: a position past the window costs only its share of an
+//! entry.
 
 use crate::model::spec::SharedKvSpec;
 
@@ -71,11 +73,21 @@ impl Window {
     }
 }
 
+/// Rows a layer of `a` keeps: its window twice over (the second half to rewind into).
+pub fn ring_rows(a: &SharedKvSpec) -> usize {
+    2 * a.window
+}
+
 /// A shared-KV attention layer's state for one sequence.
 #[derive(Debug, Default)]
 pub struct SharedKvState {
-    /// Each stored position's key/value row, `head_dim` each.
-    pub(crate) rows: Vec<f32>,
+    /// The last `ring` positions' key/value rows, `head_dim` each, position `p` at slot
+    /// `p % ring`.
+    rows: Vec<f32>,
+    /// Rows the ring holds.
+    ring: usize,
+    /// Positions stored.
+    stored: usize,
     /// Compressed entries emitted so far, `head_dim` each.
     pub(crate) entries: Vec<f32>,
     /// Indexer keys emitted so far, the indexer's `head_dim` each.
@@ -93,6 +105,7 @@ pub struct SharedKvState {
 impl SharedKvState {
     /// An empty state for a layer of `a` in a session of `ctx` positions.
     pub fn new(a: &SharedKvSpec, ctx: usize) -> Self {
+        let ring = ring_rows(a).min(ctx.max(1));
         let (window, index_window) = match a.compressor {
             Some(c) => (
                 Window::new(c.ratio, a.compressor_width(), c.overlap),
@@ -101,19 +114,35 @@ impl SharedKvState {
             ),
             None => (Window::default(), Window::default()),
         };
-        Self { window, index_window, ctx, ..Default::default() }
+        Self { window, index_window, ctx, ring, ..Default::default() }
     }
 
-    /// Makes room for position `pos` (its row, and the entries up to it): capacity doubles,
-    /// from 256 positions, up to the context, so decode stores rows without allocating.
+    /// Stores position `pos`'s row (positions arrive in order).
+    pub(crate) fn store_row(&mut self, pos: usize, row: &[f32]) {
+        let hd = row.len();
+        if self.rows.is_empty() {
+            self.rows = vec![0.0; self.ring * hd];
+        }
+        let at = (pos % self.ring) * hd;
+        self.rows[at..at + hd].copy_from_slice(row);
+        self.stored = pos + 1;
+    }
+
+    /// Position `pos`'s row (within the last `ring` stored).
+    pub(crate) fn row(&self, pos: usize, hd: usize) -> &[f32] {
+        let at = (pos % self.ring) * hd;
+        &self.rows[at..at + hd]
+    }
+
+    /// Makes room for the entries up to position `pos`: capacity doubles, from 256 positions'
+    /// worth, up to the context, so decode emits entries without allocating.
     pub(crate) fn reserve(&mut self, pos: usize, spec: &SharedKvSpec) {
         let hd = spec.head_dim;
-        if self.rows.len() + hd <= self.rows.capacity() {
-            return;
-        }
         let positions = (pos + 1).next_power_of_two().max(256).min(self.ctx.max(pos + 1));
-        self.rows.reserve_exact(positions * hd - self.rows.len());
         if let Some(c) = spec.compressor {
+            if (pos / c.ratio + 1) * hd <= self.entries.capacity() {
+                return;
+            }
             let entries = positions.div_ceil(c.ratio);
             self.entries.reserve_exact((entries * hd).saturating_sub(self.entries.len()));
             if let Some(ix) = c.indexer {
@@ -140,14 +169,14 @@ impl SharedKvState {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        4 * (self.rows.capacity() + self.entries.capacity() + self.index_keys.capacity())
+        4 * (self.rows.len() + self.entries.capacity() + self.index_keys.capacity())
             + self.window.bytes()
             + self.index_window.bytes()
     }
 
     /// Bytes of the fixed-size part (the open windows).
     pub fn fixed_bytes(&self) -> usize {
-        self.window.bytes() + self.index_window.bytes()
+        4 * self.rows.len() + self.window.bytes() + self.index_window.bytes()
     }
 
     /// Whether the state can be cut back to its first `pos` positions: where no compressor
@@ -156,12 +185,16 @@ impl SharedKvState {
     /// inside an open window are pooled only when it closes, so a cut inside one would need
     /// positions the state no longer has.
     pub(crate) fn can_rewind(&self, pos: usize, spec: &SharedKvSpec) -> bool {
+        // The next query's window must still be in the ring.
+        if self.stored.saturating_sub(pos) + spec.window > self.ring.max(spec.window) {
+            return false;
+        }
         let Some(c) = spec.compressor else { return true };
         if !pos.is_multiple_of(c.ratio) {
             return false;
         }
         // Only the current and the previous windows are held.
-        let stored = self.rows.len() / spec.head_dim.max(1);
+        let stored = self.stored;
         !c.overlap || pos == 0 || stored.div_ceil(c.ratio) <= pos / c.ratio + 1
     }
 
@@ -174,7 +207,7 @@ impl SharedKvState {
                 self.index_keys.truncate(keep * ix.head_dim);
             }
         }
-        self.rows.truncate(pos * spec.head_dim);
+        self.stored = pos;
         if let Some(sel) = self.selections.as_mut() {
             let per = spec.compressor.and_then(|c| c.indexer).map_or(0, |ix| ix.topk);
             sel.truncate(pos * per);
