@@ -269,8 +269,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     st["kv_types"] = options.kv.describe().into();
     if let Ok(parts) = options.kv_bytes(spec) {
         // Per cached part: keys, values, MLA rows.
-        st["kv_bytes_per_position_parts"] =
-            serde_json::json!({ "k": parts.k, "v": parts.v, "mla": parts.mla });
+        st["kv_bytes_per_position_parts"] = serde_json::json!({ "k": parts.k, "v": parts.v, "mla": parts.mla, "shared_kv": parts.shared_kv });
     }
     st["experts_per_token"] = engine.config().top_k.into();
     st["mean_routed_experts"] = engine.mean_routed_experts().into();

@@ -14,7 +14,7 @@ pub struct SynthArgs {
     /// deepseek-v2-lite (8 GB), deepseek-v3-671b (368 GB), gpt-oss-20b, gpt-oss-120b (with
     /// --dtype mxfp4), qwen3-next-80b-a3b (43 GB), minimax-m2 (126 GB: take --layers 8), the
     /// tiny-* forms of the families (tiny-qwen3.5, tiny-qwen3-next, tiny-glm4.5, tiny-deepseek,
-    /// tiny-gpt-oss, tiny-minimax-m2), or custom (give the shape flags). Sizes are of q4_0
+    /// tiny-gpt-oss, tiny-minimax-m2, tiny-gemma4, tiny-glm5, tiny-deepseek-v4), gemma4-26b-a4b, glm5 (take --layers 5), deepseek-v4-flash (156 GB: take --layers 4), or custom (give the shape flags). Sizes are of q4_0
     /// experts; --layers keeps the first layers of a preset.
     #[arg(long, default_value = "demo")]
     preset: String,

@@ -378,7 +378,7 @@ impl SynthShape {
             "gpt-oss-120b" => gpt_oss(s(2880, 36, 64, 8, 64, 128, 4, 2880, 201_088)),
             "tiny-gpt-oss" => gpt_oss(s(64, 4, 4, 2, 32, 16, 4, 64, 257)),
             // DeepSeek-V4-Flash (284B-A13B): 43 layers of 256 experts top-6 (2048 wide) and a
-            // shared one, 64 heads of 512 on one key/value head; about 146 GB of q4_0 experts:
+            // shared one, 64 heads of 512 on one key/value head; about 156 GB of q4_0 experts:
             // take `--layers 4` or so.
             "deepseek-v4-flash" => {
                 deepseek_v4(s(4096, 43, 64, 1, 512, 256, 6, 2048, 129_280), 1024, 128, (8, 1024), (64, 128, 512))
