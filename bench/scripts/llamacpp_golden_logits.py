@@ -18,7 +18,7 @@ golden, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 for name in names:
     meta = json.load(open(f"{golden}/{name}/golden.json"))
     ids = meta["input_ids"]
-    llm = llama_cpp.Llama(model_path=f"{golden}/{name}/model-F32.gguf", n_ctx=128, n_threads=2,
+    llm = llama_cpp.Llama(model_path=f"{golden}/{name}/model-F32.gguf", n_ctx=256, n_threads=2,
                           logits_all=True, verbose=False, type_k=0, type_v=0)  # f32 KV cache
     llm.eval(ids)
     logits = np.array(llm.scores[: len(ids)], dtype="<f4")

@@ -625,7 +625,7 @@ fn llama_cpp_converted_gguf_matches_transformers() {
 }
 
 /// floe and llama.cpp on the same llama.cpp-converted GGUF (`qwen35moe`, `glm4moe`, `gpt-oss`,
-/// `qwen3next`, `minimax-m2`, `gemma4`, F32; not `deepseek2`: llama.cpp refuses the V2 file and, the V3 file carrying no
+/// `qwen3next`, `minimax-m2`, `gemma4`, `glm-dsa`, `deepseek4`, F32; not `deepseek2`: llama.cpp refuses the V2 file and, the V3 file carrying no
 /// `expert_gating_func`, routes it with a softmax instead of V3's sigmoid, so its tokens are not
 /// the model's):
 /// llama.cpp's prompt logits and greedy tokens, recorded by
@@ -646,6 +646,7 @@ fn llama_cpp_converted_gguf_matches_llama_cpp() {
         "minimax_m2",
         "gemma4_moe",
         "glm_moe_dsa",
+        "deepseek_v4",
     ] {
         let Some(dir) = golden_dir(name) else { return };
         let info: serde_json::Value = serde_json::from_str(
