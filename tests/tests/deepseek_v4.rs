@@ -63,6 +63,8 @@ fn v4_rewinds_to_a_compression_boundary_only() {
     assert!(!cut.rewind(18), "18 is inside a window");
     assert_eq!(cut.position(), 20);
     assert!(!cut.rewind(12), "12 starts a 4-window but not an 8-window");
+    // What a kept session offers a prompt that shares its first 19 tokens.
+    assert_eq!(cut.rewind_point(19), Some(16));
     assert!(cut.rewind(16));
     let got = m.forward(&mut cut, &other, true).unwrap();
     assert_eq!(max_abs_diff(&got, &want), 0.0);
@@ -70,6 +72,7 @@ fn v4_rewinds_to_a_compression_boundary_only() {
     let mut far = Session::default();
     m.forward(&mut far, &prompt, false).unwrap();
     assert!(!far.rewind(16), "the 4:1 windows before 16 are gone by 24");
+    assert_eq!(far.rewind_point(23), None);
     assert!(far.rewind(24));
 }
 

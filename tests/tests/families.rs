@@ -182,3 +182,43 @@ fn glm5_bad_indexer_configs_are_refused() {
         assert!(e.contains(says), "{to}: {e}");
     }
 }
+
+/// Prefix reuse in each family added after the first nine. A session that ran another prompt
+/// sharing 13 tokens with the new one is cut back to the longest prefix it can offer
+/// (`rewind_point`): anywhere for attention and MLA; for a recurrent state nowhere short of its
+/// end; for compressed attention only a window boundary whose earlier windows it still holds,
+/// which a session 8 positions past the boundary no longer does. A session that holds exactly
+/// the new prompt's first 13 tokens (a conversation's next turn) offers all 13 in every family.
+/// Either way the rest of the new prompt ends with the logits of the new prompt run fresh, bit
+/// for bit.
+#[test]
+fn prefix_reuse_equals_a_fresh_run_in_the_newer_families() {
+    use floe_kernels::DType;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let old: Vec<u32> = (0..21).map(|i| 40 + (i * 7) % 200).collect();
+    let mut new = old[..13].to_vec();
+    new.extend((0..9).map(|i| 35 + (i * 11) % 180));
+    for (preset, branch) in [
+        ("tiny-qwen3-next", None),
+        ("tiny-minimax-m2", Some(13)),
+        ("tiny-gemma4", Some(13)),
+        ("tiny-glm5", Some(13)),
+        ("tiny-deepseek-v4", None),
+    ] {
+        let packed = synth_preset(dir.path(), preset, DType::Q8_0);
+        let m = load(&packed, 1);
+        let want = m.forward(&mut Session::default(), &new, false).unwrap();
+        for (held, expect) in [(&old[..], branch), (&new[..13], Some(13))] {
+            let mut kept = Session::default();
+            m.forward(&mut kept, held, false).unwrap();
+            let at = kept.rewind_point(13);
+            assert_eq!(at, expect, "{preset}: the prefix a session of {} offers", held.len());
+            let Some(at) = at else { continue };
+            assert!(kept.rewind(at), "{preset}");
+            let got = m.forward(&mut kept, &new[at..], false).unwrap();
+            let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+            let diff = max_abs_diff(&got, &want);
+            assert!(same, "{preset}: reused {at} of 13 tokens; max diff {diff}");
+        }
+    }
+}

@@ -61,6 +61,8 @@ impl KeptSessions {
             return None;
         }
         let (_, mut session) = self.entries.remove(i);
+        // Compressed attention cuts back only to a window boundary: the last one before `n`.
+        let n = session.rewind_point(n).filter(|&p| p > 0)?;
         session.rewind(n).then_some((session, n))
     }
 

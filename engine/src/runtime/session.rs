@@ -507,24 +507,11 @@ impl Session {
         if pos == self.pos {
             return true;
         }
-        if pos > self.pos || self.layers.iter().any(|l| matches!(l, LayerState::DeltaNet(_))) {
+        if !self.can_rewind(pos) {
             return false;
         }
-        let shared_kv = |spec: &MixerSpec| match spec {
-            MixerSpec::SharedKv(a) => Some(*a),
-            _ => None,
-        };
-        let specs: Vec<Option<crate::model::spec::SharedKvSpec>> =
-            self.layer_mixers.iter().map(shared_kv).collect();
-        for (state, a) in self.layers.iter().zip(&specs) {
-            if let (LayerState::SharedKv(st), Some(a)) = (state, a) {
-                if !st.can_rewind(pos, a) {
-                    return false;
-                }
-            }
-        }
-        for (state, a) in self.layers.iter_mut().zip(&specs) {
-            if let (LayerState::SharedKv(st), Some(a)) = (state, a) {
+        for (state, mixer) in self.layers.iter_mut().zip(&self.layer_mixers) {
+            if let (LayerState::SharedKv(st), MixerSpec::SharedKv(a)) = (state, mixer) {
                 st.truncate(pos, a);
             }
         }
@@ -533,6 +520,37 @@ impl Session {
             r.retain(|r| r.pos < pos);
         }
         true
+    }
+
+    /// Whether [`rewind`](Self::rewind) to `pos` would succeed.
+    pub fn can_rewind(&self, pos: usize) -> bool {
+        if pos == self.pos {
+            return true;
+        }
+        if pos > self.pos || self.layers.iter().any(|l| matches!(l, LayerState::DeltaNet(_))) {
+            return false;
+        }
+        self.layers.iter().zip(&self.layer_mixers).all(|(state, mixer)| match (state, mixer) {
+            (LayerState::SharedKv(st), MixerSpec::SharedKv(a)) => st.can_rewind(pos, a),
+            _ => true,
+        })
+    }
+
+    /// The longest prefix of at most `n` positions this session can be cut back to: `n` itself
+    /// where every layer can, else (compressed attention) the last window boundary before it
+    /// that all layers can; None where none can.
+    pub fn rewind_point(&self, n: usize) -> Option<usize> {
+        let n = n.min(self.pos);
+        let span = self
+            .layer_mixers
+            .iter()
+            .filter_map(|m| match m {
+                MixerSpec::SharedKv(a) => a.compressor.map(|c| c.ratio),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        (n.saturating_sub(span)..=n).rev().find(|&p| self.can_rewind(p))
     }
 
     /// Stores pseudo-random keys and values for the first `positions` of every attention
