@@ -173,3 +173,18 @@ pub fn generate(
     };
     Ok((out, stats))
 }
+
+/// Each `(from, to, says)`: the golden `dir`'s config.json (compact JSON) with `from` replaced
+/// by `to` is refused, the error containing `says`; the config as it is parses.
+pub fn assert_config_refusals(dir: &Path, cases: &[(&str, &str, &str)]) {
+    use floe::model::config::ModelConfig;
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let text = serde_json::to_string(&v).unwrap();
+    ModelConfig::from_hf_json(&text).unwrap();
+    for (from, to, says) in cases {
+        assert!(text.contains(from), "{from}");
+        let e = ModelConfig::from_hf_json(&text.replace(from, to)).unwrap_err().to_string();
+        assert!(e.contains(says), "{to}: {e}");
+    }
+}

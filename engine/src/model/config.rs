@@ -208,6 +208,35 @@ fn yarn_mscale(factor: f32, mscale: f32) -> f32 {
 }
 
 impl Yarn {
+    /// From a transformers RoPE object (`rope_parameters`, `rope_scaling`, or one of
+    /// DeepSeek-V4's per-kind entries): None for default RoPE, an error for a type floe does
+    /// not run or a YaRN without its factor.
+    pub fn from_hf(r: &Value) -> Result<Option<Self>> {
+        let f = |k: &str| r.get(k).and_then(Value::as_f64);
+        let kind = r.get("rope_type").or_else(|| r.get("type")).and_then(Value::as_str);
+        match kind.unwrap_or("default") {
+            "default" => Ok(None),
+            "yarn" => Ok(Some(Yarn {
+                factor: f("factor").ok_or_else(|| {
+                    Error::Invalid("config.json: rope_type \"yarn\" without a factor".into())
+                })? as f32,
+                original_max_positions: r
+                    .get("original_max_position_embeddings")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(4096) as usize,
+                beta_fast: f("beta_fast").unwrap_or(32.0) as f32,
+                beta_slow: f("beta_slow").unwrap_or(1.0) as f32,
+                truncate: r.get("truncate").and_then(Value::as_bool).unwrap_or(true),
+                mscale: f("mscale").map(|x| x as f32),
+                mscale_all_dim: f("mscale_all_dim").map(|x| x as f32),
+                attention_factor: f("attention_factor").map(|x| x as f32),
+            })),
+            other => Err(Error::Unsupported(format!(
+                "rope_type {other:?} (floe supports default and yarn RoPE)"
+            ))),
+        }
+    }
+
     /// The factor on cos and sin (so on q.k, squared, where every channel rotates).
     pub fn attention_factor(&self) -> f32 {
         if let Some(f) = self.attention_factor {
@@ -427,38 +456,7 @@ impl ModelConfig {
 
         // RoPE: v5 `rope_parameters`, else hub `rope_theta` + `rope_scaling`.
         let rope = get(&v, &["rope_parameters"]).or_else(|| get(&v, &["rope_scaling"]));
-        let rope_type = rope
-            .and_then(|r| r.get("rope_type").or_else(|| r.get("type")))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        let yarn = match rope_type {
-            "default" => None,
-            "yarn" => {
-                let r = rope.expect("a rope_type comes from a rope object");
-                let f = |k: &str| r.get(k).and_then(Value::as_f64);
-                let factor = f("factor").ok_or_else(|| {
-                    Error::Invalid("config.json: rope_type \"yarn\" without a factor".into())
-                })?;
-                Some(Yarn {
-                    factor: factor as f32,
-                    original_max_positions: r
-                        .get("original_max_position_embeddings")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(4096) as usize,
-                    beta_fast: f("beta_fast").unwrap_or(32.0) as f32,
-                    beta_slow: f("beta_slow").unwrap_or(1.0) as f32,
-                    truncate: r.get("truncate").and_then(Value::as_bool).unwrap_or(true),
-                    mscale: f("mscale").map(|x| x as f32),
-                    mscale_all_dim: f("mscale_all_dim").map(|x| x as f32),
-                    attention_factor: f("attention_factor").map(|x| x as f32),
-                })
-            }
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "rope_type {other:?} (floe supports default and yarn RoPE)"
-                )))
-            }
-        };
+        let yarn = rope.map(Yarn::from_hf).transpose()?.flatten();
         let partial = rope
             .and_then(|r| r.get("partial_rotary_factor"))
             .and_then(Value::as_f64)

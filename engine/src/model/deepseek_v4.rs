@@ -60,28 +60,6 @@ fn invalid(what: String) -> Error {
     Error::Invalid(format!("config.json (deepseek_v4): {what}"))
 }
 
-/// YaRN from a `rope_parameters` entry (`None` for default RoPE).
-fn yarn_of(r: &Value) -> Result<Option<Yarn>> {
-    let f = |k: &str| r.get(k).and_then(Value::as_f64);
-    match r.get("rope_type").and_then(Value::as_str).unwrap_or("default") {
-        "default" => Ok(None),
-        "yarn" => Ok(Some(Yarn {
-            factor: f("factor").ok_or_else(|| invalid("yarn RoPE without a factor".into()))? as f32,
-            original_max_positions: r
-                .get("original_max_position_embeddings")
-                .and_then(Value::as_u64)
-                .unwrap_or(4096) as usize,
-            beta_fast: f("beta_fast").unwrap_or(32.0) as f32,
-            beta_slow: f("beta_slow").unwrap_or(1.0) as f32,
-            truncate: r.get("truncate").and_then(Value::as_bool).unwrap_or(true),
-            mscale: f("mscale").map(|x| x as f32),
-            mscale_all_dim: f("mscale_all_dim").map(|x| x as f32),
-            attention_factor: f("attention_factor").map(|x| x as f32),
-        })),
-        other => Err(bad(format!("rope_type {other:?} (floe runs default and yarn)"))),
-    }
-}
-
 impl V4Layout {
     /// From a `deepseek_v4` config (`v`) of `layers` layers; returns the layout and the main
     /// RoPE's base. Refuses by name what floe does not run, and shapes that cannot work.
@@ -149,18 +127,22 @@ impl V4Layout {
             .or_else(|| f("rope_theta"))
             .unwrap_or(10000.0) as f32;
         if let Some(m) = entry("main") {
-            if yarn_of(m)?.is_some() {
+            if Yarn::from_hf(m)?.is_some() {
                 return Err(bad("YaRN on the sliding layers' RoPE".into()));
             }
         }
         let (compress_rope_theta, compress_yarn) = match entry("compress") {
             Some(c) => (
                 c.get("rope_theta").and_then(Value::as_f64).or_else(|| f("compress_rope_theta")),
-                yarn_of(c)?,
+                Yarn::from_hf(c)?,
             ),
             None => (
                 f("compress_rope_theta"),
-                v.get("rope_scaling").filter(|r| r.is_object()).map(yarn_of).transpose()?.flatten(),
+                v.get("rope_scaling")
+                    .filter(|r| r.is_object())
+                    .map(Yarn::from_hf)
+                    .transpose()?
+                    .flatten(),
             ),
         };
         let hash_layers = match v.get("mlp_layer_types").and_then(Value::as_array) {

@@ -64,7 +64,34 @@ fn weights_of(hc: &HyperSpec, m: &mut [f32], base: &[f32], scale: &[f32]) {
     }
 }
 
+/// `out` = the streams of one row (`streams` x `out.len()`) weighed by `weight(i)` and summed.
+fn collapse(streams: &[f32], weight: impl Fn(usize) -> f32, out: &mut [f32]) {
+    out.fill(0.0);
+    for (i, stream) in streams.chunks_exact(out.len()).enumerate() {
+        let c = weight(i);
+        out.iter_mut().zip(stream).for_each(|(o, v)| *o += c * v);
+    }
+}
+
 impl Model {
+    /// Every row's streams RMS-normed together and projected by `w` into `sc.hc_mix`
+    /// (`w`'s rows per row of the pass).
+    fn stream_projection(
+        &self,
+        hc: &HyperSpec,
+        w: &HyperWeights,
+        sc: &mut Scratch,
+        n: usize,
+    ) -> Result<()> {
+        let width = hc.streams * self.spec.hidden;
+        let flat = sized(&mut sc.hc_flat, n * width);
+        unit_rms_rows(&sc.x[..n * width], width, self.spec.rms_eps, flat);
+        let proj = self.m(&w.proj)?;
+        let mix = sized(&mut sc.hc_mix, n * proj.rows());
+        let mut input = sc.in_other.input(flat, n, self.activations);
+        matmul_input(&proj, &mut input, mix, self.pool.as_ref()).map_err(Error::Kernel)
+    }
+
     /// Before a block: every row's weights into `sc.hc_mix`, its collapsed streams (the
     /// block's input, before the block's norm) into `sc.hc_in`.
     pub(crate) fn hyper_pre(
@@ -76,22 +103,14 @@ impl Model {
     ) -> Result<()> {
         let (s, h) = (hc.streams, self.spec.hidden);
         let per = (2 + s) * s;
-        let flat = sized(&mut sc.hc_flat, n * s * h);
-        unit_rms_rows(&sc.x[..n * s * h], s * h, self.spec.rms_eps, flat);
-        let mix = sized(&mut sc.hc_mix, n * per);
-        let mut input = sc.in_other.input(flat, n, self.activations);
-        matmul_input(&self.m(&w.proj)?, &mut input, mix, self.pool.as_ref())
-            .map_err(Error::Kernel)?;
+        self.stream_projection(hc, w, sc, n)?;
         let (base, scale) = (self.vec(&w.base)?, self.vec(&w.scale)?);
         let collapsed = sized(&mut sc.hc_in, n * h);
         for t in 0..n {
-            let m = &mut mix[t * per..(t + 1) * per];
+            let m = &mut sc.hc_mix[t * per..(t + 1) * per];
             weights_of(hc, m, base, scale);
-            let out = &mut collapsed[t * h..(t + 1) * h];
-            out.fill(0.0);
-            for (i, stream) in sc.x[t * s * h..(t + 1) * s * h].chunks_exact(h).enumerate() {
-                out.iter_mut().zip(stream).for_each(|(o, v)| *o += m[i] * v);
-            }
+            let streams = &sc.x[t * s * h..(t + 1) * s * h];
+            collapse(streams, |i| m[i], &mut collapsed[t * h..(t + 1) * h]);
         }
         Ok(())
     }
@@ -126,21 +145,14 @@ impl Model {
         n: usize,
     ) -> Result<()> {
         let (s, h) = (hc.streams, self.spec.hidden);
-        let flat = sized(&mut sc.hc_flat, n * s * h);
-        unit_rms_rows(&sc.x[..n * s * h], s * h, self.spec.rms_eps, flat);
-        let mix = sized(&mut sc.hc_mix, n * s);
-        let mut input = sc.in_other.input(flat, n, self.activations);
-        matmul_input(&self.m(&w.proj)?, &mut input, mix, self.pool.as_ref())
-            .map_err(Error::Kernel)?;
+        self.stream_projection(hc, w, sc, n)?;
         let (base, scale) = (self.vec(&w.base)?, self.vec(&w.scale)?[0]);
         let collapsed = sized(&mut sc.hc_in, n * h);
         for t in 0..n {
-            let out = &mut collapsed[t * h..(t + 1) * h];
-            out.fill(0.0);
-            for (i, stream) in sc.x[t * s * h..(t + 1) * s * h].chunks_exact(h).enumerate() {
-                let pre = sigmoid(mix[t * s + i] * scale + base[i]) + hc.eps;
-                out.iter_mut().zip(stream).for_each(|(o, v)| *o += pre * v);
-            }
+            let m = &sc.hc_mix[t * s..(t + 1) * s];
+            let pre = |i: usize| sigmoid(m[i] * scale + base[i]) + hc.eps;
+            let streams = &sc.x[t * s * h..(t + 1) * s * h];
+            collapse(streams, pre, &mut collapsed[t * h..(t + 1) * h]);
         }
         Ok(())
     }

@@ -178,13 +178,7 @@ pub fn metadata(c: &ModelConfig, v: &V4Layout) -> Vec<(String, GgufValue)> {
         (k("rope.dimension_count"), U32(c.rotary_dims() as u32)),
     ];
     if let Some(y) = v.compress_yarn {
-        m.extend([
-            (k("rope.scaling.type"), String("yarn".into())),
-            (k("rope.scaling.factor"), F32(y.factor)),
-            (k("rope.scaling.original_context_length"), U32(y.original_max_positions as u32)),
-            (k("rope.scaling.yarn_beta_fast"), F32(y.beta_fast)),
-            (k("rope.scaling.yarn_beta_slow"), F32(y.beta_slow)),
-        ]);
+        m.extend(super::write::yarn_keys(&k, &y));
     }
     m
 }

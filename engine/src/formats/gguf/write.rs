@@ -21,6 +21,21 @@ use crate::model::config::Arch;
 /// Data alignment of the files floe writes (GGUF's default).
 const ALIGN: u64 = 32;
 
+/// llama.cpp's YaRN keys (`k` prefixes a key with the architecture).
+pub(super) fn yarn_keys(
+    k: &dyn Fn(&str) -> std::string::String,
+    y: &crate::model::config::Yarn,
+) -> [(std::string::String, GgufValue); 5] {
+    use GgufValue::*;
+    [
+        (k("rope.scaling.type"), String("yarn".into())),
+        (k("rope.scaling.factor"), F32(y.factor)),
+        (k("rope.scaling.original_context_length"), U32(y.original_max_positions as u32)),
+        (k("rope.scaling.yarn_beta_fast"), F32(y.beta_fast)),
+        (k("rope.scaling.yarn_beta_slow"), F32(y.beta_slow)),
+    ]
+}
+
 fn ggml_type(d: DType) -> GgmlType {
     GgmlType::from_id(d.ggml_id()).expect("every floe type has a ggml id")
 }
@@ -168,13 +183,7 @@ fn metadata(packed: &PackedModel) -> Result<Vec<(String, GgufValue)>> {
         ]);
     }
     if let Some(y) = c.yarn {
-        m.extend([
-            (k("rope.scaling.type"), String("yarn".into())),
-            (k("rope.scaling.factor"), F32(y.factor)),
-            (k("rope.scaling.original_context_length"), U32(y.original_max_positions as u32)),
-            (k("rope.scaling.yarn_beta_fast"), F32(y.beta_fast)),
-            (k("rope.scaling.yarn_beta_slow"), F32(y.beta_slow)),
-        ]);
+        m.extend(yarn_keys(&k, &y));
         if let Some(all) = y.mscale_all_dim {
             m.push((k("rope.scaling.yarn_log_multiplier"), F32(0.1 * all)));
             m.push((k("rope.scaling.yarn_mscale_all_dim"), F32(all)));
