@@ -19,6 +19,8 @@ pub mod sampling;
 pub mod session;
 mod shared_kv;
 pub mod shared_kv_state;
+#[cfg(test)]
+mod shared_kv_tests;
 pub mod weights;
 
 pub use forward::{Model, RouteRecord};
