@@ -35,7 +35,12 @@ fn first_f(g: &GgufFile, key: &str) -> Option<f32> {
 /// The configuration of a `deepseek4` GGUF.
 pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
     let p = |k: &str| format!("deepseek4.{k}");
-    let layers = u(g, &p("block_count"))?;
+    // The MTP layers come last in `block_count` (llama.cpp probes their `nextn` tensors);
+    // floe skips them, as it does every family's.
+    let blocks = u(g, &p("block_count"))?;
+    let nextn = u(g, &p("nextn_predict_layers")).unwrap_or(0).min(blocks);
+    let probe = format!("blk.{}.nextn.eh_proj.weight", blocks - nextn);
+    let layers = if nextn > 0 && g.tensor(&probe).is_some() { blocks - nextn } else { blocks };
     if layers > crate::model::validate::MAX_KEYED {
         return Err(Error::Invalid(format!("{}: {layers} layers", g.path().display())));
     }
