@@ -143,6 +143,38 @@ fn kernels(c: &mut Criterion) {
                 .map(|i| Matrix::new(dtype, rows, cols, &raw[i * bytes..][..bytes]).unwrap())
                 .collect();
             group.throughput(Throughput::Bytes(bytes as u64));
+            // Q4_0 also interleaved eight rows at a time, where the kernels in use have a kernel
+            // for that layout (as resident weights are run there).
+            if dtype == DType::Q4_0 && floe::kernels::interleave_q4_0_here() {
+                let mut ibuf = buf.clone();
+                let iraw: &mut [u8] = bytemuck::cast_slice_mut(&mut ibuf);
+                for c in 0..copies {
+                    floe::kernels::quant::interleave_q4_0(
+                        &mut iraw[c * bytes..][..bytes],
+                        rows,
+                        cols,
+                    )
+                    .unwrap();
+                }
+                let iraw: &[u8] = bytemuck::cast_slice(&ibuf);
+                let imats: Vec<Matrix> = (0..copies)
+                    .map(|i| {
+                        Matrix::new(dtype, rows, cols, &iraw[i * bytes..][..bytes])
+                            .and_then(|m| m.interleaved8())
+                            .unwrap()
+                    })
+                    .collect();
+                for (label, p) in [("x8_1t", None), ("x8_all", Some(&pool))] {
+                    let mut i = 0;
+                    group.bench_function(BenchmarkId::new(format!("{dtype}/{label}"), ""), |b| {
+                        b.iter(|| {
+                            i = (i + 1) % copies;
+                            matvec(&imats[i], black_box(&x), &mut y, p).unwrap();
+                            black_box(y[0])
+                        })
+                    });
+                }
+            }
             for (label, p) in [("1t", None), ("all", Some(&pool))] {
                 let mut i = 0;
                 group.bench_function(BenchmarkId::new(format!("{dtype}/{label}"), ""), |b| {

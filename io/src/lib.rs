@@ -20,6 +20,7 @@ mod backend;
 mod engine;
 mod error;
 mod file;
+mod huge;
 mod thread;
 
 pub use aligned::AlignedBuf;
@@ -31,6 +32,7 @@ pub use engine::{
 };
 pub use error::{IoError, Result};
 pub use file::{DataFile, FileMode, MIN_ALIGN};
+pub use huge::HugeBuf;
 
 /// Test support: a fault-injecting backend for tests of code built on the I/O thread.
 #[doc(hidden)]

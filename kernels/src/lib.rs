@@ -32,3 +32,11 @@ pub use product::{
 };
 pub use quant::{BlockQ4_0, BlockQ8_0};
 pub use traits::{ActForm, ScaleField, TypeTraits};
+
+/// Whether matrices that stay in memory should be interleaved eight rows at a time
+/// ([`quant::interleave_q4_0`], then [`Matrix::interleaved8`]) for the kernels in use: where
+/// the dot table has an interleaved Q4_0 kernel and no AVX-512 GEMM tile (which reads plain
+/// rows) would run.
+pub fn interleave_q4_0_here() -> bool {
+    dot::kernels().q4_0_rows8.is_some() && !gemm::enabled()
+}

@@ -3,12 +3,12 @@
 
 use half::{bf16, f16};
 
-use crate::dot::{DotKernels, Isa};
+use crate::dot::{DotKernels, Isa, Rows8Fn};
 use crate::dtype::DType;
 use crate::error::KernelError;
 use crate::quant::{
-    quantize_q8_0_activations, quantize_q8_1_activations, quantize_q8_k, BlockQ4_0, BlockQ8K,
-    BlockQ8_0, BlockQ8_1, QK, QK_K,
+    deinterleave_block, q8_sums, quantize_q8_0_activations, quantize_q8_1_activations,
+    quantize_q8_k, BlockQ4_0, BlockQ4_0x8, BlockQ8K, BlockQ8_0, BlockQ8_1, Q8Sum, QK, QK_K, ROWS8,
 };
 use crate::traits::ActForm;
 
@@ -31,6 +31,8 @@ pub struct Matrix<'a> {
     cols: usize,
     row_bytes: usize,
     data: &'a [u8],
+    /// Whole groups of eight rows are interleaved ([`BlockQ4_0x8`]); the tail rows are plain.
+    interleaved: bool,
 }
 
 impl<'a> Matrix<'a> {
@@ -62,7 +64,24 @@ impl<'a> Matrix<'a> {
                 "{dtype} weights must be {align}-byte aligned"
             )));
         }
-        Ok(Self { dtype, rows, cols, row_bytes, data })
+        Ok(Self { dtype, rows, cols, row_bytes, data, interleaved: false })
+    }
+
+    /// The same matrix, its bytes read as rewritten by [`crate::quant::interleave_q4_0`]
+    /// (Q4_0 only).
+    pub fn interleaved8(self) -> Result<Self, KernelError> {
+        if self.dtype != DType::Q4_0 {
+            return Err(KernelError::Shape(format!(
+                "only Q4_0 rows are interleaved, not {}",
+                self.dtype
+            )));
+        }
+        Ok(Self { interleaved: true, ..self })
+    }
+
+    /// Whether whole groups of eight rows are interleaved.
+    pub fn is_interleaved(&self) -> bool {
+        self.interleaved
     }
 
     /// Element format.
@@ -82,14 +101,75 @@ impl<'a> Matrix<'a> {
         self.data
     }
 
-    fn row(&self, r: usize) -> &'a [u8] {
-        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    fn row(&self, r: usize) -> std::borrow::Cow<'a, [u8]> {
+        let bytes = &self.data[r * self.row_bytes..(r + 1) * self.row_bytes];
+        if !self.interleaved || r >= self.rows / ROWS8 * ROWS8 {
+            return bytes.into();
+        }
+        // A row of an interleaved group, put back together (the exact reference mode's path).
+        let group = &self.data[r / ROWS8 * ROWS8 * self.row_bytes..][..ROWS8 * self.row_bytes];
+        let blocks: Vec<BlockQ4_0> = bytemuck::cast_slice::<u8, BlockQ4_0x8>(group)
+            .iter()
+            .map(|g| deinterleave_block(g, r % ROWS8))
+            .collect();
+        bytemuck::cast_slice(&blocks).to_vec().into()
+    }
+
+    /// Whole interleaved groups from row `first` (a multiple of eight) into `out`, then the
+    /// plain tail rows with `x1`.
+    fn rows8_into(&self, kernel: Rows8Fn, first: usize, qs: &[&[BlockQ8_0]], out: &mut [f32]) {
+        debug_assert!(first.is_multiple_of(ROWS8));
+        let nb = self.cols / QK;
+        let tokens = qs.len();
+        let end = first + out.len() / tokens;
+        let grouped_end = end.min(self.rows / ROWS8 * ROWS8);
+        let all: &[BlockQ4_0x8] =
+            bytemuck::cast_slice(&self.data[..self.rows / ROWS8 * ROWS8 * self.row_bytes]);
+        // Column ranges small enough for the activation sums to live on the stack.
+        const SPAN: usize = 128;
+        let mut sums = [Q8Sum::default(); SPAN];
+        let mut acc = [0.0f32; ROWS8];
+        for (t, q) in qs.iter().enumerate() {
+            if nb <= SPAN {
+                q8_sums(q, &mut sums[..nb]);
+            }
+            for g in first / ROWS8..grouped_end / ROWS8 {
+                acc.fill(0.0);
+                for c in (0..nb).step_by(SPAN) {
+                    let span = c..(c + SPAN).min(nb);
+                    if nb > SPAN {
+                        q8_sums(&q[span.clone()], &mut sums[..span.len()]);
+                    }
+                    let w = &all[g * nb..(g + 1) * nb];
+                    kernel(&w[span.clone()], &q[span.clone()], &sums[..span.len()], &mut acc);
+                }
+                for (k, v) in acc.iter().enumerate() {
+                    out[(g * ROWS8 + k - first) * tokens + t] = *v;
+                }
+            }
+        }
+        let k = crate::dot::kernels();
+        for r in grouped_end..end {
+            let row: &[BlockQ4_0] =
+                bytemuck::cast_slice(&self.data[r * self.row_bytes..][..self.row_bytes]);
+            for (t, q) in qs.iter().enumerate() {
+                out[(r - first) * tokens + t] = (k.q4_0)(row, q);
+            }
+        }
     }
 
     /// Rows `first..first + out.len()` against prepared activations: block formats four rows
     /// at a time, with the matrix cast to blocks once.
     pub(crate) fn rows_into(&self, k: &DotKernels, first: usize, x: &Prepared, out: &mut [f32]) {
+        if let (true, Some(kernel), Prepared::Q8(q)) = (self.interleaved, k.q4_0_rows8, x) {
+            return self.rows8_into(kernel, first, &[q], out);
+        }
         match (self.dtype, x) {
+            _ if self.interleaved => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = dot_row(k, self.dtype, &self.row(first + i), x);
+                }
+            }
             (DType::Q8_0, Prepared::Q8(q)) => {
                 let blocks: &[BlockQ8_0] = bytemuck::cast_slice(self.data);
                 rows_x4(blocks, q.len(), first, out, (k.q8_0_x4, k.q8_0), q, true);
@@ -110,7 +190,7 @@ impl<'a> Matrix<'a> {
                         let next = row.as_ptr() as usize + PREFETCH_AHEAD;
                         prefetch_range(next, row.len().min(end.saturating_sub(next)));
                     }
-                    *o = dot_row(k, self.dtype, row, x);
+                    *o = dot_row(k, self.dtype, &row, x);
                 }
             }
         }
@@ -135,6 +215,18 @@ impl<'a> Matrix<'a> {
             })
             .collect();
         match (self.dtype, q8) {
+            (_, Some(qs)) if self.interleaved && k.q4_0_rows8.is_some() => {
+                let kernel = k.q4_0_rows8.expect("checked");
+                self.rows8_into(kernel, first, &qs, out);
+            }
+            (_, _) if self.interleaved => {
+                for (i, row_out) in out.chunks_mut(xs.len()).enumerate() {
+                    let row = self.row(first + i);
+                    for (o, x) in row_out.iter_mut().zip(xs) {
+                        *o = dot_row(k, self.dtype, &row, x);
+                    }
+                }
+            }
             (DType::Q8_0, Some(qs)) => {
                 let blocks: &[BlockQ8_0] = bytemuck::cast_slice(self.data);
                 rows_x4_tokens(blocks, first, out, (k.q8_0_x4, k.q8_0), &qs);
@@ -155,14 +247,14 @@ impl<'a> Matrix<'a> {
                     .collect();
                 if let (Some(kernel), Some(q8k)) = (tokens, q8k) {
                     for (i, row_out) in out.chunks_mut(xs.len()).enumerate() {
-                        kernel(self.row(first + i), &q8k, row_out);
+                        kernel(&self.row(first + i), &q8k, row_out);
                     }
                     return;
                 }
                 for (i, row_out) in out.chunks_mut(xs.len()).enumerate() {
                     let row = self.row(first + i);
                     for (o, x) in row_out.iter_mut().zip(xs) {
-                        *o = dot_row(k, self.dtype, row, x);
+                        *o = dot_row(k, self.dtype, &row, x);
                     }
                 }
             }

@@ -12,7 +12,7 @@ use crate::matvec::{form, Form, Matrix, Prepared, QuantActivations, ROWS_PER_TAS
 use crate::pool::KernelPool;
 use crate::quant::{
     quantize_q8_0_activations, quantize_q8_1_activations, quantize_q8_k, BlockQ8K, BlockQ8_0,
-    BlockQ8_1, QK, QK_K,
+    BlockQ8_1, QK, QK_K, ROWS8,
 };
 
 /// Most matrices one [`matmul_group`] takes.
@@ -331,7 +331,8 @@ fn matmul_refs(
         // Where every token must get what it gets alone, only a tile that equals matvec bit for
         // bit (tests/kquant.rs, traits_tests.rs) may run.
         let per_token = x.bufs.kernels == TokenKernels::PerToken;
-        tiles[i] = tile_for(w.dtype(), per_token).filter(|&t| tile_reads(t, forms[i]));
+        tiles[i] = tile_for(w.dtype(), per_token)
+            .filter(|&t| tile_reads(t, forms[i]) && !w.is_interleaved());
         paths[i] = match x.bufs.kernels {
             TokenKernels::Tiles if tiles[i].is_some() => Path::Gemm,
             TokenKernels::PerToken | TokenKernels::Auto if n > 1 && tiles[i].is_some() => {
@@ -367,7 +368,7 @@ fn matmul_refs(
             if paths[i] == Path::Rows {
                 chunks[i] = rows
                     .div_ceil(threads * DECODE_RUNS_PER_THREAD)
-                    .next_multiple_of(4)
+                    .next_multiple_of(ROWS8)
                     .max(ROWS_PER_TASK);
             }
             total += rows.div_ceil(chunks[i]);

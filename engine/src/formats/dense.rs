@@ -39,9 +39,11 @@ impl TensorRef {
 /// The dense tensors, resident in memory.
 pub struct DenseWeights {
     /// Backing store (u64 for 8-byte alignment of every 64-byte aligned tensor).
-    buf: Vec<u64>,
+    buf: floe_io::HugeBuf,
     len: usize,
     entries: HashMap<String, (DType, DenseEntry)>,
+    /// Offsets of the tensors interleaved eight rows at a time, sorted.
+    interleaved: Vec<usize>,
 }
 
 impl std::fmt::Debug for DenseWeights {
@@ -61,29 +63,29 @@ impl DenseWeights {
         let err = |e: std::io::Error| Error::Invalid(format!("{}: {e}", path.display()));
         let mut f = std::fs::File::open(&path).map_err(err)?;
         let len = f.metadata().map_err(err)?.len() as usize;
-        let mut buf = vec![0u64; len.div_ceil(8)];
-        f.read_exact(&mut bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..len]).map_err(err)?;
-        let bytes = &bytemuck::cast_slice::<u64, u8>(&buf)[..len];
+        let mut buf = floe_io::HugeBuf::zeroed(len, "dense weights")?;
+        f.read_exact(buf.as_mut_slice()).map_err(err)?;
+        let bytes = buf.as_slice();
         let mut entries = HashMap::new();
         for d in &model.manifest.dense {
             let dtype: DType =
                 d.dtype.parse().map_err(|e| Error::Invalid(format!("floe.json: {e}")))?;
             entries.insert(d.name.clone(), (dtype, d.clone()));
         }
-        Ok(Self { len: bytes.len(), buf, entries })
+        Ok(Self { len: bytes.len(), buf, entries, interleaved: Vec::new() })
     }
 
     /// Dense weights copied from `(name, type, rows, cols, bytes)` tensors (a GGUF file's), each
     /// at a [`TENSOR_ALIGN`] boundary.
-    pub fn from_tensors(tensors: &[(String, DType, usize, usize, &[u8])]) -> Self {
+    pub fn from_tensors(tensors: &[(String, DType, usize, usize, &[u8])]) -> Result<Self> {
         // One allocation, filled in place: the source bytes may be a mapped file whose pages
         // count towards RSS while they are read, so no second copy on top.
         let mut len = 0usize;
         for t in tensors {
             len = len.next_multiple_of(TENSOR_ALIGN) + t.4.len();
         }
-        let mut buf = vec![0u64; len.div_ceil(8)];
-        let raw: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
+        let mut buf = floe_io::HugeBuf::zeroed(len, "dense weights")?;
+        let raw = buf.as_mut_slice();
         let mut entries = HashMap::new();
         let mut offset = 0usize;
         for (name, dtype, rows, cols, data) in tensors {
@@ -101,7 +103,7 @@ impl DenseWeights {
             entries.insert(name.clone(), (*dtype, e));
             offset += data.len();
         }
-        Self { len, buf, entries }
+        Ok(Self { len, buf, entries, interleaved: Vec::new() })
     }
 
     /// Bytes held.
@@ -111,7 +113,7 @@ impl DenseWeights {
 
     fn raw(&self, name: &str) -> Result<(DType, &DenseEntry, &[u8])> {
         let (dtype, e) = self.entries.get(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
-        let all: &[u8] = bytemuck::cast_slice(&self.buf);
+        let all = self.buf.as_slice();
         Ok((*dtype, e, &all[e.offset as usize..(e.offset + e.bytes) as usize]))
     }
 
@@ -153,15 +155,39 @@ impl DenseWeights {
     }
 
     fn bytes_of(&self, t: &TensorRef) -> Result<&[u8]> {
-        let all: &[u8] = bytemuck::cast_slice(&self.buf);
+        let all = self.buf.as_slice();
         all.get(t.offset..t.offset + t.bytes)
             .ok_or_else(|| Error::Invalid("tensor reference outside the dense weights".into()))
     }
 
     /// The matrix `t` refers to.
     pub fn view(&self, t: &TensorRef) -> Result<Matrix<'_>> {
-        Matrix::new(t.dtype, t.rows, t.cols, self.bytes_of(t)?)
-            .map_err(|err| Error::Invalid(format!("dense tensor: {err}")))
+        let m = Matrix::new(t.dtype, t.rows, t.cols, self.bytes_of(t)?)
+            .map_err(|err| Error::Invalid(format!("dense tensor: {err}")))?;
+        if self.interleaved.binary_search(&t.offset).is_ok() {
+            return m.interleaved8().map_err(Error::Kernel);
+        }
+        Ok(m)
+    }
+
+    /// Interleaves the Q4_0 matrices among `products` eight rows at a time, in place, for the
+    /// kernels in use ([`floe_kernels::interleave_q4_0_here`]). Only for tensors the model
+    /// reads through matrix products alone: [`Self::view`] hands them out interleaved, while a
+    /// row lookup ([`Self::row_of`]) or [`Self::matrix`] would read the rearranged bytes.
+    pub fn interleave(&mut self, products: &[TensorRef]) -> Result<()> {
+        for t in products {
+            if t.dtype != DType::Q4_0 || self.interleaved.binary_search(&t.offset).is_ok() {
+                continue;
+            }
+            let bytes =
+                self.buf.as_mut_slice().get_mut(t.offset..t.offset + t.bytes).ok_or_else(|| {
+                    Error::Invalid("tensor reference outside the dense weights".into())
+                })?;
+            floe_kernels::quant::interleave_q4_0(bytes, t.rows, t.cols).map_err(Error::Kernel)?;
+            let at = self.interleaved.partition_point(|&o| o < t.offset);
+            self.interleaved.insert(at, t.offset);
+        }
+        Ok(())
     }
 
     /// The f32 values of vector `t`.
@@ -178,6 +204,9 @@ impl DenseWeights {
     pub fn row_of(&self, t: &TensorRef, r: usize, out: &mut [f32]) -> Result<()> {
         if r >= t.rows || out.len() != t.cols {
             return Err(Error::Invalid(format!("row {r} of a {}x{} tensor", t.rows, t.cols)));
+        }
+        if self.interleaved.binary_search(&t.offset).is_ok() {
+            return Err(Error::Invalid("row lookup in a matrix interleaved for products".into()));
         }
         let bytes = self.bytes_of(t)?;
         let rb = bytes.len() / t.rows;

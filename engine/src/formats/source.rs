@@ -59,7 +59,7 @@ pub fn open_model(path: &Path, verify: bool, tokenizer: Option<&Path>) -> Result
         let tensors = crate::formats::gguf::import::dense_tensors(&g, &config)?;
         let list: Vec<_> =
             tensors.iter().map(|t| (t.key.clone(), t.dtype, t.rows, t.cols, &t.data[..])).collect();
-        let dense = DenseWeights::from_tensors(&list);
+        let dense = DenseWeights::from_tensors(&list)?;
         let experts = crate::formats::gguf::import::expert_file(&g, &config)?;
         let codec = match codec {
             Some(c) => Some(c),

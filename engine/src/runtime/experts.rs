@@ -3,7 +3,7 @@
 //! the resident source hands them over at once, the streaming source (floe's pipeline) as their
 //! slabs land. Nothing in the forward pass assumes the experts are resident.
 
-use floe_kernels::Matrix;
+use floe_kernels::{DType, Matrix};
 
 use crate::error::{Error, Result};
 use crate::formats::packed::PackedModel;
@@ -33,6 +33,33 @@ impl<'a> ExpertView<'a> {
         };
         Ok(Self { gate: m(layout.gate)?, up: m(layout.up)?, down: m(layout.down)? })
     }
+
+    /// The same view of a slab whose Q4_0 matrices were interleaved in place
+    /// ([`interleave_slab`]).
+    fn interleaved(self) -> Result<Self> {
+        let mark = |m: Matrix<'a>| {
+            if m.dtype() == DType::Q4_0 {
+                m.interleaved8().map_err(Error::Kernel)
+            } else {
+                Ok(m)
+            }
+        };
+        Ok(Self { gate: mark(self.gate)?, up: mark(self.up)?, down: mark(self.down)? })
+    }
+}
+
+/// Interleaves a slab's Q4_0 matrices eight rows at a time, in place, for the kernels in use
+/// (see [`floe_kernels::interleave_q4_0_here`]).
+fn interleave_slab(layout: &SlabViewLayout, slab: &mut [u8]) -> Result<()> {
+    for p in [layout.gate, layout.up, layout.down] {
+        if p.dtype == DType::Q4_0 {
+            let bytes = slab.get_mut(p.offset..p.offset + p.bytes).ok_or_else(|| {
+                Error::Invalid(format!("expert slab shorter than its {} bytes", p.offset + p.bytes))
+            })?;
+            floe_kernels::quant::interleave_q4_0(bytes, p.rows, p.cols).map_err(Error::Kernel)?;
+        }
+    }
+    Ok(())
 }
 
 /// What receives a batch of ready experts: (expert, weights) pairs.
@@ -87,15 +114,17 @@ pub trait ExpertSource: Send + Sync {
 
 /// Every expert in memory, one slot-sized slab each, read once at load.
 pub struct ResidentExperts {
-    buf: Vec<u64>,
+    buf: floe_io::HugeBuf,
     file: ExpertFile,
     /// Slot index of expert 0 of each layer.
     first_slot: Vec<Option<usize>>,
+    /// The Q4_0 matrices were interleaved at load for the kernels in use.
+    interleaved: bool,
 }
 
 impl std::fmt::Debug for ResidentExperts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResidentExperts").field("bytes", &(self.buf.len() * 8)).finish()
+        f.debug_struct("ResidentExperts").field("bytes", &self.buf.len()).finish()
     }
 }
 
@@ -117,9 +146,11 @@ impl ResidentExperts {
             .collect::<Result<Vec<_>>>()?;
         let moe = file.layers.iter().flatten().count();
         let slot = file.slot_bytes.next_multiple_of(8);
-        let mut buf = vec![0u64; moe * file.experts * slot / 8];
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf);
+        let mut buf = floe_io::HugeBuf::zeroed(moe * file.experts * slot, "resident experts")
+            .map_err(Error::Io)?;
+        let bytes = buf.as_mut_slice();
         let mut first_slot = vec![None; file.layers.len()];
+        let interleaved = floe_kernels::interleave_q4_0_here();
         let mut next = 0;
         for (l, p) in file.layers.iter().enumerate() {
             let Some(p) = p else { continue };
@@ -136,22 +167,30 @@ impl ResidentExperts {
                         ))
                     })?;
                 }
+                if interleaved {
+                    interleave_slab(&p.view(e, &|_| 1), dst)?;
+                }
             }
             next += file.experts;
         }
-        Ok(Self { buf, file, first_slot })
+        Ok(Self { buf, file, first_slot, interleaved })
     }
 }
 
 impl ResidentExperts {
     fn view(&self, layer: usize, e: usize) -> Result<ExpertView<'_>> {
-        let all: &[u8] = bytemuck::cast_slice(&self.buf);
+        let all = self.buf.as_slice();
         let slot = self.file.slot_bytes.next_multiple_of(8);
         let p = self.file.layer(layer, e)?;
         let first = self.first_slot[layer].expect("layer() checked it has experts");
         let bytes = &all[(first + e) * slot..(first + e + 1) * slot];
         // Read with plain reads: every segment starts exactly at its place (alignment 1).
-        ExpertView::from_slab(&p.view(e, &|_| 1), bytes)
+        let view = ExpertView::from_slab(&p.view(e, &|_| 1), bytes)?;
+        if self.interleaved {
+            view.interleaved()
+        } else {
+            Ok(view)
+        }
     }
 }
 

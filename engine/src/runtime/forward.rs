@@ -102,7 +102,7 @@ impl Model {
     /// Assembles a model. `threads` > 1 runs the kernels on a pool of that many threads.
     pub fn new(
         cfg: ModelConfig,
-        dense: DenseWeights,
+        mut dense: DenseWeights,
         experts: Box<dyn ExpertSource>,
         threads: usize,
     ) -> Result<Self> {
@@ -111,6 +111,9 @@ impl Model {
             .map_err(|error| Error::Field { origin: "dense weights".into(), error })?;
         let spec = ModelSpec::from_config(&cfg)?;
         let weights = ModelWeights::resolve(&dense, &spec, cfg.tie_embeddings)?;
+        if floe_kernels::interleave_q4_0_here() {
+            dense.interleave(&weights.product_only())?;
+        }
         let pool = if threads > 1 {
             Some(KernelPool::new(threads).map_err(crate::error::Error::Kernel)?)
         } else {

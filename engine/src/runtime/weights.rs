@@ -535,6 +535,32 @@ impl ModelWeights {
         let final_norm = vector(d, Dense::FinalNorm, spec.hidden)?;
         Ok(Self { embed, head, final_norm, hyper_head, layers })
     }
+
+    /// The matrices read only through matrix products (never by rows): attention projections,
+    /// dense and shared-expert MLPs, and the output head unless it is the embedding table.
+    pub fn product_only(&self) -> Vec<TensorRef> {
+        let mut out = Vec::new();
+        if self.head != self.embed {
+            out.push(self.head);
+        }
+        let mlp = |m: &MlpWeights, out: &mut Vec<TensorRef>| out.extend([m.gate, m.up, m.down]);
+        for l in &self.layers {
+            if let MixerWeights::Attention(a) = &l.mixer {
+                out.extend([a.q, a.k, a.o]);
+                out.extend(a.v);
+            }
+            match &l.ffn {
+                FfnWeights::Mlp(m) => mlp(m, &mut out),
+                FfnWeights::Moe(m) => m.shared.iter().for_each(|s| mlp(s, &mut out)),
+                FfnWeights::MlpAndMoe(b) => {
+                    mlp(&b.0.mlp, &mut out);
+                    b.1.shared.iter().for_each(|s| mlp(s, &mut out));
+                }
+            }
+        }
+        out.retain(|t| t != &self.embed);
+        out
+    }
 }
 
 fn shared_kv(

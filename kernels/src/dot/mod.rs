@@ -6,12 +6,17 @@ use std::sync::OnceLock;
 
 use half::{bf16, f16};
 
-use crate::quant::{BlockMxfp4, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0};
+use crate::quant::{
+    BlockMxfp4, BlockQ4K, BlockQ4_0, BlockQ4_0x8, BlockQ5K, BlockQ6K, BlockQ8K, BlockQ8_0, Q8Sum,
+    ROWS8,
+};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2_k;
+#[cfg(target_arch = "x86_64")]
+mod avx2_rows8;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "aarch64")]
@@ -81,6 +86,9 @@ impl Isa {
     }
 }
 
+/// The kernel type of [`DotKernels::q4_0_rows8`].
+pub type Rows8Fn = fn(&[BlockQ4_0x8], &[BlockQ8_0], &[Q8Sum], &mut [f32; ROWS8]);
+
 /// The dot products of one ISA.
 #[derive(Debug, Clone, Copy)]
 pub struct DotKernels {
@@ -106,6 +114,11 @@ pub struct DotKernels {
     /// Whether `q4_0_x4` prefetches the rows it will read next itself (then matvec does not
     /// prefetch Q4_0 row groups in bursts).
     pub q4_0_x4_prefetches: bool,
+    /// Eight interleaved Q4_0 rows against a range of Q8_0 activations and their sums, added to
+    /// one accumulator per row ([`crate::quant::rows8_q4_0`] is the scalar twin). Where an ISA
+    /// has one, matrices that stay in memory are interleaved for it at load
+    /// ([`crate::interleave_q4_0_here`]).
+    pub q4_0_rows8: Option<Rows8Fn>,
     /// `y += a * x` over f32 (attention's weighted sum of values).
     pub axpy_f32: fn(f32, &[f32], &mut [f32]),
     /// `y += a * x` with f16 `x` (an f16 value cache).
