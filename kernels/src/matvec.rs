@@ -3,7 +3,7 @@
 
 use half::{bf16, f16};
 
-use crate::dot::{DotKernels, Isa, Rows8Fn};
+use crate::dot::{DotKernels, Isa};
 use crate::dtype::DType;
 use crate::error::KernelError;
 use crate::quant::{
@@ -115,40 +115,69 @@ impl<'a> Matrix<'a> {
         bytemuck::cast_slice(&blocks).to_vec().into()
     }
 
-    /// Whole interleaved groups from row `first` (a multiple of eight) into `out`, then the
-    /// plain tail rows with `x1`.
-    fn rows8_into(&self, kernel: Rows8Fn, first: usize, qs: &[&[BlockQ8_0]], out: &mut [f32]) {
+    /// Whole interleaved groups from row `first` (a multiple of eight) into `out` (rows x
+    /// tokens), four tokens at a time where the kernels can, then the plain tail rows. `given`
+    /// are the tokens' activation sums if the caller has them (else empty).
+    fn rows8_into(
+        &self,
+        k: &DotKernels,
+        first: usize,
+        (qs, given): (&[&[BlockQ8_0]], &[Q8Sum]),
+        out: &mut [f32],
+    ) {
         debug_assert!(first.is_multiple_of(ROWS8));
+        let kernel = k.q4_0_rows8.expect("interleaved matrices run where the kernel is");
         let nb = self.cols / QK;
         let tokens = qs.len();
         let end = first + out.len() / tokens;
         let grouped_end = end.min(self.rows / ROWS8 * ROWS8);
         let all: &[BlockQ4_0x8] =
             bytemuck::cast_slice(&self.data[..self.rows / ROWS8 * ROWS8 * self.row_bytes]);
-        // Column ranges small enough for the activation sums to live on the stack.
-        const SPAN: usize = 128;
-        let mut sums = [Q8Sum::default(); SPAN];
-        let mut acc = [0.0f32; ROWS8];
-        for (t, q) in qs.iter().enumerate() {
-            if nb <= SPAN {
-                q8_sums(q, &mut sums[..nb]);
+        // The sums on the stack when the caller has none and they fit (a lone product).
+        const ON_STACK: usize = 256;
+        let mut stack = [Q8Sum::default(); ON_STACK];
+        let owned: Vec<Q8Sum>;
+        let sums: &[Q8Sum] = if given.len() == tokens * nb {
+            given
+        } else if tokens * nb <= ON_STACK {
+            for (t, q) in qs.iter().enumerate() {
+                q8_sums(q, &mut stack[t * nb..(t + 1) * nb]);
             }
-            for g in first / ROWS8..grouped_end / ROWS8 {
-                acc.fill(0.0);
-                for c in (0..nb).step_by(SPAN) {
-                    let span = c..(c + SPAN).min(nb);
-                    if nb > SPAN {
-                        q8_sums(&q[span.clone()], &mut sums[..span.len()]);
+            &stack[..tokens * nb]
+        } else {
+            let mut v = vec![Q8Sum::default(); tokens * nb];
+            for (t, q) in qs.iter().enumerate() {
+                q8_sums(q, &mut v[t * nb..(t + 1) * nb]);
+            }
+            owned = v;
+            &owned
+        };
+        let sum = |t: usize| &sums[t * nb..(t + 1) * nb];
+        for g in first / ROWS8..grouped_end / ROWS8 {
+            let w = &all[g * nb..(g + 1) * nb];
+            let mut put = |t: usize, acc: &[f32; ROWS8]| {
+                for (r, v) in acc.iter().enumerate() {
+                    out[(g * ROWS8 + r - first) * tokens + t] = *v;
+                }
+            };
+            let mut t = 0;
+            if let Some(x4) = k.q4_0_rows8_x4 {
+                while t + 4 <= tokens {
+                    let mut acc = [[0.0f32; ROWS8]; 4];
+                    let x = [qs[t], qs[t + 1], qs[t + 2], qs[t + 3]];
+                    x4(w, x, [sum(t), sum(t + 1), sum(t + 2), sum(t + 3)], &mut acc);
+                    for (i, a) in acc.iter().enumerate() {
+                        put(t + i, a);
                     }
-                    let w = &all[g * nb..(g + 1) * nb];
-                    kernel(&w[span.clone()], &q[span.clone()], &sums[..span.len()], &mut acc);
+                    t += 4;
                 }
-                for (k, v) in acc.iter().enumerate() {
-                    out[(g * ROWS8 + k - first) * tokens + t] = *v;
-                }
+            }
+            for t in t..tokens {
+                let mut acc = [0.0f32; ROWS8];
+                kernel(w, qs[t], sum(t), &mut acc);
+                put(t, &acc);
             }
         }
-        let k = crate::dot::kernels();
         for r in grouped_end..end {
             let row: &[BlockQ4_0] =
                 bytemuck::cast_slice(&self.data[r * self.row_bytes..][..self.row_bytes]);
@@ -159,10 +188,17 @@ impl<'a> Matrix<'a> {
     }
 
     /// Rows `first..first + out.len()` against prepared activations: block formats four rows
-    /// at a time, with the matrix cast to blocks once.
-    pub(crate) fn rows_into(&self, k: &DotKernels, first: usize, x: &Prepared, out: &mut [f32]) {
-        if let (true, Some(kernel), Prepared::Q8(q)) = (self.interleaved, k.q4_0_rows8, x) {
-            return self.rows8_into(kernel, first, &[q], out);
+    /// at a time, with the matrix cast to blocks once. `sums` are the Q8_0 activations'
+    /// [`Q8Sum`]s if the caller has them (else empty).
+    pub(crate) fn rows_into(
+        &self,
+        k: &DotKernels,
+        first: usize,
+        (x, sums): (&Prepared, &[Q8Sum]),
+        out: &mut [f32],
+    ) {
+        if let (true, Some(_), Prepared::Q8(q)) = (self.interleaved, k.q4_0_rows8, x) {
+            return self.rows8_into(k, first, (&[q], sums), out);
         }
         match (self.dtype, x) {
             _ if self.interleaved => {
@@ -204,7 +240,7 @@ impl<'a> Matrix<'a> {
         &self,
         k: &DotKernels,
         first: usize,
-        xs: &[Prepared],
+        (xs, sums): (&[Prepared], &[Q8Sum]),
         out: &mut [f32],
     ) {
         let q8: Option<Vec<&[BlockQ8_0]>> = xs
@@ -216,8 +252,7 @@ impl<'a> Matrix<'a> {
             .collect();
         match (self.dtype, q8) {
             (_, Some(qs)) if self.interleaved && k.q4_0_rows8.is_some() => {
-                let kernel = k.q4_0_rows8.expect("checked");
-                self.rows8_into(kernel, first, &qs, out);
+                self.rows8_into(k, first, (&qs, sums), out);
             }
             (_, _) if self.interleaved => {
                 for (i, row_out) in out.chunks_mut(xs.len()).enumerate() {

@@ -11,8 +11,8 @@ use crate::gemm::{tile_for, PackedF32, RowsOut, Tile, Wide32Acts, WideActs};
 use crate::matvec::{form, Form, Matrix, Prepared, QuantActivations, ROWS_PER_TASK};
 use crate::pool::KernelPool;
 use crate::quant::{
-    quantize_q8_0_activations, quantize_q8_1_activations, quantize_q8_k, BlockQ8K, BlockQ8_0,
-    BlockQ8_1, QK, QK_K, ROWS8,
+    q8_sums, quantize_q8_0_activations, quantize_q8_1_activations, quantize_q8_k, BlockQ8K,
+    BlockQ8_0, BlockQ8_1, Q8Sum, QK, QK_K, ROWS8,
 };
 
 /// Most matrices one [`matmul_group`] takes.
@@ -26,6 +26,8 @@ pub struct InputBuffers {
     /// Which kernels compute the tokens of inputs made from these buffers.
     kernels: TokenKernels,
     q8: Vec<BlockQ8_0>,
+    /// The [`Q8Sum`] of every block of `q8` (for the interleaved Q4_0 kernels).
+    q8_sums: Vec<Q8Sum>,
     q8_1: Vec<BlockQ8_1>,
     q8k: Vec<BlockQ8K>,
     wide: WideActs,
@@ -111,6 +113,8 @@ impl Input<'_> {
                 for (x, q) in self.xs.chunks_exact(cols).zip(self.bufs.q8.chunks_exact_mut(per)) {
                     quantize_q8_0_activations(x, q);
                 }
+                self.bufs.q8_sums.resize(n * per, Q8Sum::default());
+                q8_sums(&self.bufs.q8, &mut self.bufs.q8_sums);
                 self.have[0] = true;
             }
             Form::Q8_1 if !self.have[3] => {
@@ -130,6 +134,23 @@ impl Input<'_> {
                 self.have[1] = true;
             }
             _ => {}
+        }
+    }
+
+    /// Token `t`'s Q8_0 block sums, once [`Self::ensure`] made the Q8_0 form (else empty).
+    fn sums(&self, f: Form, cols: usize, t: usize) -> &[Q8Sum] {
+        let per = cols / QK;
+        match f {
+            Form::Q8 if self.have[0] => &self.bufs.q8_sums[t * per..(t + 1) * per],
+            _ => &[],
+        }
+    }
+
+    /// Every token's Q8_0 block sums (else empty).
+    fn all_sums(&self, f: Form) -> &[Q8Sum] {
+        match f {
+            Form::Q8 if self.have[0] => &self.bufs.q8_sums,
+            _ => &[],
         }
     }
 
@@ -391,7 +412,8 @@ fn matmul_refs(
                 // SAFETY: chunk indices are handed out once each, so rows first..first + m of
                 // this output belong to this task alone.
                 let ys = unsafe { out.token_rows_mut(0, first, m) };
-                w.rows_into(k, first, &x.token(forms[i], w.cols(), 0), ys);
+                let sums = x.sums(forms[i], w.cols(), 0);
+                w.rows_into(k, first, (&x.token(forms[i], w.cols(), 0), sums), ys);
             }
             Path::Gemm => {
                 gemm_rows(tiles[i].expect("a GEMM path has a tile"), &w, x, first, m, out)
@@ -436,7 +458,7 @@ fn rows_tokens(w: &Matrix, x: &Input, f: Form, ys: &mut [f32], pool: Option<&Ker
     let prepared: Vec<Prepared> = (0..n).map(|t| x.token(f, w.cols(), t)).collect();
     let mut scratch = vec![0.0f32; w.rows() * n];
     let body = |(chunk, out): (usize, &mut [f32])| {
-        w.rows_tokens_into(k, chunk * ROWS_PER_TASK, &prepared, out)
+        w.rows_tokens_into(k, chunk * ROWS_PER_TASK, (&prepared, x.all_sums(f)), out)
     };
     match pool {
         Some(p) if p.threads() > 1 => {

@@ -6,7 +6,7 @@
 use floe_kernels::dot::{DotKernels, Isa};
 use floe_kernels::quant::{
     dequantize_q4_0, interleave_q4_0, q8_sums, quantize_q4_0, quantize_q8_0_activations,
-    rows8_q4_0, BlockQ4_0x8, Q8Sum, QK,
+    rows8_q4_0, rows8x4_q4_0, BlockQ4_0x8, Q8Sum, QK,
 };
 use floe_kernels::QuantActivations;
 use floe_kernels::{matmul, matmul_with, matvec, BlockQ4_0, BlockQ8_0, DType, KernelPool, Matrix};
@@ -64,6 +64,35 @@ fn every_isas_interleaved_kernel_equals_the_scalar_twin_bit_for_bit() {
             (k.q4_0_rows8.unwrap())(groups, &x, &sums, &mut got);
             assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits), "{} nb={nb}", k.isa.name());
         }
+        // Four tokens at once: each token's bits are its own one-token result.
+        let tokens: Vec<(Vec<BlockQ8_0>, Vec<Q8Sum>)> = (0..4)
+            .map(|t| {
+                let mut q = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; nb];
+                quantize_q8_0_activations(&vecf(cols, 200 + 7 * t + nb as u64), &mut q);
+                let mut s = vec![Q8Sum::default(); nb];
+                q8_sums(&q, &mut s);
+                (q, s)
+            })
+            .collect();
+        let xs: [&[BlockQ8_0]; 4] = std::array::from_fn(|t| tokens[t].0.as_slice());
+        let ss: [&[Q8Sum]; 4] = std::array::from_fn(|t| tokens[t].1.as_slice());
+        let mut want4 = [[0.0f32; 8]; 4];
+        rows8x4_q4_0(groups, xs, ss, &mut want4);
+        for t in 0..4 {
+            let mut one = [0.0f32; 8];
+            rows8_q4_0(groups, xs[t], ss[t], &mut one);
+            assert_eq!(one.map(f32::to_bits), want4[t].map(f32::to_bits), "scalar x4 nb={nb}");
+        }
+        for k in tables.iter().filter(|k| k.q4_0_rows8_x4.is_some()) {
+            let mut got = [[0.0f32; 8]; 4];
+            (k.q4_0_rows8_x4.unwrap())(groups, xs, ss, &mut got);
+            assert_eq!(
+                got.map(|a| a.map(f32::to_bits)),
+                want4.map(|a| a.map(f32::to_bits)),
+                "{} x4 nb={nb}",
+                k.isa.name()
+            );
+        }
     }
 }
 
@@ -103,7 +132,7 @@ fn interleaved_products_match_f64_and_the_plain_layout() {
             matvec(&im, &x, &mut pooled, Some(p)).unwrap();
             assert_eq!(bits(&pooled), bits(&alone), "{rows}x{cols} on {} threads", p.threads());
         }
-        for n in [2usize, 5] {
+        for n in [2usize, 5, 9] {
             let xs = vecf(n * cols, 50 + n as u64);
             let mut ys = vec![0.0f32; n * rows];
             matmul(&im, &xs, &mut ys, n, Some(&pools[0])).unwrap();

@@ -30,6 +30,7 @@ pub const KERNELS: DotKernels = DotKernels {
     axpy_f16,
     q4_0_x4_prefetches: true,
     q4_0_rows8: Some(super::avx2_rows8::rows8_q4_0),
+    q4_0_rows8_x4: Some(super::avx2_rows8::rows8x4_q4_0),
     q4_k: super::avx2_k::dot_q4_k,
     q5_k: super::avx2_k::dot_q5_k,
     q6_k: super::avx2_k::dot_q6_k,

@@ -89,6 +89,9 @@ impl Isa {
 /// The kernel type of [`DotKernels::q4_0_rows8`].
 pub type Rows8Fn = fn(&[BlockQ4_0x8], &[BlockQ8_0], &[Q8Sum], &mut [f32; ROWS8]);
 
+/// The kernel type of [`DotKernels::q4_0_rows8_x4`].
+pub type Rows8x4Fn = fn(&[BlockQ4_0x8], [&[BlockQ8_0]; 4], [&[Q8Sum]; 4], &mut [[f32; ROWS8]; 4]);
+
 /// The dot products of one ISA.
 #[derive(Debug, Clone, Copy)]
 pub struct DotKernels {
@@ -119,6 +122,9 @@ pub struct DotKernels {
     /// has one, matrices that stay in memory are interleaved for it at load
     /// ([`crate::interleave_q4_0_here`]).
     pub q4_0_rows8: Option<Rows8Fn>,
+    /// The same for four tokens at once (prompts), each token's bits those of `q4_0_rows8`
+    /// ([`crate::quant::rows8x4_q4_0`] is the scalar twin).
+    pub q4_0_rows8_x4: Option<Rows8x4Fn>,
     /// `y += a * x` over f32 (attention's weighted sum of values).
     pub axpy_f32: fn(f32, &[f32], &mut [f32]),
     /// `y += a * x` with f16 `x` (an f16 value cache).

@@ -26,6 +26,7 @@ pub const KERNELS: DotKernels = DotKernels {
     axpy_f16: scalar::axpy_f16,
     q4_0_x4_prefetches: false,
     q4_0_rows8: None,
+    q4_0_rows8_x4: None,
     q4_k: scalar::dot_q4_k,
     q5_k: scalar::dot_q5_k,
     q6_k: scalar::dot_q6_k,

@@ -117,6 +117,19 @@ pub fn rows8_q4_0(w: &[BlockQ4_0x8], x: &[BlockQ8_0], s: &[Q8Sum], acc: &mut [f3
     }
 }
 
+/// [`rows8_q4_0`] for four tokens at once (each token's activations, sums and accumulators):
+/// the scalar twin of the SIMD kernels that unpack each block once for the four.
+pub fn rows8x4_q4_0(
+    w: &[BlockQ4_0x8],
+    x: [&[BlockQ8_0]; 4],
+    s: [&[Q8Sum]; 4],
+    acc: &mut [[f32; ROWS8]; 4],
+) {
+    for t in 0..4 {
+        rows8_q4_0(w, x[t], s[t], &mut acc[t]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
