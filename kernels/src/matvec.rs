@@ -172,9 +172,9 @@ impl<'a> Matrix<'a> {
                     t += 4;
                 }
             }
-            for t in t..tokens {
+            for (t, q) in qs.iter().enumerate().skip(t) {
                 let mut acc = [0.0f32; ROWS8];
-                kernel(w, qs[t], sum(t), &mut acc);
+                kernel(w, q, sum(t), &mut acc);
                 put(t, &acc);
             }
         }
