@@ -67,48 +67,44 @@ fn every_mode_prefetch_and_backend_gives_the_golden_tokens() {
         for mode in MODES {
             for prefetch in PrefetchMode::ALL {
                 turn += 1;
-                for io in [backends[turn % backends.len()]] {
-                    let cfg = StreamingConfig {
-                        cache: mode.parse().unwrap(),
-                        cache_bytes: budget,
-                        prefetch,
-                        io: Some(io),
-                        queue_depth: 4,
-                        shrinkable: false,
-                    };
-                    let (model, src) = streaming_model(&packed, &cfg, None);
-                    let opts = GenerateOptions {
-                        max_tokens: want.len(),
-                        ignore_eos: true,
-                        prefill_chunk: 5,
-                        ..Default::default()
-                    };
-                    let (out, _) =
-                        generate(&model, &mut Session::default(), &ids, &opts, &mut |_| Ok(true))
-                            .unwrap();
+                let io = backends[turn % backends.len()];
+                let cfg = StreamingConfig {
+                    cache: mode.parse().unwrap(),
+                    cache_bytes: budget,
+                    prefetch,
+                    io: Some(io),
+                    queue_depth: 4,
+                    shrinkable: false,
+                };
+                let (model, src) = streaming_model(&packed, &cfg, None);
+                let opts = GenerateOptions {
+                    max_tokens: want.len(),
+                    ignore_eos: true,
+                    prefill_chunk: 5,
+                    ..Default::default()
+                };
+                let (out, _) =
+                    generate(&model, &mut Session::default(), &ids, &opts, &mut |_| Ok(true))
+                        .unwrap();
+                assert_eq!(out, want, "{arch} --cache {mode} --prefetch {prefetch:?} --io {io}");
+                let st = src.stats();
+                assert!(
+                    st.cache.misses > 0
+                        && st.slots as u64 * slab
+                            <= budget.max(slab * 2 * packed.manifest.config.top_k as u64)
+                );
+                if *mode == "none" || *mode == "os" {
+                    assert_eq!(st.cache.hits, 0, "{mode} keeps nothing between uses");
+                    assert_eq!(st.cache.prefetch_issued, 0, "{mode} has nowhere to keep them");
+                } else if packed.manifest.config.moe_layer_count() >= 3 {
+                    // Every predictor reads something ahead in these few decode steps (with
+                    // two MoE layers, as GLM's golden has, only the second is ever predicted
+                    // and a history prediction may find it all resident already).
                     assert_eq!(
-                        out, want,
-                        "{arch} --cache {mode} --prefetch {prefetch:?} --io {io}"
+                        st.cache.prefetch_issued > 0,
+                        prefetch != PrefetchMode::None,
+                        "{arch} --cache {mode} --prefetch {prefetch:?}"
                     );
-                    let st = src.stats();
-                    assert!(
-                        st.cache.misses > 0
-                            && st.slots as u64 * slab
-                                <= budget.max(slab * 2 * packed.manifest.config.top_k as u64)
-                    );
-                    if *mode == "none" || *mode == "os" {
-                        assert_eq!(st.cache.hits, 0, "{mode} keeps nothing between uses");
-                        assert_eq!(st.cache.prefetch_issued, 0, "{mode} has nowhere to keep them");
-                    } else if packed.manifest.config.moe_layer_count() >= 3 {
-                        // Every predictor reads something ahead in these few decode steps (with
-                        // two MoE layers, as GLM's golden has, only the second is ever predicted
-                        // and a history prediction may find it all resident already).
-                        assert_eq!(
-                            st.cache.prefetch_issued > 0,
-                            prefetch != PrefetchMode::None,
-                            "{arch} --cache {mode} --prefetch {prefetch:?}"
-                        );
-                    }
                 }
             }
         }
