@@ -38,7 +38,8 @@ impl TensorRef {
 
 /// The dense tensors, resident in memory.
 pub struct DenseWeights {
-    /// Backing store (u64 for 8-byte alignment of every 64-byte aligned tensor).
+    /// Backing store, on huge pages where the kernel grants them; every tensor starts at a
+    /// `TENSOR_ALIGN` boundary of it.
     buf: floe_io::HugeBuf,
     len: usize,
     entries: HashMap<String, (DType, DenseEntry)>,
