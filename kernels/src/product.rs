@@ -8,7 +8,7 @@ use half::f16;
 use crate::dot::kernels;
 use crate::error::KernelError;
 use crate::gemm::{tile_for, PackedF32, RowsOut, Tile, Wide32Acts, WideActs};
-use crate::matvec::{form, Form, Matrix, Prepared, QuantActivations, ROWS_PER_TASK};
+use crate::matvec::{form, Form, Matrix, Prepared, QuantActivations, ROWS_PER_TASK, TOKEN_BLOCK};
 use crate::pool::KernelPool;
 use crate::quant::{
     q8_sums, quantize_q8_0_activations, quantize_q8_1_activations, quantize_q8_k, BlockQ8K,
@@ -370,12 +370,6 @@ fn matmul_refs(
             _ => x.ensure(forms[i], w.cols()),
         }
     }
-    // The row-groups-over-tokens path needs a transposition scratch; it runs on its own.
-    for (i, p) in batch.iter_mut().flatten().enumerate() {
-        if paths[i] == Path::RowsTokens {
-            rows_tokens(&p.w, &inputs[p.input], forms[i], p.out, pool);
-        }
-    }
     let inputs = &*inputs;
     let threads = pool.map_or(1, |p| p.threads());
     let mut mats: [Option<(Matrix, usize)>; MAX_BATCH] = [None; MAX_BATCH];
@@ -384,18 +378,16 @@ fn matmul_refs(
     let mut ends = [0usize; MAX_BATCH];
     let mut total = 0;
     for (i, p) in batch.iter_mut().flatten().enumerate() {
-        if paths[i] != Path::RowsTokens {
-            let rows = p.w.rows();
-            if paths[i] == Path::Rows {
-                chunks[i] = rows
-                    .div_ceil(threads * DECODE_RUNS_PER_THREAD)
-                    .next_multiple_of(ROWS8)
-                    .max(ROWS_PER_TASK);
-            }
-            total += rows.div_ceil(chunks[i]);
-            mats[i] = Some((p.w, p.input));
-            outs[i] = Some(RowsOut::new(p.out, rows));
+        let rows = p.w.rows();
+        if paths[i] == Path::Rows {
+            chunks[i] = rows
+                .div_ceil(threads * DECODE_RUNS_PER_THREAD)
+                .next_multiple_of(ROWS8)
+                .max(ROWS_PER_TASK);
         }
+        total += rows.div_ceil(chunks[i]);
+        mats[i] = Some((p.w, p.input));
+        outs[i] = Some(RowsOut::new(p.out, rows));
         ends[i] = total;
     }
     let ends = &ends[..len];
@@ -418,7 +410,7 @@ fn matmul_refs(
             Path::Gemm => {
                 gemm_rows(tiles[i].expect("a GEMM path has a tile"), &w, x, first, m, out)
             }
-            Path::RowsTokens => unreachable!("computed above"),
+            Path::RowsTokens => rows_tokens(&w, x, forms[i], (first, m), out),
         }
     };
     match pool {
@@ -451,24 +443,31 @@ fn gemm_rows(tile: Tile, w: &Matrix, x: &Input, first: usize, m: usize, out: &Ro
     }
 }
 
-/// Several tokens without GEMM tiles: row groups applied to every token into a rows x tokens
-/// scratch (tasks own disjoint rows), then transposed.
-fn rows_tokens(w: &Matrix, x: &Input, f: Form, ys: &mut [f32], pool: Option<&KernelPool>) {
-    let (n, k) = (x.n, kernels());
-    let prepared: Vec<Prepared> = (0..n).map(|t| x.token(f, w.cols(), t)).collect();
-    let mut scratch = vec![0.0f32; w.rows() * n];
-    let body = |(chunk, out): (usize, &mut [f32])| {
-        w.rows_tokens_into(k, chunk * ROWS_PER_TASK, (&prepared, x.all_sums(f)), out)
-    };
-    match pool {
-        Some(p) if p.threads() > 1 => {
-            p.for_each_chunk(&mut scratch, ROWS_PER_TASK * n, &|i, out| body((i, out)))
+/// Rows `first..first + m` (at most [`ROWS_PER_TASK`]) against every token without GEMM tiles:
+/// the row-group kernels over a block of tokens at a time into a rows x tokens scratch on the
+/// stack, then each token's rows copied to where they go.
+fn rows_tokens(w: &Matrix, x: &Input, f: Form, (first, m): (usize, usize), out: &RowsOut) {
+    debug_assert!(m <= ROWS_PER_TASK);
+    let (k, cols) = (kernels(), w.cols());
+    let all_sums = x.all_sums(f);
+    let per = cols / QK;
+    let mut scratch = [0.0f32; ROWS_PER_TASK * TOKEN_BLOCK];
+    let mut tokens = [Prepared::F32(&[]); TOKEN_BLOCK];
+    for t0 in (0..x.n).step_by(TOKEN_BLOCK) {
+        let nt = (x.n - t0).min(TOKEN_BLOCK);
+        for (t, p) in tokens[..nt].iter_mut().enumerate() {
+            *p = x.token(f, cols, t0 + t);
         }
-        _ => scratch.chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(body),
-    }
-    for r in 0..w.rows() {
-        for t in 0..n {
-            ys[t * w.rows() + r] = scratch[r * n + t];
+        let sums =
+            if all_sums.is_empty() { all_sums } else { &all_sums[t0 * per..(t0 + nt) * per] };
+        let block = &mut scratch[..m * nt];
+        w.rows_tokens_into(k, first, (&tokens[..nt], sums), block);
+        for t in 0..nt {
+            // SAFETY: this task owns rows first..first + m (chunks are handed out once each).
+            let ys = unsafe { out.token_rows_mut(t0 + t, first, m) };
+            for (r, y) in ys.iter_mut().enumerate() {
+                *y = block[r * nt + t];
+            }
         }
     }
 }

@@ -132,7 +132,8 @@ fn interleaved_products_match_f64_and_the_plain_layout() {
             matvec(&im, &x, &mut pooled, Some(p)).unwrap();
             assert_eq!(bits(&pooled), bits(&alone), "{rows}x{cols} on {} threads", p.threads());
         }
-        for n in [2usize, 5, 9] {
+        // 70 tokens: more than one block of the many-token kernels.
+        for n in [2usize, 5, 9, 70] {
             let xs = vecf(n * cols, 50 + n as u64);
             let mut ys = vec![0.0f32; n * rows];
             matmul(&im, &xs, &mut ys, n, Some(&pools[0])).unwrap();

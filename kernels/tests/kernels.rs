@@ -273,8 +273,9 @@ fn matvec_and_matmul_match_f64_for_every_format() {
                 }
             }
             // Prefill (the tiled GEMM where the CPU has one): every token count a tile can
-            // leave over, against the same f64 reference.
-            for n in [2usize, 3, 5, 9] {
+            // leave over, and more than one block of the many-token row kernels, against the
+            // same f64 reference.
+            for n in [2usize, 3, 5, 9, 67] {
                 let xs = vecf(n * cols, 7 + n as u64);
                 let mut ys = vec![0.0; n * rows];
                 matmul(&m, &xs, &mut ys, n, Some(&pool)).unwrap();
