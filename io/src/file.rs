@@ -111,6 +111,13 @@ impl DataFile {
     }
 }
 
+/// Asks the OS to drop `len` bytes of `file` from `offset` from the page cache: for bytes read
+/// once into memory of floe's own (resident weights), whose cached copy would only crowd out
+/// the memory that holds them (and the huge pages they want).
+pub fn drop_cached(file: &File, offset: u64, len: u64) {
+    os::drop_cached_range(file, offset, len);
+}
+
 fn log_direct_refused(path: &Path, e: &std::io::Error) {
     if !DIRECT_REFUSED_LOGGED.swap(true, Ordering::Relaxed) {
         tracing::warn!(
@@ -160,4 +167,5 @@ mod os {
         super::MIN_ALIGN
     }
     pub fn drop_page_cache(_file: &File) {}
+    pub fn drop_cached_range(_file: &File, _offset: u64, _len: u64) {}
 }

@@ -45,8 +45,18 @@ fn statx_dio_align(file: &File) -> usize {
 }
 
 pub fn drop_page_cache(file: &File) {
-    // SAFETY: plain syscall on an open fd; offset 0 / len 0 means the whole file.
+    drop_cached_range(file, 0, 0);
+}
+
+pub fn drop_cached_range(file: &File, offset: u64, len: u64) {
+    // SAFETY: plain syscall on an open fd; len 0 means to the end of the file. Advice only: a
+    // failure leaves the pages cached, which is harmless.
     unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
     }
 }

@@ -23,3 +23,7 @@ pub fn direct_alignment(_file: &File) -> usize {
 pub fn drop_page_cache(_file: &File) {
     // F_NOCACHE files never enter the cache; buffered ones are dropped by the OS as it likes.
 }
+
+pub fn drop_cached_range(_file: &File, _offset: u64, _len: u64) {
+    // The OS drops buffered pages as it likes; macOS has no per-range advice to drop them.
+}

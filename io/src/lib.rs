@@ -31,7 +31,7 @@ pub use engine::{
     SubmitError, COMPLETION_SPIN,
 };
 pub use error::{IoError, Result};
-pub use file::{DataFile, FileMode, MIN_ALIGN};
+pub use file::{drop_cached, DataFile, FileMode, MIN_ALIGN};
 pub use huge::HugeBuf;
 
 /// Test support: a fault-injecting backend for tests of code built on the I/O thread.

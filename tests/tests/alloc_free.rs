@@ -1,5 +1,6 @@
 //! Steady-state decode allocates nothing: a counting global allocator watches every thread, the
-//! kernel pool's included. One test in this binary, so no other test's allocations are counted.
+//! kernel pool's and the I/O thread's included. The tests of this binary take turns (`SERIAL`),
+//! so no other test's allocations are counted.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,10 +40,14 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// Held by each test for its whole run.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Steady-state decode makes no heap allocation on any thread, for each weight format and KV
 /// cache type, with one thread and with a pool.
 #[test]
 fn steady_state_decode_allocates_nothing() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let models = [DType::Q8_0, DType::Q4_0, DType::Bf16]
         .map(|dtype| (format!("tiny {dtype}"), floe_tests::synth_small(dir.path(), dtype)))
@@ -82,6 +87,60 @@ fn steady_state_decode_allocates_nothing() {
                 let n = ALLOCATIONS.load(Ordering::SeqCst);
                 assert_eq!(n, 0, "{dtype} x{threads} {kv_dtype:?}: {n} allocations in 20 steps");
             }
+        }
+    }
+}
+
+/// The same for a streamed engine: gate prefetch (the next layer's router applied ahead) with
+/// each cache policy, once the cache holds what the decode reads. Misses (reads from disk) are
+/// not in the steady state measured here.
+#[test]
+fn steady_state_streamed_decode_with_gate_prefetch_allocates_nothing() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use std::sync::Arc;
+
+    use floe::formats::dense::DenseWeights;
+    use floe::pipeline::{CacheMode, PrefetchMode, StreamingConfig, StreamingExperts};
+    use floe::runtime::Model;
+
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let packed = floe_tests::synth_small(dir.path(), DType::Q8_0);
+    let ef = packed.expert_file().unwrap();
+    let every_expert = packed.manifest.config.layers * packed.manifest.config.experts;
+    let live = floe::cache::PolicyKind::ALL.into_iter().filter(|k| !k.is_offline());
+    for policy in live {
+        let cache = CacheMode::Policy(policy);
+        for threads in [1, 2] {
+            let cfg = StreamingConfig {
+                cache,
+                cache_bytes: (every_expert as u64 + 1) * ef.slot_bytes as u64,
+                prefetch: PrefetchMode::Gate,
+                io: None,
+                queue_depth: 4,
+                shrinkable: false,
+            };
+            let src = Arc::new(StreamingExperts::open(&packed, &cfg).unwrap());
+            let dense = DenseWeights::load(&packed).unwrap();
+            let config = packed.manifest.config.clone();
+            let m = Model::new(config, dense, Box::new(Arc::clone(&src)), threads).unwrap();
+            let mut s = Session::new(SessionOptions { ctx: Some(96), ..Default::default() });
+            // A prompt long enough to route to every expert, then a few steps: the cache holds
+            // everything the decode reads from here on.
+            let prompt: Vec<u32> = (3..40).collect();
+            let mut tok = floe_tests::argmax(m.step(&mut s, &prompt, false).unwrap());
+            for _ in 0..4 {
+                tok = floe_tests::argmax(m.step(&mut s, &[tok], false).unwrap());
+            }
+            let misses = src.stats().cache.misses;
+            ALLOCATIONS.store(0, Ordering::SeqCst);
+            COUNTING.store(true, Ordering::SeqCst);
+            for _ in 0..20 {
+                tok = floe_tests::argmax(m.step(&mut s, &[tok], false).unwrap());
+            }
+            COUNTING.store(false, Ordering::SeqCst);
+            let n = ALLOCATIONS.load(Ordering::SeqCst);
+            assert_eq!(src.stats().cache.misses, misses, "{policy:?}: the steady state missed");
+            assert_eq!(n, 0, "streamed {policy:?} x{threads}: {n} allocations in 20 steps");
         }
     }
 }

@@ -1,7 +1,11 @@
 //! LFU with aging: evict the least used key (ties: least recently used); every `aging_interval`
 //! accesses all counts are halved, so an expert that was hot long ago does not stay forever.
+//!
+//! Uses only update a key's entry in place (nothing allocated once every key has been seen);
+//! the victim is found by a scan when one is needed, which happens on a miss, next to a whole
+//! slab's read.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use super::Policy;
 use crate::key::{AccessCtx, ExpertKey};
@@ -9,8 +13,8 @@ use crate::key::{AccessCtx, ExpertKey};
 /// Least frequently used, with periodic halving.
 #[derive(Debug)]
 pub struct Lfu {
-    /// (count, last use tick, key), smallest first: the eviction order.
-    order: BTreeSet<(u32, u64, ExpertKey)>,
+    /// Per key: its use count and last use tick. The eviction order is (count, tick, key),
+    /// smallest first.
     entries: HashMap<ExpertKey, (u32, u64)>,
     tick: u64,
     aging_interval: u64,
@@ -20,24 +24,13 @@ pub struct Lfu {
 impl Lfu {
     /// An empty LFU that halves counts every `aging_interval` accesses (0: never).
     pub fn new(aging_interval: u64) -> Self {
-        Self {
-            order: BTreeSet::new(),
-            entries: HashMap::new(),
-            tick: 0,
-            aging_interval,
-            next_aging: aging_interval,
-        }
+        Self { entries: HashMap::new(), tick: 0, aging_interval, next_aging: aging_interval }
     }
 
     fn touch(&mut self, key: ExpertKey, add: u32) {
         self.tick += 1;
-        let (count, last) = self.entries.get(&key).copied().unwrap_or((0, 0));
-        if count > 0 || self.entries.contains_key(&key) {
-            self.order.remove(&(count, last, key));
-        }
-        let count = count.saturating_add(add);
-        self.entries.insert(key, (count, self.tick));
-        self.order.insert((count, self.tick, key));
+        let entry = self.entries.entry(key).or_insert((0, 0));
+        *entry = (entry.0.saturating_add(add), self.tick);
         if self.aging_interval > 0 && self.tick >= self.next_aging {
             self.next_aging = self.tick + self.aging_interval;
             self.age();
@@ -45,11 +38,7 @@ impl Lfu {
     }
 
     fn age(&mut self) {
-        self.order.clear();
-        for (key, (count, last)) in self.entries.iter_mut() {
-            *count /= 2;
-            self.order.insert((*count, *last, *key));
-        }
+        self.entries.values_mut().for_each(|(count, _)| *count /= 2);
     }
 }
 
@@ -64,14 +53,16 @@ impl Policy for Lfu {
         self.touch(key, 1);
     }
     fn on_remove(&mut self, key: ExpertKey) {
-        if let Some((count, last)) = self.entries.remove(&key) {
-            self.order.remove(&(count, last, key));
-        }
+        self.entries.remove(&key);
     }
     fn victim(&mut self, evictable: &dyn Fn(ExpertKey) -> bool) -> Option<ExpertKey> {
-        let entry = *self.order.iter().find(|(_, _, k)| evictable(*k))?;
-        self.order.remove(&entry);
-        self.entries.remove(&entry.2);
-        Some(entry.2)
+        let (_, _, key) = self
+            .entries
+            .iter()
+            .filter(|(k, _)| evictable(**k))
+            .map(|(k, &(count, last))| (count, last, *k))
+            .min()?;
+        self.entries.remove(&key);
+        Some(key)
     }
 }

@@ -1,8 +1,12 @@
 //! Windowing ("LLM in a Flash", Alizadeh et al.): keep the experts used in the last W tokens.
 //! Keys whose last use is older than the window go first (oldest first); inside the window the
 //! least recently used token's keys go first, and among those the lowest router weight.
+//!
+//! Uses only update a key's entry in place (nothing allocated once every key has been seen);
+//! the victim is found by a scan when one is needed, which happens on a miss, next to a whole
+//! slab's read.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use super::Policy;
 use crate::key::{AccessCtx, ExpertKey};
@@ -10,8 +14,8 @@ use crate::key::{AccessCtx, ExpertKey};
 /// Sliding window over tokens.
 #[derive(Debug)]
 pub struct Window {
-    /// (last step used, weight rank key, key): eviction order, smallest first.
-    order: BTreeSet<(u64, u32, ExpertKey)>,
+    /// Per key: the last step it was used and its weight then, as an integer. The eviction
+    /// order is (step, weight, key), smallest first.
     last: HashMap<ExpertKey, (u64, u32)>,
     window: u64,
     step: u64,
@@ -20,24 +24,27 @@ pub struct Window {
 impl Window {
     /// A window of `tokens` steps.
     pub fn new(tokens: u64) -> Self {
-        Self { order: BTreeSet::new(), last: HashMap::new(), window: tokens.max(1), step: 0 }
+        Self { last: HashMap::new(), window: tokens.max(1), step: 0 }
     }
 
     fn touch(&mut self, key: ExpertKey, ctx: &AccessCtx) {
-        if let Some((s, w)) = self.last.remove(&key) {
-            self.order.remove(&(s, w, key));
-        }
         self.step = self.step.max(ctx.step);
-        // Weights in [0, 1] order keys within a step; scaled to an integer for the set.
+        // Weights in [0, 1] order keys within a step; scaled to an integer (a total order).
         let w = (ctx.weight.clamp(0.0, 1.0) * 1e6) as u32;
         self.last.insert(key, (ctx.step, w));
-        self.order.insert((ctx.step, w, key));
     }
 
-    /// Keys not used in the last W tokens.
-    pub fn expired(&self) -> impl Iterator<Item = ExpertKey> + '_ {
+    /// Keys not used in the last W tokens, oldest first.
+    pub fn expired(&self) -> Vec<ExpertKey> {
         let cutoff = self.step.saturating_sub(self.window);
-        self.order.iter().take_while(move |(s, _, _)| *s < cutoff).map(|(_, _, k)| *k)
+        let mut old: Vec<(u64, u32, ExpertKey)> = self
+            .last
+            .iter()
+            .filter(|(_, &(s, _))| s < cutoff)
+            .map(|(k, &(s, w))| (s, w, *k))
+            .collect();
+        old.sort_unstable();
+        old.into_iter().map(|(_, _, k)| k).collect()
     }
 }
 
@@ -52,14 +59,16 @@ impl Policy for Window {
         self.touch(key, ctx);
     }
     fn on_remove(&mut self, key: ExpertKey) {
-        if let Some((s, w)) = self.last.remove(&key) {
-            self.order.remove(&(s, w, key));
-        }
+        self.last.remove(&key);
     }
     fn victim(&mut self, evictable: &dyn Fn(ExpertKey) -> bool) -> Option<ExpertKey> {
-        let entry = *self.order.iter().find(|(_, _, k)| evictable(*k))?;
-        self.order.remove(&entry);
-        self.last.remove(&entry.2);
-        Some(entry.2)
+        let (_, _, key) = self
+            .last
+            .iter()
+            .filter(|(k, _)| evictable(**k))
+            .map(|(k, &(s, w))| (s, w, *k))
+            .min()?;
+        self.last.remove(&key);
+        Some(key)
     }
 }

@@ -244,12 +244,7 @@ impl Core {
 /// prompts arriving at once read their experts once), then one decode pass over every
 /// sequence in flight, so a long prompt delays the others by a chunk at a time.
 pub(crate) fn run(core: Arc<Core>, jobs: Receiver<Job>) {
-    let rewindable = core
-        .model
-        .spec
-        .layers
-        .iter()
-        .all(|l| !matches!(l.mixer, crate::model::spec::MixerSpec::DeltaNet(_)));
+    let rewindable = core.model.spec.layers.iter().all(|l| l.mixer.rewindable());
     let mut kept = KeptSessions::new(core.kept_sessions, rewindable);
     let mut batch = BatchScratch::new();
     let mut live: Vec<Live> = Vec::new();

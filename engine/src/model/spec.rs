@@ -362,6 +362,34 @@ impl MixerSpec {
         }
     }
 
+    /// The rotary embedding this mixer applies, if it has one.
+    pub fn rope(&self) -> Option<&RopeSpec> {
+        match self {
+            MixerSpec::Attention(a) => Some(&a.rope),
+            MixerSpec::Mla(m) => Some(&m.rope),
+            MixerSpec::SharedKv(a) => Some(&a.rope),
+            MixerSpec::DeltaNet(_) => None,
+        }
+    }
+
+    /// Whether a session can be cut back to an earlier position: a cache of positions can
+    /// (later ones are overwritten), a recurrent state cannot be wound back.
+    pub fn rewindable(&self) -> bool {
+        match self {
+            MixerSpec::Attention(_) | MixerSpec::Mla(_) | MixerSpec::SharedKv(_) => true,
+            MixerSpec::DeltaNet(_) => false,
+        }
+    }
+
+    /// Positions a cut may have to fall back to reach a point this mixer can resume from
+    /// (compressed attention resumes only at a window boundary); zero where any point will do.
+    pub fn rewind_span(&self) -> usize {
+        match self {
+            MixerSpec::SharedKv(a) => a.compressor.map_or(0, |c| c.ratio),
+            MixerSpec::Attention(_) | MixerSpec::Mla(_) | MixerSpec::DeltaNet(_) => 0,
+        }
+    }
+
     /// f32 values of the fixed-size state this mixer keeps (zero for attention).
     pub fn recurrent_floats(&self) -> usize {
         match self {

@@ -57,14 +57,16 @@ impl PrefetchDepth {
         }
     }
 
-    /// Of `predicted` (best first) for `layer` at `step`, those worth reading ahead. Scores the
-    /// layer's previous prediction and keeps this one to score.
-    pub fn select(
+    /// Of `predicted` (best first) for `layer` at `step`, those worth reading ahead, into `out`
+    /// (replacing what it held). Scores the layer's previous prediction and keeps this one to
+    /// score.
+    pub fn select_into(
         &mut self,
         layer: usize,
         step: u64,
         predicted: &[(usize, f32)],
-    ) -> Vec<(usize, f32)> {
+        out: &mut Vec<(usize, f32)>,
+    ) {
         if self.layers.len() <= layer {
             self.layers.resize_with(layer + 1, LayerRecord::default);
         }
@@ -80,12 +82,14 @@ impl PrefetchDepth {
             r.precision.resize(predicted.len(), 1.0);
         }
         r.pending = Some((step, predicted.iter().map(|&(e, _)| (e as u16, false)).collect()));
-        predicted
-            .iter()
-            .zip(&r.precision)
-            .filter(|(_, &p)| p >= min_precision)
-            .map(|(x, _)| *x)
-            .collect()
+        out.clear();
+        out.extend(
+            predicted
+                .iter()
+                .zip(&r.precision)
+                .filter(|(_, &p)| p >= min_precision)
+                .map(|(x, _)| *x),
+        );
     }
 }
 
@@ -101,7 +105,9 @@ mod tests {
         let predicted = [(3, 0.5), (7, 0.3)];
         let mut read = Vec::new();
         for step in 0..40u64 {
-            read.push(d.select(2, step, &predicted).len());
+            let mut chosen = Vec::new();
+            d.select_into(2, step, &predicted, &mut chosen);
+            read.push(chosen.len());
             let chosen: &[(usize, f32)] =
                 if step < 20 { &[(3, 0.6), (9, 0.4)] } else { &[(3, 0.6), (7, 0.4)] };
             d.on_route(2, step, chosen);

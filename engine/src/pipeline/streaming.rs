@@ -14,6 +14,7 @@ use floe_io::{
     ReadRequest, ReadSegment, SlabArena, Slot,
 };
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 mod budget;
 mod pins;
@@ -26,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::formats::packed::PackedModel;
 use crate::formats::placement::{ExpertFile, ExpertPlacement, ExpertRange};
 use crate::model::config::ModelConfig;
-use crate::runtime::experts::{ExpertBatchFn, ExpertSource, ExpertView};
+use crate::runtime::experts::{ExpertBatchFn, ExpertSource, ExpertView, GatePrediction};
 
 /// Counters of a streaming run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -54,6 +55,18 @@ struct Inner {
     in_flight: usize,
 }
 
+/// Experts a decode step holds at once fit inline; a prefill chunk's union may spill.
+const INLINE_KEYS: usize = 32;
+/// Experts held by one layer's pass (pinned, ready, waiting or landed).
+type Keys = SmallVec<[ExpertKey; INLINE_KEYS]>;
+
+/// The prefetch path's predictions and the share of them read ahead.
+#[derive(Debug, Default)]
+struct AheadBuffers {
+    predicted: Vec<(usize, f32)>,
+    selected: Vec<(usize, f32)>,
+}
+
 /// Experts streamed from SSD. One compute thread uses it at a time (its state is behind a
 /// mutex); the I/O thread runs beside it.
 pub struct StreamingExperts {
@@ -72,6 +85,10 @@ pub struct StreamingExperts {
     /// The slab cache gives memory back when its limit is lowered.
     shrinkable: bool,
     inner: Mutex<Inner>,
+    /// The prefetch path's buffers, reused from layer to layer.
+    ahead: Mutex<AheadBuffers>,
+    /// One token's route as the cache takes it, reused likewise.
+    routed: Mutex<Vec<(u16, f32)>>,
     stall_ns: AtomicU64,
     /// Prefetch reads that failed (dropped, or read again on demand).
     prefetch_failed: AtomicU64,
@@ -212,6 +229,8 @@ impl StreamingExperts {
             prefetch: cfg.prefetch,
             history: Mutex::new(RouteHistory::new(c.layers, c.experts)),
             depth: Mutex::new(Some(PrefetchDepth::default())),
+            ahead: Mutex::new(AheadBuffers::default()),
+            routed: Mutex::new(Vec::new()),
             usage: Mutex::new(None),
             shrinkable: cfg.shrinkable,
             inner: Mutex::new(Inner { slots: table, prefetches: Vec::new(), in_flight: 0 }),
@@ -441,7 +460,7 @@ impl StreamingExperts {
         experts: &[(usize, f32)],
         step: u64,
         f: &mut ExpertBatchFn<'_>,
-        pinned: &mut Vec<ExpertKey>,
+        pinned: &mut Keys,
     ) -> Result<()> {
         self.drain_ready(inner)?;
         self.release_retired(inner)?;
@@ -451,8 +470,7 @@ impl StreamingExperts {
                 c.cancel();
             }
         }
-        let mut ready = Vec::new();
-        let mut waiting = Vec::new();
+        let (mut ready, mut waiting) = (Keys::new(), Keys::new());
         for &(e, w) in experts {
             let key = ExpertKey::new(layer as u16, e as u16);
             let lookup = loop {
@@ -488,14 +506,14 @@ impl StreamingExperts {
     fn flush(
         &self,
         inner: &mut Inner,
-        ready: &mut Vec<ExpertKey>,
-        waiting: &mut Vec<ExpertKey>,
+        ready: &mut Keys,
+        waiting: &mut Keys,
         f: &mut ExpertBatchFn<'_>,
-        pinned: &mut Vec<ExpertKey>,
+        pinned: &mut Keys,
     ) -> Result<()> {
         self.run_batch(inner, ready, f, pinned)?;
         while !waiting.is_empty() {
-            let mut landed: Vec<ExpertKey> = Vec::new();
+            let mut landed = Keys::new();
             waiting.retain(|k| {
                 let done = self.cache.entry(*k).is_some_and(|e| e.1);
                 if done {
@@ -516,9 +534,9 @@ impl StreamingExperts {
     fn run_batch(
         &self,
         inner: &Inner,
-        keys: &mut Vec<ExpertKey>,
+        keys: &mut Keys,
         f: &mut ExpertBatchFn<'_>,
-        pinned: &mut Vec<ExpertKey>,
+        pinned: &mut Keys,
     ) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
@@ -526,7 +544,7 @@ impl StreamingExperts {
         let batch = keys
             .iter()
             .map(|&key| Ok((key.expert as usize, self.view(inner, key)?)))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<SmallVec<[_; INLINE_KEYS]>>>()?;
         f(&batch)?;
         for key in keys.drain(..) {
             self.release(key, pinned);
@@ -534,7 +552,7 @@ impl StreamingExperts {
         Ok(())
     }
 
-    fn release(&self, key: ExpertKey, pinned: &mut Vec<ExpertKey>) {
+    fn release(&self, key: ExpertKey, pinned: &mut Keys) {
         self.cache.release(key);
         if let Some(i) = pinned.iter().position(|k| *k == key) {
             pinned.swap_remove(i);
@@ -566,7 +584,7 @@ impl ExpertSource for StreamingExperts {
         f: &mut ExpertBatchFn<'_>,
     ) -> Result<()> {
         let mut inner = self.inner.lock();
-        let mut pinned = Vec::new();
+        let mut pinned = Keys::new();
         let result = self.run_layer(&mut inner, layer, experts, step, f, &mut pinned);
         // On error, give back every pin so the cache stays consistent for the caller.
         for key in pinned {
@@ -576,7 +594,9 @@ impl ExpertSource for StreamingExperts {
     }
 
     fn on_route(&self, layer: usize, step: u64, experts: &[(usize, f32)]) {
-        let route: Vec<(u16, f32)> = experts.iter().map(|&(e, w)| (e as u16, w)).collect();
+        let mut route = self.routed.lock();
+        route.clear();
+        route.extend(experts.iter().map(|&(e, w)| (e as u16, w)));
         self.cache.on_route(layer as u16, step, &route);
         if let Some(d) = self.depth.lock().as_mut() {
             d.on_route(layer, step, experts);
@@ -595,25 +615,31 @@ impl ExpertSource for StreamingExperts {
         layer: usize,
         k: usize,
         step: u64,
-        gate: &mut dyn FnMut() -> Result<Vec<(usize, f32)>>,
+        gate: &mut GatePrediction<'_>,
     ) -> Result<()> {
         // Only a cache of ours can keep what is read ahead.
         if !matches!(self.mode, CacheMode::Policy(_)) {
             return Ok(());
         }
-        let predicted = match self.prefetch {
+        let mut buffers = self.ahead.lock();
+        let AheadBuffers { predicted, selected } = &mut *buffers;
+        match self.prefetch {
             PrefetchMode::None => return Ok(()),
-            PrefetchMode::Gate => gate()?,
+            PrefetchMode::Gate => gate(predicted)?,
             PrefetchMode::History(kind) => {
-                let predicted = self.history.lock().predict(kind, layer, k);
-                predicted.into_iter().map(|e| (e as usize, 0.0)).collect()
+                let experts = self.history.lock().predict(kind, layer, k);
+                predicted.clear();
+                predicted.extend(experts.into_iter().map(|e| (e as usize, 0.0)));
             }
-        };
-        let predicted = match self.depth.lock().as_mut() {
-            Some(d) => d.select(layer, step, &predicted),
+        }
+        let predicted: &[(usize, f32)] = match self.depth.lock().as_mut() {
+            Some(d) => {
+                d.select_into(layer, step, predicted, selected);
+                selected
+            }
             None => predicted,
         };
-        self.prefetch(layer, &predicted, step);
+        self.prefetch(layer, predicted, step);
         Ok(())
     }
 }

@@ -98,19 +98,24 @@ pub trait ExpertSource: Send + Sync {
 
     /// Decode only, while the current MoE layer computes: `layer` is the next MoE layer, whose
     /// top-`k` experts the source may read ahead. `gate` applies that layer's router to the
-    /// current hidden state (mixtral-offloading's speculative prediction); it costs a small
-    /// matrix product, so a source calls it only if it predicts that way. The default reads
-    /// nothing ahead.
+    /// current hidden state (mixtral-offloading's speculative prediction), writing the ranked
+    /// (expert, weight) predictions into the buffer it is given (the caller's, so nothing is
+    /// allocated per layer); it costs a small matrix product, so a source calls it only if it
+    /// predicts that way. The default reads nothing ahead.
     fn prefetch_next(
         &self,
         _layer: usize,
         _k: usize,
         _step: u64,
-        _gate: &mut dyn FnMut() -> Result<Vec<(usize, f32)>>,
+        _gate: &mut GatePrediction<'_>,
     ) -> Result<()> {
         Ok(())
     }
 }
+
+/// The gate prefetch's prediction: the next layer's ranked (expert, weight) pairs, written into
+/// the given buffer.
+pub type GatePrediction<'a> = dyn FnMut(&mut Vec<(usize, f32)>) -> Result<()> + 'a;
 
 /// Every expert in memory, one slot-sized slab each, read once at load.
 pub struct ResidentExperts {
@@ -169,6 +174,11 @@ impl ResidentExperts {
                 }
                 if interleaved {
                     interleave_slab(&p.view(e, &|_| 1), dst)?;
+                }
+                // The bytes are ours now: their cached copy would crowd out the memory (and
+                // the huge pages) that holds them.
+                for r in p.read(e) {
+                    floe_io::drop_cached(&files[r.file], r.offset, r.len as u64);
                 }
             }
             next += file.experts;
@@ -257,7 +267,7 @@ impl<T: ExpertSource + ?Sized> ExpertSource for std::sync::Arc<T> {
         layer: usize,
         k: usize,
         step: u64,
-        gate: &mut dyn FnMut() -> Result<Vec<(usize, f32)>>,
+        gate: &mut GatePrediction<'_>,
     ) -> Result<()> {
         (**self).prefetch_next(layer, k, step, gate)
     }

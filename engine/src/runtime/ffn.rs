@@ -112,14 +112,14 @@ impl Model {
                     let next_bias = nw.router_bias.as_ref().map(|b| self.vec(b)).transpose()?;
                     let next_logit_bias =
                         nw.router_logit_bias.as_ref().map(|b| self.vec(b)).transpose()?;
-                    let hn = &sc.hn;
+                    let (hn, ahead) = (&sc.hn, &mut sc.gate_ahead);
                     // A hash-routed layer's experts are known from the tokens: its table rows,
                     // exactly, with no product.
                     if let Some(table) = &nw.hash_table {
                         let (table, tokens) = (self.vec(table)?, &sc.tokens);
                         let kt = next_spec.top_k;
-                        self.experts.prefetch_next(next, kt, step, &mut || {
-                            let mut ranked: Vec<(usize, f32)> = Vec::new();
+                        self.experts.prefetch_next(next, kt, step, &mut |ranked| {
+                            ranked.clear();
                             for &id in tokens.iter() {
                                 let row = table.get(id as usize * kt..(id as usize + 1) * kt);
                                 for &e in row.unwrap_or(&[]) {
@@ -129,55 +129,51 @@ impl Model {
                                     }
                                 }
                             }
-                            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                            // Unstable (in place) but total: ties go to the lower expert.
+                            ranked.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
                             ranked.truncate(kt * tokens.len().max(1));
-                            Ok(ranked)
+                            Ok(())
                         })?;
                     } else {
-                        self.experts.prefetch_next(next, k, step, &mut || {
+                        self.experts.prefetch_next(next, k, step, &mut |ranked| {
                             // Over several sequences, the k experts most of them are predicted to
                             // choose: a union of every prediction would read more than a layer's
                             // share of the cache ahead and evict what the step needs.
-                            let (mut scratch, mut top) = (Default::default(), Vec::new());
-                            let mut votes = vec![(0u32, 0.0f32); router.rows()];
+                            let GateAhead { votes, logits, top, route, input } = &mut *ahead;
+                            votes.clear();
+                            votes.resize(router.rows(), (0, 0.0));
+                            logits.resize(router.rows(), 0.0);
                             for x in hn.chunks_exact(h) {
-                                let mut p = vec![0.0; router.rows()];
-                                floe_kernels::matvec_with(
-                                    &router,
-                                    x,
-                                    &mut p,
-                                    pool,
-                                    self.activations,
-                                )
-                                .map_err(crate::error::Error::Kernel)?;
+                                let mut x = input.input(x, 1, self.activations);
+                                floe_kernels::matmul_input(&router, &mut x, logits, pool)
+                                    .map_err(crate::error::Error::Kernel)?;
                                 if let Some(b) = next_logit_bias {
-                                    p.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                                    logits.iter_mut().zip(b).for_each(|(x, y)| *x += y);
                                 }
                                 let kind = next_spec.router;
-                                super::router::route(
-                                    kind,
-                                    &mut p,
-                                    next_bias,
-                                    k,
-                                    &mut scratch,
-                                    &mut top,
-                                );
-                                let kept =
-                                    drop_weak(next_spec, &mut top, self.min_expert_weight_ratio);
+                                super::router::route(kind, logits, next_bias, k, route, top);
+                                let kept = drop_weak(next_spec, top, self.min_expert_weight_ratio);
                                 for &(e, wt) in &top[..kept] {
                                     votes[e].0 += 1;
                                     votes[e].1 += wt;
                                 }
                             }
-                            let mut ranked: Vec<(usize, f32)> = (0..votes.len())
-                                .filter(|&e| votes[e].0 > 0)
-                                .map(|e| (e, votes[e].1))
-                                .collect();
-                            ranked.sort_by(|a, b| {
-                                votes[b.0].0.cmp(&votes[a.0].0).then(b.1.total_cmp(&a.1))
+                            ranked.clear();
+                            ranked.extend(
+                                (0..votes.len())
+                                    .filter(|&e| votes[e].0 > 0)
+                                    .map(|e| (e, votes[e].1)),
+                            );
+                            // Most votes, then most weight, then the lower expert.
+                            ranked.sort_unstable_by(|a, b| {
+                                votes[b.0]
+                                    .0
+                                    .cmp(&votes[a.0].0)
+                                    .then(b.1.total_cmp(&a.1))
+                                    .then(a.0.cmp(&b.0))
                             });
                             ranked.truncate(k);
-                            Ok(ranked)
+                            Ok(())
                         })?;
                     }
                 }
@@ -454,4 +450,16 @@ pub(crate) fn glu_into(
     let y = sized(out, n * wd.rows());
     let mut act_input = act_bufs.input(a, n, model.activations);
     matmul_input(wd, &mut act_input, y, pool).map_err(crate::error::Error::Kernel)
+}
+
+/// The gate prefetch's buffers (the next layer's router applied ahead): sized on the first
+/// decode step, then reused.
+#[derive(Debug, Default)]
+pub(crate) struct GateAhead {
+    /// Per expert: the sequences predicted to choose it, and their summed weights.
+    votes: Vec<(u32, f32)>,
+    logits: Vec<f32>,
+    top: Vec<(usize, f32)>,
+    route: super::router::RouteScratch,
+    input: floe_kernels::InputBuffers,
 }

@@ -122,23 +122,10 @@ impl Model {
         let inv_freq = spec
             .layers
             .iter()
-            .map(|l| match l.mixer {
-                MixerSpec::Attention(a) => a.rope.inv_freq(),
-                MixerSpec::Mla(m) => m.rope.inv_freq(),
-                MixerSpec::SharedKv(a) => a.rope.inv_freq(),
-                MixerSpec::DeltaNet(_) => Vec::new(),
-            })
+            .map(|l| l.mixer.rope().map_or_else(Vec::new, |r| r.inv_freq()))
             .collect();
-        let rope_factor = spec
-            .layers
-            .iter()
-            .map(|l| match l.mixer {
-                MixerSpec::Attention(a) => a.rope.factor(),
-                MixerSpec::Mla(m) => m.rope.factor(),
-                MixerSpec::SharedKv(a) => a.rope.factor(),
-                MixerSpec::DeltaNet(_) => 1.0,
-            })
-            .collect();
+        let rope_factor =
+            spec.layers.iter().map(|l| l.mixer.rope().map_or(1.0, |r| r.factor())).collect();
         Ok(Self {
             cfg,
             spec,

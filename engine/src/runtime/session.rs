@@ -209,6 +209,8 @@ pub(crate) struct Scratch {
     pub router: Vec<f32>,
     pub top: Vec<(usize, f32)>,
     pub route: super::router::RouteScratch,
+    /// The gate prefetch's buffers.
+    pub gate_ahead: super::ffn::GateAhead,
     /// Chosen (expert, weight) per token, `top_k` per token.
     pub chosen: Vec<(usize, f32)>,
     /// Per expert: the (token, slot) pairs routed to it.
@@ -527,7 +529,7 @@ impl Session {
         if pos == self.pos {
             return true;
         }
-        if pos > self.pos || self.layers.iter().any(|l| matches!(l, LayerState::DeltaNet(_))) {
+        if pos > self.pos || self.layer_mixers.iter().any(|m| !m.rewindable()) {
             return false;
         }
         self.layers.iter().zip(&self.layer_mixers).all(|(state, mixer)| match (state, mixer) {
@@ -541,15 +543,7 @@ impl Session {
     /// that all layers can; None where none can.
     pub fn rewind_point(&self, n: usize) -> Option<usize> {
         let n = n.min(self.pos);
-        let span = self
-            .layer_mixers
-            .iter()
-            .filter_map(|m| match m {
-                MixerSpec::SharedKv(a) => a.compressor.map(|c| c.ratio),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
+        let span = self.layer_mixers.iter().map(|m| m.rewind_span()).max().unwrap_or(0);
         (n.saturating_sub(span)..=n).rev().find(|&p| self.can_rewind(p))
     }
 
