@@ -218,7 +218,8 @@ impl SlabArena {
         self.align
     }
 
-    /// First byte of the arena and its length, for registering it with the kernel.
+    /// First byte of the arena and its length, for registering it with the kernel (io_uring).
+    #[cfg(any(target_os = "linux", test))]
     pub(crate) fn region(&self) -> (*mut u8, usize) {
         (self.base.as_ptr(), self.slot_bytes * self.slot_count)
     }

@@ -113,6 +113,7 @@ fn random_ranges_equal_std_fs_on_tmpfs() {
 }
 
 /// ramfs refuses O_DIRECT: every direct backend falls back to buffered reads of the file.
+#[cfg(target_os = "linux")]
 #[test]
 fn random_ranges_equal_std_fs_on_ramfs_fallback() {
     let Some(ramfs) = RamFs::mount() else { return };

@@ -74,13 +74,15 @@ fn clone_err(e: &floe_io::IoError) -> floe_io::IoError {
     floe_io::IoError::Config(e.to_string())
 }
 
-/// A ramfs mounted on a fresh directory (ramfs refuses O_DIRECT on every kernel, unlike tmpfs
+/// A ramfs mounted on a fresh directory (Linux only) (ramfs refuses O_DIRECT on every kernel, unlike tmpfs
 /// which accepts it since Linux 6.6). Needs root; None with a loud message otherwise.
+#[cfg(target_os = "linux")]
 #[derive(Debug)]
 pub struct RamFs {
     pub dir: tempfile::TempDir,
 }
 
+#[cfg(target_os = "linux")]
 impl RamFs {
     pub fn mount() -> Option<Self> {
         let dir = tempfile::tempdir().ok()?;
@@ -100,6 +102,7 @@ impl RamFs {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for RamFs {
     fn drop(&mut self) {
         let target = std::ffi::CString::new(self.dir.path().to_str().unwrap()).unwrap();
