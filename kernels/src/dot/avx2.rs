@@ -34,6 +34,9 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_k: super::avx2_k::dot_q4_k,
     q5_k: super::avx2_k::dot_q5_k,
     q6_k: super::avx2_k::dot_q6_k,
+    quantize_q8_0: super::avx2_act::quantize_q8_0,
+    q8_sums: super::avx2_act::q8_sums,
+    swiglu: super::avx2_act::swiglu,
 };
 
 /// `a * b` of two f16 scales, broadcast to 8 lanes, with F16C. Broadcasting the raw bits first

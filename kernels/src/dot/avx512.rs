@@ -31,6 +31,9 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_k: super::avx2_k::dot_q4_k,
     q5_k: super::avx2_k::dot_q5_k,
     q6_k: super::avx2_k::dot_q6_k,
+    quantize_q8_0: avx2::KERNELS.quantize_q8_0,
+    q8_sums: avx2::KERNELS.q8_sums,
+    swiglu: avx2::KERNELS.swiglu,
 };
 
 /// Per-lane scales of a block pair: `a0 * b0` in lanes 0..8, `a1 * b1` in lanes 8..16,

@@ -14,6 +14,8 @@ use crate::quant::{
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_act;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2_k;
 #[cfg(target_arch = "x86_64")]
 mod avx2_rows8;
@@ -135,6 +137,13 @@ pub struct DotKernels {
     pub q5_k: fn(&[BlockQ5K], &[BlockQ8K]) -> f32,
     /// Q6_K weights . Q8_K activations.
     pub q6_k: fn(&[BlockQ6K], &[BlockQ8K]) -> f32,
+    /// A token's values to Q8_0 blocks as llama.cpp quantises activations
+    /// ([`crate::quant::quantize_q8_0_activations_scalar`] is the scalar twin).
+    pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
+    /// Each Q8_0 block's [`Q8Sum`] ([`crate::quant::q8_sums_scalar`] is the scalar twin).
+    pub q8_sums: fn(&[BlockQ8_0], &mut [Q8Sum]),
+    /// `out = silu(gate) * up` ([`crate::ops::swiglu_scalar`] is the scalar twin).
+    pub swiglu: fn(&[f32], &[f32], &mut [f32]),
 }
 
 impl DotKernels {

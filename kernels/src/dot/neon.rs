@@ -29,7 +29,9 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_0_rows8_x4: None,
     q4_k: scalar::dot_q4_k,
     q5_k: scalar::dot_q5_k,
-    q6_k: scalar::dot_q6_k,
+    q6_k: scalar::dot_q6_k,    quantize_q8_0: crate::quant::quantize_q8_0_activations_scalar,
+    q8_sums: crate::quant::q8_sums_scalar,
+    swiglu: crate::ops::swiglu_scalar,
 };
 
 fn dot_f32(w: &[f32], x: &[f32]) -> f32 {

@@ -17,17 +17,67 @@ pub fn softmax(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// `e^x` as ggml's vector kernels compute it (`ggml_v_expf`, after ARM's optimized routines:
+/// within 1.5 ulp, overflowing to infinity above about 88.7 and flushing to zero below about
+/// -104), one lane at a time. Every step is an IEEE operation or a fused multiply-add, so the
+/// SIMD kernels that run it eight or sixteen lanes at a time give the same bits.
+#[inline]
+pub fn exp_fast(x: f32) -> f32 {
+    let bits = f32::to_bits;
+    let from = f32::from_bits;
+    let r = f32::from_bits(0x4B40_0000); // 0x1.8p23
+    let z = x.mul_add(f32::from_bits(0x3FB8_AA3B), r); // log2(e)
+    let n = z - r;
+    // x - n * ln2, in two parts (the high part exact in n's range).
+    let b = (-n).mul_add(f32::from_bits(0x35BF_BE8E), (-n).mul_add(f32::from_bits(0x3F31_7200), x));
+    let e = bits(z) << 23;
+    let k = from(e.wrapping_add(bits(1.0)));
+    let u = b * b;
+    let j = f32::from_bits(0x3C07_2010).mul_add(b, f32::from_bits(0x3D2B_9F17)).mul_add(
+        u,
+        f32::from_bits(0x3E2A_AF33).mul_add(b, f32::from_bits(0x3EFF_FEDB)),
+    );
+    let j = j.mul_add(u, f32::from_bits(0x3F7F_FFF6) * b);
+    if n.abs() > 126.0 {
+        // Outside the normal exponent range: scale in two steps (or saturate).
+        let g = if n <= 0.0 { 0x8200_0000u32 } else { 0 };
+        let s1 = from(g.wrapping_add(0x7F00_0000));
+        let s2 = from(e.wrapping_sub(g));
+        if n.abs() > 192.0 {
+            s1 * s1
+        } else {
+            s2.mul_add(j, s2) * s1
+        }
+    } else {
+        j.mul_add(k, k)
+    }
+}
+
 /// SiLU, `x * sigmoid(x)`.
 #[inline]
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-/// SwiGLU: `out = silu(gate) * up`.
+/// SiLU as llama.cpp's vector kernels compute it, `x / (1 + e^-x)` with [`exp_fast`]: what
+/// [`swiglu`] applies, one lane at a time. (Without hardware FMA each `mul_add` is a libm call,
+/// so the one-value [`silu`] keeps the libm `exp` for callers outside the SIMD kernels.)
+#[inline]
+pub fn silu_fast(x: f32) -> f32 {
+    x / (1.0 + exp_fast(0.0 - x))
+}
+
+/// SwiGLU: `out = silu(gate) * up`, with the detected ISA's kernel (the same bits as
+/// [`swiglu_scalar`]).
 pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
     assert!(gate.len() == up.len() && gate.len() == out.len(), "swiglu: length mismatch");
+    (crate::dot::kernels().swiglu)(gate, up, out)
+}
+
+/// SwiGLU one value at a time: the scalar twin of the SIMD kernels.
+pub fn swiglu_scalar(gate: &[f32], up: &[f32], out: &mut [f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = silu(g) * u;
+        *o = silu_fast(g) * u;
     }
 }
 

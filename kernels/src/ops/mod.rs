@@ -10,7 +10,10 @@ mod rope;
 mod topk;
 
 pub use crate::kv::{KvFormat, KvPart, MAX_KV_DIM};
-pub use activation::{clamped_swiglu, geglu_tanh, gelu_tanh, silu, softmax, swiglu};
+pub use activation::{
+    clamped_swiglu, exp_fast, geglu_tanh, gelu_tanh, silu, silu_fast, softmax, swiglu,
+    swiglu_scalar,
+};
 pub use attention::{attention, AttentionShape, KvDType, KvView, KEY_TILE};
 pub use delta::{causal_conv1d_silu, gated_delta_step, l2_normalize, softplus};
 pub use norm::rms_norm;

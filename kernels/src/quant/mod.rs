@@ -56,7 +56,7 @@ pub use q2_k::{dequantize_q2_k, dot_q2_k, BlockQ2K};
 pub use q3_k::{dequantize_q3_k, dot_q3_k, scales_q3_k, BlockQ3K};
 pub use q4_0::{dequantize_q4_0, quantize_q4_0, BlockQ4_0};
 pub use q4_0x8::{
-    deinterleave_block, interleave_q4_0, q8_sums, rows8_q4_0, rows8x4_q4_0, BlockQ4_0x8, Q8Sum,
+    deinterleave_block, interleave_q4_0, q8_sums, q8_sums_scalar, rows8_q4_0, rows8x4_q4_0, BlockQ4_0x8, Q8Sum,
     ROWS8,
 };
 pub use q4_1::{dequantize_q4_1, dot_q4_1, quantize_q4_1, BlockQ4_1};
@@ -65,7 +65,10 @@ pub use q5_0::{dequantize_q5_0, dot_q5_0, quantize_q5_0, BlockQ5_0};
 pub use q5_1::{dequantize_q5_1, dot_q5_1, quantize_q5_1, BlockQ5_1};
 pub use q5_k::{dequantize_q5_k, BlockQ5K};
 pub use q6_k::{codes_q6_k, dequantize_q6_k, BlockQ6K};
-pub use q8_0::{dequantize_q8_0, quantize_q8_0, quantize_q8_0_activations, BlockQ8_0};
+pub use q8_0::{
+    dequantize_q8_0, quantize_q8_0, quantize_q8_0_activations, quantize_q8_0_activations_scalar,
+    BlockQ8_0,
+};
 pub use q8_1::{quantize_q8_1_activations, BlockQ8_1};
 pub use q8_k::{dequantize_q8_k, quantize_q8_k, BlockQ8K};
 pub use tq1_0::{dequantize_tq1_0, dot_tq1_0, BlockTq1_0};

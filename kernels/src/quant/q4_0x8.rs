@@ -37,8 +37,15 @@ pub struct Q8Sum {
     pub corr: i32,
 }
 
-/// The [`Q8Sum`] of each of `x`'s blocks, into `out` (same length).
+/// The [`Q8Sum`] of each of `x`'s blocks, into `out` (same length), with the detected ISA's
+/// kernel.
 pub fn q8_sums(x: &[BlockQ8_0], out: &mut [Q8Sum]) {
+    assert_eq!(x.len(), out.len(), "q8_sums: {} blocks into {} sums", x.len(), out.len());
+    (crate::dot::kernels().q8_sums)(x, out)
+}
+
+/// [`q8_sums`] one block at a time: the scalar twin of the SIMD kernels.
+pub fn q8_sums_scalar(x: &[BlockQ8_0], out: &mut [Q8Sum]) {
     for (b, s) in x.iter().zip(out) {
         let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
         *s = Q8Sum { d: b.d.to_f32(), corr: 8 * sum };

@@ -44,7 +44,7 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
 /// product (`quantize_row_q8_0` with AVX): `d = f16(amax / 127)`, `q = round_half_even(x *
 /// (127 / amax))`. This differs from [`quantize_q8_0`] (the reference rule llama-quantize uses
 /// for weights) in the last bit now and then, and matching it is what makes floe's logits agree
-/// with llama.cpp's.
+/// with llama.cpp's. Runs the detected ISA's kernel.
 pub fn quantize_q8_0_activations(x: &[f32], out: &mut [BlockQ8_0]) {
     assert_eq!(
         x.len(),
@@ -53,6 +53,11 @@ pub fn quantize_q8_0_activations(x: &[f32], out: &mut [BlockQ8_0]) {
         x.len(),
         out.len()
     );
+    (crate::dot::kernels().quantize_q8_0)(x, out)
+}
+
+/// [`quantize_q8_0_activations`] one value at a time: the scalar twin of the SIMD kernels.
+pub fn quantize_q8_0_activations_scalar(x: &[f32], out: &mut [BlockQ8_0]) {
     for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
