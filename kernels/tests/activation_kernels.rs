@@ -58,7 +58,12 @@ fn q8_0_quantisation_matches_the_scalar_twin_bit_for_bit() {
             quantize_q8_0_activations_scalar(&x, &mut want);
             (k.quantize_q8_0)(&x, &mut got);
             for (b, (w, g)) in want.iter().zip(&got).enumerate() {
-                assert_eq!(w.d.to_bits(), g.d.to_bits(), "{} block {b} of {blocks}: d", k.isa.name());
+                assert_eq!(
+                    w.d.to_bits(),
+                    g.d.to_bits(),
+                    "{} block {b} of {blocks}: d",
+                    k.isa.name()
+                );
                 assert_eq!(w.qs, g.qs, "{} block {b} of {blocks}: values", k.isa.name());
             }
             let (mut want_s, mut got_s) =
@@ -85,7 +90,8 @@ fn q8_0_scalar_twin_follows_llama_cpps_rule() {
         let amax = xb.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
         assert_eq!(qb.d, f16::from_f64(amax as f32 as f64 / 127.0), "block {b}");
         for (v, &got) in xb.iter().zip(&qb.qs) {
-            let want = if amax == 0.0 { 0.0 } else { (*v * (127.0 / amax as f32)).round_ties_even() };
+            let want =
+                if amax == 0.0 { 0.0 } else { (*v * (127.0 / amax as f32)).round_ties_even() };
             assert_eq!(got as f32, want, "block {b} value {v}");
         }
         let total: i32 = qb.qs.iter().map(|&v| v as i32).sum();
@@ -178,7 +184,10 @@ fn silu_fast_matches_f64() {
         let got = silu_fast(x) as f64;
         // Past e^88.7 the denominator overflows, as with libm: the true value there is at most
         // 89 e^-88.7, below 1e-36.
-        assert!((got - want).abs() <= 4e-7 * want.abs() + 1e-36, "silu_fast({x}) = {got}, f64 {want}");
+        assert!(
+            (got - want).abs() <= 4e-7 * want.abs() + 1e-36,
+            "silu_fast({x}) = {got}, f64 {want}"
+        );
         x += 0.0113;
     }
     assert_eq!(silu_fast(-200.0), -0.0);

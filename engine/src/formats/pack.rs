@@ -99,7 +99,7 @@ pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
                 _ if cfg.sigmoid_router.is_some() => v.push((Dense::RouterBias(l), 1, cfg.experts)),
                 _ => {}
             }
-            if cfg.arch.is_gpt_oss() {
+            if cfg.extras.expert_biases {
                 v.extend([
                     (Dense::RouterLogitBias(l), 1, cfg.experts),
                     (Dense::ExpGateBias(l), cfg.experts, cfg.expert_ffn),
@@ -238,8 +238,11 @@ fn attention_plan(cfg: &ModelConfig, l: usize, h: usize, v: &mut Vec<(Dense, usi
         v.push((Dense::V(l), kv, h));
     }
     v.push((Dense::O(l), h, q));
-    if cfg.arch.is_gpt_oss() {
-        v.extend([(Dense::OBias(l), 1, h), (Dense::AttnSinks(l), 1, cfg.heads)]);
+    if cfg.extras.o_bias {
+        v.push((Dense::OBias(l), 1, h));
+    }
+    if cfg.extras.attn_sinks {
+        v.push((Dense::AttnSinks(l), 1, cfg.heads));
     }
     if cfg.qkv_bias {
         v.extend([(Dense::QBias(l), 1, q), (Dense::KBias(l), 1, kv), (Dense::VBias(l), 1, kv)]);

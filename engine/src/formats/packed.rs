@@ -319,8 +319,9 @@ impl PackedModel {
                 mpath.display()
             ))
         })?;
-        let manifest: Manifest = serde_json::from_str(&text)
+        let mut manifest: Manifest = serde_json::from_str(&text)
             .map_err(|e| Error::Invalid(format!("{}: {e}", mpath.display())))?;
+        manifest.config.fill_legacy();
         if manifest.format != "floe" || manifest.format_version != FORMAT_VERSION {
             return Err(Error::Unsupported(format!(
                 "{}: format {} version {} (this floe reads floe version {FORMAT_VERSION})",

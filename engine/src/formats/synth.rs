@@ -461,6 +461,7 @@ impl SynthShape {
             },
             clamped_swiglu: (self.arch == Arch::GptOss)
                 .then_some(ClampedSwiglu { alpha: 1.702, limit: 7.0 }),
+            extras: self.arch.layer_extras(),
             gemma: self.gemma,
             // `--layers` keeps the first layers: their indexer kinds with them.
             dsa: self.dsa.clone().map(|mut d| {

@@ -84,10 +84,18 @@ impl Arch {
         matches!(self, Arch::Qwen35Moe | Arch::Qwen3Next)
     }
 
-    /// gpt-oss's fixed parts: attention sinks, an output-projection bias, a router bias,
-    /// expert biases, and routing by top-k logits then a softmax over those k.
-    pub fn is_gpt_oss(self) -> bool {
-        matches!(self, Arch::GptOss)
+    /// What this architecture's layers add to the common one (its configuration files do not
+    /// spell these out; the architecture fixes them).
+    pub fn layer_extras(self) -> LayerExtras {
+        match self {
+            Arch::GptOss => LayerExtras {
+                attn_sinks: true,
+                o_bias: true,
+                expert_biases: true,
+                top_k_then_softmax: true,
+            },
+            _ => LayerExtras::default(),
+        }
     }
 
     /// Whether full-attention layers gate their output with a sigmoid of a second half of q.
@@ -119,6 +127,28 @@ impl Arch {
                 )))
             }
         })
+    }
+}
+
+/// What a layer adds to the common one, as data: read by the layer spec and the tensor list,
+/// set where a configuration is read (from the architecture, [`Arch::layer_extras`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerExtras {
+    /// A learned sink logit per query head joins each attention softmax.
+    pub attn_sinks: bool,
+    /// The attention output projection has a bias.
+    pub o_bias: bool,
+    /// The router's logits and every expert's gate, up and down have biases.
+    pub expert_biases: bool,
+    /// Routing takes the top-k logits, then a softmax over those k (else a softmax over all
+    /// experts, then the top k).
+    pub top_k_then_softmax: bool,
+}
+
+impl LayerExtras {
+    /// None of them.
+    pub fn is_none(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -355,10 +385,13 @@ pub struct ModelConfig {
     /// Per layer: attention within `sliding_window` only (empty: none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub window_layers: Vec<bool>,
-    /// gpt-oss: sinks, output-projection and router biases, expert biases, top-k-then-softmax
-    /// routing (what the architecture fixes, kept here so that the configuration says it).
+    /// gpt-oss's clamped SwiGLU experts, if the model has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clamped_swiglu: Option<ClampedSwiglu>,
+    /// Sinks and biases the layers add ([`LayerExtras`]). A `floe.json` written before this
+    /// field existed gets its architecture's ([`ModelConfig::fill_legacy`]).
+    #[serde(default, skip_serializing_if = "LayerExtras::is_none")]
+    pub extras: LayerExtras,
     /// Gemma 4: the full-attention layers' shape and the soft-cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gemma: Option<crate::model::gemma::GemmaLayout>,
@@ -432,6 +465,14 @@ fn dsa_of(v: &Value, layers: usize) -> Result<Dsa> {
 }
 
 impl ModelConfig {
+    /// A configuration stored before [`LayerExtras`] were written out says none: it gets its
+    /// architecture's (the only way such a file could have been meant).
+    pub fn fill_legacy(&mut self) {
+        if self.extras.is_none() {
+            self.extras = self.arch.layer_extras();
+        }
+    }
+
     /// Parses a Hugging Face `config.json` (of a multimodal checkpoint: its `text_config`).
     pub fn from_hf_json(text: &str) -> Result<Self> {
         let mut v: Value =
@@ -731,6 +772,7 @@ impl ModelConfig {
             sliding_window,
             window_layers,
             clamped_swiglu,
+            extras: arch.layer_extras(),
             gemma,
             dsa: match arch {
                 Arch::GlmMoeDsa => Some(dsa_of(&v, layers)?),
@@ -824,6 +866,24 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// gpt-oss's sinks and biases are in its configuration, and a stored configuration from
+    /// before the field existed gets them back when read.
+    #[test]
+    fn layer_extras_are_data_and_old_files_get_their_architectures() {
+        let cfg = crate::formats::synth::SynthShape::preset("tiny-gpt-oss").unwrap().config();
+        assert_eq!(cfg.extras, Arch::GptOss.layer_extras());
+        assert!(cfg.extras.attn_sinks && cfg.extras.expert_biases);
+        let mut json = serde_json::to_value(&cfg).unwrap();
+        assert!(json.as_object_mut().unwrap().remove("extras").is_some(), "written out");
+        let mut old: ModelConfig = serde_json::from_value(json).unwrap();
+        assert!(old.extras.is_none());
+        old.fill_legacy();
+        assert_eq!(old.extras, cfg.extras);
+        let qwen = crate::formats::synth::SynthShape::preset("tiny").unwrap().config();
+        assert!(qwen.extras.is_none());
+        assert!(!serde_json::to_string(&qwen).unwrap().contains("extras"), "none: not written");
+    }
 
     #[test]
     fn both_spellings_and_errors() {

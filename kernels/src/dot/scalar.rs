@@ -26,7 +26,8 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_0_rows8_x4: None,
     q4_k: dot_q4_k,
     q5_k: dot_q5_k,
-    q6_k: dot_q6_k,    quantize_q8_0: crate::quant::quantize_q8_0_activations_scalar,
+    q6_k: dot_q6_k,
+    quantize_q8_0: crate::quant::quantize_q8_0_activations_scalar,
     q8_sums: crate::quant::q8_sums_scalar,
     swiglu: crate::ops::swiglu_scalar,
 };

@@ -33,10 +33,9 @@ pub fn exp_fast(x: f32) -> f32 {
     let e = bits(z) << 23;
     let k = from(e.wrapping_add(bits(1.0)));
     let u = b * b;
-    let j = f32::from_bits(0x3C07_2010).mul_add(b, f32::from_bits(0x3D2B_9F17)).mul_add(
-        u,
-        f32::from_bits(0x3E2A_AF33).mul_add(b, f32::from_bits(0x3EFF_FEDB)),
-    );
+    let j = f32::from_bits(0x3C07_2010)
+        .mul_add(b, f32::from_bits(0x3D2B_9F17))
+        .mul_add(u, f32::from_bits(0x3E2A_AF33).mul_add(b, f32::from_bits(0x3EFF_FEDB)));
     let j = j.mul_add(u, f32::from_bits(0x3F7F_FFF6) * b);
     if n.abs() > 126.0 {
         // Outside the normal exponent range: scale in two steps (or saturate).

@@ -56,8 +56,8 @@ pub use q2_k::{dequantize_q2_k, dot_q2_k, BlockQ2K};
 pub use q3_k::{dequantize_q3_k, dot_q3_k, scales_q3_k, BlockQ3K};
 pub use q4_0::{dequantize_q4_0, quantize_q4_0, BlockQ4_0};
 pub use q4_0x8::{
-    deinterleave_block, interleave_q4_0, q8_sums, q8_sums_scalar, rows8_q4_0, rows8x4_q4_0, BlockQ4_0x8, Q8Sum,
-    ROWS8,
+    deinterleave_block, interleave_q4_0, q8_sums, q8_sums_scalar, rows8_q4_0, rows8x4_q4_0,
+    BlockQ4_0x8, Q8Sum, ROWS8,
 };
 pub use q4_1::{dequantize_q4_1, dot_q4_1, quantize_q4_1, BlockQ4_1};
 pub use q4_k::{dequantize_q4_k, scale_min_k4, scales_mins_k4, BlockQ4K};

@@ -302,6 +302,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         window_layers,
         clamped_swiglu: (arch == Arch::GptOss)
             .then_some(ClampedSwiglu { alpha: GPT_OSS_SWIGLU.0, limit: GPT_OSS_SWIGLU.1 }),
+        extras: arch.layer_extras(),
         gemma: None,
         dsa: match arch {
             Arch::GlmMoeDsa => Some(crate::model::config::Dsa {

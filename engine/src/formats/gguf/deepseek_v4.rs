@@ -144,6 +144,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         sliding_window: None,
         window_layers: Vec::new(),
         clamped_swiglu: None,
+        extras: Arch::DeepseekV4.layer_extras(),
         gemma: None,
         dsa: None,
         v4: Some(v4),

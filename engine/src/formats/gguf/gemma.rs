@@ -129,6 +129,7 @@ pub fn config_of(g: &GgufFile) -> Result<ModelConfig> {
         sliding_window: Some(u(g, &p("attention.sliding_window"))?),
         window_layers: sliding[..layers].to_vec(),
         clamped_swiglu: None,
+        extras: Arch::Gemma4.layer_extras(),
         gemma: Some(gemma),
         dsa: None,
         v4: None,
