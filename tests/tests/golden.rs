@@ -3,9 +3,9 @@
 
 use floe::model::tokenizer::TextCodec;
 use floe::runtime::generate::GenerateOptions;
-use floe::runtime::Session;
+use floe::runtime::{Session, SessionOptions};
+use floe::{Engine, EngineConfig, ExpertMemory};
 use floe_kernels::DType;
-use floe_tests::generate;
 use floe_tests::*;
 
 /// Max |logit difference| allowed against an f32 reference computed from the same weights:
@@ -52,20 +52,43 @@ fn check_arch_within(name: &str, tol: f32) {
         }
     }
 
-    // Greedy generation with the KV cache, EOS disabled.
+    // Greedy generation with the KV cache, EOS disabled, through the engine users run (its
+    // scheduler thread, resident and streamed experts).
+    drop(model);
     let (gen_want, _) = golden.i64("gen_ids");
     let gen_want: Vec<u32> = gen_want.iter().map(|&x| x as u32).collect();
-    let mut s = Session::default();
     let opts = GenerateOptions {
         max_tokens: gen_want.len(),
         ignore_eos: true,
         prefill_chunk: 7,
         ..Default::default()
     };
-    let (out, stats) = generate(&model, &mut s, &ids, &opts, &mut |_| Ok(true)).unwrap();
-    assert_eq!(out, gen_want, "{name}: greedy tokens");
-    assert_eq!(stats.generated_tokens, gen_want.len());
-    assert_eq!(codec.decode(&out).unwrap(), meta["gen_text"].as_str().unwrap(), "{name}: text");
+    for experts in [ExpertMemory::Resident, EngineConfig::default().experts] {
+        let out = engine_tokens(&packed.dir, &ids, &opts, experts.clone());
+        assert_eq!(out, gen_want, "{name}: greedy tokens ({experts:?})");
+        assert_eq!(codec.decode(&out).unwrap(), meta["gen_text"].as_str().unwrap(), "{name}: text");
+    }
+}
+
+/// The tokens the engine users run (its scheduler thread) generates after `ids` from the model
+/// in `dir`, with the exact cache the references hold (the engine's default is f16).
+fn engine_tokens(
+    dir: &std::path::Path,
+    ids: &[u32],
+    opts: &GenerateOptions,
+    experts: ExpertMemory,
+) -> Vec<u32> {
+    let config = EngineConfig {
+        experts,
+        threads: 2,
+        session: SessionOptions::default(),
+        ..Default::default()
+    };
+    let engine = Engine::open(dir, config).unwrap();
+    let out: Vec<u32> =
+        engine.generate_ids(ids.to_vec(), opts.clone()).unwrap().map(|t| t.unwrap().id).collect();
+    assert_eq!(engine.stats().generation.generated_tokens, out.len());
+    out
 }
 
 #[test]
@@ -179,9 +202,8 @@ fn qwen3_moe_bf16_matches_transformers() {
     assert!(diff <= F32_LOGIT_TOL, "bf16 logits differ by {diff}");
     let want: Vec<u32> = golden.i64("gen_ids").0.iter().map(|&x| x as u32).collect();
     let opts = GenerateOptions { max_tokens: 16, ignore_eos: true, ..Default::default() };
-    let (out, _) =
-        generate(&model, &mut Session::default(), &ids, &opts, &mut |_| Ok(true)).unwrap();
-    assert_eq!(out, want);
+    drop(model);
+    assert_eq!(engine_tokens(&packed.dir, &ids, &opts, ExpertMemory::Resident), want);
 }
 
 /// Q8_0 weights (experts and dense matrices; router and norms f32, as llama-quantize leaves
