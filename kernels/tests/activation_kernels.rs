@@ -2,27 +2,13 @@
 //! sums, SwiGLU) on every ISA against their scalar twins bit for bit, and the twins against
 //! references: f64 `exp`, llama.cpp's rounding rule, exact integer sums.
 
-use floe_kernels::dot::{DotKernels, Isa};
+mod common;
+
+use common::{isas, rng};
 use floe_kernels::ops::{exp_fast, silu_fast, swiglu, swiglu_scalar};
 use floe_kernels::quant::{q8_sums_scalar, quantize_q8_0_activations_scalar, Q8Sum, QK};
 use floe_kernels::BlockQ8_0;
 use half::f16;
-
-fn rng(seed: u64) -> impl FnMut() -> f32 {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
-fn isas() -> Vec<DotKernels> {
-    let all: Vec<DotKernels> = Isa::ALL.into_iter().filter_map(DotKernels::for_isa).collect();
-    eprintln!("testing ISAs: {:?}", all.iter().map(|k| k.isa.name()).collect::<Vec<_>>());
-    all
-}
 
 /// Blocks of activations at many scales, with a zero block, exact ties (`k + 0.5` steps) and
 /// blocks whose largest value is negative.

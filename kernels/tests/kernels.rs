@@ -1,6 +1,9 @@
 //! Every SIMD kernel against its scalar twin and both against an f64 reference, on odd lengths
 //! and shapes, with named tolerances.
 
+mod common;
+
+use common::{isas, vecf};
 use floe_kernels::dot::{DotKernels, Isa};
 use floe_kernels::ops::{self, AttentionShape, KvDType, KvFormat, KvView, RopeStyle};
 use floe_kernels::quant::{dequantize_q4_0, dequantize_q8_0, quantize_q4_0, quantize_q8_0, QK};
@@ -26,27 +29,6 @@ const MATVEC_F32_REL_TOL: f64 = 1e-5;
 const MATVEC_Q8_ACT_REL_TOL: f64 = 8e-3;
 /// Small ops (norm, softmax, rope, swiglu, attention) against f64: a few f32 ulps.
 const OPS_ABS_TOL: f64 = 2e-5;
-
-fn rng(seed: u64) -> impl FnMut() -> f32 {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
-fn vecf(n: usize, seed: u64) -> Vec<f32> {
-    let mut r = rng(seed);
-    (0..n).map(|_| r()).collect()
-}
-
-fn isas() -> Vec<DotKernels> {
-    let all: Vec<DotKernels> = Isa::ALL.into_iter().filter_map(DotKernels::for_isa).collect();
-    eprintln!("testing ISAs: {:?}", all.iter().map(|k| k.isa.name()).collect::<Vec<_>>());
-    all
-}
 
 /// The f64 dot product of `w` and `x`, and the sum of its terms' magnitudes (the error scale).
 fn dot_f64(w: &[f32], x: &[f32]) -> (f64, f64) {

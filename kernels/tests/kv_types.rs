@@ -4,6 +4,9 @@
 //! round trips stay within each type's error, and attention over K and V of different types
 //! and over MLA's two-part rows matches an f64 softmax over what the cache holds.
 
+mod common;
+
+use common::rng;
 use floe_kernels::dot::Isa;
 use floe_kernels::kv::codebook::{codebook, lloyd_max};
 use floe_kernels::kv::rotation::{block_for, padded, rotate, unrotate};
@@ -12,16 +15,6 @@ use floe_kernels::ops::{self, AttentionShape, KvDType, KvFormat, KvPart, KvView}
 use floe_kernels::quant::{quantize_q4_0, quantize_q8_0};
 use floe_kernels::{BlockQ4_0, BlockQ8_0, KernelPool};
 use half::f16;
-
-fn rng(seed: u64) -> impl FnMut() -> f32 {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
 
 /// Standard normal samples (Box-Muller).
 fn gauss(seed: u64) -> impl FnMut() -> f32 {
