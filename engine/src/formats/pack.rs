@@ -16,7 +16,8 @@ use crate::formats::packed::{
 };
 use crate::formats::safetensors_dir::CheckpointDir;
 use crate::model::arch::{self, Dense, ExpertPart, ExpertTensor};
-use crate::model::config::{ModelConfig, QkNorm};
+use crate::model::config::ModelConfig;
+use crate::model::tensors::TensorSpec;
 
 /// What to pack into.
 #[derive(Debug, Clone)]
@@ -38,221 +39,6 @@ const SIDE_FILES: &[&str] = &[
     "chat_template.jinja",
     "config.json",
 ];
-
-/// The dense tensors of `cfg`, in file order, with their shapes (rows, cols).
-pub fn dense_plan(cfg: &ModelConfig) -> Vec<(Dense, usize, usize)> {
-    let h = cfg.hidden;
-    let mut v = vec![(Dense::Embed, cfg.vocab, h)];
-    if !cfg.tie_embeddings {
-        v.push((Dense::LmHead, cfg.vocab, h));
-    }
-    v.push((Dense::FinalNorm, 1, h));
-    if let Some(v4) = &cfg.v4 {
-        let s = v4.hc_mult;
-        v.extend([
-            (Dense::HcHeadFn, s, s * h),
-            (Dense::HcHeadBase, 1, s),
-            (Dense::HcHeadScale, 1, 1),
-        ]);
-    }
-    for l in 0..cfg.layers {
-        v.push((Dense::AttnNorm(l), 1, h));
-        match cfg.linear.filter(|_| cfg.is_linear(l)) {
-            Some(lin) => {
-                let (c, vt, nv) = (lin.qkv_dim(), lin.value_total(), lin.value_heads);
-                v.extend([(Dense::LinQkv(l), c, h), (Dense::LinGate(l), vt, h)]);
-                if lin.grouped {
-                    v.push((Dense::LinBetaAlpha(l), 2 * nv, h));
-                } else {
-                    v.extend([(Dense::LinBeta(l), nv, h), (Dense::LinAlpha(l), nv, h)]);
-                }
-                v.extend([
-                    (Dense::LinConv(l), c, lin.conv_kernel),
-                    (Dense::LinA(l), 1, nv),
-                    (Dense::LinDtBias(l), 1, nv),
-                    (Dense::LinNorm(l), 1, lin.value_dim),
-                    (Dense::LinOut(l), h, vt),
-                ]);
-            }
-            None => match (&cfg.v4, cfg.mla) {
-                (Some(v4), _) => v4_attention_plan(cfg, v4, l, &mut v),
-                (None, Some(m)) => mla_plan(cfg, &m, l, &mut v),
-                (None, None) => attention_plan(cfg, l, h, &mut v),
-            },
-        }
-        v.push((Dense::FfnNorm(l), 1, h));
-        let ffn = if cfg.moe_layers[l] {
-            v.push((Dense::Router(l), cfg.experts, h));
-            if cfg.gemma.is_some() {
-                v.extend([
-                    (Dense::RouterScale(l), 1, h),
-                    (Dense::ExpertScale(l), 1, cfg.experts),
-                    (Dense::PostFfnNorm1(l), 1, h),
-                    (Dense::PreFfnNorm2(l), 1, h),
-                    (Dense::PostFfnNorm2(l), 1, h),
-                ]);
-            }
-            match &cfg.v4 {
-                Some(v4) if l < v4.hash_layers => {
-                    v.push((Dense::HashTable(l), cfg.vocab, cfg.top_k))
-                }
-                _ if cfg.sigmoid_router.is_some() => v.push((Dense::RouterBias(l), 1, cfg.experts)),
-                _ => {}
-            }
-            if cfg.extras.expert_biases {
-                v.extend([
-                    (Dense::RouterLogitBias(l), 1, cfg.experts),
-                    (Dense::ExpGateBias(l), cfg.experts, cfg.expert_ffn),
-                    (Dense::ExpUpBias(l), cfg.experts, cfg.expert_ffn),
-                    (Dense::ExpDownBias(l), cfg.experts, h),
-                ]);
-            }
-            // Gemma 4's dense MLP runs beside the experts.
-            if cfg.gemma.is_some() {
-                cfg.dense_ffn
-            } else {
-                cfg.shared_ffn
-            }
-        } else {
-            cfg.dense_ffn
-        };
-        if ffn > 0 {
-            v.extend([
-                (Dense::SharedGate(l), ffn, h),
-                (Dense::SharedUp(l), ffn, h),
-                (Dense::SharedDown(l), h, ffn),
-            ]);
-            if cfg.moe_layers[l] && cfg.arch.gated_shared_expert() {
-                v.push((Dense::SharedExpertGate(l), 1, h));
-            }
-        }
-        if let Some(v4) = &cfg.v4 {
-            let (n, width) = ((2 + v4.hc_mult) * v4.hc_mult, v4.hc_mult * h);
-            v.extend([
-                (Dense::HcAttnFn(l), n, width),
-                (Dense::HcAttnBase(l), 1, n),
-                (Dense::HcAttnScale(l), 1, 3),
-                (Dense::HcFfnFn(l), n, width),
-                (Dense::HcFfnBase(l), 1, n),
-                (Dense::HcFfnScale(l), 1, 3),
-            ]);
-        }
-        if cfg.gemma.is_some() {
-            v.extend([
-                (Dense::PostAttnNorm(l), 1, h),
-                (Dense::PostFfnNorm(l), 1, h),
-                (Dense::LayerScalar(l), 1, 1),
-            ]);
-        }
-    }
-    v
-}
-
-fn mla_plan(
-    cfg: &ModelConfig,
-    m: &crate::model::config::Mla,
-    l: usize,
-    v: &mut Vec<(Dense, usize, usize)>,
-) {
-    let (h, heads) = (cfg.hidden, cfg.heads);
-    let q_rows = heads * (m.qk_nope_dim + m.qk_rope_dim);
-    if m.q_lora_rank > 0 {
-        v.extend([
-            (Dense::MlaQA(l), m.q_lora_rank, h),
-            (Dense::MlaQANorm(l), 1, m.q_lora_rank),
-            (Dense::MlaQB(l), q_rows, m.q_lora_rank),
-        ]);
-    } else {
-        v.push((Dense::Q(l), q_rows, h));
-    }
-    v.extend([
-        (Dense::MlaKVA(l), m.kv_lora_rank + m.qk_rope_dim, h),
-        (Dense::MlaKVANorm(l), 1, m.kv_lora_rank),
-        (Dense::MlaKB(l), heads * m.kv_lora_rank, m.qk_nope_dim),
-        (Dense::MlaVB(l), heads * m.v_head_dim, m.kv_lora_rank),
-        (Dense::O(l), h, heads * m.v_head_dim),
-    ]);
-    if let Some(d) = cfg.dsa.as_ref().filter(|d| d.full_layers.get(l) == Some(&true)) {
-        v.extend([
-            (Dense::IdxQ(l), d.heads * d.head_dim, m.q_lora_rank),
-            (Dense::IdxK(l), d.head_dim, h),
-            (Dense::IdxKNorm(l), 1, d.head_dim),
-            (Dense::IdxKNormBias(l), 1, d.head_dim),
-            (Dense::IdxWeights(l), d.heads, h),
-        ]);
-    }
-}
-
-/// DeepSeek-V4's shared-KV attention layer `l`: the query LoRA, the key/value head, the sinks,
-/// the grouped output projection, and the compressor (and indexer) of a compressed layer.
-fn v4_attention_plan(
-    cfg: &ModelConfig,
-    v4: &crate::model::deepseek_v4::V4Layout,
-    l: usize,
-    v: &mut Vec<(Dense, usize, usize)>,
-) {
-    let (h, hd, r) = (cfg.hidden, cfg.head_dim, v4.q_lora_rank);
-    let (g, rank) = (v4.o_groups, v4.o_lora_rank);
-    v.extend([
-        (Dense::MlaQA(l), r, h),
-        (Dense::MlaQANorm(l), 1, r),
-        (Dense::MlaQB(l), cfg.heads * hd, r),
-        (Dense::Kv(l), hd, h),
-        (Dense::MlaKVANorm(l), 1, hd),
-        (Dense::AttnSinks(l), 1, cfg.heads),
-        (Dense::OA(l), g * rank, cfg.heads * hd / g.max(1)),
-        (Dense::OB(l), h, g * rank),
-    ]);
-    let ratio = v4.compress_ratios.get(l).copied().unwrap_or(0);
-    if ratio == 0 {
-        return;
-    }
-    let indexed = v4.indexed.get(l).copied().unwrap_or(false);
-    let width = if indexed { 2 * hd } else { hd };
-    v.extend([
-        (Dense::CmpKv(l), width, h),
-        (Dense::CmpGate(l), width, h),
-        (Dense::CmpApe(l), ratio, width),
-        (Dense::CmpNorm(l), 1, hd),
-    ]);
-    if indexed {
-        let (ih, id) = (v4.index_heads, v4.index_head_dim);
-        v.extend([
-            (Dense::IdxQ(l), ih * id, r),
-            (Dense::IdxWeights(l), ih, h),
-            (Dense::IdxCmpKv(l), 2 * id, h),
-            (Dense::IdxCmpGate(l), 2 * id, h),
-            (Dense::IdxCmpApe(l), ratio, 2 * id),
-            (Dense::IdxCmpNorm(l), 1, id),
-        ]);
-    }
-}
-
-fn attention_plan(cfg: &ModelConfig, l: usize, h: usize, v: &mut Vec<(Dense, usize, usize)>) {
-    // Gemma 4's full-attention layers have their own head width and KV heads.
-    let hd = cfg.layer_head_dim(l);
-    let (q, kv) = (cfg.heads * hd, cfg.layer_kv_heads(l) * hd);
-    let q_rows = if cfg.arch.attention_output_gate() { 2 * q } else { q };
-    v.extend([(Dense::Q(l), q_rows, h), (Dense::K(l), kv, h)]);
-    if !cfg.layer_k_eq_v(l) {
-        v.push((Dense::V(l), kv, h));
-    }
-    v.push((Dense::O(l), h, q));
-    if cfg.extras.o_bias {
-        v.push((Dense::OBias(l), 1, h));
-    }
-    if cfg.extras.attn_sinks {
-        v.push((Dense::AttnSinks(l), 1, cfg.heads));
-    }
-    if cfg.qkv_bias {
-        v.extend([(Dense::QBias(l), 1, q), (Dense::KBias(l), 1, kv), (Dense::VBias(l), 1, kv)]);
-    }
-    match cfg.qk_norm {
-        QkNorm::PerHead => v.extend([(Dense::QNorm(l), 1, hd), (Dense::KNorm(l), 1, hd)]),
-        QkNorm::Full => v.extend([(Dense::QNorm(l), 1, q), (Dense::KNorm(l), 1, kv)]),
-        QkNorm::None => {}
-    }
-}
 
 /// Packs `from` into `out`, calling `progress(done, total)` as tensors are written.
 pub fn pack(
@@ -332,7 +118,7 @@ fn write_all(
 ) -> Result<Manifest> {
     let (ckpt, from) = (src.ckpt, src.dir);
     let names = arch::names(cfg.arch);
-    let plan = dense_plan(cfg);
+    let plan = crate::model::spec::ModelSpec::from_config(cfg)?.tensors();
     let moe_layers: Vec<usize> = (0..cfg.layers).filter(|&l| cfg.moe_layers[l]).collect();
     let total = (plan.len() + moe_layers.len() * cfg.experts) as u64;
     let mut done = 0u64;
@@ -347,7 +133,7 @@ fn write_all(
     };
     let dense_dtype = opts.dense_dtype.unwrap_or(source_dtype);
     let mut dense_out = DenseWriter::create(dir)?;
-    for (role, rows, cols) in plan {
+    for TensorSpec { role, rows, cols } in plan {
         let candidates = names.dense(role);
         let name = find_dense(ckpt, &candidates)?;
         let (src_rows, src_cols) =

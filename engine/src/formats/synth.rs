@@ -17,7 +17,6 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
 use crate::formats::encode::encode;
-use crate::formats::pack::dense_plan;
 use crate::formats::packed::{
     write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
 };
@@ -26,6 +25,8 @@ use crate::model::arch::Dense;
 use crate::model::config::{
     Arch, ClampedSwiglu, LinearAttention, Mla, ModelConfig, QkNorm, SigmoidRouter, Yarn,
 };
+use crate::model::spec::ModelSpec;
+use crate::model::tensors::TensorSpec;
 
 /// A model shape to synthesise.
 #[derive(Debug, Clone, PartialEq)]
@@ -558,14 +559,14 @@ fn write(
     let mut u: Vec<f32> = (0..h).map(|_| gauss(&mut rng)).collect();
     let norm = u.iter().map(|x| x * x).sum::<f32>().sqrt();
     u.iter_mut().for_each(|x| *x /= norm);
-    let plan = dense_plan(cfg);
+    let plan = ModelSpec::from_config(cfg)?.tensors();
     let slab = SlabLayout::mixed(types, h, cfg.expert_ffn)?;
     let total = plan.len() as u64 + (cfg.moe_layer_count() * cfg.experts) as u64;
     let mut done = 0;
     let dense_dtype = shape.dense_dtype.unwrap_or(if h >= 512 { DType::Bf16 } else { DType::F32 });
 
     let mut dense_out = DenseWriter::create(dir)?;
-    for (role, rows, cols) in plan {
+    for TensorSpec { role, rows, cols } in plan {
         let n = rows * cols;
         let std = 1.0 / (cols as f32).sqrt();
         let values: Vec<f32> = match role {

@@ -162,7 +162,9 @@ pub fn check_manifest(m: &Manifest) -> Check {
 /// slices by those): a norm of the wrong width or a projection of the wrong shape is an error
 /// at load, not a panic in the first token. Absent tensors are reported where they are needed.
 pub fn check_dense(c: &ModelConfig, dense: &DenseWeights) -> Check {
-    for (t, rows, cols) in crate::formats::pack::dense_plan(c) {
+    let spec = crate::model::spec::ModelSpec::from_config(c)
+        .map_err(|e| bad("config", e, "does not describe a model"))?;
+    for crate::model::tensors::TensorSpec { role: t, rows, cols } in spec.tensors() {
         let key = t.key();
         let Some((dtype, r, k)) = dense.shape(&key) else { continue };
         if (r, k) != (rows, cols) {

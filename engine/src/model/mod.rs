@@ -8,6 +8,7 @@ pub mod config;
 pub mod deepseek_v4;
 pub mod gemma;
 pub mod spec;
+pub mod tensors;
 pub mod tiktoken;
 pub mod tokenizer;
 pub mod tools;

@@ -618,6 +618,8 @@ pub struct ModelSpec {
     pub logit_softcap: Option<f32>,
     /// Hyper-connection residual streams, if the model has them.
     pub hyper: Option<HyperSpec>,
+    /// The output head is the embedding table.
+    pub tie_embeddings: bool,
 }
 
 impl ModelSpec {
@@ -776,6 +778,7 @@ impl ModelSpec {
         Ok(Self {
             hidden: c.hidden,
             vocab: c.vocab,
+            tie_embeddings: c.tie_embeddings,
             rms_eps: c.rms_eps,
             max_positions: c.max_positions,
             layers,

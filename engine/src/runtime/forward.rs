@@ -110,7 +110,7 @@ impl Model {
         crate::formats::validate::check_dense(&cfg, &dense)
             .map_err(|error| Error::Field { origin: "dense weights".into(), error })?;
         let spec = ModelSpec::from_config(&cfg)?;
-        let weights = ModelWeights::resolve(&dense, &spec, cfg.tie_embeddings)?;
+        let weights = ModelWeights::resolve(&dense, &spec)?;
         if floe_kernels::interleave_q4_0_here() {
             dense.interleave(&weights.product_only())?;
         }

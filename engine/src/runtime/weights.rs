@@ -1,6 +1,9 @@
 //! Typed per-layer weights, resolved from the dense tensors once at load: the forward pass reads
 //! fields, never formats a name or looks one up.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+
 use crate::error::{Error, Result};
 use crate::formats::dense::{DenseWeights, TensorRef};
 use crate::model::arch::Dense;
@@ -297,91 +300,114 @@ pub struct ModelWeights {
     pub layers: Vec<LayerWeights>,
 }
 
-fn matrix(d: &DenseWeights, t: Dense, rows: usize, cols: usize) -> Result<TensorRef> {
-    let r = d.tensor(&t.key())?;
-    if (r.rows(), r.cols()) != (rows, cols) {
-        return Err(Error::Invalid(format!(
-            "tensor {}: {}x{} where the config needs {rows}x{cols}",
-            t.key(),
-            r.rows(),
-            r.cols()
-        )));
+/// The dense tensors the spec lists ([`ModelSpec::tensors`]), each checked against its listed
+/// shape. Resolution takes each by role, once; a role taken that the list lacks, or a listed
+/// tensor left untaken, is a disagreement between the list and this file and fails the load.
+struct Listed {
+    found: HashMap<Dense, TensorRef>,
+    taken: RefCell<HashSet<Dense>>,
+}
+
+impl Listed {
+    fn check(d: &DenseWeights, spec: &ModelSpec) -> Result<Self> {
+        let mut found = HashMap::new();
+        for t in spec.tensors() {
+            let key = t.role.key();
+            let r = if t.is_vector() {
+                d.vector_ref(&key, t.cols)?
+            } else {
+                let r = d.tensor(&key)?;
+                if (r.rows(), r.cols()) != (t.rows, t.cols) {
+                    return Err(Error::Invalid(format!(
+                        "tensor {key}: {}x{} where the config needs {}x{}",
+                        r.rows(),
+                        r.cols(),
+                        t.rows,
+                        t.cols
+                    )));
+                }
+                r
+            };
+            found.insert(t.role, r);
+        }
+        Ok(Self { found, taken: RefCell::new(HashSet::new()) })
     }
-    Ok(r)
+
+    fn get(&self, t: Dense) -> Result<TensorRef> {
+        let r = self.found.get(&t).copied().ok_or_else(|| {
+            Error::Invalid(format!("tensor {}: read but not in the layer spec's list", t.key()))
+        })?;
+        self.taken.borrow_mut().insert(t);
+        Ok(r)
+    }
+
+    fn finish(&self) -> Result<()> {
+        let taken = self.taken.borrow();
+        match self.found.keys().find(|t| !taken.contains(t)) {
+            Some(t) => Err(Error::Invalid(format!(
+                "tensor {}: in the layer spec's list but never read",
+                t.key()
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
-fn vector(d: &DenseWeights, t: Dense, len: usize) -> Result<TensorRef> {
-    d.vector_ref(&t.key(), len)
-}
-
-fn mlp(d: &DenseWeights, l: usize, hidden: usize, ffn: usize) -> Result<MlpWeights> {
+fn mlp(d: &Listed, l: usize) -> Result<MlpWeights> {
     Ok(MlpWeights {
-        gate: matrix(d, Dense::SharedGate(l), ffn, hidden)?,
-        up: matrix(d, Dense::SharedUp(l), ffn, hidden)?,
-        down: matrix(d, Dense::SharedDown(l), hidden, ffn)?,
+        gate: d.get(Dense::SharedGate(l))?,
+        up: d.get(Dense::SharedUp(l))?,
+        down: d.get(Dense::SharedDown(l))?,
     })
 }
 
-fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<LayerWeights> {
-    let h = spec.hidden;
+fn layer(d: &Listed, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<LayerWeights> {
     let mixer = match s.mixer {
         MixerSpec::Attention(a) => {
-            let (qd, kvd) = (a.q_dim(), a.kv_dim());
             let bias = if a.qkv_bias {
-                Some([
-                    vector(d, Dense::QBias(l), qd)?,
-                    vector(d, Dense::KBias(l), kvd)?,
-                    vector(d, Dense::VBias(l), kvd)?,
-                ])
+                Some([d.get(Dense::QBias(l))?, d.get(Dense::KBias(l))?, d.get(Dense::VBias(l))?])
             } else {
                 None
             };
             let qk_norm = match a.qk_norm {
                 QkNorm::None => None,
-                QkNorm::PerHead => Some([
-                    vector(d, Dense::QNorm(l), a.head_dim)?,
-                    vector(d, Dense::KNorm(l), a.head_dim)?,
-                ]),
-                QkNorm::Full => {
-                    Some([vector(d, Dense::QNorm(l), qd)?, vector(d, Dense::KNorm(l), kvd)?])
+                QkNorm::PerHead | QkNorm::Full => {
+                    Some([d.get(Dense::QNorm(l))?, d.get(Dense::KNorm(l))?])
                 }
             };
             MixerWeights::Attention(AttentionWeights {
-                q: matrix(d, Dense::Q(l), a.q_rows(), h)?,
-                k: matrix(d, Dense::K(l), kvd, h)?,
-                v: (!a.k_is_v).then(|| matrix(d, Dense::V(l), kvd, h)).transpose()?,
-                o: matrix(d, Dense::O(l), h, qd)?,
+                q: d.get(Dense::Q(l))?,
+                k: d.get(Dense::K(l))?,
+                v: (!a.k_is_v).then(|| d.get(Dense::V(l))).transpose()?,
+                o: d.get(Dense::O(l))?,
                 bias,
                 qk_norm,
-                sinks: a.sinks.then(|| vector(d, Dense::AttnSinks(l), a.heads)).transpose()?,
-                o_bias: a.o_bias.then(|| vector(d, Dense::OBias(l), h)).transpose()?,
+                sinks: a.sinks.then(|| d.get(Dense::AttnSinks(l))).transpose()?,
+                o_bias: a.o_bias.then(|| d.get(Dense::OBias(l))).transpose()?,
             })
         }
         MixerSpec::Mla(m) => {
             let q = match m.q_lora_rank {
-                Some(r) => MlaQuery::Lora {
-                    a: matrix(d, Dense::MlaQA(l), r, h)?,
-                    norm: vector(d, Dense::MlaQANorm(l), r)?,
-                    b: matrix(d, Dense::MlaQB(l), m.q_dim(), r)?,
+                Some(_) => MlaQuery::Lora {
+                    a: d.get(Dense::MlaQA(l))?,
+                    norm: d.get(Dense::MlaQANorm(l))?,
+                    b: d.get(Dense::MlaQB(l))?,
                 },
-                None => MlaQuery::Plain(matrix(d, Dense::Q(l), m.q_dim(), h)?),
+                None => MlaQuery::Plain(d.get(Dense::Q(l))?),
             };
             MixerWeights::Mla(MlaWeights {
                 q,
-                kv_a: matrix(d, Dense::MlaKVA(l), m.latent_dim(), h)?,
-                kv_a_norm: vector(d, Dense::MlaKVANorm(l), m.kv_rank)?,
-                k_b: matrix(d, Dense::MlaKB(l), m.heads * m.kv_rank, m.nope)?,
-                v_b: matrix(d, Dense::MlaVB(l), m.heads * m.v_dim, m.kv_rank)?,
-                o: matrix(d, Dense::O(l), h, m.heads * m.v_dim)?,
+                kv_a: d.get(Dense::MlaKVA(l))?,
+                kv_a_norm: d.get(Dense::MlaKVANorm(l))?,
+                k_b: d.get(Dense::MlaKB(l))?,
+                v_b: d.get(Dense::MlaVB(l))?,
+                o: d.get(Dense::O(l))?,
                 indexer: match (m.indexer.filter(|ix| ix.full), m.q_lora_rank) {
-                    (Some(ix), Some(r)) => Some(IndexerWeights {
-                        q: matrix(d, Dense::IdxQ(l), ix.heads * ix.head_dim, r)?,
-                        k: matrix(d, Dense::IdxK(l), ix.head_dim, h)?,
-                        k_norm: [
-                            vector(d, Dense::IdxKNorm(l), ix.head_dim)?,
-                            vector(d, Dense::IdxKNormBias(l), ix.head_dim)?,
-                        ],
-                        weights: matrix(d, Dense::IdxWeights(l), ix.heads, h)?,
+                    (Some(_), Some(_)) => Some(IndexerWeights {
+                        q: d.get(Dense::IdxQ(l))?,
+                        k: d.get(Dense::IdxK(l))?,
+                        k_norm: [d.get(Dense::IdxKNorm(l))?, d.get(Dense::IdxKNormBias(l))?],
+                        weights: d.get(Dense::IdxWeights(l))?,
                     }),
                     (Some(_), None) => {
                         return Err(Error::Invalid(format!(
@@ -392,120 +418,107 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
                 },
             })
         }
-        MixerSpec::SharedKv(a) => MixerWeights::SharedKv(shared_kv(d, l, h, &a)?),
-        MixerSpec::DeltaNet(n) => {
-            let (c, vt, nv) = (n.qkv_dim(), n.value_total(), n.value_heads);
-            MixerWeights::DeltaNet(DeltaNetWeights {
-                qkv: matrix(d, Dense::LinQkv(l), c, h)?,
-                gate: matrix(d, Dense::LinGate(l), vt, h)?,
-                beta_alpha: if n.grouped {
-                    BetaAlpha::Grouped(matrix(d, Dense::LinBetaAlpha(l), 2 * nv, h)?)
-                } else {
-                    BetaAlpha::Split {
-                        beta: matrix(d, Dense::LinBeta(l), nv, h)?,
-                        alpha: matrix(d, Dense::LinAlpha(l), nv, h)?,
-                    }
-                },
-                conv: matrix(d, Dense::LinConv(l), c, n.conv_kernel)?,
-                a: vector(d, Dense::LinA(l), nv)?,
-                dt_bias: vector(d, Dense::LinDtBias(l), nv)?,
-                norm: vector(d, Dense::LinNorm(l), n.value_dim)?,
-                out: matrix(d, Dense::LinOut(l), h, vt)?,
-            })
-        }
+        MixerSpec::SharedKv(a) => MixerWeights::SharedKv(shared_kv(d, l, &a)?),
+        MixerSpec::DeltaNet(n) => MixerWeights::DeltaNet(DeltaNetWeights {
+            qkv: d.get(Dense::LinQkv(l))?,
+            gate: d.get(Dense::LinGate(l))?,
+            beta_alpha: if n.grouped {
+                BetaAlpha::Grouped(d.get(Dense::LinBetaAlpha(l))?)
+            } else {
+                BetaAlpha::Split {
+                    beta: d.get(Dense::LinBeta(l))?,
+                    alpha: d.get(Dense::LinAlpha(l))?,
+                }
+            },
+            conv: d.get(Dense::LinConv(l))?,
+            a: d.get(Dense::LinA(l))?,
+            dt_bias: d.get(Dense::LinDtBias(l))?,
+            norm: d.get(Dense::LinNorm(l))?,
+            out: d.get(Dense::LinOut(l))?,
+        }),
     };
     let moe_weights = |m: &crate::model::spec::MoeSpec| -> Result<MoeWeights> {
         Ok(MoeWeights {
-            router: matrix(d, Dense::Router(l), m.experts, h)?,
+            router: d.get(Dense::Router(l))?,
             router_bias: match m.router {
-                RouterKind::SigmoidGrouped { .. } => {
-                    Some(vector(d, Dense::RouterBias(l), m.experts)?)
-                }
+                RouterKind::SigmoidGrouped { .. } => Some(d.get(Dense::RouterBias(l))?),
                 RouterKind::SqrtSoftplus { hashed: false, .. } => {
-                    Some(vector(d, Dense::RouterBias(l), m.experts)?)
+                    Some(d.get(Dense::RouterBias(l))?)
                 }
                 RouterKind::SoftmaxTopK { .. }
                 | RouterKind::TopKSoftmax
                 | RouterKind::SqrtSoftplus { hashed: true, .. } => None,
             },
             hash_table: match m.router {
-                RouterKind::SqrtSoftplus { hashed: true, .. } => {
-                    Some(matrix(d, Dense::HashTable(l), spec.vocab, m.top_k)?)
-                }
+                RouterKind::SqrtSoftplus { hashed: true, .. } => Some(d.get(Dense::HashTable(l))?),
                 _ => None,
             },
-            shared: m.shared.map(|sh| mlp(d, l, h, sh.ffn)).transpose()?,
+            shared: m.shared.map(|_| mlp(d, l)).transpose()?,
             shared_gate: match m.shared {
-                Some(sh) if sh.gated => Some(matrix(d, Dense::SharedExpertGate(l), 1, h)?),
+                Some(sh) if sh.gated => Some(d.get(Dense::SharedExpertGate(l))?),
                 _ => None,
             },
             router_logit_bias: m
                 .router_bias
-                .then(|| vector(d, Dense::RouterLogitBias(l), m.experts))
+                .then(|| d.get(Dense::RouterLogitBias(l)))
                 .transpose()?,
             expert_bias: if m.expert_bias {
                 Some([
-                    matrix(d, Dense::ExpGateBias(l), m.experts, m.expert_ffn)?,
-                    matrix(d, Dense::ExpUpBias(l), m.experts, m.expert_ffn)?,
-                    matrix(d, Dense::ExpDownBias(l), m.experts, h)?,
+                    d.get(Dense::ExpGateBias(l))?,
+                    d.get(Dense::ExpUpBias(l))?,
+                    d.get(Dense::ExpDownBias(l))?,
                 ])
             } else {
                 None
             },
             router_scales: if m.scaled_router {
-                Some([
-                    vector(d, Dense::RouterScale(l), h)?,
-                    vector(d, Dense::ExpertScale(l), m.experts)?,
-                ])
+                Some([d.get(Dense::RouterScale(l))?, d.get(Dense::ExpertScale(l))?])
             } else {
                 None
             },
         })
     };
     let ffn = match &s.ffn {
-        FfnSpec::Mlp { ffn } => FfnWeights::Mlp(mlp(d, l, h, *ffn)?),
+        FfnSpec::Mlp { .. } => FfnWeights::Mlp(mlp(d, l)?),
         FfnSpec::Moe(m) => FfnWeights::Moe(Box::new(moe_weights(m)?)),
-        FfnSpec::MlpAndMoe { ffn, moe } => FfnWeights::MlpAndMoe(Box::new((
+        FfnSpec::MlpAndMoe { moe, .. } => FfnWeights::MlpAndMoe(Box::new((
             MlpAndMoeWeights {
-                mlp: mlp(d, l, h, *ffn)?,
-                post_mlp_norm: vector(d, Dense::PostFfnNorm1(l), h)?,
-                pre_moe_norm: vector(d, Dense::PreFfnNorm2(l), h)?,
-                post_moe_norm: vector(d, Dense::PostFfnNorm2(l), h)?,
+                mlp: mlp(d, l)?,
+                post_mlp_norm: d.get(Dense::PostFfnNorm1(l))?,
+                pre_moe_norm: d.get(Dense::PreFfnNorm2(l))?,
+                post_moe_norm: d.get(Dense::PostFfnNorm2(l))?,
             },
             moe_weights(moe)?,
         ))),
     };
     let post_norms = if s.post_norms {
         Some(PostNorms {
-            mixer: vector(d, Dense::PostAttnNorm(l), h)?,
-            ffn: vector(d, Dense::PostFfnNorm(l), h)?,
-            scalar: vector(d, Dense::LayerScalar(l), 1)?,
+            mixer: d.get(Dense::PostAttnNorm(l))?,
+            ffn: d.get(Dense::PostFfnNorm(l))?,
+            scalar: d.get(Dense::LayerScalar(l))?,
         })
     } else {
         None
     };
     let hyper = match spec.hyper {
-        Some(hc) => {
-            let (n, width) = ((2 + hc.streams) * hc.streams, hc.streams * h);
-            Some([
-                HyperWeights {
-                    proj: matrix(d, Dense::HcAttnFn(l), n, width)?,
-                    base: vector(d, Dense::HcAttnBase(l), n)?,
-                    scale: vector(d, Dense::HcAttnScale(l), 3)?,
-                },
-                HyperWeights {
-                    proj: matrix(d, Dense::HcFfnFn(l), n, width)?,
-                    base: vector(d, Dense::HcFfnBase(l), n)?,
-                    scale: vector(d, Dense::HcFfnScale(l), 3)?,
-                },
-            ])
-        }
+        Some(_) => Some([
+            HyperWeights {
+                proj: d.get(Dense::HcAttnFn(l))?,
+                base: d.get(Dense::HcAttnBase(l))?,
+                scale: d.get(Dense::HcAttnScale(l))?,
+            },
+            HyperWeights {
+                proj: d.get(Dense::HcFfnFn(l))?,
+                base: d.get(Dense::HcFfnBase(l))?,
+                scale: d.get(Dense::HcFfnScale(l))?,
+            },
+        ]),
         None => None,
     };
     Ok(LayerWeights {
-        mixer_norm: vector(d, Dense::AttnNorm(l), h)?,
+        mixer_norm: d.get(Dense::AttnNorm(l))?,
         mixer,
-        ffn_norm: vector(d, Dense::FfnNorm(l), h)?,
+        ffn_norm: d.get(Dense::FfnNorm(l))?,
         ffn,
         post_norms,
         hyper,
@@ -514,10 +527,10 @@ fn layer(d: &DenseWeights, spec: &ModelSpec, l: usize, s: &LayerSpec) -> Result<
 
 impl ModelWeights {
     /// Resolves every tensor `spec` needs, with its shape checked.
-    pub fn resolve(d: &DenseWeights, spec: &ModelSpec, tie_embeddings: bool) -> Result<Self> {
-        let embed = matrix(d, Dense::Embed, spec.vocab, spec.hidden)?;
-        let head =
-            if tie_embeddings { embed } else { matrix(d, Dense::LmHead, spec.vocab, spec.hidden)? };
+    pub fn resolve(dense: &DenseWeights, spec: &ModelSpec) -> Result<Self> {
+        let d = &Listed::check(dense, spec)?;
+        let embed = d.get(Dense::Embed)?;
+        let head = if spec.tie_embeddings { embed } else { d.get(Dense::LmHead)? };
         let layers = spec
             .layers
             .iter()
@@ -525,14 +538,15 @@ impl ModelWeights {
             .map(|(l, s)| layer(d, spec, l, s))
             .collect::<Result<_>>()?;
         let hyper_head = match spec.hyper {
-            Some(hc) => Some(HyperWeights {
-                proj: matrix(d, Dense::HcHeadFn, hc.streams, hc.streams * spec.hidden)?,
-                base: vector(d, Dense::HcHeadBase, hc.streams)?,
-                scale: vector(d, Dense::HcHeadScale, 1)?,
+            Some(_) => Some(HyperWeights {
+                proj: d.get(Dense::HcHeadFn)?,
+                base: d.get(Dense::HcHeadBase)?,
+                scale: d.get(Dense::HcHeadScale)?,
             }),
             None => None,
         };
-        let final_norm = vector(d, Dense::FinalNorm, spec.hidden)?;
+        let final_norm = d.get(Dense::FinalNorm)?;
+        d.finish()?;
         Ok(Self { embed, head, final_norm, hyper_head, layers })
     }
 
@@ -564,47 +578,41 @@ impl ModelWeights {
 }
 
 fn shared_kv(
-    d: &DenseWeights,
+    d: &Listed,
     l: usize,
-    h: usize,
     a: &crate::model::spec::SharedKvSpec,
 ) -> Result<SharedKvWeights> {
-    let (r, hd) = (a.q_lora_rank, a.head_dim);
     let compressor = match a.compressor {
-        Some(c) => {
-            let w = a.compressor_width();
-            Some(CompressorWeights {
-                kv: matrix(d, Dense::CmpKv(l), w, h)?,
-                gate: matrix(d, Dense::CmpGate(l), w, h)?,
-                ape: matrix(d, Dense::CmpApe(l), c.ratio, w)?,
-                norm: vector(d, Dense::CmpNorm(l), hd)?,
-            })
-        }
+        Some(_) => Some(CompressorWeights {
+            kv: d.get(Dense::CmpKv(l))?,
+            gate: d.get(Dense::CmpGate(l))?,
+            ape: d.get(Dense::CmpApe(l))?,
+            norm: d.get(Dense::CmpNorm(l))?,
+        }),
         None => None,
     };
-    let indexer = match a.compressor.and_then(|c| c.indexer.map(|ix| (c.ratio, ix))) {
-        Some((ratio, ix)) => Some(EntryIndexerWeights {
-            q: matrix(d, Dense::IdxQ(l), ix.heads * ix.head_dim, r)?,
-            weights: matrix(d, Dense::IdxWeights(l), ix.heads, h)?,
+    let indexer = match a.compressor.and_then(|c| c.indexer) {
+        Some(_) => Some(EntryIndexerWeights {
+            q: d.get(Dense::IdxQ(l))?,
+            weights: d.get(Dense::IdxWeights(l))?,
             compressor: CompressorWeights {
-                kv: matrix(d, Dense::IdxCmpKv(l), 2 * ix.head_dim, h)?,
-                gate: matrix(d, Dense::IdxCmpGate(l), 2 * ix.head_dim, h)?,
-                ape: matrix(d, Dense::IdxCmpApe(l), ratio, 2 * ix.head_dim)?,
-                norm: vector(d, Dense::IdxCmpNorm(l), ix.head_dim)?,
+                kv: d.get(Dense::IdxCmpKv(l))?,
+                gate: d.get(Dense::IdxCmpGate(l))?,
+                ape: d.get(Dense::IdxCmpApe(l))?,
+                norm: d.get(Dense::IdxCmpNorm(l))?,
             },
         }),
         None => None,
     };
-    let group_in = a.heads * hd / a.o_groups.max(1);
     Ok(SharedKvWeights {
-        q_a: matrix(d, Dense::MlaQA(l), r, h)?,
-        q_a_norm: vector(d, Dense::MlaQANorm(l), r)?,
-        q_b: matrix(d, Dense::MlaQB(l), a.heads * hd, r)?,
-        kv: matrix(d, Dense::Kv(l), hd, h)?,
-        kv_norm: vector(d, Dense::MlaKVANorm(l), hd)?,
-        sinks: vector(d, Dense::AttnSinks(l), a.heads)?,
-        o_a: matrix(d, Dense::OA(l), a.o_groups * a.o_lora_rank, group_in)?,
-        o_b: matrix(d, Dense::OB(l), h, a.o_groups * a.o_lora_rank)?,
+        q_a: d.get(Dense::MlaQA(l))?,
+        q_a_norm: d.get(Dense::MlaQANorm(l))?,
+        q_b: d.get(Dense::MlaQB(l))?,
+        kv: d.get(Dense::Kv(l))?,
+        kv_norm: d.get(Dense::MlaKVANorm(l))?,
+        sinks: d.get(Dense::AttnSinks(l))?,
+        o_a: d.get(Dense::OA(l))?,
+        o_b: d.get(Dense::OB(l))?,
         compressor,
         indexer,
     })

@@ -11,12 +11,13 @@ use floe_kernels::DType;
 use crate::error::{Error, Result};
 use crate::formats::gguf::arch::{config_of, gguf_name, permuted_heads, unpermute_rows};
 use crate::formats::gguf::{GgufFile, GgufTensor};
-use crate::formats::pack::dense_plan;
 use crate::formats::packed::{
     write_dir_atomically, DenseWriter, Manifest, PackedModel, SlabLayout, SlabWriter,
 };
 use crate::model::arch::Dense;
 use crate::model::config::ModelConfig;
+use crate::model::spec::ModelSpec;
+use crate::model::tensors::TensorSpec;
 
 /// floe's type for a GGUF tensor's, or an error naming the tensor and its type.
 pub fn dtype_of(t: &GgufTensor) -> Result<DType> {
@@ -67,7 +68,7 @@ pub struct DenseTensor<'g> {
 /// routers and norms must be f32).
 pub fn dense_tensors<'g>(g: &'g GgufFile, cfg: &ModelConfig) -> Result<Vec<DenseTensor<'g>>> {
     let mut out = Vec::new();
-    for (role, rows, cols) in dense_plan(cfg) {
+    for TensorSpec { role, rows, cols } in ModelSpec::from_config(cfg)?.tensors() {
         if let Some(t) = fused_qkvz(g, cfg, role, rows, cols)? {
             out.push(t);
             continue;

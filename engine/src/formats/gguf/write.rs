@@ -13,10 +13,11 @@ use crate::error::{Error, Result};
 use crate::formats::dense::DenseWeights;
 use crate::formats::gguf::arch::{gguf_arch, gguf_name, permuted_heads, unpermute_rows};
 use crate::formats::gguf::{GgmlType, GgufValue};
-use crate::formats::pack::dense_plan;
 use crate::formats::packed::PackedModel;
 use crate::model::arch::Dense;
 use crate::model::config::Arch;
+use crate::model::spec::ModelSpec;
+use crate::model::tensors::TensorSpec;
 
 /// Data alignment of the files floe writes (GGUF's default).
 const ALIGN: u64 = 32;
@@ -328,7 +329,7 @@ pub fn export_gguf(
     let dense = DenseWeights::load(packed)?;
     let table = packed.manifest.expert_table()?;
     let mut tensors: Vec<(std::string::String, Vec<u64>, GgmlType, u64, Source)> = Vec::new();
-    for (role, rows, cols) in dense_plan(c) {
+    for TensorSpec { role, rows, cols } in ModelSpec::from_config(c)?.tensors() {
         let m = dense.matrix(&role.key()).or_else(|_| {
             // Vectors (norms) are stored f32 with one row.
             dense.vector(&role.key()).map(|v| {
