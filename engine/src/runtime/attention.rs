@@ -12,6 +12,19 @@ use crate::error::Result;
 use crate::model::config::QkNorm;
 use crate::model::spec::AttentionSpec;
 
+/// Grouped-query attention's buffers.
+#[derive(Debug, Default)]
+pub(crate) struct AttentionScratch {
+    /// Projected queries (and, with an output gate, their gate logits), keys and values.
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    /// The heads' outputs, into the output projection.
+    pub att: Vec<f32>,
+    /// The attention output gate (Qwen3.5).
+    pub gate: Vec<f32>,
+}
+
 impl Model {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn attention(
@@ -26,9 +39,9 @@ impl Model {
         let (qd, kvd, hd) = (a.q_dim(), a.kv_dim(), a.head_dim);
         let pool = self.pool.as_ref();
         let (q, k, v) = (
-            sized(&mut sc.q, n * a.q_rows()),
-            sized(&mut sc.k, n * kvd),
-            sized(&mut sc.v, n * kvd),
+            sized(&mut sc.attn.q, n * a.q_rows()),
+            sized(&mut sc.attn.k, n * kvd),
+            sized(&mut sc.attn.v, n * kvd),
         );
         {
             let (wq, wk) = (self.m(&w.q)?, self.m(&w.k)?);
@@ -57,7 +70,7 @@ impl Model {
         // With an output gate each head's q rows are its queries then its gate logits: split
         // them, compacting the queries in place (each lands at or before where it was read).
         let gate = if a.output_gate {
-            let gate = sized(&mut sc.att_gate, n * qd);
+            let gate = sized(&mut sc.attn.gate, n * qd);
             for t in 0..n {
                 for h in 0..a.heads {
                     let src = t * 2 * qd + h * 2 * hd;
@@ -112,7 +125,7 @@ impl Model {
             scale: a.scale,
             window: a.window,
         };
-        let att = sized(&mut sc.att, n * qd);
+        let att = sized(&mut sc.attn.att, n * qd);
         let sinks = w.sinks.as_ref().map(|t| self.vec(t)).transpose()?;
         // Each sequence against its own cache.
         for seg in segs.iter_mut() {
@@ -134,7 +147,7 @@ impl Model {
         }
         let h = self.spec.hidden;
         let out = sized(&mut sc.out, n * h);
-        let mut input = sc.in_other.input(&sc.att, n, self.activations);
+        let mut input = sc.in_other.input(&sc.attn.att, n, self.activations);
         floe_kernels::matmul_input(&self.m(&w.o)?, &mut input, out, pool)
             .map_err(crate::error::Error::Kernel)?;
         if let Some(b) = &w.o_bias {

@@ -15,6 +15,25 @@ use super::weights::{BetaAlpha, DeltaNetWeights};
 use crate::error::Result;
 use crate::model::spec::DeltaNetSpec;
 
+/// Gated DeltaNet's buffers.
+#[derive(Debug, Default)]
+pub(crate) struct DeltaNetScratch {
+    /// The q/k/v projection and the output gate's.
+    pub qkv: Vec<f32>,
+    pub z: Vec<f32>,
+    /// Per (token, value head): beta and the decay's input; Qwen3-Next's fused projection of
+    /// both before it is split.
+    pub beta: Vec<f32>,
+    pub alpha: Vec<f32>,
+    pub beta_alpha: Vec<f32>,
+    /// Per-head outputs of the recurrence.
+    pub heads: Vec<f32>,
+    /// One position's convolution input row.
+    pub conv_row: Vec<f32>,
+    /// The heads' normed, gated output, into the output projection.
+    pub gated: Vec<f32>,
+}
+
 /// transformers' `l2norm` epsilon.
 const L2_EPS: f32 = 1e-6;
 
@@ -31,8 +50,8 @@ impl Model {
         let (c, vt, nv, nk) = (d.qkv_dim(), d.value_total(), d.value_heads, d.key_heads);
         let (dk, dv) = (d.key_dim, d.value_dim);
         let pool = self.pool.as_ref();
-        let (qkv, z) = (sized(&mut sc.lin_qkv, n * c), sized(&mut sc.lin_z, n * vt));
-        let (b, a) = (sized(&mut sc.lin_b, n * nv), sized(&mut sc.lin_a, n * nv));
+        let (qkv, z) = (sized(&mut sc.lin.qkv, n * c), sized(&mut sc.lin.z, n * vt));
+        let (b, a) = (sized(&mut sc.lin.beta, n * nv), sized(&mut sc.lin.alpha, n * nv));
         {
             let (wqkv, wz) = (self.m(&w.qkv)?, self.m(&w.gate)?);
             let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
@@ -47,7 +66,7 @@ impl Model {
                 }
                 BetaAlpha::Grouped(ba) => {
                     let wba = self.m(&ba)?;
-                    let fused = sized(&mut sc.lin_ba, n * 2 * nv);
+                    let fused = sized(&mut sc.lin.beta_alpha, n * 2 * nv);
                     let r = matmul_group(
                         &mut [(&wqkv, &mut *qkv), (&wz, &mut *z), (&wba, &mut *fused)],
                         &mut input,
@@ -70,7 +89,7 @@ impl Model {
             }
             .map_err(crate::error::Error::Kernel)?;
         }
-        let row = sized(&mut sc.norm, c);
+        let row = sized(&mut sc.lin.conv_row, c);
         let conv = self.vec(&w.conv)?;
         for seg in segs.iter_mut() {
             let (at, st) = (seg.at, seg.delta(l)?);
@@ -96,13 +115,13 @@ impl Model {
         // outputs; then the gated RMSNorm per (token, head), written token-major for the output
         // projection.
         let norm_w = self.vec(&w.norm)?;
-        let gated = sized(&mut sc.att, n * vt);
+        let gated = sized(&mut sc.lin.gated, n * vt);
         let (qkv, b, a) = (&*qkv, &*b, &*a);
         let per_state = dk * dv;
         for seg in segs.iter_mut() {
             let (at, st) = (seg.at, seg.delta(l)?);
             let len = at.len;
-            let heads = sized(&mut sc.lin_heads, nv * len * dv);
+            let heads = sized(&mut sc.lin.heads, nv * len * dv);
             let run = |j: usize, s: &mut [f32], out: &mut [f32]| {
                 let kh = d.key_head(j);
                 for (i, o) in out.chunks_exact_mut(dv).enumerate() {
@@ -137,7 +156,7 @@ impl Model {
             }
         }
         let out = sized(&mut sc.out, n * self.spec.hidden);
-        let mut input = sc.in_other.input(&sc.att, n, self.activations);
+        let mut input = sc.in_other.input(&sc.lin.gated, n, self.activations);
         floe_kernels::matmul_input(&self.m(&w.out)?, &mut input, out, pool)
             .map_err(crate::error::Error::Kernel)
     }

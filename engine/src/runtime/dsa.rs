@@ -12,6 +12,22 @@ use super::weights::IndexerWeights;
 use crate::error::Result;
 use crate::model::spec::{IndexerSpec, MlaSpec};
 
+/// Sparse attention's buffers.
+#[derive(Debug, Default)]
+pub(crate) struct DsaScratch {
+    /// The indexer's queries, keys and head weights.
+    pub idx_q: Vec<f32>,
+    pub idx_k: Vec<f32>,
+    pub idx_w: Vec<f32>,
+    /// Each token's selected positions (`topk` per token, `usize::MAX` past the visible ones;
+    /// kept for the layers that reuse them).
+    pub sel: Vec<usize>,
+    /// The rows and scores of one token's selection, and its picks.
+    pub pick: Vec<usize>,
+    pub rows: Vec<f32>,
+    pub scores: Vec<f32>,
+}
+
 /// The indexer key's LayerNorm epsilon (transformers' `nn.LayerNorm(head_dim, eps=1e-6)`).
 const K_NORM_EPS: f32 = 1e-6;
 
@@ -20,7 +36,7 @@ pub(crate) const UNSELECTED: usize = usize::MAX;
 
 impl Model {
     /// The indexer of layer `l`: its keys stored in each sequence's cache, each row's
-    /// selection into `sc.dsa_sel` (`topk` per row). `q_latent` is the query LoRA's normed
+    /// selection into `sc.dsa.sel` (`topk` per row). `q_latent` is the query LoRA's normed
     /// latent of every row; `sc.hn` the layer input; `sc.rope` the pass's RoPE table.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn dsa_select(
@@ -36,9 +52,9 @@ impl Model {
         let (heads, d, rd, k) = (ix.heads, ix.head_dim, ix.rope_dims, ix.topk);
         let pool = self.pool.as_ref();
         let (q, key, wt) = (
-            sized(&mut sc.idx_q, n * heads * d),
-            sized(&mut sc.idx_k, n * d),
-            sized(&mut sc.idx_w, n * heads),
+            sized(&mut sc.dsa.idx_q, n * heads * d),
+            sized(&mut sc.dsa.idx_k, n * d),
+            sized(&mut sc.dsa.idx_w, n * heads),
         );
         {
             let (wk, ww) = (self.m(&w.k)?, self.m(&w.weights)?);
@@ -67,10 +83,10 @@ impl Model {
             }
         }
         let (qscale, wscale) = (1.0 / (d as f32).sqrt(), 1.0 / (heads as f32).sqrt());
-        sc.dsa_sel.clear();
-        sc.dsa_sel.resize(n * k, UNSELECTED);
-        let sel = &mut sc.dsa_sel;
-        let (scores, order) = (&mut sc.dsa_scores, &mut sc.dsa_pick);
+        sc.dsa.sel.clear();
+        sc.dsa.sel.resize(n * k, UNSELECTED);
+        let sel = &mut sc.dsa.sel;
+        let (scores, order) = (&mut sc.dsa.scores, &mut sc.dsa.pick);
         for seg in segs.iter_mut() {
             let (at, kv) = (seg.at, seg.kv(l)?);
             for t in at.range() {
@@ -110,7 +126,7 @@ impl Model {
         Ok(())
     }
 
-    /// Latent attention of every row over its selected positions only (`sc.dsa_sel`): per
+    /// Latent attention of every row over its selected positions only (`sc.dsa.sel`): per
     /// head, a softmax over the selection of `q . row * scale`, the output the selected rows'
     /// latent parts weighted by it. `qlat` is `n x heads x latent`; writes `n x heads x rank`.
     #[allow(clippy::too_many_arguments)]
@@ -125,9 +141,9 @@ impl Model {
         qlat: &[f32],
     ) -> Result<()> {
         let (heads, rank, lat) = (m.heads, m.kv_rank, m.latent_dim());
-        let att = sized(&mut sc.att, n * heads * rank);
-        let (sel, rows, scores) = (&sc.dsa_sel, &mut sc.dsa_rows, &mut sc.dsa_scores);
-        let picked = &mut sc.dsa_pick;
+        let att = sized(&mut sc.mla.att, n * heads * rank);
+        let (sel, rows, scores) = (&sc.dsa.sel, &mut sc.dsa.rows, &mut sc.dsa.scores);
+        let picked = &mut sc.dsa.pick;
         for seg in segs.iter_mut() {
             let (at, kv) = (seg.at, seg.kv(l)?);
             for t in at.range() {

@@ -319,15 +319,15 @@ impl Model {
         if let (Some(hc), Some(head)) = (self.spec.hyper, &self.weights.hyper_head) {
             self.hyper_head(&hc, head, sc, n)?;
         }
-        let residual = if self.spec.hyper.is_some() { &sc.hc_in } else { &sc.x };
-        sc.gathered.clear();
+        let residual = if self.spec.hyper.is_some() { &sc.hc.input } else { &sc.x };
+        sc.head_rows.clear();
         for at in &sc.rows {
             let first = if all_logits { at.start } else { at.start + at.len - 1 };
-            sc.gathered.extend_from_slice(&residual[first * h..(at.start + at.len) * h]);
+            sc.head_rows.extend_from_slice(&residual[first * h..(at.start + at.len) * h]);
         }
-        let out_rows = sc.gathered.len() / h;
+        let out_rows = sc.head_rows.len() / h;
         let hn = sized(&mut sc.hn, out_rows * h);
-        rms_rows(&sc.gathered, self.vec(&self.weights.final_norm)?, self.spec.rms_eps, h, hn);
+        rms_rows(&sc.head_rows, self.vec(&self.weights.final_norm)?, self.spec.rms_eps, h, hn);
         let logits = sized(&mut sc.logits, out_rows * vocab);
         let mut input = sc.in_hn.input(&sc.hn[..out_rows * h], out_rows, self.activations);
         floe_kernels::matmul_input(
@@ -360,7 +360,13 @@ impl Model {
             match hyper {
                 Some((hc, [hw, _])) => {
                     self.hyper_pre(&hc, hw, sc, n)?;
-                    rms_rows(&sc.hc_in, self.vec(&lw.mixer_norm)?, self.spec.rms_eps, h, &mut sc.hn)
+                    rms_rows(
+                        &sc.hc.input,
+                        self.vec(&lw.mixer_norm)?,
+                        self.spec.rms_eps,
+                        h,
+                        &mut sc.hn,
+                    )
                 }
                 None => {
                     rms_rows(&sc.x, self.vec(&lw.mixer_norm)?, self.spec.rms_eps, h, &mut sc.hn)
@@ -400,7 +406,7 @@ impl Model {
                 Some((hc, [_, hw])) => {
                     self.hyper_post(&hc, sc, n);
                     self.hyper_pre(&hc, hw, sc, n)?;
-                    rms_rows(&sc.hc_in, self.vec(&lw.ffn_norm)?, eps, h, &mut sc.hn);
+                    rms_rows(&sc.hc.input, self.vec(&lw.ffn_norm)?, eps, h, &mut sc.hn);
                 }
                 None => {
                     sc.x.iter_mut().zip(&sc.out).for_each(|(a, b)| *a += b);
@@ -411,7 +417,7 @@ impl Model {
             match (&self.spec.layers[l].ffn, &lw.ffn) {
                 (FfnSpec::Moe(m), FfnWeights::Moe(w)) => {
                     self.moe(l, m, w, sc, rows, step, decode)?;
-                    record_routes(seqs, rows, &sc.chosen, l, m.top_k);
+                    record_routes(seqs, rows, &sc.moe.chosen, l, m.top_k);
                 }
                 (FfnSpec::Mlp { .. }, FfnWeights::Mlp(w)) => {
                     let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
@@ -421,7 +427,7 @@ impl Model {
                         Activation::Silu,
                         [&wg, &wu, &wd],
                         &mut input,
-                        [&mut sc.gate, &mut sc.up, &mut sc.act],
+                        [&mut sc.glu.gate, &mut sc.glu.up, &mut sc.glu.act],
                         &mut sc.in_other,
                         &mut sc.out,
                     )?
@@ -436,18 +442,18 @@ impl Model {
                         m.act,
                         [&wg, &wu, &wd],
                         &mut input,
-                        [&mut sc.gate, &mut sc.up, &mut sc.act],
+                        [&mut sc.glu.gate, &mut sc.glu.up, &mut sc.glu.act],
                         &mut sc.in_other,
-                        &mut sc.mlp_out,
+                        &mut sc.glu.mlp_out,
                     )?;
                     let post_mlp = self.vec(&mw.post_mlp_norm)?;
-                    rms_rows_in_place(&mut sc.mlp_out[..n * h], post_mlp, eps, &mut sc.norm);
+                    rms_rows_in_place(&mut sc.glu.mlp_out[..n * h], post_mlp, eps, &mut sc.norm);
                     rms_rows(&sc.x, self.vec(&mw.pre_moe_norm)?, eps, h, &mut sc.hn);
                     self.moe(l, m, moe_w, sc, rows, step, decode)?;
-                    record_routes(seqs, rows, &sc.chosen, l, m.top_k);
+                    record_routes(seqs, rows, &sc.moe.chosen, l, m.top_k);
                     let post_moe = self.vec(&mw.post_moe_norm)?;
                     rms_rows_in_place(&mut sc.out[..n * h], post_moe, eps, &mut sc.norm);
-                    sc.out.iter_mut().zip(&sc.mlp_out).for_each(|(o, v)| *o += v);
+                    sc.out.iter_mut().zip(&sc.glu.mlp_out).for_each(|(o, v)| *o += v);
                 }
                 _ => {
                     return Err(Error::Invalid(format!("layer {l}: weights do not match its spec")))

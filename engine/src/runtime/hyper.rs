@@ -13,6 +13,17 @@ use super::weights::HyperWeights;
 use crate::error::{Error, Result};
 use crate::model::spec::HyperSpec;
 
+/// Hyper-connections' buffers: each row's streams RMS-normed as one vector, their weights
+/// (pre, post, mix) per row, the block input they collapse to, and the new streams before they
+/// replace the residual.
+#[derive(Debug, Default)]
+pub(crate) struct HyperScratch {
+    pub flat: Vec<f32>,
+    pub mix: Vec<f32>,
+    pub input: Vec<f32>,
+    pub next: Vec<f32>,
+}
+
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -74,7 +85,7 @@ fn collapse(streams: &[f32], weight: impl Fn(usize) -> f32, out: &mut [f32]) {
 }
 
 impl Model {
-    /// Every row's streams RMS-normed together and projected by `w` into `sc.hc_mix`
+    /// Every row's streams RMS-normed together and projected by `w` into `sc.hc.mix`
     /// (`w`'s rows per row of the pass).
     fn stream_projection(
         &self,
@@ -84,16 +95,16 @@ impl Model {
         n: usize,
     ) -> Result<()> {
         let width = hc.streams * self.spec.hidden;
-        let flat = sized(&mut sc.hc_flat, n * width);
+        let flat = sized(&mut sc.hc.flat, n * width);
         unit_rms_rows(&sc.x[..n * width], width, self.spec.rms_eps, flat);
         let proj = self.m(&w.proj)?;
-        let mix = sized(&mut sc.hc_mix, n * proj.rows());
+        let mix = sized(&mut sc.hc.mix, n * proj.rows());
         let mut input = sc.in_other.input(flat, n, self.activations);
         matmul_input(&proj, &mut input, mix, self.pool.as_ref()).map_err(Error::Kernel)
     }
 
-    /// Before a block: every row's weights into `sc.hc_mix`, its collapsed streams (the
-    /// block's input, before the block's norm) into `sc.hc_in`.
+    /// Before a block: every row's weights into `sc.hc.mix`, its collapsed streams (the
+    /// block's input, before the block's norm) into `sc.hc.input`.
     pub(crate) fn hyper_pre(
         &self,
         hc: &HyperSpec,
@@ -105,9 +116,9 @@ impl Model {
         let per = (2 + s) * s;
         self.stream_projection(hc, w, sc, n)?;
         let (base, scale) = (self.vec(&w.base)?, self.vec(&w.scale)?);
-        let collapsed = sized(&mut sc.hc_in, n * h);
+        let collapsed = sized(&mut sc.hc.input, n * h);
         for t in 0..n {
-            let m = &mut sc.hc_mix[t * per..(t + 1) * per];
+            let m = &mut sc.hc.mix[t * per..(t + 1) * per];
             weights_of(hc, m, base, scale);
             let streams = &sc.x[t * s * h..(t + 1) * s * h];
             collapse(streams, |i| m[i], &mut collapsed[t * h..(t + 1) * h]);
@@ -119,9 +130,9 @@ impl Model {
     pub(crate) fn hyper_post(&self, hc: &HyperSpec, sc: &mut Scratch, n: usize) {
         let (s, h) = (hc.streams, self.spec.hidden);
         let per = (2 + s) * s;
-        let next = sized(&mut sc.hc_next, n * s * h);
+        let next = sized(&mut sc.hc.next, n * s * h);
         for t in 0..n {
-            let m = &sc.hc_mix[t * per..(t + 1) * per];
+            let m = &sc.hc.mix[t * per..(t + 1) * per];
             let (post, mix) = (&m[s..2 * s], &m[2 * s..]);
             let old = &sc.x[t * s * h..(t + 1) * s * h];
             let out = &sc.out[t * h..(t + 1) * h];
@@ -133,10 +144,10 @@ impl Model {
                 }
             }
         }
-        std::mem::swap(&mut sc.x, &mut sc.hc_next);
+        std::mem::swap(&mut sc.x, &mut sc.hc.next);
     }
 
-    /// The hyper head: every row's streams collapsed to one into `sc.hc_in`.
+    /// The hyper head: every row's streams collapsed to one into `sc.hc.input`.
     pub(crate) fn hyper_head(
         &self,
         hc: &HyperSpec,
@@ -147,9 +158,9 @@ impl Model {
         let (s, h) = (hc.streams, self.spec.hidden);
         self.stream_projection(hc, w, sc, n)?;
         let (base, scale) = (self.vec(&w.base)?, self.vec(&w.scale)?[0]);
-        let collapsed = sized(&mut sc.hc_in, n * h);
+        let collapsed = sized(&mut sc.hc.input, n * h);
         for t in 0..n {
-            let m = &sc.hc_mix[t * s..(t + 1) * s];
+            let m = &sc.hc.mix[t * s..(t + 1) * s];
             let pre = |i: usize| sigmoid(m[i] * scale + base[i]) + hc.eps;
             let streams = &sc.x[t * s * h..(t + 1) * s * h];
             collapse(streams, pre, &mut collapsed[t * h..(t + 1) * h]);

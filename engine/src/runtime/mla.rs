@@ -14,6 +14,27 @@ use super::weights::{MlaQuery, MlaWeights};
 use crate::error::{Error, Result};
 use crate::model::spec::MlaSpec;
 
+/// Multi-head latent attention's buffers.
+#[derive(Debug, Default)]
+pub(crate) struct MlaScratch {
+    /// The projected queries and the layer's `[latent; rope key]` projection.
+    pub q: Vec<f32>,
+    pub kva: Vec<f32>,
+    /// The query LoRA's output, and its normed form (which the sparse indexer reads too).
+    pub qa: Vec<f32>,
+    pub q_normed: Vec<f32>,
+    /// Each position's cached row: the normed latent and the rotated key.
+    pub latent: Vec<f32>,
+    /// Queries in the latent space, per head.
+    pub qlat: Vec<f32>,
+    /// A head's gathered inputs and its product's result.
+    pub gather: Vec<f32>,
+    pub head: Vec<f32>,
+    /// Each head's latent output, and its value output (into the output projection).
+    pub att: Vec<f32>,
+    pub vout: Vec<f32>,
+}
+
 /// Rows `first..first + count` of `m`.
 pub(crate) fn rows<'a>(m: &Matrix<'a>, first: usize, count: usize) -> Result<Matrix<'a>> {
     let rb = m.dtype().row_bytes(m.cols()).map_err(crate::error::Error::Kernel)?;
@@ -68,8 +89,8 @@ impl Model {
         let (qh, lat) = (nope + r, m.latent_dim());
         let pool = self.pool.as_ref();
         let eps = self.spec.rms_eps;
-        let q = sized(&mut sc.q, n * m.q_dim());
-        let kva = sized(&mut sc.k, n * lat);
+        let q = sized(&mut sc.mla.q, n * m.q_dim());
+        let kva = sized(&mut sc.mla.kva, n * lat);
         let wkva = self.m(&w.kv_a)?;
         match &w.q {
             MlaQuery::Plain(wq) => {
@@ -81,13 +102,13 @@ impl Model {
             MlaQuery::Lora { a, norm, b } => {
                 let (wa, wb) = (self.m(a)?, self.m(b)?);
                 let qa_dim = wa.rows();
-                let qa = sized(&mut sc.mla_qa, n * qa_dim);
+                let qa = sized(&mut sc.mla.qa, n * qa_dim);
                 {
                     let mut input = sc.in_hn.input(&sc.hn, n, self.activations);
                     matmul_group(&mut [(&wa, &mut *qa), (&wkva, &mut *kva)], &mut input, pool)
                         .map_err(crate::error::Error::Kernel)?;
                 }
-                let normed = sized(&mut sc.v, n * qa_dim);
+                let normed = sized(&mut sc.mla.q_normed, n * qa_dim);
                 rms_rows(qa, self.vec(norm)?, eps, qa_dim, normed);
                 let mut input = sc.in_other.input(normed, n, self.activations);
                 matmul_input(&wb, &mut input, q, pool).map_err(crate::error::Error::Kernel)?;
@@ -97,7 +118,7 @@ impl Model {
         let inv = &self.inv_freq[l];
         super::forward::rope_rows(self, l, segs, &mut sc.rope_one, &mut sc.rope);
         let kv_norm = self.vec(&w.kv_a_norm)?;
-        let latent = sized(&mut sc.mla_latent, n * lat);
+        let latent = sized(&mut sc.mla.latent, n * lat);
         for t in 0..n {
             let (src, dst) = (&kva[t * lat..(t + 1) * lat], &mut latent[t * lat..(t + 1) * lat]);
             ops::rms_norm(&src[..rank], kv_norm, eps, &mut dst[..rank]);
@@ -112,10 +133,10 @@ impl Model {
             }
         }
         // Queries in the latent space: per head, k_b times its no-RoPE part; then its RoPE part.
-        let qlat = sized(&mut sc.mla_q, n * heads * lat);
+        let qlat = sized(&mut sc.mla.qlat, n * heads * lat);
         let k_b = self.m(&w.k_b)?;
         for h in 0..heads {
-            let bufs = (&mut sc.mla_gather, &mut sc.mla_head, &mut sc.in_other);
+            let bufs = (&mut sc.mla.gather, &mut sc.mla.head, &mut sc.in_other);
             let src = (&*q, heads * qh, h * qh, nope);
             self.head_product(
                 &rows(&k_b, h * rank, rank)?,
@@ -134,27 +155,27 @@ impl Model {
         // Sparse attention: this layer's indexer picks each row's positions (a shared layer
         // keeps the previous layer's picks).
         if let (Some(ix), Some(iw)) = (m.indexer.filter(|ix| ix.full), &w.indexer) {
-            let q_latent = std::mem::take(&mut sc.v);
+            let q_latent = std::mem::take(&mut sc.mla.q_normed);
             let qa_dim = q_latent.len() / n.max(1);
             let r = self.dsa_select(l, &ix, iw, segs, sc, n, &q_latent[..n * qa_dim]);
-            sc.v = q_latent;
+            sc.mla.q_normed = q_latent;
             r?;
         }
         let shape =
             AttentionShape { heads, kv_heads: 1, head_dim: lat, scale: m.scale, window: None };
         // Each head's output is its latent part only (the RoPE part is not a value).
         if let Some(ix) = m.indexer {
-            let qlat = std::mem::take(&mut sc.mla_q);
+            let qlat = std::mem::take(&mut sc.mla.qlat);
             let r = self.dsa_attention(l, m, ix.topk, segs, sc, n, &qlat[..n * heads * lat]);
-            sc.mla_q = qlat;
+            sc.mla.qlat = qlat;
             r?;
         } else {
-            let att = sized(&mut sc.att, n * heads * rank);
+            let att = sized(&mut sc.mla.att, n * heads * rank);
             let (w_row, o_row) = (heads * lat, heads * rank);
             for seg in segs.iter_mut() {
                 let (at, kv) = (seg.at, seg.kv(l)?);
                 let (qs, out) = (
-                    &sc.mla_q[at.start * w_row..][..at.len * w_row],
+                    &sc.mla.qlat[at.start * w_row..][..at.len * w_row],
                     &mut att[at.start * o_row..][..at.len * o_row],
                 );
                 kv.note_queries(qs);
@@ -163,14 +184,14 @@ impl Model {
         }
         // Per head, v_b times its latent output.
         let v_b = self.m(&w.v_b)?;
-        let vout = sized(&mut sc.mla_v, n * heads * vd);
+        let vout = sized(&mut sc.mla.vout, n * heads * vd);
         for h in 0..heads {
-            let bufs = (&mut sc.mla_gather, &mut sc.mla_head, &mut sc.in_other);
-            let src = (&sc.att[..n * heads * rank], heads * rank, h * rank, rank);
+            let bufs = (&mut sc.mla.gather, &mut sc.mla.head, &mut sc.in_other);
+            let src = (&sc.mla.att[..n * heads * rank], heads * rank, h * rank, rank);
             self.head_product(&rows(&v_b, h * vd, vd)?, n, src, (vout, heads * vd, h * vd), bufs)?;
         }
         let out = sized(&mut sc.out, n * self.spec.hidden);
-        let mut input = sc.in_other.input(&sc.mla_v, n, self.activations);
+        let mut input = sc.in_other.input(&sc.mla.vout, n, self.activations);
         matmul_input(&self.m(&w.o)?, &mut input, out, pool).map_err(crate::error::Error::Kernel)
     }
 }

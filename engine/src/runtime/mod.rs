@@ -13,6 +13,7 @@ pub mod generate;
 mod hyper;
 pub mod kv_cache;
 mod mla;
+mod moe;
 mod router;
 pub mod routing_trace;
 pub mod sampling;

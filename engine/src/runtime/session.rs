@@ -166,93 +166,53 @@ pub enum LayerState {
     SharedKv(super::shared_kv_state::SharedKvState),
 }
 
-/// Buffers the forward pass reuses: sized by the first pass of each size, then untouched.
+/// Buffers the forward pass reuses: sized by the first pass of each size, then untouched. The
+/// residual stream and what every layer shares are here; each mixer and feed-forward kind keeps
+/// its own buffers, under its own names, in its own part.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
+    /// The residual stream, one row per token of the pass.
     pub x: Vec<f32>,
+    /// The current block's normed input.
     pub hn: Vec<f32>,
-    pub q: Vec<f32>,
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
-    pub att: Vec<f32>,
+    /// The current block's output, before it joins the residual.
     pub out: Vec<f32>,
+    /// A norm's temporary row.
     pub norm: Vec<f32>,
-    /// The attention output gate (Qwen3.5).
-    pub att_gate: Vec<f32>,
-    /// Gated DeltaNet: projections, per-(token, head) decay and beta, per-head outputs.
-    pub lin_qkv: Vec<f32>,
-    pub lin_z: Vec<f32>,
-    pub lin_b: Vec<f32>,
-    pub lin_a: Vec<f32>,
-    /// Qwen3-Next's fused beta/alpha projection, before it is split into `lin_b` and `lin_a`.
-    pub lin_ba: Vec<f32>,
-    pub lin_heads: Vec<f32>,
-    /// MLA: the LoRA query, latents, per-head gathers and results, queries in latent space.
-    pub mla_qa: Vec<f32>,
-    pub mla_latent: Vec<f32>,
-    pub mla_gather: Vec<f32>,
-    pub mla_head: Vec<f32>,
-    pub mla_q: Vec<f32>,
-    pub mla_v: Vec<f32>,
-    /// Sparse attention: the indexer's queries, keys and head weights, each token's selected
-    /// positions (`topk` per token, `usize::MAX` past the visible ones; kept for the layers
-    /// that reuse them), and the rows and scores of one token's selection.
-    pub idx_q: Vec<f32>,
-    pub idx_k: Vec<f32>,
-    pub idx_w: Vec<f32>,
-    pub dsa_sel: Vec<usize>,
-    pub dsa_pick: Vec<usize>,
-    pub dsa_rows: Vec<f32>,
-    pub dsa_scores: Vec<f32>,
+    /// Grouped-query attention's buffers.
+    pub attn: super::attention::AttentionScratch,
+    /// Gated DeltaNet's buffers.
+    pub lin: super::deltanet::DeltaNetScratch,
+    /// Multi-head latent attention's buffers.
+    pub mla: super::mla::MlaScratch,
+    /// Sparse attention's indexer and selection.
+    pub dsa: super::dsa::DsaScratch,
+    /// Shared-KV attention's buffers.
+    pub skv: super::shared_kv::SharedKvScratch,
+    /// Hyper-connections' buffers.
+    pub hc: super::hyper::HyperScratch,
+    /// The gated MLPs' buffers (dense, shared experts, Gemma 4's side-by-side MLP).
+    pub glu: super::ffn::GluScratch,
+    /// The routed MoE's buffers.
+    pub moe: super::moe::MoeScratch,
+    /// The pass's RoPE table, one row per token.
     pub rope: Vec<(f32, f32)>,
+    /// A RoPE table of one sequence, before it joins the pass's per-row table.
+    pub rope_one: Vec<(f32, f32)>,
+    /// The output head's input rows (the last row of each sequence, or every row) and logits.
+    pub head_rows: Vec<f32>,
     pub logits: Vec<f32>,
-    pub router: Vec<f32>,
-    pub top: Vec<(usize, f32)>,
-    pub route: super::router::RouteScratch,
-    /// The gate prefetch's buffers.
-    pub gate_ahead: super::ffn::GateAhead,
-    /// Chosen (expert, weight) per token, `top_k` per token.
-    pub chosen: Vec<(usize, f32)>,
-    /// Per expert: the (token, slot) pairs routed to it.
-    pub users: ExpertUsers,
-    pub weight: Vec<f32>,
-    pub wanted: Vec<(usize, f32)>,
-    pub gate: Vec<f32>,
-    pub up: Vec<f32>,
-    pub act: Vec<f32>,
-    pub gathered: Vec<f32>,
-    pub y: Vec<f32>,
-    pub per_slot: Vec<f32>,
-    pub shared: Vec<f32>,
-    pub shared_gate: Vec<f32>,
-    /// Gemma 4: the dense MLP's output beside the MoE, and the router's own input.
-    pub mlp_out: Vec<f32>,
-    pub router_in: Vec<f32>,
-    pub in_router: InputBuffers,
     /// Quantised forms of `hn` (shared by q/k/v, the router, dense and shared MLPs, and in
     /// decode every routed expert).
     pub in_hn: InputBuffers,
     /// Quantised forms of the other inputs (attention output, activations into down).
     pub in_other: InputBuffers,
-    /// Quantised forms of each expert's input in a batch (its gathered tokens, its activations).
-    pub in_batch: Vec<InputBuffers>,
     /// Which kernels this pass's products run its tokens through (see [`PassKind`]).
     pub kernels: TokenKernels,
     /// Each sequence's rows of the current pass.
     pub rows: Vec<SeqRows>,
-    /// A RoPE table of one sequence, before it joins the pass's per-row table.
-    pub rope_one: Vec<(f32, f32)>,
-    /// Shared-KV attention's buffers.
-    pub skv: super::shared_kv::SharedKvScratch,
     /// The pass's token ids, one per row (hash routing reads them).
     pub tokens: Vec<u32>,
-    /// Hyper-connections: each row's streams RMS-normed as one vector, their weights (pre,
-    /// post, mix) per row, the block input they collapse to, and the new streams before they
-    /// replace the residual.
-    pub hc_flat: Vec<f32>,
-    pub hc_mix: Vec<f32>,
-    pub hc_in: Vec<f32>,
-    pub hc_next: Vec<f32>,
 }
 
 impl Scratch {
@@ -261,8 +221,7 @@ impl Scratch {
         self.kernels = kernels;
         self.in_hn.set_kernels(kernels);
         self.in_other.set_kernels(kernels);
-        self.in_router.set_kernels(kernels);
-        self.in_batch.iter_mut().for_each(|b| b.set_kernels(kernels));
+        self.moe.set_kernels(kernels);
     }
 }
 
@@ -351,46 +310,6 @@ impl BatchScratch {
     /// The logits of the last pass (`vocab` floats per returned row).
     pub fn logits_mut(&mut self) -> &mut [f32] {
         &mut self.scratch.logits
-    }
-}
-
-/// The (token, slot) pairs routed to each expert, grouped by expert in one flat list (a
-/// counting sort: no per-expert vectors to grow when an expert is first chosen).
-#[derive(Debug, Default)]
-pub(crate) struct ExpertUsers {
-    start: Vec<usize>,
-    list: Vec<(usize, usize)>,
-}
-
-impl ExpertUsers {
-    /// Groups `chosen` (`k` (expert, weight) pairs per token) by expert, in token order.
-    /// Skipped slots belong to no expert.
-    pub fn group(&mut self, chosen: &[(usize, f32)], k: usize, experts: usize) {
-        self.start.clear();
-        self.start.resize(experts + 1, 0);
-        let skipped = super::router::SKIPPED;
-        for &(e, _) in chosen.iter().filter(|x| x.0 != skipped) {
-            self.start[e + 1] += 1;
-        }
-        for e in 0..experts {
-            self.start[e + 1] += self.start[e];
-        }
-        self.list.clear();
-        self.list.resize(self.start[experts], (0, 0));
-        // `start[e]` walks through expert e's range as it fills, then is restored below.
-        for (i, &(e, _)) in chosen.iter().enumerate().filter(|x| x.1 .0 != skipped) {
-            self.list[self.start[e]] = (i / k, i % k);
-            self.start[e] += 1;
-        }
-        for e in (1..=experts).rev() {
-            self.start[e] = self.start[e - 1];
-        }
-        self.start[0] = 0;
-    }
-
-    /// Expert `e`'s (token, slot) pairs.
-    pub fn of(&self, e: usize) -> &[(usize, usize)] {
-        &self.list[self.start[e]..self.start[e + 1]]
     }
 }
 
