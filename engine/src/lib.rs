@@ -23,7 +23,7 @@ pub use api::{
     divergence, Divergence, Engine, EngineConfig, EngineStats, ExpertMemory, FinishReason,
     Finished, Generation, SchedulerStats, Token, OVERHEAD_BYTES,
 };
-pub use error::{Error, Result};
+pub use error::{Error, RequestError, Result};
 pub use floe_cache as cache;
 pub use floe_io as io;
 pub use floe_kernels as kernels;

@@ -133,7 +133,7 @@ pub fn generate(
     on_token: &mut dyn FnMut(u32) -> floe::Result<bool>,
 ) -> floe::Result<(Vec<u32>, GenStats)> {
     if prompt.is_empty() {
-        return Err(floe::Error::Invalid("the prompt has no tokens".into()));
+        return Err(floe::RequestError::EmptyPrompt.into());
     }
     let start = Instant::now();
     let mut sampler = Sampler::new(opts.sampling.clone());

@@ -131,3 +131,41 @@ fn a_dropped_generation_stops() {
     assert!(engine.generate_ids(Vec::new(), greedy(1)).is_err());
     assert!(engine.generate_ids(vec![1; engine.context() + 1], greedy(1)).is_err());
 }
+
+/// A request the engine refuses says why, as a kind a caller (a server answering 4xx) can tell
+/// apart from floe's own failures.
+#[test]
+fn refused_requests_are_typed_request_errors() {
+    use floe::{Error, Grammar, RequestError};
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = model(dir.path());
+    let engine = Engine::open(&path, EngineConfig { threads: 1, ..Default::default() }).unwrap();
+    let (vocab, ctx, top_k) = (engine.config().vocab, engine.context(), engine.config().top_k);
+    let refused = |prompt: Vec<u32>, options: GenerateOptions| -> RequestError {
+        match engine.generate_ids(prompt, options) {
+            Err(Error::Request(r)) => r,
+            Err(e) => panic!("{e}: not a request error"),
+            Ok(_) => panic!("accepted"),
+        }
+    };
+    assert_eq!(refused(vec![], greedy(1)), RequestError::EmptyPrompt);
+    let id = vocab as u32;
+    assert_eq!(refused(vec![1, id], greedy(1)), RequestError::TokenOutOfVocab { id, vocab });
+    assert_eq!(
+        refused(vec![1; ctx + 1], greedy(1)),
+        RequestError::TooLong { tokens: ctx + 1, ctx }
+    );
+    for asked in [0, top_k + 1] {
+        let options = GenerateOptions { experts_per_token: Some(asked), ..greedy(1) };
+        let want = RequestError::ExpertsPerToken { asked, top_k: Some(top_k) };
+        assert_eq!(refused(vec![1], options), want);
+    }
+    let options = GenerateOptions { min_expert_weight: Some(1.5), ..greedy(1) };
+    assert_eq!(refused(vec![1], options), RequestError::MinExpertWeight(1.5));
+    let options = GenerateOptions { grammar: Some(Grammar::Regex("(".into())), ..greedy(1) };
+    assert!(matches!(refused(vec![1], options), RequestError::Grammar(_)));
+    // What the engine accepts runs.
+    let ok: Vec<u32> =
+        engine.generate_ids(vec![1, 2], greedy(2)).unwrap().map(|t| t.unwrap().id).collect();
+    assert_eq!(ok.len(), 2);
+}

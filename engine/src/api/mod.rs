@@ -30,7 +30,7 @@ use crossbeam_channel::{Receiver, Sender};
 use futures::StreamExt;
 use parking_lot::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RequestError, Result};
 use crate::formats::source::open_model;
 use crate::model::tokenizer::{IncrementalDecoder, TextCodec};
 use crate::pipeline::{
@@ -144,15 +144,11 @@ fn apply_expert_selection(
 ) -> Result<()> {
     if let Some(k) = selection.experts_per_token {
         if config.experts == 0 {
-            return Err(Error::Invalid(format!(
-                "experts per token {k}: the model has no routed experts"
-            )));
+            return Err(RequestError::ExpertsPerToken { asked: k, top_k: None }.into());
         }
         if k == 0 || k > config.top_k {
-            return Err(Error::Invalid(format!(
-                "experts per token {k}: the model routes each token to {} experts; give 1 to {}",
-                config.top_k, config.top_k
-            )));
+            let top_k = Some(config.top_k);
+            return Err(RequestError::ExpertsPerToken { asked: k, top_k }.into());
         }
         config.top_k = k;
     }
@@ -162,9 +158,7 @@ fn apply_expert_selection(
 /// Refuses a weak-expert ratio outside [0, 1) (NaN included).
 fn check_min_expert_weight(r: f32) -> Result<()> {
     if !(0.0..1.0).contains(&r) {
-        return Err(Error::Invalid(format!(
-            "minimum expert weight ratio {r}: give a fraction of the top expert's weight in [0, 1)"
-        )));
+        return Err(RequestError::MinExpertWeight(r).into());
     }
     Ok(())
 }
@@ -390,18 +384,10 @@ impl Engine {
     /// Refuses an expert count per token the engine cannot run (above its own, or for a model
     /// without routed experts).
     pub(crate) fn check_experts_per_token(&self, k: usize) -> Result<()> {
-        let top_k = self.core.model.spec.layers.iter().find_map(|l| match l.ffn {
-            crate::model::spec::FfnSpec::Moe(m) => Some(m.top_k),
-            _ => None,
-        });
+        let top_k = self.core.model.spec.layers.iter().find_map(|l| l.ffn.moe().map(|m| m.top_k));
         match top_k {
             Some(top_k) if (1..=top_k).contains(&k) => Ok(()),
-            Some(top_k) => Err(Error::Invalid(format!(
-                "experts per token {k}: this engine runs {top_k} per token; give 1 to {top_k}"
-            ))),
-            None => Err(Error::Invalid(format!(
-                "experts per token {k}: the model has no routed experts"
-            ))),
+            _ => Err(RequestError::ExpertsPerToken { asked: k, top_k }.into()),
         }
     }
 
@@ -454,20 +440,15 @@ impl Engine {
         options: GenerateOptions,
     ) -> Result<(Receiver<Event>, Arc<AtomicBool>)> {
         if prompt.is_empty() {
-            return Err(Error::Invalid("the prompt has no tokens".into()));
+            return Err(RequestError::EmptyPrompt.into());
         }
-        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= self.core.model.spec.vocab) {
-            return Err(Error::Invalid(format!(
-                "token id {id} is outside the vocabulary of {}",
-                self.core.model.spec.vocab
-            )));
+        let vocab = self.core.model.spec.vocab;
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
+            return Err(RequestError::TokenOutOfVocab { id, vocab }.into());
         }
         let ctx = self.context();
         if prompt.len() > ctx {
-            return Err(Error::Invalid(format!(
-                "the prompt has {} tokens, more than the {ctx} positions a generation holds",
-                prompt.len()
-            )));
+            return Err(RequestError::TooLong { tokens: prompt.len(), ctx }.into());
         }
         if let Some(k) = options.experts_per_token {
             self.check_experts_per_token(k)?;
@@ -476,7 +457,11 @@ impl Engine {
             check_min_expert_weight(r)?;
         }
         let constraint = match &options.grammar {
-            Some(g) => Some(self.constraint_compiler()?.compile(g)?),
+            Some(g) => Some(
+                self.constraint_compiler()?
+                    .compile(g)
+                    .map_err(|e| RequestError::Grammar(e.to_string()))?,
+            ),
             None => None,
         };
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -492,7 +477,7 @@ impl Engine {
         self.jobs
             .as_ref()
             .and_then(|j| j.send(job).ok())
-            .ok_or_else(|| Error::Invalid("the engine's scheduler has stopped".into()))?;
+            .ok_or(Error::Engine("the scheduler has stopped"))?;
         Ok((rx, cancel))
     }
 
@@ -523,7 +508,7 @@ impl Engine {
         let spawned = std::thread::Builder::new().name("floe-relay".into()).spawn(relay);
         let failed = spawned.is_err();
         let start = futures::stream::iter(
-            failed.then(|| Err(Error::Invalid("cannot start a thread for the generation".into()))),
+            failed.then_some(Err(Error::Engine("cannot start a thread for the generation"))),
         );
         start.chain(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
@@ -630,7 +615,7 @@ impl Generation<'_> {
         let event = self
             .events
             .recv()
-            .map_err(|_| Error::Invalid("the engine's scheduler stopped mid-generation".into()))?;
+            .map_err(|_| Error::Engine("the scheduler stopped mid-generation"))?;
         match event {
             Event::Failed(e) => Err(e),
             Event::Token { id, logprobs, reused, finished } => {

@@ -3,7 +3,7 @@
 //! `llama-perplexity --kl-divergence` does for a quantisation).
 
 use super::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, RequestError, Result};
 use crate::runtime::{KvTypes, Session, SessionOptions};
 
 impl Engine {
@@ -30,10 +30,7 @@ impl Engine {
     ) -> Result<Vec<f32>> {
         let ctx = self.context();
         if ids.len() > ctx {
-            return Err(Error::Invalid(format!(
-                "{} tokens to score, more than the context of {ctx}",
-                ids.len()
-            )));
+            return Err(RequestError::TooLong { tokens: ids.len(), ctx }.into());
         }
         if let Some(k) = experts {
             self.check_experts_per_token(k)?;

@@ -21,6 +21,11 @@ use super::Shared;
 
 /// An error in Anthropic's shape.
 fn error_response(e: ApiError) -> Response {
+    (e.status, Json(error_body(&e))).into_response()
+}
+
+/// An error as Anthropic's API shapes it (the body, or a stream's `error` event).
+fn error_body(e: &ApiError) -> Value {
     let kind = match e.status.as_u16() {
         401 => "authentication_error",
         403 => "permission_error",
@@ -29,8 +34,7 @@ fn error_response(e: ApiError) -> Response {
         s if s >= 500 => "api_error",
         _ => "invalid_request_error",
     };
-    (e.status, Json(json!({"type": "error", "error": {"type": kind, "message": e.message}})))
-        .into_response()
+    json!({"type": "error", "error": {"type": kind, "message": e.message}})
 }
 
 /// One Anthropic message as chat messages: tool results become `tool` messages (first, as
@@ -243,14 +247,12 @@ async fn answer(s: Shared, headers: HeaderMap, body: Body) -> Result<Response, A
         job.reasoning,
     );
     if !job.stream {
-        let collected: Vec<Result<Piece, String>> = pieces.collect().await;
+        let collected: Vec<Result<Piece, ApiError>> = pieces.collect().await;
         drop(active);
         let mut text = String::new();
         let mut last = None;
         for p in collected {
-            let p = p.map_err(|e| {
-                ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e)
-            })?;
+            let p = p?;
             text.push_str(&p.text);
             last = Some(p);
         }
@@ -312,7 +314,7 @@ async fn answer(s: Shared, headers: HeaderMap, body: Body) -> Result<Response, A
                             out.push(event("message_stop", json!({"type": "message_stop"})));
                         }
                     }
-                    Err(e) => out.push(event("error", json!({"type": "error", "error": {"type": "api_error", "message": e}}))),
+                    Err(e) => out.push(event("error", error_body(&e))),
                 }
                 futures::stream::iter(out)
             })

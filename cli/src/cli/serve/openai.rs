@@ -42,6 +42,18 @@ impl ApiError {
     }
 }
 
+/// A generation that failed after the server admitted it: a request the engine refuses is the
+/// client's error (400), anything else floe's (500).
+impl From<floe::Error> for ApiError {
+    fn from(e: floe::Error) -> Self {
+        if e.is_request_error() {
+            Self::status(StatusCode::BAD_REQUEST, "invalid_request_error", e.to_string())
+        } else {
+            Self::status(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e.to_string())
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"message": self.message, "type": self.kind,
@@ -382,4 +394,24 @@ fn logit_bias(v: &Value) -> Result<Vec<(u32, f32)>, ApiError> {
             Ok((id, num(b, "logit_bias", -100.0, 100.0)? as f32))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_request_is_the_clients_error_and_a_failure_floes() {
+        let refused: ApiError = floe::Error::from(floe::RequestError::EmptyPrompt).into();
+        assert_eq!(
+            (refused.status, refused.kind),
+            (StatusCode::BAD_REQUEST, "invalid_request_error")
+        );
+        assert_eq!(refused.message, "the prompt has no tokens");
+        let failed: ApiError = floe::Error::Engine("the scheduler has stopped").into();
+        assert_eq!(
+            (failed.status, failed.kind),
+            (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
+        );
+    }
 }

@@ -273,15 +273,15 @@ pub(super) fn answer_pieces(
     stops: &[String],
     mut reader: Option<CallReader>,
     mut splitter: Option<Splitter>,
-) -> impl futures::Stream<Item = Result<Piece, String>> + Send + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Piece, String>>(16);
+) -> impl futures::Stream<Item = Result<Piece, ApiError>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Piece, ApiError>>(16);
     let mut scan = StopScanner::new(stops);
     let stops = stops.to_vec();
     let work = move || {
         let generation = match engine.generate_ids(prompt, options) {
             Ok(g) => g,
             Err(e) => {
-                let _ = tx.blocking_send(Err(e.to_string()));
+                let _ = tx.blocking_send(Err(e.into()));
                 return;
             }
         };
@@ -289,7 +289,7 @@ pub(super) fn answer_pieces(
             let t = match item {
                 Ok(t) => t,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(e.to_string()));
+                    let _ = tx.blocking_send(Err(e.into()));
                     return;
                 }
             };
@@ -333,7 +333,13 @@ pub(super) fn answer_pieces(
         }
     };
     let spawned = std::thread::Builder::new().name("floe-answer".into()).spawn(work);
-    let failed = spawned.is_err().then(|| Err("cannot start a thread for the answer".to_string()));
+    let failed = spawned.is_err().then(|| {
+        Err(ApiError::status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "cannot start a thread for the answer",
+        ))
+    });
     futures::stream::iter(failed).chain(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }))
@@ -476,7 +482,7 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
                             out.push(c);
                         }
                     }
-                    Err(e) => out.push(json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}})),
+                    Err(e) => out.push(json!({"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code}})),
                 }
                 futures::stream::iter(
                     out.into_iter()
@@ -524,8 +530,7 @@ async fn respond(s: Shared, headers: HeaderMap, body: Body, chat: bool) -> Respo
             }
             Err(e) => {
                 s.counters.errors.fetch_add(1, Ordering::Relaxed);
-                return ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "server_error", e)
-                    .into_response();
+                return e.into_response();
             }
         }
     }
