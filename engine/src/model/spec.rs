@@ -390,6 +390,24 @@ impl MixerSpec {
         }
     }
 
+    /// f32 values the mixer's own state grows by per position, whatever the KV types
+    /// (shared-KV attention's share of a compressed entry); zero for the others.
+    pub fn f32_state_per_position(&self) -> f64 {
+        match self {
+            MixerSpec::SharedKv(a) => a.floats_per_position(),
+            MixerSpec::Attention(_) | MixerSpec::Mla(_) | MixerSpec::DeltaNet(_) => 0.0,
+        }
+    }
+
+    /// Width of the sparse-attention indexer keys this layer caches beside its rows, if it
+    /// computes a selection of its own.
+    pub fn index_key_dim(&self) -> Option<usize> {
+        match self {
+            MixerSpec::Mla(m) => m.indexer.filter(|ix| ix.full).map(|ix| ix.head_dim),
+            MixerSpec::Attention(_) | MixerSpec::DeltaNet(_) | MixerSpec::SharedKv(_) => None,
+        }
+    }
+
     /// f32 values of the fixed-size state this mixer keeps (zero for attention).
     pub fn recurrent_floats(&self) -> usize {
         match self {

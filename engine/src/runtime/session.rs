@@ -84,23 +84,11 @@ impl SessionOptions {
             }
         }
         // Shared-KV attention's rows and entries: f32 whatever the KV types.
-        let shared: f64 = spec
-            .layers
-            .iter()
-            .filter_map(|l| match &l.mixer {
-                MixerSpec::SharedKv(a) => Some(4.0 * a.floats_per_position()),
-                _ => None,
-            })
-            .sum();
+        let shared: f64 = spec.layers.iter().map(|l| 4.0 * l.mixer.f32_state_per_position()).sum();
         b.shared_kv = shared.ceil() as u64;
         // Sparse attention's indexer keys grow with the positions too (f32, with the latents).
-        for l in &spec.layers {
-            if let MixerSpec::Mla(m) = &l.mixer {
-                if let Some(ix) = m.indexer.filter(|ix| ix.full) {
-                    b.mla += 4 * ix.head_dim as u64;
-                }
-            }
-        }
+        let index_keys: usize = spec.layers.iter().filter_map(|l| l.mixer.index_key_dim()).sum();
+        b.mla += 4 * index_keys as u64;
         Ok(b)
     }
 
@@ -164,6 +152,69 @@ pub enum LayerState {
     DeltaNet(DeltaState),
     /// Shared-KV attention's rows, compressed entries and open windows.
     SharedKv(super::shared_kv_state::SharedKvState),
+}
+
+impl LayerState {
+    /// A new state for `mixer` in a session of `ctx` positions (`record`: keep the queries or
+    /// selections, for measuring a cache type).
+    fn new(mixer: &MixerSpec, kv: KvTypes, ctx: usize, record: bool) -> Result<Self> {
+        Ok(match mixer {
+            MixerSpec::Attention(_) | MixerSpec::Mla(_) => {
+                let rows =
+                    mixer.kv_rows().ok_or(Error::Engine("an attention layer without rows"))?;
+                let mut cache = KvCache::new(kv.layout(rows)?, ctx);
+                if let Some(dim) = mixer.index_key_dim() {
+                    cache = cache.with_index_keys(dim);
+                }
+                if record {
+                    cache.record_queries();
+                }
+                LayerState::Attention(cache)
+            }
+            MixerSpec::DeltaNet(d) => LayerState::DeltaNet(DeltaState::new(d)),
+            MixerSpec::SharedKv(a) => {
+                let mut st = super::shared_kv_state::SharedKvState::new(a, ctx);
+                if record {
+                    st.record_selections();
+                }
+                LayerState::SharedKv(st)
+            }
+        })
+    }
+
+    /// Bytes held.
+    fn bytes(&self) -> usize {
+        match self {
+            LayerState::Attention(kv) => kv.bytes(),
+            LayerState::DeltaNet(d) => d.bytes(),
+            LayerState::SharedKv(st) => st.bytes(),
+        }
+    }
+
+    /// Bytes of the part that does not grow with the context.
+    fn fixed_bytes(&self) -> usize {
+        match self {
+            LayerState::DeltaNet(d) => d.bytes(),
+            LayerState::SharedKv(st) => st.fixed_bytes(),
+            LayerState::Attention(_) => 0,
+        }
+    }
+
+    /// Whether cutting back to `pos` keeps a state this layer can resume from.
+    fn can_rewind(&self, pos: usize, mixer: &MixerSpec) -> bool {
+        match (self, mixer) {
+            (LayerState::SharedKv(st), MixerSpec::SharedKv(a)) => st.can_rewind(pos, a),
+            (LayerState::DeltaNet(_), _) => false,
+            _ => true,
+        }
+    }
+
+    /// Cuts the state back to `pos` (a cache keeps its rows: later ones are overwritten).
+    fn truncate(&mut self, pos: usize, mixer: &MixerSpec) {
+        if let (LayerState::SharedKv(st), MixerSpec::SharedKv(a)) = (self, mixer) {
+            st.truncate(pos, a);
+        }
+    }
 }
 
 /// Buffers the forward pass reuses: sized by the first pass of each size, then untouched. The
@@ -432,9 +483,7 @@ impl Session {
             return false;
         }
         for (state, mixer) in self.layers.iter_mut().zip(&self.layer_mixers) {
-            if let (LayerState::SharedKv(st), MixerSpec::SharedKv(a)) = (state, mixer) {
-                st.truncate(pos, a);
-            }
+            state.truncate(pos, mixer);
         }
         self.pos = pos;
         if let Some(r) = self.routes.as_mut() {
@@ -451,10 +500,10 @@ impl Session {
         if pos > self.pos || self.layer_mixers.iter().any(|m| !m.rewindable()) {
             return false;
         }
-        self.layers.iter().zip(&self.layer_mixers).all(|(state, mixer)| match (state, mixer) {
-            (LayerState::SharedKv(st), MixerSpec::SharedKv(a)) => st.can_rewind(pos, a),
-            _ => true,
-        })
+        self.layers
+            .iter()
+            .zip(&self.layer_mixers)
+            .all(|(state, mixer)| state.can_rewind(pos, mixer))
     }
 
     /// The longest prefix of at most `n` positions this session can be cut back to: `n` itself
@@ -474,10 +523,7 @@ impl Session {
         self.prepare(spec)?;
         if positions > self.ctx
             || !self.rewind(0)
-            || self
-                .layers
-                .iter()
-                .any(|l| matches!(l, LayerState::DeltaNet(_) | LayerState::SharedKv(_)))
+            || self.layers.iter().any(|l| l.fixed_bytes() > 0)
         {
             return Err(Error::Invalid(format!(
                 "cannot fill {positions} positions of a {}-position session with a recurrent state or past tokens",
@@ -526,27 +572,13 @@ impl Session {
 
     /// Bytes held by the per-layer state (KV caches and fixed-size recurrent states).
     pub fn kv_bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| match l {
-                LayerState::Attention(kv) => kv.bytes(),
-                LayerState::DeltaNet(d) => d.bytes(),
-                LayerState::SharedKv(st) => st.bytes(),
-            })
-            .sum()
+        self.layers.iter().map(LayerState::bytes).sum()
     }
 
     /// Bytes of the fixed-size (linear-attention) part of the state, which does not grow with
     /// the context.
     pub fn recurrent_bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| match l {
-                LayerState::DeltaNet(d) => d.bytes(),
-                LayerState::SharedKv(st) => st.fixed_bytes(),
-                LayerState::Attention(_) => 0,
-            })
-            .sum()
+        self.layers.iter().map(LayerState::fixed_bytes).sum()
     }
 
     /// The logits of the last forward pass (`vocab` floats per returned token).
@@ -561,34 +593,12 @@ impl Session {
         }
         let ctx = self.options.ctx_for(spec)?;
         self.options.kv.check(spec)?;
-        let mut layers = Vec::with_capacity(spec.layers.len());
-        for l in &spec.layers {
-            layers.push(match (l.mixer.kv_rows(), l.mixer) {
-                (Some(rows), mixer) => {
-                    let mut kv = KvCache::new(self.options.kv.layout(rows)?, ctx);
-                    if let MixerSpec::Mla(m) = mixer {
-                        if let Some(ix) = m.indexer.filter(|ix| ix.full) {
-                            kv = kv.with_index_keys(ix.head_dim);
-                        }
-                    }
-                    if self.record_queries {
-                        kv.record_queries();
-                    }
-                    LayerState::Attention(kv)
-                }
-                (None, MixerSpec::DeltaNet(d)) => LayerState::DeltaNet(DeltaState::new(&d)),
-                (None, MixerSpec::SharedKv(a)) => {
-                    let mut st = super::shared_kv_state::SharedKvState::new(&a, ctx);
-                    if self.record_queries {
-                        st.record_selections();
-                    }
-                    LayerState::SharedKv(st)
-                }
-                (None, _) => {
-                    return Err(Error::Invalid("a mixer with neither cache nor state".into()))
-                }
-            });
-        }
+        let (kv, record) = (self.options.kv, self.record_queries);
+        let layers = spec
+            .layers
+            .iter()
+            .map(|l| LayerState::new(&l.mixer, kv, ctx, record))
+            .collect::<Result<Vec<_>>>()?;
         (self.layers, self.ctx) = (layers, ctx);
         self.layer_mixers = spec.layers.iter().map(|l| l.mixer).collect();
         Ok(())
