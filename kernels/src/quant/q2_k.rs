@@ -92,6 +92,14 @@ pub(crate) mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     fn imp(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
         let (m3, m4) = (_mm256_set1_epi8(3), _mm_set1_epi8(0xF));
+        // Per k, the shuffle that puts sub-block scale 2k in the low lane's eight i16 and
+        // 2k + 1 in the high lane's, from a register holding one run of eight scales in both
+        // lanes: one byte shuffle instead of moving each scale through a general register.
+        let pick: [__m256i; 4] = std::array::from_fn(|k| {
+            let lo = (4 * k as i16 + 1) << 8 | 4 * k as i16;
+            let hi = (4 * k as i16 + 3) << 8 | (4 * k as i16 + 2);
+            _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+        });
         let mut acc = _mm256_setzero_ps();
         for (a, b) in w.iter().zip(x) {
             // SAFETY: scales is 16 bytes, bsums 16 i16; unaligned loads.
@@ -104,22 +112,28 @@ pub(crate) mod avx2 {
             let mins = _mm256_cvtepi8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed), m4));
             let dmin = _mm256_set1_ps(-b.d * a.dmin.to_f32());
             acc = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums)), acc);
-            let ls = a.scales.map(|s| (s & 0xF) as i16);
+            let scales = _mm256_cvtepi8_epi16(_mm_and_si128(packed, m4));
+            let runs = [
+                _mm256_permute2x128_si256::<0x00>(scales, scales),
+                _mm256_permute2x128_si256::<0x11>(scales, scales),
+            ];
             let mut sumi = _mm256_setzero_si256();
-            for j in 0..2 {
+            for (j, run) in runs.into_iter().enumerate() {
                 // SAFETY: 32 * j + 32 <= 64 = qs's length; unaligned load.
                 let bits =
                     unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(32 * j) as *const __m256i) };
-                for k in 0..4 {
-                    let q2 = _mm256_and_si256(
-                        _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * k as i32)),
-                        m3,
-                    );
-                    let at = 128 * j + 32 * k;
-                    // SAFETY: at + 32 <= 256 = qs's length; unaligned load.
-                    let q8 = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(at) as *const __m256i) };
-                    let is = 8 * j + 2 * k;
-                    let sc = _mm256_set_m128i(_mm_set1_epi16(ls[is + 1]), _mm_set1_epi16(ls[is]));
+                let q2 = [
+                    _mm256_and_si256(bits, m3),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(bits), m3),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m3),
+                    _mm256_and_si256(_mm256_srli_epi16::<6>(bits), m3),
+                ];
+                for (k, q2) in q2.into_iter().enumerate() {
+                    // SAFETY: 128 * j + 32 * k + 32 <= 256 = qs's length; unaligned load.
+                    let q8 = unsafe {
+                        _mm256_loadu_si256(b.qs.as_ptr().add(128 * j + 32 * k) as *const __m256i)
+                    };
+                    let sc = _mm256_shuffle_epi8(run, pick[k]);
                     let p = _mm256_madd_epi16(sc, _mm256_maddubs_epi16(q2, q8));
                     sumi = _mm256_add_epi32(sumi, p);
                 }
