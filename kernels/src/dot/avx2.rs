@@ -51,6 +51,15 @@ pub(crate) fn scale8(a: f16, b: f16) -> __m256 {
     _mm256_mul_ps(wa, wb)
 }
 
+/// `h` as f32 through F16C, inlined into the kernel: the same value as `f16::to_f32` (the
+/// conversion is exact), but `half`'s is an out-of-line call around which every vector register
+/// is spilled, once per block.
+#[inline]
+#[target_feature(enable = "f16c")]
+pub(crate) fn f16_to_f32(h: half::f16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn hsum(v: __m256) -> f32 {

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::hsum;
+use super::avx2::{f16_to_f32, hsum};
 use crate::quant::{scales_mins_k4, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 
 /// Σ over 8 sub-blocks of min * (sum of that sub-block's 32 activation codes), with the 16
@@ -47,7 +47,7 @@ pub(super) fn dot_q4_k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
 
 pub(super) fn dot_q5_k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
-    // SAFETY: only in tables handed out when AVX2 and FMA are present.
+    // SAFETY: only in tables handed out when AVX2, FMA and F16C are present.
     unsafe { dot_k4_imp::<true>(w.iter().map(|a| (a.d, a.dmin, &a.scales, &a.qs, &a.qh)), x) }
 }
 
@@ -59,7 +59,7 @@ static NO_HIGH_BITS: [u8; 32] = [0; 32];
 
 /// Q4_K and Q5_K against Q8_K: 4-bit codes, plus (`HIGH`, Q5_K) the fifth bit from `qh` as 16.
 /// `HIGH` is a constant so the Q4_K loop carries no high-bit work.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn dot_k4_imp<'a, const HIGH: bool>(w: impl Iterator<Item = K4Block<'a>>, x: &[BlockQ8K]) -> f32 {
     let mask = _mm256_set1_epi8(0x0F);
     let sixteen = _mm256_set1_epi8(16);
@@ -99,19 +99,19 @@ fn dot_k4_imp<'a, const HIGH: bool>(w: impl Iterator<Item = K4Block<'a>>, x: &[B
             );
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d.to_f32() * b.d), _mm256_cvtepi32_ps(sumi), acc);
-        mins += dmin.to_f32() * b.d * mins_dot_bsums(&m, &b.bsums) as f32;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(d) * b.d), _mm256_cvtepi32_ps(sumi), acc);
+        mins += f16_to_f32(dmin) * b.d * mins_dot_bsums(&m, &b.bsums) as f32;
     }
     hsum(acc) - mins
 }
 
 pub(super) fn dot_q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
-    // SAFETY: only in tables handed out when AVX2 and FMA are present.
+    // SAFETY: only in tables handed out when AVX2, FMA and F16C are present.
     unsafe { dot_q6_k_imp(w, x) }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q6_k_imp(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(3);
@@ -169,7 +169,7 @@ fn dot_q6_k_imp(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
             }
         }
         sumi = _mm256_sub_epi32(sumi, offset);
-        let d = a.d.to_f32() * b.d;
+        let d = f16_to_f32(a.d) * b.d;
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum(acc)

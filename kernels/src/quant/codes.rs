@@ -41,8 +41,13 @@ pub(crate) trait GridBlock: Copy {
     const MULT: f32;
     /// The shift, if any.
     const DELTA: Delta = Delta::None;
+    /// The super-block scale, as stored (an f16).
+    fn scale_f16(&self) -> half::f16;
     /// The super-block scale.
-    fn scale(&self) -> f32;
+    #[inline(always)]
+    fn scale(&self) -> f32 {
+        self.scale_f16().to_f32()
+    }
     /// Run `r` (0..8).
     fn run(&self, r: usize) -> Run;
     /// [`Delta::PerRun`]: run `r`'s shift sum, `ls * sign * (bsums of its 32 values)`.
@@ -215,7 +220,7 @@ pub(crate) mod avx2 {
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA (`Isa::Avx2.supported()`).
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn grid_dot<B: GridBlock>(w: &[B], x: &[BlockQ8K]) -> f32 {
         assert_eq!(w.len(), x.len());
         let ones = _mm256_set1_epi8(1);
@@ -246,7 +251,7 @@ pub(crate) mod avx2 {
                     }
                 }
             }
-            let d = a.scale() * b.d;
+            let d = crate::dot::avx2::f16_to_f32(a.scale_f16()) * b.d;
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             match B::DELTA {
                 Delta::None => {}

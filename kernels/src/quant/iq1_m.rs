@@ -31,10 +31,15 @@ impl BlockIq1M {
 
     /// The super-block scale, assembled from the top nibble of each scale word.
     pub fn d(&self) -> f32 {
+        self.d_f16().to_f32()
+    }
+
+    /// The super-block scale as stored: an f16 spread over the scale words' top nibbles.
+    fn d_f16(&self) -> f16 {
         let sc = [self.word(0), self.word(1), self.word(2), self.word(3)];
         let bits =
             (sc[0] >> 12) | ((sc[1] >> 8) & 0x00F0) | ((sc[2] >> 4) & 0x0F00) | (sc[3] & 0xF000);
-        f16::from_bits(bits).to_f32()
+        f16::from_bits(bits)
     }
 
     /// The scale (`2s + 1`) of half `h` (0, 1) of run `r`.
@@ -73,8 +78,8 @@ impl GridBlock for BlockIq1M {
     const SIGNED: bool = true;
     const MULT: f32 = 1.0;
     const DELTA: Delta = Delta::Lanes(IQ1_DELTA);
-    fn scale(&self) -> f32 {
-        self.d()
+    fn scale_f16(&self) -> f16 {
+        self.d_f16()
     }
     #[inline(always)]
     fn run(&self, r: usize) -> Run {

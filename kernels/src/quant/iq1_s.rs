@@ -53,8 +53,8 @@ impl GridBlock for BlockIq1S {
     const SIGNED: bool = true;
     const MULT: f32 = 1.0;
     const DELTA: Delta = Delta::PerRun(IQ1_DELTA);
-    fn scale(&self) -> f32 {
-        self.d.to_f32()
+    fn scale_f16(&self) -> f16 {
+        self.d
     }
     #[inline(always)]
     fn run(&self, r: usize) -> Run {

@@ -58,8 +58,8 @@ pub fn dequantize_iq2_s(blocks: &[BlockIq2S], out: &mut [f32]) {
 impl GridBlock for BlockIq2S {
     const SIGNED: bool = false;
     const MULT: f32 = 0.125;
-    fn scale(&self) -> f32 {
-        self.d.to_f32()
+    fn scale_f16(&self) -> f16 {
+        self.d
     }
     #[inline(always)]
     fn run(&self, r: usize) -> Run {

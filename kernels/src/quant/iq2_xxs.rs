@@ -52,8 +52,8 @@ pub fn dequantize_iq2_xxs(blocks: &[BlockIq2Xxs], out: &mut [f32]) {
 impl GridBlock for BlockIq2Xxs {
     const SIGNED: bool = false;
     const MULT: f32 = 0.125;
-    fn scale(&self) -> f32 {
-        self.d.to_f32()
+    fn scale_f16(&self) -> f16 {
+        self.d
     }
     #[inline(always)]
     fn run(&self, r: usize) -> Run {

@@ -65,8 +65,8 @@ pub fn dequantize_iq3_s(blocks: &[BlockIq3S], out: &mut [f32]) {
 impl GridBlock for BlockIq3S {
     const SIGNED: bool = false;
     const MULT: f32 = 1.0;
-    fn scale(&self) -> f32 {
-        self.d.to_f32()
+    fn scale_f16(&self) -> f16 {
+        self.d
     }
     #[inline(always)]
     fn run(&self, r: usize) -> Run {

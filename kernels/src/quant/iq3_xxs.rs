@@ -55,8 +55,8 @@ pub fn dequantize_iq3_xxs(blocks: &[BlockIq3Xxs], out: &mut [f32]) {
 impl GridBlock for BlockIq3Xxs {
     const SIGNED: bool = false;
     const MULT: f32 = 0.25;
-    fn scale(&self) -> f32 {
-        self.d.to_f32()
+    fn scale_f16(&self) -> f16 {
+        self.d
     }
     #[inline(always)]
     fn run(&self, r: usize) -> Run {

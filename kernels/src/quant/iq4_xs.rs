@@ -90,7 +90,7 @@ pub(crate) mod avx2 {
 
     use super::super::iq4_nl::avx2::levels;
     use super::{BlockIq4Xs, BlockQ8K};
-    use crate::dot::avx2::{hsum, unpack_nibbles};
+    use crate::dot::avx2::{f16_to_f32, hsum, unpack_nibbles};
 
     /// The AVX2 twin of [`super::dot_iq4_xs`]: the same exact integer sums per super-block.
     pub(crate) fn dot_iq4_xs(w: &[BlockIq4Xs], x: &[BlockQ8K]) -> f32 {
@@ -116,7 +116,7 @@ pub(crate) mod avx2 {
                 let ls = _mm256_set1_epi16(a.run_scale(i) as i16);
                 sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p16, ls));
             }
-            let d = _mm256_set1_ps(a.d.to_f32() * b.d);
+            let d = _mm256_set1_ps(f16_to_f32(a.d) * b.d);
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
         }
         hsum(acc)

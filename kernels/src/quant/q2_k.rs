@@ -79,7 +79,7 @@ pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{BlockQ2K, BlockQ8K};
-    use crate::dot::avx2::hsum;
+    use crate::dot::avx2::{f16_to_f32, hsum};
 
     /// The AVX2 twin of [`super::dot_q2_k`] (ggml's kernel): the same lanes, the same bits.
     pub(crate) fn dot_q2_k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
@@ -110,7 +110,7 @@ pub(crate) mod avx2 {
                 )
             };
             let mins = _mm256_cvtepi8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed), m4));
-            let dmin = _mm256_set1_ps(-b.d * a.dmin.to_f32());
+            let dmin = _mm256_set1_ps(-b.d * f16_to_f32(a.dmin));
             acc = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums)), acc);
             let scales = _mm256_cvtepi8_epi16(_mm_and_si128(packed, m4));
             let runs = [
@@ -138,8 +138,11 @@ pub(crate) mod avx2 {
                     sumi = _mm256_add_epi32(sumi, p);
                 }
             }
-            acc =
-                _mm256_fmadd_ps(_mm256_set1_ps(b.d * a.d.to_f32()), _mm256_cvtepi32_ps(sumi), acc);
+            acc = _mm256_fmadd_ps(
+                _mm256_set1_ps(b.d * f16_to_f32(a.d)),
+                _mm256_cvtepi32_ps(sumi),
+                acc,
+            );
         }
         hsum(acc)
     }
