@@ -96,8 +96,8 @@ pub(crate) mod avx2 {
         // 2k + 1 in the high lane's, from a register holding one run of eight scales in both
         // lanes: one byte shuffle instead of moving each scale through a general register.
         let pick: [__m256i; 4] = std::array::from_fn(|k| {
-            let lo = (4 * k as i16 + 1) << 8 | 4 * k as i16;
-            let hi = (4 * k as i16 + 3) << 8 | (4 * k as i16 + 2);
+            let lo = ((4 * k as i16 + 1) << 8) | (4 * k as i16);
+            let hi = ((4 * k as i16 + 3) << 8) | (4 * k as i16 + 2);
             _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
         });
         let mut acc = _mm256_setzero_ps();
