@@ -343,13 +343,13 @@ pub(crate) mod ternary_avx2 {
     /// (0..=2) in value order with AVX2; the lanes and roundings are the scalar twin's.
     ///
     /// # Safety
-    /// The CPU must have AVX2 and FMA (`Isa::Avx2.supported()`).
-    #[target_feature(enable = "avx2,fma")]
+    /// The CPU must have AVX2, FMA and F16C (`Isa::Avx2.supported()`).
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn ternary_dot<B>(
         w: &[B],
         x: &[BlockQ8K],
         codes: impl Fn(&B, &mut [u8; QK_K]),
-        scale: impl Fn(&B) -> f32,
+        scale: impl Fn(&B) -> half::f16,
     ) -> f32 {
         assert_eq!(w.len(), x.len());
         let ones = _mm256_set1_epi16(1);
@@ -372,7 +372,7 @@ pub(crate) mod ternary_avx2 {
             // SAFETY: bsums is 16 i16, 32 bytes; unaligned load.
             let bsums = unsafe { _mm256_loadu_si256(b.bsums.as_ptr() as *const __m256i) };
             let lanes = _mm256_sub_epi32(sumi, _mm256_madd_epi16(bsums, ones));
-            let d = _mm256_set1_ps(b.d * scale(a));
+            let d = _mm256_set1_ps(b.d * crate::dot::avx2::f16_to_f32(scale(a)));
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
         }
         hsum(acc)

@@ -76,12 +76,7 @@ pub(crate) mod avx2 {
         // SAFETY: only in the AVX2 column of the type table, used after
         // `Isa::Avx2.supported()` (AVX2, FMA, F16C).
         unsafe {
-            super::super::codes::ternary_avx2::ternary_dot(
-                w,
-                x,
-                |b, out| codes(b, out),
-                |b| b.d.to_f32(),
-            )
+            super::super::codes::ternary_avx2::ternary_dot(w, x, |b, out| codes(b, out), |b| b.d)
         }
     }
 }
