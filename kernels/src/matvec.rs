@@ -10,7 +10,7 @@ use crate::quant::{
     deinterleave_block, q8_sums, quantize_q8_0_activations, quantize_q8_1_activations,
     quantize_q8_k, BlockQ4_0, BlockQ4_0x8, BlockQ8K, BlockQ8_0, BlockQ8_1, Q8Sum, QK, QK_K, ROWS8,
 };
-use crate::traits::ActForm;
+use crate::traits::{ActForm, RawDot};
 
 /// Rows handed to one task: big enough to amortise scheduling, small enough to balance.
 pub(crate) const ROWS_PER_TASK: usize = 16;
@@ -225,13 +225,19 @@ impl<'a> Matrix<'a> {
                 // Block-format rows are prefetched like Q4_0/Q8_0 groups; float rows are not
                 // (the hardware prefetcher keeps up with their slower conversion kernels).
                 let prefetch = self.dtype.is_block();
-                for (i, o) in out.iter_mut().enumerate() {
-                    let row = self.row(first + i);
+                // The kernel is the same for every row: looked up once, not per row (for short
+                // rows of the super-block types the lookup was a visible share of decode).
+                let table = table_dot(k, self.dtype, x);
+                let rows = self.data[first * self.row_bytes..].chunks_exact(self.row_bytes);
+                for (o, row) in out.iter_mut().zip(rows) {
                     if prefetch {
                         let next = row.as_ptr() as usize + PREFETCH_AHEAD;
                         prefetch_range(next, row.len().min(end.saturating_sub(next)));
                     }
-                    *o = dot_row(k, self.dtype, &row, x);
+                    *o = match table {
+                        Some(dot) => dot(row, x),
+                        None => dot_row(k, self.dtype, row, x),
+                    };
                 }
             }
         }
@@ -480,10 +486,19 @@ fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
             dtype.dequantize(row, &mut w).expect("Matrix::new checked the row size and alignment");
             (k.f32)(&w, x)
         }
-        _ => {
-            let dots =
-                dtype.traits().dots.expect("prepare() matches the activation form to the dtype");
-            (dots.for_isa(k.isa))(row, x)
-        }
+        _ => table_dot(k, dtype, x).expect("prepare() matches the activation form to the dtype")(
+            row, x,
+        ),
+    }
+}
+
+/// The type table's kernel for rows of `dtype` against `x`, where [`dot_row`] takes it from
+/// the table (rather than from [`DotKernels`] or the exact f32 reference path).
+fn table_dot(k: &DotKernels, dtype: DType, x: &Prepared) -> Option<RawDot> {
+    match (dtype, x) {
+        (DType::F32 | DType::F16 | DType::Bf16, _) | (_, Prepared::F32(_)) => None,
+        (DType::Q8_0 | DType::Q4_0 | DType::Mxfp4, Prepared::Q8(_)) => None,
+        (DType::Q4K | DType::Q5K | DType::Q6K, Prepared::Q8K(_)) => None,
+        _ => dtype.traits().dots.map(|d| d.for_isa(k.isa)),
     }
 }
