@@ -241,7 +241,7 @@ impl Drop for Finish<'_> {
         let mut spins = 0u32;
         while s.remaining.load(Ordering::SeqCst) > 0 {
             spins = spins.wrapping_add(1);
-            if spins % CLOCK_EVERY != 0 || start.elapsed() < Duration::from_millis(5) {
+            if !spins.is_multiple_of(CLOCK_EVERY) || start.elapsed() < Duration::from_millis(5) {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
@@ -268,7 +268,7 @@ fn worker(s: &Shared, index: usize) {
             // The clock is read once every CLOCK_EVERY spins: reading it each time made the
             // spinning worker slower to see a new operation.
             spins = spins.wrapping_add(1);
-            if spins % CLOCK_EVERY != 0 || since.elapsed() < s.spin {
+            if !spins.is_multiple_of(CLOCK_EVERY) || since.elapsed() < s.spin {
                 std::hint::spin_loop();
                 continue;
             }
