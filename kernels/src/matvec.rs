@@ -213,11 +213,12 @@ impl<'a> Matrix<'a> {
             }
             (DType::Q8_0, Prepared::Q8(q)) => {
                 let blocks: &[BlockQ8_0] = bytemuck::cast_slice(self.data);
-                rows_x4(blocks, q.len(), first, out, (k.q8_0_x4, k.q8_0), q, true);
+                let burst = !k.x4_prefetches;
+                rows_x4(blocks, q.len(), first, out, (k.q8_0_x4, k.q8_0), q, burst);
             }
             (DType::Q4_0, Prepared::Q8(q)) => {
                 let blocks: &[BlockQ4_0] = bytemuck::cast_slice(self.data);
-                let burst = !k.q4_0_x4_prefetches;
+                let burst = !k.x4_prefetches;
                 rows_x4(blocks, q.len(), first, out, (k.q4_0_x4, k.q4_0), q, burst);
             }
             _ => {

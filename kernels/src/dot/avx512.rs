@@ -25,7 +25,7 @@ pub const KERNELS: DotKernels = DotKernels {
     q4_0_x4: |w, x| w.map(|r| dot_q4_0(r, x)),
     axpy_f32: avx2::KERNELS.axpy_f32,
     axpy_f16: avx2::KERNELS.axpy_f16,
-    q4_0_x4_prefetches: false,
+    x4_prefetches: false,
     q4_0_rows8: None,
     q4_0_rows8_x4: None,
     q4_k: super::avx2_k::dot_q4_k,

@@ -116,9 +116,9 @@ pub struct DotKernels {
     pub q8_0_x4: fn([&[BlockQ8_0]; 4], &[BlockQ8_0]) -> [f32; 4],
     /// Four Q4_0 rows at once.
     pub q4_0_x4: fn([&[BlockQ4_0]; 4], &[BlockQ8_0]) -> [f32; 4],
-    /// Whether `q4_0_x4` prefetches the rows it will read next itself (then matvec does not
-    /// prefetch Q4_0 row groups in bursts).
-    pub q4_0_x4_prefetches: bool,
+    /// Whether `q8_0_x4` and `q4_0_x4` prefetch the rows they will read next themselves (then
+    /// matvec does not prefetch their row groups in bursts).
+    pub x4_prefetches: bool,
     /// Eight interleaved Q4_0 rows against a range of Q8_0 activations and their sums, added to
     /// one accumulator per row ([`crate::quant::rows8_q4_0`] is the scalar twin). Where an ISA
     /// has one, matrices that stay in memory are interleaved for it at load
