@@ -8,13 +8,17 @@ use half::{bf16, f16};
 use super::{scalar, DotKernels, Isa};
 use crate::quant::{e8m0_to_f32_half, BlockMxfp4, BlockQ4_0, BlockQ8_0, KVALUES_MXFP4};
 
-/// How far ahead (at least) the Q4_0 and Q8_0 row-group kernels prefetch, in bytes. Q4_0 measured
+/// How far ahead (at least) the Q4_0 row-group kernel prefetches, in bytes. Measured
 /// (single thread, share of a plain read, 2048x768 / 768x2048 / 4096x1024, two runs each):
 /// 16 KiB 76-90 / 67-75 / 70-83 %, 24 KiB 90 / 76 / 83-84 %, 32 KiB 91 / 79-80 / 85-87 %,
 /// 48 KiB 78-91 / 69-77 / 84-86 %, 64 KiB 88-91 / 75-76 / 85-86 %; the burst prefetch per
-/// row group it replaces: 59-69 %. Q8_0 with it against the burst: decode of the demo shape's
-/// Q8_0 GGUF on an AMD EPYC 27.3-28.3 -> 34.8-35.8 tok/s.
+/// row group it replaces: 59-69 %.
 const X4_PREFETCH_AHEAD: usize = 32 << 10;
+
+/// The same for the Q8_0 row-group kernel. Measured on the demo shape's Q8_0 GGUF (decode,
+/// AMD EPYC, three alternating runs each): 64 KiB 34.8-36.1 tok/s, 32 KiB 36.3-36.5, 16 KiB
+/// 37.5-39.2, 8 KiB 36.7-39.7.
+const Q8_0_PREFETCH_AHEAD: usize = 16 << 10;
 
 /// The AVX2 table.
 pub const KERNELS: DotKernels = DotKernels {
@@ -307,9 +311,10 @@ fn dot4_q8_0_imp(w: [&[BlockQ8_0]; 4], x: &[BlockQ8_0]) -> [f32; 4] {
     let (w0, w1, w2, w3) = (&w[0][..n], &w[1][..n], &w[2][..n], &w[3][..n]);
     let mut acc = [_mm256_setzero_ps(); 4];
     // Prefetched as we go, as in `dot4_q4_0_imp`: every 4 blocks, the next 136 bytes of each
-    // row a whole number of row groups ahead.
+    // row a whole number of row groups ahead (the burst per row group it replaces: demo-q8
+    // decode 27.3-28.3 tok/s on an AMD EPYC, against 34.8-35.8 with this at 32 KiB).
     let group = 4 * n * std::mem::size_of::<BlockQ8_0>();
-    let ahead = group * X4_PREFETCH_AHEAD.div_ceil(group.max(1)).max(1);
+    let ahead = group * Q8_0_PREFETCH_AHEAD.div_ceil(group.max(1)).max(1);
     let rows = [w0.as_ptr(), w1.as_ptr(), w2.as_ptr(), w3.as_ptr()].map(|p| p as usize + ahead);
     for i in 0..n {
         if i % 4 == 0 {
