@@ -13,7 +13,7 @@ use crate::quant::{e8m0_to_f32_half, BlockMxfp4, BlockQ4_0, BlockQ8_0, KVALUES_M
 /// 16 KiB 76-90 / 67-75 / 70-83 %, 24 KiB 90 / 76 / 83-84 %, 32 KiB 91 / 79-80 / 85-87 %,
 /// 48 KiB 78-91 / 69-77 / 84-86 %, 64 KiB 88-91 / 75-76 / 85-86 %; the burst prefetch per
 /// row group it replaces: 59-69 %.
-const X4_PREFETCH_AHEAD: usize = 32 << 10;
+const Q4_0_PREFETCH_AHEAD: usize = 32 << 10;
 
 /// The same for the Q8_0 row-group kernel. Measured on the demo shape's Q8_0 GGUF (decode,
 /// AMD EPYC, three alternating runs each): 64 KiB 34.8-36.1 tok/s, 32 KiB 36.3-36.5, 16 KiB
@@ -370,7 +370,7 @@ fn dot4_q4_0_imp(w: [&[BlockQ4_0]; 4], x: &[BlockQ8_0]) -> [f32; 4] {
     // row groups ahead (rows are consecutive in the matrix, so the same row of a later group is
     // what will be read then). A prefetch of any address is harmless, even past the matrix.
     let group = 4 * n * std::mem::size_of::<BlockQ4_0>();
-    let ahead = group * X4_PREFETCH_AHEAD.div_ceil(group.max(1)).max(1);
+    let ahead = group * Q4_0_PREFETCH_AHEAD.div_ceil(group.max(1)).max(1);
     let rows = [w0.as_ptr(), w1.as_ptr(), w2.as_ptr(), w3.as_ptr()].map(|p| p as usize + ahead);
     for i in 0..n {
         if i % 4 == 0 {
