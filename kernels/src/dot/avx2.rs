@@ -20,6 +20,37 @@ const Q4_0_PREFETCH_AHEAD: usize = 32 << 10;
 /// 37.5-39.2, 8 KiB 36.7-39.7.
 const Q8_0_PREFETCH_AHEAD: usize = 16 << 10;
 
+/// Prefetching a group of four rows as a row-group kernel reads it: every 4 blocks, the next
+/// `lines` cache lines of each row, a whole number of row groups (at least `at_least` bytes)
+/// ahead. Rows of a matrix are consecutive, so the same row of a later group is what will be
+/// read then; a prefetch of any address is harmless, even past the matrix.
+#[derive(Clone, Copy)]
+struct RowGroupPrefetch {
+    ahead: usize,
+    lines: usize,
+}
+
+impl RowGroupPrefetch {
+    #[inline(always)]
+    fn new<B>(blocks_per_row: usize, at_least: usize, lines: usize) -> Self {
+        let group = 4 * blocks_per_row * std::mem::size_of::<B>();
+        Self { ahead: group * at_least.div_ceil(group.max(1)).max(1), lines }
+    }
+
+    /// Block `i`'s prefetches for the rows starting at `rows`.
+    #[inline(always)]
+    fn fetch<B>(self, rows: [*const B; 4], i: usize) {
+        for r in rows {
+            let at = r as usize + self.ahead + i * std::mem::size_of::<B>();
+            for l in 0..self.lines {
+                // SAFETY: PREFETCHT2 never faults and has no architectural effect, whatever
+                // the address; SSE is part of the x86_64 baseline.
+                unsafe { _mm_prefetch::<_MM_HINT_T2>((at + 64 * l) as *const i8) };
+            }
+        }
+    }
+}
+
 /// The AVX2 table.
 pub const KERNELS: DotKernels = DotKernels {
     isa: Isa::Avx2,
@@ -313,18 +344,10 @@ fn dot4_q8_0_imp(w: [&[BlockQ8_0]; 4], x: &[BlockQ8_0]) -> [f32; 4] {
     // Prefetched as we go, as in `dot4_q4_0_imp`: every 4 blocks, the next 136 bytes of each
     // row a whole number of row groups ahead (the burst per row group it replaces: demo-q8
     // decode 27.3-28.3 tok/s on an AMD EPYC, against 34.8-35.8 with this at 32 KiB).
-    let group = 4 * n * std::mem::size_of::<BlockQ8_0>();
-    let ahead = group * Q8_0_PREFETCH_AHEAD.div_ceil(group.max(1)).max(1);
-    let rows = [w0.as_ptr(), w1.as_ptr(), w2.as_ptr(), w3.as_ptr()].map(|p| p as usize + ahead);
+    let ahead = RowGroupPrefetch::new::<BlockQ8_0>(n, Q8_0_PREFETCH_AHEAD, 3);
     for i in 0..n {
         if i % 4 == 0 {
-            for r in rows {
-                let at = r + i * std::mem::size_of::<BlockQ8_0>();
-                // PREFETCHT2 never faults and has no architectural effect, whatever the address.
-                _mm_prefetch::<_MM_HINT_T2>(at as *const i8);
-                _mm_prefetch::<_MM_HINT_T2>((at + 64) as *const i8);
-                _mm_prefetch::<_MM_HINT_T2>((at + 128) as *const i8);
-            }
+            ahead.fetch::<BlockQ8_0>([w0.as_ptr(), w1.as_ptr(), w2.as_ptr(), w3.as_ptr()], i);
         }
         let b = &x[i];
         // SAFETY: qs is 32 bytes in every block; unaligned loads.
@@ -369,17 +392,10 @@ fn dot4_q4_0_imp(w: [&[BlockQ4_0]; 4], x: &[BlockQ8_0]) -> [f32; 4] {
     // the L2 request queue): every 4 blocks, the next 128 bytes of each row a whole number of
     // row groups ahead (rows are consecutive in the matrix, so the same row of a later group is
     // what will be read then). A prefetch of any address is harmless, even past the matrix.
-    let group = 4 * n * std::mem::size_of::<BlockQ4_0>();
-    let ahead = group * Q4_0_PREFETCH_AHEAD.div_ceil(group.max(1)).max(1);
-    let rows = [w0.as_ptr(), w1.as_ptr(), w2.as_ptr(), w3.as_ptr()].map(|p| p as usize + ahead);
+    let ahead = RowGroupPrefetch::new::<BlockQ4_0>(n, Q4_0_PREFETCH_AHEAD, 2);
     for i in 0..n {
         if i % 4 == 0 {
-            for r in rows {
-                let at = r + i * std::mem::size_of::<BlockQ4_0>();
-                // PREFETCHT2 never faults and has no architectural effect, whatever the address.
-                _mm_prefetch::<_MM_HINT_T2>(at as *const i8);
-                _mm_prefetch::<_MM_HINT_T2>((at + 64) as *const i8);
-            }
+            ahead.fetch::<BlockQ4_0>([w0.as_ptr(), w1.as_ptr(), w2.as_ptr(), w3.as_ptr()], i);
         }
         let b = &x[i];
         // SAFETY: qs is 32 bytes; unaligned load.
