@@ -253,20 +253,14 @@ impl<'a> Matrix<'a> {
         let n = xs.len();
         assert!(n <= TOKEN_BLOCK, "{n} tokens in one block");
         let mut q8: [&[BlockQ8_0]; TOKEN_BLOCK] = [&[]; TOKEN_BLOCK];
-        let mut q8k: [&[BlockQ8K]; TOKEN_BLOCK] = [&[]; TOKEN_BLOCK];
-        let (mut all_q8, mut all_q8k) = (true, true);
+        let mut all_q8 = true;
         for (t, x) in xs.iter().enumerate() {
             match x {
                 Prepared::Q8(q) => q8[t] = q,
-                Prepared::Q8K(q) => q8k[t] = q,
-                _ => {}
+                _ => all_q8 = false,
             }
-            all_q8 &= matches!(x, Prepared::Q8(_));
-            all_q8k &= matches!(x, Prepared::Q8K(_));
         }
-        let (q8, q8k) = (&q8[..n], &q8k[..n]);
-        // Types with a many-token kernel: each row unpacked once for all the tokens.
-        let tokens = self.dtype.traits().dots.and_then(|d| d.tokens_for(k.isa));
+        let q8 = &q8[..n];
         match self.dtype {
             _ if all_q8 && self.interleaved && k.q4_0_rows8.is_some() => {
                 self.rows8_into(k, first, (q8, sums), out);
@@ -286,12 +280,6 @@ impl<'a> Matrix<'a> {
             DType::Q4_0 if all_q8 => {
                 let blocks: &[BlockQ4_0] = bytemuck::cast_slice(self.data);
                 rows_x4_tokens(blocks, first, out, (k.q4_0_x4, k.q4_0), q8);
-            }
-            _ if all_q8k && tokens.is_some() => {
-                let kernel = tokens.expect("checked");
-                for (i, row_out) in out.chunks_mut(n).enumerate() {
-                    kernel(&self.row(first + i), q8k, row_out);
-                }
             }
             _ => {
                 // Tokens outer: the task's rows stay in L2 while each token, in L1, passes over

@@ -10,6 +10,7 @@ use crate::error::KernelError;
 use crate::gemm::{tile_for, PackedF32, RowsOut, Tile, Wide32Acts, WideActs};
 use crate::matvec::{form, Form, Matrix, Prepared, QuantActivations, ROWS_PER_TASK, TOKEN_BLOCK};
 use crate::pool::KernelPool;
+use crate::quant::unpacked::{UnpackedActs, UnpackedTokensFn};
 use crate::quant::{
     q8_sums, quantize_q8_0_activations, quantize_q8_1_activations, quantize_q8_k, BlockQ8K,
     BlockQ8_0, BlockQ8_1, Q8Sum, QK, QK_K, ROWS8,
@@ -32,6 +33,8 @@ pub struct InputBuffers {
     q8k: Vec<BlockQ8K>,
     wide: WideActs,
     wide32: Wide32Acts,
+    /// The Q8_K activations laid out for the many-token kernels: as they are, and offset.
+    unpacked: [UnpackedActs; 2],
 }
 
 impl std::fmt::Debug for InputBuffers {
@@ -43,7 +46,7 @@ impl std::fmt::Debug for InputBuffers {
 impl InputBuffers {
     /// `n` tokens of `cols` values each, ready for [`matmul_input`].
     pub fn input<'a>(&'a mut self, xs: &'a [f32], n: usize, mode: QuantActivations) -> Input<'a> {
-        Input { xs, n, mode, bufs: self, have: [false; 6] }
+        Input { xs, n, mode, bufs: self, have: [false; 8] }
     }
 
     /// Sets which kernels compute the tokens of inputs made from these buffers.
@@ -82,8 +85,9 @@ pub struct Input<'a> {
     n: usize,
     mode: QuantActivations,
     bufs: &'a mut InputBuffers,
-    /// Which of q8 (per token), q8k, packed, q8_1, wide, wide32 are current.
-    have: [bool; 6],
+    /// Which of q8 (per token), q8k, packed, q8_1, wide, wide32, unpacked (plain, offset) are
+    /// current.
+    have: [bool; 8],
 }
 
 impl std::fmt::Debug for Input<'_> {
@@ -182,6 +186,15 @@ impl Input<'_> {
         }
     }
 
+    /// The Q8_K activations laid out for the many-token kernels (`offset`: as unsigned bytes).
+    fn ensure_unpacked(&mut self, cols: usize, offset: bool) {
+        self.ensure(Form::Q8K, cols);
+        if !self.have[6 + offset as usize] {
+            self.bufs.unpacked[offset as usize].fill(&self.bufs.q8k, cols / QK_K, offset);
+            self.have[6 + offset as usize] = true;
+        }
+    }
+
     /// The Q8_0 activations packed for the 32-value wide tiles.
     fn ensure_wide32(&mut self, cols: usize) {
         self.ensure(Form::Q8, cols);
@@ -257,6 +270,8 @@ enum Path {
     Gemm,
     /// Several tokens, row groups over every token (no GEMM for this format or CPU).
     RowsTokens,
+    /// Several tokens, each row unpacked once for all of them (no GEMM for this format or CPU).
+    Unpacked,
 }
 
 /// `Y_i = X W_i^T` for every `(W_i, Y_i)` of `group` (at most [`MAX_GROUP`]), all reading the
@@ -360,9 +375,14 @@ fn matmul_refs(
                 Path::Gemm
             }
             _ if n == 1 => Path::Rows,
+            _ if unpacked_kernel(w, forms[i]).is_some() => Path::Unpacked,
             _ => Path::RowsTokens,
         };
         match (paths[i], tiles[i]) {
+            (Path::Unpacked, _) => {
+                let (_, offset) = unpacked_kernel(w, forms[i]).expect("chosen for it");
+                x.ensure_unpacked(w.cols(), offset)
+            }
             (Path::Gemm, Some(Tile::Super(_))) => x.ensure(Form::Q8K, w.cols()),
             (Path::Gemm, Some(Tile::Wide(_))) => x.ensure_wide(w.cols()),
             (Path::Gemm, Some(Tile::Wide32(_))) => x.ensure_wide32(w.cols()),
@@ -411,6 +431,11 @@ fn matmul_refs(
                 gemm_rows(tiles[i].expect("a GEMM path has a tile"), &w, x, first, m, out)
             }
             Path::RowsTokens => rows_tokens(&w, x, forms[i], (first, m), out),
+            Path::Unpacked => {
+                let (kernel, offset) = unpacked_kernel(&w, forms[i]).expect("chosen for it");
+                let acts = &x.bufs.unpacked[offset as usize];
+                kernel(w.bytes(), first, m, acts, w.cols() / QK_K, out)
+            }
         }
     };
     match pool {
@@ -418,6 +443,15 @@ fn matmul_refs(
         _ => (0..total).for_each(body),
     }
     Ok(())
+}
+
+/// The many-token kernel (and whether it reads offset activations) for `w` against
+/// activations in form `f`, where its type has one.
+fn unpacked_kernel(w: &Matrix, f: Form) -> Option<(UnpackedTokensFn, bool)> {
+    if f != Form::Q8K || w.is_interleaved() {
+        return None;
+    }
+    w.dtype().traits().dots.and_then(|d| d.tokens_for(kernels().isa))
 }
 
 /// Whether a tile computes a product whose activations are in form `f`: quantised weights only

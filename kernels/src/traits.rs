@@ -8,6 +8,7 @@ use half::{bf16, f16};
 use crate::dot::Isa;
 use crate::gemm::Tile;
 use crate::matvec::Prepared;
+use crate::quant::unpacked::UnpackedTokensFn;
 use crate::quant::*;
 use crate::DType;
 
@@ -39,8 +40,14 @@ pub enum ScaleField {
 /// A dot product of one weight row (its raw bytes) with one token's prepared activations.
 pub(crate) type RawDot = fn(&[u8], &Prepared) -> f32;
 
-/// One weight row (raw bytes) against several tokens' Q8_K activations, into one output each.
-pub(crate) type TokensDot = fn(&[u8], &[&[BlockQ8K]], &mut [f32]);
+/// A type's many-token prefill kernels (rows unpacked once, then every token): scalar, AVX2,
+/// and whether they read the activations offset to unsigned bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct TokensKernels {
+    pub(crate) scalar: UnpackedTokensFn,
+    pub(crate) avx2: Option<UnpackedTokensFn>,
+    pub(crate) offset: bool,
+}
 
 /// A quantiser from f32 values to whole blocks.
 pub(crate) type Quantizer = fn(&[f32], &mut [u8]);
@@ -50,8 +57,8 @@ pub(crate) type Quantizer = fn(&[f32], &mut [u8]);
 pub(crate) struct Dots {
     pub(crate) scalar: RawDot,
     pub(crate) avx2: Option<RawDot>,
-    /// Prefill: a row against many tokens at once (scalar, AVX2), where the type has one.
-    pub(crate) tokens: Option<(TokensDot, Option<TokensDot>)>,
+    /// Prefill: rows against many tokens at once, where the type has such kernels.
+    pub(crate) tokens: Option<TokensKernels>,
 }
 
 impl Dots {
@@ -63,13 +70,15 @@ impl Dots {
         }
     }
 
-    /// The many-token kernel to use on `isa`, if the type has one.
-    pub(crate) fn tokens_for(&self, isa: Isa) -> Option<TokensDot> {
-        let (scalar, avx2) = self.tokens?;
-        Some(match isa {
-            Isa::Avx2 | Isa::Avx512 => avx2.unwrap_or(scalar),
-            Isa::Scalar | Isa::Neon => scalar,
-        })
+    /// The many-token kernel to use on `isa` and whether it reads offset activations, if the
+    /// type has one.
+    pub(crate) fn tokens_for(&self, isa: Isa) -> Option<(UnpackedTokensFn, bool)> {
+        let k = self.tokens?;
+        let f = match isa {
+            Isa::Avx2 | Isa::Avx512 => k.avx2.unwrap_or(k.scalar),
+            Isa::Scalar | Isa::Neon => k.scalar,
+        };
+        Some((f, k.offset))
     }
 }
 
@@ -210,7 +219,7 @@ impl TypeTraits {
         self.exact_tile = exact;
         self
     }
-    const fn with_tokens(mut self, kernels: (TokensDot, Option<TokensDot>)) -> Self {
+    const fn with_tokens(mut self, kernels: TokensKernels) -> Self {
         if let Some(d) = &mut self.dots {
             d.tokens = Some(kernels);
         }
@@ -221,20 +230,21 @@ impl TypeTraits {
 /// The many-token prefill kernels of a type whose rows unpack to plain codes.
 macro_rules! tokens {
     ($block:ty) => {
-        (
-            |w: &[u8], xs: &[&[BlockQ8K]], out: &mut [f32]| {
-                unpacked::dot_tokens::<$block>(blocks!(w), xs, out)
+        TokensKernels {
+            scalar: |w: &[u8], first, m, acts, per_row, out| {
+                unpacked::dot_tokens::<$block>(blocks!(w), (first, m), acts, per_row, out)
             },
-            tokens_avx2!($block),
-        )
+            avx2: tokens_avx2!($block),
+            offset: <$block as unpacked::Unpack>::SMALL_CODES,
+        }
     };
 }
 
 #[cfg(target_arch = "x86_64")]
 macro_rules! tokens_avx2 {
     ($block:ty) => {
-        Some(|w: &[u8], xs: &[&[BlockQ8K]], out: &mut [f32]| {
-            unpacked::avx2::dot_tokens::<$block>(blocks!(w), xs, out)
+        Some(|w: &[u8], first, m, acts, per_row, out| {
+            unpacked::avx2::dot_tokens::<$block>(blocks!(w), (first, m), acts, per_row, out)
         })
     };
 }

@@ -156,33 +156,48 @@ fn table_dots_match_their_scalar_twins_and_f64() {
 }
 
 /// Prefill's many-token kernels give each token exactly its one-token dot product, on odd
-/// super-block and token counts (tails of the four-token passes).
+/// super-block and token counts (tails of the eight-token passes, more than one block of
+/// tokens), over a range of rows that
+/// does not start at the first.
 #[test]
 fn many_token_kernels_equal_one_token_dots() {
+    use crate::gemm::RowsOut;
+    use crate::quant::unpacked::UnpackedActs;
     let table: Vec<&TypeTraits> =
         TYPES.iter().filter(|t| t.dots.is_some_and(|d| d.tokens.is_some())).collect();
     assert!(table.len() >= 7, "the grid types, IQ4_XS and Q3_K have many-token kernels");
     for t in table {
         let dots = t.dots.unwrap();
         for (case, (blocks, tokens)) in
-            [(1usize, 1usize), (3, 5), (2, 9), (5, 4)].into_iter().enumerate()
+            [(1usize, 1usize), (3, 5), (2, 9), (5, 4), (2, 17), (1, 70)].into_iter().enumerate()
         {
-            let w = weights(t.dtype, blocks, 50 + case as u64);
+            // Three rows with their own weights, so a row mixed up with its neighbour shows.
+            let rows: Vec<Vec<u8>> =
+                (0..3).map(|r| weights(t.dtype, blocks, 50 + 10 * r + case as u64)).collect();
+            let matrix = rows.concat();
             let acts: Vec<Acts> =
                 (0..tokens).map(|i| Acts::new(&normals(blocks * QK_K, 70 + i as u64))).collect();
-            let xs: Vec<&[BlockQ8K]> = acts.iter().map(|a| &a.q8k[..]).collect();
+            let q8k: Vec<BlockQ8K> = acts.iter().flat_map(|a| a.q8k.iter().copied()).collect();
             for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
-                let mut out = vec![f32::NAN; tokens];
-                (dots.tokens_for(isa).unwrap())(&w, &xs, &mut out);
-                for (i, (got, a)) in out.iter().zip(&acts).enumerate() {
-                    let one = (dots.for_isa(isa))(&w, &Prepared::Q8K(&a.q8k));
-                    assert_eq!(
-                        got.to_bits(),
-                        one.to_bits(),
-                        "{} {} {blocks} blocks, token {i} of {tokens}: {got} vs {one}",
-                        t.name,
-                        isa.name()
-                    );
+                let (kernel, offset) = dots.tokens_for(isa).unwrap();
+                let mut laid = UnpackedActs::default();
+                laid.fill(&q8k, blocks, offset);
+                let mut out = vec![f32::NAN; tokens * 3];
+                // Rows 1 and 2 only: row 0 must stay untouched.
+                kernel(&matrix, 1, 2, &laid, blocks, &RowsOut::new(&mut out, 3));
+                for (i, a) in acts.iter().enumerate() {
+                    assert!(out[3 * i].is_nan(), "{}: row 0 written", t.name);
+                    for r in 1..3 {
+                        let got = out[3 * i + r];
+                        let one = (dots.for_isa(isa))(&rows[r], &Prepared::Q8K(&a.q8k));
+                        assert_eq!(
+                            got.to_bits(),
+                            one.to_bits(),
+                            "{} {} {blocks} blocks, row {r}, token {i} of {tokens}: {got} vs {one}",
+                            t.name,
+                            isa.name()
+                        );
+                    }
                 }
             }
         }

@@ -294,8 +294,15 @@ macro_rules! grid_unpack {
     ($block:ty) => {
         impl super::unpacked::Unpack for $block {
             const MULT: f32 = <$block as GridBlock>::MULT;
+            // Grid magnitudes reach 62 (`grid_magnitudes_are_small_codes`).
+            const SMALL_CODES: bool = true;
             fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
                 super::unpacked::unpack_grid(self, codes, ls)
+            }
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn unpack_avx2(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+                // SAFETY: the caller's contract: the CPU has AVX2.
+                unsafe { super::unpacked::avx2::unpack_grid(self, codes, ls) }
             }
         }
     };

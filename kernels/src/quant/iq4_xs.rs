@@ -71,6 +71,8 @@ pub fn dot_iq4_xs(w: &[BlockIq4Xs], x: &[BlockQ8K]) -> f32 {
 
 impl super::unpacked::Unpack for BlockIq4Xs {
     const MULT: f32 = 1.0;
+    // Levels reach ±127.
+    const SMALL_CODES: bool = false;
     fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
         for (i, (qs, c)) in self.qs.chunks_exact(16).zip(codes.chunks_exact_mut(32)).enumerate() {
             for j in 0..16 {
@@ -79,6 +81,15 @@ impl super::unpacked::Unpack for BlockIq4Xs {
             }
             ls[2 * i] = self.run_scale(i) as i16;
             ls[2 * i + 1] = self.run_scale(i) as i16;
+        }
+        self.d.to_f32()
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn unpack_avx2(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+        // SAFETY: the caller's contract: the CPU has AVX2.
+        unsafe { avx2::unpack_codes(self, codes) };
+        for (i, l) in ls.chunks_exact_mut(2).enumerate() {
+            l.fill(self.run_scale(i) as i16);
         }
         self.d.to_f32()
     }
@@ -91,6 +102,21 @@ pub(crate) mod avx2 {
     use super::super::iq4_nl::avx2::levels;
     use super::{BlockIq4Xs, BlockQ8K};
     use crate::dot::avx2::{f16_to_f32, hsum, unpack_nibbles};
+
+    /// Every run's 32 codes, one level lookup (`vpshufb`) per run.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn unpack_codes(b: &BlockIq4Xs, codes: &mut [i8]) {
+        assert!(codes.len() >= 256);
+        let table = levels();
+        for (i, qs) in b.qs.chunks_exact(16).enumerate() {
+            let c = _mm256_shuffle_epi8(table, unpack_nibbles(qs.try_into().expect("16 bytes")));
+            // SAFETY: 32 * i + 32 <= 256 <= codes.len(); an unaligned store.
+            unsafe { _mm256_storeu_si256(codes.as_mut_ptr().add(32 * i) as *mut __m256i, c) };
+        }
+    }
 
     /// The AVX2 twin of [`super::dot_iq4_xs`]: the same exact integer sums per super-block.
     pub(crate) fn dot_iq4_xs(w: &[BlockIq4Xs], x: &[BlockQ8K]) -> f32 {

@@ -105,6 +105,8 @@ pub fn dot_q3_k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
 
 impl super::unpacked::Unpack for BlockQ3K {
     const MULT: f32 = 1.0;
+    // Codes -4..=3.
+    const SMALL_CODES: bool = true;
     fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
         codes.copy_from_slice(&self::codes(self));
         for (l, s) in ls.iter_mut().zip(scales_q3_k(&self.scales)) {

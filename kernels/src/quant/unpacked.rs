@@ -1,35 +1,55 @@
 //! Prefill for the Q8_K-activation types whose super-blocks are signed codes with a scale per
 //! 16 values (the grid types without a shift, IQ4_XS, Q3_K): a weight row is unpacked once
-//! into plain `i8` codes, then dotted with every token's activations, four tokens per pass so
-//! each code vector is loaded once for four. Decode unpacks each super-block for one token;
-//! prefill would otherwise unpack the same row again for every token. The integer lanes, the
-//! fused per-super-block accumulate and the final sum are the decode kernels', so every
-//! output equals matvec's bit for bit.
+//! into plain `i8` codes, then dotted with every token's activations, eight tokens per pass so
+//! each code vector is loaded once for eight. Decode unpacks each super-block for one token;
+//! prefill would otherwise unpack the same row again for every token. The activations are laid
+//! out once per product ([`UnpackedActs`]). The integer lanes, the fused per-super-block
+//! accumulate and the final sum are the decode kernels', so every output equals matvec's bit
+//! for bit.
 
 use std::cell::RefCell;
 
 use super::codes::{GridBlock, Lanes, Run};
 use super::{BlockQ8K, QK_K};
+use crate::gemm::RowsOut;
 
-/// One weight row as plain codes.
+/// Weight rows as plain codes, one after another.
 #[derive(Default)]
-pub(crate) struct UnpackedRow {
+pub(crate) struct UnpackedRows {
     /// Every value's signed code, in value order.
-    pub(crate) codes: Vec<i8>,
+    codes: Vec<i8>,
     /// The scale of each run of 16 values.
-    pub(crate) ls: Vec<i16>,
+    ls: Vec<i16>,
     /// Each super-block's weight scale.
-    pub(crate) d: Vec<f32>,
+    d: Vec<f32>,
+    /// Super-blocks per row.
+    per: usize,
 }
 
-impl UnpackedRow {
-    fn reset(&mut self, superblocks: usize) {
-        self.codes.clear();
+/// One unpacked row.
+#[derive(Clone, Copy)]
+pub(crate) struct RowCodes<'a> {
+    codes: &'a [i8],
+    ls: &'a [i16],
+    d: &'a [f32],
+}
+
+impl UnpackedRows {
+    fn reset(&mut self, superblocks: usize, per: usize) {
+        // Every entry is written by the unpacking before it is read: no need to clear.
         self.codes.resize(superblocks * QK_K, 0);
-        self.ls.clear();
         self.ls.resize(superblocks * QK_K / 16, 0);
-        self.d.clear();
         self.d.resize(superblocks, 0.0);
+        self.per = per;
+    }
+
+    fn row(&self, r: usize) -> RowCodes<'_> {
+        let (p, n) = (self.per, self.per * (r + 1));
+        RowCodes {
+            codes: &self.codes[QK_K * p * r..QK_K * n],
+            ls: &self.ls[16 * p * r..16 * n],
+            d: &self.d[p * r..n],
+        }
     }
 }
 
@@ -37,62 +57,133 @@ impl UnpackedRow {
 pub(crate) trait Unpack: Copy {
     /// ggml's factor on the final sum.
     const MULT: f32;
+    /// Whether every code is within ±64, so that an activation offset to unsigned (at most 255)
+    /// times a code, summed in pairs, still fits an i16 (`vpmaddubsw` does not saturate).
+    const SMALL_CODES: bool;
     /// Writes super-block `b`'s 256 codes, 16 scales and weight scale.
     fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32;
+    /// [`Self::unpack`] with AVX2, where a type has a faster way to the same codes.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn unpack_avx2(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+        self.unpack(codes, ls)
+    }
 }
 
-/// The grid types without a shift: code = grid value times its sign.
+/// The grid types without a shift: code = grid value times its sign, eight bytes at a time.
 pub(crate) fn unpack_grid<B: GridBlock>(b: &B, codes: &mut [i8], ls: &mut [i16]) -> f32 {
-    let bytes = |words: [u64; 4]| {
-        let mut out = [0u8; 32];
-        for (w, o) in words.iter().zip(out.chunks_exact_mut(8)) {
-            o.copy_from_slice(&w.to_le_bytes());
-        }
-        out
-    };
     for r in 0..QK_K / 32 {
         let Run { grid, signs, ls: l } = b.run(r);
-        let (g, s) = (bytes(grid), bytes(signs));
-        for ((c, &g), &s) in codes[32 * r..32 * r + 32].iter_mut().zip(&g).zip(&s) {
-            // Signs are 1 or -1 as bytes.
-            *c = if B::SIGNED { g as i8 } else { (g as i8).wrapping_mul(s as i8) };
+        for ((c, &g), &s) in codes[32 * r..32 * r + 32].chunks_exact_mut(8).zip(&grid).zip(&signs) {
+            let word = if B::SIGNED { g } else { apply_signs(g, s) };
+            c.copy_from_slice(&bytemuck::cast::<[u8; 8], [i8; 8]>(word.to_le_bytes()));
         }
         ls[2 * r..2 * r + 2].copy_from_slice(&l);
     }
     b.scale()
 }
 
-thread_local! {
-    static ROW: RefCell<UnpackedRow> = RefCell::new(UnpackedRow::default());
+/// Eight grid magnitudes times their signs (`0x01` keep, `0xFF` negate), bytewise in one word:
+/// a negated byte is `!g + 1`, and the `+ 1` is added below bit 7 so no carry crosses bytes.
+#[inline]
+fn apply_signs(g: u64, s: u64) -> u64 {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    let one = (s >> 7) & LOW;
+    let x = g ^ (one * 0xFF);
+    ((x & (LOW * 0x7F)) + one) ^ (x & (LOW * 0x80))
 }
 
-/// Unpacks `w` (one row) into this thread's scratch row and hands it to `f`.
-fn with_row<B: Unpack, R>(w: &[B], f: impl FnOnce(&UnpackedRow) -> R) -> R {
-    ROW.with_borrow_mut(|row| {
-        row.reset(w.len());
+thread_local! {
+    static ROWS: RefCell<UnpackedRows> = RefCell::new(UnpackedRows::default());
+}
+
+/// Unpacks `w` (rows of `per` super-blocks) with `unpack` into this thread's scratch rows and
+/// hands them to `f`.
+fn with_rows<B: Unpack, R>(
+    w: &[B],
+    per: usize,
+    unpack: impl Fn(&B, &mut [i8], &mut [i16]) -> f32,
+    f: impl FnOnce(&UnpackedRows) -> R,
+) -> R {
+    ROWS.with_borrow_mut(|rows| {
+        rows.reset(w.len(), per);
         for (i, b) in w.iter().enumerate() {
-            let codes = &mut row.codes[QK_K * i..QK_K * (i + 1)];
-            row.d[i] = b.unpack(codes, &mut row.ls[16 * i..16 * (i + 1)]);
+            let codes = &mut rows.codes[QK_K * i..QK_K * (i + 1)];
+            rows.d[i] = unpack(b, codes, &mut rows.ls[16 * i..16 * (i + 1)]);
         }
-        f(row)
+        f(rows)
     })
 }
 
-/// The scalar twin: every token's dot product from the unpacked row.
-pub(crate) fn dot_tokens<B: Unpack>(w: &[B], xs: &[&[BlockQ8K]], out: &mut [f32]) {
-    with_row(w, |row| {
-        for (x, o) in xs.iter().zip(out) {
-            assert_eq!(x.len(), w.len());
-            let mut acc = Lanes::default();
-            for (i, y) in x.iter().enumerate() {
-                let mut lanes = [0i32; 8];
-                let codes = &row.codes[QK_K * i..QK_K * (i + 1)];
-                for (v, (&c, &q)) in codes.iter().zip(&y.qs).enumerate() {
-                    lanes[(v % 32) / 4] += row.ls[16 * i + v / 16] as i32 * c as i32 * q as i32;
+/// Every token's Q8_K activations for the many-token kernels, laid out once per product: each
+/// token's values in one contiguous run (offset by 128 to unsigned bytes for the types with
+/// [`Unpack::SMALL_CODES`]) and its scale per super-block.
+#[derive(Default)]
+pub(crate) struct UnpackedActs {
+    q: Vec<u8>,
+    d: Vec<f32>,
+    /// Super-blocks per token.
+    per: usize,
+    offset: bool,
+}
+
+impl UnpackedActs {
+    /// Lays out `xs` (tokens of `per` blocks each), offset or not, reusing the buffers.
+    pub(crate) fn fill(&mut self, xs: &[BlockQ8K], per: usize, offset: bool) {
+        // The offset in two's complement: y + 128 = y ^ 0x80 as an unsigned byte.
+        let flip = if offset { 0x80 } else { 0 };
+        (self.per, self.offset) = (per, offset);
+        self.q.clear();
+        self.d.clear();
+        for y in xs {
+            self.q.extend(y.qs.iter().map(|&v| v as u8 ^ flip));
+            self.d.push(y.d);
+        }
+    }
+
+    fn tokens(&self) -> usize {
+        self.d.len() / self.per.max(1)
+    }
+
+    /// Token `t`'s value `v`, signed.
+    fn value(&self, t: usize, v: usize) -> i32 {
+        let flip = if self.offset { 0x80 } else { 0 };
+        (self.q[t * self.per * QK_K + v] ^ flip) as i8 as i32
+    }
+}
+
+/// A many-token kernel: rows `first..first + m` of a matrix (`per_row` super-blocks each)
+/// against every token laid out in `acts`, into `out`.
+pub(crate) type UnpackedTokensFn = fn(&[u8], usize, usize, &UnpackedActs, usize, &RowsOut);
+
+/// The scalar twin, straight from the definition of the decode kernels' lanes.
+pub(crate) fn dot_tokens<B: Unpack>(
+    w: &[B],
+    (first, m): (usize, usize),
+    acts: &UnpackedActs,
+    per: usize,
+    out: &RowsOut,
+) {
+    assert_eq!(acts.per, per, "activations laid out for another width");
+    with_rows(&w[first * per..(first + m) * per], per, B::unpack, |rows| {
+        for r in 0..m {
+            let row = rows.row(r);
+            for t in 0..acts.tokens() {
+                let mut acc = Lanes::default();
+                for i in 0..per {
+                    let mut lanes = [0i32; 8];
+                    let codes = &row.codes[QK_K * i..QK_K * (i + 1)];
+                    for (v, &c) in codes.iter().enumerate() {
+                        let y = acts.value(t, QK_K * i + v);
+                        lanes[(v % 32) / 4] += row.ls[16 * i + v / 16] as i32 * c as i32 * y;
+                    }
+                    acc.fma(row.d[i] * acts.d[t * per + i], &lanes);
                 }
-                acc.fma(row.d[i] * y.d, &lanes);
+                // SAFETY: rows first..first + m are this task's (handed out once each).
+                unsafe { out.write(t, first + r, B::MULT * acc.sum()) };
             }
-            *o = B::MULT * acc.sum();
         }
     })
 }
@@ -101,62 +192,186 @@ pub(crate) fn dot_tokens<B: Unpack>(w: &[B], xs: &[&[BlockQ8K]], out: &mut [f32]
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{with_row, BlockQ8K, Unpack, UnpackedRow, QK_K};
+    use super::{with_rows, GridBlock, RowCodes, RowsOut, Run, Unpack, UnpackedActs, QK_K};
     use crate::dot::avx2::hsum;
 
+    /// The AVX2 twin of [`super::unpack_grid`]: each run's signs applied in one `vpsignb`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn unpack_grid<B: GridBlock>(b: &B, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+        assert!(codes.len() >= QK_K && ls.len() >= QK_K / 16);
+        let words =
+            |w: [u64; 4]| _mm256_set_epi64x(w[3] as i64, w[2] as i64, w[1] as i64, w[0] as i64);
+        for r in 0..QK_K / 32 {
+            let Run { grid, signs, ls: l } = b.run(r);
+            let g = words(grid);
+            // Sign bytes are 1 or -1: `vpsignb` keeps or negates.
+            let c = if B::SIGNED { g } else { _mm256_sign_epi8(g, words(signs)) };
+            // SAFETY: 32 * r + 32 <= 256 <= codes.len(); an unaligned store.
+            unsafe { _mm256_storeu_si256(codes.as_mut_ptr().add(32 * r) as *mut __m256i, c) };
+            ls[2 * r..2 * r + 2].copy_from_slice(&l);
+        }
+        b.scale()
+    }
+
+    /// Tokens per pass: one register of integer sums each, with the codes of a run loaded once.
+    const TOKENS: usize = 8;
+    /// Tokens per block: a block's activations stay in cache while every row of the task passes
+    /// over them.
+    const TOKEN_BLOCK: usize = 64;
+
     /// The AVX2 twin of [`super::dot_tokens`].
-    pub(crate) fn dot_tokens<B: Unpack>(w: &[B], xs: &[&[BlockQ8K]], out: &mut [f32]) {
-        assert!(xs.iter().all(|x| x.len() == w.len()));
-        with_row(w, |row| {
-            for (x, o) in xs.chunks(4).zip(out.chunks_mut(4)) {
-                // SAFETY: these kernels sit only in the AVX2 column of the type table, used
-                // after `Isa::Avx2.supported()` (AVX2, FMA) said yes.
-                let sums = unsafe {
-                    match x.len() {
-                        4 => tile::<4>(row, x),
-                        3 => tile::<3>(row, x),
-                        2 => tile::<2>(row, x),
-                        _ => tile::<1>(row, x),
+    pub(crate) fn dot_tokens<B: Unpack>(
+        w: &[B],
+        (first, m): (usize, usize),
+        acts: &UnpackedActs,
+        per: usize,
+        out: &RowsOut,
+    ) {
+        assert!(acts.per == per && acts.offset == B::SMALL_CODES, "activations laid out otherwise");
+        let n = acts.tokens();
+        // SAFETY: this kernel sits only in the AVX2 column of the type table, used after
+        // `Isa::Avx2.supported()` (AVX2, FMA) said yes.
+        let unpack = |b: &B, c: &mut [i8], l: &mut [i16]| unsafe { b.unpack_avx2(c, l) };
+        with_rows(&w[first * per..(first + m) * per], per, unpack, |rows| {
+            for block in (0..n).step_by(TOKEN_BLOCK) {
+                let end = (block + TOKEN_BLOCK).min(n);
+                for r in 0..m {
+                    let row = rows.row(r);
+                    for t0 in (block..end).step_by(TOKENS) {
+                        let k = (end - t0).min(TOKENS);
+                        macro_rules! pass {
+                            ($($k:literal)*) => {
+                                match k {
+                                    $($k if B::SMALL_CODES => {
+                                        // SAFETY: AVX2 and FMA as above; `acts` holds tokens
+                                        // t0..t0 + k of `per` super-blocks.
+                                        unsafe { tile::<$k, true>(row, acts, t0) }
+                                    })*
+                                    $($k => {
+                                        // SAFETY: as above.
+                                        unsafe { tile::<$k, false>(row, acts, t0) }
+                                    })*
+                                    _ => unreachable!("at most {TOKENS} tokens per pass"),
+                                }
+                            };
+                        }
+                        let sums = pass!(1 2 3 4 5 6 7 8);
+                        for (t, s) in sums.into_iter().take(k).enumerate() {
+                            // SAFETY: rows first..first + m are this task's (handed out once
+                            // each).
+                            unsafe { out.write(t0 + t, first + r, B::MULT * s) };
+                        }
                     }
-                };
-                for (o, s) in o.iter_mut().zip(sums) {
-                    *o = B::MULT * s;
                 }
             }
         })
     }
 
-    /// `N` (1..=4) tokens against the unpacked row: each run's codes loaded once for all (a
-    /// constant `N` keeps every token's sums in registers).
+    /// `N` (1..=8) tokens from `t0` against the unpacked row: each run's codes loaded once for
+    /// all (a constant `N` keeps every token's integer sums in registers). With `OFFSET`, the
+    /// activations are unsigned (`y + 128`) and multiply the signed codes directly; the offset's
+    /// share, `128 * ls * (sum of each lane's codes)`, is the row's own and is taken off each
+    /// token's lanes per super-block, so every lane holds exactly the matvec kernel's integer.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `acts` holds tokens `t0..t0 + N` of `row.d.len()` super-blocks.
     #[target_feature(enable = "avx2,fma")]
-    fn tile<const N: usize>(row: &UnpackedRow, xs: &[&[BlockQ8K]]) -> [f32; 4] {
-        let n = N;
-        let xs: &[&[BlockQ8K]; N] = xs.try_into().expect("N tokens");
-        let mut acc = [_mm256_setzero_ps(); 4];
+    unsafe fn tile<const N: usize, const OFFSET: bool>(
+        row: RowCodes,
+        acts: &UnpackedActs,
+        t0: usize,
+    ) -> [f32; TOKENS] {
+        let per = row.d.len();
+        debug_assert!(acts.per == per && acts.d.len() >= (t0 + N) * per);
+        let stride = per * QK_K;
+        // SAFETY: tokens t0..t0 + N lie inside the buffer (the caller's contract).
+        let base = unsafe { acts.q.as_ptr().add(t0 * stride) };
+        let ones = _mm256_set1_epi8(1);
+        let mut acc = [_mm256_setzero_ps(); N];
         for (i, &dw) in row.d.iter().enumerate() {
-            let mut sumi = [_mm256_setzero_si256(); 4];
+            let mut sumi = [_mm256_setzero_si256(); N];
+            let mut offset = _mm256_setzero_si256();
             for r in 0..QK_K / 32 {
                 let at = QK_K * i + 32 * r;
                 // SAFETY: at + 32 <= codes.len() (256 per super-block); unaligned load.
                 let q = unsafe { _mm256_loadu_si256(row.codes.as_ptr().add(at) as *const __m256i) };
-                let aq = _mm256_sign_epi8(q, q);
                 let (l0, l1) = (row.ls[16 * i + 2 * r], row.ls[16 * i + 2 * r + 1]);
                 let ls = _mm256_set_m128i(_mm_set1_epi16(l1), _mm_set1_epi16(l0));
-                for t in 0..n {
-                    // SAFETY: 32 * r + 32 <= 256 = qs's length; unaligned load.
-                    let y = unsafe {
-                        _mm256_loadu_si256(xs[t][i].qs.as_ptr().add(32 * r) as *const __m256i)
-                    };
-                    // |q| x sign(y, q): pairs of products fit i16 (codes at most 127).
-                    let p = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(y, q));
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, ls));
+                if OFFSET {
+                    offset = _mm256_add_epi32(
+                        offset,
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(ones, q), ls),
+                    );
+                    for (t, s) in sumi.iter_mut().enumerate() {
+                        // SAFETY: token t0 + t's values at + 32 <= stride stay in the buffer.
+                        let y = unsafe {
+                            _mm256_loadu_si256(base.add(t * stride + at) as *const __m256i)
+                        };
+                        // (y + 128) x q: pairs within ±2 * 255 * 64, inside an i16.
+                        let p = _mm256_maddubs_epi16(y, q);
+                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p, ls));
+                    }
+                } else {
+                    let aq = _mm256_sign_epi8(q, q);
+                    for (t, s) in sumi.iter_mut().enumerate() {
+                        // SAFETY: as above.
+                        let y = unsafe {
+                            _mm256_loadu_si256(base.add(t * stride + at) as *const __m256i)
+                        };
+                        // |q| x sign(y, q): pairs of products fit i16 (codes at most 127).
+                        let p = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(y, q));
+                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p, ls));
+                    }
                 }
             }
-            for t in 0..n {
-                let d = _mm256_set1_ps(dw * xs[t][i].d);
-                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            let offset = _mm256_slli_epi32::<7>(offset);
+            for (t, (a, s)) in acc.iter_mut().zip(sumi).enumerate() {
+                let s = if OFFSET { _mm256_sub_epi32(s, offset) } else { s };
+                let d = _mm256_set1_ps(dw * acts.d[(t0 + t) * per + i]);
+                *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), *a);
             }
         }
-        acc.map(|a| hsum(a))
+        let mut out = [0.0; TOKENS];
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = hsum(a);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::apply_signs;
+
+    /// The grid types' codes fit [`super::Unpack::SMALL_CODES`]: every magnitude in their tables.
+    #[test]
+    fn grid_magnitudes_are_small_codes() {
+        use crate::quant::iq_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
+        let bytes64 =
+            IQ2XXS_GRID.iter().chain(&IQ2XS_GRID).chain(&IQ2S_GRID).flat_map(|w| w.to_le_bytes());
+        let bytes32 = IQ3XXS_GRID.iter().chain(&IQ3S_GRID).flat_map(|w| w.to_le_bytes());
+        assert!(bytes64.chain(bytes32).all(|b| b <= 64));
+    }
+
+    #[test]
+    fn apply_signs_negates_each_byte_alone() {
+        // Every byte value against both signs, next to neighbours that would catch a carry.
+        for g in 0..=255u8 {
+            for (neg, neighbour) in [(false, 0xFFu8), (true, 0x00), (true, 0xFF), (false, 0x80)] {
+                let gw = u64::from_le_bytes([neighbour, g, neighbour, g, 0, g, 0xFF, g]);
+                let sb = if neg { 0xFF } else { 0x01 };
+                let sw = u64::from_le_bytes([0xFF, sb, 0x01, sb, 0xFF, sb, 0x01, sb]);
+                let want: Vec<u8> = gw
+                    .to_le_bytes()
+                    .iter()
+                    .zip(sw.to_le_bytes())
+                    .map(|(&g, s)| (g as i8).wrapping_mul(s as i8) as u8)
+                    .collect();
+                assert_eq!(apply_signs(gw, sw).to_le_bytes().to_vec(), want, "g {g} neg {neg}");
+            }
+        }
     }
 }
