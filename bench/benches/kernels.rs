@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use floe::kernels::quant::{quantize_q4_0, quantize_q8_0, QK};
-use floe::kernels::{matvec, BlockQ4_0, BlockQ8_0, DType, KernelPool, Matrix};
+use floe::kernels::{matmul, matvec, BlockQ4_0, BlockQ8_0, DType, KernelPool, Matrix};
 use half::{bf16, f16};
 
 /// Bytes of weight copies cycled through (`FLOE_BENCH_WORKING_SET` overrides, e.g. 1MiB to
@@ -200,5 +200,38 @@ fn kernels(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, kernels);
+/// Prefill: one matrix against a prompt's worth of tokens (an expert's share of a 512-token
+/// prompt), one thread; throughput in multiply-adds. The matrix stays in cache: this measures
+/// the tile, not memory.
+fn prefill(c: &mut Criterion) {
+    const TOKENS: usize = 64;
+    let shapes = [(768usize, 1024usize), (1024, 768)];
+    for &(rows, cols) in &shapes {
+        let mut group = c.benchmark_group(format!("prefill/{rows}x{cols}x{TOKENS}"));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(2));
+        let xs: Vec<f32> = (0..cols * TOKENS).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01).collect();
+        let mut ys = vec![0.0f32; rows * TOKENS];
+        group.throughput(Throughput::Elements((rows * cols * TOKENS) as u64));
+        for dtype in types() {
+            if dtype.row_bytes(cols).is_err() {
+                continue;
+            }
+            let (buf, bytes) = matrix_copies(dtype, rows, cols, 1);
+            let raw: &[u8] = bytemuck::cast_slice(&buf);
+            let w = Matrix::new(dtype, rows, cols, &raw[..bytes]).unwrap();
+            group.bench_function(BenchmarkId::new(format!("{dtype}/1t"), ""), |b| {
+                b.iter(|| {
+                    matmul(&w, black_box(&xs), &mut ys, TOKENS, None).unwrap();
+                    black_box(ys[0])
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, kernels, prefill);
 criterion_main!(benches);

@@ -33,8 +33,9 @@ pub struct InputBuffers {
     q8k: Vec<BlockQ8K>,
     wide: WideActs,
     wide32: Wide32Acts,
-    /// The Q8_K activations laid out for the many-token kernels: as they are, and offset.
-    unpacked: [UnpackedActs; 2],
+    /// The activations laid out for the many-token kernels, per quantised form (Q8_0, Q8_1,
+    /// Q8_K) as they are and offset: see [`unpacked_slot`].
+    unpacked: [UnpackedActs; 6],
 }
 
 impl std::fmt::Debug for InputBuffers {
@@ -46,7 +47,7 @@ impl std::fmt::Debug for InputBuffers {
 impl InputBuffers {
     /// `n` tokens of `cols` values each, ready for [`matmul_input`].
     pub fn input<'a>(&'a mut self, xs: &'a [f32], n: usize, mode: QuantActivations) -> Input<'a> {
-        Input { xs, n, mode, bufs: self, have: [false; 8] }
+        Input { xs, n, mode, bufs: self, have: [false; 12] }
     }
 
     /// Sets which kernels compute the tokens of inputs made from these buffers.
@@ -85,9 +86,9 @@ pub struct Input<'a> {
     n: usize,
     mode: QuantActivations,
     bufs: &'a mut InputBuffers,
-    /// Which of q8 (per token), q8k, packed, q8_1, wide, wide32, unpacked (plain, offset) are
-    /// current.
-    have: [bool; 8],
+    /// Which of q8 (per token), q8k, packed, q8_1, wide, wide32 and the six unpacked layouts
+    /// are current.
+    have: [bool; 12],
 }
 
 impl std::fmt::Debug for Input<'_> {
@@ -186,13 +187,22 @@ impl Input<'_> {
         }
     }
 
-    /// The Q8_K activations laid out for the many-token kernels (`offset`: as unsigned bytes).
-    fn ensure_unpacked(&mut self, cols: usize, offset: bool) {
-        self.ensure(Form::Q8K, cols);
-        if !self.have[6 + offset as usize] {
-            self.bufs.unpacked[offset as usize].fill(&self.bufs.q8k, cols / QK_K, offset);
-            self.have[6 + offset as usize] = true;
+    /// The activations in form `f` laid out for the many-token kernels (`offset`: as unsigned
+    /// bytes).
+    fn ensure_unpacked(&mut self, cols: usize, f: Form, offset: bool) {
+        let slot = unpacked_slot(f, offset);
+        if self.have[6 + slot] {
+            return;
         }
+        self.ensure(f, cols);
+        let acts = &mut self.bufs.unpacked[slot];
+        match f {
+            Form::Q8K => acts.fill_q8k(&self.bufs.q8k, cols / QK_K, offset),
+            Form::Q8 => acts.fill_q8_0(&self.bufs.q8, cols / QK, offset),
+            Form::Q8_1 => acts.fill_q8_1(&self.bufs.q8_1, cols / QK),
+            Form::F32 => unreachable!("the many-token kernels read quantised activations"),
+        }
+        self.have[6 + slot] = true;
     }
 
     /// The Q8_0 activations packed for the 32-value wide tiles.
@@ -381,7 +391,7 @@ fn matmul_refs(
         match (paths[i], tiles[i]) {
             (Path::Unpacked, _) => {
                 let (_, offset) = unpacked_kernel(w, forms[i]).expect("chosen for it");
-                x.ensure_unpacked(w.cols(), offset)
+                x.ensure_unpacked(w.cols(), forms[i], offset)
             }
             (Path::Gemm, Some(Tile::Super(_))) => x.ensure(Form::Q8K, w.cols()),
             (Path::Gemm, Some(Tile::Wide(_))) => x.ensure_wide(w.cols()),
@@ -433,8 +443,8 @@ fn matmul_refs(
             Path::RowsTokens => rows_tokens(&w, x, forms[i], (first, m), out),
             Path::Unpacked => {
                 let (kernel, offset) = unpacked_kernel(&w, forms[i]).expect("chosen for it");
-                let acts = &x.bufs.unpacked[offset as usize];
-                kernel(w.bytes(), first, m, acts, w.cols() / QK_K, out)
+                let acts = &x.bufs.unpacked[unpacked_slot(forms[i], offset)];
+                kernel(w.bytes(), first, m, acts, acts.per, out)
             }
         }
     };
@@ -446,12 +456,22 @@ fn matmul_refs(
 }
 
 /// The many-token kernel (and whether it reads offset activations) for `w` against
-/// activations in form `f`, where its type has one.
+/// activations in form `f`, where its type has one here.
 fn unpacked_kernel(w: &Matrix, f: Form) -> Option<(UnpackedTokensFn, bool)> {
-    if f != Form::Q8K || w.is_interleaved() {
+    if f == Form::F32 || w.is_interleaved() {
         return None;
     }
-    w.dtype().traits().dots.and_then(|d| d.tokens_for(kernels().isa))
+    w.dtype().traits().tokens.and_then(|k| k.for_isa(kernels().isa))
+}
+
+/// Where the layout of form `f` (offset or not) is kept in [`InputBuffers`].
+fn unpacked_slot(f: Form, offset: bool) -> usize {
+    let form = match f {
+        Form::Q8 => 0,
+        Form::Q8_1 => 1,
+        Form::Q8K | Form::F32 => 2,
+    };
+    2 * form + offset as usize
 }
 
 /// Whether a tile computes a product whose activations are in form `f`: quantised weights only

@@ -40,13 +40,25 @@ pub enum ScaleField {
 /// A dot product of one weight row (its raw bytes) with one token's prepared activations.
 pub(crate) type RawDot = fn(&[u8], &Prepared) -> f32;
 
-/// A type's many-token prefill kernels (rows unpacked once, then every token): scalar, AVX2,
-/// and whether they read the activations offset to unsigned bytes.
+/// A type's many-token prefill kernels (rows unpacked once, then every token) per ISA, and
+/// whether they read the activations offset to unsigned bytes. A missing ISA runs the
+/// row-group path.
 #[derive(Clone, Copy)]
 pub(crate) struct TokensKernels {
-    pub(crate) scalar: UnpackedTokensFn,
+    pub(crate) scalar: Option<UnpackedTokensFn>,
     pub(crate) avx2: Option<UnpackedTokensFn>,
     pub(crate) offset: bool,
+}
+
+impl TokensKernels {
+    /// The kernel to use on `isa` and whether it reads offset activations, if there is one.
+    pub(crate) fn for_isa(&self, isa: Isa) -> Option<(UnpackedTokensFn, bool)> {
+        let f = match isa {
+            Isa::Avx2 | Isa::Avx512 => self.avx2,
+            Isa::Scalar | Isa::Neon => self.scalar,
+        };
+        f.map(|f| (f, self.offset))
+    }
 }
 
 /// A quantiser from f32 values to whole blocks.
@@ -57,8 +69,6 @@ pub(crate) type Quantizer = fn(&[f32], &mut [u8]);
 pub(crate) struct Dots {
     pub(crate) scalar: RawDot,
     pub(crate) avx2: Option<RawDot>,
-    /// Prefill: rows against many tokens at once, where the type has such kernels.
-    pub(crate) tokens: Option<TokensKernels>,
 }
 
 impl Dots {
@@ -68,17 +78,6 @@ impl Dots {
             Isa::Avx2 | Isa::Avx512 => self.avx2.unwrap_or(self.scalar),
             Isa::Scalar | Isa::Neon => self.scalar,
         }
-    }
-
-    /// The many-token kernel to use on `isa` and whether it reads offset activations, if the
-    /// type has one.
-    pub(crate) fn tokens_for(&self, isa: Isa) -> Option<(UnpackedTokensFn, bool)> {
-        let k = self.tokens?;
-        let f = match isa {
-            Isa::Avx2 | Isa::Avx512 => k.avx2.unwrap_or(k.scalar),
-            Isa::Scalar | Isa::Neon => k.scalar,
-        };
-        Some((f, k.offset))
     }
 }
 
@@ -111,6 +110,8 @@ pub struct TypeTraits {
     pub(crate) tile: Option<Tile>,
     /// A tile whose tokens equal matvec's bit for bit, where `tile` is not one.
     pub(crate) exact_tile: Option<Tile>,
+    /// Prefill: rows against many tokens at once, where the type has such kernels.
+    pub(crate) tokens: Option<TokensKernels>,
 }
 
 impl std::fmt::Debug for TypeTraits {
@@ -193,6 +194,7 @@ const fn row(
         dots: None,
         tile: None,
         exact_tile: None,
+        tokens: None,
     }
 }
 
@@ -206,7 +208,7 @@ impl TypeTraits {
         self
     }
     const fn dots(mut self, scalar: RawDot, avx2: Option<RawDot>) -> Self {
-        self.dots = Some(Dots { scalar, avx2, tokens: None });
+        self.dots = Some(Dots { scalar, avx2 });
         self
     }
     const fn tile(mut self, tile: Option<Tile>) -> Self {
@@ -220,9 +222,7 @@ impl TypeTraits {
         self
     }
     const fn with_tokens(mut self, kernels: TokensKernels) -> Self {
-        if let Some(d) = &mut self.dots {
-            d.tokens = Some(kernels);
-        }
+        self.tokens = Some(kernels);
         self
     }
 }
@@ -231,26 +231,44 @@ impl TypeTraits {
 macro_rules! tokens {
     ($block:ty) => {
         TokensKernels {
-            scalar: |w: &[u8], first, m, acts, per_row, out| {
+            scalar: Some(|w: &[u8], first, m, acts, per_row, out| {
                 unpacked::dot_tokens::<$block>(blocks!(w), (first, m), acts, per_row, out)
-            },
-            avx2: tokens_avx2!($block),
+            }),
+            avx2: tokens_avx2!(unpacked::avx2::dot_tokens, $block),
             offset: <$block as unpacked::Unpack>::SMALL_CODES,
         }
     };
 }
 
+/// The same for the 32-value block types (AVX2 only).
+#[cfg(target_arch = "x86_64")]
+macro_rules! tokens32 {
+    ($block:ty) => {
+        TokensKernels {
+            scalar: None,
+            avx2: tokens_avx2!(unpacked32::dot_tokens, $block),
+            offset: matches!(<$block as unpacked32::Block32>::CODES, unpacked32::Codes::Offset),
+        }
+    };
+}
+#[cfg(not(target_arch = "x86_64"))]
+macro_rules! tokens32 {
+    ($block:ty) => {
+        TokensKernels { scalar: None, avx2: None, offset: false }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 macro_rules! tokens_avx2 {
-    ($block:ty) => {
+    ($($f:ident)::+, $block:ty) => {
         Some(|w: &[u8], first, m, acts, per_row, out| {
-            unpacked::avx2::dot_tokens::<$block>(blocks!(w), (first, m), acts, per_row, out)
+            $($f)::+::<$block>(blocks!(w), (first, m), acts, per_row, out)
         })
     };
 }
 #[cfg(not(target_arch = "x86_64"))]
 macro_rules! tokens_avx2 {
-    ($block:ty) => {
+    ($($f:ident)::+, $block:ty) => {
         None
     };
 }
@@ -339,16 +357,19 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
     row(D::Q4_1, "q4_1", "Q4_1", 3, (32, 20), A::Q8_1, deq!(dequantize_q4_1))
         .scale_at(ScaleField::At(0, Some(2)))
         .quantizer(quant!(quantize_q4_1))
-        .dots(dot!(dot_q4_1, Q8_1), avx2!(q4_1::avx2::dot_q4_1, Q8_1)),
+        .dots(dot!(dot_q4_1, Q8_1), avx2!(q4_1::avx2::dot_q4_1, Q8_1))
+        .with_tokens(tokens32!(BlockQ4_1)),
     row(D::Q5_0, "q5_0", "Q5_0", 6, (32, 22), A::Q8_0, deq!(dequantize_q5_0))
         .scale_at(ScaleField::At(0, None))
         .quantizer(quant!(quantize_q5_0))
         .dots(dot!(dot_q5_0, Q8), avx2!(q5_0::avx2::dot_q5_0, Q8))
+        .with_tokens(tokens32!(BlockQ5_0))
         .tile(tile!(wide32 BlockQ5_0)),
     row(D::Q5_1, "q5_1", "Q5_1", 7, (32, 24), A::Q8_1, deq!(dequantize_q5_1))
         .scale_at(ScaleField::At(0, Some(2)))
         .quantizer(quant!(quantize_q5_1))
-        .dots(dot!(dot_q5_1, Q8_1), avx2!(q5_1::avx2::dot_q5_1, Q8_1)),
+        .dots(dot!(dot_q5_1, Q8_1), avx2!(q5_1::avx2::dot_q5_1, Q8_1))
+        .with_tokens(tokens32!(BlockQ5_1)),
     row(D::Iq4Nl, "iq4_nl", "IQ4_NL", 20, (32, 18), A::Q8_0, deq!(dequantize_iq4_nl))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq4_nl, Q8), avx2!(iq4_nl::avx2::dot_iq4_nl, Q8)),

@@ -164,10 +164,10 @@ fn many_token_kernels_equal_one_token_dots() {
     use crate::gemm::RowsOut;
     use crate::quant::unpacked::UnpackedActs;
     let table: Vec<&TypeTraits> =
-        TYPES.iter().filter(|t| t.dots.is_some_and(|d| d.tokens.is_some())).collect();
+        TYPES.iter().filter(|t| t.tokens.is_some_and(|k| k.scalar.is_some())).collect();
     assert!(table.len() >= 7, "the grid types, IQ4_XS and Q3_K have many-token kernels");
     for t in table {
-        let dots = t.dots.unwrap();
+        let (dots, tokens_kernels) = (t.dots.unwrap(), t.tokens.unwrap());
         for (case, (blocks, tokens)) in
             [(1usize, 1usize), (3, 5), (2, 9), (5, 4), (2, 17), (1, 70)].into_iter().enumerate()
         {
@@ -179,9 +179,9 @@ fn many_token_kernels_equal_one_token_dots() {
                 (0..tokens).map(|i| Acts::new(&normals(blocks * QK_K, 70 + i as u64))).collect();
             let q8k: Vec<BlockQ8K> = acts.iter().flat_map(|a| a.q8k.iter().copied()).collect();
             for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
-                let (kernel, offset) = dots.tokens_for(isa).unwrap();
+                let (kernel, offset) = tokens_kernels.for_isa(isa).unwrap();
                 let mut laid = UnpackedActs::default();
-                laid.fill(&q8k, blocks, offset);
+                laid.fill_q8k(&q8k, blocks, offset);
                 let mut out = vec![f32::NAN; tokens * 3];
                 // Rows 1 and 2 only: row 0 must stay untouched.
                 kernel(&matrix, 1, 2, &laid, blocks, &RowsOut::new(&mut out, 3));

@@ -205,7 +205,7 @@ fn bytes_of(dtype: DType, w: &[f32]) -> Vec<u8> {
         DType::Bf16 => w.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect(),
         DType::Q8_0 => bytemuck::cast_slice(&q8(w)).to_vec(),
         DType::Q4_0 => bytemuck::cast_slice(&q4(w)).to_vec(),
-        k => panic!("{k}: floe has no quantiser for it (tests/kquant.rs covers K-quants)"),
+        k => k.quantize(w).unwrap_or_else(|| panic!("{k}: floe has no quantiser for it")).unwrap(),
     }
 }
 
@@ -351,19 +351,21 @@ fn matmul_group_equals_its_products() {
 }
 
 /// Per-token inputs (what a decode step over several sequences uses) give every token exactly
-/// its own matvec's result, for every format, any token count and row count, with and without a
-/// pool; and the default (GEMM) path is what the per-token switch turns off, not the rows path.
+/// its own matvec's result, for every 32-value format, any token count and row count, with and
+/// without a pool (so the many-token kernels equal matvec); and the default (GEMM) path is what the per-token switch turns off, not the rows path.
 #[test]
 fn per_token_inputs_equal_each_tokens_matvec_bit_for_bit() {
     let pool = KernelPool::new(2).unwrap();
     let cols = 160;
-    for dtype in [DType::F32, DType::F16, DType::Bf16, DType::Q8_0, DType::Q4_0] {
+    let types = [DType::F32, DType::F16, DType::Bf16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
+    for dtype in types.into_iter().chain([DType::Q5_0, DType::Q5_1]) {
         for rows in [1usize, 7, 37, 130] {
             let bytes = bytes_of(dtype, &vecf(rows * cols, rows as u64 + 5));
             let words = aligned_words(&bytes);
             let data = &bytemuck::cast_slice::<u32, u8>(&words)[..bytes.len()];
             let m = Matrix::new(dtype, rows, cols, data).unwrap();
-            for n in [2usize, 3, 8, 9] {
+            // More than one block of tokens for the many-token kernels, too.
+            for n in [2usize, 3, 8, 9, 70] {
                 let xs = vecf(n * cols, 70 + n as u64);
                 for p in [None, Some(&pool)] {
                     let mut got = vec![0.0; n * rows];

@@ -30,6 +30,7 @@ mod q8_k;
 pub(crate) mod tq1_0;
 pub(crate) mod tq2_0;
 pub(crate) mod unpacked;
+pub(crate) mod unpacked32;
 
 /// `x` rounded to the nearest integer, ties to even, for `|x| < 2^22` (the quantisers' values are
 /// at most 127 in magnitude). Adding and subtracting `1.5 * 2^23` leaves no fraction bits, so the

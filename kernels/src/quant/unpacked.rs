@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 
 use super::codes::{GridBlock, Lanes, Run};
-use super::{BlockQ8K, QK_K};
+use super::{BlockQ8K, BlockQ8_0, BlockQ8_1, QK, QK_K};
 use crate::gemm::RowsOut;
 
 /// Weight rows as plain codes, one after another.
@@ -117,40 +117,79 @@ fn with_rows<B: Unpack, R>(
     })
 }
 
-/// Every token's Q8_K activations for the many-token kernels, laid out once per product: each
-/// token's values in one contiguous run (offset by 128 to unsigned bytes for the types with
-/// [`Unpack::SMALL_CODES`]) and its scale per super-block.
+/// Every token's quantised activations for the many-token kernels, laid out once per product:
+/// each token's values in one contiguous run (offset by 128 to unsigned bytes for kernels whose
+/// codes allow it: [`Unpack::SMALL_CODES`]), its scale per block and, for Q8_1, its sum per
+/// block (`d * Σ q`).
 #[derive(Default)]
 pub(crate) struct UnpackedActs {
     q: Vec<u8>,
-    d: Vec<f32>,
-    /// Super-blocks per token.
-    per: usize,
-    offset: bool,
+    pub(crate) d: Vec<f32>,
+    pub(crate) s: Vec<f32>,
+    /// Blocks per token.
+    pub(crate) per: usize,
+    /// Values per block.
+    block: usize,
+    pub(crate) offset: bool,
 }
 
 impl UnpackedActs {
-    /// Lays out `xs` (tokens of `per` blocks each), offset or not, reusing the buffers.
-    pub(crate) fn fill(&mut self, xs: &[BlockQ8K], per: usize, offset: bool) {
-        // The offset in two's complement: y + 128 = y ^ 0x80 as an unsigned byte.
-        let flip = if offset { 0x80 } else { 0 };
-        (self.per, self.offset) = (per, offset);
+    fn start(&mut self, per: usize, block: usize, offset: bool) -> u8 {
+        (self.per, self.block, self.offset) = (per, block, offset);
         self.q.clear();
         self.d.clear();
+        self.s.clear();
+        // The offset in two's complement: y + 128 = y ^ 0x80 as an unsigned byte.
+        if offset {
+            0x80
+        } else {
+            0
+        }
+    }
+
+    /// Lays out Q8_K tokens of `per` super-blocks each, reusing the buffers.
+    pub(crate) fn fill_q8k(&mut self, xs: &[BlockQ8K], per: usize, offset: bool) {
+        let flip = self.start(per, QK_K, offset);
         for y in xs {
             self.q.extend(y.qs.iter().map(|&v| v as u8 ^ flip));
             self.d.push(y.d);
         }
     }
 
-    fn tokens(&self) -> usize {
+    /// Lays out Q8_0 tokens of `per` blocks each.
+    pub(crate) fn fill_q8_0(&mut self, xs: &[BlockQ8_0], per: usize, offset: bool) {
+        let flip = self.start(per, QK, offset);
+        for y in xs {
+            self.q.extend(y.qs.iter().map(|&v| v as u8 ^ flip));
+            self.d.push(y.d.to_f32());
+        }
+    }
+
+    /// Lays out Q8_1 tokens of `per` blocks each (never offset: the codes they meet are
+    /// unsigned).
+    pub(crate) fn fill_q8_1(&mut self, xs: &[BlockQ8_1], per: usize) {
+        self.start(per, QK, false);
+        for y in xs {
+            self.q.extend(y.qs.iter().map(|&v| v as u8));
+            self.d.push(y.d.to_f32());
+            self.s.push(y.s.to_f32());
+        }
+    }
+
+    pub(crate) fn tokens(&self) -> usize {
         self.d.len() / self.per.max(1)
+    }
+
+    /// Token `t`'s values, as laid out.
+    pub(crate) fn token(&self, t: usize) -> &[u8] {
+        let stride = self.per * self.block;
+        &self.q[t * stride..(t + 1) * stride]
     }
 
     /// Token `t`'s value `v`, signed.
     fn value(&self, t: usize, v: usize) -> i32 {
         let flip = if self.offset { 0x80 } else { 0 };
-        (self.q[t * self.per * QK_K + v] ^ flip) as i8 as i32
+        (self.token(t)[v] ^ flip) as i8 as i32
     }
 }
 
@@ -166,7 +205,7 @@ pub(crate) fn dot_tokens<B: Unpack>(
     per: usize,
     out: &RowsOut,
 ) {
-    assert_eq!(acts.per, per, "activations laid out for another width");
+    assert!(acts.per == per && acts.block == QK_K, "activations laid out otherwise");
     with_rows(&w[first * per..(first + m) * per], per, B::unpack, |rows| {
         for r in 0..m {
             let row = rows.row(r);
@@ -230,7 +269,10 @@ pub(crate) mod avx2 {
         per: usize,
         out: &RowsOut,
     ) {
-        assert!(acts.per == per && acts.offset == B::SMALL_CODES, "activations laid out otherwise");
+        assert!(
+            acts.per == per && acts.block == QK_K && acts.offset == B::SMALL_CODES,
+            "activations laid out otherwise"
+        );
         let n = acts.tokens();
         // SAFETY: this kernel sits only in the AVX2 column of the type table, used after
         // `Isa::Avx2.supported()` (AVX2, FMA) said yes.

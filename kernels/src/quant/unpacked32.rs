@@ -1,0 +1,191 @@
+//! Prefill for the 32-value block types whose codes take several steps to unpack (Q5_0, which
+//! pairs with Q8_0 activations, and Q4_1, Q5_1 with Q8_1) on AVX2: the rows of a task are unpacked once into plain byte codes with
+//! their scales, then dotted with the tokens' activations (laid out once per product, as for
+//! the super-block types in `unpacked.rs`), eight tokens per pass so each block's codes are
+//! loaded once for eight. Each block's integer lanes, its fused multiply-add into eight float
+//! lanes and the final sum (and the Q8_1 types' minima, summed apart) are the matvec kernels'
+//! steps in their order, so every output equals matvec's bit for bit.
+//!
+//! Only the AVX2 column has these kernels: elsewhere the row-group path runs. Q8_0 and Q4_0 keep
+//! their four-row kernels, which measured as fast as these (their codes are a load away).
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use super::unpacked::UnpackedActs;
+use super::{BlockQ4_1, BlockQ5_0, BlockQ5_1, QK};
+use crate::dot::avx2::{bits_to_bytes, hsum, unpack_nibbles};
+use crate::gemm::RowsOut;
+
+/// How a type's codes multiply the activations.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Codes {
+    /// Signed within ±64: activations offset to unsigned bytes (`y + 128`) multiply the codes
+    /// directly; the offset's share, `128 * (sum of each lane's codes)`, is the row's own.
+    Offset,
+    /// Unsigned (the Q8_1 types, with a minimum): codes times activations directly.
+    Unsigned,
+}
+
+/// A 32-value block type these kernels read.
+pub(crate) trait Block32: Copy {
+    const CODES: Codes;
+    /// The block's codes (value order), scale and minimum (zero without one).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and F16C.
+    unsafe fn unpack(&self) -> (__m256i, f32, f32);
+}
+
+impl Block32 for BlockQ5_0 {
+    const CODES: Codes = Codes::Offset;
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn unpack(&self) -> (__m256i, f32, f32) {
+        // A code without its fifth bit is q - 16 < 0: OR-ing 0xF0 into the nibble gives exactly
+        // that byte; with the bit, the nibble alone is q - 16.
+        let missing = _mm256_andnot_si256(bits_to_bytes(self.qh), _mm256_set1_epi8(0xF0u8 as i8));
+        (_mm256_or_si256(unpack_nibbles(&self.qs), missing), self.d.to_f32(), 0.0)
+    }
+}
+
+impl Block32 for BlockQ4_1 {
+    const CODES: Codes = Codes::Unsigned;
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn unpack(&self) -> (__m256i, f32, f32) {
+        (unpack_nibbles(&self.qs), self.d.to_f32(), self.m.to_f32())
+    }
+}
+
+impl Block32 for BlockQ5_1 {
+    const CODES: Codes = Codes::Unsigned;
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn unpack(&self) -> (__m256i, f32, f32) {
+        let bit4 = _mm256_and_si256(bits_to_bytes(self.qh), _mm256_set1_epi8(0x10));
+        (_mm256_or_si256(unpack_nibbles(&self.qs), bit4), self.d.to_f32(), self.m.to_f32())
+    }
+}
+
+/// A task's rows as codes: 32 bytes per block, with each block's scale and minimum.
+#[derive(Default)]
+struct Rows32 {
+    codes: Vec<[u8; QK]>,
+    d: Vec<f32>,
+    m: Vec<f32>,
+}
+
+thread_local! {
+    static ROWS: RefCell<Rows32> = RefCell::new(Rows32::default());
+}
+
+/// Tokens per pass: one register of float sums each.
+const TOKENS: usize = 8;
+/// Tokens per block: a block's activations stay in cache while every row of the task passes
+/// over them.
+const TOKEN_BLOCK: usize = 64;
+
+/// Rows `first..first + m` of `w` (`per` blocks each) against every token of `acts`, into `out`.
+pub(crate) fn dot_tokens<B: Block32>(
+    w: &[B],
+    (first, m): (usize, usize),
+    acts: &UnpackedActs,
+    per: usize,
+    out: &RowsOut,
+) {
+    let unsigned = B::CODES == Codes::Unsigned;
+    assert!(
+        acts.per == per
+            && acts.offset == (B::CODES == Codes::Offset)
+            && acts.s.len() == if unsigned { acts.d.len() } else { 0 },
+        "activations laid out otherwise"
+    );
+    let n = acts.tokens();
+    ROWS.with_borrow_mut(|rows| {
+        let blocks = &w[first * per..(first + m) * per];
+        rows.codes.resize(blocks.len(), [0; QK]);
+        rows.d.resize(blocks.len(), 0.0);
+        rows.m.resize(blocks.len(), 0.0);
+        for (i, b) in blocks.iter().enumerate() {
+            // SAFETY: this kernel sits only in the AVX2 column of the type table, used after
+            // `Isa::Avx2.supported()` (AVX2, FMA, F16C) said yes.
+            let (q, d, min) = unsafe { b.unpack() };
+            // SAFETY: 32 bytes into a 32-byte array; unaligned store.
+            unsafe { _mm256_storeu_si256(rows.codes[i].as_mut_ptr() as *mut __m256i, q) };
+            (rows.d[i], rows.m[i]) = (d, min);
+        }
+        for block in (0..n).step_by(TOKEN_BLOCK) {
+            let end = (block + TOKEN_BLOCK).min(n);
+            for r in 0..m {
+                let at = r * per..(r + 1) * per;
+                let row = (&rows.codes[at.clone()], &rows.d[at.clone()], &rows.m[at]);
+                for t0 in (block..end).step_by(TOKENS) {
+                    let k = (end - t0).min(TOKENS);
+                    macro_rules! pass {
+                        ($($k:literal)*) => {
+                            match k {
+                                // SAFETY: AVX2, FMA and F16C as above; `acts` holds tokens
+                                // t0..t0 + k of `per` blocks.
+                                $($k => unsafe { tile::<B, $k>(row, acts, t0) },)*
+                                _ => unreachable!("at most {TOKENS} tokens per pass"),
+                            }
+                        };
+                    }
+                    let sums = pass!(1 2 3 4 5 6 7 8);
+                    for (t, s) in sums.into_iter().take(k).enumerate() {
+                        // SAFETY: rows first..first + m are this task's (handed out once each).
+                        unsafe { out.write(t0 + t, first + r, s) };
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// `N` (1..=8) tokens from `t0` against one unpacked row (codes, scales, minima).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `acts` holds tokens `t0..t0 + N` of the row's blocks.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile<B: Block32, const N: usize>(
+    (codes, d, m): (&[[u8; QK]], &[f32], &[f32]),
+    acts: &UnpackedActs,
+    t0: usize,
+) -> [f32; TOKENS] {
+    let per = d.len();
+    assert!(codes.len() == per && m.len() == per && acts.d.len() >= (t0 + N) * per);
+    assert!(acts.s.is_empty() || acts.s.len() == acts.d.len());
+    // Each token's values and scales (and sums), from its first block.
+    let y0: [*const u8; N] = std::array::from_fn(|t| acts.token(t0 + t).as_ptr());
+    let d0: [&[f32]; N] = std::array::from_fn(|t| &acts.d[(t0 + t) * per..][..per]);
+    let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut mins = [0.0f32; N];
+    for i in 0..per {
+        // SAFETY: 32 bytes; unaligned load.
+        let q = unsafe { _mm256_loadu_si256(codes[i].as_ptr() as *const __m256i) };
+        let offset =
+            _mm256_slli_epi32::<7>(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16));
+        for t in 0..N {
+            // SAFETY: token t's run holds per * 32 values (`acts.token`), and i < per.
+            let y = unsafe { _mm256_loadu_si256(y0[t].add(QK * i) as *const __m256i) };
+            let lanes = match B::CODES {
+                Codes::Offset => {
+                    _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(y, q), ones16), offset)
+                }
+                Codes::Unsigned => _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones16),
+            };
+            let scale = _mm256_set1_ps(d[i] * d0[t][i]);
+            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[t]);
+            if B::CODES == Codes::Unsigned {
+                mins[t] += m[i] * acts.s[(t0 + t) * per + i];
+            }
+        }
+    }
+    let mut out = [0.0; TOKENS];
+    for (t, o) in out.iter_mut().take(N).enumerate() {
+        // Minima only where the type has them: adding a zero would turn a -0.0 into +0.0.
+        *o = if B::CODES == Codes::Unsigned { hsum(acc[t]) + mins[t] } else { hsum(acc[t]) };
+    }
+    out
+}
