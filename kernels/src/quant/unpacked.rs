@@ -259,7 +259,7 @@ pub(crate) mod avx2 {
     const TOKENS: usize = 8;
     /// Tokens per block: a block's activations stay in cache while every row of the task passes
     /// over them.
-    const TOKEN_BLOCK: usize = 64;
+    const TOKEN_BLOCK: usize = 16;
 
     /// The AVX2 twin of [`super::dot_tokens`].
     pub(crate) fn dot_tokens<B: Unpack>(
@@ -278,13 +278,16 @@ pub(crate) mod avx2 {
         // `Isa::Avx2.supported()` (AVX2, FMA) said yes.
         let unpack = |b: &B, c: &mut [i8], l: &mut [i16]| unsafe { b.unpack_avx2(c, l) };
         with_rows(&w[first * per..(first + m) * per], per, unpack, |rows| {
-            for block in (0..n).step_by(TOKEN_BLOCK) {
-                let end = (block + TOKEN_BLOCK).min(n);
-                for r in 0..m {
-                    let row = rows.row(r);
-                    for t0 in (block..end).step_by(TOKENS) {
-                        let k = (end - t0).min(TOKENS);
-                        macro_rules! pass {
+            SCALES.with_borrow_mut(|scales| {
+                // SAFETY: AVX2 as above.
+                unsafe { scales.fill(rows, B::SMALL_CODES) };
+                for block in (0..n).step_by(TOKEN_BLOCK) {
+                    let end = (block + TOKEN_BLOCK).min(n);
+                    for r in 0..m {
+                        let row = (rows.row(r), scales.row(r, per));
+                        for t0 in (block..end).step_by(TOKENS) {
+                            let k = (end - t0).min(TOKENS);
+                            macro_rules! pass {
                             ($($k:literal)*) => {
                                 match k {
                                     $($k if B::SMALL_CODES => {
@@ -300,16 +303,78 @@ pub(crate) mod avx2 {
                                 }
                             };
                         }
-                        let sums = pass!(1 2 3 4 5 6 7 8);
-                        for (t, s) in sums.into_iter().take(k).enumerate() {
-                            // SAFETY: rows first..first + m are this task's (handed out once
-                            // each).
-                            unsafe { out.write(t0 + t, first + r, B::MULT * s) };
+                            let sums = pass!(1 2 3 4 5 6 7 8);
+                            for (t, s) in sums.into_iter().take(k).enumerate() {
+                                // SAFETY: rows first..first + m are this task's (handed out once
+                                // each).
+                                unsafe { out.write(t0 + t, first + r, B::MULT * s) };
+                            }
                         }
                     }
                 }
-            }
+            })
         })
+    }
+
+    /// What every pass over a task's rows needs of their scales, computed once per task: each
+    /// run's two scales as one register of i16s, and (for offset activations) each super-block's
+    /// offset share, `128 * ls * (sum of each lane's codes)` per lane.
+    #[derive(Default)]
+    struct RunScales {
+        ls: Vec<[i16; 16]>,
+        offset: Vec<[i32; 8]>,
+    }
+
+    /// One row's run scales and offset shares.
+    type RowScales<'a> = (&'a [[i16; 16]], &'a [[i32; 8]]);
+
+    thread_local! {
+        static SCALES: std::cell::RefCell<RunScales> = std::cell::RefCell::new(RunScales::default());
+    }
+
+    impl RunScales {
+        /// # Safety
+        /// The CPU has AVX2.
+        #[target_feature(enable = "avx2")]
+        unsafe fn fill(&mut self, rows: &super::UnpackedRows, offset: bool) {
+            let superblocks = rows.d.len();
+            self.ls.resize(superblocks * QK_K / 32, [0; 16]);
+            self.offset.resize(if offset { superblocks } else { 0 }, [0; 8]);
+            let ones = _mm256_set1_epi8(1);
+            for (i, ls) in self.ls.chunks_exact_mut(QK_K / 32).enumerate() {
+                let mut sum = _mm256_setzero_si256();
+                for (r, l) in ls.iter_mut().enumerate() {
+                    let (l0, l1) = (rows.ls[16 * i + 2 * r], rows.ls[16 * i + 2 * r + 1]);
+                    let v = _mm256_set_m128i(_mm_set1_epi16(l1), _mm_set1_epi16(l0));
+                    // SAFETY: 32 bytes into a 32-byte array; unaligned store.
+                    unsafe { _mm256_storeu_si256(l.as_mut_ptr() as *mut __m256i, v) };
+                    if offset {
+                        let at = QK_K * i + 32 * r;
+                        // SAFETY: at + 32 <= codes.len(); unaligned load.
+                        let q = unsafe {
+                            _mm256_loadu_si256(rows.codes.as_ptr().add(at) as *const __m256i)
+                        };
+                        sum = _mm256_add_epi32(
+                            sum,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(ones, q), v),
+                        );
+                    }
+                }
+                if offset {
+                    let v = _mm256_slli_epi32::<7>(sum);
+                    // SAFETY: 32 bytes into a 32-byte array; unaligned store.
+                    unsafe { _mm256_storeu_si256(self.offset[i].as_mut_ptr() as *mut __m256i, v) };
+                }
+            }
+        }
+
+        /// Row `r`'s run scales and offset shares (rows of `per` super-blocks).
+        fn row(&self, r: usize, per: usize) -> RowScales<'_> {
+            let runs = &self.ls[r * per * QK_K / 32..(r + 1) * per * QK_K / 32];
+            let offset =
+                if self.offset.is_empty() { &[][..] } else { &self.offset[r * per..(r + 1) * per] };
+            (runs, offset)
+        }
     }
 
     /// `N` (1..=8) tokens from `t0` against the unpacked row: each run's codes loaded once for
@@ -322,31 +387,28 @@ pub(crate) mod avx2 {
     /// The CPU has AVX2 and FMA; `acts` holds tokens `t0..t0 + N` of `row.d.len()` super-blocks.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile<const N: usize, const OFFSET: bool>(
-        row: RowCodes,
+        (row, (run_ls, offsets)): (RowCodes, RowScales),
         acts: &UnpackedActs,
         t0: usize,
     ) -> [f32; TOKENS] {
         let per = row.d.len();
+        assert!(run_ls.len() == per * QK_K / 32 && (!OFFSET || offsets.len() == per));
         debug_assert!(acts.per == per && acts.d.len() >= (t0 + N) * per);
         let stride = per * QK_K;
         // SAFETY: tokens t0..t0 + N lie inside the buffer (the caller's contract).
         let base = unsafe { acts.q.as_ptr().add(t0 * stride) };
-        let ones = _mm256_set1_epi8(1);
         let mut acc = [_mm256_setzero_ps(); N];
         for (i, &dw) in row.d.iter().enumerate() {
             let mut sumi = [_mm256_setzero_si256(); N];
-            let mut offset = _mm256_setzero_si256();
             for r in 0..QK_K / 32 {
                 let at = QK_K * i + 32 * r;
                 // SAFETY: at + 32 <= codes.len() (256 per super-block); unaligned load.
                 let q = unsafe { _mm256_loadu_si256(row.codes.as_ptr().add(at) as *const __m256i) };
-                let (l0, l1) = (row.ls[16 * i + 2 * r], row.ls[16 * i + 2 * r + 1]);
-                let ls = _mm256_set_m128i(_mm_set1_epi16(l1), _mm_set1_epi16(l0));
+                // SAFETY: 32 bytes; unaligned load.
+                let ls = unsafe {
+                    _mm256_loadu_si256(run_ls[QK_K / 32 * i + r].as_ptr() as *const __m256i)
+                };
                 if OFFSET {
-                    offset = _mm256_add_epi32(
-                        offset,
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(ones, q), ls),
-                    );
                     for (t, s) in sumi.iter_mut().enumerate() {
                         // SAFETY: token t0 + t's values at + 32 <= stride stay in the buffer.
                         let y = unsafe {
@@ -369,7 +431,12 @@ pub(crate) mod avx2 {
                     }
                 }
             }
-            let offset = _mm256_slli_epi32::<7>(offset);
+            let offset = if OFFSET {
+                // SAFETY: 32 bytes; unaligned load.
+                unsafe { _mm256_loadu_si256(offsets[i].as_ptr() as *const __m256i) }
+            } else {
+                _mm256_setzero_si256()
+            };
             for (t, (a, s)) in acc.iter_mut().zip(sumi).enumerate() {
                 let s = if OFFSET { _mm256_sub_epi32(s, offset) } else { s };
                 let d = _mm256_set1_ps(dw * acts.d[(t0 + t) * per + i]);
