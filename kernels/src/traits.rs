@@ -240,6 +240,17 @@ macro_rules! tokens {
     };
 }
 
+/// The same for the K-quants with minima (AVX2 only: their scalar matvec rounds per block).
+macro_rules! tokens_k {
+    ($block:ty) => {
+        TokensKernels {
+            scalar: None,
+            avx2: tokens_avx2!(unpacked::avx2::dot_tokens, $block),
+            offset: true,
+        }
+    };
+}
+
 /// The same for the 32-value block types (AVX2 only).
 #[cfg(target_arch = "x86_64")]
 macro_rules! tokens32 {
@@ -347,8 +358,10 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .with_tokens(tokens!(BlockQ3K))
         .wide_tile(tile!(wide BlockQ3K), tile!(codes BlockQ3K)),
     row(D::Q4K, "q4_k", "Q4_K", 12, (256, 144), A::Q8K, deq!(dequantize_q4_k))
+        .with_tokens(tokens_k!(BlockQ4K))
         .wide_tile(tile!(wide BlockQ4K), tile!(kquant BlockQ4K)),
     row(D::Q5K, "q5_k", "Q5_K", 13, (256, 176), A::Q8K, deq!(dequantize_q5_k))
+        .with_tokens(tokens_k!(BlockQ5K))
         .wide_tile(tile!(wide BlockQ5K), tile!(kquant BlockQ5K)),
     row(D::Q6K, "q6_k", "Q6_K", 14, (256, 210), A::Q8K, deq!(dequantize_q6_k))
         .wide_tile(tile!(wide BlockQ6K), tile!(kquant BlockQ6K)),

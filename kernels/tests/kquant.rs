@@ -232,7 +232,7 @@ fn k_quant_matvec_matches_f64_with_threads() {
         // rounding of that token's matvec; with `TokenKernels::PerToken` (decode over several
         // sequences) equal to it bit for bit (the same Q8_K activations, integer sums and f32
         // steps), for token counts a tile leaves over.
-        for n in [2usize, 3, 5, 17] {
+        for n in [2usize, 3, 5, 17, 40] {
             let xs = activations(n * cols, 40 + n as u64);
             let mut ys = vec![0.0f32; n * rows];
             floe_kernels::matmul(&m, &xs, &mut ys, n, Some(&pool)).unwrap();

@@ -76,3 +76,92 @@ pub(super) fn dequantize_k4_block(
         }
     }
 }
+
+/// One Q4_K super-block (or, with `qh`, Q5_K) as unsigned codes in value order with a scale per
+/// 16 values (each sub-block's, twice), for the many-token prefill kernels.
+pub(super) fn unpack_k4(
+    d: f16,
+    scales: &[u8; 12],
+    qs: &[u8; QK_K / 2],
+    qh: Option<&[u8; QK_K / 8]>,
+    codes: &mut [i8],
+    ls: &mut [i16],
+) -> f32 {
+    let high = |l: usize, bit: usize| qh.map_or(0, |h| ((h[l] >> bit) & 1) << 4);
+    for (c, (q, out)) in qs.chunks_exact(32).zip(codes.chunks_exact_mut(64)).enumerate() {
+        for l in 0..32 {
+            out[l] = ((q[l] & 0xF) | high(l, 2 * c)) as i8;
+            out[l + 32] = ((q[l] >> 4) | high(l, 2 * c + 1)) as i8;
+        }
+    }
+    let (sc, _) = scales_mins_k4(scales);
+    for (pair, &s) in ls.chunks_exact_mut(2).zip(&sc) {
+        pair.fill(s as i16);
+    }
+    d.to_f32()
+}
+
+/// The codes of [`unpack_k4`] with AVX2: each 32 bytes of nibbles (and fifth bits) in a few
+/// register steps.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn unpack_k4_avx2(
+    d: f16,
+    scales: &[u8; 12],
+    qs: &[u8; QK_K / 2],
+    qh: Option<&[u8; QK_K / 8]>,
+    codes: &mut [i8],
+    ls: &mut [i16],
+) -> f32 {
+    use std::arch::x86_64::*;
+    assert!(codes.len() >= QK_K && ls.len() >= QK_K / 16);
+    let mask = _mm256_set1_epi8(0x0F);
+    // SAFETY: qh (when present) is 32 bytes; unaligned load.
+    let h = qh.map(|h| unsafe { _mm256_loadu_si256(h.as_ptr() as *const __m256i) });
+    for c in 0..4 {
+        // SAFETY: 32c + 32 <= 128 bytes of qs; unaligned load.
+        let q = unsafe { _mm256_loadu_si256(qs.as_ptr().add(32 * c) as *const __m256i) };
+        let mut lo = _mm256_and_si256(q, mask);
+        let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
+        if let Some(h) = h {
+            // Bit 2c of qh[l] is value 64c + l's fifth bit, bit 2c + 1 value 64c + 32 + l's.
+            let (b1, b2) = (_mm256_set1_epi8(1 << (2 * c)), _mm256_set1_epi8(2 << (2 * c)));
+            let sixteen = _mm256_set1_epi8(16);
+            let h1 = _mm256_cmpeq_epi8(_mm256_and_si256(h, b1), b1);
+            let h2 = _mm256_cmpeq_epi8(_mm256_and_si256(h, b2), b2);
+            lo = _mm256_or_si256(lo, _mm256_and_si256(h1, sixteen));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(h2, sixteen));
+        }
+        // SAFETY: 64c + 64 <= 256 <= codes.len(); unaligned stores.
+        unsafe {
+            _mm256_storeu_si256(codes.as_mut_ptr().add(64 * c) as *mut __m256i, lo);
+            _mm256_storeu_si256(codes.as_mut_ptr().add(64 * c + 32) as *mut __m256i, hi);
+        }
+    }
+    let (sc, _) = scales_mins_k4(scales);
+    for (pair, &s) in ls.chunks_exact_mut(2).zip(&sc) {
+        pair.fill(s as i16);
+    }
+    d.to_f32()
+}
+
+impl super::unpacked::Unpack for BlockQ4K {
+    const MULT: f32 = 1.0;
+    // Codes 0..=15.
+    const SMALL_CODES: bool = true;
+    const MIN: bool = true;
+    fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+        unpack_k4(self.d, &self.scales, &self.qs, None, codes, ls)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn unpack_avx2(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+        // SAFETY: the caller's contract: the CPU has AVX2.
+        unsafe { unpack_k4_avx2(self.d, &self.scales, &self.qs, None, codes, ls) }
+    }
+    fn minima(&self) -> (f32, [u8; 8]) {
+        (self.dmin.to_f32(), scales_mins_k4(&self.scales).1)
+    }
+}

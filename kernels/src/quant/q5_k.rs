@@ -32,3 +32,23 @@ pub fn dequantize_q5_k(blocks: &[BlockQ5K], out: &mut [f32]) {
         dequantize_k4_block(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh), ob);
     }
 }
+
+impl super::unpacked::Unpack for BlockQ5K {
+    const MULT: f32 = 1.0;
+    // Codes 0..=31.
+    const SMALL_CODES: bool = true;
+    const MIN: bool = true;
+    fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+        super::q4_k::unpack_k4(self.d, &self.scales, &self.qs, Some(&self.qh), codes, ls)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn unpack_avx2(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+        // SAFETY: the caller's contract: the CPU has AVX2.
+        unsafe {
+            super::q4_k::unpack_k4_avx2(self.d, &self.scales, &self.qs, Some(&self.qh), codes, ls)
+        }
+    }
+    fn minima(&self) -> (f32, [u8; 8]) {
+        (self.dmin.to_f32(), super::q4_k::scales_mins_k4(&self.scales).1)
+    }
+}

@@ -22,6 +22,10 @@ pub(crate) struct UnpackedRows {
     ls: Vec<i16>,
     /// Each super-block's weight scale.
     d: Vec<f32>,
+    /// For the types with minima ([`Unpack::MIN`]): each super-block's scale of its minima, and
+    /// the minima of its eight sub-blocks; else empty.
+    dmin: Vec<f32>,
+    mins: Vec<[u8; 8]>,
     /// Super-blocks per row.
     per: usize,
 }
@@ -32,14 +36,20 @@ pub(crate) struct RowCodes<'a> {
     codes: &'a [i8],
     ls: &'a [i16],
     d: &'a [f32],
+    // Read by the AVX2 kernels only (the minima types have no scalar many-token kernel).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    dmin: &'a [f32],
 }
 
 impl UnpackedRows {
-    fn reset(&mut self, superblocks: usize, per: usize) {
+    fn reset(&mut self, superblocks: usize, per: usize, min: bool) {
         // Every entry is written by the unpacking before it is read: no need to clear.
         self.codes.resize(superblocks * QK_K, 0);
         self.ls.resize(superblocks * QK_K / 16, 0);
         self.d.resize(superblocks, 0.0);
+        let with_min = if min { superblocks } else { 0 };
+        self.dmin.resize(with_min, 0.0);
+        self.mins.resize(with_min, [0; 8]);
         self.per = per;
     }
 
@@ -49,6 +59,7 @@ impl UnpackedRows {
             codes: &self.codes[QK_K * p * r..QK_K * n],
             ls: &self.ls[16 * p * r..16 * n],
             d: &self.d[p * r..n],
+            dmin: if self.dmin.is_empty() { &[] } else { &self.dmin[p * r..n] },
         }
     }
 }
@@ -60,8 +71,15 @@ pub(crate) trait Unpack: Copy {
     /// Whether every code is within ±64, so that an activation offset to unsigned (at most 255)
     /// times a code, summed in pairs, still fits an i16 (`vpmaddubsw` does not saturate).
     const SMALL_CODES: bool;
+    /// Whether values carry a minimum per sub-block (`d * sc * q - dmin * m`: Q4_K, Q5_K),
+    /// summed apart against the activations' sums per 16, as the matvec kernels do.
+    const MIN: bool = false;
     /// Writes super-block `b`'s 256 codes, 16 scales and weight scale.
     fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32;
+    /// [`Self::MIN`]: the scale of the minima and the eight sub-blocks' minima.
+    fn minima(&self) -> (f32, [u8; 8]) {
+        (0.0, [0; 8])
+    }
     /// [`Self::unpack`] with AVX2, where a type has a faster way to the same codes.
     ///
     /// # Safety
@@ -108,10 +126,13 @@ fn with_rows<B: Unpack, R>(
     f: impl FnOnce(&UnpackedRows) -> R,
 ) -> R {
     ROWS.with_borrow_mut(|rows| {
-        rows.reset(w.len(), per);
+        rows.reset(w.len(), per, B::MIN);
         for (i, b) in w.iter().enumerate() {
             let codes = &mut rows.codes[QK_K * i..QK_K * (i + 1)];
             rows.d[i] = unpack(b, codes, &mut rows.ls[16 * i..16 * (i + 1)]);
+            if B::MIN {
+                (rows.dmin[i], rows.mins[i]) = b.minima();
+            }
         }
         f(rows)
     })
@@ -126,6 +147,8 @@ pub(crate) struct UnpackedActs {
     q: Vec<u8>,
     pub(crate) d: Vec<f32>,
     pub(crate) s: Vec<f32>,
+    /// Q8_K: each super-block's sums per 16 values.
+    bsums: Vec<[i16; 16]>,
     /// Blocks per token.
     pub(crate) per: usize,
     /// Values per block.
@@ -139,6 +162,7 @@ impl UnpackedActs {
         self.q.clear();
         self.d.clear();
         self.s.clear();
+        self.bsums.clear();
         // The offset in two's complement: y + 128 = y ^ 0x80 as an unsigned byte.
         if offset {
             0x80
@@ -153,6 +177,7 @@ impl UnpackedActs {
         for y in xs {
             self.q.extend(y.qs.iter().map(|&v| v as u8 ^ flip));
             self.d.push(y.d);
+            self.bsums.push(y.bsums);
         }
     }
 
@@ -206,6 +231,7 @@ pub(crate) fn dot_tokens<B: Unpack>(
     out: &RowsOut,
 ) {
     assert!(acts.per == per && acts.block == QK_K, "activations laid out otherwise");
+    assert!(!B::MIN, "the types with minima have AVX2 many-token kernels only");
     with_rows(&w[first * per..(first + m) * per], per, B::unpack, |rows| {
         for r in 0..m {
             let row = rows.row(r);
@@ -233,6 +259,7 @@ pub(crate) mod avx2 {
 
     use super::{with_rows, GridBlock, RowCodes, RowsOut, Run, Unpack, UnpackedActs, QK_K};
     use crate::dot::avx2::hsum;
+    use crate::dot::avx2_k::hsum_i32;
 
     /// The AVX2 twin of [`super::unpack_grid`]: each run's signs applied in one `vpsignb`.
     ///
@@ -273,6 +300,7 @@ pub(crate) mod avx2 {
             acts.per == per && acts.block == QK_K && acts.offset == B::SMALL_CODES,
             "activations laid out otherwise"
         );
+        assert!(!B::MIN || B::SMALL_CODES, "minima are taken with offset activations only");
         let n = acts.tokens();
         // SAFETY: this kernel sits only in the AVX2 column of the type table, used after
         // `Isa::Avx2.supported()` (AVX2, FMA) said yes.
@@ -290,14 +318,18 @@ pub(crate) mod avx2 {
                             macro_rules! pass {
                             ($($k:literal)*) => {
                                 match k {
-                                    $($k if B::SMALL_CODES => {
+                                    $($k if B::MIN => {
                                         // SAFETY: AVX2 and FMA as above; `acts` holds tokens
                                         // t0..t0 + k of `per` super-blocks.
-                                        unsafe { tile::<$k, true>(row, acts, t0) }
+                                        unsafe { tile::<$k, true, true>(row, acts, t0) }
+                                    })*
+                                    $($k if B::SMALL_CODES => {
+                                        // SAFETY: as above.
+                                        unsafe { tile::<$k, true, false>(row, acts, t0) }
                                     })*
                                     $($k => {
                                         // SAFETY: as above.
-                                        unsafe { tile::<$k, false>(row, acts, t0) }
+                                        unsafe { tile::<$k, false, false>(row, acts, t0) }
                                     })*
                                     _ => unreachable!("at most {TOKENS} tokens per pass"),
                                 }
@@ -323,10 +355,12 @@ pub(crate) mod avx2 {
     struct RunScales {
         ls: Vec<[i16; 16]>,
         offset: Vec<[i32; 8]>,
+        /// [`Unpack::MIN`]: each super-block's minima, each twice (one per 16 values), as i16s.
+        mins: Vec<[i16; 16]>,
     }
 
-    /// One row's run scales and offset shares.
-    type RowScales<'a> = (&'a [[i16; 16]], &'a [[i32; 8]]);
+    /// One row's run scales, offset shares and minima.
+    type RowScales<'a> = (&'a [[i16; 16]], &'a [[i32; 8]], &'a [[i16; 16]]);
 
     thread_local! {
         static SCALES: std::cell::RefCell<RunScales> = std::cell::RefCell::new(RunScales::default());
@@ -338,6 +372,8 @@ pub(crate) mod avx2 {
         #[target_feature(enable = "avx2")]
         unsafe fn fill(&mut self, rows: &super::UnpackedRows, offset: bool) {
             let superblocks = rows.d.len();
+            self.mins.clear();
+            self.mins.extend(rows.mins.iter().map(|m| std::array::from_fn(|j| m[j / 2] as i16)));
             self.ls.resize(superblocks * QK_K / 32, [0; 16]);
             self.offset.resize(if offset { superblocks } else { 0 }, [0; 8]);
             let ones = _mm256_set1_epi8(1);
@@ -368,12 +404,14 @@ pub(crate) mod avx2 {
             }
         }
 
-        /// Row `r`'s run scales and offset shares (rows of `per` super-blocks).
+        /// Row `r`'s run scales, offset shares and minima (rows of `per` super-blocks).
         fn row(&self, r: usize, per: usize) -> RowScales<'_> {
             let runs = &self.ls[r * per * QK_K / 32..(r + 1) * per * QK_K / 32];
             let offset =
                 if self.offset.is_empty() { &[][..] } else { &self.offset[r * per..(r + 1) * per] };
-            (runs, offset)
+            let mins =
+                if self.mins.is_empty() { &[][..] } else { &self.mins[r * per..(r + 1) * per] };
+            (runs, offset, mins)
         }
     }
 
@@ -386,13 +424,16 @@ pub(crate) mod avx2 {
     /// # Safety
     /// The CPU has AVX2 and FMA; `acts` holds tokens `t0..t0 + N` of `row.d.len()` super-blocks.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const N: usize, const OFFSET: bool>(
-        (row, (run_ls, offsets)): (RowCodes, RowScales),
+    unsafe fn tile<const N: usize, const OFFSET: bool, const MIN: bool>(
+        (row, (run_ls, offsets, mins16)): (RowCodes, RowScales),
         acts: &UnpackedActs,
         t0: usize,
     ) -> [f32; TOKENS] {
         let per = row.d.len();
         assert!(run_ls.len() == per * QK_K / 32 && (!OFFSET || offsets.len() == per));
+        assert!(!MIN || (mins16.len() == per && row.dmin.len() == per));
+        assert!(!MIN || acts.bsums.len() >= (t0 + N) * per);
+        let mut mins = [0.0f32; N];
         debug_assert!(acts.per == per && acts.d.len() >= (t0 + N) * per);
         let stride = per * QK_K;
         // SAFETY: tokens t0..t0 + N lie inside the buffer (the caller's contract).
@@ -439,13 +480,28 @@ pub(crate) mod avx2 {
             };
             for (t, (a, s)) in acc.iter_mut().zip(sumi).enumerate() {
                 let s = if OFFSET { _mm256_sub_epi32(s, offset) } else { s };
-                let d = _mm256_set1_ps(dw * acts.d[(t0 + t) * per + i]);
+                let dy = acts.d[(t0 + t) * per + i];
+                let d = _mm256_set1_ps(dw * dy);
                 *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), *a);
+                if MIN {
+                    // The matvec kernel's steps: the minima times the sums per 16, exact in
+                    // i32, then `dmin * dy * that` added up apart.
+                    // SAFETY: 32 bytes each; unaligned loads.
+                    let (m, b) = unsafe {
+                        (
+                            _mm256_loadu_si256(mins16[i].as_ptr() as *const __m256i),
+                            _mm256_loadu_si256(
+                                acts.bsums[(t0 + t) * per + i].as_ptr() as *const __m256i
+                            ),
+                        )
+                    };
+                    mins[t] += row.dmin[i] * dy * hsum_i32(_mm256_madd_epi16(m, b)) as f32;
+                }
             }
         }
         let mut out = [0.0; TOKENS];
-        for (o, a) in out.iter_mut().zip(acc) {
-            *o = hsum(a);
+        for ((o, a), m) in out.iter_mut().zip(acc).zip(mins) {
+            *o = if MIN { hsum(a) - m } else { hsum(a) };
         }
         out
     }
