@@ -240,7 +240,8 @@ macro_rules! tokens {
     };
 }
 
-/// The same for the K-quants with minima (AVX2 only: their scalar matvec rounds per block).
+/// The same for Q4_K, Q5_K (with minima) and Q6_K (codes stored plus 32): AVX2 only, since
+/// their scalar matvec rounds per block.
 macro_rules! tokens_k {
     ($block:ty) => {
         TokensKernels {
@@ -364,6 +365,7 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .with_tokens(tokens_k!(BlockQ5K))
         .wide_tile(tile!(wide BlockQ5K), tile!(kquant BlockQ5K)),
     row(D::Q6K, "q6_k", "Q6_K", 14, (256, 210), A::Q8K, deq!(dequantize_q6_k))
+        .with_tokens(tokens_k!(BlockQ6K))
         .wide_tile(tile!(wide BlockQ6K), tile!(kquant BlockQ6K)),
     row(D::Mxfp4, "mxfp4", "MXFP4", 39, (32, 17), A::Q8_0, deq!(dequantize_mxfp4))
         .quantizer(quant!(quantize_mxfp4)),

@@ -52,3 +52,71 @@ pub fn dequantize_q6_k(blocks: &[BlockQ6K], out: &mut [f32]) {
         }
     }
 }
+
+/// Q6_K as the many-token prefill kernels read it: the stored codes (0..64, the matvec kernel's
+/// form) with a scale per 16 values; the `- 32` is [`super::unpacked::Unpack::PLUS32`].
+impl super::unpacked::Unpack for BlockQ6K {
+    const MULT: f32 = 1.0;
+    // Stored codes 0..=63.
+    const SMALL_CODES: bool = true;
+    const PLUS32: bool = true;
+    fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+        for (c, q) in codes.iter_mut().zip(codes_q6_k(self)) {
+            *c = q as i8;
+        }
+        for (l, &s) in ls.iter_mut().zip(&self.scales) {
+            *l = s as i16;
+        }
+        self.d.to_f32()
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn unpack_avx2(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+        // SAFETY: the caller's contract: the CPU has AVX2.
+        unsafe { unpack_codes_avx2(self, codes) };
+        for (l, &s) in ls.iter_mut().zip(&self.scales) {
+            *l = s as i16;
+        }
+        self.d.to_f32()
+    }
+}
+
+/// [`codes_q6_k`] with AVX2, 32 values per step as the AVX2 matvec kernel builds them.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn unpack_codes_avx2(b: &BlockQ6K, codes: &mut [i8]) {
+    use std::arch::x86_64::*;
+    assert!(codes.len() >= QK_K);
+    let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+    let high = |s: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(s, m2));
+    for h in 0..2 {
+        // SAFETY: ql is 128 bytes (64h + 64 <= 128), qh 64 (32h + 32 <= 64); unaligned loads.
+        let (ql0, ql1, qh) = unsafe {
+            (
+                _mm256_loadu_si256(b.ql.as_ptr().add(64 * h) as *const __m256i),
+                _mm256_loadu_si256(b.ql.as_ptr().add(64 * h + 32) as *const __m256i),
+                _mm256_loadu_si256(b.qh.as_ptr().add(32 * h) as *const __m256i),
+            )
+        };
+        let q = [
+            _mm256_or_si256(_mm256_and_si256(ql0, m4), high(qh)),
+            _mm256_or_si256(_mm256_and_si256(ql1, m4), high(_mm256_srli_epi16::<2>(qh))),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                high(_mm256_srli_epi16::<4>(qh)),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                high(_mm256_srli_epi16::<6>(qh)),
+            ),
+        ];
+        for (k, v) in q.into_iter().enumerate() {
+            // SAFETY: 128h + 32k + 32 <= 256 <= codes.len(); unaligned store.
+            unsafe {
+                _mm256_storeu_si256(codes.as_mut_ptr().add(128 * h + 32 * k) as *mut __m256i, v)
+            };
+        }
+    }
+}

@@ -76,6 +76,10 @@ pub(crate) trait Unpack: Copy {
     const MIN: bool = false;
     /// Writes super-block `b`'s 256 codes, 16 scales and weight scale.
     fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32;
+    /// Whether the codes are stored plus 32 (Q6_K), the matvec kernel taking
+    /// `32 * (scales . sums per 16)` off each super-block's lanes; the codes here are the stored
+    /// ones, and so is that step.
+    const PLUS32: bool = false;
     /// [`Self::MIN`]: the scale of the minima and the eight sub-blocks' minima.
     fn minima(&self) -> (f32, [u8; 8]) {
         (0.0, [0; 8])
@@ -231,7 +235,7 @@ pub(crate) fn dot_tokens<B: Unpack>(
     out: &RowsOut,
 ) {
     assert!(acts.per == per && acts.block == QK_K, "activations laid out otherwise");
-    assert!(!B::MIN, "the types with minima have AVX2 many-token kernels only");
+    assert!(!B::MIN && !B::PLUS32, "Q4_K, Q5_K and Q6_K have AVX2 many-token kernels only");
     with_rows(&w[first * per..(first + m) * per], per, B::unpack, |rows| {
         for r in 0..m {
             let row = rows.row(r);
@@ -300,7 +304,10 @@ pub(crate) mod avx2 {
             acts.per == per && acts.block == QK_K && acts.offset == B::SMALL_CODES,
             "activations laid out otherwise"
         );
-        assert!(!B::MIN || B::SMALL_CODES, "minima are taken with offset activations only");
+        assert!(
+            !(B::MIN || B::PLUS32) || B::SMALL_CODES,
+            "minima and stored offsets are taken with offset activations only"
+        );
         let n = acts.tokens();
         // SAFETY: this kernel sits only in the AVX2 column of the type table, used after
         // `Isa::Avx2.supported()` (AVX2, FMA) said yes.
@@ -321,15 +328,19 @@ pub(crate) mod avx2 {
                                     $($k if B::MIN => {
                                         // SAFETY: AVX2 and FMA as above; `acts` holds tokens
                                         // t0..t0 + k of `per` super-blocks.
-                                        unsafe { tile::<$k, true, true>(row, acts, t0) }
+                                        unsafe { tile::<$k, true, true, false>(row, acts, t0) }
+                                    })*
+                                    $($k if B::PLUS32 => {
+                                        // SAFETY: as above.
+                                        unsafe { tile::<$k, true, false, true>(row, acts, t0) }
                                     })*
                                     $($k if B::SMALL_CODES => {
                                         // SAFETY: as above.
-                                        unsafe { tile::<$k, true, false>(row, acts, t0) }
+                                        unsafe { tile::<$k, true, false, false>(row, acts, t0) }
                                     })*
                                     $($k => {
                                         // SAFETY: as above.
-                                        unsafe { tile::<$k, false, false>(row, acts, t0) }
+                                        unsafe { tile::<$k, false, false, false>(row, acts, t0) }
                                     })*
                                     _ => unreachable!("at most {TOKENS} tokens per pass"),
                                 }
@@ -424,7 +435,7 @@ pub(crate) mod avx2 {
     /// # Safety
     /// The CPU has AVX2 and FMA; `acts` holds tokens `t0..t0 + N` of `row.d.len()` super-blocks.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const N: usize, const OFFSET: bool, const MIN: bool>(
+    unsafe fn tile<const N: usize, const OFFSET: bool, const MIN: bool, const PLUS32: bool>(
         (row, (run_ls, offsets, mins16)): (RowCodes, RowScales),
         acts: &UnpackedActs,
         t0: usize,
@@ -432,7 +443,7 @@ pub(crate) mod avx2 {
         let per = row.d.len();
         assert!(run_ls.len() == per * QK_K / 32 && (!OFFSET || offsets.len() == per));
         assert!(!MIN || (mins16.len() == per && row.dmin.len() == per));
-        assert!(!MIN || acts.bsums.len() >= (t0 + N) * per);
+        assert!(!(MIN || PLUS32) || acts.bsums.len() >= (t0 + N) * per);
         let mut mins = [0.0f32; N];
         debug_assert!(acts.per == per && acts.d.len() >= (t0 + N) * per);
         let stride = per * QK_K;
@@ -479,7 +490,22 @@ pub(crate) mod avx2 {
                 _mm256_setzero_si256()
             };
             for (t, (a, s)) in acc.iter_mut().zip(sumi).enumerate() {
-                let s = if OFFSET { _mm256_sub_epi32(s, offset) } else { s };
+                let mut s = if OFFSET { _mm256_sub_epi32(s, offset) } else { s };
+                if PLUS32 {
+                    // SAFETY: 16 scales of this super-block and 16 sums, 32 bytes each;
+                    // unaligned loads.
+                    let (sc, b) = unsafe {
+                        (
+                            _mm256_loadu_si256(
+                                row.ls[16 * i..16 * i + 16].as_ptr() as *const __m256i
+                            ),
+                            _mm256_loadu_si256(
+                                acts.bsums[(t0 + t) * per + i].as_ptr() as *const __m256i
+                            ),
+                        )
+                    };
+                    s = _mm256_sub_epi32(s, _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc, b)));
+                }
                 let dy = acts.d[(t0 + t) * per + i];
                 let d = _mm256_set1_ps(dw * dy);
                 *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), *a);
