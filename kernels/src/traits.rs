@@ -368,7 +368,8 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .with_tokens(tokens_k!(BlockQ6K))
         .wide_tile(tile!(wide BlockQ6K), tile!(kquant BlockQ6K)),
     row(D::Mxfp4, "mxfp4", "MXFP4", 39, (32, 17), A::Q8_0, deq!(dequantize_mxfp4))
-        .quantizer(quant!(quantize_mxfp4)),
+        .quantizer(quant!(quantize_mxfp4))
+        .with_tokens(tokens32!(BlockMxfp4)),
     row(D::Q4_1, "q4_1", "Q4_1", 3, (32, 20), A::Q8_1, deq!(dequantize_q4_1))
         .scale_at(ScaleField::At(0, Some(2)))
         .quantizer(quant!(quantize_q4_1))

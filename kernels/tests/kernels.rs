@@ -358,7 +358,7 @@ fn per_token_inputs_equal_each_tokens_matvec_bit_for_bit() {
     let pool = KernelPool::new(2).unwrap();
     let cols = 160;
     let types = [DType::F32, DType::F16, DType::Bf16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
-    for dtype in types.into_iter().chain([DType::Q5_0, DType::Q5_1]) {
+    for dtype in types.into_iter().chain([DType::Q5_0, DType::Q5_1, DType::Mxfp4]) {
         for rows in [1usize, 7, 37, 130] {
             let bytes = bytes_of(dtype, &vecf(rows * cols, rows as u64 + 5));
             let words = aligned_words(&bytes);

@@ -1,5 +1,5 @@
-//! Prefill for the 32-value block types whose codes take several steps to unpack (Q5_0, which
-//! pairs with Q8_0 activations, and Q4_1, Q5_1 with Q8_1) on AVX2: the rows of a task are unpacked once into plain byte codes with
+//! Prefill for the 32-value block types whose codes take several steps to unpack (Q5_0 and
+//! MXFP4, which pair with Q8_0 activations, and Q4_1, Q5_1 with Q8_1) on AVX2: the rows of a task are unpacked once into plain byte codes with
 //! their scales, then dotted with the tokens' activations (laid out once per product, as for
 //! the super-block types in `unpacked.rs`), eight tokens per pass so each block's codes are
 //! loaded once for eight. Each block's integer lanes, its fused multiply-add into eight float
@@ -14,8 +14,9 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use super::mxfp4::{e8m0_to_f32_half, KVALUES_MXFP4};
 use super::unpacked::UnpackedActs;
-use super::{BlockQ4_1, BlockQ5_0, BlockQ5_1, QK};
+use super::{BlockMxfp4, BlockQ4_1, BlockQ5_0, BlockQ5_1, QK};
 use crate::dot::avx2::{bits_to_bytes, hsum, unpack_nibbles};
 use crate::gemm::RowsOut;
 
@@ -47,6 +48,18 @@ impl Block32 for BlockQ5_0 {
         // that byte; with the bit, the nibble alone is q - 16.
         let missing = _mm256_andnot_si256(bits_to_bytes(self.qh), _mm256_set1_epi8(0xF0u8 as i8));
         (_mm256_or_si256(unpack_nibbles(&self.qs), missing), self.d.to_f32(), 0.0)
+    }
+}
+
+impl Block32 for BlockMxfp4 {
+    // Levels within ±12.
+    const CODES: Codes = Codes::Offset;
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn unpack(&self) -> (__m256i, f32, f32) {
+        // SAFETY: KVALUES_MXFP4 is 16 bytes.
+        let table = unsafe { _mm_loadu_si128(KVALUES_MXFP4.as_ptr() as *const __m128i) };
+        let codes = _mm256_shuffle_epi8(_mm256_set_m128i(table, table), unpack_nibbles(&self.qs));
+        (codes, e8m0_to_f32_half(self.e), 0.0)
     }
 }
 
