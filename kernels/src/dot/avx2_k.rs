@@ -7,7 +7,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{f16_to_f32, hsum};
-use crate::quant::{scales_mins_k4, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use crate::quant::{q6_k, scales_mins_k4, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 
 /// Σ over 8 sub-blocks of min * (sum of that sub-block's 32 activation codes), with the 16
 /// Q8_K `bsums` (each covering 16 values) against the mins repeated twice.
@@ -113,8 +113,6 @@ pub(super) fn dot_q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q6_k_imp(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m2 = _mm256_set1_epi8(3);
     let mut acc = _mm256_setzero_ps();
     for (a, b) in w.iter().zip(x) {
         // SAFETY: scales is 16 bytes and bsums 32 bytes.
@@ -128,35 +126,17 @@ fn dot_q6_k_imp(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
         let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
         let mut sumi = _mm256_setzero_si256();
         for h in 0..2 {
-            // SAFETY: ql is 128 bytes (64h + 64 <= 128), qh 64 (32h + 32 <= 64), the Q8_K
-            // codes 256 (128h + 128 <= 256).
-            let (ql0, ql1, qh, y) = unsafe {
+            // SAFETY: the Q8_K codes are 256 bytes (128h + 128 <= 256); unaligned loads.
+            let y = unsafe {
                 let yp = b.qs.as_ptr().add(128 * h) as *const __m256i;
-                (
-                    _mm256_loadu_si256(a.ql.as_ptr().add(64 * h) as *const __m256i),
-                    _mm256_loadu_si256(a.ql.as_ptr().add(64 * h + 32) as *const __m256i),
-                    _mm256_loadu_si256(a.qh.as_ptr().add(32 * h) as *const __m256i),
-                    [
-                        _mm256_loadu_si256(yp),
-                        _mm256_loadu_si256(yp.add(1)),
-                        _mm256_loadu_si256(yp.add(2)),
-                        _mm256_loadu_si256(yp.add(3)),
-                    ],
-                )
+                [
+                    _mm256_loadu_si256(yp),
+                    _mm256_loadu_si256(yp.add(1)),
+                    _mm256_loadu_si256(yp.add(2)),
+                    _mm256_loadu_si256(yp.add(3)),
+                ]
             };
-            let high = |s: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(s, m2));
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(ql0, m4), high(qh)),
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), high(_mm256_srli_epi16::<2>(qh))),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                    high(_mm256_srli_epi16::<4>(qh)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                    high(_mm256_srli_epi16::<6>(qh)),
-                ),
-            ];
+            let q = q6_k::codes_half_avx2(a, h);
             for k in 0..4 {
                 // Sub-blocks 8h + 2k (low 128 bits) and 8h + 2k + 1 (high 128 bits).
                 let j = 8 * h + 2 * k;

@@ -94,6 +94,12 @@ pub(super) fn unpack_k4(
             out[l + 32] = ((q[l] >> 4) | high(l, 2 * c + 1)) as i8;
         }
     }
+    scales_k4(d, scales, ls)
+}
+
+/// The run scales of [`unpack_k4`]: each sub-block's 6-bit scale for both its runs of 16; returns
+/// the super-block scale.
+fn scales_k4(d: f16, scales: &[u8; 12], ls: &mut [i16]) -> f32 {
     let (sc, _) = scales_mins_k4(scales);
     for (pair, &s) in ls.chunks_exact_mut(2).zip(&sc) {
         pair.fill(s as i16);
@@ -141,11 +147,7 @@ pub(super) unsafe fn unpack_k4_avx2(
             _mm256_storeu_si256(codes.as_mut_ptr().add(64 * c + 32) as *mut __m256i, hi);
         }
     }
-    let (sc, _) = scales_mins_k4(scales);
-    for (pair, &s) in ls.chunks_exact_mut(2).zip(&sc) {
-        pair.fill(s as i16);
-    }
-    d.to_f32()
+    scales_k4(d, scales, ls)
 }
 
 impl super::unpacked::Unpack for BlockQ4K {

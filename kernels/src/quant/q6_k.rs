@@ -89,34 +89,44 @@ impl super::unpacked::Unpack for BlockQ6K {
 unsafe fn unpack_codes_avx2(b: &BlockQ6K, codes: &mut [i8]) {
     use std::arch::x86_64::*;
     assert!(codes.len() >= QK_K);
-    let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
-    let high = |s: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(s, m2));
     for h in 0..2 {
-        // SAFETY: ql is 128 bytes (64h + 64 <= 128), qh 64 (32h + 32 <= 64); unaligned loads.
-        let (ql0, ql1, qh) = unsafe {
-            (
-                _mm256_loadu_si256(b.ql.as_ptr().add(64 * h) as *const __m256i),
-                _mm256_loadu_si256(b.ql.as_ptr().add(64 * h + 32) as *const __m256i),
-                _mm256_loadu_si256(b.qh.as_ptr().add(32 * h) as *const __m256i),
-            )
-        };
-        let q = [
-            _mm256_or_si256(_mm256_and_si256(ql0, m4), high(qh)),
-            _mm256_or_si256(_mm256_and_si256(ql1, m4), high(_mm256_srli_epi16::<2>(qh))),
-            _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                high(_mm256_srli_epi16::<4>(qh)),
-            ),
-            _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                high(_mm256_srli_epi16::<6>(qh)),
-            ),
-        ];
-        for (k, v) in q.into_iter().enumerate() {
+        for (k, v) in codes_half_avx2(b, h).into_iter().enumerate() {
             // SAFETY: 128h + 32k + 32 <= 256 <= codes.len(); unaligned store.
             unsafe {
                 _mm256_storeu_si256(codes.as_mut_ptr().add(128 * h + 32 * k) as *mut __m256i, v)
             };
         }
     }
+}
+
+/// Half `h` (0 or 1) of a block's codes, still +32 (0..63): values 128h + 32k.. in register
+/// k. The one assembly of Q6_K codes that the AVX2 matvec kernel and the prefill unpacking share.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn codes_half_avx2(b: &BlockQ6K, h: usize) -> [std::arch::x86_64::__m256i; 4] {
+    use std::arch::x86_64::*;
+    assert!(h < 2);
+    let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+    let high = |s: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(s, m2));
+    // SAFETY: ql is 128 bytes (64h + 64 <= 128), qh 64 (32h + 32 <= 64); unaligned loads.
+    let (ql0, ql1, qh) = unsafe {
+        (
+            _mm256_loadu_si256(b.ql.as_ptr().add(64 * h) as *const __m256i),
+            _mm256_loadu_si256(b.ql.as_ptr().add(64 * h + 32) as *const __m256i),
+            _mm256_loadu_si256(b.qh.as_ptr().add(32 * h) as *const __m256i),
+        )
+    };
+    [
+        _mm256_or_si256(_mm256_and_si256(ql0, m4), high(qh)),
+        _mm256_or_si256(_mm256_and_si256(ql1, m4), high(_mm256_srli_epi16::<2>(qh))),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+            high(_mm256_srli_epi16::<4>(qh)),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+            high(_mm256_srli_epi16::<6>(qh)),
+        ),
+    ]
 }

@@ -257,11 +257,40 @@ pub(crate) fn dot_tokens<B: Unpack>(
     })
 }
 
+/// Tokens per pass of the AVX2 many-token kernels: one register of sums each.
+pub(crate) const TOKENS: usize = 8;
+
+/// The order in which the AVX2 many-token kernels visit a task of `m` rows and `n` tokens: tokens
+/// in blocks of `token_block` (a block's activations stay in cache while every row of the task
+/// passes over them), each row over a block in passes of up to [`TOKENS`]. `pass(r, t0, k)` gives
+/// row `r`'s sums for tokens `t0..t0 + k`, written to row `first + r` of `out`.
+pub(crate) fn visit_passes(
+    (n, m, token_block): (usize, usize, usize),
+    (first, out): (usize, &RowsOut),
+    mut pass: impl FnMut(usize, usize, usize) -> [f32; TOKENS],
+) {
+    for block in (0..n).step_by(token_block) {
+        let end = (block + token_block).min(n);
+        for r in 0..m {
+            for t0 in (block..end).step_by(TOKENS) {
+                let k = (end - t0).min(TOKENS);
+                for (t, s) in pass(r, t0, k).into_iter().take(k).enumerate() {
+                    // SAFETY: rows first..first + m are this task's (handed out once each).
+                    unsafe { out.write(t0 + t, first + r, s) };
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{with_rows, GridBlock, RowCodes, RowsOut, Run, Unpack, UnpackedActs, QK_K};
+    use super::{
+        visit_passes, with_rows, GridBlock, RowCodes, RowsOut, Run, Unpack, UnpackedActs, QK_K,
+        TOKENS,
+    };
     use crate::dot::avx2::hsum;
     use crate::dot::avx2_k::hsum_i32;
 
@@ -286,8 +315,6 @@ pub(crate) mod avx2 {
         b.scale()
     }
 
-    /// Tokens per pass: one register of integer sums each, with the codes of a run loaded once.
-    const TOKENS: usize = 8;
     /// Tokens per block: a block's activations stay in cache while every row of the task passes
     /// over them.
     const TOKEN_BLOCK: usize = 16;
@@ -316,45 +343,34 @@ pub(crate) mod avx2 {
             SCALES.with_borrow_mut(|scales| {
                 // SAFETY: AVX2 as above.
                 unsafe { scales.fill(rows, B::SMALL_CODES) };
-                for block in (0..n).step_by(TOKEN_BLOCK) {
-                    let end = (block + TOKEN_BLOCK).min(n);
-                    for r in 0..m {
-                        let row = (rows.row(r), scales.row(r, per));
-                        for t0 in (block..end).step_by(TOKENS) {
-                            let k = (end - t0).min(TOKENS);
-                            macro_rules! pass {
-                            ($($k:literal)*) => {
-                                match k {
-                                    $($k if B::MIN => {
-                                        // SAFETY: AVX2 and FMA as above; `acts` holds tokens
-                                        // t0..t0 + k of `per` super-blocks.
-                                        unsafe { tile::<$k, true, true, false>(row, acts, t0) }
-                                    })*
-                                    $($k if B::PLUS32 => {
-                                        // SAFETY: as above.
-                                        unsafe { tile::<$k, true, false, true>(row, acts, t0) }
-                                    })*
-                                    $($k if B::SMALL_CODES => {
-                                        // SAFETY: as above.
-                                        unsafe { tile::<$k, true, false, false>(row, acts, t0) }
-                                    })*
-                                    $($k => {
-                                        // SAFETY: as above.
-                                        unsafe { tile::<$k, false, false, false>(row, acts, t0) }
-                                    })*
-                                    _ => unreachable!("at most {TOKENS} tokens per pass"),
-                                }
-                            };
-                        }
-                            let sums = pass!(1 2 3 4 5 6 7 8);
-                            for (t, s) in sums.into_iter().take(k).enumerate() {
-                                // SAFETY: rows first..first + m are this task's (handed out once
-                                // each).
-                                unsafe { out.write(t0 + t, first + r, B::MULT * s) };
+                visit_passes((n, m, TOKEN_BLOCK), (first, out), |r, t0, k| {
+                    let row = (rows.row(r), scales.row(r, per));
+                    macro_rules! pass {
+                        ($($k:literal)*) => {
+                            match k {
+                                $($k if B::MIN => {
+                                    // SAFETY: AVX2 and FMA as above; `acts` holds tokens
+                                    // t0..t0 + k of `per` super-blocks.
+                                    unsafe { tile::<$k, true, true, false>(row, acts, t0) }
+                                })*
+                                $($k if B::PLUS32 => {
+                                    // SAFETY: as above.
+                                    unsafe { tile::<$k, true, false, true>(row, acts, t0) }
+                                })*
+                                $($k if B::SMALL_CODES => {
+                                    // SAFETY: as above.
+                                    unsafe { tile::<$k, true, false, false>(row, acts, t0) }
+                                })*
+                                $($k => {
+                                    // SAFETY: as above.
+                                    unsafe { tile::<$k, false, false, false>(row, acts, t0) }
+                                })*
+                                _ => unreachable!("at most {TOKENS} tokens per pass"),
                             }
-                        }
+                        };
                     }
-                }
+                    pass!(1 2 3 4 5 6 7 8).map(|s| B::MULT * s)
+                });
             })
         })
     }

@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::mxfp4::{e8m0_to_f32_half, KVALUES_MXFP4};
-use super::unpacked::UnpackedActs;
+use super::unpacked::{visit_passes, UnpackedActs, TOKENS};
 use super::{BlockMxfp4, BlockQ4_1, BlockQ5_0, BlockQ5_1, QK};
 use crate::dot::avx2::{bits_to_bytes, hsum, unpack_nibbles};
 use crate::gemm::RowsOut;
@@ -92,8 +92,6 @@ thread_local! {
     static ROWS: RefCell<Rows32> = RefCell::new(Rows32::default());
 }
 
-/// Tokens per pass: one register of float sums each.
-const TOKENS: usize = 8;
 /// Tokens per block: a block's activations stay in cache while every row of the task passes
 /// over them.
 const TOKEN_BLOCK: usize = 64;
@@ -127,31 +125,21 @@ pub(crate) fn dot_tokens<B: Block32>(
             unsafe { _mm256_storeu_si256(rows.codes[i].as_mut_ptr() as *mut __m256i, q) };
             (rows.d[i], rows.m[i]) = (d, min);
         }
-        for block in (0..n).step_by(TOKEN_BLOCK) {
-            let end = (block + TOKEN_BLOCK).min(n);
-            for r in 0..m {
-                let at = r * per..(r + 1) * per;
-                let row = (&rows.codes[at.clone()], &rows.d[at.clone()], &rows.m[at]);
-                for t0 in (block..end).step_by(TOKENS) {
-                    let k = (end - t0).min(TOKENS);
-                    macro_rules! pass {
-                        ($($k:literal)*) => {
-                            match k {
-                                // SAFETY: AVX2, FMA and F16C as above; `acts` holds tokens
-                                // t0..t0 + k of `per` blocks.
-                                $($k => unsafe { tile::<B, $k>(row, acts, t0) },)*
-                                _ => unreachable!("at most {TOKENS} tokens per pass"),
-                            }
-                        };
+        visit_passes((n, m, TOKEN_BLOCK), (first, out), |r, t0, k| {
+            let at = r * per..(r + 1) * per;
+            let row = (&rows.codes[at.clone()], &rows.d[at.clone()], &rows.m[at]);
+            macro_rules! pass {
+                ($($k:literal)*) => {
+                    match k {
+                        // SAFETY: AVX2, FMA and F16C as above; `acts` holds tokens
+                        // t0..t0 + k of `per` blocks.
+                        $($k => unsafe { tile::<B, $k>(row, acts, t0) },)*
+                        _ => unreachable!("at most {TOKENS} tokens per pass"),
                     }
-                    let sums = pass!(1 2 3 4 5 6 7 8);
-                    for (t, s) in sums.into_iter().take(k).enumerate() {
-                        // SAFETY: rows first..first + m are this task's (handed out once each).
-                        unsafe { out.write(t0 + t, first + r, s) };
-                    }
-                }
+                };
             }
-        }
+            pass!(1 2 3 4 5 6 7 8)
+        });
     })
 }
 
