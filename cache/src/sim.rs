@@ -12,6 +12,7 @@ use crate::policy::{build, PolicyConfig, PolicyKind};
 use crate::predict::{PredictorKind, RouteHistory};
 use crate::table::{ExpertCache, Lookup};
 use crate::trace::{PhaseFilter, Trace};
+use crate::usage::ExpertUsage;
 
 /// One policy at one capacity.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -44,7 +45,7 @@ pub fn simulate(
     capacity: usize,
     config: &PolicyConfig,
 ) -> Result<SimResult, CacheError> {
-    simulate_pinned(trace, phase, kind, capacity, config, &[])
+    simulate_pinned(trace, phase, kind, capacity, config, (&[], None))
 }
 
 /// Where a replay's pinned experts are learned.
@@ -64,6 +65,13 @@ pub fn learn_pins(
     source: PinSource,
     slots: usize,
 ) -> (Vec<ExpertKey>, Trace) {
+    let (usage, rest) = learn_usage(trace, phase, source);
+    (usage.hottest(slots), rest)
+}
+
+/// Every expert's use count as `source` learns it (what a usage file would hold), and the trace
+/// to replay with it.
+pub fn learn_usage(trace: &Trace, phase: PhaseFilter, source: PinSource) -> (ExpertUsage, Trace) {
     let admitted = || trace.routes.iter().filter(|r| phase.admits(r.phase));
     let steps: Vec<u64> = admitted().map(|r| r.step).collect();
     let cut = match source {
@@ -75,7 +83,7 @@ pub fn learn_pins(
             Some(distinct.get(n).copied().unwrap_or(u64::MAX))
         }
     };
-    let mut usage = crate::usage::ExpertUsage::new("sim", trace.shape.layers, trace.shape.experts);
+    let mut usage = ExpertUsage::new("sim", trace.shape.layers, trace.shape.experts);
     for r in admitted().filter(|r| cut.is_none_or(|c| r.step < c)) {
         usage.record(r.layer as usize, r.experts.iter().map(|e| e.0 as usize));
     }
@@ -84,20 +92,24 @@ pub fn learn_pins(
         expert_bytes: trace.expert_bytes.clone(),
         routes: trace.routes.iter().filter(|r| cut.is_none_or(|c| r.step >= c)).cloned().collect(),
     };
-    (usage.hottest(slots), rest)
+    (usage, rest)
 }
 
-/// [`simulate`] with `pins` held in slots for good from the start (as `--pin-mb` does live).
+/// [`simulate`] with `pins` held in slots for good from the start (as `--pin-mb` does live) and
+/// the policy started from `prior` counts (as `--usage` does live).
 pub fn simulate_pinned(
     trace: &Trace,
     phase: PhaseFilter,
     kind: PolicyKind,
     capacity: usize,
     config: &PolicyConfig,
-    pins: &[ExpertKey],
+    (pins, prior): (&[ExpertKey], Option<&ExpertUsage>),
 ) -> Result<SimResult, CacheError> {
     let future = trace.accesses(phase);
-    let policy = build(kind, capacity, trace.shape, config, Some(&future))?;
+    let mut policy = build(kind, capacity, trace.shape, config, Some(&future))?;
+    if let Some(usage) = prior {
+        policy.on_prior(usage);
+    }
     let slab = trace.expert_bytes.iter().copied().max().unwrap_or(1).max(1);
     let cache = ExpertCache::with_slots(capacity, slab, trace.shape.top_k as usize, policy)?;
     let mut bytes_read = 0u64;
@@ -132,7 +144,12 @@ pub fn simulate_pinned(
     let s = cache.stats();
     let total = trace.shape.total_experts().max(1);
     Ok(SimResult {
-        policy: if s.pinned > 0 { format!("{}+pins", kind.name()) } else { kind.name().into() },
+        policy: format!(
+            "{}{}{}",
+            kind.name(),
+            if s.pinned > 0 { "+pins" } else { "" },
+            if prior.is_some() { "+prior" } else { "" }
+        ),
         capacity_slots: capacity,
         capacity_fraction: capacity as f64 / total as f64,
         accesses: s.hits + s.misses,
@@ -201,7 +218,7 @@ pub fn simulate_per_layer(
             continue;
         }
         let one = Trace { shape: trace.shape, expert_bytes: trace.expert_bytes.clone(), routes };
-        let r = simulate_pinned(&one, phase, kind, n, config, &[])?;
+        let r = simulate_pinned(&one, phase, kind, n, config, (&[], None))?;
         sum.accesses += r.accesses;
         sum.hits += r.hits;
         sum.misses += r.misses;

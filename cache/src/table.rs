@@ -542,6 +542,11 @@ impl ExpertCache {
         self.inner.lock().policy.on_route(layer, step, experts);
     }
 
+    /// Hands the policy use counts learned on earlier runs ([`Policy::on_prior`]).
+    pub fn learn_prior(&self, usage: &crate::usage::ExpertUsage) {
+        self.inner.lock().policy.on_prior(usage);
+    }
+
     /// Slot, readiness and pin count of `key`, if resident.
     pub fn entry(&self, key: ExpertKey) -> Option<(SlotIndex, bool, u32)> {
         self.inner.lock().map.get(&key).map(|e| (e.slot, e.state == State::Ready, e.pins))

@@ -448,3 +448,40 @@ fn no_prefetch_when_pins_leave_one_layers_room() {
     assert_eq!(cache.stats().prefetch_issued, 1);
     cache.audit_idle().unwrap();
 }
+
+/// A usage file's counts reach the moe policy: of two resident experts this run has used once
+/// each, the one earlier runs chose far more often stays; without the counts nothing tells them
+/// apart, and the tie goes against it.
+#[test]
+fn moe_keeps_what_the_prior_says_is_hot() {
+    let shape = MoeShape { layers: 1, experts: 8, top_k: 1 };
+    let (hot, cold, new) = (ExpertKey::new(0, 6), ExpertKey::new(0, 1), ExpertKey::new(0, 3));
+    let mut usage = floe_cache::ExpertUsage::new("test", 1, 8);
+    for e in 0..8usize {
+        // Experts 6 and 7 were chosen at most visits before, the others now and then.
+        for _ in 0..if e >= 6 { 60 } else { 3 } {
+            usage.record(0, [e]);
+        }
+    }
+    for with_prior in [true, false] {
+        let p = build(PolicyKind::Moe, 2, shape, &PolicyConfig::default(), None).unwrap();
+        let cache = ExpertCache::with_slots(2, 10, 1, p).unwrap();
+        if with_prior {
+            cache.learn_prior(&usage);
+        }
+        // Routing the policy learns from (busy expert 7, now and then 0, 2 or 4), none of it
+        // the two experts under test.
+        for step in 0..40u64 {
+            let e = if step % 5 == 0 { (step % 3 * 2) as u16 } else { 7 };
+            cache.on_route(0, step, &[(e, 1.0)]);
+        }
+        use_once(&cache, hot, 40);
+        use_once(&cache, cold, 40);
+        let got = use_once(&cache, new, 40);
+        let want = if with_prior { cold } else { hot };
+        assert!(
+            matches!(got, Lookup::Miss { evicted: Some(k), .. } if k == want),
+            "prior {with_prior}: {got:?}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! of all experts, floor).
 
 use floe_cache::policy::{PolicyConfig, PolicyKind};
-use floe_cache::sim::{score_predictors, simulate};
+use floe_cache::sim::{learn_usage, score_predictors, simulate, simulate_pinned, PinSource};
 use floe_cache::trace::{PhaseFilter, Trace};
 
 fn trace(name: &str) -> Option<Trace> {
@@ -50,4 +50,29 @@ fn trace_shapes_and_predictors() {
     let p = score_predictors(&t, PhaseFilter::Decode);
     // Recall is a share; temporal overlap of real routing is far above chance (6/128).
     assert!(p.iter().all(|s| s.recall > 6.0 / 128.0 && s.recall < 1.0), "{p:?}");
+}
+
+/// Counts learned on earlier steps (as a usage file holds them) start the moe policy off: on the
+/// rest of Gemma 4's real routing it misses less than without them, at every capacity.
+#[test]
+fn a_learned_prior_lowers_moe_misses_on_real_routing() {
+    let Some(t) = trace("gemma.route.csv") else { return };
+    let (usage, rest) = learn_usage(&t, PhaseFilter::Decode, PinSource::Prefix(0.3));
+    let cfg = PolicyConfig::default();
+    for frac in [0.05, 0.10, 0.25] {
+        let cap = (t.shape.total_experts() as f64 * frac) as usize;
+        let plain = simulate(&rest, PhaseFilter::Decode, PolicyKind::Moe, cap, &cfg).unwrap();
+        let prior = simulate_pinned(
+            &rest,
+            PhaseFilter::Decode,
+            PolicyKind::Moe,
+            cap,
+            &cfg,
+            (&[], Some(&usage)),
+        )
+        .unwrap();
+        assert_eq!(prior.accesses, plain.accesses);
+        assert!(prior.misses < plain.misses, "{frac}: {} >= {}", prior.misses, plain.misses);
+        assert_eq!(prior.policy, "moe+prior");
+    }
 }

@@ -90,11 +90,22 @@ fn pins_and_prefetch_tuning_keep_the_tokens_and_the_usage_file_counts_every_rout
         assert!(s.pinned > 0 && s.pinned <= 2 * top_k as u64, "{s:?}");
         assert!(s.demand_hits > 0, "{s:?}");
     }
+    // The moe policy started from the file's counts, with and without pins: the same tokens.
+    for pin_slots in [0, 2] {
+        let config = EngineConfig {
+            usage_file: Some(usage.clone()),
+            pin_bytes: top_k as u64 * pin_slots * slab,
+            cache: floe::pipeline::CacheMode::Policy(floe_cache::PolicyKind::Moe),
+            ..streamed(top_k as u64 * 3, slab)
+        };
+        let e = Engine::open(&path, config).unwrap();
+        assert_eq!(generate(&e), want, "moe with the learned counts, {pin_slots} x top-k pinned");
+    }
     // The file grew by the later runs' routes.
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&usage).unwrap()).unwrap();
     let total2: u64 = again["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum();
-    assert_eq!(total2, 4 * total);
+    assert_eq!(total2, 6 * total, "the first run, three tunings, two moe runs");
 
     // Another model's engine refuses the file, naming it.
     let other = model(dir.path(), 6);

@@ -23,6 +23,7 @@ pub use window::Window;
 
 use crate::error::CacheError;
 use crate::key::{AccessCtx, ExpertKey, MoeShape};
+use crate::usage::ExpertUsage;
 
 /// The contract between the slot table and an eviction policy.
 ///
@@ -44,6 +45,9 @@ pub trait Policy: Send {
     /// The router of `layer` chose `experts` (with weights) for step `step`: everything a
     /// routing-aware policy may learn from, including experts that were not resident.
     fn on_route(&mut self, _layer: u16, _step: u64, _experts: &[(u16, f32)]) {}
+    /// Use counts learned on earlier runs (a usage file), before the first access: a policy that
+    /// weighs how often experts are chosen may start from them rather than from nothing.
+    fn on_prior(&mut self, _usage: &ExpertUsage) {}
 }
 
 /// The policies floe has, by `--cache` name.

@@ -6,11 +6,12 @@
 //! 2. **Every routing decision**, not just cache accesses: after each layer the router's top-k
 //!    tells, for *every* expert of that layer, whether it was chosen. That is `E` labelled
 //!    examples per layer visit, from which the policy learns online how likely an expert is to be
-//!    chosen at its layer's next visit given its class: (tokens since its last use, log2 of how
-//!    often it was used). Popularity per layer and the temporal locality of routing are learned
+//!    chosen at its layer's next visit given its class: (tokens since its last use, how often it
+//!    is chosen per visit, in half-octaves). Popularity per layer and the temporal locality of routing are learned
 //!    from the model's own behaviour, so nothing is tuned to a trace or a model.
 //! 3. **The bounded key space** (`L x E` experts): usage counts are kept for every expert, also
-//!    the ones not resident, so a returning expert is recognised.
+//!    the ones not resident, so a returning expert is recognised; a usage file learned on
+//!    earlier runs (`on_prior`) starts them off.
 //!
 //! With `p` the learned chance of use per visit, the expected distance to the next use is
 //! `d + L * (1 - p) / p` layer-visits; the victim is the evictable key with the largest, which
@@ -20,9 +21,10 @@ use std::collections::HashSet;
 
 use super::Policy;
 use crate::key::{AccessCtx, ExpertKey, MoeShape};
+use crate::usage::ExpertUsage;
 
 const AGE_CLASSES: usize = 9; // log2 buckets 0..=7 of visits since last use, 8 = never used
-const FREQ_CLASSES: usize = 8; // log2 buckets of use count
+const FREQ_CLASSES: usize = 16; // half-log2 buckets of use rate
 const NEVER: u32 = u32::MAX;
 
 /// Learned expected-reuse-distance eviction for MoE experts.
@@ -34,6 +36,8 @@ pub struct MoeReuse {
     last_use: Vec<u32>,
     /// Per layer: router decisions seen so far.
     visits: Vec<u32>,
+    /// Per layer: router decisions behind the counts learned on earlier runs (`on_prior`).
+    base_visits: Vec<u32>,
     /// Per class: chosen at the next visit / visits observed.
     chosen: [[f64; FREQ_CLASSES]; AGE_CLASSES],
     observed: [[f64; FREQ_CLASSES]; AGE_CLASSES],
@@ -54,6 +58,7 @@ impl MoeReuse {
             count: vec![0; n],
             last_use: vec![NEVER; n],
             visits: vec![0; shape.layers.max(1) as usize],
+            base_visits: vec![0; shape.layers.max(1) as usize],
             chosen: [[0.0; FREQ_CLASSES]; AGE_CLASSES],
             observed: [[0.0; FREQ_CLASSES]; AGE_CLASSES],
             resident: HashSet::new(),
@@ -67,10 +72,23 @@ impl MoeReuse {
             .then(|| key.layer as usize * self.shape.experts as usize + key.expert as usize)
     }
 
+    /// The class of an expert's rate of use at its layer (its uses, `extra` more, over the
+    /// layer's visits, prior ones included), in half-octaves around the uniform rate `k / E`:
+    /// a rate, not a count, so a long run or a usage file learned over many runs does not push
+    /// every busy expert into one top class.
+    fn freq_class(&self, count: u32, layer: u16, extra: u32) -> usize {
+        let l = layer as usize;
+        let visits = self.base_visits[l] as f64 + (self.visits[l] + extra) as f64;
+        let uniform = self.shape.top_k.max(1) as f64 / self.shape.experts.max(1) as f64;
+        let ratio = ((count + extra) as f64 + 0.5) / (visits + 1.0) / uniform;
+        let centre = (FREQ_CLASSES / 2) as f64;
+        (2.0 * ratio.log2() + centre).floor().clamp(0.0, (FREQ_CLASSES - 1) as f64) as usize
+    }
+
     fn class(&self, idx: usize, layer: u16) -> (usize, usize) {
         if self.used_now[idx] {
             // Used at this visit: one visit old at the next, with one more use.
-            return (0, ((self.count[idx] + 2).ilog2() as usize).min(FREQ_CLASSES - 1));
+            return (0, self.freq_class(self.count[idx], layer, 1));
         }
         let last = self.last_use[idx];
         let age = if last == NEVER {
@@ -79,7 +97,7 @@ impl MoeReuse {
             let visits_since = self.visits[layer as usize].saturating_sub(last).max(1);
             (visits_since.ilog2() as usize).min(AGE_CLASSES - 2)
         };
-        let freq = ((self.count[idx] + 1).ilog2() as usize).min(FREQ_CLASSES - 1);
+        let freq = self.freq_class(self.count[idx], layer, 0);
         (age, freq)
     }
 
@@ -145,6 +163,20 @@ impl Policy for MoeReuse {
         let (_, key) = best?;
         self.resident.remove(&key);
         Some(key)
+    }
+    fn on_prior(&mut self, usage: &ExpertUsage) {
+        let e = self.shape.experts as usize;
+        for l in 0..self.shape.layers {
+            let base = l as usize * e;
+            let mut uses = 0u64;
+            for x in 0..self.shape.experts {
+                let n = usage.count(ExpertKey::new(l, x));
+                uses += n;
+                self.count[base + x as usize] = n.min(u32::MAX as u64 / 2) as u32;
+            }
+            let visits = uses / self.shape.top_k.max(1) as u64;
+            self.base_visits[l as usize] = visits.min(u32::MAX as u64 / 2) as u32;
+        }
     }
     fn on_route(&mut self, layer: u16, _step: u64, experts: &[(u16, f32)]) {
         if layer >= self.shape.layers {

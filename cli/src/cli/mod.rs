@@ -123,7 +123,8 @@ pub struct StreamingFlags {
     #[arg(long)]
     pub plain_eviction: bool,
     /// Keep per-expert use counts in FILE across runs (created if missing, refused if learned
-    /// on another model; written when the run ends): what --pin-mb pins.
+    /// on another model; written when the run ends): what --pin-mb pins, and what the moe
+    /// policy starts from (an expert hot in earlier runs is kept over a cold one).
     #[arg(long, value_name = "FILE")]
     pub usage: Option<std::path::PathBuf>,
     /// Give this many MiB of the slab cache to the experts --usage counted most, read in one

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use floe::cache::sim::{
-    learn_pins, score_predictors, simulate, simulate_per_layer, simulate_pinned, zipf_fit,
+    learn_usage, score_predictors, simulate, simulate_per_layer, simulate_pinned, zipf_fit,
     PinSource, SimResult,
 };
 use floe::cache::trace::{PhaseFilter, Trace};
@@ -50,6 +50,10 @@ pub struct SimArgs {
     /// or by Belady).
     #[arg(long, default_value = "hindsight")]
     pins_from: String,
+    /// Start each policy from the use counts learned as --pins-from says, as `floe run --usage`
+    /// does live (`POLICY+prior` rows; of floe's policies, moe reads them).
+    #[arg(long)]
+    prior: bool,
     /// Also replay each policy with one cache per layer instead of one shared cache: every
     /// layer gets the slots of its largest routing, and the rest goes to layers as the most
     /// used experts (learned as --pins-from says) are spread (`POLICY/layer` rows).
@@ -96,12 +100,14 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
     for &cap in &capacities {
         // The most used experts, best first, as --pins-from learns them, and what to replay
         // (without the steps they were learned from).
-        let (learned, rest) = if a.pins.is_some() || a.per_layer {
-            let (learned, rest) = learn_pins(&trace, a.phase, source, total);
-            (learned, Some(rest))
+        let (usage, rest) = if a.pins.is_some() || a.per_layer || a.prior {
+            let (usage, rest) = learn_usage(&trace, a.phase, source);
+            (Some(usage), Some(rest))
         } else {
-            (Vec::new(), None)
+            (None, None)
         };
+        let learned = usage.as_ref().map_or_else(Vec::new, |u| u.hottest(total));
+        let prior = usage.as_ref().filter(|_| a.prior);
         let pins = match &a.pins {
             Some(p) => {
                 let slots = parse_capacity(p, cap).context("--pins")?;
@@ -117,7 +123,7 @@ pub fn run(a: SimArgs) -> anyhow::Result<()> {
             let r = if kind == PolicyKind::Belady {
                 belady.clone()
             } else {
-                simulate_pinned(replay, a.phase, kind, cap, &config, &pins)?
+                simulate_pinned(replay, a.phase, kind, cap, &config, (&pins, prior))?
             };
             results.push((r, belady.hit_ratio, belady.misses));
             if a.per_layer && kind != PolicyKind::Belady {

@@ -78,7 +78,8 @@ impl StreamingExperts {
 }
 
 /// Loads the usage file at `path` for `streaming`'s model (a new count if there is none),
-/// pins its hottest experts up to `pin_bytes`, and counts from now on. Returns the experts
+/// pins its hottest experts up to `pin_bytes`, starts the cache policy from its counts, and
+/// counts from now on. Returns the experts
 /// pinned and whether the file had counts.
 pub(crate) fn start_usage(
     streaming: &StreamingExperts,
@@ -93,6 +94,10 @@ pub(crate) fn start_usage(
     let usage = loaded.unwrap_or_else(|| ExpertUsage::new(&identity, layers, experts));
     let slots = (pin_bytes / streaming.cache.slab_bytes()) as usize;
     let pinned = if slots > 0 && learned { streaming.pin(&usage.hottest(slots))? } else { 0 };
+    if learned {
+        // The policy starts from what earlier runs chose (the moe policy weighs it).
+        streaming.cache.learn_prior(&usage);
+    }
     streaming.set_usage(usage);
     Ok((pinned, learned))
 }
