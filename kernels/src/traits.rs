@@ -8,6 +8,8 @@ use half::{bf16, f16};
 use crate::dot::Isa;
 use crate::gemm::Tile;
 use crate::matvec::Prepared;
+#[cfg(target_arch = "aarch64")]
+use crate::quant::int_lanes::NeonLanes;
 use crate::quant::unpacked::UnpackedTokensFn;
 use crate::quant::*;
 use crate::DType;
@@ -69,6 +71,7 @@ pub(crate) type Quantizer = fn(&[f32], &mut [u8]);
 pub(crate) struct Dots {
     pub(crate) scalar: RawDot,
     pub(crate) avx2: Option<RawDot>,
+    pub(crate) neon: Option<RawDot>,
 }
 
 impl Dots {
@@ -76,7 +79,8 @@ impl Dots {
     pub(crate) fn for_isa(&self, isa: Isa) -> RawDot {
         match isa {
             Isa::Avx2 | Isa::Avx512 => self.avx2.unwrap_or(self.scalar),
-            Isa::Scalar | Isa::Neon => self.scalar,
+            Isa::Neon => self.neon.unwrap_or(self.scalar),
+            Isa::Scalar => self.scalar,
         }
     }
 }
@@ -208,7 +212,14 @@ impl TypeTraits {
         self
     }
     const fn dots(mut self, scalar: RawDot, avx2: Option<RawDot>) -> Self {
-        self.dots = Some(Dots { scalar, avx2 });
+        self.dots = Some(Dots { scalar, avx2, neon: None });
+        self
+    }
+    /// The NEON column of a row whose dots are set (`None` off aarch64: the scalar twin runs).
+    const fn neon(mut self, neon: Option<RawDot>) -> Self {
+        if let Some(d) = &mut self.dots {
+            d.neon = neon;
+        }
         self
     }
     const fn tile(mut self, tile: Option<Tile>) -> Self {
@@ -335,6 +346,18 @@ macro_rules! avx2 {
         None
     };
 }
+#[cfg(target_arch = "aarch64")]
+macro_rules! neon {
+    ($f:path, $form:ident) => {
+        Some(dot!($f, $form))
+    };
+}
+#[cfg(not(target_arch = "aarch64"))]
+macro_rules! neon {
+    ($f:path, $form:ident) => {
+        None
+    };
+}
 
 use ActForm as A;
 use DType as D;
@@ -353,9 +376,11 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .quantizer(quant!(quantize_q4_0))
         .tile(tile!(wide32 BlockQ4_0)),
     row(D::Q2K, "q2_k", "Q2_K", 10, (256, 84), A::Q8K, deq!(dequantize_q2_k))
-        .dots(dot!(dot_q2_k, Q8K), avx2!(q2_k::avx2::dot_q2_k, Q8K)),
+        .dots(dot!(dot_q2_k, Q8K), avx2!(q2_k::avx2::dot_q2_k, Q8K))
+        .neon(neon!(q2_k::dot_q2_k_with::<NeonLanes>, Q8K)),
     row(D::Q3K, "q3_k", "Q3_K", 11, (256, 110), A::Q8K, deq!(dequantize_q3_k))
         .dots(dot!(dot_q3_k, Q8K), avx2!(q3_k::avx2::dot_q3_k, Q8K))
+        .neon(neon!(q3_k::dot_q3_k_with::<NeonLanes>, Q8K))
         .with_tokens(tokens!(BlockQ3K))
         .wide_tile(tile!(wide BlockQ3K), tile!(codes BlockQ3K)),
     row(D::Q4K, "q4_k", "Q4_K", 12, (256, 144), A::Q8K, deq!(dequantize_q4_k))
@@ -374,17 +399,20 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .scale_at(ScaleField::At(0, Some(2)))
         .quantizer(quant!(quantize_q4_1))
         .dots(dot!(dot_q4_1, Q8_1), avx2!(q4_1::avx2::dot_q4_1, Q8_1))
+        .neon(neon!(q4_1::dot_q4_1_with::<NeonLanes>, Q8_1))
         .with_tokens(tokens32!(BlockQ4_1)),
     row(D::Q5_0, "q5_0", "Q5_0", 6, (32, 22), A::Q8_0, deq!(dequantize_q5_0))
         .scale_at(ScaleField::At(0, None))
         .quantizer(quant!(quantize_q5_0))
         .dots(dot!(dot_q5_0, Q8), avx2!(q5_0::avx2::dot_q5_0, Q8))
+        .neon(neon!(q5_0::dot_q5_0_with::<NeonLanes>, Q8))
         .with_tokens(tokens32!(BlockQ5_0))
         .tile(tile!(wide32 BlockQ5_0)),
     row(D::Q5_1, "q5_1", "Q5_1", 7, (32, 24), A::Q8_1, deq!(dequantize_q5_1))
         .scale_at(ScaleField::At(0, Some(2)))
         .quantizer(quant!(quantize_q5_1))
         .dots(dot!(dot_q5_1, Q8_1), avx2!(q5_1::avx2::dot_q5_1, Q8_1))
+        .neon(neon!(q5_1::dot_q5_1_with::<NeonLanes>, Q8_1))
         .with_tokens(tokens32!(BlockQ5_1)),
     row(D::Iq4Nl, "iq4_nl", "IQ4_NL", 20, (32, 18), A::Q8_0, deq!(dequantize_iq4_nl))
         .scale_at(ScaleField::At(0, None))
@@ -397,40 +425,49 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
     row(D::Iq2Xxs, "iq2_xxs", "IQ2_XXS", 16, (256, 66), A::Q8K, deq!(dequantize_iq2_xxs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_xxs, Q8K), avx2!(iq2_xxs::avx2::dot_iq2_xxs, Q8K))
+        .neon(neon!(iq2_xxs::neon::dot_iq2_xxs, Q8K))
         .with_tokens(tokens!(BlockIq2Xxs))
         .wide_tile(tile!(wide BlockIq2Xxs), tile!(codes BlockIq2Xxs)),
     row(D::Iq2Xs, "iq2_xs", "IQ2_XS", 17, (256, 74), A::Q8K, deq!(dequantize_iq2_xs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_xs, Q8K), avx2!(iq2_xs::avx2::dot_iq2_xs, Q8K))
+        .neon(neon!(iq2_xs::neon::dot_iq2_xs, Q8K))
         .with_tokens(tokens!(BlockIq2Xs))
         .wide_tile(tile!(wide BlockIq2Xs), tile!(codes BlockIq2Xs)),
     row(D::Iq2S, "iq2_s", "IQ2_S", 22, (256, 82), A::Q8K, deq!(dequantize_iq2_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_s, Q8K), avx2!(iq2_s::avx2::dot_iq2_s, Q8K))
+        .neon(neon!(iq2_s::neon::dot_iq2_s, Q8K))
         .with_tokens(tokens!(BlockIq2S))
         .wide_tile(tile!(wide BlockIq2S), tile!(codes BlockIq2S)),
     row(D::Iq3Xxs, "iq3_xxs", "IQ3_XXS", 18, (256, 98), A::Q8K, deq!(dequantize_iq3_xxs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq3_xxs, Q8K), avx2!(iq3_xxs::avx2::dot_iq3_xxs, Q8K))
+        .neon(neon!(iq3_xxs::neon::dot_iq3_xxs, Q8K))
         .with_tokens(tokens!(BlockIq3Xxs))
         .wide_tile(tile!(wide BlockIq3Xxs), tile!(codes BlockIq3Xxs)),
     row(D::Iq3S, "iq3_s", "IQ3_S", 21, (256, 110), A::Q8K, deq!(dequantize_iq3_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq3_s, Q8K), avx2!(iq3_s::avx2::dot_iq3_s, Q8K))
+        .neon(neon!(iq3_s::neon::dot_iq3_s, Q8K))
         .with_tokens(tokens!(BlockIq3S))
         .wide_tile(tile!(wide BlockIq3S), tile!(codes BlockIq3S)),
     row(D::Iq1S, "iq1_s", "IQ1_S", 19, (256, 50), A::Q8K, deq!(dequantize_iq1_s))
         .scale_at(ScaleField::At(0, None))
-        .dots(dot!(dot_iq1_s, Q8K), avx2!(iq1_s::avx2::dot_iq1_s, Q8K)),
+        .dots(dot!(dot_iq1_s, Q8K), avx2!(iq1_s::avx2::dot_iq1_s, Q8K))
+        .neon(neon!(iq1_s::neon::dot_iq1_s, Q8K)),
     row(D::Iq1M, "iq1_m", "IQ1_M", 29, (256, 56), A::Q8K, deq!(dequantize_iq1_m))
         .scale_at(ScaleField::Iq1M)
-        .dots(dot!(dot_iq1_m, Q8K), avx2!(iq1_m::avx2::dot_iq1_m, Q8K)),
+        .dots(dot!(dot_iq1_m, Q8K), avx2!(iq1_m::avx2::dot_iq1_m, Q8K))
+        .neon(neon!(iq1_m::neon::dot_iq1_m, Q8K)),
     row(D::Tq1_0, "tq1_0", "TQ1_0", 34, (256, 54), A::Q8K, deq!(dequantize_tq1_0))
         .scale_at(ScaleField::At(52, None))
-        .dots(dot!(dot_tq1_0, Q8K), avx2!(tq1_0::avx2::dot_tq1_0, Q8K)),
+        .dots(dot!(dot_tq1_0, Q8K), avx2!(tq1_0::avx2::dot_tq1_0, Q8K))
+        .neon(neon!(tq1_0::dot_tq1_0_with::<NeonLanes>, Q8K)),
     row(D::Tq2_0, "tq2_0", "TQ2_0", 35, (256, 66), A::Q8K, deq!(dequantize_tq2_0))
         .scale_at(ScaleField::At(64, None))
-        .dots(dot!(dot_tq2_0, Q8K), avx2!(tq2_0::avx2::dot_tq2_0, Q8K)),
+        .dots(dot!(dot_tq2_0, Q8K), avx2!(tq2_0::avx2::dot_tq2_0, Q8K))
+        .neon(neon!(tq2_0::dot_tq2_0_with::<NeonLanes>, Q8K)),
 ];
 
 const _: () = {

@@ -9,9 +9,12 @@ use std::arch::aarch64::*;
 use half::{bf16, f16};
 
 use super::{scalar, DotKernels, Isa};
-use crate::quant::{BlockQ4_0, BlockQ8_0};
+use crate::quant::int_lanes::{IntLanes, NeonLanes};
+use crate::quant::q4_k::unpack_k4;
+use crate::quant::{codes_q6_k, scales_mins_k4, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K};
+use crate::quant::{BlockQ8_0, QK_K};
 
-/// The NEON table (K-quants use the scalar kernels).
+/// The NEON table.
 pub const KERNELS: DotKernels = DotKernels {
     isa: Isa::Neon,
     f32: dot_f32,
@@ -27,9 +30,9 @@ pub const KERNELS: DotKernels = DotKernels {
     x4_prefetches: false,
     q4_0_rows8: None,
     q4_0_rows8_x4: None,
-    q4_k: scalar::dot_q4_k,
-    q5_k: scalar::dot_q5_k,
-    q6_k: scalar::dot_q6_k,
+    q4_k: dot_q4_k,
+    q5_k: dot_q5_k,
+    q6_k: dot_q6_k,
     quantize_q8_0: crate::quant::quantize_q8_0_activations_scalar,
     q8_sums: crate::quant::q8_sums_scalar,
     swiglu: crate::ops::swiglu_scalar,
@@ -178,6 +181,40 @@ fn dot_q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
             sum_i8x32(lo, hi, vld1q_s8(b.qs.as_ptr()), vld1q_s8(b.qs.as_ptr().add(16)))
         };
         s += sumi as f32 * (a.d.to_f32() * b.d.to_f32());
+    }
+    s
+}
+
+/// One Q4_K (or, with `qh`, Q5_K) super-block against one Q8_K block: the scalar twin's float
+/// steps, its exact integer sum from NEON lanes.
+fn k4_block(a: (f16, f16, &[u8; 12]), qs: &[u8; 128], qh: Option<&[u8; 32]>, b: &BlockQ8K) -> f32 {
+    let (d, dmin, scales) = a;
+    let (mut codes, mut ls) = ([0i8; QK_K], [0i16; QK_K / 16]);
+    unpack_k4(d, scales, qs, qh, &mut codes, &mut ls);
+    let sumi: i32 = NeonLanes::lanes256(&codes, &ls.map(i32::from), &b.qs).iter().sum();
+    let (_, m) = scales_mins_k4(scales);
+    let summins = scalar::mins_dot_bsums(&m, &b.bsums);
+    d.to_f32() * b.d * sumi as f32 - dmin.to_f32() * b.d * summins as f32
+}
+
+fn dot_q4_k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    w.iter().zip(x).map(|(a, b)| k4_block((a.d, a.dmin, &a.scales), &a.qs, None, b)).sum()
+}
+
+fn dot_q5_k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    w.iter().zip(x).map(|(a, b)| k4_block((a.d, a.dmin, &a.scales), &a.qs, Some(&a.qh), b)).sum()
+}
+
+fn dot_q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut s = 0.0f32;
+    for (a, b) in w.iter().zip(x) {
+        let codes = codes_q6_k(a).map(|q| q as i8 - 32);
+        let ls = a.scales.map(i32::from);
+        let sumi: i32 = NeonLanes::lanes256(&codes, &ls, &b.qs).iter().sum();
+        s += a.d.to_f32() * b.d * sumi as f32;
     }
     s
 }

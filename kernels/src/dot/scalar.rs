@@ -154,7 +154,7 @@ fn k4_block(
 }
 
 /// Σ over the 8 sub-blocks of min * (sum of that sub-block's activation codes).
-fn mins_dot_bsums(m: &[u8; 8], bsums: &[i16; 16]) -> i32 {
+pub(super) fn mins_dot_bsums(m: &[u8; 8], bsums: &[i16; 16]) -> i32 {
     (0..8).map(|j| m[j] as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32)).sum()
 }
 

@@ -8,6 +8,7 @@
 //! 32 values ([`GridBlock::run`]: grid bytes, sign bytes, two scales); the scalar and AVX2
 //! drivers here do the rest, so the two agree bit for bit.
 
+use super::int_lanes::{IntLanes, ScalarLanes};
 use super::{BlockQ8K, QK_K};
 
 /// One run of 32 values of a grid type, as ggml's AVX2 kernels load it.
@@ -60,18 +61,6 @@ pub(crate) trait GridBlock: Copy {
     }
 }
 
-/// Byte `v` of four words of eight.
-#[inline]
-fn byte(words: &[u64; 4], v: usize) -> u8 {
-    (words[v / 8] >> (8 * (v % 8))) as u8
-}
-
-/// `0x01` -> 1, `0xFF` -> -1.
-#[inline]
-fn sign(b: u8) -> i32 {
-    b as i8 as i32
-}
-
 /// Eight f32 lanes accumulated and summed as ggml's AVX2 kernels do.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Lanes([f32; 8]);
@@ -98,30 +87,13 @@ impl Lanes {
     }
 }
 
-/// The exact products of 32 codes (each less `offset`) and 32 activation codes in ggml's AVX2
-/// lanes (value `v` into lane `v / 4`), for the 32-value block types.
-#[inline]
-pub(crate) fn lanes32(q: &[u8; 32], offset: i32, y: &[i8]) -> [i32; 8] {
-    let mut lanes = [0i32; 8];
-    for (v, (&q, &y)) in q.iter().zip(y).enumerate() {
-        lanes[v / 4] += (q as i32 - offset) * y as i32;
-    }
-    lanes
-}
-
-/// The exact products of a super-block's 256 codes and activation codes, each run of 16
-/// values times its scale `ls[v / 16]`, in ggml's AVX2 lanes (value `v` into `(v % 32) / 4`).
-#[inline]
-pub(crate) fn lanes256(q: &[i8; QK_K], ls: &[i32; 16], y: &[i8; QK_K]) -> [i32; 8] {
-    let mut lanes = [0i32; 8];
-    for (v, (&q, &y)) in q.iter().zip(y).enumerate() {
-        lanes[(v % 32) / 4] += ls[v / 16] * q as i32 * y as i32;
-    }
-    lanes
-}
-
 /// The scalar grid dot product: exact integer lanes, rounded as the AVX2 kernel rounds.
 pub(crate) fn grid_dot<B: GridBlock>(w: &[B], x: &[BlockQ8K]) -> f32 {
+    grid_dot_with::<B, ScalarLanes>(w, x)
+}
+
+/// [`grid_dot`] with its integer lanes from `L`.
+pub(crate) fn grid_dot_with<B: GridBlock, L: IntLanes>(w: &[B], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
     let (mut acc, mut acc2, mut shift) = (Lanes::default(), Lanes::default(), 0.0f32);
     for (a, b) in w.iter().zip(x) {
@@ -129,22 +101,14 @@ pub(crate) fn grid_dot<B: GridBlock>(w: &[B], x: &[BlockQ8K]) -> f32 {
         for r in 0..QK_K / 32 {
             let run = a.run(r);
             let q8 = &b.qs[32 * r..32 * r + 32];
-            for (v, &q) in q8.iter().enumerate() {
-                let g = if B::SIGNED {
-                    byte(&run.grid, v) as i8 as i32
-                } else {
-                    byte(&run.grid, v) as i32 * sign(byte(&run.signs, v))
-                };
-                lanes[v / 4] += run.ls[v / 16] as i32 * g * q as i32;
-            }
+            let l = L::grid_run(&run, B::SIGNED, q8);
+            lanes = std::array::from_fn(|i| lanes[i] + l[i]);
             match B::DELTA {
                 Delta::None => {}
                 Delta::PerRun(_) => runs += a.delta_run(r, b),
                 Delta::Lanes(_) => {
-                    let ds = a.delta_signs(r);
-                    for (v, &q) in q8.iter().enumerate() {
-                        lanes2[v / 4] += run.ls[v / 16] as i32 * sign(byte(&ds, v)) * q as i32;
-                    }
+                    let l = L::sign_run(&a.delta_signs(r), run.ls, q8);
+                    lanes2 = std::array::from_fn(|i| lanes2[i] + l[i]);
                 }
             }
         }
@@ -285,6 +249,18 @@ macro_rules! grid_dots {
                 unsafe { super::super::codes::avx2::grid_dot(w, x) }
             }
         }
+
+        #[cfg(target_arch = "aarch64")]
+        pub(crate) mod neon {
+            use super::*;
+
+            /// The NEON twin: the same integer lanes, so the same bits.
+            pub(crate) fn $name(w: &[$block], x: &[super::super::BlockQ8K]) -> f32 {
+                super::super::codes::grid_dot_with::<$block, super::super::int_lanes::NeonLanes>(
+                    w, x,
+                )
+            }
+        }
     };
 }
 pub(crate) use grid_dots;
@@ -321,15 +297,23 @@ pub(crate) fn ternary_dot<B>(
     codes: impl Fn(&B, &mut [i8; QK_K]),
     scale: impl Fn(&B) -> f32,
 ) -> f32 {
+    ternary_dot_with::<B, ScalarLanes>(w, x, codes, scale)
+}
+
+/// [`ternary_dot`] with its integer lanes from `L`.
+pub(crate) fn ternary_dot_with<B, L: IntLanes>(
+    w: &[B],
+    x: &[BlockQ8K],
+    codes: impl Fn(&B, &mut [i8; QK_K]),
+    scale: impl Fn(&B) -> f32,
+) -> f32 {
     assert_eq!(w.len(), x.len());
     let mut q = [0i8; QK_K];
     let mut acc = [0.0f32; 8];
     for (a, b) in w.iter().zip(x) {
         codes(a, &mut q);
-        let mut lanes = [0i32; 8];
-        for (v, (&c, &y)) in q.iter().zip(&b.qs).enumerate() {
-            lanes[(v % 32) / 4] += (c as i32 + 1) * y as i32;
-        }
+        // Codes + 1 (0..=2), as ggml's kernels multiply them; the sums take the 1 back.
+        let lanes = L::lanes256(&q.map(|c| c + 1), &[1; 16], &b.qs);
         let d = b.d * scale(a);
         for (l, (acc, lane)) in acc.iter_mut().zip(lanes).enumerate() {
             let lane = lane - (b.bsums[2 * l] as i32 + b.bsums[2 * l + 1] as i32);

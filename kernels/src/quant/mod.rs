@@ -3,6 +3,7 @@
 //! (`traits.rs`) dispatches, its scalar dot product and SIMD twins).
 
 pub(crate) mod codes;
+pub(crate) mod int_lanes;
 pub(crate) mod iq1_m;
 pub(crate) mod iq1_s;
 pub(crate) mod iq2_s;

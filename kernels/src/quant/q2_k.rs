@@ -5,7 +5,8 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{lanes256, Lanes};
+use super::codes::Lanes;
+use super::int_lanes::{IntLanes, ScalarLanes};
 use super::{BlockQ8K, QK_K};
 
 /// One ggml `block_q2_K`.
@@ -60,6 +61,11 @@ fn codes(b: &BlockQ2K) -> [i8; QK_K] {
 /// activations' `bsums` in eight lanes times `-dmin`, then the codes' exact products times
 /// their scales in eight lanes times `d`, both added fused into eight f32 lanes.
 pub fn dot_q2_k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
+    dot_q2_k_with::<ScalarLanes>(w, x)
+}
+
+/// [`dot_q2_k`] with its integer lanes from `L`.
+pub(crate) fn dot_q2_k_with<L: IntLanes>(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
     let mut acc = Lanes::default();
     for (a, b) in w.iter().zip(x) {
@@ -69,7 +75,7 @@ pub fn dot_q2_k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
         });
         acc.fma(-b.d * a.dmin.to_f32(), &mins);
         let ls = a.scales.map(|s| (s & 0xF) as i32);
-        acc.fma(b.d * a.d.to_f32(), &lanes256(&codes(a), &ls, &b.qs));
+        acc.fma(b.d * a.d.to_f32(), &L::lanes256(&codes(a), &ls, &b.qs));
     }
     acc.sum()
 }

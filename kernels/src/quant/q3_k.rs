@@ -5,7 +5,8 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{lanes256, Lanes};
+use super::codes::Lanes;
+use super::int_lanes::{IntLanes, ScalarLanes};
 use super::{BlockQ8K, QK_K};
 
 /// One ggml `block_q3_K`.
@@ -94,11 +95,16 @@ fn codes(b: &BlockQ3K) -> [i8; QK_K] {
 /// Q3_K . Q8_K rounded as ggml's AVX2 kernel: per super-block the codes' exact products times
 /// their scales in eight lanes, times `d` added fused into eight f32 lanes.
 pub fn dot_q3_k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
+    dot_q3_k_with::<ScalarLanes>(w, x)
+}
+
+/// [`dot_q3_k`] with its integer lanes from `L`.
+pub(crate) fn dot_q3_k_with<L: IntLanes>(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
     let mut acc = Lanes::default();
     for (a, b) in w.iter().zip(x) {
         let ls = scales_q3_k(&a.scales).map(|s| s as i32 - 32);
-        acc.fma(b.d * a.d.to_f32(), &lanes256(&codes(a), &ls, &b.qs));
+        acc.fma(b.d * a.d.to_f32(), &L::lanes256(&codes(a), &ls, &b.qs));
     }
     acc.sum()
 }

@@ -4,7 +4,8 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{lanes32, Lanes};
+use super::codes::Lanes;
+use super::int_lanes::{IntLanes, ScalarLanes};
 use super::{BlockQ8_1, QK};
 
 /// One GGUF `block_q4_1`.
@@ -63,6 +64,11 @@ pub fn dequantize_q4_1(blocks: &[BlockQ4_1], out: &mut [f32]) {
 /// `lane * d` into eight f32 lanes (fused); the minimum times the activations' `s` summed
 /// apart and added last.
 pub fn dot_q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+    dot_q4_1_with::<ScalarLanes>(w, x)
+}
+
+/// [`dot_q4_1`] with its integer lanes from `L`.
+pub(crate) fn dot_q4_1_with<L: IntLanes>(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     assert_eq!(w.len(), x.len());
     let (mut acc, mut mins) = (Lanes::default(), 0.0f32);
     for (a, b) in w.iter().zip(x) {
@@ -71,7 +77,7 @@ pub fn dot_q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
             std::array::from_fn(
                 |v| if v < QK / 2 { a.qs[v] & 0x0F } else { a.qs[v - QK / 2] >> 4 },
             );
-        acc.fma(a.d.to_f32() * b.d.to_f32(), &lanes32(&q, 0, &b.qs));
+        acc.fma(a.d.to_f32() * b.d.to_f32(), &L::lanes32(&q, 0, &b.qs));
     }
     acc.sum() + mins
 }

@@ -79,7 +79,7 @@ pub(super) fn dequantize_k4_block(
 
 /// One Q4_K super-block (or, with `qh`, Q5_K) as unsigned codes in value order with a scale per
 /// 16 values (each sub-block's, twice), for the many-token prefill kernels.
-pub(super) fn unpack_k4(
+pub(crate) fn unpack_k4(
     d: f16,
     scales: &[u8; 12],
     qs: &[u8; QK_K / 2],

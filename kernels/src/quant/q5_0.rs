@@ -4,7 +4,8 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{lanes32, Lanes};
+use super::codes::Lanes;
+use super::int_lanes::{IntLanes, ScalarLanes};
 use super::{BlockQ8_0, QK};
 
 /// One GGUF `block_q5_0`.
@@ -82,10 +83,15 @@ pub fn dequantize_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
 /// Q5_0 . Q8_0 rounded as ggml's AVX2 kernel: per block the exact products in eight lanes,
 /// `lane * d` into eight f32 lanes (fused), summed at the end.
 pub fn dot_q5_0(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
+    dot_q5_0_with::<ScalarLanes>(w, x)
+}
+
+/// [`dot_q5_0`] with its integer lanes from `L`.
+pub(crate) fn dot_q5_0_with<L: IntLanes>(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
     let mut acc = Lanes::default();
     for (a, b) in w.iter().zip(x) {
-        acc.fma(a.d.to_f32() * b.d.to_f32(), &lanes32(&codes5(a.qh, &a.qs), 16, &b.qs));
+        acc.fma(a.d.to_f32() * b.d.to_f32(), &L::lanes32(&codes5(a.qh, &a.qs), 16, &b.qs));
     }
     acc.sum()
 }

@@ -4,7 +4,8 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::{lanes32, Lanes};
+use super::codes::Lanes;
+use super::int_lanes::{IntLanes, ScalarLanes};
 use super::q4_1::min_max;
 use super::q5_0::{codes5, pack5};
 use super::{BlockQ8_1, QK};
@@ -59,11 +60,16 @@ pub fn dequantize_q5_1(blocks: &[BlockQ5_1], out: &mut [f32]) {
 /// `lane * d` into eight f32 lanes (fused); the minimum times the activations' `s` summed
 /// apart and added last.
 pub fn dot_q5_1(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
+    dot_q5_1_with::<ScalarLanes>(w, x)
+}
+
+/// [`dot_q5_1`] with its integer lanes from `L`.
+pub(crate) fn dot_q5_1_with<L: IntLanes>(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
     assert_eq!(w.len(), x.len());
     let (mut acc, mut mins) = (Lanes::default(), 0.0f32);
     for (a, b) in w.iter().zip(x) {
         mins += a.m.to_f32() * b.s.to_f32();
-        acc.fma(a.d.to_f32() * b.d.to_f32(), &lanes32(&codes5(a.qh, &a.qs), 0, &b.qs));
+        acc.fma(a.d.to_f32() * b.d.to_f32(), &L::lanes32(&codes5(a.qh, &a.qs), 0, &b.qs));
     }
     acc.sum() + mins
 }

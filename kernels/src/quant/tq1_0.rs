@@ -72,6 +72,15 @@ pub fn dot_tq1_0(w: &[BlockTq1_0], x: &[BlockQ8K]) -> f32 {
     ternary_dot(w, x, codes, |b| b.d.to_f32())
 }
 
+/// [`dot_tq1_0`] with its integer lanes from `L`.
+#[cfg(target_arch = "aarch64")]
+pub(crate) fn dot_tq1_0_with<L: super::int_lanes::IntLanes>(
+    w: &[BlockTq1_0],
+    x: &[BlockQ8K],
+) -> f32 {
+    super::codes::ternary_dot_with::<_, L>(w, x, codes, |b| b.d.to_f32())
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;

@@ -258,12 +258,14 @@ pub(crate) fn dot_tokens<B: Unpack>(
 }
 
 /// Tokens per pass of the AVX2 many-token kernels: one register of sums each.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const TOKENS: usize = 8;
 
 /// The order in which the AVX2 many-token kernels visit a task of `m` rows and `n` tokens: tokens
 /// in blocks of `token_block` (a block's activations stay in cache while every row of the task
 /// passes over them), each row over a block in passes of up to [`TOKENS`]. `pass(r, t0, k)` gives
 /// row `r`'s sums for tokens `t0..t0 + k`, written to row `first + r` of `out`.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn visit_passes(
     (n, m, token_block): (usize, usize, usize),
     (first, out): (usize, &RowsOut),
