@@ -416,10 +416,12 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .with_tokens(tokens32!(BlockQ5_1)),
     row(D::Iq4Nl, "iq4_nl", "IQ4_NL", 20, (32, 18), A::Q8_0, deq!(dequantize_iq4_nl))
         .scale_at(ScaleField::At(0, None))
-        .dots(dot!(dot_iq4_nl, Q8), avx2!(iq4_nl::avx2::dot_iq4_nl, Q8)),
+        .dots(dot!(dot_iq4_nl, Q8), avx2!(iq4_nl::avx2::dot_iq4_nl, Q8))
+        .neon(neon!(iq4_nl::dot_iq4_nl_with::<NeonLanes>, Q8)),
     row(D::Iq4Xs, "iq4_xs", "IQ4_XS", 23, (256, 136), A::Q8K, deq!(dequantize_iq4_xs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq4_xs, Q8K), avx2!(iq4_xs::avx2::dot_iq4_xs, Q8K))
+        .neon(neon!(iq4_xs::dot_iq4_xs_with::<NeonLanes>, Q8K))
         .with_tokens(tokens!(BlockIq4Xs))
         .wide_tile(tile!(wide BlockIq4Xs), tile!(codes BlockIq4Xs)),
     row(D::Iq2Xxs, "iq2_xxs", "IQ2_XXS", 16, (256, 66), A::Q8K, deq!(dequantize_iq2_xxs))

@@ -12,7 +12,7 @@ use super::{scalar, DotKernels, Isa};
 use crate::quant::int_lanes::{IntLanes, NeonLanes};
 use crate::quant::q4_k::unpack_k4;
 use crate::quant::{codes_q6_k, scales_mins_k4, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8K};
-use crate::quant::{BlockQ8_0, QK_K};
+use crate::quant::{e8m0_to_f32_half, BlockMxfp4, BlockQ8_0, KVALUES_MXFP4, QK_K};
 
 /// The NEON table.
 pub const KERNELS: DotKernels = DotKernels {
@@ -22,7 +22,7 @@ pub const KERNELS: DotKernels = DotKernels {
     bf16: dot_bf16,
     q8_0: dot_q8_0,
     q4_0: dot_q4_0,
-    mxfp4: scalar::dot_mxfp4,
+    mxfp4: dot_mxfp4,
     q8_0_x4: |w, x| w.map(|r| dot_q8_0(r, x)),
     q4_0_x4: |w, x| w.map(|r| dot_q4_0(r, x)),
     axpy_f32: scalar::axpy_f32,
@@ -215,6 +215,16 @@ fn dot_q6_k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
         let ls = a.scales.map(i32::from);
         let sumi: i32 = NeonLanes::lanes256(&codes, &ls, &b.qs).iter().sum();
         s += a.d.to_f32() * b.d * sumi as f32;
+    }
+    s
+}
+
+fn dot_mxfp4(w: &[BlockMxfp4], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut s = 0.0f32;
+    for (a, b) in w.iter().zip(x) {
+        let sumi: i32 = NeonLanes::table_run(&a.qs, &KVALUES_MXFP4, &b.qs).iter().sum();
+        s += b.d.to_f32() * e8m0_to_f32_half(a.e) * sumi as f32;
     }
     s
 }

@@ -19,6 +19,10 @@ pub(crate) trait IntLanes {
     fn grid_run(run: &Run, signed: bool, y: &[i8]) -> [i32; 8];
     /// `lanes[v / 4] += ls[v / 16] * s[v] * y[v]` with `s` the sign bytes (`0x01` / `0xFF`).
     fn sign_run(signs: &[u64; 4], ls: [i16; 2], y: &[i8]) -> [i32; 8];
+    /// One run of 32 values stored as 16 bytes of nibbles (value `j` in the low half of byte
+    /// `j`, value `j + 16` in its high half), each nibble a level of `table`:
+    /// `lanes[v / 4] += table[nibble v] * y[v]` (IQ4_NL, IQ4_XS, MXFP4).
+    fn table_run(qs: &[u8], table: &[i8; 16], y: &[i8]) -> [i32; 8];
 }
 
 /// Byte `v` of four words of eight.
@@ -68,6 +72,16 @@ impl IntLanes for ScalarLanes {
         let mut lanes = [0i32; 8];
         for (v, &q) in y.iter().take(32).enumerate() {
             lanes[v / 4] += ls[v / 16] as i32 * byte(signs, v) as i8 as i32 * q as i32;
+        }
+        lanes
+    }
+
+    #[inline]
+    fn table_run(qs: &[u8], table: &[i8; 16], y: &[i8]) -> [i32; 8] {
+        let mut lanes = [0i32; 8];
+        for j in 0..16 {
+            lanes[j / 4] += table[(qs[j] & 0x0F) as usize] as i32 * y[j] as i32;
+            lanes[4 + j / 4] += table[(qs[j] >> 4) as usize] as i32 * y[j + 16] as i32;
         }
         lanes
     }
@@ -180,6 +194,19 @@ mod neon {
             unsafe {
                 let (s0, s1) = words(signs);
                 run(s0, s1, [ls[0] as i32, ls[1] as i32], y.as_ptr())
+            }
+        }
+
+        #[inline]
+        fn table_run(qs: &[u8], table: &[i8; 16], y: &[i8]) -> [i32; 8] {
+            assert!(qs.len() >= 16 && y.len() >= 32);
+            // SAFETY: 16 bytes of nibbles, 16 of table and 32 of activations (asserted); the
+            // table lookups index with nibbles (< 16).
+            unsafe {
+                let (v, t) = (vld1q_u8(qs.as_ptr()), vld1q_s8(table.as_ptr()));
+                let q0 = vqtbl1q_s8(t, vandq_u8(v, vdupq_n_u8(0x0F)));
+                let q1 = vqtbl1q_s8(t, vshrq_n_u8::<4>(v));
+                run(q0, q1, [1, 1], y.as_ptr())
             }
         }
     }

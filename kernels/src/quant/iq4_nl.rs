@@ -5,6 +5,7 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 
 use super::codes::Lanes;
+use super::int_lanes::{IntLanes, ScalarLanes};
 use super::{BlockQ8_0, QK};
 
 /// The 16 levels of IQ4_NL and IQ4_XS (ggml's `kvalues_iq4nl`).
@@ -36,18 +37,6 @@ pub fn dequantize_iq4_nl(blocks: &[BlockIq4Nl], out: &mut [f32]) {
     }
 }
 
-/// The exact integer products of one 16-byte run of IQ4 codes (32 values) and 32 activation
-/// codes in ggml's AVX2 lanes (value `v` into lane `v / 4`).
-#[inline]
-pub(super) fn lanes_iq4(qs: &[u8], y: &[i8]) -> [i32; 8] {
-    let mut lanes = [0i32; 8];
-    for j in 0..QK / 2 {
-        lanes[j / 4] += KVALUES_IQ4NL[(qs[j] & 0x0F) as usize] as i32 * y[j] as i32;
-        lanes[4 + j / 4] += KVALUES_IQ4NL[(qs[j] >> 4) as usize] as i32 * y[j + QK / 2] as i32;
-    }
-    lanes
-}
-
 /// The scale product ggml uses, activation's times weight's.
 #[inline]
 fn scale(a: &BlockIq4Nl, b: &BlockQ8_0) -> f32 {
@@ -58,23 +47,28 @@ fn scale(a: &BlockIq4Nl, b: &BlockQ8_0) -> f32 {
 /// one set of eight f32 lanes and the second into another (`lane * d`, fused), the two sets
 /// added and summed; an odd last block's exact sum then added fused.
 pub fn dot_iq4_nl(w: &[BlockIq4Nl], x: &[BlockQ8_0]) -> f32 {
+    dot_iq4_nl_with::<ScalarLanes>(w, x)
+}
+
+/// [`dot_iq4_nl`] with its integer lanes from `L`.
+pub(crate) fn dot_iq4_nl_with<L: IntLanes>(w: &[BlockIq4Nl], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
     let (mut even, mut odd) = (Lanes::default(), Lanes::default());
     let pairs = w.len() / 2;
     for i in 0..pairs {
         let (a, b) = ((&w[2 * i], &x[2 * i]), (&w[2 * i + 1], &x[2 * i + 1]));
-        even.fma(scale(a.0, a.1), &lanes_iq4(&a.0.qs, &a.1.qs));
-        odd.fma(scale(b.0, b.1), &lanes_iq4(&b.0.qs, &b.1.qs));
+        even.fma(scale(a.0, a.1), &L::table_run(&a.0.qs, &KVALUES_IQ4NL, &a.1.qs));
+        odd.fma(scale(b.0, b.1), &L::table_run(&b.0.qs, &KVALUES_IQ4NL, &b.1.qs));
     }
     let s = even.plus(&odd).sum();
-    tail(&w[2 * pairs..], &x[2 * pairs..], s)
+    tail::<L>(&w[2 * pairs..], &x[2 * pairs..], s)
 }
 
 /// ggml's scalar tail after the pairs (at most one block).
 #[inline]
-fn tail(w: &[BlockIq4Nl], x: &[BlockQ8_0], mut s: f32) -> f32 {
+fn tail<L: IntLanes>(w: &[BlockIq4Nl], x: &[BlockQ8_0], mut s: f32) -> f32 {
     for (a, b) in w.iter().zip(x) {
-        let sumi: i32 = lanes_iq4(&a.qs, &b.qs).iter().sum();
+        let sumi: i32 = L::table_run(&a.qs, &KVALUES_IQ4NL, &b.qs).iter().sum();
         s = (sumi as f32).mul_add(scale(a, b), s);
     }
     s
@@ -117,6 +111,10 @@ pub(crate) mod avx2 {
                 *acc = _mm256_fmadd_ps(scale8(x[j].d, w[j].d), mul_sum_i8(qa, qb), *acc);
             }
         }
-        super::tail(&w[2 * pairs..], &x[2 * pairs..], hsum(_mm256_add_ps(even, odd)))
+        super::tail::<super::ScalarLanes>(
+            &w[2 * pairs..],
+            &x[2 * pairs..],
+            hsum(_mm256_add_ps(even, odd)),
+        )
     }
 }

@@ -6,7 +6,8 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 
 use super::codes::Lanes;
-use super::iq4_nl::{lanes_iq4, KVALUES_IQ4NL};
+use super::int_lanes::{IntLanes, ScalarLanes};
+use super::iq4_nl::KVALUES_IQ4NL;
 use super::{BlockQ8K, QK_K};
 
 /// One GGUF `block_iq4_xs`.
@@ -54,12 +55,17 @@ pub fn dequantize_iq4_xs(blocks: &[BlockIq4Xs], out: &mut [f32]) {
 /// IQ4_XS . Q8_K rounded as ggml's AVX2 kernel: per super-block each run's exact products in
 /// eight lanes times its scale, then `lane * d` into eight f32 lanes (fused), summed at the end.
 pub fn dot_iq4_xs(w: &[BlockIq4Xs], x: &[BlockQ8K]) -> f32 {
+    dot_iq4_xs_with::<ScalarLanes>(w, x)
+}
+
+/// [`dot_iq4_xs`] with its integer lanes from `L`.
+pub(crate) fn dot_iq4_xs_with<L: IntLanes>(w: &[BlockIq4Xs], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
     let mut acc = Lanes::default();
     for (a, b) in w.iter().zip(x) {
         let mut lanes = [0i32; 8];
         for i in 0..QK_K / 32 {
-            let run = lanes_iq4(&a.qs[16 * i..16 * i + 16], &b.qs[32 * i..32 * i + 32]);
+            let run = L::table_run(&a.qs[16 * i..], &KVALUES_IQ4NL, &b.qs[32 * i..32 * i + 32]);
             for (l, r) in lanes.iter_mut().zip(run) {
                 *l += a.run_scale(i) * r;
             }
