@@ -417,7 +417,8 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
     row(D::Iq4Nl, "iq4_nl", "IQ4_NL", 20, (32, 18), A::Q8_0, deq!(dequantize_iq4_nl))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq4_nl, Q8), avx2!(iq4_nl::avx2::dot_iq4_nl, Q8))
-        .neon(neon!(iq4_nl::dot_iq4_nl_with::<NeonLanes>, Q8)),
+        .neon(neon!(iq4_nl::dot_iq4_nl_with::<NeonLanes>, Q8))
+        .with_tokens(tokens32!(BlockIq4Nl)),
     row(D::Iq4Xs, "iq4_xs", "IQ4_XS", 23, (256, 136), A::Q8K, deq!(dequantize_iq4_xs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq4_xs, Q8K), avx2!(iq4_xs::avx2::dot_iq4_xs, Q8K))

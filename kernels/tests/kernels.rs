@@ -205,8 +205,34 @@ fn bytes_of(dtype: DType, w: &[f32]) -> Vec<u8> {
         DType::Bf16 => w.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect(),
         DType::Q8_0 => bytemuck::cast_slice(&q8(w)).to_vec(),
         DType::Q4_0 => bytemuck::cast_slice(&q4(w)).to_vec(),
+        DType::Iq4Nl => iq4_nl(w),
         k => k.quantize(w).unwrap_or_else(|| panic!("{k}: floe has no quantiser for it")).unwrap(),
     }
+}
+
+/// IQ4_NL blocks of `w` (floe has no IQ4_NL quantiser; llama.cpp's needs an imatrix search):
+/// each value's nearest level at a scale that maps the block's largest magnitude to 127.
+fn iq4_nl(w: &[f32]) -> Vec<u8> {
+    use floe_kernels::quant::{BlockIq4Nl, KVALUES_IQ4NL};
+    let blocks: Vec<BlockIq4Nl> = w
+        .chunks_exact(32)
+        .map(|c| {
+            let amax = c.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let level = |v: f32| {
+                (0..16u8)
+                    .min_by(|&a, &b| {
+                        let da = (KVALUES_IQ4NL[a as usize] as f32 * d - v).abs();
+                        let db = (KVALUES_IQ4NL[b as usize] as f32 * d - v).abs();
+                        da.total_cmp(&db)
+                    })
+                    .unwrap()
+            };
+            let qs = std::array::from_fn(|j| level(c[j]) | (level(c[j + 16]) << 4));
+            BlockIq4Nl { d: f16::from_f32(d), qs }
+        })
+        .collect();
+    bytemuck::cast_slice(&blocks).to_vec()
 }
 
 fn dequant(dtype: DType, w: &[f32]) -> Vec<f32> {
@@ -358,7 +384,7 @@ fn per_token_inputs_equal_each_tokens_matvec_bit_for_bit() {
     let pool = KernelPool::new(2).unwrap();
     let cols = 160;
     let types = [DType::F32, DType::F16, DType::Bf16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
-    for dtype in types.into_iter().chain([DType::Q5_0, DType::Q5_1, DType::Mxfp4]) {
+    for dtype in types.into_iter().chain([DType::Q5_0, DType::Q5_1, DType::Mxfp4, DType::Iq4Nl]) {
         for rows in [1usize, 7, 37, 130] {
             let bytes = bytes_of(dtype, &vecf(rows * cols, rows as u64 + 5));
             let words = aligned_words(&bytes);

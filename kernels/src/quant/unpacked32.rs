@@ -1,5 +1,5 @@
-//! Prefill for the 32-value block types whose codes take several steps to unpack (Q5_0 and
-//! MXFP4, which pair with Q8_0 activations, and Q4_1, Q5_1 with Q8_1) on AVX2: the rows of a task are unpacked once into plain byte codes with
+//! Prefill for the 32-value block types whose codes take several steps to unpack (Q5_0, MXFP4
+//! and IQ4_NL, which pair with Q8_0 activations, and Q4_1, Q5_1 with Q8_1) on AVX2: the rows of a task are unpacked once into plain byte codes with
 //! their scales, then dotted with the tokens' activations (laid out once per product, as for
 //! the super-block types in `unpacked.rs`), eight tokens per pass so each block's codes are
 //! loaded once for eight. Each block's integer lanes, its fused multiply-add into eight float
@@ -16,8 +16,9 @@ use std::cell::RefCell;
 
 use super::mxfp4::{e8m0_to_f32_half, KVALUES_MXFP4};
 use super::unpacked::{visit_passes, UnpackedActs, TOKENS};
-use super::{BlockMxfp4, BlockQ4_1, BlockQ5_0, BlockQ5_1, QK};
+use super::{BlockIq4Nl, BlockMxfp4, BlockQ4_1, BlockQ5_0, BlockQ5_1, QK};
 use crate::dot::avx2::{bits_to_bytes, hsum, unpack_nibbles};
+use crate::dot::avx2_k::hsum_i32;
 use crate::gemm::RowsOut;
 
 /// How a type's codes multiply the activations.
@@ -28,11 +29,17 @@ pub(crate) enum Codes {
     Offset,
     /// Unsigned (the Q8_1 types, with a minimum): codes times activations directly.
     Unsigned,
+    /// Signed levels beyond ±64 (IQ4_NL's reach ±127): the magnitudes times the activations
+    /// with the codes' signs, one sign step per token, as the matvec kernel multiplies them.
+    Signed,
 }
 
 /// A 32-value block type these kernels read.
 pub(crate) trait Block32: Copy {
     const CODES: Codes;
+    /// Whether matvec sums the blocks in pairs (even blocks into one set of lanes, odd into
+    /// another, an odd last block's exact total added on its own), as ggml's IQ4_NL kernel does.
+    const PAIRED: bool = false;
     /// The block's codes (value order), scale and minimum (zero without one).
     ///
     /// # Safety
@@ -60,6 +67,16 @@ impl Block32 for BlockMxfp4 {
         let table = unsafe { _mm_loadu_si128(KVALUES_MXFP4.as_ptr() as *const __m128i) };
         let codes = _mm256_shuffle_epi8(_mm256_set_m128i(table, table), unpack_nibbles(&self.qs));
         (codes, e8m0_to_f32_half(self.e), 0.0)
+    }
+}
+
+impl Block32 for BlockIq4Nl {
+    const CODES: Codes = Codes::Signed;
+    const PAIRED: bool = true;
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn unpack(&self) -> (__m256i, f32, f32) {
+        let codes = _mm256_shuffle_epi8(super::iq4_nl::avx2::levels(), unpack_nibbles(&self.qs));
+        (codes, self.d.to_f32(), 0.0)
     }
 }
 
@@ -160,24 +177,42 @@ unsafe fn tile<B: Block32, const N: usize>(
     let y0: [*const u8; N] = std::array::from_fn(|t| acts.token(t0 + t).as_ptr());
     let d0: [&[f32]; N] = std::array::from_fn(|t| &acts.d[(t0 + t) * per..][..per]);
     let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
-    let mut acc = [_mm256_setzero_ps(); N];
+    // One set of lanes per token, two where matvec sums the blocks in pairs.
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
     let mut mins = [0.0f32; N];
-    for i in 0..per {
+    // Where the blocks go in pairs, an odd last block is summed on its own, after.
+    let lanes_end = if B::PAIRED { per / 2 * 2 } else { per };
+    // What a block's codes give every token alike: the offset's share for offset codes, the
+    // magnitudes for signed ones.
+    let prepare = |q: __m256i| match B::CODES {
+        Codes::Offset => {
+            _mm256_slli_epi32::<7>(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16))
+        }
+        Codes::Unsigned => q,
+        Codes::Signed => _mm256_sign_epi8(q, q),
+    };
+    // Token t's exact lanes of block i, whose codes are q (and `pre` what `prepare` made).
+    let lanes = |q: __m256i, pre: __m256i, t: usize, i: usize| {
+        // SAFETY: token t's run holds per * 32 values (`acts.token`), and i < per.
+        let y = unsafe { _mm256_loadu_si256(y0[t].add(QK * i) as *const __m256i) };
+        match B::CODES {
+            Codes::Offset => {
+                _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(y, q), ones16), pre)
+            }
+            Codes::Unsigned => _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones16),
+            Codes::Signed => {
+                _mm256_madd_epi16(_mm256_maddubs_epi16(pre, _mm256_sign_epi8(y, q)), ones16)
+            }
+        }
+    };
+    for i in 0..lanes_end {
         // SAFETY: 32 bytes; unaligned load.
         let q = unsafe { _mm256_loadu_si256(codes[i].as_ptr() as *const __m256i) };
-        let offset =
-            _mm256_slli_epi32::<7>(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16));
+        let pre = prepare(q);
         for t in 0..N {
-            // SAFETY: token t's run holds per * 32 values (`acts.token`), and i < per.
-            let y = unsafe { _mm256_loadu_si256(y0[t].add(QK * i) as *const __m256i) };
-            let lanes = match B::CODES {
-                Codes::Offset => {
-                    _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(y, q), ones16), offset)
-                }
-                Codes::Unsigned => _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones16),
-            };
             let scale = _mm256_set1_ps(d[i] * d0[t][i]);
-            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[t]);
+            let a = &mut acc[t][if B::PAIRED { i % 2 } else { 0 }];
+            *a = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes(q, pre, t, i)), *a);
             if B::CODES == Codes::Unsigned {
                 mins[t] += m[i] * acts.s[(t0 + t) * per + i];
             }
@@ -185,8 +220,23 @@ unsafe fn tile<B: Block32, const N: usize>(
     }
     let mut out = [0.0; TOKENS];
     for (t, o) in out.iter_mut().take(N).enumerate() {
-        // Minima only where the type has them: adding a zero would turn a -0.0 into +0.0.
-        *o = if B::CODES == Codes::Unsigned { hsum(acc[t]) + mins[t] } else { hsum(acc[t]) };
+        let [even, odd] = acc[t];
+        *o = if B::PAIRED {
+            let s = hsum(_mm256_add_ps(even, odd));
+            if lanes_end < per {
+                let i = per - 1;
+                // SAFETY: 32 bytes; unaligned load.
+                let q = unsafe { _mm256_loadu_si256(codes[i].as_ptr() as *const __m256i) };
+                (hsum_i32(lanes(q, prepare(q), t, i)) as f32).mul_add(d[i] * d0[t][i], s)
+            } else {
+                s
+            }
+        } else if B::CODES == Codes::Unsigned {
+            // Minima only where the type has them: adding a zero would turn a -0.0 into +0.0.
+            hsum(even) + mins[t]
+        } else {
+            hsum(even)
+        };
     }
     out
 }
