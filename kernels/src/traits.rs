@@ -251,8 +251,8 @@ macro_rules! tokens {
     };
 }
 
-/// The same for Q4_K, Q5_K (with minima) and Q6_K (codes stored plus 32): AVX2 only, since
-/// their scalar matvec rounds per block.
+/// The same for Q2_K, Q4_K, Q5_K (with minima) and Q6_K (codes stored plus 32): AVX2 only: the
+/// scalar many-token kernel has no minima.
 macro_rules! tokens_k {
     ($block:ty) => {
         TokensKernels {
@@ -377,7 +377,8 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .tile(tile!(wide32 BlockQ4_0)),
     row(D::Q2K, "q2_k", "Q2_K", 10, (256, 84), A::Q8K, deq!(dequantize_q2_k))
         .dots(dot!(dot_q2_k, Q8K), avx2!(q2_k::avx2::dot_q2_k, Q8K))
-        .neon(neon!(q2_k::dot_q2_k_with::<NeonLanes>, Q8K)),
+        .neon(neon!(q2_k::dot_q2_k_with::<NeonLanes>, Q8K))
+        .with_tokens(tokens_k!(BlockQ2K)),
     row(D::Q3K, "q3_k", "Q3_K", 11, (256, 110), A::Q8K, deq!(dequantize_q3_k))
         .dots(dot!(dot_q3_k, Q8K), avx2!(q3_k::avx2::dot_q3_k, Q8K))
         .neon(neon!(q3_k::dot_q3_k_with::<NeonLanes>, Q8K))

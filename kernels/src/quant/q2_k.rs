@@ -57,6 +57,23 @@ fn codes(b: &BlockQ2K) -> [i8; QK_K] {
     })
 }
 
+impl super::unpacked::Unpack for BlockQ2K {
+    const MULT: f32 = 1.0;
+    // Codes 0..=3.
+    const SMALL_CODES: bool = true;
+    const MIN_LANES: bool = true;
+    fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
+        codes[..QK_K].copy_from_slice(&self::codes(self));
+        for (l, &s) in ls.iter_mut().zip(&self.scales) {
+            *l = (s & 0xF) as i16;
+        }
+        self.d.to_f32()
+    }
+    fn minima(&self) -> (f32, [u8; 16]) {
+        (self.dmin.to_f32(), self.scales.map(|s| s >> 4))
+    }
+}
+
 /// Q2_K . Q8_K rounded as ggml's AVX2 kernel: per super-block the mins against the
 /// activations' `bsums` in eight lanes times `-dmin`, then the codes' exact products times
 /// their scales in eight lanes times `d`, both added fused into eight f32 lanes.

@@ -163,7 +163,8 @@ impl super::unpacked::Unpack for BlockQ4K {
         // SAFETY: the caller's contract: the CPU has AVX2.
         unsafe { unpack_k4_avx2(self.d, &self.scales, &self.qs, None, codes, ls) }
     }
-    fn minima(&self) -> (f32, [u8; 8]) {
-        (self.dmin.to_f32(), scales_mins_k4(&self.scales).1)
+    fn minima(&self) -> (f32, [u8; 16]) {
+        let m = scales_mins_k4(&self.scales).1;
+        (self.dmin.to_f32(), std::array::from_fn(|j| m[j / 2]))
     }
 }

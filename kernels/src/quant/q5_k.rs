@@ -48,7 +48,8 @@ impl super::unpacked::Unpack for BlockQ5K {
             super::q4_k::unpack_k4_avx2(self.d, &self.scales, &self.qs, Some(&self.qh), codes, ls)
         }
     }
-    fn minima(&self) -> (f32, [u8; 8]) {
-        (self.dmin.to_f32(), super::q4_k::scales_mins_k4(&self.scales).1)
+    fn minima(&self) -> (f32, [u8; 16]) {
+        let m = super::q4_k::scales_mins_k4(&self.scales).1;
+        (self.dmin.to_f32(), std::array::from_fn(|j| m[j / 2]))
     }
 }
