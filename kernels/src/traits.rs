@@ -251,8 +251,8 @@ macro_rules! tokens {
     };
 }
 
-/// The same for Q2_K, Q4_K, Q5_K (with minima) and Q6_K (codes stored plus 32): AVX2 only: the
-/// scalar many-token kernel has no minima.
+/// The same for Q2_K, Q4_K, Q5_K (with minima), Q6_K and the ternary types (codes stored plus 32
+/// or 1): AVX2 only: the scalar many-token kernel has neither.
 macro_rules! tokens_k {
     ($block:ty) => {
         TokensKernels {
@@ -467,11 +467,13 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
     row(D::Tq1_0, "tq1_0", "TQ1_0", 34, (256, 54), A::Q8K, deq!(dequantize_tq1_0))
         .scale_at(ScaleField::At(52, None))
         .dots(dot!(dot_tq1_0, Q8K), avx2!(tq1_0::avx2::dot_tq1_0, Q8K))
-        .neon(neon!(tq1_0::dot_tq1_0_with::<NeonLanes>, Q8K)),
+        .neon(neon!(tq1_0::dot_tq1_0_with::<NeonLanes>, Q8K))
+        .with_tokens(tokens_k!(BlockTq1_0)),
     row(D::Tq2_0, "tq2_0", "TQ2_0", 35, (256, 66), A::Q8K, deq!(dequantize_tq2_0))
         .scale_at(ScaleField::At(64, None))
         .dots(dot!(dot_tq2_0, Q8K), avx2!(tq2_0::avx2::dot_tq2_0, Q8K))
-        .neon(neon!(tq2_0::dot_tq2_0_with::<NeonLanes>, Q8K)),
+        .neon(neon!(tq2_0::dot_tq2_0_with::<NeonLanes>, Q8K))
+        .with_tokens(tokens_k!(BlockTq2_0)),
 ];
 
 const _: () = {

@@ -54,12 +54,12 @@ pub fn dequantize_q6_k(blocks: &[BlockQ6K], out: &mut [f32]) {
 }
 
 /// Q6_K as the many-token prefill kernels read it: the stored codes (0..64, the matvec kernel's
-/// form) with a scale per 16 values; the `- 32` is [`super::unpacked::Unpack::PLUS32`].
+/// form) with a scale per 16 values; the `- 32` is [`super::unpacked::Unpack::STORED_OFFSET`].
 impl super::unpacked::Unpack for BlockQ6K {
     const MULT: f32 = 1.0;
     // Stored codes 0..=63.
     const SMALL_CODES: bool = true;
-    const PLUS32: bool = true;
+    const STORED_OFFSET: i32 = 32;
     fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32 {
         for (c, q) in codes.iter_mut().zip(codes_q6_k(self)) {
             *c = q as i8;

@@ -57,6 +57,24 @@ pub(crate) fn dot_tq2_0_with<L: super::int_lanes::IntLanes>(
     super::codes::ternary_dot_with::<_, L>(w, x, codes, |b| b.d.to_f32())
 }
 
+/// The ternary codes as the many-token prefill kernels read them: stored plus 1 (0..=2, the
+/// matvec kernel's form), one scale for every run; the `- 1` is
+/// [`super::unpacked::Unpack::STORED_OFFSET`].
+impl super::unpacked::Unpack for BlockTq2_0 {
+    const MULT: f32 = 1.0;
+    const SMALL_CODES: bool = true;
+    const STORED_OFFSET: i32 = 1;
+    fn unpack(&self, out: &mut [i8], ls: &mut [i16]) -> f32 {
+        let mut q = [0i8; QK_K];
+        codes(self, &mut q);
+        for (o, c) in out.iter_mut().zip(q) {
+            *o = c + 1;
+        }
+        ls[..QK_K / 16].fill(1);
+        self.d.to_f32()
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;

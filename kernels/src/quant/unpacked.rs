@@ -76,10 +76,10 @@ pub(crate) trait Unpack: Copy {
     const MIN: bool = false;
     /// Writes super-block `b`'s 256 codes, 16 scales and weight scale.
     fn unpack(&self, codes: &mut [i8], ls: &mut [i16]) -> f32;
-    /// Whether the codes are stored plus 32 (Q6_K), the matvec kernel taking
-    /// `32 * (scales . sums per 16)` off each super-block's lanes; the codes here are the stored
-    /// ones, and so is that step.
-    const PLUS32: bool = false;
+    /// What the codes are stored plus (Q6_K: 32, the ternary types: 1; 0: nothing), the matvec
+    /// kernel taking `STORED_OFFSET * (scales . sums per 16)` off each super-block's lanes; the
+    /// codes here are the stored ones, and so is that step.
+    const STORED_OFFSET: i32 = 0;
     /// Whether values carry a minimum per run of 16 (`d * sc * q - dmin * m`: Q2_K) that the
     /// matvec kernel adds into its float lanes before the codes (`-dmin * dy * (m . sums)`).
     const MIN_LANES: bool = false;
@@ -240,8 +240,8 @@ pub(crate) fn dot_tokens<B: Unpack>(
 ) {
     assert!(acts.per == per && acts.block == QK_K, "activations laid out otherwise");
     assert!(
-        !B::MIN && !B::PLUS32 && !B::MIN_LANES,
-        "Q2_K, Q4_K, Q5_K and Q6_K have AVX2 many-token kernels only"
+        !B::MIN && B::STORED_OFFSET == 0 && !B::MIN_LANES,
+        "Q2_K, Q4_K, Q5_K, Q6_K and the ternary types have AVX2 many-token kernels only"
     );
     with_rows(&w[first * per..(first + m) * per], per, B::unpack, |rows| {
         for r in 0..m {

@@ -47,8 +47,12 @@ pub(crate) fn dot_tokens<B: Unpack>(
         "activations laid out otherwise"
     );
     assert!(
-        !(B::MIN || B::PLUS32 || B::MIN_LANES) || B::SMALL_CODES,
+        !(B::MIN || B::STORED_OFFSET != 0 || B::MIN_LANES) || B::SMALL_CODES,
         "minima and stored offsets are taken with offset activations only"
+    );
+    assert!(
+        matches!(B::STORED_OFFSET, 0 | 1 | 32),
+        "a stored offset these kernels have no pass for"
     );
     let n = acts.tokens();
     // SAFETY: this kernel sits only in the AVX2 column of the type table, used after
@@ -66,23 +70,27 @@ pub(crate) fn dot_tokens<B: Unpack>(
                             $($k if B::MIN => {
                                 // SAFETY: AVX2 and FMA as above; `acts` holds tokens
                                 // t0..t0 + k of `per` super-blocks.
-                                unsafe { tile::<$k, true, true, false, false>(row, acts, t0) }
+                                unsafe { tile::<$k, true, true, 0, false>(row, acts, t0) }
                             })*
-                            $($k if B::PLUS32 => {
+                            $($k if B::STORED_OFFSET == 1 => {
                                 // SAFETY: as above.
-                                unsafe { tile::<$k, true, false, true, false>(row, acts, t0) }
+                                unsafe { tile::<$k, true, false, 1, false>(row, acts, t0) }
+                            })*
+                            $($k if B::STORED_OFFSET == 32 => {
+                                // SAFETY: as above.
+                                unsafe { tile::<$k, true, false, 32, false>(row, acts, t0) }
                             })*
                             $($k if B::MIN_LANES => {
                                 // SAFETY: as above.
-                                unsafe { tile::<$k, true, false, false, true>(row, acts, t0) }
+                                unsafe { tile::<$k, true, false, 0, true>(row, acts, t0) }
                             })*
                             $($k if B::SMALL_CODES => {
                                 // SAFETY: as above.
-                                unsafe { tile::<$k, true, false, false, false>(row, acts, t0) }
+                                unsafe { tile::<$k, true, false, 0, false>(row, acts, t0) }
                             })*
                             $($k => {
                                 // SAFETY: as above.
-                                unsafe { tile::<$k, false, false, false, false>(row, acts, t0) }
+                                unsafe { tile::<$k, false, false, 0, false>(row, acts, t0) }
                             })*
                             _ => unreachable!("at most {TOKENS} tokens per pass"),
                         }
@@ -172,7 +180,7 @@ unsafe fn tile<
     const N: usize,
     const OFFSET: bool,
     const MIN: bool,
-    const PLUS32: bool,
+    const PLUS: i32,
     const MINL: bool,
 >(
     (row, (run_ls, offsets, mins16)): (RowCodes, RowScales),
@@ -182,7 +190,7 @@ unsafe fn tile<
     let per = row.d.len();
     assert!(run_ls.len() == per * QK_K / 32 && (!OFFSET || offsets.len() == per));
     assert!(!(MIN || MINL) || (mins16.len() == per && row.dmin.len() == per));
-    assert!(!(MIN || PLUS32 || MINL) || acts.bsums.len() >= (t0 + N) * per);
+    assert!(!(MIN || PLUS != 0 || MINL) || acts.bsums.len() >= (t0 + N) * per);
     let mut mins = [0.0f32; N];
     debug_assert!(acts.per == per && acts.d.len() >= (t0 + N) * per);
     let stride = per * QK_K;
@@ -227,7 +235,7 @@ unsafe fn tile<
         };
         for (t, (a, s)) in acc.iter_mut().zip(sumi).enumerate() {
             let mut s = if OFFSET { _mm256_sub_epi32(s, offset) } else { s };
-            if PLUS32 {
+            if PLUS != 0 {
                 // SAFETY: 16 scales of this super-block and 16 sums, 32 bytes each;
                 // unaligned loads.
                 let (sc, b) = unsafe {
@@ -238,7 +246,13 @@ unsafe fn tile<
                         ),
                     )
                 };
-                s = _mm256_sub_epi32(s, _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc, b)));
+                let sums = _mm256_madd_epi16(sc, b);
+                let stored = match PLUS {
+                    1 => sums,
+                    32 => _mm256_slli_epi32::<5>(sums),
+                    _ => _mm256_mullo_epi32(sums, _mm256_set1_epi32(PLUS)),
+                };
+                s = _mm256_sub_epi32(s, stored);
             }
             let dy = acts.d[(t0 + t) * per + i];
             if MINL {
