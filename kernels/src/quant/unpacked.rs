@@ -1,5 +1,6 @@
-//! Prefill for the Q8_K-activation types whose super-blocks are signed codes with a scale per
-//! 16 values (the grid types without a shift, IQ4_XS, Q3_K): a weight row is unpacked once
+//! Prefill for the Q8_K-activation types whose super-blocks are codes with a scale per 16
+//! values (the grid types without a shift, IQ4_XS, the K-quants Q2_K..Q6_K with their minima or
+//! stored offsets, TQ1_0 and TQ2_0): a weight row is unpacked once
 //! into plain `i8` codes, then dotted with every token's activations, eight tokens per pass so
 //! each code vector is loaded once for eight. Decode unpacks each super-block for one token;
 //! prefill would otherwise unpack the same row again for every token. The activations are laid
