@@ -285,6 +285,59 @@ macro_rules! grid_unpack {
 }
 pub(crate) use grid_unpack;
 
+/// A ternary type's dequantisation, scalar dot (and its lanes-generic form for NEON) and
+/// prefill unpacking, all from its `codes` (value order, -1..=1) and its f16 scale `d`.
+macro_rules! ternary_type {
+    ($block:ty, $dequantize:ident, $dot:ident, $dot_with:ident) => {
+        /// Expands blocks to f32: `code * d`.
+        pub fn $dequantize(blocks: &[$block], out: &mut [f32]) {
+            assert_eq!(out.len(), blocks.len() * QK_K);
+            let mut q = [0i8; QK_K];
+            for (b, ob) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
+                codes(b, &mut q);
+                let d = b.d.to_f32();
+                for (o, &v) in ob.iter_mut().zip(&q) {
+                    *o = v as f32 * d;
+                }
+            }
+        }
+
+        /// Weights of this type . Q8_K, rounded as ggml's AVX2 kernel rounds it (see
+        /// `codes::ternary_dot`).
+        pub fn $dot(w: &[$block], x: &[BlockQ8K]) -> f32 {
+            super::codes::ternary_dot(w, x, codes, |b| b.d.to_f32())
+        }
+
+        /// The dot with its integer lanes from `L`.
+        #[cfg(target_arch = "aarch64")]
+        pub(crate) fn $dot_with<L: super::int_lanes::IntLanes>(
+            w: &[$block],
+            x: &[BlockQ8K],
+        ) -> f32 {
+            super::codes::ternary_dot_with::<_, L>(w, x, codes, |b| b.d.to_f32())
+        }
+
+        /// The ternary codes as the many-token prefill kernels read them: stored plus 1
+        /// (0..=2, the matvec kernel's form), one scale for every run; the `- 1` is
+        /// [`super::unpacked::Unpack::STORED_OFFSET`].
+        impl super::unpacked::Unpack for $block {
+            const MULT: f32 = 1.0;
+            const SMALL_CODES: bool = true;
+            const STORED_OFFSET: i32 = 1;
+            fn unpack(&self, out: &mut [i8], ls: &mut [i16]) -> f32 {
+                let mut q = [0i8; QK_K];
+                codes(self, &mut q);
+                for (o, c) in out.iter_mut().zip(q) {
+                    *o = c + 1;
+                }
+                ls[..QK_K / 16].fill(1);
+                self.d.to_f32()
+            }
+        }
+    };
+}
+pub(crate) use ternary_type;
+
 /// The ternary types' dot product the way ggml's AVX2 kernels round it: codes `q + 1` (0..2)
 /// times the activations summed exactly into eight lanes (value `v` into lane `(v % 32) / 4`),
 /// each lane less the activation sums of its 32 values (`bsums`), then per super-block

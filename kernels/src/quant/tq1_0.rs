@@ -4,7 +4,6 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::codes::ternary_dot;
 use super::{BlockQ8K, QK_K};
 
 /// One GGUF `block_tq1_0`.
@@ -54,50 +53,7 @@ fn codes(b: &BlockTq1_0, out: &mut [i8; QK_K]) {
     }
 }
 
-/// Expands blocks to f32: `(digit - 1) * d`.
-pub fn dequantize_tq1_0(blocks: &[BlockTq1_0], out: &mut [f32]) {
-    assert_eq!(out.len(), blocks.len() * QK_K);
-    let mut q = [0i8; QK_K];
-    for (b, ob) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
-        codes(b, &mut q);
-        let d = b.d.to_f32();
-        for (o, &v) in ob.iter_mut().zip(&q) {
-            *o = v as f32 * d;
-        }
-    }
-}
-
-/// TQ1_0 . Q8_K, rounded as ggml's AVX2 kernel rounds it (see `codes::ternary_dot`).
-pub fn dot_tq1_0(w: &[BlockTq1_0], x: &[BlockQ8K]) -> f32 {
-    ternary_dot(w, x, codes, |b| b.d.to_f32())
-}
-
-/// [`dot_tq1_0`] with its integer lanes from `L`.
-#[cfg(target_arch = "aarch64")]
-pub(crate) fn dot_tq1_0_with<L: super::int_lanes::IntLanes>(
-    w: &[BlockTq1_0],
-    x: &[BlockQ8K],
-) -> f32 {
-    super::codes::ternary_dot_with::<_, L>(w, x, codes, |b| b.d.to_f32())
-}
-
-/// The ternary codes as the many-token prefill kernels read them: stored plus 1 (0..=2, the
-/// matvec kernel's form), one scale for every run; the `- 1` is
-/// [`super::unpacked::Unpack::STORED_OFFSET`].
-impl super::unpacked::Unpack for BlockTq1_0 {
-    const MULT: f32 = 1.0;
-    const SMALL_CODES: bool = true;
-    const STORED_OFFSET: i32 = 1;
-    fn unpack(&self, out: &mut [i8], ls: &mut [i16]) -> f32 {
-        let mut q = [0i8; QK_K];
-        codes(self, &mut q);
-        for (o, c) in out.iter_mut().zip(q) {
-            *o = c + 1;
-        }
-        ls[..QK_K / 16].fill(1);
-        self.d.to_f32()
-    }
-}
+super::codes::ternary_type!(BlockTq1_0, dequantize_tq1_0, dot_tq1_0, dot_tq1_0_with);
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {

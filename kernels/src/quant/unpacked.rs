@@ -220,11 +220,22 @@ impl UnpackedActs {
         &self.q[t * stride..(t + 1) * stride]
     }
 
+    /// Panics unless these activations were laid out for `per` blocks of `block` values a row.
+    pub(crate) fn assert_laid_out_for(&self, per: usize, block: usize) {
+        assert!(self.per == per && self.block == block, "activations laid out otherwise");
+    }
+
     /// Token `t`'s value `v`, signed.
     fn value(&self, t: usize, v: usize) -> i32 {
         let flip = if self.offset { 0x80 } else { 0 };
         (self.token(t)[v] ^ flip) as i8 as i32
     }
+}
+
+/// Whether `B`'s kernels take a pass against the activations' sums (minima, a stored offset,
+/// per-lane minima), which only the AVX2 kernels have.
+pub(crate) fn takes_offset_pass<B: Unpack>() -> bool {
+    B::MIN || B::STORED_OFFSET != 0 || B::MIN_LANES
 }
 
 /// A many-token kernel: rows `first..first + m` of a matrix (`per_row` super-blocks each)
@@ -239,9 +250,9 @@ pub(crate) fn dot_tokens<B: Unpack>(
     per: usize,
     out: &RowsOut,
 ) {
-    assert!(acts.per == per && acts.block == QK_K, "activations laid out otherwise");
+    acts.assert_laid_out_for(per, QK_K);
     assert!(
-        !B::MIN && B::STORED_OFFSET == 0 && !B::MIN_LANES,
+        !takes_offset_pass::<B>(),
         "Q2_K, Q4_K, Q5_K, Q6_K and the ternary types have AVX2 many-token kernels only"
     );
     with_rows(&w[first * per..(first + m) * per], per, B::unpack, |rows| {

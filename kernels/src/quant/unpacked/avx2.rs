@@ -42,12 +42,10 @@ pub(crate) fn dot_tokens<B: Unpack>(
     per: usize,
     out: &RowsOut,
 ) {
+    acts.assert_laid_out_for(per, QK_K);
+    assert!(acts.offset == B::SMALL_CODES, "activations laid out otherwise");
     assert!(
-        acts.per == per && acts.block == QK_K && acts.offset == B::SMALL_CODES,
-        "activations laid out otherwise"
-    );
-    assert!(
-        !(B::MIN || B::STORED_OFFSET != 0 || B::MIN_LANES) || B::SMALL_CODES,
+        !super::takes_offset_pass::<B>() || B::SMALL_CODES,
         "minima and stored offsets are taken with offset activations only"
     );
     assert!(
