@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """How close can an eviction policy that only knows the past get to Belady on a route trace?
 
-Replays the decode rows of a `route_trace v1` CSV (../shared/traces) with unit-size slabs, the
-way `floe sim` does (a layer's whole routing is pinned while it runs), through:
+Replays the decode rows of a `route_trace v1` CSV (../shared/traces), or the rows of a floe
+`--trace-out` JSON-lines trace (decode rows, or every row with `--phase all`), with unit-size
+slabs, the way `floe sim` does (a layer's whole routing is pinned while it runs), at 5, 10 and
+25 % of the experts or at the slots given with `--slots N`, through:
 
   lru        the reference;
   static     keeps the experts with the largest count over the WHOLE trace (it knows the future
@@ -16,15 +18,33 @@ way `floe sim` does (a layer's whole routing is pinned while it runs), through:
 `static` and `hindsight` are not online policies: they bound from above what any policy built on
 popularity and recency can reach. Standard library only.
 
-usage: policy_ceiling.py TRACE.csv [TRACE.csv ...]
+Each policy's hit ratio, its share of Belady's, and its misses (slab reads) over Belady's.
+
+usage: policy_ceiling.py [--phase decode|all] [--slots N] TRACE [TRACE ...]
 """
 import collections
 import heapq
+import json
 import math
 import sys
 
 
-def load(path):
+def load_jsonl(path, phase):
+    lines = open(path)
+    head = json.loads(next(lines))
+    hdr = {"n_layer": head["layers"], "n_expert": head["experts"]}
+    groups = []
+    for line in lines:
+        if line.strip():
+            row = json.loads(line)
+            if phase == "all" or row["phase"] == "decode":
+                groups.append((row["layer"], row["experts"]))
+    return groups, hdr
+
+
+def load(path, phase="decode"):
+    if path.endswith(".jsonl"):
+        return load_jsonl(path, phase)
     rows, hdr = [], {}
     for line in open(path):
         if line.startswith("#"):
@@ -110,16 +130,27 @@ class Hindsight:
             self.last[(layer, e)] = visits[layer] + 1
 
 
-def main(paths):
-    print("| trace | capacity | lru | static | hindsight | belady | lru / belady | static / belady | hindsight / belady |")
-    print("|---|---|---|---|---|---|---|---|---|")
+def main(args):
+    phase, slots, paths = "decode", None, []
+    it = iter(args)
+    for a in it:
+        if a == "--phase":
+            phase = next(it)
+        elif a == "--slots":
+            slots = int(next(it))
+        else:
+            paths.append(a)
+    print("| trace | capacity | lru | static | hindsight | belady | lru / belady | static / belady "
+          "| hindsight / belady | reads / Belady's: lru, static, hindsight |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for path in paths:
-        groups, hdr = load(path)
+        groups, hdr = load(path, phase)
         L, E = int(hdr["n_layer"]), int(hdr["n_expert"])
         keys = [(layer, e) for layer, chosen in groups for e in chosen]
         tc = collections.Counter(keys)
-        for frac in (0.05, 0.10, 0.25):
-            cap = math.floor(L * E * frac)
+        caps = [(f"{slots} slots", slots)] if slots else [
+            (f"{f:.0%}", math.floor(L * E * f)) for f in (0.05, 0.10, 0.25)]
+        for label, cap in caps:
             b = belady(keys, cap)
             stamp = {}
 
@@ -137,8 +168,9 @@ def main(paths):
             second = Hindsight(tc, L, E, (first.hit, first.obs))
             hind = replay(groups, cap, L, E, second.score, second.learn)
             name = path.rsplit("/", 1)[-1]
-            print(f"| {name} | {frac:.0%} | {lru:.3f} | {static:.3f} | {hind:.3f} | {b:.3f} "
-                  f"| {lru / b:.0%} | {static / b:.0%} | {hind / b:.0%} |")
+            reads = ", ".join(f"{(1 - h) / (1 - b):.2f}x" for h in (lru, static, hind))
+            print(f"| {name} | {label} | {lru:.3f} | {static:.3f} | {hind:.3f} | {b:.3f} "
+                  f"| {lru / b:.0%} | {static / b:.0%} | {hind / b:.0%} | {reads} |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 # 29's I/O target): a usage file is learned on LEARN other prompts first, then each setting runs
 # one measured prompt with a copy of it and writes its routing (--trace-out); `floe sim` replays
 # that routing through Belady at the run's slots. "reads" counts demand misses, prefetches and
-# pinned slabs; "demand" only the misses the engine waited for.
+# pinned slabs; "demand" only the misses the engine waited for. LEARN is at most 16.
 # Usage: bench/scripts/reads_vs_belady.sh MODEL CACHE_MIB [TOKENS] [LEARN] [PIN_SHARE]
 set -euo pipefail
 model=$1; cache=$2; n=${3:-64}; learn=${4:-4}; pin_share=${5:-90}
@@ -15,6 +15,18 @@ PROMPTS=(
   "A recipe for bread: mix flour, water, salt and yeast, then knead the dough well."
   "The committee met on Tuesday to discuss the budget for the coming year and its risks."
   "In the beginning the universe was created. This has made a lot of people very angry."
+  "The train left the station at dawn, carrying mail, timber and a few sleepy passengers."
+  "To install the package, download the archive, unpack it and run the setup script."
+  "She opened the letter slowly, afraid of what the doctor had written to her family."
+  "The market fell sharply on Monday after the central bank raised interest rates again."
+  "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen in leaves."
+  "Our team won the final match in extra time, and the whole town celebrated all night."
+  "The old castle on the hill was built in the twelfth century to guard the valley road."
+  "Please write a short poem about the sea, the wind and the lighthouse keeper's dog."
+  "The function returns an error when the input file is empty or cannot be opened."
+  "Winter came early that year, and the lake froze before the geese had flown south."
+  "He argued that the new law would help small farmers but hurt the larger exporters."
+  "The museum's new exhibition shows paintings, maps and letters from the gold rush."
 )
 MEASURE="It was a bright cold day in April, and the clocks were striking thirteen."
 for p in "${PROMPTS[@]:0:$learn}"; do

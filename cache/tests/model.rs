@@ -485,3 +485,26 @@ fn moe_keeps_what_the_prior_says_is_hot() {
         );
     }
 }
+
+/// Where routing has no memory, an expert's own rate decides, not only its half-octave class:
+/// of two experts used once each, in the same class (their rates 18 % and 20.5 % of visits, both
+/// 1.41-2x the uniform rate) and the same age, the less used one is evicted. A class-only
+/// estimate ties them, and the tie would go against the busier one (the larger key).
+#[test]
+fn moe_ranks_experts_of_one_class_by_their_own_rates() {
+    let shape = MoeShape { layers: 1, experts: 8, top_k: 1 };
+    let (less, more, new) = (ExpertKey::new(0, 1), ExpertKey::new(0, 6), ExpertKey::new(0, 3));
+    let mut usage = floe_cache::ExpertUsage::new("test", 1, 8);
+    for (e, n) in [(0usize, 41), (1, 72), (2, 41), (3, 41), (4, 41), (5, 41), (6, 82), (7, 41)] {
+        for _ in 0..n {
+            usage.record(0, [e]);
+        }
+    }
+    let p = build(PolicyKind::Moe, 2, shape, &PolicyConfig::default(), None).unwrap();
+    let cache = ExpertCache::with_slots(2, 10, 1, p).unwrap();
+    cache.learn_prior(&usage);
+    use_once(&cache, less, 0);
+    use_once(&cache, more, 0);
+    let got = use_once(&cache, new, 0);
+    assert!(matches!(got, Lookup::Miss { evicted: Some(k), .. } if k == less), "{got:?}");
+}

@@ -5,15 +5,17 @@
 //!    `d(l)` layer-visits away (`d = L` for the layer being computed now).
 //! 2. **Every routing decision**, not just cache accesses: after each layer the router's top-k
 //!    tells, for *every* expert of that layer, whether it was chosen. That is `E` labelled
-//!    examples per layer visit, from which the policy learns online how likely an expert is to be
-//!    chosen at its layer's next visit given its class: (tokens since its last use, how often it
-//!    is chosen per visit, in half-octaves). Popularity per layer and the temporal locality of routing are learned
-//!    from the model's own behaviour, so nothing is tuned to a trace or a model.
+//!    examples per layer visit. Each expert's own rate of use per visit is its baseline chance
+//!    of being chosen next; the policy learns online how far a class of experts (tokens since
+//!    last use, rate in half-octaves) is chosen above or below what its rates said: the lift.
+//!    Where routing has no memory (random synthetic routers) the lift stays near one and the
+//!    rates decide, as in the independent-reference optimum; where it has (real models), recent
+//!    experts earn a lift. Nothing is tuned to a trace or a model.
 //! 3. **The bounded key space** (`L x E` experts): usage counts are kept for every expert, also
 //!    the ones not resident, so a returning expert is recognised; a usage file learned on
 //!    earlier runs (`on_prior`) starts them off.
 //!
-//! With `p` the learned chance of use per visit, the expected distance to the next use is
+//! With `p` = rate x lift the chance of use per visit, the expected distance to the next use is
 //! `d + L * (1 - p) / p` layer-visits; the victim is the evictable key with the largest, which
 //! is Belady's rule with the future replaced by its expectation.
 
@@ -38,9 +40,10 @@ pub struct MoeReuse {
     visits: Vec<u32>,
     /// Per layer: router decisions behind the counts learned on earlier runs (`on_prior`).
     base_visits: Vec<u32>,
-    /// Per class: chosen at the next visit / visits observed.
+    /// Per class: experts chosen at their next visit, and the sum of those experts' own rates
+    /// when they were classed (what the rates alone expected).
     chosen: [[f64; FREQ_CLASSES]; AGE_CLASSES],
-    observed: [[f64; FREQ_CLASSES]; AGE_CLASSES],
+    rate_sum: [[f64; FREQ_CLASSES]; AGE_CLASSES],
     resident: HashSet<ExpertKey>,
     /// Per expert: used at the current visit of its layer, before the router's report
     /// (`on_route`) updates its count: it is classed as used now.
@@ -60,7 +63,7 @@ impl MoeReuse {
             visits: vec![0; shape.layers.max(1) as usize],
             base_visits: vec![0; shape.layers.max(1) as usize],
             chosen: [[0.0; FREQ_CLASSES]; AGE_CLASSES],
-            observed: [[0.0; FREQ_CLASSES]; AGE_CLASSES],
+            rate_sum: [[0.0; FREQ_CLASSES]; AGE_CLASSES],
             resident: HashSet::new(),
             used_now: vec![false; n],
             current_layer: 0,
@@ -85,6 +88,15 @@ impl MoeReuse {
         (2.0 * ratio.log2() + centre).floor().clamp(0.0, (FREQ_CLASSES - 1) as f64) as usize
     }
 
+    /// An expert's own rate of use per visit of its layer (prior visits included; one more use
+    /// if it is used at this visit), with half a use and one visit added so it is never zero.
+    fn rate(&self, idx: usize, layer: u16) -> f64 {
+        let l = layer as usize;
+        let extra = self.used_now[idx] as u32;
+        let visits = self.base_visits[l] as f64 + (self.visits[l] + extra) as f64;
+        ((self.count[idx] + extra) as f64 + 0.5) / (visits + 1.0)
+    }
+
     fn class(&self, idx: usize, layer: u16) -> (usize, usize) {
         if self.used_now[idx] {
             // Used at this visit: one visit old at the next, with one more use.
@@ -101,21 +113,24 @@ impl MoeReuse {
         (age, freq)
     }
 
-    /// Learned chance that an expert of this class is chosen at its layer's next visit, with a
-    /// uniform (Laplace) prior so unseen classes start at one half.
-    fn reuse_probability(&self, (age, freq): (usize, usize)) -> f64 {
-        (self.chosen[age][freq] + 1.0) / (self.observed[age][freq] + 2.0)
+    /// Learned lift of a class: how many times more often its experts were chosen at their
+    /// next visit than their own rates said (chosen / summed rates, plus one of each so an
+    /// unseen class starts at one). Where routing has no memory it learns one everywhere and
+    /// the rates decide alone; recency and the rest of the class move it where it has.
+    fn lift(&self, (age, freq): (usize, usize)) -> f64 {
+        (self.chosen[age][freq] + 1.0) / (self.rate_sum[age][freq] + 1.0)
     }
 
-    /// Expected layer-visits until `key` is used again; `waits[age][freq]` holds
-    /// `L * (1 - p) / p` for each class.
-    fn expected_distance(&self, key: ExpertKey, waits: &[[f64; FREQ_CLASSES]; AGE_CLASSES]) -> f64 {
+    /// Expected layer-visits until `key` is used again: the layers until its layer comes round,
+    /// then `L * (1 - p) / p` with `p` its rate times its class's lift.
+    fn expected_distance(&self, key: ExpertKey, lifts: &[[f64; FREQ_CLASSES]; AGE_CLASSES]) -> f64 {
         let layers = self.shape.layers.max(1);
         let Some(idx) = self.index(key) else { return f64::INFINITY };
         let ahead = (key.layer as i64 - self.current_layer as i64).rem_euclid(layers as i64);
         let d = if ahead == 0 { layers as f64 } else { ahead as f64 };
         let (a, f) = self.class(idx, key.layer);
-        d + waits[a][f]
+        let p = (self.rate(idx, key.layer) * lifts[a][f]).clamp(1e-6, 0.999);
+        d + layers as f64 * (1.0 - p) / p
     }
 }
 
@@ -141,12 +156,10 @@ impl Policy for MoeReuse {
         self.resident.remove(&key);
     }
     fn victim(&mut self, evictable: &dyn Fn(ExpertKey) -> bool) -> Option<ExpertKey> {
-        let layers = self.shape.layers.max(1) as f64;
-        let mut waits = [[0.0; FREQ_CLASSES]; AGE_CLASSES];
-        for (a, row) in waits.iter_mut().enumerate() {
-            for (f, w) in row.iter_mut().enumerate() {
-                let p = self.reuse_probability((a, f));
-                *w = layers * (1.0 - p) / p;
+        let mut lifts = [[0.0; FREQ_CLASSES]; AGE_CLASSES];
+        for (a, row) in lifts.iter_mut().enumerate() {
+            for (f, lift) in row.iter_mut().enumerate() {
+                *lift = self.lift((a, f));
             }
         }
         let mut best: Option<(f64, ExpertKey)> = None;
@@ -154,7 +167,7 @@ impl Policy for MoeReuse {
             if !evictable(key) {
                 continue;
             }
-            let dist = self.expected_distance(key, &waits);
+            let dist = self.expected_distance(key, &lifts);
             // Ties (common before anything is learned) go to the larger key, deterministically.
             if best.is_none_or(|(b, bk)| dist > b || (dist == b && key > bk)) {
                 best = Some((dist, key));
@@ -187,7 +200,7 @@ impl Policy for MoeReuse {
         let is_chosen = |e: u16| experts.iter().any(|&(x, _)| x == e);
         for e in 0..self.shape.experts {
             let (a, f) = self.class(base + e as usize, layer);
-            self.observed[a][f] += 1.0;
+            self.rate_sum[a][f] += self.rate(base + e as usize, layer);
             if is_chosen(e) {
                 self.chosen[a][f] += 1.0;
             }
