@@ -128,7 +128,7 @@ pub fn run(a: SynthArgs) -> anyhow::Result<()> {
         "wrote a synthetic {} model (random weights: its text is meaningless) to {}: {} layers x {} experts, \
          top-{}, {:.2} GB of {} experts (gate/up {}, down {})",
         a.preset,
-        dir.display(),
+        if gguf && a.gguf_only { a.out.display() } else { dir.display() },
         m.config.layers,
         m.config.experts,
         m.config.top_k,
