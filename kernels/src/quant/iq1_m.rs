@@ -91,9 +91,16 @@ impl GridBlock for BlockIq1M {
     }
     #[inline(always)]
     fn delta_signs(&self, r: usize) -> [u64; 4] {
-        std::array::from_fn(
-            |l| if self.group(r, l).1 < 0 { u64::MAX } else { 0x0101_0101_0101_0101 },
-        )
+        // The shift's sign bit alone (bit 3 of each nibble), not the whole group with its grid
+        // lookup.
+        std::array::from_fn(|l| {
+            let neg = self.qh[2 * r + l / 2] & if l % 2 == 0 { 0x08 } else { 0x80 } != 0;
+            if neg {
+                u64::MAX
+            } else {
+                0x0101_0101_0101_0101
+            }
+        })
     }
 }
 
