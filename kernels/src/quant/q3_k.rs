@@ -143,7 +143,7 @@ pub(crate) mod avx2 {
         let mut acc = _mm256_setzero_ps();
         for (a, b) in w.iter().zip(x) {
             // A plain loop: a closure passed to `map` was not inlined into this AVX2 body (an
-            // out-of-line call per scale, a third of the kernel's time in `perf`).
+            // out-of-line call per scale, a large share of the kernel's time in `perf`).
             let packed = scales_q3_k(&a.scales);
             let mut ls = [0i16; 16];
             for (l, &s) in ls.iter_mut().zip(&packed) {

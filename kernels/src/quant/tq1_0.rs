@@ -62,7 +62,7 @@ pub(crate) mod avx2 {
     use super::{BlockQ8K, BlockTq1_0, QK_K};
 
     /// Base-3 digit `n` of each of 32 bytes (lane-wise powers: the low 16 bytes' digit is
-    /// `pow_lo`'s, the high 16 bytes' `pow_hi`'s), as [`trit`] plus one: the byte times 3^n
+    /// `pow_lo`'s, the high 16 bytes' `pow_hi`'s), as [`super::trit`] plus one: the byte times 3^n
     /// (mod 256), times 3, over 256, in 16-bit lanes for the even and the odd bytes.
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -99,7 +99,7 @@ pub(crate) mod avx2 {
         }
         put(160, digits(narrow, POW3[0], POW3[1]));
         put(192, digits(narrow, POW3[2], POW3[3]));
-        // The last 32 in registers too (one by one they were most of the kernel's time): the
+        // The last 32 in registers too (done one by one, they slowed the whole kernel): the
         // narrow bytes' fifth digit, then byte 4n + j = digit n of qh[j], its power per pair
         // of 16-bit lanes.
         let fifth = _mm256_castsi256_si128(digits(narrow, POW3[4], POW3[4]));
