@@ -122,7 +122,8 @@ fn kernels(c: &mut Criterion) {
     }
     let pool = KernelPool::new(0).expect("pool");
     let all = pool.threads();
-    eprintln!("kernels: ISA {}, {} threads", floe::kernels::dot::kernels().isa.name(), all);
+    let k = floe::kernels::dot::kernels();
+    eprintln!("kernels: ISA {} (type table {}), {} threads", k.isa.name(), k.table_isa.name(), all);
     for &(rows, cols) in &shapes {
         let mut group = c.benchmark_group(format!("kernels/{rows}x{cols}"));
         group

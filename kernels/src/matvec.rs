@@ -483,6 +483,6 @@ fn table_dot(k: &DotKernels, dtype: DType, x: &Prepared) -> Option<RawDot> {
         (DType::F32 | DType::F16 | DType::Bf16, _) | (_, Prepared::F32(_)) => None,
         (DType::Q8_0 | DType::Q4_0 | DType::Mxfp4, Prepared::Q8(_)) => None,
         (DType::Q4K | DType::Q5K | DType::Q6K, Prepared::Q8K(_)) => None,
-        _ => dtype.traits().dots.map(|d| d.for_isa(k.isa)),
+        _ => dtype.traits().dots.map(|d| d.for_isa(k.table_isa)),
     }
 }

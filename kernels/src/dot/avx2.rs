@@ -54,6 +54,7 @@ impl RowGroupPrefetch {
 /// The AVX2 table.
 pub const KERNELS: DotKernels = DotKernels {
     isa: Isa::Avx2,
+    table_isa: Isa::Avx2,
     f32: dot_f32,
     f16: dot_f16,
     bf16: dot_bf16,

@@ -15,6 +15,7 @@ use crate::quant::{BlockQ4_0, BlockQ8_0};
 /// The AVX-512 table.
 pub const KERNELS: DotKernels = DotKernels {
     isa: Isa::Avx512,
+    table_isa: Isa::Avx512,
     f32: avx2::KERNELS.f32,
     f16: avx2::KERNELS.f16,
     bf16: avx2::KERNELS.bf16,

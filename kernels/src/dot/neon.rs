@@ -17,6 +17,7 @@ use crate::quant::{e8m0_to_f32_half, BlockMxfp4, BlockQ8_0, KVALUES_MXFP4, QK_K}
 /// The NEON table.
 pub const KERNELS: DotKernels = DotKernels {
     isa: Isa::Neon,
+    table_isa: Isa::Neon,
     f32: dot_f32,
     f16: dot_f16,
     bf16: dot_bf16,

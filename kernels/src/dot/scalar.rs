@@ -11,6 +11,7 @@ use crate::quant::{
 /// The scalar table.
 pub const KERNELS: DotKernels = DotKernels {
     isa: Isa::Scalar,
+    table_isa: Isa::Scalar,
     f32: dot_f32,
     f16: dot_f16,
     bf16: dot_bf16,

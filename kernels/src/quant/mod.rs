@@ -3,6 +3,8 @@
 //! (`traits.rs`) dispatches, its scalar dot product and SIMD twins).
 
 pub(crate) mod codes;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod grid_avx512;
 pub(crate) mod int_lanes;
 pub(crate) mod iq1_m;
 pub(crate) mod iq1_s;
