@@ -32,7 +32,7 @@ pub enum Isa {
     Scalar,
     /// x86_64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86_64 AVX-512 F/BW/VL + VNNI, VBMI and BITALG (Ice Lake and Zen 4 onwards), with AVX2
+    /// x86_64 AVX-512 F/BW/VL + VNNI, VBMI, BITALG and BMI2 (Ice Lake and Zen 4 onwards), with AVX2
     /// for what does not pay at 512 bits.
     Avx512,
     /// aarch64 NEON (Advanced SIMD).
@@ -72,6 +72,7 @@ impl Isa {
                     && is_x86_feature_detected!("avx512vl")
                     && is_x86_feature_detected!("avx512vbmi")
                     && is_x86_feature_detected!("avx512bitalg")
+                    && is_x86_feature_detected!("bmi2")
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),

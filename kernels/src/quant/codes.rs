@@ -125,7 +125,7 @@ pub(crate) fn grid_dot_with<B: GridBlock, L: IntLanes>(w: &[B], x: &[BlockQ8K]) 
 
 /// The final sum of a grid dot product from its lanes' sums.
 #[inline]
-fn finish<B: GridBlock>(main: f32, lanes2: f32, shift: f32) -> f32 {
+pub(crate) fn finish<B: GridBlock>(main: f32, lanes2: f32, shift: f32) -> f32 {
     match B::DELTA {
         Delta::None => B::MULT * main,
         Delta::PerRun(delta) => delta.mul_add(shift, B::MULT * main),

@@ -1,5 +1,5 @@
-//! AVX-512 dot products of the unsigned grid types (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S)
-//! with Q8_K activations, bit-identical to the scalar twin in `codes.rs`.
+//! AVX-512 dot products of the grid types (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS,
+//! IQ3_S) with Q8_K activations, bit-identical to the scalar twin in `codes.rs`.
 //!
 //! The AVX2 kernels, like ggml's, fetch each group's grid entry and sign byte with scalar
 //! loads and build registers from them element by element; those inserts, not arithmetic, bound
@@ -11,9 +11,12 @@
 
 use std::arch::x86_64::*;
 
-use super::codes::GridBlock;
-use super::iq_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
-use super::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockQ8K};
+use super::codes::{finish, Delta, GridBlock};
+use super::iq_grids::{IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
+use super::{
+    BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockQ8K,
+    QK_K,
+};
 use crate::dot::avx2::{f16_to_f32, hsum};
 
 /// Two runs of a grid type as one 512-bit register each.
@@ -21,7 +24,8 @@ use crate::dot::avx2::{f16_to_f32, hsum};
 pub(crate) struct Pair {
     /// The 64 grid magnitudes, in value order.
     grid: __m512i,
-    /// Bit `v` set: value `v` is negative.
+    /// Bit `v` set: value `v` is negative; for the signed grids (IQ1), whose values carry
+    /// their signs, value `v`'s shift is negative.
     signs: u64,
     /// Per group of four values, its scale in both i16 halves of the i32 lane.
     scales: __m512i,
@@ -34,6 +38,15 @@ pub(crate) trait GridPairs: GridBlock {
     /// # Safety
     /// The CPU must have what `Isa::Avx512.supported()` checks.
     unsafe fn pairs(&self) -> [Pair; 4];
+
+    /// [`Delta::PerRun`]: the sum over the runs of [`GridBlock::delta_run`].
+    ///
+    /// # Safety
+    /// As for `pairs`.
+    #[inline(always)]
+    unsafe fn shift_sum(&self, y: &BlockQ8K) -> i32 {
+        (0..QK_K / 32).map(|r| self.delta_run(r, y)).sum()
+    }
 }
 
 /// Four blank pairs for `pairs` to fill.
@@ -133,29 +146,54 @@ pub(crate) fn dot<B: GridPairs>(w: &[B], x: &[BlockQ8K]) -> f32 {
 /// # Safety
 /// The CPU must have what `Isa::Avx512.supported()` checks.
 #[target_feature(
-    enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c"
+    enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c,bmi2"
 )]
 pub(crate) unsafe fn grid_dot<B: GridPairs>(w: &[B], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
-    let zero = _mm512_setzero_si512();
-    let mut acc = _mm256_setzero_ps();
+    let (zero, ones) = (_mm512_setzero_si512(), _mm512_set1_epi8(1));
+    let (mut acc, mut acc2, mut shift) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0.0f32);
     for (a, b) in w.iter().zip(x) {
-        let mut sumi = _mm512_setzero_si512();
+        let (mut sumi, mut sumi2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
         // SAFETY: this function's contract is `pairs`'.
         let pairs = unsafe { a.pairs() };
         for (k, p) in pairs.iter().enumerate() {
             // SAFETY: 64 * k + 64 <= 256 = qs's length; unaligned load.
             let q8 = unsafe { _mm512_loadu_si512(b.qs.as_ptr().add(64 * k) as *const _) };
-            let q8 = _mm512_mask_sub_epi8(q8, p.signs, zero, q8);
             // Pairs of products fit i16: magnitudes are at most 62, activations at most 127.
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(p.grid, q8), p.scales);
+            let products = if B::SIGNED {
+                let negative = _mm512_movepi8_mask(p.grid);
+                let q8 = _mm512_mask_sub_epi8(q8, negative, zero, q8);
+                _mm512_maddubs_epi16(_mm512_abs_epi8(p.grid), q8)
+            } else {
+                _mm512_maddubs_epi16(p.grid, _mm512_mask_sub_epi8(q8, p.signs, zero, q8))
+            };
+            sumi = _mm512_dpwssd_epi32(sumi, products, p.scales);
+            if let Delta::Lanes(_) = B::DELTA {
+                let shifted = _mm512_mask_sub_epi8(q8, p.signs, zero, q8);
+                sumi2 = _mm512_dpwssd_epi32(sumi2, _mm512_maddubs_epi16(ones, shifted), p.scales);
+            }
         }
-        let lanes =
-            _mm256_add_epi32(_mm512_castsi512_si256(sumi), _mm512_extracti64x4_epi64::<1>(sumi));
         let d = f16_to_f32(a.scale_f16()) * b.d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), halves(sumi), acc);
+        match B::DELTA {
+            Delta::None => {}
+            Delta::PerRun(_) => {
+                // SAFETY: as for `pairs`.
+                let runs = unsafe { a.shift_sum(b) };
+                shift = (runs as f32).mul_add(d, shift);
+            }
+            Delta::Lanes(_) => acc2 = _mm256_fmadd_ps(_mm256_set1_ps(d), halves(sumi2), acc2),
+        }
     }
-    B::MULT * hsum(acc)
+    finish::<B>(hsum(acc), hsum(acc2), shift)
+}
+
+/// The eight lanes of the AVX2 kernel from a register's sixteen: its halves added, as f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx2")]
+fn halves(sumi: __m512i) -> __m256 {
+    let lo = _mm512_castsi512_si256(sumi);
+    _mm256_cvtepi32_ps(_mm256_add_epi32(lo, _mm512_extracti64x4_epi64::<1>(sumi)))
 }
 
 impl GridPairs for BlockIq2Xxs {
@@ -285,4 +323,105 @@ impl GridPairs for BlockIq3S {
         }
         out
     }
+}
+
+/// The indices of a signed grid's pair: eight low bytes, and three high bits per group taken
+/// from `high` at the bit offsets `at` (one per group).
+#[inline]
+#[target_feature(enable = "avx512f,avx2")]
+fn iq1_indices(lo: u64, high: __m512i, at: __m512i) -> __m512i {
+    let hi = _mm512_and_si512(_mm512_srlv_epi64(high, at), _mm512_set1_epi64(7));
+    _mm512_or_si512(_mm512_cvtepu8_epi64(_mm_cvtsi64_si128(lo as i64)), _mm512_slli_epi64::<8>(hi))
+}
+
+impl GridPairs for BlockIq1S {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi,avx512bitalg,avx2,bmi2")]
+    unsafe fn shift_sum(&self, y: &BlockQ8K) -> i32 {
+        // Per run `±(2s + 1)` from its word (scale at bits 12..15, the shift's sign at 15),
+        // times the sums of its two halves' activations.
+        // SAFETY: qh is 8 words, 16 bytes; bsums 16 i16, 32 bytes; unaligned loads.
+        let (qh, bsums) = unsafe {
+            (
+                _mm_loadu_si128(self.qh.as_ptr() as *const __m128i),
+                _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i),
+            )
+        };
+        let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
+        let ls = _mm_or_si128(ls, _mm_set1_epi16(1));
+        let negative = _mm_srai_epi16::<15>(qh);
+        let factor = _mm_sub_epi16(_mm_xor_si128(ls, negative), negative);
+        let per_half = _mm256_set_m128i(
+            _mm_unpackhi_epi16(factor, factor),
+            _mm_unpacklo_epi16(factor, factor),
+        );
+        let runs = _mm256_madd_epi16(per_half, bsums);
+        let s = _mm_add_epi32(_mm256_castsi256_si128(runs), _mm256_extracti128_si256::<1>(runs));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi,avx512bitalg,avx2")]
+    unsafe fn pairs(&self) -> [Pair; 4] {
+        let mut out = blank();
+        for (k, p) in out.iter_mut().enumerate() {
+            // SAFETY: 8 * k + 8 <= 32 = qs's length.
+            let lo: u64 = unsafe { read(&self.qs, 8 * k) };
+            let (ha, hb) = (self.qh[2 * k], self.qh[2 * k + 1]);
+            // Group `l`'s high bits are bits `3l..3l + 3` of its run's word.
+            let high = _mm512_mask_blend_epi64(
+                0xF0,
+                _mm512_set1_epi64(ha as i64),
+                _mm512_set1_epi64(hb as i64),
+            );
+            let idx = iq1_indices(lo, high, _mm512_set_epi64(9, 6, 3, 0, 9, 6, 3, 0));
+            // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
+            p.grid = unsafe { _mm512_i64gather_epi64::<8>(idx, IQ1S_GRID.as_ptr() as _) };
+            let ls = |h: u16| (2 * (h as i32 >> 12 & 7) + 1) * 0x1_0001;
+            p.scales = _mm512_mask_blend_epi32(
+                0xFF00,
+                _mm512_set1_epi32(ls(ha)),
+                _mm512_set1_epi32(ls(hb)),
+            );
+        }
+        out
+    }
+}
+
+impl GridPairs for BlockIq1M {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi,avx512bitalg,avx2,bmi2")]
+    unsafe fn pairs(&self) -> [Pair; 4] {
+        let scales = iq1_m_scales(self);
+        let mut out = blank();
+        for (k, p) in out.iter_mut().enumerate() {
+            // SAFETY: 8 * k + 8 <= 32 = qs's length; 4 * k + 4 <= 16 = qh's length.
+            let (lo, qh): (u64, u32) = unsafe { (read(&self.qs, 8 * k), read(&self.qh, 4 * k)) };
+            // Group `l`'s nibble: three high index bits, then its shift's sign.
+            let high = _mm512_set1_epi64(qh as i64);
+            let idx = iq1_indices(lo, high, _mm512_set_epi64(28, 24, 20, 16, 12, 8, 4, 0));
+            // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
+            p.grid = unsafe { _mm512_i64gather_epi64::<8>(idx, IQ1S_GRID.as_ptr() as _) };
+            p.signs = _pdep_u64(_pext_u32(qh, 0x8888_8888) as u64, 0x0101_0101_0101_0101) * 0xFF;
+            p.scales = pair_half_scales(scales, k);
+        }
+        out
+    }
+}
+
+/// IQ1_M's half-run scales as `half_run_scales` lays them out.
+#[inline]
+#[target_feature(enable = "avx512f,avx2")]
+fn iq1_m_scales(b: &BlockIq1M) -> __m512i {
+    // The 3-bit scales of the 16 half-runs, three per 16-bit word from its bit 0 (the top
+    // nibbles are the super-block scale's): half-run `h` is field `h % 4` of word `h / 4`.
+    let words = _mm512_cvtepu16_epi32(_mm256_set1_epi64x(i64::from_le_bytes(b.scales)));
+    let word_of = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    let at = _mm512_set_epi32(9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0);
+    let n = _mm512_srlv_epi32(_mm512_permutexvar_epi32(word_of, words), at);
+    let n = _mm512_and_si512(n, _mm512_set1_epi32(7));
+    let s = _mm512_or_si512(_mm512_slli_epi32::<1>(n), _mm512_set1_epi32(1));
+    let scales = _mm512_or_si512(s, _mm512_slli_epi32::<16>(s));
+    scales
 }
