@@ -422,6 +422,5 @@ fn iq1_m_scales(b: &BlockIq1M) -> __m512i {
     let n = _mm512_srlv_epi32(_mm512_permutexvar_epi32(word_of, words), at);
     let n = _mm512_and_si512(n, _mm512_set1_epi32(7));
     let s = _mm512_or_si512(_mm512_slli_epi32::<1>(n), _mm512_set1_epi32(1));
-    let scales = _mm512_or_si512(s, _mm512_slli_epi32::<16>(s));
-    scales
+    _mm512_or_si512(s, _mm512_slli_epi32::<16>(s))
 }
