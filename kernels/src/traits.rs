@@ -498,6 +498,7 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .scale_at(ScaleField::At(52, None))
         .dots(dot!(dot_tq1_0, Q8K), avx2!(tq1_0::avx2::dot_tq1_0, Q8K))
         .neon(neon!(tq1_0::dot_tq1_0_with::<NeonLanes>, Q8K))
+        .avx512(avx512!(tq1_0::avx512::dot_tq1_0, Q8K))
         .with_tokens(tokens_k!(BlockTq1_0)),
     row(D::Tq2_0, "tq2_0", "TQ2_0", 35, (256, 66), A::Q8K, deq!(dequantize_tq2_0))
         .scale_at(ScaleField::At(64, None))

@@ -124,3 +124,102 @@ pub(crate) mod avx2 {
         }
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{BlockQ8K, BlockTq1_0};
+    use crate::dot::avx2::{f16_to_f32, hsum};
+
+    /// `v * 3` per byte, mod 256 (the base-3 shift ggml multiplies by).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn times3(v: __m256i) -> __m256i {
+        _mm256_add_epi8(v, _mm256_add_epi8(v, v))
+    }
+
+    /// Codes plus one (0..=2) of 64 bytes already multiplied by their digit's power of 3:
+    /// `(q * 3) >> 8`, which is 1 from 86 and 2 from 171.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn digits(q: __m512i) -> __m512i {
+        let one = _mm512_maskz_mov_epi8(
+            _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(86)),
+            _mm512_set1_epi8(1),
+        );
+        _mm512_mask_mov_epi8(
+            one,
+            _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(171u8 as i8)),
+            _mm512_set1_epi8(2),
+        )
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn join(lo: __m256i, hi: __m256i) -> __m512i {
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    }
+
+    /// The block's bytes times the power of 3 of the digit each value is, in value order (see
+    /// [`super::codes`]): 64 values per register.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2")]
+    fn powers(b: &BlockTq1_0) -> [__m512i; 4] {
+        // SAFETY: qs is 48 bytes: 32 at 0, 16 at 32; unaligned loads.
+        let (w, n) = unsafe {
+            (
+                _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i),
+                _mm_loadu_si128(b.qs.as_ptr().add(32) as *const __m128i),
+            )
+        };
+        let (w3, w9) = (times3(w), times3(times3(w)));
+        let (w27, w81) = (times3(w9), times3(times3(w9)));
+        let n = _mm256_set_m128i(_mm256_castsi256_si128(times3(_mm256_castsi128_si256(n))), n);
+        let n9 = times3(times3(n));
+        let n81 = _mm256_castsi256_si128(times3(_mm256_permute2x128_si256::<0x11>(n9, n9)));
+        // Byte 4m + j of the last 16 is digit m of qh[j].
+        let h1 = _mm256_set1_epi32(i32::from_le_bytes(b.qh));
+        let h3 = times3(h1);
+        let (h9, h27) = (times3(h3), times3(times3(h3)));
+        let h = _mm256_blend_epi32::<0b1100>(
+            _mm256_blend_epi32::<0b0010>(h1, h3),
+            _mm256_blend_epi32::<0b1000>(h9, h27),
+        );
+        let tail = _mm256_set_m128i(_mm256_castsi256_si128(h), n81);
+        [join(w, w3), join(w9, w27), join(w81, n), join(n9, tail)]
+    }
+
+    /// The AVX-512 twin of [`super::dot_tq1_0`]: the AVX2 kernel's lanes (the register's two
+    /// halves added), so the same bits.
+    pub(crate) fn dot_tq1_0(w: &[BlockTq1_0], x: &[BlockQ8K]) -> f32 {
+        // SAFETY: only in the AVX-512 column of the type table, used after
+        // `Isa::Avx512.supported()`.
+        unsafe { dot(w, x) }
+    }
+
+    /// # Safety
+    /// The CPU must have what `Isa::Avx512.supported()` checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn dot(w: &[BlockTq1_0], x: &[BlockQ8K]) -> f32 {
+        assert_eq!(w.len(), x.len());
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        for (a, b) in w.iter().zip(x) {
+            let mut sumi = _mm512_setzero_si512();
+            for (k, q) in powers(a).into_iter().enumerate() {
+                // SAFETY: 64 * k + 64 <= 256 = qs's length; unaligned load.
+                let q8 = unsafe { _mm512_loadu_si512(b.qs.as_ptr().add(64 * k) as *const _) };
+                sumi = _mm512_dpbusd_epi32(sumi, digits(q), q8);
+            }
+            let lo = _mm512_castsi512_si256(sumi);
+            let sumi = _mm256_add_epi32(lo, _mm512_extracti64x4_epi64::<1>(sumi));
+            // SAFETY: bsums is 16 i16, 32 bytes; unaligned load.
+            let bsums = unsafe { _mm256_loadu_si256(b.bsums.as_ptr() as *const __m256i) };
+            let lanes = _mm256_sub_epi32(sumi, _mm256_madd_epi16(bsums, ones));
+            let d = _mm256_set1_ps(b.d * f16_to_f32(a.d));
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
+        }
+        hsum(acc)
+    }
+}
