@@ -325,15 +325,6 @@ impl GridPairs for BlockIq3S {
     }
 }
 
-/// The indices of a signed grid's pair: eight low bytes, and three high bits per group taken
-/// from `high` at the bit offsets `at` (one per group).
-#[inline]
-#[target_feature(enable = "avx512f,avx2")]
-fn iq1_indices(lo: u64, high: __m512i, at: __m512i) -> __m512i {
-    let hi = _mm512_and_si512(_mm512_srlv_epi64(high, at), _mm512_set1_epi64(7));
-    _mm512_or_si512(_mm512_cvtepu8_epi64(_mm_cvtsi64_si128(lo as i64)), _mm512_slli_epi64::<8>(hi))
-}
-
 impl GridPairs for BlockIq1S {
     #[inline]
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi,avx512bitalg,avx2,bmi2")]
@@ -364,26 +355,37 @@ impl GridPairs for BlockIq1S {
     #[inline]
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi,avx512bitalg,avx2")]
     unsafe fn pairs(&self) -> [Pair; 4] {
+        // SAFETY: qs is 32 bytes, qh 8 words (16 bytes); unaligned loads.
+        let (lo, qh): (__m256i, __m128i) =
+            unsafe { (read(&self.qs, 0), read(bytemuck::cast_slice(&self.qh), 0)) };
+        // All 32 indices as 16-bit words: group `g`'s high bits are bits `3 (g % 4)..` of its
+        // run's word `g / 4`.
+        let run_of = _mm512_set_epi16(
+            7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0,
+            0, 0, 0,
+        );
+        let at = _mm512_set_epi16(
+            9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9,
+            6, 3, 0,
+        );
+        let words = _mm512_permutexvar_epi16(run_of, _mm512_castsi128_si512(qh));
+        let hi = _mm512_and_si512(_mm512_srlv_epi16(words, at), _mm512_set1_epi16(7));
+        let idx = _mm512_or_si512(_mm512_cvtepu8_epi16(lo), _mm512_slli_epi16::<8>(hi));
+        // Run scales `2 * s + 1` from bits 12..15 of each word.
+        let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
+        let ls = _mm256_cvtepu16_epi32(_mm_or_si128(ls, _mm_set1_epi16(1)));
+        let scales = _mm256_or_si256(ls, _mm256_slli_epi32::<16>(ls));
         let mut out = blank();
         for (k, p) in out.iter_mut().enumerate() {
-            // SAFETY: 8 * k + 8 <= 32 = qs's length.
-            let lo: u64 = unsafe { read(&self.qs, 8 * k) };
-            let (ha, hb) = (self.qh[2 * k], self.qh[2 * k + 1]);
-            // Group `l`'s high bits are bits `3l..3l + 3` of its run's word.
-            let high = _mm512_mask_blend_epi64(
-                0xF0,
-                _mm512_set1_epi64(ha as i64),
-                _mm512_set1_epi64(hb as i64),
+            // Words 8k..8k + 8, one per 64-bit lane.
+            let from = _mm512_add_epi64(
+                _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
+                _mm512_set1_epi64(8 * k as i64),
             );
-            let idx = iq1_indices(lo, high, _mm512_set_epi64(9, 6, 3, 0, 9, 6, 3, 0));
+            let gidx = _mm512_maskz_permutexvar_epi16(0x1111_1111, from, idx);
             // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
-            p.grid = unsafe { _mm512_i64gather_epi64::<8>(idx, IQ1S_GRID.as_ptr() as _) };
-            let ls = |h: u16| (2 * (h as i32 >> 12 & 7) + 1) * 0x1_0001;
-            p.scales = _mm512_mask_blend_epi32(
-                0xFF00,
-                _mm512_set1_epi32(ls(ha)),
-                _mm512_set1_epi32(ls(hb)),
-            );
+            p.grid = unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID.as_ptr() as _) };
+            p.scales = run_scales(scales, k);
         }
         out
     }
@@ -394,16 +396,35 @@ impl GridPairs for BlockIq1M {
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi,avx512bitalg,avx2,bmi2")]
     unsafe fn pairs(&self) -> [Pair; 4] {
         let scales = iq1_m_scales(self);
+        // SAFETY: qs is 32 bytes, qh 16; unaligned loads.
+        let (lo, qh): (__m256i, __m128i) = unsafe { (read(&self.qs, 0), read(&self.qh, 0)) };
+        // All 32 indices as 16-bit words: group `g`'s nibble is nibble `g % 2` of qh[g / 2]:
+        // three high index bits, then its shift's sign.
+        let byte_of = _mm512_set_epi16(
+            15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8, 7, 7, 6, 6, 5, 5, 4, 4, 3,
+            3, 2, 2, 1, 1, 0, 0,
+        );
+        let at = _mm512_set_epi16(
+            4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4,
+            0, 4, 0,
+        );
+        let bytes = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(qh));
+        let nibbles = _mm512_srlv_epi16(_mm512_permutexvar_epi16(byte_of, bytes), at);
+        let hi = _mm512_and_si512(nibbles, _mm512_set1_epi16(7));
+        let idx = _mm512_or_si512(_mm512_cvtepu8_epi16(lo), _mm512_slli_epi16::<8>(hi));
+        let negative = _mm512_test_epi16_mask(nibbles, _mm512_set1_epi16(8)) as u64;
         let mut out = blank();
         for (k, p) in out.iter_mut().enumerate() {
-            // SAFETY: 8 * k + 8 <= 32 = qs's length; 4 * k + 4 <= 16 = qh's length.
-            let (lo, qh): (u64, u32) = unsafe { (read(&self.qs, 8 * k), read(&self.qh, 4 * k)) };
-            // Group `l`'s nibble: three high index bits, then its shift's sign.
-            let high = _mm512_set1_epi64(qh as i64);
-            let idx = iq1_indices(lo, high, _mm512_set_epi64(28, 24, 20, 16, 12, 8, 4, 0));
+            // Words 8k..8k + 8, one per 64-bit lane.
+            let from = _mm512_add_epi64(
+                _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
+                _mm512_set1_epi64(8 * k as i64),
+            );
+            let gidx = _mm512_maskz_permutexvar_epi16(0x1111_1111, from, idx);
             // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
-            p.grid = unsafe { _mm512_i64gather_epi64::<8>(idx, IQ1S_GRID.as_ptr() as _) };
-            p.signs = _pdep_u64(_pext_u32(qh, 0x8888_8888) as u64, 0x0101_0101_0101_0101) * 0xFF;
+            p.grid = unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID.as_ptr() as _) };
+            // A group's sign bit for each of its eight values.
+            p.signs = _pdep_u64(negative >> (8 * k) & 0xFF, 0x0101_0101_0101_0101) * 0xFF;
             p.scales = pair_half_scales(scales, k);
         }
         out
