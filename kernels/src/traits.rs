@@ -78,10 +78,13 @@ pub(crate) struct Dots {
 
 impl Dots {
     /// The kernel to use on `isa` (AVX-512 machines run the AVX2 kernel where the type has no
-    /// AVX-512 one: they have AVX2).
+    /// AVX-512 one, or the CPU lacks what it needs beyond `Isa::Avx512`: they have AVX2).
     pub(crate) fn for_isa(&self, isa: Isa) -> RawDot {
         match isa {
-            Isa::Avx512 => self.avx512.or(self.avx2).unwrap_or(self.scalar),
+            Isa::Avx512 => {
+                let wide = self.avx512.filter(|_| crate::dot::avx512_table_supported());
+                wide.or(self.avx2).unwrap_or(self.scalar)
+            }
             Isa::Avx2 => self.avx2.unwrap_or(self.scalar),
             Isa::Neon => self.neon.unwrap_or(self.scalar),
             Isa::Scalar => self.scalar,

@@ -32,8 +32,7 @@ pub enum Isa {
     Scalar,
     /// x86_64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86_64 AVX-512 F/BW/VL + VNNI, VBMI, BITALG and BMI2 (Ice Lake and Zen 4 onwards), with AVX2
-    /// for what does not pay at 512 bits.
+    /// x86_64 AVX-512 F/BW + VNNI (with AVX2 for what does not pay at 512 bits).
     Avx512,
     /// aarch64 NEON (Advanced SIMD).
     Neon,
@@ -69,10 +68,6 @@ impl Isa {
                     && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vnni")
-                    && is_x86_feature_detected!("avx512vl")
-                    && is_x86_feature_detected!("avx512vbmi")
-                    && is_x86_feature_detected!("avx512bitalg")
-                    && is_x86_feature_detected!("bmi2")
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
@@ -174,6 +169,24 @@ impl DotKernels {
     }
 }
 
+/// Whether this CPU runs the type table's AVX-512 column (the grid types' and TQ1_0's dot
+/// products): AVX-512 F/BW/VNNI and also VL, VBMI, BITALG and BMI2 (Ice Lake, Zen 4 and later).
+pub fn avx512_table_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            Isa::Avx512.supported()
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vbmi")
+                && is_x86_feature_detected!("avx512bitalg")
+                && is_x86_feature_detected!("bmi2")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
 /// The kernels in use: `FLOE_ISA` if set and supported, else the best detected. Detected AVX2
 /// on a CPU with AVX-512 reads the type table's AVX-512 column, whose kernels (the grid types')
 /// measured faster there than their AVX2 twins; `FLOE_ISA=avx2` keeps every kernel AVX2.
@@ -186,7 +199,7 @@ pub fn kernels() -> &'static DotKernels {
         });
         forced.unwrap_or_else(|| {
             let detected = DotKernels::for_isa(Isa::detect()).unwrap_or(scalar::KERNELS);
-            if detected.isa == Isa::Avx2 && Isa::Avx512.supported() {
+            if detected.isa == Isa::Avx2 && avx512_table_supported() {
                 DotKernels { table_isa: Isa::Avx512, ..detected }
             } else {
                 detected

@@ -36,7 +36,7 @@ pub(crate) trait GridPairs: GridBlock {
     /// The four pairs of runs of this super-block.
     ///
     /// # Safety
-    /// The CPU must have what `Isa::Avx512.supported()` checks.
+    /// The CPU must have what `crate::dot::avx512_table_supported()` checks.
     unsafe fn pairs(&self) -> [Pair; 4];
 
     /// [`Delta::PerRun`]: the sum over the runs of [`GridBlock::delta_run`].
@@ -136,7 +136,7 @@ unsafe fn read<T: Copy>(bytes: &[u8], at: usize) -> T {
 /// Weights of a grid type . Q8_K activations on AVX-512, the bits of `codes::grid_dot`.
 pub(crate) fn dot<B: GridPairs>(w: &[B], x: &[BlockQ8K]) -> f32 {
     // SAFETY: these kernels sit only in the AVX-512 column of the type table, which is read
-    // after `Isa::Avx512.supported()` said yes (`DotKernels::for_isa`, `kernels()`).
+    // only after `avx512_table_supported()` said yes (`Dots::for_isa`, `kernels()`).
     unsafe { grid_dot(w, x) }
 }
 
@@ -144,7 +144,7 @@ pub(crate) fn dot<B: GridPairs>(w: &[B], x: &[BlockQ8K]) -> f32 {
 /// float step (`lane * d` fused into eight f32 lanes, summed pairwise at the end).
 ///
 /// # Safety
-/// The CPU must have what `Isa::Avx512.supported()` checks.
+/// The CPU must have what `crate::dot::avx512_table_supported()` checks.
 #[target_feature(
     enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c,bmi2"
 )]

@@ -193,13 +193,13 @@ pub(crate) mod avx512 {
     /// The AVX-512 twin of [`super::dot_tq1_0`]: the AVX2 kernel's lanes (the register's two
     /// halves added), so the same bits.
     pub(crate) fn dot_tq1_0(w: &[BlockTq1_0], x: &[BlockQ8K]) -> f32 {
-        // SAFETY: only in the AVX-512 column of the type table, used after
-        // `Isa::Avx512.supported()`.
+        // SAFETY: only in the AVX-512 column of the type table, read only after
+        // `avx512_table_supported()` said yes (`Dots::for_isa`, `kernels()`).
         unsafe { dot(w, x) }
     }
 
     /// # Safety
-    /// The CPU must have what `Isa::Avx512.supported()` checks.
+    /// The CPU must have what `crate::dot::avx512_table_supported()` checks.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     unsafe fn dot(w: &[BlockTq1_0], x: &[BlockQ8K]) -> f32 {
         assert_eq!(w.len(), x.len());
