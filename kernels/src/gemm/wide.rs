@@ -18,6 +18,7 @@ use std::arch::x86_64::*;
 
 use super::RowsOut;
 use crate::quant::codes::GridBlock;
+use crate::quant::grid_avx512::{biased_codes, GridPairs};
 use crate::quant::iq4_nl::KVALUES_IQ4NL;
 use crate::quant::unpacked::Unpack;
 use crate::quant::{BlockIq4Xs, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
@@ -175,9 +176,24 @@ wide_grid!(
 /// # Safety
 /// The CPU has AVX-512 F/BW.
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn fill_grid<B: GridBlock + WideBlock>(b: &B, out: &mut WideRow) {
+unsafe fn fill_grid<B: GridPairs + WideBlock>(b: &B, out: &mut WideRow) {
     debug_assert!(!B::SIGNED, "signed grids carry a shift and have no wide tile");
     let mut per16 = [0i32; 16];
+    if crate::dot::avx512_table_supported() {
+        // SAFETY: just checked.
+        unsafe { biased_codes(b, &mut out.q, &mut per16) };
+    } else {
+        fill_grid_runs(b, &mut out.q, &mut per16);
+    }
+    out.d = b.scale();
+    out.sc = std::array::from_fn(|s| per16[(s * <B as WideBlock>::SUB / 16).min(15)]);
+    out.sc_pairs = pairs_of(&per16);
+}
+
+/// [`fill_grid`]'s codes and scales from the block's runs (without the CPU features of the
+/// gathered form, `biased_codes`).
+#[target_feature(enable = "avx512f,avx512bw")]
+fn fill_grid_runs<B: GridBlock>(b: &B, q: &mut [u8; QK_K], per16: &mut [i32; 16]) {
     let words = |w: [u64; 4]| w.map(|x| x as i64);
     for pair in 0..QK_K / 64 {
         let (lo, hi) = (b.run(2 * pair), b.run(2 * pair + 1));
@@ -189,13 +205,10 @@ unsafe fn fill_grid<B: GridBlock + WideBlock>(b: &B, out: &mut WideRow) {
         let codes = _mm512_mask_sub_epi8(g, neg, _mm512_setzero_si512(), g);
         let biased = _mm512_xor_si512(codes, _mm512_set1_epi8(-128));
         // SAFETY: q holds 256 bytes: a 64-byte store at 64 * pair stays inside.
-        unsafe { _mm512_storeu_si512(out.q.as_mut_ptr().add(64 * pair) as *mut _, biased) };
+        unsafe { _mm512_storeu_si512(q.as_mut_ptr().add(64 * pair) as *mut _, biased) };
         per16[4 * pair..4 * pair + 4]
             .copy_from_slice(&[lo.ls[0], lo.ls[1], hi.ls[0], hi.ls[1]].map(i32::from));
     }
-    out.d = b.scale();
-    out.sc = std::array::from_fn(|s| per16[(s * <B as WideBlock>::SUB / 16).min(15)]);
-    out.sc_pairs = pairs_of(&per16);
 }
 
 /// Q4_K / Q5_K through their dot-product tiles' unpacking (codes in value order, a scale per

@@ -445,3 +445,28 @@ fn iq1_m_scales(b: &BlockIq1M) -> __m512i {
     let s = _mm512_or_si512(_mm512_slli_epi32::<1>(n), _mm512_set1_epi32(1));
     _mm512_or_si512(s, _mm512_slli_epi32::<16>(s))
 }
+
+/// A super-block of an unsigned grid type as the prefill tiles read it (`gemm/wide.rs`): its
+/// 256 codes with their signs applied, each offset by 128 to an unsigned byte, and the scale of
+/// each half-run of 16 values.
+///
+/// # Safety
+/// The CPU must have what `crate::dot::avx512_table_supported()` checks.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi,avx512bitalg,avx2,bmi2")]
+pub(crate) unsafe fn biased_codes<B: GridPairs>(b: &B, q: &mut [u8; QK_K], per16: &mut [i32; 16]) {
+    debug_assert!(!B::SIGNED, "signed grids carry a shift and have no wide tile");
+    // SAFETY: this function's contract is `pairs`'.
+    let pairs = unsafe { b.pairs() };
+    for (k, p) in pairs.iter().enumerate() {
+        let codes = _mm512_mask_sub_epi8(p.grid, p.signs, _mm512_setzero_si512(), p.grid);
+        let biased = _mm512_xor_si512(codes, _mm512_set1_epi8(-128));
+        // SAFETY: q holds 256 bytes: a 64-byte store at 64 * k stays inside.
+        unsafe { _mm512_storeu_si512(q.as_mut_ptr().add(64 * k) as *mut _, biased) };
+        // SAFETY: `__m512i` and `[i32; 16]` are both 64 plain bytes.
+        let lanes = unsafe { std::mem::transmute::<__m512i, [i32; 16]>(p.scales) };
+        // Four lanes (groups of four values) per half-run; each lane holds its scale twice.
+        for h in 0..4 {
+            per16[4 * k + h] = lanes[4 * h] as i16 as i32;
+        }
+    }
+}
