@@ -348,18 +348,7 @@ macro_rules! tile {
     };
 }
 
-#[cfg(target_arch = "x86_64")]
-macro_rules! avx512 {
-    ($f:path, $form:ident) => {
-        Some(dot!($f, $form))
-    };
-}
-#[cfg(not(target_arch = "x86_64"))]
-macro_rules! avx512 {
-    ($f:path, $form:ident) => {
-        None
-    };
-}
+/// An x86_64 kernel of the AVX2 or AVX-512 column (`None` elsewhere).
 #[cfg(target_arch = "x86_64")]
 macro_rules! avx2 {
     ($f:path, $form:ident) => {
@@ -456,52 +445,52 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_xxs, Q8K), avx2!(iq2_xxs::avx2::dot_iq2_xxs, Q8K))
         .neon(neon!(iq2_xxs::neon::dot_iq2_xxs, Q8K))
-        .avx512(avx512!(grid_avx512::dot::<BlockIq2Xxs>, Q8K))
+        .avx512(avx2!(grid_avx512::dot::<BlockIq2Xxs>, Q8K))
         .with_tokens(tokens!(BlockIq2Xxs))
         .wide_tile(tile!(wide BlockIq2Xxs), tile!(codes BlockIq2Xxs)),
     row(D::Iq2Xs, "iq2_xs", "IQ2_XS", 17, (256, 74), A::Q8K, deq!(dequantize_iq2_xs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_xs, Q8K), avx2!(iq2_xs::avx2::dot_iq2_xs, Q8K))
         .neon(neon!(iq2_xs::neon::dot_iq2_xs, Q8K))
-        .avx512(avx512!(grid_avx512::dot::<BlockIq2Xs>, Q8K))
+        .avx512(avx2!(grid_avx512::dot::<BlockIq2Xs>, Q8K))
         .with_tokens(tokens!(BlockIq2Xs))
         .wide_tile(tile!(wide BlockIq2Xs), tile!(codes BlockIq2Xs)),
     row(D::Iq2S, "iq2_s", "IQ2_S", 22, (256, 82), A::Q8K, deq!(dequantize_iq2_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_s, Q8K), avx2!(iq2_s::avx2::dot_iq2_s, Q8K))
         .neon(neon!(iq2_s::neon::dot_iq2_s, Q8K))
-        .avx512(avx512!(grid_avx512::dot::<BlockIq2S>, Q8K))
+        .avx512(avx2!(grid_avx512::dot::<BlockIq2S>, Q8K))
         .with_tokens(tokens!(BlockIq2S))
         .wide_tile(tile!(wide BlockIq2S), tile!(codes BlockIq2S)),
     row(D::Iq3Xxs, "iq3_xxs", "IQ3_XXS", 18, (256, 98), A::Q8K, deq!(dequantize_iq3_xxs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq3_xxs, Q8K), avx2!(iq3_xxs::avx2::dot_iq3_xxs, Q8K))
         .neon(neon!(iq3_xxs::neon::dot_iq3_xxs, Q8K))
-        .avx512(avx512!(grid_avx512::dot::<BlockIq3Xxs>, Q8K))
+        .avx512(avx2!(grid_avx512::dot::<BlockIq3Xxs>, Q8K))
         .with_tokens(tokens!(BlockIq3Xxs))
         .wide_tile(tile!(wide BlockIq3Xxs), tile!(codes BlockIq3Xxs)),
     row(D::Iq3S, "iq3_s", "IQ3_S", 21, (256, 110), A::Q8K, deq!(dequantize_iq3_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq3_s, Q8K), avx2!(iq3_s::avx2::dot_iq3_s, Q8K))
         .neon(neon!(iq3_s::neon::dot_iq3_s, Q8K))
-        .avx512(avx512!(grid_avx512::dot::<BlockIq3S>, Q8K))
+        .avx512(avx2!(grid_avx512::dot::<BlockIq3S>, Q8K))
         .with_tokens(tokens!(BlockIq3S))
         .wide_tile(tile!(wide BlockIq3S), tile!(codes BlockIq3S)),
     row(D::Iq1S, "iq1_s", "IQ1_S", 19, (256, 50), A::Q8K, deq!(dequantize_iq1_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq1_s, Q8K), avx2!(iq1_s::avx2::dot_iq1_s, Q8K))
         .neon(neon!(iq1_s::neon::dot_iq1_s, Q8K))
-        .avx512(avx512!(grid_avx512::dot::<BlockIq1S>, Q8K)),
+        .avx512(avx2!(grid_avx512::dot::<BlockIq1S>, Q8K)),
     row(D::Iq1M, "iq1_m", "IQ1_M", 29, (256, 56), A::Q8K, deq!(dequantize_iq1_m))
         .scale_at(ScaleField::Iq1M)
         .dots(dot!(dot_iq1_m, Q8K), avx2!(iq1_m::avx2::dot_iq1_m, Q8K))
         .neon(neon!(iq1_m::neon::dot_iq1_m, Q8K))
-        .avx512(avx512!(grid_avx512::dot::<BlockIq1M>, Q8K)),
+        .avx512(avx2!(grid_avx512::dot::<BlockIq1M>, Q8K)),
     row(D::Tq1_0, "tq1_0", "TQ1_0", 34, (256, 54), A::Q8K, deq!(dequantize_tq1_0))
         .scale_at(ScaleField::At(52, None))
         .dots(dot!(dot_tq1_0, Q8K), avx2!(tq1_0::avx2::dot_tq1_0, Q8K))
         .neon(neon!(tq1_0::dot_tq1_0_with::<NeonLanes>, Q8K))
-        .avx512(avx512!(tq1_0::avx512::dot_tq1_0, Q8K))
+        .avx512(avx2!(tq1_0::avx512::dot_tq1_0, Q8K))
         .with_tokens(tokens_k!(BlockTq1_0)),
     row(D::Tq2_0, "tq2_0", "TQ2_0", 35, (256, 66), A::Q8K, deq!(dequantize_tq2_0))
         .scale_at(ScaleField::At(64, None))
