@@ -51,6 +51,15 @@ pub(crate) trait GridBlock: Copy {
     }
     /// Run `r` (0..8).
     fn run(&self, r: usize) -> Run;
+    /// Whether the type stores its signs as plain bits ([`GridBlock::sign_bits`]), which the
+    /// AVX2 kernel expands in registers rather than loading [`Run::signs`] (for parity-completed
+    /// 7-bit signs the byte table measured faster than computing the parity).
+    const SIGN_BITS: bool = false;
+    /// Run `r`'s signs as bits (bit `v` set: value `v` is negative), where
+    /// [`GridBlock::SIGN_BITS`].
+    fn sign_bits(&self, _r: usize) -> u32 {
+        0
+    }
     /// [`Delta::PerRun`]: run `r`'s shift sum, `ls * sign * (bsums of its 32 values)`.
     fn delta_run(&self, _r: usize, _y: &BlockQ8K) -> i32 {
         0
@@ -180,6 +189,27 @@ pub(crate) mod avx2 {
         unsafe { _mm256_set_epi64x(w[3] as i64, w[2] as i64, w[1] as i64, w[0] as i64) }
     }
 
+    /// Per value of a run, `0x01` (bit clear: keep) or `0xFF` (bit set: negate), from its 32
+    /// sign bits: each byte of the bits copied to eight lanes, then each lane's own bit tested.
+    #[inline(always)]
+    fn sign_bytes(bits: u32) -> __m256i {
+        // SAFETY: AVX2 is enabled in every caller (inlined into `grid_dot`).
+        unsafe {
+            let spread = _mm256_shuffle_epi8(
+                _mm256_set1_epi32(bits as i32),
+                _mm256_setr_epi64x(
+                    0,
+                    0x0101_0101_0101_0101,
+                    0x0202_0202_0202_0202,
+                    0x0303_0303_0303_0303,
+                ),
+            );
+            let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+            _mm256_or_si256(set, _mm256_set1_epi8(1))
+        }
+    }
+
     /// The AVX2 twin of [`super::grid_dot`]: the same integer lanes, the same roundings.
     ///
     /// # Safety
@@ -201,7 +231,9 @@ pub(crate) mod avx2 {
                 let p16 = if B::SIGNED {
                     _mm256_maddubs_epi16(_mm256_sign_epi8(g, g), _mm256_sign_epi8(q8, g))
                 } else {
-                    _mm256_maddubs_epi16(g, _mm256_sign_epi8(q8, words(run.signs)))
+                    let signs =
+                        if B::SIGN_BITS { sign_bytes(a.sign_bits(r)) } else { words(run.signs) };
+                    _mm256_maddubs_epi16(g, _mm256_sign_epi8(q8, signs))
                 };
                 let ls = _mm256_set_m128i(_mm_set1_epi16(run.ls[1]), _mm_set1_epi16(run.ls[0]));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, ls));

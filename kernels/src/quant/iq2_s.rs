@@ -57,6 +57,7 @@ pub fn dequantize_iq2_s(blocks: &[BlockIq2S], out: &mut [f32]) {
 
 impl GridBlock for BlockIq2S {
     const SIGNED: bool = false;
+    const SIGN_BITS: bool = true;
     const MULT: f32 = 0.125;
     fn scale_f16(&self) -> f16 {
         self.d
@@ -70,6 +71,11 @@ impl GridBlock for BlockIq2S {
             signs: groups.map(|g| SIGN_BYTES[g.1 as usize]),
             ls: [2 * (sc & 0xF) as i16 + 1, 2 * (sc >> 4) as i16 + 1],
         }
+    }
+    #[inline(always)]
+    fn sign_bits(&self, r: usize) -> u32 {
+        let at = QK_K / 8 + 4 * r;
+        u32::from_le_bytes([self.qs[at], self.qs[at + 1], self.qs[at + 2], self.qs[at + 3]])
     }
 }
 

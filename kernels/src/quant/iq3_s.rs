@@ -64,6 +64,7 @@ pub fn dequantize_iq3_s(blocks: &[BlockIq3S], out: &mut [f32]) {
 
 impl GridBlock for BlockIq3S {
     const SIGNED: bool = false;
+    const SIGN_BITS: bool = true;
     const MULT: f32 = 1.0;
     fn scale_f16(&self) -> f16 {
         self.d
@@ -77,6 +78,11 @@ impl GridBlock for BlockIq3S {
             signs: groups.map(|g| SIGN_BYTES[g.2 as usize]),
             ls: [ls, ls],
         }
+    }
+    #[inline(always)]
+    fn sign_bits(&self, r: usize) -> u32 {
+        let s = &self.signs[4 * r..4 * r + 4];
+        u32::from_le_bytes([s[0], s[1], s[2], s[3]])
     }
 }
 
