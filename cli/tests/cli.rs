@@ -42,6 +42,9 @@ fn pack_then_run_json_gives_the_reference_tokens() {
     for key in ["prompt_tokens", "generated_tokens", "ttft_s", "prefill_tok_s", "decode_tok_s"] {
         assert!(v["stats"][key].is_number(), "stats.{key} missing: {}", v["stats"]);
     }
+    // The kernels this process chose, as the library names them.
+    let kernels = floe::kernels::dot::kernels().describe();
+    assert_eq!(v["stats"]["kernels"], kernels.as_str(), "{}", v["stats"]);
 }
 
 #[test]

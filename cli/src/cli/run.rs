@@ -271,6 +271,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         // Per cached part: keys, values, MLA rows.
         st["kv_bytes_per_position_parts"] = serde_json::json!({ "k": parts.k, "v": parts.v, "mla": parts.mla, "shared_kv": parts.shared_kv });
     }
+    st["kernels"] = floe::kernels::dot::kernels().describe().into();
     st["experts_per_token"] = engine.config().top_k.into();
     st["mean_routed_experts"] = engine.mean_routed_experts().into();
     if let Some(s) = engine.streaming() {

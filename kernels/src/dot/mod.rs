@@ -150,6 +150,16 @@ pub struct DotKernels {
 }
 
 impl DotKernels {
+    /// Which kernels these are, for run statistics: `isa`'s name, and the type table's column
+    /// where it is another (`avx2+avx512`: AVX2, with the grid types' and TQ1_0's AVX-512 dots).
+    pub fn describe(&self) -> String {
+        if self.table_isa == self.isa {
+            self.isa.name().to_string()
+        } else {
+            format!("{}+{}", self.isa.name(), self.table_isa.name())
+        }
+    }
+
     /// The kernels of `isa`, or None if this CPU cannot run them.
     pub fn for_isa(isa: Isa) -> Option<Self> {
         if !isa.supported() {
