@@ -53,10 +53,13 @@ pub(crate) trait GridBlock: Copy {
     fn run(&self, r: usize) -> Run;
     /// Whether the type stores its signs as plain bits ([`GridBlock::sign_bits`]), which the
     /// AVX2 kernel expands in registers rather than loading [`Run::signs`] (for parity-completed
-    /// 7-bit signs the byte table measured faster than computing the parity).
+    /// 7-bit signs the byte table measured faster than computing the parity). Only the x86
+    /// kernels read it.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const SIGN_BITS: bool = false;
     /// Run `r`'s signs as bits (bit `v` set: value `v` is negative), where
     /// [`GridBlock::SIGN_BITS`].
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn sign_bits(&self, _r: usize) -> u32 {
         0
     }
