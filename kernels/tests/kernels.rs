@@ -712,6 +712,53 @@ fn sliding_window_and_sinks_match_f64() {
     }
 }
 
+/// Sparse attention (`attention_at`, DeepSeek's indexer picks the positions): a scattered,
+/// unordered selection against the f64 softmax over exactly those positions, with and without a
+/// pool; and the whole causal span in order gives dense attention's result bit for bit.
+#[test]
+fn attention_over_selected_positions_matches_f64_and_dense() {
+    let pool = KernelPool::new(2).unwrap();
+    let d = 40;
+    let shape = AttentionShape { heads: 8, kv_heads: 1, head_dim: d, scale: 0.15, window: None };
+    let len = 2 * ops::KEY_TILE + 11;
+    for dtype in [KvDType::F32, KvDType::Q8_0] {
+        let (kc, klen, k) = kv_cache(dtype, &vecf(len * d, 41), d);
+        let (vc, vlen, v) = kv_cache(dtype, &vecf(len * d, 42), d);
+        let kv = view(
+            (dtype, &bytemuck::cast_slice::<u64, u8>(&kc)[..klen]),
+            (dtype, &bytemuck::cast_slice::<u64, u8>(&vc)[..vlen]),
+            d,
+        );
+        let q = vecf(shape.heads * d, 43);
+        // More than a key tile of positions, scattered and out of order, the last one included.
+        let picked: Vec<usize> = (0..len).map(|i| (i * 37 + 5) % len).step_by(2).collect();
+        assert!(picked.len() > ops::KEY_TILE && picked.contains(&(len - 1)));
+        let (mut out, mut pooled) = (vec![0.0; q.len()], vec![0.0; q.len()]);
+        ops::attention_at(shape, &q, kv, &picked, &mut out, None);
+        ops::attention_at(shape, &q, kv, &picked, &mut pooled, Some(&pool));
+        assert_eq!(out, pooled, "{dtype:?}: pool");
+        for h in 0..shape.heads {
+            let sc: Vec<f64> = picked
+                .iter()
+                .map(|&p| (0..d).map(|i| q[h * d + i] as f64 * k[p * d + i]).sum::<f64>() * 0.15)
+                .collect();
+            let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = sc.iter().map(|s| (s - m).exp()).sum();
+            for i in 0..d {
+                let want: f64 =
+                    picked.iter().zip(&sc).map(|(&p, s)| (s - m).exp() / z * v[p * d + i]).sum();
+                let got = out[h * d + i] as f64;
+                assert!((got - want).abs() < OPS_ABS_TOL, "{dtype:?} h{h} i{i}: {got} vs {want}");
+            }
+        }
+        let every: Vec<usize> = (0..len).collect();
+        let mut dense = vec![0.0; q.len()];
+        ops::attention(shape, &q, kv, len - 1, 1, &mut dense, None, None);
+        ops::attention_at(shape, &q, kv, &every, &mut out, None);
+        assert!(out.iter().zip(&dense).all(|(a, b)| a.to_bits() == b.to_bits()), "{dtype:?}");
+    }
+}
+
 /// Every ISA's f16 path converts edge values exactly: subnormals, the largest normal, signed
 /// zeros, infinities (NaN stays NaN). A one-hot activation picks each value out.
 #[test]

@@ -3,8 +3,8 @@
 //! attention reads only those. A layer whose indexer is "shared" reuses the previous layer's
 //! selection of the same pass. Selections are per sequence: positions index its own cache.
 
-use floe_kernels::matmul_group;
-use floe_kernels::ops;
+use floe_kernels::{matmul_group, DType, InputBuffers, Matrix, TokenKernels};
+use floe_kernels::ops::{self, AttentionShape};
 
 use super::forward::Model;
 use super::session::{sized, Scratch, Seg};
@@ -22,10 +22,13 @@ pub(crate) struct DsaScratch {
     /// Each token's selected positions (`topk` per token, `usize::MAX` past the visible ones;
     /// kept for the layers that reuse them).
     pub sel: Vec<usize>,
-    /// The rows and scores of one token's selection, and its picks.
+    /// One token's indexer scores, and its picks.
     pub pick: Vec<usize>,
-    pub rows: Vec<f32>,
     pub scores: Vec<f32>,
+    /// One token's per-head dots with every visible key (`heads x visible`), and its queries'
+    /// input buffers.
+    pub raw: Vec<f32>,
+    pub in_heads: InputBuffers,
 }
 
 /// The indexer key's LayerNorm epsilon (transformers' `nn.LayerNorm(head_dim, eps=1e-6)`).
@@ -86,7 +89,9 @@ impl Model {
         sc.dsa.sel.clear();
         sc.dsa.sel.resize(n * k, UNSELECTED);
         let sel = &mut sc.dsa.sel;
-        let (scores, order) = (&mut sc.dsa.scores, &mut sc.dsa.pick);
+        let (scores, order, raw) = (&mut sc.dsa.scores, &mut sc.dsa.pick, &mut sc.dsa.raw);
+        let in_heads = &mut sc.dsa.in_heads;
+        in_heads.set_kernels(TokenKernels::Tiles);
         for seg in segs.iter_mut() {
             let (at, kv) = (seg.at, seg.kv(l)?);
             for t in at.range() {
@@ -94,41 +99,52 @@ impl Model {
             }
             for t in at.range() {
                 let visible = at.pos + t - at.start + 1;
-                let keys = kv.index_keys(visible);
+                let out = &mut sel[t * k..(t + 1) * k];
+                out.fill(UNSELECTED);
+                if visible <= k {
+                    // Every visible position is picked: nothing to score.
+                    out[..visible].iter_mut().enumerate().for_each(|(j, o)| *o = j);
+                    kv.note_selection(out);
+                    continue;
+                }
                 // Sized as the cache grows (powers of two from 256): decode allocates nothing
                 // in between.
                 let room = visible.next_power_of_two().max(256);
                 scores.clear();
                 scores.reserve(room);
                 order.reserve(room);
-                for kj in keys.chunks_exact(d) {
-                    let mut s = 0.0f32;
-                    for h in 0..heads {
-                        let qh = &q[(t * heads + h) * d..][..d];
-                        let dot: f32 = qh.iter().zip(kj).map(|(a, b)| a * b).sum();
-                        s += wt[t * heads + h] * wscale * (dot * qscale).max(0.0);
+                raw.clear();
+                raw.reserve(room * heads);
+                raw.resize(visible * heads, 0.0);
+                // Every head's dot with every visible key: the keys as a matrix, the heads as
+                // its tokens (always the tiles, so a query scores alike in a prompt and alone).
+                let keys = kv.index_keys(visible);
+                let km = Matrix::new(DType::F32, visible, d, bytemuck::cast_slice(keys))
+                    .map_err(crate::error::Error::Kernel)?;
+                let qt = &q[t * heads * d..(t + 1) * heads * d];
+                let mut input = in_heads.input(qt, heads, self.activations);
+                floe_kernels::matmul_input(&km, &mut input, raw, pool)
+                    .map_err(crate::error::Error::Kernel)?;
+                scores.resize(visible, 0.0);
+                for (h, dots) in raw.chunks_exact(visible).enumerate() {
+                    let weight = wt[t * heads + h] * wscale;
+                    for (s, &dot) in scores.iter_mut().zip(dots) {
+                        *s += weight * (dot * qscale).max(0.0);
                     }
-                    scores.push(s);
                 }
-                let out = &mut sel[t * k..(t + 1) * k];
-                out.fill(UNSELECTED);
-                if visible <= k {
-                    out[..visible].iter_mut().enumerate().for_each(|(j, o)| *o = j);
-                } else {
-                    order.clear();
-                    order.extend(0..visible);
-                    order.select_nth_unstable_by(k - 1, |&a, &b| scores[b].total_cmp(&scores[a]));
-                    out.copy_from_slice(&order[..k]);
-                }
+                order.clear();
+                order.extend(0..visible);
+                order.select_nth_unstable_by(k - 1, |&a, &b| scores[b].total_cmp(&scores[a]));
+                out.copy_from_slice(&order[..k]);
                 kv.note_selection(out);
             }
         }
         Ok(())
     }
 
-    /// Latent attention of every row over its selected positions only (`sc.dsa.sel`): per
-    /// head, a softmax over the selection of `q . row * scale`, the output the selected rows'
-    /// latent parts weighted by it. `qlat` is `n x heads x latent`; writes `n x heads x rank`.
+    /// Latent attention of every row over its selected positions only (`sc.dsa.sel`), through
+    /// the same tiled attention kernel as dense MLA (every head against the shared rows, the
+    /// output their latent parts). `qlat` is `n x heads x latent`; writes `n x heads x rank`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn dsa_attention(
         &self,
@@ -141,9 +157,10 @@ impl Model {
         qlat: &[f32],
     ) -> Result<()> {
         let (heads, rank, lat) = (m.heads, m.kv_rank, m.latent_dim());
+        let shape =
+            AttentionShape { heads, kv_heads: 1, head_dim: lat, scale: m.scale, window: None };
         let att = sized(&mut sc.mla.att, n * heads * rank);
-        let (sel, rows, scores) = (&sc.dsa.sel, &mut sc.dsa.rows, &mut sc.dsa.scores);
-        let picked = &mut sc.dsa.pick;
+        let (sel, picked) = (&sc.dsa.sel, &mut sc.dsa.pick);
         for seg in segs.iter_mut() {
             let (at, kv) = (seg.at, seg.kv(l)?);
             for t in at.range() {
@@ -154,25 +171,8 @@ impl Model {
                         .copied()
                         .filter(|&p| p != UNSELECTED && p <= at.pos + t - at.start),
                 );
-                let r = sized(rows, picked.len() * lat);
-                for (i, &p) in picked.iter().enumerate() {
-                    kv.load_shared(p, &mut r[i * lat..(i + 1) * lat]);
-                }
-                for h in 0..heads {
-                    let qh = &qlat[(t * heads + h) * lat..][..lat];
-                    scores.clear();
-                    scores.extend(
-                        r.chunks_exact(lat).map(|row| {
-                            qh.iter().zip(row).map(|(a, b)| a * b).sum::<f32>() * m.scale
-                        }),
-                    );
-                    ops::softmax(scores);
-                    let out = &mut att[(t * heads + h) * rank..][..rank];
-                    out.fill(0.0);
-                    for (row, &p) in r.chunks_exact(lat).zip(scores.iter()) {
-                        out.iter_mut().zip(&row[..rank]).for_each(|(o, v)| *o += p * v);
-                    }
-                }
+                let (q, out) = (&qlat[t * heads * lat..][..heads * lat], &mut att[t * heads * rank..][..heads * rank]);
+                ops::attention_at(shape, q, kv.view(), picked, out, self.pool.as_ref());
             }
         }
         Ok(())

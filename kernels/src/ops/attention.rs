@@ -74,29 +74,72 @@ pub fn attention(
     pool: Option<&KernelPool>,
 ) {
     let AttentionShape { heads, kv_heads, head_dim: d, .. } = shape;
+    let visible = first_pos + n;
+    check(shape, q, kv, visible, n, out);
+    assert!(sinks.is_none_or(|s| s.len() == heads), "attention: one sink per query head");
+    run_units(shape, (n, kv.v_format.dim()), out, pool, &|t, first_head, sub, o| {
+        let qs = &q[(t * heads + first_head) * d..][..sub * d];
+        let end = first_pos + t + 1;
+        let start = shape.window.map_or(0, |w| end.saturating_sub(w.max(1)));
+        let sinks = sinks.map(|s| &s[first_head..first_head + sub]);
+        head_group(shape, qs, kv, first_head / (heads / kv_heads), Rows::Span(start..end), sinks, o);
+    });
+}
+
+/// Attention of one token's query heads (`q`, `heads x head_dim`) over the cached `positions`
+/// only, in that order: sparse attention, where an indexer picks which positions a query reads
+/// (DeepSeek's DSA). `out` is `heads x v_dim`. The same tiled online softmax as [`attention`]:
+/// `positions` `0..=p` in order give [`attention`]'s result for a query at `p`, bit for bit.
+pub fn attention_at(
+    shape: AttentionShape,
+    q: &[f32],
+    kv: KvView,
+    positions: &[usize],
+    out: &mut [f32],
+    pool: Option<&KernelPool>,
+) {
+    let AttentionShape { heads, kv_heads, head_dim: d, .. } = shape;
+    assert!(shape.window.is_none(), "attention_at: a selection has no window");
+    assert!(!positions.is_empty(), "attention_at: no position to read");
+    let visible = positions.iter().max().map_or(0, |&p| p + 1);
+    check(shape, q, kv, visible, 1, out);
+    run_units(shape, (1, kv.v_format.dim()), out, pool, &|_, first_head, sub, o| {
+        let qs = &q[first_head * d..][..sub * d];
+        let kvh = first_head / (heads / kv_heads);
+        head_group(shape, qs, kv, kvh, Rows::List(positions), None, o);
+    });
+}
+
+/// The shape checks both entry points make: `n` queries, `visible` cached positions.
+fn check(shape: AttentionShape, q: &[f32], kv: KvView, visible: usize, n: usize, out: &[f32]) {
+    let AttentionShape { heads, kv_heads, head_dim: d, .. } = shape;
     assert!(
         kv_heads > 0 && heads.is_multiple_of(kv_heads),
         "heads {heads} not a multiple of kv heads {kv_heads}"
     );
     let vd = kv.v_format.dim();
     assert!(kv.k_format.dim() == d && kv.v_format.parts().len() == 1, "attention: KV formats");
-    let visible = first_pos + n;
     let (kneed, vneed) = (visible * kv_heads * kv.k_stride, visible * kv_heads * kv.v_stride);
     assert!(kv.k.len() >= kneed && kv.v.len() >= vneed, "KV cache too short");
     assert!(q.len() == n * heads * d && out.len() == n * heads * vd, "attention: q/out length");
-    assert!(sinks.is_none_or(|s| s.len() == heads), "attention: one sink per query head");
+}
+
+/// Runs `unit(token, first_head, sub, out)` for every (token, group of `sub` query heads
+/// sharing a KV head) of `n` tokens with values `vd` wide, spread over the pool's threads.
+fn run_units(
+    shape: AttentionShape,
+    (n, vd): (usize, usize),
+    out: &mut [f32],
+    pool: Option<&KernelPool>,
+    unit: &(dyn Fn(usize, usize, usize, &mut [f32]) + Sync),
+) {
+    let AttentionShape { heads, kv_heads, .. } = shape;
     // Query heads sharing a KV head walk its positions together, in groups of `sub`.
     let group = heads / kv_heads;
     let sub = (1..=group.min(MAX_HEAD_GROUP)).rev().find(|s| group.is_multiple_of(*s)).unwrap_or(1);
     let units_per_token = heads / sub;
     let unit = |i: usize, o: &mut [f32]| {
-        let (t, first_head) = (i / units_per_token, (i % units_per_token) * sub);
-        let kvh = first_head / group;
-        let qs = &q[(t * heads + first_head) * d..][..sub * d];
-        let end = first_pos + t + 1;
-        let start = shape.window.map_or(0, |w| end.saturating_sub(w.max(1)));
-        let sinks = sinks.map(|s| &s[first_head..first_head + sub]);
-        head_group(shape, qs, kv, kvh, start..end, sinks, o);
+        unit(i / units_per_token, (i % units_per_token) * sub, sub, o);
     };
     match pool {
         Some(p) if p.threads() > 1 && n * units_per_token > 1 => {
@@ -106,13 +149,40 @@ pub fn attention(
     }
 }
 
+/// The cached positions a group of query heads reads.
+#[derive(Clone)]
+enum Rows<'a> {
+    /// A causal span (with its window applied).
+    Span(std::ops::Range<usize>),
+    /// An indexer's selection.
+    List(&'a [usize]),
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Span(r) => r.len(),
+            Rows::List(l) => l.len(),
+        }
+    }
+
+    /// The `i`-th position read.
+    #[inline]
+    fn at(&self, i: usize) -> usize {
+        match self {
+            Rows::Span(r) => r.start + i,
+            Rows::List(l) => l[i],
+        }
+    }
+}
+
 thread_local! {
     /// Per-thread buffers of `head_group`: sized by the first call of each shape, then reused
     /// (attention allocates nothing in steady state).
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A group of query heads (`qs`, `sub x head_dim`) over `positions` of KV head `kvh` (and
+/// A group of query heads (`qs`, `sub x head_dim`) over the `rows` of KV head `kvh` (and
 /// their sinks, if any), into `o` (`sub x v_dim`). Each key and value row is decoded once into
 /// f32 in its format's (rotated, padded) space and used by every head of the group; values are
 /// summed in that space and rotated back once at the end.
@@ -121,7 +191,7 @@ fn head_group(
     qs: &[f32],
     kv: KvView,
     kvh: usize,
-    positions: std::ops::Range<usize>,
+    rows: Rows,
     sinks: Option<&[f32]>,
     o: &mut [f32],
 ) {
@@ -156,11 +226,11 @@ fn head_group(
                 (max[h], sum[h]) = (s[h], 1.0);
             }
         }
-        let (mut start, len) = (positions.start, positions.end);
+        let (mut start, len) = (0, rows.len());
         while start < len {
             let tile = (len - start).min(KEY_TILE);
             for j in 0..tile {
-                let row = keys.decode(key(start + j), kbuf);
+                let row = keys.decode(key(rows.at(start + j)), kbuf);
                 for (h, qh) in q.chunks_exact(kp).enumerate() {
                     scores[h * KEY_TILE + j] = (dots.f32)(row, qh) * shape.scale;
                 }
@@ -177,7 +247,7 @@ fn head_group(
                 }
             }
             for j in 0..tile {
-                let row = values.decode(value(start + j), vbuf);
+                let row = values.decode(value(rows.at(start + j)), vbuf);
                 for (h, ah) in acc.chunks_exact_mut(vp).enumerate() {
                     let w = (scores[h * KEY_TILE + j] - max[h]).exp();
                     sum[h] += w;

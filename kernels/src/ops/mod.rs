@@ -14,7 +14,7 @@ pub use activation::{
     clamped_swiglu, exp_fast, geglu_tanh, gelu_tanh, silu, silu_fast, softmax, swiglu,
     swiglu_scalar,
 };
-pub use attention::{attention, AttentionShape, KvDType, KvView, KEY_TILE};
+pub use attention::{attention, attention_at, AttentionShape, KvDType, KvView, KEY_TILE};
 pub use delta::{causal_conv1d_silu, gated_delta_step, l2_normalize, softplus};
 pub use norm::rms_norm;
 pub use rope::{rope, rope_from_table, rope_inv_freq, rope_table, yarn_inv_freq, RopeStyle};
