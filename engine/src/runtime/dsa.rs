@@ -3,8 +3,8 @@
 //! attention reads only those. A layer whose indexer is "shared" reuses the previous layer's
 //! selection of the same pass. Selections are per sequence: positions index its own cache.
 
-use floe_kernels::{matmul_group, DType, InputBuffers, Matrix, TokenKernels};
 use floe_kernels::ops::{self, AttentionShape};
+use floe_kernels::{matmul_group, DType, InputBuffers, Matrix, TokenKernels};
 
 use super::forward::Model;
 use super::session::{sized, Scratch, Seg};
@@ -25,10 +25,24 @@ pub(crate) struct DsaScratch {
     /// One token's indexer scores, and its picks.
     pub pick: Vec<usize>,
     pub scores: Vec<f32>,
-    /// One token's per-head dots with every visible key (`heads x visible`), and its queries'
-    /// input buffers.
-    pub raw: Vec<f32>,
-    pub in_heads: InputBuffers,
+    /// The indexer's products.
+    pub index: IndexerBufs,
+}
+
+/// The lightning indexer's buffers (GLM-5's and DeepSeek-V4's): one query's per-head dots with
+/// every key (`heads x keys`), and its heads' input buffers.
+#[derive(Debug, Default)]
+pub(crate) struct IndexerBufs {
+    raw: Vec<f32>,
+    heads_in: InputBuffers,
+}
+
+/// How a lightning indexer weighs a head's dot with a key: `weight_h * relu(dot * inner) *
+/// outer` (GLM-5 scales inside the ReLU, DeepSeek-V4 after it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexScale {
+    pub inner: f32,
+    pub outer: f32,
 }
 
 /// The indexer key's LayerNorm epsilon (transformers' `nn.LayerNorm(head_dim, eps=1e-6)`).
@@ -86,12 +100,11 @@ impl Model {
             }
         }
         let (qscale, wscale) = (1.0 / (d as f32).sqrt(), 1.0 / (heads as f32).sqrt());
+        wt.iter_mut().for_each(|w| *w *= wscale);
         sc.dsa.sel.clear();
         sc.dsa.sel.resize(n * k, UNSELECTED);
         let sel = &mut sc.dsa.sel;
-        let (scores, order, raw) = (&mut sc.dsa.scores, &mut sc.dsa.pick, &mut sc.dsa.raw);
-        let in_heads = &mut sc.dsa.in_heads;
-        in_heads.set_kernels(TokenKernels::Tiles);
+        let (scores, order, index) = (&mut sc.dsa.scores, &mut sc.dsa.pick, &mut sc.dsa.index);
         for seg in segs.iter_mut() {
             let (at, kv) = (seg.at, seg.kv(l)?);
             for t in at.range() {
@@ -107,36 +120,57 @@ impl Model {
                     kv.note_selection(out);
                     continue;
                 }
-                // Sized as the cache grows (powers of two from 256): decode allocates nothing
-                // in between.
-                let room = visible.next_power_of_two().max(256);
-                scores.clear();
-                scores.reserve(room);
-                order.reserve(room);
-                raw.clear();
-                raw.reserve(room * heads);
-                raw.resize(visible * heads, 0.0);
-                // Every head's dot with every visible key: the keys as a matrix, the heads as
-                // its tokens (always the tiles, so a query scores alike in a prompt and alone).
-                let keys = kv.index_keys(visible);
-                let km = Matrix::new(DType::F32, visible, d, bytemuck::cast_slice(keys))
-                    .map_err(crate::error::Error::Kernel)?;
                 let qt = &q[t * heads * d..(t + 1) * heads * d];
-                let mut input = in_heads.input(qt, heads, self.activations);
-                floe_kernels::matmul_input(&km, &mut input, raw, pool)
-                    .map_err(crate::error::Error::Kernel)?;
-                scores.resize(visible, 0.0);
-                for (h, dots) in raw.chunks_exact(visible).enumerate() {
-                    let weight = wt[t * heads + h] * wscale;
-                    for (s, &dot) in scores.iter_mut().zip(dots) {
-                        *s += weight * (dot * qscale).max(0.0);
-                    }
-                }
+                let weights = &wt[t * heads..(t + 1) * heads];
+                let scale = IndexScale { inner: qscale, outer: 1.0 };
+                let keys = kv.index_keys(visible);
+                self.index_scores(qt, keys, weights, scale, index, scores)?;
+                order.reserve(visible.next_power_of_two().max(256));
                 order.clear();
                 order.extend(0..visible);
                 order.select_nth_unstable_by(k - 1, |&a, &b| scores[b].total_cmp(&scores[a]));
                 out.copy_from_slice(&order[..k]);
                 kv.note_selection(out);
+            }
+        }
+        Ok(())
+    }
+
+    /// The lightning indexer's score of each of `keys` (`keys x d`) for one query (`q`,
+    /// `heads x d`): `sum_h weights[h] * relu(q_h . key * inner) * outer`, heads in order, into
+    /// `scores`. The dots are one f32 product with the heads as its tokens, always through the
+    /// tiles, so a query scores alike in a prompt and alone.
+    pub(crate) fn index_scores(
+        &self,
+        q: &[f32],
+        keys: &[f32],
+        weights: &[f32],
+        scale: IndexScale,
+        bufs: &mut IndexerBufs,
+        scores: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (heads, d) = (weights.len(), q.len() / weights.len().max(1));
+        let count = keys.len() / d.max(1);
+        // Sized as the keys grow (powers of two from 256): decode allocates nothing between.
+        let room = count.next_power_of_two().max(256);
+        scores.clear();
+        scores.reserve(room);
+        scores.resize(count, 0.0);
+        if count == 0 {
+            return Ok(());
+        }
+        bufs.raw.clear();
+        bufs.raw.reserve(room * heads);
+        bufs.raw.resize(count * heads, 0.0);
+        let km = Matrix::new(DType::F32, count, d, bytemuck::cast_slice(keys))
+            .map_err(crate::error::Error::Kernel)?;
+        bufs.heads_in.set_kernels(TokenKernels::Tiles);
+        let mut input = bufs.heads_in.input(q, heads, self.activations);
+        floe_kernels::matmul_input(&km, &mut input, &mut bufs.raw, self.pool.as_ref())
+            .map_err(crate::error::Error::Kernel)?;
+        for (dots, &w) in bufs.raw.chunks_exact(count).zip(weights) {
+            for (s, &dot) in scores.iter_mut().zip(dots) {
+                *s += w * (dot * scale.inner).max(0.0) * scale.outer;
             }
         }
         Ok(())
@@ -171,7 +205,10 @@ impl Model {
                         .copied()
                         .filter(|&p| p != UNSELECTED && p <= at.pos + t - at.start),
                 );
-                let (q, out) = (&qlat[t * heads * lat..][..heads * lat], &mut att[t * heads * rank..][..heads * rank]);
+                let (q, out) = (
+                    &qlat[t * heads * lat..][..heads * lat],
+                    &mut att[t * heads * rank..][..heads * rank],
+                );
                 ops::attention_at(shape, q, kv.view(), picked, out, self.pool.as_ref());
             }
         }

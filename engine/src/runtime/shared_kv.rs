@@ -5,10 +5,11 @@
 //! those its indexer picks), with a sink per head; RoPE undone on the output, which the grouped
 //! projection takes back to the hidden width. Reads `hn`, writes `out`.
 
-use floe_kernels::ops;
+use floe_kernels::ops::{self, AttentionShape, KvDType, KvFormat, KvView};
 use floe_kernels::{matmul_group, matmul_input, Matrix};
 use smallvec::SmallVec;
 
+use super::dsa::{IndexScale, IndexerBufs};
 use super::forward::{rms_rows, rope_rows, rope_table_for, Model};
 use super::mla::rows;
 use super::session::{sized, LayerState, Scratch, Seg};
@@ -37,7 +38,9 @@ pub(crate) struct SharedKvScratch {
     normed: Vec<f32>,
     att: Vec<f32>,
     grouped: Vec<f32>,
-    logits: Vec<f32>,
+    rows: Vec<f32>,
+    scores: Vec<f32>,
+    index: IndexerBufs,
     picks: Vec<usize>,
     ranked: Vec<(usize, f32)>,
     table: Vec<(f32, f32)>,
@@ -47,13 +50,17 @@ pub(crate) struct SharedKvScratch {
 
 impl SharedKvScratch {
     /// Room for what one query of a layer of `a` reads in a session of `ctx` positions (the
-    /// ranked entries, the logits), so decode does not allocate as the entries grow.
+    /// ranked entries and their scores, the gathered rows), so decode does not allocate as the
+    /// entries grow.
     pub(crate) fn reserve_for(&mut self, a: &SharedKvSpec, ctx: usize) {
         let entries = a.compressor.map_or(0, |c| ctx / c.ratio);
-        let keys = a.window + entries;
+        // A query reads its window and, with an indexer, at most its top-k of the entries.
+        let read = a.compressor.and_then(|c| c.indexer).map_or(entries, |ix| ix.topk.min(entries));
+        let keys = a.window + read;
         self.ranked.reserve(entries.saturating_sub(self.ranked.len()));
         self.picks.reserve(entries.saturating_sub(self.picks.len()));
-        self.logits.reserve(keys.saturating_sub(self.logits.len()));
+        self.scores.reserve(entries.saturating_sub(self.scores.len()));
+        self.rows.reserve((keys * a.head_dim).saturating_sub(self.rows.len()));
     }
 }
 
@@ -61,10 +68,6 @@ impl SharedKvScratch {
 fn unit_rms(x: &mut [f32], eps: f32) {
     let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32 + eps).sqrt();
     x.iter_mut().for_each(|v| *v *= inv);
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn state<'a>(seg: &'a mut Seg<'_>, l: usize) -> Result<&'a mut SharedKvState> {
@@ -200,6 +203,11 @@ impl Model {
         // Each sequence: store its rows, pool closed windows, attend.
         let att = sized(&mut k.att, n * heads * hd);
         let sinks = self.vec(&w.sinks)?;
+        let shape =
+            AttentionShape { heads, kv_heads: 1, head_dim: hd, scale: a.scale, window: None };
+        let rows_format = KvFormat::one(KvDType::F32, hd).ok_or_else(|| {
+            Error::Invalid(format!("shared-KV head dim {hd} is wider than the cache takes"))
+        })?;
         let cmp = match (a.compressor, &w.compressor) {
             (Some(c), Some(cwt)) => Some((c, self.cmp_parts(cwt)?)),
             _ => None,
@@ -245,17 +253,11 @@ impl Model {
                     Some(ix) => {
                         let q = &k.idx_q[t * iheads * idim..(t + 1) * iheads * idim];
                         let wts = &k.idx_w[t * iheads..(t + 1) * iheads];
-                        let qscale = 1.0 / (idim as f32).sqrt();
+                        let scale = IndexScale { inner: 1.0, outer: 1.0 / (idim as f32).sqrt() };
+                        let keys = &st.index_keys[..visible * idim];
+                        self.index_scores(q, keys, wts, scale, &mut k.index, &mut k.scores)?;
                         k.ranked.clear();
-                        for e in 0..visible {
-                            let key = &st.index_keys[e * idim..(e + 1) * idim];
-                            let score: f32 = q
-                                .chunks_exact(idim)
-                                .zip(wts)
-                                .map(|(qh, &wh)| wh * dot(qh, key).max(0.0) * qscale)
-                                .sum();
-                            k.ranked.push((e, score));
-                        }
+                        k.ranked.extend(k.scores.iter().copied().enumerate());
                         k.ranked.sort_unstable_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
                         k.picks.extend(k.ranked.iter().take(ix.topk).map(|x| x.0));
                         if let Some(sel) = st.selections.as_mut() {
@@ -265,40 +267,37 @@ impl Model {
                     }
                     None => k.picks.extend(0..visible),
                 }
+                // The query's window of rows, then its entries, gathered into one shared
+                // key/value cache for the attention kernel (with the heads' sinks).
                 let lo = (pos + 1).saturating_sub(a.window);
                 let keys = pos + 1 - lo + k.picks.len();
-                let logits = sized(&mut k.logits, keys);
+                k.rows.clear();
+                for p in lo..=pos {
+                    k.rows.extend_from_slice(st.row(p, hd));
+                }
+                for &e in &k.picks {
+                    k.rows.extend_from_slice(&st.entries[e * hd..(e + 1) * hd]);
+                }
+                let view = KvView {
+                    k_format: rows_format,
+                    v_format: rows_format,
+                    k: bytemuck::cast_slice(&k.rows),
+                    v: bytemuck::cast_slice(&k.rows),
+                    k_stride: rows_format.bytes(),
+                    v_stride: rows_format.bytes(),
+                };
+                let (qt, out) = (
+                    &k.q[t * heads * hd..][..heads * hd],
+                    &mut att[t * heads * hd..][..heads * hd],
+                );
+                ops::attention(shape, qt, view, keys - 1, 1, out, Some(sinks), pool);
+                // The value carried RoPE on its trailing channels: rotate back to the query's
+                // position.
                 let table = &sc.rope[t * half..(t + 1) * half];
-                for head in 0..heads {
-                    let qh = &k.q[(t * heads + head) * hd..][..hd];
-                    let rows = (lo..=pos).map(|p| st.row(p, hd));
-                    let entry = |e: usize| &st.entries[e * hd..(e + 1) * hd];
-                    let mut max = sinks[head];
-                    for (lg, row) in logits.iter_mut().zip(rows.clone()) {
-                        *lg = dot(qh, row) * a.scale;
-                        max = max.max(*lg);
-                    }
-                    for (lg, &e) in logits[pos + 1 - lo..].iter_mut().zip(&k.picks) {
-                        *lg = dot(qh, entry(e)) * a.scale;
-                        max = max.max(*lg);
-                    }
-                    let mut den = (sinks[head] - max).exp();
-                    logits.iter_mut().for_each(|lg| {
-                        *lg = (*lg - max).exp();
-                        den += *lg;
-                    });
-                    let out = &mut att[(t * heads + head) * hd..][..hd];
-                    out.fill(0.0);
-                    let values = rows.chain(k.picks.iter().map(|&e| entry(e)));
-                    for (&p, v) in logits.iter().zip(values) {
-                        let p = p / den;
-                        out.iter_mut().zip(v).for_each(|(o, x)| *o += p * x);
-                    }
-                    // The value carried RoPE on its trailing channels: rotate back to the
-                    // query's position.
-                    k.table.clear();
-                    k.table.extend(table.iter().map(|&(c, s)| (c, -s)));
-                    ops::rope_from_table(&mut out[hd - rd..], &k.table, style);
+                k.table.clear();
+                k.table.extend(table.iter().map(|&(c, s)| (c, -s)));
+                for head in out.chunks_exact_mut(hd) {
+                    ops::rope_from_table(&mut head[hd - rd..], &k.table, style);
                 }
             }
         }

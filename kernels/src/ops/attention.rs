@@ -82,7 +82,15 @@ pub fn attention(
         let end = first_pos + t + 1;
         let start = shape.window.map_or(0, |w| end.saturating_sub(w.max(1)));
         let sinks = sinks.map(|s| &s[first_head..first_head + sub]);
-        head_group(shape, qs, kv, first_head / (heads / kv_heads), Rows::Span(start..end), sinks, o);
+        head_group(
+            shape,
+            qs,
+            kv,
+            first_head / (heads / kv_heads),
+            Rows::Span(start..end),
+            sinks,
+            o,
+        );
     });
 }
 
