@@ -22,10 +22,11 @@ use crate::dot::avx2::{f16_to_f32, hsum};
 /// Two runs of a grid type as one 512-bit register each.
 #[derive(Clone, Copy)]
 pub(crate) struct Pair {
-    /// The 64 grid magnitudes, in value order.
+    /// The 64 grid magnitudes, in value order; for the signed grids, the values plus one
+    /// ([`IQ1S_GRID_BIASED`]).
     grid: __m512i,
     /// Bit `v` set: value `v` is negative; for the signed grids (IQ1), whose values carry
-    /// their signs, value `v`'s shift is negative.
+    /// their signs, bit `j` set: the shift of values `2j` and `2j + 1` is negative.
     signs: u64,
     /// Per group of four values, its scale in both i16 halves of the i32 lane.
     scales: __m512i,
@@ -122,6 +123,23 @@ fn pair_half_scales(s: __m512i, k: usize) -> __m512i {
     _mm512_permutexvar_epi32(pick, s)
 }
 
+/// IQ1_S's (and IQ1_M's) grid with one added to every value (-1, 0, 1 become 0, 1, 2): unsigned
+/// bytes `maddubs` multiplies directly.
+static IQ1S_GRID_BIASED: [u64; 2048] = {
+    let mut t = [0u64; 2048];
+    let mut i = 0;
+    while i < 2048 {
+        let mut j = 0;
+        while j < 8 {
+            let v = ((IQ1S_GRID[i] >> (8 * j)) as u8).wrapping_add(1);
+            t[i] |= (v as u64) << (8 * j);
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// `T` read from `bytes` at `at` (unaligned).
 ///
 /// # Safety
@@ -160,17 +178,21 @@ pub(crate) unsafe fn grid_dot<B: GridPairs>(w: &[B], x: &[BlockQ8K]) -> f32 {
             // SAFETY: 64 * k + 64 <= 256 = qs's length; unaligned load.
             let q8 = unsafe { _mm512_loadu_si512(b.qs.as_ptr().add(64 * k) as *const _) };
             // Pairs of products fit i16: magnitudes are at most 62, activations at most 127.
-            let products = if B::SIGNED {
-                let negative = _mm512_movepi8_mask(p.grid);
-                let q8 = _mm512_mask_sub_epi8(q8, negative, zero, q8);
-                _mm512_maddubs_epi16(_mm512_abs_epi8(p.grid), q8)
+            if B::SIGNED {
+                // `(g + 1) q` summed in pairs, less the pairs' `q`: each pair's `g q`, the i16
+                // the sign-and-magnitude form gives, in fewer steps. The pairs' `q` serve the
+                // shift's lanes too (a group's eight values share its sign).
+                let pairs_q = _mm512_maddubs_epi16(ones, q8);
+                let products = _mm512_sub_epi16(_mm512_maddubs_epi16(p.grid, q8), pairs_q);
+                sumi = _mm512_dpwssd_epi32(sumi, products, p.scales);
+                if let Delta::Lanes(_) = B::DELTA {
+                    let shifted = _mm512_mask_sub_epi16(pairs_q, p.signs as u32, zero, pairs_q);
+                    sumi2 = _mm512_dpwssd_epi32(sumi2, shifted, p.scales);
+                }
             } else {
-                _mm512_maddubs_epi16(p.grid, _mm512_mask_sub_epi8(q8, p.signs, zero, q8))
-            };
-            sumi = _mm512_dpwssd_epi32(sumi, products, p.scales);
-            if let Delta::Lanes(_) = B::DELTA {
-                let shifted = _mm512_mask_sub_epi8(q8, p.signs, zero, q8);
-                sumi2 = _mm512_dpwssd_epi32(sumi2, _mm512_maddubs_epi16(ones, shifted), p.scales);
+                let products =
+                    _mm512_maddubs_epi16(p.grid, _mm512_mask_sub_epi8(q8, p.signs, zero, q8));
+                sumi = _mm512_dpwssd_epi32(sumi, products, p.scales);
             }
         }
         let d = f16_to_f32(a.scale_f16()) * b.d;
@@ -384,7 +406,8 @@ impl GridPairs for BlockIq1S {
             );
             let gidx = _mm512_maskz_permutexvar_epi16(0x1111_1111, from, idx);
             // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
-            p.grid = unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID.as_ptr() as _) };
+            p.grid =
+                unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID_BIASED.as_ptr() as _) };
             p.scales = run_scales(scales, k);
         }
         out
@@ -422,9 +445,10 @@ impl GridPairs for BlockIq1M {
             );
             let gidx = _mm512_maskz_permutexvar_epi16(0x1111_1111, from, idx);
             // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
-            p.grid = unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID.as_ptr() as _) };
-            // A group's sign bit for each of its eight values.
-            p.signs = _pdep_u64(negative >> (8 * k) & 0xFF, 0x0101_0101_0101_0101) * 0xFF;
+            p.grid =
+                unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID_BIASED.as_ptr() as _) };
+            // A group's sign bit for each of its four pairs of values.
+            p.signs = (_pdep_u32((negative >> (8 * k)) as u32 & 0xFF, 0x1111_1111) * 0xF) as u64;
             p.scales = pair_half_scales(scales, k);
         }
         out
