@@ -362,8 +362,8 @@ impl GridPairs for BlockIq1S {
         };
         let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
         let ls = _mm_or_si128(ls, _mm_set1_epi16(1));
-        let negative = _mm_srai_epi16::<15>(qh);
-        let factor = _mm_sub_epi16(_mm_xor_si128(ls, negative), negative);
+        // Negated where the word's top bit is set (the word or 1 is never zero).
+        let factor = _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)));
         let per_half = _mm256_set_m128i(
             _mm_unpackhi_epi16(factor, factor),
             _mm_unpacklo_epi16(factor, factor),
@@ -406,8 +406,7 @@ impl GridPairs for BlockIq1S {
             );
             let gidx = _mm512_maskz_permutexvar_epi16(0x1111_1111, from, idx);
             // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
-            p.grid =
-                unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID_BIASED.as_ptr() as _) };
+            p.grid = unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID_BIASED.as_ptr() as _) };
             p.scales = run_scales(scales, k);
         }
         out
@@ -445,8 +444,7 @@ impl GridPairs for BlockIq1M {
             );
             let gidx = _mm512_maskz_permutexvar_epi16(0x1111_1111, from, idx);
             // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
-            p.grid =
-                unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID_BIASED.as_ptr() as _) };
+            p.grid = unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID_BIASED.as_ptr() as _) };
             // A group's sign bit for each of its four pairs of values.
             p.signs = (_pdep_u32((negative >> (8 * k)) as u32 & 0xFF, 0x1111_1111) * 0xF) as u64;
             p.scales = pair_half_scales(scales, k);
