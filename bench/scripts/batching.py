@@ -53,7 +53,8 @@ def metric(name):
 def ask(i, n, firsts, first_read):
     """Streams one answer; returns (tokens, time of the first token, time of the last)."""
     body = json.dumps({"prompt": f"Client {i} asks about the {i * 7 + 3} ships of the harbour",
-                       "max_tokens": n, "temperature": 0, "stream": True}).encode()
+                       "max_tokens": n, "temperature": 0, "stream": True,
+                       "stream_options": {"include_usage": True}}).encode()
     req = urllib.request.Request(base + "/v1/completions", data=body, headers={"content-type": "application/json"})
     tokens, first, last = 0, None, None
     with urllib.request.urlopen(req, timeout=3600) as r:
@@ -62,7 +63,7 @@ def ask(i, n, firsts, first_read):
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
-            if "usage" in chunk:
+            if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
             now = time.time()
             if first is None:
@@ -90,6 +91,7 @@ def round_of(clients, n, offset):
     end = max(r[2] for r in res)
     # Tokens made after every client had its first (each client's first is not a decode token).
     decoded = sum(r[0] - 1 for r in res)
+    assert decoded > 0, "no usage in the stream: the token counts come from it"
     return {
         "tok_s": decoded / (end - start),
         "mb_per_token": (read_end - first_read[0]) / decoded / 1e6,
@@ -100,12 +102,14 @@ def round_of(clients, n, offset):
 
 counts = [int(c) for c in a.clients.split(",")]
 results = {c: [] for c in counts}
-round_of(2, 4, 1000)  # warm-up: the slab cache and the buffers
-for r in range(a.runs):
-    order = counts if r % 2 == 0 else list(reversed(counts))
-    for c in order:
-        results[c].append(round_of(c, a.tokens, 100 * r + 10 * c))
-srv.terminate()
+try:
+    round_of(2, 4, 1000)  # warm-up: the slab cache and the buffers
+    for r in range(a.runs):
+        order = counts if r % 2 == 0 else list(reversed(counts))
+        for c in order:
+            results[c].append(round_of(c, a.tokens, 100 * r + 10 * c))
+finally:
+    srv.terminate()
 print("| clients | aggregate decode tok/s | per client | MB read per decoded token | prefill: s to every first token, GB read | runs (decode tok/s) |")
 print("|---|---|---|---|---|---|")
 for c in counts:
