@@ -132,6 +132,9 @@ fn check(shape: AttentionShape, q: &[f32], kv: KvView, visible: usize, n: usize,
     assert!(q.len() == n * heads * d && out.len() == n * heads * vd, "attention: q/out length");
 }
 
+/// One (token, first query head, heads in the group, output) unit of attention.
+type HeadGroupUnit<'a> = dyn Fn(usize, usize, usize, &mut [f32]) + Sync + 'a;
+
 /// Runs `unit(token, first_head, sub, out)` for every (token, group of `sub` query heads
 /// sharing a KV head) of `n` tokens with values `vd` wide, spread over the pool's threads.
 fn run_units(
@@ -139,7 +142,7 @@ fn run_units(
     (n, vd): (usize, usize),
     out: &mut [f32],
     pool: Option<&KernelPool>,
-    unit: &(dyn Fn(usize, usize, usize, &mut [f32]) + Sync),
+    unit: &HeadGroupUnit<'_>,
 ) {
     let AttentionShape { heads, kv_heads, .. } = shape;
     // Query heads sharing a KV head walk its positions together, in groups of `sub`.
