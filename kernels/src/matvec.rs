@@ -10,7 +10,7 @@ use crate::quant::{
     deinterleave_block, q8_sums, quantize_q8_0_activations, quantize_q8_1_activations,
     quantize_q8_k, BlockQ4_0, BlockQ4_0x8, BlockQ8K, BlockQ8_0, BlockQ8_1, Q8Sum, QK, QK_K, ROWS8,
 };
-use crate::traits::{ActForm, RawDot};
+use crate::traits::{ActForm, RawDot, RawDot2};
 
 /// Rows handed to one task: big enough to amortise scheduling, small enough to balance.
 pub(crate) const ROWS_PER_TASK: usize = 16;
@@ -229,6 +229,19 @@ impl<'a> Matrix<'a> {
                 // rows of the super-block types the lookup was a visible share of decode).
                 let table = table_dot(k, self.dtype, x);
                 let rows = self.data[first * self.row_bytes..].chunks_exact(self.row_bytes);
+                let mut rows = rows.take(out.len());
+                let mut out = &mut out[..];
+                if let Some(two) = table_dot2(k, self.dtype, x) {
+                    // Pairs of rows share their activation work; an odd last row goes alone.
+                    let (pairs, rest) = out.split_at_mut(out.len() / 2 * 2);
+                    for o in pairs.chunks_exact_mut(2) {
+                        let pair = [rows.next(), rows.next()];
+                        if let [Some(a), Some(b)] = pair {
+                            o.copy_from_slice(&two([a, b], x));
+                        }
+                    }
+                    out = rest;
+                }
                 for (o, row) in out.iter_mut().zip(rows) {
                     *o = match table {
                         Some(dot) => dot(row, x),
@@ -478,6 +491,12 @@ fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
 
 /// The type table's kernel for rows of `dtype` against `x`, where [`dot_row`] takes it from
 /// the table (rather than from [`DotKernels`] or the exact f32 reference path).
+/// The two-row kernel of a table type on this machine, where it has one.
+fn table_dot2(k: &DotKernels, dtype: DType, x: &Prepared) -> Option<RawDot2> {
+    table_dot(k, dtype, x)?;
+    dtype.traits().dots.and_then(|d| d.rows2_for_isa(k.table_isa))
+}
+
 fn table_dot(k: &DotKernels, dtype: DType, x: &Prepared) -> Option<RawDot> {
     match (dtype, x) {
         (DType::F32 | DType::F16 | DType::Bf16, _) | (_, Prepared::F32(_)) => None,

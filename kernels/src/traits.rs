@@ -42,6 +42,10 @@ pub enum ScaleField {
 /// A dot product of one weight row (its raw bytes) with one token's prepared activations.
 pub(crate) type RawDot = fn(&[u8], &Prepared) -> f32;
 
+/// Two weight rows' dot products with the same activations, each equal to its row's
+/// [`RawDot`] bit for bit (they share the activation side of the work).
+pub(crate) type RawDot2 = fn([&[u8]; 2], &Prepared) -> [f32; 2];
+
 /// A type's many-token prefill kernels (rows unpacked once, then every token) per ISA, and
 /// whether they read the activations offset to unsigned bytes. A missing ISA runs the
 /// row-group path.
@@ -73,6 +77,8 @@ pub(crate) struct Dots {
     pub(crate) avx2: Option<RawDot>,
     /// Where a 512-bit kernel measured faster than the AVX2 one.
     pub(crate) avx512: Option<RawDot>,
+    /// Two rows at a time, beside `avx512`.
+    pub(crate) avx512_rows2: Option<RawDot2>,
     pub(crate) neon: Option<RawDot>,
 }
 
@@ -88,6 +94,15 @@ impl Dots {
             Isa::Avx2 => self.avx2.unwrap_or(self.scalar),
             Isa::Neon => self.neon.unwrap_or(self.scalar),
             Isa::Scalar => self.scalar,
+        }
+    }
+
+    /// The two-row kernel to use on `isa`, where there is one (it stands beside the one-row
+    /// kernel `for_isa` gives, and equals it row by row).
+    pub(crate) fn rows2_for_isa(&self, isa: Isa) -> Option<RawDot2> {
+        match isa {
+            Isa::Avx512 => self.avx512_rows2.filter(|_| crate::dot::avx512_table_supported()),
+            _ => None,
         }
     }
 }
@@ -219,7 +234,7 @@ impl TypeTraits {
         self
     }
     const fn dots(mut self, scalar: RawDot, avx2: Option<RawDot>) -> Self {
-        self.dots = Some(Dots { scalar, avx2, avx512: None, neon: None });
+        self.dots = Some(Dots { scalar, avx2, avx512: None, avx512_rows2: None, neon: None });
         self
     }
     /// The NEON column of a row whose dots are set (`None` off aarch64: the scalar twin runs).
@@ -233,6 +248,14 @@ impl TypeTraits {
     const fn avx512(mut self, avx512: Option<RawDot>) -> Self {
         if let Some(d) = &mut self.dots {
             d.avx512 = avx512;
+        }
+        self
+    }
+    /// The AVX-512 column of a grid type: its one-row and two-row kernels.
+    const fn avx512_grid(mut self, (one, two): (Option<RawDot>, Option<RawDot2>)) -> Self {
+        if let Some(d) = &mut self.dots {
+            d.avx512 = one;
+            d.avx512_rows2 = two;
         }
         self
     }
@@ -361,6 +384,25 @@ macro_rules! avx2 {
         None
     };
 }
+/// A grid type's AVX-512 kernels, one row and two rows (`None` off x86_64).
+#[cfg(target_arch = "x86_64")]
+macro_rules! grid512 {
+    ($b:ty) => {
+        (
+            avx2!(grid_avx512::dot::<$b>, Q8K),
+            Some(|w: [&[u8]; 2], x: &Prepared| match x {
+                Prepared::Q8K(x) => grid_avx512::dot2::<$b>([blocks!(w[0]), blocks!(w[1])], x),
+                _ => unreachable!("prepare() makes the form the type table names"),
+            }),
+        )
+    };
+}
+#[cfg(not(target_arch = "x86_64"))]
+macro_rules! grid512 {
+    ($b:ty) => {
+        (None, None)
+    };
+}
 #[cfg(target_arch = "aarch64")]
 macro_rules! neon {
     ($f:path, $form:ident) => {
@@ -445,47 +487,47 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_xxs, Q8K), avx2!(iq2_xxs::avx2::dot_iq2_xxs, Q8K))
         .neon(neon!(iq2_xxs::neon::dot_iq2_xxs, Q8K))
-        .avx512(avx2!(grid_avx512::dot::<BlockIq2Xxs>, Q8K))
+        .avx512_grid(grid512!(BlockIq2Xxs))
         .with_tokens(tokens!(BlockIq2Xxs))
         .wide_tile(tile!(wide BlockIq2Xxs), tile!(codes BlockIq2Xxs)),
     row(D::Iq2Xs, "iq2_xs", "IQ2_XS", 17, (256, 74), A::Q8K, deq!(dequantize_iq2_xs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_xs, Q8K), avx2!(iq2_xs::avx2::dot_iq2_xs, Q8K))
         .neon(neon!(iq2_xs::neon::dot_iq2_xs, Q8K))
-        .avx512(avx2!(grid_avx512::dot::<BlockIq2Xs>, Q8K))
+        .avx512_grid(grid512!(BlockIq2Xs))
         .with_tokens(tokens!(BlockIq2Xs))
         .wide_tile(tile!(wide BlockIq2Xs), tile!(codes BlockIq2Xs)),
     row(D::Iq2S, "iq2_s", "IQ2_S", 22, (256, 82), A::Q8K, deq!(dequantize_iq2_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_s, Q8K), avx2!(iq2_s::avx2::dot_iq2_s, Q8K))
         .neon(neon!(iq2_s::neon::dot_iq2_s, Q8K))
-        .avx512(avx2!(grid_avx512::dot::<BlockIq2S>, Q8K))
+        .avx512_grid(grid512!(BlockIq2S))
         .with_tokens(tokens!(BlockIq2S))
         .wide_tile(tile!(wide BlockIq2S), tile!(codes BlockIq2S)),
     row(D::Iq3Xxs, "iq3_xxs", "IQ3_XXS", 18, (256, 98), A::Q8K, deq!(dequantize_iq3_xxs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq3_xxs, Q8K), avx2!(iq3_xxs::avx2::dot_iq3_xxs, Q8K))
         .neon(neon!(iq3_xxs::neon::dot_iq3_xxs, Q8K))
-        .avx512(avx2!(grid_avx512::dot::<BlockIq3Xxs>, Q8K))
+        .avx512_grid(grid512!(BlockIq3Xxs))
         .with_tokens(tokens!(BlockIq3Xxs))
         .wide_tile(tile!(wide BlockIq3Xxs), tile!(codes BlockIq3Xxs)),
     row(D::Iq3S, "iq3_s", "IQ3_S", 21, (256, 110), A::Q8K, deq!(dequantize_iq3_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq3_s, Q8K), avx2!(iq3_s::avx2::dot_iq3_s, Q8K))
         .neon(neon!(iq3_s::neon::dot_iq3_s, Q8K))
-        .avx512(avx2!(grid_avx512::dot::<BlockIq3S>, Q8K))
+        .avx512_grid(grid512!(BlockIq3S))
         .with_tokens(tokens!(BlockIq3S))
         .wide_tile(tile!(wide BlockIq3S), tile!(codes BlockIq3S)),
     row(D::Iq1S, "iq1_s", "IQ1_S", 19, (256, 50), A::Q8K, deq!(dequantize_iq1_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq1_s, Q8K), avx2!(iq1_s::avx2::dot_iq1_s, Q8K))
         .neon(neon!(iq1_s::neon::dot_iq1_s, Q8K))
-        .avx512(avx2!(grid_avx512::dot::<BlockIq1S>, Q8K)),
+        .avx512_grid(grid512!(BlockIq1S)),
     row(D::Iq1M, "iq1_m", "IQ1_M", 29, (256, 56), A::Q8K, deq!(dequantize_iq1_m))
         .scale_at(ScaleField::Iq1M)
         .dots(dot!(dot_iq1_m, Q8K), avx2!(iq1_m::avx2::dot_iq1_m, Q8K))
         .neon(neon!(iq1_m::neon::dot_iq1_m, Q8K))
-        .avx512(avx2!(grid_avx512::dot::<BlockIq1M>, Q8K)),
+        .avx512_grid(grid512!(BlockIq1M)),
     row(D::Tq1_0, "tq1_0", "TQ1_0", 34, (256, 54), A::Q8K, deq!(dequantize_tq1_0))
         .scale_at(ScaleField::At(52, None))
         .dots(dot!(dot_tq1_0, Q8K), avx2!(tq1_0::avx2::dot_tq1_0, Q8K))

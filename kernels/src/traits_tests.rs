@@ -150,6 +150,24 @@ fn table_dots_match_their_scalar_twins_and_f64() {
                     t.name,
                     isa.name()
                 );
+                // Two rows at once: each row exactly its one-row result.
+                if let Some(two) = dots.rows2_for_isa(isa) {
+                    let w2 = weights(t.dtype, blocks, 1000 + case as u64);
+                    let scalar2 = (dots.scalar)(&w2, &prepared);
+                    let (a, b) = (&w[..], &w2[..]);
+                    for (rows, want) in
+                        [([a, b], [scalar, scalar2 as f64]), ([b, a], [scalar2 as f64, scalar])]
+                    {
+                        let got = two(rows, &prepared).map(|v| (v as f64).to_bits());
+                        assert_eq!(
+                            got,
+                            want.map(f64::to_bits),
+                            "{} {} two rows, {blocks} blocks",
+                            t.name,
+                            isa.name()
+                        );
+                    }
+                }
             }
         }
     }

@@ -11,13 +11,15 @@
 
 use std::arch::x86_64::*;
 
-use super::codes::{finish, Delta, GridBlock};
+use super::codes::GridBlock;
 use super::iq_grids::{IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
 use super::{
     BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockQ8K,
     QK_K,
 };
-use crate::dot::avx2::{f16_to_f32, hsum};
+
+mod kernel;
+pub(crate) use kernel::{dot, dot2};
 
 /// Two runs of a grid type as one 512-bit register each.
 #[derive(Clone, Copy)]
@@ -26,9 +28,10 @@ pub(crate) struct Pair {
     /// ([`IQ1S_GRID_BIASED`]).
     grid: __m512i,
     /// Bit `v` set: value `v` is negative; for the signed grids (IQ1), whose values carry
-    /// their signs, bit `j` set: the shift of values `2j` and `2j + 1` is negative.
+    /// their signs, bit `j` set: the shift of values `4j..4j + 4` is negative.
     signs: u64,
-    /// Per group of four values, its scale in both i16 halves of the i32 lane.
+    /// Per group of four values (an i32 lane), its scale: in both i16 halves, or for the
+    /// signed grids in the low half only.
     scales: __m512i,
 }
 
@@ -40,21 +43,50 @@ pub(crate) trait GridPairs: GridBlock {
     /// The CPU must have what `crate::dot::avx512_table_supported()` checks.
     unsafe fn pairs(&self) -> [Pair; 4];
 
-    /// [`Delta::PerRun`]: the sum over the runs of [`GridBlock::delta_run`].
+    /// [`Delta::PerRun`]: per run (one 16-bit word each) the factor [`GridBlock::delta_run`]
+    /// multiplies its activations' sum by; zero for the types without a per-run shift, as
+    /// `delta_run` is.
     ///
     /// # Safety
     /// As for `pairs`.
     #[inline(always)]
-    unsafe fn shift_sum(&self, y: &BlockQ8K) -> i32 {
-        (0..QK_K / 32).map(|r| self.delta_run(r, y)).sum()
+    unsafe fn shift_factors(&self) -> __m128i {
+        // SAFETY: SSE2, which every x86_64 CPU has.
+        unsafe { _mm_setzero_si128() }
     }
 }
 
-/// Four blank pairs for `pairs` to fill.
+/// The sum over the runs of [`GridBlock::delta_run`], from [`GridPairs::shift_factors`].
 #[inline]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx2")]
+fn shift_sum(factors: __m128i, y: &BlockQ8K) -> i32 {
+    // SAFETY: bsums is 16 i16, 32 bytes; unaligned load.
+    let bsums = unsafe { _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i) };
+    // Each run's factor against both of its halves' sums.
+    let per_half = _mm256_set_m128i(
+        _mm_unpackhi_epi16(factors, factors),
+        _mm_unpacklo_epi16(factors, factors),
+    );
+    let runs = _mm256_madd_epi16(per_half, bsums);
+    let s = _mm_add_epi32(_mm256_castsi256_si128(runs), _mm256_extracti128_si256::<1>(runs));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
+}
+
+impl Pair {
+    /// A blank pair for `pairs` to fill.
+    const BLANK: Pair = Pair {
+        // SAFETY: an all-zero `__m512i` is a valid value (plain bits).
+        grid: unsafe { std::mem::zeroed() },
+        signs: 0,
+        // SAFETY: as for `grid`.
+        scales: unsafe { std::mem::zeroed() },
+    };
+}
+
+/// Four blank pairs for `pairs` to fill.
 fn blank() -> [Pair; 4] {
-    [Pair { grid: _mm512_setzero_si512(), signs: 0, scales: _mm512_setzero_si512() }; 4]
+    [Pair::BLANK; 4]
 }
 
 /// The sign bits of eight runs whose signs are four 7-bit indices each (the low 28 bits of
@@ -81,8 +113,8 @@ fn even_parity(x: __m256i) -> [u64; 4] {
     unsafe { std::mem::transmute::<__m256i, [u64; 4]>(signs) }
 }
 
-/// Per pair of runs, from eight run scales (one per 32-bit word of `s`, each `2 * n + 1` in
-/// both 16-bit halves): run `2k`'s for lanes 0..8, run `2k + 1`'s for 8..16.
+/// Per pair of runs, from eight run scales (one per 32-bit word of `s`, as the lanes take
+/// them): run `2k`'s for lanes 0..8, run `2k + 1`'s for 8..16.
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn run_scales(s: __m256i, k: usize) -> __m512i {
@@ -149,73 +181,6 @@ unsafe fn read<T: Copy>(bytes: &[u8], at: usize) -> T {
     debug_assert!(at + std::mem::size_of::<T>() <= bytes.len());
     // SAFETY: the caller keeps the read inside `bytes`; unaligned read.
     unsafe { (bytes.as_ptr().add(at) as *const T).read_unaligned() }
-}
-
-/// Weights of a grid type . Q8_K activations on AVX-512, the bits of `codes::grid_dot`.
-pub(crate) fn dot<B: GridPairs>(w: &[B], x: &[BlockQ8K]) -> f32 {
-    // SAFETY: these kernels sit only in the AVX-512 column of the type table, which is read
-    // only after `avx512_table_supported()` said yes (`Dots::for_isa`, `kernels()`).
-    unsafe { grid_dot(w, x) }
-}
-
-/// The kernel: per super-block, four pairs of runs into one set of i32 lanes, then ggml's
-/// float step (`lane * d` fused into eight f32 lanes, summed pairwise at the end).
-///
-/// # Safety
-/// The CPU must have what `crate::dot::avx512_table_supported()` checks.
-#[target_feature(
-    enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c,bmi2"
-)]
-pub(crate) unsafe fn grid_dot<B: GridPairs>(w: &[B], x: &[BlockQ8K]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let (zero, ones) = (_mm512_setzero_si512(), _mm512_set1_epi8(1));
-    let (mut acc, mut acc2, mut shift) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0.0f32);
-    for (a, b) in w.iter().zip(x) {
-        let (mut sumi, mut sumi2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-        // SAFETY: this function's contract is `pairs`'.
-        let pairs = unsafe { a.pairs() };
-        for (k, p) in pairs.iter().enumerate() {
-            // SAFETY: 64 * k + 64 <= 256 = qs's length; unaligned load.
-            let q8 = unsafe { _mm512_loadu_si512(b.qs.as_ptr().add(64 * k) as *const _) };
-            // Pairs of products fit i16: magnitudes are at most 62, activations at most 127.
-            if B::SIGNED {
-                // `(g + 1) q` summed in pairs, less the pairs' `q`: each pair's `g q`, the i16
-                // the sign-and-magnitude form gives, in fewer steps. The pairs' `q` serve the
-                // shift's lanes too (a group's eight values share its sign).
-                let pairs_q = _mm512_maddubs_epi16(ones, q8);
-                let products = _mm512_sub_epi16(_mm512_maddubs_epi16(p.grid, q8), pairs_q);
-                sumi = _mm512_dpwssd_epi32(sumi, products, p.scales);
-                if let Delta::Lanes(_) = B::DELTA {
-                    let shifted = _mm512_mask_sub_epi16(pairs_q, p.signs as u32, zero, pairs_q);
-                    sumi2 = _mm512_dpwssd_epi32(sumi2, shifted, p.scales);
-                }
-            } else {
-                let products =
-                    _mm512_maddubs_epi16(p.grid, _mm512_mask_sub_epi8(q8, p.signs, zero, q8));
-                sumi = _mm512_dpwssd_epi32(sumi, products, p.scales);
-            }
-        }
-        let d = f16_to_f32(a.scale_f16()) * b.d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), halves(sumi), acc);
-        match B::DELTA {
-            Delta::None => {}
-            Delta::PerRun(_) => {
-                // SAFETY: as for `pairs`.
-                let runs = unsafe { a.shift_sum(b) };
-                shift = (runs as f32).mul_add(d, shift);
-            }
-            Delta::Lanes(_) => acc2 = _mm256_fmadd_ps(_mm256_set1_ps(d), halves(sumi2), acc2),
-        }
-    }
-    finish::<B>(hsum(acc), hsum(acc2), shift)
-}
-
-/// The eight lanes of the AVX2 kernel from a register's sixteen: its halves added, as f32.
-#[inline]
-#[target_feature(enable = "avx512f,avx2")]
-fn halves(sumi: __m512i) -> __m256 {
-    let lo = _mm512_castsi512_si256(sumi);
-    _mm256_cvtepi32_ps(_mm256_add_epi32(lo, _mm512_extracti64x4_epi64::<1>(sumi)))
 }
 
 impl GridPairs for BlockIq2Xxs {
@@ -350,28 +315,14 @@ impl GridPairs for BlockIq3S {
 impl GridPairs for BlockIq1S {
     #[inline]
     #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi,avx512bitalg,avx2,bmi2")]
-    unsafe fn shift_sum(&self, y: &BlockQ8K) -> i32 {
-        // Per run `±(2s + 1)` from its word (scale at bits 12..15, the shift's sign at 15),
-        // times the sums of its two halves' activations.
-        // SAFETY: qh is 8 words, 16 bytes; bsums 16 i16, 32 bytes; unaligned loads.
-        let (qh, bsums) = unsafe {
-            (
-                _mm_loadu_si128(self.qh.as_ptr() as *const __m128i),
-                _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i),
-            )
-        };
+    unsafe fn shift_factors(&self) -> __m128i {
+        // Per run `±(2s + 1)` from its word (scale at bits 12..15, the shift's sign at 15).
+        // SAFETY: qh is 8 words, 16 bytes; unaligned load.
+        let qh = unsafe { _mm_loadu_si128(self.qh.as_ptr() as *const __m128i) };
         let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
         let ls = _mm_or_si128(ls, _mm_set1_epi16(1));
         // Negated where the word's top bit is set (the word or 1 is never zero).
-        let factor = _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)));
-        let per_half = _mm256_set_m128i(
-            _mm_unpackhi_epi16(factor, factor),
-            _mm_unpacklo_epi16(factor, factor),
-        );
-        let runs = _mm256_madd_epi16(per_half, bsums);
-        let s = _mm_add_epi32(_mm256_castsi256_si128(runs), _mm256_extracti128_si256::<1>(runs));
-        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-        _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
+        _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)))
     }
 
     #[inline]
@@ -395,8 +346,7 @@ impl GridPairs for BlockIq1S {
         let idx = _mm512_or_si512(_mm512_cvtepu8_epi16(lo), _mm512_slli_epi16::<8>(hi));
         // Run scales `2 * s + 1` from bits 12..15 of each word.
         let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
-        let ls = _mm256_cvtepu16_epi32(_mm_or_si128(ls, _mm_set1_epi16(1)));
-        let scales = _mm256_or_si256(ls, _mm256_slli_epi32::<16>(ls));
+        let scales = _mm256_cvtepu16_epi32(_mm_or_si128(ls, _mm_set1_epi16(1)));
         let mut out = blank();
         for (k, p) in out.iter_mut().enumerate() {
             // Words 8k..8k + 8, one per 64-bit lane.
@@ -445,15 +395,15 @@ impl GridPairs for BlockIq1M {
             let gidx = _mm512_maskz_permutexvar_epi16(0x1111_1111, from, idx);
             // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
             p.grid = unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID_BIASED.as_ptr() as _) };
-            // A group's sign bit for each of its four pairs of values.
-            p.signs = (_pdep_u32((negative >> (8 * k)) as u32 & 0xFF, 0x1111_1111) * 0xF) as u64;
+            // A group's sign bit for each of its two fours of values.
+            p.signs = (_pdep_u32((negative >> (8 * k)) as u32 & 0xFF, 0x5555) * 3) as u64;
             p.scales = pair_half_scales(scales, k);
         }
         out
     }
 }
 
-/// IQ1_M's half-run scales as `half_run_scales` lays them out.
+/// IQ1_M's half-run scales as `half_run_scales` lays them out, in the low halves only.
 #[inline]
 #[target_feature(enable = "avx512f,avx2")]
 fn iq1_m_scales(b: &BlockIq1M) -> __m512i {
@@ -464,8 +414,9 @@ fn iq1_m_scales(b: &BlockIq1M) -> __m512i {
     let at = _mm512_set_epi32(9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0);
     let n = _mm512_srlv_epi32(_mm512_permutexvar_epi32(word_of, words), at);
     let n = _mm512_and_si512(n, _mm512_set1_epi32(7));
-    let s = _mm512_or_si512(_mm512_slli_epi32::<1>(n), _mm512_set1_epi32(1));
-    _mm512_or_si512(s, _mm512_slli_epi32::<16>(s))
+    // `2 n + 1` in the low half only: the signed kernel multiplies an i32 read as (i16, its
+    // sign).
+    _mm512_or_si512(_mm512_slli_epi32::<1>(n), _mm512_set1_epi32(1))
 }
 
 /// A super-block of an unsigned grid type as the prefill tiles read it (`gemm/wide.rs`): its
