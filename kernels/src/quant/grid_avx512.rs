@@ -27,11 +27,13 @@ pub(crate) struct Pair {
     /// The 64 grid magnitudes, in value order; for the signed grids, the values plus one
     /// ([`IQ1S_GRID_BIASED`]).
     grid: __m512i,
-    /// Bit `v` set: value `v` is negative; for the signed grids (IQ1), whose values carry
-    /// their signs, bit `j` set: the shift of values `4j..4j + 4` is negative.
+    /// Bit `v` set: value `v` is negative. The signed grids (IQ1), whose values carry their
+    /// signs: in pair `2c`, bit `w` set: word `w` of its `scales` belongs to a group of four
+    /// whose shift is negative (IQ1_M); 0 in pair `2c + 1`.
     signs: u64,
-    /// Per group of four values (an i32 lane), its scale: in both i16 halves, or for the
-    /// signed grids in the low half only.
+    /// Per group of four values (an i32 lane), its scale in both i16 halves. The signed
+    /// grids: pairs `2c` and `2c + 1` (a couple) share one register, in pair `2c`: word `2i`
+    /// holds pair `2c`'s lane `i`'s scale, word `2i + 1` pair `2c + 1`'s; 0 in pair `2c + 1`.
     scales: __m512i,
 }
 
@@ -153,6 +155,34 @@ fn pair_half_scales(s: __m512i, k: usize) -> __m512i {
     let (a, b, c, d) = (h, h + 1, h + 2, h + 3);
     let pick = _mm512_set_epi32(d, d, d, d, c, c, c, c, b, b, b, b, a, a, a, a);
     _mm512_permutexvar_epi32(pick, s)
+}
+
+/// For the signed grids' couples of pairs: per word of couple `c`'s scale register, the
+/// word of the block's scales it takes (word `2i`: pair `2c`'s lane `i`, word `2i + 1`: pair
+/// `2c + 1`'s). A lane of pair `k` is in run `2k` (lanes 0..8) or `2k + 1`; IQ1_S has one scale
+/// per run, IQ1_M one per half-run (`2 run + (lane % 8) / 4`).
+const fn couple_words(c: usize, half_runs: bool) -> [i16; 32] {
+    let mut t = [0i16; 32];
+    let mut w = 0;
+    while w < 32 {
+        let (k, lane) = (2 * c + w % 2, w / 2);
+        let run = 2 * k + lane / 8;
+        t[w] = if half_runs { 2 * run + (lane % 8) / 4 } else { run } as i16;
+        w += 1;
+    }
+    t
+}
+
+static IQ1S_COUPLE_WORDS: [[i16; 32]; 2] = [couple_words(0, false), couple_words(1, false)];
+static IQ1M_COUPLE_WORDS: [[i16; 32]; 2] = [couple_words(0, true), couple_words(1, true)];
+
+/// Couple `c`'s scales from `words` (one scale per word), by `pick`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn couple_scales(words: __m512i, pick: &[[i16; 32]; 2], c: usize) -> __m512i {
+    // SAFETY: 64 bytes; unaligned load.
+    let pick = unsafe { _mm512_loadu_si512(pick[c].as_ptr() as *const _) };
+    _mm512_permutexvar_epi16(pick, words)
 }
 
 /// IQ1_S's (and IQ1_M's) grid with one added to every value (-1, 0, 1 become 0, 1, 2): unsigned
@@ -346,7 +376,7 @@ impl GridPairs for BlockIq1S {
         let idx = _mm512_or_si512(_mm512_cvtepu8_epi16(lo), _mm512_slli_epi16::<8>(hi));
         // Run scales `2 * s + 1` from bits 12..15 of each word.
         let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
-        let scales = _mm256_cvtepu16_epi32(_mm_or_si128(ls, _mm_set1_epi16(1)));
+        let ls = _mm512_castsi128_si512(_mm_or_si128(ls, _mm_set1_epi16(1)));
         let mut out = blank();
         for (k, p) in out.iter_mut().enumerate() {
             // Words 8k..8k + 8, one per 64-bit lane.
@@ -357,7 +387,9 @@ impl GridPairs for BlockIq1S {
             let gidx = _mm512_maskz_permutexvar_epi16(0x1111_1111, from, idx);
             // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
             p.grid = unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID_BIASED.as_ptr() as _) };
-            p.scales = run_scales(scales, k);
+            if k % 2 == 0 {
+                p.scales = couple_scales(ls, &IQ1S_COUPLE_WORDS, k / 2);
+            }
         }
         out
     }
@@ -384,7 +416,7 @@ impl GridPairs for BlockIq1M {
         let nibbles = _mm512_srlv_epi16(_mm512_permutexvar_epi16(byte_of, bytes), at);
         let hi = _mm512_and_si512(nibbles, _mm512_set1_epi16(7));
         let idx = _mm512_or_si512(_mm512_cvtepu8_epi16(lo), _mm512_slli_epi16::<8>(hi));
-        let negative = _mm512_test_epi16_mask(nibbles, _mm512_set1_epi16(8)) as u64;
+        let negative = _mm512_test_epi16_mask(nibbles, _mm512_set1_epi16(8));
         let mut out = blank();
         for (k, p) in out.iter_mut().enumerate() {
             // Words 8k..8k + 8, one per 64-bit lane.
@@ -395,28 +427,38 @@ impl GridPairs for BlockIq1M {
             let gidx = _mm512_maskz_permutexvar_epi16(0x1111_1111, from, idx);
             // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
             p.grid = unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID_BIASED.as_ptr() as _) };
-            // A group's sign bit for each of its two fours of values.
-            p.signs = (_pdep_u32((negative >> (8 * k)) as u32 & 0xFF, 0x5555) * 3) as u64;
-            p.scales = pair_half_scales(scales, k);
+            if k % 2 == 0 {
+                p.scales = couple_scales(scales, &IQ1M_COUPLE_WORDS, k / 2);
+                // Pair k's lane `i` (words `2i`) and pair k + 1's (words `2i + 1`) read group
+                // `i / 2` of their pair: each group's sign on four words.
+                let (a, b) = ((negative >> (8 * k)) & 0xFF, (negative >> (8 * k + 8)) & 0xFF);
+                let signs = _pdep_u32(a, 0x1111_1111) | _pdep_u32(b, 0x2222_2222);
+                p.signs = (signs * 5) as u64;
+            }
         }
         out
     }
 }
 
-/// IQ1_M's half-run scales as `half_run_scales` lays them out, in the low halves only.
+/// IQ1_M's 16 half-run scales `2 n + 1`, one per 16-bit word.
 #[inline]
-#[target_feature(enable = "avx512f,avx2")]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
 fn iq1_m_scales(b: &BlockIq1M) -> __m512i {
     // The 3-bit scales of the 16 half-runs, three per 16-bit word from its bit 0 (the top
     // nibbles are the super-block scale's): half-run `h` is field `h % 4` of word `h / 4`.
-    let words = _mm512_cvtepu16_epi32(_mm256_set1_epi64x(i64::from_le_bytes(b.scales)));
-    let word_of = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    let at = _mm512_set_epi32(9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0);
-    let n = _mm512_srlv_epi32(_mm512_permutexvar_epi32(word_of, words), at);
-    let n = _mm512_and_si512(n, _mm512_set1_epi32(7));
-    // `2 n + 1` in the low half only: the signed kernel multiplies an i32 read as (i16, its
-    // sign).
-    _mm512_or_si512(_mm512_slli_epi32::<1>(n), _mm512_set1_epi32(1))
+    let words = _mm512_castsi256_si512(_mm256_set1_epi64x(i64::from_le_bytes(b.scales)));
+    let at = _mm512_set_epi16(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6,
+        3, 0,
+    );
+    // Word `h` of the broadcast is word `h % 4` of the scales: shuffle it to `h / 4` first.
+    let word_of = _mm512_set_epi16(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1,
+        12, 8, 4, 0,
+    );
+    let n = _mm512_srlv_epi16(_mm512_permutexvar_epi16(word_of, words), at);
+    let n = _mm512_and_si512(n, _mm512_set1_epi16(7));
+    _mm512_or_si512(_mm512_slli_epi16::<1>(n), _mm512_set1_epi16(1))
 }
 
 /// A super-block of an unsigned grid type as the prefill tiles read it (`gemm/wide.rs`): its

@@ -69,34 +69,65 @@ unsafe fn shift_pair<B: GridPairs>(a: [&B; 2], y: &BlockQ8K) -> __m256i {
     _mm256_add_epi32(m, _mm256_shuffle_epi32::<0xB1>(m))
 }
 
-/// One pair of runs into a row's lanes. Signed grids (IQ1): `neg` holds minus the sum of each
-/// four activations, so `dpbusd` from it leaves each four's `g q` exactly; the run scales
-/// (`(ls, 0)` per lane) then apply to that i32 read as i16 (it is at most 4 * 127 in
-/// magnitude). IQ1_M's shift lanes take each four's sum, negated where its group's shift is.
+/// Words `2i` from the first register's word `2i`, `2i + 1` from the second's: two registers'
+/// i32 lanes, each within i16, interleaved as word pairs.
+static INTERLEAVE: [i16; 32] = {
+    let mut t = [0i16; 32];
+    let mut i = 0;
+    while i < 16 {
+        t[2 * i] = 2 * i as i16;
+        t[2 * i + 1] = 32 + 2 * i as i16;
+        i += 1;
+    }
+    t
+};
+
+/// The activations of a couple of pairs (the signed grids), shared by the rows: the two
+/// registers of codes, minus the sum of each four codes (i32 lanes), and (IQ1_M) those sums
+/// interleaved as the couple's scales are.
+struct CoupleActs {
+    q8: [__m512i; 2],
+    neg: [__m512i; 2],
+    sums: __m512i,
+}
+
+/// A couple of pairs of a signed grid (IQ1) into a row's lanes. `dpbusd` from minus each
+/// four's activation sum leaves each four's `g q` (the grid is gathered plus one); both pairs'
+/// i32 lanes, each at most 4 * 127 in magnitude, are interleaved as words and the couple's
+/// scales applied by one `vpdpwssd`: the same integers per lane as one pair at a time. IQ1_M's
+/// shift lanes: the four-sums against the scales negated where the group's shift is.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn pair_into<B: GridPairs>(
-    p: &Pair,
-    q8: __m512i,
-    (neg, pos): (__m512i, __m512i),
+fn couple_into<B: GridPairs>(
+    p: [&Pair; 2],
+    acts: &CoupleActs,
+    interleave: __m512i,
     sumi: &mut __m512i,
     sumi2: &mut __m512i,
 ) {
-    if B::SIGNED {
-        let t = _mm512_dpbusd_epi32(neg, p.grid, q8);
-        // SAFETY: this function's target features.
-        *sumi = unsafe { dpwssd(*sumi, t, p.scales) };
-        if let Delta::Lanes(_) = B::DELTA {
-            let shifted = _mm512_mask_mov_epi32(pos, p.signs as u16, neg);
-            // SAFETY: as above.
-            *sumi2 = unsafe { dpwssd(*sumi2, shifted, p.scales) };
-        }
-    } else {
-        let signed = _mm512_mask_sub_epi8(q8, p.signs, _mm512_setzero_si512(), q8);
-        let products = _mm512_maddubs_epi16(p.grid, signed);
+    let ta = _mm512_dpbusd_epi32(acts.neg[0], p[0].grid, acts.q8[0]);
+    let tb = _mm512_dpbusd_epi32(acts.neg[1], p[1].grid, acts.q8[1]);
+    let t = _mm512_permutex2var_epi16(ta, interleave, tb);
+    // SAFETY: this function's target features.
+    *sumi = unsafe { dpwssd(*sumi, t, p[0].scales) };
+    if let Delta::Lanes(_) = B::DELTA {
+        let scales = p[0].scales;
+        let signed =
+            _mm512_mask_sub_epi16(scales, p[0].signs as u32, _mm512_setzero_si512(), scales);
         // SAFETY: as above.
-        *sumi = unsafe { dpwssd(*sumi, products, p.scales) };
+        *sumi2 = unsafe { dpwssd(*sumi2, acts.sums, signed) };
     }
+}
+
+/// One pair of runs of an unsigned grid into a row's lanes: the activations negated where
+/// the values are, `maddubs` with the magnitudes, the run scales by `vpdpwssd`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn pair_into(p: &Pair, q8: __m512i, sumi: &mut __m512i) {
+    let signed = _mm512_mask_sub_epi8(q8, p.signs, _mm512_setzero_si512(), q8);
+    let products = _mm512_maddubs_epi16(p.grid, signed);
+    // SAFETY: this function's target features.
+    *sumi = unsafe { dpwssd(*sumi, products, p.scales) };
 }
 
 /// The kernel: per super-block, four pairs of runs into one set of i32 lanes per row, then
@@ -112,6 +143,8 @@ unsafe fn grid_dot<B: GridPairs, const R: usize>(w: [&[B]; R], x: &[BlockQ8K]) -
     assert!(w.iter().all(|w| w.len() == x.len()));
     let zero = _mm512_setzero_si512();
     let ones = _mm512_set1_epi8(1);
+    // SAFETY: 64 bytes; unaligned load.
+    let interleave = unsafe { _mm512_loadu_si512(INTERLEAVE.as_ptr() as *const _) };
     // Two rows' lanes (each register's halves added) in the accumulator's chunk order:
     // A 0-3, B 0-3, A 4-7, B 4-7; one row's in the low 256 bits.
     let lanes_of = |s: [__m512i; R]| -> __m512 {
@@ -139,18 +172,38 @@ unsafe fn grid_dot<B: GridPairs, const R: usize>(w: [&[B]; R], x: &[BlockQ8K]) -
             pairs[r] = unsafe { a[r].pairs() };
         }
         let (mut sumi, mut sumi2) = ([zero; R], [zero; R]);
-        for (k, run_pair) in b.qs.chunks_exact(64).enumerate() {
-            // SAFETY: a chunk of 64 bytes; unaligned load.
-            let q8 = unsafe { _mm512_loadu_si512(run_pair.as_ptr() as *const _) };
-            let sums = if B::SIGNED {
-                // Minus (and plus) the sum of each four activations, for every row.
-                let neg = _mm512_dpbusd_epi32(zero, ones, _mm512_sub_epi8(zero, q8));
-                (neg, _mm512_sub_epi32(zero, neg))
-            } else {
-                (zero, zero)
-            };
-            for r in 0..R {
-                pair_into::<B>(&pairs[r][k], q8, sums, &mut sumi[r], &mut sumi2[r]);
+        if B::SIGNED {
+            for c in 0..2 {
+                // SAFETY: 128 * c + 128 <= 256 = qs's length; unaligned loads.
+                let q8 = unsafe {
+                    let at = b.qs.as_ptr().add(128 * c);
+                    [_mm512_loadu_si512(at as *const _), _mm512_loadu_si512(at.add(64) as *const _)]
+                };
+                let neg = [
+                    _mm512_dpbusd_epi32(zero, ones, _mm512_sub_epi8(zero, q8[0])),
+                    _mm512_dpbusd_epi32(zero, ones, _mm512_sub_epi8(zero, q8[1])),
+                ];
+                let sums = match B::DELTA {
+                    Delta::Lanes(_) => _mm512_permutex2var_epi16(
+                        _mm512_sub_epi32(zero, neg[0]),
+                        interleave,
+                        _mm512_sub_epi32(zero, neg[1]),
+                    ),
+                    _ => zero,
+                };
+                let acts = CoupleActs { q8, neg, sums };
+                for r in 0..R {
+                    let p = [&pairs[r][2 * c], &pairs[r][2 * c + 1]];
+                    couple_into::<B>(p, &acts, interleave, &mut sumi[r], &mut sumi2[r]);
+                }
+            }
+        } else {
+            for (k, run_pair) in b.qs.chunks_exact(64).enumerate() {
+                // SAFETY: a chunk of 64 bytes; unaligned load.
+                let q8 = unsafe { _mm512_loadu_si512(run_pair.as_ptr() as *const _) };
+                for r in 0..R {
+                    pair_into(&pairs[r][k], q8, &mut sumi[r]);
+                }
             }
         }
         // Per row `d`, laid out as the accumulator's lanes.
