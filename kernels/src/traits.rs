@@ -522,12 +522,14 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq1_s, Q8K), avx2!(iq1_s::avx2::dot_iq1_s, Q8K))
         .neon(neon!(iq1_s::neon::dot_iq1_s, Q8K))
-        .avx512_grid(grid512!(BlockIq1S)),
+        .avx512_grid(grid512!(BlockIq1S))
+        .tile(tile!(wide BlockIq1S)),
     row(D::Iq1M, "iq1_m", "IQ1_M", 29, (256, 56), A::Q8K, deq!(dequantize_iq1_m))
         .scale_at(ScaleField::Iq1M)
         .dots(dot!(dot_iq1_m, Q8K), avx2!(iq1_m::avx2::dot_iq1_m, Q8K))
         .neon(neon!(iq1_m::neon::dot_iq1_m, Q8K))
-        .avx512_grid(grid512!(BlockIq1M)),
+        .avx512_grid(grid512!(BlockIq1M))
+        .tile(tile!(wide BlockIq1M)),
     row(D::Tq1_0, "tq1_0", "TQ1_0", 34, (256, 54), A::Q8K, deq!(dequantize_tq1_0))
         .scale_at(ScaleField::At(52, None))
         .dots(dot!(dot_tq1_0, Q8K), avx2!(tq1_0::avx2::dot_tq1_0, Q8K))

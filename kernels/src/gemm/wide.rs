@@ -171,6 +171,45 @@ wide_grid!(
     crate::quant::BlockIq3S => 32,
 );
 
+/// The signed grids (IQ1), whose values are `d ls (g ± 1/8)`: codes `8 g ± 1` (the shift's
+/// sign per value), offset by 128, and ggml's factor over 8. Their rows unpack once per prompt
+/// chunk, so the runs are read one by one.
+macro_rules! wide_signed_grid {
+    ($($block:ty => $sub:literal),* $(,)?) => {$(
+        impl WideBlock for $block {
+            const SUB: usize = $sub;
+            const BIAS_SHIFT: Option<u32> = Some(7);
+            const MULT: f32 = <$block as GridBlock>::MULT / 8.0;
+            fn unpack(&self, out: &mut WideRow) {
+                fill_signed_grid(self, out)
+            }
+        }
+    )*};
+}
+
+wide_signed_grid!(crate::quant::BlockIq1S => 32, crate::quant::BlockIq1M => 16);
+
+/// Fills `out` from a signed grid block's runs and shift signs.
+fn fill_signed_grid<B: GridBlock + WideBlock>(b: &B, out: &mut WideRow) {
+    debug_assert!(B::SIGNED);
+    let mut per16 = [0i32; 16];
+    for r in 0..QK_K / 32 {
+        let run = b.run(r);
+        let shifts = b.delta_signs(r);
+        let codes = out.q[32 * r..32 * r + 32].chunks_exact_mut(8);
+        for ((q, g), s) in codes.zip(run.grid).zip(shifts) {
+            for (j, q) in q.iter_mut().enumerate() {
+                let (g, s) = ((g >> (8 * j)) as u8 as i8, (s >> (8 * j)) as u8 as i8);
+                *q = ((8 * g + s) as u8) ^ 0x80;
+            }
+        }
+        per16[2 * r..2 * r + 2].copy_from_slice(&run.ls.map(i32::from));
+    }
+    out.d = b.scale();
+    out.sc = std::array::from_fn(|s| per16[(s * <B as WideBlock>::SUB / 16).min(15)]);
+    out.sc_pairs = pairs_of(&per16);
+}
+
 /// Fills `out` from a grid block's runs.
 ///
 /// # Safety

@@ -67,7 +67,8 @@ pub(crate) trait GridBlock: Copy {
     fn delta_run(&self, _r: usize, _y: &BlockQ8K) -> i32 {
         0
     }
-    /// [`Delta::Lanes`]: run `r`'s shift signs, `0x01` / `0xFF` per value as in [`Run`].
+    /// Run `r`'s shift signs, `0x01` / `0xFF` per value as in [`Run`] (the dot products read
+    /// them for [`Delta::Lanes`]; the prefill tiles of every type with a shift).
     fn delta_signs(&self, _r: usize) -> [u64; 4] {
         [0; 4]
     }

@@ -67,6 +67,12 @@ impl GridBlock for BlockIq1S {
         let delta = if self.qh[r] & 0x8000 != 0 { -1 } else { 1 };
         ls * delta * (y.bsums[2 * r] as i32 + y.bsums[2 * r + 1] as i32)
     }
+    /// The run's shift signs, the same for all its values (the prefill tile reads them; the
+    /// dot products sum the shift per run, [`GridBlock::delta_run`]).
+    fn delta_signs(&self, r: usize) -> [u64; 4] {
+        let byte: u64 = if self.qh[r] & 0x8000 != 0 { 0xFF } else { 0x01 };
+        [byte * 0x0101_0101_0101_0101; 4]
+    }
 }
 
 grid_dots!(dot_iq1_s, BlockIq1S);
