@@ -535,12 +535,14 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .dots(dot!(dot_tq1_0, Q8K), avx2!(tq1_0::avx2::dot_tq1_0, Q8K))
         .neon(neon!(tq1_0::dot_tq1_0_with::<NeonLanes>, Q8K))
         .avx512(avx2!(tq1_0::avx512::dot_tq1_0, Q8K))
-        .with_tokens(tokens_k!(BlockTq1_0)),
+        .with_tokens(tokens_k!(BlockTq1_0))
+        .tile(tile!(wide BlockTq1_0)),
     row(D::Tq2_0, "tq2_0", "TQ2_0", 35, (256, 66), A::Q8K, deq!(dequantize_tq2_0))
         .scale_at(ScaleField::At(64, None))
         .dots(dot!(dot_tq2_0, Q8K), avx2!(tq2_0::avx2::dot_tq2_0, Q8K))
         .neon(neon!(tq2_0::dot_tq2_0_with::<NeonLanes>, Q8K))
-        .with_tokens(tokens_k!(BlockTq2_0)),
+        .with_tokens(tokens_k!(BlockTq2_0))
+        .tile(tile!(wide BlockTq2_0)),
 ];
 
 const _: () = {

@@ -189,6 +189,31 @@ macro_rules! wide_signed_grid {
 
 wide_signed_grid!(crate::quant::BlockIq1S => 32, crate::quant::BlockIq1M => 16);
 
+/// The ternary types: codes -1..=1 offset by 128, one scale for every value.
+macro_rules! wide_ternary {
+    ($($block:ty => $codes:path),* $(,)?) => {$(
+        impl WideBlock for $block {
+            const SUB: usize = 16;
+            const BIAS_SHIFT: Option<u32> = Some(7);
+            fn unpack(&self, out: &mut WideRow) {
+                let mut codes = [0i8; QK_K];
+                $codes(self, &mut codes);
+                for (q, c) in out.q.iter_mut().zip(codes) {
+                    *q = (c as u8) ^ 0x80;
+                }
+                out.sc = [1; 16];
+                out.sc_pairs = pairs_of(&[1; 16]);
+                out.d = self.d.to_f32();
+            }
+        }
+    )*};
+}
+
+wide_ternary!(
+    crate::quant::BlockTq1_0 => crate::quant::tq1_0::codes,
+    crate::quant::BlockTq2_0 => crate::quant::tq2_0::codes,
+);
+
 /// Fills `out` from a signed grid block's runs and shift signs.
 fn fill_signed_grid<B: GridBlock + WideBlock>(b: &B, out: &mut WideRow) {
     debug_assert!(B::SIGNED);

@@ -31,7 +31,7 @@ fn trit(byte: u8, n: usize) -> i8 {
 }
 
 /// The 256 codes in value order.
-fn codes(b: &BlockTq1_0, out: &mut [i8; QK_K]) {
+pub(crate) fn codes(b: &BlockTq1_0, out: &mut [i8; QK_K]) {
     let mut at = 0;
     for n in 0..5 {
         for m in 0..32 {

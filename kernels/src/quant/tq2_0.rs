@@ -19,7 +19,7 @@ pub struct BlockTq2_0 {
 const _: () = assert!(std::mem::size_of::<BlockTq2_0>() == 66);
 const _: () = assert!(std::mem::align_of::<BlockTq2_0>() == 2);
 
-fn codes(b: &BlockTq2_0, out: &mut [i8; QK_K]) {
+pub(crate) fn codes(b: &BlockTq2_0, out: &mut [i8; QK_K]) {
     for (j, half) in b.qs.chunks_exact(32).enumerate() {
         for l in 0..4 {
             for (m, &q) in half.iter().enumerate() {
