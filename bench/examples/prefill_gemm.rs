@@ -16,7 +16,7 @@ fn main() {
         state
     };
     // (format, block bytes, offsets of its f16 scales): random codes, small finite scales.
-    let formats: [(DType, usize, &[usize]); 15] = [
+    let formats: [(DType, usize, &[usize]); 20] = [
         (DType::Q4_0, 18, &[0]),
         (DType::Q8_0, 34, &[0]),
         (DType::Q4_1, 20, &[0, 2]),
@@ -32,6 +32,12 @@ fn main() {
         (DType::Iq3Xxs, 98, &[0]),
         (DType::Iq3S, 110, &[0]),
         (DType::Iq4Xs, 136, &[0]),
+        (DType::Q2K, 84, &[80, 82]),
+        (DType::Iq1S, 50, &[0]),
+        // IQ1_M's f16 is the top nibbles of its four scale words (set below).
+        (DType::Iq1M, 56, &[]),
+        (DType::Tq1_0, 54, &[52]),
+        (DType::Tq2_0, 66, &[64]),
     ];
     // FLOE_BENCH_TYPES=q5_0,iq2_xxs picks formats by name.
     let only = std::env::var("FLOE_BENCH_TYPES").ok();
@@ -42,8 +48,15 @@ fn main() {
         let len = rows * dtype.row_bytes(cols).expect("a valid shape");
         let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         for b in bytes.chunks_exact_mut(block) {
+            let d = half::f16::from_f32(0.01);
             for &o in scales {
-                b[o..o + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+                b[o..o + 2].copy_from_slice(&d.to_le_bytes());
+            }
+            if dtype == DType::Iq1M {
+                for k in 0..4 {
+                    let nibble = ((d.to_bits() >> (4 * k)) & 0xF) as u8;
+                    b[49 + 2 * k] = (b[49 + 2 * k] & 0x0F) | (nibble << 4);
+                }
             }
         }
         let m = Matrix::new(dtype, rows, cols, &bytes).expect("a matrix");

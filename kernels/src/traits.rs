@@ -435,7 +435,8 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
     row(D::Q2K, "q2_k", "Q2_K", 10, (256, 84), A::Q8K, deq!(dequantize_q2_k))
         .dots(dot!(dot_q2_k, Q8K), avx2!(q2_k::avx2::dot_q2_k, Q8K))
         .neon(neon!(q2_k::dot_q2_k_with::<NeonLanes>, Q8K))
-        .with_tokens(tokens_k!(BlockQ2K)),
+        .with_tokens(tokens_k!(BlockQ2K))
+        .tile(tile!(wide BlockQ2K)),
     row(D::Q3K, "q3_k", "Q3_K", 11, (256, 110), A::Q8K, deq!(dequantize_q3_k))
         .dots(dot!(dot_q3_k, Q8K), avx2!(q3_k::avx2::dot_q3_k, Q8K))
         .neon(neon!(q3_k::dot_q3_k_with::<NeonLanes>, Q8K))

@@ -305,6 +305,21 @@ impl WideBlock for BlockQ5K {
     }
 }
 
+/// Q2_K: codes 0..=3, a 4-bit scale and a 4-bit minimum per 16 values.
+impl WideBlock for crate::quant::BlockQ2K {
+    const SUB: usize = 16;
+    const BIAS_SHIFT: Option<u32> = None;
+    const MIN: bool = true;
+    fn unpack(&self, out: &mut WideRow) {
+        for (q, c) in out.q.iter_mut().zip(crate::quant::q2_k::codes(self)) {
+            *q = c as u8;
+        }
+        out.sc = std::array::from_fn(|j| (self.scales[j] & 0xF) as i32);
+        out.min_pairs = pairs_of(&std::array::from_fn(|j| (self.scales[j] >> 4) as i32));
+        (out.d, out.dmin) = (self.d.to_f32(), self.dmin.to_f32());
+    }
+}
+
 impl WideBlock for BlockQ6K {
     const SUB: usize = 16;
     const BIAS_SHIFT: Option<u32> = Some(5);

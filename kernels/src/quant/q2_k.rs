@@ -50,7 +50,7 @@ pub fn dequantize_q2_k(blocks: &[BlockQ2K], out: &mut [f32]) {
 }
 
 /// The 256 codes in value order: value `128j + 32k + i` is bits `2k` of byte `32j + i`.
-fn codes(b: &BlockQ2K) -> [i8; QK_K] {
+pub(crate) fn codes(b: &BlockQ2K) -> [i8; QK_K] {
     std::array::from_fn(|v| {
         let (j, k, i) = (v / 128, v % 128 / 32, v % 32);
         ((b.qs[32 * j + i] >> (2 * k)) & 3) as i8
