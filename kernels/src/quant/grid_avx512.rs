@@ -7,58 +7,39 @@
 //! their signs are one 64-bit mask that negates the activations, and `vpdpwssd` applies the
 //! run scales. The integer lanes are the AVX2 kernel's (value `v` of a run into lane
 //! `(v % 32) / 4`: the register's two halves are added before the float step), so the result is
-//! the same bit for bit.
+//! the same bit for bit. The signed grids (IQ1) have their own layout, in `signed.rs`.
 
 use std::arch::x86_64::*;
 
 use super::codes::GridBlock;
-use super::iq_grids::{IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
-use super::{
-    BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockQ8K,
-    QK_K,
-};
+use super::iq_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
+use super::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockQ8K, QK_K};
 
 mod kernel;
+mod signed;
 pub(crate) use kernel::{dot, dot2};
 
 /// Two runs of a grid type as one 512-bit register each.
 #[derive(Clone, Copy)]
 pub(crate) struct Pair {
-    /// The 64 grid magnitudes, in value order; for the signed grids, the values plus one
-    /// ([`IQ1S_GRID_BIASED`]).
+    /// The 64 grid magnitudes, in value order.
     grid: __m512i,
-    /// Bit `v` set: value `v` is negative. The signed grids (IQ1), whose values carry their
-    /// signs: in pair `2c`, bit `w` set: word `w` of its `scales` belongs to a group of four
-    /// whose shift is negative (IQ1_M); 0 in pair `2c + 1`.
+    /// Bit `v` set: value `v` is negative.
     signs: u64,
-    /// Per group of four values (an i32 lane), its scale in both i16 halves. The signed
-    /// grids: pairs `2c` and `2c + 1` (a couple) share one register, in pair `2c`: word `2i`
-    /// holds pair `2c`'s lane `i`'s scale, word `2i + 1` pair `2c + 1`'s; 0 in pair `2c + 1`.
+    /// Per group of four values (an i32 lane), its scale in both i16 halves.
     scales: __m512i,
 }
 
-/// A grid type whose runs the AVX-512 kernel loads two at a time.
+/// An unsigned grid type, whose runs the AVX-512 kernel loads two at a time.
 pub(crate) trait GridPairs: GridBlock {
     /// The four pairs of runs of this super-block.
     ///
     /// # Safety
     /// The CPU must have what `crate::dot::avx512_table_supported()` checks.
     unsafe fn pairs(&self) -> [Pair; 4];
-
-    /// [`Delta::PerRun`]: per run (one 16-bit word each) the factor [`GridBlock::delta_run`]
-    /// multiplies its activations' sum by; zero for the types without a per-run shift, as
-    /// `delta_run` is.
-    ///
-    /// # Safety
-    /// As for `pairs`.
-    #[inline(always)]
-    unsafe fn shift_factors(&self) -> __m128i {
-        // SAFETY: SSE2, which every x86_64 CPU has.
-        unsafe { _mm_setzero_si128() }
-    }
 }
 
-/// The sum over the runs of [`GridBlock::delta_run`], from [`GridPairs::shift_factors`].
+/// The sum over the runs of [`GridBlock::delta_run`], from [`GridLanes::shift_factors`].
 #[inline]
 #[target_feature(enable = "avx2")]
 fn shift_sum(factors: __m128i, y: &BlockQ8K) -> i32 {
@@ -156,51 +137,6 @@ fn pair_half_scales(s: __m512i, k: usize) -> __m512i {
     let pick = _mm512_set_epi32(d, d, d, d, c, c, c, c, b, b, b, b, a, a, a, a);
     _mm512_permutexvar_epi32(pick, s)
 }
-
-/// For the signed grids' couples of pairs: per word of couple `c`'s scale register, the
-/// word of the block's scales it takes (word `2i`: pair `2c`'s lane `i`, word `2i + 1`: pair
-/// `2c + 1`'s). A lane of pair `k` is in run `2k` (lanes 0..8) or `2k + 1`; IQ1_S has one scale
-/// per run, IQ1_M one per half-run (`2 run + (lane % 8) / 4`).
-const fn couple_words(c: usize, half_runs: bool) -> [i16; 32] {
-    let mut t = [0i16; 32];
-    let mut w = 0;
-    while w < 32 {
-        let (k, lane) = (2 * c + w % 2, w / 2);
-        let run = 2 * k + lane / 8;
-        t[w] = if half_runs { 2 * run + (lane % 8) / 4 } else { run } as i16;
-        w += 1;
-    }
-    t
-}
-
-static IQ1S_COUPLE_WORDS: [[i16; 32]; 2] = [couple_words(0, false), couple_words(1, false)];
-static IQ1M_COUPLE_WORDS: [[i16; 32]; 2] = [couple_words(0, true), couple_words(1, true)];
-
-/// Couple `c`'s scales from `words` (one scale per word), by `pick`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn couple_scales(words: __m512i, pick: &[[i16; 32]; 2], c: usize) -> __m512i {
-    // SAFETY: 64 bytes; unaligned load.
-    let pick = unsafe { _mm512_loadu_si512(pick[c].as_ptr() as *const _) };
-    _mm512_permutexvar_epi16(pick, words)
-}
-
-/// IQ1_S's (and IQ1_M's) grid with one added to every value (-1, 0, 1 become 0, 1, 2): unsigned
-/// bytes `maddubs` multiplies directly.
-static IQ1S_GRID_BIASED: [u64; 2048] = {
-    let mut t = [0u64; 2048];
-    let mut i = 0;
-    while i < 2048 {
-        let mut j = 0;
-        while j < 8 {
-            let v = ((IQ1S_GRID[i] >> (8 * j)) as u8).wrapping_add(1);
-            t[i] |= (v as u64) << (8 * j);
-            j += 1;
-        }
-        i += 1;
-    }
-    t
-};
 
 /// `T` read from `bytes` at `at` (unaligned).
 ///
@@ -340,125 +276,6 @@ impl GridPairs for BlockIq3S {
         }
         out
     }
-}
-
-impl GridPairs for BlockIq1S {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi,avx512bitalg,avx2,bmi2")]
-    unsafe fn shift_factors(&self) -> __m128i {
-        // Per run `±(2s + 1)` from its word (scale at bits 12..15, the shift's sign at 15).
-        // SAFETY: qh is 8 words, 16 bytes; unaligned load.
-        let qh = unsafe { _mm_loadu_si128(self.qh.as_ptr() as *const __m128i) };
-        let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
-        let ls = _mm_or_si128(ls, _mm_set1_epi16(1));
-        // Negated where the word's top bit is set (the word or 1 is never zero).
-        _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)))
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi,avx512bitalg,avx2")]
-    unsafe fn pairs(&self) -> [Pair; 4] {
-        // SAFETY: qs is 32 bytes, qh 8 words (16 bytes); unaligned loads.
-        let (lo, qh): (__m256i, __m128i) =
-            unsafe { (read(&self.qs, 0), read(bytemuck::cast_slice(&self.qh), 0)) };
-        // All 32 indices as 16-bit words: group `g`'s high bits are bits `3 (g % 4)..` of its
-        // run's word `g / 4`.
-        let run_of = _mm512_set_epi16(
-            7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0,
-            0, 0, 0,
-        );
-        let at = _mm512_set_epi16(
-            9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9,
-            6, 3, 0,
-        );
-        let words = _mm512_permutexvar_epi16(run_of, _mm512_castsi128_si512(qh));
-        let hi = _mm512_and_si512(_mm512_srlv_epi16(words, at), _mm512_set1_epi16(7));
-        let idx = _mm512_or_si512(_mm512_cvtepu8_epi16(lo), _mm512_slli_epi16::<8>(hi));
-        // Run scales `2 * s + 1` from bits 12..15 of each word.
-        let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
-        let ls = _mm512_castsi128_si512(_mm_or_si128(ls, _mm_set1_epi16(1)));
-        let mut out = blank();
-        for (k, p) in out.iter_mut().enumerate() {
-            // Words 8k..8k + 8, one per 64-bit lane.
-            let from = _mm512_add_epi64(
-                _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
-                _mm512_set1_epi64(8 * k as i64),
-            );
-            let gidx = _mm512_maskz_permutexvar_epi16(0x1111_1111, from, idx);
-            // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
-            p.grid = unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID_BIASED.as_ptr() as _) };
-            if k % 2 == 0 {
-                p.scales = couple_scales(ls, &IQ1S_COUPLE_WORDS, k / 2);
-            }
-        }
-        out
-    }
-}
-
-impl GridPairs for BlockIq1M {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vbmi,avx512bitalg,avx2,bmi2")]
-    unsafe fn pairs(&self) -> [Pair; 4] {
-        let scales = iq1_m_scales(self);
-        // SAFETY: qs is 32 bytes, qh 16; unaligned loads.
-        let (lo, qh): (__m256i, __m128i) = unsafe { (read(&self.qs, 0), read(&self.qh, 0)) };
-        // All 32 indices as 16-bit words: group `g`'s nibble is nibble `g % 2` of qh[g / 2]:
-        // three high index bits, then its shift's sign.
-        let byte_of = _mm512_set_epi16(
-            15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8, 7, 7, 6, 6, 5, 5, 4, 4, 3,
-            3, 2, 2, 1, 1, 0, 0,
-        );
-        let at = _mm512_set_epi16(
-            4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4,
-            0, 4, 0,
-        );
-        let bytes = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(qh));
-        let nibbles = _mm512_srlv_epi16(_mm512_permutexvar_epi16(byte_of, bytes), at);
-        let hi = _mm512_and_si512(nibbles, _mm512_set1_epi16(7));
-        let idx = _mm512_or_si512(_mm512_cvtepu8_epi16(lo), _mm512_slli_epi16::<8>(hi));
-        let negative = _mm512_test_epi16_mask(nibbles, _mm512_set1_epi16(8));
-        let mut out = blank();
-        for (k, p) in out.iter_mut().enumerate() {
-            // Words 8k..8k + 8, one per 64-bit lane.
-            let from = _mm512_add_epi64(
-                _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
-                _mm512_set1_epi64(8 * k as i64),
-            );
-            let gidx = _mm512_maskz_permutexvar_epi16(0x1111_1111, from, idx);
-            // SAFETY: the indices are 11 bits, inside the 2048-entry grid.
-            p.grid = unsafe { _mm512_i64gather_epi64::<8>(gidx, IQ1S_GRID_BIASED.as_ptr() as _) };
-            if k % 2 == 0 {
-                p.scales = couple_scales(scales, &IQ1M_COUPLE_WORDS, k / 2);
-                // Pair k's lane `i` (words `2i`) and pair k + 1's (words `2i + 1`) read group
-                // `i / 2` of their pair: each group's sign on four words.
-                let (a, b) = ((negative >> (8 * k)) & 0xFF, (negative >> (8 * k + 8)) & 0xFF);
-                let signs = _pdep_u32(a, 0x1111_1111) | _pdep_u32(b, 0x2222_2222);
-                p.signs = (signs * 5) as u64;
-            }
-        }
-        out
-    }
-}
-
-/// IQ1_M's 16 half-run scales `2 n + 1`, one per 16-bit word.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2")]
-fn iq1_m_scales(b: &BlockIq1M) -> __m512i {
-    // The 3-bit scales of the 16 half-runs, three per 16-bit word from its bit 0 (the top
-    // nibbles are the super-block scale's): half-run `h` is field `h % 4` of word `h / 4`.
-    let words = _mm512_castsi256_si512(_mm256_set1_epi64x(i64::from_le_bytes(b.scales)));
-    let at = _mm512_set_epi16(
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6,
-        3, 0,
-    );
-    // Word `h` of the broadcast is word `h % 4` of the scales: shuffle it to `h / 4` first.
-    let word_of = _mm512_set_epi16(
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1,
-        12, 8, 4, 0,
-    );
-    let n = _mm512_srlv_epi16(_mm512_permutexvar_epi16(word_of, words), at);
-    let n = _mm512_and_si512(n, _mm512_set1_epi16(7));
-    _mm512_or_si512(_mm512_slli_epi16::<1>(n), _mm512_set1_epi16(1))
 }
 
 /// A super-block of an unsigned grid type as the prefill tiles read it (`gemm/wide.rs`): its

@@ -2,27 +2,85 @@
 //! Each row's integer lanes and float steps are the scalar twin's (`codes::grid_dot`), so each
 //! result equals it bit for bit, alone or paired.
 //!
-//! What two rows share: the activation loads, the signed grids' sums of each four activations,
-//! and the float step, done for both rows in one 512-bit register (row A's lanes in its 128-bit
-//! chunks 0 and 2, row B's in 1 and 3). IQ1_S's run shifts (one integer per block and row) are
-//! summed for both rows at once.
+//! What two rows share: the activations as each type reads them ([`GridLanes::acts`]), and the
+//! float step, done for both rows in one 512-bit register (row A's lanes in its 128-bit chunks
+//! 0 and 2, row B's in 1 and 3). IQ1_S's run shifts (one integer per block and row) are summed
+//! for both rows at once.
 
 use std::arch::x86_64::*;
 
-use super::super::codes::{finish, Delta};
+use super::super::codes::{finish, Delta, GridBlock};
 use super::super::BlockQ8K;
 use super::{shift_sum, GridPairs, Pair};
+
 use crate::dot::avx2::{f16_to_f32, hsum};
 
+/// A grid type as the kernel reads it: per super-block, what the rows share of the
+/// activations, and each row's integer lanes against them (value `v` of a run into lane
+/// `(v % 32) / 4` of either 256-bit half, the halves added before the float step: the AVX2
+/// kernel's lanes, so the result is the same bit for bit).
+pub(crate) trait GridLanes: GridBlock {
+    /// One super-block of activations in the form this type's lanes read.
+    type Acts;
+
+    /// # Safety
+    /// The CPU must have what `crate::dot::avx512_table_supported()` checks.
+    unsafe fn acts(y: &BlockQ8K) -> Self::Acts;
+
+    /// This block's lanes against `acts`: the products, and ([`Delta::Lanes`]) the shift's.
+    ///
+    /// # Safety
+    /// As for `acts`.
+    unsafe fn lanes(&self, acts: &Self::Acts) -> [__m512i; 2];
+
+    /// [`Delta::PerRun`]: per run (one 16-bit word each) the factor [`GridBlock::delta_run`]
+    /// multiplies its activations' sum by; zero for the types without a per-run shift, as
+    /// `delta_run` is.
+    ///
+    /// # Safety
+    /// As for `acts`.
+    #[inline(always)]
+    unsafe fn shift_factors(&self) -> __m128i {
+        // SAFETY: SSE2, which every x86_64 CPU has.
+        unsafe { _mm_setzero_si128() }
+    }
+}
+
+/// The unsigned grids: four pairs of runs, each against its 64 activations.
+impl<B: GridPairs> GridLanes for B {
+    type Acts = [__m512i; 4];
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn acts(y: &BlockQ8K) -> [__m512i; 4] {
+        // SAFETY: qs is 256 bytes; 64-byte unaligned loads at 64 k.
+        std::array::from_fn(|k| unsafe {
+            _mm512_loadu_si512(y.qs.as_ptr().add(64 * k) as *const _)
+        })
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx512bitalg,avx2")]
+    unsafe fn lanes(&self, acts: &[__m512i; 4]) -> [__m512i; 2] {
+        // SAFETY: this function's contract is `pairs`'.
+        let pairs = unsafe { self.pairs() };
+        let mut sumi = _mm512_setzero_si512();
+        for (p, q8) in pairs.iter().zip(acts) {
+            pair_into(p, *q8, &mut sumi);
+        }
+        [sumi, _mm512_setzero_si512()]
+    }
+}
+
 /// Weights of a grid type . Q8_K activations on AVX-512, the bits of `codes::grid_dot`.
-pub(crate) fn dot<B: GridPairs>(w: &[B], x: &[BlockQ8K]) -> f32 {
+pub(crate) fn dot<B: GridLanes>(w: &[B], x: &[BlockQ8K]) -> f32 {
     // SAFETY: these kernels sit only in the AVX-512 column of the type table, which is read
     // only after `avx512_table_supported()` said yes (`Dots::for_isa`, `kernels()`).
     unsafe { grid_dot::<B, 1>([w], x)[0] }
 }
 
 /// Two rows' dot products with `x`, each as [`dot`] gives it.
-pub(crate) fn dot2<B: GridPairs>(w: [&[B]; 2], x: &[BlockQ8K]) -> [f32; 2] {
+pub(crate) fn dot2<B: GridLanes>(w: [&[B]; 2], x: &[BlockQ8K]) -> [f32; 2] {
     // SAFETY: as for `dot` (`Dots::rows2_for_isa` checks the same).
     unsafe { grid_dot::<B, 2>(w, x) }
 }
@@ -35,7 +93,7 @@ pub(crate) fn dot2<B: GridPairs>(w: [&[B]; 2], x: &[BlockQ8K]) -> [f32; 2] {
 /// The CPU must have AVX512F and AVX512-VNNI.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn dpwssd(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+pub(super) unsafe fn dpwssd(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
     // SAFETY: the instruction only reads and writes these registers; the caller has the CPU
     // features.
     unsafe {
@@ -56,7 +114,7 @@ unsafe fn dpwssd(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
 /// The CPU must have what `crate::dot::avx512_table_supported()` checks.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2")]
-unsafe fn shift_pair<B: GridPairs>(a: [&B; 2], y: &BlockQ8K) -> __m256i {
+unsafe fn shift_pair<B: GridLanes>(a: [&B; 2], y: &BlockQ8K) -> __m256i {
     // SAFETY: as this function's contract.
     let f = unsafe { [a[0].shift_factors(), a[1].shift_factors()] };
     // SAFETY: bsums is 16 i16, 32 bytes; unaligned load.
@@ -67,56 +125,6 @@ unsafe fn shift_pair<B: GridPairs>(a: [&B; 2], y: &BlockQ8K) -> __m256i {
     let m = _mm256_madd_epi16(_mm256_set_m128i(f[1], f[0]), _mm256_set_m128i(runs, runs));
     let m = _mm256_add_epi32(m, _mm256_shuffle_epi32::<0x4E>(m));
     _mm256_add_epi32(m, _mm256_shuffle_epi32::<0xB1>(m))
-}
-
-/// Words `2i` from the first register's word `2i`, `2i + 1` from the second's: two registers'
-/// i32 lanes, each within i16, interleaved as word pairs.
-static INTERLEAVE: [i16; 32] = {
-    let mut t = [0i16; 32];
-    let mut i = 0;
-    while i < 16 {
-        t[2 * i] = 2 * i as i16;
-        t[2 * i + 1] = 32 + 2 * i as i16;
-        i += 1;
-    }
-    t
-};
-
-/// The activations of a couple of pairs (the signed grids), shared by the rows: the two
-/// registers of codes, minus the sum of each four codes (i32 lanes), and (IQ1_M) those sums
-/// interleaved as the couple's scales are.
-struct CoupleActs {
-    q8: [__m512i; 2],
-    neg: [__m512i; 2],
-    sums: __m512i,
-}
-
-/// A couple of pairs of a signed grid (IQ1) into a row's lanes. `dpbusd` from minus each
-/// four's activation sum leaves each four's `g q` (the grid is gathered plus one); both pairs'
-/// i32 lanes, each at most 4 * 127 in magnitude, are interleaved as words and the couple's
-/// scales applied by one `vpdpwssd`: the same integers per lane as one pair at a time. IQ1_M's
-/// shift lanes: the four-sums against the scales negated where the group's shift is.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn couple_into<B: GridPairs>(
-    p: [&Pair; 2],
-    acts: &CoupleActs,
-    interleave: __m512i,
-    sumi: &mut __m512i,
-    sumi2: &mut __m512i,
-) {
-    let ta = _mm512_dpbusd_epi32(acts.neg[0], p[0].grid, acts.q8[0]);
-    let tb = _mm512_dpbusd_epi32(acts.neg[1], p[1].grid, acts.q8[1]);
-    let t = _mm512_permutex2var_epi16(ta, interleave, tb);
-    // SAFETY: this function's target features.
-    *sumi = unsafe { dpwssd(*sumi, t, p[0].scales) };
-    if let Delta::Lanes(_) = B::DELTA {
-        let scales = p[0].scales;
-        let signed =
-            _mm512_mask_sub_epi16(scales, p[0].signs as u32, _mm512_setzero_si512(), scales);
-        // SAFETY: as above.
-        *sumi2 = unsafe { dpwssd(*sumi2, acts.sums, signed) };
-    }
 }
 
 /// One pair of runs of an unsigned grid into a row's lanes: the activations negated where
@@ -138,13 +146,9 @@ fn pair_into(p: &Pair, q8: __m512i, sumi: &mut __m512i) {
 #[target_feature(
     enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c,bmi2"
 )]
-unsafe fn grid_dot<B: GridPairs, const R: usize>(w: [&[B]; R], x: &[BlockQ8K]) -> [f32; R] {
+unsafe fn grid_dot<B: GridLanes, const R: usize>(w: [&[B]; R], x: &[BlockQ8K]) -> [f32; R] {
     const { assert!(R == 1 || R == 2) };
     assert!(w.iter().all(|w| w.len() == x.len()));
-    let zero = _mm512_setzero_si512();
-    let ones = _mm512_set1_epi8(1);
-    // SAFETY: 64 bytes; unaligned load.
-    let interleave = unsafe { _mm512_loadu_si512(INTERLEAVE.as_ptr() as *const _) };
     // Two rows' lanes (each register's halves added) in the accumulator's chunk order:
     // A 0-3, B 0-3, A 4-7, B 4-7; one row's in the low 256 bits.
     let lanes_of = |s: [__m512i; R]| -> __m512 {
@@ -166,45 +170,12 @@ unsafe fn grid_dot<B: GridPairs, const R: usize>(w: [&[B]; R], x: &[BlockQ8K]) -
     let (mut shift, mut shift1) = (_mm256_setzero_ps(), 0.0f32);
     for (i, b) in x.iter().enumerate() {
         let a = [&w[0][i], &w[R - 1][i]];
-        let mut pairs = [[Pair::BLANK; 4]; R];
+        // SAFETY: this function's contract is `acts`' and `lanes`'.
+        let acts = unsafe { B::acts(b) };
+        let (mut sumi, mut sumi2) = ([_mm512_setzero_si512(); R], [_mm512_setzero_si512(); R]);
         for r in 0..R {
-            // SAFETY: this function's contract is `pairs`'.
-            pairs[r] = unsafe { a[r].pairs() };
-        }
-        let (mut sumi, mut sumi2) = ([zero; R], [zero; R]);
-        if B::SIGNED {
-            for c in 0..2 {
-                // SAFETY: 128 * c + 128 <= 256 = qs's length; unaligned loads.
-                let q8 = unsafe {
-                    let at = b.qs.as_ptr().add(128 * c);
-                    [_mm512_loadu_si512(at as *const _), _mm512_loadu_si512(at.add(64) as *const _)]
-                };
-                let neg = [
-                    _mm512_dpbusd_epi32(zero, ones, _mm512_sub_epi8(zero, q8[0])),
-                    _mm512_dpbusd_epi32(zero, ones, _mm512_sub_epi8(zero, q8[1])),
-                ];
-                let sums = match B::DELTA {
-                    Delta::Lanes(_) => _mm512_permutex2var_epi16(
-                        _mm512_sub_epi32(zero, neg[0]),
-                        interleave,
-                        _mm512_sub_epi32(zero, neg[1]),
-                    ),
-                    _ => zero,
-                };
-                let acts = CoupleActs { q8, neg, sums };
-                for r in 0..R {
-                    let p = [&pairs[r][2 * c], &pairs[r][2 * c + 1]];
-                    couple_into::<B>(p, &acts, interleave, &mut sumi[r], &mut sumi2[r]);
-                }
-            }
-        } else {
-            for (k, run_pair) in b.qs.chunks_exact(64).enumerate() {
-                // SAFETY: a chunk of 64 bytes; unaligned load.
-                let q8 = unsafe { _mm512_loadu_si512(run_pair.as_ptr() as *const _) };
-                for r in 0..R {
-                    pair_into(&pairs[r][k], q8, &mut sumi[r]);
-                }
-            }
+            // SAFETY: as above.
+            [sumi[r], sumi2[r]] = unsafe { a[r].lanes(&acts) };
         }
         // Per row `d`, laid out as the accumulator's lanes.
         let d = if R == 1 {

@@ -1,0 +1,305 @@
+//! IQ1_S and IQ1_M on AVX-512: grids whose values (-1, 0, 1) carry their own signs, plus a
+//! shift of one eighth per run (IQ1_S) or per group of eight (IQ1_M).
+//!
+//! A couple of pairs of runs (128 values, 16 groups of eight) comes from one 16-entry gather of
+//! a table of 32-bit entries: a group's eight values plus one, as nibbles, first four in the
+//! low nibbles. The low nibbles are the even fours of the couple, the high nibbles the odd
+//! ones, so the activations are split the same way (shared by the rows). `vpdpbusd` started
+//! from minus each four's activation sum leaves each four's `g q`; one word permute pairs two
+//! runs' fours of the same lane, and `vpdpwssd` applies their scales: the same integers per
+//! lane as the AVX2 kernel.
+
+use std::arch::x86_64::*;
+
+use super::super::codes::Delta;
+use super::super::iq_grids::IQ1S_GRID;
+use super::super::{BlockIq1M, BlockIq1S, BlockQ8K};
+use super::kernel::{dpwssd, GridLanes};
+use super::read;
+
+/// IQ1_S's (and IQ1_M's) grid with one added to every value (-1, 0, 1 become 0, 1, 2), each
+/// entry's eight values as nibbles: byte `i` holds value `i` low, value `i + 4` high.
+static IQ1S_GRID_NIBBLES: [u32; 2048] = {
+    let mut t = [0u32; 2048];
+    let mut e = 0;
+    while e < 2048 {
+        let mut i = 0;
+        while i < 4 {
+            let low = ((IQ1S_GRID[e] >> (8 * i)) as u8).wrapping_add(1) as u32;
+            let high = ((IQ1S_GRID[e] >> (8 * i + 32)) as u8).wrapping_add(1) as u32;
+            t[e] |= (low | high << 4) << (8 * i);
+            i += 1;
+        }
+        e += 1;
+    }
+    t
+};
+
+/// 32 words as a register.
+const fn words(w: [i16; 32]) -> __m512i {
+    // SAFETY: `[i16; 32]` and `__m512i` are both 64 plain bytes.
+    unsafe { std::mem::transmute::<[i16; 32], __m512i>(w) }
+}
+
+/// 16 dwords as a register.
+const fn dwords(d: [i32; 16]) -> __m512i {
+    // SAFETY: `[i32; 16]` and `__m512i` are both 64 plain bytes.
+    unsafe { std::mem::transmute::<[i32; 16], __m512i>(d) }
+}
+
+/// Per word `2d + k` of a couple's products: lane `d % 8` of its local run `2 (d / 8) + k`,
+/// from the even fours' register (words `0..32`) for even lanes, the odd fours' (`32..64`)
+/// for odd lanes. Dword `e` of either holds the four `2 e` (or `2 e + 1`): run `e / 4`, lane
+/// `2 (e % 4)` (or `+ 1`).
+const COUPLE_WORDS: __m512i = words({
+    let mut t = [0i16; 32];
+    let mut w = 0;
+    while w < 32 {
+        let (d, k) = (w / 2, w % 2);
+        let (lane, run) = (d % 8, 2 * (d / 8) + k);
+        let e = 4 * run + lane / 2;
+        t[w] = if lane % 2 == 0 { 2 * e } else { 32 + 2 * e } as i16;
+        w += 1;
+    }
+    t
+});
+
+/// Dword `e` from dword `2 e` (or `2 e + 1`) of two registers: a couple's even (odd) fours.
+const EVEN_FOURS: __m512i = dwords([0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30]);
+const ODD_FOURS: __m512i = dwords([1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31]);
+
+/// One super-block of activations, per couple `c`: the even and odd fours of its 128 values,
+/// minus each four's sum, and (IQ1_M) the sums as the products' words lie.
+pub(crate) struct SignedActs {
+    fours: [[__m512i; 2]; 2],
+    neg: [[__m512i; 2]; 2],
+    sums: [__m512i; 2],
+}
+
+/// The activations for [`GridLanes::acts`]; `sums` only where the type has shift lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn signed_acts(y: &BlockQ8K, sums: bool) -> SignedActs {
+    let zero = _mm512_setzero_si512();
+    let ones = _mm512_set1_epi8(1);
+    let mut acts = SignedActs { fours: [[zero; 2]; 2], neg: [[zero; 2]; 2], sums: [zero; 2] };
+    for c in 0..2 {
+        // SAFETY: 128 c + 128 <= 256 = qs's length; unaligned loads.
+        let (a, b): (__m512i, __m512i) = unsafe {
+            (
+                read(bytemuck::cast_slice(&y.qs), 128 * c),
+                read(bytemuck::cast_slice(&y.qs), 128 * c + 64),
+            )
+        };
+        let fours = [
+            _mm512_permutex2var_epi32(a, EVEN_FOURS, b),
+            _mm512_permutex2var_epi32(a, ODD_FOURS, b),
+        ];
+        let neg = fours.map(|f| _mm512_dpbusd_epi32(zero, ones, _mm512_sub_epi8(zero, f)));
+        if sums {
+            let [e, o] = neg.map(|n| _mm512_sub_epi32(zero, n));
+            acts.sums[c] = _mm512_permutex2var_epi16(e, COUPLE_WORDS, o);
+        }
+        acts.fours[c] = fours;
+        acts.neg[c] = neg;
+    }
+    acts
+}
+
+/// Couple `c`'s products of one row into `sumi`, from the couple's gathered grid entries
+/// (`idx`, 16 of them) and its scale words.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn couple_into(idx: __m512i, acts: &SignedActs, c: usize, scales: __m512i, sumi: &mut __m512i) {
+    // SAFETY: the indices are 11 bits, inside the 2048-entry table.
+    let grid = unsafe { _mm512_i32gather_epi32::<4>(idx, IQ1S_GRID_NIBBLES.as_ptr() as _) };
+    let nibble = _mm512_set1_epi8(0xF);
+    let lo = _mm512_and_si512(grid, nibble);
+    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(grid), nibble);
+    let even = _mm512_dpbusd_epi32(acts.neg[c][0], lo, acts.fours[c][0]);
+    let odd = _mm512_dpbusd_epi32(acts.neg[c][1], hi, acts.fours[c][1]);
+    // Each four's product is at most 4 * 128 in magnitude: a word holds it.
+    let t = _mm512_permutex2var_epi16(even, COUPLE_WORDS, odd);
+    // SAFETY: this function's target features.
+    *sumi = unsafe { dpwssd(*sumi, t, scales) };
+}
+
+/// The grid indices of couple `c`: the low byte of group `16 c + e` in dword `e`, and its
+/// three high bits from `words` (dword `e` holds, in both halves, the word that has them)
+/// rotated by `rotate` to bits 8..11.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn indices(qs: &[u8], c: usize, words: __m512i, rotate: __m512i) -> __m512i {
+    // SAFETY: 16 c + 16 <= 32 = qs's length.
+    let lo = _mm512_cvtepu8_epi32(unsafe { read::<__m128i>(qs, 16 * c) });
+    let hi = _mm512_rolv_epi32(words, rotate);
+    // (hi & 0x700) | lo
+    _mm512_ternarylogic_epi32::<0xEA>(hi, _mm512_set1_epi32(0x700), lo)
+}
+
+/// IQ1_S: per dword `e` of couple `c`'s indices, the word of its run (`4 c + e / 4`), twice.
+const IQ1S_RUN_WORDS: [__m512i; 2] = [iq1s_run_words(0), iq1s_run_words(1)];
+
+const fn iq1s_run_words(c: usize) -> __m512i {
+    let mut t = [0i16; 32];
+    let mut w = 0;
+    while w < 32 {
+        t[w] = (4 * c + w / 8) as i16;
+        w += 1;
+    }
+    words(t)
+}
+
+/// IQ1_S: group `j` of a run has its high bits at `3 j` of the run word.
+const IQ1S_ROTATE: __m512i = dwords([8, 5, 2, 31, 8, 5, 2, 31, 8, 5, 2, 31, 8, 5, 2, 31]);
+
+/// IQ1_S: couple `c`'s scale dwords: run `4 c + 2 (d / 8)` low, the next run high, which is
+/// dword `2 c + d / 8` of the eight run scales as words.
+const IQ1S_SCALE_DWORDS: [__m512i; 2] = [
+    dwords([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1]),
+    dwords([2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3]),
+];
+
+impl GridLanes for BlockIq1S {
+    type Acts = SignedActs;
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn acts(y: &BlockQ8K) -> SignedActs {
+        signed_acts(y, false)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx2")]
+    unsafe fn lanes(&self, acts: &SignedActs) -> [__m512i; 2] {
+        // SAFETY: qh is 8 words, 16 bytes; unaligned load.
+        let qh: __m128i = unsafe { read(bytemuck::cast_slice(&self.qh), 0) };
+        // Run scales `2 * s + 1` from bits 12..15 of each word.
+        let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
+        let ls = _mm512_castsi128_si512(_mm_or_si128(ls, _mm_set1_epi16(1)));
+        let mut sumi = _mm512_setzero_si512();
+        for c in 0..2 {
+            let w = _mm512_permutexvar_epi16(IQ1S_RUN_WORDS[c], _mm512_castsi128_si512(qh));
+            let idx = indices(&self.qs, c, w, IQ1S_ROTATE);
+            let scales = _mm512_permutexvar_epi32(IQ1S_SCALE_DWORDS[c], ls);
+            couple_into(idx, acts, c, scales, &mut sumi);
+        }
+        [sumi, _mm512_setzero_si512()]
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn shift_factors(&self) -> __m128i {
+        // Per run `±(2s + 1)` from its word (scale at bits 12..15, the shift's sign at 15).
+        // SAFETY: qh is 8 words, 16 bytes; unaligned load.
+        let qh = unsafe { _mm_loadu_si128(self.qh.as_ptr() as *const __m128i) };
+        let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
+        let ls = _mm_or_si128(ls, _mm_set1_epi16(1));
+        // Negated where the word's top bit is set (the word or 1 is never zero).
+        _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)))
+    }
+}
+
+/// IQ1_M: per dword `e` of couple `c`'s indices, the byte of `qh` with its group's nibble
+/// (`8 c + e / 2`), as a word, twice.
+const IQ1M_NIBBLE_WORDS: [__m512i; 2] = [iq1m_nibble_words(0), iq1m_nibble_words(1)];
+
+const fn iq1m_nibble_words(c: usize) -> __m512i {
+    let mut t = [0i16; 32];
+    let mut w = 0;
+    while w < 32 {
+        t[w] = (8 * c + w / 4) as i16;
+        w += 1;
+    }
+    words(t)
+}
+
+/// IQ1_M: an even group's high bits are its byte's bits 0..3, an odd group's 4..7.
+const IQ1M_ROTATE: __m512i = dwords([8, 4, 8, 4, 8, 4, 8, 4, 8, 4, 8, 4, 8, 4, 8, 4]);
+
+/// IQ1_M: word `g` (a group of eight) from word `g / 2` (its half-run's scale).
+const IQ1M_GROUP_HALF: __m512i = words({
+    let mut t = [0i16; 32];
+    let mut g = 0;
+    while g < 32 {
+        t[g] = (g / 2) as i16;
+        g += 1;
+    }
+    t
+});
+
+/// IQ1_M: per word of couple `c`'s products, its group: lane `d % 8` of run `4 c + 2 (d / 8)
+/// + k` is in that run's group `(d % 8) / 2`.
+const IQ1M_COUPLE_GROUPS: [__m512i; 2] = [iq1m_couple_groups(0), iq1m_couple_groups(1)];
+
+const fn iq1m_couple_groups(c: usize) -> __m512i {
+    let mut t = [0i16; 32];
+    let mut w = 0;
+    while w < 32 {
+        let (d, k) = (w / 2, w % 2);
+        let run = 4 * c + 2 * (d / 8) + k;
+        t[w] = (4 * run + (d % 8) / 2) as i16;
+        w += 1;
+    }
+    words(t)
+}
+
+impl GridLanes for BlockIq1M {
+    type Acts = SignedActs;
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn acts(y: &BlockQ8K) -> SignedActs {
+        signed_acts(y, true)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx2,bmi2")]
+    unsafe fn lanes(&self, acts: &SignedActs) -> [__m512i; 2] {
+        // Per group of eight, its half-run's scale, negated where its shift is negative (bit 3
+        // of its nibble).
+        let group_scales = _mm512_permutexvar_epi16(IQ1M_GROUP_HALF, iq1_m_scales(self));
+        // SAFETY: qh is 16 bytes; unaligned reads.
+        let (lo, hi): (u64, u64) = unsafe { (read(&self.qh, 0), read(&self.qh, 8)) };
+        let nibble_tops = 0x8888_8888_8888_8888;
+        let negative =
+            _pext_u64(lo, nibble_tops) as u32 | (_pext_u64(hi, nibble_tops) as u32) << 16;
+        let zero = _mm512_setzero_si512();
+        let signed_scales = _mm512_mask_sub_epi16(group_scales, negative, zero, group_scales);
+        // SAFETY: qh is 16 bytes; unaligned load.
+        let qh = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(unsafe { read(&self.qh, 0) }));
+        let (mut sumi, mut sumi2) = (zero, zero);
+        for c in 0..2 {
+            let w = _mm512_permutexvar_epi16(IQ1M_NIBBLE_WORDS[c], qh);
+            let idx = indices(&self.qs, c, w, IQ1M_ROTATE);
+            let scales = _mm512_permutexvar_epi16(IQ1M_COUPLE_GROUPS[c], group_scales);
+            couple_into(idx, acts, c, scales, &mut sumi);
+            let signed = _mm512_permutexvar_epi16(IQ1M_COUPLE_GROUPS[c], signed_scales);
+            // SAFETY: this function's target features.
+            sumi2 = unsafe { dpwssd(sumi2, acts.sums[c], signed) };
+        }
+        debug_assert!(matches!(<Self as super::super::codes::GridBlock>::DELTA, Delta::Lanes(_)));
+        [sumi, sumi2]
+    }
+}
+
+/// IQ1_M's 16 half-run scales `2 n + 1`, one per 16-bit word.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+fn iq1_m_scales(b: &BlockIq1M) -> __m512i {
+    // The 3-bit scales of the 16 half-runs, three per 16-bit word from its bit 0 (the top
+    // nibbles are the super-block scale's): half-run `h` is field `h % 4` of word `h / 4`.
+    let words = _mm512_castsi256_si512(_mm256_set1_epi64x(i64::from_le_bytes(b.scales)));
+    let at = _mm512_set_epi16(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6,
+        3, 0,
+    );
+    // Word `h` of the broadcast is word `h % 4` of the scales: shuffle it to `h / 4` first.
+    let word_of = _mm512_set_epi16(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1,
+        12, 8, 4, 0,
+    );
+    let n = _mm512_srlv_epi16(_mm512_permutexvar_epi16(word_of, words), at);
+    let n = _mm512_and_si512(n, _mm512_set1_epi16(7));
+    _mm512_or_si512(_mm512_slli_epi16::<1>(n), _mm512_set1_epi16(1))
+}
