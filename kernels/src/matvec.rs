@@ -10,7 +10,7 @@ use crate::quant::{
     deinterleave_block, q8_sums, quantize_q8_0_activations, quantize_q8_1_activations,
     quantize_q8_k, BlockQ4_0, BlockQ4_0x8, BlockQ8K, BlockQ8_0, BlockQ8_1, Q8Sum, QK, QK_K, ROWS8,
 };
-use crate::traits::{ActForm, RawDot, RawDot2};
+use crate::traits::{ActForm, RawDot, RawDotRows};
 
 /// Rows handed to one task: big enough to amortise scheduling, small enough to balance.
 pub(crate) const ROWS_PER_TASK: usize = 16;
@@ -227,22 +227,13 @@ impl<'a> Matrix<'a> {
                 // decode for IQ4_XS and IQ2_XXS on an AMD EPYC).
                 // The kernel is the same for every row: looked up once, not per row (for short
                 // rows of the super-block types the lookup was a visible share of decode).
-                let table = table_dot(k, self.dtype, x);
-                let rows = self.data[first * self.row_bytes..].chunks_exact(self.row_bytes);
-                let mut rows = rows.take(out.len());
-                let mut out = &mut out[..];
-                if let Some(two) = table_dot2(k, self.dtype, x) {
-                    // Pairs of rows share their activation work; an odd last row goes alone.
-                    let (pairs, rest) = out.split_at_mut(out.len() / 2 * 2);
-                    for o in pairs.chunks_exact_mut(2) {
-                        let pair = [rows.next(), rows.next()];
-                        if let [Some(a), Some(b)] = pair {
-                            o.copy_from_slice(&two([a, b], x));
-                        }
-                    }
-                    out = rest;
+                let bytes = &self.data[first * self.row_bytes..][..out.len() * self.row_bytes];
+                if let Some(many) = table_rows(k, self.dtype, x) {
+                    // The rows share their activation work.
+                    return many(bytes, x, out);
                 }
-                for (o, row) in out.iter_mut().zip(rows) {
+                let table = table_dot(k, self.dtype, x);
+                for (o, row) in out.iter_mut().zip(bytes.chunks_exact(self.row_bytes)) {
                     *o = match table {
                         Some(dot) => dot(row, x),
                         None => dot_row(k, self.dtype, row, x),
@@ -489,14 +480,14 @@ fn dot_row(k: &DotKernels, dtype: DType, row: &[u8], x: &Prepared) -> f32 {
     }
 }
 
-/// The type table's kernel for rows of `dtype` against `x`, where [`dot_row`] takes it from
-/// the table (rather than from [`DotKernels`] or the exact f32 reference path).
-/// The two-row kernel of a table type on this machine, where it has one.
-fn table_dot2(k: &DotKernels, dtype: DType, x: &Prepared) -> Option<RawDot2> {
+/// The many-row kernel of a table type on this machine, where it has one.
+fn table_rows(k: &DotKernels, dtype: DType, x: &Prepared) -> Option<RawDotRows> {
     table_dot(k, dtype, x)?;
-    dtype.traits().dots.and_then(|d| d.rows2_for_isa(k.table_isa))
+    dtype.traits().dots.and_then(|d| d.rows_for_isa(k.table_isa))
 }
 
+/// The type table's kernel for rows of `dtype` against `x`, where [`dot_row`] takes it from
+/// the table (rather than from [`DotKernels`] or the exact f32 reference path).
 fn table_dot(k: &DotKernels, dtype: DType, x: &Prepared) -> Option<RawDot> {
     match (dtype, x) {
         (DType::F32 | DType::F16 | DType::Bf16, _) | (_, Prepared::F32(_)) => None,

@@ -42,9 +42,10 @@ pub enum ScaleField {
 /// A dot product of one weight row (its raw bytes) with one token's prepared activations.
 pub(crate) type RawDot = fn(&[u8], &Prepared) -> f32;
 
-/// Two weight rows' dot products with the same activations, each equal to its row's
-/// [`RawDot`] bit for bit (they share the activation side of the work).
-pub(crate) type RawDot2 = fn([&[u8]; 2], &Prepared) -> [f32; 2];
+/// Weight rows (`out.len()` of them, back to back, each as long as the activations) dotted with
+/// the same activations, each equal to its row's [`RawDot`] bit for bit (they share the
+/// activation side of the work).
+pub(crate) type RawDotRows = fn(&[u8], &Prepared, &mut [f32]);
 
 /// A type's many-token prefill kernels (rows unpacked once, then every token) per ISA, and
 /// whether they read the activations offset to unsigned bytes. A missing ISA runs the
@@ -77,8 +78,8 @@ pub(crate) struct Dots {
     pub(crate) avx2: Option<RawDot>,
     /// Where a 512-bit kernel measured faster than the AVX2 one.
     pub(crate) avx512: Option<RawDot>,
-    /// Two rows at a time, beside `avx512`.
-    pub(crate) avx512_rows2: Option<RawDot2>,
+    /// Many rows at a time, beside `avx512`.
+    pub(crate) avx512_rows: Option<RawDotRows>,
     pub(crate) neon: Option<RawDot>,
 }
 
@@ -97,11 +98,11 @@ impl Dots {
         }
     }
 
-    /// The two-row kernel to use on `isa`, where there is one (it stands beside the one-row
+    /// The many-row kernel to use on `isa`, where there is one (it stands beside the one-row
     /// kernel `for_isa` gives, and equals it row by row).
-    pub(crate) fn rows2_for_isa(&self, isa: Isa) -> Option<RawDot2> {
+    pub(crate) fn rows_for_isa(&self, isa: Isa) -> Option<RawDotRows> {
         match isa {
-            Isa::Avx512 => self.avx512_rows2.filter(|_| crate::dot::avx512_table_supported()),
+            Isa::Avx512 => self.avx512_rows.filter(|_| crate::dot::avx512_table_supported()),
             _ => None,
         }
     }
@@ -234,7 +235,7 @@ impl TypeTraits {
         self
     }
     const fn dots(mut self, scalar: RawDot, avx2: Option<RawDot>) -> Self {
-        self.dots = Some(Dots { scalar, avx2, avx512: None, avx512_rows2: None, neon: None });
+        self.dots = Some(Dots { scalar, avx2, avx512: None, avx512_rows: None, neon: None });
         self
     }
     /// The NEON column of a row whose dots are set (`None` off aarch64: the scalar twin runs).
@@ -251,11 +252,11 @@ impl TypeTraits {
         }
         self
     }
-    /// The AVX-512 column of a grid type: its one-row and two-row kernels.
-    const fn avx512_grid(mut self, (one, two): (Option<RawDot>, Option<RawDot2>)) -> Self {
+    /// The AVX-512 column of a grid type: its one-row and many-row kernels.
+    const fn avx512_grid(mut self, (one, many): (Option<RawDot>, Option<RawDotRows>)) -> Self {
         if let Some(d) = &mut self.dots {
             d.avx512 = one;
-            d.avx512_rows2 = two;
+            d.avx512_rows = many;
         }
         self
     }
@@ -384,14 +385,14 @@ macro_rules! avx2 {
         None
     };
 }
-/// A grid type's AVX-512 kernels, one row and two rows (`None` off x86_64).
+/// A grid type's AVX-512 kernels, one row and many rows (`None` off x86_64).
 #[cfg(target_arch = "x86_64")]
 macro_rules! grid512 {
     ($b:ty) => {
         (
             avx2!(grid_avx512::dot::<$b>, Q8K),
-            Some(|w: [&[u8]; 2], x: &Prepared| match x {
-                Prepared::Q8K(x) => grid_avx512::dot2::<$b>([blocks!(w[0]), blocks!(w[1])], x),
+            Some(|w: &[u8], x: &Prepared, out: &mut [f32]| match x {
+                Prepared::Q8K(x) => grid_avx512::dot_rows::<$b>(blocks!(w), x, out),
                 _ => unreachable!("prepare() makes the form the type table names"),
             }),
         )

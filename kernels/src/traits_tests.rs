@@ -150,21 +150,26 @@ fn table_dots_match_their_scalar_twins_and_f64() {
                     t.name,
                     isa.name()
                 );
-                // Two rows at once: each row exactly its one-row result.
-                if let Some(two) = dots.rows2_for_isa(isa) {
+                // Many rows at once (pairs, and an odd last row): each row exactly its
+                // one-row result.
+                if let Some(many) = dots.rows_for_isa(isa) {
                     let w2 = weights(t.dtype, blocks, 1000 + case as u64);
-                    let scalar2 = (dots.scalar)(&w2, &prepared);
+                    let scalar2 = (dots.scalar)(&w2, &prepared) as f64;
                     let (a, b) = (&w[..], &w2[..]);
-                    for (rows, want) in
-                        [([a, b], [scalar, scalar2 as f64]), ([b, a], [scalar2 as f64, scalar])]
-                    {
-                        let got = two(rows, &prepared).map(|v| (v as f64).to_bits());
+                    for (rows, want) in [
+                        (vec![a, b], vec![scalar, scalar2]),
+                        (vec![b, a, b], vec![scalar2, scalar, scalar2]),
+                        (vec![a], vec![scalar]),
+                    ] {
+                        let mut got = vec![0.0f32; rows.len()];
+                        many(&rows.concat(), &prepared, &mut got);
                         assert_eq!(
-                            got,
-                            want.map(f64::to_bits),
-                            "{} {} two rows, {blocks} blocks",
+                            got.iter().map(|v| (*v as f64).to_bits()).collect::<Vec<_>>(),
+                            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            "{} {} {} rows, {blocks} blocks",
                             t.name,
-                            isa.name()
+                            isa.name(),
+                            rows.len()
                         );
                     }
                 }

@@ -13,11 +13,11 @@ use std::arch::x86_64::*;
 
 use super::codes::GridBlock;
 use super::iq_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
-use super::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockQ8K, QK_K};
+use super::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, QK_K};
 
 mod kernel;
 mod signed;
-pub(crate) use kernel::{dot, dot2};
+pub(crate) use kernel::{dot, dot_rows};
 
 /// Two runs of a grid type as one 512-bit register each.
 #[derive(Clone, Copy)]
@@ -37,23 +37,6 @@ pub(crate) trait GridPairs: GridBlock {
     /// # Safety
     /// The CPU must have what `crate::dot::avx512_table_supported()` checks.
     unsafe fn pairs(&self) -> [Pair; 4];
-}
-
-/// The sum over the runs of [`GridBlock::delta_run`], from [`GridLanes::shift_factors`].
-#[inline]
-#[target_feature(enable = "avx2")]
-fn shift_sum(factors: __m128i, y: &BlockQ8K) -> i32 {
-    // SAFETY: bsums is 16 i16, 32 bytes; unaligned load.
-    let bsums = unsafe { _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i) };
-    // Each run's factor against both of its halves' sums.
-    let per_half = _mm256_set_m128i(
-        _mm_unpackhi_epi16(factors, factors),
-        _mm_unpacklo_epi16(factors, factors),
-    );
-    let runs = _mm256_madd_epi16(per_half, bsums);
-    let s = _mm_add_epi32(_mm256_castsi256_si128(runs), _mm256_extracti128_si256::<1>(runs));
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
 }
 
 impl Pair {

@@ -1,9 +1,9 @@
-//! The AVX-512 grid kernel, over one weight row or two against the same Q8_K activations.
+//! The AVX-512 grid kernel, over one weight row or many against the same Q8_K activations.
 //! Each row's integer lanes and float steps are the scalar twin's (`codes::grid_dot`), so each
-//! result equals it bit for bit, alone or paired.
+//! result equals it bit for bit, alone or among others.
 //!
-//! What two rows share: the activations as each type reads them ([`GridLanes::acts`]), and the
-//! float step, done for both rows in one 512-bit register (row A's lanes in its 128-bit chunks
+//! What the rows share: the activations as each type reads them ([`GridLanes::acts`], made once
+//! for all the rows of a call), and, two rows at a time, the float step, done for both rows in one 512-bit register (row A's lanes in its 128-bit chunks
 //! 0 and 2, row B's in 1 and 3). IQ1_S's run shifts (one integer per block and row) are summed
 //! for both rows at once.
 
@@ -11,8 +11,7 @@ use std::arch::x86_64::*;
 
 use super::super::codes::{finish, Delta, GridBlock};
 use super::super::BlockQ8K;
-use super::{shift_sum, GridPairs, Pair};
-
+use super::{GridPairs, Pair};
 use crate::dot::avx2::{f16_to_f32, hsum};
 
 /// A grid type as the kernel reads it: per super-block, what the rows share of the
@@ -21,7 +20,7 @@ use crate::dot::avx2::{f16_to_f32, hsum};
 /// kernel's lanes, so the result is the same bit for bit).
 pub(crate) trait GridLanes: GridBlock {
     /// One super-block of activations in the form this type's lanes read.
-    type Acts;
+    type Acts: Copy;
 
     /// # Safety
     /// The CPU must have what `crate::dot::avx512_table_supported()` checks.
@@ -33,16 +32,17 @@ pub(crate) trait GridLanes: GridBlock {
     /// As for `acts`.
     unsafe fn lanes(&self, acts: &Self::Acts) -> [__m512i; 2];
 
-    /// [`Delta::PerRun`]: per run (one 16-bit word each) the factor [`GridBlock::delta_run`]
-    /// multiplies its activations' sum by; zero for the types without a per-run shift, as
-    /// `delta_run` is.
+    /// [`Delta::PerRun`]: per row, the block's sum over its runs of
+    /// [`GridBlock::delta_run`], row A's in lane 0 and (two rows) row B's in lane 4; zero for
+    /// the types without a per-run shift, as `delta_run` is.
     ///
     /// # Safety
     /// As for `acts`.
     #[inline(always)]
-    unsafe fn shift_factors(&self) -> __m128i {
-        // SAFETY: SSE2, which every x86_64 CPU has.
-        unsafe { _mm_setzero_si128() }
+    unsafe fn run_shifts<const R: usize>(rows: [&Self; R], acts: &Self::Acts) -> __m256i {
+        let _ = (rows, acts);
+        // SAFETY: AVX, which the callers' CPUs have.
+        unsafe { _mm256_setzero_si256() }
     }
 }
 
@@ -76,13 +76,28 @@ impl<B: GridPairs> GridLanes for B {
 pub(crate) fn dot<B: GridLanes>(w: &[B], x: &[BlockQ8K]) -> f32 {
     // SAFETY: these kernels sit only in the AVX-512 column of the type table, which is read
     // only after `avx512_table_supported()` said yes (`Dots::for_isa`, `kernels()`).
-    unsafe { grid_dot::<B, 1>([w], x)[0] }
+    unsafe { grid_dot::<B, 1, false>([w], x, &[])[0] }
 }
 
-/// Two rows' dot products with `x`, each as [`dot`] gives it.
-pub(crate) fn dot2<B: GridLanes>(w: [&[B]; 2], x: &[BlockQ8K]) -> [f32; 2] {
-    // SAFETY: as for `dot` (`Dots::rows2_for_isa` checks the same).
-    unsafe { grid_dot::<B, 2>(w, x) }
+/// Rows of `B` back to back (`out.len()` of them, `x.len()` blocks each) against `x`, each as
+/// [`dot`] gives it: the activations made once, then two rows at a time.
+pub(crate) fn dot_rows<B: GridLanes>(rows: &[B], x: &[BlockQ8K], out: &mut [f32]) {
+    let n = x.len();
+    assert_eq!(rows.len(), n * out.len(), "whole rows of the activations' length");
+    // SAFETY: as for `dot` (`Dots::rows_for_isa` checks the same).
+    let acts: Vec<B::Acts> = x.iter().map(|y| unsafe { B::acts(y) }).collect();
+    let mut rows = rows.chunks_exact(n);
+    let mut pairs = out.chunks_exact_mut(2);
+    for o in &mut pairs {
+        if let (Some(a), Some(b)) = (rows.next(), rows.next()) {
+            // SAFETY: as above.
+            o.copy_from_slice(&unsafe { grid_dot::<B, 2, true>([a, b], x, &acts) });
+        }
+    }
+    if let ([o], Some(a)) = (pairs.into_remainder(), rows.next()) {
+        // SAFETY: as above.
+        *o = unsafe { grid_dot::<B, 1, true>([a], x, &acts)[0] };
+    }
 }
 
 /// `acc + a . b` over pairs of i16 into i32 lanes as one `vpdpwssd`: LLVM splits the
@@ -108,25 +123,6 @@ pub(super) unsafe fn dpwssd(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i
     acc
 }
 
-/// Per row, the sum of its run shifts of one block (IQ1_S), as lanes 0 (row A) and 4 (row B).
-///
-/// # Safety
-/// The CPU must have what `crate::dot::avx512_table_supported()` checks.
-#[inline]
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2")]
-unsafe fn shift_pair<B: GridLanes>(a: [&B; 2], y: &BlockQ8K) -> __m256i {
-    // SAFETY: as this function's contract.
-    let f = unsafe { [a[0].shift_factors(), a[1].shift_factors()] };
-    // SAFETY: bsums is 16 i16, 32 bytes; unaligned load.
-    let bsums = unsafe { _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i) };
-    // Each run's two halves' activation sums as one i16 (at most 32 * 127 in magnitude).
-    let runs = _mm256_madd_epi16(bsums, _mm256_set1_epi16(1));
-    let runs = _mm_packs_epi32(_mm256_castsi256_si128(runs), _mm256_extracti128_si256::<1>(runs));
-    let m = _mm256_madd_epi16(_mm256_set_m128i(f[1], f[0]), _mm256_set_m128i(runs, runs));
-    let m = _mm256_add_epi32(m, _mm256_shuffle_epi32::<0x4E>(m));
-    _mm256_add_epi32(m, _mm256_shuffle_epi32::<0xB1>(m))
-}
-
 /// One pair of runs of an unsigned grid into a row's lanes: the activations negated where
 /// the values are, `maddubs` with the magnitudes, the run scales by `vpdpwssd`.
 #[inline]
@@ -138,17 +134,23 @@ fn pair_into(p: &Pair, q8: __m512i, sumi: &mut __m512i) {
     *sumi = unsafe { dpwssd(*sumi, products, p.scales) };
 }
 
-/// The kernel: per super-block, four pairs of runs into one set of i32 lanes per row, then
-/// ggml's float step (`lane * d` fused into eight f32 lanes, summed pairwise at the end).
+/// The kernel: per super-block, each row's i32 lanes, then ggml's float step (`lane * d` fused
+/// into eight f32 lanes, summed pairwise at the end). `MADE`: the activations are `made` (one
+/// per block), else made here block by block.
 ///
 /// # Safety
 /// The CPU must have what `crate::dot::avx512_table_supported()` checks.
 #[target_feature(
     enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c,bmi2"
 )]
-unsafe fn grid_dot<B: GridLanes, const R: usize>(w: [&[B]; R], x: &[BlockQ8K]) -> [f32; R] {
+unsafe fn grid_dot<B: GridLanes, const R: usize, const MADE: bool>(
+    w: [&[B]; R],
+    x: &[BlockQ8K],
+    made: &[B::Acts],
+) -> [f32; R] {
     const { assert!(R == 1 || R == 2) };
     assert!(w.iter().all(|w| w.len() == x.len()));
+    assert!(!MADE || made.len() == x.len());
     // Two rows' lanes (each register's halves added) in the accumulator's chunk order:
     // A 0-3, B 0-3, A 4-7, B 4-7; one row's in the low 256 bits.
     let lanes_of = |s: [__m512i; R]| -> __m512 {
@@ -167,11 +169,12 @@ unsafe fn grid_dot<B: GridLanes, const R: usize>(w: [&[B]; R], x: &[BlockQ8K]) -
         }
     };
     let (mut acc, mut acc2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let (mut shift, mut shift1) = (_mm256_setzero_ps(), 0.0f32);
+    let mut shift = _mm256_setzero_ps();
     for (i, b) in x.iter().enumerate() {
         let a = [&w[0][i], &w[R - 1][i]];
+        let a_rows: [&B; R] = std::array::from_fn(|r| &w[r][i]);
         // SAFETY: this function's contract is `acts`' and `lanes`'.
-        let acts = unsafe { B::acts(b) };
+        let acts = if MADE { made[i] } else { unsafe { B::acts(b) } };
         let (mut sumi, mut sumi2) = ([_mm512_setzero_si512(); R], [_mm512_setzero_si512(); R]);
         for r in 0..R {
             // SAFETY: as above.
@@ -189,14 +192,9 @@ unsafe fn grid_dot<B: GridLanes, const R: usize>(w: [&[B]; R], x: &[BlockQ8K]) -
         acc = _mm512_fmadd_ps(d, lanes_of(sumi), acc);
         match B::DELTA {
             Delta::None => {}
-            Delta::PerRun(_) if R == 1 => {
-                // SAFETY: as for `pairs`.
-                let runs = shift_sum(unsafe { a[0].shift_factors() }, b);
-                shift1 = (runs as f32).mul_add(_mm512_cvtss_f32(d), shift1);
-            }
             Delta::PerRun(_) => {
-                // SAFETY: as for `pairs`.
-                let runs = unsafe { shift_pair(a, b) };
+                // SAFETY: as for `acts`.
+                let runs = unsafe { B::run_shifts(a_rows, &acts) };
                 let d = _mm512_castps512_ps256(d);
                 shift = _mm256_fmadd_ps(_mm256_cvtepi32_ps(runs), d, shift);
             }
@@ -216,8 +214,5 @@ unsafe fn grid_dot<B: GridLanes, const R: usize>(w: [&[B]; R], x: &[BlockQ8K]) -
     };
     // SAFETY: `__m256` and `[f32; 8]` are both 32 plain bytes.
     let shifts = unsafe { std::mem::transmute::<__m256, [f32; 8]>(shift) };
-    std::array::from_fn(|r| {
-        let s = if R == 1 { shift1 } else { shifts[4 * r] };
-        finish::<B>(row(acc, r), row(acc2, r), s)
-    })
+    std::array::from_fn(|r| finish::<B>(row(acc, r), row(acc2, r), shifts[4 * r]))
 }

@@ -69,20 +69,37 @@ const EVEN_FOURS: __m512i = dwords([0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 2
 const ODD_FOURS: __m512i = dwords([1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31]);
 
 /// One super-block of activations, per couple `c`: the even and odd fours of its 128 values,
-/// minus each four's sum, and (IQ1_M) the sums as the products' words lie.
+/// minus each four's sum, and (IQ1_M) the sums as the products' words lie; (IQ1_S) each run's
+/// activation sum, one word per run, in both 128-bit halves.
+#[derive(Clone, Copy)]
 pub(crate) struct SignedActs {
     fours: [[__m512i; 2]; 2],
     neg: [[__m512i; 2]; 2],
     sums: [__m512i; 2],
+    runs: __m256i,
 }
 
-/// The activations for [`GridLanes::acts`]; `sums` only where the type has shift lanes.
+/// The activations for [`GridLanes::acts`]: `sums` where the type has shift lanes, `runs`
+/// where it has a shift per run.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn signed_acts(y: &BlockQ8K, sums: bool) -> SignedActs {
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+fn signed_acts(y: &BlockQ8K, sums: bool, runs: bool) -> SignedActs {
     let zero = _mm512_setzero_si512();
     let ones = _mm512_set1_epi8(1);
-    let mut acts = SignedActs { fours: [[zero; 2]; 2], neg: [[zero; 2]; 2], sums: [zero; 2] };
+    let mut acts = SignedActs {
+        fours: [[zero; 2]; 2],
+        neg: [[zero; 2]; 2],
+        sums: [zero; 2],
+        runs: _mm256_setzero_si256(),
+    };
+    if runs {
+        // SAFETY: bsums is 16 i16, 32 bytes; unaligned load.
+        let bsums: __m256i = unsafe { read(bytemuck::cast_slice(&y.bsums), 0) };
+        // Each run's two halves' sums as one i16 (at most 32 * 128 in magnitude).
+        let r = _mm256_madd_epi16(bsums, _mm256_set1_epi16(1));
+        let r = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
+        acts.runs = _mm256_set_m128i(r, r);
+    }
     for c in 0..2 {
         // SAFETY: 128 c + 128 <= 256 = qs's length; unaligned loads.
         let (a, b): (__m512i, __m512i) = unsafe {
@@ -164,9 +181,9 @@ impl GridLanes for BlockIq1S {
     type Acts = SignedActs;
 
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
     unsafe fn acts(y: &BlockQ8K) -> SignedActs {
-        signed_acts(y, false)
+        signed_acts(y, false, true)
     }
 
     #[inline]
@@ -189,14 +206,19 @@ impl GridLanes for BlockIq1S {
 
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn shift_factors(&self) -> __m128i {
-        // Per run `±(2s + 1)` from its word (scale at bits 12..15, the shift's sign at 15).
-        // SAFETY: qh is 8 words, 16 bytes; unaligned load.
-        let qh = unsafe { _mm_loadu_si128(self.qh.as_ptr() as *const __m128i) };
-        let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
-        let ls = _mm_or_si128(ls, _mm_set1_epi16(1));
-        // Negated where the word's top bit is set (the word or 1 is never zero).
-        _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)))
+    unsafe fn run_shifts<const R: usize>(rows: [&Self; R], acts: &SignedActs) -> __m256i {
+        // Both rows' run words (one row's twice).
+        // SAFETY: qh is 8 words, 16 bytes; unaligned loads.
+        let qh = |r: usize| unsafe { read::<__m128i>(bytemuck::cast_slice(&rows[r].qh), 0) };
+        let qh = _mm256_set_m128i(qh(R - 1), qh(0));
+        // Per run `±(2s + 1)` (scale at bits 12..15, the shift's sign at 15), negated where the
+        // word's top bit is set (the word or 1 is never zero).
+        let ls = _mm256_and_si256(_mm256_srli_epi16::<11>(qh), _mm256_set1_epi16(0xE));
+        let ls = _mm256_or_si256(ls, _mm256_set1_epi16(1));
+        let factors = _mm256_sign_epi16(ls, _mm256_or_si256(qh, _mm256_set1_epi16(1)));
+        let m = _mm256_madd_epi16(factors, acts.runs);
+        let m = _mm256_add_epi32(m, _mm256_shuffle_epi32::<0x4E>(m));
+        _mm256_add_epi32(m, _mm256_shuffle_epi32::<0xB1>(m))
     }
 }
 
@@ -248,9 +270,9 @@ impl GridLanes for BlockIq1M {
     type Acts = SignedActs;
 
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
     unsafe fn acts(y: &BlockQ8K) -> SignedActs {
-        signed_acts(y, true)
+        signed_acts(y, true, false)
     }
 
     #[inline]
