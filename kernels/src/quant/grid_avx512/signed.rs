@@ -142,33 +142,40 @@ fn couple_into(idx: __m512i, acts: &SignedActs, c: usize, scales: __m512i, sumi:
 }
 
 /// The grid indices of couple `c`: the low byte of group `16 c + e` in dword `e`, and its
-/// three high bits from `words` (dword `e` holds, in both halves, the word that has them)
-/// rotated by `rotate` to bits 8..11.
+/// three high bits from `high` (8 bytes, broadcast), which `at` (bits 8..16 of dword `e`: the
+/// bit offset of group `e`'s bits) moves to bits 8..11.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn indices(qs: &[u8], c: usize, words: __m512i, rotate: __m512i) -> __m512i {
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn indices(qs: &[u8], c: usize, high: u64, at: __m512i) -> __m512i {
     // SAFETY: 16 c + 16 <= 32 = qs's length.
     let lo = _mm512_cvtepu8_epi32(unsafe { read::<__m128i>(qs, 16 * c) });
-    let hi = _mm512_rolv_epi32(words, rotate);
+    let hi = _mm512_multishift_epi64_epi8(at, _mm512_set1_epi64(high as i64));
     // (hi & 0x700) | lo
     _mm512_ternarylogic_epi32::<0xEA>(hi, _mm512_set1_epi32(0x700), lo)
 }
 
-/// IQ1_S: per dword `e` of couple `c`'s indices, the word of its run (`4 c + e / 4`), twice.
-const IQ1S_RUN_WORDS: [__m512i; 2] = [iq1s_run_words(0), iq1s_run_words(1)];
-
-const fn iq1s_run_words(c: usize) -> __m512i {
-    let mut t = [0i16; 32];
-    let mut w = 0;
-    while w < 32 {
-        t[w] = (4 * c + w / 8) as i16;
-        w += 1;
+/// Per dword `e`, `offset(e)` in its byte 1 (what [`indices`] reads).
+const fn high_at(offset: [u8; 16]) -> __m512i {
+    let mut t = [0i32; 16];
+    let mut e = 0;
+    while e < 16 {
+        t[e] = (offset[e] as i32) << 8;
+        e += 1;
     }
-    words(t)
+    dwords(t)
 }
 
-/// IQ1_S: group `j` of a run has its high bits at `3 j` of the run word.
-const IQ1S_ROTATE: __m512i = dwords([8, 5, 2, 31, 8, 5, 2, 31, 8, 5, 2, 31, 8, 5, 2, 31]);
+/// IQ1_S: group `e` of a couple is group `e % 4` of its run `e / 4` (of the couple's four run
+/// words): its high bits are at `16 (e / 4) + 3 (e % 4)`.
+const IQ1S_HIGH_AT: __m512i = high_at({
+    let mut t = [0u8; 16];
+    let mut e = 0;
+    while e < 16 {
+        t[e] = (16 * (e / 4) + 3 * (e % 4)) as u8;
+        e += 1;
+    }
+    t
+});
 
 /// IQ1_S: couple `c`'s scale dwords: run `4 c + 2 (d / 8)` low, the next run high, which is
 /// dword `2 c + d / 8` of the eight run scales as words.
@@ -187,7 +194,7 @@ impl GridLanes for BlockIq1S {
     }
 
     #[inline]
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx2")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx2")]
     unsafe fn lanes(&self, acts: &SignedActs) -> [__m512i; 2] {
         // SAFETY: qh is 8 words, 16 bytes; unaligned load.
         let qh: __m128i = unsafe { read(bytemuck::cast_slice(&self.qh), 0) };
@@ -196,8 +203,9 @@ impl GridLanes for BlockIq1S {
         let ls = _mm512_castsi128_si512(_mm_or_si128(ls, _mm_set1_epi16(1)));
         let mut sumi = _mm512_setzero_si512();
         for c in 0..2 {
-            let w = _mm512_permutexvar_epi16(IQ1S_RUN_WORDS[c], _mm512_castsi128_si512(qh));
-            let idx = indices(&self.qs, c, w, IQ1S_ROTATE);
+            // SAFETY: 8 c + 8 <= 16 bytes of qh.
+            let high: u64 = unsafe { read(bytemuck::cast_slice(&self.qh), 8 * c) };
+            let idx = indices(&self.qs, c, high, IQ1S_HIGH_AT);
             let scales = _mm512_permutexvar_epi32(IQ1S_SCALE_DWORDS[c], ls);
             couple_into(idx, acts, c, scales, &mut sumi);
         }
@@ -222,33 +230,31 @@ impl GridLanes for BlockIq1S {
     }
 }
 
-/// IQ1_M: per dword `e` of couple `c`'s indices, the byte of `qh` with its group's nibble
-/// (`8 c + e / 2`), as a word, twice.
-const IQ1M_NIBBLE_WORDS: [__m512i; 2] = [iq1m_nibble_words(0), iq1m_nibble_words(1)];
-
-const fn iq1m_nibble_words(c: usize) -> __m512i {
-    let mut t = [0i16; 32];
-    let mut w = 0;
-    while w < 32 {
-        t[w] = (8 * c + w / 4) as i16;
-        w += 1;
-    }
-    words(t)
-}
-
-/// IQ1_M: an even group's high bits are its byte's bits 0..3, an odd group's 4..7.
-const IQ1M_ROTATE: __m512i = dwords([8, 4, 8, 4, 8, 4, 8, 4, 8, 4, 8, 4, 8, 4, 8, 4]);
-
-/// IQ1_M: word `g` (a group of eight) from word `g / 2` (its half-run's scale).
-const IQ1M_GROUP_HALF: __m512i = words({
-    let mut t = [0i16; 32];
-    let mut g = 0;
-    while g < 32 {
-        t[g] = (g / 2) as i16;
-        g += 1;
+/// IQ1_M: group `e` of a couple has its nibble at `4 e` of the couple's eight `qh` bytes.
+const IQ1M_HIGH_AT: __m512i = high_at({
+    let mut t = [0u8; 16];
+    let mut e = 0;
+    while e < 16 {
+        t[e] = 4 * e as u8;
+        e += 1;
     }
     t
 });
+
+/// IQ1_M: per word `g` (a group of eight), the bit offset in the four scale words of its
+/// half-run's 3-bit scale (half-run `h = g / 2`: field `h % 4` of word `h / 4`), less one, in
+/// the word's low byte: [`Self::group_scales`] takes the scale to bits 1..4.
+const IQ1M_SCALE_AT: __m512i = {
+    let mut t = [0u8; 64];
+    let mut g = 0;
+    while g < 32 {
+        let h = g / 2;
+        t[2 * g] = ((16 * (h / 4) + 3 * (h % 4) + 63) % 64) as u8;
+        g += 1;
+    }
+    // SAFETY: `[u8; 64]` and `__m512i` are both 64 plain bytes.
+    unsafe { std::mem::transmute::<[u8; 64], __m512i>(t) }
+};
 
 /// IQ1_M: per word of couple `c`'s products, its group: lane `d % 8` of run `4 c + 2 (d / 8)
 /// + k` is in that run's group `(d % 8) / 2`.
@@ -276,11 +282,11 @@ impl GridLanes for BlockIq1M {
     }
 
     #[inline]
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx2,bmi2")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx2,bmi2")]
     unsafe fn lanes(&self, acts: &SignedActs) -> [__m512i; 2] {
         // Per group of eight, its half-run's scale, negated where its shift is negative (bit 3
         // of its nibble).
-        let group_scales = _mm512_permutexvar_epi16(IQ1M_GROUP_HALF, iq1_m_scales(self));
+        let group_scales = self.group_scales();
         // SAFETY: qh is 16 bytes; unaligned reads.
         let (lo, hi): (u64, u64) = unsafe { (read(&self.qh, 0), read(&self.qh, 8)) };
         let nibble_tops = 0x8888_8888_8888_8888;
@@ -288,12 +294,10 @@ impl GridLanes for BlockIq1M {
             _pext_u64(lo, nibble_tops) as u32 | (_pext_u64(hi, nibble_tops) as u32) << 16;
         let zero = _mm512_setzero_si512();
         let signed_scales = _mm512_mask_sub_epi16(group_scales, negative, zero, group_scales);
-        // SAFETY: qh is 16 bytes; unaligned load.
-        let qh = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(unsafe { read(&self.qh, 0) }));
         let (mut sumi, mut sumi2) = (zero, zero);
         for c in 0..2 {
-            let w = _mm512_permutexvar_epi16(IQ1M_NIBBLE_WORDS[c], qh);
-            let idx = indices(&self.qs, c, w, IQ1M_ROTATE);
+            let high = [lo, hi][c];
+            let idx = indices(&self.qs, c, high, IQ1M_HIGH_AT);
             let scales = _mm512_permutexvar_epi16(IQ1M_COUPLE_GROUPS[c], group_scales);
             couple_into(idx, acts, c, scales, &mut sumi);
             let signed = _mm512_permutexvar_epi16(IQ1M_COUPLE_GROUPS[c], signed_scales);
@@ -305,23 +309,16 @@ impl GridLanes for BlockIq1M {
     }
 }
 
-/// IQ1_M's 16 half-run scales `2 n + 1`, one per 16-bit word.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2")]
-fn iq1_m_scales(b: &BlockIq1M) -> __m512i {
-    // The 3-bit scales of the 16 half-runs, three per 16-bit word from its bit 0 (the top
-    // nibbles are the super-block scale's): half-run `h` is field `h % 4` of word `h / 4`.
-    let words = _mm512_castsi256_si512(_mm256_set1_epi64x(i64::from_le_bytes(b.scales)));
-    let at = _mm512_set_epi16(
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0, 9, 6,
-        3, 0,
-    );
-    // Word `h` of the broadcast is word `h % 4` of the scales: shuffle it to `h / 4` first.
-    let word_of = _mm512_set_epi16(
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1,
-        12, 8, 4, 0,
-    );
-    let n = _mm512_srlv_epi16(_mm512_permutexvar_epi16(word_of, words), at);
-    let n = _mm512_and_si512(n, _mm512_set1_epi16(7));
-    _mm512_or_si512(_mm512_slli_epi16::<1>(n), _mm512_set1_epi16(1))
+impl BlockIq1M {
+    /// Per group of eight (one per 16-bit word), its half-run's scale `2 n + 1`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    fn group_scales(&self) -> __m512i {
+        // The 3-bit scales of the 16 half-runs, three per 16-bit word from its bit 0 (the top
+        // nibbles are the super-block scale's).
+        let words = _mm512_set1_epi64(i64::from_le_bytes(self.scales));
+        let n = _mm512_multishift_epi64_epi8(IQ1M_SCALE_AT, words);
+        // (n & 0xE) | 1
+        _mm512_ternarylogic_epi32::<0xEA>(n, _mm512_set1_epi16(0xE), _mm512_set1_epi16(1))
+    }
 }
