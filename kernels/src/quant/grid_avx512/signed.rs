@@ -202,11 +202,11 @@ impl GridLanes for BlockIq1S {
         let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
         let ls = _mm512_castsi128_si512(_mm_or_si128(ls, _mm_set1_epi16(1)));
         let mut sumi = _mm512_setzero_si512();
-        for c in 0..2 {
+        for (c, pick) in IQ1S_SCALE_DWORDS.into_iter().enumerate() {
             // SAFETY: 8 c + 8 <= 16 bytes of qh.
             let high: u64 = unsafe { read(bytemuck::cast_slice(&self.qh), 8 * c) };
             let idx = indices(&self.qs, c, high, IQ1S_HIGH_AT);
-            let scales = _mm512_permutexvar_epi32(IQ1S_SCALE_DWORDS[c], ls);
+            let scales = _mm512_permutexvar_epi32(pick, ls);
             couple_into(idx, acts, c, scales, &mut sumi);
         }
         [sumi, _mm512_setzero_si512()]
