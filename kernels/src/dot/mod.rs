@@ -180,7 +180,8 @@ impl DotKernels {
 }
 
 /// Whether this CPU runs the type table's AVX-512 column (the grid types' and TQ1_0's dot
-/// products): AVX-512 F/BW/VNNI and also VL, VBMI, BITALG and BMI2 (Ice Lake, Zen 4 and later).
+/// products): AVX-512 F/BW/VNNI and also VL, VBMI, BITALG, BMI2 and GFNI (Ice Lake, Zen 4 and
+/// later).
 pub fn avx512_table_supported() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
     *SUPPORTED.get_or_init(|| {
@@ -191,6 +192,7 @@ pub fn avx512_table_supported() -> bool {
                 && is_x86_feature_detected!("avx512vbmi")
                 && is_x86_feature_detected!("avx512bitalg")
                 && is_x86_feature_detected!("bmi2")
+                && is_x86_feature_detected!("gfni")
         }
         #[cfg(not(target_arch = "x86_64"))]
         false

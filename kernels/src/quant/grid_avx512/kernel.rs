@@ -141,7 +141,7 @@ fn pair_into(p: &Pair, q8: __m512i, sumi: &mut __m512i) {
 /// # Safety
 /// The CPU must have what `crate::dot::avx512_table_supported()` checks.
 #[target_feature(
-    enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c,bmi2"
+    enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c,bmi2,gfni"
 )]
 unsafe fn grid_dot<B: GridLanes, const R: usize, const MADE: bool>(
     w: [&[B]; R],

@@ -126,13 +126,14 @@ fn signed_acts(y: &BlockQ8K, sums: bool, runs: bool) -> SignedActs {
 /// Couple `c`'s products of one row into `sumi`, from the couple's gathered grid entries
 /// (`idx`, 16 of them) and its scale words.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,gfni")]
 fn couple_into(idx: __m512i, acts: &SignedActs, c: usize, scales: __m512i, sumi: &mut __m512i) {
     // SAFETY: the indices are 11 bits, inside the 2048-entry table.
     let grid = unsafe { _mm512_i32gather_epi32::<4>(idx, IQ1S_GRID_NIBBLES.as_ptr() as _) };
-    let nibble = _mm512_set1_epi8(0xF);
-    let lo = _mm512_and_si512(grid, nibble);
-    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(grid), nibble);
+    let lo = _mm512_and_si512(grid, _mm512_set1_epi8(0xF));
+    // Each byte's bits 4..8 to 0..4, one instruction (the affine map's row for result bit `i`
+    // is byte `7 - i` of the matrix).
+    let hi = _mm512_gf2p8affine_epi64_epi8::<0>(grid, _mm512_set1_epi64(0x1020_4080_0000_0000));
     let even = _mm512_dpbusd_epi32(acts.neg[c][0], lo, acts.fours[c][0]);
     let odd = _mm512_dpbusd_epi32(acts.neg[c][1], hi, acts.fours[c][1]);
     // Each four's product is at most 4 * 128 in magnitude: a word holds it.
@@ -194,7 +195,7 @@ impl GridLanes for BlockIq1S {
     }
 
     #[inline]
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx2")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx2,gfni")]
     unsafe fn lanes(&self, acts: &SignedActs) -> [__m512i; 2] {
         // SAFETY: qh is 8 words, 16 bytes; unaligned load.
         let qh: __m128i = unsafe { read(bytemuck::cast_slice(&self.qh), 0) };
@@ -282,7 +283,7 @@ impl GridLanes for BlockIq1M {
     }
 
     #[inline]
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx2,bmi2")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx2,bmi2,gfni")]
     unsafe fn lanes(&self, acts: &SignedActs) -> [__m512i; 2] {
         // Per group of eight, its half-run's scale, negated where its shift is negative (bit 3
         // of its nibble).
