@@ -3,9 +3,8 @@
 //! result equals it bit for bit, alone or among others.
 //!
 //! What the rows share: the activations as each type reads them ([`GridLanes::acts`], made once
-//! for all the rows of a call), and, two rows at a time, the float step, done for both rows in one 512-bit register (row A's lanes in its 128-bit chunks
-//! 0 and 2, row B's in 1 and 3). IQ1_S's run shifts (one integer per block and row) are summed
-//! for both rows at once.
+//! for all the rows of a call), and, two rows at a time, the float step, done for both rows in
+//! one 512-bit register (row A's lanes in its 128-bit chunks 0 and 2, row B's in 1 and 3).
 
 use std::arch::x86_64::*;
 
@@ -84,6 +83,9 @@ pub(crate) fn dot<B: GridLanes>(w: &[B], x: &[BlockQ8K]) -> f32 {
 pub(crate) fn dot_rows<B: GridLanes>(rows: &[B], x: &[BlockQ8K], out: &mut [f32]) {
     let n = x.len();
     assert_eq!(rows.len(), n * out.len(), "whole rows of the activations' length");
+    if n == 0 {
+        return out.fill(dot::<B>(&[], x));
+    }
     // SAFETY: as for `dot` (`Dots::rows_for_isa` checks the same).
     let acts: Vec<B::Acts> = x.iter().map(|y| unsafe { B::acts(y) }).collect();
     let mut rows = rows.chunks_exact(n);
