@@ -308,6 +308,13 @@ impl GridLanes for BlockIq1M {
         debug_assert!(matches!(<Self as super::super::codes::GridBlock>::DELTA, Delta::Lanes(_)));
         [sumi, sumi2]
     }
+
+    #[inline]
+    #[target_feature(enable = "bmi2")]
+    unsafe fn scale_bits(&self) -> u16 {
+        // The top nibble of each of the four scale words, first word lowest.
+        _pext_u64(u64::from_le_bytes(self.scales), 0xF000_F000_F000_F000) as u16
+    }
 }
 
 impl BlockIq1M {
