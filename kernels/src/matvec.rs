@@ -25,6 +25,10 @@ pub(crate) const TOKEN_BLOCK: usize = 64;
 /// the loads the kernel needs now.
 const PREFETCH_AHEAD: usize = 12 << 10;
 
+/// How far ahead of the row in hand the one-row-at-a-time kernels' weights are prefetched into
+/// L1, in bytes: a steady stream a row's lines at a time, not a burst.
+const STREAM_AHEAD: usize = 2 << 10;
+
 /// A weight matrix in one of the supported formats: `rows` rows of `cols` values, row-major,
 /// borrowed from wherever the bytes live (an arena slot, a mapped file, a Vec).
 #[derive(Debug, Clone, Copy)]
@@ -222,9 +226,6 @@ impl<'a> Matrix<'a> {
                 rows_x4(blocks, q.len(), first, out, (k.q4_0_x4, k.q4_0), q, burst);
             }
             _ => {
-                // No software prefetch: these rows are read one after another, one sequential
-                // stream the hardware prefetcher follows (a burst per row measured 2-4 % slower
-                // decode for IQ4_XS and IQ2_XXS on an AMD EPYC).
                 // The kernel is the same for every row: looked up once, not per row (for short
                 // rows of the super-block types the lookup was a visible share of decode).
                 let bytes = &self.data[first * self.row_bytes..][..out.len() * self.row_bytes];
@@ -234,6 +235,12 @@ impl<'a> Matrix<'a> {
                 }
                 let table = table_dot(k, self.dtype, x);
                 for (o, row) in out.iter_mut().zip(bytes.chunks_exact(self.row_bytes)) {
+                    // The rows are one sequential stream, yet on Intel the hardware prefetcher
+                    // alone leaves these kernels waiting on DRAM (measured by the kernels
+                    // bench); a burst per row measured slower on an AMD EPYC, this stream is
+                    // not measured there.
+                    let ahead = row.as_ptr() as usize + STREAM_AHEAD;
+                    prefetch_range::<{ HINT_L1 }>(ahead, row.len());
                     *o = match table {
                         Some(dot) => dot(row, x),
                         None => dot_row(k, self.dtype, row, x),
@@ -354,7 +361,7 @@ fn rows_x4<B>(
         // leaves the quantised kernels waiting on DRAM).
         if burst_prefetch {
             let next = row(r).as_ptr() as usize + group_bytes + PREFETCH_AHEAD;
-            prefetch_range(next, group_bytes.min(end.saturating_sub(next)));
+            prefetch_range::<{ HINT_L2 }>(next, group_bytes.min(end.saturating_sub(next)));
         }
         o.copy_from_slice(&x4([row(r), row(r + 1), row(r + 2), row(r + 3)], q));
         r += 4;
@@ -365,19 +372,25 @@ fn rows_x4<B>(
     }
 }
 
-/// Hints the CPU to fetch `len` bytes from `addr` into L2. Never faults: prefetches of any
-/// address are architecturally harmless.
+/// [`prefetch_range`] into L1 (`PREFETCHT0`) and into L2 (`PREFETCHT2`).
+#[cfg(target_arch = "x86_64")]
+const HINT_L1: i32 = std::arch::x86_64::_MM_HINT_T0;
+#[cfg(target_arch = "x86_64")]
+const HINT_L2: i32 = std::arch::x86_64::_MM_HINT_T2;
+#[cfg(not(target_arch = "x86_64"))]
+const HINT_L1: i32 = 0;
+#[cfg(not(target_arch = "x86_64"))]
+const HINT_L2: i32 = 0;
+
+/// Hints the CPU to fetch `len` bytes from `addr` into the cache level `HINT` names. Never
+/// faults: prefetches of any address are architecturally harmless.
 #[inline]
-fn prefetch_range(addr: usize, len: usize) {
+fn prefetch_range<const HINT: i32>(addr: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     for off in (0..len).step_by(64) {
-        // SAFETY: PREFETCHT2 does not access memory architecturally and cannot fault, whatever
+        // SAFETY: PREFETCHh does not access memory architecturally and cannot fault, whatever
         // the address; SSE is part of the x86_64 baseline.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T2 }>(
-                (addr + off) as *const i8,
-            )
-        };
+        unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(addr.wrapping_add(off) as *const i8) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (addr, len);

@@ -188,7 +188,7 @@ unsafe fn grid_dot<B: GridLanes, const R: usize, const MADE: bool>(
         let a = [&w[0][i], &w[R - 1][i]];
         for row in a.iter().take(R) {
             // The gathers keep the load ports busy enough that the hardware prefetcher falls
-            // behind on the weights' stream (measured: several tenths of the matvec from DRAM).
+            // behind on the weights' stream (measured by the kernels bench from DRAM).
             let ahead = (*row as *const B as *const i8).wrapping_add(PREFETCH_AHEAD);
             _mm_prefetch::<_MM_HINT_T0>(ahead);
         }
