@@ -61,8 +61,15 @@ fn row_bytes(dtype: DType, cols: usize, seed: u64) -> Vec<u8> {
                     (s >> 32) as u8
                 })
                 .collect();
-            if !k.set_scales(&mut out, 1e-3, -1e-3) {
-                // The K-quants' super-block scales (and MXFP4's exponent, left random).
+            if k == DType::Mxfp4 {
+                // The exponent byte a real model's weights have (2^-8): a random one is a
+                // subnormal or huge scale for some blocks, and the float steps of those take
+                // microcode assists that no model file would cause.
+                for block in out.chunks_exact_mut(k.block_bytes()) {
+                    block[0] = 120;
+                }
+            } else if !k.set_scales(&mut out, 1e-3, -1e-3) {
+                // The K-quants' super-block scales.
                 let scale_at: &[usize] = match k {
                     DType::Q6K => &[208],
                     DType::Q3K => &[108],

@@ -127,7 +127,7 @@ pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{scales_q3_k, BlockQ3K, BlockQ8K};
-    use crate::dot::avx2::hsum;
+    use crate::dot::avx2::{f16_to_f32, hsum};
 
     /// The AVX2 twin of [`super::dot_q3_k`]: the same lanes, the same bits.
     pub(crate) fn dot_q3_k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
@@ -175,8 +175,11 @@ pub(crate) mod avx2 {
                     sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, sc));
                 }
             }
-            acc =
-                _mm256_fmadd_ps(_mm256_set1_ps(b.d * a.d.to_f32()), _mm256_cvtepi32_ps(sumi), acc);
+            acc = _mm256_fmadd_ps(
+                _mm256_set1_ps(b.d * f16_to_f32(a.d)),
+                _mm256_cvtepi32_ps(sumi),
+                acc,
+            );
         }
         hsum(acc)
     }

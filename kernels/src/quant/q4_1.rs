@@ -87,7 +87,7 @@ pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{BlockQ4_1, BlockQ8_1};
-    use crate::dot::avx2::{hsum, scale8, unpack_nibbles};
+    use crate::dot::avx2::{f16_to_f32, hsum, scale8, unpack_nibbles};
 
     /// The AVX2 twin of [`super::dot_q4_1`].
     pub(crate) fn dot_q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
@@ -102,7 +102,7 @@ pub(crate) mod avx2 {
         let (mut acc, mut mins) = (_mm256_setzero_ps(), 0.0f32);
         let ones = _mm256_set1_epi16(1);
         for (a, b) in w.iter().zip(x) {
-            mins += a.m.to_f32() * b.s.to_f32();
+            mins += f16_to_f32(a.m) * f16_to_f32(b.s);
             // SAFETY: qs is 32 bytes; unaligned load.
             let qb = unsafe { _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i) };
             let sum = _mm256_madd_epi16(_mm256_maddubs_epi16(unpack_nibbles(&a.qs), qb), ones);

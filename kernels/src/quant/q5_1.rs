@@ -79,7 +79,7 @@ pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{BlockQ5_1, BlockQ8_1};
-    use crate::dot::avx2::{bits_to_bytes, hsum, scale8, unpack_nibbles};
+    use crate::dot::avx2::{bits_to_bytes, f16_to_f32, hsum, scale8, unpack_nibbles};
 
     /// The AVX2 twin of [`super::dot_q5_1`].
     pub(crate) fn dot_q5_1(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
@@ -94,7 +94,7 @@ pub(crate) mod avx2 {
         let (mut acc, mut mins) = (_mm256_setzero_ps(), 0.0f32);
         let (ones, bit4) = (_mm256_set1_epi16(1), _mm256_set1_epi8(0x10));
         for (a, b) in w.iter().zip(x) {
-            mins += a.m.to_f32() * b.s.to_f32();
+            mins += f16_to_f32(a.m) * f16_to_f32(b.s);
             let qa =
                 _mm256_or_si256(unpack_nibbles(&a.qs), _mm256_and_si256(bits_to_bytes(a.qh), bit4));
             // SAFETY: qs is 32 bytes; unaligned load.

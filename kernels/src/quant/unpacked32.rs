@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use super::mxfp4::{e8m0_to_f32_half, KVALUES_MXFP4};
 use super::unpacked::{visit_passes, UnpackedActs, TOKENS};
 use super::{BlockIq4Nl, BlockMxfp4, BlockQ4_1, BlockQ5_0, BlockQ5_1, QK};
-use crate::dot::avx2::{bits_to_bytes, hsum, unpack_nibbles};
+use crate::dot::avx2::{bits_to_bytes, f16_to_f32, hsum, unpack_nibbles};
 use crate::dot::avx2_k::hsum_i32;
 use crate::gemm::RowsOut;
 
@@ -54,7 +54,7 @@ impl Block32 for BlockQ5_0 {
         // A code without its fifth bit is q - 16 < 0: OR-ing 0xF0 into the nibble gives exactly
         // that byte; with the bit, the nibble alone is q - 16.
         let missing = _mm256_andnot_si256(bits_to_bytes(self.qh), _mm256_set1_epi8(0xF0u8 as i8));
-        (_mm256_or_si256(unpack_nibbles(&self.qs), missing), self.d.to_f32(), 0.0)
+        (_mm256_or_si256(unpack_nibbles(&self.qs), missing), f16_to_f32(self.d), 0.0)
     }
 }
 
@@ -76,7 +76,7 @@ impl Block32 for BlockIq4Nl {
     #[target_feature(enable = "avx2,f16c")]
     unsafe fn unpack(&self) -> (__m256i, f32, f32) {
         let codes = _mm256_shuffle_epi8(super::iq4_nl::avx2::levels(), unpack_nibbles(&self.qs));
-        (codes, self.d.to_f32(), 0.0)
+        (codes, f16_to_f32(self.d), 0.0)
     }
 }
 
@@ -84,7 +84,7 @@ impl Block32 for BlockQ4_1 {
     const CODES: Codes = Codes::Unsigned;
     #[target_feature(enable = "avx2,f16c")]
     unsafe fn unpack(&self) -> (__m256i, f32, f32) {
-        (unpack_nibbles(&self.qs), self.d.to_f32(), self.m.to_f32())
+        (unpack_nibbles(&self.qs), f16_to_f32(self.d), f16_to_f32(self.m))
     }
 }
 
@@ -93,7 +93,7 @@ impl Block32 for BlockQ5_1 {
     #[target_feature(enable = "avx2,f16c")]
     unsafe fn unpack(&self) -> (__m256i, f32, f32) {
         let bit4 = _mm256_and_si256(bits_to_bytes(self.qh), _mm256_set1_epi8(0x10));
-        (_mm256_or_si256(unpack_nibbles(&self.qs), bit4), self.d.to_f32(), self.m.to_f32())
+        (_mm256_or_si256(unpack_nibbles(&self.qs), bit4), f16_to_f32(self.d), f16_to_f32(self.m))
     }
 }
 
