@@ -91,9 +91,9 @@ pub(crate) fn scale8(a: f16, b: f16) -> __m256 {
 /// `h` as f32 through F16C, inlined into the kernel: the same value as `f16::to_f32` (the
 /// conversion is exact), but `half`'s is an out-of-line call around which every vector register
 /// is spilled, once per block. The half is moved in by `vmovd` written out: from the
-/// intrinsics, LLVM inserts the lone lane into whatever register it holds (`vpinsrw`), often a
-/// kernel's accumulator, which chains every block's scale behind the last block's sum (the
-/// MXFP4 matvec ran at a fraction of its read speed so).
+/// intrinsics, LLVM inserted the lone lane into whatever register it held (`vpinsrw`; in the
+/// MXFP4 kernel, the accumulator), a false dependency that chains each block's scale behind
+/// the last block's sum.
 #[inline]
 #[target_feature(enable = "f16c")]
 pub(crate) fn f16_to_f32(h: half::f16) -> f32 {
