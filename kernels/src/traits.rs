@@ -245,15 +245,8 @@ impl TypeTraits {
         }
         self
     }
-    /// The AVX-512 column of a row whose dots are set (`None` off x86_64).
-    const fn avx512(mut self, avx512: Option<RawDot>) -> Self {
-        if let Some(d) = &mut self.dots {
-            d.avx512 = avx512;
-        }
-        self
-    }
-    /// The AVX-512 column of a grid type: its one-row and many-row kernels.
-    const fn avx512_grid(mut self, (one, many): (Option<RawDot>, Option<RawDotRows>)) -> Self {
+    /// The AVX-512 column of a type with a many-row kernel: its one-row and many-row kernels.
+    const fn avx512_with_rows(mut self, (one, many): (Option<RawDot>, Option<RawDotRows>)) -> Self {
         if let Some(d) = &mut self.dots {
             d.avx512 = one;
             d.avx512_rows = many;
@@ -385,23 +378,29 @@ macro_rules! avx2 {
         None
     };
 }
-/// A grid type's AVX-512 kernels, one row and many rows (`None` off x86_64).
+/// A type's AVX-512 kernels against Q8_K, one row and many rows (`None` off x86_64).
 #[cfg(target_arch = "x86_64")]
-macro_rules! grid512 {
-    ($b:ty) => {
+macro_rules! rows512 {
+    ($one:path, $many:expr) => {
         (
-            avx2!(grid_avx512::dot::<$b>, Q8K),
+            avx2!($one, Q8K),
             Some(|w: &[u8], x: &Prepared, out: &mut [f32]| match x {
-                Prepared::Q8K(x) => grid_avx512::dot_rows::<$b>(blocks!(w), x, out),
+                Prepared::Q8K(x) => $many(blocks!(w), x, out),
                 _ => unreachable!("prepare() makes the form the type table names"),
             }),
         )
     };
 }
 #[cfg(not(target_arch = "x86_64"))]
+macro_rules! rows512 {
+    ($one:path, $many:expr) => {
+        (None, None)
+    };
+}
+/// A grid type's AVX-512 kernels, one row and many rows.
 macro_rules! grid512 {
     ($b:ty) => {
-        (None, None)
+        rows512!(grid_avx512::dot::<$b>, grid_avx512::dot_rows::<$b>)
     };
 }
 #[cfg(target_arch = "aarch64")]
@@ -489,54 +488,54 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_xxs, Q8K), avx2!(iq2_xxs::avx2::dot_iq2_xxs, Q8K))
         .neon(neon!(iq2_xxs::neon::dot_iq2_xxs, Q8K))
-        .avx512_grid(grid512!(BlockIq2Xxs))
+        .avx512_with_rows(grid512!(BlockIq2Xxs))
         .with_tokens(tokens!(BlockIq2Xxs))
         .wide_tile(tile!(wide BlockIq2Xxs), tile!(codes BlockIq2Xxs)),
     row(D::Iq2Xs, "iq2_xs", "IQ2_XS", 17, (256, 74), A::Q8K, deq!(dequantize_iq2_xs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_xs, Q8K), avx2!(iq2_xs::avx2::dot_iq2_xs, Q8K))
         .neon(neon!(iq2_xs::neon::dot_iq2_xs, Q8K))
-        .avx512_grid(grid512!(BlockIq2Xs))
+        .avx512_with_rows(grid512!(BlockIq2Xs))
         .with_tokens(tokens!(BlockIq2Xs))
         .wide_tile(tile!(wide BlockIq2Xs), tile!(codes BlockIq2Xs)),
     row(D::Iq2S, "iq2_s", "IQ2_S", 22, (256, 82), A::Q8K, deq!(dequantize_iq2_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq2_s, Q8K), avx2!(iq2_s::avx2::dot_iq2_s, Q8K))
         .neon(neon!(iq2_s::neon::dot_iq2_s, Q8K))
-        .avx512_grid(grid512!(BlockIq2S))
+        .avx512_with_rows(grid512!(BlockIq2S))
         .with_tokens(tokens!(BlockIq2S))
         .wide_tile(tile!(wide BlockIq2S), tile!(codes BlockIq2S)),
     row(D::Iq3Xxs, "iq3_xxs", "IQ3_XXS", 18, (256, 98), A::Q8K, deq!(dequantize_iq3_xxs))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq3_xxs, Q8K), avx2!(iq3_xxs::avx2::dot_iq3_xxs, Q8K))
         .neon(neon!(iq3_xxs::neon::dot_iq3_xxs, Q8K))
-        .avx512_grid(grid512!(BlockIq3Xxs))
+        .avx512_with_rows(grid512!(BlockIq3Xxs))
         .with_tokens(tokens!(BlockIq3Xxs))
         .wide_tile(tile!(wide BlockIq3Xxs), tile!(codes BlockIq3Xxs)),
     row(D::Iq3S, "iq3_s", "IQ3_S", 21, (256, 110), A::Q8K, deq!(dequantize_iq3_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq3_s, Q8K), avx2!(iq3_s::avx2::dot_iq3_s, Q8K))
         .neon(neon!(iq3_s::neon::dot_iq3_s, Q8K))
-        .avx512_grid(grid512!(BlockIq3S))
+        .avx512_with_rows(grid512!(BlockIq3S))
         .with_tokens(tokens!(BlockIq3S))
         .wide_tile(tile!(wide BlockIq3S), tile!(codes BlockIq3S)),
     row(D::Iq1S, "iq1_s", "IQ1_S", 19, (256, 50), A::Q8K, deq!(dequantize_iq1_s))
         .scale_at(ScaleField::At(0, None))
         .dots(dot!(dot_iq1_s, Q8K), avx2!(iq1_s::avx2::dot_iq1_s, Q8K))
         .neon(neon!(iq1_s::neon::dot_iq1_s, Q8K))
-        .avx512_grid(grid512!(BlockIq1S))
+        .avx512_with_rows(grid512!(BlockIq1S))
         .tile(tile!(wide BlockIq1S)),
     row(D::Iq1M, "iq1_m", "IQ1_M", 29, (256, 56), A::Q8K, deq!(dequantize_iq1_m))
         .scale_at(ScaleField::Iq1M)
         .dots(dot!(dot_iq1_m, Q8K), avx2!(iq1_m::avx2::dot_iq1_m, Q8K))
         .neon(neon!(iq1_m::neon::dot_iq1_m, Q8K))
-        .avx512_grid(grid512!(BlockIq1M))
+        .avx512_with_rows(grid512!(BlockIq1M))
         .tile(tile!(wide BlockIq1M)),
     row(D::Tq1_0, "tq1_0", "TQ1_0", 34, (256, 54), A::Q8K, deq!(dequantize_tq1_0))
         .scale_at(ScaleField::At(52, None))
         .dots(dot!(dot_tq1_0, Q8K), avx2!(tq1_0::avx2::dot_tq1_0, Q8K))
         .neon(neon!(tq1_0::dot_tq1_0_with::<NeonLanes>, Q8K))
-        .avx512(avx2!(tq1_0::avx512::dot_tq1_0, Q8K))
+        .avx512_with_rows(rows512!(tq1_0::avx512::dot_tq1_0, tq1_0::avx512::dot_rows))
         .with_tokens(tokens_k!(BlockTq1_0))
         .tile(tile!(wide BlockTq1_0)),
     row(D::Tq2_0, "tq2_0", "TQ2_0", 35, (256, 66), A::Q8K, deq!(dequantize_tq2_0))

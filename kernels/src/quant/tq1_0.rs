@@ -132,62 +132,57 @@ pub(crate) mod avx512 {
     use super::{BlockQ8K, BlockTq1_0};
     use crate::dot::avx2::{f16_to_f32, hsum};
 
-    /// `v * 3` per byte, mod 256 (the base-3 shift ggml multiplies by).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn times3(v: __m256i) -> __m256i {
-        _mm256_add_epi8(v, _mm256_add_epi8(v, v))
-    }
+    /// The odd bytes of each 16-bit lane: [`digits`]'s second argument.
+    const ODD: u64 = 0xAAAA_AAAA_AAAA_AAAA;
 
-    /// Codes plus one (0..=2) of 64 bytes already multiplied by their digit's power of 3:
-    /// `(q * 3) >> 8`, which is 1 from 86 and 2 from 171.
+    /// Codes plus one (0..=2) of the 64 bytes of `s`, each the digit of its 16-bit lane's
+    /// power (3^n, the same for both bytes of a lane): `(byte * 3^n mod 256) * 3 >> 8`, as
+    /// [`super::trit`]. 16-bit multiplies put each byte's product `x` in the high byte of its
+    /// lane, the rest zero: the even byte times `pow_even = 3^n << 8` (the odd byte's part
+    /// falls off the top), the odd bytes alone (`odd`) times `pow = 3^n`. Then `mulhi(x << 8,
+    /// 3)` is the even digit in the low byte and `mulhi(x << 8, 768)` is `3x`, whose high byte
+    /// is the odd digit. Multiplies rather than the compares and masked moves a byte-wise form
+    /// needs: fewer steps, and they go to the other vector port.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn digits(q: __m512i) -> __m512i {
-        let one = _mm512_maskz_mov_epi8(
-            _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(86)),
-            _mm512_set1_epi8(1),
-        );
-        _mm512_mask_mov_epi8(
-            one,
-            _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(171u8 as i8)),
-            _mm512_set1_epi8(2),
-        )
+    fn digits(s: __m512i, odd: __m512i, pow: Powers) -> __m512i {
+        let even = _mm512_mulhi_epu16(_mm512_mullo_epi16(s, pow.even), _mm512_set1_epi16(3));
+        let odd = _mm512_mulhi_epu16(_mm512_mullo_epi16(odd, pow.odd), _mm512_set1_epi16(768));
+        _mm512_mask_blend_epi8(ODD, even, odd)
     }
 
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn join(lo: __m256i, hi: __m256i) -> __m512i {
-        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    /// One register's 16-bit lanes' powers of 3, for its even and its odd bytes.
+    #[derive(Clone, Copy)]
+    struct Powers {
+        even: __m512i,
+        odd: __m512i,
     }
 
-    /// The block's bytes times the power of 3 of the digit each value is, in value order (see
-    /// [`super::codes`]): 64 values per register.
+    /// Each register's 16-bit lanes' powers of 3, in value order (see [`super::codes`] and
+    /// [`dot`]'s sources).
     #[inline]
-    #[target_feature(enable = "avx512f,avx2")]
-    fn powers(b: &BlockTq1_0) -> [__m512i; 4] {
-        // SAFETY: qs is 48 bytes: 32 at 0, 16 at 32; unaligned loads.
-        let (w, n) = unsafe {
-            (
-                _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i),
-                _mm_loadu_si128(b.qs.as_ptr().add(32) as *const __m128i),
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn powers() -> [Powers; 4] {
+        let half = |lo: i16, hi: i16| {
+            _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_set1_epi16(lo)),
+                _mm256_set1_epi16(hi),
             )
         };
-        let (w3, w9) = (times3(w), times3(times3(w)));
-        let (w27, w81) = (times3(w9), times3(times3(w9)));
-        let n = _mm256_set_m128i(_mm256_castsi256_si128(times3(_mm256_castsi128_si256(n))), n);
-        let n9 = times3(times3(n));
-        let n81 = _mm256_castsi256_si128(times3(_mm256_permute2x128_si256::<0x11>(n9, n9)));
-        // Byte 4m + j of the last 16 is digit m of qh[j].
-        let h1 = _mm256_set1_epi32(i32::from_le_bytes(b.qh));
-        let h3 = times3(h1);
-        let (h9, h27) = (times3(h3), times3(times3(h3)));
-        let h = _mm256_blend_epi32::<0b1100>(
-            _mm256_blend_epi32::<0b0010>(h1, h3),
-            _mm256_blend_epi32::<0b1000>(h9, h27),
-        );
-        let tail = _mm256_set_m128i(_mm256_castsi256_si128(h), n81);
-        [join(w, w3), join(w9, w27), join(w81, n), join(n9, tail)]
+        let quarters = |a: __m128i, b: __m128i, c: __m128i, d: __m128i| {
+            let lo = _mm256_set_m128i(b, a);
+            let hi = _mm256_set_m128i(d, c);
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+        };
+        let q = _mm_set1_epi16;
+        [
+            half(1, 3),
+            half(9, 27),
+            quarters(q(81), q(81), q(1), q(3)),
+            // Byte 4m + j of the last 16 values is digit m of qh[j].
+            quarters(q(9), q(27), q(81), _mm_setr_epi16(1, 1, 3, 3, 9, 9, 27, 27)),
+        ]
+        .map(|odd| Powers { even: _mm512_slli_epi16::<8>(odd), odd })
     }
 
     /// The AVX-512 twin of [`super::dot_tq1_0`]: the AVX2 kernel's lanes (the register's two
@@ -198,25 +193,78 @@ pub(crate) mod avx512 {
         unsafe { dot(w, x) }
     }
 
+    /// Rows back to back (`out.len()` of them, `x.len()` blocks each) against `x`, each as
+    /// [`dot_tq1_0`] gives it, in one loop: the powers are made once per call, not per row
+    /// (rows of a few blocks made that a visible share).
+    pub(crate) fn dot_rows(w: &[BlockTq1_0], x: &[BlockQ8K], out: &mut [f32]) {
+        assert_eq!(w.len(), x.len() * out.len(), "whole rows of the activations' length");
+        // SAFETY: as for `dot_tq1_0` (`Dots::rows_for_isa` checks the same).
+        unsafe { rows(w, x, out) }
+    }
+
+    /// # Safety
+    /// As for [`dot`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn rows(w: &[BlockTq1_0], x: &[BlockQ8K], out: &mut [f32]) {
+        if x.is_empty() {
+            // SAFETY: this function's contract.
+            return out.fill(unsafe { dot(&[], x) });
+        }
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
+            // SAFETY: this function's contract.
+            *o = unsafe { dot(row, x) };
+        }
+    }
+
+    /// How far ahead of the block in hand the weights are prefetched, in bytes (rows are read
+    /// one after another, as the other one-row kernels' stream in `matvec`).
+    const PREFETCH_AHEAD: usize = 2048;
+
     /// # Safety
     /// The CPU must have what `crate::dot::avx512_table_supported()` checks.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     unsafe fn dot(w: &[BlockTq1_0], x: &[BlockQ8K]) -> f32 {
         assert_eq!(w.len(), x.len());
-        let ones = _mm256_set1_epi16(1);
+        let minus_ones = _mm256_set1_epi16(-1);
+        let pow = powers();
         let mut acc = _mm256_setzero_ps();
         for (a, b) in w.iter().zip(x) {
+            let ahead = (a as *const BlockTq1_0 as *const i8).wrapping_add(PREFETCH_AHEAD);
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            // SAFETY: qs is 48 bytes: 32 at 0, 16 at 32; unaligned loads.
+            let (wide, narrow) = unsafe {
+                (
+                    _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i),
+                    _mm_loadu_si128(a.qs.as_ptr().add(32) as *const __m128i),
+                )
+            };
+            // The bytes each value's digit is taken from, in value order: the wide 32 for
+            // five digits, the narrow 16 for five, qh's 4 (each four times) for four.
+            let wide2 = _mm512_broadcast_i64x4(wide);
+            let narrow4 = _mm512_broadcast_i32x4(narrow);
+            let qh = _mm_set1_epi32(i32::from_le_bytes(a.qh));
+            let (narrow_wide, narrow_qh) =
+                (_mm512_inserti64x4::<0>(narrow4, wide), _mm512_inserti32x4::<3>(narrow4, qh));
+            let wide_odd = _mm512_maskz_mov_epi8(ODD, wide2);
+            let sources = [
+                (wide2, wide_odd),
+                (wide2, wide_odd),
+                (narrow_wide, _mm512_maskz_mov_epi8(ODD, narrow_wide)),
+                (narrow_qh, _mm512_maskz_mov_epi8(ODD, narrow_qh)),
+            ];
             let mut sumi = _mm512_setzero_si512();
-            for (k, q) in powers(a).into_iter().enumerate() {
+            for (k, ((s, odd), p)) in sources.into_iter().zip(pow).enumerate() {
                 // SAFETY: 64 * k + 64 <= 256 = qs's length; unaligned load.
                 let q8 = unsafe { _mm512_loadu_si512(b.qs.as_ptr().add(64 * k) as *const _) };
-                sumi = _mm512_dpbusd_epi32(sumi, digits(q), q8);
+                sumi = _mm512_dpbusd_epi32(sumi, digits(s, odd, p), q8);
             }
             let lo = _mm512_castsi512_si256(sumi);
             let sumi = _mm256_add_epi32(lo, _mm512_extracti64x4_epi64::<1>(sumi));
             // SAFETY: bsums is 16 i16, 32 bytes; unaligned load.
             let bsums = unsafe { _mm256_loadu_si256(b.bsums.as_ptr() as *const __m256i) };
-            let lanes = _mm256_sub_epi32(sumi, _mm256_madd_epi16(bsums, ones));
+            // Less the activations' sums: the codes are the digits minus one.
+            let lanes = _mm256_dpwssd_epi32(sumi, bsums, minus_ones);
             let d = _mm256_set1_ps(b.d * f16_to_f32(a.d));
             acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
         }

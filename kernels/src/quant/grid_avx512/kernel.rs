@@ -100,17 +100,36 @@ pub(crate) fn dot_rows<B: GridLanes>(rows: &[B], x: &[BlockQ8K], out: &mut [f32]
     }
     // SAFETY: as for `dot` (`Dots::rows_for_isa` checks the same).
     let acts: Vec<B::Acts> = x.iter().map(|y| unsafe { B::acts(y) }).collect();
-    let mut rows = rows.chunks_exact(n);
+    // SAFETY: as above.
+    unsafe { pairs_of_rows(rows, x, &acts, out) }
+}
+
+/// [`dot_rows`] once the activations are made: the kernel inlined into one loop over the
+/// pairs of rows, so its constants are loaded once per call, not once per pair (rows of a
+/// few super-blocks made that a visible share).
+///
+/// # Safety
+/// As for [`grid_dot`].
+#[target_feature(
+    enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c,bmi2,gfni"
+)]
+unsafe fn pairs_of_rows<B: GridLanes>(
+    rows: &[B],
+    x: &[BlockQ8K],
+    acts: &[B::Acts],
+    out: &mut [f32],
+) {
+    let mut rows = rows.chunks_exact(x.len());
     let mut pairs = out.chunks_exact_mut(2);
     for o in &mut pairs {
         if let (Some(a), Some(b)) = (rows.next(), rows.next()) {
-            // SAFETY: as above.
-            o.copy_from_slice(&unsafe { grid_dot::<B, 2, true>([a, b], x, &acts) });
+            // SAFETY: this function's contract.
+            o.copy_from_slice(&unsafe { grid_dot::<B, 2, true>([a, b], x, acts) });
         }
     }
     if let ([o], Some(a)) = (pairs.into_remainder(), rows.next()) {
         // SAFETY: as above.
-        *o = unsafe { grid_dot::<B, 1, true>([a], x, &acts)[0] };
+        *o = unsafe { grid_dot::<B, 1, true>([a], x, acts)[0] };
     }
 }
 
@@ -154,6 +173,7 @@ fn pair_into(p: &Pair, q8: __m512i, sumi: &mut __m512i) {
 ///
 /// # Safety
 /// The CPU must have what `crate::dot::avx512_table_supported()` checks.
+#[inline]
 #[target_feature(
     enable = "avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c,bmi2,gfni"
 )]
