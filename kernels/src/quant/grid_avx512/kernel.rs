@@ -243,18 +243,27 @@ unsafe fn grid_dot<B: GridLanes, const R: usize, const MADE: bool>(
             Delta::Lanes(_) => acc2 = _mm512_fmadd_ps(d, lanes_of(sumi2), acc2),
         }
     }
-    // A row's eight lanes (chunks 0 and 2 for row A, 1 and 3 for row B, 0 and 1 alone), summed
-    // as `hsum` does.
-    let row = |v: __m512, r: usize| {
-        let pick = match (R, r) {
-            (1, _) => return hsum(_mm512_castps512_ps256(v)),
-            (_, 0) => _mm512_set_epi64(0, 0, 0, 0, 5, 4, 1, 0),
-            _ => _mm512_set_epi64(0, 0, 0, 0, 7, 6, 3, 2),
-        };
-        let v = _mm512_permutexvar_epi64(pick, _mm512_castps_si512(v));
-        hsum(_mm512_castps512_ps256(_mm512_castsi512_ps(v)))
-    };
     // SAFETY: `__m256` and `[f32; 8]` are both 32 plain bytes.
     let shifts = unsafe { std::mem::transmute::<__m256, [f32; 8]>(shift) };
-    std::array::from_fn(|r| finish::<B>(row(acc, r), row(acc2, r), shifts[4 * r]))
+    let (main, second) = (row_sums::<R>(acc), row_sums::<R>(acc2));
+    std::array::from_fn(|r| finish::<B>(main[r], second[r], shifts[4 * r]))
+}
+
+/// Each row's eight lanes of an accumulator (chunks 0 and 2 for row A, 1 and 3 for row B; one
+/// row: chunks 0 and 1) summed as `hsum` sums a row's eight: the two rows side by side, the
+/// same additions.
+#[inline]
+#[target_feature(enable = "avx512f,avx2")]
+fn row_sums<const R: usize>(v: __m512) -> [f32; R] {
+    if R == 1 {
+        return [hsum(_mm512_castps512_ps256(v)); R];
+    }
+    // Row A's `lo + hi` in the low 128 bits, row B's in the high.
+    let hi = _mm512_extracti64x4_epi64::<1>(_mm512_castps_si512(v));
+    let s = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castsi256_ps(hi));
+    let s = _mm256_add_ps(s, _mm256_shuffle_ps::<0xEE>(s, s));
+    let s = _mm256_add_ps(s, _mm256_shuffle_ps::<1>(s, s));
+    // SAFETY: `__m256` and `[f32; 8]` are both 32 plain bytes.
+    let lanes = unsafe { std::mem::transmute::<__m256, [f32; 8]>(s) };
+    std::array::from_fn(|r| lanes[4 * r])
 }
