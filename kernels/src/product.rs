@@ -371,7 +371,7 @@ fn matmul_refs(
     let mut forms = [Form::F32; MAX_BATCH];
     let mut tiles: [Option<Tile>; MAX_BATCH] = [None; MAX_BATCH];
     for (i, p) in batch.iter().flatten().enumerate() {
-        let x = &mut inputs[p.input];
+        let x = &inputs[p.input];
         let (w, n) = (&p.w, x.n);
         forms[i] = form(w.dtype(), x.mode);
         // Where every token must get what it gets alone, only a tile that equals matvec bit for
@@ -388,18 +388,8 @@ fn matmul_refs(
             _ if unpacked_kernel(w, forms[i]).is_some() => Path::Unpacked,
             _ => Path::RowsTokens,
         };
-        match (paths[i], tiles[i]) {
-            (Path::Unpacked, _) => {
-                let (_, offset) = unpacked_kernel(w, forms[i]).expect("chosen for it");
-                x.ensure_unpacked(w.cols(), forms[i], offset)
-            }
-            (Path::Gemm, Some(Tile::Super(_))) => x.ensure(Form::Q8K, w.cols()),
-            (Path::Gemm, Some(Tile::Wide(_))) => x.ensure_wide(w.cols()),
-            (Path::Gemm, Some(Tile::Wide32(_))) => x.ensure_wide32(w.cols()),
-            (Path::Gemm, _) => {}
-            _ => x.ensure(forms[i], w.cols()),
-        }
     }
+    prepare_inputs(batch, inputs, (&paths, &forms, &tiles), pool);
     let inputs = &*inputs;
     let threads = pool.map_or(1, |p| p.threads());
     let mut mats: [Option<(Matrix, usize)>; MAX_BATCH] = [None; MAX_BATCH];
@@ -453,6 +443,39 @@ fn matmul_refs(
         _ => (0..total).for_each(body),
     }
     Ok(())
+}
+
+/// Makes the activation forms each product's path reads from its input: input by input on
+/// the pool where there are several (prefill gives every expert its own tokens to quantise),
+/// each input's forms the same whichever thread makes them.
+fn prepare_inputs(
+    batch: &[Option<&mut Product>],
+    inputs: &mut [Input],
+    (paths, forms, tiles): (&[Path; MAX_BATCH], &[Form; MAX_BATCH], &[Option<Tile>; MAX_BATCH]),
+    pool: Option<&KernelPool>,
+) {
+    let prepare = |j: usize, x: &mut Input| {
+        for (i, p) in batch.iter().flatten().enumerate().filter(|(_, p)| p.input == j) {
+            let cols = p.w.cols();
+            match (paths[i], tiles[i]) {
+                (Path::Unpacked, _) => {
+                    let (_, offset) = unpacked_kernel(&p.w, forms[i]).expect("chosen for it");
+                    x.ensure_unpacked(cols, forms[i], offset)
+                }
+                (Path::Gemm, Some(Tile::Super(_))) => x.ensure(Form::Q8K, cols),
+                (Path::Gemm, Some(Tile::Wide(_))) => x.ensure_wide(cols),
+                (Path::Gemm, Some(Tile::Wide32(_))) => x.ensure_wide32(cols),
+                (Path::Gemm, _) => {}
+                _ => x.ensure(forms[i], cols),
+            }
+        }
+    };
+    match pool {
+        Some(p) if p.threads() > 1 && inputs.len() > 1 => {
+            p.for_each_chunk(inputs, 1, &|j, x| prepare(j, &mut x[0]))
+        }
+        _ => inputs.iter_mut().enumerate().for_each(|(j, x)| prepare(j, x)),
+    }
 }
 
 /// The many-token kernel (and whether it reads offset activations) for `w` against
