@@ -122,3 +122,26 @@ fn dot_q4_0_imp(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
     let tail = 2 * pairs;
     _mm512_reduce_add_ps(acc) + (avx2::KERNELS.q4_0)(&w[tail..], &x[tail..])
 }
+
+/// `acc + a . b` over pairs of i16 into i32 lanes as one `vpdpwssd`: LLVM splits the
+/// intrinsic into `vpmaddwd` and `vpaddd`, one more step for the vector ports these kernels
+/// are bound by.
+///
+/// # Safety
+/// The CPU must have AVX512F and AVX512-VNNI.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub(crate) unsafe fn dpwssd(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    // SAFETY: the instruction only reads and writes these registers; the caller has the CPU
+    // features.
+    unsafe {
+        std::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}

@@ -20,7 +20,7 @@ pub(crate) mod avx2_k;
 #[cfg(target_arch = "x86_64")]
 mod avx2_rows8;
 #[cfg(target_arch = "x86_64")]
-mod avx512;
+pub(crate) mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 pub mod scalar;

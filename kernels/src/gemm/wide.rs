@@ -17,6 +17,7 @@
 use std::arch::x86_64::*;
 
 use super::RowsOut;
+use crate::dot::avx512::dpwssd;
 use crate::quant::codes::GridBlock;
 use crate::quant::grid_avx512::{biased_codes, GridPairs};
 use crate::quant::iq4_nl::KVALUES_IQ4NL;
@@ -433,16 +434,12 @@ fn wide_pass<B: WideBlock, const RM: usize>(
                 // SAFETY: a Lanes is 64 aligned bytes.
                 let b = unsafe { _mm512_load_si512(sj.0.as_ptr() as *const _) };
                 if B::BIAS_SHIFT.is_some() {
-                    corr = _mm512_add_epi32(
-                        corr,
-                        _mm512_madd_epi16(_mm512_set1_epi32(w.sc_pairs[j]), b),
-                    );
+                    // SAFETY: AVX512F and AVX512-VNNI, which this function enables.
+                    corr = unsafe { dpwssd(corr, _mm512_set1_epi32(w.sc_pairs[j]), b) };
                 }
                 if B::MIN {
-                    mins = _mm512_add_epi32(
-                        mins,
-                        _mm512_madd_epi16(_mm512_set1_epi32(w.min_pairs[j]), b),
-                    );
+                    // SAFETY: as above.
+                    mins = unsafe { dpwssd(mins, _mm512_set1_epi32(w.min_pairs[j]), b) };
                 }
             }
             let mut v = s1[r];

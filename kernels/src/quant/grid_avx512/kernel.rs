@@ -12,6 +12,7 @@ use super::super::codes::{finish, Delta, GridBlock};
 use super::super::BlockQ8K;
 use super::{GridPairs, Pair};
 use crate::dot::avx2::{f16_to_f32, hsum};
+use crate::dot::avx512::dpwssd;
 
 /// A grid type as the kernel reads it: per super-block, what the rows share of the
 /// activations, and each row's integer lanes against them (value `v` of a run into lane
@@ -131,29 +132,6 @@ unsafe fn pairs_of_rows<B: GridLanes>(
         // SAFETY: as above.
         *o = unsafe { grid_dot::<B, 1, true>([a], x, acts)[0] };
     }
-}
-
-/// `acc + a . b` over pairs of i16 into i32 lanes as one `vpdpwssd`: LLVM splits the
-/// intrinsic into `vpmaddwd` and `vpaddd`, one more step for the vector ports these kernels
-/// are bound by.
-///
-/// # Safety
-/// The CPU must have AVX512F and AVX512-VNNI.
-#[inline]
-#[target_feature(enable = "avx512f,avx512vnni")]
-pub(super) unsafe fn dpwssd(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
-    // SAFETY: the instruction only reads and writes these registers; the caller has the CPU
-    // features.
-    unsafe {
-        std::arch::asm!(
-            "vpdpwssd {acc}, {a}, {b}",
-            acc = inout(zmm_reg) acc,
-            a = in(zmm_reg) a,
-            b = in(zmm_reg) b,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-    }
-    acc
 }
 
 /// One pair of runs of an unsigned grid into a row's lanes: the activations negated where

@@ -14,8 +14,9 @@ use std::arch::x86_64::*;
 use super::super::codes::Delta;
 use super::super::iq_grids::IQ1S_GRID;
 use super::super::{BlockIq1M, BlockIq1S, BlockQ8K};
-use super::kernel::{dpwssd, GridLanes};
+use super::kernel::GridLanes;
 use super::read;
+use crate::dot::avx512::dpwssd;
 
 /// IQ1_S's (and IQ1_M's) grid with one added to every value (-1, 0, 1 become 0, 1, 2), each
 /// entry's eight values as nibbles: byte `i` holds value `i` low, value `i + 4` high.
