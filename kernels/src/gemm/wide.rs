@@ -81,6 +81,9 @@ pub(crate) trait WideBlock: Copy {
     const MIN: bool = false;
     /// ggml's factor on the final sum.
     const MULT: f32 = 1.0;
+    /// Writes `out`'s codes, `d` and `sc`, and each of `sc_pairs` (with a [`Self::BIAS_SHIFT`]),
+    /// `min_pairs` and `dmin` (with a [`Self::MIN`]) that [`wide_pass`] reads for this type:
+    /// `out` holds another block's row before (the row buffer is reused, not cleared).
     fn unpack(&self, out: &mut WideRow);
 }
 
@@ -124,9 +127,17 @@ impl WideBlock for BlockIq4Xs {
 /// The CPU has AVX-512 F/BW.
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn fill_iq4_xs(b: &BlockIq4Xs, out: &mut WideRow) {
-    let levels: [u8; 16] = KVALUES_IQ4NL.map(|v| (v as u8) ^ 0x80);
+    const LEVELS: [u8; 16] = {
+        let mut t = [0u8; 16];
+        let mut i = 0;
+        while i < 16 {
+            t[i] = (KVALUES_IQ4NL[i] as u8) ^ 0x80;
+            i += 1;
+        }
+        t
+    };
     // SAFETY: 16 bytes; an unaligned 128-bit load reads exactly them.
-    let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(levels.as_ptr() as *const _) });
+    let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(LEVELS.as_ptr() as *const _) });
     let low = _mm512_set1_epi8(0x0F);
     // Each run's 16 bytes twice: low nibbles (its values 0..16), then high (16..32).
     let twice = _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0);
@@ -141,10 +152,11 @@ unsafe fn fill_iq4_xs(b: &BlockIq4Xs, out: &mut WideRow) {
         // SAFETY: q holds 256 bytes: a 64-byte store at 64 * pair stays inside.
         unsafe { _mm512_storeu_si512(out.q.as_mut_ptr().add(64 * pair) as *mut _, codes) };
     }
-    let per16: [i32; 16] = std::array::from_fn(|i| b.run_scale(i / 2));
+    // One scale per run of 32: each run's two sixteens share it.
+    let runs: [i32; 8] = std::array::from_fn(|r| b.run_scale(r));
     out.d = b.d.to_f32();
-    out.sc = std::array::from_fn(|s| if s < 8 { per16[2 * s] } else { 0 });
-    out.sc_pairs = pairs_of(&per16);
+    out.sc = std::array::from_fn(|s| if s < 8 { runs[s] } else { 0 });
+    out.sc_pairs = runs.map(|r| pair(r, r));
 }
 
 /// The grid types (magnitudes with sign bytes, no shift) straight from their runs, two runs per
@@ -478,8 +490,10 @@ pub(crate) fn wide_rows<B: WideBlock>(
     assert_eq!(x.blocks, per_row, "activations packed for another width");
     let n = x.tokens;
     ROWS.with_borrow_mut(|unpacked| {
-        unpacked.clear();
-        unpacked.resize(m * per_row, WideRow::ZERO);
+        // Grown, never cleared: each unpack writes what its pass reads (`WideBlock::unpack`).
+        if unpacked.len() < m * per_row {
+            unpacked.resize(m * per_row, WideRow::ZERO);
+        }
         for (src, dst) in w[first * per_row..(first + m) * per_row].iter().zip(unpacked.iter_mut())
         {
             src.unpack(dst);
