@@ -194,7 +194,9 @@ macro_rules! wide_signed_grid {
             const BIAS_SHIFT: Option<u32> = Some(7);
             const MULT: f32 = <$block as GridBlock>::MULT / 8.0;
             fn unpack(&self, out: &mut WideRow) {
-                fill_signed_grid(self, out)
+                // SAFETY: the wide tiles run only where the CPU has AVX-512 F/BW
+                // (`super::enabled`), so AVX2.
+                unsafe { fill_signed_grid(self, out) }
             }
         }
     )*};
@@ -227,20 +229,30 @@ wide_ternary!(
     crate::quant::BlockTq2_0 => crate::quant::tq2_0::codes,
 );
 
-/// Fills `out` from a signed grid block's runs and shift signs.
-fn fill_signed_grid<B: GridBlock + WideBlock>(b: &B, out: &mut WideRow) {
+/// Fills `out` from a signed grid block's runs and shift signs: each code `8 g + s` (the grid
+/// value, the shift's sign) offset by 128, a run of 32 per 256-bit register.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn fill_signed_grid<B: GridBlock + WideBlock>(b: &B, out: &mut WideRow) {
     debug_assert!(B::SIGNED);
     let mut per16 = [0i32; 16];
     for r in 0..QK_K / 32 {
         let run = b.run(r);
-        let shifts = b.delta_signs(r);
-        let codes = out.q[32 * r..32 * r + 32].chunks_exact_mut(8);
-        for ((q, g), s) in codes.zip(run.grid).zip(shifts) {
-            for (j, q) in q.iter_mut().enumerate() {
-                let (g, s) = ((g >> (8 * j)) as u8 as i8, (s >> (8 * j)) as u8 as i8);
-                *q = ((8 * g + s) as u8) ^ 0x80;
-            }
-        }
+        // SAFETY: `[u64; 4]` and `__m256i` are both 32 plain bytes.
+        let (g, s) = unsafe {
+            (
+                std::mem::transmute::<[u64; 4], __m256i>(run.grid),
+                std::mem::transmute::<[u64; 4], __m256i>(b.delta_signs(r)),
+            )
+        };
+        // 8 g per byte: the 16-bit shift carries a low byte's top bits into bits 8..11, which
+        // the mask drops.
+        let g8 = _mm256_and_si256(_mm256_slli_epi16::<3>(g), _mm256_set1_epi16(0xF8F8u16 as i16));
+        let q = _mm256_xor_si256(_mm256_add_epi8(g8, s), _mm256_set1_epi8(0x80u8 as i8));
+        // SAFETY: 32 r + 32 <= 256 = q's length; unaligned store.
+        unsafe { _mm256_storeu_si256(out.q.as_mut_ptr().add(32 * r) as *mut __m256i, q) };
         per16[2 * r..2 * r + 2].copy_from_slice(&run.ls.map(i32::from));
     }
     out.d = b.scale();
