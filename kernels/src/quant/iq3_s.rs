@@ -79,6 +79,27 @@ impl GridBlock for BlockIq3S {
             ls: [ls, ls],
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx2_grid(&self, r: usize) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        // Index `j` of the run: byte `j` of its eight, and bit `j` of its `qh` byte as bit 8
+        // (as `group` takes them).
+        // SAFETY: the caller's contract (AVX2); the run's eight index bytes are in qs
+        // (unaligned 8-byte load); the indices are 9 bits, inside the 512-entry grid.
+        unsafe {
+            let q = _mm_loadl_epi64(self.qs.as_ptr().add(8 * r) as *const __m128i);
+            let high = _mm256_srlv_epi32(
+                _mm256_set1_epi32((self.qh[r] as i32) << 8),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            );
+            let idx = _mm256_or_si256(
+                _mm256_cvtepu8_epi32(q),
+                _mm256_and_si256(high, _mm256_set1_epi32(256)),
+            );
+            _mm256_i32gather_epi32::<4>(IQ3S_GRID.as_ptr() as *const i32, idx)
+        }
+    }
     #[inline(always)]
     fn sign_bits(&self, r: usize) -> u32 {
         let s = &self.signs[4 * r..4 * r + 4];

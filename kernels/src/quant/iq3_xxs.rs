@@ -72,6 +72,23 @@ impl GridBlock for BlockIq3Xxs {
             ls: [ls, ls],
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx2_grid(&self, r: usize) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract (AVX2); the run's eight index bytes are in qs
+        // (unaligned 8-byte load); the indices are bytes, inside the 256-entry grid.
+        unsafe {
+            let q = _mm_loadl_epi64(self.qs.as_ptr().add(8 * r) as *const __m128i);
+            _mm256_i32gather_epi32::<4>(IQ3XXS_GRID.as_ptr() as *const i32, _mm256_cvtepu8_epi32(q))
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx2_signs(&self, r: usize) -> std::arch::x86_64::__m256i {
+        // SAFETY: the caller's contract (AVX2).
+        unsafe { super::codes::avx2::ksign_words(aux(self, r)) }
+    }
 }
 
 grid_dots!(dot_iq3_xxs, BlockIq3Xxs);

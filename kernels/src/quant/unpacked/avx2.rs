@@ -5,7 +5,7 @@
 use std::arch::x86_64::*;
 
 use super::{
-    visit_passes, with_rows, GridBlock, RowCodes, RowsOut, Run, Unpack, UnpackedActs, QK_K, TOKENS,
+    visit_passes, with_rows, GridBlock, RowCodes, RowsOut, Unpack, UnpackedActs, QK_K, TOKENS,
 };
 use crate::dot::avx2::hsum;
 use crate::dot::avx2_k::hsum_i32;
@@ -17,12 +17,13 @@ use crate::dot::avx2_k::hsum_i32;
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn unpack_grid<B: GridBlock>(b: &B, codes: &mut [i8], ls: &mut [i16]) -> f32 {
     assert!(codes.len() >= QK_K && ls.len() >= QK_K / 16);
-    let words = |w: [u64; 4]| _mm256_set_epi64x(w[3] as i64, w[2] as i64, w[1] as i64, w[0] as i64);
     for r in 0..QK_K / 32 {
-        let Run { grid, signs, ls: l } = b.run(r);
-        let g = words(grid);
+        // SAFETY: this function's contract (AVX2).
+        let g = unsafe { b.avx2_grid(r) };
         // Sign bytes are 1 or -1: `vpsignb` keeps or negates.
-        let c = if B::SIGNED { g } else { _mm256_sign_epi8(g, words(signs)) };
+        // SAFETY: as above.
+        let c = if B::SIGNED { g } else { _mm256_sign_epi8(g, unsafe { b.avx2_signs(r) }) };
+        let l = b.run(r).ls;
         // SAFETY: 32 * r + 32 <= 256 <= codes.len(); an unaligned store.
         unsafe { _mm256_storeu_si256(codes.as_mut_ptr().add(32 * r) as *mut __m256i, c) };
         ls[2 * r..2 * r + 2].copy_from_slice(&l);
