@@ -85,6 +85,25 @@ pub(crate) trait GridBlock: Copy {
     unsafe fn avx2_grid(&self, r: usize) -> std::arch::x86_64::__m256i {
         avx2::words(self.run(r).grid)
     }
+    /// [`Delta::PerRun`]: the block's sum of [`GridBlock::delta_run`] over its runs, as the AVX2
+    /// kernel takes it (the same integer in any order).
+    ///
+    /// # Safety
+    /// As for [`GridBlock::avx2_grid`].
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx2_run_shifts(&self, y: &BlockQ8K) -> i32 {
+        (0..QK_K / 32).map(|r| self.delta_run(r, y)).sum()
+    }
+    /// Run `r`'s [`GridBlock::delta_signs`] as the AVX2 kernel applies them.
+    ///
+    /// # Safety
+    /// As for [`GridBlock::avx2_grid`].
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx2_delta_signs(&self, r: usize) -> std::arch::x86_64::__m256i {
+        avx2::words(self.delta_signs(r))
+    }
     /// Run `r`'s signs as the AVX2 kernel applies them, `0x01` / `0xFF` per value as
     /// [`Run::signs`] (unsigned grids only). The default expands [`GridBlock::sign_bits`] or
     /// loads [`Run::signs`].
@@ -288,13 +307,18 @@ pub(crate) mod avx2 {
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, ls));
                 match B::DELTA {
                     Delta::None => {}
-                    Delta::PerRun(_) => runs += a.delta_run(r, b),
+                    Delta::PerRun(_) => {}
                     Delta::Lanes(_) => {
-                        let ds = words(a.delta_signs(r));
+                        // SAFETY: this function's contract (AVX2).
+                        let ds = unsafe { a.avx2_delta_signs(r) };
                         let p = _mm256_maddubs_epi16(ones, _mm256_sign_epi8(q8, ds));
                         sumi2 = _mm256_add_epi32(sumi2, _mm256_madd_epi16(p, ls));
                     }
                 }
+            }
+            if let Delta::PerRun(_) = B::DELTA {
+                // SAFETY: this function's contract (AVX2).
+                runs = unsafe { a.avx2_run_shifts(b) };
             }
             let d = crate::dot::avx2::f16_to_f32(a.scale_f16()) * b.d;
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);

@@ -89,6 +89,19 @@ impl GridBlock for BlockIq1M {
             ls: [self.ls(r, 0) as i16, self.ls(r, 1) as i16],
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx2_delta_signs(&self, r: usize) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        // Group `l`'s sign is bit 3 of nibble `l` of the run's two `qh` bytes.
+        let qh = self.qh[2 * r] as i64 | (self.qh[2 * r + 1] as i64) << 8;
+        // SAFETY: the caller's contract (AVX2).
+        unsafe {
+            let bit = _mm256_setr_epi64x(0x8, 0x80, 0x800, 0x8000);
+            let set = _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_set1_epi64x(qh), bit), bit);
+            _mm256_or_si256(set, _mm256_set1_epi8(1))
+        }
+    }
     #[inline(always)]
     fn delta_signs(&self, r: usize) -> [u64; 4] {
         // The shift's sign bit alone (bit 3 of each nibble), not the whole group with its grid

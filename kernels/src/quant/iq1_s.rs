@@ -67,6 +67,28 @@ impl GridBlock for BlockIq1S {
         let delta = if self.qh[r] & 0x8000 != 0 { -1 } else { 1 };
         ls * delta * (y.bsums[2 * r] as i32 + y.bsums[2 * r + 1] as i32)
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx2_run_shifts(&self, y: &BlockQ8K) -> i32 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract (AVX2); qh is 8 words and bsums 16, unaligned loads.
+        unsafe {
+            let qh = _mm_loadu_si128(self.qh.as_ptr() as *const __m128i);
+            // Per run `±(2s + 1)` (scale at bits 12..15, the shift's sign at 15), negated where
+            // the word's top bit is set (the word or 1 is never zero).
+            let ls = _mm_and_si128(_mm_srli_epi16::<11>(qh), _mm_set1_epi16(0xE));
+            let ls = _mm_or_si128(ls, _mm_set1_epi16(1));
+            let factors = _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)));
+            // Each run's two halves' sums as one i16 (at most 32 * 128 in magnitude).
+            let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            let runs = _mm256_madd_epi16(bsums, _mm256_set1_epi16(1));
+            let runs =
+                _mm_packs_epi32(_mm256_castsi256_si128(runs), _mm256_extracti128_si256::<1>(runs));
+            let m = _mm_madd_epi16(factors, runs);
+            let m = _mm_add_epi32(m, _mm_shuffle_epi32::<0x4E>(m));
+            _mm_cvtsi128_si32(_mm_add_epi32(m, _mm_shuffle_epi32::<0xB1>(m)))
+        }
+    }
     /// The run's shift signs, the same for all its values (the prefill tile reads them; the
     /// dot products sum the shift per run, [`GridBlock::delta_run`]).
     fn delta_signs(&self, r: usize) -> [u64; 4] {
