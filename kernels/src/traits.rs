@@ -294,6 +294,18 @@ macro_rules! tokens_k {
     };
 }
 
+/// The same for the grid types with a shift (IQ1_S, IQ1_M): the decode kernel with each run's
+/// weights made once per pass of tokens (AVX2 only).
+macro_rules! tokens_grid {
+    ($block:ty) => {
+        TokensKernels {
+            scalar: None,
+            avx2: tokens_avx2!(unpacked::grid_avx2::dot_tokens, $block),
+            offset: false,
+        }
+    };
+}
+
 /// The same for the 32-value block types (AVX2 only).
 #[cfg(target_arch = "x86_64")]
 macro_rules! tokens32 {
@@ -524,12 +536,14 @@ pub(crate) static TYPES: [TypeTraits; DType::COUNT] = [
         .dots(dot!(dot_iq1_s, Q8K), avx2!(iq1_s::avx2::dot_iq1_s, Q8K))
         .neon(neon!(iq1_s::neon::dot_iq1_s, Q8K))
         .avx512_with_rows(grid512!(BlockIq1S))
+        .with_tokens(tokens_grid!(BlockIq1S))
         .tile(tile!(wide BlockIq1S)),
     row(D::Iq1M, "iq1_m", "IQ1_M", 29, (256, 56), A::Q8K, deq!(dequantize_iq1_m))
         .scale_at(ScaleField::Iq1M)
         .dots(dot!(dot_iq1_m, Q8K), avx2!(iq1_m::avx2::dot_iq1_m, Q8K))
         .neon(neon!(iq1_m::neon::dot_iq1_m, Q8K))
         .avx512_with_rows(grid512!(BlockIq1M))
+        .with_tokens(tokens_grid!(BlockIq1M))
         .tile(tile!(wide BlockIq1M)),
     row(D::Tq1_0, "tq1_0", "TQ1_0", 34, (256, 54), A::Q8K, deq!(dequantize_tq1_0))
         .scale_at(ScaleField::At(52, None))

@@ -63,8 +63,9 @@ pub(crate) trait GridBlock: Copy {
     fn sign_bits(&self, _r: usize) -> u32 {
         0
     }
-    /// [`Delta::PerRun`]: run `r`'s shift sum, `ls * sign * (bsums of its 32 values)`.
-    fn delta_run(&self, _r: usize, _y: &BlockQ8K) -> i32 {
+    /// [`Delta::PerRun`]: run `r`'s shift sum, `ls * sign * (bsums of its 32 values)`, from
+    /// the activations' sums per 16.
+    fn delta_run(&self, _r: usize, _bsums: &[i16; 16]) -> i32 {
         0
     }
     /// Run `r`'s shift signs, `0x01` / `0xFF` per value as in [`Run`] (the dot products read
@@ -92,8 +93,8 @@ pub(crate) trait GridBlock: Copy {
     /// As for [`GridBlock::avx2_grid`].
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx2_run_shifts(&self, y: &BlockQ8K) -> i32 {
-        (0..QK_K / 32).map(|r| self.delta_run(r, y)).sum()
+    unsafe fn avx2_run_shifts(&self, bsums: &[i16; 16]) -> i32 {
+        (0..QK_K / 32).map(|r| self.delta_run(r, bsums)).sum()
     }
     /// Run `r`'s [`GridBlock::delta_signs`] as the AVX2 kernel applies them.
     ///
@@ -165,7 +166,7 @@ pub(crate) fn grid_dot_with<B: GridBlock, L: IntLanes>(w: &[B], x: &[BlockQ8K]) 
             lanes = std::array::from_fn(|i| lanes[i] + l[i]);
             match B::DELTA {
                 Delta::None => {}
-                Delta::PerRun(_) => runs += a.delta_run(r, b),
+                Delta::PerRun(_) => runs += a.delta_run(r, &b.bsums),
                 Delta::Lanes(_) => {
                     let l = L::sign_run(&a.delta_signs(r), run.ls, q8);
                     lanes2 = std::array::from_fn(|i| lanes2[i] + l[i]);
@@ -318,7 +319,7 @@ pub(crate) mod avx2 {
             }
             if let Delta::PerRun(_) = B::DELTA {
                 // SAFETY: this function's contract (AVX2).
-                runs = unsafe { a.avx2_run_shifts(b) };
+                runs = unsafe { a.avx2_run_shifts(&b.bsums) };
             }
             let d = crate::dot::avx2::f16_to_f32(a.scale_f16()) * b.d;
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);

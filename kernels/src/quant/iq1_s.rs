@@ -7,7 +7,7 @@ use half::f16;
 
 use super::codes::{grid_dots, Delta, GridBlock, Run};
 use super::iq_grids::IQ1S_GRID;
-use super::{BlockQ8K, QK_K};
+use super::QK_K;
 
 /// The shift of IQ1_S and IQ1_M groups (ggml's `IQ1S_DELTA`).
 pub(crate) const IQ1_DELTA: f32 = 0.125;
@@ -62,14 +62,14 @@ impl GridBlock for BlockIq1S {
         Run { grid: std::array::from_fn(|l| grid(self, r, l)), signs: [0; 4], ls: [ls, ls] }
     }
     #[inline(always)]
-    fn delta_run(&self, r: usize, y: &BlockQ8K) -> i32 {
+    fn delta_run(&self, r: usize, bsums: &[i16; 16]) -> i32 {
         let ls = 2 * ((self.qh[r] >> 12) & 7) as i32 + 1;
         let delta = if self.qh[r] & 0x8000 != 0 { -1 } else { 1 };
-        ls * delta * (y.bsums[2 * r] as i32 + y.bsums[2 * r + 1] as i32)
+        ls * delta * (bsums[2 * r] as i32 + bsums[2 * r + 1] as i32)
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx2_run_shifts(&self, y: &BlockQ8K) -> i32 {
+    unsafe fn avx2_run_shifts(&self, bsums: &[i16; 16]) -> i32 {
         use std::arch::x86_64::*;
         // SAFETY: the caller's contract (AVX2); qh is 8 words and bsums 16, unaligned loads.
         unsafe {
@@ -80,7 +80,7 @@ impl GridBlock for BlockIq1S {
             let ls = _mm_or_si128(ls, _mm_set1_epi16(1));
             let factors = _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)));
             // Each run's two halves' sums as one i16 (at most 32 * 128 in magnitude).
-            let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            let bsums = _mm256_loadu_si256(bsums.as_ptr() as *const __m256i);
             let runs = _mm256_madd_epi16(bsums, _mm256_set1_epi16(1));
             let runs =
                 _mm_packs_epi32(_mm256_castsi256_si128(runs), _mm256_extracti128_si256::<1>(runs));

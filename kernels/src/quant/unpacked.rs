@@ -306,6 +306,8 @@ pub(crate) fn visit_passes(
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod grid_avx2;
 
 #[cfg(test)]
 mod tests {
