@@ -484,7 +484,8 @@ fn unpacked_kernel(w: &Matrix, f: Form) -> Option<(UnpackedTokensFn, bool)> {
     if f == Form::F32 || w.is_interleaved() {
         return None;
     }
-    w.dtype().traits().tokens.and_then(|k| k.for_isa(kernels().isa))
+    let k = kernels();
+    w.dtype().traits().tokens.and_then(|t| t.for_isa(k.isa, k.table_isa))
 }
 
 /// Where the layout of form `f` (offset or not) is kept in [`InputBuffers`].

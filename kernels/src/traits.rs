@@ -55,12 +55,18 @@ pub(crate) struct TokensKernels {
     pub(crate) scalar: Option<UnpackedTokensFn>,
     pub(crate) avx2: Option<UnpackedTokensFn>,
     pub(crate) offset: bool,
+    /// Whether the AVX2 kernel gives way where matvec reads the type's AVX-512 column (the IQ1
+    /// types: those CPUs keep the path they had, their AVX-512 matvec per token, where the
+    /// wide tiles do not run).
+    pub(crate) below_avx512: bool,
 }
 
 impl TokensKernels {
-    /// The kernel to use on `isa` and whether it reads offset activations, if there is one.
-    pub(crate) fn for_isa(&self, isa: Isa) -> Option<(UnpackedTokensFn, bool)> {
+    /// The kernel to use on `isa`, matvec reading the `table_isa` column, and whether it reads
+    /// offset activations, if there is one.
+    pub(crate) fn for_isa(&self, isa: Isa, table_isa: Isa) -> Option<(UnpackedTokensFn, bool)> {
         let f = match isa {
+            Isa::Avx2 | Isa::Avx512 if self.below_avx512 && table_isa == Isa::Avx512 => None,
             Isa::Avx2 | Isa::Avx512 => self.avx2,
             Isa::Scalar | Isa::Neon => self.scalar,
         };
@@ -278,6 +284,7 @@ macro_rules! tokens {
             }),
             avx2: tokens_avx2!(unpacked::avx2::dot_tokens, $block),
             offset: <$block as unpacked::Unpack>::SMALL_CODES,
+            below_avx512: false,
         }
     };
 }
@@ -290,6 +297,7 @@ macro_rules! tokens_k {
             scalar: None,
             avx2: tokens_avx2!(unpacked::avx2::dot_tokens, $block),
             offset: true,
+            below_avx512: false,
         }
     };
 }
@@ -302,6 +310,7 @@ macro_rules! tokens_grid {
             scalar: None,
             avx2: tokens_avx2!(unpacked::grid_avx2::dot_tokens, $block),
             offset: false,
+            below_avx512: true,
         }
     };
 }
@@ -314,13 +323,14 @@ macro_rules! tokens32 {
             scalar: None,
             avx2: tokens_avx2!(unpacked32::dot_tokens, $block),
             offset: matches!(<$block as unpacked32::Block32>::CODES, unpacked32::Codes::Offset),
+            below_avx512: false,
         }
     };
 }
 #[cfg(not(target_arch = "x86_64"))]
 macro_rules! tokens32 {
     ($block:ty) => {
-        TokensKernels { scalar: None, avx2: None, offset: false }
+        TokensKernels { scalar: None, avx2: None, offset: false, below_avx512: false }
     };
 }
 

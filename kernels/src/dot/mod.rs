@@ -199,16 +199,26 @@ pub fn avx512_table_supported() -> bool {
     })
 }
 
-/// The kernels in use: `FLOE_ISA` if set and supported, else the best detected. Detected AVX2
-/// on a CPU with AVX-512 reads the type table's AVX-512 column, whose kernels (the grid types')
-/// measured faster there than their AVX2 twins; `FLOE_ISA=avx2` keeps every kernel AVX2.
+/// The ISA `FLOE_ISA` forces, read once: none where it is unset or empty, or names no ISA this
+/// CPU runs (then the detected kernels run, as `DotKernels::name` in the run's stats shows).
+/// The GEMM tiles follow the same answer (`gemm::enabled`).
+pub(crate) fn forced_isa() -> Option<Isa> {
+    static FORCED: OnceLock<Option<Isa>> = OnceLock::new();
+    *FORCED.get_or_init(|| {
+        let name = std::env::var("FLOE_ISA").ok()?;
+        let isa = Isa::ALL.into_iter().find(|i| i.name() == name.trim())?;
+        DotKernels::for_isa(isa).map(|_| isa)
+    })
+}
+
+/// The kernels in use: `FLOE_ISA` if set and supported ([`forced_isa`]), else the best
+/// detected. Detected AVX2 on a CPU with AVX-512 reads the type table's AVX-512 column, whose
+/// kernels (the grid types') measured faster there than their AVX2 twins; `FLOE_ISA=avx2` keeps
+/// every kernel AVX2.
 pub fn kernels() -> &'static DotKernels {
     static CHOSEN: OnceLock<DotKernels> = OnceLock::new();
     CHOSEN.get_or_init(|| {
-        let forced = std::env::var("FLOE_ISA").ok().and_then(|name| {
-            let isa = Isa::ALL.into_iter().find(|i| i.name() == name.trim());
-            isa.and_then(DotKernels::for_isa)
-        });
+        let forced = forced_isa().and_then(DotKernels::for_isa);
         forced.unwrap_or_else(|| {
             let detected = DotKernels::for_isa(Isa::detect()).unwrap_or(scalar::KERNELS);
             if detected.isa == Isa::Avx2 && avx512_table_supported() {

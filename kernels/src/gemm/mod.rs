@@ -6,8 +6,7 @@
 //! nothing is repacked at load. Which tile a weight type
 //! runs is its row in the type table (`Tile`); the tiles run on AVX-512 (F, BW, VNNI) where
 //! the CPU has it; elsewhere `enabled` is false and the caller keeps its row-group path.
-//! `FLOE_ISA` set to anything but `avx512` turns them off too, so a forced ISA tests one ISA end
-//! to end.
+//! `FLOE_ISA` forcing another ISA turns them off too, so a forced ISA tests one ISA end to end.
 
 // Only the x86_64 tiles read the packed activations and write through `RowsOut`; elsewhere
 // `enabled` is false and these types sit unused.
@@ -100,13 +99,12 @@ impl Tile {
     }
 }
 
-/// Whether the GEMM tiles run here: the CPU has AVX-512 F/BW/VNNI and `FLOE_ISA` does not ask
-/// for another ISA.
+/// Whether the GEMM tiles run here: the CPU has AVX-512 F/BW/VNNI and `FLOE_ISA` does not force
+/// another ISA (`dot::forced_isa`: an empty or unknown value forces none).
 pub(crate) fn enabled() -> bool {
     static CHOSEN: OnceLock<bool> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
-        let forced = std::env::var("FLOE_ISA").ok();
-        if forced.is_some_and(|f| f.trim() != "avx512") {
+        if crate::dot::forced_isa().is_some_and(|isa| isa != crate::dot::Isa::Avx512) {
             return false;
         }
         cfg!(target_arch = "x86_64") && crate::dot::Isa::Avx512.supported()
